@@ -1,0 +1,58 @@
+// kvstream: the command-line tool. One subcommand per job; see --help.
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "apps/commands.h"
+
+namespace {
+
+std::string version_text() {
+  std::string s = "kvstream " KVSTREAM_VERSION "\n";
+#ifdef KVSTREAM_HAVE_NS3
+  s += "  ns-3:    yes (" KVSTREAM_NS3_VERSION ")\n";
+#else
+  s += "  ns-3:    no\n";
+#endif
+#ifdef KVSTREAM_HAVE_TORCH
+  s += "  libtorch: yes (" KVSTREAM_TORCH_VERSION ")\n";
+#else
+  s += "  libtorch: no\n";
+#endif
+#ifdef KVSTREAM_HAVE_CUDA
+  s += "  CUDA:    yes (kernels for sm_" KVSTREAM_CUDA_ARCHS ")";
+#else
+  s += "  CUDA:    no";
+#endif
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvstream: a testbed for streaming LLM KV caches over networks"};
+  app.set_version_flag("--version", version_text(), "Print the version and which optional parts were built in");
+  app.require_subcommand(1);
+  app.fallthrough(false);
+
+  kvs::apps::add_trace_commands(app);
+  kvs::apps::add_codec_commands(app);
+#ifdef KVSTREAM_HAVE_TORCH
+  kvs::apps::add_model_commands(app);
+#endif
+#ifdef KVSTREAM_HAVE_NS3
+  kvs::apps::add_simulate_command(app);
+#endif
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvstream: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

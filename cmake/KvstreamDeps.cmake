@@ -1,0 +1,71 @@
+# Finds kvstream's dependencies and sets KVSTREAM_HAVE_{NS3,TORCH,CUDA}.
+find_package(PkgConfig REQUIRED)
+find_package(Eigen3 3.3 REQUIRED NO_MODULE)
+find_package(yaml-cpp REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
+pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+find_package(Threads REQUIRED)
+
+# Resolves an AUTO/ON/OFF option: sets OUT to TRUE when FOUND and not OFF;
+# fails when ON but not found.
+function(kvstream_resolve opt found out)
+  if(${opt} STREQUAL "OFF")
+    set(${out} FALSE PARENT_SCOPE)
+  elseif(${found})
+    set(${out} TRUE PARENT_SCOPE)
+  elseif(${opt} STREQUAL "ON")
+    message(FATAL_ERROR "${opt}=ON but the dependency was not found")
+  else()
+    set(${out} FALSE PARENT_SCOPE)
+  endif()
+endfunction()
+
+# ---- libtorch (Debian: libtorch-dev) ----
+set(_torch_found FALSE)
+if(NOT KVSTREAM_WITH_TORCH STREQUAL "OFF")
+  if(NOT Torch_DIR AND EXISTS /usr/lib/x86_64-linux-gnu/cmake/Torch)
+    set(Torch_DIR /usr/lib/x86_64-linux-gnu/cmake/Torch)
+  endif()
+  find_package(Torch QUIET)
+  set(_torch_found ${Torch_FOUND})
+  if(_torch_found)
+    pkg_check_modules(SENTENCEPIECE IMPORTED_TARGET sentencepiece)
+  endif()
+endif()
+kvstream_resolve(KVSTREAM_WITH_TORCH _torch_found KVSTREAM_HAVE_TORCH)
+
+# ---- ns-3 (Debian: ns3 + libns3-dev, 3.37) ----
+set(_ns3_found FALSE)
+if(NOT KVSTREAM_WITH_NS3 STREQUAL "OFF")
+  find_package(ns3 3.37 QUIET)
+  set(_ns3_found ${ns3_FOUND})
+endif()
+kvstream_resolve(KVSTREAM_WITH_NS3 _ns3_found KVSTREAM_HAVE_NS3)
+
+# ---- CUDA (nvcc may exist without a GPU; OFF is a real way out) ----
+set(_cuda_found FALSE)
+if(NOT KVSTREAM_WITH_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    set(_cuda_found TRUE)
+  endif()
+endif()
+kvstream_resolve(KVSTREAM_WITH_CUDA _cuda_found KVSTREAM_HAVE_CUDA)
+if(KVSTREAM_HAVE_CUDA)
+  if(NOT CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 90)  # H100/H200; `native` fails without a GPU
+  endif()
+  set(CMAKE_CUDA_STANDARD 17)        # CMake 3.25 does not know CUDA 20
+  enable_language(CUDA)
+endif()
+
+if(KVSTREAM_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+if(KVSTREAM_BUILD_BENCH)
+  find_package(benchmark REQUIRED)
+endif()

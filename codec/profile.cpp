@@ -1,0 +1,251 @@
+#include "codec/profile.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/files.h"
+
+namespace kvs::codec {
+
+using nlohmann::json;
+
+double ModelInfo::prefill_flops(uint64_t past, uint64_t tokens) const {
+  // Weights touched per token outside attention scores: parameters minus the
+  // input embedding table (a lookup, not a product). Tied or untied, the LM
+  // head costs hidden_size * vocab_size multiply-adds per token.
+  const double embed = double(vocab_size) * hidden_size;
+  const double matmul_params = std::max(0.0, double(parameters) - embed);
+  const double dense = 2.0 * matmul_params * double(tokens);
+  // Attention: per layer, per query head, QK^T and AV each head_dim MACs per
+  // (query, key) pair; causal, so token i sees past + i + 1 keys.
+  const double t = double(tokens), p = double(past);
+  const double pairs = t * p + t * (t + 1) / 2.0;
+  const double attention = 2.0 * 2.0 * double(kv.layers) * num_attention_heads * kv.head_dim * pairs;
+  return dense + attention;
+}
+
+const CodecProfile& Profile::codec(std::string_view name) const {
+  std::string present;
+  for (const auto& c : codecs) {
+    if (c.codec == name) return c;
+    present += (present.empty() ? "" : ", ") + c.codec;
+  }
+  throw std::invalid_argument(fmt::format("profile has no codec '{}' (it has: {})", name, present));
+}
+
+namespace {
+
+// Reads fields of a JSON object with errors that name the file and JSON path.
+class Reader {
+ public:
+  Reader(std::string source) : source_(std::move(source)) {}
+
+  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
+    throw Error(fmt::format("{}: {}: {}", source_, path.empty() ? "/" : path, what));
+  }
+  const json& field(const json& obj, const std::string& path, const char* key) const {
+    if (!obj.is_object()) fail(path, "expected an object");
+    auto it = obj.find(key);
+    if (it == obj.end()) fail(path + "/" + key, "missing required field");
+    return *it;
+  }
+  const json& array(const json& obj, const std::string& path, const char* key) const {
+    const json& v = field(obj, path, key);
+    if (!v.is_array()) fail(path + "/" + key, "expected an array");
+    return v;
+  }
+  uint64_t u64(const json& obj, const std::string& path, const char* key) const {
+    const json& v = field(obj, path, key);
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
+      fail(path + "/" + key, "expected an unsigned integer");
+    return v.get<uint64_t>();
+  }
+  uint32_t u32(const json& obj, const std::string& path, const char* key) const {
+    const uint64_t v = u64(obj, path, key);
+    if (v > UINT32_MAX) fail(path + "/" + key, "value too large");
+    return uint32_t(v);
+  }
+  double num(const json& obj, const std::string& path, const char* key, bool non_negative = true) const {
+    const json& v = field(obj, path, key);
+    if (!v.is_number()) fail(path + "/" + key, "expected a number");
+    const double d = v.get<double>();
+    if (!std::isfinite(d)) fail(path + "/" + key, "expected a finite number");
+    if (non_negative && d < 0) fail(path + "/" + key, "expected a number >= 0");
+    return d;
+  }
+  std::string str(const json& obj, const std::string& path, const char* key) const {
+    const json& v = field(obj, path, key);
+    if (!v.is_string()) fail(path + "/" + key, "expected a string");
+    return v.get<std::string>();
+  }
+
+ private:
+  std::string source_;
+};
+
+ModelInfo read_model(const Reader& r, const json& j, const std::string& p) {
+  ModelInfo m;
+  m.name = r.str(j, p, "name");
+  m.kv.layers = r.u32(j, p, "layers");
+  m.kv.kv_heads = r.u32(j, p, "kv_heads");
+  m.kv.head_dim = r.u32(j, p, "head_dim");
+  if (!m.kv.layers || !m.kv.kv_heads || !m.kv.head_dim) r.fail(p, "layers, kv_heads and head_dim must be > 0");
+  try {
+    m.dtype = dtype_from_string(r.str(j, p, "dtype"));
+  } catch (const std::invalid_argument& e) {
+    r.fail(p + "/dtype", e.what());
+  }
+  m.hidden_size = r.u32(j, p, "hidden_size");
+  m.intermediate_size = r.u32(j, p, "intermediate_size");
+  m.num_attention_heads = r.u32(j, p, "num_attention_heads");
+  m.vocab_size = r.u32(j, p, "vocab_size");
+  m.parameters = r.u64(j, p, "parameters");
+  return m;
+}
+
+ContextProfile read_context(const Reader& r, const json& j, const std::string& p, size_t levels) {
+  ContextProfile c;
+  c.id = r.str(j, p, "id");
+  c.tokens = r.u32(j, p, "tokens");
+  c.base_loss_nats = r.num(j, p, "base_loss_nats");
+  c.base_task_accuracy = r.num(j, p, "base_task_accuracy", false);
+  const json& quality = r.array(j, p, "quality");
+  if (quality.size() != levels) r.fail(p + "/quality", fmt::format("expected {} levels, found {}", levels, quality.size()));
+  for (size_t i = 0; i < quality.size(); ++i) {
+    const std::string q = fmt::format("{}/quality/{}", p, i);
+    LevelQuality lq;
+    lq.bits_per_element = r.num(quality[i], q, "bits_per_element");
+    lq.loss_increase = r.num(quality[i], q, "loss_increase", false);
+    lq.greedy_agreement = r.num(quality[i], q, "greedy_agreement");
+    lq.task_accuracy = r.num(quality[i], q, "task_accuracy", false);
+    c.quality.push_back(lq);
+  }
+  const json& chunks = r.array(j, p, "chunks");
+  if (chunks.empty()) r.fail(p + "/chunks", "expected at least one chunk");
+  uint64_t next_token = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const std::string cp = fmt::format("{}/chunks/{}", p, i);
+    ChunkProfile ch;
+    ch.token_begin = r.u64(chunks[i], cp, "token_begin");
+    ch.tokens = r.u32(chunks[i], cp, "tokens");
+    if (ch.token_begin != next_token) r.fail(cp + "/token_begin", fmt::format("expected {} (chunks must be contiguous)", next_token));
+    if (ch.tokens == 0) r.fail(cp + "/tokens", "expected > 0");
+    next_token += ch.tokens;
+    const json& lv = r.array(chunks[i], cp, "levels");
+    if (lv.size() != levels) r.fail(cp + "/levels", fmt::format("expected {} levels, found {}", levels, lv.size()));
+    for (size_t k = 0; k < lv.size(); ++k) {
+      const std::string lp = fmt::format("{}/levels/{}", cp, k);
+      ChunkLevel cl;
+      cl.bytes = r.u64(lv[k], lp, "bytes");
+      if (cl.bytes == 0) r.fail(lp + "/bytes", "expected > 0");
+      cl.encode_s = r.num(lv[k], lp, "encode_s");
+      cl.decode_s = r.num(lv[k], lp, "decode_s");
+      cl.mse = r.num(lv[k], lp, "mse");
+      cl.loss_increase = r.num(lv[k], lp, "loss_increase", false);
+      ch.levels.push_back(cl);
+    }
+    c.chunks.push_back(std::move(ch));
+  }
+  if (next_token != c.tokens) r.fail(p + "/tokens", fmt::format("chunks cover {} tokens, context says {}", next_token, c.tokens));
+  return c;
+}
+
+}  // namespace
+
+Profile parse_profile(std::string_view text, const std::string& source) {
+  Reader r(source);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(fmt::format("{}: invalid JSON at byte {}: {}", source, e.byte, e.what()));
+  }
+  Profile prof;
+  prof.schema_version = int(r.u32(j, "", "schema_version"));
+  if (prof.schema_version != kProfileSchemaVersion)
+    r.fail("/schema_version", fmt::format("unsupported schema version {} (this build reads {})", prof.schema_version,
+                                          kProfileSchemaVersion));
+  prof.model = read_model(r, r.field(j, "", "model"), "/model");
+  prof.device = r.str(j, "", "device");
+  prof.chunk_tokens = r.u32(j, "", "chunk_tokens");
+  prof.greedy_tokens = r.u32(j, "", "greedy_tokens");
+  const json& codecs = r.array(j, "", "codecs");
+  for (size_t i = 0; i < codecs.size(); ++i) {
+    const std::string p = fmt::format("/codecs/{}", i);
+    CodecProfile c;
+    c.codec = r.str(codecs[i], p, "codec");
+    c.params = r.str(codecs[i], p, "params");
+    const json& names = r.array(codecs[i], p, "level_names");
+    if (names.empty()) r.fail(p + "/level_names", "expected at least one level");
+    for (size_t k = 0; k < names.size(); ++k) {
+      if (!names[k].is_string()) r.fail(fmt::format("{}/level_names/{}", p, k), "expected a string");
+      c.level_names.push_back(names[k].get<std::string>());
+    }
+    const json& contexts = r.array(codecs[i], p, "contexts");
+    for (size_t k = 0; k < contexts.size(); ++k)
+      c.contexts.push_back(read_context(r, contexts[k], fmt::format("{}/contexts/{}", p, k), c.level_names.size()));
+    prof.codecs.push_back(std::move(c));
+  }
+  return prof;
+}
+
+Profile read_profile(const std::string& path) { return parse_profile(read_file(path), path); }
+
+std::string profile_to_json(const Profile& prof) {
+  json j;
+  j["schema_version"] = prof.schema_version;
+  const ModelInfo& m = prof.model;
+  j["model"] = {{"name", m.name},
+                {"layers", m.kv.layers},
+                {"kv_heads", m.kv.kv_heads},
+                {"head_dim", m.kv.head_dim},
+                {"dtype", to_string(m.dtype)},
+                {"hidden_size", m.hidden_size},
+                {"intermediate_size", m.intermediate_size},
+                {"num_attention_heads", m.num_attention_heads},
+                {"vocab_size", m.vocab_size},
+                {"parameters", m.parameters}};
+  j["device"] = prof.device;
+  j["chunk_tokens"] = prof.chunk_tokens;
+  j["greedy_tokens"] = prof.greedy_tokens;
+  j["codecs"] = json::array();
+  for (const auto& c : prof.codecs) {
+    json jc = {{"codec", c.codec}, {"params", c.params}, {"level_names", c.level_names}, {"contexts", json::array()}};
+    for (const auto& ctx : c.contexts) {
+      json jx = {{"id", ctx.id},
+                 {"tokens", ctx.tokens},
+                 {"base_loss_nats", ctx.base_loss_nats},
+                 {"base_task_accuracy", ctx.base_task_accuracy},
+                 {"quality", json::array()},
+                 {"chunks", json::array()}};
+      for (const auto& q : ctx.quality)
+        jx["quality"].push_back({{"bits_per_element", q.bits_per_element},
+                                 {"loss_increase", q.loss_increase},
+                                 {"greedy_agreement", q.greedy_agreement},
+                                 {"task_accuracy", q.task_accuracy}});
+      for (const auto& ch : ctx.chunks) {
+        json jch = {{"token_begin", ch.token_begin}, {"tokens", ch.tokens}, {"levels", json::array()}};
+        for (const auto& l : ch.levels)
+          jch["levels"].push_back({{"bytes", l.bytes},
+                                   {"encode_s", l.encode_s},
+                                   {"decode_s", l.decode_s},
+                                   {"mse", l.mse},
+                                   {"loss_increase", l.loss_increase}});
+        jx["chunks"].push_back(std::move(jch));
+      }
+      jc["contexts"].push_back(std::move(jx));
+    }
+    j["codecs"].push_back(std::move(jc));
+  }
+  return j.dump(1) + "\n";
+}
+
+void write_profile(const Profile& profile, const std::string& path) {
+  write_file_atomic(path, profile_to_json(profile));
+}
+
+}  // namespace kvs::codec

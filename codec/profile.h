@@ -1,0 +1,115 @@
+// Codec profiles: the contract between the codec side and the network side.
+//
+// A profile records, for one model, what each codec really produced on real
+// KV caches: per context, per chunk and per level the bytes, encode and
+// decode seconds (on the named device), and the quality cost; per context the
+// quality of the whole context at each uniform level. The simulator reads only
+// this: it never invents a size or a quality number.
+//
+// Levels are numbered 0..n-1 per codec; level 0 is the finest (most bytes,
+// least error), each higher level coarser. Recomputing a chunk from text is not
+// a level: it is exact (no quality loss) and costs prefill FLOPs, which
+// `ModelInfo::prefill_flops` gives.
+//
+// Stored as JSON (see docs/profile-format.md); `schema_version` guards the
+// format.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "codec/kv.h"
+
+namespace kvs::codec {
+
+inline constexpr int kProfileSchemaVersion = 1;
+
+// The model whose KV caches were profiled, with what a compute model needs.
+struct ModelInfo {
+  std::string name;
+  KVShape kv;
+  DType dtype = DType::kF16;
+  uint32_t hidden_size = 0;
+  uint32_t intermediate_size = 0;
+  uint32_t num_attention_heads = 0;
+  uint32_t vocab_size = 0;
+  uint64_t parameters = 0;  // all weights, embeddings included
+
+  // Forward-pass FLOPs to prefill `tokens` new tokens that follow `past`
+  // tokens already in the cache: 2 FLOPs per multiply-add over the projection,
+  // MLP and LM-head weights, plus the attention scores and weighted sum, which
+  // grow with the context (causal: token i attends to past + i + 1 positions).
+  double prefill_flops(uint64_t past, uint64_t tokens) const;
+  // Bytes of the full-precision KV cache per token (at `dtype`).
+  uint64_t kv_bytes_per_token() const { return kv.elements_per_token() * dtype_bytes(dtype); }
+};
+
+// One chunk encoded at one level.
+struct ChunkLevel {
+  uint64_t bytes = 0;     // whole bitstream, header included
+  double encode_s = 0;    // measured on Profile::device
+  double decode_s = 0;
+  double mse = 0;         // mean squared error over the chunk's elements
+  // Estimated relative increase of continuation loss when only this chunk is
+  // at this level (all others exact): the chunk's share of the whole-context
+  // increase, apportioned by its squared error.
+  double loss_increase = 0;
+};
+
+struct ChunkProfile {
+  uint64_t token_begin = 0;
+  uint32_t tokens = 0;
+  std::vector<ChunkLevel> levels;  // index = level
+};
+
+// Quality of a whole context with every chunk at one level, measured with the model.
+struct LevelQuality {
+  double bits_per_element = 0;  // payload bits over all K and V elements of the context
+  double loss_increase = 0;     // relative: (loss_degraded - loss_exact) / loss_exact
+  double greedy_agreement = 1;  // fraction of the next N greedy tokens that match
+  double task_accuracy = -1;    // exact match on the context's question; -1 if the context has none
+};
+
+struct ContextProfile {
+  std::string id;
+  uint32_t tokens = 0;
+  double base_loss_nats = 0;      // continuation loss per token with the exact cache
+  double base_task_accuracy = -1; // with the exact cache; -1 if no question
+  std::vector<LevelQuality> quality;  // index = level
+  std::vector<ChunkProfile> chunks;
+};
+
+struct CodecProfile {
+  std::string codec;                     // registry name, e.g. "cachegen"
+  std::string params;                    // codec parameters as given, for the record
+  std::vector<std::string> level_names;  // index = level
+  std::vector<ContextProfile> contexts;
+
+  size_t levels() const { return level_names.size(); }
+};
+
+struct Profile {
+  int schema_version = kProfileSchemaVersion;
+  ModelInfo model;
+  std::string device;         // where encode/decode seconds were measured
+  uint32_t chunk_tokens = 0;  // nominal chunk size (the last chunk may be shorter)
+  uint32_t greedy_tokens = 0; // N of greedy agreement
+  std::vector<CodecProfile> codecs;
+
+  // The named codec's profile; throws std::invalid_argument listing the ones present.
+  const CodecProfile& codec(std::string_view name) const;
+};
+
+// Reads and validates a profile: every required field present with the right
+// type, levels consistent across chunks, sizes positive. Errors throw
+// std::runtime_error naming the file and the JSON path (e.g.
+// "p.json: /codecs/0/contexts/2/chunks/5/levels/1/bytes: expected an unsigned integer").
+Profile read_profile(const std::string& path);
+Profile parse_profile(std::string_view json_text, const std::string& source_name);
+std::string profile_to_json(const Profile& profile);
+// Writes atomically (temporary file, then rename).
+void write_profile(const Profile& profile, const std::string& path);
+
+}  // namespace kvs::codec

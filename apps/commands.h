@@ -1,19 +1,21 @@
-// Subcommands of the `kvstream` tool, one registration function per module.
-// Each adds its subcommands to the app; callbacks throw kvs::Error (or any
-// std::exception) for user errors, which main() prints on one line.
+// Subcommands of the `kvstream` tool: one registration function per file,
+// each file owned by the module it drives. Callbacks throw kvs::Error (or any
+// std::exception) for user errors; main() prints it on one line and exits 1.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 namespace kvs::apps {
 
-void add_trace_commands(CLI::App& app);     // trace stats|plot|gen|convert
-void add_codec_commands(CLI::App& app);     // encode, decode, codecs
+void add_trace_commands(CLI::App& app);     // trace_commands.cpp: trace stats|plot|gen|convert
+void add_codec_commands(CLI::App& app);     // codec_commands.cpp: encode, decode, codecs
 #ifdef KVSTREAM_HAVE_TORCH
-void add_model_commands(CLI::App& app);     // kv dump, eval, train, profile
+void add_model_commands(CLI::App& app);     // model_commands.cpp: kv dump, eval
+void add_train_command(CLI::App& app);      // train_command.cpp: train
+void add_profile_command(CLI::App& app);    // profile_command.cpp: profile
 #endif
 #ifdef KVSTREAM_HAVE_NS3
-void add_simulate_command(CLI::App& app);   // simulate
+void add_simulate_command(CLI::App& app);   // simulate_command.cpp: simulate
 #endif
 
 }  // namespace kvs::apps

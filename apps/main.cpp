@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   kvs::apps::add_codec_commands(app);
 #ifdef KVSTREAM_HAVE_TORCH
   kvs::apps::add_model_commands(app);
+  kvs::apps::add_train_command(app);
+  kvs::apps::add_profile_command(app);
 #endif
 #ifdef KVSTREAM_HAVE_NS3
   kvs::apps::add_simulate_command(app);

@@ -1,0 +1,72 @@
+// The Codec seam: encode a KV chunk at a level into a self-describing
+// bitstream, decode it back.
+//
+// Levels are numbered 0..levels()-1; level 0 is the finest (most bytes, least
+// error) and each higher level is coarser. Every bitstream carries magic,
+// format version, codec id, level, dtype, KV shape, token range and a checksum
+// (codec/bitstream.h); decode() of a truncated, corrupt or hostile stream
+// throws CorruptStream and never reads out of bounds or allocates more than
+// the header's (bounded) shape allows.
+//
+// Some codecs use static entropy models learned offline from sample chunks of
+// one model's KV caches (a "codec model file"); their bitstreams name that
+// file by hash, and decode() refuses a stream whose hash differs.
+//
+// A new codec is one file with a class deriving from Codec, one line in the
+// registry (codec/registry.cpp), and a test.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "codec/kv.h"
+
+namespace kvs::codec {
+
+using Bytes = std::vector<uint8_t>;
+
+// A bitstream that cannot be decoded: what is wrong and where (byte offset).
+class CorruptStream : public kvs::Error {
+ public:
+  using kvs::Error::Error;
+};
+
+// Codec parameters as given on the command line or in a profile request:
+// key -> value text, e.g. {"scheme", "paper"}, {"bins", "..."}.
+using CodecParams = std::map<std::string, std::string>;
+
+struct CodecOptions {
+  CodecParams params;
+  std::string model_file;  // codec model file (static entropy tables); empty if none
+};
+
+class Codec {
+ public:
+  virtual ~Codec() = default;
+
+  virtual std::string name() const = 0;     // registry name, e.g. "cachegen"
+  virtual std::string params() const = 0;  // canonical parameters, for profiles and logs
+  virtual int levels() const = 0;
+  virtual std::string level_name(int level) const { return "L" + std::to_string(level); }
+
+  virtual Bytes encode(const KVChunk& chunk, int level) const = 0;
+  virtual KVChunk decode(std::span<const uint8_t> stream) const = 0;
+
+  // Codecs with static entropy models: learn one from sample chunks and return
+  // the codec model file's contents (to be written to disk and passed back as
+  // CodecOptions::model_file). Others return an empty string.
+  virtual bool needs_model() const { return false; }
+  virtual std::string train_model(std::span<const KVChunk> samples) const { return {}; }
+};
+
+// Creates the named codec; throws kvs::Error naming the codec and listing the
+// registered ones when unknown, or naming the parameter when one is bad.
+std::unique_ptr<Codec> make_codec(const std::string& name, const CodecOptions& options = {});
+std::vector<std::string> codec_names();
+
+}  // namespace kvs::codec

@@ -38,7 +38,12 @@ struct StreamState {
   // (earlier entries are those already decided).
   const std::vector<std::vector<uint64_t>>* chunk_bytes = nullptr;
   std::vector<uint32_t> chunk_tokens;             // tokens of every chunk
-  std::vector<ThroughputSample> samples;          // observed so far, oldest first
+  // Fine-grained samples: bytes received over intervals of at least the
+  // simulator's sample interval (e.g. 10 ms) while data was flowing, oldest first.
+  std::vector<ThroughputSample> samples;
+  // One sample per fetched chunk: request sent -> last byte (includes one RTT).
+  std::vector<ThroughputSample> chunk_samples;
+  double rtt_s = 0;                               // measured at connection setup (0 before)
   double gpu_busy_until_s = 0;                    // when the GPU finishes queued work
   double recompute_s_per_chunk_estimate = 0;      // for chunk next_chunk, from the compute model
   uint32_t levels = 0;                            // levels of the codec, 0 = finest

@@ -1,0 +1,151 @@
+// `kvstream simulate`: one simulation run, from options or a scenario YAML.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "apps/commands.h"
+#include "base/error.h"
+#include "codec/profile.h"
+#include "scenarios/scenario.h"
+#include "sim/gpu_model.h"
+#include "sim/simulation.h"
+#include "traces/trace.h"
+
+namespace kvs::apps {
+
+namespace {
+
+// Trace files and generator specs are read by the traces module's loader
+// (traces::load_trace / generate_trace), which this build does not have yet.
+traces::Trace load_trace_source(const std::string& path) {
+  throw Error(fmt::format("{}: reading trace files needs traces::load_trace, which this build of the traces module "
+                          "does not have yet; use --rate-mbps", path));
+}
+traces::Trace generate_trace_source(const std::string& spec) {
+  throw Error(fmt::format("trace generator '{}': needs traces::generate_trace, which this build of the traces module "
+                          "does not have yet; use --rate-mbps", spec));
+}
+
+struct SimulateOptions {
+  std::string config_path;
+  std::string out_dir;
+  std::string profile, codec, policy, target, trace, trace_gen, tcp, gpu;
+  std::vector<std::string> policy_params;
+  double rate_mbps = 0, rtt_ms = 0, loss = 0, slo_s = 0, efficiency = 0, decode_speedup = 0, arrival_rate = 0;
+  uint32_t queue_packets = 0, mtu = 0, in_flight = 0, requests = 0, seed = 0, run = 0, bulk = 0, udp = 0;
+  bool quiet = false;
+};
+
+void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
+  auto given = [&](const char* name) { return cmd.get_option(name)->count() > 0; };
+  scenarios::Scenario sc;
+  if (!o.config_path.empty()) {
+    sc = scenarios::load_scenario(o.config_path);
+  } else {
+    if (o.profile.empty() || o.codec.empty())
+      throw Error("simulate: give a scenario file, or at least --profile and --codec");
+    if (!given("--rate-mbps") && o.trace.empty() && o.trace_gen.empty())
+      throw Error("simulate: give one of --trace, --trace-gen or --rate-mbps");
+  }
+  sim::SimConfig& c = sc.sim;
+  // Options given on the command line override the scenario file.
+  if (given("--profile")) c.profile_path = o.profile;
+  if (given("--codec")) c.codec = o.codec;
+  if (given("--policy")) c.policy = o.policy;
+  if (given("--policy-param")) {
+    c.policy_params.clear();
+    for (const auto& kv : o.policy_params) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw Error(fmt::format("--policy-param: expected KEY=VALUE, got '{}'", kv));
+      c.policy_params[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+  }
+  if (given("--target")) c.target = o.target;
+  if (given("--trace")) sc.trace_file = o.trace, sc.trace_gen.clear();
+  if (given("--trace-gen")) sc.trace_gen = o.trace_gen, sc.trace_file.clear();
+  if (given("--rate-mbps")) c.link.rate_mbps = o.rate_mbps, sc.trace_file.clear(), sc.trace_gen.clear();
+  if (given("--rtt-ms")) c.link.rtt_ms = o.rtt_ms;
+  if (given("--loss")) c.link.loss_rate = o.loss;
+  if (given("--queue-packets")) c.link.queue_packets = o.queue_packets;
+  if (given("--mtu")) c.link.mtu_bytes = o.mtu;
+  if (given("--tcp")) c.link.tcp = o.tcp;
+  if (given("--slo-s")) c.slo_s = o.slo_s;
+  if (given("--gpu")) c.gpu.preset = o.gpu;
+  if (given("--gpu-efficiency")) c.gpu.efficiency = o.efficiency;
+  if (given("--decode-speedup")) c.gpu.decode_speedup = o.decode_speedup;
+  if (given("--in-flight")) c.in_flight = o.in_flight;
+  if (given("--requests")) {
+    c.arrivals.mode = "poisson";
+    c.arrivals.count = o.requests;
+  }
+  if (given("--arrival-rate")) c.arrivals.rate_per_s = o.arrival_rate;
+  if (given("--seed")) c.seed = o.seed;
+  if (given("--run")) c.run = o.run;
+  if (given("--cross-bulk")) c.cross.bulk_tcp_flows = o.bulk;
+  if (given("--cross-udp")) c.cross.onoff_udp_flows = o.udp;
+  std::string out_dir = given("--out") ? o.out_dir : sc.output_dir;
+  if (out_dir.empty()) throw Error("simulate: no output folder (give -o OUTDIR or `output:` in the scenario)");
+
+  if (!sc.trace_file.empty()) c.link.trace = load_trace_source(sc.trace_file);
+  if (!sc.trace_gen.empty()) c.link.trace = generate_trace_source(sc.trace_gen);
+
+  codec::Profile profile;
+  try {
+    profile = codec::read_profile(c.profile_path);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(e.what());
+  }
+  const sim::SimOutput out = sim::simulate(c, profile);
+  sim::write_outputs(out, out_dir);
+  if (!o.quiet) std::fputs(out.summary.c_str(), stdout);
+  std::printf("wrote %s/results.json, events.jsonl, summary.txt\n", out_dir.c_str());
+}
+
+}  // namespace
+
+void add_simulate_command(CLI::App& app) {
+  auto o = std::make_shared<SimulateOptions>();
+  CLI::App* cmd = app.add_subcommand("simulate",
+                                     "Simulate streaming the KV caches of a profile over a network (ns-3); "
+                                     "see docs/simulator.md");
+  cmd->add_option("config", o->config_path, "Scenario YAML (options given here override its values)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("-o,--out", o->out_dir, "Output folder for results.json, events.jsonl, summary.txt");
+  cmd->add_option("--profile", o->profile, "Codec profile JSON (from `kvstream profile`)");
+  cmd->add_option("--codec", o->codec, "Codec in the profile, e.g. cachegen");
+  cmd->add_option("--policy", o->policy, "Adaptation policy (default: fixed)");
+  cmd->add_option("--policy-param", o->policy_params, "Policy parameter KEY=VALUE, repeatable (e.g. level=2)");
+  cmd->add_option("--target", o->target,
+                  fmt::format("Target model whose KV cache is streamed (sizes scaled from the profiled model): {} "
+                              "(default: the profiled model)",
+                              fmt::join(sim::model_preset_names(), ", ")));
+  cmd->add_option("--trace", o->trace, "Bandwidth trace file for the bottleneck (mahimahi, two-column, CSV)");
+  cmd->add_option("--trace-gen", o->trace_gen, "Bandwidth trace generator spec (see `kvstream trace gen`)");
+  cmd->add_option("--rate-mbps", o->rate_mbps, "Constant bottleneck rate in Mbit/s (default 100)");
+  cmd->add_option("--rtt-ms", o->rtt_ms, "Round-trip propagation delay in ms (default 20)");
+  cmd->add_option("--loss", o->loss, "Random packet loss rate on the bottleneck, 0..1 (default 0)");
+  cmd->add_option("--queue-packets", o->queue_packets, "Bottleneck drop-tail queue in packets (default: 1 BDP, >= 100)");
+  cmd->add_option("--mtu", o->mtu, "MTU in bytes (default 1500)");
+  cmd->add_option("--tcp", o->tcp, "TCP variant: cubic, newreno, bbr (default cubic)");
+  cmd->add_option("--slo-s", o->slo_s, "TTFT target in seconds (default 0: none)");
+  cmd->add_option("--gpu", o->gpu, fmt::format("GPU preset: {} (default h100)", fmt::join(sim::gpu_preset_names(), ", ")));
+  cmd->add_option("--gpu-efficiency", o->efficiency, "Achieved fraction of peak FLOP/s for prefill (default 0.5)");
+  cmd->add_option("--decode-speedup", o->decode_speedup,
+                  "Decode speed of the GPU relative to the profile's device (default 1: the profile's seconds)");
+  cmd->add_option("--in-flight", o->in_flight, "Chunk requests outstanding per connection (default 1)");
+  cmd->add_option("--requests", o->requests, "Number of requests arriving as a Poisson process (default: one at t=0)");
+  cmd->add_option("--arrival-rate", o->arrival_rate, "Poisson arrival rate in requests per second (default 1)");
+  cmd->add_option("--seed", o->seed, "ns-3 seed (default 1)");
+  cmd->add_option("--run", o->run, "ns-3 run number (default 1)");
+  cmd->add_option("--cross-bulk", o->bulk, "Bulk TCP cross-traffic flows (default 0)");
+  cmd->add_option("--cross-udp", o->udp, "On/off UDP cross-traffic sources (default 0)");
+  cmd->add_flag("-q,--quiet", o->quiet, "Do not print the summary");
+  cmd->callback([o, cmd] { run_simulate(*o, *cmd); });
+}
+
+}  // namespace kvs::apps

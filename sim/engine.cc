@@ -1,0 +1,90 @@
+#include "sim/engine.h"
+
+#include <fmt/format.h>
+
+#include "ns3/core-module.h"
+#include "ns3/internet-module.h"
+#include "ns3/network-module.h"
+
+#include "base/error.h"
+#include "sim/cross_traffic.h"
+#include "sim/streaming_app.h"
+#include "sim/topology.h"
+
+namespace kvs::sim {
+
+namespace {
+constexpr uint16_t kServerPort = 7000;
+}  // namespace
+
+EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpec>& contexts,
+                        const PolicyFactory& make_policy) {
+  const size_t total = config.arrival_s.size();
+  if (config.contexts.size() != total) throw Error("engine: one context per request expected");
+  // Policies first, so that a bad name or parameter fails before ns-3 starts.
+  std::vector<std::unique_ptr<policies::Policy>> policies;
+  for (uint32_t i = 0; i < total; ++i) policies.push_back(make_policy(i));
+
+  EngineOutput out;
+  out.requests.resize(total);
+
+  ns3::RngSeedManager::SetSeed(config.seed);
+  ns3::RngSeedManager::SetRun(config.run);
+  EventLog log;
+  GpuQueue gpu;
+  size_t done = 0;
+  try {
+    Topology topo = build_topology(config.link, cross_traffic_pairs(config.cross));
+    out.network = topo.description;
+    if (config.link.trace) schedule_trace(topo, *config.link.trace, config.max_sim_s);
+    install_cross_traffic(config.cross, topo, config.max_sim_s);
+
+    auto server = ns3::CreateObject<ChunkServer>(kServerPort, &contexts, config.request_header_bytes,
+                                                 config.response_header_bytes);
+    topo.server->AddApplication(server);
+    server->SetStartTime(ns3::Seconds(0));
+
+    for (uint32_t i = 0; i < total; ++i) {
+      const uint32_t ctx = config.contexts[i];
+      if (ctx >= contexts.size()) throw Error(fmt::format("engine: request {} names context {}", i, ctx));
+      RequestResult& rr = out.requests[i];
+      rr.id = i;
+      rr.context = ctx;
+      rr.context_id = contexts[ctx].id;
+      rr.tokens = contexts[ctx].tokens;
+      ClientSetup s;
+      s.request_id = i;
+      s.context = ctx;
+      s.server = ns3::InetSocketAddress(topo.server_address, kServerPort);
+      s.spec = &contexts[ctx];
+      s.policy = std::move(policies[i]);
+      s.gpu = &gpu;
+      s.log = &log;
+      s.result = &rr;
+      s.slo_s = config.slo_s;
+      s.in_flight = config.in_flight;
+      s.sample_interval_s = config.sample_interval_s;
+      s.request_bytes = config.request_header_bytes;
+      s.response_header_bytes = config.response_header_bytes;
+      s.on_done = [&done, total] {
+        if (++done == total) ns3::Simulator::Stop();
+      };
+      auto client = ns3::CreateObject<ChunkClient>(std::move(s));
+      topo.client->AddApplication(client);
+      client->SetStartTime(ns3::Seconds(config.arrival_s[i]));
+    }
+
+    ns3::Simulator::Stop(ns3::Seconds(config.max_sim_s));
+    ns3::Simulator::Run();
+  } catch (...) {
+    ns3::Simulator::Destroy();
+    throw;
+  }
+  out.sim_end_s = ns3::Simulator::Now().GetSeconds();
+  out.events = ns3::Simulator::GetEventCount();
+  ns3::Simulator::Destroy();
+  out.events_jsonl = log.lines();
+  return out;
+}
+
+}  // namespace kvs::sim

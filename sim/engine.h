@@ -1,0 +1,83 @@
+// The ns-3 engine under kvs::sim (C++17-safe header: no ns-3 types and no
+// codec types, because ns-3.37 compiles only as C++17 and codec/ only as
+// C++20). simulation.cc (C++20) turns a profile and a SimConfig into these
+// plain tables, with sizes already scaled and GPU times already computed, and
+// runs them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "policies/policy.h"
+#include "sim/run_log.h"
+#include "sim/specs.h"
+
+namespace kvs::sim {
+
+// One chunk of a context as the simulation uses it.
+struct ChunkSpec {
+  uint64_t token_begin = 0;
+  uint32_t tokens = 0;
+  std::vector<uint64_t> bytes;         // per level, as sent (scaled to the target)
+  std::vector<double> decode_s;        // per level, on the simulated GPU
+  std::vector<double> loss_increase;   // per level, from the profile
+  double recompute_s = 0;              // prefill of this chunk after the ones before it
+};
+
+struct ContextSpec {
+  std::string id;
+  uint32_t tokens = 0;
+  double first_token_s = 0;            // one decode step at full context
+  std::vector<ChunkSpec> chunks;
+};
+
+struct EngineConfig {
+  LinkSpec link;
+  CrossTrafficSpec cross;
+  std::vector<double> arrival_s;       // per request
+  std::vector<uint32_t> contexts;      // per request: index into the context table
+  double slo_s = 0;
+  uint32_t in_flight = 1;
+  double sample_interval_s = 0.01;
+  uint32_t request_header_bytes = 16;
+  uint32_t response_header_bytes = 16;
+  uint32_t seed = 1, run = 1;
+  double max_sim_s = 3600;
+};
+
+struct EngineOutput {
+  std::vector<RequestResult> requests;
+  std::string events_jsonl;
+  std::string network;
+  double sim_end_s = 0;
+  uint64_t events = 0;
+};
+
+using PolicyFactory = std::function<std::unique_ptr<policies::Policy>(uint32_t request)>;
+
+EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpec>& contexts,
+                        const PolicyFactory& make_policy);
+
+// One GPU, one FIFO: a job runs after every job submitted before it. Jobs are
+// submitted in simulation-time order, so start = max(now, previous end).
+class GpuQueue {
+ public:
+  struct Slot {
+    double start_s, end_s;
+  };
+  Slot submit(double now_s, double duration_s) {
+    const double start = now_s > busy_until_s_ ? now_s : busy_until_s_;
+    busy_until_s_ = start + duration_s;
+    return {start, busy_until_s_};
+  }
+  // When the GPU finishes the work queued so far (now if idle).
+  double busy_until_s(double now_s) const { return busy_until_s_ > now_s ? busy_until_s_ : now_s; }
+
+ private:
+  double busy_until_s_ = 0;
+};
+
+}  // namespace kvs::sim

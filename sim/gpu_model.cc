@@ -1,0 +1,101 @@
+#include "sim/gpu_model.h"
+
+#include <algorithm>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "base/error.h"
+
+namespace kvs::sim {
+
+namespace {
+
+struct GpuPreset {
+  const char* name;
+  double peak_flops;
+};
+
+// Dense BF16 tensor-core peaks from NVIDIA's datasheets (see gpu_model.h).
+constexpr GpuPreset kGpus[] = {
+    {"h100", 989e12},
+    {"h200", 989e12},
+    {"a100", 312e12},
+    {"l40s", 362e12},
+};
+
+codec::ModelInfo llama(const char* name, uint32_t layers, uint32_t kv_heads, uint32_t heads, uint32_t hidden,
+                       uint32_t intermediate, uint32_t vocab, uint64_t params, codec::DType dtype) {
+  codec::ModelInfo m;
+  m.name = name;
+  m.kv = {layers, kv_heads, hidden / heads};
+  m.dtype = dtype;
+  m.hidden_size = hidden;
+  m.intermediate_size = intermediate;
+  m.num_attention_heads = heads;
+  m.vocab_size = vocab;
+  m.parameters = params;
+  return m;
+}
+
+// Hugging Face config.json numbers; parameters as counted by the checkpoints.
+std::vector<codec::ModelInfo> model_presets() {
+  using codec::DType;
+  return {
+      llama("llama-7b", 32, 32, 32, 4096, 11008, 32000, 6738415616ull, DType::kF16),
+      llama("llama-13b", 40, 40, 40, 5120, 13824, 32000, 13015864320ull, DType::kF16),
+      llama("llama-70b", 80, 8, 64, 8192, 28672, 32000, 68976648192ull, DType::kF16),
+      llama("mistral-7b", 32, 8, 32, 4096, 14336, 32000, 7241732096ull, DType::kBF16),
+      llama("llama3-8b", 32, 8, 32, 4096, 14336, 128256, 8030261248ull, DType::kBF16),
+  };
+}
+
+}  // namespace
+
+std::vector<std::string> gpu_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& g : kGpus) names.emplace_back(g.name);
+  return names;
+}
+
+double gpu_preset_peak_flops(const std::string& preset) {
+  for (const auto& g : kGpus)
+    if (preset == g.name) return g.peak_flops;
+  throw Error(fmt::format("unknown GPU preset '{}' (known: {})", preset, fmt::join(gpu_preset_names(), ", ")));
+}
+
+std::vector<std::string> model_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& m : model_presets()) names.push_back(m.name);
+  return names;
+}
+
+codec::ModelInfo model_preset(const std::string& name) {
+  for (auto& m : model_presets())
+    if (m.name == name) return m;
+  throw Error(fmt::format("unknown target model '{}' (known: {})", name, fmt::join(model_preset_names(), ", ")));
+}
+
+ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec) : model_(model), spec_(spec) {
+  const double peak = spec.peak_flops > 0 ? spec.peak_flops : gpu_preset_peak_flops(spec.preset);
+  if (!(spec.efficiency > 0 && spec.efficiency <= 1))
+    throw Error(fmt::format("gpu efficiency: expected a number in (0, 1], got {}", spec.efficiency));
+  if (!(spec.decode_speedup > 0))
+    throw Error(fmt::format("gpu decode_speedup: expected a positive number, got {}", spec.decode_speedup));
+  flops_per_s_ = peak * spec.efficiency;
+}
+
+double ComputeModel::recompute_s(uint64_t past, uint64_t tokens) const {
+  return model_.prefill_flops(past, tokens) / flops_per_s_;
+}
+
+double ComputeModel::first_token_s(uint64_t context_tokens) const {
+  if (spec_.first_token_s >= 0) return spec_.first_token_s;
+  return model_.prefill_flops(context_tokens, 1) / flops_per_s_;
+}
+
+double ComputeModel::decode_s(double profiled_decode_s, double size_scale) const {
+  return profiled_decode_s * size_scale / spec_.decode_speedup;
+}
+
+}  // namespace kvs::sim

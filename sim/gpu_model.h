@@ -1,0 +1,59 @@
+// The GPU node's compute model: how long decoding a fetched chunk, recomputing
+// a chunk from text (prefill), and producing the first token take, and the one
+// FIFO queue they share (GpuQueue, engine.h).
+//
+// Sources of the numbers:
+// - Decode: the profile's measured decode seconds for the chunk at the chosen
+//   level (measured on Profile::device, usually a CPU), divided by
+//   GpuSpec::decode_speedup, and multiplied by the target/profiled size ratio
+//   when the target model is larger than the profiled one.
+// - Prefill and first token: ModelInfo::prefill_flops of the target model
+//   divided by (peak FLOP/s x efficiency). Peaks are vendors' dense (no
+//   sparsity) BF16 tensor-core numbers: H100 SXM 989 TFLOP/s, H200 989
+//   TFLOP/s (same compute as H100), A100 312 TFLOP/s, L40S 362 TFLOP/s
+//   (NVIDIA datasheets). Efficiency 0.5 is a typical achieved MFU for long
+//   prefills; set it from a measurement when one exists.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "codec/profile.h"
+#include "sim/config.h"
+
+namespace kvs::sim {
+
+// A GPU preset's peak; throws kvs::Error listing the presets when unknown.
+double gpu_preset_peak_flops(const std::string& preset);
+std::vector<std::string> gpu_preset_names();
+
+// A target model preset with its Hugging Face config numbers (llama-7b =
+// Llama-2-7b-hf, llama-13b, llama-70b = Llama-2-70b-hf, mistral-7b =
+// Mistral-7B-v0.1, llama3-8b = Meta-Llama-3-8B); throws kvs::Error when unknown.
+codec::ModelInfo model_preset(const std::string& name);
+std::vector<std::string> model_preset_names();
+
+class ComputeModel {
+ public:
+  // `model`: the model whose prefill is timed (the target); `spec.peak_flops`
+  // of 0 takes the preset's peak.
+  ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec);
+
+  // Prefill of `tokens` tokens after `past` tokens already in the cache.
+  double recompute_s(uint64_t past, uint64_t tokens) const;
+  // One decode step of the model with `context_tokens` in the cache (or the
+  // configured value).
+  double first_token_s(uint64_t context_tokens) const;
+  // Decode of a chunk whose profiled decode took `profiled_decode_s`, with
+  // sizes scaled by `size_scale`.
+  double decode_s(double profiled_decode_s, double size_scale) const;
+
+  double flops_per_s() const { return flops_per_s_; }
+
+ private:
+  codec::ModelInfo model_;
+  GpuSpec spec_;
+  double flops_per_s_;
+};
+
+}  // namespace kvs::sim

@@ -1,0 +1,101 @@
+// What a run produces: per request the TTFT and its breakdown, every chunk's
+// decision, bytes and timing; a JSON-lines event log with simulation
+// timestamps. No wall-clock times and no addresses, so the same inputs give
+// byte-identical files.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvs::sim {
+
+struct ChunkRecord {
+  uint32_t index = 0;
+  uint32_t tokens = 0;
+  int level = 0;              // codec level, or -1 for recompute
+  std::string reason;         // the policy's note
+  double estimate_bps = 0;    // last throughput sample the policy saw (0: none yet)
+  uint64_t payload_bytes = 0; // chunk bytes on the wire (0 when recomputed)
+  double decided_s = 0;
+  double request_sent_s = -1, first_byte_s = -1, last_byte_s = -1;
+  double gpu_start_s = -1, gpu_end_s = -1;  // decode or recompute
+  double loss_increase = 0;   // profile estimate for this chunk at this level (0 when recomputed)
+};
+
+// TTFT = request start -> first token. The breakdown is additive along the
+// critical path: `network_s` runs from the request to the last byte of the last
+// fetched chunk; decode, recompute and first token count only GPU work of this
+// request after that point; `queueing_s` is the rest (the GPU busy with other
+// requests, or waiting for data). Totals of GPU work are given separately.
+struct TtftBreakdown {
+  double network_s = 0;
+  double queueing_s = 0;
+  double decode_s = 0;
+  double recompute_s = 0;
+  double first_token_s = 0;
+};
+
+struct RequestResult {
+  uint32_t id = 0;
+  uint32_t context = 0;
+  std::string context_id;
+  uint32_t tokens = 0;
+  double start_s = 0;
+  double first_token_s = -1;  // simulation time of the first token; -1 if unfinished
+  double ttft_s = -1;
+  bool finished = false;
+  bool slo_met = false;
+  TtftBreakdown breakdown;
+  double decode_total_s = 0, recompute_total_s = 0;
+  uint64_t payload_bytes = 0;  // chunk bytes received
+  uint64_t wire_bytes = 0;     // application bytes both ways: requests, response headers, payloads
+  uint32_t recomputed_chunks = 0;
+  double quality_loss_increase = 0;  // sum of chosen levels' per-chunk loss_increase
+  std::vector<ChunkRecord> chunks;
+};
+
+struct RunResult {
+  std::string policy;
+  std::string codec;
+  std::string model;          // target model
+  std::string profiled_model;
+  double slo_s = 0;
+  uint32_t seed = 0, run = 0;
+  double size_scale = 1;      // target / profiled KV elements per token
+  std::string scaling_note;   // empty when sizes are the profile's
+  std::string network;        // description of the topology and TCP settings
+  double sim_end_s = 0;
+  uint64_t events = 0;        // ns-3 events executed
+  std::vector<RequestResult> requests;
+};
+
+// JSON-lines event log. Events may be added out of time order (GPU work is
+// scheduled ahead); lines() sorts them by time, ties in insertion order.
+class EventLog {
+ public:
+  // `fields`: extra JSON members, already formatted, without braces (e.g.
+  // "\"chunk\":3,\"level\":1"), or empty.
+  void add(double t_s, uint32_t request, const char* event, std::string fields = {});
+  std::string lines() const;
+  size_t size() const { return events_.size(); }
+
+ private:
+  struct Event {
+    double t_s;
+    uint64_t seq;
+    std::string text;
+  };
+  std::vector<Event> events_;
+};
+
+// Formats a time or rate so that output is stable across runs and platforms.
+std::string json_number(double x);
+// A JSON string literal, quoted and escaped.
+std::string json_string(const std::string& s);
+
+std::string result_to_json(const RunResult& result);
+// A one-screen summary for the terminal.
+std::string result_summary(const RunResult& result, double slo_s);
+
+}  // namespace kvs::sim

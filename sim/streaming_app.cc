@@ -1,0 +1,369 @@
+#include "sim/streaming_app.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "ns3/inet-socket-address.h"
+#include "ns3/packet.h"
+#include "ns3/simulator.h"
+#include "ns3/tcp-socket-factory.h"
+
+#include "base/error.h"
+
+namespace kvs::sim {
+
+namespace {
+
+void put_u32(std::string& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(char((v >> (8 * i)) & 0xff));
+}
+void put_u64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(char((v >> (8 * i)) & 0xff));
+}
+uint32_t get_u32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint64_t get_u64(const uint8_t* p) { return uint64_t(get_u32(p)) | uint64_t(get_u32(p + 4)) << 32; }
+
+double now_s() { return ns3::Simulator::Now().GetSeconds(); }
+
+}  // namespace
+
+// ---- server -------------------------------------------------------------------
+
+ChunkServer::ChunkServer(uint16_t port, const std::vector<ContextSpec>* contexts, uint32_t request_bytes,
+                         uint32_t response_header_bytes)
+    : port_(port), contexts_(contexts), request_bytes_(request_bytes), response_header_bytes_(response_header_bytes) {}
+
+void ChunkServer::StartApplication() {
+  listener_ = ns3::Socket::CreateSocket(GetNode(), ns3::TcpSocketFactory::GetTypeId());
+  listener_->Bind(ns3::InetSocketAddress(ns3::Ipv4Address::GetAny(), port_));
+  listener_->Listen();
+  listener_->SetAcceptCallback(ns3::MakeNullCallback<bool, ns3::Ptr<ns3::Socket>, const ns3::Address&>(),
+                               ns3::MakeCallback(&ChunkServer::HandleAccept, this));
+}
+
+void ChunkServer::StopApplication() {
+  for (auto& [socket, conn] : connections_) socket->Close();
+  connections_.clear();
+  if (listener_) listener_->Close();
+}
+
+void ChunkServer::HandleAccept(ns3::Ptr<ns3::Socket> socket, const ns3::Address&) {
+  connections_[socket];
+  socket->SetRecvCallback(ns3::MakeCallback(&ChunkServer::HandleRead, this));
+  socket->SetSendCallback(ns3::MakeCallback(&ChunkServer::Pump, this));
+}
+
+void ChunkServer::HandleRead(ns3::Ptr<ns3::Socket> socket) {
+  auto& conn = connections_[socket];
+  while (ns3::Ptr<ns3::Packet> packet = socket->Recv()) {
+    const uint32_t n = packet->GetSize();
+    if (n == 0) break;
+    const size_t old = conn.rx.size();
+    conn.rx.resize(old + n);
+    packet->CopyData(reinterpret_cast<uint8_t*>(conn.rx.data() + old), n);
+  }
+  size_t used = 0;
+  while (conn.rx.size() - used >= request_bytes_) {
+    const auto* p = reinterpret_cast<const uint8_t*>(conn.rx.data() + used);
+    const uint32_t tag = get_u32(p), context = get_u32(p + 4), chunk = get_u32(p + 8), level = get_u32(p + 12);
+    used += request_bytes_;
+    const auto& ctxs = *contexts_;
+    if (context >= ctxs.size() || chunk >= ctxs[context].chunks.size() ||
+        level >= ctxs[context].chunks[chunk].bytes.size())
+      throw Error(fmt::format("chunk server: request for context {} chunk {} level {} outside the profile", context,
+                              chunk, level));
+    Response r;
+    r.payload_left = ctxs[context].chunks[chunk].bytes[level];
+    put_u32(r.header, tag);
+    put_u32(r.header, chunk);
+    put_u64(r.header, r.payload_left);
+    r.header.resize(response_header_bytes_, '\0');
+    conn.queue.push_back(std::move(r));
+  }
+  conn.rx.erase(0, used);
+  Pump(socket, socket->GetTxAvailable());
+}
+
+// Fills the socket's send buffer from the queue of responses.
+void ChunkServer::Pump(ns3::Ptr<ns3::Socket> socket, uint32_t) {
+  auto it = connections_.find(socket);
+  if (it == connections_.end()) return;
+  auto& queue = it->second.queue;
+  while (!queue.empty()) {
+    Response& r = queue.front();
+    uint32_t room = socket->GetTxAvailable();
+    if (room == 0) return;
+    if (r.header_sent < r.header.size()) {
+      const uint32_t n = std::min<uint32_t>(room, uint32_t(r.header.size() - r.header_sent));
+      auto p = ns3::Create<ns3::Packet>(reinterpret_cast<const uint8_t*>(r.header.data() + r.header_sent), n);
+      const int sent = socket->Send(p);
+      if (sent <= 0) return;
+      r.header_sent += uint32_t(sent);
+      continue;
+    }
+    if (r.payload_left > 0) {
+      const uint32_t n = uint32_t(std::min<uint64_t>(room, r.payload_left));
+      const int sent = socket->Send(ns3::Create<ns3::Packet>(n));  // virtual (zero) bytes
+      if (sent <= 0) return;
+      r.payload_left -= uint64_t(sent);
+      continue;
+    }
+    queue.pop_front();
+  }
+}
+
+// ---- client -------------------------------------------------------------------
+
+ChunkClient::ChunkClient(ClientSetup setup) : s_(std::move(setup)) {
+  const auto& ctx = *s_.spec;
+  total_chunks_ = uint32_t(ctx.chunks.size());
+  chunks_.resize(total_chunks_);
+  for (const auto& c : ctx.chunks) {
+    chunk_tokens_.push_back(c.tokens);
+    chunk_bytes_.push_back(c.bytes);
+  }
+}
+
+void ChunkClient::StartApplication() {
+  start_s_ = now_s();
+  auto& r = *s_.result;
+  r.start_s = start_s_;
+  r.chunks.resize(total_chunks_);
+  for (uint32_t i = 0; i < total_chunks_; ++i) {
+    r.chunks[i].index = i;
+    r.chunks[i].tokens = chunk_tokens_[i];
+  }
+  s_.log->add(start_s_, s_.request_id, "request",
+              fmt::format("\"context\":{},\"tokens\":{},\"chunks\":{}", json_string(s_.spec->id), s_.spec->tokens,
+                          total_chunks_));
+  socket_ = ns3::Socket::CreateSocket(GetNode(), ns3::TcpSocketFactory::GetTypeId());
+  socket_->Bind();
+  socket_->SetConnectCallback(ns3::MakeCallback(&ChunkClient::HandleConnected, this),
+                              ns3::MakeNullCallback<void, ns3::Ptr<ns3::Socket>>());
+  socket_->SetRecvCallback(ns3::MakeCallback(&ChunkClient::HandleRead, this));
+  socket_->Connect(s_.server);
+  socket_open_ = true;
+  DecideMore();
+}
+
+void ChunkClient::StopApplication() {
+  if (socket_open_) socket_->Close();
+  socket_open_ = false;
+}
+
+void ChunkClient::HandleConnected(ns3::Ptr<ns3::Socket>) {
+  connected_ = true;
+  rtt_s_ = now_s() - start_s_;
+  s_.log->add(now_s(), s_.request_id, "connected");
+  Flush();
+}
+
+void ChunkClient::Flush() {
+  if (!connected_ || outbox_.empty()) return;
+  const int sent = socket_->Send(reinterpret_cast<const uint8_t*>(outbox_.data()), uint32_t(outbox_.size()), 0);
+  if (sent > 0) outbox_.erase(0, size_t(sent));
+}
+
+policies::StreamState ChunkClient::MakeState(double now) const {
+  policies::StreamState st;
+  st.now_s = now;
+  st.elapsed_s = now - start_s_;
+  st.slo_s = s_.slo_s;
+  st.next_chunk = next_decide_;
+  st.total_chunks = total_chunks_;
+  st.chunk_bytes = &chunk_bytes_;
+  st.chunk_tokens = chunk_tokens_;
+  st.samples = samples_;
+  st.chunk_samples = chunk_samples_;
+  st.rtt_s = rtt_s_;
+  st.gpu_busy_until_s = s_.gpu->busy_until_s(now);
+  if (next_decide_ < total_chunks_) st.recompute_s_per_chunk_estimate = s_.spec->chunks[next_decide_].recompute_s;
+  st.levels = uint32_t(chunk_bytes_.empty() ? 0 : chunk_bytes_[0].size());
+  return st;
+}
+
+void ChunkClient::DecideMore() {
+  const double now = now_s();
+  while (next_decide_ < total_chunks_ && outstanding_ < s_.in_flight) {
+    const uint32_t i = next_decide_;
+    const policies::Action action = s_.policy->decide(MakeState(now));
+    auto& rec = s_.result->chunks[i];
+    if (!action.recompute() && (action.level < 0 || size_t(action.level) >= chunk_bytes_[i].size()))
+      throw Error(fmt::format("policy {} chose level {} for chunk {}, but the codec has {} levels",
+                              s_.policy->name(), action.level, i, chunk_bytes_[i].size()));
+    rec.level = action.level;
+    rec.reason = action.reason;
+    rec.decided_s = now;
+    rec.estimate_bps = samples_.empty() ? 0.0 : samples_.back().rate_bps();
+    chunks_[i].decided = true;
+    ++next_decide_;
+    if (action.recompute()) {
+      s_.log->add(now, s_.request_id, "decision",
+                  fmt::format("\"chunk\":{},\"action\":\"recompute\",\"estimate_bps\":{},\"reason\":{}", i,
+                              json_number(std::round(rec.estimate_bps)), json_string(action.reason)));
+      chunks_[i].ready = true;
+    } else {
+      rec.payload_bytes = chunk_bytes_[i][size_t(action.level)];
+      rec.loss_increase = s_.spec->chunks[i].loss_increase[size_t(action.level)];
+      s_.log->add(now, s_.request_id, "decision",
+                  fmt::format("\"chunk\":{},\"level\":{},\"bytes\":{},\"estimate_bps\":{},\"reason\":{}", i,
+                              action.level, rec.payload_bytes, json_number(std::round(rec.estimate_bps)),
+                              json_string(action.reason)));
+      chunks_[i].fetch = true;
+      SendRequest(i, action.level);
+    }
+  }
+  SubmitReadyWork();
+}
+
+void ChunkClient::SendRequest(uint32_t chunk, int level) {
+  std::string req;
+  put_u32(req, s_.request_id);
+  put_u32(req, s_.context);
+  put_u32(req, chunk);
+  put_u32(req, uint32_t(level));
+  req.resize(s_.request_bytes, '\0');
+  outbox_ += req;
+  pending_.push_back(chunk);
+  ++outstanding_;
+  s_.result->chunks[chunk].request_sent_s = now_s();
+  s_.result->wire_bytes += s_.request_bytes;
+  Flush();
+}
+
+void ChunkClient::HandleRead(ns3::Ptr<ns3::Socket> socket) {
+  const double now = now_s();
+  while (ns3::Ptr<ns3::Packet> packet = socket->Recv()) {
+    const uint32_t size = packet->GetSize();
+    if (size == 0) break;
+    OnBytes(size, now);
+    uint32_t offset = 0;
+    while (offset < size) {
+      if (!in_payload_) {
+        if (pending_.empty()) throw Error("chunk client: response bytes without a request");
+        const uint32_t take = std::min(s_.response_header_bytes - header_have_, size - offset);
+        if (header_have_ < kResponseHeaderBytes) {
+          const uint32_t keep = std::min(take, kResponseHeaderBytes - header_have_);
+          packet->CreateFragment(offset, keep)->CopyData(header_ + header_have_, keep);
+        }
+        header_have_ += take;
+        offset += take;
+        if (header_have_ == s_.response_header_bytes) {
+          const uint32_t chunk = get_u32(header_ + 4);
+          if (chunk != pending_.front()) throw Error(fmt::format("chunk client: got chunk {}, expected {}", chunk, pending_.front()));
+          payload_left_ = get_u64(header_ + 8);
+          header_have_ = 0;
+          in_payload_ = true;
+          auto& rec = s_.result->chunks[chunk];
+          rec.first_byte_s = now;
+          s_.log->add(now, s_.request_id, "first_byte", fmt::format("\"chunk\":{}", chunk));
+          if (payload_left_ == 0) {
+            in_payload_ = false;
+            ChunkArrived(chunk, now);
+          }
+        }
+      } else {
+        const uint64_t take = std::min<uint64_t>(payload_left_, size - offset);
+        payload_left_ -= take;
+        offset += uint32_t(take);
+        if (payload_left_ == 0) {
+          in_payload_ = false;
+          ChunkArrived(pending_.front(), now);
+        }
+      }
+    }
+  }
+}
+
+// Interval samples: an interval opens at a read while data flows; the bytes of
+// later reads count; it closes once it spans at least the sample interval, or
+// is dropped when the connection goes idle (no request outstanding).
+void ChunkClient::OnBytes(uint64_t bytes, double now) {
+  if (!interval_open_) {
+    interval_open_ = true;
+    interval_start_s_ = now;
+    interval_bytes_ = 0;
+    return;
+  }
+  interval_bytes_ += bytes;
+  if (now - interval_start_s_ >= s_.sample_interval_s) {
+    samples_.push_back({interval_start_s_, now, interval_bytes_});
+    interval_start_s_ = now;
+    interval_bytes_ = 0;
+  }
+}
+
+void ChunkClient::ChunkArrived(uint32_t chunk, double now) {
+  pending_.pop_front();
+  --outstanding_;
+  auto& rec = s_.result->chunks[chunk];
+  rec.last_byte_s = now;
+  s_.result->payload_bytes += rec.payload_bytes;
+  s_.result->wire_bytes += s_.response_header_bytes + rec.payload_bytes;
+  chunk_samples_.push_back({rec.request_sent_s, now, rec.payload_bytes + s_.response_header_bytes});
+  s_.log->add(now, s_.request_id, "last_byte", fmt::format("\"chunk\":{},\"bytes\":{}", chunk, rec.payload_bytes));
+  if (outstanding_ == 0) interval_open_ = false;
+  chunks_[chunk].ready = true;
+  DecideMore();
+}
+
+// Queues GPU work in chunk order: chunk i's decode or recompute needs chunks
+// before it in the cache, so it waits for them even when its data is ready.
+void ChunkClient::SubmitReadyWork() {
+  const double now = now_s();
+  auto& r = *s_.result;
+  while (next_gpu_ < total_chunks_ && chunks_[next_gpu_].ready) {
+    const uint32_t i = next_gpu_++;
+    const auto& cp = s_.spec->chunks[i];
+    auto& rec = r.chunks[i];
+    double duration;
+    if (rec.level < 0) {
+      duration = cp.recompute_s;
+      r.recompute_total_s += duration;
+      ++r.recomputed_chunks;
+    } else {
+      duration = cp.decode_s[size_t(rec.level)];
+      r.decode_total_s += duration;
+      r.quality_loss_increase += rec.loss_increase;
+    }
+    const auto slot = s_.gpu->submit(now, duration);
+    rec.gpu_start_s = slot.start_s;
+    rec.gpu_end_s = slot.end_s;
+    s_.log->add(slot.start_s, s_.request_id, rec.level < 0 ? "recompute_start" : "decode_start",
+                fmt::format("\"chunk\":{}", i));
+    s_.log->add(slot.end_s, s_.request_id, rec.level < 0 ? "recompute_end" : "decode_end",
+                fmt::format("\"chunk\":{}", i));
+  }
+  if (next_gpu_ == total_chunks_ && total_chunks_ > 0) {
+    ++next_gpu_;  // once
+    const auto slot = s_.gpu->submit(now, s_.spec->first_token_s);
+    ns3::Simulator::Schedule(ns3::Seconds(slot.end_s - now), &ChunkClient::Finish, this, slot.start_s, slot.end_s);
+  }
+}
+
+void ChunkClient::Finish(double ft_start, double ft_end) {
+  auto& r = *s_.result;
+  r.first_token_s = ft_end;
+  r.ttft_s = ft_end - start_s_;
+  r.finished = true;
+  r.slo_met = s_.slo_s <= 0 || r.ttft_s <= s_.slo_s;
+  // Critical-path breakdown (see run_log.h).
+  double net_end = start_s_;
+  for (const auto& c : r.chunks)
+    if (c.level >= 0) net_end = std::max(net_end, c.last_byte_s);
+  auto& b = r.breakdown;
+  b.network_s = net_end - start_s_;
+  auto after = [&](double s, double e) { return std::max(0.0, e - std::max(s, net_end)); };
+  for (const auto& c : r.chunks) (c.level < 0 ? b.recompute_s : b.decode_s) += after(c.gpu_start_s, c.gpu_end_s);
+  b.first_token_s = after(ft_start, ft_end);
+  b.queueing_s = std::max(0.0, r.ttft_s - b.network_s - b.decode_s - b.recompute_s - b.first_token_s);
+  s_.log->add(ft_end, s_.request_id, "first_token",
+              fmt::format("\"ttft_s\":{},\"slo_met\":{}", json_number(r.ttft_s), r.slo_met ? "true" : "false"));
+  if (socket_open_) socket_->Close();
+  socket_open_ = false;
+  if (s_.on_done) s_.on_done();
+}
+
+}  // namespace kvs::sim

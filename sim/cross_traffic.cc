@@ -39,6 +39,7 @@ void install_cross_traffic(const CrossTrafficSpec& spec, const Topology& topo, d
     onoff.SetAttribute("OnTime", StringValue(fmt::format("ns3::ExponentialRandomVariable[Mean={}]", spec.udp_on_s)));
     onoff.SetAttribute("OffTime", StringValue(fmt::format("ns3::ExponentialRandomVariable[Mean={}]", spec.udp_off_s)));
     ApplicationContainer apps = onoff.Install(topo.cross_senders[pair]);
+    onoff.AssignStreams(NodeContainer(topo.cross_senders[pair]), topo.next_stream + 2 * i);
     apps.Start(Seconds(spec.start_s));
     apps.Stop(Seconds(stop_s));
   }

@@ -49,7 +49,7 @@ struct RequestResult {
   TtftBreakdown breakdown;
   double decode_total_s = 0, recompute_total_s = 0;
   uint64_t payload_bytes = 0;  // chunk bytes received
-  uint64_t wire_bytes = 0;     // application bytes both ways: requests, response headers, payloads
+  uint64_t wire_bytes = 0;     // TCP payload bytes both ways, as counted by the client's socket
   uint32_t recomputed_chunks = 0;
   double quality_loss_increase = 0;  // sum of chosen levels' per-chunk loss_increase
   std::vector<ChunkRecord> chunks;

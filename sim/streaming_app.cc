@@ -238,6 +238,7 @@ void ChunkClient::HandleRead(ns3::Ptr<ns3::Socket> socket) {
   while (ns3::Ptr<ns3::Packet> packet = socket->Recv()) {
     const uint32_t size = packet->GetSize();
     if (size == 0) break;
+    s_.result->wire_bytes += size;
     OnBytes(size, now);
     uint32_t offset = 0;
     while (offset < size) {
@@ -301,7 +302,6 @@ void ChunkClient::ChunkArrived(uint32_t chunk, double now) {
   auto& rec = s_.result->chunks[chunk];
   rec.last_byte_s = now;
   s_.result->payload_bytes += rec.payload_bytes;
-  s_.result->wire_bytes += s_.response_header_bytes + rec.payload_bytes;
   chunk_samples_.push_back({rec.request_sent_s, now, rec.payload_bytes + s_.response_header_bytes});
   s_.log->add(now, s_.request_id, "last_byte", fmt::format("\"chunk\":{},\"bytes\":{}", chunk, rec.payload_bytes));
   if (outstanding_ == 0) interval_open_ = false;

@@ -137,13 +137,19 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
     t.cross_receivers.push_back(rcv);
     t.cross_receiver_addresses.push_back(ifs.GetAddress(1));
   }
+  Ptr<RateErrorModel> em;
   if (link.loss_rate > 0) {
-    auto em = CreateObject<RateErrorModel>();
+    em = CreateObject<RateErrorModel>();
     em->SetAttribute("ErrorUnit", EnumValue(RateErrorModel::ERROR_UNIT_PACKET));
     em->SetAttribute("ErrorRate", DoubleValue(link.loss_rate));
     neck_devs.Get(1)->SetAttribute("ReceiveErrorModel", PointerValue(em));
   }
   Ipv4GlobalRoutingHelper::PopulateRoutingTables();
+  // Fixed random streams: ns-3 numbers streams from a process-wide counter, so
+  // without this a second run in the same process would draw other numbers.
+  int64_t stream = internet.AssignStreams(nodes, 0);
+  if (em) stream += em->AssignStreams(stream);
+  t.next_stream = stream;
 
   t.description = fmt::format(
       "dumbbell: bottleneck {} ({}), one-way delay {} ms (RTT {} ms), drop-tail queue {} packets, loss {}, "

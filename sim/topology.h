@@ -28,6 +28,7 @@ struct Topology {
   std::vector<ns3::Ipv4Address> cross_receiver_addresses;
   ns3::Ptr<ns3::PointToPointNetDevice> bottleneck;  // the left router's device
   std::string description;                          // every setting used, for the run log
+  int64_t next_stream = 0;                          // first ns-3 random stream not yet assigned
 };
 
 // Sets ns-3 TCP defaults (variant, segment size, buffers) and builds the

@@ -1,0 +1,226 @@
+// End-to-end tests of the simulator on small, hand-checkable cases.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "base/error.h"
+#include "sim/gpu_model.h"
+#include "sim/simulation.h"
+#include "tests/sim/sim_test_util.h"
+
+namespace kvs::sim {
+namespace {
+
+using testing::base_config;
+using testing::make_profile;
+using testing::RecordingPolicy;
+
+// Bytes of a TCP transfer on the wire of the bottleneck: 54 bytes of PPP, IP
+// and TCP (with timestamps) headers per 1448-byte segment.
+double wire_seconds(uint64_t bytes, double rate_bps) {
+  const uint64_t segments = (bytes + 1447) / 1448;
+  return double(bytes + 54 * segments) * 8 / rate_bps;
+}
+
+TEST(Simulation, SingleChunkTtftIsTransferPlusDecodePlusFirstToken) {
+  const uint64_t bytes = 10'000'000;
+  const auto profile = make_profile(1, 256, {bytes}, /*decode_s=*/0.0125);
+  auto config = base_config(100, 2);
+  const auto out = simulate(config, profile);
+  ASSERT_EQ(out.result.requests.size(), 1u);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  const ComputeModel compute(profile.model, config.gpu);
+  const double first_token = compute.first_token_s(256);
+  EXPECT_NEAR(r.breakdown.decode_s, 0.0125, 1e-12);
+  EXPECT_NEAR(r.breakdown.first_token_s, first_token, 1e-15);
+  EXPECT_NEAR(r.breakdown.queueing_s, 0.0, 1e-9);
+  EXPECT_NEAR(r.ttft_s, r.breakdown.network_s + 0.0125 + first_token, 1e-9);
+  // Network: handshake (1 RTT), request (1/2 RTT), serialization, last byte's
+  // propagation (1/2 RTT), plus a few slow-start rounds at 2 ms each.
+  const double floor_s = 0.002 * 2 + wire_seconds(bytes + 16, 100e6);
+  EXPECT_GT(r.breakdown.network_s, floor_s);
+  EXPECT_LT(r.breakdown.network_s, floor_s * 1.02);
+}
+
+TEST(Simulation, DecodeOfOneChunkOverlapsReceptionOfTheNext) {
+  const double decode_s = 0.03;  // about half a chunk's transfer at 100 Mbit/s
+  const auto profile = make_profile(4, 256, {800'000}, decode_s);
+  const auto out = simulate(base_config(100, 2), profile);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  EXPECT_DOUBLE_EQ(r.decode_total_s, 4 * decode_s);
+  EXPECT_LT(r.ttft_s, r.breakdown.network_s + r.decode_total_s + r.breakdown.first_token_s - 2 * decode_s);
+  // Only the last chunk's decode is on the critical path after the last byte.
+  EXPECT_NEAR(r.breakdown.decode_s, decode_s, 1e-9);
+  for (size_t i = 1; i < r.chunks.size(); ++i) EXPECT_LT(r.chunks[i - 1].gpu_end_s, r.chunks[i].last_byte_s);
+}
+
+TEST(Simulation, RecomputeAllEqualsTheComputeModelExactly) {
+  const auto profile = make_profile(3, 512, {100'000});
+  auto config = base_config(10, 50);
+  config.policy = "recompute";
+  config.gpu.preset = "a100";
+  config.gpu.efficiency = 0.4;
+  const auto out = simulate(config, profile);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  const auto& m = profile.model;
+  const double fps = 312e12 * 0.4;
+  const double expected = (m.prefill_flops(0, 512) + m.prefill_flops(512, 512) + m.prefill_flops(1024, 512) +
+                           m.prefill_flops(1536, 1)) / fps;
+  EXPECT_NEAR(r.ttft_s, expected, 1e-12);
+  EXPECT_EQ(r.payload_bytes, 0u);
+  EXPECT_EQ(r.recomputed_chunks, 3u);
+  EXPECT_EQ(r.breakdown.network_s, 0.0);
+  EXPECT_EQ(r.quality_loss_increase, 0.0);
+}
+
+TEST(Simulation, FixedLevelSendsTheProfilesBytesExactly) {
+  auto profile = make_profile(5, 256, {300'000, 120'000, 50'000});
+  profile.codecs[0].contexts[0].chunks[2].levels[1].bytes = 77'777;  // chunks may differ
+  auto config = base_config(50, 10);
+  config.policy_params["level"] = "1";
+  const auto out = simulate(config, profile);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  const uint64_t payload = 4 * 120'000 + 77'777;
+  EXPECT_EQ(r.payload_bytes, payload);
+  EXPECT_EQ(r.wire_bytes, payload + 5 * (16 + 16));
+  EXPECT_NEAR(r.quality_loss_increase, 5 * 0.002, 1e-12);
+  for (const auto& c : r.chunks) EXPECT_EQ(c.level, 1);
+}
+
+TEST(Simulation, BandwidthStepDownShowsInSamplesWithinOneRttAndOneChunk) {
+  const uint64_t chunk_bytes = 400'000;
+  const auto profile = make_profile(40, 256, {chunk_bytes});
+  auto config = base_config(0, 10);
+  traces::Trace trace;
+  trace.name = "step";
+  trace.segments = {{0.0, 100e6}, {0.5, 20e6}};
+  trace.duration_s = 100;
+  trace.loops = false;
+  config.link.trace = trace;
+  std::vector<policies::StreamState> states;
+  SimHooks hooks;
+  hooks.make_policy = [&](uint32_t) { return std::make_unique<RecordingPolicy>(&states, 0); };
+  const auto out = simulate(config, profile, hooks);
+  ASSERT_TRUE(out.result.requests[0].finished);
+  ASSERT_EQ(states.size(), 40u);
+  // Before the step the last sample shows the fast link (>= 60 Mbit/s once
+  // slow start is over); after 0.5 s + RTT + one chunk at 20 Mbit/s, it
+  // shows the slow one.
+  const double deadline = 0.5 + 0.010 + chunk_bytes * 8 / 20e6;
+  bool saw_fast = false, checked_slow = false;
+  for (const auto& s : states) {
+    if (s.samples.empty()) continue;
+    const double rate = s.samples.back().rate_bps();
+    if (s.now_s > 0.2 && s.now_s < 0.5) {
+      EXPECT_GT(rate, 60e6) << "at " << s.now_s;
+      saw_fast = true;
+    }
+    if (s.now_s > deadline) {
+      EXPECT_LT(rate, 25e6) << "at " << s.now_s;
+      checked_slow = true;
+    }
+    EXPECT_LE(s.samples.back().end_s, s.now_s);  // nothing from the future
+  }
+  EXPECT_TRUE(saw_fast);
+  EXPECT_TRUE(checked_slow);
+  // Per-chunk samples are there too, and each includes a request's RTT.
+  EXPECT_EQ(states.back().chunk_samples.size(), 39u);
+  EXPECT_NEAR(states.back().rtt_s, 0.010, 0.001);
+}
+
+TEST(Simulation, TwoSimultaneousRequestsShareTheBottleneck) {
+  const uint64_t bytes = 5'000'000;
+  const auto profile = make_profile(1, 256, {bytes}, 0.0, /*contexts=*/2);
+  auto config = base_config(100, 10);
+  config.arrivals.times_s = {0.0, 0.0};
+  const auto out = simulate(config, profile);
+  ASSERT_EQ(out.result.requests.size(), 2u);
+  const double alone_s = wire_seconds(bytes, 100e6);
+  for (const auto& r : out.result.requests) {
+    ASSERT_TRUE(r.finished);
+    EXPECT_EQ(r.payload_bytes, bytes);
+    // Each got roughly half: its transfer took about twice as long as alone.
+    EXPECT_GT(r.breakdown.network_s, 1.5 * alone_s) << "request " << r.id;
+    EXPECT_LT(r.breakdown.network_s, 2.0 * alone_s + 0.2) << "request " << r.id;
+  }
+  EXPECT_NE(out.result.requests[0].context_id, out.result.requests[1].context_id);
+}
+
+TEST(Simulation, SameSeedGivesByteIdenticalOutputs) {
+  const auto profile = make_profile(4, 256, {200'000, 80'000}, 0.002, 2);
+  auto config = base_config(40, 20);
+  config.arrivals.mode = "poisson";
+  config.arrivals.count = 3;
+  config.arrivals.rate_per_s = 5;
+  config.cross.onoff_udp_flows = 1;
+  config.cross.udp_rate_mbps = 10;
+  config.policy_params["level"] = "1";
+  config.slo_s = 0.5;
+  const auto a = simulate(config, profile);
+  const auto b = simulate(config, profile);
+  EXPECT_EQ(a.events_jsonl, b.events_jsonl);
+  EXPECT_EQ(a.result_json, b.result_json);
+  EXPECT_GT(a.events_jsonl.size(), 100u);
+  config.seed = 2;
+  const auto c = simulate(config, profile);
+  EXPECT_NE(a.events_jsonl, c.events_jsonl);
+}
+
+TEST(Simulation, TargetModelScalesSizesAndSaysSo) {
+  const auto profile = make_profile(2, 256, {100'000}, 0.001);
+  auto config = base_config(100, 10);
+  config.target = "llama-7b";
+  const auto out = simulate(config, profile);
+  // llama-7b: 32 layers x 32 KV heads x 128 = 2 x 131072 elements/token; tiny: 2 x 1024.
+  EXPECT_DOUBLE_EQ(out.result.size_scale, 128.0);
+  EXPECT_EQ(out.result.requests[0].payload_bytes, 2u * 12'800'000);
+  EXPECT_NEAR(out.result.requests[0].decode_total_s, 2 * 0.128, 1e-12);
+  EXPECT_NE(out.result.scaling_note.find("tiny"), std::string::npos);
+  EXPECT_NE(out.result_json.find("\"size_scale\": 128.0"), std::string::npos);
+}
+
+TEST(Simulation, BadConfigurationsAreErrors) {
+  const auto profile = make_profile(1, 256, {1000});
+  auto config = base_config(10, 10);
+  config.codec = "nope";
+  EXPECT_THROW(simulate(config, profile), Error);
+  config = base_config(10, 10);
+  config.policy = "nope";
+  EXPECT_THROW(simulate(config, profile), Error);
+  config = base_config(10, 10);
+  config.policy_params["level"] = "3";  // one level only
+  EXPECT_THROW(simulate(config, profile), Error);
+  config = base_config(10, 10);
+  config.arrivals.contexts = {4};
+  EXPECT_THROW(simulate(config, profile), Error);
+  config = base_config(10, 10);
+  config.gpu.preset = "tpu";
+  EXPECT_THROW(simulate(config, profile), Error);
+}
+
+TEST(ComputeModel, PresetsAndHandComputedTimes) {
+  const auto m = model_preset("llama-7b");
+  EXPECT_EQ(m.kv.layers, 32u);
+  EXPECT_EQ(m.kv.head_dim, 128u);
+  EXPECT_EQ(model_preset("llama-70b").kv.kv_heads, 8u);
+  GpuSpec g;
+  g.preset = "h100";
+  g.efficiency = 0.5;
+  const ComputeModel c(m, g);
+  EXPECT_DOUBLE_EQ(c.flops_per_s(), 494.5e12);
+  EXPECT_DOUBLE_EQ(c.recompute_s(0, 1024), m.prefill_flops(0, 1024) / 494.5e12);
+  // 7B dense part alone: 2 x (6.738e9 - 32000 x 4096) FLOPs per token.
+  EXPECT_GT(c.recompute_s(0, 1024), 2 * (6738415616.0 - 131072000.0) * 1024 / 494.5e12);
+  g.first_token_s = 0.02;
+  EXPECT_EQ(ComputeModel(m, g).first_token_s(4096), 0.02);
+  g.decode_speedup = 4;
+  EXPECT_DOUBLE_EQ(ComputeModel(m, g).decode_s(0.1, 2.0), 0.05);
+  EXPECT_THROW(model_preset("gpt-5"), Error);
+}
+
+}  // namespace
+}  // namespace kvs::sim

@@ -53,7 +53,7 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   // Options given on the command line override the scenario file.
   if (given("--profile")) c.profile_path = o.profile;
   if (given("--codec")) c.codec = o.codec;
-  if (given("--policy")) c.policy = o.policy;
+  if (given("--policy")) c.policy = o.policy, c.policy_params.clear();
   if (given("--policy-param")) {
     c.policy_params.clear();
     for (const auto& kv : o.policy_params) {

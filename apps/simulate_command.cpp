@@ -100,6 +100,7 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   } catch (const std::exception& e) {
     throw Error(e.what());
   }
+  c.show_progress = !o.quiet;
   const sim::SimOutput out = sim::simulate(c, profile);
   sim::write_outputs(out, out_dir);
   if (!o.quiet) std::fputs(out.summary.c_str(), stdout);
@@ -144,7 +145,7 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--run", o->run, "ns-3 run number (default 1)");
   cmd->add_option("--cross-bulk", o->bulk, "Bulk TCP cross-traffic flows (default 0)");
   cmd->add_option("--cross-udp", o->udp, "On/off UDP cross-traffic sources (default 0)");
-  cmd->add_flag("-q,--quiet", o->quiet, "Do not print the summary");
+  cmd->add_flag("-q,--quiet", o->quiet, "Do not print the summary or the progress bar");
   cmd->callback([o, cmd] { run_simulate(*o, *cmd); });
 }
 

@@ -165,6 +165,7 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source,
     auto& g = c.gpu;
     gf.string("preset", g.preset);
     gf.number("peak_flops", g.peak_flops);
+    gf.number("memory_bytes_per_s", g.memory_bytes_per_s);
     gf.number("efficiency", g.efficiency);
     gf.number("decode_speedup", g.decode_speedup);
     gf.number("first_token_s", g.first_token_s);

@@ -41,6 +41,7 @@ struct SimConfig {
   uint32_t seed = 1;            // ns-3 RngSeedManager seed
   uint32_t run = 1;             // ns-3 run number (independent replications)
   double max_sim_s = 3600;      // a run stops here even if requests are unfinished
+  bool show_progress = false;   // progress bar on stderr (not part of the outputs)
 };
 
 }  // namespace kvs::sim

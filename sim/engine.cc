@@ -7,6 +7,7 @@
 #include "ns3/network-module.h"
 
 #include "base/error.h"
+#include "base/progress.h"
 #include "sim/cross_traffic.h"
 #include "sim/streaming_app.h"
 #include "sim/topology.h"
@@ -33,6 +34,12 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
   EventLog log;
   GpuQueue gpu;
   size_t done = 0;
+  std::unique_ptr<Progress> progress;
+  if (config.show_progress) {
+    uint64_t chunks = 0;
+    for (uint32_t c : config.contexts) chunks += c < contexts.size() ? contexts[c].chunks.size() : 0;
+    progress = std::make_unique<Progress>("simulate", chunks, "chunks");
+  }
   try {
     Topology topo = build_topology(config.link, cross_traffic_pairs(config.cross));
     out.network = topo.description;
@@ -66,6 +73,7 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
       s.sample_interval_s = config.sample_interval_s;
       s.request_bytes = config.request_header_bytes;
       s.response_header_bytes = config.response_header_bytes;
+      if (progress) s.on_chunk = [&progress] { progress->advance(); };
       s.on_done = [&done, total] {
         if (++done == total) ns3::Simulator::Stop();
       };
@@ -80,6 +88,7 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
     ns3::Simulator::Destroy();
     throw;
   }
+  if (progress) progress->finish();
   out.sim_end_s = ns3::Simulator::Now().GetSeconds();
   out.events = ns3::Simulator::GetEventCount();
   ns3::Simulator::Destroy();

@@ -46,6 +46,7 @@ struct EngineConfig {
   uint32_t response_header_bytes = 16;
   uint32_t seed = 1, run = 1;
   double max_sim_s = 3600;
+  bool show_progress = false;          // a progress bar on stderr (chunks done)
 };
 
 struct EngineOutput {

@@ -14,14 +14,16 @@ namespace {
 struct GpuPreset {
   const char* name;
   double peak_flops;
+  double memory_bytes_per_s;
 };
 
-// Dense BF16 tensor-core peaks from NVIDIA's datasheets (see gpu_model.h).
+// Dense BF16 tensor-core peaks and memory bandwidths from NVIDIA's datasheets
+// (see gpu_model.h).
 constexpr GpuPreset kGpus[] = {
-    {"h100", 989e12},
-    {"h200", 989e12},
-    {"a100", 312e12},
-    {"l40s", 362e12},
+    {"h100", 989e12, 3.35e12},
+    {"h200", 989e12, 4.8e12},
+    {"a100", 312e12, 2.039e12},
+    {"l40s", 362e12, 0.864e12},
 };
 
 codec::ModelInfo llama(const char* name, uint32_t layers, uint32_t kv_heads, uint32_t heads, uint32_t hidden,
@@ -58,6 +60,12 @@ std::vector<std::string> gpu_preset_names() {
   return names;
 }
 
+double gpu_preset_memory_bytes_per_s(const std::string& preset) {
+  for (const auto& g : kGpus)
+    if (preset == g.name) return g.memory_bytes_per_s;
+  throw Error(fmt::format("unknown GPU preset '{}' (known: {})", preset, fmt::join(gpu_preset_names(), ", ")));
+}
+
 double gpu_preset_peak_flops(const std::string& preset) {
   for (const auto& g : kGpus)
     if (preset == g.name) return g.peak_flops;
@@ -83,6 +91,9 @@ ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec) :
   if (!(spec.decode_speedup > 0))
     throw Error(fmt::format("gpu decode_speedup: expected a positive number, got {}", spec.decode_speedup));
   flops_per_s_ = peak * spec.efficiency;
+  memory_bytes_per_s_ =
+      (spec.memory_bytes_per_s > 0 ? spec.memory_bytes_per_s : gpu_preset_memory_bytes_per_s(spec.preset)) *
+      spec.efficiency;
 }
 
 double ComputeModel::recompute_s(uint64_t past, uint64_t tokens) const {
@@ -91,7 +102,11 @@ double ComputeModel::recompute_s(uint64_t past, uint64_t tokens) const {
 
 double ComputeModel::first_token_s(uint64_t context_tokens) const {
   if (spec_.first_token_s >= 0) return spec_.first_token_s;
-  return model_.prefill_flops(context_tokens, 1) / flops_per_s_;
+  // One decode step reads every weight and the whole KV cache once; at batch
+  // size 1 that, not the FLOPs, bounds it.
+  const double bytes = double(model_.parameters) * codec::dtype_bytes(model_.dtype) +
+                       double(model_.kv_bytes_per_token()) * double(context_tokens);
+  return std::max(model_.prefill_flops(context_tokens, 1) / flops_per_s_, bytes / memory_bytes_per_s_);
 }
 
 double ComputeModel::decode_s(double profiled_decode_s, double size_scale) const {

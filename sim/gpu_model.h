@@ -7,12 +7,16 @@
 //   level (measured on Profile::device, usually a CPU), divided by
 //   GpuSpec::decode_speedup, and multiplied by the target/profiled size ratio
 //   when the target model is larger than the profiled one.
-// - Prefill and first token: ModelInfo::prefill_flops of the target model
-//   divided by (peak FLOP/s x efficiency). Peaks are vendors' dense (no
-//   sparsity) BF16 tensor-core numbers: H100 SXM 989 TFLOP/s, H200 989
-//   TFLOP/s (same compute as H100), A100 312 TFLOP/s, L40S 362 TFLOP/s
-//   (NVIDIA datasheets). Efficiency 0.5 is a typical achieved MFU for long
-//   prefills; set it from a measurement when one exists.
+// - Prefill: ModelInfo::prefill_flops of the target model divided by (peak
+//   FLOP/s x efficiency). Peaks are vendors' dense (no sparsity) BF16
+//   tensor-core numbers: H100 SXM 989 TFLOP/s, H200 989 TFLOP/s (same compute
+//   as H100), A100 312 TFLOP/s, L40S 362 TFLOP/s (NVIDIA datasheets).
+//   Efficiency 0.5 is a typical achieved MFU for long prefills; set it from a
+//   measurement when one exists.
+// - First token: one decode step, the larger of its FLOPs / (peak x
+//   efficiency) and (weights + KV cache bytes) / (memory bandwidth x
+//   efficiency): at batch size 1 it is memory-bound. Bandwidths (datasheets):
+//   H100 SXM 3.35 TB/s, H200 4.8 TB/s, A100 80GB 2.039 TB/s, L40S 864 GB/s.
 #pragma once
 
 #include <string>
@@ -25,6 +29,7 @@ namespace kvs::sim {
 
 // A GPU preset's peak; throws kvs::Error listing the presets when unknown.
 double gpu_preset_peak_flops(const std::string& preset);
+double gpu_preset_memory_bytes_per_s(const std::string& preset);
 std::vector<std::string> gpu_preset_names();
 
 // A target model preset with its Hugging Face config numbers (llama-7b =
@@ -54,6 +59,7 @@ class ComputeModel {
   codec::ModelInfo model_;
   GpuSpec spec_;
   double flops_per_s_;
+  double memory_bytes_per_s_;
 };
 
 }  // namespace kvs::sim

@@ -117,6 +117,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   ec.seed = config.seed;
   ec.run = config.run;
   ec.max_sim_s = config.max_sim_s;
+  ec.show_progress = config.show_progress;
 
   std::string policy_name;
   PolicyFactory factory = [&](uint32_t request) {

@@ -27,9 +27,10 @@ struct LinkSpec {
 
 // The GPU that decodes fetched chunks and recomputes the others.
 struct GpuSpec {
-  std::string preset = "h100";  // h100, a100, l40s, cpu-profile (see gpu_model.h)
+  std::string preset = "h100";  // h100, h200, a100, l40s (see gpu_model.h)
   double peak_flops = 0;        // 0: from the preset
-  double efficiency = 0.5;      // achieved fraction of peak for prefill and the first token
+  double memory_bytes_per_s = 0;  // 0: from the preset (bounds the first token)
+  double efficiency = 0.5;      // achieved fraction of peak FLOP/s and memory bandwidth
   // Decode seconds = the profile's measured seconds (on Profile::device) / speedup.
   double decode_speedup = 1.0;
   double first_token_s = -1;    // < 0: from the compute model (one token at full context)

@@ -143,6 +143,7 @@ void ChunkClient::StartApplication() {
   socket_->SetConnectCallback(ns3::MakeCallback(&ChunkClient::HandleConnected, this),
                               ns3::MakeNullCallback<void, ns3::Ptr<ns3::Socket>>());
   socket_->SetRecvCallback(ns3::MakeCallback(&ChunkClient::HandleRead, this));
+  socket_->SetSendCallback(ns3::MakeCallback(&ChunkClient::HandleSendSpace, this));
   socket_->Connect(s_.server);
   socket_open_ = true;
   DecideMore();
@@ -159,6 +160,8 @@ void ChunkClient::HandleConnected(ns3::Ptr<ns3::Socket>) {
   s_.log->add(now_s(), s_.request_id, "connected");
   Flush();
 }
+
+void ChunkClient::HandleSendSpace(ns3::Ptr<ns3::Socket>, uint32_t) { Flush(); }
 
 void ChunkClient::Flush() {
   if (!connected_ || outbox_.empty()) return;
@@ -204,6 +207,7 @@ void ChunkClient::DecideMore() {
                   fmt::format("\"chunk\":{},\"action\":\"recompute\",\"estimate_bps\":{},\"reason\":{}", i,
                               json_number(std::round(rec.estimate_bps)), json_string(action.reason)));
       chunks_[i].ready = true;
+      if (s_.on_chunk) s_.on_chunk();
     } else {
       rec.payload_bytes = chunk_bytes_[i][size_t(action.level)];
       rec.loss_increase = s_.spec->chunks[i].loss_increase[size_t(action.level)];
@@ -306,6 +310,7 @@ void ChunkClient::ChunkArrived(uint32_t chunk, double now) {
   s_.log->add(now, s_.request_id, "last_byte", fmt::format("\"chunk\":{},\"bytes\":{}", chunk, rec.payload_bytes));
   if (outstanding_ == 0) interval_open_ = false;
   chunks_[chunk].ready = true;
+  if (s_.on_chunk) s_.on_chunk();
   DecideMore();
 }
 

@@ -78,7 +78,8 @@ struct ClientSetup {
   double sample_interval_s = 0.01;
   uint32_t request_bytes = kRequestBytes;
   uint32_t response_header_bytes = kResponseHeaderBytes;
-  std::function<void()> on_done;  // after the first token
+  std::function<void()> on_chunk;  // a chunk arrived or was sent to recompute
+  std::function<void()> on_done;   // after the first token
 };
 
 class ChunkClient : public ns3::Application {
@@ -96,6 +97,7 @@ class ChunkClient : public ns3::Application {
   void HandleRead(ns3::Ptr<ns3::Socket> socket);
   void DecideMore();
   void SendRequest(uint32_t chunk, int level);
+  void HandleSendSpace(ns3::Ptr<ns3::Socket> socket, uint32_t available);
   void Flush();
   void OnBytes(uint64_t bytes, double now_s);
   void ChunkArrived(uint32_t chunk, double now_s);

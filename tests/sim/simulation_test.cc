@@ -67,8 +67,11 @@ TEST(Simulation, RecomputeAllEqualsTheComputeModelExactly) {
   ASSERT_TRUE(r.finished);
   const auto& m = profile.model;
   const double fps = 312e12 * 0.4;
-  const double expected = (m.prefill_flops(0, 512) + m.prefill_flops(512, 512) + m.prefill_flops(1024, 512) +
-                           m.prefill_flops(1536, 1)) / fps;
+  // First token: memory-bound, 12M fp16 weights + 1536 tokens x 4096 B of KV at 0.4 x 2.039 TB/s.
+  const double first_token = (12e6 * 2 + 1536.0 * 4096) / (2.039e12 * 0.4);
+  ASSERT_GT(first_token, m.prefill_flops(1536, 1) / fps);
+  const double expected =
+      (m.prefill_flops(0, 512) + m.prefill_flops(512, 512) + m.prefill_flops(1024, 512)) / fps + first_token;
   EXPECT_NEAR(r.ttft_s, expected, 1e-12);
   EXPECT_EQ(r.payload_bytes, 0u);
   EXPECT_EQ(r.recomputed_chunks, 3u);
@@ -215,6 +218,8 @@ TEST(ComputeModel, PresetsAndHandComputedTimes) {
   EXPECT_DOUBLE_EQ(c.recompute_s(0, 1024), m.prefill_flops(0, 1024) / 494.5e12);
   // 7B dense part alone: 2 x (6.738e9 - 32000 x 4096) FLOPs per token.
   EXPECT_GT(c.recompute_s(0, 1024), 2 * (6738415616.0 - 131072000.0) * 1024 / 494.5e12);
+  // First token of llama-7b at 4096 tokens: fp16 weights + 4096 x 524288 B of KV at 0.5 x 3.35 TB/s.
+  EXPECT_NEAR(c.first_token_s(4096), (6738415616.0 * 2 + 4096.0 * 524288) / 1.675e12, 1e-12);
   g.first_token_s = 0.02;
   EXPECT_EQ(ComputeModel(m, g).first_token_s(4096), 0.02);
   g.decode_speedup = 4;

@@ -34,6 +34,7 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
   EventLog log;
   GpuQueue gpu;
   size_t done = 0;
+  ErrorSlot errors;
   std::unique_ptr<Progress> progress;
   if (config.show_progress) {
     uint64_t chunks = 0;
@@ -47,7 +48,7 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
     install_cross_traffic(config.cross, topo, config.max_sim_s);
 
     auto server = ns3::CreateObject<ChunkServer>(kServerPort, &contexts, config.request_header_bytes,
-                                                 config.response_header_bytes);
+                                                 config.response_header_bytes, &errors);
     topo.server->AddApplication(server);
     server->SetStartTime(ns3::Seconds(0));
 
@@ -73,6 +74,7 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
       s.sample_interval_s = config.sample_interval_s;
       s.request_bytes = config.request_header_bytes;
       s.response_header_bytes = config.response_header_bytes;
+      s.errors = &errors;
       if (progress) s.on_chunk = [&progress] { progress->advance(); };
       s.on_done = [&done, total] {
         if (++done == total) ns3::Simulator::Stop();
@@ -89,6 +91,10 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
     throw;
   }
   if (progress) progress->finish();
+  if (errors.error) {
+    ns3::Simulator::Destroy();
+    std::rethrow_exception(errors.error);
+  }
   out.sim_end_s = ns3::Simulator::Now().GetSeconds();
   out.events = ns3::Simulator::GetEventCount();
   ns3::Simulator::Destroy();

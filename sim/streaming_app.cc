@@ -29,11 +29,17 @@ double now_s() { return ns3::Simulator::Now().GetSeconds(); }
 
 }  // namespace
 
+void ErrorSlot::StopSimulator() { ns3::Simulator::Stop(); }
+
 // ---- server -------------------------------------------------------------------
 
 ChunkServer::ChunkServer(uint16_t port, const std::vector<ContextSpec>* contexts, uint32_t request_bytes,
-                         uint32_t response_header_bytes)
-    : port_(port), contexts_(contexts), request_bytes_(request_bytes), response_header_bytes_(response_header_bytes) {}
+                         uint32_t response_header_bytes, ErrorSlot* errors)
+    : port_(port),
+      contexts_(contexts),
+      request_bytes_(request_bytes),
+      response_header_bytes_(response_header_bytes),
+      errors_(errors) {}
 
 void ChunkServer::StartApplication() {
   listener_ = ns3::Socket::CreateSocket(GetNode(), ns3::TcpSocketFactory::GetTypeId());
@@ -56,6 +62,10 @@ void ChunkServer::HandleAccept(ns3::Ptr<ns3::Socket> socket, const ns3::Address&
 }
 
 void ChunkServer::HandleRead(ns3::Ptr<ns3::Socket> socket) {
+  errors_->guard([&] { Read(socket); });
+}
+
+void ChunkServer::Read(ns3::Ptr<ns3::Socket> socket) {
   auto& conn = connections_[socket];
   while (ns3::Ptr<ns3::Packet> packet = socket->Recv()) {
     const uint32_t n = packet->GetSize();
@@ -127,6 +137,10 @@ ChunkClient::ChunkClient(ClientSetup setup) : s_(std::move(setup)) {
 }
 
 void ChunkClient::StartApplication() {
+  s_.errors->guard([&] { Start(); });
+}
+
+void ChunkClient::Start() {
   start_s_ = now_s();
   auto& r = *s_.result;
   r.start_s = start_s_;
@@ -158,10 +172,12 @@ void ChunkClient::HandleConnected(ns3::Ptr<ns3::Socket>) {
   connected_ = true;
   rtt_s_ = now_s() - start_s_;
   s_.log->add(now_s(), s_.request_id, "connected");
-  Flush();
+  s_.errors->guard([&] { Flush(); });
 }
 
-void ChunkClient::HandleSendSpace(ns3::Ptr<ns3::Socket>, uint32_t) { Flush(); }
+void ChunkClient::HandleSendSpace(ns3::Ptr<ns3::Socket>, uint32_t) {
+  s_.errors->guard([&] { Flush(); });
+}
 
 void ChunkClient::Flush() {
   if (!connected_ || outbox_.empty()) return;
@@ -238,6 +254,10 @@ void ChunkClient::SendRequest(uint32_t chunk, int level) {
 }
 
 void ChunkClient::HandleRead(ns3::Ptr<ns3::Socket> socket) {
+  s_.errors->guard([&] { Read(socket); });
+}
+
+void ChunkClient::Read(ns3::Ptr<ns3::Socket> socket) {
   const double now = now_s();
   while (ns3::Ptr<ns3::Packet> packet = socket->Recv()) {
     const uint32_t size = packet->GetSize();
@@ -368,7 +388,7 @@ void ChunkClient::Finish(double ft_start, double ft_end) {
               fmt::format("\"ttft_s\":{},\"slo_met\":{}", json_number(r.ttft_s), r.slo_met ? "true" : "false"));
   if (socket_open_) socket_->Close();
   socket_open_ = false;
-  if (s_.on_done) s_.on_done();
+  if (s_.on_done) s_.errors->guard(s_.on_done);
 }
 
 }  // namespace kvs::sim

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <deque>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -33,12 +34,30 @@
 
 namespace kvs::sim {
 
+// Exceptions must not cross ns-3's event loop (the event being run would
+// leak): callbacks store the first one here and stop the simulator; the
+// engine rethrows it after Simulator::Run().
+struct ErrorSlot {
+  std::exception_ptr error;
+  template <class F>
+  void guard(F&& f) {
+    try {
+      f();
+    } catch (...) {
+      if (!error) error = std::current_exception();
+      StopSimulator();
+    }
+  }
+  static void StopSimulator();
+};
+
 inline constexpr uint32_t kRequestBytes = 16;
 inline constexpr uint32_t kResponseHeaderBytes = 16;
 
 class ChunkServer : public ns3::Application {
  public:
-  ChunkServer(uint16_t port, const std::vector<ContextSpec>* contexts, uint32_t request_bytes, uint32_t response_header_bytes);
+  ChunkServer(uint16_t port, const std::vector<ContextSpec>* contexts, uint32_t request_bytes,
+              uint32_t response_header_bytes, ErrorSlot* errors);
 
  private:
   struct Response {
@@ -55,11 +74,13 @@ class ChunkServer : public ns3::Application {
   void StopApplication() override;
   void HandleAccept(ns3::Ptr<ns3::Socket> socket, const ns3::Address& from);
   void HandleRead(ns3::Ptr<ns3::Socket> socket);
+  void Read(ns3::Ptr<ns3::Socket> socket);
   void Pump(ns3::Ptr<ns3::Socket> socket, uint32_t available);
 
   uint16_t port_;
   const std::vector<ContextSpec>* contexts_;
   uint32_t request_bytes_, response_header_bytes_;
+  ErrorSlot* errors_;
   ns3::Ptr<ns3::Socket> listener_;
   std::map<ns3::Ptr<ns3::Socket>, Connection> connections_;
 };
@@ -78,6 +99,7 @@ struct ClientSetup {
   double sample_interval_s = 0.01;
   uint32_t request_bytes = kRequestBytes;
   uint32_t response_header_bytes = kResponseHeaderBytes;
+  ErrorSlot* errors = nullptr;
   std::function<void()> on_chunk;  // a chunk arrived or was sent to recompute
   std::function<void()> on_done;   // after the first token
 };
@@ -92,9 +114,11 @@ class ChunkClient : public ns3::Application {
   };
 
   void StartApplication() override;
+  void Start();
   void StopApplication() override;
   void HandleConnected(ns3::Ptr<ns3::Socket> socket);
   void HandleRead(ns3::Ptr<ns3::Socket> socket);
+  void Read(ns3::Ptr<ns3::Socket> socket);
   void DecideMore();
   void SendRequest(uint32_t chunk, int level);
   void HandleSendSpace(ns3::Ptr<ns3::Socket> socket, uint32_t available);

@@ -1,7 +1,11 @@
 // End-to-end tests of the simulator on small, hand-checkable cases.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <numeric>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "sim/gpu_model.h"
@@ -171,6 +175,65 @@ TEST(Simulation, SameSeedGivesByteIdenticalOutputs) {
   config.seed = 2;
   const auto c = simulate(config, profile);
   EXPECT_NE(a.events_jsonl, c.events_jsonl);
+}
+
+TEST(Simulation, EventLogIsOrderedJsonLinesWithEveryEventKind) {
+  auto profile = make_profile(4, 256, {200'000}, 0.001);
+  auto config = base_config(100, 10);
+  std::vector<policies::StreamState> states;
+  SimHooks hooks;
+  // Chunk 2 recomputed, the others fetched at level 0.
+  struct Mixed : policies::Policy {
+    std::string name() const override { return "mixed"; }
+    policies::Action decide(const policies::StreamState& s) override {
+      return {s.next_chunk == 2 ? policies::Action::kRecompute : 0, "mixed \"quoted\""};
+    }
+  };
+  hooks.make_policy = [](uint32_t) { return std::make_unique<Mixed>(); };
+  const auto out = simulate(config, profile, hooks);
+  std::istringstream in(out.events_jsonl);
+  std::string line;
+  double last_t = 0;
+  std::map<std::string, int> kinds;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_GE(j.at("t_s").get<double>(), last_t);
+    last_t = j.at("t_s").get<double>();
+    ++kinds[j.at("event").get<std::string>()];
+  }
+  EXPECT_EQ(kinds["request"], 1);
+  EXPECT_EQ(kinds["connected"], 1);
+  EXPECT_EQ(kinds["decision"], 4);
+  EXPECT_EQ(kinds["first_byte"], 3);
+  EXPECT_EQ(kinds["last_byte"], 3);
+  EXPECT_EQ(kinds["decode_start"], 3);
+  EXPECT_EQ(kinds["decode_end"], 3);
+  EXPECT_EQ(kinds["recompute_start"], 1);
+  EXPECT_EQ(kinds["recompute_end"], 1);
+  EXPECT_EQ(kinds["first_token"], 1);
+  const auto& r = out.result.requests[0];
+  // The recomputed chunk waits for chunk 1's decode (it needs the KV before it).
+  EXPECT_GE(r.chunks[2].gpu_start_s, r.chunks[1].gpu_end_s);
+  EXPECT_EQ(r.payload_bytes, 3u * 200'000);
+  EXPECT_NEAR(r.quality_loss_increase, 3 * 0.001, 1e-12);
+  EXPECT_EQ(nlohmann::json::parse(out.result_json).at("requests").at(0).at("chunks").at(2).at("level"), -1);
+}
+
+TEST(Simulation, PipelinedRequestsAndCrossTraffic) {
+  const auto profile = make_profile(8, 256, {500'000});
+  auto config = base_config(100, 40);
+  // A deep queue: with one BDP, the burst at each chunk's start overflows it
+  // and tail losses (RTOs) would dominate what this test looks at.
+  config.link.queue_packets = 2000;
+  const auto one = simulate(config, profile).result.requests[0];
+  config.in_flight = 2;
+  const auto two = simulate(config, profile).result.requests[0];
+  // Two requests in flight hide the request round trip between chunks.
+  EXPECT_LT(two.ttft_s, one.ttft_s - 4 * 0.040);
+  config.cross.bulk_tcp_flows = 1;
+  const auto shared = simulate(config, profile).result.requests[0];
+  EXPECT_GT(shared.breakdown.network_s, 1.3 * two.breakdown.network_s);
+  EXPECT_EQ(shared.payload_bytes, 8u * 500'000);
 }
 
 TEST(Simulation, TargetModelScalesSizesAndSaysSo) {

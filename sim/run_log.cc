@@ -50,6 +50,7 @@ std::string result_to_json(const RunResult& r) {
   using nlohmann::ordered_json;
   ordered_json j;
   j["policy"] = r.policy;
+  j["profile"] = r.profile;
   j["codec"] = r.codec;
   j["model"] = r.model;
   j["profiled_model"] = r.profiled_model;

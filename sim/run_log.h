@@ -56,7 +56,8 @@ struct RequestResult {
 };
 
 struct RunResult {
-  std::string policy;
+  std::string policy;          // the policy's name with its parameters
+  std::string profile;         // path of the profile, for the record
   std::string codec;
   std::string model;          // target model
   std::string profiled_model;

@@ -130,6 +130,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   SimOutput out;
   RunResult& r = out.result;
   r.policy = policy_name;
+  r.profile = config.profile_path;
   r.codec = config.codec;
   r.model = target.name;
   r.profiled_model = profile.model.name;

@@ -29,14 +29,21 @@ std::string tcp_type(const std::string& name) {
 
 std::string rate_text(double bps) { return fmt::format("{}bps", uint64_t(std::llround(bps))); }
 
-void set_rate(ns3::Ptr<ns3::PointToPointNetDevice> dev, double bps) {
-  dev->SetDataRate(ns3::DataRate(uint64_t(std::max(1.0, std::llround(bps) * 1.0))));
+// ns-3 fixes a packet's serialization time when it starts, so a packet that
+// starts during a (near-)zero segment would hold the link long after the
+// rate comes back. A segment's rate is therefore raised so that one MTU-sized
+// packet fits in it: at most one packet crosses during an outage, and the
+// link is free again when the outage ends.
+void set_rate(ns3::Ptr<ns3::PointToPointNetDevice> dev, double bps, double segment_s) {
+  const double mtu_bits = 8.0 * dev->GetMtu();
+  const double floor_bps = segment_s > 0 ? mtu_bits / segment_s : 1000.0;
+  dev->SetDataRate(ns3::DataRate(uint64_t(std::llround(std::max({bps, floor_bps, 1000.0})))));
 }
 
 // Applies segment `i` of the trace and schedules the next boundary.
 void trace_step(ns3::Ptr<ns3::PointToPointNetDevice> dev, const traces::Trace* trace, size_t i, double period_start_s,
                 double stop_s) {
-  set_rate(dev, trace->segments[i].rate_bps);
+  const double now = ns3::Simulator::Now().GetSeconds();
   double next_start;
   size_t next = i + 1;
   if (next < trace->segments.size()) {
@@ -47,10 +54,12 @@ void trace_step(ns3::Ptr<ns3::PointToPointNetDevice> dev, const traces::Trace* t
     next_start = period_start_s;
   } else {
     const double end = period_start_s + trace->duration_s;
-    if (end < stop_s)
-      ns3::Simulator::Schedule(ns3::Seconds(end) - ns3::Simulator::Now(), &set_rate, dev, 1.0);  // trace over: ~0
+    set_rate(dev, trace->segments[i].rate_bps, end - now);
+    if (end < stop_s)  // the trace is over: the link stops
+      ns3::Simulator::Schedule(ns3::Seconds(end) - ns3::Simulator::Now(), &set_rate, dev, 0.0, 0.0);
     return;
   }
+  set_rate(dev, trace->segments[i].rate_bps, next_start - now);
   if (next_start >= stop_s) return;
   ns3::Simulator::Schedule(ns3::Seconds(next_start) - ns3::Simulator::Now(), &trace_step, dev, trace, next,
                            period_start_s, stop_s);

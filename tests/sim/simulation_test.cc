@@ -139,6 +139,22 @@ TEST(Simulation, BandwidthStepDownShowsInSamplesWithinOneRttAndOneChunk) {
   EXPECT_NEAR(states.back().rtt_s, 0.010, 0.001);
 }
 
+TEST(Simulation, LoopingTraceWithOutagesCompletes) {
+  const auto profile = make_profile(6, 256, {300'000});
+  auto config = base_config(0, 20);
+  traces::Trace trace;
+  trace.name = "on-off";
+  trace.segments = {{0.0, 50e6}, {0.1, 0.0}, {0.15, 50e6}};
+  trace.duration_s = 0.2;  // loops: 75% of the time at 50 Mbit/s
+  config.link.trace = trace;
+  const auto r = simulate(config, profile).result.requests[0];
+  ASSERT_TRUE(r.finished);
+  // 1.8 MB at 37.5 Mbit/s on average is 0.38 s; at 50 Mbit/s 0.29 s.
+  EXPECT_GT(r.breakdown.network_s, 0.38);
+  EXPECT_LT(r.breakdown.network_s, 1.5);
+  EXPECT_NE(r.chunks.back().last_byte_s, -1);
+}
+
 TEST(Simulation, TwoSimultaneousRequestsShareTheBottleneck) {
   const uint64_t bytes = 5'000'000;
   const auto profile = make_profile(1, 256, {bytes}, 0.0, /*contexts=*/2);

@@ -38,6 +38,13 @@ inline codec::Profile make_profile(uint32_t chunks, uint32_t tokens, const std::
     codec::ContextProfile ctx;
     ctx.id = "ctx" + std::to_string(x);
     ctx.tokens = chunks * tokens;
+    ctx.base_loss_nats = 1.0;
+    for (size_t l = 0; l < bytes.size(); ++l) {
+      codec::LevelQuality q;
+      q.bits_per_element = 8.0 * double(bytes[l]) / (double(tokens) * double(p.model.kv.elements_per_token()));
+      q.loss_increase = 0.001 * double(l + 1) * chunks;
+      ctx.quality.push_back(q);
+    }
     for (uint32_t i = 0; i < chunks; ++i) {
       codec::ChunkProfile ch;
       ch.token_begin = uint64_t(i) * tokens;

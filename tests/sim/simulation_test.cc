@@ -7,7 +7,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+
 #include "base/error.h"
+#include "base/files.h"
+#include "scenarios/scenario.h"
 #include "sim/gpu_model.h"
 #include "sim/simulation.h"
 #include "tests/sim/sim_test_util.h"
@@ -282,6 +286,28 @@ TEST(Simulation, BadConfigurationsAreErrors) {
   config = base_config(10, 10);
   config.gpu.preset = "tpu";
   EXPECT_THROW(simulate(config, profile), Error);
+}
+
+TEST(Simulation, ScenarioFileToOutputFolder) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "kvstream_sim_test_scenario";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "runs");
+  codec::write_profile(make_profile(2, 256, {50'000, 20'000}, 0.001), (dir / "runs/profile.json").string());
+  write_file_atomic((dir / "s.yaml").string(),
+                    "profile: runs/profile.json\ncodec: c\npolicy: {name: fixed, params: {level: 1}}\n"
+                    "link: {rate_mbps: 20, rtt_ms: 30}\nslo_s: 0.5\noutput: out\n");
+  const auto sc = scenarios::load_scenario((dir / "s.yaml").string());
+  const auto out = simulate(sc.sim, codec::read_profile(sc.sim.profile_path));
+  write_outputs(out, sc.output_dir);
+  EXPECT_EQ(read_file((dir / "out/results.json").string()), out.result_json);
+  EXPECT_EQ(read_file((dir / "out/events.jsonl").string()), out.events_jsonl);
+  EXPECT_EQ(read_file((dir / "out/summary.txt").string()), out.summary);
+  const auto& r = out.result.requests[0];
+  EXPECT_EQ(r.payload_bytes, 40'000u);
+  EXPECT_EQ(r.slo_met, r.ttft_s <= 0.5);
+  EXPECT_NE(out.summary.find("levels [1 1]"), std::string::npos);
+  fs::remove_all(dir);
 }
 
 TEST(ComputeModel, PresetsAndHandComputedTimes) {

@@ -1,0 +1,205 @@
+#include "llm/checkpoint.h"
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/files.h"
+#include "llm/safetensors.h"
+
+namespace kvs::llm {
+namespace fs = std::filesystem;
+namespace {
+
+at::ScalarType to_scalar(STDType t, const std::string& file, const std::string& name) {
+  switch (t) {
+    case STDType::kF32: return at::kFloat;
+    case STDType::kF16: return at::kHalf;
+    case STDType::kBF16: return at::kBFloat16;
+    case STDType::kF64: return at::kDouble;
+    default:
+      throw Error(fmt::format("{}: tensor '{}': dtype {} is not a floating-point weight type", file, name,
+                              to_string(t)));
+  }
+}
+
+STDType to_st(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return STDType::kF32;
+    case at::kHalf: return STDType::kF16;
+    case at::kBFloat16: return STDType::kBF16;
+    default: throw Error(fmt::format("save_model: unsupported weight dtype {}", at::toString(t)));
+  }
+}
+
+at::ScalarType dtype_from_config(const std::string& name) {
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  return at::kFloat;
+}
+
+const char* config_dtype_name(at::ScalarType t) {
+  return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32";
+}
+
+// Finds each tensor's file, keeps the mappings open.
+class WeightSource {
+ public:
+  explicit WeightSource(const std::string& dir) {
+    const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+    const fs::path single = fs::path(dir) / "model.safetensors";
+    if (fs::exists(index)) {
+      const std::string idx = index.string();
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(read_file(idx));
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(fmt::format("{}: not valid JSON: {}", idx, e.what()));
+      }
+      if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+        throw Error(fmt::format("{}: missing key 'weight_map'", idx));
+      for (const auto& [name, file] : j["weight_map"].items()) {
+        if (!file.is_string()) throw Error(fmt::format("{}: weight_map['{}'] is not a file name", idx, name));
+        const std::string f = file.get<std::string>();
+        if (f.find('/') != std::string::npos || f == ".." || f.empty())
+          throw Error(fmt::format("{}: weight_map['{}'] = '{}' is not a file in the folder", idx, name, f));
+        if (!files_.count(f)) files_[f] = SafetensorsFile::open((fs::path(dir) / f).string());
+        where_[name] = f;
+      }
+      missing_where_ = idx;
+    } else if (fs::exists(single)) {
+      files_["model.safetensors"] = SafetensorsFile::open(single.string());
+      for (const auto& [name, info] : files_["model.safetensors"]->tensors()) where_[name] = "model.safetensors";
+      missing_where_ = single.string();
+    } else {
+      throw Error(fmt::format("{}: no model.safetensors or model.safetensors.index.json", dir));
+    }
+  }
+
+  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+
+  at::Tensor get(const std::string& name, std::vector<int64_t> shape, at::ScalarType dtype, at::Device device) {
+    auto it = where_.find(name);
+    if (it == where_.end()) throw Error(fmt::format("{}: missing tensor '{}'", missing_where_, name));
+    const auto& file = files_.at(it->second);
+    const TensorInfo& info = file->at(name);
+    if (info.shape != shape) {
+      auto str = [](const std::vector<int64_t>& s) {
+        std::string o = "[";
+        for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
+        return o + "]";
+      };
+      throw Error(fmt::format("{}: tensor '{}' has shape {}, the config needs {}", file->path(), name, str(info.shape),
+                              str(shape)));
+    }
+    const at::ScalarType st = to_scalar(info.dtype, file->path(), name);
+    std::shared_ptr<SafetensorsFile> keep = file;
+    at::Tensor t = at::from_blob(const_cast<uint8_t*>(info.data), shape, [keep](void*) {},
+                                 at::TensorOptions().dtype(st));
+    const bool aligned = reinterpret_cast<uintptr_t>(info.data) % element_bytes(info.dtype) == 0;
+    if (!aligned) t = t.clone();
+    if (st != dtype || device != at::Device(at::kCPU)) t = t.to(device, dtype);
+    return t;
+  }
+
+ private:
+  std::map<std::string, std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, std::string> where_;
+  std::string missing_where_;
+};
+
+}  // namespace
+
+ModelConfig load_config(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "config.json").string();
+  if (!fs::exists(path)) throw Error(fmt::format("{}: no such file (not an HF checkpoint folder)", path));
+  return parse_config(read_file(path), path);
+}
+
+Model load_model(const std::string& dir, const LoadOptions& options) {
+  ModelConfig c = load_config(dir);
+  const at::ScalarType dtype = options.dtype.value_or(dtype_from_config(c.torch_dtype));
+  WeightSource src(dir);
+  const int64_t H = c.hidden_size, hd = c.effective_head_dim(), I = c.intermediate_size;
+  const int64_t q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+    return src.get(name, std::move(shape), dtype, options.device);
+  };
+  at::Tensor embed = get("model.embed_tokens.weight", {c.vocab_size, H});
+  std::vector<LayerWeights> layers;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = fmt::format("model.layers.{}.", i);
+    LayerWeights w;
+    w.input_layernorm = get(p + "input_layernorm.weight", {H});
+    w.q_proj = get(p + "self_attn.q_proj.weight", {q, H});
+    w.k_proj = get(p + "self_attn.k_proj.weight", {kv, H});
+    w.v_proj = get(p + "self_attn.v_proj.weight", {kv, H});
+    w.o_proj = get(p + "self_attn.o_proj.weight", {H, q});
+    w.post_attention_layernorm = get(p + "post_attention_layernorm.weight", {H});
+    w.gate_proj = get(p + "mlp.gate_proj.weight", {I, H});
+    w.up_proj = get(p + "mlp.up_proj.weight", {I, H});
+    w.down_proj = get(p + "mlp.down_proj.weight", {H, I});
+    layers.push_back(std::move(w));
+  }
+  at::Tensor norm = get("model.norm.weight", {H});
+  at::Tensor head = c.tie_word_embeddings ? at::Tensor() : get("lm_head.weight", {c.vocab_size, H});
+  c.torch_dtype = config_dtype_name(dtype);
+  return Model(c, embed, std::move(layers), norm, head);
+}
+
+void save_model(const Model& model, const std::string& dir, uint64_t max_shard_bytes) {
+  fs::create_directories(dir);
+  ModelConfig c = model.config();
+  c.torch_dtype = config_dtype_name(model.dtype());
+  std::vector<at::Tensor> cpu;  // keeps the bytes alive until written
+  std::vector<TensorView> views;
+  for (const auto& [name, t] : model.named_parameters()) {
+    at::Tensor h = t.detach().to(at::kCPU).contiguous();
+    cpu.push_back(h);
+    TensorView v;
+    v.name = name;
+    v.dtype = to_st(h.scalar_type());
+    v.shape = h.sizes().vec();
+    v.data = h.data_ptr();
+    v.bytes = uint64_t(h.numel()) * h.element_size();
+    views.push_back(std::move(v));
+  }
+  const std::map<std::string, std::string> meta{{"format", "pt"}};
+  const fs::path index_path = fs::path(dir) / "model.safetensors.index.json";
+  const fs::path single_path = fs::path(dir) / "model.safetensors";
+  if (max_shard_bytes == 0) {
+    write_safetensors(single_path.string(), views, meta);
+    fs::remove(index_path);
+  } else {
+    std::vector<std::vector<TensorView>> shards(1);
+    uint64_t in_shard = 0, total = 0;
+    for (auto& v : views) {
+      if (!shards.back().empty() && in_shard + v.bytes > max_shard_bytes) {
+        shards.emplace_back();
+        in_shard = 0;
+      }
+      in_shard += v.bytes;
+      total += v.bytes;
+      shards.back().push_back(v);
+    }
+    nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+    for (size_t s = 0; s < shards.size(); ++s) {
+      const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
+      write_safetensors((fs::path(dir) / name).string(), shards[s], meta);
+      for (const auto& v : shards[s]) weight_map[v.name] = name;
+    }
+    nlohmann::ordered_json index;
+    index["metadata"] = {{"total_size", total}};
+    index["weight_map"] = weight_map;
+    write_file_atomic(index_path.string(), index.dump(2) + "\n");
+    fs::remove(single_path);
+  }
+  write_file_atomic((fs::path(dir) / "config.json").string(), config_to_json(c));
+}
+
+}  // namespace kvs::llm

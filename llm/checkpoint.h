@@ -1,0 +1,33 @@
+// HF checkpoints: a folder with config.json and model.safetensors, or shards
+// model-0000i-of-0000N.safetensors listed in model.safetensors.index.json.
+// Weights are memory-mapped; tensors already in the requested dtype on CPU are
+// views of the mapping (kept alive by the tensors themselves).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <ATen/ATen.h>
+
+#include "llm/model.h"
+
+namespace kvs::llm {
+
+struct LoadOptions {
+  std::optional<at::ScalarType> dtype;  // default: config's torch_dtype
+  at::Device device = at::kCPU;
+};
+
+// Reads DIR/config.json only (throws kvs::Error naming the file and key).
+ModelConfig load_config(const std::string& dir);
+// Loads a model; every missing tensor, wrong shape or bad file is a kvs::Error
+// naming the file and tensor.
+Model load_model(const std::string& dir, const LoadOptions& options = {});
+
+// Writes DIR/config.json and DIR/model.safetensors (atomically; DIR is
+// created), or, with max_shard_bytes > 0, shards of at most that many bytes
+// (a tensor larger than that gets a shard of its own) plus
+// model.safetensors.index.json. Tensors are stored in the model's dtype.
+void save_model(const Model& model, const std::string& dir, uint64_t max_shard_bytes = 0);
+
+}  // namespace kvs::llm

@@ -1,0 +1,236 @@
+#include "llm/config.h"
+
+#include <cmath>
+#include <optional>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+
+namespace kvs::llm {
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void fail(const std::string& file, const std::string& what) {
+  throw Error(fmt::format("{}: {}", file, what));
+}
+
+int64_t get_int(const json& j, const std::string& key, const std::string& file, std::optional<int64_t> fallback = {}) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (fallback) return *fallback;
+    fail(file, fmt::format("missing key '{}'", key));
+  }
+  if (!j[key].is_number_integer()) fail(file, fmt::format("key '{}' must be an integer", key));
+  return j[key].get<int64_t>();
+}
+
+double get_double(const json& j, const std::string& key, const std::string& file, std::optional<double> fallback = {}) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (fallback) return *fallback;
+    fail(file, fmt::format("missing key '{}'", key));
+  }
+  if (!j[key].is_number()) fail(file, fmt::format("key '{}' must be a number", key));
+  return j[key].get<double>();
+}
+
+RopeScaling parse_rope(const json& r, const std::string& file, const std::string& key, int64_t max_pos) {
+  if (!r.is_object()) fail(file, fmt::format("key '{}' must be an object", key));
+  RopeScaling s;
+  std::string type = "default";
+  if (r.contains("rope_type") && r["rope_type"].is_string()) type = r["rope_type"].get<std::string>();
+  else if (r.contains("type") && r["type"].is_string()) type = r["type"].get<std::string>();
+  s.type = type;
+  if (type == "default") return s;
+  if (type != "linear" && type != "dynamic" && type != "llama3")
+    fail(file, fmt::format("{}: unsupported rope type '{}' (expected default, linear, dynamic or llama3)", key, type));
+  s.factor = get_double(r, "factor", file + ": " + key);
+  if (s.factor < 1.0 && type != "linear") fail(file, fmt::format("{}.factor must be >= 1", key));
+  if (s.factor <= 0.0) fail(file, fmt::format("{}.factor must be > 0", key));
+  if (type == "llama3") {
+    s.low_freq_factor = get_double(r, "low_freq_factor", file + ": " + key);
+    s.high_freq_factor = get_double(r, "high_freq_factor", file + ": " + key);
+    s.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", file + ": " + key);
+    if (s.high_freq_factor <= s.low_freq_factor)
+      fail(file, fmt::format("{}: high_freq_factor must exceed low_freq_factor", key));
+  }
+  (void)max_pos;
+  return s;
+}
+
+}  // namespace
+
+codec::KVShape ModelConfig::kv_shape() const {
+  return {uint32_t(num_hidden_layers), uint32_t(num_key_value_heads), uint32_t(effective_head_dim())};
+}
+
+void ModelConfig::validate(const std::string& where) const {
+  auto need = [&](bool ok, const std::string& what) {
+    if (!ok) fail(where, what);
+  };
+  need(vocab_size > 0, "vocab_size must be > 0");
+  need(hidden_size > 0, "hidden_size must be > 0");
+  need(intermediate_size > 0, "intermediate_size must be > 0");
+  need(num_hidden_layers > 0, "num_hidden_layers must be > 0");
+  need(num_attention_heads > 0, "num_attention_heads must be > 0");
+  need(num_key_value_heads > 0 && num_key_value_heads <= num_attention_heads &&
+           num_attention_heads % num_key_value_heads == 0,
+       fmt::format("num_key_value_heads ({}) must divide num_attention_heads ({})", num_key_value_heads,
+                   num_attention_heads));
+  need(head_dim > 0 || hidden_size % num_attention_heads == 0,
+       "hidden_size must be a multiple of num_attention_heads when head_dim is not given");
+  need(effective_head_dim() % 2 == 0, "head_dim must be even (RoPE rotates pairs)");
+  need(max_position_embeddings > 0, "max_position_embeddings must be > 0");
+  need(rms_norm_eps > 0, "rms_norm_eps must be > 0");
+  need(rope_theta > 0, "rope_theta must be > 0");
+  need(torch_dtype == "float32" || torch_dtype == "bfloat16" || torch_dtype == "float16",
+       fmt::format("torch_dtype '{}' is not float32, bfloat16 or float16", torch_dtype));
+}
+
+int64_t ModelConfig::parameter_count() const {
+  const int64_t hd = effective_head_dim();
+  const int64_t attn = hidden_size * hd * (2 * num_attention_heads + 2 * num_key_value_heads);
+  const int64_t mlp = 3 * hidden_size * intermediate_size;
+  const int64_t per_layer = attn + mlp + 2 * hidden_size;
+  return vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * per_layer + hidden_size;
+}
+
+ModelConfig parse_config(const std::string& json_text, const std::string& file) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::exception& e) {
+    fail(file, fmt::format("not valid JSON: {}", e.what()));
+  }
+  if (!j.is_object()) fail(file, "expected a JSON object");
+  const std::string model_type = j.contains("model_type") && j["model_type"].is_string()
+                                     ? j["model_type"].get<std::string>() : std::string();
+  if (model_type.empty()) fail(file, "missing key 'model_type'");
+  if (model_type != "llama" && model_type != "mistral")
+    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama, or mistral without "
+                           "sliding window)", model_type));
+  if (model_type == "mistral" && j.contains("sliding_window") && !j["sliding_window"].is_null())
+    fail(file, "unsupported architecture: mistral with a sliding_window (attention differs from llama)");
+  if (j.contains("architectures") && j["architectures"].is_array()) {
+    for (const auto& a : j["architectures"]) {
+      if (!a.is_string()) continue;
+      const auto s = a.get<std::string>();
+      if (s != "LlamaForCausalLM" && s != "MistralForCausalLM")
+        fail(file, fmt::format("unsupported architecture '{}' (expected LlamaForCausalLM)", s));
+    }
+  }
+  for (const char* bias : {"attention_bias", "mlp_bias"})
+    if (j.contains(bias) && j[bias].is_boolean() && j[bias].get<bool>())
+      fail(file, fmt::format("unsupported architecture: '{}' is true (linear layers with bias)", bias));
+  if (j.contains("hidden_act") && j["hidden_act"] != "silu")
+    fail(file, fmt::format("unsupported architecture: hidden_act '{}' (expected silu)", j["hidden_act"].dump()));
+  if (j.contains("pretraining_tp") && j["pretraining_tp"].is_number_integer() && j["pretraining_tp"].get<int>() > 1) {
+    // pretraining_tp only changes how HF slices the matmuls, not the result.
+  }
+
+  ModelConfig c;
+  c.vocab_size = get_int(j, "vocab_size", file);
+  c.hidden_size = get_int(j, "hidden_size", file);
+  c.intermediate_size = get_int(j, "intermediate_size", file);
+  c.num_hidden_layers = get_int(j, "num_hidden_layers", file);
+  c.num_attention_heads = get_int(j, "num_attention_heads", file);
+  c.num_key_value_heads = get_int(j, "num_key_value_heads", file, c.num_attention_heads);
+  c.head_dim = get_int(j, "head_dim", file, 0);
+  c.max_position_embeddings = get_int(j, "max_position_embeddings", file);
+  c.rms_norm_eps = get_double(j, "rms_norm_eps", file);
+  c.rope_theta = get_double(j, "rope_theta", file, 10000.0);
+  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    const auto& rp = j["rope_parameters"];
+    c.rope_scaling = parse_rope(rp, file, "rope_parameters", c.max_position_embeddings);
+    if (rp.is_object() && rp.contains("rope_theta")) c.rope_theta = get_double(rp, "rope_theta", file);
+  } else if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    c.rope_scaling = parse_rope(j["rope_scaling"], file, "rope_scaling", c.max_position_embeddings);
+  }
+  c.tie_word_embeddings = j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean()
+                              ? j["tie_word_embeddings"].get<bool>() : false;
+  if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) c.torch_dtype = j["torch_dtype"].get<std::string>();
+  else if (j.contains("dtype") && j["dtype"].is_string()) c.torch_dtype = j["dtype"].get<std::string>();
+  c.bos_token_id = j.contains("bos_token_id") && j["bos_token_id"].is_number_integer() ? j["bos_token_id"].get<int64_t>() : -1;
+  c.eos_token_id = j.contains("eos_token_id") && j["eos_token_id"].is_number_integer() ? j["eos_token_id"].get<int64_t>() : -1;
+  c.validate(file);
+  return c;
+}
+
+std::string config_to_json(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {"LlamaForCausalLM"};
+  j["model_type"] = "llama";
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["num_key_value_heads"] = c.num_key_value_heads;
+  j["head_dim"] = c.effective_head_dim();
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  if (c.rope_scaling.type == "default") {
+    j["rope_scaling"] = nullptr;
+  } else {
+    nlohmann::ordered_json r;
+    r["rope_type"] = c.rope_scaling.type;
+    r["factor"] = c.rope_scaling.factor;
+    if (c.rope_scaling.type == "llama3") {
+      r["low_freq_factor"] = c.rope_scaling.low_freq_factor;
+      r["high_freq_factor"] = c.rope_scaling.high_freq_factor;
+      r["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = r;
+  }
+  j["hidden_act"] = "silu";
+  j["attention_bias"] = false;
+  j["mlp_bias"] = false;
+  j["attention_dropout"] = 0.0;
+  j["initializer_range"] = 0.02;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["torch_dtype"] = c.torch_dtype;
+  j["use_cache"] = true;
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;
+  return j.dump(2) + "\n";
+}
+
+std::vector<float> rope_inv_freq(const ModelConfig& c, int64_t seq_len) {
+  const int64_t dim = c.effective_head_dim();
+  const auto& s = c.rope_scaling;
+  float base = float(c.rope_theta);
+  if (s.type == "dynamic" && seq_len > c.max_position_embeddings) {
+    // HF: base * ((factor * seq_len / max_pos) - (factor - 1)) ** (dim / (dim - 2))
+    const double b = c.rope_theta * std::pow(s.factor * double(seq_len) / double(c.max_position_embeddings) -
+                                                 (s.factor - 1.0),
+                                             double(dim) / double(dim - 2));
+    base = float(b);
+  }
+  std::vector<float> inv(size_t(dim / 2));
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    const float e = float(2 * i) / float(dim);  // torch.arange(0, dim, 2).float() / dim
+    inv[size_t(i)] = 1.0f / std::pow(base, e);
+  }
+  if (s.type == "linear") {
+    for (auto& f : inv) f = f / float(s.factor);
+  } else if (s.type == "llama3") {
+    const double old_ctx = double(s.original_max_position_embeddings);
+    const double low_wavelen = old_ctx / s.low_freq_factor;
+    const double high_wavelen = old_ctx / s.high_freq_factor;
+    for (auto& f : inv) {
+      const float wavelen = float(2.0 * M_PI) / f;
+      float scaled = wavelen > low_wavelen ? f / float(s.factor) : f;
+      const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+      if (medium) {
+        const float smooth = float((old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor));
+        scaled = (1.0f - smooth) * scaled / float(s.factor) + smooth * scaled;
+      }
+      f = scaled;
+    }
+  }
+  return inv;
+}
+
+}  // namespace kvs::llm

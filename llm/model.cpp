@@ -1,0 +1,233 @@
+#include "llm/model.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+
+#include "base/error.h"
+
+namespace kvs::llm {
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+void check_shape(const at::Tensor& t, std::vector<int64_t> expect, const std::string& name) {
+  if (!t.defined()) throw Error(fmt::format("model: missing tensor '{}'", name));
+  if (t.sizes() != at::IntArrayRef(expect))
+    throw Error(fmt::format("model: tensor '{}' has shape {}, expected {}", name, shape_str(t.sizes()),
+                            shape_str(expect)));
+}
+
+// HF LlamaRMSNorm: normalize in float32, cast back, then scale.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor h = x.to(at::kFloat);
+  at::Tensor var = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * at::rsqrt(var + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+at::Tensor to_tensor(const std::vector<int64_t>& ids) {
+  return at::tensor(at::ArrayRef<int64_t>(ids), at::TensorOptions().dtype(at::kLong));
+}
+
+Model::Model(ModelConfig config, at::Tensor embed_tokens, std::vector<LayerWeights> layers, at::Tensor norm,
+             at::Tensor lm_head)
+    : config_(std::move(config)),
+      embed_tokens_(std::move(embed_tokens)),
+      layers_(std::move(layers)),
+      norm_(std::move(norm)),
+      lm_head_(std::move(lm_head)) {
+  config_.validate("model config");
+  const int64_t H = config_.hidden_size, hd = config_.effective_head_dim();
+  const int64_t q = config_.num_attention_heads * hd, kv = config_.num_key_value_heads * hd;
+  const int64_t I = config_.intermediate_size;
+  check_shape(embed_tokens_, {config_.vocab_size, H}, "model.embed_tokens.weight");
+  if (int64_t(layers_.size()) != config_.num_hidden_layers)
+    throw Error(fmt::format("model: {} layers given, config says {}", layers_.size(), config_.num_hidden_layers));
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& w = layers_[i];
+    const std::string p = fmt::format("model.layers.{}.", i);
+    check_shape(w.input_layernorm, {H}, p + "input_layernorm.weight");
+    check_shape(w.q_proj, {q, H}, p + "self_attn.q_proj.weight");
+    check_shape(w.k_proj, {kv, H}, p + "self_attn.k_proj.weight");
+    check_shape(w.v_proj, {kv, H}, p + "self_attn.v_proj.weight");
+    check_shape(w.o_proj, {H, q}, p + "self_attn.o_proj.weight");
+    check_shape(w.post_attention_layernorm, {H}, p + "post_attention_layernorm.weight");
+    check_shape(w.gate_proj, {I, H}, p + "mlp.gate_proj.weight");
+    check_shape(w.up_proj, {I, H}, p + "mlp.up_proj.weight");
+    check_shape(w.down_proj, {H, I}, p + "mlp.down_proj.weight");
+  }
+  check_shape(norm_, {H}, "model.norm.weight");
+  if (!config_.tie_word_embeddings) check_shape(lm_head_, {config_.vocab_size, H}, "lm_head.weight");
+  else lm_head_ = at::Tensor();
+}
+
+Model Model::random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device) {
+  config.validate("model config");
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto opts = at::TensorOptions().dtype(at::kFloat);
+  auto normal = [&](std::vector<int64_t> shape) {
+    return at::normal(0.0, 0.02, shape, gen, opts).to(device, dtype);
+  };
+  auto ones = [&](int64_t n) { return at::ones({n}, opts).to(device, dtype); };
+  const int64_t H = config.hidden_size, hd = config.effective_head_dim(), I = config.intermediate_size;
+  at::Tensor embed = normal({config.vocab_size, H});
+  std::vector<LayerWeights> layers;
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    LayerWeights w;
+    w.input_layernorm = ones(H);
+    w.q_proj = normal({config.num_attention_heads * hd, H});
+    w.k_proj = normal({config.num_key_value_heads * hd, H});
+    w.v_proj = normal({config.num_key_value_heads * hd, H});
+    w.o_proj = normal({H, config.num_attention_heads * hd});
+    w.post_attention_layernorm = ones(H);
+    w.gate_proj = normal({I, H});
+    w.up_proj = normal({I, H});
+    w.down_proj = normal({H, I});
+    layers.push_back(std::move(w));
+  }
+  at::Tensor norm = ones(H);
+  at::Tensor head = config.tie_word_embeddings ? at::Tensor() : normal({config.vocab_size, H});
+  return Model(config, embed, std::move(layers), norm, head);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Model::named_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  out.emplace_back("model.embed_tokens.weight", embed_tokens_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& w = layers_[i];
+    const std::string p = fmt::format("model.layers.{}.", i);
+    out.emplace_back(p + "self_attn.q_proj.weight", w.q_proj);
+    out.emplace_back(p + "self_attn.k_proj.weight", w.k_proj);
+    out.emplace_back(p + "self_attn.v_proj.weight", w.v_proj);
+    out.emplace_back(p + "self_attn.o_proj.weight", w.o_proj);
+    out.emplace_back(p + "mlp.gate_proj.weight", w.gate_proj);
+    out.emplace_back(p + "mlp.up_proj.weight", w.up_proj);
+    out.emplace_back(p + "mlp.down_proj.weight", w.down_proj);
+    out.emplace_back(p + "input_layernorm.weight", w.input_layernorm);
+    out.emplace_back(p + "post_attention_layernorm.weight", w.post_attention_layernorm);
+  }
+  out.emplace_back("model.norm.weight", norm_);
+  if (lm_head_.defined()) out.emplace_back("lm_head.weight", lm_head_);
+  return out;
+}
+
+std::vector<at::Tensor> Model::parameters() const {
+  std::vector<at::Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+void Model::to(at::ScalarType dtype, at::Device device) {
+  auto conv = [&](at::Tensor& t) {
+    if (t.defined()) t = t.to(device, dtype);
+  };
+  conv(embed_tokens_);
+  for (auto& w : layers_) {
+    for (at::Tensor* t : {&w.input_layernorm, &w.q_proj, &w.k_proj, &w.v_proj, &w.o_proj,
+                          &w.post_attention_layernorm, &w.gate_proj, &w.up_proj, &w.down_proj})
+      conv(*t);
+  }
+  conv(norm_);
+  conv(lm_head_);
+}
+
+at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* cache_out) const {
+  const int64_t B = tokens.size(0), n = tokens.size(1);
+  const int64_t past_len = past.tokens();
+  const int64_t heads = config_.num_attention_heads, kvh = config_.num_key_value_heads;
+  const int64_t hd = config_.effective_head_dim(), group = heads / kvh;
+  const auto dtype = embed_tokens_.scalar_type();
+  const auto device = embed_tokens_.device();
+  if (!past.empty() && past.layers() != config_.num_hidden_layers)
+    throw Error(fmt::format("forward: past KV cache has {} layers, the model {}", past.layers(),
+                            config_.num_hidden_layers));
+  if (!past.empty() && B != 1) throw Error("forward: a past KV cache needs a batch of 1");
+  const int64_t vocab = config_.vocab_size;
+  if (n > 0) {
+    const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
+    if (lo < 0 || hi >= vocab) throw Error(fmt::format("forward: token id out of range [0, {})", vocab));
+  }
+
+  // RoPE tables for positions past_len .. past_len + n - 1 (float32, as HF).
+  const auto inv = rope_inv_freq(config_, past_len + n);
+  at::Tensor inv_t = at::tensor(at::ArrayRef<float>(inv)).to(device);
+  at::Tensor pos = at::arange(past_len, past_len + n, at::TensorOptions().dtype(at::kFloat).device(device));
+  at::Tensor freqs = at::outer(pos, inv_t);
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  at::Tensor cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);  // [n, hd]
+
+  at::Tensor x = at::embedding(embed_tokens_, tokens.to(device));  // [B, n, H]
+  const double scale = 1.0 / std::sqrt(double(hd));
+  const int64_t block = query_block_ > 0 ? query_block_ : n;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const auto& w = layers_[l];
+    at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
+    at::Tensor q = at::linear(h, w.q_proj).view({B, n, heads, hd}).transpose(1, 2);  // [B, heads, n, hd]
+    at::Tensor k = at::linear(h, w.k_proj).view({B, n, kvh, hd}).transpose(1, 2);    // [B, kvh, n, hd]
+    at::Tensor v = at::linear(h, w.v_proj).view({B, n, kvh, hd}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    if (!past.empty()) {
+      k = at::cat({past.keys[l].to(device, dtype).unsqueeze(0), k}, 2);
+      v = at::cat({past.values[l].to(device, dtype).unsqueeze(0), v}, 2);
+    }
+    if (cache_out != nullptr) {
+      cache_out->keys.push_back(k.select(0, 0).contiguous());
+      cache_out->values.push_back(v.select(0, 0).contiguous());
+    }
+    // Grouped-query attention without repeating K/V: query heads
+    // [j*group, (j+1)*group) share kv head j (HF's repeat_kv order).
+    at::Tensor qg = q.reshape({B, kvh, group, n, hd});
+    at::Tensor kg = k.unsqueeze(2);  // [B, kvh, 1, T, hd]
+    at::Tensor vg = v.unsqueeze(2);
+    std::vector<at::Tensor> outs;
+    for (int64_t b0 = 0; b0 < n; b0 += block) {
+      const int64_t nb = std::min(block, n - b0);
+      const int64_t keys = past_len + b0 + nb;  // causal: later keys are masked anyway
+      at::Tensor qb = qg.narrow(3, b0, nb);
+      at::Tensor kb = kg.narrow(3, 0, keys), vb = vg.narrow(3, 0, keys);
+      at::Tensor scores = at::matmul(qb, kb.transpose(-1, -2)) * scale;  // [B, kvh, g, nb, keys]
+      at::Tensor qpos = at::arange(past_len + b0, past_len + b0 + nb, at::TensorOptions().dtype(at::kLong).device(device));
+      at::Tensor kpos = at::arange(0, keys, at::TensorOptions().dtype(at::kLong).device(device));
+      at::Tensor masked = kpos.unsqueeze(0) > qpos.unsqueeze(1);  // [nb, keys]
+      scores = scores.masked_fill(masked, -std::numeric_limits<float>::infinity());
+      at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(dtype);
+      outs.push_back(at::matmul(probs, vb));  // [B, kvh, g, nb, hd]
+    }
+    at::Tensor attn = outs.size() == 1 ? outs[0] : at::cat(outs, 3);
+    attn = attn.reshape({B, heads, n, hd}).transpose(1, 2).reshape({B, n, heads * hd});
+    x = x + at::linear(attn, w.o_proj);
+    h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);
+    x = x + at::linear(at::silu(at::linear(h, w.gate_proj)) * at::linear(h, w.up_proj), w.down_proj);
+  }
+  x = rms_norm(x, norm_, config_.rms_norm_eps);
+  return at::linear(x, lm_head_.defined() ? lm_head_ : embed_tokens_);
+}
+
+ForwardResult Model::forward(const at::Tensor& tokens, const KVCache& past) const {
+  if (tokens.dim() != 1 || tokens.size(0) < 1) throw Error("forward: tokens must be a non-empty 1-D tensor");
+  at::NoGradGuard no_grad;
+  ForwardResult r;
+  at::Tensor logits = run(tokens.to(at::kLong).unsqueeze(0), past, &r.cache);
+  r.logits = logits.select(0, 0).to(at::kFloat);
+  return r;
+}
+
+at::Tensor Model::logits(const at::Tensor& tokens) const {
+  if (tokens.dim() != 2 || tokens.size(1) < 1) throw Error("logits: tokens must be [batch, n] with n >= 1");
+  return run(tokens.to(at::kLong), KVCache{}, nullptr);
+}
+
+}  // namespace kvs::llm

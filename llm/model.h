@@ -1,0 +1,87 @@
+// A Llama-family decoder-only transformer on libtorch (ATen ops only, so
+// autograd can train it): token embedding, per layer RMSNorm -> grouped-query
+// attention with RoPE (HF "rotate_half" convention) -> residual -> RMSNorm ->
+// SwiGLU MLP -> residual, final RMSNorm, LM head (tied or not). Numerics
+// follow HF transformers' LlamaForCausalLM (eager attention, softmax in
+// float32).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "llm/config.h"
+#include "llm/kv_cache.h"
+
+namespace kvs::llm {
+
+// The weights of one decoder layer (shapes as HF: [out_features, in_features]).
+struct LayerWeights {
+  at::Tensor input_layernorm;           // [hidden]
+  at::Tensor q_proj, k_proj, v_proj;    // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
+  at::Tensor o_proj;                    // [hidden, heads*head_dim]
+  at::Tensor post_attention_layernorm;  // [hidden]
+  at::Tensor gate_proj, up_proj;        // [intermediate, hidden]
+  at::Tensor down_proj;                 // [hidden, intermediate]
+};
+
+struct ForwardResult {
+  at::Tensor logits;  // [tokens, vocab] (float32) for the new tokens
+  KVCache cache;      // past followed by the new tokens' K and V
+};
+
+class Model {
+ public:
+  // A model with random weights (normal(0, 0.02) as HF's initializer_range,
+  // norms at 1), seeded deterministically, on `device` in `dtype`.
+  static Model random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype = at::kFloat,
+                      at::Device device = at::kCPU);
+  // A model over given weights; checks every shape (throws kvs::Error).
+  Model(ModelConfig config, at::Tensor embed_tokens, std::vector<LayerWeights> layers, at::Tensor norm,
+        at::Tensor lm_head /* undefined when tied */);
+
+  const ModelConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return embed_tokens_.scalar_type(); }
+  at::Device device() const { return embed_tokens_.device(); }
+  codec::KVShape kv_shape() const { return config_.kv_shape(); }
+
+  // Every parameter with its HF name ("model.layers.0.self_attn.q_proj.weight",
+  // ...); lm_head.weight is absent when tied. Tensors share storage with the
+  // model, so an optimizer stepping them trains the model.
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
+  std::vector<at::Tensor> parameters() const;
+  // Casts/moves all weights (a copy unless already there).
+  void to(at::ScalarType dtype, at::Device device);
+
+  // Runs `tokens` (int64 [n], n >= 1) after `past` (may be empty): positions
+  // continue from past.tokens(). Logits are float32 [n, vocab].
+  ForwardResult forward(const at::Tensor& tokens, const KVCache& past) const;
+  ForwardResult prefill(const at::Tensor& tokens) const { return forward(tokens, KVCache{}); }
+  // Batched training forward without a cache: tokens int64 [batch, n] ->
+  // logits [batch, n, vocab] in the model's dtype (differentiable).
+  at::Tensor logits(const at::Tensor& tokens) const;
+
+  // Queries are processed in blocks of this many tokens to bound attention
+  // memory (scores are [heads, block, keys]); 0 means all at once.
+  void set_query_block(int64_t tokens) { query_block_ = tokens; }
+
+ private:
+  // hidden [batch, n, H] at positions past..past+n-1; appends K/V per layer to
+  // `cache_out` when not null.
+  at::Tensor run(const at::Tensor& tokens, const KVCache& past, KVCache* cache_out) const;
+
+  ModelConfig config_;
+  at::Tensor embed_tokens_;
+  std::vector<LayerWeights> layers_;
+  at::Tensor norm_;
+  at::Tensor lm_head_;  // undefined when tied
+  int64_t query_block_ = 1024;
+};
+
+// Token ids as the int64 tensor forward() expects.
+at::Tensor to_tensor(const std::vector<int64_t>& ids);
+
+}  // namespace kvs::llm

@@ -30,6 +30,25 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * h.to(x.scalar_type());
 }
 
+// CPU libtorch 1.13 has no float16 matmul: there, products are computed in
+// float32 and rounded back to float16 (GPU and other dtypes run natively).
+bool needs_upcast(const at::Tensor& t) { return t.scalar_type() == at::kHalf && t.device().is_cpu(); }
+
+at::Tensor linear_(const at::Tensor& x, const at::Tensor& w) {
+  if (needs_upcast(x)) return at::linear(x.to(at::kFloat), w.to(at::kFloat)).to(at::kHalf);
+  return at::linear(x, w);
+}
+
+at::Tensor matmul_(const at::Tensor& a, const at::Tensor& b) {
+  if (needs_upcast(a)) return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(at::kHalf);
+  return at::matmul(a, b);
+}
+
+at::Tensor silu_(const at::Tensor& x) {
+  if (needs_upcast(x)) return at::silu(x.to(at::kFloat)).to(at::kHalf);
+  return at::silu(x);
+}
+
 at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
@@ -174,9 +193,9 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& w = layers_[l];
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
-    at::Tensor q = at::linear(h, w.q_proj).view({B, n, heads, hd}).transpose(1, 2);  // [B, heads, n, hd]
-    at::Tensor k = at::linear(h, w.k_proj).view({B, n, kvh, hd}).transpose(1, 2);    // [B, kvh, n, hd]
-    at::Tensor v = at::linear(h, w.v_proj).view({B, n, kvh, hd}).transpose(1, 2);
+    at::Tensor q = linear_(h, w.q_proj).view({B, n, heads, hd}).transpose(1, 2);  // [B, heads, n, hd]
+    at::Tensor k = linear_(h, w.k_proj).view({B, n, kvh, hd}).transpose(1, 2);    // [B, kvh, n, hd]
+    at::Tensor v = linear_(h, w.v_proj).view({B, n, kvh, hd}).transpose(1, 2);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
     if (!past.empty()) {
@@ -198,22 +217,22 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
       const int64_t keys = past_len + b0 + nb;  // causal: later keys are masked anyway
       at::Tensor qb = qg.narrow(3, b0, nb);
       at::Tensor kb = kg.narrow(3, 0, keys), vb = vg.narrow(3, 0, keys);
-      at::Tensor scores = at::matmul(qb, kb.transpose(-1, -2)) * scale;  // [B, kvh, g, nb, keys]
+      at::Tensor scores = matmul_(qb, kb.transpose(-1, -2)) * scale;  // [B, kvh, g, nb, keys]
       at::Tensor qpos = at::arange(past_len + b0, past_len + b0 + nb, at::TensorOptions().dtype(at::kLong).device(device));
       at::Tensor kpos = at::arange(0, keys, at::TensorOptions().dtype(at::kLong).device(device));
       at::Tensor masked = kpos.unsqueeze(0) > qpos.unsqueeze(1);  // [nb, keys]
       scores = scores.masked_fill(masked, -std::numeric_limits<float>::infinity());
       at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(dtype);
-      outs.push_back(at::matmul(probs, vb));  // [B, kvh, g, nb, hd]
+      outs.push_back(matmul_(probs, vb));  // [B, kvh, g, nb, hd]
     }
     at::Tensor attn = outs.size() == 1 ? outs[0] : at::cat(outs, 3);
     attn = attn.reshape({B, heads, n, hd}).transpose(1, 2).reshape({B, n, heads * hd});
-    x = x + at::linear(attn, w.o_proj);
+    x = x + linear_(attn, w.o_proj);
     h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);
-    x = x + at::linear(at::silu(at::linear(h, w.gate_proj)) * at::linear(h, w.up_proj), w.down_proj);
+    x = x + linear_(silu_(linear_(h, w.gate_proj)) * linear_(h, w.up_proj), w.down_proj);
   }
   x = rms_norm(x, norm_, config_.rms_norm_eps);
-  return at::linear(x, lm_head_.defined() ? lm_head_ : embed_tokens_);
+  return linear_(x, lm_head_.defined() ? lm_head_ : embed_tokens_);
 }
 
 ForwardResult Model::forward(const at::Tensor& tokens, const KVCache& past) const {

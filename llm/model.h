@@ -3,7 +3,8 @@
 // attention with RoPE (HF "rotate_half" convention) -> residual -> RMSNorm ->
 // SwiGLU MLP -> residual, final RMSNorm, LM head (tied or not). Numerics
 // follow HF transformers' LlamaForCausalLM (eager attention, softmax in
-// float32).
+// float32). On CPU, float16 products run in float32 and are rounded back
+// (libtorch 1.13 has no CPU float16 matmul).
 #pragma once
 
 #include <optional>

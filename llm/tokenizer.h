@@ -1,5 +1,11 @@
 // Tokenizers: byte-level (vocab 256: byte b is token b) and SentencePiece
 // (tokenizer.model, as Llama 1/2: BOS prepended). Chosen from the checkpoint.
+//
+// SentencePiece models are read and applied by this file's own code (BPE and
+// unigram, byte fallback, identity normalizer as Llama's): Debian's
+// libsentencepiece embeds protobuf 3.14 code that clashes with the protobuf
+// 3.21 libtorch loads, so both cannot live in one process. Torch-free
+// (library kvstream_tokenizer); tests compare it with libsentencepiece.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +39,8 @@ class ByteTokenizer final : public Tokenizer {
   std::string name() const override { return "bytes"; }
 };
 
-// A SentencePiece model file (throws kvs::Error naming the file).
+// A SentencePiece model file (throws kvs::Error naming the file): model type
+// BPE or unigram, normalizer "identity" (others are an error).
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path);
 
 // DIR/tokenizer.model when present, else the byte tokenizer when

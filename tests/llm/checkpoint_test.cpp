@@ -1,0 +1,129 @@
+// HF checkpoints: save/load round trips (single file, sharded, dtypes) and
+// clear errors for missing or malformed parts.
+#include "llm/checkpoint.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "base/files.h"
+#include "llm/safetensors.h"
+#include "tests/llm/test_util.h"
+
+namespace kvs::llm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::some_tokens;
+using testing::TempDir;
+using testing::tiny_config;
+
+void expect_error(const std::function<void()>& f, std::initializer_list<std::string> fragments) {
+  try {
+    f();
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const auto& s : fragments) EXPECT_NE(m.find(s), std::string::npos) << m << " lacks " << s;
+  }
+}
+
+TEST(CheckpointTest, SavedModelLoadsWithIdenticalLogits) {
+  TempDir dir;
+  for (bool tied : {false, true}) {
+    ModelConfig c = tiny_config();
+    c.tie_word_embeddings = tied;
+    Model m = Model::random(c, 21);
+    save_model(m, dir.str());
+    ASSERT_TRUE(fs::exists(dir.path / "config.json"));
+    auto st = SafetensorsFile::open((dir.path / "model.safetensors").string());
+    EXPECT_EQ(st->metadata().at("format"), "pt");
+    EXPECT_EQ(st->contains("lm_head.weight"), !tied);
+    EXPECT_TRUE(st->contains("model.layers.1.mlp.down_proj.weight"));
+    Model back = load_model(dir.str());
+    EXPECT_EQ(back.config().tie_word_embeddings, tied);
+    const at::Tensor t = to_tensor(some_tokens(12, 256, 4));
+    EXPECT_TRUE(at::equal(back.prefill(t).logits, m.prefill(t).logits));
+  }
+}
+
+TEST(CheckpointTest, ShardedAndUnshardedGiveIdenticalLogits) {
+  TempDir one, many;
+  Model m = Model::random(tiny_config(), 22, at::kBFloat16);
+  save_model(m, one.str());
+  save_model(m, many.str(), /*max_shard_bytes=*/20000);
+  EXPECT_TRUE(fs::exists(many.path / "model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(many.path / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(many.path / "model-00001-of-00003.safetensors") ||
+              fs::exists(many.path / "model-00001-of-00004.safetensors") ||
+              fs::exists(many.path / "model-00001-of-00002.safetensors"));
+  Model a = load_model(one.str()), b = load_model(many.str());
+  EXPECT_EQ(a.dtype(), at::kBFloat16);  // the config's torch_dtype
+  const at::Tensor t = to_tensor(some_tokens(10, 256, 5));
+  EXPECT_TRUE(at::equal(a.prefill(t).logits, b.prefill(t).logits));
+  EXPECT_TRUE(at::equal(a.prefill(t).logits, m.prefill(t).logits));
+  // Loading in another dtype converts.
+  LoadOptions o;
+  o.dtype = at::kFloat;
+  Model f = load_model(many.str(), o);
+  EXPECT_EQ(f.dtype(), at::kFloat);
+  EXPECT_LT((f.prefill(t).logits - a.prefill(t).logits).abs().max().item<float>(), 0.05);
+}
+
+TEST(CheckpointTest, MissingTensorNamesFileAndTensor) {
+  TempDir dir;
+  Model m = Model::random(tiny_config(), 23);
+  save_model(m, dir.str());
+  auto st = SafetensorsFile::open((dir.path / "model.safetensors").string());
+  std::vector<TensorView> views;
+  for (const auto& [name, info] : st->tensors())
+    if (name != "model.layers.1.self_attn.v_proj.weight")
+      views.push_back({name, info.dtype, info.shape, info.data, info.bytes});
+  const std::string copy = (dir.path / "copy.safetensors").string();
+  write_safetensors(copy, views);
+  st.reset();
+  fs::rename(copy, dir.path / "model.safetensors");
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "model.layers.1.self_attn.v_proj.weight"});
+}
+
+TEST(CheckpointTest, WrongShapeNamesFileAndTensor) {
+  TempDir dir;
+  ModelConfig c = tiny_config();
+  save_model(Model::random(c, 24), dir.str());
+  c.intermediate_size = 40;  // the file's MLP weights are 48 wide
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(c));
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "model.layers.0.mlp.gate_proj.weight", "[48, 32]"});
+}
+
+TEST(CheckpointTest, ConfigMissingKeyOrFolderIsAnError) {
+  TempDir dir;
+  expect_error([&] { load_model(dir.str()); }, {"config.json"});
+  write_file_atomic((dir.path / "config.json").string(), R"({"model_type": "llama", "vocab_size": 256, "hidden_size": 32})");
+  expect_error([&] { load_model(dir.str()); }, {"config.json", "intermediate_size"});
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(tiny_config()));
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors"});
+}
+
+TEST(CheckpointTest, CorruptWeightsFileIsAnError) {
+  TempDir dir;
+  save_model(Model::random(tiny_config(), 25), dir.str());
+  const std::string path = (dir.path / "model.safetensors").string();
+  std::string bytes = read_file(path);
+  write_file_atomic(path, bytes.substr(0, bytes.size() - 100));  // truncated data
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "past the end"});
+}
+
+TEST(CheckpointTest, LoadedWeightsAreTrainableViews) {
+  TempDir dir;
+  save_model(Model::random(tiny_config(), 26), dir.str());
+  Model m = load_model(dir.str());
+  // Weights map the file copy-on-write: in-place updates work and leave the file alone.
+  at::Tensor w = m.named_parameters()[0].second;
+  w.add_(1.0f);
+  Model again = load_model(dir.str());
+  EXPECT_FALSE(at::equal(again.named_parameters()[0].second, w));
+}
+
+}  // namespace
+}  // namespace kvs::llm

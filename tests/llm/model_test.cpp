@@ -1,0 +1,229 @@
+// The transformer: causal consistency with a KV cache, GQA against a
+// hand-written repeated-heads attention, KVCache <-> KVChunk, evaluation.
+#include "llm/model.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "llm/evaluate.h"
+#include "llm/kv_cache.h"
+#include "tests/llm/test_util.h"
+
+namespace kvs::llm {
+namespace {
+
+using testing::some_tokens;
+using testing::tiny_config;
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+TEST(ModelTest, PrefillThenForwardEqualsOnePrefill) {
+  for (bool tied : {false, true}) {
+    ModelConfig c = tiny_config();
+    c.tie_word_embeddings = tied;
+    Model m = Model::random(c, 1);
+    const auto ids = some_tokens(24, c.vocab_size, 3);
+    const at::Tensor all = to_tensor(ids);
+    ForwardResult full = m.prefill(all);
+    ASSERT_EQ(full.logits.sizes(), (at::IntArrayRef{24, 256}));
+    ASSERT_EQ(full.cache.layers(), 2);
+    EXPECT_EQ(full.cache.keys[0].sizes(), (at::IntArrayRef{2, 24, 8}));
+
+    ForwardResult head = m.prefill(all.slice(0, 0, 15));
+    ForwardResult tail = m.forward(all.slice(0, 15, 24), head.cache);
+    EXPECT_LT(max_abs_diff(tail.logits, full.logits.slice(0, 15, 24)), 1e-5);
+    EXPECT_LT(max_abs_diff(head.logits, full.logits.slice(0, 0, 15)), 1e-5);
+    EXPECT_EQ(tail.cache.tokens(), 24);
+    for (int l = 0; l < 2; ++l) {
+      EXPECT_LT(max_abs_diff(tail.cache.keys[l], full.cache.keys[l]), 1e-5);
+      EXPECT_LT(max_abs_diff(tail.cache.values[l], full.cache.values[l]), 1e-5);
+    }
+  }
+}
+
+TEST(ModelTest, QueryBlocksDoNotChangeResults) {
+  Model m = Model::random(tiny_config(), 2);
+  const at::Tensor t = to_tensor(some_tokens(40, 256, 5));
+  const at::Tensor whole = m.prefill(t).logits;
+  m.set_query_block(7);
+  EXPECT_LT(max_abs_diff(m.prefill(t).logits, whole), 1e-5);
+}
+
+TEST(ModelTest, BatchedLogitsEqualSingleForward) {
+  Model m = Model::random(tiny_config(), 4);
+  const auto a = some_tokens(10, 256, 1), b = some_tokens(10, 256, 2);
+  at::Tensor batch = at::stack({to_tensor(a), to_tensor(b)});
+  at::Tensor l = m.logits(batch);
+  EXPECT_LT(max_abs_diff(l[1], m.prefill(to_tensor(b)).logits), 1e-5);
+}
+
+// Reference attention layer computed independently: repeat K/V per query
+// head (HF's repeat_kv), explicit RoPE with rotate_half, explicit mask.
+TEST(ModelTest, GroupedQueryAttentionEqualsRepeatedHeads) {
+  ModelConfig c = tiny_config();
+  c.num_hidden_layers = 1;
+  Model m = Model::random(c, 9);
+  const int64_t n = 6, heads = 4, kvh = 2, hd = 8, H = 32;
+  const at::Tensor tokens = to_tensor(some_tokens(n, 256, 11));
+  auto params = m.named_parameters();
+  auto get = [&](const std::string& name) {
+    for (auto& [k, v] : params)
+      if (k == name) return v;
+    throw std::runtime_error(name);
+  };
+  at::Tensor x = get("model.embed_tokens.weight").index_select(0, tokens).to(at::kDouble);  // [n, H]
+  auto rms = [&](const at::Tensor& v, const at::Tensor& w) {
+    return w.to(at::kDouble) * v / at::sqrt(v.pow(2).mean(-1, true) + c.rms_norm_eps);
+  };
+  auto lin = [&](const at::Tensor& v, const std::string& w) { return v.matmul(get(w).to(at::kDouble).t()); };
+  at::Tensor h = rms(x, get("model.layers.0.input_layernorm.weight"));
+  at::Tensor q = lin(h, "model.layers.0.self_attn.q_proj.weight").view({n, heads, hd});
+  at::Tensor k = lin(h, "model.layers.0.self_attn.k_proj.weight").view({n, kvh, hd});
+  at::Tensor v = lin(h, "model.layers.0.self_attn.v_proj.weight").view({n, kvh, hd});
+  // RoPE by hand: dims i and i + hd/2 rotate by angle pos * theta^(-2i/hd).
+  auto rope = [&](at::Tensor t) {
+    at::Tensor out = t.clone();
+    auto acc = t.accessor<double, 3>();
+    auto o = out.accessor<double, 3>();
+    for (int64_t p = 0; p < n; ++p)
+      for (int64_t hh = 0; hh < t.size(1); ++hh)
+        for (int64_t i = 0; i < hd / 2; ++i) {
+          const double ang = double(p) * std::pow(10000.0, -2.0 * double(i) / double(hd));
+          const double a = acc[p][hh][i], b = acc[p][hh][i + hd / 2];
+          o[p][hh][i] = a * std::cos(ang) - b * std::sin(ang);
+          o[p][hh][i + hd / 2] = b * std::cos(ang) + a * std::sin(ang);
+        }
+    return out;
+  };
+  q = rope(q);
+  k = rope(k);
+  at::Tensor kr = k.repeat_interleave(heads / kvh, 1), vr = v.repeat_interleave(heads / kvh, 1);  // [n, heads, hd]
+  at::Tensor att = at::zeros({n, heads, hd}, at::kDouble);
+  for (int64_t hh = 0; hh < heads; ++hh) {
+    at::Tensor s = q.select(1, hh).matmul(kr.select(1, hh).t()) / std::sqrt(double(hd));  // [n, n]
+    s = s + at::full({n, n}, -1e30, at::kDouble).triu(1);
+    att.select(1, hh).copy_(at::softmax(s, -1).matmul(vr.select(1, hh)));
+  }
+  x = x + lin(att.reshape({n, H}), "model.layers.0.self_attn.o_proj.weight");
+  h = rms(x, get("model.layers.0.post_attention_layernorm.weight"));
+  at::Tensor g = lin(h, "model.layers.0.mlp.gate_proj.weight");
+  at::Tensor mlp = (g * at::sigmoid(g) * lin(h, "model.layers.0.mlp.up_proj.weight"));
+  x = x + mlp.matmul(get("model.layers.0.mlp.down_proj.weight").to(at::kDouble).t());
+  at::Tensor logits = lin(rms(x, get("model.norm.weight")), "lm_head.weight");
+
+  ForwardResult r = m.prefill(tokens);
+  EXPECT_LT(max_abs_diff(r.logits, logits), 1e-5);
+  // The cache holds K after RoPE, [kv_heads, tokens, head_dim].
+  EXPECT_LT(max_abs_diff(r.cache.keys[0], k.transpose(0, 1)), 1e-5);
+  EXPECT_LT(max_abs_diff(r.cache.values[0], v.transpose(0, 1)), 1e-5);
+}
+
+TEST(ModelTest, ReducedPrecisionTracksFloat32) {
+  Model m = Model::random(tiny_config(), 5);
+  const at::Tensor t = to_tensor(some_tokens(12, 256, 6));
+  const at::Tensor ref = m.prefill(t).logits;
+  for (auto dt : {at::kBFloat16, at::kHalf}) {
+    Model low = Model::random(tiny_config(), 5, dt);
+    ForwardResult r = low.prefill(t);
+    EXPECT_EQ(r.cache.keys[0].scalar_type(), dt);
+    EXPECT_EQ(r.logits.scalar_type(), at::kFloat);
+    EXPECT_LT(max_abs_diff(r.logits, ref), 0.05);
+  }
+}
+
+TEST(ModelTest, OutOfRangeTokenIsAnError) {
+  Model m = Model::random(tiny_config(), 1);
+  EXPECT_THROW(m.prefill(to_tensor({1, 256})), Error);
+  EXPECT_THROW(m.prefill(to_tensor({-1})), Error);
+}
+
+TEST(ModelTest, WrongWeightShapeIsAnErrorNamingTheTensor) {
+  ModelConfig c = tiny_config();
+  Model m = Model::random(c, 1);
+  std::vector<LayerWeights> layers;
+  auto p = m.named_parameters();
+  c.hidden_size = 32;
+  try {
+    Model bad(c, at::zeros({256, 31}), {}, at::ones({32}), at::zeros({256, 32}));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.embed_tokens.weight"), std::string::npos) << e.what();
+  }
+}
+
+TEST(KVCacheTest, ChunkRoundTripAndViews) {
+  Model m = Model::random(tiny_config(), 3, at::kBFloat16);
+  KVCache cache = m.prefill(to_tensor(some_tokens(9, 256, 2))).cache;
+  codec::KVChunk chunk = to_chunk(cache, 100);
+  EXPECT_EQ(chunk.dtype, codec::DType::kBF16);
+  EXPECT_EQ(chunk.tokens, 9u);
+  EXPECT_EQ(chunk.token_begin, 100u);
+  EXPECT_EQ(chunk.shape, (codec::KVShape{2, 2, 8}));
+  EXPECT_EQ(chunk.at(1, codec::Kind::kValue, 1, 4, 3), cache.values[1][1][4][3].item<float>());
+  EXPECT_EQ(chunk.at(0, codec::Kind::kKey, 0, 8, 7), cache.keys[0][0][8][7].item<float>());
+  KVCache view = view_chunk(chunk);
+  EXPECT_EQ(view.keys[1].data_ptr<float>(), chunk.plane(1, codec::Kind::kKey).data());  // no copy
+  KVCache back = from_chunk(chunk, at::kBFloat16);
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_TRUE(at::equal(back.keys[l], cache.keys[l]));
+    EXPECT_TRUE(at::equal(back.values[l], cache.values[l]));
+  }
+  KVCache s = cache.slice(2, 3);
+  EXPECT_EQ(s.tokens(), 3);
+  EXPECT_TRUE(at::equal(s.concat(cache.slice(5, 4)).keys[0], cache.slice(2, 7).keys[0]));
+}
+
+TEST(EvaluateTest, TextLossMatchesHandComputedSum) {
+  Model m = Model::random(tiny_config(), 7);
+  const auto ids = some_tokens(20, 256, 8);
+  const at::Tensor logits = m.prefill(to_tensor(ids)).logits.to(at::kDouble);
+  double sum = 0;
+  for (int i = 1; i < 20; ++i) sum -= at::log_softmax(logits[i - 1], -1)[ids[size_t(i)]].item<double>();
+  TextLoss whole = evaluate_text(m, ids, 64);
+  EXPECT_EQ(whole.tokens, 19);
+  EXPECT_NEAR(whole.nll_nats, sum, 1e-6);
+  // Windows of 8 advancing by 4: every token is scored exactly once.
+  TextLoss windowed = evaluate_text(m, ids, 8);
+  EXPECT_EQ(windowed.tokens, 19);
+  EXPECT_GT(windowed.nll_nats, 0.0);
+  // A random model is close to uniform: about ln(256) nats per token.
+  EXPECT_NEAR(whole.nats_per_token(), std::log(256.0), 0.5);
+}
+
+TEST(EvaluateTest, DegradedCacheQuality) {
+  Model m = Model::random(tiny_config(), 7);
+  const auto ctx = some_tokens(16, 256, 1);
+  KVCache exact = m.prefill(to_tensor(ctx)).cache;
+  const auto cont = some_tokens(10, 256, 2);
+  CacheQuality same = compare_caches(m, exact, exact, cont, 5);
+  EXPECT_EQ(same.relative_increase, 0.0);
+  EXPECT_EQ(same.agreement, 1.0);
+  // continuation_nll equals scoring the continuation inside one prefill.
+  std::vector<int64_t> all = ctx;
+  all.insert(all.end(), cont.begin(), cont.end());
+  const at::Tensor logits = m.prefill(to_tensor(all)).logits.to(at::kDouble);
+  double sum = 0;
+  for (size_t i = 17; i < all.size(); ++i) sum -= at::log_softmax(logits[int64_t(i) - 1], -1)[all[i]].item<double>();
+  EXPECT_NEAR(same.nll_exact_nats, sum / 9.0, 1e-5);
+  // Greedy decoding after the cache equals greedy decoding after a full prefill.
+  const auto g = greedy_decode(m, exact, cont, 3);
+  std::vector<int64_t> seq = all;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t next = m.prefill(to_tensor(seq)).logits[int64_t(seq.size()) - 1].argmax().item<int64_t>();
+    EXPECT_EQ(g[size_t(i)], next);
+    seq.push_back(next);
+  }
+  // Zeroed values: a different cache, higher loss in general and a nonzero change.
+  KVCache zero = exact;
+  for (auto& v : zero.values) v = at::zeros_like(v);
+  CacheQuality q = compare_caches(m, exact, zero, cont, 5);
+  EXPECT_NE(q.nll_degraded_nats, q.nll_exact_nats);
+  EXPECT_EQ(q.agreement_tokens, 5);
+}
+
+}  // namespace
+}  // namespace kvs::llm

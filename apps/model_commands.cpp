@@ -119,8 +119,8 @@ void add_eval(CLI::App& app) {
     }
     const double nats = loss.nats_per_token();
     const double bits = nats / std::log(2.0);
-    // Bytes covered by the scored tokens: all but the first token's bytes.
-    const double scored_bytes = double(bytes.size()) * double(loss.tokens) / double(ids.size());
+    // Bytes covered by the scored tokens: all but the first token's (none for BOS).
+    const double scored_bytes = std::max(1.0, double(bytes.size()) - double(tok->decode({ids[0]}).size()));
     const double bpb = loss.nll_nats / std::log(2.0) / scored_bytes;
     if (*json) {
       nlohmann::ordered_json j{{"model", mo->model_dir},       {"text", *text},      {"tokens", loss.tokens},
@@ -153,9 +153,45 @@ void add_generate(CLI::App& app) {
   });
 }
 
+void add_model_init(CLI::App& app) {
+  auto* model = app.add_subcommand("model", "Model checkpoints: init");
+  model->require_subcommand(1);
+  auto* cmd = model->add_subcommand("init", "Write a randomly initialized Llama checkpoint (HF format) of a given shape");
+  auto c = std::make_shared<llm::ModelConfig>();
+  auto out = std::make_shared<std::string>();
+  auto seed = std::make_shared<uint64_t>(1);
+  auto dtype = std::make_shared<std::string>("fp32");
+  auto shard_bytes = std::make_shared<uint64_t>(0);
+  cmd->add_option("-o,--output", *out, "Output checkpoint folder")->required();
+  cmd->add_option("--vocab", c->vocab_size, "Vocabulary size (256: byte tokenizer)")->capture_default_str();
+  cmd->add_option("--hidden", c->hidden_size, "Hidden size")->capture_default_str();
+  cmd->add_option("--intermediate", c->intermediate_size, "MLP intermediate size")->capture_default_str();
+  cmd->add_option("--layers", c->num_hidden_layers, "Decoder layers")->capture_default_str();
+  cmd->add_option("--heads", c->num_attention_heads, "Attention heads")->capture_default_str();
+  cmd->add_option("--kv-heads", c->num_key_value_heads, "Key/value heads (grouped-query attention)")
+      ->capture_default_str();
+  cmd->add_option("--head-dim", c->head_dim, "Head dimension (0: hidden / heads)")->capture_default_str();
+  cmd->add_option("--max-positions", c->max_position_embeddings, "max_position_embeddings")->capture_default_str();
+  cmd->add_option("--rope-theta", c->rope_theta, "RoPE base")->capture_default_str();
+  cmd->add_flag("--tie", c->tie_word_embeddings, "Tie the LM head to the embedding");
+  cmd->add_option("--seed", *seed, "Random seed")->capture_default_str();
+  cmd->add_option("--dtype", *dtype, "Stored dtype: fp32, bf16 or fp16")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_option("--shard-bytes", *shard_bytes, "Shard the weights into files of at most this many bytes (0: one file)")
+      ->capture_default_str();
+  cmd->callback([=] {
+    const at::ScalarType dt = *dtype == "bf16" ? at::kBFloat16 : *dtype == "fp16" ? at::kHalf : at::kFloat;
+    llm::Model m = llm::Model::random(*c, *seed, dt);
+    llm::save_model(m, *out, *shard_bytes);
+    std::printf("%s: %lld parameters\n", out->c_str(), (long long)c->parameter_count());
+  });
+}
+
 }  // namespace
 
 void add_model_commands(CLI::App& app) {
+  add_model_init(app);
   auto* kv = app.add_subcommand("kv", "KV caches: dump");
   kv->require_subcommand(1);
   add_kv_dump(*kv);

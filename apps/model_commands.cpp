@@ -43,7 +43,7 @@ struct ModelOptions {
   }
 
   llm::Model load() const {
-    at::set_num_threads(threads);
+    llm::set_cpu_threads(threads);
     llm::LoadOptions o;
     if (dtype == "fp32") o.dtype = at::kFloat;
     if (dtype == "bf16") o.dtype = at::kBFloat16;

@@ -5,7 +5,7 @@
 // model of DESIGN.md: 8 layers, hidden 384, 6 heads, 2 KV heads, MLP 1024).
 //   prefill_bench [--model DIR] [--layers N] [--hidden N] [--heads N]
 //                 [--kv-heads N] [--intermediate N] [--vocab N] [--threads N]
-//                 [--dtype fp32|bf16] [benchmark flags]
+//                 [--dtype fp32|bf16] [--query-block N] [benchmark flags]
 // Which BLAS libtorch calls is decided by the alternatives system
 // (libblas.so.3): record it with the numbers.
 #include <ATen/Parallel.h>
@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
                               ? KVSTREAM_SOURCE_DIR "/models/default" : "";
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   std::string dtype = "fp32";
+  int64_t query_block = -1;  // -1: the model's default
   std::vector<char*> rest{argv[0]};
   for (int i = 1; i < argc; ++i) {
     auto is = [&](const char* flag) { return std::strcmp(argv[i], flag) == 0 && i + 1 < argc; };
@@ -66,9 +67,10 @@ int main(int argc, char** argv) {
     else if (is("--vocab")) c.vocab_size = std::atoll(argv[++i]);
     else if (is("--threads")) threads = std::atoi(argv[++i]);
     else if (is("--dtype")) dtype = argv[++i];
+    else if (is("--query-block")) query_block = std::atoll(argv[++i]);
     else rest.push_back(argv[i]);
   }
-  at::set_num_threads(threads);
+  const std::string blas = kvs::llm::set_cpu_threads(threads);
   const at::ScalarType dt = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   try {
     if (!model_dir.empty()) {
@@ -82,11 +84,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "prefill_bench: %s\n", e.what());
     return 1;
   }
+  if (query_block >= 0) g_model->set_query_block(query_block);
   const auto& m = g_model->config();
-  std::fprintf(stderr, "model: %s, %lld layers, hidden %lld, heads %lld/%lld kv, MLP %lld, vocab %lld, %s, %d threads\n",
+  std::fprintf(stderr, "model: %s, %lld layers, hidden %lld, heads %lld/%lld kv, MLP %lld, vocab %lld, %s, %d threads, BLAS %s\n",
                model_dir.empty() ? "random" : model_dir.c_str(), (long long)m.num_hidden_layers,
                (long long)m.hidden_size, (long long)m.num_attention_heads, (long long)m.num_key_value_heads,
-               (long long)m.intermediate_size, (long long)m.vocab_size, dtype.c_str(), threads);
+               (long long)m.intermediate_size, (long long)m.vocab_size, dtype.c_str(), threads, blas.c_str());
   int rest_argc = int(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());
   benchmark::RunSpecifiedBenchmarks();

@@ -1,6 +1,9 @@
 #include "llm/model.h"
 
+#include <dlfcn.h>
+
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 
@@ -55,6 +58,16 @@ at::Tensor rotate_half(const at::Tensor& x) {
 }
 
 }  // namespace
+
+std::string set_cpu_threads(int threads) {
+  at::set_num_threads(std::max(1, threads));
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    f(std::max(1, threads));
+    return "openblas";
+  }
+  return "unknown";
+}
 
 at::Tensor to_tensor(const std::vector<int64_t>& ids) {
   return at::tensor(at::ArrayRef<int64_t>(ids), at::TensorOptions().dtype(at::kLong));

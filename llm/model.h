@@ -66,7 +66,8 @@ class Model {
   at::Tensor logits(const at::Tensor& tokens) const;
 
   // Queries are processed in blocks of this many tokens to bound attention
-  // memory (scores are [heads, block, keys]); 0 means all at once.
+  // memory and skip masked keys (scores are [heads, block, keys]); 0 means
+  // all at once. Default 256 (15% faster than 1024 at 4K tokens here).
   void set_query_block(int64_t tokens) { query_block_ = tokens; }
 
  private:
@@ -79,8 +80,13 @@ class Model {
   std::vector<LayerWeights> layers_;
   at::Tensor norm_;
   at::Tensor lm_head_;  // undefined when tied
-  int64_t query_block_ = 1024;
+  int64_t query_block_ = 256;
 };
+
+// Sets libtorch's CPU threads and, when the BLAS loaded is OpenBLAS, its own
+// thread pool to the same count (otherwise OpenBLAS keeps one thread per core
+// and its threads spin against libtorch's). Returns the BLAS's name when known.
+std::string set_cpu_threads(int threads);
 
 // Token ids as the int64 tensor forward() expects.
 at::Tensor to_tensor(const std::vector<int64_t>& ids);

@@ -100,6 +100,16 @@ size_t utf8_len(unsigned char c) {
   return 1;  // invalid byte: a unit of its own
 }
 
+// "<0xHH>" -> HH, else -1.
+int byte_value(const std::string& piece) {
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
+  const int hi = hex(piece[3]), lo = hex(piece[4]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) {
@@ -165,7 +175,11 @@ class SentencePieceTokenizer final : public Tokenizer {
     min_score_ = std::numeric_limits<float>::max();
     for (size_t i = 0; i < pieces_.size(); ++i) {
       const Piece& p = pieces_[i];
-      if (p.type == kByte && p.text.size() == 6) byte_ids_[std::stoi(p.text.substr(3, 2), nullptr, 16)] = int64_t(i);
+      if (p.type == kByte) {
+        const int b = byte_value(p.text);
+        if (b < 0) throw Error(fmt::format("{}: byte piece {} is '{}', expected <0xHH>", path, i, p.text));
+        byte_ids_[b] = int64_t(i);
+      }
       if (p.type == kNormal || p.type == kUserDefined) {
         index_.emplace(p.text, int64_t(i));
         max_piece_bytes_ = std::max(max_piece_bytes_, p.text.size());
@@ -204,7 +218,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       const Piece& p = pieces_[size_t(id)];
       if (p.type == kControl) continue;
       if (p.type == kUnknown) out += " \xe2\x81\x87 ";
-      else if (p.type == kByte) out.push_back(char(std::stoi(p.text.substr(3, 2), nullptr, 16)));
+      else if (p.type == kByte) out.push_back(char(byte_value(p.text)));
       else out += p.text;
     }
     std::string res;

@@ -110,6 +110,22 @@ TEST(TokenizerTest, SentencePieceUnigramMatchesLibsentencepiece) {
   compare_with_libsentencepiece(train(dir, "unigram", false));
 }
 
+TEST(TokenizerTest, TruncatedSentencePieceModelIsAnError) {
+  TempDir dir;
+  const std::string model = train(dir, "bpe", true);
+  const std::string bytes = read_file(model);
+  for (size_t cut : {size_t(1), size_t(7), bytes.size() / 2, bytes.size() - 3}) {
+    const std::string path = (dir.path / "cut.model").string();
+    write_file_atomic(path, bytes.substr(0, cut));
+    try {
+      load_sentencepiece(path);
+      ADD_FAILURE() << "no error at " << cut;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("cut.model"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(TokenizerTest, SentencePieceFromFolderNeedsRoomInTheVocabulary) {
   TempDir dir;
   const std::string model = train(dir, "bpe", false);

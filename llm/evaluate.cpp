@@ -65,25 +65,41 @@ std::vector<int64_t> greedy_decode(const Model& model, const KVCache& context, c
   return out;
 }
 
+CacheReference make_reference(const Model& model, const KVCache& exact, const std::vector<int64_t>& continuation,
+                              int64_t agreement_tokens) {
+  CacheReference r;
+  r.context_tokens = exact.tokens();
+  r.continuation = continuation;
+  r.nll_nats = continuation_nll(model, exact, continuation);
+  r.greedy = greedy_decode(model, exact, continuation, agreement_tokens);
+  return r;
+}
+
+CacheQuality compare_to_reference(const Model& model, const CacheReference& ref, const KVCache& degraded) {
+  if (ref.context_tokens != degraded.tokens())
+    throw Error(fmt::format("compare_caches: exact cache has {} tokens, degraded {}", ref.context_tokens,
+                            degraded.tokens()));
+  CacheQuality q;
+  q.nll_exact_nats = ref.nll_nats;
+  q.nll_degraded_nats = continuation_nll(model, degraded, ref.continuation);
+  q.relative_increase = q.nll_exact_nats > 0 ? q.nll_degraded_nats / q.nll_exact_nats - 1.0 : 0.0;
+  q.agreement_tokens = int64_t(ref.greedy.size());
+  q.agreement = 1.0;
+  if (!ref.greedy.empty()) {
+    const auto b = greedy_decode(model, degraded, ref.continuation, int64_t(ref.greedy.size()));
+    int64_t same = 0;
+    for (size_t i = 0; i < b.size(); ++i) same += ref.greedy[i] == b[i];
+    q.agreement = double(same) / double(ref.greedy.size());
+  }
+  return q;
+}
+
 CacheQuality compare_caches(const Model& model, const KVCache& exact, const KVCache& degraded,
                             const std::vector<int64_t>& continuation, int64_t agreement_tokens) {
   if (exact.tokens() != degraded.tokens())
     throw Error(fmt::format("compare_caches: exact cache has {} tokens, degraded {}", exact.tokens(),
                             degraded.tokens()));
-  CacheQuality q;
-  q.nll_exact_nats = continuation_nll(model, exact, continuation);
-  q.nll_degraded_nats = continuation_nll(model, degraded, continuation);
-  q.relative_increase = q.nll_exact_nats > 0 ? q.nll_degraded_nats / q.nll_exact_nats - 1.0 : 0.0;
-  q.agreement_tokens = agreement_tokens;
-  q.agreement = 1.0;
-  if (agreement_tokens > 0) {
-    const auto a = greedy_decode(model, exact, continuation, agreement_tokens);
-    const auto b = greedy_decode(model, degraded, continuation, agreement_tokens);
-    int64_t same = 0;
-    for (int64_t i = 0; i < agreement_tokens; ++i) same += a[size_t(i)] == b[size_t(i)];
-    q.agreement = double(same) / double(agreement_tokens);
-  }
-  return q;
+  return compare_to_reference(model, make_reference(model, exact, continuation, agreement_tokens), degraded);
 }
 
 }  // namespace kvs::llm

@@ -47,9 +47,22 @@ struct CacheQuality {
   int64_t agreement_tokens = 0;
 };
 
+// What the exact cache gives, computed once and compared with many degraded
+// caches of the same context.
+struct CacheReference {
+  int64_t context_tokens = 0;
+  std::vector<int64_t> continuation;
+  double nll_nats = 0;          // continuation_nll with the exact cache
+  std::vector<int64_t> greedy;  // greedy tokens after the continuation
+};
+CacheReference make_reference(const Model& model, const KVCache& exact, const std::vector<int64_t>& continuation,
+                              int64_t agreement_tokens);
+CacheQuality compare_to_reference(const Model& model, const CacheReference& reference, const KVCache& degraded);
+
 // Compares an exact and a degraded cache of the same context on the same
 // continuation (see continuation_nll), and greedy-decodes `agreement_tokens`
 // tokens after continuation from each (agreement 1 when 0 tokens asked).
+// Equals compare_to_reference(make_reference(...), degraded).
 CacheQuality compare_caches(const Model& model, const KVCache& exact, const KVCache& degraded,
                             const std::vector<int64_t>& continuation, int64_t agreement_tokens);
 

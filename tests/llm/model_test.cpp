@@ -223,6 +223,13 @@ TEST(EvaluateTest, DegradedCacheQuality) {
   CacheQuality q = compare_caches(m, exact, zero, cont, 5);
   EXPECT_NE(q.nll_degraded_nats, q.nll_exact_nats);
   EXPECT_EQ(q.agreement_tokens, 5);
+  EXPECT_NEAR(q.relative_increase, q.nll_degraded_nats / q.nll_exact_nats - 1, 1e-12);
+  // The reference computed once gives the same numbers.
+  const CacheReference ref = make_reference(m, exact, cont, 5);
+  const CacheQuality r = compare_to_reference(m, ref, zero);
+  EXPECT_EQ(r.nll_degraded_nats, q.nll_degraded_nats);
+  EXPECT_EQ(r.agreement, q.agreement);
+  EXPECT_THROW(compare_to_reference(m, ref, exact.slice(0, 4)), Error);
 }
 
 }  // namespace

@@ -37,7 +37,7 @@ struct ModelOptions {
         ->check(CLI::IsMember({"auto", "fp32", "bf16", "fp16"}));
     cmd->add_option("--device", device, "Device: cpu, or cuda[:N] when libtorch was built with CUDA")
         ->capture_default_str();
-    cmd->add_option("--threads", threads, "CPU threads for libtorch (default: hardware threads)")
+    cmd->add_option("--threads", threads, "CPU threads for matrix products (OpenBLAS); libtorch's own pool uses them only with OMP_WAIT_POLICY=passive (default: hardware threads)")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
   }

@@ -37,7 +37,7 @@ void BM_Prefill(benchmark::State& state) {
   }
   state.counters["tokens_per_s"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_Prefill)->Arg(1024)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Prefill)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 
@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
                               ? KVSTREAM_SOURCE_DIR "/models/default" : "";
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   std::string dtype = "fp32";
+  int blas_threads = 0;  // 0: as --threads
   int64_t query_block = -1;  // -1: the model's default
   std::vector<char*> rest{argv[0]};
   for (int i = 1; i < argc; ++i) {
@@ -66,11 +67,12 @@ int main(int argc, char** argv) {
     else if (is("--intermediate")) c.intermediate_size = std::atoll(argv[++i]);
     else if (is("--vocab")) c.vocab_size = std::atoll(argv[++i]);
     else if (is("--threads")) threads = std::atoi(argv[++i]);
+    else if (is("--blas-threads")) blas_threads = std::atoi(argv[++i]);
     else if (is("--dtype")) dtype = argv[++i];
     else if (is("--query-block")) query_block = std::atoll(argv[++i]);
     else rest.push_back(argv[i]);
   }
-  const std::string blas = kvs::llm::set_cpu_threads(threads);
+  const std::string blas = kvs::llm::set_cpu_threads(threads, blas_threads);
   const at::ScalarType dt = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   try {
     if (!model_dir.empty()) {

@@ -2,6 +2,8 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -59,11 +61,13 @@ at::Tensor rotate_half(const at::Tensor& x) {
 
 }  // namespace
 
-std::string set_cpu_threads(int threads) {
-  at::set_num_threads(std::max(1, threads));
+std::string set_cpu_threads(int threads, int blas_threads) {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const bool passive = policy != nullptr && (std::string(policy) == "passive" || std::string(policy) == "PASSIVE");
+  at::set_num_threads(passive ? std::max(1, threads) : 1);
   using SetThreads = void (*)(int);
   if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    f(std::max(1, threads));
+    f(std::max(1, blas_threads > 0 ? blas_threads : threads));
     return "openblas";
   }
   return "unknown";
@@ -227,14 +231,13 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
     std::vector<at::Tensor> outs;
     for (int64_t b0 = 0; b0 < n; b0 += block) {
       const int64_t nb = std::min(block, n - b0);
-      const int64_t keys = past_len + b0 + nb;  // causal: later keys are masked anyway
-      at::Tensor qb = qg.narrow(3, b0, nb);
+      const int64_t keys = past_len + b0 + nb;  // causal: later keys are all masked
+      at::Tensor qb = qg.narrow(3, b0, nb) * scale;
       at::Tensor kb = kg.narrow(3, 0, keys), vb = vg.narrow(3, 0, keys);
-      at::Tensor scores = matmul_(qb, kb.transpose(-1, -2)) * scale;  // [B, kvh, g, nb, keys]
-      at::Tensor qpos = at::arange(past_len + b0, past_len + b0 + nb, at::TensorOptions().dtype(at::kLong).device(device));
-      at::Tensor kpos = at::arange(0, keys, at::TensorOptions().dtype(at::kLong).device(device));
-      at::Tensor masked = kpos.unsqueeze(0) > qpos.unsqueeze(1);  // [nb, keys]
-      scores = scores.masked_fill(masked, -std::numeric_limits<float>::infinity());
+      at::Tensor scores = matmul_(qb, kb.transpose(-1, -2));  // [B, kvh, g, nb, keys]
+      // Only the block's own keys can lie in the future: mask their strict upper triangle.
+      const at::Tensor future = at::ones({nb, nb}, at::TensorOptions().dtype(at::kBool).device(device)).triu(1);
+      scores.narrow(-1, keys - nb, nb).masked_fill_(future, -std::numeric_limits<float>::infinity());
       at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(dtype);
       outs.push_back(matmul_(probs, vb));  // [B, kvh, g, nb, hd]
     }

@@ -83,10 +83,14 @@ class Model {
   int64_t query_block_ = 256;
 };
 
-// Sets libtorch's CPU threads and, when the BLAS loaded is OpenBLAS, its own
-// thread pool to the same count (otherwise OpenBLAS keeps one thread per core
-// and its threads spin against libtorch's). Returns the BLAS's name when known.
-std::string set_cpu_threads(int threads);
+// Sets the CPU threads: OpenBLAS's own pool (when the BLAS loaded is
+// OpenBLAS) gets `blas_threads` (0: `threads`); libtorch's OpenMP pool gets
+// `threads` only when OMP_WAIT_POLICY=passive is set in the environment, else
+// 1: with libgomp's default spinning, 2 OpenMP threads on this shared 2-core
+// machine made prefill 8x slower (bench/prefill_bench), while matmuls, most
+// of the work, run in OpenBLAS's threads anyway. Returns the BLAS's name when
+// known ("openblas"), else "unknown".
+std::string set_cpu_threads(int threads, int blas_threads = 0 /* 0: threads */);
 
 // Token ids as the int64 tensor forward() expects.
 at::Tensor to_tensor(const std::vector<int64_t>& ids);

@@ -219,27 +219,29 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
       k = at::cat({past.keys[l].to(device, dtype).unsqueeze(0), k}, 2);
       v = at::cat({past.values[l].to(device, dtype).unsqueeze(0), v}, 2);
     }
+    k = k.contiguous();
+    v = v.contiguous();
     if (cache_out != nullptr) {
-      cache_out->keys.push_back(k.select(0, 0).contiguous());
-      cache_out->values.push_back(v.select(0, 0).contiguous());
+      cache_out->keys.push_back(k.select(0, 0));
+      cache_out->values.push_back(v.select(0, 0));
     }
-    // Grouped-query attention without repeating K/V: query heads
-    // [j*group, (j+1)*group) share kv head j (HF's repeat_kv order).
+    // Grouped-query attention without repeating K/V: the `group` query heads
+    // [j*group, (j+1)*group) that share kv head j (HF's repeat_kv order) are
+    // stacked as rows of one product with that head's keys.
     at::Tensor qg = q.reshape({B, kvh, group, n, hd});
-    at::Tensor kg = k.unsqueeze(2);  // [B, kvh, 1, T, hd]
-    at::Tensor vg = v.unsqueeze(2);
     std::vector<at::Tensor> outs;
     for (int64_t b0 = 0; b0 < n; b0 += block) {
       const int64_t nb = std::min(block, n - b0);
       const int64_t keys = past_len + b0 + nb;  // causal: later keys are all masked
-      at::Tensor qb = qg.narrow(3, b0, nb) * scale;
-      at::Tensor kb = kg.narrow(3, 0, keys), vb = vg.narrow(3, 0, keys);
-      at::Tensor scores = matmul_(qb, kb.transpose(-1, -2));  // [B, kvh, g, nb, keys]
+      at::Tensor qb = (qg.narrow(3, b0, nb) * scale).reshape({B, kvh, group * nb, hd});
+      at::Tensor kb = k.narrow(2, 0, keys), vb = v.narrow(2, 0, keys);
+      at::Tensor scores = matmul_(qb, kb.transpose(-1, -2));  // [B, kvh, group*nb, keys]
       // Only the block's own keys can lie in the future: mask their strict upper triangle.
       const at::Tensor future = at::ones({nb, nb}, at::TensorOptions().dtype(at::kBool).device(device)).triu(1);
-      scores.narrow(-1, keys - nb, nb).masked_fill_(future, -std::numeric_limits<float>::infinity());
+      scores.view({B, kvh, group, nb, keys}).narrow(-1, keys - nb, nb).masked_fill_(
+          future, -std::numeric_limits<float>::infinity());
       at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(dtype);
-      outs.push_back(matmul_(probs, vb));  // [B, kvh, g, nb, hd]
+      outs.push_back(matmul_(probs, vb).view({B, kvh, group, nb, hd}));
     }
     at::Tensor attn = outs.size() == 1 ? outs[0] : at::cat(outs, 3);
     attn = attn.reshape({B, heads, n, hd}).transpose(1, 2).reshape({B, n, heads * hd});

@@ -1,0 +1,108 @@
+// `kvstream profile`: measures codecs on a model's KV caches and writes the
+// profile the simulator reads (codec/profile.h, docs/profile-format.md).
+#include <ATen/Parallel.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <string>
+
+#include <fmt/core.h>
+
+#include "apps/commands.h"
+#include "base/error.h"
+#include "codec/profile.h"
+#include "llm/checkpoint.h"
+#include "llm/model.h"
+#include "llm/profiler.h"
+#include "llm/tokenizer.h"
+
+namespace kvs::apps {
+
+void add_profile_command(CLI::App& app) {
+  struct Args {
+    std::string model_dir, contexts, codecs = "cachegen,quant8", output, codec_model, dtype = "fp32";
+    std::vector<std::string> params;
+    uint32_t chunk_tokens = 256, greedy_tokens = 16, max_context_tokens = 0, repeats = 1;
+    size_t max_contexts = 0, continuation_bytes = 512;
+    int threads = 2;
+  };
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("profile",
+                                 "Encode every chunk of every context at every level of each codec; measure bytes, "
+                                 "encode/decode seconds and quality with the model; write a profile (JSON)");
+  cmd->add_option("--model", args->model_dir, "HF checkpoint folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--contexts", args->contexts,
+                  "Contexts: a JSON-lines file {id, context, continuation, question?, answer?} or a folder of .txt")
+      ->required();
+  cmd->add_option("--codecs", args->codecs, "Comma-separated codec names (see `kvstream codecs`)")->capture_default_str();
+  cmd->add_option("--param", args->params, "Codec parameter key=value (repeatable; given to every codec)");
+  cmd->add_option("--codec-model", args->codec_model, "Codec model file for codecs with static entropy tables");
+  cmd->add_option("--chunk-tokens", args->chunk_tokens, "Tokens per chunk")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--greedy-tokens", args->greedy_tokens, "Greedy tokens compared for agreement")->capture_default_str();
+  cmd->add_option("--max-context-tokens", args->max_context_tokens, "Truncate contexts to this many tokens (0: no limit)")
+      ->capture_default_str();
+  cmd->add_option("--max-contexts", args->max_contexts, "Profile at most this many contexts (0: all)")->capture_default_str();
+  cmd->add_option("--continuation-bytes", args->continuation_bytes,
+                  "For a folder of .txt files: bytes at the end of each file used as the continuation")
+      ->capture_default_str();
+  cmd->add_option("--timing-repeats", args->repeats, "Time encode/decode this many times, keep the minimum")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--dtype", args->dtype, "Compute dtype of the model: fp32, bf16 or fp16")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_option("--threads", args->threads, "CPU threads for libtorch")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("-o,--output", args->output, "Profile JSON to write (resumes from OUTPUT.partial)")->required();
+
+  cmd->callback([args] {
+    llm::set_cpu_threads(args->threads);
+    llm::LoadOptions lo;
+    lo.dtype = args->dtype == "bf16" ? at::kBFloat16 : args->dtype == "fp16" ? at::kHalf : at::kFloat;
+    const llm::Model model = llm::load_model(args->model_dir, lo);
+    const auto tokenizer = llm::load_tokenizer(args->model_dir, model.config());
+    auto contexts = llm::load_contexts(args->contexts, args->continuation_bytes);
+    if (args->max_contexts && contexts.size() > args->max_contexts) contexts.resize(args->max_contexts);
+
+    llm::ProfilerOptions o;
+    std::stringstream ss(args->codecs);
+    for (std::string name; std::getline(ss, name, ',');)
+      if (!name.empty()) o.codecs.push_back(name);
+    for (const auto& kv : args->params) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--param '{}': expected key=value", kv));
+      o.codec_options.params[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    o.codec_options.model_file = args->codec_model;
+    o.chunk_tokens = args->chunk_tokens;
+    o.greedy_tokens = args->greedy_tokens;
+    o.max_context_tokens = args->max_context_tokens;
+    o.timing_repeats = args->repeats;
+    o.model_name = std::filesystem::path(args->model_dir).lexically_normal().filename().string();
+    if (o.model_name.empty()) o.model_name = args->model_dir;
+    o.partial_path = args->output + ".partial";
+
+    const codec::Profile prof = llm::run_profiler(model, *tokenizer, contexts, o);
+    codec::write_profile(prof, args->output);
+    std::filesystem::remove(o.partial_path);
+
+    std::printf("%s: %zu contexts, chunk %u tokens, device %s\n", args->output.c_str(), contexts.size(),
+                prof.chunk_tokens, prof.device.c_str());
+    std::printf("%-10s %-6s %10s %14s %10s %8s\n", "codec", "level", "bits/elem", "loss increase", "agreement", "task");
+    for (const auto& c : prof.codecs) {
+      for (size_t l = 0; l < c.levels(); ++l) {
+        double bpe = 0, loss = 0, agree = 0, task = 0;
+        int tasks = 0;
+        for (const auto& ctx : c.contexts) {
+          bpe += ctx.quality[l].bits_per_element;
+          loss += ctx.quality[l].loss_increase;
+          agree += ctx.quality[l].greedy_agreement;
+          if (ctx.quality[l].task_accuracy >= 0) task += ctx.quality[l].task_accuracy, ++tasks;
+        }
+        const double n = double(c.contexts.size());
+        std::printf("%-10s %-6s %10.3f %13.2f%% %10.3f %8s\n", c.codec.c_str(), c.level_names[l].c_str(), bpe / n,
+                    100 * loss / n, agree / n, tasks ? fmt::format("{:.2f}", task / tasks).c_str() : "-");
+      }
+    }
+  });
+}
+
+}  // namespace kvs::apps

@@ -1,0 +1,263 @@
+#include "llm/profiler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/files.h"
+#include "base/progress.h"
+#include "llm/evaluate.h"
+#include "llm/kv_cache.h"
+
+namespace kvs::llm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string json_string(const nlohmann::json& j, const char* key, const std::string& where, bool required) {
+  auto it = j.find(key);
+  if (it == j.end()) {
+    if (required) throw Error(fmt::format("{}: missing field \"{}\"", where, key));
+    return {};
+  }
+  if (!it->is_string()) throw Error(fmt::format("{}: field \"{}\": expected a string", where, key));
+  return it->get<std::string>();
+}
+
+std::vector<ProfileContext> load_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("{}: cannot open", path));
+  std::vector<ProfileContext> out;
+  std::string line;
+  size_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = at_location(path, line_no, "");
+    const std::string loc = where.substr(0, where.size() - 2);  // "file:line"
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw Error(fmt::format("{}: invalid JSON: {}", loc, e.what()));
+    }
+    if (!j.is_object()) throw Error(fmt::format("{}: expected a JSON object", loc));
+    ProfileContext c;
+    c.id = json_string(j, "id", loc, true);
+    c.context = json_string(j, "context", loc, true);
+    c.continuation = json_string(j, "continuation", loc, true);
+    c.question = json_string(j, "question", loc, false);
+    c.answer = json_string(j, "answer", loc, false);
+    if (c.context.size() < 2) throw Error(fmt::format("{}: context shorter than 2 bytes", loc));
+    if (c.continuation.empty()) throw Error(fmt::format("{}: empty continuation", loc));
+    if (c.question.empty() != c.answer.empty())
+      throw Error(fmt::format("{}: \"question\" and \"answer\" go together", loc));
+    out.push_back(std::move(c));
+  }
+  if (out.empty()) throw Error(fmt::format("{}: no contexts", path));
+  return out;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Greedy answer after context + question equals the expected answer.
+bool answers_correctly(const Model& model, const KVCache& cache, const std::vector<int64_t>& prompt,
+                       const std::vector<int64_t>& answer) {
+  const auto out = greedy_decode(model, cache, prompt, int64_t(answer.size()));
+  return out == answer;
+}
+
+}  // namespace
+
+std::vector<ProfileContext> load_contexts(const std::string& path, size_t continuation_bytes) {
+  if (!fs::exists(path)) throw Error(fmt::format("{}: no such file or folder", path));
+  if (!fs::is_directory(path)) return load_jsonl(path);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_regular_file() && e.path().extension() == ".txt") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw Error(fmt::format("{}: folder has no .txt files", path));
+  std::vector<ProfileContext> out;
+  for (const auto& f : files) {
+    const std::string text = read_file(f.string());
+    if (text.size() < continuation_bytes + 2)
+      throw Error(fmt::format("{}: {} bytes, need more than the continuation of {} bytes", f.string(), text.size(),
+                              continuation_bytes));
+    const size_t split = text.size() - continuation_bytes;
+    out.push_back({f.stem().string(), text.substr(0, split), text.substr(split), {}, {}});
+  }
+  return out;
+}
+
+codec::ModelInfo model_info(const Model& model, const std::string& name) {
+  const ModelConfig& c = model.config();
+  codec::ModelInfo m;
+  m.name = name;
+  m.kv = model.kv_shape();
+  m.dtype = to_codec_dtype(model.dtype());
+  m.hidden_size = uint32_t(c.hidden_size);
+  m.intermediate_size = uint32_t(c.intermediate_size);
+  m.num_attention_heads = uint32_t(c.num_attention_heads);
+  m.vocab_size = uint32_t(c.vocab_size);
+  m.parameters = uint64_t(c.parameter_count());
+  return m;
+}
+
+std::string cpu_device_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      auto pos = line.find(':');
+      if (pos != std::string::npos) return "cpu: " + line.substr(line.find_first_not_of(" \t", pos + 1)) + ", 1 thread";
+    }
+  }
+  return "cpu: unknown, 1 thread";
+}
+
+codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, const std::vector<ProfileContext>& contexts,
+                            const ProfilerOptions& options) {
+  if (options.codecs.empty()) throw Error("profile: no codecs given");
+  if (options.chunk_tokens == 0) throw Error("profile: --chunk-tokens must be > 0");
+
+  codec::Profile prof;
+  prof.model = model_info(model, options.model_name);
+  prof.device = cpu_device_name();
+  prof.chunk_tokens = options.chunk_tokens;
+  prof.greedy_tokens = options.greedy_tokens;
+
+  std::vector<std::unique_ptr<codec::Codec>> codecs;
+  for (const auto& name : options.codecs) {
+    codecs.push_back(codec::make_codec(name, options.codec_options));
+    if (codecs.back()->needs_model() && options.codec_options.model_file.empty())
+      throw Error(fmt::format("profile: codec {} needs a codec model file (--codec-model)", name));
+    codec::CodecProfile cp;
+    cp.codec = name;
+    cp.params = codecs.back()->params();
+    for (int l = 0; l < codecs.back()->levels(); ++l) cp.level_names.push_back(codecs.back()->level_name(l));
+    prof.codecs.push_back(std::move(cp));
+  }
+
+  // Resume: contexts already profiled with the same settings.
+  std::map<std::string, std::vector<codec::ContextProfile>> done;  // id -> per codec
+  if (!options.partial_path.empty() && fs::exists(options.partial_path)) {
+    codec::Profile old = codec::read_profile(options.partial_path);
+    bool same = old.chunk_tokens == prof.chunk_tokens && old.greedy_tokens == prof.greedy_tokens &&
+                old.model.kv == prof.model.kv && old.codecs.size() == prof.codecs.size();
+    for (size_t i = 0; same && i < old.codecs.size(); ++i)
+      same = old.codecs[i].codec == prof.codecs[i].codec && old.codecs[i].params == prof.codecs[i].params;
+    if (!same)
+      throw Error(fmt::format("{}: partial profile made with other settings; remove it to start over",
+                              options.partial_path));
+    for (size_t k = 0; k < old.codecs[0].contexts.size(); ++k) {
+      std::vector<codec::ContextProfile> per_codec;
+      for (const auto& c : old.codecs) per_codec.push_back(c.contexts.at(k));
+      done[old.codecs[0].contexts[k].id] = std::move(per_codec);
+    }
+  }
+
+  std::unique_ptr<Progress> progress;
+  if (options.show_progress)
+    progress = std::make_unique<Progress>("profile", contexts.size(), "contexts", 0);
+
+  for (const ProfileContext& ctx : contexts) {
+    if (auto it = done.find(ctx.id); it != done.end()) {
+      for (size_t i = 0; i < prof.codecs.size(); ++i) prof.codecs[i].contexts.push_back(it->second[i]);
+      if (progress) progress->advance(1, ctx.id + " (resumed)");
+      continue;
+    }
+    std::vector<int64_t> ids = tokenizer.encode(ctx.context, true);
+    if (options.max_context_tokens && ids.size() > options.max_context_tokens) ids.resize(options.max_context_tokens);
+    if (ids.size() < 2) throw Error(fmt::format("profile: context {} has fewer than 2 tokens", ctx.id));
+    // The cache covers all context tokens but the last, which starts the continuation.
+    const std::vector<int64_t> cache_ids(ids.begin(), ids.end() - 1);
+    std::vector<int64_t> continuation = {ids.back()};
+    for (int64_t t : tokenizer.encode(ctx.continuation, false)) continuation.push_back(t);
+    std::vector<int64_t> question = {ids.back()}, answer;
+    if (!ctx.question.empty()) {
+      for (int64_t t : tokenizer.encode(ctx.question, false)) question.push_back(t);
+      answer = tokenizer.encode(ctx.answer, false);
+    }
+
+    const KVCache exact = model.prefill(to_tensor(cache_ids)).cache;
+    const codec::KVChunk exact_chunk = to_chunk(exact, 0);
+    const CacheReference reference = make_reference(model, exact, continuation, options.greedy_tokens);
+    const double base_nll = reference.nll_nats;
+    const double base_task = answer.empty() ? -1.0 : (answers_correctly(model, exact, question, answer) ? 1.0 : 0.0);
+    const uint32_t total_tokens = exact_chunk.tokens;
+    const double elements = double(exact_chunk.values.size());
+
+    for (size_t ci = 0; ci < codecs.size(); ++ci) {
+      const codec::Codec& c = *codecs[ci];
+      codec::ContextProfile cp;
+      cp.id = ctx.id;
+      cp.tokens = total_tokens;
+      cp.base_loss_nats = base_nll;
+      cp.base_task_accuracy = base_task;
+      for (uint32_t b = 0; b < total_tokens; b += options.chunk_tokens)
+        cp.chunks.push_back({b, std::min(options.chunk_tokens, total_tokens - b), {}});
+      for (int level = 0; level < c.levels(); ++level) {
+        std::vector<codec::KVChunk> decoded;
+        std::vector<double> sse;
+        uint64_t total_bytes = 0;
+        for (auto& ch : cp.chunks) {
+          const codec::KVChunk original = exact_chunk.slice(uint32_t(ch.token_begin), ch.tokens);
+          codec::ChunkLevel cl;
+          codec::Bytes bytes;
+          codec::KVChunk back;
+          cl.encode_s = cl.decode_s = 1e300;
+          for (uint32_t r = 0; r < std::max<uint32_t>(1, options.timing_repeats); ++r) {
+            auto t0 = std::chrono::steady_clock::now();
+            bytes = c.encode(original, level);
+            cl.encode_s = std::min(cl.encode_s, seconds_since(t0));
+            t0 = std::chrono::steady_clock::now();
+            back = c.decode(bytes);
+            cl.decode_s = std::min(cl.decode_s, seconds_since(t0));
+          }
+          if (back.tokens != original.tokens || !(back.shape == original.shape))
+            throw Error(fmt::format("profile: codec {} level {} decoded a chunk of another shape", c.name(), level));
+          double e = 0;
+          for (size_t i = 0; i < original.values.size(); ++i) {
+            const double d = double(back.values[i]) - double(original.values[i]);
+            e += d * d;
+          }
+          cl.bytes = bytes.size();
+          cl.mse = e / double(original.values.size());
+          total_bytes += cl.bytes;
+          sse.push_back(e);
+          ch.levels.push_back(cl);
+          decoded.push_back(std::move(back));
+        }
+        const codec::KVChunk assembled = codec::KVChunk::concat(decoded);
+        const KVCache degraded = from_chunk(assembled, model.dtype(), model.device());
+        const CacheQuality q = compare_to_reference(model, reference, degraded);
+        codec::LevelQuality lq;
+        lq.bits_per_element = 8.0 * double(total_bytes) / elements;
+        lq.loss_increase = q.relative_increase;
+        lq.greedy_agreement = q.agreement;
+        lq.task_accuracy = answer.empty() ? -1.0 : (answers_correctly(model, degraded, question, answer) ? 1.0 : 0.0);
+        cp.quality.push_back(lq);
+        double sse_total = 0;
+        for (double e : sse) sse_total += e;
+        for (size_t k = 0; k < cp.chunks.size(); ++k)
+          cp.chunks[k].levels.back().loss_increase = sse_total > 0 ? q.relative_increase * sse[k] / sse_total : 0.0;
+      }
+      prof.codecs[ci].contexts.push_back(std::move(cp));
+    }
+    if (!options.partial_path.empty()) codec::write_profile(prof, options.partial_path);
+    if (progress) progress->advance(1, ctx.id);
+  }
+  return prof;
+}
+
+}  // namespace kvs::llm

@@ -1,0 +1,65 @@
+// The profiler: runs every codec at every level on real KV caches of a model
+// and measures what the simulator needs (codec/profile.h): per chunk and level
+// the bytes, encode/decode seconds and error; per context and level the
+// quality with the model (continuation-loss increase, greedy agreement, task
+// exact match).
+//
+// Quality of a level is measured with the whole context at that level. The
+// per-chunk `loss_increase` is an estimate: the whole-context increase
+// apportioned to chunks by their share of the summed squared error (a chunk
+// with no error gets none). Recomputing a chunk is exact and not profiled
+// here; its cost comes from ModelInfo::prefill_flops.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "codec/codec.h"
+#include "codec/profile.h"
+#include "llm/model.h"
+#include "llm/tokenizer.h"
+
+namespace kvs::llm {
+
+// One profiling context: text whose KV cache is compressed, the text that
+// follows it (scored for the loss increase), and optionally a question whose
+// answer is only in the context (scored by exact match).
+struct ProfileContext {
+  std::string id;
+  std::string context;
+  std::string continuation;
+  std::string question;  // empty: none
+  std::string answer;
+};
+
+// Reads contexts: a JSON-lines file ({"id", "context", "continuation",
+// "question"?, "answer"?} per line), or a folder of .txt files (sorted by
+// name), each split so that its last `continuation_bytes` bytes are the
+// continuation. Errors name the file and line.
+std::vector<ProfileContext> load_contexts(const std::string& path, size_t continuation_bytes = 512);
+
+struct ProfilerOptions {
+  std::vector<std::string> codecs;              // registry names
+  codec::CodecOptions codec_options;            // shared by all codecs (params, model file)
+  uint32_t chunk_tokens = 256;
+  uint32_t greedy_tokens = 16;
+  uint32_t max_context_tokens = 0;              // 0: whole context
+  uint32_t timing_repeats = 1;                  // encode/decode timed this many times, minimum kept
+  std::string model_name;
+  std::string partial_path;                     // resume file ("" = none)
+  bool show_progress = true;
+};
+
+// Model shape and size as the profile records it.
+codec::ModelInfo model_info(const Model& model, const std::string& name);
+// "cpu: <model name>, 1 thread" from /proc/cpuinfo.
+std::string cpu_device_name();
+
+// Profiles `contexts` and returns the profile. With a partial_path, contexts
+// already in that file (same options) are taken from it, and the file is
+// rewritten atomically after each new context, so an interrupted run resumes.
+codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, const std::vector<ProfileContext>& contexts,
+                            const ProfilerOptions& options);
+
+}  // namespace kvs::llm

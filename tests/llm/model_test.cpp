@@ -122,6 +122,59 @@ TEST(ModelTest, GroupedQueryAttentionEqualsRepeatedHeads) {
   EXPECT_LT(max_abs_diff(r.cache.values[0], v.transpose(0, 1)), 1e-5);
 }
 
+// The cached keys of layer 0 are k_proj(norm(embedding)) rotated by
+// position * inv_freq, with the frequencies of each RoPE scaling type
+// (dynamic: recomputed from the sequence length when it exceeds
+// max_position_embeddings = 16 here).
+TEST(ModelTest, CachedKeysUseTheScaledRopeFrequencies) {
+  struct Case {
+    std::string type;
+    double factor;
+    int64_t n;
+  };
+  for (const Case& cs : {Case{"default", 1, 12}, Case{"linear", 4, 12}, Case{"dynamic", 2, 12}, Case{"dynamic", 2, 40},
+                         Case{"llama3", 8, 12}}) {
+    ModelConfig c = tiny_config();
+    c.max_position_embeddings = 16;
+    c.rope_theta = 50.0;
+    c.rope_scaling.type = cs.type;
+    c.rope_scaling.factor = cs.factor;
+    c.rope_scaling.low_freq_factor = 1;
+    c.rope_scaling.high_freq_factor = 4;
+    c.rope_scaling.original_max_position_embeddings = 16;
+    Model m = Model::random(c, 31);
+    const auto ids = some_tokens(cs.n, 256, 9);
+    const at::Tensor k = m.prefill(to_tensor(ids)).cache.keys[0].to(at::kDouble);  // [2, n, 8]
+    auto params = m.named_parameters();
+    at::Tensor x = params[0].second.index_select(0, to_tensor(ids)).to(at::kDouble);
+    x = x / at::sqrt(x.pow(2).mean(-1, true) + c.rms_norm_eps);  // input_layernorm weights are 1
+    at::Tensor raw = x.matmul(params[2].second.to(at::kDouble).t()).view({cs.n, 2, 8});  // k_proj
+    // Independent frequencies: closed forms as in rope_test.cpp.
+    std::vector<double> inv(4);
+    double base = 50.0;
+    if (cs.type == "dynamic" && cs.n > 16) base *= std::pow(cs.factor * double(cs.n) / 16.0 - (cs.factor - 1), 8.0 / 6.0);
+    for (int i = 0; i < 4; ++i) {
+      const double f = std::pow(base, -2.0 * i / 8.0);
+      const double wl = 2 * M_PI / f;
+      if (cs.type == "linear") inv[i] = f / cs.factor;
+      else if (cs.type == "llama3") {
+        const double sm = (16.0 / wl - 1) / 3;
+        inv[i] = wl < 4 ? f : wl > 16 ? f / cs.factor : (1 - sm) * f / cs.factor + sm * f;
+      } else inv[i] = f;
+    }
+    double worst = 0;
+    for (int64_t p = 0; p < cs.n; ++p)
+      for (int64_t h = 0; h < 2; ++h)
+        for (int i = 0; i < 4; ++i) {
+          const double a = raw[p][h][i].item<double>(), b = raw[p][h][i + 4].item<double>();
+          const double ang = double(p) * inv[size_t(i)];
+          worst = std::max(worst, std::abs(k[h][p][i].item<double>() - (a * std::cos(ang) - b * std::sin(ang))));
+          worst = std::max(worst, std::abs(k[h][p][i + 4].item<double>() - (b * std::cos(ang) + a * std::sin(ang))));
+        }
+    EXPECT_LT(worst, 1e-5) << cs.type << " n=" << cs.n;
+  }
+}
+
 TEST(ModelTest, ReducedPrecisionTracksFloat32) {
   Model m = Model::random(tiny_config(), 5);
   const at::Tensor t = to_tensor(some_tokens(12, 256, 6));

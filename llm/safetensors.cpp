@@ -153,12 +153,15 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   std::vector<size_t> order(ranges.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
-  for (size_t i = 1; i < order.size(); ++i) {
-    const auto& prev = ranges[order[i - 1]];
-    const auto& cur = ranges[order[i]];
-    if (cur.first < prev.second && cur.second > cur.first && prev.second > prev.first)
-      fail(path, fmt::format("tensor '{}': data_offsets [{}, {}] overlap tensor '{}' [{}, {}]", *range_names[order[i]],
-                             cur.first, cur.second, *range_names[order[i - 1]], prev.first, prev.second));
+  size_t furthest = order.size();  // the non-empty range reaching furthest so far
+  for (size_t i : order) {
+    const auto& cur = ranges[i];
+    if (cur.second == cur.first) continue;  // empty tensors occupy no bytes
+    if (furthest != order.size() && cur.first < ranges[furthest].second)
+      fail(path, fmt::format("tensor '{}': data_offsets [{}, {}] overlap tensor '{}' [{}, {}]", *range_names[i],
+                             cur.first, cur.second, *range_names[furthest], ranges[furthest].first,
+                             ranges[furthest].second));
+    if (furthest == order.size() || cur.second > ranges[furthest].second) furthest = i;
   }
   return f;
 }

@@ -110,6 +110,15 @@ TEST_F(SafetensorsTest, OverlappingRanges) {
                {"o.safetensors", "overlap", "'a'", "'b'"});
 }
 
+TEST_F(SafetensorsTest, OverlapAcrossAnEmptyTensor) {
+  expect_error(raw("e.safetensors",
+                   R"({"a":{"dtype":"F32","shape":[25],"data_offsets":[0,100]},)"
+                   R"("z":{"dtype":"F32","shape":[0],"data_offsets":[50,50]},)"
+                   R"("c":{"dtype":"F32","shape":[4],"data_offsets":[60,76]}})",
+                   100),
+               {"e.safetensors", "overlap", "'a'", "'c'"});
+}
+
 TEST_F(SafetensorsTest, KVRoundTripInEachDtype) {
   for (auto dtype : {codec::DType::kF32, codec::DType::kF16, codec::DType::kBF16}) {
     codec::KVChunk c({3, 2, 4}, dtype, 7, 5);

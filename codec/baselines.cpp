@@ -1,0 +1,127 @@
+#include "codec/baselines.h"
+
+#include <cmath>
+#include <cstring>
+
+#include <fmt/core.h>
+
+#include "codec/bitstream.h"
+
+namespace kvs::codec {
+
+void check_params(const std::string& codec, const CodecParams& params, std::initializer_list<const char*> known) {
+  for (const auto& [key, value] : params) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    if (!ok) throw Error(fmt::format("codec {}: unknown parameter '{}'", codec, key));
+  }
+}
+
+namespace {
+
+class RawCodec final : public Codec {
+ public:
+  std::string name() const override { return "raw"; }
+  std::string params() const override { return ""; }
+  int levels() const override { return 1; }
+  std::string level_name(int) const override { return "exact"; }
+
+  Bytes encode(const KVChunk& chunk, int level) const override {
+    if (level != 0) throw Error(fmt::format("codec raw: level {} out of range (1 level)", level));
+    Bytes data;
+    data.reserve(chunk.values.size() * dtype_bytes(chunk.dtype));
+    for (float v : chunk.values) {
+      switch (chunk.dtype) {
+        case DType::kF32: put_f32(data, v); break;
+        case DType::kF16: put_u16(data, float_to_half_bits(v)); break;
+        case DType::kBF16: put_u16(data, float_to_bf16_bits(v)); break;
+      }
+    }
+    return write_stream(header_for(chunk, CodecId::kRaw, 0), {data});
+  }
+
+  KVChunk decode(std::span<const uint8_t> stream) const override {
+    const ParsedStream ps = parse_stream(stream, CodecId::kRaw);
+    if (ps.sections.size() != 1) throw CorruptStream("corrupt KV bitstream: raw expects 1 section");
+    KVChunk out = chunk_for(ps.header);
+    SectionReader r(ps.sections[0], "raw values");
+    if (r.remaining() != out.values.size() * dtype_bytes(out.dtype))
+      throw CorruptStream(fmt::format("corrupt KV bitstream: raw values of {} bytes, expected {}", r.remaining(),
+                                      out.values.size() * dtype_bytes(out.dtype)));
+    for (float& v : out.values) {
+      switch (out.dtype) {
+        case DType::kF32: v = r.f32(); break;
+        case DType::kF16: v = half_bits_to_float(r.u16()); break;
+        case DType::kBF16: v = bf16_bits_to_float(r.u16()); break;
+      }
+    }
+    return out;
+  }
+};
+
+class Quant8Codec final : public Codec {
+ public:
+  std::string name() const override { return "quant8"; }
+  std::string params() const override { return "group=layer,kind,token;scale=fp32"; }
+  int levels() const override { return 1; }
+  std::string level_name(int) const override { return "int8"; }
+
+  Bytes encode(const KVChunk& chunk, int level) const override {
+    if (level != 0) throw Error(fmt::format("codec quant8: level {} out of range (1 level)", level));
+    const KVShape& s = chunk.shape;
+    Bytes scales, data(chunk.values.size());
+    for (uint32_t l = 0; l < s.layers; ++l)
+      for (Kind k : {Kind::kKey, Kind::kValue})
+        for (uint32_t t = 0; t < chunk.tokens; ++t) {
+          float max = 0;
+          for (uint32_t h = 0; h < s.kv_heads; ++h)
+            for (uint32_t d = 0; d < s.head_dim; ++d) max = std::max(max, std::fabs(chunk.at(l, k, h, t, d)));
+          put_f32(scales, max);
+          const float inv = max > 0 ? 127.0f / max : 0.0f;
+          for (uint32_t h = 0; h < s.kv_heads; ++h)
+            for (uint32_t d = 0; d < s.head_dim; ++d) {
+              const size_t i = size_t(&chunk.at(l, k, h, t, d) - chunk.values.data());
+              data[i] = uint8_t(int8_t(std::lrint(chunk.values[i] * inv)));
+            }
+        }
+    return write_stream(header_for(chunk, CodecId::kQuant8, 0), {scales, data});
+  }
+
+  KVChunk decode(std::span<const uint8_t> stream) const override {
+    const ParsedStream ps = parse_stream(stream, CodecId::kQuant8);
+    if (ps.sections.size() != 2) throw CorruptStream("corrupt KV bitstream: quant8 expects 2 sections");
+    KVChunk out = chunk_for(ps.header);
+    const KVShape& s = out.shape;
+    SectionReader scales(ps.sections[0], "quant8 scales");
+    if (scales.remaining() != 4ull * 2 * s.layers * out.tokens || ps.sections[1].size() != out.values.size())
+      throw CorruptStream("corrupt KV bitstream: quant8 section sizes do not match the shape");
+    const uint8_t* q = ps.sections[1].data();
+    for (uint32_t l = 0; l < s.layers; ++l)
+      for (Kind k : {Kind::kKey, Kind::kValue})
+        for (uint32_t t = 0; t < out.tokens; ++t) {
+          const float max = scales.f32();
+          if (!std::isfinite(max) || max < 0) throw CorruptStream("corrupt KV bitstream: quant8 scale not finite");
+          const float step = max / 127.0f;
+          for (uint32_t h = 0; h < s.kv_heads; ++h)
+            for (uint32_t d = 0; d < s.head_dim; ++d) {
+              float& v = out.at(l, k, h, t, d);
+              v = float(int8_t(q[&v - out.values.data()])) * step;
+            }
+        }
+    return out;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Codec> make_raw_codec(const CodecOptions& options) {
+  check_params("raw", options.params, {});
+  return std::make_unique<RawCodec>();
+}
+
+std::unique_ptr<Codec> make_quant8_codec(const CodecOptions& options) {
+  check_params("quant8", options.params, {});
+  return std::make_unique<Quant8Codec>();
+}
+
+}  // namespace kvs::codec

@@ -1,0 +1,22 @@
+// Baseline codecs.
+//   raw    : the chunk's values at its dtype (fp32/fp16/bf16 bytes); bit-exact; one level.
+//   quant8 : uniform symmetric 8-bit quantization, the baseline CacheGen compares
+//            against. Grouping: one absmax scale per (layer, kind, token) over all
+//            kv_heads x head_dim channels (stored as fp32); q = round(x * 127 / max),
+//            x' = q * max / 127, so |x - x'| <= max / 254 per element. No entropy
+//            coding: 8 bits per element plus 32 bits per (layer, kind, token).
+#pragma once
+
+#include <memory>
+
+#include "codec/codec.h"
+
+namespace kvs::codec {
+
+std::unique_ptr<Codec> make_raw_codec(const CodecOptions& options);
+std::unique_ptr<Codec> make_quant8_codec(const CodecOptions& options);
+
+// Rejects parameters other than `known` (kvs::Error naming codec and key).
+void check_params(const std::string& codec, const CodecParams& params, std::initializer_list<const char*> known);
+
+}  // namespace kvs::codec

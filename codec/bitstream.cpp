@@ -1,0 +1,151 @@
+#include "codec/bitstream.h"
+
+#include <array>
+#include <cstring>
+
+#include <fmt/core.h>
+
+namespace kvs::codec {
+
+namespace {
+
+std::array<uint32_t, 256> make_crc_table() {
+  std::array<uint32_t, 256> t{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    t[i] = c;
+  }
+  return t;
+}
+
+uint16_t get_u16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+uint32_t get_u32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint64_t get_u64(const uint8_t* p) { return uint64_t(get_u32(p)) | uint64_t(get_u32(p + 4)) << 32; }
+void put_u64(Bytes& out, uint64_t v) {
+  put_u32(out, uint32_t(v));
+  put_u32(out, uint32_t(v >> 32));
+}
+
+[[noreturn]] void corrupt(size_t offset, const std::string& what) {
+  throw CorruptStream(fmt::format("corrupt KV bitstream at byte {}: {}", offset, what));
+}
+
+}  // namespace
+
+uint32_t crc32(std::span<const uint8_t> data) {
+  static const std::array<uint32_t, 256> kTable = make_crc_table();  // immutable, computed once
+  uint32_t c = 0xffffffffu;
+  for (uint8_t b : data) c = kTable[(c ^ b) & 0xff] ^ (c >> 8);
+  return c ^ 0xffffffffu;
+}
+
+void put_u16(Bytes& out, uint16_t v) {
+  out.push_back(uint8_t(v));
+  out.push_back(uint8_t(v >> 8));
+}
+void put_u32(Bytes& out, uint32_t v) {
+  for (int k = 0; k < 4; ++k) out.push_back(uint8_t(v >> (8 * k)));
+}
+void put_f32(Bytes& out, float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  put_u32(out, u);
+}
+
+StreamHeader header_for(const KVChunk& chunk, CodecId codec, int level) {
+  StreamHeader h;
+  h.codec = codec;
+  h.level = uint8_t(level);
+  h.dtype = chunk.dtype;
+  h.shape = chunk.shape;
+  h.token_begin = chunk.token_begin;
+  h.tokens = chunk.tokens;
+  return h;
+}
+
+Bytes write_stream(const StreamHeader& h, const std::vector<Bytes>& sections) {
+  size_t total = kHeaderBytes + 4 * sections.size() + 4;
+  for (const auto& s : sections) total += s.size();
+  Bytes out;
+  out.reserve(total);
+  put_u32(out, kStreamMagic);
+  put_u16(out, kFormatVersion);
+  put_u16(out, uint16_t(h.codec));
+  out.push_back(h.level);
+  out.push_back(uint8_t(h.dtype));
+  put_u16(out, h.flags);
+  put_u32(out, h.shape.layers);
+  put_u32(out, h.shape.kv_heads);
+  put_u32(out, h.shape.head_dim);
+  put_u64(out, h.token_begin);
+  put_u32(out, h.tokens);
+  put_u32(out, uint32_t(sections.size()));
+  put_u64(out, h.model_hash);
+  for (const auto& s : sections) put_u32(out, uint32_t(s.size()));
+  for (const auto& s : sections) out.insert(out.end(), s.begin(), s.end());
+  put_u32(out, crc32(out));
+  return out;
+}
+
+ParsedStream parse_stream(std::span<const uint8_t> in, CodecId expected) {
+  if (in.size() < kHeaderBytes + 4) corrupt(in.size(), fmt::format("stream of {} bytes is shorter than a header", in.size()));
+  const uint8_t* p = in.data();
+  if (get_u32(p) != kStreamMagic) corrupt(0, "bad magic (not a kvstream chunk)");
+  if (get_u16(p + 4) != kFormatVersion) corrupt(4, fmt::format("unsupported format version {}", get_u16(p + 4)));
+  const uint32_t stored_crc = get_u32(p + in.size() - 4);
+  if (crc32(in.first(in.size() - 4)) != stored_crc) corrupt(in.size() - 4, "checksum mismatch");
+  ParsedStream ps;
+  StreamHeader& h = ps.header;
+  h.codec = CodecId(get_u16(p + 6));
+  if (h.codec != expected)
+    corrupt(6, fmt::format("codec id {} but this decoder is codec {}", get_u16(p + 6), uint16_t(expected)));
+  h.level = p[8];
+  if (p[9] > uint8_t(DType::kBF16)) corrupt(9, fmt::format("unknown dtype {}", p[9]));
+  h.dtype = DType(p[9]);
+  h.flags = get_u16(p + 10);
+  h.shape = {get_u32(p + 12), get_u32(p + 16), get_u32(p + 20)};
+  h.token_begin = get_u64(p + 24);
+  h.tokens = get_u32(p + 32);
+  const uint32_t count = get_u32(p + 36);
+  h.model_hash = get_u64(p + 40);
+  if (h.shape.layers == 0 || h.shape.layers > kMaxLayers) corrupt(12, fmt::format("layers {} out of range", h.shape.layers));
+  if (h.shape.kv_heads == 0 || h.shape.kv_heads > kMaxKvHeads) corrupt(16, fmt::format("kv_heads {} out of range", h.shape.kv_heads));
+  if (h.shape.head_dim == 0 || h.shape.head_dim > kMaxHeadDim) corrupt(20, fmt::format("head_dim {} out of range", h.shape.head_dim));
+  if (h.tokens == 0 || h.tokens > kMaxTokens) corrupt(32, fmt::format("tokens {} out of range", h.tokens));
+  if (h.elements() > kMaxElements) corrupt(12, fmt::format("{} elements exceed the limit of {}", h.elements(), kMaxElements));
+  const size_t body = in.size() - 4;
+  if (count > kMaxSections || kHeaderBytes + 4ull * count > body) corrupt(36, fmt::format("section count {} does not fit", count));
+  size_t offset = kHeaderBytes + 4ull * count;
+  ps.sections.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint32_t size = get_u32(p + kHeaderBytes + 4ull * i);
+    if (size > body - offset) corrupt(kHeaderBytes + 4ull * i, fmt::format("section {} of {} bytes runs past the end", i, size));
+    ps.sections.push_back(in.subspan(offset, size));
+    offset += size;
+  }
+  if (offset != body) corrupt(offset, fmt::format("{} unexpected bytes after the last section", body - offset));
+  return ps;
+}
+
+KVChunk chunk_for(const StreamHeader& h) { return KVChunk(h.shape, h.dtype, h.token_begin, h.tokens); }
+
+uint16_t SectionReader::u16() { const auto b = bytes(2); return get_u16(b.data()); }
+uint32_t SectionReader::u32() { const auto b = bytes(4); return get_u32(b.data()); }
+float SectionReader::f32() {
+  const uint32_t u = u32();
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+std::span<const uint8_t> SectionReader::bytes(size_t n) {
+  if (n > remaining()) throw CorruptStream(fmt::format("corrupt KV bitstream: {} truncated ({} bytes needed, {} left)", what_, n, remaining()));
+  auto out = data_.subspan(pos_, n);
+  pos_ += n;
+  return out;
+}
+void SectionReader::expect_end() const {
+  if (remaining()) throw CorruptStream(fmt::format("corrupt KV bitstream: {} has {} extra bytes", what_, remaining()));
+}
+
+}  // namespace kvs::codec

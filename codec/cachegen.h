@@ -1,0 +1,46 @@
+// `cachegen`: a reproduction of CacheGen's encoder (Liu et al., SIGCOMM'24) as
+// its released code does it (scheme "code"):
+//   - no delta coding; a layer's heads are merged into kv_heads x head_dim channels;
+//   - one absmax scale per (layer, token) over all channels, separately for K
+//     and V (stored as fp16, rounded up so no value exceeds it);
+//   - symmetric quantization to bins - 1 symbols: q = round(x * M / max + M),
+//     M = bins / 2 - 1, x' = (q - M) * max / M, so |x - x'| <= max / (2M);
+//   - bins per layer from a schedule that depends on depth (K: first / middle /
+//     last third of the layers, as the released code's [0,10) / [10,20) /
+//     [20,32) for 32 layers; V: the first 1/16 of the layers, as its [0,2),
+//     and the rest), coarser in deeper layers;
+//   - a per-chunk 16-bit frequency table per (layer, kind, channel) shipped in
+//     the chunk (the released code ships a 33-entry 16-bit CDF per channel),
+//     every symbol at least 1/65536;
+//   - entropy coding with 16-bit probabilities, one independent stream per
+//     (layer, kind, channel) over at most `stream_tokens` (256) tokens. The
+//     released code uses a 32-bit range coder (torchac); this uses the
+//     project's rANS (codec/rans.h), whose size differs by a few bytes per
+//     stream.
+// Levels (0 = finest). CacheGen's three levels are our 1, 2 and 3:
+//   level  K bins first/mid/last   V bins first/rest
+//   0      64/64/64                64/64
+//   1      32/32/32                32/32   (CacheGen level 3)
+//   2      32/16/16                32/16   (CacheGen level 2, its default)
+//   3      16/16/12                16/12   (CacheGen level 1)
+//   4      12/8/8                  12/8
+//   5      8/6/6                   8/6
+//   6      6/4/4                   6/4
+// The paper's scheme (anchor tokens with deltas, offline per-channel tables)
+// is not implemented yet.
+#pragma once
+
+#include <memory>
+
+#include "codec/codec.h"
+
+namespace kvs::codec {
+
+// Parameters: stream_tokens (1..65535, default 256).
+std::unique_ptr<Codec> make_cachegen_codec(const CodecOptions& options);
+
+// Bins for (level, kind, layer) of a model with `layers` layers.
+int cachegen_bins(int level, Kind kind, uint32_t layer, uint32_t layers);
+inline constexpr int kCacheGenLevels = 7;
+
+}  // namespace kvs::codec

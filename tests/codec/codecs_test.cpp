@@ -1,0 +1,215 @@
+#include <cmath>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "codec/bitstream.h"
+#include "codec/cachegen.h"
+#include "codec/codec.h"
+#include "codec/rans.h"
+
+namespace kvs::codec {
+namespace {
+
+// KV-like data: per-channel scales with a few outlier channels, heavy-ish tails.
+KVChunk synthetic(KVShape s, uint32_t tokens, DType dtype, uint64_t seed) {
+  KVChunk c(s, dtype, 100, tokens);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (uint32_t l = 0; l < s.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue})
+      for (uint32_t h = 0; h < s.kv_heads; ++h)
+        for (uint32_t d = 0; d < s.head_dim; ++d) {
+          const float ch_scale = (d % 7 == 0 ? 4.0f : 0.5f) * (1.0f + 0.1f * float(l));
+          for (uint32_t t = 0; t < tokens; ++t)
+            c.at(l, k, h, t, d) = round_to_dtype(ch_scale * n(rng), dtype);
+        }
+  return c;
+}
+
+double mse(const KVChunk& a, const KVChunk& b) {
+  double e = 0;
+  for (size_t i = 0; i < a.values.size(); ++i) e += double(a.values[i] - b.values[i]) * (a.values[i] - b.values[i]);
+  return e / double(a.values.size());
+}
+
+const KVShape kShape{4, 2, 16};
+
+TEST(Rans, RoundTripsManyDistributions) {
+  std::mt19937_64 rng(7);
+  for (uint32_t symbols : {1u, 2u, 3u, 31u, 63u, 256u}) {
+    for (int trial = 0; trial < 5; ++trial) {
+      std::vector<uint32_t> counts(symbols);
+      std::vector<uint8_t> data(1 + rng() % 3000);
+      const double skew = double(trial);
+      for (auto& v : data) v = uint8_t(std::min<uint64_t>(symbols - 1, uint64_t(std::pow(double(rng() % 1000) / 1000.0, skew) * symbols)));
+      for (uint8_t v : data) ++counts[v];
+      rans::Table t;
+      ASSERT_TRUE(rans::build_table(counts.data(), symbols, &t));
+      EXPECT_EQ(t.cum[symbols], rans::kProbScale);
+      std::vector<uint8_t> buf(4 + 2 * data.size());
+      const size_t n = rans::encode(data.data(), data.size(), t, buf.data(), buf.size());
+      ASSERT_GT(n, 0u);
+      // Size close to the empirical entropy.
+      double bits = 0;
+      for (uint32_t s = 0; s < symbols; ++s)
+        if (counts[s]) bits -= counts[s] * std::log2(double(counts[s]) / double(data.size()));
+      EXPECT_LE(double(n) * 8, bits * 1.01 + 8 * 8 + double(data.size()) * 0.01) << symbols << " " << trial;
+      std::vector<uint8_t> back(data.size());
+      ASSERT_EQ(rans::decode(buf.data() + buf.size() - n, n, t, back.data(), back.size()), rans::DecodeStatus::kOk);
+      EXPECT_EQ(back, data);
+      if (n > 4) {  // truncated input is an error, not a crash
+        EXPECT_NE(rans::decode(buf.data() + buf.size() - n, n - 1, t, back.data(), back.size()), rans::DecodeStatus::kOk);
+      }
+    }
+  }
+}
+
+TEST(Rans, RejectsBadTables) {
+  rans::Table t;
+  t.symbols = 2;
+  t.freq[0] = 1;
+  t.freq[1] = 5;
+  EXPECT_FALSE(rans::finish_table(&t));  // does not sum to 2^16
+  t.freq[1] = rans::kProbScale - 1;
+  EXPECT_TRUE(rans::finish_table(&t));
+  t.freq[0] = 0;
+  t.freq[1] = rans::kProbScale;
+  EXPECT_FALSE(rans::finish_table(&t));  // zero frequency
+}
+
+TEST(Raw, BitExactForEveryDtype) {
+  auto raw = make_codec("raw");
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const KVChunk c = synthetic(kShape, 37, d, 1);
+    const KVChunk back = raw->decode(raw->encode(c, 0));
+    EXPECT_EQ(back.values, c.values);
+    EXPECT_EQ(back.token_begin, 100u);
+    EXPECT_EQ(back.dtype, d);
+  }
+  EXPECT_THROW(raw->encode(synthetic(kShape, 3, DType::kF16, 1), 1), Error);
+}
+
+TEST(Quant8, EqualsReferenceDequantization) {
+  auto q8 = make_codec("quant8");
+  const KVChunk c = synthetic(kShape, 20, DType::kF16, 2);
+  const KVChunk back = q8->decode(q8->encode(c, 0));
+  for (uint32_t l = 0; l < kShape.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue})
+      for (uint32_t t = 0; t < c.tokens; ++t) {
+        float max = 0;
+        for (uint32_t h = 0; h < kShape.kv_heads; ++h)
+          for (uint32_t d = 0; d < kShape.head_dim; ++d) max = std::max(max, std::fabs(c.at(l, k, h, t, d)));
+        for (uint32_t h = 0; h < kShape.kv_heads; ++h)
+          for (uint32_t d = 0; d < kShape.head_dim; ++d) {
+            const float x = c.at(l, k, h, t, d);
+            const float expect = std::nearbyint(x / max * 127.0f) * (max / 127.0f);
+            ASSERT_NEAR(back.at(l, k, h, t, d), expect, 1e-6f * max);
+            ASSERT_LE(std::fabs(back.at(l, k, h, t, d) - x), max / 254.0f * 1.0001f);
+          }
+      }
+}
+
+TEST(CacheGen, BinScheduleFollowsReleasedCodeFor32Layers) {
+  // K: [0,10) / [10,20) / [20,32); V: [0,2) / [2,32); CacheGen levels 1..3 = ours 3..1.
+  EXPECT_EQ(cachegen_bins(3, Kind::kKey, 9, 32), 16);
+  EXPECT_EQ(cachegen_bins(3, Kind::kKey, 19, 32), 16);
+  EXPECT_EQ(cachegen_bins(3, Kind::kKey, 20, 32), 12);
+  EXPECT_EQ(cachegen_bins(2, Kind::kKey, 9, 32), 32);
+  EXPECT_EQ(cachegen_bins(2, Kind::kKey, 10, 32), 16);
+  EXPECT_EQ(cachegen_bins(2, Kind::kValue, 1, 32), 32);
+  EXPECT_EQ(cachegen_bins(2, Kind::kValue, 2, 32), 16);
+  EXPECT_EQ(cachegen_bins(1, Kind::kValue, 31, 32), 32);
+  EXPECT_EQ(cachegen_bins(3, Kind::kValue, 0, 4), 16);  // first layer of a shallow model
+  EXPECT_EQ(cachegen_bins(3, Kind::kValue, 1, 4), 12);
+}
+
+TEST(CacheGen, EqualsReferenceDequantizationWithinBound) {
+  auto cg = make_codec("cachegen");
+  const KVChunk c = synthetic(kShape, 300, DType::kF16, 3);  // two streams per channel
+  for (int level = 0; level < cg->levels(); ++level) {
+    const KVChunk back = cg->decode(cg->encode(c, level));
+    for (uint32_t l = 0; l < kShape.layers; ++l)
+      for (Kind k : {Kind::kKey, Kind::kValue}) {
+        const int M = cachegen_bins(level, k, l, kShape.layers) / 2 - 1;
+        for (uint32_t t = 0; t < c.tokens; ++t) {
+          float max = 0;
+          for (uint32_t h = 0; h < kShape.kv_heads; ++h)
+            for (uint32_t d = 0; d < kShape.head_dim; ++d) max = std::max(max, std::fabs(c.at(l, k, h, t, d)));
+          const float scale = max;  // fp16 input: the fp16 scale is max itself
+          for (uint32_t h = 0; h < kShape.kv_heads; ++h)
+            for (uint32_t d = 0; d < kShape.head_dim; ++d) {
+              const float x = c.at(l, k, h, t, d);
+              const float q = std::nearbyint(x * float(M) / scale);
+              ASSERT_NEAR(back.at(l, k, h, t, d), q * scale / float(M), 1e-6f * scale) << level;
+              ASSERT_LE(std::fabs(back.at(l, k, h, t, d) - x), scale / (2.0f * float(M)) * 1.0001f);
+            }
+        }
+      }
+  }
+}
+
+TEST(CacheGen, HigherLevelsAreSmallerAndWorse) {
+  auto cg = make_codec("cachegen");
+  const KVChunk c = synthetic(kShape, 256, DType::kF16, 4);
+  size_t prev_bytes = SIZE_MAX;
+  double prev_err = -1;
+  for (int level = 0; level < cg->levels(); ++level) {
+    const Bytes b = cg->encode(c, level);
+    const double e = mse(c, cg->decode(b));
+    EXPECT_LT(b.size(), prev_bytes) << level;
+    EXPECT_GT(e, prev_err) << level;
+    prev_bytes = b.size();
+    prev_err = e;
+  }
+  EXPECT_EQ(cg->encode(c, 2), cg->encode(c, 2));  // deterministic
+}
+
+TEST(CacheGen, BadParameters) {
+  EXPECT_THROW(make_codec("cachegen", {{{"stream_tokens", "0"}}, ""}), Error);
+  EXPECT_THROW(make_codec("cachegen", {{{"scheme", "paper"}}, ""}), Error);
+  EXPECT_THROW(make_codec("cachegen", {{{"bins", "4"}}, ""}), Error);
+  EXPECT_THROW(make_codec("nope"), Error);
+  EXPECT_NO_THROW(make_codec("cachegen", {{{"stream_tokens", "64"}}, ""}));
+}
+
+// Mutated, truncated and extended streams of every codec: an error or a chunk
+// of the header's shape, never a crash (this runs under ASan/UBSan in CI).
+TEST(CorruptStreams, EveryCodecFailsCleanly) {
+  std::mt19937_64 rng(11);
+  const KVChunk c = synthetic({2, 1, 8}, 12, DType::kF16, 5);
+  for (const auto& name : codec_names()) {
+    auto codec = make_codec(name);
+    for (int level = 0; level < codec->levels(); ++level) {
+      const Bytes good = codec->encode(c, level);
+      auto check = [&](const Bytes& b) {
+        try {
+          const KVChunk out = codec->decode(b);
+          EXPECT_EQ(out.values.size(), out.shape.elements_per_token() * out.tokens);
+        } catch (const CorruptStream&) {
+        }
+      };
+      for (size_t n = 0; n < good.size(); n += 1 + good.size() / 200) check(Bytes(good.begin(), good.begin() + ptrdiff_t(n)));
+      for (int i = 0; i < 200; ++i) {
+        Bytes b = good;
+        const int edits = 1 + int(rng() % 4);
+        for (int e = 0; e < edits; ++e) b[rng() % b.size()] ^= uint8_t(1u << (rng() % 8));
+        check(b);
+      }
+      Bytes longer = good;
+      longer.push_back(0);
+      EXPECT_THROW(codec->decode(longer), CorruptStream);
+      // Valid CRC but hostile header fields: every header byte set to 0xff.
+      for (size_t pos = 4; pos < kHeaderBytes; ++pos) {
+        Bytes b = good;
+        b[pos] = 0xff;
+        const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
+        for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
+        check(b);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvs::codec

@@ -259,7 +259,8 @@ codec::KVChunk read_kv_safetensors(const std::string& path) {
     if (name.rfind("layers.", 0) != 0) continue;
     const auto dot = name.find('.', 7);
     const auto idx = name.substr(7, dot == std::string::npos ? std::string::npos : dot - 7);
-    if (idx.empty() || idx.find_first_not_of("0123456789") != std::string::npos || std::stoul(idx) >= layers)
+    if (idx.empty() || idx.size() > 9 || idx.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoul(idx) >= layers)
       fail(path, fmt::format("tensor '{}' is not part of a contiguous KV cache of {} layers", name, layers));
   }
   const TensorInfo& first = file->at("layers.0.key");

@@ -119,6 +119,29 @@ TEST_F(SafetensorsTest, OverlapAcrossAnEmptyTensor) {
                {"e.safetensors", "overlap", "'a'", "'c'"});
 }
 
+// Every single-byte corruption of a small KV file (header and data) either
+// reads or throws kvs::Error; under ASan this also proves no out-of-bounds read.
+TEST_F(SafetensorsTest, ByteCorruptionsReadOrThrow) {
+  codec::KVChunk c({2, 1, 2}, codec::DType::kF16, 0, 3);
+  for (size_t i = 0; i < c.values.size(); ++i) c.values[i] = float(i);
+  write_kv_safetensors(path("ok.safetensors"), c);
+  const std::string good = read_file(path("ok.safetensors"));
+  int errors = 0;
+  for (size_t pos = 0; pos < good.size(); ++pos) {
+    for (uint8_t x : {uint8_t(0x01), uint8_t(0x80), uint8_t(0xff)}) {
+      std::string bad = good;
+      bad[pos] = char(uint8_t(bad[pos]) ^ x);
+      write_file_atomic(path("bad.safetensors"), bad);
+      try {
+        read_kv_safetensors(path("bad.safetensors"));
+      } catch (const Error&) {
+        ++errors;
+      }
+    }
+  }
+  EXPECT_GT(errors, 0);
+}
+
 TEST_F(SafetensorsTest, KVRoundTripInEachDtype) {
   for (auto dtype : {codec::DType::kF32, codec::DType::kF16, codec::DType::kBF16}) {
     codec::KVChunk c({3, 2, 4}, dtype, 7, 5);

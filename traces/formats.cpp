@@ -1,0 +1,316 @@
+#include "traces/formats.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <sstream>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/files.h"
+
+namespace kvs::traces {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& name, size_t line, const std::string& what) {
+  throw Error(at_location(name, line, what));
+}
+
+std::vector<std::string_view> split_lines(const std::string& text) {
+  std::vector<std::string_view> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string_view l(text.data() + start, end - start);
+    if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+    lines.push_back(l);
+    start = end + 1;
+  }
+  return lines;
+}
+
+std::vector<std::string_view> split_ws(std::string_view l) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < l.size()) {
+    while (i < l.size() && (l[i] == ' ' || l[i] == '\t')) ++i;
+    size_t j = i;
+    while (j < l.size() && l[j] != ' ' && l[j] != '\t') ++j;
+    if (j > i) out.push_back(l.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+bool is_blank(std::string_view l) { return l.find_first_not_of(" \t") == std::string_view::npos; }
+
+double to_number(std::string_view tok, const std::string& name, size_t line, const char* what) {
+  double v = 0;
+  auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+  if (ec != std::errc() || p != tok.data() + tok.size() || !std::isfinite(v))
+    fail(name, line, fmt::format("{}: '{}' is not a finite number", what, tok));
+  return v;
+}
+
+Trace parse_mahimahi(const std::string& text, const std::string& name) {
+  DeliveryOpportunities opp;
+  const auto lines = split_lines(text);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string_view l = lines[i];
+    if (l.empty()) fail(name, i + 1, "empty line (mahimahi traces have one timestamp per line)");
+    uint64_t ms = 0;
+    auto [p, ec] = std::from_chars(l.data(), l.data() + l.size(), ms);
+    if (ec != std::errc() || p != l.data() + l.size())
+      fail(name, i + 1, fmt::format("'{}' is not a non-negative integer millisecond timestamp", l));
+    if (!opp.times_ms.empty() && ms < opp.times_ms.back())
+      fail(name, i + 1, fmt::format("timestamp {} ms decreases (previous {} ms)", ms, opp.times_ms.back()));
+    opp.times_ms.push_back(ms);
+  }
+  if (opp.times_ms.empty()) fail(name, 0, "empty trace (no timestamps)");
+  if (opp.times_ms.back() == 0) fail(name, lines.size(), "last timestamp is 0 (the trace's period must be > 0)");
+  opp.period_ms = opp.times_ms.back();
+  Trace tr;
+  tr.name = name;
+  tr.duration_s = double(opp.period_ms) / 1000.0;
+  tr.loops = true;
+  // One segment per millisecond bin with opportunities; empty bins at rate 0.
+  // A timestamp equal to the period belongs to the next period's bin 0
+  // (mahimahi releases it at base + period), so it wraps to 0.
+  std::vector<std::pair<uint64_t, uint32_t>> bins;  // ms -> count
+  for (uint64_t t : opp.times_ms) {
+    const uint64_t b = t % opp.period_ms;
+    if (!bins.empty() && bins.back().first == b) ++bins.back().second;
+    else bins.emplace_back(b, 1);
+  }
+  std::sort(bins.begin(), bins.end());
+  // merge duplicates created by wrapping
+  std::vector<std::pair<uint64_t, uint32_t>> merged;
+  for (const auto& b : bins) {
+    if (!merged.empty() && merged.back().first == b.first) merged.back().second += b.second;
+    else merged.push_back(b);
+  }
+  const double bits_per_opp = double(opp.packet_bytes) * 8.0;
+  uint64_t cursor = 0;
+  for (const auto& [ms, count] : merged) {
+    if (ms > cursor) tr.segments.push_back({double(cursor) / 1000.0, 0.0});
+    tr.segments.push_back({double(ms) / 1000.0, bits_per_opp * count * 1000.0});
+    cursor = ms + 1;
+  }
+  if (cursor < opp.period_ms) tr.segments.push_back({double(cursor) / 1000.0, 0.0});
+  tr.opportunities = std::move(opp);
+  return tr;
+}
+
+Trace parse_two_column(const std::string& text, const std::string& name) {
+  std::vector<std::pair<double, double>> rows;
+  std::vector<size_t> line_of;
+  const auto lines = split_lines(text);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (is_blank(lines[i])) continue;
+    const auto f = split_ws(lines[i]);
+    if (f.size() != 2) fail(name, i + 1, fmt::format("expected 2 columns (time_s throughput_mbps), found {}", f.size()));
+    const double t = to_number(f[0], name, i + 1, "time");
+    const double v = to_number(f[1], name, i + 1, "throughput");
+    if (v < 0) fail(name, i + 1, fmt::format("negative throughput {}", v));
+    if (!rows.empty() && t <= rows.back().first)
+      fail(name, i + 1, fmt::format("time {} s does not increase (previous {} s)", t, rows.back().first));
+    rows.emplace_back(t, v);
+    line_of.push_back(i + 1);
+  }
+  if (rows.size() < 2) fail(name, 0, "need at least 2 rows (the first row's value is never used)");
+  Trace tr;
+  tr.name = name;
+  const double t0 = rows[0].first;
+  for (size_t i = 1; i < rows.size(); ++i) tr.segments.push_back({rows[i - 1].first - t0, rows[i].second * 1e6});
+  tr.duration_s = rows.back().first - t0;
+  tr.loops = true;
+  return tr;
+}
+
+std::vector<std::string> split_csv(std::string_view l) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool quoted = false;
+  for (char c : l) {
+    if (c == '"') quoted = !quoted;
+    else if (c == ',' && !quoted) out.push_back(std::move(cur)), cur.clear();
+    else cur += c;
+  }
+  out.push_back(cur);
+  for (auto& s : out) {
+    const auto a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+    s = a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+  }
+  return out;
+}
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const std::string x(suffix);
+  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
+}
+
+Trace parse_csv(const std::string& text, const std::string& name, const CsvOptions& o) {
+  const auto lines = split_lines(text);
+  size_t first = 0;
+  while (first < lines.size() && is_blank(lines[first])) ++first;
+  if (first == lines.size()) fail(name, 0, "empty file (expected a header line)");
+  const auto header = split_csv(lines[first]);
+  auto column = [&](const std::string& col) -> size_t {
+    auto it = std::find(header.begin(), header.end(), col);
+    if (it == header.end()) {
+      std::string known;
+      for (const auto& h : header) known += (known.empty() ? "" : ", ") + h;
+      fail(name, first + 1, fmt::format("no column '{}' (columns: {})", col, known));
+    }
+    return size_t(it - header.begin());
+  };
+  const size_t tcol = column(o.time_column), vcol = column(o.value_column);
+  double time_scale;
+  if (o.interval_s > 0) time_scale = o.interval_s;
+  else if (ends_with(o.time_column, "_ms")) time_scale = 1e-3;
+  else if (ends_with(o.time_column, "_s")) time_scale = 1.0;
+  else fail(name, first + 1, fmt::format("time column '{}': unit unknown (name it *_s or *_ms, or give an interval)", o.time_column));
+  enum { kMbps, kBps, kBytes } unit;
+  if (ends_with(o.value_column, "_mbps")) unit = kMbps;
+  else if (ends_with(o.value_column, "_bps")) unit = kBps;
+  else if (ends_with(o.value_column, "_bytes") || o.value_column == "bytes") unit = kBytes;
+  else fail(name, first + 1, fmt::format("value column '{}': unit unknown (name it *_mbps, *_bps or *_bytes)", o.value_column));
+  std::vector<std::pair<size_t, std::string>> filters;
+  for (const auto& [col, val] : o.filters) filters.emplace_back(column(col), val);
+
+  std::vector<std::pair<double, double>> rows;  // time_s, raw value
+  for (size_t i = first + 1; i < lines.size(); ++i) {
+    if (is_blank(lines[i])) continue;
+    const auto f = split_csv(lines[i]);
+    if (f.size() != header.size())
+      fail(name, i + 1, fmt::format("{} fields, the header has {}", f.size(), header.size()));
+    bool keep = true;
+    for (const auto& [c, v] : filters) keep = keep && f[c] == v;
+    if (!keep) continue;
+    const double t = to_number(f[tcol], name, i + 1, o.time_column.c_str()) * time_scale;
+    const double v = to_number(f[vcol], name, i + 1, o.value_column.c_str());
+    if (v < 0) fail(name, i + 1, fmt::format("negative {} {}", o.value_column, v));
+    if (!rows.empty() && t <= rows.back().first)
+      fail(name, i + 1, fmt::format("time {} s does not increase (previous {} s)", t, rows.back().first));
+    rows.emplace_back(t, v);
+  }
+  if (rows.empty()) fail(name, 0, "no data rows (after filters)");
+  std::vector<double> gaps;
+  for (size_t i = 1; i < rows.size(); ++i) gaps.push_back(rows[i].first - rows[i - 1].first);
+  double last_gap = o.interval_s > 0 ? o.interval_s : 1.0;
+  if (!gaps.empty()) {
+    std::nth_element(gaps.begin(), gaps.begin() + ptrdiff_t(gaps.size() / 2), gaps.end());
+    last_gap = gaps[gaps.size() / 2];
+  }
+  Trace tr;
+  tr.name = name;
+  const double t0 = rows[0].first;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const double len = i + 1 < rows.size() ? rows[i + 1].first - rows[i].first : last_gap;
+    double bps = rows[i].second;
+    if (unit == kMbps) bps *= 1e6;
+    if (unit == kBytes) bps = bps * 8.0 / len;
+    tr.segments.push_back({rows[i].first - t0, bps});
+  }
+  tr.duration_s = rows.back().first - t0 + last_gap;
+  tr.loops = true;
+  return tr;
+}
+
+}  // namespace
+
+Format format_from_string(const std::string& n) {
+  if (n == "auto") return Format::kAuto;
+  if (n == "mahimahi") return Format::kMahimahi;
+  if (n == "two-column" || n == "pensieve") return Format::kTwoColumn;
+  if (n == "csv") return Format::kCsv;
+  throw Error(fmt::format("unknown trace format '{}' (expected auto, mahimahi, two-column or csv)", n));
+}
+
+const char* to_string(Format f) {
+  switch (f) {
+    case Format::kAuto: return "auto";
+    case Format::kMahimahi: return "mahimahi";
+    case Format::kTwoColumn: return "two-column";
+    case Format::kCsv: return "csv";
+  }
+  return "?";
+}
+
+Format detect_format(const std::string& text) {
+  const auto lines = split_lines(text);
+  for (const auto& l : lines) {
+    if (is_blank(l)) continue;
+    if (l.find_first_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") != std::string_view::npos &&
+        l.find(',') != std::string_view::npos)
+      return Format::kCsv;
+    const auto f = split_ws(l);
+    if (f.size() == 1 && l.find_first_not_of("0123456789") == std::string_view::npos) return Format::kMahimahi;
+    return Format::kTwoColumn;
+  }
+  return Format::kMahimahi;  // empty: the mahimahi reader reports it
+}
+
+Trace parse_trace(const std::string& text, const std::string& name, const LoadOptions& options) {
+  Format f = options.format == Format::kAuto ? detect_format(text) : options.format;
+  if (text.empty()) fail(name, 0, "empty file");
+  switch (f) {
+    case Format::kMahimahi: return parse_mahimahi(text, name);
+    case Format::kTwoColumn: return parse_two_column(text, name);
+    case Format::kCsv: return parse_csv(text, name, options.csv);
+    case Format::kAuto: break;
+  }
+  fail(name, 0, "unknown format");
+}
+
+Trace load_trace(const std::string& path, const LoadOptions& options) {
+  return parse_trace(read_file(path), path, options);
+}
+
+std::string format_trace(const Trace& tr, Format format) {
+  std::string out;
+  if (format == Format::kMahimahi) {
+    if (tr.opportunities) {
+      for (uint64_t t : tr.opportunities->times_ms) out += fmt::format("{}\n", t);
+      return out;
+    }
+    // Carry fractional packets forward so bytes per period are exact within one packet.
+    const uint64_t period_ms = std::max<uint64_t>(1, uint64_t(std::llround(tr.duration_s * 1000.0)));
+    double carry = 0;
+    bool any = false;
+    for (uint64_t ms = 0; ms < period_ms; ++ms) {
+      carry += tr.bits_between(double(ms) / 1000.0, double(ms + 1) / 1000.0) / (1500.0 * 8.0);
+      while (carry >= 1.0) {
+        out += fmt::format("{}\n", ms);
+        carry -= 1.0;
+        any = true;
+      }
+    }
+    out += fmt::format("{}\n", period_ms);  // the period: one more opportunity at its end
+    (void)any;
+    return out;
+  }
+  if (format == Format::kTwoColumn) {
+    out += fmt::format("{}\t{}\n", 0.0, tr.segments.empty() ? 0.0 : tr.segments[0].rate_bps / 1e6);
+    for (size_t i = 0; i < tr.segments.size(); ++i) {
+      const double end = i + 1 < tr.segments.size() ? tr.segments[i + 1].start_s : tr.duration_s;
+      out += fmt::format("{}\t{}\n", end, tr.segments[i].rate_bps / 1e6);
+    }
+    return out;
+  }
+  if (format == Format::kCsv) {
+    out = "time_s,throughput_mbps\n";
+    for (const auto& s : tr.segments) out += fmt::format("{},{}\n", s.start_s, s.rate_bps / 1e6);
+    return out;
+  }
+  throw Error("format_trace: choose a format (mahimahi, two-column or csv)");
+}
+
+void save_trace(const Trace& trace, const std::string& path, Format format) {
+  write_file_atomic(path, format_trace(trace, format));
+}
+
+}  // namespace kvs::traces

@@ -1,0 +1,31 @@
+// Statistics of a trace over one period, time-weighted: each segment counts
+// for its duration. Percentiles are of the rate seen at a uniformly random
+// instant (the smallest rate r such that the time at or below r is >= p).
+#pragma once
+
+#include <string>
+
+#include "traces/trace.h"
+
+namespace kvs::traces {
+
+struct TraceStats {
+  double duration_s = 0;
+  double mean_bps = 0;
+  double median_bps = 0;
+  double p5_bps = 0;
+  double p95_bps = 0;
+  double min_bps = 0;
+  double max_bps = 0;
+  double cv = 0;                  // time-weighted standard deviation / mean
+  double below_threshold = 0;     // fraction of time with rate < threshold_bps
+  int outages = 0;                // maximal runs of rate < threshold_bps lasting >= min_outage_s
+  double threshold_bps = 0;
+  double min_outage_s = 0;
+};
+
+// threshold_bps: rates strictly below it count as "below" and as outage;
+// default 0 counts nothing; pass e.g. 1e5 to count near-zero rates.
+TraceStats compute_stats(const Trace& trace, double threshold_bps = 1e5, double min_outage_s = 0.0);
+
+}  // namespace kvs::traces

@@ -1,7 +1,147 @@
+// `kvstream codecs`, `kvstream encode`, `kvstream decode`: the codecs on KV
+// caches stored as safetensors (from `kvstream kv dump` or any framework).
+//
+// An encoded file (.kvs) is a sequence of chunk bitstreams: magic "KVSF",
+// u32 version (1), u32 chunk count, then per chunk a u64 length and the
+// chunk's bitstream (docs/bitstream.md).
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include <fmt/core.h>
+
 #include "apps/commands.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "codec/bitstream.h"
+#include "codec/registry.h"
+#include "codec/codec.h"
+#include "llm/safetensors.h"
 
 namespace kvs::apps {
+namespace {
 
-void add_codec_commands(CLI::App& app) { (void)app; }
+constexpr uint32_t kFileMagic = 0x4653564Bu;  // "KVSF"
+
+codec::CodecOptions parse_options(const std::vector<std::string>& params, const std::string& model_file) {
+  codec::CodecOptions o;
+  for (const auto& kv : params) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--param '{}': expected key=value", kv));
+    o.params[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  o.model_file = model_file;
+  return o;
+}
+
+std::vector<codec::Bytes> read_container(const std::string& path) {
+  const std::string data = read_file(path);
+  auto u32 = [&](size_t at) {
+    uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) v |= uint32_t(uint8_t(data[at + size_t(k)])) << (8 * k);
+    return v;
+  };
+  if (data.size() < 12 || u32(0) != kFileMagic) throw Error(fmt::format("{}: not a kvstream encoded file", path));
+  if (u32(4) != 1) throw Error(fmt::format("{}: unsupported version {}", path, u32(4)));
+  const uint32_t count = u32(8);
+  std::vector<codec::Bytes> chunks;
+  size_t pos = 12;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (data.size() - pos < 8) throw Error(fmt::format("{}: truncated at chunk {}", path, i));
+    const uint64_t len = uint64_t(u32(pos)) | uint64_t(u32(pos + 4)) << 32;
+    pos += 8;
+    if (len > data.size() - pos) throw Error(fmt::format("{}: chunk {} of {} bytes runs past the end", path, i, len));
+    chunks.emplace_back(data.begin() + ptrdiff_t(pos), data.begin() + ptrdiff_t(pos + len));
+    pos += len;
+  }
+  if (pos != data.size()) throw Error(fmt::format("{}: {} unexpected bytes at the end", path, data.size() - pos));
+  return chunks;
+}
+
+void print_error_stats(const codec::KVChunk& ref, const codec::KVChunk& got) {
+  if (!(ref.shape == got.shape) || ref.tokens != got.tokens) throw Error("reference has another shape");
+  double se = 0, sig = 0, max_abs = 0;
+  for (size_t i = 0; i < ref.values.size(); ++i) {
+    const double d = double(got.values[i]) - ref.values[i];
+    se += d * d;
+    sig += double(ref.values[i]) * ref.values[i];
+    max_abs = std::max(max_abs, std::fabs(d));
+  }
+  const double n = double(ref.values.size());
+  std::printf("error: max_abs %.6g, mse %.6g, snr %.2f dB\n", max_abs, se / n, se > 0 ? 10 * std::log10(sig / se) : INFINITY);
+}
+
+}  // namespace
+
+void add_codec_commands(CLI::App& app) {
+  app.add_subcommand("codecs", "List the codecs and their levels (0 = finest)")->callback([] {
+    for (const auto& name : codec::codec_names()) {
+      const auto c = codec::make_codec(name);
+      std::string levels;
+      for (int l = 0; l < c->levels(); ++l) levels += (l ? " " : "") + c->level_name(l);
+      std::printf("%-10s %d levels: %s   [%s]\n", name.c_str(), c->levels(), levels.c_str(), c->params().c_str());
+    }
+  });
+
+  struct EncodeArgs {
+    std::string in, out, codec = "cachegen", model_file;
+    std::vector<std::string> params;
+    int level = 0;
+    uint32_t chunk_tokens = 1500;
+  };
+  auto e = std::make_shared<EncodeArgs>();
+  auto* enc = app.add_subcommand("encode", "Compress a KV cache (safetensors) into chunks at one level");
+  enc->add_option("input", e->in, "KV safetensors file (layers.{i}.key/value, [kv_heads, tokens, head_dim])")
+      ->required()->check(CLI::ExistingFile);
+  enc->add_option("-o,--out", e->out, "Encoded output file (.kvs)")->required();
+  enc->add_option("--codec", e->codec, "Codec (see `kvstream codecs`)")->capture_default_str();
+  enc->add_option("--level", e->level, "Level, 0 = finest")->capture_default_str();
+  enc->add_option("--param", e->params, "Codec parameter key=value (repeatable)");
+  enc->add_option("--codec-model", e->model_file, "Codec model file, for codecs with static tables");
+  enc->add_option("--chunk-tokens", e->chunk_tokens, "Tokens per chunk (CacheGen's paper: 1500)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  enc->callback([e] {
+    const auto codec = codec::make_codec(e->codec, parse_options(e->params, e->model_file));
+    const codec::KVChunk kv = llm::read_kv_safetensors(e->in);
+    codec::Bytes file;
+    codec::put_u32(file, kFileMagic);
+    codec::put_u32(file, 1);
+    const uint32_t count = (kv.tokens + e->chunk_tokens - 1) / e->chunk_tokens;
+    codec::put_u32(file, count);
+    uint64_t payload = 0;
+    for (uint32_t b = 0; b < kv.tokens; b += e->chunk_tokens) {
+      const codec::Bytes s = codec->encode(kv.slice(b, std::min(e->chunk_tokens, kv.tokens - b)), e->level);
+      codec::put_u32(file, uint32_t(s.size()));
+      codec::put_u32(file, uint32_t(uint64_t(s.size()) >> 32));
+      file.insert(file.end(), s.begin(), s.end());
+      payload += s.size();
+    }
+    write_file_atomic(e->out, std::string_view(reinterpret_cast<const char*>(file.data()), file.size()));
+    const double elements = double(kv.values.size());
+    std::printf("%s: %u tokens in %u chunks, %s level %d: %llu bytes, %.3f bits/element, %.2fx smaller than fp16\n",
+                e->out.c_str(), kv.tokens, count, e->codec.c_str(), e->level, (unsigned long long)payload,
+                8.0 * double(payload) / elements, 2.0 * elements / double(payload));
+  });
+
+  struct DecodeArgs {
+    std::string in, out, reference;
+  };
+  auto d = std::make_shared<DecodeArgs>();
+  auto* dec = app.add_subcommand("decode", "Decompress an encoded file back to a KV safetensors file");
+  dec->add_option("input", d->in, "Encoded file (.kvs)")->required()->check(CLI::ExistingFile);
+  dec->add_option("-o,--out", d->out, "Output KV safetensors file")->required();
+  dec->add_option("--reference", d->reference, "Original KV safetensors: print error statistics against it")
+      ->check(CLI::ExistingFile);
+  dec->callback([d] {
+    std::vector<codec::KVChunk> parts;
+    for (const auto& s : read_container(d->in)) parts.push_back(codec::make_codec(codec::codec_for_stream(s))->decode(s));
+    if (parts.empty()) throw Error(fmt::format("{}: no chunks", d->in));
+    const codec::KVChunk kv = codec::KVChunk::concat(parts);
+    llm::write_kv_safetensors(d->out, kv);
+    std::printf("%s: %u tokens, %u layers x %u kv heads x %u dims\n", d->out.c_str(), kv.tokens, kv.shape.layers,
+                kv.shape.kv_heads, kv.shape.head_dim);
+    if (!d->reference.empty()) print_error_stats(llm::read_kv_safetensors(d->reference), kv);
+  });
+}
 
 }  // namespace kvs::apps

@@ -11,22 +11,13 @@
 #include "scenarios/scenario.h"
 #include "sim/gpu_model.h"
 #include "sim/simulation.h"
+#include "traces/formats.h"
+#include "traces/generators.h"
 #include "traces/trace.h"
 
 namespace kvs::apps {
 
 namespace {
-
-// Trace files and generator specs are read by the traces module's loader
-// (traces::load_trace / generate_trace), which this build does not have yet.
-traces::Trace load_trace_source(const std::string& path) {
-  throw Error(fmt::format("{}: reading trace files needs traces::load_trace, which this build of the traces module "
-                          "does not have yet; use --rate-mbps", path));
-}
-traces::Trace generate_trace_source(const std::string& spec) {
-  throw Error(fmt::format("trace generator '{}': needs traces::generate_trace, which this build of the traces module "
-                          "does not have yet; use --rate-mbps", spec));
-}
 
 struct SimulateOptions {
   std::string config_path;
@@ -89,8 +80,8 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   std::string out_dir = given("--out") ? o.out_dir : sc.output_dir;
   if (out_dir.empty()) throw Error("simulate: no output folder (give -o OUTDIR or `output:` in the scenario)");
 
-  if (!sc.trace_file.empty()) c.link.trace = load_trace_source(sc.trace_file);
-  if (!sc.trace_gen.empty()) c.link.trace = generate_trace_source(sc.trace_gen);
+  if (!sc.trace_file.empty()) c.link.trace = traces::load_trace(sc.trace_file);
+  if (!sc.trace_gen.empty()) c.link.trace = traces::generate_trace(sc.trace_gen);
 
   codec::Profile profile;
   try {

@@ -7,7 +7,9 @@
 
 #include "codec/baselines.h"
 #include "codec/cachegen.h"
+#include "codec/bitstream.h"
 #include "codec/codec.h"
+#include "codec/registry.h"
 
 namespace kvs::codec {
 
@@ -15,11 +17,16 @@ namespace {
 
 using Factory = std::unique_ptr<Codec> (*)(const CodecOptions&);
 
-const std::map<std::string, Factory>& registry() {
-  static const std::map<std::string, Factory> kRegistry = {
-      {"raw", make_raw_codec},
-      {"quant8", make_quant8_codec},
-      {"cachegen", make_cachegen_codec},
+struct Entry {
+  CodecId id;
+  Factory make;
+};
+
+const std::map<std::string, Entry>& registry() {
+  static const std::map<std::string, Entry> kRegistry = {
+      {"raw", {CodecId::kRaw, make_raw_codec}},
+      {"quant8", {CodecId::kQuant8, make_quant8_codec}},
+      {"cachegen", {CodecId::kCacheGen, make_cachegen_codec}},
   };
   return kRegistry;
 }
@@ -28,7 +35,7 @@ const std::map<std::string, Factory>& registry() {
 
 std::vector<std::string> codec_names() {
   std::vector<std::string> names;
-  for (const auto& [name, f] : registry()) names.push_back(name);
+  for (const auto& [name, entry] : registry()) names.push_back(name);
   return names;
 }
 
@@ -36,7 +43,15 @@ std::unique_ptr<Codec> make_codec(const std::string& name, const CodecOptions& o
   auto it = registry().find(name);
   if (it == registry().end())
     throw Error(fmt::format("unknown codec '{}' (known: {})", name, fmt::join(codec_names(), ", ")));
-  return it->second(options);
+  return it->second.make(options);
+}
+
+std::string codec_for_stream(std::span<const uint8_t> stream) {
+  if (stream.size() < kHeaderBytes) throw CorruptStream("corrupt KV bitstream: shorter than a header");
+  const uint16_t id = uint16_t(stream[6] | stream[7] << 8);
+  for (const auto& [name, entry] : registry())
+    if (uint16_t(entry.id) == id) return name;
+  throw CorruptStream(fmt::format("corrupt KV bitstream at byte 6: no registered codec has id {}", id));
 }
 
 }  // namespace kvs::codec

@@ -5,14 +5,21 @@
 
 namespace kvs::traces {
 
-TraceStats compute_stats(const Trace& tr, double threshold_bps, double min_outage_s) {
+TraceStats compute_stats(const Trace& tr, double threshold_bps, double min_outage_s, double window_s) {
   TraceStats s;
   s.duration_s = tr.duration_s;
   s.threshold_bps = threshold_bps;
   s.min_outage_s = min_outage_s;
+  s.window_s = window_s;
   if (tr.segments.empty() || tr.duration_s <= 0) return s;
   std::vector<std::pair<double, double>> pieces;  // rate, duration
-  for (size_t i = 0; i < tr.segments.size(); ++i) {
+  if (window_s > 0) {
+    for (double t = 0; t < tr.duration_s; t += window_s) {
+      const double end = std::min(t + window_s, tr.duration_s);
+      if (end > t) pieces.emplace_back(tr.bits_between(t, end) / (end - t), end - t);
+    }
+  }
+  for (size_t i = 0; window_s <= 0 && i < tr.segments.size(); ++i) {
     const double end = i + 1 < tr.segments.size() ? tr.segments[i + 1].start_s : tr.duration_s;
     const double len = end - tr.segments[i].start_s;
     if (len > 0) pieces.emplace_back(tr.segments[i].rate_bps, len);

@@ -22,10 +22,14 @@ struct TraceStats {
   int outages = 0;                // maximal runs of rate < threshold_bps lasting >= min_outage_s
   double threshold_bps = 0;
   double min_outage_s = 0;
+  double window_s = 0;
 };
 
-// threshold_bps: rates strictly below it count as "below" and as outage;
-// default 0 counts nothing; pass e.g. 1e5 to count near-zero rates.
-TraceStats compute_stats(const Trace& trace, double threshold_bps = 1e5, double min_outage_s = 0.0);
+// threshold_bps: rates strictly below it count as "below" and as outage.
+// window_s > 0: statistics of the mean rate over consecutive windows of that
+// length instead of the raw segments (a mahimahi trace's 1 ms bins are mostly
+// 0 or several packets; its throughput is only meaningful averaged).
+TraceStats compute_stats(const Trace& trace, double threshold_bps = 1e5, double min_outage_s = 0.0,
+                         double window_s = 0.0);
 
 }  // namespace kvs::traces

@@ -7,6 +7,7 @@
 #include "traces/formats.h"
 #include "traces/generators.h"
 #include "traces/stats.h"
+#include "traces/transforms.h"
 
 namespace kvs::traces {
 namespace {
@@ -232,6 +233,28 @@ TEST(Robustness, MutatedInputs) {
         }
       }
     }
+}
+
+}  // namespace
+}  // namespace kvs::traces
+
+namespace kvs::traces {
+namespace {
+
+TEST(Transforms, PreserveWhatTheyShould) {
+  const Trace g = generate_trace("steps:rates=10mbps|30mbps,durations=1s|1s");
+  EXPECT_DOUBLE_EQ(scale(g, 2).bits_between(0, 2), 2 * g.bits_between(0, 2));
+  EXPECT_DOUBLE_EQ(clamp(g, 0, 20e6).rate_at(1.5), 20e6);
+  EXPECT_DOUBLE_EQ(offset(g, -15e6).rate_at(0.5), 0.0);
+  const Trace c = cut(g, 1.5, 3.5);  // 0.5 s at 30, 1 s at 10, 0.5 s at 30 (looped)
+  EXPECT_DOUBLE_EQ(c.duration_s, 2.0);
+  EXPECT_DOUBLE_EQ(c.bits_between(0, 2), 0.5 * 30e6 + 10e6 + 0.5 * 30e6);
+  EXPECT_DOUBLE_EQ(repeat(g, 3).duration_s, 6.0);
+  EXPECT_DOUBLE_EQ(concatenate({g, scale(g, 0)}).bits_between(0, 4), g.bits_between(0, 2));
+  const Trace r = resample(g, 0.3);
+  EXPECT_NEAR(r.bits_between(0, 2), g.bits_between(0, 2), 1e-3);
+  EXPECT_THROW(scale(g, -1), Error);
+  EXPECT_THROW(cut(g, 2, 1), Error);
 }
 
 }  // namespace

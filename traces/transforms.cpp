@@ -1,0 +1,90 @@
+#include "traces/transforms.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+
+namespace kvs::traces {
+
+namespace {
+
+Trace map_rates(const Trace& t, const char* what, auto f) {
+  Trace out;
+  out.name = fmt::format("{}({})", what, t.name);
+  out.duration_s = t.duration_s;
+  out.loops = t.loops;
+  for (const auto& s : t.segments) out.segments.push_back({s.start_s, f(s.rate_bps)});
+  return out;
+}
+
+}  // namespace
+
+Trace scale(const Trace& t, double factor) {
+  if (!(factor >= 0)) throw Error(fmt::format("scale: factor {} must be >= 0", factor));
+  return map_rates(t, "scale", [&](double r) { return r * factor; });
+}
+
+Trace clamp(const Trace& t, double min_bps, double max_bps) {
+  if (!(min_bps >= 0 && min_bps <= max_bps)) throw Error("clamp: need 0 <= min <= max");
+  return map_rates(t, "clamp", [&](double r) { return std::clamp(r, min_bps, max_bps); });
+}
+
+Trace offset(const Trace& t, double delta_bps) {
+  return map_rates(t, "offset", [&](double r) { return std::max(0.0, r + delta_bps); });
+}
+
+Trace cut(const Trace& t, double begin_s, double end_s) {
+  if (!(begin_s >= 0 && end_s > begin_s)) throw Error("cut: need 0 <= begin < end");
+  if (!t.loops && end_s > t.duration_s) throw Error("cut: end past the end of a trace that does not loop");
+  Trace out;
+  out.name = fmt::format("cut({})", t.name);
+  out.loops = t.loops;
+  out.duration_s = end_s - begin_s;
+  double at = begin_s;
+  while (at < end_s) {
+    const double period_start = std::floor(at / t.duration_s) * t.duration_s;
+    const double local = at - period_start;
+    auto it = std::upper_bound(t.segments.begin(), t.segments.end(), local,
+                               [](double x, const RateSegment& s) { return x < s.start_s; });
+    const size_t i = size_t(it - t.segments.begin()) - 1;
+    const double seg_end = period_start + (i + 1 < t.segments.size() ? t.segments[i + 1].start_s : t.duration_s);
+    out.segments.push_back({at - begin_s, t.segments[i].rate_bps});
+    at = std::min(seg_end, end_s);
+  }
+  return out;
+}
+
+Trace concatenate(const std::vector<Trace>& parts) {
+  if (parts.empty()) throw Error("concatenate: no traces");
+  Trace out;
+  out.name = "concat";
+  out.loops = parts[0].loops;
+  for (const auto& p : parts) {
+    for (const auto& s : p.segments) out.segments.push_back({out.duration_s + s.start_s, s.rate_bps});
+    out.duration_s += p.duration_s;
+  }
+  return out;
+}
+
+Trace repeat(const Trace& t, int times) {
+  if (times < 1) throw Error("repeat: times must be >= 1");
+  return concatenate(std::vector<Trace>(size_t(times), t));
+}
+
+Trace resample(const Trace& t, double window_s) {
+  if (!(window_s > 0)) throw Error("resample: window must be > 0");
+  Trace out;
+  out.name = t.name;
+  out.loops = t.loops;
+  out.duration_s = t.duration_s;
+  for (double a = 0; a < t.duration_s; a += window_s) {
+    const double b = std::min(a + window_s, t.duration_s);
+    if (b > a) out.segments.push_back({a, t.bits_between(a, b) / (b - a)});
+  }
+  return out;
+}
+
+}  // namespace kvs::traces

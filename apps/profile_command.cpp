@@ -21,7 +21,7 @@ namespace kvs::apps {
 
 void add_profile_command(CLI::App& app) {
   struct Args {
-    std::string model_dir, contexts, codecs = "cachegen,quant8", output, codec_model, dtype = "fp32";
+    std::string model_dir, contexts, codecs = "cachegen,quant8", output, codec_model, dtype = "fp32", kv_dtype = "fp16";
     std::vector<std::string> params;
     uint32_t chunk_tokens = 256, greedy_tokens = 16, max_context_tokens = 0, repeats = 1;
     size_t max_contexts = 0, continuation_bytes = 512;
@@ -50,6 +50,8 @@ void add_profile_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--dtype", args->dtype, "Compute dtype of the model: fp32, bf16 or fp16")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_option("--kv-dtype", args->kv_dtype, "Precision the KV cache is stored in: fp16, bf16 or fp32")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_option("--threads", args->threads, "CPU threads for libtorch")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("-o,--output", args->output, "Profile JSON to write (resumes from OUTPUT.partial)")->required();
 
@@ -76,6 +78,7 @@ void add_profile_command(CLI::App& app) {
     o.greedy_tokens = args->greedy_tokens;
     o.max_context_tokens = args->max_context_tokens;
     o.timing_repeats = args->repeats;
+    o.kv_dtype = codec::dtype_from_string(args->kv_dtype);
     o.model_name = std::filesystem::path(args->model_dir).lexically_normal().filename().string();
     if (o.model_name.empty()) o.model_name = args->model_dir;
     o.partial_path = args->output + ".partial";

@@ -132,6 +132,7 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
 
   codec::Profile prof;
   prof.model = model_info(model, options.model_name);
+  prof.model.dtype = options.kv_dtype;
   prof.device = cpu_device_name();
   prof.chunk_tokens = options.chunk_tokens;
   prof.greedy_tokens = options.greedy_tokens;
@@ -189,8 +190,10 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
       answer = tokenizer.encode(ctx.answer, false);
     }
 
-    const KVCache exact = model.prefill(to_tensor(cache_ids)).cache;
-    const codec::KVChunk exact_chunk = to_chunk(exact, 0);
+    codec::KVChunk exact_chunk = to_chunk(model.prefill(to_tensor(cache_ids)).cache, 0);
+    exact_chunk.dtype = options.kv_dtype;
+    for (float& v : exact_chunk.values) v = codec::round_to_dtype(v, options.kv_dtype);
+    const KVCache exact = from_chunk(exact_chunk, model.dtype(), model.device());
     const CacheReference reference = make_reference(model, exact, continuation, options.greedy_tokens);
     const double base_nll = reference.nll_nats;
     const double base_task = answer.empty() ? -1.0 : (answers_correctly(model, exact, question, answer) ? 1.0 : 0.0);

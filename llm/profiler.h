@@ -46,6 +46,10 @@ struct ProfilerOptions {
   uint32_t greedy_tokens = 16;
   uint32_t max_context_tokens = 0;              // 0: whole context
   uint32_t timing_repeats = 1;                  // encode/decode timed this many times, minimum kept
+  // Precision the KV cache is stored and shipped in (serving systems keep it in
+  // fp16/bf16 even when the model computes in fp32); the exact reference is
+  // the cache rounded to it.
+  codec::DType kv_dtype = codec::DType::kF16;
   std::string model_name;
   std::string partial_path;                     // resume file ("" = none)
   bool show_progress = true;

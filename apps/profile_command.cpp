@@ -64,6 +64,8 @@ void add_profile_command(CLI::App& app) {
     auto contexts = llm::load_contexts(args->contexts, args->continuation_bytes);
     if (args->max_contexts && contexts.size() > args->max_contexts) contexts.resize(args->max_contexts);
 
+    if (const auto parent = std::filesystem::path(args->output).parent_path(); !parent.empty())
+      std::filesystem::create_directories(parent);
     llm::ProfilerOptions o;
     std::stringstream ss(args->codecs);
     for (std::string name; std::getline(ss, name, ',');)

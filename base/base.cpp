@@ -60,7 +60,7 @@ void Progress::set(uint64_t done, const std::string& note) {
 void Progress::finish() {
   if (finished_) return;
   finished_ = true;
-  draw(true);
+  if (drawn_done_ != done_) draw(true);
   if (tty_) std::fputc('\n', stderr);
 }
 
@@ -68,7 +68,9 @@ void Progress::draw(bool force) {
   const auto now = std::chrono::steady_clock::now();
   const double since_draw = std::chrono::duration<double>(now - last_draw_).count();
   if (!force && since_draw < (tty_ ? 0.2 : 5.0)) return;
+  if (force && !tty_ && drawn_done_ == done_ && done_ >= total_) return;  // the final line once
   last_draw_ = now;
+  drawn_done_ = done_;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? double(done_ - start_done_) / elapsed : 0.0;
   const double eta = rate > 0 && total_ > done_ ? double(total_ - done_) / rate : 0.0;

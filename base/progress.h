@@ -24,6 +24,7 @@ class Progress {
 
   std::string label_, unit_, note_;
   uint64_t total_, done_, start_done_;
+  uint64_t drawn_done_ = UINT64_MAX;  // `done_` when last drawn
   bool tty_, finished_ = false;
   std::chrono::steady_clock::time_point start_, last_draw_;
 };

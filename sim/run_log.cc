@@ -124,7 +124,7 @@ std::string result_summary(const RunResult& r, double slo_s) {
     std::string levels;
     for (const auto& c : q.chunks) levels += c.level < 0 ? "R" : std::to_string(c.level), levels += ' ';
     if (!levels.empty()) levels.pop_back();
-    s += fmt::format("  levels [{}] (R = recompute)  payload {:.3f} MB  quality: loss +{:.4f}%\n", levels,
+    s += fmt::format("  levels [{}] (R = recompute)  payload {:.3f} MB  quality: loss {:+.4f}% (estimate)\n", levels,
                      q.payload_bytes / 1e6, 100 * q.quality_loss_increase);
   }
   return s;

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include <fmt/core.h>
+#include <zstd.h>
 
 #include "codec/bitstream.h"
 
@@ -48,6 +49,52 @@ class RawCodec final : public Codec {
     if (r.remaining() != out.values.size() * dtype_bytes(out.dtype))
       throw CorruptStream(fmt::format("corrupt KV bitstream: raw values of {} bytes, expected {}", r.remaining(),
                                       out.values.size() * dtype_bytes(out.dtype)));
+    for (float& v : out.values) {
+      switch (out.dtype) {
+        case DType::kF32: v = r.f32(); break;
+        case DType::kF16: v = half_bits_to_float(r.u16()); break;
+        case DType::kBF16: v = bf16_bits_to_float(r.u16()); break;
+      }
+    }
+    return out;
+  }
+};
+
+// Lossless zstd (level 3) over the same bytes as `raw`; one level.
+class ZstdCodec final : public Codec {
+ public:
+  std::string name() const override { return "zstd"; }
+  std::string params() const override { return "zstd_level=3"; }
+  int levels() const override { return 1; }
+  std::string level_name(int) const override { return "zstd3"; }
+
+  Bytes encode(const KVChunk& chunk, int level) const override {
+    if (level != 0) throw Error(fmt::format("codec zstd: level {} out of range (1 level)", level));
+    const Bytes raw = RawCodec().encode(chunk, 0);
+    const ParsedStream ps = parse_stream(raw, CodecId::kRaw);
+    const std::span<const uint8_t> data = ps.sections.at(0);
+    Bytes packed(ZSTD_compressBound(data.size()));
+    const size_t n = ZSTD_compress(packed.data(), packed.size(), data.data(), data.size(), 3);
+    if (ZSTD_isError(n)) throw Error(fmt::format("codec zstd: {}", ZSTD_getErrorName(n)));
+    packed.resize(n);
+    return write_stream(header_for(chunk, CodecId::kZstd, 0), {packed});
+  }
+
+  KVChunk decode(std::span<const uint8_t> stream) const override {
+    const ParsedStream ps = parse_stream(stream, CodecId::kZstd);
+    if (ps.sections.size() != 1) throw CorruptStream("corrupt KV bitstream: zstd expects 1 section");
+    KVChunk out = chunk_for(ps.header);
+    const size_t expected = out.values.size() * dtype_bytes(out.dtype);
+    const unsigned long long content = ZSTD_getFrameContentSize(ps.sections[0].data(), ps.sections[0].size());
+    if (content != expected)
+      throw CorruptStream(fmt::format("corrupt KV bitstream at byte {}: zstd frame content size is not {} bytes",
+                                      kHeaderBytes + 4, expected));
+    Bytes data(expected);
+    const size_t n = ZSTD_decompress(data.data(), data.size(), ps.sections[0].data(), ps.sections[0].size());
+    if (ZSTD_isError(n) || n != expected)
+      throw CorruptStream(fmt::format("corrupt KV bitstream at byte {}: zstd frame does not decode to {} bytes",
+                                      kHeaderBytes + 4, expected));
+    SectionReader r(data, "zstd values");
     for (float& v : out.values) {
       switch (out.dtype) {
         case DType::kF32: v = r.f32(); break;
@@ -117,6 +164,11 @@ class Quant8Codec final : public Codec {
 std::unique_ptr<Codec> make_raw_codec(const CodecOptions& options) {
   check_params("raw", options.params, {});
   return std::make_unique<RawCodec>();
+}
+
+std::unique_ptr<Codec> make_zstd_codec(const CodecOptions& options) {
+  check_params("zstd", options.params, {});
+  return std::make_unique<ZstdCodec>();
 }
 
 std::unique_ptr<Codec> make_quant8_codec(const CodecOptions& options) {

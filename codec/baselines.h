@@ -15,6 +15,8 @@ namespace kvs::codec {
 
 std::unique_ptr<Codec> make_raw_codec(const CodecOptions& options);
 std::unique_ptr<Codec> make_quant8_codec(const CodecOptions& options);
+// Lossless zstd (level 3) over the dtype bytes; bit-exact.
+std::unique_ptr<Codec> make_zstd_codec(const CodecOptions& options);
 
 // Rejects parameters other than `known` (kvs::Error naming codec and key).
 void check_params(const std::string& codec, const CodecParams& params, std::initializer_list<const char*> known);

@@ -25,6 +25,7 @@ struct Entry {
 const std::map<std::string, Entry>& registry() {
   static const std::map<std::string, Entry> kRegistry = {
       {"raw", {CodecId::kRaw, make_raw_codec}},
+      {"zstd", {CodecId::kZstd, make_zstd_codec}},
       {"quant8", {CodecId::kQuant8, make_quant8_codec}},
       {"cachegen", {CodecId::kCacheGen, make_cachegen_codec}},
   };

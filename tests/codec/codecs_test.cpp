@@ -90,6 +90,20 @@ TEST(Raw, BitExactForEveryDtype) {
   EXPECT_THROW(raw->encode(synthetic(kShape, 3, DType::kF16, 1), 1), Error);
 }
 
+TEST(Zstd, BitExactForEveryDtypeAndSmallerOnRepetitiveData) {
+  auto zstd = make_codec("zstd");
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const KVChunk c = synthetic(kShape, 37, d, 1);
+    const KVChunk back = zstd->decode(zstd->encode(c, 0));
+    EXPECT_EQ(back.values, c.values);
+    EXPECT_EQ(back.dtype, d);
+  }
+  KVChunk zeros = synthetic(kShape, 64, DType::kF16, 1);
+  std::fill(zeros.values.begin(), zeros.values.end(), 0.0f);
+  EXPECT_LT(zstd->encode(zeros, 0).size(), make_codec("raw")->encode(zeros, 0).size() / 10);
+  EXPECT_THROW(zstd->encode(zeros, 1), Error);
+}
+
 TEST(Quant8, EqualsReferenceDequantization) {
   auto q8 = make_codec("quant8");
   const KVChunk c = synthetic(kShape, 20, DType::kF16, 2);

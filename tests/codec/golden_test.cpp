@@ -1,0 +1,69 @@
+// Golden bitstreams: the format cannot change silently. For every codec and
+// level, encoding a fixed chunk must reproduce the committed stream byte for
+// byte, and decoding the committed stream must give the committed values
+// (pinned by a CRC of the decoded floats). After a deliberate format change,
+// regenerate with KVSTREAM_REGENERATE_GOLDEN=1 and bump kFormatVersion.
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "base/files.h"
+#include "codec/bitstream.h"
+#include "codec/codec.h"
+
+namespace kvs::codec {
+namespace {
+
+const std::string kDir = std::string(KVSTREAM_SOURCE_DIR) + "/tests/codec/golden/";
+
+// A deterministic chunk from an LCG (portable, unlike <random>'s distributions).
+KVChunk golden_chunk() {
+  KVChunk c({2, 2, 8}, DType::kF16, 40, 24);
+  uint64_t x = 12345;
+  for (size_t i = 0; i < c.values.size(); ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    const double u = double(x >> 11) * 0x1.0p-53 - 0.5;
+    c.values[i] = round_to_dtype(float(u * ((i % 8) == 3 ? 16.0 : 2.0)), c.dtype);
+  }
+  return c;
+}
+
+uint32_t values_crc(const KVChunk& c) {
+  return crc32({reinterpret_cast<const uint8_t*>(c.values.data()), c.values.size() * sizeof(float)});
+}
+
+TEST(Golden, StreamsAreStable) {
+  const bool regenerate = std::getenv("KVSTREAM_REGENERATE_GOLDEN") != nullptr;
+  const KVChunk chunk = golden_chunk();
+  int checked = 0;
+  for (const auto& name : codec_names()) {
+    const auto codec = make_codec(name);
+    for (int level = 0; level < codec->levels(); ++level) {
+      const std::string base = kDir + name + "-L" + std::to_string(level);
+      const Bytes stream = codec->encode(chunk, level);
+      const uint32_t crc = values_crc(codec->decode(stream));
+      if (regenerate) {
+        write_file_atomic(base + ".kvsc", std::string_view(reinterpret_cast<const char*>(stream.data()), stream.size()));
+        write_file_atomic(base + ".crc", std::to_string(crc) + "\n");
+        continue;
+      }
+      ASSERT_TRUE(std::filesystem::exists(base + ".kvsc")) << base << ": missing (new codec? regenerate)";
+      const std::string golden = read_file(base + ".kvsc");
+      EXPECT_EQ(std::string(reinterpret_cast<const char*>(stream.data()), stream.size()), golden)
+          << name << " L" << level << ": encoder output changed";
+      const Bytes golden_bytes(golden.begin(), golden.end());
+      EXPECT_EQ(values_crc(codec->decode(golden_bytes)), std::stoul(read_file(base + ".crc")))
+          << name << " L" << level << ": decoded values changed";
+      ++checked;
+    }
+  }
+  if (!regenerate) {
+    EXPECT_GE(checked, 9);
+  }
+}
+
+}  // namespace
+}  // namespace kvs::codec

@@ -116,6 +116,18 @@ double parse_time_s(const std::string& text, const std::string& what) {
 
 Trace generate_trace(const std::string& text) {
   Spec s = parse_spec(text);
+  // Unknown keys first, so a misspelled key is named as such (not as a missing one).
+  static const std::map<std::string, std::set<std::string>> kKeys = {
+      {"const", {"rate", "duration"}},
+      {"steps", {"rates", "durations"}},
+      {"walk", {"start", "step", "min", "max", "interval", "duration", "seed"}},
+      {"markov", {"rates", "hold", "duration", "seed"}},
+      {"onoff", {"rate", "on", "off", "duration", "seed"}},
+      {"uniform", {"min", "max", "interval", "duration", "seed"}}};
+  if (auto known = kKeys.find(s.kind); known != kKeys.end())
+    for (const auto& [k, v] : s.kv)
+      if (!known->second.count(k))
+        throw Error(fmt::format("trace generator '{}': unknown key '{}' for '{}'", text, k, s.kind));
   Trace tr;
   tr.name = text;
   tr.loops = true;

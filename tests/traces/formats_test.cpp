@@ -177,6 +177,7 @@ TEST(Generators, BadSpecsNameTheKey) {
            {"const:rate=100,duration=1s", "rate"},
            {"const:rate=100mbps", "missing key 'duration'"},
            {"const:rate=100mbps,duration=1s,colour=red", "unknown key 'colour'"},
+           {"const:rate=100mbps,duraton=1s", "unknown key 'duraton'"},
            {"wave:rate=1mbps", "unknown kind"},
            {"const:rate=-5mbps,duration=1s", "rate"},
            {"uniform:min=2gbps,max=1gbps,interval=1s,duration=5s", "min > max"},

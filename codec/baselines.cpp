@@ -20,6 +20,35 @@ void check_params(const std::string& codec, const CodecParams& params, std::init
 
 namespace {
 
+// The chunk's values at its dtype (4 or 2 bytes each, little-endian), in element order.
+Bytes dtype_bytes_of(const KVChunk& chunk) {
+  Bytes data;
+  data.reserve(chunk.values.size() * dtype_bytes(chunk.dtype));
+  for (float v : chunk.values) {
+    switch (chunk.dtype) {
+      case DType::kF32: put_f32(data, v); break;
+      case DType::kF16: put_u16(data, float_to_half_bits(v)); break;
+      case DType::kBF16: put_u16(data, float_to_bf16_bits(v)); break;
+    }
+  }
+  return data;
+}
+
+// Fills `out.values` from dtype bytes; `what` names the section in errors.
+void values_from_dtype_bytes(std::span<const uint8_t> data, KVChunk& out, const char* what) {
+  SectionReader r(data, what);
+  if (r.remaining() != out.values.size() * dtype_bytes(out.dtype))
+    throw CorruptStream(fmt::format("corrupt KV bitstream: {} of {} bytes, expected {}", what, r.remaining(),
+                                    out.values.size() * dtype_bytes(out.dtype)));
+  for (float& v : out.values) {
+    switch (out.dtype) {
+      case DType::kF32: v = r.f32(); break;
+      case DType::kF16: v = half_bits_to_float(r.u16()); break;
+      case DType::kBF16: v = bf16_bits_to_float(r.u16()); break;
+    }
+  }
+}
+
 class RawCodec final : public Codec {
  public:
   std::string name() const override { return "raw"; }
@@ -29,15 +58,7 @@ class RawCodec final : public Codec {
 
   Bytes encode(const KVChunk& chunk, int level) const override {
     if (level != 0) throw Error(fmt::format("codec raw: level {} out of range (1 level)", level));
-    Bytes data;
-    data.reserve(chunk.values.size() * dtype_bytes(chunk.dtype));
-    for (float v : chunk.values) {
-      switch (chunk.dtype) {
-        case DType::kF32: put_f32(data, v); break;
-        case DType::kF16: put_u16(data, float_to_half_bits(v)); break;
-        case DType::kBF16: put_u16(data, float_to_bf16_bits(v)); break;
-      }
-    }
+    Bytes data = dtype_bytes_of(chunk);
     return write_stream(header_for(chunk, CodecId::kRaw, 0), {data});
   }
 
@@ -45,17 +66,7 @@ class RawCodec final : public Codec {
     const ParsedStream ps = parse_stream(stream, CodecId::kRaw);
     if (ps.sections.size() != 1) throw CorruptStream("corrupt KV bitstream: raw expects 1 section");
     KVChunk out = chunk_for(ps.header);
-    SectionReader r(ps.sections[0], "raw values");
-    if (r.remaining() != out.values.size() * dtype_bytes(out.dtype))
-      throw CorruptStream(fmt::format("corrupt KV bitstream: raw values of {} bytes, expected {}", r.remaining(),
-                                      out.values.size() * dtype_bytes(out.dtype)));
-    for (float& v : out.values) {
-      switch (out.dtype) {
-        case DType::kF32: v = r.f32(); break;
-        case DType::kF16: v = half_bits_to_float(r.u16()); break;
-        case DType::kBF16: v = bf16_bits_to_float(r.u16()); break;
-      }
-    }
+    values_from_dtype_bytes(ps.sections[0], out, "raw values");
     return out;
   }
 };
@@ -70,9 +81,7 @@ class ZstdCodec final : public Codec {
 
   Bytes encode(const KVChunk& chunk, int level) const override {
     if (level != 0) throw Error(fmt::format("codec zstd: level {} out of range (1 level)", level));
-    const Bytes raw = RawCodec().encode(chunk, 0);
-    const ParsedStream ps = parse_stream(raw, CodecId::kRaw);
-    const std::span<const uint8_t> data = ps.sections.at(0);
+    const Bytes data = dtype_bytes_of(chunk);
     Bytes packed(ZSTD_compressBound(data.size()));
     const size_t n = ZSTD_compress(packed.data(), packed.size(), data.data(), data.size(), 3);
     if (ZSTD_isError(n)) throw Error(fmt::format("codec zstd: {}", ZSTD_getErrorName(n)));
@@ -94,14 +103,7 @@ class ZstdCodec final : public Codec {
     if (ZSTD_isError(n) || n != expected)
       throw CorruptStream(fmt::format("corrupt KV bitstream at byte {}: zstd frame does not decode to {} bytes",
                                       kHeaderBytes + 4, expected));
-    SectionReader r(data, "zstd values");
-    for (float& v : out.values) {
-      switch (out.dtype) {
-        case DType::kF32: v = r.f32(); break;
-        case DType::kF16: v = half_bits_to_float(r.u16()); break;
-        case DType::kBF16: v = bf16_bits_to_float(r.u16()); break;
-      }
-    }
+    values_from_dtype_bytes(data, out, "zstd values");
     return out;
   }
 };

@@ -29,7 +29,7 @@
 namespace kvs::codec {
 
 // Stable codec ids (part of the format).
-enum class CodecId : uint16_t { kRaw = 1, kZstd = 2, kQuant8 = 3, kKivi = 4, kCacheGen = 5, kKvs = 6 };
+enum class CodecId : uint16_t { kRaw = 1, kZstd = 2, kQuant8 = 3, kKivi2 = 4, kCacheGen = 5, kKvs = 6, kKivi4 = 7 };
 
 inline constexpr uint32_t kStreamMagic = 0x4353564Bu;  // "KVSC"
 inline constexpr uint16_t kFormatVersion = 1;

@@ -9,6 +9,7 @@
 #include "codec/cachegen.h"
 #include "codec/bitstream.h"
 #include "codec/codec.h"
+#include "codec/kivi.h"
 #include "codec/registry.h"
 
 namespace kvs::codec {
@@ -28,6 +29,8 @@ const std::map<std::string, Entry>& registry() {
       {"zstd", {CodecId::kZstd, make_zstd_codec}},
       {"quant8", {CodecId::kQuant8, make_quant8_codec}},
       {"cachegen", {CodecId::kCacheGen, make_cachegen_codec}},
+      {"kivi2", {CodecId::kKivi2, make_kivi2_codec}},
+      {"kivi4", {CodecId::kKivi4, make_kivi4_codec}},
   };
   return kRegistry;
 }

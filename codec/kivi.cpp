@@ -1,0 +1,240 @@
+#include "codec/kivi.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+#include <fmt/core.h>
+
+#include "codec/baselines.h"
+#include "codec/bitstream.h"
+
+namespace kvs::codec {
+
+namespace {
+
+constexpr uint32_t kMaxGroup = 65535;
+constexpr float kHalfMax = 65504.0f;
+
+// Nearest fp16 at or below x (x finite, |x| <= 65504).
+uint16_t half_floor_bits(float x) {
+  uint16_t h = float_to_half_bits(x);
+  if (half_bits_to_float(h) > x) h = (h & 0x8000u) ? uint16_t(h + 1) : (h == 0 ? uint16_t(0x8001u) : uint16_t(h - 1));
+  return h;
+}
+
+// Nearest fp16 at or above x (0 <= x <= 65504).
+uint16_t half_ceil_bits(float x) {
+  uint16_t h = float_to_half_bits(x);
+  if (half_bits_to_float(h) < x) ++h;
+  return h;
+}
+
+// Scale and zero point of one group, as stored and as used.
+struct GroupParams {
+  uint16_t scale_bits = 0, zero_bits = 0;
+  float scale = 0, zero = 0;
+};
+
+uint32_t parse_param(const CodecParams& params, const char* codec, const char* key, uint32_t fallback, uint32_t lo,
+                     uint32_t hi) {
+  auto it = params.find(key);
+  if (it == params.end()) return fallback;
+  const std::string& v = it->second;
+  uint32_t out = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size() || out < lo || out > hi)
+    throw Error(fmt::format("codec {}: {}: expected an integer in {}..{}, got '{}'", codec, key, lo, hi, v));
+  return out;
+}
+
+class KiviCodec final : public Codec {
+ public:
+  KiviCodec(int bits, uint32_t group, uint32_t residual)
+      : bits_(bits), max_code_(float((1 << bits) - 1)), group_(group), residual_(residual) {}
+
+  std::string name() const override { return fmt::format("kivi{}", bits_); }
+  std::string params() const override {
+    return fmt::format("bits={},group={},residual={},scale=fp16,zero=fp16", bits_, group_, residual_);
+  }
+  int levels() const override { return 1; }
+  std::string level_name(int) const override { return fmt::format("int{}", bits_); }
+
+  Bytes encode(const KVChunk& chunk, int level) const override {
+    if (level != 0) throw Error(fmt::format("codec {}: level {} out of range (1 level)", name(), level));
+    const KVShape& s = chunk.shape;
+    const uint32_t T = chunk.tokens, D = s.head_dim;
+    const KiviSplit split = kivi_split(T, group_, residual_);
+    std::vector<Bytes> sections;
+    sections.reserve(1 + 6 * size_t(s.layers));
+    Bytes header_section;
+    put_u32(header_section, group_);
+    put_u32(header_section, residual_);
+    sections.push_back(std::move(header_section));
+    std::vector<float> x(std::max(group_, 1u));
+    for (uint32_t l = 0; l < s.layers; ++l)
+      for (Kind k : {Kind::kKey, Kind::kValue}) {
+        Bytes params, codes, residual;
+        uint64_t index = 0;  // codes written so far
+        auto quantize_group = [&](std::span<const float> values) {
+          const GroupParams p = group_params(values, l, k);
+          put_u16(params, p.scale_bits);
+          put_u16(params, p.zero_bits);
+          for (float v : values) {
+            const uint32_t q = p.scale > 0 ? uint32_t(std::clamp(std::nearbyint((v - p.zero) / p.scale), 0.0f, max_code_)) : 0;
+            const uint32_t shift = uint32_t(index * uint64_t(bits_) % 8);
+            if (shift == 0) codes.push_back(0);
+            codes.back() = uint8_t(codes.back() | (q << shift));
+            ++index;
+          }
+        };
+        if (k == Kind::kKey) {
+          for (uint32_t h = 0; h < s.kv_heads; ++h)
+            for (uint32_t g = 0; g < split.key_tokens / group_; ++g)
+              for (uint32_t d = 0; d < D; ++d) {
+                for (uint32_t i = 0; i < group_; ++i) x[i] = chunk.at(l, k, h, g * group_ + i, d);
+                quantize_group({x.data(), group_});
+              }
+        } else {
+          for (uint32_t h = 0; h < s.kv_heads; ++h)
+            for (uint32_t t = 0; t < split.value_tokens; ++t)
+              for (uint32_t d = 0; d < D; d += group_) quantize_group({&chunk.at(l, k, h, t, d), std::min(group_, D - d)});
+        }
+        const uint32_t first = k == Kind::kKey ? split.key_tokens : split.value_tokens;
+        residual.reserve(size_t(s.kv_heads) * (T - first) * D * dtype_bytes(chunk.dtype));
+        for (uint32_t h = 0; h < s.kv_heads; ++h)
+          for (uint32_t t = first; t < T; ++t)
+            for (uint32_t d = 0; d < D; ++d) {
+              const float v = chunk.at(l, k, h, t, d);
+              switch (chunk.dtype) {
+                case DType::kF32: put_f32(residual, v); break;
+                case DType::kF16: put_u16(residual, float_to_half_bits(v)); break;
+                case DType::kBF16: put_u16(residual, float_to_bf16_bits(v)); break;
+              }
+            }
+        sections.push_back(std::move(params));
+        sections.push_back(std::move(codes));
+        sections.push_back(std::move(residual));
+      }
+    return write_stream(header_for(chunk, id(), 0), sections);
+  }
+
+  KVChunk decode(std::span<const uint8_t> stream) const override {
+    const ParsedStream ps = parse_stream(stream, id());
+    const StreamHeader& hd = ps.header;
+    const std::string what = name();
+    auto corrupt = [&](const std::string& msg) { throw CorruptStream(fmt::format("corrupt KV bitstream: {} {}", what, msg)); };
+    if (hd.level != 0) corrupt(fmt::format("level {} (only 0)", hd.level));
+    if (hd.flags != 0) corrupt(fmt::format("flags {} (expected 0)", hd.flags));
+    const KVShape& s = hd.shape;
+    if (ps.sections.size() != 1 + 6ull * s.layers)
+      corrupt(fmt::format("has {} sections, expected {}", ps.sections.size(), 1 + 6ull * s.layers));
+    SectionReader head(ps.sections[0], "kivi parameters");
+    const uint32_t group = head.u32(), residual = head.u32();
+    head.expect_end();
+    if (group == 0 || group > kMaxGroup) corrupt(fmt::format("group {} out of range", group));
+    if (residual > kMaxTokens || residual % group != 0) corrupt(fmt::format("residual {} invalid for group {}", residual, group));
+    const uint32_t T = hd.tokens, D = s.head_dim, H = s.kv_heads;
+    const KiviSplit split = kivi_split(T, group, residual);
+    KVChunk out = chunk_for(hd);
+    size_t next = 1;
+    for (uint32_t l = 0; l < s.layers; ++l)
+      for (Kind k : {Kind::kKey, Kind::kValue}) {
+        const uint32_t quantized = k == Kind::kKey ? split.key_tokens : split.value_tokens;
+        const uint64_t groups = k == Kind::kKey ? uint64_t(H) * (quantized / group) * D
+                                                : uint64_t(H) * quantized * ((D + group - 1) / group);
+        const uint64_t n_codes = uint64_t(H) * quantized * D;
+        const auto params = ps.sections[next], codes = ps.sections[next + 1], residual_bytes = ps.sections[next + 2];
+        if (params.size() != 4 * groups || codes.size() != (n_codes * uint64_t(bits_) + 7) / 8 ||
+            residual_bytes.size() != uint64_t(H) * (T - quantized) * D * dtype_bytes(hd.dtype))
+          corrupt(fmt::format("sections {}..{} (layer {}, {}) do not match the shape", next, next + 2, l,
+                              k == Kind::kKey ? "K" : "V"));
+        next += 3;
+        if (n_codes * uint64_t(bits_) % 8 != 0 && (codes.back() >> (n_codes * uint64_t(bits_) % 8)) != 0)
+          corrupt(fmt::format("layer {} code padding bits are not zero", l));
+        SectionReader pr(params, "kivi scales");
+        uint64_t index = 0;
+        const uint32_t mask = (1u << bits_) - 1;
+        auto dequantize_group = [&](float* first, uint32_t n, size_t stride) {
+          const uint16_t scale_bits = pr.u16(), zero_bits = pr.u16();
+          const float scale = half_bits_to_float(scale_bits), zero = half_bits_to_float(zero_bits);
+          if (!std::isfinite(scale) || (scale_bits & 0x8000u) || !std::isfinite(zero))
+            corrupt(fmt::format("layer {} scale {} or zero point {} invalid", l, scale, zero));
+          for (uint32_t i = 0; i < n; ++i, ++index) {
+            const uint64_t bit = index * uint64_t(bits_);
+            const uint32_t q = (codes[bit / 8] >> (bit % 8)) & mask;
+            first[i * stride] = float(q) * scale + zero;
+          }
+        };
+        if (k == Kind::kKey) {
+          for (uint32_t h = 0; h < H; ++h)
+            for (uint32_t g = 0; g < quantized / group; ++g)
+              for (uint32_t d = 0; d < D; ++d) dequantize_group(&out.at(l, k, h, g * group, d), group, D);
+        } else {
+          for (uint32_t h = 0; h < H; ++h)
+            for (uint32_t t = 0; t < quantized; ++t)
+              for (uint32_t d = 0; d < D; d += group) dequantize_group(&out.at(l, k, h, t, d), std::min(group, D - d), 1);
+        }
+        SectionReader rr(residual_bytes, "kivi residual");
+        for (uint32_t h = 0; h < H; ++h)
+          for (uint32_t t = quantized; t < T; ++t)
+            for (uint32_t d = 0; d < D; ++d) {
+              float& v = out.at(l, k, h, t, d);
+              switch (hd.dtype) {
+                case DType::kF32: v = rr.f32(); break;
+                case DType::kF16: v = half_bits_to_float(rr.u16()); break;
+                case DType::kBF16: v = bf16_bits_to_float(rr.u16()); break;
+              }
+            }
+      }
+    return out;
+  }
+
+ private:
+  CodecId id() const { return bits_ == 2 ? CodecId::kKivi2 : CodecId::kKivi4; }
+
+  GroupParams group_params(std::span<const float> values, uint32_t layer, Kind kind) const {
+    float mn = values[0], mx = values[0];
+    for (float v : values) {
+      if (!(std::fabs(v) <= kHalfMax))
+        throw Error(fmt::format("codec {}: layer {} {}: value {} is outside the fp16 range of KIVI's scales and zero points",
+                                name(), layer, kind == Kind::kKey ? "K" : "V", v));
+      mn = std::min(mn, v);
+      mx = std::max(mx, v);
+    }
+    GroupParams p;
+    p.zero_bits = half_floor_bits(mn);
+    p.zero = half_bits_to_float(p.zero_bits);
+    p.scale_bits = half_ceil_bits((mx - p.zero) / max_code_);
+    p.scale = half_bits_to_float(p.scale_bits);
+    return p;
+  }
+
+  int bits_;
+  float max_code_;
+  uint32_t group_, residual_;
+};
+
+std::unique_ptr<Codec> make_kivi(int bits, const CodecOptions& options) {
+  const std::string name = fmt::format("kivi{}", bits);
+  check_params(name, options.params, {"group", "residual"});
+  const uint32_t group = parse_param(options.params, name.c_str(), "group", 32, 1, kMaxGroup);
+  const uint32_t residual = parse_param(options.params, name.c_str(), "residual", 128, 0, kMaxTokens);
+  if (residual % group != 0)
+    throw Error(fmt::format("codec {}: residual {} is not a multiple of group {} (KIVI requires it)", name, residual, group));
+  return std::make_unique<KiviCodec>(bits, group, residual);
+}
+
+}  // namespace
+
+KiviSplit kivi_split(uint32_t tokens, uint32_t group, uint32_t residual) {
+  KiviSplit s;
+  s.key_tokens = tokens - tokens % (residual > 0 ? residual : group);
+  s.value_tokens = tokens > residual ? tokens - residual : 0;
+  return s;
+}
+
+std::unique_ptr<Codec> make_kivi2_codec(const CodecOptions& options) { return make_kivi(2, options); }
+std::unique_ptr<Codec> make_kivi4_codec(const CodecOptions& options) { return make_kivi(4, options); }
+
+}  // namespace kvs::codec

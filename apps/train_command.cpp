@@ -38,6 +38,8 @@ void add_train_command(CLI::App& app) {
   o.model.tie_word_embeddings = true;
   auto* cmd = app.add_subcommand("train", "Train a byte-level Llama (GQA, RoPE) from text files; resumes from --out");
   cmd->add_option("--text", a->texts, "Training text file, optionally PATH:WEIGHT (repeatable)")->required();
+  cmd->add_option("--init-from", o.init_from,
+                  "Start from this HF-format model's weights (fresh optimizer) unless --out already holds a checkpoint");
   cmd->add_option("--heldout", o.heldout_path, "Held-out text scored every --eval-every steps (bits per byte)");
   cmd->add_option("-o,--out", o.checkpoint_dir, "Checkpoint folder (HF format + optimizer + trainer.json)")->required();
   cmd->add_option("--steps", o.steps, "Total optimizer steps")->capture_default_str();

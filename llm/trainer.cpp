@@ -91,7 +91,8 @@ nlohmann::json options_json(const TrainOptions& o) {
   for (const auto& s : o.sources) sources.push_back({{"path", s.path}, {"weight", s.weight}});
   return {{"steps", o.steps},       {"batch", o.batch},           {"seq_tokens", o.seq_tokens},
           {"lr", o.lr},             {"min_lr_ratio", o.min_lr_ratio}, {"warmup_steps", o.warmup_steps},
-          {"weight_decay", o.weight_decay}, {"clip_norm", o.clip_norm}, {"seed", o.seed}, {"sources", sources}};
+          {"weight_decay", o.weight_decay}, {"clip_norm", o.clip_norm}, {"seed", o.seed}, {"sources", sources},
+          {"init_from", o.init_from}};
 }
 
 void save_checkpoint(const Model& model, torch::optim::AdamW& opt, const TrainOptions& o, int64_t step,
@@ -122,18 +123,26 @@ TrainReport train(const TrainOptions& o, const std::atomic<bool>* stop) {
   TrainReport report;
   const fs::path state_path = fs::path(o.checkpoint_dir) / "trainer.json";
   const bool resume = fs::exists(state_path);
-  ModelConfig config = resume ? load_config(o.checkpoint_dir) : o.model;
+  const bool warm_start = !resume && !o.init_from.empty();
+  const std::string weights_dir = resume ? o.checkpoint_dir : o.init_from;
+  ModelConfig config = resume || warm_start ? load_config(weights_dir) : o.model;
   config.validate("train");
   if (config.vocab_size != 256) throw Error("train: only byte-level models (vocab_size 256) are trained here");
   Model model = Model::random(config, o.seed);
-  if (resume) {
-    // Copy the checkpoint's (memory-mapped, read-only) weights into the trainable model.
-    const Model saved = load_model(o.checkpoint_dir, {at::kFloat, at::kCPU});
+  if (resume || warm_start) {
+    // Copy the saved (memory-mapped, read-only) weights into the trainable model.
+    const Model saved = load_model(weights_dir, {at::kFloat, at::kCPU});
     at::NoGradGuard no_grad;
     auto dst = model.named_parameters();
     auto src = saved.named_parameters();
-    if (dst.size() != src.size()) throw Error(fmt::format("{}: checkpoint does not match the model", o.checkpoint_dir));
-    for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
+    if (dst.size() != src.size()) throw Error(fmt::format("{}: checkpoint does not match the model", weights_dir));
+    for (size_t i = 0; i < dst.size(); ++i) {
+      if (dst[i].first != src[i].first || !dst[i].second.sizes().equals(src[i].second.sizes()))
+        throw Error(fmt::format("{}: tensor {} does not match the model", weights_dir, src[i].first));
+      dst[i].second.copy_(src[i].second);
+    }
+  }
+  if (resume) {
     const auto state = nlohmann::json::parse(read_file(state_path.string()));
     report.start_step = state.at("step").get<int64_t>();
   }

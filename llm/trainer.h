@@ -30,6 +30,9 @@ struct TrainOptions {
   std::vector<TrainSource> sources;
   std::string heldout_path;           // scored every eval_every steps (bits per byte)
   std::string checkpoint_dir;         // resumes from here when it holds a checkpoint
+  // Warm start: when checkpoint_dir holds no checkpoint yet, start from this
+  // HF-format model's weights and config (fresh optimizer) instead of random ones.
+  std::string init_from;
   int64_t steps = 1000;
   int64_t batch = 8;
   int64_t seq_tokens = 512;

@@ -70,6 +70,30 @@ TEST(Trainer, InterruptedAndResumedRunEqualsUninterrupted) {
     EXPECT_TRUE(at::allclose(pa[i].second, pb[i].second, 1e-5, 1e-6)) << pa[i].first;
 }
 
+TEST(Trainer, WarmStartBeginsFromTheGivenWeights) {
+  testing::TempDir dir;
+  TrainOptions first = tiny_options(dir, "first", 10);
+  const TrainReport trained = train(first);
+
+  // A warm start with lr 0 must keep the weights exactly; a fresh start would not.
+  TrainOptions warm = tiny_options(dir, "warm", 3);
+  warm.init_from = first.checkpoint_dir;
+  warm.lr = 0;
+  warm.model.hidden_size *= 2;  // ignored: the config comes from init_from
+  const TrainReport r = train(warm);
+  EXPECT_EQ(r.start_step, 0);
+  EXPECT_LT(r.last_loss_nats, std::log(256.0) * 0.6);
+  const Model a = load_model(first.checkpoint_dir), b = load_model(warm.checkpoint_dir);
+  const auto pa = a.named_parameters(), pb = b.named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(at::equal(pa[i].second, pb[i].second)) << pa[i].first;
+  (void)trained;
+
+  TrainOptions bad = tiny_options(dir, "bad", 3);
+  bad.init_from = (dir.path / "no-such-model").string();
+  EXPECT_THROW(train(bad), Error);
+}
+
 TEST(Trainer, BadInputsAreErrors) {
   testing::TempDir dir;
   TrainOptions o = tiny_options(dir, "ck", 5);

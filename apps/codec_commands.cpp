@@ -6,6 +6,7 @@
 // chunk's bitstream (docs/bitstream.md).
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include <fmt/core.h>
@@ -22,17 +23,6 @@ namespace kvs::apps {
 namespace {
 
 constexpr uint32_t kFileMagic = 0x4653564Bu;  // "KVSF"
-
-codec::CodecOptions parse_options(const std::vector<std::string>& params, const std::string& model_file) {
-  codec::CodecOptions o;
-  for (const auto& kv : params) {
-    const auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--param '{}': expected key=value", kv));
-    o.params[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  o.model_file = model_file;
-  return o;
-}
 
 std::vector<codec::Bytes> read_container(const std::string& path) {
   const std::string data = read_file(path);
@@ -73,6 +63,17 @@ void print_error_stats(const codec::KVChunk& ref, const codec::KVChunk& got) {
 
 }  // namespace
 
+codec::CodecOptions parse_codec_options(const std::vector<std::string>& params, const std::string& model_file) {
+  codec::CodecOptions o;
+  for (const auto& kv : params) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--param '{}': expected key=value", kv));
+    o.params[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  o.model_file = model_file;
+  return o;
+}
+
 void add_codec_commands(CLI::App& app) {
   app.add_subcommand("codecs", "List the codecs and their levels (0 = finest)")->callback([] {
     for (const auto& name : codec::codec_names()) {
@@ -101,7 +102,7 @@ void add_codec_commands(CLI::App& app) {
   enc->add_option("--chunk-tokens", e->chunk_tokens, "Tokens per chunk (CacheGen's paper: 1500)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   enc->callback([e] {
-    const auto codec = codec::make_codec(e->codec, parse_options(e->params, e->model_file));
+    const auto codec = codec::make_codec(e->codec, parse_codec_options(e->params, e->model_file));
     const codec::KVChunk kv = llm::read_kv_safetensors(e->in);
     codec::Bytes file;
     codec::put_u32(file, kFileMagic);
@@ -124,17 +125,24 @@ void add_codec_commands(CLI::App& app) {
   });
 
   struct DecodeArgs {
-    std::string in, out, reference;
+    std::string in, out, reference, model_file;
   };
   auto d = std::make_shared<DecodeArgs>();
   auto* dec = app.add_subcommand("decode", "Decompress an encoded file back to a KV safetensors file");
   dec->add_option("input", d->in, "Encoded file (.kvs)")->required()->check(CLI::ExistingFile);
   dec->add_option("-o,--out", d->out, "Output KV safetensors file")->required();
+  dec->add_option("--codec-model", d->model_file, "Codec model file the chunks were encoded with (cachegen scheme=paper)")
+      ->check(CLI::ExistingFile);
   dec->add_option("--reference", d->reference, "Original KV safetensors: print error statistics against it")
       ->check(CLI::ExistingFile);
   dec->callback([d] {
     std::vector<codec::KVChunk> parts;
-    for (const auto& s : read_container(d->in)) parts.push_back(codec::make_codec(codec::codec_for_stream(s))->decode(s));
+    std::map<std::string, std::unique_ptr<codec::Codec>> codecs;  // by name, made once
+    for (const auto& s : read_container(d->in)) {
+      auto& c = codecs[codec::codec_for_stream(s)];
+      if (!c) c = codec::make_codec(codec::codec_for_stream(s), parse_codec_options({}, d->model_file));
+      parts.push_back(c->decode(s));
+    }
     if (parts.empty()) throw Error(fmt::format("{}: no chunks", d->in));
     const codec::KVChunk kv = codec::KVChunk::concat(parts);
     llm::write_kv_safetensors(d->out, kv);

@@ -3,12 +3,22 @@
 // std::exception) for user errors; main() prints it on one line and exits 1.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <CLI/CLI.hpp>
+
+#include "codec/codec.h"
 
 namespace kvs::apps {
 
 void add_trace_commands(CLI::App& app);     // trace_commands.cpp: trace stats|plot|gen|convert
 void add_codec_commands(CLI::App& app);     // codec_commands.cpp: encode, decode, codecs
+void add_codec_model_command(CLI::App& app);  // codec_model_command.cpp: codec-model train
+
+// --param key=value strings and a codec model file as codec options (codec_commands.cpp);
+// throws kvs::Error for a malformed parameter.
+codec::CodecOptions parse_codec_options(const std::vector<std::string>& params, const std::string& model_file);
 #ifdef KVSTREAM_HAVE_TORCH
 void add_model_commands(CLI::App& app);     // model_commands.cpp: kv dump, eval
 void add_train_command(CLI::App& app);      // train_command.cpp: train

@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
 
   kvs::apps::add_trace_commands(app);
   kvs::apps::add_codec_commands(app);
+  kvs::apps::add_codec_model_command(app);
 #ifdef KVSTREAM_HAVE_TORCH
   kvs::apps::add_model_commands(app);
   kvs::apps::add_train_command(app);

@@ -8,6 +8,7 @@
 
 #include "codec/baselines.h"
 #include "codec/bitstream.h"
+#include "codec/cachegen_paper.h"
 #include "codec/rans.h"
 
 namespace kvs::codec {
@@ -33,7 +34,9 @@ float round_up_scale(float max) {
 
 class CacheGenCodec final : public Codec {
  public:
-  explicit CacheGenCodec(uint32_t stream_tokens) : stream_tokens_(stream_tokens) {}
+  // `paper` (may be null) decodes scheme=paper streams (those naming a codec model).
+  CacheGenCodec(uint32_t stream_tokens, std::unique_ptr<Codec> paper)
+      : stream_tokens_(stream_tokens), paper_(std::move(paper)) {}
   std::string name() const override { return "cachegen"; }
   std::string params() const override { return fmt::format("scheme=code,stream_tokens={}", stream_tokens_); }
   int levels() const override { return kCacheGenLevels; }
@@ -93,6 +96,12 @@ class CacheGenCodec final : public Codec {
   }
 
   KVChunk decode(std::span<const uint8_t> stream) const override {
+    if (const uint64_t hash = stream_model_hash(stream); hash != 0) {
+      if (!paper_)
+        throw CorruptStream(fmt::format("codec cachegen: the stream uses the paper scheme with codec model {:016x}; give that "
+                                "codec model file (--codec-model)", hash));
+      return paper_->decode(stream);
+    }
     const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
     const StreamHeader& hd = ps.header;
     if (hd.level >= kCacheGenLevels) throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen level {}", hd.level));
@@ -144,6 +153,7 @@ class CacheGenCodec final : public Codec {
 
  private:
   uint32_t stream_tokens_;
+  std::unique_ptr<Codec> paper_;
 };
 
 }  // namespace
@@ -160,18 +170,24 @@ int cachegen_bins(int level, Kind kind, uint32_t layer, uint32_t layers) {
 }
 
 std::unique_ptr<Codec> make_cachegen_codec(const CodecOptions& options) {
+  const auto scheme = options.params.find("scheme");
+  if (scheme != options.params.end() && scheme->second == "paper") return make_cachegen_paper_codec(options);
+  if (scheme != options.params.end() && scheme->second != "code")
+    throw Error(fmt::format("codec cachegen: scheme '{}' is unknown (expected 'code', the released code's scheme, or "
+                            "'paper')",
+                            scheme->second));
   check_params("cachegen", options.params, {"stream_tokens", "scheme"});
   uint32_t stream_tokens = 256;
-  if (auto it = options.params.find("scheme"); it != options.params.end() && it->second != "code")
-    throw Error(fmt::format("codec cachegen: scheme '{}' is not available (only 'code', the released code's scheme)",
-                            it->second));
   if (auto it = options.params.find("stream_tokens"); it != options.params.end()) {
     const std::string& v = it->second;
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), stream_tokens);
     if (ec != std::errc() || p != v.data() + v.size() || stream_tokens == 0 || stream_tokens > 65535)
       throw Error(fmt::format("codec cachegen: stream_tokens: expected an integer in 1..65535, got '{}'", v));
   }
-  return std::make_unique<CacheGenCodec>(stream_tokens);
+  // With a codec model file, scheme=code also decodes scheme=paper streams (`kvstream decode --codec-model`).
+  std::unique_ptr<Codec> paper;
+  if (!options.model_file.empty()) paper = make_cachegen_paper_codec({{{"scheme", "paper"}}, options.model_file});
+  return std::make_unique<CacheGenCodec>(stream_tokens, std::move(paper));
 }
 
 }  // namespace kvs::codec

@@ -26,8 +26,10 @@
 //   4      12/8/8                  12/8
 //   5      8/6/6                   8/6
 //   6      6/4/4                   6/4
-// The paper's scheme (anchor tokens with deltas, offline per-channel tables)
-// is not implemented yet.
+// The paper's scheme (anchor tokens with deltas, offline per-channel tables
+// in a codec model file) is `scheme=paper`: codec/cachegen_paper.h. A
+// scheme=code stream names no codec model (hash 0 in its header); a
+// scheme=paper stream names one, and decode() dispatches on that.
 #pragma once
 
 #include <memory>
@@ -36,7 +38,9 @@
 
 namespace kvs::codec {
 
-// Parameters: stream_tokens (1..65535, default 256).
+// Parameters: scheme (code, the default, or paper); stream_tokens (1..65535,
+// default 256; scheme=code only). With options.model_file, a scheme=code codec
+// also decodes scheme=paper streams of that model.
 std::unique_ptr<Codec> make_cachegen_codec(const CodecOptions& options);
 
 // Bins for (level, kind, layer) of a model with `layers` layers.

@@ -10,7 +10,8 @@
 //
 // Some codecs use static entropy models learned offline from sample chunks of
 // one model's KV caches (a "codec model file"); their bitstreams name that
-// file by hash, and decode() refuses a stream whose hash differs.
+// file by hash, and decode() refuses (CorruptStream) a stream whose hash
+// differs from its model file's, or that names a model when it has none.
 //
 // A new codec is one file with a class deriving from Codec, one line in the
 // registry (codec/registry.cpp), and a test.

@@ -181,7 +181,8 @@ TEST(CacheGen, HigherLevelsAreSmallerAndWorse) {
 
 TEST(CacheGen, BadParameters) {
   EXPECT_THROW(make_codec("cachegen", {{{"stream_tokens", "0"}}, ""}), Error);
-  EXPECT_THROW(make_codec("cachegen", {{{"scheme", "paper"}}, ""}), Error);
+  EXPECT_THROW(make_codec("cachegen", {{{"scheme", "bogus"}}, ""}), Error);
+  EXPECT_THROW(make_codec("cachegen", {{{"scheme", "paper"}, {"stream_tokens", "64"}}, ""}), Error);
   EXPECT_THROW(make_codec("cachegen", {{{"bins", "4"}}, ""}), Error);
   EXPECT_THROW(make_codec("nope"), Error);
   EXPECT_NO_THROW(make_codec("cachegen", {{{"stream_tokens", "64"}}, ""}));

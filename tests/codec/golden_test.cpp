@@ -14,6 +14,7 @@
 
 #include "base/files.h"
 #include "codec/bitstream.h"
+#include "codec/cachegen_paper.h"
 #include "codec/codec.h"
 
 namespace kvs::codec {
@@ -79,6 +80,57 @@ TEST(Golden, StreamsAreStable) {
   }
   if (!regenerate) {
     EXPECT_GE(checked, 13);
+  }
+}
+
+// cachegen scheme=paper: a golden codec model file (which pins training, byte
+// for byte) and a golden stream per level encoded with it.
+KVChunk golden_correlated(uint32_t tokens, uint64_t seed) {
+  KVChunk c({3, 1, 2}, DType::kF16, 0, tokens);
+  uint64_t x = seed;
+  auto uniform = [&] {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    return double(x >> 11) * 0x1.0p-53 - 0.5;
+  };
+  for (uint32_t l = 0; l < 3; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue})
+      for (uint32_t d = 0; d < 2; ++d) {
+        double v = 0;
+        for (uint32_t t = 0; t < tokens; ++t) {
+          v = 0.9 * v + uniform() * (d ? 4.0 : 1.0);
+          c.at(l, k, 0, t, d) = round_to_dtype(float(v), c.dtype);
+        }
+      }
+  return c;
+}
+
+TEST(Golden, CacheGenPaperModelAndStreamsAreStable) {
+  const bool regenerate = std::getenv("KVSTREAM_REGENERATE_GOLDEN") != nullptr;
+  const std::vector<KVChunk> train{golden_correlated(40, 1), golden_correlated(40, 2)};
+  const std::string model = train_cachegen_paper_model(train);
+  const std::string model_path = kDir + "cachegen-paper.cgm";
+  if (regenerate) write_file_atomic(model_path, model);
+  ASSERT_TRUE(std::filesystem::exists(model_path)) << model_path << ": missing (regenerate)";
+  EXPECT_EQ(model, read_file(model_path)) << "codec model training changed";
+  const auto codec = make_codec("cachegen", {{{"scheme", "paper"}}, model_path});
+  KVChunk chunk = golden_correlated(24, 3);
+  chunk.token_begin = 40;
+  for (int level = 0; level < codec->levels(); ++level) {
+    const std::string base = kDir + "cachegen-paper-L" + std::to_string(level);
+    const Bytes stream = codec->encode(chunk, level);
+    const uint32_t crc = values_crc(codec->decode(stream));
+    if (regenerate) {
+      write_file_atomic(base + ".kvsc", std::string_view(reinterpret_cast<const char*>(stream.data()), stream.size()));
+      write_file_atomic(base + ".crc", std::to_string(crc) + "\n");
+      continue;
+    }
+    ASSERT_TRUE(std::filesystem::exists(base + ".kvsc")) << base << ": missing (regenerate)";
+    const std::string golden = read_file(base + ".kvsc");
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(stream.data()), stream.size()), golden)
+        << "cachegen paper L" << level << ": encoder output changed";
+    const Bytes golden_bytes(golden.begin(), golden.end());
+    EXPECT_EQ(values_crc(codec->decode(golden_bytes)), std::stoul(read_file(base + ".crc")))
+        << "cachegen paper L" << level << ": decoded values changed";
   }
 }
 

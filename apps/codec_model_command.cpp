@@ -1,0 +1,122 @@
+// `kvstream codec-model train`: learns a codec model file (static entropy
+// tables, e.g. cachegen scheme=paper) from sample KV caches: KV safetensors
+// files (no libtorch needed) or a model's KV caches of a contexts file (needs
+// the libtorch build). Each cache is cut into chunks of --chunk-tokens, as the
+// encoder will see them.
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "apps/commands.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "codec/bitstream.h"
+#include "codec/codec.h"
+#include "llm/safetensors.h"
+
+#ifdef KVSTREAM_HAVE_TORCH
+#include "llm/checkpoint.h"
+#include "llm/kv_cache.h"
+#include "llm/model.h"
+#include "llm/profiler.h"
+#include "llm/tokenizer.h"
+#endif
+
+namespace kvs::apps {
+namespace {
+
+struct TrainArgs {
+  std::string codec = "cachegen", out, model_dir, contexts, kv_dtype = "fp16";
+  std::vector<std::string> params, kv_files;
+  uint32_t chunk_tokens = 256, max_context_tokens = 0;
+  size_t max_contexts = 0;
+  int threads = 1;
+};
+
+void add_chunks(const codec::KVChunk& kv, uint32_t chunk_tokens, std::vector<codec::KVChunk>* out) {
+  for (uint32_t b = 0; b < kv.tokens; b += chunk_tokens) out->push_back(kv.slice(b, std::min(chunk_tokens, kv.tokens - b)));
+}
+
+#ifdef KVSTREAM_HAVE_TORCH
+// The KV cache of each context as the profiler makes it: all context tokens
+// but the last, rounded to the stored KV dtype.
+void add_context_chunks(const TrainArgs& a, std::vector<codec::KVChunk>* out) {
+  llm::set_cpu_threads(a.threads);
+  const llm::Model model = llm::load_model(a.model_dir, {at::kFloat, at::kCPU});
+  const auto tokenizer = llm::load_tokenizer(a.model_dir, model.config());
+  auto contexts = llm::load_contexts(a.contexts);
+  if (a.max_contexts && contexts.size() > a.max_contexts) contexts.resize(a.max_contexts);
+  const codec::DType dtype = codec::dtype_from_string(a.kv_dtype);
+  for (const auto& ctx : contexts) {
+    std::vector<int64_t> ids = tokenizer->encode(ctx.context, true);
+    if (a.max_context_tokens && ids.size() > a.max_context_tokens) ids.resize(a.max_context_tokens);
+    if (ids.size() < 2) throw Error(fmt::format("{}: context {} has fewer than 2 tokens", a.contexts, ctx.id));
+    ids.pop_back();
+    codec::KVChunk kv = llm::to_chunk(model.prefill(llm::to_tensor(ids)).cache, 0);
+    kv.dtype = dtype;
+    for (float& v : kv.values) v = codec::round_to_dtype(v, dtype);
+    add_chunks(kv, a.chunk_tokens, out);
+  }
+  std::printf("%zu contexts of %s through %s\n", contexts.size(), a.contexts.c_str(), a.model_dir.c_str());
+}
+#endif
+
+}  // namespace
+
+void add_codec_model_command(CLI::App& app) {
+  auto* group = app.add_subcommand("codec-model", "Codec model files (static entropy tables learned offline)");
+  group->require_subcommand(1);
+  auto a = std::make_shared<TrainArgs>();
+  auto* cmd = group->add_subcommand(
+      "train", "Learn a codec model file from sample KV caches: --kv FILE... (safetensors), or --model DIR "
+               "--contexts FILE (the model's KV caches of those contexts; needs the libtorch build)");
+  cmd->add_option("--codec", a->codec, "Codec (see `kvstream codecs`)")->capture_default_str();
+  cmd->add_option("--param", a->params, "Codec parameter key=value (repeatable), e.g. scheme=paper");
+  cmd->add_option("--kv", a->kv_files, "KV safetensors files (from `kvstream kv dump` or any framework)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--model", a->model_dir, "HF checkpoint folder whose KV caches are the samples")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--contexts", a->contexts, "With --model: contexts file or folder, as for `kvstream profile`");
+  cmd->add_option("--max-contexts", a->max_contexts, "With --model: the first N contexts only (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--max-context-tokens", a->max_context_tokens, "With --model: truncate contexts (0: no limit)")
+      ->capture_default_str();
+  cmd->add_option("--kv-dtype", a->kv_dtype, "With --model: precision the KV cache is stored in, as for profile")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_option("--threads", a->threads, "With --model: CPU threads for libtorch")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk-tokens", a->chunk_tokens, "Samples are cut into chunks of this many tokens, as encoded")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("-o,--out", a->out, "Codec model file to write")->required();
+  cmd->callback([a] {
+    if (a->kv_files.empty() == a->model_dir.empty())
+      throw Error("codec-model train: give either --kv FILE... or --model DIR --contexts FILE");
+    const auto codec = codec::make_codec(a->codec, parse_codec_options(a->params, ""));
+    if (!codec->needs_model())
+      throw Error(fmt::format("codec-model train: codec {} [{}] uses no codec model", a->codec, codec->params()));
+    std::vector<codec::KVChunk> samples;
+    if (!a->kv_files.empty()) {
+      for (const auto& f : a->kv_files) add_chunks(llm::read_kv_safetensors(f), a->chunk_tokens, &samples);
+    } else {
+      if (a->contexts.empty()) throw Error("codec-model train: --model needs --contexts");
+#ifdef KVSTREAM_HAVE_TORCH
+      add_context_chunks(*a, &samples);
+#else
+      throw Error("codec-model train: --model needs the libtorch build of kvstream; use --kv with KV safetensors files");
+#endif
+    }
+    const std::string model = codec->train_model(samples);
+    write_file_atomic(a->out, model);
+    uint64_t tokens = 0;
+    for (const auto& c : samples) tokens += c.tokens;
+    const auto trained = codec::make_codec(a->codec, parse_codec_options(a->params, a->out));  // loads and checks it
+    std::printf("%s: %zu bytes, %s from %zu chunks (%llu tokens) of KV shape %ux%ux%u\n", a->out.c_str(), model.size(),
+                trained->params().c_str(), samples.size(), (unsigned long long)tokens, samples[0].shape.layers,
+                samples[0].shape.kv_heads, samples[0].shape.head_dim);
+  });
+}
+
+}  // namespace kvs::apps

@@ -1,0 +1,550 @@
+// `cachegen` scheme "paper" (codec/cachegen_paper.h): anchors and deltas,
+// static per-(layer, kind, channel) tables from a codec model file.
+#include "codec/cachegen_paper.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <fmt/core.h>
+
+#include "base/error.h"
+#include "base/files.h"
+#include "codec/baselines.h"
+#include "codec/bitstream.h"
+#include "codec/cachegen.h"
+#include "codec/rans.h"
+
+namespace kvs::codec {
+
+namespace {
+
+// Delta bins per level and depth group (first, middle, last third).
+constexpr int kBins[kCacheGenLevels][3] = {
+    {64, 64, 64}, {32, 32, 32}, {32, 16, 16}, {16, 16, 12}, {12, 8, 8}, {8, 6, 6}, {6, 4, 4},
+};
+
+constexpr uint32_t kModelMagic = 0x4D43564Bu;  // "KVCM"
+constexpr uint16_t kModelVersion = 1;
+constexpr uint8_t kSchemePaper = 1;
+constexpr size_t kModelHeaderBytes = 56;
+constexpr uint32_t kAnchorSymbols = 2 * kPaperAnchorM + 2;  // 255 in range + escape
+constexpr uint32_t kAnchorEscape = kAnchorSymbols - 1;
+
+// ---- quantizers (shared by training, encoder and decoder) ----
+
+// Anchor symbol of x: q + 127 for q = round(x / step) in -127..127, else the escape.
+inline uint32_t anchor_symbol(float x, float step) {
+  const float v = x / step;
+  if (!(std::fabs(v) < float(kPaperAnchorM) + 0.5f)) return kAnchorEscape;
+  return uint32_t(std::lrint(v) + kPaperAnchorM);
+}
+inline float anchor_value(uint32_t symbol, float step) { return float(int(symbol) - kPaperAnchorM) * step; }
+
+// Delta symbol of x against the decoded anchor a: q + M, or 2M + 1 (escape).
+inline uint32_t delta_symbol(float x, float a, float step, int M) {
+  const float v = (x - a) / step;
+  if (!(std::fabs(v) < float(M) + 0.5f)) return uint32_t(2 * M + 1);
+  return uint32_t(std::lrint(v) + M);
+}
+inline float delta_value(uint32_t symbol, float a, float step, int M) { return a + float(int(symbol) - M) * step; }
+
+// ---- rANS with one table per symbol: codec/rans.h's state machine and byte
+// format (32-bit state, byte-wise renormalization, 16-bit probabilities),
+// with table_at(i) choosing the table of symbol i. ----
+
+template <class TableAt>
+size_t rans_encode_multi(const uint8_t* symbols, size_t n, TableAt table_at, uint8_t* out, size_t capacity) {
+  uint8_t* ptr = out + capacity;
+  uint32_t x = rans::kLowerBound;
+  for (size_t i = n; i-- > 0;) {
+    const rans::Table& t = table_at(i);
+    const uint32_t s = symbols[i];
+    if (s >= t.symbols) return 0;
+    const uint32_t f = t.freq[s];
+    const uint32_t x_max = ((rans::kLowerBound >> rans::kProbBits) << 8) * f;
+    while (x >= x_max) {
+      if (ptr == out) return 0;
+      *--ptr = uint8_t(x & 0xff);
+      x >>= 8;
+    }
+    x = ((x / f) << rans::kProbBits) + (x % f) + t.cum[s];
+  }
+  for (int k = 0; k < 4; ++k) {
+    if (ptr == out) return 0;
+    *--ptr = uint8_t(x & 0xff);
+    x >>= 8;
+  }
+  return size_t(out + capacity - ptr);
+}
+
+template <class TableAt>
+rans::DecodeStatus rans_decode_multi(const uint8_t* in, size_t size, TableAt table_at, uint8_t* symbols, size_t n) {
+  using rans::DecodeStatus;
+  if (size < 4) return DecodeStatus::kTruncated;
+  size_t pos = 0;
+  uint32_t x = 0;
+  for (int k = 0; k < 4; ++k) x = (x << 8) | in[pos++];
+  if (x < rans::kLowerBound) return DecodeStatus::kBadState;
+  for (size_t i = 0; i < n; ++i) {
+    const rans::Table& t = table_at(i);
+    const uint32_t slot = x & (rans::kProbScale - 1);
+    const uint32_t s = rans::find_symbol(t, slot);
+    symbols[i] = uint8_t(s);
+    x = t.freq[s] * (x >> rans::kProbBits) + slot - t.cum[s];
+    while (x < rans::kLowerBound) {
+      if (pos >= size) return DecodeStatus::kTruncated;
+      x = (x << 8) | in[pos++];
+    }
+  }
+  if (x != rans::kLowerBound) return DecodeStatus::kBadState;
+  if (pos != size) return DecodeStatus::kTrailingBytes;
+  return DecodeStatus::kOk;
+}
+
+// A rans::Table from stored frequencies (validated when the model was parsed).
+void fill_table(std::span<const uint16_t> freqs, rans::Table* t) {
+  t->symbols = uint32_t(freqs.size());
+  for (size_t s = 0; s < freqs.size(); ++s) t->freq[s] = freqs[s];
+  rans::finish_table(t);
+}
+
+// ---- model file ----
+
+uint64_t record_bytes(int group) {
+  uint64_t b = 8 + 2ull * kAnchorSymbols;
+  for (int level = 0; level < kCacheGenLevels; ++level) b += 2ull * uint64_t(kBins[level][group]);
+  return b;
+}
+
+uint64_t expected_model_bytes(const KVShape& s) {
+  uint64_t total = kModelHeaderBytes + 4;
+  for (uint32_t l = 0; l < s.layers; ++l)
+    total += 2 * s.channels() * record_bytes(cachegen_paper_depth_group(l, s.layers));
+  return total;
+}
+
+uint16_t get_u16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+uint32_t get_u32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+float get_f32(const uint8_t* p) {
+  const uint32_t u = get_u32(p);
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+void put_u64(Bytes& out, uint64_t v) {
+  put_u32(out, uint32_t(v));
+  put_u32(out, uint32_t(v >> 32));
+}
+
+void check_shape(const KVShape& s, const std::string& where) {
+  if (s.layers == 0 || s.layers > kMaxLayers || s.kv_heads == 0 || s.kv_heads > kMaxKvHeads || s.head_dim == 0 ||
+      s.head_dim > kMaxHeadDim)
+    throw Error(fmt::format("{}: shape {} layers x {} kv heads x {} dims out of range (1..{}, 1..{}, 1..{})", where,
+                            s.layers, s.kv_heads, s.head_dim, kMaxLayers, kMaxKvHeads, kMaxHeadDim));
+}
+
+// The 0.999 quantile of `mags` (reordered), at least kPaperMinRange.
+float range_of(std::vector<float>& mags) {
+  if (mags.empty()) return kPaperMinRange;
+  const size_t k = size_t(double(kPaperRangeQuantile) * double(mags.size() - 1));
+  std::nth_element(mags.begin(), mags.begin() + ptrdiff_t(k), mags.end());
+  return std::max(mags[k], kPaperMinRange);
+}
+
+// ---- the codec ----
+
+std::string shape_text(const KVShape& s) { return fmt::format("{}x{}x{}", s.layers, s.kv_heads, s.head_dim); }
+
+class CacheGenPaperCodec final : public Codec {
+ public:
+  CacheGenPaperCodec(std::shared_ptr<const CacheGenPaperModel> model, std::string model_file)
+      : model_(std::move(model)), model_file_(std::move(model_file)) {}
+
+  std::string name() const override { return "cachegen"; }
+  std::string params() const override {
+    return model_ ? fmt::format("scheme=paper,model={:016x}", model_->hash) : "scheme=paper,model=none";
+  }
+  int levels() const override { return kCacheGenLevels; }
+  bool needs_model() const override { return true; }
+  std::string train_model(std::span<const KVChunk> samples) const override {
+    return train_cachegen_paper_model(samples);
+  }
+
+  Bytes encode(const KVChunk& chunk, int level) const override {
+    if (level < 0 || level >= kCacheGenLevels)
+      throw Error(fmt::format("codec cachegen: level {} out of range (0..{})", level, kCacheGenLevels - 1));
+    if (!model_)
+      throw Error("codec cachegen: scheme=paper needs a codec model file (--codec-model); learn one with "
+                  "`kvstream codec-model train --codec cachegen --param scheme=paper`");
+    const CacheGenPaperModel& m = *model_;
+    const KVShape& s = chunk.shape;
+    if (!(s == m.shape))
+      throw Error(fmt::format("codec cachegen: codec model file {} is for KV shape {} (layers x kv heads x dims), "
+                              "the chunk has {}",
+                              model_file_, shape_text(m.shape), shape_text(s)));
+    const uint32_t T = chunk.tokens, D = s.head_dim, G = kPaperGroupTokens;
+    const size_t n = size_t(T) * D;
+    std::vector<rans::Table> tables(2 * size_t(D));  // [d]: anchor, [D + d]: delta at this level
+    std::vector<float> step_a(D), step_d(D), anchor(D);
+    std::vector<uint8_t> symbols(n), buffer(4 + 2 * n);
+    std::vector<float> escapes;
+    std::vector<Bytes> sections;
+    sections.reserve(size_t(s.layers) * 2 * s.kv_heads);
+    for (uint32_t l = 0; l < s.layers; ++l) {
+      const int M = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
+      for (Kind k : {Kind::kKey, Kind::kValue})
+        for (uint32_t h = 0; h < s.kv_heads; ++h) {
+          for (uint32_t d = 0; d < D; ++d) {
+            const size_t r = m.record(l, k, h * D + d);
+            fill_table(m.anchor_table(r), &tables[d]);
+            fill_table(m.delta_table(r, level), &tables[D + d]);
+            step_a[d] = m.anchor_step(r);
+            step_d[d] = m.delta_step(r, level, l);
+          }
+          escapes.clear();
+          for (uint32_t t = 0; t < T; ++t) {
+            const bool is_anchor = t % G == 0;
+            for (uint32_t d = 0; d < D; ++d) {
+              const float x = chunk.at(l, k, h, t, d);
+              uint32_t sym;
+              if (is_anchor) {
+                sym = anchor_symbol(x, step_a[d]);
+                anchor[d] = sym == kAnchorEscape ? x : anchor_value(sym, step_a[d]);
+                if (sym == kAnchorEscape) escapes.push_back(x);
+              } else {
+                sym = delta_symbol(x, anchor[d], step_d[d], M);
+                if (sym == uint32_t(2 * M + 1)) escapes.push_back(x);
+              }
+              symbols[size_t(t) * D + d] = uint8_t(sym);
+            }
+          }
+          const auto table_at = [&](size_t i) -> const rans::Table& {
+            const size_t d = i % D;
+            return (i / D) % G == 0 ? tables[d] : tables[D + d];
+          };
+          const size_t written = rans_encode_multi(symbols.data(), n, table_at, buffer.data(), buffer.size());
+          if (written == 0) throw Error("codec cachegen: internal error: rANS buffer too small");
+          Bytes sec;
+          sec.reserve(4 + 4 * escapes.size() + written);
+          put_u32(sec, uint32_t(escapes.size()));
+          for (float e : escapes) put_f32(sec, e);
+          sec.insert(sec.end(), buffer.end() - ptrdiff_t(written), buffer.end());
+          sections.push_back(std::move(sec));
+        }
+    }
+    StreamHeader header = header_for(chunk, CodecId::kCacheGen, level);
+    header.flags = uint16_t(G);
+    header.model_hash = m.hash;
+    return write_stream(header, sections);
+  }
+
+  KVChunk decode(std::span<const uint8_t> stream) const override {
+    if (stream_model_hash(stream) == 0) return make_cachegen_codec({})->decode(stream);  // scheme=code stream
+    const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+    const StreamHeader& hd = ps.header;
+    if (!model_)
+      throw CorruptStream(fmt::format("codec cachegen: the stream uses the paper scheme with codec model {:016x}; give that "
+                              "codec model file (--codec-model)",
+                              hd.model_hash));
+    const CacheGenPaperModel& m = *model_;
+    if (hd.model_hash != m.hash)
+      throw CorruptStream(fmt::format("codec cachegen: the stream was encoded with codec model {:016x}, but codec model file "
+                              "{} has hash {:016x}",
+                              hd.model_hash, model_file_, m.hash));
+    if (hd.level >= kCacheGenLevels)
+      throw CorruptStream(fmt::format("corrupt KV bitstream at byte 8: cachegen level {}", hd.level));
+    if (hd.flags != kPaperGroupTokens)
+      throw CorruptStream(fmt::format("corrupt KV bitstream at byte 10: cachegen paper group of {} tokens, expected {}",
+                                      hd.flags, kPaperGroupTokens));
+    const KVShape& s = hd.shape;
+    if (!(s == m.shape))
+      throw CorruptStream(fmt::format("corrupt KV bitstream at byte 12: shape {} but its codec model's is {}",
+                                      shape_text(s), shape_text(m.shape)));
+    const uint64_t substreams = uint64_t(s.layers) * 2 * s.kv_heads;
+    if (ps.sections.size() != substreams)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper has {} sections, expected {}",
+                                      ps.sections.size(), substreams));
+    const int level = hd.level;
+    const uint32_t T = hd.tokens, D = s.head_dim, G = kPaperGroupTokens;
+    const size_t n = size_t(T) * D;
+    KVChunk out = chunk_for(hd);
+    std::vector<rans::Table> tables(2 * size_t(D));
+    std::vector<float> step_a(D), step_d(D), anchor(D);
+    std::vector<uint8_t> symbols(n);
+    size_t next = 0;
+    for (uint32_t l = 0; l < s.layers; ++l) {
+      const int M = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
+      const uint32_t delta_escape = uint32_t(2 * M + 1);
+      for (Kind k : {Kind::kKey, Kind::kValue})
+        for (uint32_t h = 0; h < s.kv_heads; ++h) {
+          for (uint32_t d = 0; d < D; ++d) {
+            const size_t r = m.record(l, k, h * D + d);
+            fill_table(m.anchor_table(r), &tables[d]);
+            fill_table(m.delta_table(r, level), &tables[D + d]);
+            step_a[d] = m.anchor_step(r);
+            step_d[d] = m.delta_step(r, level, l);
+          }
+          const size_t index = next++;
+          SectionReader reader(ps.sections[index], "cachegen paper substream");
+          const uint32_t count = reader.u32();
+          if (count > n)
+            throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
+                                            index, count, n));
+          const auto escapes = reader.bytes(4 * size_t(count));
+          const auto coded = ps.sections[index].subspan(4 + 4 * size_t(count));
+          const auto table_at = [&](size_t i) -> const rans::Table& {
+            const size_t d = i % D;
+            return (i / D) % G == 0 ? tables[d] : tables[D + d];
+          };
+          if (rans_decode_multi(coded.data(), coded.size(), table_at, symbols.data(), n) != rans::DecodeStatus::kOk)
+            throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
+          uint32_t used = 0;
+          const auto escaped = [&]() {
+            if (used == count)
+              throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has more escape "
+                                              "symbols than its {} escaped values",
+                                              index, count));
+            return get_f32(escapes.data() + 4 * size_t(used++));
+          };
+          for (uint32_t t = 0; t < T; ++t) {
+            const bool is_anchor = t % G == 0;
+            for (uint32_t d = 0; d < D; ++d) {
+              const uint32_t sym = symbols[size_t(t) * D + d];
+              float v;
+              if (is_anchor) {
+                v = sym == kAnchorEscape ? escaped() : anchor_value(sym, step_a[d]);
+                anchor[d] = v;
+              } else {
+                v = sym == delta_escape ? escaped() : delta_value(sym, anchor[d], step_d[d], M);
+              }
+              out.at(l, k, h, t, d) = v;
+            }
+          }
+          if (used != count)
+            throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} stores {} escaped values "
+                                            "but codes {} escapes",
+                                            index, count, used));
+        }
+    }
+    return out;
+  }
+
+ private:
+  std::shared_ptr<const CacheGenPaperModel> model_;
+  std::string model_file_;
+};
+
+}  // namespace
+
+int cachegen_paper_depth_group(uint32_t layer, uint32_t layers) {
+  return layers == 0 ? 0 : int(std::min<uint64_t>(2, 3ull * layer / layers));
+}
+
+int cachegen_paper_bins(int level, uint32_t layer, uint32_t layers) {
+  return kBins[level][cachegen_paper_depth_group(layer, layers)];
+}
+
+uint64_t fnv1a64(std::span<const uint8_t> data) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint8_t b : data) {
+    h ^= b;
+    h *= 0x100000001b3ull;
+  }
+  return h == 0 ? 1 : h;
+}
+
+float CacheGenPaperModel::delta_step(size_t record, int level, uint32_t layer) const {
+  return delta_range[record] / float(cachegen_paper_bins(level, layer, shape.layers) / 2 - 1);
+}
+
+std::span<const uint16_t> CacheGenPaperModel::anchor_table(size_t record) const {
+  return {freqs.data() + table_offset[record * (1 + kCacheGenLevels)], kAnchorSymbols};
+}
+
+std::span<const uint16_t> CacheGenPaperModel::delta_table(size_t record, int level) const {
+  const uint32_t layer = uint32_t(record / (2 * shape.channels()));
+  return {freqs.data() + table_offset[record * (1 + kCacheGenLevels) + 1 + size_t(level)],
+          size_t(cachegen_paper_bins(level, layer, shape.layers))};
+}
+
+CacheGenPaperModel parse_cachegen_paper_model(std::span<const uint8_t> in, const std::string& name) {
+  const auto fail = [&](size_t offset, const std::string& what) {
+    throw Error(fmt::format("{}: codec model file: at byte {}: {}", name, offset, what));
+  };
+  if (in.size() < kModelHeaderBytes + 4)
+    fail(in.size(), fmt::format("{} bytes is shorter than a header (truncated?)", in.size()));
+  const uint8_t* p = in.data();
+  if (get_u32(p) != kModelMagic) fail(0, "bad magic (not a kvstream codec model file)");
+  if (get_u16(p + 4) != kModelVersion) fail(4, fmt::format("unsupported version {}", get_u16(p + 4)));
+  if (get_u16(p + 6) != uint16_t(CodecId::kCacheGen))
+    fail(6, fmt::format("codec id {}, not cachegen ({})", get_u16(p + 6), uint16_t(CodecId::kCacheGen)));
+  if (p[8] != kSchemePaper) fail(8, fmt::format("scheme {}, not the paper scheme ({})", p[8], kSchemePaper));
+  if (p[9] != kCacheGenLevels) fail(9, fmt::format("{} levels, expected {}", p[9], kCacheGenLevels));
+  if (p[10] != kPaperGroupTokens) fail(10, fmt::format("groups of {} tokens, expected {}", p[10], kPaperGroupTokens));
+  if (p[11] != kPaperAnchorM) fail(11, fmt::format("anchor range {}, expected {}", p[11], kPaperAnchorM));
+  CacheGenPaperModel m;
+  m.shape = {get_u32(p + 12), get_u32(p + 16), get_u32(p + 20)};
+  try {
+    check_shape(m.shape, "shape");
+  } catch (const Error& e) {
+    fail(12, e.what());
+  }
+  m.training_tokens = uint64_t(get_u32(p + 24)) | uint64_t(get_u32(p + 28)) << 32;
+  for (int level = 0; level < kCacheGenLevels; ++level)
+    for (int g = 0; g < 3; ++g)
+      if (p[32 + 3 * level + g] != kBins[level][g])
+        fail(size_t(32 + 3 * level + g), fmt::format("level {} depth group {} has {} bins, this codec uses {}", level,
+                                                     g, p[32 + 3 * level + g], kBins[level][g]));
+  const uint64_t expected = expected_model_bytes(m.shape);
+  if (in.size() != expected)
+    fail(in.size() < expected ? in.size() : expected,
+         fmt::format("{} bytes, but a model of shape {} has {} (truncated or extended?)", in.size(),
+                     shape_text(m.shape), expected));
+  if (crc32(in.first(in.size() - 4)) != get_u32(p + in.size() - 4)) fail(in.size() - 4, "checksum mismatch");
+  m.hash = fnv1a64(in);
+  const size_t records = size_t(m.shape.layers) * 2 * m.shape.channels();
+  m.anchor_range.resize(records);
+  m.delta_range.resize(records);
+  m.table_offset.resize(records * (1 + kCacheGenLevels));
+  m.freqs.resize((expected - kModelHeaderBytes - 4 - 8 * records) / 2);
+  size_t pos = kModelHeaderBytes, f = 0;
+  for (size_t r = 0; r < records; ++r) {
+    const uint32_t layer = uint32_t(r / (2 * m.shape.channels()));
+    const int g = cachegen_paper_depth_group(layer, m.shape.layers);
+    m.anchor_range[r] = get_f32(p + pos);
+    m.delta_range[r] = get_f32(p + pos + 4);
+    for (int j = 0; j < 2; ++j) {
+      const float v = j ? m.delta_range[r] : m.anchor_range[r];
+      if (!std::isfinite(v) || !(v >= kPaperMinRange))
+        fail(pos + 4 * size_t(j), fmt::format("record {}: {} range {} is not finite or below {}", r,
+                                              j ? "delta" : "anchor", v, kPaperMinRange));
+    }
+    pos += 8;
+    for (int j = 0; j <= kCacheGenLevels; ++j) {
+      const size_t symbols = j == 0 ? kAnchorSymbols : size_t(kBins[j - 1][g]);
+      m.table_offset[r * (1 + kCacheGenLevels) + size_t(j)] = f;
+      uint32_t sum = 0;
+      for (size_t s = 0; s < symbols; ++s) {
+        const uint16_t q = get_u16(p + pos + 2 * s);
+        if (q == 0) fail(pos + 2 * s, fmt::format("record {} table {}: zero frequency", r, j));
+        sum += q;
+        m.freqs[f++] = q;
+      }
+      if (sum != rans::kProbScale)
+        fail(pos, fmt::format("record {} table {}: frequencies sum to {}, not {}", r, j, sum, rans::kProbScale));
+      pos += 2 * symbols;
+    }
+  }
+  return m;
+}
+
+std::shared_ptr<const CacheGenPaperModel> load_cachegen_paper_model(const std::string& path) {
+  const std::string data = read_file(path);
+  return std::make_shared<const CacheGenPaperModel>(parse_cachegen_paper_model(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()), path));
+}
+
+std::string train_cachegen_paper_model(std::span<const KVChunk> samples) {
+  if (samples.empty()) throw Error("codec cachegen: no sample chunks to learn a codec model from");
+  const KVShape s = samples[0].shape;
+  check_shape(s, "codec cachegen: sample chunk 0");
+  uint64_t tokens = 0;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (!(samples[i].shape == s))
+      throw Error(fmt::format("codec cachegen: sample chunk {} has KV shape {}, sample chunk 0 has {}", i,
+                              shape_text(samples[i].shape), shape_text(s)));
+    tokens += samples[i].tokens;
+  }
+  if (tokens == 0) throw Error("codec cachegen: the sample chunks have no tokens");
+
+  Bytes out;
+  out.reserve(expected_model_bytes(s));
+  put_u32(out, kModelMagic);
+  put_u16(out, kModelVersion);
+  put_u16(out, uint16_t(CodecId::kCacheGen));
+  out.push_back(kSchemePaper);
+  out.push_back(uint8_t(kCacheGenLevels));
+  out.push_back(uint8_t(kPaperGroupTokens));
+  out.push_back(uint8_t(kPaperAnchorM));
+  put_u32(out, s.layers);
+  put_u32(out, s.kv_heads);
+  put_u32(out, s.head_dim);
+  put_u64(out, tokens);
+  for (const auto& level : kBins)
+    for (int b : level) out.push_back(uint8_t(b));
+  while (out.size() < kModelHeaderBytes) out.push_back(0);
+
+  const uint32_t D = s.head_dim, G = kPaperGroupTokens;
+  std::vector<float> mags;
+  uint32_t counts[rans::kMaxSymbols];
+  rans::Table table;
+  const auto put_table = [&](uint32_t symbols) {
+    rans::build_table(counts, symbols, &table);
+    for (uint32_t q = 0; q < symbols; ++q) put_u16(out, uint16_t(table.freq[q]));
+  };
+  // Calls f(x, decoded anchor) for every non-anchor value of channel (l, k, h, d).
+  const auto for_each_delta = [&](uint32_t l, Kind k, uint32_t h, uint32_t d, float step_a, auto&& f) {
+    for (const KVChunk& c : samples) {
+      float anchor = 0;
+      for (uint32_t t = 0; t < c.tokens; ++t) {
+        const float x = c.at(l, k, h, t, d);
+        if (t % G == 0) {
+          const uint32_t sym = anchor_symbol(x, step_a);
+          anchor = sym == kAnchorEscape ? x : anchor_value(sym, step_a);
+        } else {
+          f(x, anchor);
+        }
+      }
+    }
+  };
+  for (uint32_t l = 0; l < s.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue})
+      for (uint32_t h = 0; h < s.kv_heads; ++h)
+        for (uint32_t d = 0; d < D; ++d) {
+          mags.clear();
+          for (const KVChunk& c : samples)
+            for (uint32_t t = 0; t < c.tokens; ++t)
+              if (const float x = c.at(l, k, h, t, d); std::isfinite(x)) mags.push_back(std::fabs(x));
+          const float A = range_of(mags), step_a = A / float(kPaperAnchorM);
+          mags.clear();
+          for_each_delta(l, k, h, d, step_a, [&](float x, float a) {
+            if (const float v = x - a; std::isfinite(v)) mags.push_back(std::fabs(v));
+          });
+          const float R = range_of(mags);
+          put_f32(out, A);
+          put_f32(out, R);
+          std::fill(std::begin(counts), std::end(counts), 0u);
+          for (const KVChunk& c : samples)
+            for (uint32_t t = 0; t < c.tokens; t += G) ++counts[anchor_symbol(c.at(l, k, h, t, d), step_a)];
+          put_table(kAnchorSymbols);
+          for (int level = 0; level < kCacheGenLevels; ++level) {
+            const int bins = cachegen_paper_bins(level, l, s.layers), M = bins / 2 - 1;
+            const float step_d = R / float(M);
+            std::fill(std::begin(counts), std::end(counts), 0u);
+            for_each_delta(l, k, h, d, step_a, [&](float x, float a) { ++counts[delta_symbol(x, a, step_d, M)]; });
+            put_table(uint32_t(bins));
+          }
+        }
+  put_u32(out, crc32(out));
+  return std::string(out.begin(), out.end());
+}
+
+uint64_t stream_model_hash(std::span<const uint8_t> stream) {
+  if (stream.size() < kHeaderBytes) return 0;
+  uint64_t h = 0;
+  for (int k = 7; k >= 0; --k) h = (h << 8) | stream[40 + size_t(k)];
+  return h;
+}
+
+std::unique_ptr<Codec> make_cachegen_paper_codec(const CodecOptions& options) {
+  check_params("cachegen", options.params, {"scheme"});
+  std::shared_ptr<const CacheGenPaperModel> model;
+  if (!options.model_file.empty()) model = load_cachegen_paper_model(options.model_file);
+  return std::make_unique<CacheGenPaperCodec>(std::move(model), options.model_file);
+}
+
+}  // namespace kvs::codec

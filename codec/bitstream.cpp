@@ -9,13 +9,19 @@ namespace kvs::codec {
 
 namespace {
 
-std::array<uint32_t, 256> make_crc_table() {
-  std::array<uint32_t, 256> t{};
+// CRC-32 (IEEE, reflected) tables for slicing-by-8: t[0] is the classic
+// byte-at-a-time table; t[k][b] is the CRC of byte b followed by k zero bytes,
+// so eight bytes are folded per step with eight independent lookups.
+using CrcTables = std::array<std::array<uint32_t, 256>, 8>;
+CrcTables make_crc_tables() {
+  CrcTables t{};
   for (uint32_t i = 0; i < 256; ++i) {
     uint32_t c = i;
     for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    t[i] = c;
+    t[0][i] = c;
   }
+  for (uint32_t i = 0; i < 256; ++i)
+    for (size_t k = 1; k < 8; ++k) t[k][i] = (t[k - 1][i] >> 8) ^ t[0][t[k - 1][i] & 0xff];
   return t;
 }
 
@@ -34,9 +40,17 @@ void put_u64(Bytes& out, uint64_t v) {
 }  // namespace
 
 uint32_t crc32(std::span<const uint8_t> data) {
-  static const std::array<uint32_t, 256> kTable = make_crc_table();  // immutable, computed once
+  static const CrcTables kT = make_crc_tables();  // immutable, computed once
+  const uint8_t* p = data.data();
+  size_t n = data.size();
   uint32_t c = 0xffffffffu;
-  for (uint8_t b : data) c = kTable[(c ^ b) & 0xff] ^ (c >> 8);
+  for (; n >= 8; n -= 8, p += 8) {
+    const uint32_t lo = c ^ (uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24);
+    const uint32_t hi = uint32_t(p[4]) | uint32_t(p[5]) << 8 | uint32_t(p[6]) << 16 | uint32_t(p[7]) << 24;
+    c = kT[7][lo & 0xff] ^ kT[6][(lo >> 8) & 0xff] ^ kT[5][(lo >> 16) & 0xff] ^ kT[4][lo >> 24] ^
+        kT[3][hi & 0xff] ^ kT[2][(hi >> 8) & 0xff] ^ kT[1][(hi >> 16) & 0xff] ^ kT[0][hi >> 24];
+  }
+  for (; n > 0; --n, ++p) c = kT[0][(c ^ *p) & 0xff] ^ (c >> 8);
   return c ^ 0xffffffffu;
 }
 
@@ -65,6 +79,11 @@ StreamHeader header_for(const KVChunk& chunk, CodecId codec, int level) {
 }
 
 Bytes write_stream(const StreamHeader& h, const std::vector<Bytes>& sections) {
+  const std::vector<std::span<const uint8_t>> views(sections.begin(), sections.end());
+  return write_stream(h, views);
+}
+
+Bytes write_stream(const StreamHeader& h, std::span<const std::span<const uint8_t>> sections) {
   size_t total = kHeaderBytes + 4 * sections.size() + 4;
   for (const auto& s : sections) total += s.size();
   Bytes out;

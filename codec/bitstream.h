@@ -58,6 +58,8 @@ StreamHeader header_for(const KVChunk& chunk, CodecId codec, int level);
 
 // Assembles header + offset table + sections + CRC.
 Bytes write_stream(const StreamHeader& header, const std::vector<Bytes>& sections);
+// The same from views (a codec with many small sections can keep them in one buffer).
+Bytes write_stream(const StreamHeader& header, std::span<const std::span<const uint8_t>> sections);
 
 struct ParsedStream {
   StreamHeader header;

@@ -32,6 +32,95 @@ float round_up_scale(float max) {
   return half_bits_to_float(h);
 }
 
+// max(0, |x| over the non-NaN x of row[0..n)): the same value as folding
+// std::max(max, std::fabs(x)) in order (max ignores NaN and is associative
+// otherwise), with four independent accumulators so the loop does not wait on
+// one dependency chain.
+float abs_max(const float* row, uint32_t n) {
+  float m[4] = {0, 0, 0, 0};
+  uint32_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (uint32_t j = 0; j < 4; ++j) m[j] = std::max(m[j], std::fabs(row[i + j]));
+  for (; i < n; ++i) m[0] = std::max(m[0], std::fabs(row[i]));
+  return std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+}
+
+// std::lrint(v) without a library call where it matters: for |v| <= 2^22,
+// adding and subtracting 1.5 * 2^23 rounds to an integer in the current
+// rounding mode (nearest even), exactly as lrint does. Anything else (NaN,
+// large values: never for quantizer inputs, which are within [-M, M] or NaN)
+// goes to std::lrint itself, so the result is lrint's everywhere.
+long round_to_long(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  if (std::fabs(v) <= 4194304.0f) return long((v + kMagic) - kMagic);
+  return std::lrint(v);
+}
+
+// Quantizer symbols of one row: q = clamp(lrint(x * M / scale) + M, 0, 2M).
+// Evaluated exactly as written (x * M first, then / scale) so that a
+// reference can repeat it.
+void quantize_row(const float* row, uint32_t n, float scale, int M, uint8_t* out) {
+  const long top = 2 * M;
+  if (!(scale > 0)) {
+    std::fill(out, out + n, uint8_t(M));
+    return;
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    const long q = round_to_long(row[i] * float(M) / scale) + M;
+    out[i] = uint8_t(std::clamp<long>(q, 0, top));
+  }
+}
+
+// Streams decoded side by side (channels c .. c + kLanes - 1): independent
+// rANS chains that one core overlaps.
+constexpr uint32_t kLanes = 4;
+
+struct ChannelTable {
+  rans::Table table;
+  rans::SymbolIndex index;
+};
+
+// One block of tokens [token0, token0 + n) of up to kLanes consecutive channels.
+struct BlockJob {
+  const ParsedStream* ps;
+  size_t section;              // the first channel's stream; the next channel's is `blocks` later
+  uint32_t blocks;             // streams per channel
+  uint32_t n;                  // tokens in the block
+  const ChannelTable* tables;  // one per channel
+  const float* values;         // [token - token0][symbol]: dequantized values
+  uint32_t nsym;
+  float* dst[kLanes] = {};     // each channel's value at token0
+  uint32_t stride;             // floats from one token to the next in dst
+};
+
+[[noreturn]] void stream_error(const BlockJob& job, uint32_t lane, const char* what) {
+  throw CorruptStream(
+      fmt::format("corrupt KV bitstream: cachegen stream {} {}", job.section + lane * size_t(job.blocks), what));
+}
+
+// Decodes the first Lanes channels of `job`, their streams stepped side by side.
+template <uint32_t Lanes>
+void decode_block(const BlockJob& job) {
+  rans::Decoder dec[Lanes];
+  for (uint32_t j = 0; j < Lanes; ++j) {
+    const auto sec = job.ps->sections[job.section + j * size_t(job.blocks)];
+    if (rans::decoder_init(sec.data(), sec.size(), &dec[j]) != rans::DecodeStatus::kOk)
+      stream_error(job, j, "has a bad initial state");
+  }
+  for (uint32_t i = 0; i < job.n; ++i) {
+    const float* values = job.values + size_t(i) * job.nsym;
+#pragma GCC unroll 8  // unrolled, each lane's state stays in registers
+    for (uint32_t j = 0; j < Lanes; ++j) {
+      uint32_t sym;
+      if (!rans::decode_step(&dec[j], job.tables[j].table, job.tables[j].index, &sym))
+        stream_error(job, j, "is truncated");
+      job.dst[j][size_t(i) * job.stride] = values[sym];
+    }
+  }
+  for (uint32_t j = 0; j < Lanes; ++j)
+    if (rans::decoder_finish(dec[j]) != rans::DecodeStatus::kOk) stream_error(job, j, "does not decode");
+}
+
 class CacheGenCodec final : public Codec {
  public:
   // `paper` (may be null) decodes scheme=paper streams (those naming a codec model).
@@ -45,51 +134,57 @@ class CacheGenCodec final : public Codec {
     if (level < 0 || level >= kCacheGenLevels)
       throw Error(fmt::format("codec cachegen: level {} out of range (0..{})", level, kCacheGenLevels - 1));
     const KVShape& s = chunk.shape;
-    const uint32_t T = chunk.tokens, C = uint32_t(s.channels());
-    Bytes scales, tables;
-    std::vector<Bytes> streams;
-    std::vector<uint8_t> symbols(size_t(C) * T);
-    std::vector<float> scale(T);
+    const uint32_t T = chunk.tokens, C = uint32_t(s.channels()), D = s.head_dim;
+    const uint32_t blocks = (T + stream_tokens_ - 1) / stream_tokens_;
+    Bytes scales, tables, payload;  // payload: every rANS stream, back to back
+    std::vector<uint32_t> stream_sizes;
+    stream_sizes.reserve(2ull * s.layers * C * blocks);
+    payload.reserve(chunk.values.size() / 2);
+    std::vector<uint8_t> symbols(size_t(C) * T);  // [token][channel] of one (layer, kind)
+    std::vector<float> max(T), scale(T);
     std::vector<uint8_t> buffer(4 + 2 * size_t(stream_tokens_) + 16);
+    rans::EncodeTable etable;
     for (uint32_t l = 0; l < s.layers; ++l)
       for (Kind k : {Kind::kKey, Kind::kValue}) {
         const int bins = cachegen_bins(level, k, l, s.layers);
         const int M = bins / 2 - 1, nsym = 2 * M + 1;
+        const float* plane = chunk.plane(l, k).data();  // [head][token][dim]
+        std::fill(max.begin(), max.end(), 0.0f);
+        for (uint32_t h = 0; h < s.kv_heads; ++h)
+          for (uint32_t t = 0; t < T; ++t) max[t] = std::max(max[t], abs_max(plane + (size_t(h) * T + t) * D, D));
         for (uint32_t t = 0; t < T; ++t) {
-          float max = 0;
-          for (uint32_t h = 0; h < s.kv_heads; ++h)
-            for (uint32_t d = 0; d < s.head_dim; ++d) max = std::max(max, std::fabs(chunk.at(l, k, h, t, d)));
-          scale[t] = round_up_scale(max);
+          scale[t] = round_up_scale(max[t]);
           put_u16(scales, float_to_half_bits(scale[t]));
         }
         for (uint32_t h = 0; h < s.kv_heads; ++h)
-          for (uint32_t t = 0; t < T; ++t) {
-            for (uint32_t d = 0; d < s.head_dim; ++d) {
-              // q = round(x * M / max) + M, computed exactly as written (a reference can repeat it).
-              const long q = scale[t] > 0 ? std::lrint(chunk.at(l, k, h, t, d) * float(M) / scale[t]) + M : M;
-              symbols[size_t(h * s.head_dim + d) * T + t] = uint8_t(std::clamp<long>(q, 0, nsym - 1));
-            }
-          }
+          for (uint32_t t = 0; t < T; ++t)
+            quantize_row(plane + (size_t(h) * T + t) * D, D, scale[t], M, &symbols[size_t(t) * C + size_t(h) * D]);
         for (uint32_t c = 0; c < C; ++c) {
-          const uint8_t* sym = &symbols[size_t(c) * T];
+          const uint8_t* column = &symbols[c];  // stride C
           uint32_t counts[rans::kMaxSymbols] = {};
-          for (uint32_t t = 0; t < T; ++t) ++counts[sym[t]];
+          for (uint32_t t = 0; t < T; ++t) ++counts[column[size_t(t) * C]];
           rans::Table table;
           rans::build_table(counts, uint32_t(nsym), &table);
           for (int q = 0; q < nsym; ++q) put_u16(tables, uint16_t(table.freq[q]));
+          rans::build_encode_table(table, &etable);
           for (uint32_t b = 0; b < T; b += stream_tokens_) {
             const uint32_t n = std::min(stream_tokens_, T - b);
-            const size_t written = rans::encode(sym + b, n, table, buffer.data(), buffer.size());
+            const size_t written = rans::encode(column + size_t(b) * C, n, C, etable, buffer.data(), buffer.size());
             if (written == 0) throw Error("codec cachegen: internal error: rANS buffer too small");
-            streams.emplace_back(buffer.end() - ptrdiff_t(written), buffer.end());
+            payload.insert(payload.end(), buffer.end() - ptrdiff_t(written), buffer.end());
+            stream_sizes.push_back(uint32_t(written));
           }
         }
       }
-    std::vector<Bytes> sections;
-    sections.reserve(2 + streams.size());
-    sections.push_back(std::move(scales));
-    sections.push_back(std::move(tables));
-    for (auto& st : streams) sections.push_back(std::move(st));
+    std::vector<std::span<const uint8_t>> sections;
+    sections.reserve(2 + stream_sizes.size());
+    sections.emplace_back(scales);
+    sections.emplace_back(tables);
+    size_t offset = 0;
+    for (uint32_t size : stream_sizes) {
+      sections.emplace_back(payload.data() + offset, size);
+      offset += size;
+    }
     StreamHeader header = header_for(chunk, CodecId::kCacheGen, level);
     header.flags = uint16_t(stream_tokens_);
     return write_stream(header, sections);
@@ -108,8 +203,8 @@ class CacheGenCodec final : public Codec {
     const uint32_t stream_tokens = hd.flags;
     if (stream_tokens == 0) throw CorruptStream("corrupt KV bitstream: cachegen stream_tokens 0");
     const KVShape& s = hd.shape;
-    const uint32_t T = hd.tokens, C = uint32_t(s.channels());
-    const uint64_t blocks = (T + stream_tokens - 1) / stream_tokens;
+    const uint32_t T = hd.tokens, C = uint32_t(s.channels()), D = s.head_dim;
+    const uint32_t blocks = (T + stream_tokens - 1) / stream_tokens;
     if (ps.sections.size() != 2 + 2ull * s.layers * C * blocks)
       throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen has {} sections, expected {}", ps.sections.size(),
                                       2 + 2ull * s.layers * C * blocks));
@@ -119,33 +214,59 @@ class CacheGenCodec final : public Codec {
     if (scales.remaining() != 2ull * 2 * s.layers * T)
       throw CorruptStream("corrupt KV bitstream: cachegen scales do not match the shape");
     std::vector<float> scale(T);
-    std::vector<uint8_t> symbols(stream_tokens);
-    size_t next = 2;
+    std::vector<float> values;  // [token][symbol]: the dequantized value of each symbol at each token
+    std::vector<ChannelTable> lane_tables(kLanes);
+    size_t first_section = 2;  // of the current (layer, kind)
     for (uint32_t l = 0; l < s.layers; ++l)
       for (Kind k : {Kind::kKey, Kind::kValue}) {
         const int bins = cachegen_bins(hd.level, k, l, s.layers);
         const int M = bins / 2 - 1, nsym = 2 * M + 1;
+        const auto scale_bits = scales.bytes(2 * size_t(T));  // fp16 each
         for (uint32_t t = 0; t < T; ++t) {
-          scale[t] = half_bits_to_float(scales.u16());
+          scale[t] = half_bits_to_float(uint16_t(scale_bits[2 * t] | scale_bits[2 * t + 1] << 8));
           if (!std::isfinite(scale[t]) || scale[t] < 0) throw CorruptStream("corrupt KV bitstream: cachegen scale not finite");
         }
-        for (uint32_t c = 0; c < C; ++c) {
-          rans::Table table;
-          table.symbols = uint32_t(nsym);
-          for (int q = 0; q < nsym; ++q) table.freq[q] = tables.u16();
-          if (!rans::finish_table(&table)) throw CorruptStream("corrupt KV bitstream: cachegen frequency table invalid");
-          const uint32_t h = c / s.head_dim, d = c % s.head_dim;
-          for (uint32_t b = 0; b < T; b += stream_tokens) {
-            const uint32_t n = std::min(stream_tokens, T - b);
-            const auto sec = ps.sections[next++];
-            if (rans::decode(sec.data(), sec.size(), table, symbols.data(), n) != rans::DecodeStatus::kOk)
-              throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen stream {} does not decode", next - 1));
-            for (uint32_t i = 0; i < n; ++i) {
-              const uint32_t t = b + i;
-              out.at(l, k, h, t, d) = scale[t] > 0 ? float(int(symbols[i]) - M) * scale[t] / float(M) : 0.0f;
-            }
+        // x' = (q - M) * scale / M, evaluated exactly as written, once per
+        // (token, symbol) rather than per element. The table covers every
+        // token unless it would be larger than the plane (fewer channels
+        // than symbols: toy shapes); then it is refilled per block, so a
+        // hostile header cannot make it grow beyond the output or
+        // stream_tokens x nsym floats.
+        const bool per_block = uint64_t(nsym) > C;
+        auto fill_values = [&](uint32_t token0, uint32_t n) {
+          values.resize(size_t(n) * nsym);
+          for (uint32_t t = 0; t < n; ++t) {
+            const float sc = scale[token0 + t];
+            for (int q = 0; q < nsym; ++q) values[size_t(t) * nsym + q] = sc > 0 ? float(q - M) * sc / float(M) : 0.0f;
           }
+        };
+        if (!per_block) fill_values(0, T);
+        float* plane = out.plane(l, k).data();  // [head][token][dim]
+        for (uint32_t c0 = 0; c0 < C;) {
+          const uint32_t lanes = C - c0 >= kLanes ? kLanes : 1;
+          for (uint32_t j = 0; j < lanes; ++j) {
+            rans::Table& table = lane_tables[j].table;
+            table.symbols = uint32_t(nsym);
+            const auto freq = tables.bytes(2 * size_t(nsym));  // u16 each
+            for (int q = 0; q < nsym; ++q) table.freq[q] = uint32_t(freq[2 * q]) | uint32_t(freq[2 * q + 1]) << 8;
+            if (!rans::finish_table(&table)) throw CorruptStream("corrupt KV bitstream: cachegen frequency table invalid");
+            rans::build_index(table, &lane_tables[j].index);
+          }
+          for (uint32_t b = 0; b < blocks; ++b) {
+            const uint32_t token0 = b * stream_tokens, n = std::min(stream_tokens, T - token0);
+            if (per_block) fill_values(token0, n);
+            BlockJob job{&ps, first_section + size_t(c0) * blocks + b, blocks, n, lane_tables.data(),
+                         values.data() + (per_block ? 0 : size_t(token0) * nsym), uint32_t(nsym), {}, D};
+            for (uint32_t j = 0; j < lanes; ++j)
+              job.dst[j] = plane + (size_t((c0 + j) / D) * T + token0) * D + (c0 + j) % D;
+            if (lanes == kLanes)
+              decode_block<kLanes>(job);
+            else
+              decode_block<1>(job);
+          }
+          c0 += lanes;
         }
+        first_section += size_t(C) * blocks;
       }
     tables.expect_end();
     return out;

@@ -64,7 +64,8 @@ KVS_HD inline bool finish_table(Table* t) {
   return sum == kProbScale;
 }
 
-// The symbol whose slot range [cum[s], cum[s+1]) holds `slot` (binary search).
+// The symbol whose slot range [cum[s], cum[s+1]) holds `slot` (binary
+// search): the reference that the indexed lookup below must agree with.
 KVS_HD inline uint32_t find_symbol(const Table& t, uint32_t slot) {
   uint32_t lo = 0, hi = t.symbols;  // invariant: cum[lo] <= slot < cum[hi]
   while (hi - lo > 1) {
@@ -74,24 +75,103 @@ KVS_HD inline uint32_t find_symbol(const Table& t, uint32_t slot) {
   return lo;
 }
 
-// Encodes symbols[0..n) with one table into out[0..capacity). Bytes are
-// produced at the end of `out`; returns the number of bytes written, which
-// start at out + capacity - returned, or 0 when capacity is too small or a
-// symbol is out of range. Worst case: 4 + 2 * n bytes.
-KVS_HD inline size_t encode(const uint8_t* symbols, size_t n, const Table& t, uint8_t* out, size_t capacity) {
+// Coarse slot -> symbol index for decoding. The 2^16 slots fall into
+// 2^kIndexBits buckets; first[b] is the symbol holding bucket b's first slot,
+// so a slot's symbol is first[slot >> kIndexShift] or a few after it (more
+// than one step only where several rare symbols start inside one bucket).
+// CacheGen ships a table per channel and chunk, so the index is rebuilt as
+// often as tables are read: it is kept small (1 KiB, one pass to build)
+// rather than a full 64 Ki-entry slot table.
+inline constexpr uint32_t kIndexBits = 10;
+inline constexpr uint32_t kIndexShift = kProbBits - kIndexBits;
+
+struct SymbolIndex {
+  uint8_t first[1u << kIndexBits] = {};
+};
+
+// `t` must be valid (build_table or finish_table returned true).
+KVS_HD inline void build_index(const Table& t, SymbolIndex* index) {
+  // Symbol s holds the buckets whose first slot lies in [cum[s], cum[s+1]).
+  uint32_t b = 0;
+  for (uint32_t s = 0; s < t.symbols; ++s) {
+    const uint32_t end = (t.cum[s + 1] + (1u << kIndexShift) - 1) >> kIndexShift;  // first bucket at or after cum[s+1]
+    for (; b < end; ++b) index->first[b] = uint8_t(s);
+  }
+}
+
+// Same result as find_symbol(t, slot) for slot < 2^16.
+KVS_HD inline uint32_t find_symbol(const Table& t, const SymbolIndex& index, uint32_t slot) {
+  uint32_t s = index.first[slot >> kIndexShift];
+  while (t.cum[s + 1] <= slot) ++s;
+  return s;
+}
+
+// Encoder form of one symbol: the division by freq replaced by a multiply
+// with a precomputed reciprocal (F. Giesen's ryg_rans, after Alverson,
+// "Integer division using reciprocals"). Exact for every state the encoder
+// holds (x < 2^31), so the output is byte-identical to dividing.
+struct EncSymbol {
+  uint32_t x_max = 0;      // renormalize while x >= x_max
+  uint32_t rcp_freq = 0;   // fixed-point reciprocal of freq
+  uint32_t rcp_shift = 0;  // right shift after the 32-bit multiply-high
+  uint32_t bias = 0;       // cum, adjusted when freq == 1
+  uint32_t cmpl_freq = 0;  // kProbScale - freq
+};
+
+struct EncodeTable {
+  uint32_t symbols = 0;
+  EncSymbol sym[kMaxSymbols];
+};
+
+// `t` must be valid.
+KVS_HD inline void build_encode_table(const Table& t, EncodeTable* e) {
+  e->symbols = t.symbols;
+  for (uint32_t s = 0; s < t.symbols; ++s) {
+    const uint32_t f = t.freq[s];
+    EncSymbol& es = e->sym[s];
+    es.x_max = ((kLowerBound >> kProbBits) << 8) * f;
+    es.cmpl_freq = kProbScale - f;
+    if (f < 2) {
+      // 1 has no reciprocal below 1; rcp = 2^32 - 1 gives q = x - 1 (x >= 1),
+      // and bias = cum + 2^16 - 1 makes x + bias + q * cmpl = x * 2^16 + cum.
+      es.rcp_freq = ~0u;
+      es.rcp_shift = 0;
+      es.bias = t.cum[s] + kProbScale - 1;
+    } else {
+      uint32_t shift = 0;  // ceil(log2(f))
+      while (f > (1u << shift)) ++shift;
+      es.rcp_freq = uint32_t(((1ull << (shift + 31)) + f - 1) / f);
+      es.rcp_shift = shift - 1;
+      es.bias = t.cum[s];
+    }
+  }
+}
+
+// x -> (x / freq) * 2^16 + x % freq + cum, for a renormalized x < 2^31.
+KVS_HD inline uint32_t encode_put(uint32_t x, const EncSymbol& es) {
+  const uint32_t q = uint32_t((uint64_t(x) * es.rcp_freq) >> 32) >> es.rcp_shift;
+  return x + es.bias + q * es.cmpl_freq;
+}
+
+// Encodes symbols[0], symbols[stride], ..., symbols[(n - 1) * stride] into
+// out[0..capacity). Bytes are produced at the end of `out`; returns the
+// number of bytes written, which start at out + capacity - returned, or 0
+// when capacity is too small or a symbol is out of range. Worst case:
+// 4 + 2 * n bytes.
+KVS_HD inline size_t encode(const uint8_t* symbols, size_t n, size_t stride, const EncodeTable& e, uint8_t* out,
+                            size_t capacity) {
   uint8_t* ptr = out + capacity;
   uint32_t x = kLowerBound;
   for (size_t i = n; i-- > 0;) {
-    const uint32_t s = symbols[i];
-    if (s >= t.symbols) return 0;
-    const uint32_t f = t.freq[s];
-    const uint32_t x_max = ((kLowerBound >> kProbBits) << 8) * f;
-    while (x >= x_max) {
+    const uint32_t s = symbols[i * stride];
+    if (s >= e.symbols) return 0;
+    const EncSymbol& es = e.sym[s];
+    while (x >= es.x_max) {
       if (ptr == out) return 0;
       *--ptr = uint8_t(x & 0xff);
       x >>= 8;
     }
-    x = ((x / f) << kProbBits) + (x % f) + t.cum[s];
+    x = encode_put(x, es);
   }
   for (int k = 0; k < 4; ++k) {
     if (ptr == out) return 0;
@@ -101,29 +181,86 @@ KVS_HD inline size_t encode(const uint8_t* symbols, size_t n, const Table& t, ui
   return size_t(out + capacity - ptr);
 }
 
+// Contiguous symbols with a plain table (builds the encoder table per call).
+KVS_HD inline size_t encode(const uint8_t* symbols, size_t n, const Table& t, uint8_t* out, size_t capacity) {
+  EncodeTable e;
+  build_encode_table(t, &e);
+  return encode(symbols, n, 1, e, out, capacity);
+}
+
 enum class DecodeStatus { kOk = 0, kTruncated, kBadState, kTrailingBytes };
 
-// Decodes n symbols from in[0..size) into symbols[0..n). The stream must be
-// consumed exactly and end in the initial state; anything else is an error.
-KVS_HD inline DecodeStatus decode(const uint8_t* in, size_t size, const Table& t, uint8_t* symbols, size_t n) {
-  if (size < 4) return DecodeStatus::kTruncated;
-  size_t pos = 0;
+// One stream being decoded: next byte *ptr of [ptr, end), state x.
+// Stepping several Decoders in turn (independent streams) keeps a core busy
+// while each waits on its own chain of dependent operations.
+struct Decoder {
+  const uint8_t* ptr = nullptr;
+  const uint8_t* end = nullptr;
   uint32_t x = 0;
-  for (int k = 0; k < 4; ++k) x = (x << 8) | in[pos++];
-  if (x < kLowerBound) return DecodeStatus::kBadState;
-  for (size_t i = 0; i < n; ++i) {
-    const uint32_t slot = x & (kProbScale - 1);
-    const uint32_t s = find_symbol(t, slot);
-    symbols[i] = uint8_t(s);
-    x = t.freq[s] * (x >> kProbBits) + slot - t.cum[s];
+};
+
+// Reads the initial state of the stream in[0..size).
+KVS_HD inline DecodeStatus decoder_init(const uint8_t* in, size_t size, Decoder* d) {
+  d->ptr = in;
+  d->end = in + size;
+  d->x = 0;
+  if (size < 4) return DecodeStatus::kTruncated;
+  for (int k = 0; k < 4; ++k) d->x = (d->x << 8) | *d->ptr++;
+  if (d->x < kLowerBound) return DecodeStatus::kBadState;
+  return DecodeStatus::kOk;
+}
+
+// Decodes one symbol; false when the stream ends too early.
+KVS_HD inline bool decode_step(Decoder* d, const Table& t, const SymbolIndex& index, uint32_t* symbol) {
+  uint32_t x = d->x;
+  const uint32_t slot = x & (kProbScale - 1);
+  const uint32_t s = find_symbol(t, index, slot);
+  *symbol = s;
+  x = t.freq[s] * (x >> kProbBits) + slot - t.cum[s];
+  // Now x >= 2^7 (freq >= 1, x was >= 2^23), so at most two bytes bring it
+  // back to >= 2^23: two below 2^15, one below 2^23. With two bytes left they
+  // are read without a branch (shifts by 0, 8 or 16 bits).
+  if (d->end - d->ptr >= 2) {
+    const uint32_t bytes = uint32_t(x < (1u << 15)) + uint32_t(x < kLowerBound);
+    const uint32_t next = (uint32_t(d->ptr[0]) << 8) | d->ptr[1];
+    x = (x << (8 * bytes)) | (next >> (16 - 8 * bytes));
+    d->ptr += bytes;
+  } else {
     while (x < kLowerBound) {
-      if (pos >= size) return DecodeStatus::kTruncated;
-      x = (x << 8) | in[pos++];
+      if (d->ptr == d->end) return false;
+      x = (x << 8) | *d->ptr++;
     }
   }
-  if (x != kLowerBound) return DecodeStatus::kBadState;
-  if (pos != size) return DecodeStatus::kTrailingBytes;
+  d->x = x;
+  return true;
+}
+
+// A stream must be consumed exactly and end in the encoder's initial state.
+KVS_HD inline DecodeStatus decoder_finish(const Decoder& d) {
+  if (d.x != kLowerBound) return DecodeStatus::kBadState;
+  if (d.ptr != d.end) return DecodeStatus::kTrailingBytes;
   return DecodeStatus::kOk;
+}
+
+// Decodes n symbols from in[0..size) into symbols[0..n).
+KVS_HD inline DecodeStatus decode(const uint8_t* in, size_t size, const Table& t, const SymbolIndex& index,
+                                  uint8_t* symbols, size_t n) {
+  Decoder d;
+  const DecodeStatus status = decoder_init(in, size, &d);
+  if (status != DecodeStatus::kOk) return status;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t s;
+    if (!decode_step(&d, t, index, &s)) return DecodeStatus::kTruncated;
+    symbols[i] = uint8_t(s);
+  }
+  return decoder_finish(d);
+}
+
+// As above, building the index per call.
+KVS_HD inline DecodeStatus decode(const uint8_t* in, size_t size, const Table& t, uint8_t* symbols, size_t n) {
+  SymbolIndex index;
+  build_index(t, &index);
+  return decode(in, size, t, index, symbols, n);
 }
 
 }  // namespace kvs::codec::rans

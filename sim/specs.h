@@ -21,7 +21,7 @@ struct LinkSpec {
   uint32_t queue_packets = 0;   // bottleneck drop-tail queue; 0: one bandwidth-delay product (at least 100)
   uint32_t mtu_bytes = 1500;
   double access_rate_mbps = 10000;  // server and client access links
-  std::string tcp = "cubic";    // ns-3 TCP variant: cubic, newreno, bbr
+  std::string tcp = "cubic";    // ns-3 TCP variant: cubic, cubic-hystart-fix (sim/tcp_cubic.h), newreno, bbr
   uint32_t tcp_buffer_bytes = 0;  // socket send/receive buffers; 0: 4x the BDP at the peak rate (at least 1 MiB)
 };
 

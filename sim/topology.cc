@@ -12,6 +12,7 @@
 #include "ns3/traffic-control-module.h"
 
 #include "base/error.h"
+#include "sim/tcp_cubic.h"
 
 namespace kvs::sim {
 
@@ -22,9 +23,10 @@ constexpr uint32_t kTcpIpOverheadBytes = 52;
 
 std::string tcp_type(const std::string& name) {
   if (name == "cubic") return "ns3::TcpCubic";
+  if (name == "cubic-hystart-fix") return TcpCubicHystartFix::GetTypeId().GetName();  // see sim/tcp_cubic.h
   if (name == "newreno") return "ns3::TcpNewReno";
   if (name == "bbr") return "ns3::TcpBbr";
-  throw Error(fmt::format("link tcp: unknown TCP variant '{}' (known: cubic, newreno, bbr)", name));
+  throw Error(fmt::format("link tcp: unknown TCP variant '{}' (known: cubic, cubic-hystart-fix, newreno, bbr)", name));
 }
 
 std::string rate_text(double bps) { return fmt::format("{}bps", uint64_t(std::llround(bps))); }

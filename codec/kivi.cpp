@@ -136,22 +136,29 @@ class KiviCodec final : public Codec {
     if (residual > kMaxTokens || residual % group != 0) corrupt(fmt::format("residual {} invalid for group {}", residual, group));
     const uint32_t T = hd.tokens, D = s.head_dim, H = s.kv_heads;
     const KiviSplit split = kivi_split(T, group, residual);
-    KVChunk out = chunk_for(hd);
-    size_t next = 1;
+    // Every section's size follows from the shape: check them all before allocating.
     for (uint32_t l = 0; l < s.layers; ++l)
       for (Kind k : {Kind::kKey, Kind::kValue}) {
         const uint32_t quantized = k == Kind::kKey ? split.key_tokens : split.value_tokens;
         const uint64_t groups = k == Kind::kKey ? uint64_t(H) * (quantized / group) * D
                                                 : uint64_t(H) * quantized * ((D + group - 1) / group);
-        const uint64_t n_codes = uint64_t(H) * quantized * D;
-        const auto params = ps.sections[next], codes = ps.sections[next + 1], residual_bytes = ps.sections[next + 2];
-        if (params.size() != 4 * groups || codes.size() != (n_codes * uint64_t(bits_) + 7) / 8 ||
-            residual_bytes.size() != uint64_t(H) * (T - quantized) * D * dtype_bytes(hd.dtype))
-          corrupt(fmt::format("sections {}..{} (layer {}, {}) do not match the shape", next, next + 2, l,
+        const uint64_t code_bits = uint64_t(H) * quantized * D * uint64_t(bits_);
+        const size_t first = 1 + 6 * size_t(l) + 3 * size_t(k);
+        const auto codes = ps.sections[first + 1];
+        if (ps.sections[first].size() != 4 * groups || codes.size() != (code_bits + 7) / 8 ||
+            ps.sections[first + 2].size() != uint64_t(H) * (T - quantized) * D * dtype_bytes(hd.dtype))
+          corrupt(fmt::format("sections {}..{} (layer {}, {}) do not match the shape", first, first + 2, l,
                               k == Kind::kKey ? "K" : "V"));
-        next += 3;
-        if (n_codes * uint64_t(bits_) % 8 != 0 && (codes.back() >> (n_codes * uint64_t(bits_) % 8)) != 0)
+        if (code_bits % 8 != 0 && (codes.back() >> (code_bits % 8)) != 0)
           corrupt(fmt::format("layer {} code padding bits are not zero", l));
+      }
+    KVChunk out = chunk_for(hd);
+    size_t next = 1;
+    for (uint32_t l = 0; l < s.layers; ++l)
+      for (Kind k : {Kind::kKey, Kind::kValue}) {
+        const uint32_t quantized = k == Kind::kKey ? split.key_tokens : split.value_tokens;
+        const auto params = ps.sections[next], codes = ps.sections[next + 1], residual_bytes = ps.sections[next + 2];
+        next += 3;
         SectionReader pr(params, "kivi scales");
         uint64_t index = 0;
         const uint32_t mask = (1u << bits_) - 1;

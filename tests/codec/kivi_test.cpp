@@ -207,6 +207,7 @@ TEST(Kivi, CorruptStreamsAreRejected) {
         Bytes b = good;
         b[pos] ^= x;
         EXPECT_THROW(codec->decode(b), CorruptStream) << pos;
+        if (x != 0xff) continue;
         const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
         for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
         try {

@@ -1,0 +1,88 @@
+// libFuzzer target: every registered codec's decoder on arbitrary bytes.
+// Contract under test (codec/codec.h): decode() of any input returns a chunk
+// of the header's shape or throws CorruptStream; anything else (a crash, an
+// out-of-bounds access or undefined behaviour caught by ASan/UBSan, another
+// exception escaping) is a finding.
+//
+// Each input is decoded twice: as given (which mostly exercises the
+// container's checks, since a mutated stream fails its CRC), and with its
+// last 4 bytes replaced by the CRC of the rest, so mutations reach the codec
+// payload parsers. Streams are dispatched as a reader does (codec_for_stream,
+// then that codec) and also fed to every other decoder.
+//
+// Streams whose header asks for more than kMaxFuzzElements values only go
+// through parse_stream: a valid header may legitimately ask for 2^28 values
+// (1 GiB of floats), which would make the fuzzer slow or run out of memory
+// without exercising anything new.
+//
+// Build (clang only): cmake -DKVSTREAM_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ ...;
+// run: decode_fuzz -max_total_time=60 CORPUS_DIR tests/codec/golden (.ci/run).
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "codec/bitstream.h"
+#include "codec/codec.h"
+#include "codec/registry.h"
+
+namespace {
+
+using namespace kvs::codec;
+
+constexpr uint64_t kMaxFuzzElements = 1u << 20;
+
+struct Decoders {
+  std::vector<std::pair<std::string, std::unique_ptr<Codec>>> codecs;
+  Decoders() {
+    for (const auto& name : codec_names()) codecs.emplace_back(name, make_codec(name));
+  }
+};
+
+void check_shape(const KVChunk& out) {
+  if (out.values.size() != out.shape.elements_per_token() * out.tokens) __builtin_trap();
+}
+
+void decode_all(const Decoders& d, std::span<const uint8_t> in) {
+  // Large claimed shapes: only the container (it allocates nothing per value).
+  uint64_t elements = in.size() >= kHeaderBytes ? 2 : 0;
+  for (size_t at : {12, 16, 20, 32})
+    if (elements && elements <= kMaxFuzzElements)
+      elements *= uint64_t(in[at]) | uint64_t(in[at + 1]) << 8 | uint64_t(in[at + 2]) << 16 | uint64_t(in[at + 3]) << 24;
+  if (elements > kMaxFuzzElements) {
+    try {
+      (void)parse_stream(in, CodecId(uint16_t(in[6] | in[7] << 8)));
+    } catch (const CorruptStream&) {
+    }
+    return;
+  }
+  try {
+    const std::string name = codec_for_stream(in);
+    for (const auto& [n, codec] : d.codecs)
+      if (n == name) check_shape(codec->decode(in));
+  } catch (const CorruptStream&) {
+  }
+  for (const auto& [name, codec] : d.codecs) {
+    try {
+      check_shape(codec->decode(in));
+    } catch (const CorruptStream&) {
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const Decoders decoders;  // immutable after construction
+  const std::span<const uint8_t> in(data, size);
+  decode_all(decoders, in);
+  if (size >= 4) {
+    std::vector<uint8_t> fixed(data, data + size);
+    const uint32_t crc = crc32(std::span<const uint8_t>(fixed.data(), size - 4));
+    for (int k = 0; k < 4; ++k) fixed[size - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
+    decode_all(decoders, fixed);
+  }
+  return 0;
+}

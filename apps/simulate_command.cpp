@@ -15,6 +15,16 @@
 #include "traces/generators.h"
 #include "traces/trace.h"
 
+#ifdef KVSTREAM_HAVE_TORCH
+#include <map>
+
+#include "codec/codec.h"
+#include "llm/checkpoint.h"
+#include "llm/model.h"
+#include "llm/profiler.h"
+#include "llm/tokenizer.h"
+#endif
+
 namespace kvs::apps {
 
 namespace {
@@ -27,7 +37,64 @@ struct SimulateOptions {
   double rate_mbps = 0, rtt_ms = 0, loss = 0, slo_s = 0, efficiency = 0, decode_speedup = 0, arrival_rate = 0;
   uint32_t queue_packets = 0, mtu = 0, in_flight = 0, requests = 0, seed = 0, run = 0, bulk = 0, udp = 0;
   bool quiet = false;
+  // --exact-quality: the profiled model and contexts, and the codec's options.
+  bool exact_quality = false;
+  std::string model_dir, contexts, codec_model;
+  std::vector<std::string> codec_params;
+  int threads = 2;
 };
+
+#ifdef KVSTREAM_HAVE_TORCH
+// Runs the profiled model on the cache each finished request assembled: every
+// fetched chunk encoded and decoded at the level the policy chose, recomputed
+// chunks exact. Contexts are found by the profile's ids; a context whose token
+// count differs from the profile's (another model or contexts file) is an error.
+void measure_exact_quality(const SimulateOptions& o, const codec::Profile& profile, sim::RunResult& result) {
+  if (o.model_dir.empty() || o.contexts.empty())
+    throw Error("simulate --exact-quality: give --model (the profiled model) and --contexts (the profiled contexts)");
+  const codec::CodecProfile* cp = nullptr;
+  for (const auto& c : profile.codecs)
+    if (c.codec == result.codec) cp = &c;
+  if (!cp) throw Error(fmt::format("simulate --exact-quality: codec {} is not in the profile", result.codec));
+  const auto codec = codec::make_codec(result.codec, parse_codec_options(o.codec_params, o.codec_model));
+  if (codec->params() != cp->params)
+    throw Error(fmt::format("simulate --exact-quality: the profile's {} has parameters '{}', this one '{}' "
+                            "(pass the profile's with --codec-param)",
+                            cp->codec, cp->params, codec->params()));
+
+  llm::set_cpu_threads(o.threads);
+  const llm::Model model = llm::load_model(o.model_dir);
+  const auto tokenizer = llm::load_tokenizer(o.model_dir, model.config());
+  std::map<std::string, llm::ProfileContext> contexts;
+  for (auto& c : llm::load_contexts(o.contexts)) contexts.emplace(c.id, std::move(c));
+
+  std::map<std::string, llm::PreparedContext> prepared;  // a context may serve several requests
+  for (auto& req : result.requests) {
+    if (!req.finished) continue;
+    const codec::ContextProfile& ctx = cp->contexts.at(req.context);
+    const auto text = contexts.find(ctx.id);
+    if (text == contexts.end())
+      throw Error(fmt::format("{}: no context with id {} (the profile's context {})", o.contexts, ctx.id, req.context));
+    auto it = prepared.find(ctx.id);
+    if (it == prepared.end()) {
+      llm::PreparedContext p = llm::prepare_context(model, *tokenizer, text->second, ctx.tokens + 1,
+                                                    profile.model.dtype, profile.greedy_tokens);
+      if (p.exact_chunk.tokens != ctx.tokens)
+        throw Error(fmt::format("context {}: {} cache tokens with {} but {} in the profile (another model or contexts?)",
+                                ctx.id, p.exact_chunk.tokens, o.model_dir, ctx.tokens));
+      it = prepared.emplace(ctx.id, std::move(p)).first;
+    }
+    std::vector<llm::ChunkChoice> choices;
+    for (const auto& ch : req.chunks) {
+      const codec::ChunkProfile& pc = ctx.chunks.at(ch.index);
+      choices.push_back({pc.token_begin, pc.tokens, ch.level});
+    }
+    const codec::LevelQuality q =
+        llm::measure_quality(model, it->second, llm::assemble_cache(*codec, it->second.exact_chunk, choices));
+    req.exact_quality = {true, q.loss_increase, q.greedy_agreement, q.task_accuracy};
+  }
+}
+#endif
 
 void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   auto given = [&](const char* name) { return cmd.get_option(name)->count() > 0; };
@@ -92,7 +159,16 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
     throw Error(e.what());
   }
   c.show_progress = !o.quiet;
-  const sim::SimOutput out = sim::simulate(c, profile);
+  sim::SimOutput out = sim::simulate(c, profile);
+  if (o.exact_quality) {
+#ifdef KVSTREAM_HAVE_TORCH
+    measure_exact_quality(o, profile, out.result);
+    out.result_json = sim::result_to_json(out.result);
+    out.summary = sim::result_summary(out.result, c.slo_s);
+#else
+    throw Error("simulate --exact-quality needs the model, and this kvstream was built without libtorch");
+#endif
+  }
   sim::write_outputs(out, out_dir);
   if (!o.quiet) std::fputs(out.summary.c_str(), stdout);
   std::printf("wrote %s/results.json, events.jsonl, summary.txt\n", out_dir.c_str());
@@ -137,6 +213,15 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--cross-bulk", o->bulk, "Bulk TCP cross-traffic flows (default 0)");
   cmd->add_option("--cross-udp", o->udp, "On/off UDP cross-traffic sources (default 0)");
   cmd->add_flag("-q,--quiet", o->quiet, "Do not print the summary or the progress bar");
+  cmd->add_flag("--exact-quality", o->exact_quality,
+                "Also measure quality by running the profiled model on each request's assembled cache "
+                "(needs --model and --contexts)");
+  cmd->add_option("--model", o->model_dir, "With --exact-quality: the profiled model (HF folder)");
+  cmd->add_option("--contexts", o->contexts, "With --exact-quality: the profiled contexts (JSON lines or folder)");
+  cmd->add_option("--codec-param", o->codec_params,
+                  "With --exact-quality: codec parameter key=value as given to `kvstream profile` (repeatable)");
+  cmd->add_option("--codec-model", o->codec_model, "With --exact-quality: codec model file, for codecs that need one");
+  cmd->add_option("--threads", o->threads, "With --exact-quality: CPU threads for libtorch")->capture_default_str();
   cmd->callback([o, cmd] { run_simulate(*o, *cmd); });
 }
 

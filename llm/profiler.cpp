@@ -125,6 +125,62 @@ std::string cpu_device_name() {
   return "cpu: unknown, 1 thread";
 }
 
+PreparedContext prepare_context(const Model& model, const Tokenizer& tokenizer, const ProfileContext& ctx,
+                                uint32_t max_context_tokens, codec::DType kv_dtype, uint32_t greedy_tokens) {
+  std::vector<int64_t> ids = tokenizer.encode(ctx.context, true);
+  if (max_context_tokens && ids.size() > max_context_tokens) ids.resize(max_context_tokens);
+  if (ids.size() < 2) throw Error(fmt::format("context {} has fewer than 2 tokens", ctx.id));
+  // The cache covers all context tokens but the last, which starts the continuation.
+  const std::vector<int64_t> cache_ids(ids.begin(), ids.end() - 1);
+  std::vector<int64_t> continuation = {ids.back()};
+  for (int64_t t : tokenizer.encode(ctx.continuation, false)) continuation.push_back(t);
+
+  PreparedContext p;
+  if (!ctx.question.empty()) {
+    p.question = {ids.back()};
+    for (int64_t t : tokenizer.encode(ctx.question, false)) p.question.push_back(t);
+    p.answer = tokenizer.encode(ctx.answer, false);
+  }
+  p.exact_chunk = to_chunk(model.prefill(to_tensor(cache_ids)).cache, 0);
+  p.exact_chunk.dtype = kv_dtype;
+  for (float& v : p.exact_chunk.values) v = codec::round_to_dtype(v, kv_dtype);
+  p.exact = from_chunk(p.exact_chunk, model.dtype(), model.device());
+  p.reference = make_reference(model, p.exact, continuation, greedy_tokens);
+  if (!p.answer.empty()) p.base_task_accuracy = answers_correctly(model, p.exact, p.question, p.answer) ? 1.0 : 0.0;
+  return p;
+}
+
+codec::LevelQuality measure_quality(const Model& model, const PreparedContext& context, const codec::KVChunk& degraded) {
+  const KVCache cache = from_chunk(degraded, model.dtype(), model.device());
+  const CacheQuality q = compare_to_reference(model, context.reference, cache);
+  codec::LevelQuality lq;
+  lq.loss_increase = q.relative_increase;
+  lq.greedy_agreement = q.agreement;
+  if (!context.answer.empty())
+    lq.task_accuracy = answers_correctly(model, cache, context.question, context.answer) ? 1.0 : 0.0;
+  return lq;
+}
+
+codec::KVChunk assemble_cache(const codec::Codec& codec, const codec::KVChunk& exact,
+                              const std::vector<ChunkChoice>& chunks) {
+  std::vector<codec::KVChunk> parts;
+  uint64_t next = 0;
+  for (size_t k = 0; k < chunks.size(); ++k) {
+    const ChunkChoice& c = chunks[k];
+    if (c.token_begin != next || c.tokens == 0 || c.token_begin + c.tokens > exact.tokens)
+      throw Error(fmt::format("chunk {} (tokens {}..{}) does not continue a tiling of a cache of {} tokens", k,
+                              c.token_begin, c.token_begin + c.tokens, exact.tokens));
+    if (c.level >= codec.levels())
+      throw Error(fmt::format("chunk {}: level {} but codec {} has {} levels", k, c.level, codec.name(), codec.levels()));
+    codec::KVChunk original = exact.slice(uint32_t(c.token_begin), c.tokens);
+    parts.push_back(c.level < 0 ? std::move(original) : codec.decode(codec.encode(original, c.level)));
+    next = c.token_begin + c.tokens;
+  }
+  if (next != exact.tokens)
+    throw Error(fmt::format("chunks cover {} of the cache's {} tokens", next, exact.tokens));
+  return codec::KVChunk::concat(parts);
+}
+
 codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, const std::vector<ProfileContext>& contexts,
                             const ProfilerOptions& options) {
   if (options.codecs.empty()) throw Error("profile: no codecs given");
@@ -177,26 +233,9 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
       if (progress) progress->advance(1, ctx.id + " (resumed)");
       continue;
     }
-    std::vector<int64_t> ids = tokenizer.encode(ctx.context, true);
-    if (options.max_context_tokens && ids.size() > options.max_context_tokens) ids.resize(options.max_context_tokens);
-    if (ids.size() < 2) throw Error(fmt::format("profile: context {} has fewer than 2 tokens", ctx.id));
-    // The cache covers all context tokens but the last, which starts the continuation.
-    const std::vector<int64_t> cache_ids(ids.begin(), ids.end() - 1);
-    std::vector<int64_t> continuation = {ids.back()};
-    for (int64_t t : tokenizer.encode(ctx.continuation, false)) continuation.push_back(t);
-    std::vector<int64_t> question = {ids.back()}, answer;
-    if (!ctx.question.empty()) {
-      for (int64_t t : tokenizer.encode(ctx.question, false)) question.push_back(t);
-      answer = tokenizer.encode(ctx.answer, false);
-    }
-
-    codec::KVChunk exact_chunk = to_chunk(model.prefill(to_tensor(cache_ids)).cache, 0);
-    exact_chunk.dtype = options.kv_dtype;
-    for (float& v : exact_chunk.values) v = codec::round_to_dtype(v, options.kv_dtype);
-    const KVCache exact = from_chunk(exact_chunk, model.dtype(), model.device());
-    const CacheReference reference = make_reference(model, exact, continuation, options.greedy_tokens);
-    const double base_nll = reference.nll_nats;
-    const double base_task = answer.empty() ? -1.0 : (answers_correctly(model, exact, question, answer) ? 1.0 : 0.0);
+    const PreparedContext prepared =
+        prepare_context(model, tokenizer, ctx, options.max_context_tokens, options.kv_dtype, options.greedy_tokens);
+    const codec::KVChunk& exact_chunk = prepared.exact_chunk;
     const uint32_t total_tokens = exact_chunk.tokens;
     const double elements = double(exact_chunk.values.size());
 
@@ -205,8 +244,8 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
       codec::ContextProfile cp;
       cp.id = ctx.id;
       cp.tokens = total_tokens;
-      cp.base_loss_nats = base_nll;
-      cp.base_task_accuracy = base_task;
+      cp.base_loss_nats = prepared.reference.nll_nats;
+      cp.base_task_accuracy = prepared.base_task_accuracy;
       for (uint32_t b = 0; b < total_tokens; b += options.chunk_tokens)
         cp.chunks.push_back({b, std::min(options.chunk_tokens, total_tokens - b), {}});
       for (int level = 0; level < c.levels(); ++level) {
@@ -241,19 +280,13 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
           ch.levels.push_back(cl);
           decoded.push_back(std::move(back));
         }
-        const codec::KVChunk assembled = codec::KVChunk::concat(decoded);
-        const KVCache degraded = from_chunk(assembled, model.dtype(), model.device());
-        const CacheQuality q = compare_to_reference(model, reference, degraded);
-        codec::LevelQuality lq;
+        codec::LevelQuality lq = measure_quality(model, prepared, codec::KVChunk::concat(decoded));
         lq.bits_per_element = 8.0 * double(total_bytes) / elements;
-        lq.loss_increase = q.relative_increase;
-        lq.greedy_agreement = q.agreement;
-        lq.task_accuracy = answer.empty() ? -1.0 : (answers_correctly(model, degraded, question, answer) ? 1.0 : 0.0);
         cp.quality.push_back(lq);
         double sse_total = 0;
         for (double e : sse) sse_total += e;
         for (size_t k = 0; k < cp.chunks.size(); ++k)
-          cp.chunks[k].levels.back().loss_increase = sse_total > 0 ? q.relative_increase * sse[k] / sse_total : 0.0;
+          cp.chunks[k].levels.back().loss_increase = sse_total > 0 ? lq.loss_increase * sse[k] / sse_total : 0.0;
       }
       prof.codecs[ci].contexts.push_back(std::move(cp));
     }

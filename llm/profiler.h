@@ -17,6 +17,8 @@
 
 #include "codec/codec.h"
 #include "codec/profile.h"
+#include "llm/evaluate.h"
+#include "llm/kv_cache.h"
 #include "llm/model.h"
 #include "llm/tokenizer.h"
 
@@ -54,6 +56,37 @@ struct ProfilerOptions {
   std::string partial_path;                     // resume file ("" = none)
   bool show_progress = true;
 };
+
+// A context made ready for quality measurements: tokenized, its exact KV cache
+// (of all context tokens but the last, rounded to the shipped dtype) and what
+// the exact cache gives (continuation loss, greedy tokens, task answer).
+struct PreparedContext {
+  codec::KVChunk exact_chunk;       // the exact cache as the codec sees it
+  KVCache exact;
+  CacheReference reference;
+  std::vector<int64_t> question;    // {last context token, question tokens...}; empty: none
+  std::vector<int64_t> answer;
+  double base_task_accuracy = -1;   // with the exact cache; -1: no question
+};
+PreparedContext prepare_context(const Model& model, const Tokenizer& tokenizer, const ProfileContext& context,
+                                uint32_t max_context_tokens, codec::DType kv_dtype, uint32_t greedy_tokens);
+
+// Quality of a degraded cache of a prepared context (bits_per_element left 0).
+codec::LevelQuality measure_quality(const Model& model, const PreparedContext& context, const codec::KVChunk& degraded);
+
+// One chunk of a context and how it reached the GPU: at a codec level, or
+// recomputed from text (level < 0, exact).
+struct ChunkChoice {
+  uint64_t token_begin = 0;
+  uint32_t tokens = 0;
+  int level = -1;
+};
+
+// The cache the GPU ends up with: each chunk of `exact` encoded and decoded at
+// its chosen level, recomputed chunks exact. The chunks must tile the cache.
+// Throws kvs::Error when they do not or a level is out of range.
+codec::KVChunk assemble_cache(const codec::Codec& codec, const codec::KVChunk& exact,
+                              const std::vector<ChunkChoice>& chunks);
 
 // Model shape and size as the profile records it.
 codec::ModelInfo model_info(const Model& model, const std::string& name);

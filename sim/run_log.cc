@@ -84,6 +84,10 @@ std::string result_to_json(const RunResult& r) {
     o["wire_bytes"] = q.wire_bytes;
     o["recomputed_chunks"] = q.recomputed_chunks;
     o["quality_loss_increase"] = q.quality_loss_increase;
+    if (q.exact_quality.measured)
+      o["exact_quality"] = {{"loss_increase", q.exact_quality.loss_increase},
+                            {"greedy_agreement", q.exact_quality.greedy_agreement},
+                            {"task_accuracy", q.exact_quality.task_accuracy}};
     ordered_json chunks = ordered_json::array();
     for (const auto& c : q.chunks) {
       chunks.push_back({{"index", c.index},
@@ -126,6 +130,12 @@ std::string result_summary(const RunResult& r, double slo_s) {
     if (!levels.empty()) levels.pop_back();
     s += fmt::format("  levels [{}] (R = recompute)  payload {:.3f} MB  quality: loss {:+.4f}% (estimate)\n", levels,
                      q.payload_bytes / 1e6, 100 * q.quality_loss_increase);
+    if (q.exact_quality.measured) {
+      s += fmt::format("  measured quality: loss {:+.4f}%  greedy agreement {:.3f}", 100 * q.exact_quality.loss_increase,
+                       q.exact_quality.greedy_agreement);
+      if (q.exact_quality.task_accuracy >= 0) s += fmt::format("  task {}", q.exact_quality.task_accuracy > 0 ? "correct" : "WRONG");
+      s += "\n";
+    }
   }
   return s;
 }

@@ -36,6 +36,16 @@ struct TtftBreakdown {
   double first_token_s = 0;
 };
 
+// Quality measured by running the profiled model on the cache the request
+// assembled (chunks decoded at their chosen levels, recomputed chunks exact):
+// `kvstream simulate --exact-quality`. Filled in after the simulation.
+struct MeasuredQuality {
+  bool measured = false;
+  double loss_increase = 0;     // relative continuation-loss increase over the exact cache
+  double greedy_agreement = 1;  // fraction of the profile's greedy tokens that match
+  double task_accuracy = -1;    // exact match on the context's question; -1: none
+};
+
 struct RequestResult {
   uint32_t id = 0;
   uint32_t context = 0;
@@ -52,6 +62,7 @@ struct RequestResult {
   uint64_t wire_bytes = 0;     // TCP payload bytes both ways, as counted by the client's socket
   uint32_t recomputed_chunks = 0;
   double quality_loss_increase = 0;  // sum of chosen levels' per-chunk loss_increase
+  MeasuredQuality exact_quality;
   std::vector<ChunkRecord> chunks;
 };
 

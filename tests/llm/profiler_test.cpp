@@ -53,6 +53,57 @@ TEST(Profiler, RawIsExactAndLossyCodecsCost) {
   EXPECT_EQ(codec::profile_to_json(codec::parse_profile(codec::profile_to_json(p), "mem")), codec::profile_to_json(p));
 }
 
+TEST(Profiler, AssembledCacheMixesLevelsAndRecomputedChunks) {
+  const Model model = Model::random(testing::tiny_config(), 3);
+  ByteTokenizer tok;
+  ProfilerOptions o;
+  o.codecs = {"cachegen"};
+  o.chunk_tokens = 16;
+  o.greedy_tokens = 4;
+  o.model_name = "tiny";
+  o.show_progress = false;
+  const auto contexts = two_contexts();
+  const codec::Profile p = run_profiler(model, tok, contexts, o);
+  const auto& cp = p.codec("cachegen").contexts[0];
+  const auto codec = codec::make_codec("cachegen");
+  const PreparedContext prepared = prepare_context(model, tok, contexts[0], 0, o.kv_dtype, o.greedy_tokens);
+  ASSERT_EQ(prepared.exact_chunk.tokens, cp.tokens);
+
+  auto choices = [&](int level) {
+    std::vector<ChunkChoice> c;
+    for (const auto& ch : cp.chunks) c.push_back({ch.token_begin, ch.tokens, level});
+    return c;
+  };
+  // Everything recomputed: the exact cache, no loss.
+  const codec::KVChunk exact = assemble_cache(*codec, prepared.exact_chunk, choices(-1));
+  EXPECT_EQ(exact.values, prepared.exact_chunk.values);
+  const codec::LevelQuality none = measure_quality(model, prepared, exact);
+  EXPECT_EQ(none.loss_increase, 0.0);
+  EXPECT_EQ(none.greedy_agreement, 1.0);
+  // Every chunk at one level: what the profile measured for that level.
+  const int coarse = codec->levels() - 1;
+  const codec::LevelQuality all = measure_quality(model, prepared, assemble_cache(*codec, prepared.exact_chunk, choices(coarse)));
+  EXPECT_EQ(all.loss_increase, cp.quality[coarse].loss_increase);
+  EXPECT_EQ(all.task_accuracy, cp.quality[coarse].task_accuracy);
+  // Mixed: the recomputed first chunk is exact, the others are the codec's.
+  auto mixed_choice = choices(coarse);
+  mixed_choice[0].level = -1;
+  const codec::KVChunk mixed = assemble_cache(*codec, prepared.exact_chunk, mixed_choice);
+  const codec::KVChunk first = mixed.slice(0, cp.chunks[0].tokens), exact_first = prepared.exact_chunk.slice(0, cp.chunks[0].tokens);
+  EXPECT_EQ(first.values, exact_first.values);
+  const uint32_t b = uint32_t(cp.chunks[1].token_begin);
+  const codec::KVChunk second = mixed.slice(b, cp.chunks[1].tokens);
+  EXPECT_EQ(second.values, codec->decode(codec->encode(prepared.exact_chunk.slice(b, cp.chunks[1].tokens), coarse)).values);
+  EXPECT_NE(mixed.values, exact.values);
+  // Chunks that do not tile the cache, or a level the codec lacks.
+  auto gap = choices(0);
+  gap.pop_back();
+  EXPECT_THROW(assemble_cache(*codec, prepared.exact_chunk, gap), Error);
+  auto bad_level = choices(0);
+  bad_level[1].level = codec->levels();
+  EXPECT_THROW(assemble_cache(*codec, prepared.exact_chunk, bad_level), Error);
+}
+
 TEST(Profiler, ResumesFromPartialFile) {
   testing::TempDir dir;
   const Model model = Model::random(testing::tiny_config(), 3);

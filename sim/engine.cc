@@ -44,6 +44,7 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
   try {
     Topology topo = build_topology(config.link, cross_traffic_pairs(config.cross));
     out.network = topo.description;
+    out.network_settings = topo.settings;
     if (config.link.trace) schedule_trace(topo, *config.link.trace, config.max_sim_s);
     install_cross_traffic(config.cross, topo, config.max_sim_s);
 

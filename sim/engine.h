@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "policies/policy.h"
@@ -53,6 +54,7 @@ struct EngineOutput {
   std::vector<RequestResult> requests;
   std::string events_jsonl;
   std::string network;
+  std::vector<std::pair<std::string, std::string>> network_settings;
   double sim_end_s = 0;
   uint64_t events = 0;
 };

@@ -60,6 +60,9 @@ std::string result_to_json(const RunResult& r) {
   j["size_scale"] = r.size_scale;
   j["scaling_note"] = r.scaling_note;
   j["network"] = r.network;
+  ordered_json settings = ordered_json::object();
+  for (const auto& [name, value] : r.network_settings) settings[name] = value;
+  j["network_settings"] = settings;
   j["sim_end_s"] = ns(r.sim_end_s);
   j["events"] = r.events;
   ordered_json reqs = ordered_json::array();

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvs::sim {
@@ -77,6 +78,9 @@ struct RunResult {
   double size_scale = 1;      // target / profiled KV elements per token
   std::string scaling_note;   // empty when sizes are the profile's
   std::string network;        // description of the topology and TCP settings
+  // Every link, queue and TCP setting used, as (name, value) in a fixed order
+  // (ns-3 attributes as "ns3::Type::Attribute").
+  std::vector<std::pair<std::string, std::string>> network_settings;
   double sim_end_s = 0;
   uint64_t events = 0;        // ns-3 events executed
   std::vector<RequestResult> requests;

@@ -145,6 +145,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         scale, profile.model.name, profile.model.kv.elements_per_token(), target.name,
         target.kv.elements_per_token(), target.name);
   r.network = eo.network;
+  r.network_settings = std::move(eo.network_settings);
   r.sim_end_s = eo.sim_end_s;
   r.events = eo.events;
   r.requests = std::move(eo.requests);

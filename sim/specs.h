@@ -12,17 +12,33 @@
 
 namespace kvs::sim {
 
-// The bottleneck between the chunk server and the GPU node.
+// The bottleneck between the chunk server and the GPU node, the access links
+// and the TCP settings of every connection (docs/simulator.md).
 struct LinkSpec {
   double rate_mbps = 100;       // constant rate when `trace` is empty
   std::optional<traces::Trace> trace;  // piecewise-constant rate over time (loops if the trace says so)
-  double rtt_ms = 20;           // two-way propagation delay, split evenly over the path
+  // How a trace drives the bottleneck: "rate" (the device's rate follows the
+  // trace's piecewise-constant rate), "mahimahi" (packets leave only at the
+  // trace's delivery opportunities, as mahimahi's mm-link releases them; needs
+  // a trace with opportunities, i.e. read from a mahimahi file), or "auto"
+  // (mahimahi when the trace has opportunities, rate otherwise).
+  std::string trace_mode = "auto";
+  double rtt_ms = 20;           // two-way propagation delay of the bottleneck (RTT / 2 each way)
+  double access_rtt_ms = 0;     // added to every path's RTT by the access links (a quarter on each, each way)
   double loss_rate = 0;         // random loss on the bottleneck, per packet
-  uint32_t queue_packets = 0;   // bottleneck drop-tail queue; 0: one bandwidth-delay product (at least 100)
+  // Queue in front of the bottleneck: "droptail", "codel" or "fqcodel" (ns-3's
+  // CoDelQueueDisc / FqCoDelQueueDisc with their defaults), holding at most
+  // `queue_packets`; 0: one bandwidth-delay product at the peak rate (at least 100).
+  std::string queue = "droptail";
+  uint32_t queue_packets = 0;
   uint32_t mtu_bytes = 1500;
   double access_rate_mbps = 10000;  // server and client access links
   std::string tcp = "cubic";    // ns-3 TCP variant: cubic, cubic-hystart-fix (sim/tcp_cubic.h), newreno, bbr
   uint32_t tcp_buffer_bytes = 0;  // socket send/receive buffers; 0: 4x the BDP at the peak rate (at least 1 MiB)
+  uint32_t mss_bytes = 0;       // TCP segment payload; 0: mtu_bytes - 52 (IP 20 + TCP 20 + timestamps 12)
+  uint32_t initial_cwnd_segments = 10;
+  uint32_t delayed_ack_count = 2;  // segments per delayed ACK (1: ACK every segment)
+  double min_rto_ms = 200;      // minimum retransmission timeout (Linux's; ns-3's default is 1 s)
 };
 
 // The GPU that decodes fetched chunks and recomputes the others.

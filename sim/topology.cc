@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -12,11 +14,14 @@
 #include "ns3/traffic-control-module.h"
 
 #include "base/error.h"
+#include "sim/opportunity_queue_disc.h"
 #include "sim/tcp_cubic.h"
 
 namespace kvs::sim {
 
 namespace {
+
+using Settings = std::vector<std::pair<std::string, std::string>>;
 
 // IP 20 + TCP 20 + timestamp option 12 (see DESIGN.md).
 constexpr uint32_t kTcpIpOverheadBytes = 52;
@@ -67,6 +72,65 @@ void trace_step(ns3::Ptr<ns3::PointToPointNetDevice> dev, const traces::Trace* t
                            period_start_s, stop_s);
 }
 
+// Bottleneck device rate in mahimahi mode: the gate decides when a packet
+// leaves, the device only adds 12 ns of serialization per 1500-byte packet.
+constexpr double kGateDeviceRateBps = 1e12;
+
+// Attribute value types whose text is a setting (pointers, callbacks and
+// object lists are not). ns-3 names some with "ns3::", some without.
+bool is_setting(const ns3::TypeId::AttributeInformation& info) {
+  static const char* const kTypes[] = {"BooleanValue", "UintegerValue", "IntegerValue", "DoubleValue",
+                                       "TimeValue",    "EnumValue",     "StringValue",  "TypeIdValue",
+                                       "DataRateValue", "QueueSizeValue"};
+  if (info.supportLevel == ns3::TypeId::OBSOLETE) return false;
+  std::string type = info.checker->GetValueTypeName();
+  if (type.rfind("ns3::", 0) == 0) type = type.substr(5);
+  return std::any_of(std::begin(kTypes), std::end(kTypes), [&](const char* t) { return type == t; });
+}
+
+// The initial value of every attribute of `tid` and its parents up to (not
+// including) `stop`: what an object created now gets (Config::SetDefault
+// changes these).
+void add_defaults(Settings& out, ns3::TypeId tid, const std::string& stop) {
+  for (; tid.GetName() != stop && tid.GetName() != "ns3::Object" && tid.GetName() != "ns3::ObjectBase";
+       tid = tid.GetParent()) {
+    for (size_t i = 0; i < tid.GetAttributeN(); ++i) {
+      const auto info = tid.GetAttribute(i);
+      if (is_setting(info))
+        out.emplace_back(tid.GetName() + "::" + info.name, info.initialValue->SerializeToString(info.checker));
+    }
+  }
+}
+
+// The current value of every attribute of an object (its type and parents).
+void add_attributes(Settings& out, const std::string& prefix, ns3::Ptr<ns3::Object> obj) {
+  for (ns3::TypeId tid = obj->GetInstanceTypeId();
+       tid.GetName() != "ns3::Object" && tid.GetName() != "ns3::ObjectBase"; tid = tid.GetParent()) {
+    for (size_t i = 0; i < tid.GetAttributeN(); ++i) {
+      const auto info = tid.GetAttribute(i);
+      if (!is_setting(info) || !(info.flags & ns3::TypeId::ATTR_GET)) continue;
+      ns3::Ptr<ns3::AttributeValue> v = info.checker->Create();
+      obj->GetAttribute(info.name, *v);
+      out.emplace_back(prefix + tid.GetName() + "::" + info.name, v->SerializeToString(info.checker));
+    }
+  }
+}
+
+std::string format_number(double x) { return fmt::format("{}", x); }
+
+// A queue disc of the configured discipline holding at most `packets`.
+ns3::Ptr<ns3::QueueDisc> make_queue_disc(const std::string& kind, uint32_t packets, uint32_t mtu) {
+  using namespace ns3;
+  const QueueSizeValue size(QueueSize(QueueSizeUnit::PACKETS, packets));
+  if (kind == "droptail") return CreateObjectWithAttributes<FifoQueueDisc>("MaxSize", size);
+  if (kind == "codel") return CreateObjectWithAttributes<CoDelQueueDisc>("MaxSize", size);
+  auto fq = CreateObjectWithAttributes<FqCoDelQueueDisc>("MaxSize", size);
+  // FqCoDel takes its DRR quantum from the device's MTU only as a root queue
+  // disc; as the gate's child it would be 0 (no packet ever dequeued).
+  fq->SetQuantum(mtu);
+  return fq;
+}
+
 }  // namespace
 
 double peak_rate_bps(const LinkSpec& link) {
@@ -76,36 +140,64 @@ double peak_rate_bps(const LinkSpec& link) {
   return peak;
 }
 
+std::string resolved_trace_mode(const LinkSpec& link) {
+  const std::string& m = link.trace_mode;
+  if (m != "auto" && m != "rate" && m != "mahimahi")
+    throw Error(fmt::format("link trace_mode: expected auto, rate or mahimahi, got '{}'", m));
+  if (!link.trace) return "rate";
+  if (m == "mahimahi" && !link.trace->opportunities)
+    throw Error(fmt::format(
+        "link trace_mode: mahimahi needs a trace with delivery opportunities (a mahimahi file); trace '{}' has "
+        "none (`kvstream trace convert` writes one)",
+        link.trace->name));
+  if (m == "auto") return link.trace->opportunities ? "mahimahi" : "rate";
+  return m;
+}
+
 Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   using namespace ns3;
   if (!(link.rtt_ms >= 0)) throw Error("link rtt_ms: expected a number >= 0");
+  if (!(link.access_rtt_ms >= 0)) throw Error("link access_rtt_ms: expected a number >= 0");
   if (!link.trace && !(link.rate_mbps > 0)) throw Error("link rate_mbps: expected a positive number");
   if (!(link.loss_rate >= 0 && link.loss_rate < 1)) throw Error("link loss_rate: expected a number in [0, 1)");
   if (link.mtu_bytes < 576 || link.mtu_bytes > 65535) throw Error("link mtu_bytes: expected 576..65535");
+  if (!(link.access_rate_mbps > 0)) throw Error("link access_rate_mbps: expected a positive number");
+  if (link.queue != "droptail" && link.queue != "codel" && link.queue != "fqcodel")
+    throw Error(fmt::format("link queue: expected droptail, codel or fqcodel, got '{}'", link.queue));
+  const uint32_t max_mss = link.mtu_bytes - kTcpIpOverheadBytes;
+  if (link.mss_bytes != 0 && (link.mss_bytes < 64 || link.mss_bytes > max_mss))
+    throw Error(fmt::format("link mss_bytes: expected 64..{} (mtu_bytes - 52), or 0 for that", max_mss));
+  if (link.initial_cwnd_segments < 1) throw Error("link initial_cwnd_segments: expected an integer >= 1");
+  if (link.delayed_ack_count < 1) throw Error("link delayed_ack_count: expected an integer >= 1");
+  if (!(link.min_rto_ms > 0)) throw Error("link min_rto_ms: expected a positive number");
+  const std::string mode = resolved_trace_mode(link);
+  const bool mahimahi = mode == "mahimahi";
 
   const double peak_bps = peak_rate_bps(link);
-  const double bdp_bytes = peak_bps / 8 * link.rtt_ms / 1000;
+  const double rtt_ms = link.rtt_ms + link.access_rtt_ms;
+  const double bdp_bytes = peak_bps / 8 * rtt_ms / 1000;
   const uint32_t queue = link.queue_packets
                              ? link.queue_packets
                              : std::max<uint32_t>(100, uint32_t(std::ceil(bdp_bytes / link.mtu_bytes)));
   const uint32_t buffer = link.tcp_buffer_bytes
                               ? link.tcp_buffer_bytes
                               : std::max<uint32_t>(1u << 20, uint32_t(std::min(4 * bdp_bytes, 1e9)));
-  const uint32_t segment = link.mtu_bytes - kTcpIpOverheadBytes;
+  const uint32_t segment = link.mss_bytes ? link.mss_bytes : max_mss;
 
   Config::SetDefault("ns3::TcpL4Protocol::SocketType", StringValue(tcp_type(link.tcp)));
   Config::SetDefault("ns3::TcpSocket::SegmentSize", UintegerValue(segment));
   Config::SetDefault("ns3::TcpSocket::SndBufSize", UintegerValue(buffer));
   Config::SetDefault("ns3::TcpSocket::RcvBufSize", UintegerValue(buffer));
-  Config::SetDefault("ns3::TcpSocket::InitialCwnd", UintegerValue(10));
-  Config::SetDefault("ns3::TcpSocket::DelAckCount", UintegerValue(2));
+  Config::SetDefault("ns3::TcpSocket::InitialCwnd", UintegerValue(link.initial_cwnd_segments));
+  Config::SetDefault("ns3::TcpSocket::DelAckCount", UintegerValue(link.delayed_ack_count));
   Config::SetDefault("ns3::TcpSocketBase::Sack", BooleanValue(true));
-  // Linux's minimum retransmission timeout (ns-3's default is 1 s): a tail
+  // Linux's minimum retransmission timeout by default (ns-3's is 1 s): a tail
   // loss at the end of a chunk, with no duplicate ACKs to trigger fast
   // retransmit, otherwise stalls a request for over a second.
-  Config::SetDefault("ns3::TcpSocketBase::MinRto", TimeValue(MilliSeconds(200)));
+  Config::SetDefault("ns3::TcpSocketBase::MinRto", TimeValue(NanoSeconds(std::llround(link.min_rto_ms * 1e6))));
 
   Topology t;
+  t.mahimahi = mahimahi;
   NodeContainer nodes;
   nodes.Create(4 + 2 * cross_pairs);
   t.server = nodes.Get(0);
@@ -115,19 +207,36 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   InternetStackHelper internet;
   internet.Install(nodes);
 
-  const std::string access_rate = rate_text(link.access_rate_mbps * 1e6);
+  // Two access links on every path, each crossed once each way.
+  const double access_delay_s = link.access_rtt_ms / 4 / 1000;
   PointToPointHelper access;
-  access.SetDeviceAttribute("DataRate", StringValue(access_rate));
+  access.SetDeviceAttribute("DataRate", StringValue(rate_text(link.access_rate_mbps * 1e6)));
   access.SetDeviceAttribute("Mtu", UintegerValue(link.mtu_bytes));
-  access.SetChannelAttribute("Delay", TimeValue(Seconds(0)));
+  access.SetChannelAttribute("Delay", TimeValue(Seconds(access_delay_s)));
   access.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, 10000)));
 
+  // The device queue: the whole queue for rate-mode drop-tail; otherwise one
+  // packet behind a queue disc (so that the queue, and CoDel's sojourn times,
+  // are in the queue disc), or, behind the mahimahi gate, room for everything
+  // one instant's opportunities can release (so the gate never waits for it).
+  std::optional<OpportunitySchedule> schedule;
+  uint32_t device_queue = queue;
+  double device_bps = link.trace ? link.trace->segments.at(0).rate_bps : link.rate_mbps * 1e6;
+  if (mahimahi) {
+    schedule.emplace(*link.trace->opportunities, link.trace->loops);
+    const uint64_t bytes_per_instant = uint64_t(schedule->max_count()) *
+                                       (link.trace->opportunities->packet_bytes +
+                                        DeliveryOpportunityQueueDisc::kTunHeaderBytes);
+    device_queue = uint32_t(std::max<uint64_t>(100, bytes_per_instant / 24 + 2));  // 24: IP header + 4
+    device_bps = kGateDeviceRateBps;
+  } else if (link.queue != "droptail") {
+    device_queue = 1;
+  }
   PointToPointHelper neck;
-  neck.SetDeviceAttribute("DataRate", StringValue(rate_text(link.trace ? link.trace->segments.at(0).rate_bps
-                                                                       : link.rate_mbps * 1e6)));
+  neck.SetDeviceAttribute("DataRate", StringValue(rate_text(device_bps)));
   neck.SetDeviceAttribute("Mtu", UintegerValue(link.mtu_bytes));
   neck.SetChannelAttribute("Delay", TimeValue(Seconds(link.rtt_ms / 2000)));
-  neck.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, queue)));
+  neck.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, device_queue)));
 
   Ipv4AddressHelper addr;
   TrafficControlHelper tc;
@@ -143,6 +252,11 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   t.server_address = server_ifs.GetAddress(0);
   auto [neck_devs, neck_ifs] = link_pair(neck, t.left_router, t.right_router);
   t.bottleneck = DynamicCast<PointToPointNetDevice>(neck_devs.Get(0));
+  // The reverse direction (ACKs, requests) of a trace-driven bottleneck runs
+  // at the access rate: a trace describes one direction, and its first
+  // segment (possibly an outage) says nothing about the other.
+  const double reverse_bps = link.trace ? link.access_rate_mbps * 1e6 : device_bps;
+  neck_devs.Get(1)->SetAttribute("DataRate", StringValue(rate_text(reverse_bps)));
   link_pair(access, t.right_router, t.client);
   for (uint32_t i = 0; i < cross_pairs; ++i) {
     Ptr<Node> snd = nodes.Get(4 + 2 * i), rcv = nodes.Get(5 + 2 * i);
@@ -152,6 +266,22 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
     t.cross_receivers.push_back(rcv);
     t.cross_receiver_addresses.push_back(ifs.GetAddress(1));
   }
+
+  if (mahimahi || link.queue != "droptail") {
+    t.queue = make_queue_disc(link.queue, queue, link.mtu_bytes);
+    if (mahimahi) {
+      auto gate = CreateObject<DeliveryOpportunityQueueDisc>();
+      gate->SetSchedule(*link.trace->opportunities, link.trace->loops);
+      auto cls = CreateObject<QueueDiscClass>();
+      cls->SetQueueDisc(t.queue);
+      gate->AddQueueDiscClass(cls);
+      t.queue_disc = gate;
+    } else {
+      t.queue_disc = t.queue;
+    }
+    t.left_router->GetObject<TrafficControlLayer>()->SetRootQueueDiscOnDevice(t.bottleneck, t.queue_disc);
+  }
+
   Ptr<RateErrorModel> em;
   if (link.loss_rate > 0) {
     em = CreateObject<RateErrorModel>();
@@ -166,18 +296,73 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   if (em) stream += em->AssignStreams(stream);
   t.next_stream = stream;
 
+  const std::string bottleneck =
+      !link.trace ? fmt::format("{} Mbit/s", link.rate_mbps)
+      : mahimahi  ? fmt::format("trace {} (mahimahi delivery opportunities of {} B, {})", link.trace->name,
+                                link.trace->opportunities->packet_bytes + DeliveryOpportunityQueueDisc::kTunHeaderBytes,
+                                link.trace->loops ? "looping" : "once")
+                  : fmt::format("trace {} (rate, peak {} Mbit/s)", link.trace->name, peak_bps / 1e6);
+  const std::string queue_text =
+      link.queue == "droptail" ? "drop-tail" : link.queue == "codel" ? "CoDel (ns-3 defaults: target 5 ms, interval 100 ms)"
+                                                                     : "FqCoDel (ns-3 defaults: 1024 flows, target 5 ms, interval 100 ms)";
   t.description = fmt::format(
-      "dumbbell: bottleneck {} ({}), one-way delay {} ms (RTT {} ms), drop-tail queue {} packets, loss {}, "
-      "MTU {} B; access links {} Mbit/s, no delay, no queue discs; TCP {} (SACK, initial cwnd 10, delayed ACK 2, min RTO 200 ms), "
-      "segment {} B, socket buffers {} B; {} cross-traffic pairs",
-      link.trace ? "trace " + link.trace->name : fmt::format("{} Mbit/s", link.rate_mbps),
-      link.trace ? fmt::format("peak {} Mbit/s", peak_bps / 1e6) : "constant", link.rtt_ms / 2, link.rtt_ms, queue,
-      link.loss_rate, link.mtu_bytes, link.access_rate_mbps, link.tcp, segment, buffer, cross_pairs);
+      "dumbbell: bottleneck {}, one-way delay {} ms (RTT {} ms), {} queue {} packets, loss {}, MTU {} B; access links "
+      "{} Mbit/s, RTT {} ms, no queue discs; TCP {} (SACK, MSS {} B, initial cwnd {}, delayed ACK {}, min RTO {} ms), "
+      "socket buffers {} B; {} cross-traffic pairs",
+      bottleneck, link.rtt_ms / 2, link.rtt_ms, queue_text, queue, link.loss_rate, link.mtu_bytes,
+      link.access_rate_mbps, link.access_rtt_ms, link.tcp, segment, link.initial_cwnd_segments,
+      link.delayed_ack_count, link.min_rto_ms, buffer, cross_pairs);
+
+  Settings& st = t.settings;
+  st.emplace_back("link.bottleneck", link.trace ? "trace " + link.trace->name : "constant");
+  if (!link.trace) st.emplace_back("link.rate_mbps", format_number(link.rate_mbps));
+  st.emplace_back("link.trace_mode", mode);
+  if (link.trace) st.emplace_back("link.trace_peak_mbps", format_number(peak_bps / 1e6));
+  if (mahimahi) {
+    st.emplace_back("link.opportunity_bytes",
+                    std::to_string(link.trace->opportunities->packet_bytes + DeliveryOpportunityQueueDisc::kTunHeaderBytes));
+    st.emplace_back("link.opportunity_period_ms", std::to_string(link.trace->opportunities->period_ms));
+  }
+  st.emplace_back("link.trace_loops", link.trace ? (link.trace->loops ? "true" : "false") : "n/a");
+  st.emplace_back("link.device_rate_bps", format_number(device_bps));
+  st.emplace_back("link.reverse_rate_bps", format_number(reverse_bps));
+  st.emplace_back("link.rtt_ms", format_number(link.rtt_ms));
+  st.emplace_back("link.one_way_delay_ms", format_number(link.rtt_ms / 2));
+  st.emplace_back("link.access_rtt_ms", format_number(link.access_rtt_ms));
+  st.emplace_back("link.access_one_way_delay_ms", format_number(access_delay_s * 1000));
+  st.emplace_back("link.access_rate_mbps", format_number(link.access_rate_mbps));
+  st.emplace_back("link.access_queue_packets", "10000");
+  st.emplace_back("link.mtu_bytes", std::to_string(link.mtu_bytes));
+  st.emplace_back("link.loss_rate", format_number(link.loss_rate));
+  st.emplace_back("link.cross_traffic_pairs", std::to_string(cross_pairs));
+  st.emplace_back("queue.discipline", link.queue);
+  st.emplace_back("queue.packets", std::to_string(queue));
+  st.emplace_back("queue.device_queue_packets", std::to_string(device_queue));
+  if (t.queue) add_attributes(st, "queue.", t.queue);
+  if (auto fq = DynamicCast<FqCoDelQueueDisc>(t.queue)) st.emplace_back("queue.fqcodel_quantum_bytes", std::to_string(fq->GetQuantum()));
+  st.emplace_back("tcp.variant", link.tcp);
+  st.emplace_back("tcp.mss_bytes", std::to_string(segment));
+  st.emplace_back("tcp.socket_buffer_bytes", std::to_string(buffer));
+  add_defaults(st, TypeId::LookupByName("ns3::TcpL4Protocol"), "ns3::IpL4Protocol");
+  add_defaults(st, TypeId::LookupByName("ns3::TcpSocketBase"), "ns3::Socket");
+  add_defaults(st, TypeId::LookupByName("ns3::TcpSocketState"), "ns3::Object");
+  // The variant's attributes, its parents' up to TcpCongestionOps (ns-3.37
+  // gives TcpCubic the parent TcpSocketBase, recorded above already).
+  add_defaults(st, TypeId::LookupByName(tcp_type(link.tcp)), "ns3::TcpSocketBase");
+  // The loss-recovery algorithm's own attributes (PRR by default).
+  TypeId::AttributeInformation recovery_info;
+  TypeIdValue recovery;
+  if (TypeId::LookupByName("ns3::TcpL4Protocol").LookupAttributeByName("RecoveryType", &recovery_info) &&
+      recovery.DeserializeFromString(recovery_info.initialValue->SerializeToString(recovery_info.checker),
+                                     recovery_info.checker))
+    add_defaults(st, recovery.Get(), "ns3::TcpRecoveryOps");
+  add_defaults(st, TypeId::LookupByName("ns3::RttMeanDeviation"), "ns3::Object");
   return t;
 }
 
 void schedule_trace(const Topology& topo, const traces::Trace& trace, double stop_s) {
   if (trace.segments.empty()) throw Error(fmt::format("trace {}: no segments", trace.name));
+  if (topo.mahimahi) return;
   trace_step(topo.bottleneck, &trace, 0, 0.0, stop_s);
 }
 

@@ -3,19 +3,25 @@
 //   server ──access── left router ══bottleneck══ right router ──access── GPU node
 //   cross senders ──┘                                       └── cross receivers
 //
-// The bottleneck (left -> right) has the configured rate (or a trace of
-// rates), a drop-tail queue of `queue_packets`, optional random loss, and all
-// of the propagation delay (RTT / 2 each way); access links are fast and have
-// no delay. No queue discs (ns-3 installs FqCoDel by default; it is removed).
+// The bottleneck (left -> right) has the configured rate, or follows a trace
+// (trace_mode "rate": its rate changes at the trace's segment boundaries;
+// "mahimahi": packets leave at the trace's delivery opportunities, see
+// opportunity_queue_disc.h), a queue of `queue_packets` (drop-tail, CoDel or
+// FqCoDel), optional random loss, and the bottleneck's propagation delay
+// (RTT / 2 each way); access links are fast and add `access_rtt_ms` to every
+// path (a quarter on each access link, each way). ns-3's default FqCoDel on
+// the other devices is removed.
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ns3/ipv4-address.h"
 #include "ns3/node.h"
 #include "ns3/point-to-point-net-device.h"
 #include "ns3/ptr.h"
+#include "ns3/queue-disc.h"
 
 #include "sim/specs.h"
 
@@ -27,7 +33,16 @@ struct Topology {
   std::vector<ns3::Ptr<ns3::Node>> cross_senders, cross_receivers;
   std::vector<ns3::Ipv4Address> cross_receiver_addresses;
   ns3::Ptr<ns3::PointToPointNetDevice> bottleneck;  // the left router's device
-  std::string description;                          // every setting used, for the run log
+  // The bottleneck's root queue disc: the delivery-opportunity gate in
+  // mahimahi mode, CoDel or FqCoDel in rate mode; null for a rate-mode
+  // drop-tail queue (then the device's own queue holds the packets).
+  ns3::Ptr<ns3::QueueDisc> queue_disc;
+  ns3::Ptr<ns3::QueueDisc> queue;                   // the queue disc holding the packets (the gate's child), or null
+  bool mahimahi = false;                            // the bottleneck replays delivery opportunities
+  std::string description;                          // one sentence for the run log
+  // Every setting used (link, queue, TCP: each ns-3 attribute value a socket
+  // and the queue discs were created with), as (name, value), for results.json.
+  std::vector<std::pair<std::string, std::string>> settings;
   int64_t next_stream = 0;                          // first ns-3 random stream not yet assigned
 };
 
@@ -36,8 +51,14 @@ struct Topology {
 // before any socket exists; Simulator::Destroy() tears it down.
 Topology build_topology(const LinkSpec& link, uint32_t cross_pairs);
 
-// Changes the bottleneck rate at every segment boundary of `trace` until `stop_s`.
+// Rate mode: changes the bottleneck rate at every segment boundary of `trace`
+// until `stop_s`. Mahimahi mode: nothing to do (the gate is driven by packets).
 void schedule_trace(const Topology& topo, const traces::Trace& trace, double stop_s);
+
+// "rate" or "mahimahi": how the bottleneck replays `link.trace` (rate when
+// there is no trace). Throws kvs::Error for an unknown mode, or mahimahi
+// without delivery opportunities.
+std::string resolved_trace_mode(const LinkSpec& link);
 
 // The highest rate the bottleneck will have (bits per second).
 double peak_rate_bps(const LinkSpec& link);

@@ -3,6 +3,7 @@
 
 #include <map>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,8 @@
 #include "scenarios/scenario.h"
 #include "sim/gpu_model.h"
 #include "sim/simulation.h"
+#include "traces/formats.h"
+#include "traces/generators.h"
 #include "tests/sim/sim_test_util.h"
 
 namespace kvs::sim {
@@ -195,6 +198,64 @@ TEST(Simulation, SameSeedGivesByteIdenticalOutputs) {
   config.seed = 2;
   const auto c = simulate(config, profile);
   EXPECT_NE(a.events_jsonl, c.events_jsonl);
+}
+
+TEST(Simulation, RandomLossDependsOnTheSeedOnly) {
+  const auto profile = make_profile(4, 256, {300'000});
+  auto config = base_config(50, 20);
+  config.link.loss_rate = 0.01;
+  const auto a = simulate(config, profile);
+  const auto b = simulate(config, profile);
+  EXPECT_EQ(a.result_json, b.result_json);
+  EXPECT_EQ(a.events_jsonl, b.events_jsonl);
+  std::set<double> ttfts = {a.result.requests[0].ttft_s};
+  for (uint32_t seed = 2; seed <= 4; ++seed) {
+    config.seed = seed;
+    const auto r = simulate(config, profile).result.requests[0];
+    ASSERT_TRUE(r.finished);
+    ttfts.insert(r.ttft_s);
+  }
+  EXPECT_EQ(ttfts.size(), 4u) << "four seeds, four loss patterns, four TTFTs";
+  // Without loss the seed changes nothing here (no other randomness).
+  config.link.loss_rate = 0;
+  config.seed = 1;
+  const auto clean1 = simulate(config, profile);
+  config.seed = 2;
+  EXPECT_EQ(simulate(config, profile).result.requests[0].ttft_s, clean1.result.requests[0].ttft_s);
+  EXPECT_LT(clean1.result.requests[0].ttft_s, *ttfts.rbegin());
+}
+
+TEST(Simulation, MahimahiTraceIsReplayedByOpportunitiesAndEverySettingIsRecorded) {
+  // 2 opportunities per ms (24 Mbit/s of IP packets), period 10 ms, in the
+  // mahimahi text format: auto mode replays the opportunities.
+  std::string text;
+  for (int ms = 1; ms <= 10; ++ms) text += std::to_string(ms) + "\n" + std::to_string(ms) + "\n";
+  const auto profile = make_profile(2, 256, {1'000'000});
+  auto config = base_config(0, 20);
+  config.link.trace = traces::parse_trace(text, "two-per-ms");
+  config.link.queue = "codel";
+  const auto out = simulate(config, profile);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  // 2 MB at 24 Mbit/s of 1500-byte packets carrying 1448 bytes: 0.69 s, plus slow start.
+  const double floor_s = 2'000'064 * 1500.0 / 1448 * 8 / 24e6;
+  EXPECT_GT(r.breakdown.network_s, floor_s);
+  EXPECT_LT(r.breakdown.network_s, floor_s + 0.3);
+  const auto j = nlohmann::json::parse(out.result_json);
+  EXPECT_NE(j.at("network").get<std::string>().find("mahimahi delivery opportunities"), std::string::npos);
+  const auto& st = j.at("network_settings");
+  EXPECT_EQ(st.at("link.trace_mode"), "mahimahi");
+  EXPECT_EQ(st.at("queue.discipline"), "codel");
+  EXPECT_EQ(st.at("ns3::TcpSocket::InitialCwnd"), "10");
+  EXPECT_EQ(st.at("ns3::TcpSocketBase::Sack"), "true");
+  EXPECT_TRUE(st.contains("queue.ns3::CoDelQueueDisc::Target"));
+  EXPECT_TRUE(st.contains("ns3::TcpCubic::Beta"));
+  config.link.trace_mode = "rate";
+  const auto rate = simulate(config, profile);
+  EXPECT_EQ(nlohmann::json::parse(rate.result_json).at("network_settings").at("link.trace_mode"), "rate");
+  config.link.trace_mode = "mahimahi";
+  config.link.trace = traces::generate_trace("const:rate=10mbps,duration=10s");
+  EXPECT_THROW(simulate(config, profile), Error);
 }
 
 TEST(Simulation, EventLogIsOrderedJsonLinesWithEveryEventKind) {

@@ -32,7 +32,7 @@ namespace {
 struct SimulateOptions {
   std::string config_path;
   std::string out_dir;
-  std::string profile, codec, policy, target, trace, trace_gen, tcp, gpu;
+  std::string profile, codec, policy, target, trace, trace_gen, trace_mode, queue, tcp, gpu;
   std::vector<std::string> policy_params;
   double rate_mbps = 0, rtt_ms = 0, loss = 0, slo_s = 0, efficiency = 0, decode_speedup = 0, arrival_rate = 0;
   uint32_t queue_packets = 0, mtu = 0, in_flight = 0, requests = 0, seed = 0, run = 0, bulk = 0, udp = 0;
@@ -128,6 +128,8 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   if (given("--rtt-ms")) c.link.rtt_ms = o.rtt_ms;
   if (given("--loss")) c.link.loss_rate = o.loss;
   if (given("--queue-packets")) c.link.queue_packets = o.queue_packets;
+  if (given("--queue")) c.link.queue = o.queue;
+  if (given("--trace-mode")) c.link.trace_mode = o.trace_mode;
   if (given("--mtu")) c.link.mtu_bytes = o.mtu;
   if (given("--tcp")) c.link.tcp = o.tcp;
   if (given("--slo-s")) c.slo_s = o.slo_s;
@@ -197,7 +199,12 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--rate-mbps", o->rate_mbps, "Constant bottleneck rate in Mbit/s (default 100)");
   cmd->add_option("--rtt-ms", o->rtt_ms, "Round-trip propagation delay in ms (default 20)");
   cmd->add_option("--loss", o->loss, "Random packet loss rate on the bottleneck, 0..1 (default 0)");
-  cmd->add_option("--queue-packets", o->queue_packets, "Bottleneck drop-tail queue in packets (default: 1 BDP, >= 100)");
+  cmd->add_option("--trace-mode", o->trace_mode,
+                  "How a trace drives the bottleneck: auto, rate, mahimahi (default auto: mahimahi for mahimahi files)")
+      ->check(CLI::IsMember({"auto", "rate", "mahimahi"}));
+  cmd->add_option("--queue", o->queue, "Bottleneck queue discipline: droptail, codel, fqcodel (default droptail)")
+      ->check(CLI::IsMember({"droptail", "codel", "fqcodel"}));
+  cmd->add_option("--queue-packets", o->queue_packets, "Bottleneck queue size in packets (default: 1 BDP, >= 100)");
   cmd->add_option("--mtu", o->mtu, "MTU in bytes (default 1500)");
   cmd->add_option("--tcp", o->tcp, "TCP variant: cubic, newreno, bbr (default cubic)");
   cmd->add_option("--slo-s", o->slo_s, "TTFT target in seconds (default 0: none)");

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <set>
 
@@ -65,6 +66,17 @@ class Fields {
     out = uint32_t(x);
   }
   void string(const std::string& key, std::string& out) { read(key, out, "a string"); }
+  // A string that must be one of `allowed`.
+  void one_of(const std::string& key, std::string& out, std::initializer_list<const char*> allowed) {
+    if (!has(key)) return;
+    string(key, out);
+    std::string list;
+    for (const char* a : allowed) {
+      if (out == a) return;
+      list += (list.empty() ? "" : ", ") + std::string(a);
+    }
+    fail(node_[key], key, fmt::format("expected one of {}, got '{}'", list, out));
+  }
   void required_string(const std::string& key, std::string& out) {
     if (!has(key)) fail(node_, key, "missing (required)");
     string(key, out);
@@ -151,13 +163,32 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source,
     lf.string("trace_gen", s.trace_gen);
     if (!s.trace_file.empty() && !s.trace_gen.empty())
       lf.fail(lf.get("trace_gen"), "trace_gen", "give either trace or trace_gen, not both");
+    lf.one_of("trace_mode", l.trace_mode, {"auto", "rate", "mahimahi"});
+    if (l.trace_mode == "mahimahi" && !s.trace_gen.empty())
+      lf.fail(lf.get("trace_mode"), "trace_mode",
+              "mahimahi needs a trace with delivery opportunities (a mahimahi file); generated traces have none");
     lf.number("rtt_ms", l.rtt_ms);
+    lf.number("access_rtt_ms", l.access_rtt_ms);
+    if (!(l.access_rtt_ms >= 0)) lf.fail(lf.get("access_rtt_ms"), "access_rtt_ms", "expected a number >= 0");
     lf.number("loss_rate", l.loss_rate);
+    if (!(l.loss_rate >= 0 && l.loss_rate < 1)) lf.fail(lf.get("loss_rate"), "loss_rate", "expected a number in [0, 1)");
+    lf.one_of("queue", l.queue, {"droptail", "codel", "fqcodel"});
     lf.unsigned_int("queue_packets", l.queue_packets);
     lf.unsigned_int("mtu_bytes", l.mtu_bytes);
+    if (l.mtu_bytes < 576 || l.mtu_bytes > 65535) lf.fail(lf.get("mtu_bytes"), "mtu_bytes", "expected 576..65535");
     lf.number("access_rate_mbps", l.access_rate_mbps);
-    lf.string("tcp", l.tcp);
+    lf.one_of("tcp", l.tcp, {"cubic", "cubic-hystart-fix", "newreno", "bbr"});
     lf.unsigned_int("tcp_buffer_bytes", l.tcp_buffer_bytes);
+    lf.unsigned_int("mss_bytes", l.mss_bytes);
+    if (l.mss_bytes != 0 && (l.mss_bytes < 64 || l.mss_bytes > l.mtu_bytes - 52))
+      lf.fail(lf.get("mss_bytes"), "mss_bytes",
+              fmt::format("expected 64..{} (mtu_bytes - 52), or 0 for that; got {}", l.mtu_bytes - 52, l.mss_bytes));
+    lf.unsigned_int("initial_cwnd_segments", l.initial_cwnd_segments);
+    if (l.initial_cwnd_segments < 1) lf.fail(lf.get("initial_cwnd_segments"), "initial_cwnd_segments", "expected an integer >= 1");
+    lf.unsigned_int("delayed_ack_count", l.delayed_ack_count);
+    if (l.delayed_ack_count < 1) lf.fail(lf.get("delayed_ack_count"), "delayed_ack_count", "expected an integer >= 1");
+    lf.number("min_rto_ms", l.min_rto_ms);
+    if (!(l.min_rto_ms > 0)) lf.fail(lf.get("min_rto_ms"), "min_rto_ms", "expected a positive number");
     lf.finish();
   }
   if (f.has("gpu")) {

@@ -53,8 +53,9 @@ output: out/run1
 
 TEST(Scenario, UnknownKeyNamesFileLineAndKey) {
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\nlink:\n  rate_mbps: 5\n  rtt: 20\n"),
-            "s.yaml:5: link.rtt: unknown key (known here: access_rate_mbps, loss_rate, mtu_bytes, queue_packets, "
-            "rate_mbps, rtt_ms, tcp, tcp_buffer_bytes, trace, trace_gen)");
+            "s.yaml:5: link.rtt: unknown key (known here: access_rate_mbps, access_rtt_ms, delayed_ack_count, "
+            "initial_cwnd_segments, loss_rate, min_rto_ms, mss_bytes, mtu_bytes, queue, queue_packets, rate_mbps, "
+            "rtt_ms, tcp, tcp_buffer_bytes, trace, trace_gen, trace_mode)");
   EXPECT_NE(error_of("profile: p.json\ncodec: c\nslo: 1\n").find("s.yaml:3: slo: unknown key"), std::string::npos);
 }
 
@@ -67,6 +68,59 @@ TEST(Scenario, WrongTypeNamesFileLineAndKey) {
             "s.yaml:3: arrivals.times_s: expected a list of numbers");
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\ngpu: h100\n"),
             "s.yaml:3: gpu: expected a mapping of keys to values");
+}
+
+TEST(Scenario, LinkQueueTcpAndTraceModeKeys) {
+  const auto s = parse_scenario(R"(
+profile: p.json
+codec: c
+link:
+  trace_mode: rate
+  queue: fqcodel
+  queue_packets: 300
+  mss_bytes: 1000
+  initial_cwnd_segments: 4
+  delayed_ack_count: 1
+  min_rto_ms: 50
+  access_rtt_ms: 6
+)",
+                                "s.yaml", "");
+  const auto& l = s.sim.link;
+  EXPECT_EQ(l.trace_mode, "rate");
+  EXPECT_EQ(l.queue, "fqcodel");
+  EXPECT_EQ(l.queue_packets, 300u);
+  EXPECT_EQ(l.mss_bytes, 1000u);
+  EXPECT_EQ(l.initial_cwnd_segments, 4u);
+  EXPECT_EQ(l.delayed_ack_count, 1u);
+  EXPECT_EQ(l.min_rto_ms, 50);
+  EXPECT_EQ(l.access_rtt_ms, 6);
+  // Defaults.
+  const auto d = parse_scenario("profile: p.json\ncodec: c\n", "s.yaml", "").sim.link;
+  EXPECT_EQ(d.trace_mode, "auto");
+  EXPECT_EQ(d.queue, "droptail");
+  EXPECT_EQ(d.mss_bytes, 0u);
+  EXPECT_EQ(d.initial_cwnd_segments, 10u);
+  EXPECT_EQ(d.delayed_ack_count, 2u);
+  EXPECT_EQ(d.min_rto_ms, 200);
+  EXPECT_EQ(d.access_rtt_ms, 0);
+}
+
+TEST(Scenario, BadLinkValuesNameFileLineAndKey) {
+  const std::string head = "profile: p.json\ncodec: c\nlink:\n";
+  EXPECT_EQ(error_of(head + "  queue: red\n"),
+            "s.yaml:4: link.queue: expected one of droptail, codel, fqcodel, got 'red'");
+  EXPECT_EQ(error_of(head + "  trace_mode: exact\n"),
+            "s.yaml:4: link.trace_mode: expected one of auto, rate, mahimahi, got 'exact'");
+  EXPECT_EQ(error_of(head + "  tcp: vegas\n"), "s.yaml:4: link.tcp: expected one of cubic, cubic-hystart-fix, newreno, bbr, got 'vegas'");
+  EXPECT_EQ(error_of(head + "  mtu_bytes: 9000\n  mss_bytes: 8949\n"),
+            "s.yaml:5: link.mss_bytes: expected 64..8948 (mtu_bytes - 52), or 0 for that; got 8949");
+  EXPECT_EQ(error_of(head + "  initial_cwnd_segments: 0\n"),
+            "s.yaml:4: link.initial_cwnd_segments: expected an integer >= 1");
+  EXPECT_EQ(error_of(head + "  delayed_ack_count: 0\n"), "s.yaml:4: link.delayed_ack_count: expected an integer >= 1");
+  EXPECT_EQ(error_of(head + "  min_rto_ms: 0\n"), "s.yaml:4: link.min_rto_ms: expected a positive number");
+  EXPECT_EQ(error_of(head + "  access_rtt_ms: -1\n"), "s.yaml:4: link.access_rtt_ms: expected a number >= 0");
+  EXPECT_EQ(error_of(head + "  loss_rate: 1\n"), "s.yaml:4: link.loss_rate: expected a number in [0, 1)");
+  EXPECT_EQ(error_of(head + "  queue: [codel]\n"), "s.yaml:4: link.queue: expected a string");
 }
 
 TEST(Scenario, MissingProfileIsAnError) {

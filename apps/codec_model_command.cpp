@@ -31,7 +31,7 @@ namespace {
 struct TrainArgs {
   std::string codec = "cachegen", out, model_dir, contexts, kv_dtype = "fp16";
   std::vector<std::string> params, kv_files;
-  uint32_t chunk_tokens = 256, max_context_tokens = 0;
+  uint32_t chunk_tokens = 1500, max_context_tokens = 0;
   size_t max_contexts = 0;
   int threads = 1;
 };

@@ -23,7 +23,7 @@ void add_profile_command(CLI::App& app) {
   struct Args {
     std::string model_dir, contexts, codecs = "cachegen,quant8", output, codec_model, dtype = "fp32", kv_dtype = "fp16";
     std::vector<std::string> params;
-    uint32_t chunk_tokens = 256, greedy_tokens = 16, max_context_tokens = 0, repeats = 1;
+    uint32_t chunk_tokens = 1500, greedy_tokens = 16, max_context_tokens = 0, repeats = 1;
     size_t max_contexts = 0, continuation_bytes = 512;
     int threads = 2;
   };
@@ -38,7 +38,7 @@ void add_profile_command(CLI::App& app) {
   cmd->add_option("--codecs", args->codecs, "Comma-separated codec names (see `kvstream codecs`)")->capture_default_str();
   cmd->add_option("--param", args->params, "Codec parameter key=value (repeatable; given to every codec)");
   cmd->add_option("--codec-model", args->codec_model, "Codec model file for codecs with static entropy tables");
-  cmd->add_option("--chunk-tokens", args->chunk_tokens, "Tokens per chunk")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk-tokens", args->chunk_tokens, "Tokens per chunk (CacheGen's paper: 1500)")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--greedy-tokens", args->greedy_tokens, "Greedy tokens compared for agreement")->capture_default_str();
   cmd->add_option("--max-context-tokens", args->max_context_tokens, "Truncate contexts to this many tokens (0: no limit)")
       ->capture_default_str();

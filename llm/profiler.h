@@ -44,7 +44,7 @@ std::vector<ProfileContext> load_contexts(const std::string& path, size_t contin
 struct ProfilerOptions {
   std::vector<std::string> codecs;              // registry names
   codec::CodecOptions codec_options;            // shared by all codecs (params, model file)
-  uint32_t chunk_tokens = 256;
+  uint32_t chunk_tokens = 1500;                 // CacheGen's paper
   uint32_t greedy_tokens = 16;
   uint32_t max_context_tokens = 0;              // 0: whole context
   uint32_t timing_repeats = 1;                  // encode/decode timed this many times, minimum kept

@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "sim/opportunity_queue_disc.h"
+#include "sim/rate_queue_disc.h"
 #include "sim/tcp_cubic.h"
 
 namespace kvs::sim {
@@ -36,44 +37,9 @@ std::string tcp_type(const std::string& name) {
 
 std::string rate_text(double bps) { return fmt::format("{}bps", uint64_t(std::llround(bps))); }
 
-// ns-3 fixes a packet's serialization time when it starts, so a packet that
-// starts during a (near-)zero segment would hold the link long after the
-// rate comes back. A segment's rate is therefore raised so that one MTU-sized
-// packet fits in it: at most one packet crosses during an outage, and the
-// link is free again when the outage ends.
-void set_rate(ns3::Ptr<ns3::PointToPointNetDevice> dev, double bps, double segment_s) {
-  const double mtu_bits = 8.0 * dev->GetMtu();
-  const double floor_bps = segment_s > 0 ? mtu_bits / segment_s : 1000.0;
-  dev->SetDataRate(ns3::DataRate(uint64_t(std::llround(std::max({bps, floor_bps, 1000.0})))));
-}
-
-// Applies segment `i` of the trace and schedules the next boundary.
-void trace_step(ns3::Ptr<ns3::PointToPointNetDevice> dev, const traces::Trace* trace, size_t i, double period_start_s,
-                double stop_s) {
-  const double now = ns3::Simulator::Now().GetSeconds();
-  double next_start;
-  size_t next = i + 1;
-  if (next < trace->segments.size()) {
-    next_start = period_start_s + trace->segments[next].start_s;
-  } else if (trace->loops && trace->duration_s > 0) {
-    period_start_s += trace->duration_s;
-    next = 0;
-    next_start = period_start_s;
-  } else {
-    const double end = period_start_s + trace->duration_s;
-    set_rate(dev, trace->segments[i].rate_bps, end - now);
-    if (end < stop_s)  // the trace is over: the link stops
-      ns3::Simulator::Schedule(ns3::Seconds(end) - ns3::Simulator::Now(), &set_rate, dev, 0.0, 0.0);
-    return;
-  }
-  set_rate(dev, trace->segments[i].rate_bps, next_start - now);
-  if (next_start >= stop_s) return;
-  ns3::Simulator::Schedule(ns3::Seconds(next_start) - ns3::Simulator::Now(), &trace_step, dev, trace, next,
-                           period_start_s, stop_s);
-}
-
-// Bottleneck device rate in mahimahi mode: the gate decides when a packet
-// leaves, the device only adds 12 ns of serialization per 1500-byte packet.
+// Bottleneck device rate behind a trace gate (rate or mahimahi): the gate
+// decides when a packet leaves, the device only adds 12 ns of serialization
+// per 1500-byte packet.
 constexpr double kGateDeviceRateBps = 1e12;
 
 // Attribute value types whose text is a setting (pointers, callbacks and
@@ -215,19 +181,21 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   access.SetChannelAttribute("Delay", TimeValue(Seconds(access_delay_s)));
   access.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, 10000)));
 
-  // The device queue: the whole queue for rate-mode drop-tail; otherwise one
-  // packet behind a queue disc (so that the queue, and CoDel's sojourn times,
-  // are in the queue disc), or, behind the mahimahi gate, room for everything
-  // one instant's opportunities can release (so the gate never waits for it).
-  std::optional<OpportunitySchedule> schedule;
+  // The device queue: the whole queue for a constant rate with drop-tail;
+  // otherwise one packet behind a queue disc (so that the queue, and CoDel's
+  // sojourn times, are in the queue disc), or, behind a trace gate, room for
+  // everything the gate can release at one instant (so it never waits).
   uint32_t device_queue = queue;
-  double device_bps = link.trace ? link.trace->segments.at(0).rate_bps : link.rate_mbps * 1e6;
+  double device_bps = link.rate_mbps * 1e6;
   if (mahimahi) {
-    schedule.emplace(*link.trace->opportunities, link.trace->loops);
-    const uint64_t bytes_per_instant = uint64_t(schedule->max_count()) *
+    const OpportunitySchedule schedule(*link.trace->opportunities, link.trace->loops);
+    const uint64_t bytes_per_instant = uint64_t(schedule.max_count()) *
                                        (link.trace->opportunities->packet_bytes +
                                         DeliveryOpportunityQueueDisc::kTunHeaderBytes);
     device_queue = uint32_t(std::max<uint64_t>(100, bytes_per_instant / 24 + 2));  // 24: IP header + 4
+    device_bps = kGateDeviceRateBps;
+  } else if (link.trace) {
+    device_queue = 100;  // the rate gate releases one packet at a time
     device_bps = kGateDeviceRateBps;
   } else if (link.queue != "droptail") {
     device_queue = 1;
@@ -267,11 +235,19 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
     t.cross_receiver_addresses.push_back(ifs.GetAddress(1));
   }
 
-  if (mahimahi || link.queue != "droptail") {
+  if (link.trace || link.queue != "droptail") {
     t.queue = make_queue_disc(link.queue, queue, link.mtu_bytes);
+    Ptr<QueueDisc> gate;
     if (mahimahi) {
-      auto gate = CreateObject<DeliveryOpportunityQueueDisc>();
-      gate->SetSchedule(*link.trace->opportunities, link.trace->loops);
+      auto g = CreateObject<DeliveryOpportunityQueueDisc>();
+      g->SetSchedule(*link.trace->opportunities, link.trace->loops);
+      gate = g;
+    } else if (link.trace) {
+      auto g = CreateObject<TraceRateQueueDisc>();
+      g->SetTrace(*link.trace);
+      gate = g;
+    }
+    if (gate) {
       auto cls = CreateObject<QueueDiscClass>();
       cls->SetQueueDisc(t.queue);
       gate->AddQueueDiscClass(cls);
@@ -301,7 +277,8 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
       : mahimahi  ? fmt::format("trace {} (mahimahi delivery opportunities of {} B, {})", link.trace->name,
                                 link.trace->opportunities->packet_bytes + DeliveryOpportunityQueueDisc::kTunHeaderBytes,
                                 link.trace->loops ? "looping" : "once")
-                  : fmt::format("trace {} (rate, peak {} Mbit/s)", link.trace->name, peak_bps / 1e6);
+                  : fmt::format("trace {} (rate, peak {} Mbit/s, {})", link.trace->name, peak_bps / 1e6,
+                                link.trace->loops ? "looping" : "once");
   const std::string queue_text =
       link.queue == "droptail" ? "drop-tail" : link.queue == "codel" ? "CoDel (ns-3 defaults: target 5 ms, interval 100 ms)"
                                                                      : "FqCoDel (ns-3 defaults: 1024 flows, target 5 ms, interval 100 ms)";
@@ -360,10 +337,8 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   return t;
 }
 
-void schedule_trace(const Topology& topo, const traces::Trace& trace, double stop_s) {
+void schedule_trace(const Topology&, const traces::Trace& trace, double) {
   if (trace.segments.empty()) throw Error(fmt::format("trace {}: no segments", trace.name));
-  if (topo.mahimahi) return;
-  trace_step(topo.bottleneck, &trace, 0, 0.0, stop_s);
 }
 
 }  // namespace kvs::sim

@@ -4,13 +4,13 @@
 //   cross senders ──┘                                       └── cross receivers
 //
 // The bottleneck (left -> right) has the configured rate, or follows a trace
-// (trace_mode "rate": its rate changes at the trace's segment boundaries;
-// "mahimahi": packets leave at the trace's delivery opportunities, see
-// opportunity_queue_disc.h), a queue of `queue_packets` (drop-tail, CoDel or
-// FqCoDel), optional random loss, and the bottleneck's propagation delay
-// (RTT / 2 each way); access links are fast and add `access_rtt_ms` to every
-// path (a quarter on each access link, each way). ns-3's default FqCoDel on
-// the other devices is removed.
+// (trace_mode "rate": packets are serialized at the trace's rate as it
+// changes, see rate_queue_disc.h; "mahimahi": packets leave at the trace's
+// delivery opportunities, see opportunity_queue_disc.h), a queue of
+// `queue_packets` (drop-tail, CoDel or FqCoDel), optional random loss, and the
+// bottleneck's propagation delay (RTT / 2 each way); access links are fast and
+// add `access_rtt_ms` to every path (a quarter on each access link, each
+// way). ns-3's default FqCoDel on the other devices is removed.
 #pragma once
 
 #include <string>
@@ -33,11 +33,12 @@ struct Topology {
   std::vector<ns3::Ptr<ns3::Node>> cross_senders, cross_receivers;
   std::vector<ns3::Ipv4Address> cross_receiver_addresses;
   ns3::Ptr<ns3::PointToPointNetDevice> bottleneck;  // the left router's device
-  // The bottleneck's root queue disc: the delivery-opportunity gate in
-  // mahimahi mode, CoDel or FqCoDel in rate mode; null for a rate-mode
-  // drop-tail queue (then the device's own queue holds the packets).
+  // The bottleneck's root queue disc: with a trace, the gate (rate or
+  // mahimahi) whose child holds the queue; with a constant rate, CoDel or
+  // FqCoDel, or null for drop-tail (then the device's own queue holds the
+  // packets).
   ns3::Ptr<ns3::QueueDisc> queue_disc;
-  ns3::Ptr<ns3::QueueDisc> queue;                   // the queue disc holding the packets (the gate's child), or null
+  ns3::Ptr<ns3::QueueDisc> queue;                   // the queue disc holding the waiting packets, or null
   bool mahimahi = false;                            // the bottleneck replays delivery opportunities
   std::string description;                          // one sentence for the run log
   // Every setting used (link, queue, TCP: each ns-3 attribute value a socket
@@ -51,8 +52,8 @@ struct Topology {
 // before any socket exists; Simulator::Destroy() tears it down.
 Topology build_topology(const LinkSpec& link, uint32_t cross_pairs);
 
-// Rate mode: changes the bottleneck rate at every segment boundary of `trace`
-// until `stop_s`. Mahimahi mode: nothing to do (the gate is driven by packets).
+// Checks the trace; nothing needs scheduling (the gates are driven by
+// packets). Kept so that callers need not know how a trace is replayed.
 void schedule_trace(const Topology& topo, const traces::Trace& trace, double stop_s);
 
 // "rate" or "mahimahi": how the bottleneck replays `link.trace` (rate when

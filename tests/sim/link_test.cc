@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <map>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include "base/error.h"
 #include "sim/opportunity_queue_disc.h"
+#include "sim/rate_queue_disc.h"
 #include "sim/topology.h"
 #include "traces/formats.h"
 
@@ -286,6 +288,58 @@ TEST(OpportunitySchedule, SlotsCountsAndSkipping) {
   EXPECT_EQ(no_zero.first_at_or_after(0, 0), 1u);  // nothing at 0 ms in the first cycle
 }
 
+// Rate mode, checked against the traces module's own integral: every packet
+// starts when it arrives or when the one before it has left, whichever is
+// later, and leaves when the trace has carried its IP bytes + 2 since then.
+void expect_fluid_service(const traces::Trace& trace, const Observed& o, double max_rate_bps) {
+  ASSERT_EQ(o.drops, 0u);
+  ASSERT_LE(o.departures.size(), o.arrivals.size());
+  int64_t free_ns = 0;
+  double worst_bits = 0;
+  for (size_t i = 0; i < o.departures.size(); ++i) {
+    const auto& d = o.departures[i];
+    ASSERT_EQ(d.ip_bytes, o.arrivals[i].ip_bytes);
+    const int64_t start_ns = std::max(o.arrivals[i].t_ns, free_ns);
+    const double carried = trace.bits_between(start_ns * 1e-9, d.t_ns * 1e-9);
+    worst_bits = std::max(worst_bits, std::abs(carried - 8.0 * (d.ip_bytes + 2)));
+    free_ns = d.t_ns;
+  }
+  // Departure times are rounded to the nanosecond.
+  EXPECT_LE(worst_bits, max_rate_bps * 1e-9 + 1e-6);
+}
+
+TEST(RateLink, EveryPacketLeavesWhenTheTraceHasCarriedItsBits) {
+  // A looping 100 ms trace with an outage and rates that change mid-packet:
+  // 20 Mbit/s, then nothing for 30 ms, then 5 Mbit/s, then 0.3 ms of 40 Mbit/s.
+  traces::Trace trace;
+  trace.name = "steps";
+  trace.segments = {{0.0, 20e6}, {0.050, 0.0}, {0.080, 5e6}, {0.0997, 40e6}};
+  trace.duration_s = 0.1;
+  LinkSpec link;
+  link.trace = trace;
+  link.rtt_ms = 10;
+  link.queue_packets = 2000;
+  EXPECT_EQ(resolved_trace_mode(link), "rate");
+  const Observed o = run_bulk(link, {0.0}, 1.5);
+  ASSERT_GT(o.departures.size(), 500u);
+  expect_fluid_service(trace, o, 40e6);
+  for (const auto& d : o.departures) {
+    const double phase_ms = double(d.t_ns % 100'000'000) / 1e6;
+    EXPECT_FALSE(phase_ms > 50.0 && phase_ms < 80.0) << "a packet left during the outage at " << d.t_ns << " ns";
+  }
+}
+
+TEST(RateLink, MillisecondBinsOfAMahimahiTraceInRateMode) {
+  // The rate form of TMobile-LTE-short (1 ms bins, many empty), seconds 0 to 2.
+  const auto trace = traces::load_trace(trace_path("mahimahi/TMobile-LTE-short.down"));
+  LinkSpec link = mahimahi_link(trace);
+  link.trace_mode = "rate";
+  const Observed o = run_bulk(link, {0.0}, 2.0);
+  double peak = 0;
+  for (const auto& s : trace.segments) peak = std::max(peak, s.rate_bps);
+  expect_fluid_service(trace, o, peak);
+}
+
 // Goodput of a long transfer over [from_s, to_s) as a fraction of what the
 // link could carry then (TCP payload over IP capacity).
 double goodput_fraction(const Observed& o, double capacity_bits, double from_s, double to_s) {
@@ -318,10 +372,32 @@ TEST(TraceLink, LongTransferGetsAtLeast90PercentOfTheTraceInMahimahiMode) {
 
 TEST(TraceLink, LongTransferGetsAtLeast90PercentOfTheTraceInRateMode) {
   // Pensieve's HSDPA norway_bus_1 (1-second segments), seconds 2 to 12: 4.25 Mbit/s on average.
-  // (In rate mode a trace of 1 ms bins, as a mahimahi file's rate form, gets
-  // one extra packet through each empty bin: 2.6% above the trace's capacity
-  // on TMobile-LTE-short; docs/simulator.md.)
   expect_goodput_fraction("pensieve-hsdpa/norway_bus_1", "rate", 2, 12);
+  // The rate form of the mahimahi trace above (1 ms bins, many empty).
+  expect_goodput_fraction("mahimahi/TMobile-LTE-short.down", "rate", 1, 6);
+}
+
+TEST(RateIntegrator, HandComputedFinishTimes) {
+  traces::Trace trace;
+  trace.name = "t";
+  trace.segments = {{0.0, 1000.0}, {1.0, 0.0}, {2.0, 500.0}};  // bits per second
+  trace.duration_s = 4;  // 2000 bits per period
+  const RateIntegrator looping(trace);
+  EXPECT_DOUBLE_EQ(*looping.finish_s(0.0, 500), 0.5);
+  EXPECT_DOUBLE_EQ(*looping.finish_s(0.5, 1000), 3.0);    // 500 by 1 s, the outage, 500 more at 500 bit/s
+  EXPECT_DOUBLE_EQ(*looping.finish_s(1.5, 100), 2.2);     // starts in the outage
+  EXPECT_DOUBLE_EQ(*looping.finish_s(3.0, 1000), 4.5);    // 500 by 4 s, then the next period
+  EXPECT_NEAR(*looping.finish_s(0.0, 2000 * 1000 + 250), 4000.25, 1e-6);  // whole periods skipped
+  EXPECT_DOUBLE_EQ(*looping.finish_s(9.0, 0), 9.0);
+  trace.loops = false;
+  const RateIntegrator once(trace);
+  EXPECT_DOUBLE_EQ(*once.finish_s(3.0, 500), 4.0);
+  EXPECT_FALSE(once.finish_s(3.0, 501).has_value());
+  EXPECT_FALSE(once.finish_s(5.0, 1).has_value());
+  traces::Trace silent = trace;
+  silent.loops = true;
+  silent.segments = {{0.0, 0.0}};
+  EXPECT_FALSE(RateIntegrator(silent).finish_s(0.0, 1).has_value());
 }
 
 double median_rtt_s(const Observed& o, double from_s) {

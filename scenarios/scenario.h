@@ -1,8 +1,9 @@
 // One simulation described in YAML: the schema and its strict validation.
 //
-// Every key is known and typed: an unknown key, a value of the wrong type or
-// a missing required key is a kvs::Error naming the file, the line and the
-// key ("s.yaml:7: link.rtt_ms: expected a number"). Relative paths (profile,
+// Every key is known and typed: an unknown key, a value of the wrong type, a
+// value out of its range or not among its choices (link.queue, trace_mode,
+// tcp, arrivals.mode), or a missing required key is a kvs::Error naming the
+// file, the line and the key ("s.yaml:7: link.rtt_ms: expected a number"). Relative paths (profile,
 // trace) are resolved against the scenario file's folder. The schema is the
 // one-run config; sweeps will wrap it (a sweep = this document plus lists of
 // values for some of its keys). See docs/simulator.md for every key.

@@ -4,11 +4,11 @@
 // (tests/sim/analytic_test.cc) and as a quick estimate; the derivation is in
 // docs/simulator.md ("Analytic model").
 //
-// Assumptions: a constant bottleneck rate in both directions with all of the
-// propagation delay on it, fast access links on both sides, no loss (a queue
-// and socket buffers large enough for slow start's overshoot), ns-3.37's
-// Cubic (slow start with byte counting: the window doubles per round even
-// with delayed ACKs every 2 segments), initial window 10 segments.
+// Assumptions: a constant bottleneck rate in both directions, access links
+// on both sides, no loss (a queue and socket buffers large enough for slow
+// start's overshoot), ns-3.37's Cubic (slow start with byte counting: the
+// window doubles per round even with delayed ACKs every 2 segments), an
+// ACK every 1 or 2 segments, and with 2 an even initial window.
 #pragma once
 
 #include <cstdint>
@@ -18,10 +18,13 @@ namespace kvs::sim {
 
 struct AnalyticPath {
   double rate_bps = 100e6;          // bottleneck, each direction
-  double rtt_ms = 20;               // two-way propagation delay (RTT / 2 each way)
-  double access_rate_bps = 10e9;    // server and client access links, no delay
-  uint32_t mtu_bytes = 1500;        // IP MTU; segment = MTU - tcp_ip_header_bytes
+  double rtt_ms = 20;               // two-way propagation delay of the bottleneck (RTT / 2 each way)
+  double access_rate_bps = 10e9;    // server and client access links
+  double access_rtt_ms = 0;         // added by the access links (a quarter on each, each way)
+  uint32_t mtu_bytes = 1500;        // IP MTU
+  uint32_t mss_bytes = 0;           // segment payload; 0: mtu_bytes - tcp_ip_header_bytes
   uint32_t initial_window_segments = 10;
+  uint32_t delayed_ack_count = 2;   // the client acknowledges every 1 or 2 segments
   uint32_t tcp_ip_header_bytes = 52;  // IP 20 + TCP 20 + timestamp option 12 (data and ACKs)
   uint32_t syn_header_bytes = 56;     // IP 20 + TCP 20 + timestamp 10, window scale 3, SACK-permitted 2, padded
   uint32_t link_header_bytes = 2;     // point-to-point (PPP) framing
@@ -49,7 +52,8 @@ struct AnalyticFetch {
 
 // One request of `request_bytes` and a response of `response_header_bytes` +
 // `payload_bytes`. Throws kvs::Error for an impossible path (rate <= 0, MTU
-// too small for the headers).
+// too small for the headers) or one the model does not cover (ACKs every 3
+// or more segments, an odd initial window with ACKs every 2).
 AnalyticFetch analytic_fetch(const AnalyticPath& path, uint64_t payload_bytes, uint32_t request_bytes = 16,
                              uint32_t response_header_bytes = 16);
 

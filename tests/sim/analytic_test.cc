@@ -24,6 +24,9 @@ struct Case {
   double rate_mbps, rtt_ms;
   uint32_t mtu = 1500;
   std::string tcp = "cubic";
+  // Less common link settings (LinkSpec's), at their defaults unless set.
+  double access_rtt_ms = 0;
+  uint32_t mss = 0, initial_window = 10, delayed_ack = 2;
 };
 
 struct Measured {
@@ -35,11 +38,15 @@ Measured simulate_fetch(const Case& c) {
   auto config = testing::base_config(c.rate_mbps, c.rtt_ms);
   config.link.mtu_bytes = c.mtu;
   config.link.tcp = c.tcp;
+  config.link.access_rtt_ms = c.access_rtt_ms;
+  config.link.mss_bytes = c.mss;
+  config.link.initial_cwnd_segments = c.initial_window;
+  config.link.delayed_ack_count = c.delayed_ack;
   // The simulator's default socket buffers (4 BDP, at least 1 MiB) bound the
   // window; a queue that holds a whole buffer never drops.
-  const double bdp_bytes = c.rate_mbps * 1e6 / 8 * c.rtt_ms / 1000;
+  const double bdp_bytes = c.rate_mbps * 1e6 / 8 * (c.rtt_ms + c.access_rtt_ms) / 1000;
   const double buffer = std::max(4 * bdp_bytes, double(1u << 20));
-  config.link.queue_packets = uint32_t(buffer / (c.mtu - 52)) + 100;
+  config.link.queue_packets = uint32_t(buffer / (c.mss ? c.mss : c.mtu - 52)) + 100;
   const auto out = simulate(config, profile);
   const auto& r = out.result.requests.at(0);
   EXPECT_TRUE(r.finished);
@@ -51,21 +58,26 @@ AnalyticFetch model(const Case& c) {
   p.rate_bps = c.rate_mbps * 1e6;
   p.rtt_ms = c.rtt_ms;
   p.mtu_bytes = c.mtu;
+  p.access_rtt_ms = c.access_rtt_ms;
+  p.mss_bytes = c.mss;
+  p.initial_window_segments = c.initial_window;
+  p.delayed_ack_count = c.delayed_ack;
   return analytic_fetch(p, c.bytes);
 }
 
 std::string name(const Case& c) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%llu B at %g Mbit/s, RTT %g ms, MTU %u, %s", (unsigned long long)c.bytes,
-                c.rate_mbps, c.rtt_ms, c.mtu, c.tcp.c_str());
+  std::snprintf(buf, sizeof buf, "%llu B at %g Mbit/s, RTT %g+%g ms, MTU %u, MSS %u, IW %u, ACK every %u, %s",
+                (unsigned long long)c.bytes, c.rate_mbps, c.rtt_ms, c.access_rtt_ms, c.mtu, c.mss, c.initial_window,
+                c.delayed_ack, c.tcp.c_str());
   return buf;
 }
 
 double rel(double sim, double model) { return std::abs(sim - model) / model; }
 
 // Sizes 100 kB .. 50 MB, rates 10 .. 1000 Mbit/s, RTTs 2 .. 80 ms, MTU 1500
-// and 9000: from transfers that end in slow start to ones that spend 11
-// rounds in it. (RTTs of 2 ms with a pipe of more than 20 segments need the
+// and 9000, and a few other link settings: from transfers that end in slow
+// start to ones that spend 11 rounds in it. (RTTs of 2 ms with a pipe of more than 20 segments need the
 // fixed Cubic: next tests.)
 TEST(Analytic, CompletionTimeMatchesTheSimulationWithinFivePercent) {
   const Case cases[] = {
@@ -75,6 +87,12 @@ TEST(Analytic, CompletionTimeMatchesTheSimulationWithinFivePercent) {
       // Jumbo frames keep the 50 MB case fast: ns-3's sender walks every
       // unacknowledged segment per segment sent (see BENCHMARKS.md).
       {50'000'000, 1000, 80, 9000},
+      // Access links with delay, a smaller segment, other initial windows,
+      // an ACK for every segment.
+      {5'000'000, 100, 20, 1500, "cubic", 6},
+      {5'000'000, 1000, 20, 1500, "cubic", 0, 1000},
+      {5'000'000, 1000, 20, 9000, "cubic", 0, 0, 2},
+      {5'000'000, 1000, 20, 1500, "cubic", 0, 0, 3, 1},
   };
   double worst = 0;
   for (const auto& c : cases) {
@@ -147,6 +165,11 @@ TEST(Analytic, RejectsImpossiblePaths) {
   EXPECT_THROW(analytic_fetch(p, 1000), Error);
   p.mtu_bytes = 1500;
   EXPECT_THROW(analytic_fetch(p, 0, 16, 0), Error);
+  p.delayed_ack_count = 3;  // not modelled
+  EXPECT_THROW(analytic_fetch(p, 1000), Error);
+  p.delayed_ack_count = 2;
+  p.initial_window_segments = 3;  // the round's last segment would wait for the delayed-ACK timer
+  EXPECT_THROW(analytic_fetch(p, 1000), Error);
 }
 
 }  // namespace

@@ -51,6 +51,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
   cmd->add_option("--clip-norm", o.clip_norm, "Gradient norm clip")->capture_default_str();
   cmd->add_option("--seed", o.seed, "Seed of weights and batches")->capture_default_str();
+  cmd->add_option("--probe", o.probe_path,
+                  "Retrieval contexts (JSON lines with question/answer) answered at every evaluation (exact match)");
+  cmd->add_option("--probe-contexts", o.probe_contexts, "How many of --probe's contexts to answer")->capture_default_str();
   cmd->add_option("--eval-every", o.eval_every, "Steps between held-out evaluations")->capture_default_str();
   cmd->add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints")->capture_default_str();
   cmd->add_option("--layers", o.model.num_hidden_layers, "Decoder layers")->capture_default_str();
@@ -82,9 +85,9 @@ void add_train_command(CLI::App& app) {
     std::signal(SIGTERM, on_signal);
     const llm::TrainReport r = llm::train(a->o, &g_stop);
     std::printf("train: steps %lld -> %lld%s, last loss %.4f nats (%.3f bits/byte), held-out %.3f bits/byte, "
-                "checkpoint %s (BLAS: %s)\n",
+                "probe exact match %.2f, checkpoint %s (BLAS: %s)\n",
                 (long long)r.start_step, (long long)r.end_step, r.interrupted ? " (interrupted)" : "",
-                r.last_loss_nats, r.last_loss_nats / std::log(2.0), r.heldout_bits_per_byte,
+                r.last_loss_nats, r.last_loss_nats / std::log(2.0), r.heldout_bits_per_byte, r.probe_accuracy,
                 a->o.checkpoint_dir.c_str(), blas.c_str());
   });
 }

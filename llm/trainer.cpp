@@ -15,6 +15,8 @@
 #include "base/progress.h"
 #include "llm/checkpoint.h"
 #include "llm/model.h"
+#include "llm/profiler.h"
+#include "llm/tokenizer.h"
 
 namespace kvs::llm {
 
@@ -86,17 +88,27 @@ double heldout_bits_per_byte(const Model& model, const std::string& text, const 
   return nats / double(o.eval_windows) / std::log(2.0);
 }
 
+// Exact-match accuracy of greedy answers to the probe contexts' questions.
+double probe_accuracy(const Model& model, const std::vector<ProfileContext>& probe) {
+  at::NoGradGuard no_grad;
+  const ByteTokenizer tokenizer;
+  double correct = 0;
+  for (const ProfileContext& c : probe)
+    correct += prepare_context(model, tokenizer, c, 0, codec::DType::kF16, 0).base_task_accuracy;
+  return correct / double(probe.size());
+}
+
 nlohmann::json options_json(const TrainOptions& o) {
   nlohmann::json sources = nlohmann::json::array();
   for (const auto& s : o.sources) sources.push_back({{"path", s.path}, {"weight", s.weight}});
   return {{"steps", o.steps},       {"batch", o.batch},           {"seq_tokens", o.seq_tokens},
           {"lr", o.lr},             {"min_lr_ratio", o.min_lr_ratio}, {"warmup_steps", o.warmup_steps},
           {"weight_decay", o.weight_decay}, {"clip_norm", o.clip_norm}, {"seed", o.seed}, {"sources", sources},
-          {"init_from", o.init_from}};
+          {"init_from", o.init_from}, {"probe", o.probe_path}, {"probe_contexts", o.probe_contexts}};
 }
 
 void save_checkpoint(const Model& model, torch::optim::AdamW& opt, const TrainOptions& o, int64_t step,
-                     double heldout_bpb) {
+                     double heldout_bpb, double probe) {
   const fs::path dir(o.checkpoint_dir), tmp = dir.string() + ".tmp", old = dir.string() + ".old";
   fs::remove_all(tmp);
   save_model(model, tmp.string());
@@ -104,6 +116,7 @@ void save_checkpoint(const Model& model, torch::optim::AdamW& opt, const TrainOp
   nlohmann::json state = {{"step", step},
                           {"tokens_seen", step * o.batch * o.seq_tokens},
                           {"heldout_bits_per_byte", heldout_bpb},
+                          {"probe_task_accuracy", probe},
                           {"options", options_json(o)}};
   write_file_atomic((tmp / "trainer.json").string(), state.dump(1) + "\n");
   fs::remove_all(old);
@@ -119,6 +132,12 @@ TrainReport train(const TrainOptions& o, const std::atomic<bool>* stop) {
   if (o.checkpoint_dir.empty()) throw Error("train: a checkpoint folder is required");
   const Corpus corpus = load_corpus(o.sources, o.seq_tokens + 1);
   const std::string heldout = o.heldout_path.empty() ? std::string() : read_file(o.heldout_path);
+  std::vector<ProfileContext> probe;
+  if (!o.probe_path.empty()) {
+    for (auto& c : load_contexts(o.probe_path))
+      if (!c.question.empty() && int64_t(probe.size()) < o.probe_contexts) probe.push_back(std::move(c));
+    if (probe.empty()) throw Error(fmt::format("{}: no contexts with a question to probe", o.probe_path));
+  }
 
   TrainReport report;
   const fs::path state_path = fs::path(o.checkpoint_dir) / "trainer.json";
@@ -162,7 +181,7 @@ TrainReport train(const TrainOptions& o, const std::atomic<bool>* stop) {
 
   std::unique_ptr<Progress> progress;
   if (o.show_progress) progress = std::make_unique<Progress>("train", uint64_t(o.steps), "steps", uint64_t(report.start_step));
-  double bpb = -1;
+  double bpb = -1, probe_acc = -1;
   int64_t step = report.start_step;
   for (; step < o.steps; ++step) {
     if ((stop && stop->load()) || (o.stop_after_steps > 0 && step - report.start_step >= o.stop_after_steps)) {
@@ -178,15 +197,20 @@ TrainReport train(const TrainOptions& o, const std::atomic<bool>* stop) {
     opt.step();
     report.last_loss_nats = loss.item<double>();
     const bool last = step + 1 == o.steps;
-    if (!heldout.empty() && ((step + 1) % o.eval_every == 0 || last)) bpb = heldout_bits_per_byte(model, heldout, o);
-    if ((step + 1) % o.checkpoint_every == 0 || last) save_checkpoint(model, opt, o, step + 1, bpb);
+    if ((step + 1) % o.eval_every == 0 || last) {
+      if (!heldout.empty()) bpb = heldout_bits_per_byte(model, heldout, o);
+      if (!probe.empty()) probe_acc = probe_accuracy(model, probe);
+    }
+    if ((step + 1) % o.checkpoint_every == 0 || last) save_checkpoint(model, opt, o, step + 1, bpb, probe_acc);
     if (progress)
-      progress->set(uint64_t(step + 1), fmt::format("loss {:.3f} bits/byte {:.3f} lr {:.2e} heldout {:.3f}",
-                                                    report.last_loss_nats, report.last_loss_nats / std::log(2.0), lr, bpb));
+      progress->set(uint64_t(step + 1), fmt::format("loss {:.3f} bits/byte {:.3f} lr {:.2e} heldout {:.3f} probe {:.2f}",
+                                                    report.last_loss_nats, report.last_loss_nats / std::log(2.0), lr,
+                                                    bpb, probe_acc));
   }
-  if (report.interrupted) save_checkpoint(model, opt, o, step, bpb);
+  if (report.interrupted) save_checkpoint(model, opt, o, step, bpb, probe_acc);
   report.end_step = step;
   report.heldout_bits_per_byte = bpb;
+  report.probe_accuracy = probe_acc;
   return report;
 }
 

@@ -42,6 +42,11 @@ struct TrainOptions {
   double weight_decay = 0.1;          // on matrices only, not on norms
   double clip_norm = 1.0;
   uint64_t seed = 1;
+  // Retrieval probe: contexts with a question (JSON lines as `kvstream profile`
+  // reads them), the first `probe_contexts` answered greedily at every
+  // evaluation; exact-match accuracy shows whether the model copies yet.
+  std::string probe_path;
+  int64_t probe_contexts = 8;
   int64_t eval_every = 200;
   int64_t eval_windows = 16;
   int64_t checkpoint_every = 200;
@@ -54,6 +59,7 @@ struct TrainReport {
   int64_t end_step = 0;
   double last_loss_nats = 0;
   double heldout_bits_per_byte = -1;  // last evaluation (-1: none)
+  double probe_accuracy = -1;         // last retrieval probe (-1: none)
   bool interrupted = false;
 };
 

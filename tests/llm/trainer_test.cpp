@@ -5,6 +5,7 @@
 
 #include "llm/checkpoint.h"
 #include "base/error.h"
+#include "base/files.h"
 #include "llm/trainer.h"
 #include "tests/llm/test_util.h"
 
@@ -92,6 +93,27 @@ TEST(Trainer, WarmStartBeginsFromTheGivenWeights) {
   TrainOptions bad = tiny_options(dir, "bad", 3);
   bad.init_from = (dir.path / "no-such-model").string();
   EXPECT_THROW(train(bad), Error);
+}
+
+TEST(Trainer, RetrievalProbeIsMeasuredAndRecorded) {
+  testing::TempDir dir;
+  TrainOptions o = tiny_options(dir, "ck", 10);
+  // One context whose answer the trained model cannot know, one without a question (skipped).
+  const auto probe = (dir.path / "probe.jsonl").string();
+  std::ofstream(probe) << R"({"id": "p0", "context": "the cat sat on a mat. The code of Kalo is 12345.", )"
+                       << R"("continuation": " the cat", "question": " Q: code of Kalo? A:", "answer": " 12345"})" << "\n"
+                       << R"({"id": "p1", "context": "the cat sat", "continuation": " on a mat"})" << "\n";
+  o.probe_path = probe;
+  const TrainReport r = train(o);
+  EXPECT_GE(r.probe_accuracy, 0.0);
+  EXPECT_LE(r.probe_accuracy, 1.0);
+  const std::string state = read_file((std::filesystem::path(o.checkpoint_dir) / "trainer.json").string());
+  EXPECT_NE(state.find("\"probe_task_accuracy\""), std::string::npos);
+
+  TrainOptions none = tiny_options(dir, "none", 2);
+  none.probe_path = (dir.path / "no-questions.jsonl").string();
+  std::ofstream(none.probe_path) << R"({"id": "p1", "context": "the cat sat", "continuation": " on a mat"})" << "\n";
+  EXPECT_THROW(train(none), Error);
 }
 
 TEST(Trainer, BadInputsAreErrors) {

@@ -71,9 +71,43 @@ void quantize_row(const float* row, uint32_t n, float scale, int M, uint8_t* out
   }
 }
 
-// Streams decoded side by side (channels c .. c + kLanes - 1): independent
-// rANS chains that one core overlaps.
+// counts[s] = occurrences of s (< nsym) among column[0], column[stride], ...
+// (n of them). Four partial histograms, so that runs of one symbol (the
+// common case) do not serialize on incrementing the same counter.
+void count_symbols(const uint8_t* column, uint32_t n, size_t stride, uint32_t nsym, uint32_t counts[rans::kMaxSymbols]) {
+  uint32_t part[4][rans::kMaxSymbols];
+  for (auto& p : part) std::fill(p, p + nsym, 0u);
+  uint32_t t = 0;
+  for (; t + 4 <= n; t += 4)
+    for (uint32_t j = 0; j < 4; ++j) ++part[j][column[(t + j) * stride]];
+  for (; t < n; ++t) ++part[0][column[t * stride]];
+  for (uint32_t s = 0; s < nsym; ++s) counts[s] = part[0][s] + part[1][s] + part[2][s] + part[3][s];
+}
+
+// Streams encoded and decoded side by side (channels c .. c + kLanes - 1):
+// independent rANS chains that one core overlaps.
 constexpr uint32_t kLanes = 4;
+
+// Encodes tokens [0, n) of Lanes consecutive channels: channel j's symbol of
+// token t is rows[t * stride + j]. Stream j is written at the end of
+// buffer[j * capacity, (j + 1) * capacity), written[j] bytes long.
+template <uint32_t Lanes>
+void encode_block(const uint8_t* rows, size_t stride, uint32_t n, const rans::EncodeTable* tables, uint8_t* buffer,
+                  size_t capacity, size_t written[]) {
+  rans::Encoder enc[Lanes];
+  for (uint32_t j = 0; j < Lanes; ++j) rans::encoder_init(buffer + j * capacity, capacity, &enc[j]);
+  for (uint32_t i = n; i-- > 0;) {
+    const uint8_t* row = rows + size_t(i) * stride;
+#pragma GCC unroll 8  // unrolled, each lane's state stays in registers
+    for (uint32_t j = 0; j < Lanes; ++j)
+      if (!rans::encode_step(&enc[j], tables[j].sym[row[j]]))
+        throw Error("codec cachegen: internal error: rANS buffer too small");
+  }
+  for (uint32_t j = 0; j < Lanes; ++j) {
+    written[j] = rans::encoder_finish(&enc[j], capacity);
+    if (written[j] == 0) throw Error("codec cachegen: internal error: rANS buffer too small");
+  }
+}
 
 struct ChannelTable {
   rans::Table table;
@@ -140,10 +174,18 @@ class CacheGenCodec final : public Codec {
     std::vector<uint32_t> stream_sizes;
     stream_sizes.reserve(2ull * s.layers * C * blocks);
     payload.reserve(chunk.values.size() / 2);
-    std::vector<uint8_t> symbols(size_t(C) * T);  // [token][channel] of one (layer, kind)
+    // Symbols of one (layer, kind) as [token][channel], rows `row` bytes apart:
+    // channels are read down a column, and a row length of an odd number of
+    // cache lines spreads a column over every L1 set (C = 1024 would put it
+    // in 4 of 64 sets and miss L1 on every read).
+    const size_t row = ((size_t(C) + 63) / 64 | 1) * 64;
+    std::vector<uint8_t> symbols(row * T);
     std::vector<float> max(T), scale(T);
-    std::vector<uint8_t> buffer(4 + 2 * size_t(stream_tokens_) + 16);
-    rans::EncodeTable etable;
+    const size_t capacity = 4 + 2 * size_t(stream_tokens_) + 16;  // per stream: worst case 4 + 2 * tokens
+    std::vector<uint8_t> buffer(kLanes * capacity);
+    std::vector<rans::EncodeTable> etables(kLanes);
+    Bytes lane_streams[kLanes];  // a channel group's streams, until they are appended in section order
+    std::vector<uint32_t> lane_sizes[kLanes];
     for (uint32_t l = 0; l < s.layers; ++l)
       for (Kind k : {Kind::kKey, Kind::kValue}) {
         const int bins = cachegen_bins(level, k, l, s.layers);
@@ -158,22 +200,37 @@ class CacheGenCodec final : public Codec {
         }
         for (uint32_t h = 0; h < s.kv_heads; ++h)
           for (uint32_t t = 0; t < T; ++t)
-            quantize_row(plane + (size_t(h) * T + t) * D, D, scale[t], M, &symbols[size_t(t) * C + size_t(h) * D]);
-        for (uint32_t c = 0; c < C; ++c) {
-          const uint8_t* column = &symbols[c];  // stride C
-          uint32_t counts[rans::kMaxSymbols] = {};
-          for (uint32_t t = 0; t < T; ++t) ++counts[column[size_t(t) * C]];
-          rans::Table table;
-          rans::build_table(counts, uint32_t(nsym), &table);
-          for (int q = 0; q < nsym; ++q) put_u16(tables, uint16_t(table.freq[q]));
-          rans::build_encode_table(table, &etable);
+            quantize_row(plane + (size_t(h) * T + t) * D, D, scale[t], M, &symbols[size_t(t) * row + size_t(h) * D]);
+        for (uint32_t c0 = 0; c0 < C;) {
+          const uint32_t lanes = C - c0 >= kLanes ? kLanes : 1;
+          for (uint32_t j = 0; j < lanes; ++j) {
+            uint32_t counts[rans::kMaxSymbols];
+            count_symbols(&symbols[c0 + j], T, row, uint32_t(nsym), counts);
+            rans::Table table;
+            rans::build_table(counts, uint32_t(nsym), &table);
+            for (int q = 0; q < nsym; ++q) put_u16(tables, uint16_t(table.freq[q]));
+            rans::build_encode_table(table, &etables[j]);
+          }
           for (uint32_t b = 0; b < T; b += stream_tokens_) {
             const uint32_t n = std::min(stream_tokens_, T - b);
-            const size_t written = rans::encode(column + size_t(b) * C, n, C, etable, buffer.data(), buffer.size());
-            if (written == 0) throw Error("codec cachegen: internal error: rANS buffer too small");
-            payload.insert(payload.end(), buffer.end() - ptrdiff_t(written), buffer.end());
-            stream_sizes.push_back(uint32_t(written));
+            size_t written[kLanes];
+            if (lanes == kLanes)
+              encode_block<kLanes>(&symbols[size_t(b) * row + c0], row, n, etables.data(), buffer.data(), capacity, written);
+            else
+              encode_block<1>(&symbols[size_t(b) * row + c0], row, n, etables.data(), buffer.data(), capacity, written);
+            for (uint32_t j = 0; j < lanes; ++j) {
+              const uint8_t* end = buffer.data() + (j + 1) * capacity;
+              lane_streams[j].insert(lane_streams[j].end(), end - written[j], end);
+              lane_sizes[j].push_back(uint32_t(written[j]));
+            }
           }
+          for (uint32_t j = 0; j < lanes; ++j) {  // sections go channel by channel
+            payload.insert(payload.end(), lane_streams[j].begin(), lane_streams[j].end());
+            stream_sizes.insert(stream_sizes.end(), lane_sizes[j].begin(), lane_sizes[j].end());
+            lane_streams[j].clear();
+            lane_sizes[j].clear();
+          }
+          c0 += lanes;
         }
       }
     std::vector<std::span<const uint8_t>> sections;

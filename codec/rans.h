@@ -153,6 +153,57 @@ KVS_HD inline uint32_t encode_put(uint32_t x, const EncSymbol& es) {
   return x + es.bias + q * es.cmpl_freq;
 }
 
+// One stream being encoded: bytes go backwards from the end of
+// [out, out + capacity); ptr is the first byte written so far. As with
+// decoding, several Encoders stepped in turn overlap their chains.
+struct Encoder {
+  uint8_t* out = nullptr;
+  uint8_t* ptr = nullptr;
+  uint32_t x = kLowerBound;
+};
+
+KVS_HD inline void encoder_init(uint8_t* out, size_t capacity, Encoder* e) {
+  e->out = out;
+  e->ptr = out + capacity;
+  e->x = kLowerBound;
+}
+
+// Encodes one symbol (streams are encoded last symbol first); false when out
+// of room.
+KVS_HD inline bool encode_step(Encoder* e, const EncSymbol& es) {
+  uint32_t x = e->x;
+  if (e->ptr - e->out >= 2) {
+    // x < 2^31 and x_max >= 2^15, so at most two bytes leave: one when
+    // x >= x_max, two when x >= x_max * 2^8. Both are stored, the pointer
+    // moves by the count (a byte stored below it is overwritten later or
+    // lies outside the stream).
+    const uint32_t bytes = uint32_t(x >= es.x_max) + uint32_t(uint64_t(x) >= (uint64_t(es.x_max) << 8));
+    e->ptr[-1] = uint8_t(x);
+    e->ptr[-2] = uint8_t(x >> 8);
+    e->ptr -= bytes;
+    x >>= 8 * bytes;
+  } else {
+    while (x >= es.x_max) {
+      if (e->ptr == e->out) return false;
+      *--e->ptr = uint8_t(x & 0xff);
+      x >>= 8;
+    }
+  }
+  e->x = encode_put(x, es);
+  return true;
+}
+
+// Writes the final state; returns the stream's size in bytes (it starts at
+// e->ptr), or 0 when out of room.
+KVS_HD inline size_t encoder_finish(Encoder* e, size_t capacity) {
+  for (int k = 0; k < 4; ++k) {
+    if (e->ptr == e->out) return 0;
+    *--e->ptr = uint8_t(e->x & 0xff);
+    e->x >>= 8;
+  }
+  return size_t(e->out + capacity - e->ptr);
+}
+
 // Encodes symbols[0], symbols[stride], ..., symbols[(n - 1) * stride] into
 // out[0..capacity). Bytes are produced at the end of `out`; returns the
 // number of bytes written, which start at out + capacity - returned, or 0
@@ -160,25 +211,13 @@ KVS_HD inline uint32_t encode_put(uint32_t x, const EncSymbol& es) {
 // 4 + 2 * n bytes.
 KVS_HD inline size_t encode(const uint8_t* symbols, size_t n, size_t stride, const EncodeTable& e, uint8_t* out,
                             size_t capacity) {
-  uint8_t* ptr = out + capacity;
-  uint32_t x = kLowerBound;
+  Encoder enc;
+  encoder_init(out, capacity, &enc);
   for (size_t i = n; i-- > 0;) {
     const uint32_t s = symbols[i * stride];
-    if (s >= e.symbols) return 0;
-    const EncSymbol& es = e.sym[s];
-    while (x >= es.x_max) {
-      if (ptr == out) return 0;
-      *--ptr = uint8_t(x & 0xff);
-      x >>= 8;
-    }
-    x = encode_put(x, es);
+    if (s >= e.symbols || !encode_step(&enc, e.sym[s])) return 0;
   }
-  for (int k = 0; k < 4; ++k) {
-    if (ptr == out) return 0;
-    *--ptr = uint8_t(x & 0xff);
-    x >>= 8;
-  }
-  return size_t(out + capacity - ptr);
+  return encoder_finish(&enc, capacity);
 }
 
 // Contiguous symbols with a plain table (builds the encoder table per call).

@@ -4,6 +4,7 @@
 // whole cachegen encoder and decoder against a plain transcription of the
 // scheme (the golden streams pin only a tiny chunk; this covers odd shapes,
 // several token blocks and special values).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -93,6 +94,12 @@ TEST(RansFast, StridedEncodeEqualsContiguousAndDecodesBack) {
     const size_t nb = rans::encode(packed.data(), n, t, b.data(), b.size());
     ASSERT_GT(na, 0u);
     ASSERT_EQ(std::vector<uint8_t>(a.end() - ptrdiff_t(na), a.end()), std::vector<uint8_t>(b.end() - ptrdiff_t(nb), b.end()));
+    // Exactly enough room (the last bytes are written one at a time) works;
+    // one byte less is reported, not overrun.
+    std::vector<uint8_t> exact(na);
+    ASSERT_EQ(rans::encode(spread.data(), n, stride, e, exact.data(), na), na);
+    EXPECT_TRUE(std::equal(exact.begin(), exact.end(), a.end() - ptrdiff_t(na)));
+    EXPECT_EQ(rans::encode(spread.data(), n, stride, e, exact.data(), na - 1), 0u);
     std::vector<uint8_t> back(n);
     const uint8_t* in = a.data() + a.size() - na;
     ASSERT_EQ(rans::decode(in, na, t, back.data(), n), rans::DecodeStatus::kOk);

@@ -1,10 +1,17 @@
 // Encode and decode throughput of every codec, in MB/s of fp16 KV data (the
-// size the chunk has in a serving system), with memcpy of the same bytes in
-// the same run as the baseline. Single thread.
-//   build/bench/codec_bench [--benchmark_filter=cachegen]
+// size the chunk has in a serving system: bytes processed = 2 bytes per
+// element, encoded or decoded), with memcpy of the same bytes in the same run
+// as the baseline. Single thread (= per core); rates use CPU time. After the
+// usual table it prints each benchmark's rate as a fraction of BM_memcpy's
+// (medians when --benchmark_repetitions is given), so include memcpy in the
+// filter:
+//   build/bench/codec_bench --benchmark_filter='memcpy|cachegen'
+//       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // The chunk: 8 layers x 8 kv heads x 128 dims x 256 tokens of synthetic
 // KV-like data (per-channel scales with outlier channels, Gaussian values).
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <random>
 
 #include <benchmark/benchmark.h>
@@ -63,7 +70,60 @@ BENCHMARK_CAPTURE(BM_encode, quant8, "quant8", 0);
 BENCHMARK_CAPTURE(BM_decode, quant8, "quant8", 0);
 BENCHMARK_CAPTURE(BM_encode, cachegen_L2, "cachegen", 2);
 BENCHMARK_CAPTURE(BM_decode, cachegen_L2, "cachegen", 2);
+BENCHMARK_CAPTURE(BM_encode, cachegen_L0, "cachegen", 0);  // most symbols per table (63)
+BENCHMARK_CAPTURE(BM_decode, cachegen_L0, "cachegen", 0);
+
+// The console table, then every benchmark's bytes/s over BM_memcpy's from
+// this run: the median when repetitions are aggregated, else the one run.
+class RatioToMemcpyReporter : public benchmark::ConsoleReporter {
+ public:
+  RatioToMemcpyReporter() : ConsoleReporter(OO_None) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& run : runs) {
+      if (run.error_occurred) continue;
+      if (run.run_type == Run::RT_Aggregate && run.aggregate_name != "median") continue;
+      const auto rate = run.counters.find("bytes_per_second");
+      if (rate == run.counters.end()) continue;
+      const std::string name = run.run_name.str();
+      if (!rates_.count(name)) order_.push_back(name);
+      rates_[name] = rate->second.value;  // a median, reported after the repetitions, replaces them
+    }
+  }
+
+  void Finalize() override {
+    std::ostream& out = GetOutputStream();
+    const auto memcpy_rate = rates_.find("BM_memcpy");
+    if (memcpy_rate == rates_.end() || !(memcpy_rate->second > 0)) {
+      out << "(no BM_memcpy in this run: no ratios; include memcpy in --benchmark_filter)\n";
+    } else {
+      // Google Benchmark's column above is in MiB/s (2^20 bytes); this is 10^6.
+      out << "\nMB/s (10^6 bytes) of fp16 data, CPU time, and ratio to memcpy (" << memcpy_rate->second / 1e6
+          << " MB/s) in this run:\n";
+      for (const std::string& name : order_) {
+        if (name == "BM_memcpy") continue;
+        char line[160];
+        std::snprintf(line, sizeof line, "  %-26s %9.1f MB/s  %.5f x memcpy\n", name.c_str(), rates_[name] / 1e6,
+                      rates_[name] / memcpy_rate->second);
+        out << line;
+      }
+    }
+    ConsoleReporter::Finalize();
+  }
+
+ private:
+  std::map<std::string, double> rates_;
+  std::vector<std::string> order_;
+};
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  RatioToMemcpyReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

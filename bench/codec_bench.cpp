@@ -8,7 +8,8 @@
 //   build/bench/codec_bench --benchmark_filter='memcpy|cachegen'
 //       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // The chunk: 8 layers x 8 kv heads x 128 dims x 256 tokens of synthetic
-// KV-like data (per-channel scales with outlier channels, Gaussian values).
+// KV-like data (per-channel scales with outlier channels, Gaussian values);
+// *_1500tok: the same with 1,500 tokens. memcpy copies the 256-token chunk.
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -22,46 +23,53 @@ namespace {
 
 using kvs::codec::KVChunk;
 
-const KVChunk& chunk() {
-  static const KVChunk c = [] {
-    KVChunk k({8, 8, 128}, kvs::codec::DType::kF16, 0, 256);
-    std::mt19937_64 rng(1);
-    std::normal_distribution<float> n(0.0f, 1.0f);
-    for (size_t i = 0; i < k.values.size(); ++i) {
-      const size_t dim = i % 128;
-      k.values[i] = kvs::codec::round_to_dtype((dim % 7 == 0 ? 4.0f : 0.5f) * n(rng), k.dtype);
-    }
-    return k;
-  }();
-  return c;
+KVChunk make_chunk(uint32_t tokens) {
+  KVChunk k({8, 8, 128}, kvs::codec::DType::kF16, 0, tokens);
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (size_t i = 0; i < k.values.size(); ++i) {
+    const size_t dim = i % 128;
+    k.values[i] = kvs::codec::round_to_dtype((dim % 7 == 0 ? 4.0f : 0.5f) * n(rng), k.dtype);
+  }
+  return k;
 }
 
-int64_t fp16_bytes() { return int64_t(chunk().values.size() * 2); }
+// The chunk of 256 tokens, or of 1,500 (the profile's default chunk size).
+const KVChunk& chunk(uint32_t tokens = 256) {
+  static const KVChunk c256 = make_chunk(256);
+  if (tokens == 256) return c256;
+  static const KVChunk c1500 = make_chunk(1500);
+  return c1500;
+}
+
+int64_t fp16_bytes(const KVChunk& c) { return int64_t(c.values.size() * 2); }
 
 void BM_memcpy(benchmark::State& state) {
-  std::vector<char> src(size_t(fp16_bytes()), 1), dst(src.size());
+  std::vector<char> src(size_t(fp16_bytes(chunk())), 1), dst(src.size());
   for (auto _ : state) {
     std::memcpy(dst.data(), src.data(), src.size());
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
   }
-  state.SetBytesProcessed(state.iterations() * fp16_bytes());
+  state.SetBytesProcessed(state.iterations() * int64_t(src.size()));
 }
 BENCHMARK(BM_memcpy);
 
-void BM_encode(benchmark::State& state, const char* name, int level) {
+void BM_encode(benchmark::State& state, const char* name, int level, uint32_t tokens = 256) {
   const auto codec = kvs::codec::make_codec(name);
+  const KVChunk& c = chunk(tokens);
   size_t bytes = 0;
-  for (auto _ : state) bytes = codec->encode(chunk(), level).size();
-  state.SetBytesProcessed(state.iterations() * fp16_bytes());
-  state.counters["bits_per_element"] = 8.0 * double(bytes) / double(chunk().values.size());
+  for (auto _ : state) bytes = codec->encode(c, level).size();
+  state.SetBytesProcessed(state.iterations() * fp16_bytes(c));
+  state.counters["bits_per_element"] = 8.0 * double(bytes) / double(c.values.size());
 }
 
-void BM_decode(benchmark::State& state, const char* name, int level) {
+void BM_decode(benchmark::State& state, const char* name, int level, uint32_t tokens = 256) {
   const auto codec = kvs::codec::make_codec(name);
-  const auto stream = codec->encode(chunk(), level);
+  const KVChunk& c = chunk(tokens);
+  const auto stream = codec->encode(c, level);
   for (auto _ : state) benchmark::DoNotOptimize(codec->decode(stream).values.data());
-  state.SetBytesProcessed(state.iterations() * fp16_bytes());
+  state.SetBytesProcessed(state.iterations() * fp16_bytes(c));
 }
 
 BENCHMARK_CAPTURE(BM_encode, raw, "raw", 0);
@@ -72,6 +80,8 @@ BENCHMARK_CAPTURE(BM_encode, cachegen_L2, "cachegen", 2);
 BENCHMARK_CAPTURE(BM_decode, cachegen_L2, "cachegen", 2);
 BENCHMARK_CAPTURE(BM_encode, cachegen_L0, "cachegen", 0);  // most symbols per table (63)
 BENCHMARK_CAPTURE(BM_decode, cachegen_L0, "cachegen", 0);
+BENCHMARK_CAPTURE(BM_encode, cachegen_L2_1500tok, "cachegen", 2, 1500u);  // six 256-token streams per channel
+BENCHMARK_CAPTURE(BM_decode, cachegen_L2_1500tok, "cachegen", 2, 1500u);
 
 // The console table, then every benchmark's bytes/s over BM_memcpy's from
 // this run: the median when repetitions are aggregated, else the one run.

@@ -5,6 +5,12 @@
 // symbols and writes bytes backwards; the decoder reads forwards. Every
 // function is KVS_HD plain C++ (no exceptions, no allocation) so the CPU and a
 // CUDA kernel run the same code; decode errors are reported as return codes.
+//
+// Speed without changing a byte of the format: decoding finds symbols through
+// a small per-table index (SymbolIndex) instead of a binary search, encoding
+// multiplies by an exact reciprocal (EncodeTable) instead of dividing, and
+// Decoder / Encoder hold one stream's state so that a caller can step several
+// independent streams in turn (codec/cachegen.cpp steps four).
 #pragma once
 
 #include <cstddef>

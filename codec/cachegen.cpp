@@ -24,6 +24,8 @@ constexpr LevelBins kLadder[kCacheGenLevels] = {
     {{12, 8, 8}, {12, 8}},    {{8, 6, 6}, {8, 6}},      {{6, 4, 4}, {6, 4}},
 };
 
+constexpr float kHalfMax = 65504.0f;  // the largest finite fp16
+
 // fp16 value >= max (so |x| <= scale for every x of the token).
 float round_up_scale(float max) {
   if (!(max > 0)) return 0.0f;
@@ -195,6 +197,12 @@ class CacheGenCodec final : public Codec {
         for (uint32_t h = 0; h < s.kv_heads; ++h)
           for (uint32_t t = 0; t < T; ++t) max[t] = std::max(max[t], abs_max(plane + (size_t(h) * T + t) * D, D));
         for (uint32_t t = 0; t < T; ++t) {
+          // The scale travels as fp16 (as in the released code): a token whose
+          // largest |x| fp16 cannot carry would make an undecodable stream.
+          if (!(max[t] <= kHalfMax))
+            throw Error(fmt::format("cachegen: layer {} {} token {} has |x| = {} (or not finite), beyond {}, the "
+                                    "largest per-token scale fp16 carries; use raw or zstd for such a cache",
+                                    l, k == Kind::kKey ? "K" : "V", chunk.token_begin + t, max[t], kHalfMax));
           scale[t] = round_up_scale(max[t]);
           put_u16(scales, float_to_half_bits(scale[t]));
         }

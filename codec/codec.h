@@ -55,6 +55,9 @@ class Codec {
   virtual int levels() const = 0;
   virtual std::string level_name(int level) const { return "L" + std::to_string(level); }
 
+  // Throws kvs::Error (not CorruptStream) for a chunk the format cannot carry,
+  // e.g. values beyond the range of a scale stored as fp16; never writes a
+  // stream that decode() would reject.
   virtual Bytes encode(const KVChunk& chunk, int level) const = 0;
   virtual KVChunk decode(std::span<const uint8_t> stream) const = 0;
 

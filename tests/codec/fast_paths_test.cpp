@@ -288,16 +288,27 @@ TEST(CacheGenFast, EncoderAndDecoderEqualThePlainScheme) {
 }
 
 TEST(CacheGenFast, NonFiniteInputEncodesAsThePlainSchemeDoes) {
-  // NaN is skipped by the scale and quantizes as lrint(NaN) does; an infinite
-  // value makes the token's scale infinite. Such streams are not decodable
-  // (the decoder rejects a non-finite scale), but the bytes must not differ.
+  // NaN is skipped by the scale and quantizes as lrint(NaN) does.
   KVChunk chunk = awkward_chunk({2, 2, 4}, 40, 9);
   chunk.at(0, Kind::kKey, 1, 3, 2) = std::numeric_limits<float>::quiet_NaN();
-  chunk.at(1, Kind::kValue, 0, 7, 0) = std::numeric_limits<float>::infinity();
-  chunk.at(1, Kind::kKey, 0, 8, 1) = 1e6f;  // above fp16's range: scale rounds to infinity
   const auto codec = make_codec("cachegen");
   for (int level = 0; level < codec->levels(); ++level)
     ASSERT_EQ(codec->encode(chunk, level), ref_cachegen_encode(chunk, level, 256)) << level;
+}
+
+TEST(CacheGenFast, ValuesBeyondTheFp16ScaleAreAnEncodeError) {
+  // An infinite value, or one above 65504, would need a per-token scale that
+  // fp16 cannot carry: the encoder refuses rather than write a stream the
+  // decoder rejects. 65504 itself still encodes and decodes.
+  const auto codec = make_codec("cachegen");
+  for (float bad : {std::numeric_limits<float>::infinity(), -1e6f, 65505.0f}) {
+    KVChunk chunk = awkward_chunk({2, 2, 4}, 40, 9);
+    chunk.at(1, Kind::kValue, 0, 7, 0) = bad;
+    EXPECT_THROW(codec->encode(chunk, 2), kvs::Error) << bad;
+  }
+  KVChunk edge = awkward_chunk({2, 2, 4}, 40, 9);
+  edge.at(1, Kind::kKey, 0, 8, 1) = 65504.0f;
+  EXPECT_EQ(codec->decode(codec->encode(edge, 2)).values.size(), edge.values.size());
 }
 
 TEST(CacheGenFast, CorruptPayloadWithValidChecksumFailsCleanly) {

@@ -206,7 +206,7 @@ void add_simulate_command(CLI::App& app) {
       ->check(CLI::IsMember({"droptail", "codel", "fqcodel"}));
   cmd->add_option("--queue-packets", o->queue_packets, "Bottleneck queue size in packets (default: 1 BDP, >= 100)");
   cmd->add_option("--mtu", o->mtu, "MTU in bytes (default 1500)");
-  cmd->add_option("--tcp", o->tcp, "TCP variant: cubic, newreno, bbr (default cubic)");
+  cmd->add_option("--tcp", o->tcp, "TCP variant: cubic, cubic-hystart-fix, newreno, bbr (default cubic)");
   cmd->add_option("--slo-s", o->slo_s, "TTFT target in seconds (default 0: none)");
   cmd->add_option("--gpu", o->gpu, fmt::format("GPU preset: {} (default h100)", fmt::join(sim::gpu_preset_names(), ", ")));
   cmd->add_option("--gpu-efficiency", o->efficiency, "Achieved fraction of peak FLOP/s for prefill (default 0.5)");

@@ -21,15 +21,21 @@ std::vector<ProfileContext> two_contexts() {
           {"b", "Some other context that is long enough to make two chunks of sixteen tokens.", " next words", "", ""}};
 }
 
-TEST(Profiler, RawIsExactAndLossyCodecsCost) {
-  const Model model = Model::random(testing::tiny_config(), 3);
-  ByteTokenizer tok;
+// Options for a tiny model: 16-token chunks, 4 greedy tokens, no progress bar.
+ProfilerOptions tiny_options(std::vector<std::string> codecs) {
   ProfilerOptions o;
-  o.codecs = {"raw", "quant8", "cachegen"};
+  o.codecs = std::move(codecs);
   o.chunk_tokens = 16;
   o.greedy_tokens = 4;
   o.model_name = "tiny";
   o.show_progress = false;
+  return o;
+}
+
+TEST(Profiler, RawIsExactAndLossyCodecsCost) {
+  const Model model = Model::random(testing::tiny_config(), 3);
+  ByteTokenizer tok;
+  const ProfilerOptions o = tiny_options({"raw", "quant8", "cachegen"});
   const codec::Profile p = run_profiler(model, tok, two_contexts(), o);
   ASSERT_EQ(p.codecs.size(), 3u);
   const auto& raw = p.codec("raw").contexts[0];
@@ -56,12 +62,7 @@ TEST(Profiler, RawIsExactAndLossyCodecsCost) {
 TEST(Profiler, AssembledCacheMixesLevelsAndRecomputedChunks) {
   const Model model = Model::random(testing::tiny_config(), 3);
   ByteTokenizer tok;
-  ProfilerOptions o;
-  o.codecs = {"cachegen"};
-  o.chunk_tokens = 16;
-  o.greedy_tokens = 4;
-  o.model_name = "tiny";
-  o.show_progress = false;
+  const ProfilerOptions o = tiny_options({"cachegen"});
   const auto contexts = two_contexts();
   const codec::Profile p = run_profiler(model, tok, contexts, o);
   const auto& cp = p.codec("cachegen").contexts[0];

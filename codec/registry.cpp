@@ -10,6 +10,7 @@
 #include "codec/bitstream.h"
 #include "codec/codec.h"
 #include "codec/kivi.h"
+#include "codec/kvs.h"
 #include "codec/registry.h"
 
 namespace kvs::codec {
@@ -31,6 +32,7 @@ const std::map<std::string, Entry>& registry() {
       {"cachegen", {CodecId::kCacheGen, make_cachegen_codec}},
       {"kivi2", {CodecId::kKivi2, make_kivi2_codec}},
       {"kivi4", {CodecId::kKivi4, make_kivi4_codec}},
+      {"kvs", {CodecId::kKvs, make_kvs_codec}},
   };
   return kRegistry;
 }

@@ -1,0 +1,972 @@
+#include "codec/kvs.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <unordered_map>
+
+#include <fmt/core.h>
+
+#include "codec/baselines.h"
+#include "codec/bitstream.h"
+#include "codec/rans.h"
+
+namespace kvs::codec {
+
+namespace {
+
+// Spread index j: sigma = 2^((j - 64) / 8) quantization steps, j in 0..255.
+constexpr uint32_t kSpreadCenter = 64;
+// Tables exist for j in [kFirstTable, kLastTable]; smaller j use kFirstTable
+// (all mass on s = 0), larger j code s >> b with table j - 8b and b raw bits.
+constexpr uint32_t kFirstTable = 42, kLastTable = 96;
+constexpr uint32_t kTables = kLastTable - kFirstTable + 1;
+constexpr int32_t kMaxRange = 120;  // a table covers s in [-R, R], R <= kMaxRange
+constexpr uint32_t kEscapeBits = 32;
+constexpr int64_t kMaxQ = int64_t(1) << 29;  // |x / step| and |m| at most this
+
+// floor(exp(-1 / (2 sigma_j^2)) * 2^32) for j = kFirstTable..kLastTable
+// (generated with Python's math.exp; the tables below use integers only, so
+// every platform builds the same ones).
+constexpr uint32_t kRatioQ32[kTables] = {
+    0x00000000u, 0x00000017u, 0x000001e3u, 0x00001813u, 0x0000ccc1u, 0x0004d6c5u,
+    0x0015fc21u, 0x004e81b5u, 0x00e4f306u, 0x02332393u, 0x04b0556eu, 0x08dc4319u,
+    0x0f218de0u, 0x17bb0545u, 0x22a55547u, 0x2fa05396u, 0x3e3ce5f7u, 0x4df14256u,
+    0x5e2d58d8u, 0x6e6b3af6u, 0x7e39bff0u, 0x8d418996u, 0x9b4597e3u, 0xa820ecbeu,
+    0xb3c2a028u, 0xbe29706cu, 0xc75f7cf5u, 0xcf768ba8u, 0xd684ff70u, 0xdca38252u,
+    0xe1eb5127u, 0xe6750e8bu, 0xea5800a6u, 0xeda99fd3u, 0xf07d5fdeu, 0xf2e4a209u,
+    0xf4eec215u, 0xf6a93407u, 0xf81fab54u, 0xf95c464fu, 0xfa67ba65u, 0xfb497ef1u,
+    0xfc07f55fu, 0xfca88de2u, 0xfd2fe870u, 0xfda1f215u, 0xfe01feabu, 0xfe52df45u,
+    0xfe96f5a1u, 0xfed044dcu, 0xff007fd5u, 0xff29156cu, 0xff4b3afdu, 0xff67f547u,
+    0xff801ffau,
+};
+
+// Table index (0..kTables-1) and raw low bits of spread index j.
+struct Spread {
+  uint32_t table;
+  uint32_t raw_bits;
+};
+Spread split_spread(uint32_t j) {
+  if (j <= kLastTable) return {std::max(j, kFirstTable) - kFirstTable, 0};
+  const uint32_t b = (j - kLastTable + 7) / 8;
+  return {j - 8 * b - kFirstTable, b};
+}
+
+// A discretized Gaussian: symbol 0 is the escape, 1 + R + s codes s in [-R, R].
+struct GaussTable {
+  rans::Table table;
+  rans::SymbolIndex index;        // decoder's slot -> symbol lookup
+  rans::EncodeTable encode_table;  // encoder's reciprocal form
+  int32_t range = 1;
+  float cost_bits[rans::kMaxSymbols] = {};  // encoder's cost of each symbol
+  // Reconstruction: symbol -> s - offset, the centroid of s's bin under a
+  // continuous Gaussian with the same P(1)/P(0) (0 for s = 0 and the escape).
+  float offset[rans::kMaxSymbols] = {};
+};
+
+double gauss_cdf_upper(double x) { return 0.5 * std::erfc(x / std::sqrt(2.0)); }
+
+// Centroid of [s - 1/2, s + 1/2] (s >= 1) under N(0, sigma^2).
+double bin_centroid(int32_t s, double sigma) {
+  const double a = (s - 0.5) / sigma, b = (s + 0.5) / sigma;
+  const double mass = gauss_cdf_upper(a) - gauss_cdf_upper(b);
+  if (a > 30 || !(mass > 1e-280)) return std::min(double(s), (s - 0.5) + sigma * sigma / (s - 0.5));
+  const double pdf = (std::exp(-0.5 * a * a) - std::exp(-0.5 * b * b)) / std::sqrt(2 * M_PI);
+  return std::clamp(sigma * pdf / mass, s - 0.5, s + 0.5);
+}
+
+// The continuous sigma whose bins 0 and 1 have the probability ratio `ratio`.
+double matching_sigma(double ratio) {
+  if (ratio <= 0) return 1e-3;
+  double lo = 1e-3, hi = 1e3;
+  for (int it = 0; it < 100; ++it) {
+    const double mid = std::sqrt(lo * hi);
+    const double p0 = 1 - 2 * gauss_cdf_upper(0.5 / mid), p1 = gauss_cdf_upper(0.5 / mid) - gauss_cdf_upper(1.5 / mid);
+    (p1 / p0 < ratio ? lo : hi) = mid;
+  }
+  return std::sqrt(lo * hi);
+}
+
+std::vector<GaussTable> build_gauss_tables() {
+  std::vector<GaussTable> out(kTables);
+  for (uint32_t k = 0; k < kTables; ++k) {
+    // w(s) = 2^31 r^(s^2) by w(s) = w(s-1) r^(2s-1), in 32-bit fixed point.
+    const uint64_t r = kRatioQ32[k], r2 = (r * r) >> 32;
+    uint64_t w[kMaxRange + 1] = {uint64_t(1) << 31};
+    uint64_t a = r;  // r^(2s-1)
+    int32_t range = 0;
+    for (int32_t s = 1; s <= kMaxRange; ++s) {
+      w[s] = (w[s - 1] * a) >> 32;
+      if (w[s] == 0) break;
+      range = s;
+      a = (a * r2) >> 32;
+    }
+    range = std::max(range, 1);
+    uint32_t counts[rans::kMaxSymbols] = {};
+    for (int32_t s = -range; s <= range; ++s) counts[1 + range + s] = uint32_t(w[std::abs(s)]);
+    GaussTable& g = out[k];
+    g.range = range;
+    rans::build_table(counts, uint32_t(2 * range + 2), &g.table);
+    rans::build_index(g.table, &g.index);
+    rans::build_encode_table(g.table, &g.encode_table);
+    for (uint32_t s = 0; s < g.table.symbols; ++s)
+      g.cost_bits[s] = float(std::log2(double(rans::kProbScale) / double(g.table.freq[s])));
+    // Offsets rounded to 2^-16 steps (so a last-bit difference in erfc or exp
+    // between platforms practically never changes them).
+    const double sigma = matching_sigma(double(w[1]) / double(w[0]));
+    for (int32_t s = 1; s <= range; ++s) {
+      const double off = std::nearbyint((s - bin_centroid(s, sigma)) * 65536.0) / 65536.0;
+      g.offset[1 + range + s] = float(off);
+      g.offset[1 + range - s] = float(-off);
+    }
+  }
+  return out;
+}
+
+uint32_t zigzag(int32_t v) { return (uint32_t(v) << 1) ^ uint32_t(v >> 31); }
+int32_t unzigzag(uint32_t u) { return int32_t(u >> 1) ^ -int32_t(u & 1); }
+
+void put_varint(Bytes& out, uint32_t v) {
+  while (v >= 0x80) {
+    out.push_back(uint8_t(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(uint8_t(v));
+}
+
+uint32_t get_varint(std::span<const uint8_t> in, size_t* pos, const char* what) {
+  uint32_t v = 0;
+  for (int shift = 0; shift < 35; shift += 7) {
+    if (*pos >= in.size()) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} truncated", what));
+    const uint8_t b = in[(*pos)++];
+    if (shift == 28 && b > 0x0f) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} varint too long", what));
+    v |= uint32_t(b & 0x7f) << shift;
+    if (!(b & 0x80)) return v;
+  }
+  throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} varint too long", what));
+}
+
+// LSB-first bit packing of raw low bits and escape values.
+class BitWriter {
+ public:
+  void put(uint32_t value, uint32_t bits) {
+    if (bits == 0) return;
+    acc_ |= uint64_t(value & uint32_t((uint64_t(1) << bits) - 1)) << n_;
+    n_ += bits;
+    while (n_ >= 8) {
+      out_.push_back(uint8_t(acc_));
+      acc_ >>= 8;
+      n_ -= 8;
+    }
+  }
+  void finish(Bytes& out) {
+    if (n_) out_.push_back(uint8_t(acc_));
+    out.insert(out.end(), out_.begin(), out_.end());
+    out_.clear();
+    acc_ = 0;
+    n_ = 0;
+  }
+
+ private:
+  Bytes out_;
+  uint64_t acc_ = 0;
+  uint32_t n_ = 0;
+};
+
+class BitReader {
+ public:
+  explicit BitReader(std::span<const uint8_t> in) : in_(in) {}
+  uint32_t get(uint32_t bits) {
+    if (bits == 0) return 0;
+    while (n_ < bits) {
+      if (pos_ >= in_.size()) throw CorruptStream("corrupt KV bitstream: kvs raw bits truncated");
+      acc_ |= uint64_t(in_[pos_++]) << n_;
+      n_ += 8;
+    }
+    const uint32_t v = uint32_t(acc_ & ((uint64_t(1) << bits) - 1));
+    acc_ >>= bits;
+    n_ -= bits;
+    return v;
+  }
+  // Everything read, padding bits zero.
+  void expect_end() const {
+    if (pos_ != in_.size() || acc_ != 0) throw CorruptStream("corrupt KV bitstream: kvs raw bits have extra data");
+  }
+
+ private:
+  std::span<const uint8_t> in_;
+  size_t pos_ = 0;
+  uint64_t acc_ = 0;
+  uint32_t n_ = 0;
+};
+
+// Per chunk: cos/sin for every (token, pair).
+std::vector<std::array<float, 2>> rope_table(double theta, uint64_t token_begin, uint32_t tokens, uint32_t head_dim) {
+  const uint32_t half = head_dim / 2;
+  std::vector<std::array<float, 2>> cs(size_t(tokens) * half);
+  for (uint32_t t = 0; t < tokens; ++t)
+    for (uint32_t i = 0; i < half; ++i) cs[size_t(t) * half + i] = kvs_rope_cos_sin(theta, token_begin + t, i, head_dim);
+  return cs;
+}
+
+// The channel model sent in the chunk: spread index and centre (in steps).
+struct ChannelModel {
+  uint32_t spread = 0;
+  int32_t centre = 0;
+};
+
+class KvsCodec final : public Codec {
+ public:
+  KvsCodec(double rope_theta, std::vector<float> weights, bool default_weights, bool centroid, double lambda,
+           std::vector<float> ladder, bool rows)
+      : rope_theta_(rope_theta), weights_(std::move(weights)), default_weights_(default_weights),
+        centroid_(centroid), lambda_(lambda), ladder_(std::move(ladder)), rows_(rows), tables_(build_gauss_tables()) {}
+
+  std::string name() const override { return "kvs"; }
+  std::string params() const override {
+    std::string w;
+    for (size_t i = 0; i < weights_.size(); ++i) w += fmt::format("{}{:g}", i ? ":" : "", weights_[i]);
+    std::string ladder = "default";
+    for (size_t i = 0; i < ladder_.size(); ++i) ladder = fmt::format("{}{:g}", i ? ladder + ":" : "", ladder_[i]);
+    return fmt::format("rope_theta={:g},weights={},centroid={},rdo={:g},ladder={},rows={}", rope_theta_,
+                       default_weights_ ? "default" : w, centroid_ ? 1 : 0, lambda_, ladder, rows_ ? 1 : 0);
+  }
+  int levels() const override { return ladder_.empty() ? kKvsLevels : int(ladder_.size()); }
+
+  Bytes encode(const KVChunk& chunk, int level) const override;
+  KVChunk decode(std::span<const uint8_t> stream) const override;
+
+ private:
+  std::vector<float> steps_for(int level, uint32_t layers) const {
+    std::vector<float> w = default_weights_ ? kvs_default_weights(layers) : weights_;
+    if (w.size() != 2 * size_t(layers))
+      throw Error(fmt::format("codec kvs: {} weights given for a model of {} layers (need {})", w.size(), layers,
+                              2 * size_t(layers)));
+    for (float& x : w) x *= ladder_.empty() ? kvs_level_step(level) : ladder_[size_t(level)];
+    return w;
+  }
+
+  // The spread index that codes s[0..n) (with its histogram over
+  // [-kMaxRange, kMaxRange], `far` values outside, sum of squares `sumsq`) in
+  // the fewest bits, searched near the sample deviation.
+  uint32_t best_spread(const int32_t* s, uint32_t n, const uint32_t* hist, uint32_t far, double sumsq) const;
+  // An integer vector as: u8 spread, varint zigzag centre (its median), varint
+  // rANS bytes, the rANS stream, varint extra bytes, the extras.
+  void put_ints(Bytes& out, const std::vector<int32_t>& v) const;
+  std::vector<int32_t> get_ints(std::span<const uint8_t> in, size_t* pos, size_t n, const char* what) const;
+
+  double rope_theta_;
+  std::vector<float> weights_;
+  bool default_weights_;
+  bool centroid_;
+  double lambda_;
+  std::vector<float> ladder_;  // level steps; empty: kvs_level_step
+  bool rows_;                  // repeated rows may be sent as references
+  std::vector<GaussTable> tables_;
+};
+
+// Elias-gamma-like code of v >= 1: n ones and a zero (n = floor(log2 v)), then v's low n bits.
+void put_gamma(BitWriter& w, uint32_t v) {
+  uint32_t n = 0;
+  while ((v >> n) > 1) ++n;
+  for (uint32_t i = 0; i < n; ++i) w.put(1, 1);
+  w.put(0, 1);
+  w.put(v, n);
+}
+uint32_t get_gamma(BitReader& r) {
+  uint32_t n = 0;
+  while (r.get(1)) {
+    if (++n > 24) throw CorruptStream("corrupt KV bitstream: kvs row reference too long");
+  }
+  return (1u << n) | r.get(n);
+}
+
+// Repeated rows. A row (a head's D values at one token; keys before RoPE)
+// that repeats an earlier token's after rounding can be sent as a reference:
+// layer 0's K and V depend only on the token, so on a byte-level model most of
+// its rows repeat. References are move-to-front ranks over the distinct rows
+// so far: 0 for a new one, r for the r-th most recently used. Row mode per
+// head: 0 all rows coded; 1 references of its own; 2 the references of the
+// previous head in mode 1 or 2. Per layer the encoder takes the cheaper of one
+// partition for all its heads jointly (a token repeats where every head
+// repeats) and one per head (sharing identical ones).
+struct RowPlan {
+  std::vector<uint32_t> literal;  // tokens whose values are coded, in order
+  std::vector<uint32_t> ranks;    // per token
+  double ref_bits = 0;            // cost of the ranks
+  double row_bits = 0;            // estimated cost of one row of every head together
+};
+
+// y: `heads` consecutive heads, each [D][T], in steps.
+RowPlan plan_rows(const float* y, uint32_t heads, uint32_t T, uint32_t D) {
+  RowPlan plan;
+  const size_t width = size_t(heads) * D;
+  std::vector<int32_t> rows(width * T);  // rounded rows, [token][head * D + dim]
+  // A row's cost from each dimension's spread: the entropy of a rounded
+  // Gaussian, at least 0.05 bits.
+  for (size_t hd = 0; hd < width; ++hd) {
+    double s1 = 0, s2 = 0;
+    for (uint32_t t = 0; t < T; ++t) {
+      const int32_t v = int32_t(std::lrint(y[hd * T + t]));
+      rows[t * width + hd] = v;
+      s1 += v, s2 += double(v) * v;
+    }
+    const double var = std::max(0.0, s2 / T - (s1 / T) * (s1 / T));
+    plan.row_bits += std::max(0.05, 0.5 * std::log2(2 * M_PI * M_E * var));
+  }
+  // Rows by hash, compared exactly on a hit.
+  std::unordered_multimap<uint64_t, uint32_t> first;  // hash -> a token that first had such a row
+  std::vector<uint32_t> mtf;                          // literal tokens, most recent first
+  for (uint32_t t = 0; t < T; ++t) {
+    const int32_t* row = &rows[t * width];
+    uint64_t h = 0;  // multiply-xor over pairs of values
+    size_t i = 0;
+    for (; i + 1 < width; i += 2) h = (h ^ (uint64_t(uint32_t(row[i])) << 32 | uint32_t(row[i + 1]))) * 0x9E3779B97F4A7C15ull, h ^= h >> 29;
+    if (i < width) h = (h ^ uint32_t(row[i])) * 0x9E3779B97F4A7C15ull;
+    uint32_t source = t;
+    for (auto [it, end] = first.equal_range(h); it != end; ++it)
+      if (std::equal(row, row + width, &rows[size_t(it->second) * width])) {
+        source = it->second;
+        break;
+      }
+    uint32_t rank = 0;
+    if (source == t) {
+      first.emplace(h, t);
+      plan.literal.push_back(t);
+      mtf.insert(mtf.begin(), t);
+    } else {
+      const auto pos = std::find(mtf.begin(), mtf.end(), source);
+      rank = uint32_t(pos - mtf.begin()) + 1;
+      mtf.erase(pos);
+      mtf.insert(mtf.begin(), source);
+    }
+    plan.ranks.push_back(rank);
+    uint32_t n = 0;
+    while (((rank + 1) >> n) > 1) ++n;
+    plan.ref_bits += 2 * n + 1;
+  }
+  return plan;
+}
+
+// Row modes and the plan of each of a layer's `heads` heads (y as above).
+void plan_layer(const float* y, uint32_t heads, uint32_t T, uint32_t D, bool allow, std::vector<uint8_t>* modes,
+                std::vector<RowPlan>* plans) {
+  const size_t head_size = size_t(D) * T;
+  RowPlan joint = plan_rows(y, heads, T, D);
+  const double joint_bits = joint.ref_bits + double(joint.literal.size()) * joint.row_bits;
+  std::vector<RowPlan> own(heads);
+  std::vector<uint8_t> own_modes(heads, 0);
+  double own_bits = 0;
+  const RowPlan* previous = nullptr;
+  for (uint32_t h = 0; h < heads; ++h) {
+    own[h] = plan_rows(y + h * head_size, 1, T, D);
+    const bool shared = previous && previous->ranks == own[h].ranks;
+    const double copy_bits = (shared ? 0.0 : own[h].ref_bits) + double(own[h].literal.size()) * own[h].row_bits;
+    if (copy_bits < double(T) * own[h].row_bits) {
+      own_modes[h] = shared ? 2 : 1;
+      own_bits += copy_bits;
+      previous = &own[h];
+    } else {
+      own_bits += double(T) * own[h].row_bits;
+    }
+  }
+  const double plain_bits = double(T) * joint.row_bits;
+  modes->assign(heads, 0);
+  plans->assign(heads, RowPlan{});
+  if (!allow) {
+    // every row coded
+  } else if (joint_bits < own_bits && joint_bits < plain_bits) {
+    for (uint32_t h = 0; h < heads; ++h) (*modes)[h] = h == 0 ? 1 : 2, (*plans)[h] = joint;
+  } else if (own_bits < plain_bits) {
+    *modes = own_modes;
+    *plans = own;
+  }
+  for (uint32_t h = 0; h < heads; ++h)
+    if ((*modes)[h] == 0) {
+      (*plans)[h].literal.resize(T);
+      for (uint32_t t = 0; t < T; ++t) (*plans)[h].literal[t] = t;
+    }
+}
+
+uint32_t KvsCodec::best_spread(const int32_t* s, uint32_t n, const uint32_t* hist, uint32_t far, double sumsq) const {
+  const double sd = std::sqrt(sumsq / n);
+  const int j0 = sd > 0 ? int(std::lrint(kSpreadCenter + 8 * std::log2(sd))) : 0;
+  int32_t lo = -kMaxRange, hi = kMaxRange;  // the histogram's occupied range
+  while (lo < hi && !hist[lo + kMaxRange]) ++lo;
+  while (hi > lo && !hist[hi + kMaxRange]) --hi;
+  uint32_t best_j = 0;
+  double best_bits = INFINITY;
+  for (int j = std::max(0, j0 - 4); j <= std::min(255, j0 + 4); ++j) {
+    const Spread sp = split_spread(uint32_t(j));
+    const GaussTable& g = tables_[sp.table];
+    const double escape = g.cost_bits[0] + kEscapeBits;
+    double bits = 0;
+    if (sp.raw_bits == 0) {
+      bits = far * escape;
+      for (int32_t v = lo; v <= hi; ++v)
+        if (hist[v + kMaxRange]) bits += hist[v + kMaxRange] * (std::abs(v) <= g.range ? g.cost_bits[1 + g.range + v] : escape);
+    } else {
+      for (uint32_t i = 0; i < n; ++i) {
+        const int64_t hi = int64_t(s[i]) >> sp.raw_bits;
+        bits += (hi < -g.range || hi > g.range) ? escape : g.cost_bits[1 + g.range + hi] + sp.raw_bits;
+      }
+    }
+    if (bits < best_bits) best_bits = bits, best_j = uint32_t(j);
+  }
+  return best_j;
+}
+
+void KvsCodec::put_ints(Bytes& out, const std::vector<int32_t>& v) const {
+  std::vector<int32_t> sorted = v;
+  std::nth_element(sorted.begin(), sorted.begin() + ptrdiff_t(sorted.size() / 2), sorted.end());
+  const int32_t centre = sorted[sorted.size() / 2];
+  std::vector<int32_t> s(v.size());
+  uint32_t hist[2 * kMaxRange + 1] = {};
+  uint32_t far = 0;
+  double sumsq = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    s[i] = int32_t(int64_t(v[i]) - centre);  // |v| <= 2^29
+    sumsq += double(s[i]) * s[i];
+    if (s[i] >= -kMaxRange && s[i] <= kMaxRange) ++hist[s[i] + kMaxRange]; else ++far;
+  }
+  const uint32_t j = best_spread(s.data(), uint32_t(s.size()), hist, far, sumsq);
+  const Spread sp = split_spread(j);
+  const GaussTable& g = tables_[sp.table];
+  std::vector<uint8_t> symbols(s.size());
+  BitWriter extras;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const int64_t hi = int64_t(s[i]) >> sp.raw_bits;
+    if (hi < -g.range || hi > g.range) {
+      symbols[i] = 0;
+      extras.put(uint32_t(s[i]), kEscapeBits);
+    } else {
+      symbols[i] = uint8_t(1 + g.range + hi);
+      extras.put(uint32_t(s[i]), sp.raw_bits);
+    }
+  }
+  std::vector<uint8_t> buffer(4 + 2 * s.size() + 16);
+  const size_t written = rans::encode(symbols.data(), symbols.size(), 1, g.encode_table, buffer.data(), buffer.size());
+  if (written == 0) throw Error("codec kvs: internal error: rANS buffer too small");
+  Bytes extra_bytes;
+  extras.finish(extra_bytes);
+  out.push_back(uint8_t(j));
+  put_varint(out, zigzag(centre));
+  put_varint(out, uint32_t(written));
+  out.insert(out.end(), buffer.end() - ptrdiff_t(written), buffer.end());
+  put_varint(out, uint32_t(extra_bytes.size()));
+  out.insert(out.end(), extra_bytes.begin(), extra_bytes.end());
+}
+
+std::vector<int32_t> KvsCodec::get_ints(std::span<const uint8_t> in, size_t* pos, size_t n, const char* what) const {
+  if (*pos >= in.size()) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} truncated", what));
+  const uint32_t j = in[(*pos)++];
+  const int64_t centre = unzigzag(get_varint(in, pos, what));
+  const uint32_t rans_bytes = get_varint(in, pos, what);
+  if (rans_bytes > in.size() - *pos) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} truncated", what));
+  const auto rans_part = in.subspan(*pos, rans_bytes);
+  *pos += rans_bytes;
+  const uint32_t extra_bytes = get_varint(in, pos, what);
+  if (extra_bytes > in.size() - *pos) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} truncated", what));
+  BitReader extras(in.subspan(*pos, extra_bytes));
+  *pos += extra_bytes;
+  const Spread sp = split_spread(j);
+  const GaussTable& g = tables_[sp.table];
+  std::vector<uint8_t> symbols(n);
+  if (rans::decode(rans_part.data(), rans_part.size(), g.table, g.index, symbols.data(), n) != rans::DecodeStatus::kOk)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} do not decode", what));
+  std::vector<int32_t> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t s = symbols[i] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                      : ((int64_t(symbols[i]) - 1 - g.range) << sp.raw_bits) + extras.get(sp.raw_bits);
+    const int64_t x = centre + s;
+    if (x > kMaxQ || x < -kMaxQ) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} out of range", what));
+    v[i] = int32_t(x);
+  }
+  extras.expect_end();
+  return v;
+}
+
+Bytes KvsCodec::encode(const KVChunk& chunk, int level) const {
+  if (level < 0 || level >= levels())
+    throw Error(fmt::format("codec kvs: level {} out of range (0..{})", level, levels() - 1));
+  const KVShape& sh = chunk.shape;
+  const uint32_t T = chunk.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
+  const std::vector<float> steps = steps_for(level, sh.layers);
+  const double theta = (D % 2 == 0) ? rope_theta_ : 0.0;
+  const auto rope = theta > 0 ? rope_table(theta, chunk.token_begin, T, D) : std::vector<std::array<float, 2>>{};
+  const uint32_t half = D / 2;
+  const size_t planes = 2 * size_t(sh.layers), channels = planes * C;
+
+  // The values to quantize, in steps, channel-major (channel = plane * C + head * D + dim): pre-RoPE for keys.
+  std::vector<float> yv(channels * T);
+  for (uint32_t l = 0; l < sh.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue}) {
+      const size_t p = 2 * size_t(l) + size_t(k);
+      const float step = steps[p];
+      for (uint32_t h = 0; h < H; ++h)
+        for (uint32_t t = 0; t < T; ++t) {
+          const float* in = &chunk.at(l, k, h, t, 0);
+          for (uint32_t d = 0; d < D; ++d) {
+            float x = in[d];
+            if (k == Kind::kKey && theta > 0) {
+              const auto& cs = rope[size_t(t) * half + (d % half)];
+              const float o1 = in[d % half], o2 = in[d % half + half];
+              x = d < half ? o1 * cs[0] + o2 * cs[1] : o2 * cs[0] - o1 * cs[1];
+            }
+            if (!std::isfinite(x)) throw Error("codec kvs: the chunk holds a value that is not finite");
+            const float y = x / step;
+            if (!(std::fabs(y) <= float(kMaxQ)))
+              throw Error(fmt::format("codec kvs: value {} is too large for step {}", x, step));
+            yv[(p * C + h * D + d) * T + t] = y;
+          }
+        }
+    }
+
+  Bytes params, models;
+  put_f32(params, float(theta));
+  for (float s : steps) put_f32(params, s);
+  std::vector<RowPlan> plans;  // per head (layer, kind, head)
+  BitWriter refs;
+  for (uint32_t l = 0; l < sh.layers; ++l) {
+    std::vector<uint8_t> modes;
+    std::vector<RowPlan> layer;
+    plan_layer(&yv[size_t(2 * l) * C * T], 2 * H, T, D, rows_, &modes, &layer);
+    for (uint32_t k = 0; k < 2 * H; ++k) {
+      params.push_back(modes[k]);
+      if (modes[k] == 1)
+        for (uint32_t r : layer[k].ranks) put_gamma(refs, r + 1);
+      plans.push_back(std::move(layer[k]));
+    }
+  }
+  auto plan_of = [&](size_t ch) -> const RowPlan& { return plans[ch / D]; };
+  Bytes refs_bytes;
+  refs.finish(refs_bytes);
+
+  // Per channel: centre, spread and symbols over the head's literal tokens.
+  std::vector<ChannelModel> model(channels);
+  std::vector<size_t> first_symbol(channels + 1, 0);
+  for (size_t ch = 0; ch < channels; ++ch) first_symbol[ch + 1] = first_symbol[ch] + plan_of(ch).literal.size();
+  std::vector<int32_t> svals(first_symbol[channels]);  // s = q - m
+  std::vector<float> y(T);
+  for (size_t ch = 0; ch < channels; ++ch) {
+    const std::vector<uint32_t>& lit = plan_of(ch).literal;
+    const uint32_t n = uint32_t(lit.size());
+    for (uint32_t i = 0; i < n; ++i) y[i] = yv[ch * T + lit[i]];
+    double mean = 0;
+    for (uint32_t i = 0; i < n; ++i) mean += y[i];
+    const int32_t m = int32_t(std::lrint(mean / n));
+    // Rounded values relative to the centre, and their histogram.
+    int32_t* out = &svals[first_symbol[ch]];
+    uint32_t hist[2 * kMaxRange + 1] = {};
+    uint32_t far = 0;  // |s| > kMaxRange
+    double var = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+      const int64_t r = std::lrint(y[i]) - int64_t(m);
+      out[i] = int32_t(r);
+      var += double(r) * double(r);
+      if (r >= -kMaxRange && r <= kMaxRange) ++hist[r + kMaxRange]; else ++far;
+    }
+    const uint32_t best_j = best_spread(out, n, hist, far, var);
+    // With centroid reconstruction each value takes whichever of its two
+    // neighbouring reconstruction points costs less in distortion + lambda x bits,
+    // among those within one step of it.
+    const Spread sp = split_spread(best_j);
+    // Rows of heads that copy rows keep plain rounding, so a copy (whose rounded values equal its
+    // source's) is also within one step.
+    if (centroid_ && sp.raw_bits == 0 && plan_of(ch).ranks.empty()) {
+      const GaussTable& g = tables_[sp.table];
+      const double escape = g.cost_bits[0] + kEscapeBits;
+      for (uint32_t i = 0; i < n; ++i) {
+        const double dd = double(y[i]) - m;
+        const int64_t q0 = int64_t(std::floor(dd));
+        double best_c = INFINITY;
+        for (int64_t q = q0; q <= q0 + 1; ++q) {
+          const bool inside = q >= -g.range && q <= g.range;
+          const double rec = inside ? double(q) - g.offset[1 + g.range + q] : double(q);
+          const double e = (dd - rec) * (dd - rec);
+          if (e > 1.0 + 1e-6) continue;  // keeps |error| <= 1 step (the nearer point always qualifies)
+          const double cost = e + lambda_ * (inside ? g.cost_bits[1 + g.range + q] : escape);
+          if (cost < best_c) best_c = cost, out[i] = int32_t(q);
+        }
+      }
+    }
+    model[ch] = {best_j, m};
+  }
+  // Channel models, per plane: the spreads, then the centres, each an integer
+  // vector coded like the values (centre, spread, rANS symbols).
+  std::vector<int32_t> side(C);
+  for (size_t p = 0; p < planes; ++p) {
+    for (uint32_t c = 0; c < C; ++c) side[c] = int32_t(model[p * C + c].spread);
+    put_ints(models, side);
+    for (uint32_t c = 0; c < C; ++c) side[c] = model[p * C + c].centre;
+    put_ints(models, side);
+  }
+
+  // Channels grouped by table, in channel order; each group's symbols cut into substreams.
+  std::vector<Bytes> sections;
+  sections.push_back(std::move(params));
+  sections.push_back(std::move(refs_bytes));
+  sections.push_back(std::move(models));
+  std::vector<std::vector<uint32_t>> groups(kTables);
+  for (size_t ch = 0; ch < channels; ++ch) groups[split_spread(model[ch].spread).table].push_back(uint32_t(ch));
+  std::vector<uint8_t> symbols(kKvsStreamSymbols);
+  std::vector<uint8_t> buffer(4 + 2 * size_t(kKvsStreamSymbols) + 16);
+  for (uint32_t g = 0; g < kTables; ++g) {
+    const GaussTable& gt = tables_[g];
+    uint32_t n = 0;
+    BitWriter extras;
+    auto flush = [&] {
+      const size_t written = rans::encode(symbols.data(), n, 1, gt.encode_table, buffer.data(), buffer.size());
+      if (written == 0) throw Error("codec kvs: internal error: rANS buffer too small");
+      Bytes sec;
+      put_varint(sec, uint32_t(written));
+      sec.insert(sec.end(), buffer.end() - ptrdiff_t(written), buffer.end());
+      extras.finish(sec);
+      sections.push_back(std::move(sec));
+      n = 0;
+    };
+    for (uint32_t ch : groups[g]) {
+      const uint32_t b = split_spread(model[ch].spread).raw_bits;
+      for (size_t i = first_symbol[ch]; i < first_symbol[ch + 1]; ++i) {
+        const int32_t s = svals[i];
+        const int64_t hi = int64_t(s) >> b;
+        if (hi < -gt.range || hi > gt.range) {
+          symbols[n] = 0;
+          extras.put(uint32_t(s), kEscapeBits);
+        } else {
+          symbols[n] = uint8_t(1 + gt.range + hi);
+          extras.put(uint32_t(s), b);
+        }
+        if (++n == kKvsStreamSymbols) flush();
+      }
+    }
+    if (n) flush();
+  }
+  StreamHeader header = header_for(chunk, CodecId::kKvs, level);
+  header.flags = centroid_ ? 1 : 0;
+  return write_stream(header, sections);
+}
+
+KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
+  const ParsedStream ps = parse_stream(stream, CodecId::kKvs);
+  const StreamHeader& hd = ps.header;
+  if (hd.flags > 1) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs flags {} (expected 0 or 1)", hd.flags));
+  const bool centroid = hd.flags & 1;
+  const KVShape& sh = hd.shape;
+  const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads, half = D / 2;
+  const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
+  if (ps.sections.size() < 3) throw CorruptStream("corrupt KV bitstream: kvs has fewer than 3 sections");
+
+  SectionReader params(ps.sections[0], "kvs parameters");
+  const float theta = params.f32();
+  if (!std::isfinite(theta) || (theta != 0 && !(theta > 1 && D % 2 == 0)))
+    throw CorruptStream(fmt::format("corrupt KV bitstream: kvs rope_theta {}", theta));
+  std::vector<float> steps(planes);
+  for (float& s : steps) {
+    s = params.f32();
+    if (!(s >= 1e-20f && s <= 1e20f)) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs step {}", s));
+  }
+  const auto modes = params.bytes(heads);
+  params.expect_end();
+
+  // Row references: per copy-mode head, each token's source (itself for a literal row).
+  std::vector<std::vector<uint32_t>> literal(heads), source(heads);
+  {
+    BitReader refs(ps.sections[1]);
+    std::vector<uint32_t> mtf;
+    size_t previous = heads;  // the last head in copy mode
+    for (size_t ph = 0; ph < heads; ++ph) {
+      if (modes[ph] > 2) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs row mode {}", modes[ph]));
+      if (!modes[ph]) {
+        literal[ph].resize(T);
+        for (uint32_t t = 0; t < T; ++t) literal[ph][t] = t;
+        continue;
+      }
+      if (modes[ph] == 2) {
+        if (previous == heads) throw CorruptStream("corrupt KV bitstream: kvs shares the references of no head");
+        literal[ph] = literal[previous];
+        source[ph] = source[previous];
+        previous = ph;
+        continue;
+      }
+      previous = ph;
+      mtf.clear();
+      source[ph].resize(T);
+      for (uint32_t t = 0; t < T; ++t) {
+        const uint32_t rank = get_gamma(refs) - 1;
+        if (rank == 0) {
+          literal[ph].push_back(t);
+          mtf.insert(mtf.begin(), t);
+          source[ph][t] = t;
+        } else {
+          if (rank > mtf.size()) throw CorruptStream("corrupt KV bitstream: kvs row reference out of range");
+          const uint32_t src = mtf[rank - 1];
+          mtf.erase(mtf.begin() + (rank - 1));
+          mtf.insert(mtf.begin(), src);
+          source[ph][t] = src;
+        }
+      }
+    }
+    refs.expect_end();
+  }
+
+  std::vector<ChannelModel> model(channels);
+  std::vector<std::vector<uint32_t>> groups(kTables);
+  std::vector<uint64_t> group_symbols(kTables, 0);
+  {
+    const auto sec = ps.sections[2];
+    size_t pos = 0;
+    for (size_t p = 0; p < planes; ++p) {
+      const std::vector<int32_t> spread = get_ints(sec, &pos, C, "channel spreads");
+      const std::vector<int32_t> centre = get_ints(sec, &pos, C, "channel centres");
+      for (uint32_t c = 0; c < C; ++c) {
+        if (spread[c] < 0 || spread[c] > 255)
+          throw CorruptStream(fmt::format("corrupt KV bitstream: kvs spread index {}", spread[c]));
+        const size_t ch = p * C + c;
+        model[ch] = {uint32_t(spread[c]), centre[c]};
+        const uint32_t g = split_spread(model[ch].spread).table;
+        groups[g].push_back(uint32_t(ch));
+        group_symbols[g] += literal[ch / D].size();
+      }
+    }
+    if (pos != sec.size()) throw CorruptStream("corrupt KV bitstream: kvs channel models have extra bytes");
+  }
+  uint64_t expected = 3;
+  for (uint64_t n : group_symbols) expected += (n + kKvsStreamSymbols - 1) / kKvsStreamSymbols;
+  if (ps.sections.size() != expected)
+    throw CorruptStream(
+        fmt::format("corrupt KV bitstream: kvs has {} sections, expected {}", ps.sections.size(), expected));
+
+  KVChunk out = chunk_for(hd);
+  // The substreams, in order: per table, its symbols cut every kKvsStreamSymbols.
+  struct Piece {
+    uint32_t table, n;
+    size_t section;
+    std::span<const uint8_t> rans, extras;
+  };
+  std::vector<Piece> pieces;
+  {
+    size_t next = 3;
+    for (uint32_t g = 0; g < kTables; ++g)
+      for (uint64_t start = 0; start < group_symbols[g]; start += kKvsStreamSymbols, ++next) {
+        const auto sec = ps.sections[next];
+        size_t pos = 0;
+        const uint32_t rans_bytes = get_varint(sec, &pos, "substream");
+        if (rans_bytes > sec.size() - pos)
+          throw CorruptStream(
+              fmt::format("corrupt KV bitstream: kvs substream {} rANS size {} too large", next, rans_bytes));
+        pieces.push_back({g, uint32_t(std::min<uint64_t>(kKvsStreamSymbols, group_symbols[g] - start)), next,
+                          sec.subspan(pos, rans_bytes), sec.subspan(pos + rans_bytes)});
+      }
+  }
+
+  std::unique_ptr<float[]> tmp(new float[channels * T]);  // [channel][token], before rotation; every entry written
+  constexpr size_t kWays = 4;           // substreams decoded side by side
+  std::vector<uint8_t> symbols(kWays * kKvsStreamSymbols);
+  float lut[rans::kMaxSymbols];
+  std::vector<size_t> cursor_gi(kTables, 0), cursor_done(kTables, 0);  // per table: channel, literal tokens done
+  for (size_t p0 = 0; p0 < pieces.size(); p0 += kWays) {
+    const size_t np = std::min(kWays, pieces.size() - p0);
+    rans::Decoder dec[kWays];
+    uint32_t nmin = kKvsStreamSymbols;
+    for (size_t k = 0; k < np; ++k) {
+      const Piece& pc = pieces[p0 + k];
+      if (rans::decoder_init(pc.rans.data(), pc.rans.size(), &dec[k]) != rans::DecodeStatus::kOk)
+        throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} does not decode", pc.section));
+      nmin = std::min(nmin, pc.n);
+    }
+    bool ok = true;
+    uint32_t sym;
+    if (np == kWays) {
+      const GaussTable &g0 = tables_[pieces[p0].table], &g1 = tables_[pieces[p0 + 1].table],
+                       &g2 = tables_[pieces[p0 + 2].table], &g3 = tables_[pieces[p0 + 3].table];
+      uint8_t *s0 = symbols.data(), *s1 = s0 + kKvsStreamSymbols, *s2 = s1 + kKvsStreamSymbols,
+              *s3 = s2 + kKvsStreamSymbols;
+      for (uint32_t i = 0; i < nmin && ok; ++i) {
+        ok &= rans::decode_step(&dec[0], g0.table, g0.index, &sym), s0[i] = uint8_t(sym);
+        ok &= rans::decode_step(&dec[1], g1.table, g1.index, &sym), s1[i] = uint8_t(sym);
+        ok &= rans::decode_step(&dec[2], g2.table, g2.index, &sym), s2[i] = uint8_t(sym);
+        ok &= rans::decode_step(&dec[3], g3.table, g3.index, &sym), s3[i] = uint8_t(sym);
+      }
+    } else {
+      nmin = 0;
+    }
+    for (size_t k = 0; k < np; ++k) {
+      const Piece& pc = pieces[p0 + k];
+      const GaussTable& gt = tables_[pc.table];
+      uint8_t* out_sym = symbols.data() + k * kKvsStreamSymbols;
+      for (uint32_t i = nmin; i < pc.n && ok; ++i) ok &= rans::decode_step(&dec[k], gt.table, gt.index, &sym), out_sym[i] = uint8_t(sym);
+      if (!ok || rans::decoder_finish(dec[k]) != rans::DecodeStatus::kOk)
+        throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} does not decode", pc.section));
+    }
+    // Values into the channel-major buffer, piece by piece.
+    for (size_t k = 0; k < np; ++k) {
+      const Piece& pc = pieces[p0 + k];
+      const GaussTable& gt = tables_[pc.table];
+      const uint32_t n = pc.n;
+      size_t& gi = cursor_gi[pc.table];
+      size_t& done = cursor_done[pc.table];
+      BitReader extras(pc.extras);
+      const uint8_t* piece_sym = symbols.data() + k * kKvsStreamSymbols;
+      uint32_t i = 0;
+      while (i < n) {
+        const uint32_t ch = groups[pc.table][gi];
+        const std::vector<uint32_t>& lit = literal[ch / D];
+        const uint32_t count = uint32_t(std::min<size_t>(n - i, lit.size() - done));
+        const uint32_t b = split_spread(model[ch].spread).raw_bits;
+        const int64_t m = model[ch].centre;
+        const float step = steps[ch / C];
+        float* base = tmp.get() + size_t(ch) * T;
+        const float* offset = centroid && b == 0 ? gt.offset : nullptr;
+        const uint32_t* rows = lit.data() + done;
+        const uint8_t* sy = piece_sym + i;
+        auto slow = [&](uint32_t j) {  // escapes and raw low bits
+          const int64_t s = sy[j] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                       : ((int64_t(sy[j]) - 1 - gt.range) << b) + int64_t(extras.get(b));
+          const int64_t q = m + s;
+          if (q > 2 * kMaxQ || q < -2 * kMaxQ)
+            throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
+          base[rows[j]] = (offset ? float(q) - offset[sy[j]] : float(q)) * step;
+        };
+        if (b == 0) {
+          // Table symbols through a per-channel lookup table (the same float
+          // operations as the slow path, so the same values).
+          lut[0] = 0;  // escapes are filled in afterwards
+          for (int32_t v = 1; v <= 2 * gt.range + 1; ++v) {
+            const float q = float(m + v - 1 - gt.range);
+            lut[size_t(v)] = (offset ? q - offset[v] : q) * step;
+          }
+          uint32_t escapes = 0;
+          if (source[ch / D].empty()) {  // every token literal: rows[j] == done + j
+            float* dst = base + done;
+            for (uint32_t j = 0; j < count; ++j) dst[j] = lut[sy[j]], escapes += sy[j] == 0;
+          } else {
+            for (uint32_t j = 0; j < count; ++j) base[rows[j]] = lut[sy[j]], escapes += sy[j] == 0;
+          }
+          if (escapes)
+            for (uint32_t j = 0; j < count; ++j)
+              if (sy[j] == 0) slow(j);
+        } else {
+          for (uint32_t j = 0; j < count; ++j) slow(j);
+        }
+        i += count;
+        done += count;
+        if (done == lit.size()) ++gi, done = 0;
+      }
+      extras.expect_end();
+    }
+  }
+  // Channel-major values to [token][dim] rows, in blocks of tokens that stay in
+  // cache; copied rows take their source's values; keys rotate back to their positions.
+  const auto rope = theta > 0 ? rope_table(theta, hd.token_begin, T, D) : std::vector<std::array<float, 2>>{};
+  constexpr uint32_t kBlock = 16;
+  uint32_t src[kBlock];
+  for (size_t ph = 0; ph < heads; ++ph) {
+    const size_t p = ph / H;
+    const bool key = p % 2 == 0 && theta > 0;
+    const float* in = tmp.get() + ph * size_t(D) * T;
+    float* base = out.values.data() + out.plane_offset(uint32_t(p / 2), Kind(p % 2)) + (ph % H) * size_t(T) * D;
+    for (uint32_t t0 = 0; t0 < T; t0 += kBlock) {
+      // A block's [D][kBlock] input tile stays in L1 while its rows are written in order.
+      const uint32_t nb = std::min(kBlock, T - t0);
+      for (uint32_t k = 0; k < nb; ++k) src[k] = source[ph].empty() ? t0 + k : source[ph][t0 + k];
+      for (uint32_t k = 0; k < nb; ++k) {
+        float* row = base + size_t(t0 + k) * D;
+        const float* col = in + src[k];
+        if (!key) {
+          for (uint32_t d = 0; d < D; ++d) row[d] = col[size_t(d) * T];
+          continue;
+        }
+        const auto* cs = &rope[size_t(t0 + k) * half];
+        for (uint32_t i = 0; i < half; ++i) {
+          const float x1 = col[size_t(i) * T], x2 = col[size_t(i + half) * T];
+          row[i] = x1 * cs[i][0] - x2 * cs[i][1];
+          row[i + half] = x2 * cs[i][0] + x1 * cs[i][1];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<float> kvs_default_weights(uint32_t layers) {
+  // Measured on models/default (4 layers) with analysis/kvs_sensitivity.py
+  // --max-loss 0.05: loss increase per unit squared error of each plane, on 10
+  // contexts of 2,047 bytes (+ 512 scored) from contexts-4096 text that the
+  // profiling contexts do not contain; weight = 1 / sqrt(sensitivity),
+  // geometric mean 1, sensitivities below 1 % of the largest raised to it
+  // (docs/codecs.md). Layer 0 matters most; its rows repeat, so it is cheap.
+  if (layers == 4) return {0.25f, 0.245f, 2.45f, 2.45f, 1.07f, 1.17f, 0.9f, 2.45f};
+  return std::vector<float>(2 * size_t(layers), 1.0f);
+}
+
+float kvs_level_step(int level) { return kKvsStep0 * float(std::exp2(kKvsLevelLog2Ratio * level)); }
+
+std::array<float, 2> kvs_rope_cos_sin(double rope_theta, uint64_t position, uint32_t i, uint32_t head_dim) {
+  const double inv_freq = std::pow(rope_theta, -2.0 * double(i) / double(head_dim));
+  const double angle = double(position) * inv_freq;
+  return {float(std::cos(angle)), float(std::sin(angle))};
+}
+
+namespace {
+// ':'-separated numbers in [lo, hi].
+std::vector<float> parse_list(const std::string& key, const std::string& v, float lo, float hi) {
+  std::vector<float> out;
+  size_t begin = 0;
+  while (begin <= v.size()) {
+    const size_t end = std::min(v.find(':', begin), v.size());
+    float w = 0;
+    auto [p, ec] = std::from_chars(v.data() + begin, v.data() + end, w);
+    if (ec != std::errc() || p != v.data() + end || !(w >= lo && w <= hi))
+      throw Error(fmt::format("codec kvs: {}: expected ':'-separated numbers in [{:g}, {:g}], got '{}'", key, lo, hi, v));
+    out.push_back(w);
+    begin = end + 1;
+  }
+  return out;
+}
+}  // namespace
+
+std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
+  check_params("kvs", options.params, {"rope_theta", "weights", "centroid", "rdo", "ladder", "rows"});
+  bool centroid = true, rows = true;
+  if (auto it = options.params.find("rows"); it != options.params.end()) {
+    if (it->second != "0" && it->second != "1")
+      throw Error(fmt::format("codec kvs: rows: expected 0 or 1, got '{}'", it->second));
+    rows = it->second == "1";
+  }
+  double lambda = 0.12;  // about ln(2) / 6: the high-rate slope of distortion (in steps^2) per bit
+  if (auto it = options.params.find("centroid"); it != options.params.end()) {
+    if (it->second != "0" && it->second != "1")
+      throw Error(fmt::format("codec kvs: centroid: expected 0 or 1, got '{}'", it->second));
+    centroid = it->second == "1";
+  }
+  if (auto it = options.params.find("rdo"); it != options.params.end()) {
+    const std::string& v = it->second;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), lambda);
+    if (ec != std::errc() || p != v.data() + v.size() || !(lambda >= 0 && lambda <= 10))
+      throw Error(fmt::format("codec kvs: rdo: expected a number in [0, 10], got '{}'", v));
+  }
+  double theta = 10000.0;
+  std::vector<float> weights;
+  bool defaults = true;
+  if (auto it = options.params.find("rope_theta"); it != options.params.end()) {
+    const std::string& v = it->second;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), theta);
+    if (ec != std::errc() || p != v.data() + v.size() || !std::isfinite(theta) || theta < 0 || (theta > 0 && theta <= 1))
+      throw Error(fmt::format("codec kvs: rope_theta: expected 0 or a number > 1, got '{}'", v));
+  }
+  if (auto it = options.params.find("weights"); it != options.params.end() && it->second != "default") {
+    defaults = false;
+    weights = parse_list("weights", it->second, 1e-3f, 1e3f);
+  }
+  std::vector<float> ladder;
+  if (auto it = options.params.find("ladder"); it != options.params.end() && it->second != "default") {
+    ladder = parse_list("ladder", it->second, 1e-6f, 1e6f);
+    if (ladder.size() > 255) throw Error("codec kvs: ladder: at most 255 levels");
+  }
+  return std::make_unique<KvsCodec>(theta, std::move(weights), defaults, centroid, lambda, std::move(ladder), rows);
+}
+
+}  // namespace kvs::codec

@@ -1,0 +1,67 @@
+// `kvs`: the project's own KV-cache codec (docs/codecs.md has the design and
+// its measurements, docs/bitstream.md the format).
+//
+// Entropy-coded uniform scalar quantization, shaped to what a KV cache is:
+//   - keys are rotated back to before RoPE (positions token_begin + t, HF's
+//     rotate-half pairing (i, i + head_dim/2), frequency
+//     rope_theta^(-2i/head_dim)): pre-RoPE keys have stable per-channel means
+//     that RoPE smears into variance. The decoder rotates back; the rotation
+//     is orthogonal, so it keeps the squared error;
+//   - one uniform step per (layer, kind) = level step x weight, the weights
+//     from the model's measured sensitivity; the steps are written into the
+//     stream, so the decoder needs no model knowledge;
+//   - per (layer, kind, channel) a centre m and a spread index j (sigma =
+//     2^((j - 64) / 8) steps) sent in the chunk, themselves coded compactly;
+//     s = q - m is rANS-coded under a discretized Gaussian of that sigma. The
+//     Gaussian tables are built once from integer constants (bit-exact
+//     everywhere); wide channels send their low bits raw; a value outside its
+//     table is an escape plus 32 bits. Channels that share a table share an
+//     rANS substream (at most kKvsStreamSymbols symbols each);
+//   - reconstruction at the bin's centroid under that Gaussian, the encoder
+//     choosing per value the neighbouring point with the least error^2 +
+//     lambda x bits (never more than a step away);
+//   - rows (a head's values at one token) that repeat an earlier token's after
+//     rounding are sent as move-to-front references (layer 0's K and V depend
+//     only on the token).
+// Error bound per value: step / 2 with centroid=0, one step with centroid
+// reconstruction (the default); keys sqrt(2) times that (a rotated pair's
+// error has at most the norm of the pre-RoPE pair's), plus float rounding.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "codec/codec.h"
+
+namespace kvs::codec {
+
+inline constexpr int kKvsLevels = 10;
+// Symbols per rANS substream at most (a GPU decodes substreams in parallel).
+inline constexpr uint32_t kKvsStreamSymbols = 16384;
+
+// The level step before the per-(layer, kind) weight: kKvsStep0 x 2^(0.75 level),
+// 0.15 .. 16 (chosen to span cachegen's quality range on the bundled model).
+inline constexpr float kKvsStep0 = 0.15f;
+inline constexpr double kKvsLevelLog2Ratio = 0.75;
+float kvs_level_step(int level);
+// The default per-(layer, kind) step weights K0,V0,K1,V1,... for a model of
+// `layers` layers.
+std::vector<float> kvs_default_weights(uint32_t layers);
+
+// Parameters (encoder choices; the decoder reads everything from the stream):
+//   rope_theta : RoPE base of the model (default 10000; 0: keys coded as given)
+//   weights    : 2 x layers step multipliers K0:V0:K1:V1:... (default: the ones
+//                measured for the bundled model when there are 4 layers, else 1)
+//   ladder     : the level steps s0:s1:... (default kvs_level_step, 10 levels)
+//   centroid   : 1 (default) centroid reconstruction, 0 bin centres
+//   rdo        : lambda in step^2 per bit for the per-value choice (default 0.12)
+//   rows       : 1 (default) repeated rows may be sent as references, 0 never
+std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options);
+
+// cos and sin of RoPE's angle for `position` and pair `i` (0 <= i < head_dim/2),
+// as kvs computes them (double precision, rounded to float).
+std::array<float, 2> kvs_rope_cos_sin(double rope_theta, uint64_t position, uint32_t i, uint32_t head_dim);
+
+}  // namespace kvs::codec

@@ -110,6 +110,24 @@ void fill_table(std::span<const uint16_t> freqs, rans::Table* t) {
   rans::finish_table(t);
 }
 
+// The tables and steps of one (layer, kind, head) at a level, channel by
+// channel: what the encoder and the decoder of that head's substream share.
+struct HeadCoding {
+  explicit HeadCoding(uint32_t head_dim) : tables(2 * size_t(head_dim)), step_a(head_dim), step_d(head_dim) {}
+  void load(const CacheGenPaperModel& m, uint32_t l, Kind k, uint32_t h, int level) {
+    const uint32_t D = uint32_t(step_a.size());
+    for (uint32_t d = 0; d < D; ++d) {
+      const size_t r = m.record(l, k, h * D + d);
+      fill_table(m.anchor_table(r), &tables[d]);
+      fill_table(m.delta_table(r, level), &tables[D + d]);
+      step_a[d] = m.anchor_step(r);
+      step_d[d] = m.delta_step(r, level, l);
+    }
+  }
+  std::vector<rans::Table> tables;  // [d]: anchor, [D + d]: delta at this level
+  std::vector<float> step_a, step_d;
+};
+
 // ---- model file ----
 
 uint64_t record_bytes(int group) {
@@ -188,8 +206,11 @@ class CacheGenPaperCodec final : public Codec {
                               model_file_, shape_text(m.shape), shape_text(s)));
     const uint32_t T = chunk.tokens, D = s.head_dim, G = kPaperGroupTokens;
     const size_t n = size_t(T) * D;
-    std::vector<rans::Table> tables(2 * size_t(D));  // [d]: anchor, [D + d]: delta at this level
-    std::vector<float> step_a(D), step_d(D), anchor(D);
+    HeadCoding coding(D);
+    const std::vector<rans::Table>& tables = coding.tables;
+    const std::vector<float>& step_a = coding.step_a;
+    const std::vector<float>& step_d = coding.step_d;
+    std::vector<float> anchor(D);
     std::vector<uint8_t> symbols(n), buffer(4 + 2 * n);
     std::vector<float> escapes;
     std::vector<Bytes> sections;
@@ -198,13 +219,7 @@ class CacheGenPaperCodec final : public Codec {
       const int M = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
       for (Kind k : {Kind::kKey, Kind::kValue})
         for (uint32_t h = 0; h < s.kv_heads; ++h) {
-          for (uint32_t d = 0; d < D; ++d) {
-            const size_t r = m.record(l, k, h * D + d);
-            fill_table(m.anchor_table(r), &tables[d]);
-            fill_table(m.delta_table(r, level), &tables[D + d]);
-            step_a[d] = m.anchor_step(r);
-            step_d[d] = m.delta_step(r, level, l);
-          }
+          coding.load(m, l, k, h, level);
           escapes.clear();
           for (uint32_t t = 0; t < T; ++t) {
             const bool is_anchor = t % G == 0;
@@ -272,8 +287,11 @@ class CacheGenPaperCodec final : public Codec {
     const uint32_t T = hd.tokens, D = s.head_dim, G = kPaperGroupTokens;
     const size_t n = size_t(T) * D;
     KVChunk out = chunk_for(hd);
-    std::vector<rans::Table> tables(2 * size_t(D));
-    std::vector<float> step_a(D), step_d(D), anchor(D);
+    HeadCoding coding(D);
+    const std::vector<rans::Table>& tables = coding.tables;
+    const std::vector<float>& step_a = coding.step_a;
+    const std::vector<float>& step_d = coding.step_d;
+    std::vector<float> anchor(D);
     std::vector<uint8_t> symbols(n);
     size_t next = 0;
     for (uint32_t l = 0; l < s.layers; ++l) {
@@ -281,13 +299,7 @@ class CacheGenPaperCodec final : public Codec {
       const uint32_t delta_escape = uint32_t(2 * M + 1);
       for (Kind k : {Kind::kKey, Kind::kValue})
         for (uint32_t h = 0; h < s.kv_heads; ++h) {
-          for (uint32_t d = 0; d < D; ++d) {
-            const size_t r = m.record(l, k, h * D + d);
-            fill_table(m.anchor_table(r), &tables[d]);
-            fill_table(m.delta_table(r, level), &tables[D + d]);
-            step_a[d] = m.anchor_step(r);
-            step_d[d] = m.delta_step(r, level, l);
-          }
+          coding.load(m, l, k, h, level);
           const size_t index = next++;
           SectionReader reader(ps.sections[index], "cachegen paper substream");
           const uint32_t count = reader.u32();

@@ -55,6 +55,29 @@ std::vector<Variant> variants() {
   return v;
 }
 
+// Writes (regenerating) or checks one golden stream `base`.kvsc and the CRC of
+// its decoded values `base`.crc; `label` names it in failures. Returns whether
+// it was checked.
+bool golden_stream(const Codec& codec, const KVChunk& chunk, int level, const std::string& base,
+                   const std::string& label, bool regenerate) {
+  const Bytes stream = codec.encode(chunk, level);
+  const uint32_t crc = values_crc(codec.decode(stream));
+  if (regenerate) {
+    write_file_atomic(base + ".kvsc", std::string_view(reinterpret_cast<const char*>(stream.data()), stream.size()));
+    write_file_atomic(base + ".crc", std::to_string(crc) + "\n");
+    return false;
+  }
+  EXPECT_TRUE(std::filesystem::exists(base + ".kvsc")) << base << ": missing (new codec? regenerate)";
+  if (!std::filesystem::exists(base + ".kvsc")) return false;
+  const std::string golden = read_file(base + ".kvsc");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(stream.data()), stream.size()), golden)
+      << label << ": encoder output changed";
+  const Bytes golden_bytes(golden.begin(), golden.end());
+  EXPECT_EQ(values_crc(codec.decode(golden_bytes)), std::stoul(read_file(base + ".crc")))
+      << label << ": decoded values changed";
+  return true;
+}
+
 TEST(Golden, StreamsAreStable) {
   const bool regenerate = std::getenv("KVSTREAM_REGENERATE_GOLDEN") != nullptr;
   const KVChunk chunk = golden_chunk();
@@ -63,21 +86,7 @@ TEST(Golden, StreamsAreStable) {
     const auto codec = make_codec(name, {params, ""});
     for (int level = 0; level < codec->levels(); ++level) {
       const std::string base = kDir + stem + "-L" + std::to_string(level);
-      const Bytes stream = codec->encode(chunk, level);
-      const uint32_t crc = values_crc(codec->decode(stream));
-      if (regenerate) {
-        write_file_atomic(base + ".kvsc", std::string_view(reinterpret_cast<const char*>(stream.data()), stream.size()));
-        write_file_atomic(base + ".crc", std::to_string(crc) + "\n");
-        continue;
-      }
-      ASSERT_TRUE(std::filesystem::exists(base + ".kvsc")) << base << ": missing (new codec? regenerate)";
-      const std::string golden = read_file(base + ".kvsc");
-      EXPECT_EQ(std::string(reinterpret_cast<const char*>(stream.data()), stream.size()), golden)
-          << stem << " L" << level << ": encoder output changed";
-      const Bytes golden_bytes(golden.begin(), golden.end());
-      EXPECT_EQ(values_crc(codec->decode(golden_bytes)), std::stoul(read_file(base + ".crc")))
-          << stem << " L" << level << ": decoded values changed";
-      ++checked;
+      if (golden_stream(*codec, chunk, level, base, stem + " L" + std::to_string(level), regenerate)) ++checked;
     }
   }
   if (!regenerate) {
@@ -118,21 +127,8 @@ TEST(Golden, CacheGenPaperModelAndStreamsAreStable) {
   KVChunk chunk = golden_correlated(24, 3);
   chunk.token_begin = 40;
   for (int level = 0; level < codec->levels(); ++level) {
-    const std::string base = kDir + "cachegen-paper-L" + std::to_string(level);
-    const Bytes stream = codec->encode(chunk, level);
-    const uint32_t crc = values_crc(codec->decode(stream));
-    if (regenerate) {
-      write_file_atomic(base + ".kvsc", std::string_view(reinterpret_cast<const char*>(stream.data()), stream.size()));
-      write_file_atomic(base + ".crc", std::to_string(crc) + "\n");
-      continue;
-    }
-    ASSERT_TRUE(std::filesystem::exists(base + ".kvsc")) << base << ": missing (regenerate)";
-    const std::string golden = read_file(base + ".kvsc");
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(stream.data()), stream.size()), golden)
-        << "cachegen paper L" << level << ": encoder output changed";
-    const Bytes golden_bytes(golden.begin(), golden.end());
-    EXPECT_EQ(values_crc(codec->decode(golden_bytes)), std::stoul(read_file(base + ".crc")))
-        << "cachegen paper L" << level << ": decoded values changed";
+    golden_stream(*codec, chunk, level, kDir + "cachegen-paper-L" + std::to_string(level),
+                  "cachegen paper L" + std::to_string(level), regenerate);
   }
 }
 

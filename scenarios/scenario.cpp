@@ -1,5 +1,6 @@
 #include "scenarios/scenario.h"
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <initializer_list>
@@ -15,6 +16,17 @@
 namespace kvs::scenarios {
 
 namespace {
+
+// A range a number must lie in, and how to say it.
+struct Check {
+  bool (*ok)(double);
+  const char* expected;
+};
+constexpr Check kAnyNumber{[](double) { return true; }, "a number"};
+constexpr Check kNonNegative{[](double x) { return x >= 0; }, "a number >= 0"};
+constexpr Check kPositive{[](double x) { return x > 0; }, "a positive number"};
+constexpr Check kProbability{[](double x) { return x >= 0 && x < 1; }, "a number in [0, 1)"};
+constexpr Check kFraction{[](double x) { return x > 0 && x <= 1; }, "a number in (0, 1]"};
 
 // Reads one YAML mapping, field by field, rejecting unknown keys.
 class Fields {
@@ -51,18 +63,28 @@ class Fields {
       fail(v, key, fmt::format("expected {}, got '{}'", expected, v.Scalar()));
     }
   }
-  void number(const std::string& key, double& out) { read(key, out, "a number"); }
-  void unsigned_int(const std::string& key, uint32_t& out) {
+  // A finite number that passes `check`, which is tested here so that the
+  // error names the file and line (the simulator re-validates without them).
+  void number(const std::string& key, double& out, const Check& check = kAnyNumber) {
+    if (!has(key)) return;
+    read(key, out, check.expected);
+    if (!std::isfinite(out) || !check.ok(out))
+      fail(node_[key], key, fmt::format("expected {}, got {}", check.expected, node_[key].Scalar()));
+  }
+  // An integer in [min, max].
+  void unsigned_int(const std::string& key, uint32_t& out, uint32_t min = 0, uint32_t max = 0xffffffffu) {
     if (!has(key)) return;
     const YAML::Node v = node_[key];
+    const std::string expected = max == 0xffffffffu ? fmt::format("an integer >= {}", min)
+                                                    : fmt::format("an integer in {}..{}", min, max);
     long long x = 0;
-    if (!v.IsScalar()) fail(v, key, "expected a non-negative integer");
+    if (!v.IsScalar()) fail(v, key, "expected " + expected);
     try {
       x = v.as<long long>();
     } catch (const YAML::Exception&) {
-      fail(v, key, fmt::format("expected a non-negative integer, got '{}'", v.Scalar()));
+      fail(v, key, fmt::format("expected {}, got '{}'", expected, v.Scalar()));
     }
-    if (x < 0 || x > 0xffffffffll) fail(v, key, fmt::format("expected a non-negative integer, got {}", x));
+    if (x < min || x > max) fail(v, key, fmt::format("expected {}, got {}", expected, x));
     out = uint32_t(x);
   }
   void string(const std::string& key, std::string& out) { read(key, out, "a string"); }
@@ -95,6 +117,14 @@ class Fields {
         fail(item, key, std::string("expected a list of ") + expected);
       }
     }
+  }
+  void number_list(const std::string& key, std::vector<double>& out, const Check& check) {
+    list(key, out, "numbers");
+    if (!has(key)) return;
+    const YAML::Node v = node_[key];
+    for (size_t i = 0; i < out.size(); ++i)
+      if (!std::isfinite(out[i]) || !check.ok(out[i]))
+        fail(v[i], key, fmt::format("expected each item to be {}, got {}", check.expected, v[i].Scalar()));
   }
 
   // Call after reading: any key not asked for is an error.
@@ -157,7 +187,7 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source,
   if (f.has("link")) {
     Fields lf(f.get("link"), source, "link");
     auto& l = c.link;
-    lf.number("rate_mbps", l.rate_mbps);
+    lf.number("rate_mbps", l.rate_mbps, kPositive);
     lf.string("trace", s.trace_file);
     s.trace_file = resolve(base_dir, s.trace_file);
     lf.string("trace_gen", s.trace_gen);
@@ -167,38 +197,32 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source,
     if (l.trace_mode == "mahimahi" && !s.trace_gen.empty())
       lf.fail(lf.get("trace_mode"), "trace_mode",
               "mahimahi needs a trace with delivery opportunities (a mahimahi file); generated traces have none");
-    lf.number("rtt_ms", l.rtt_ms);
-    lf.number("access_rtt_ms", l.access_rtt_ms);
-    if (!(l.access_rtt_ms >= 0)) lf.fail(lf.get("access_rtt_ms"), "access_rtt_ms", "expected a number >= 0");
-    lf.number("loss_rate", l.loss_rate);
-    if (!(l.loss_rate >= 0 && l.loss_rate < 1)) lf.fail(lf.get("loss_rate"), "loss_rate", "expected a number in [0, 1)");
+    lf.number("rtt_ms", l.rtt_ms, kNonNegative);
+    lf.number("access_rtt_ms", l.access_rtt_ms, kNonNegative);
+    lf.number("loss_rate", l.loss_rate, kProbability);
     lf.one_of("queue", l.queue, {"droptail", "codel", "fqcodel"});
     lf.unsigned_int("queue_packets", l.queue_packets);
-    lf.unsigned_int("mtu_bytes", l.mtu_bytes);
-    if (l.mtu_bytes < 576 || l.mtu_bytes > 65535) lf.fail(lf.get("mtu_bytes"), "mtu_bytes", "expected 576..65535");
-    lf.number("access_rate_mbps", l.access_rate_mbps);
+    lf.unsigned_int("mtu_bytes", l.mtu_bytes, 576, 65535);
+    lf.number("access_rate_mbps", l.access_rate_mbps, kPositive);
     lf.one_of("tcp", l.tcp, {"cubic", "cubic-hystart-fix", "newreno", "bbr"});
     lf.unsigned_int("tcp_buffer_bytes", l.tcp_buffer_bytes);
     lf.unsigned_int("mss_bytes", l.mss_bytes);
     if (l.mss_bytes != 0 && (l.mss_bytes < 64 || l.mss_bytes > l.mtu_bytes - 52))
       lf.fail(lf.get("mss_bytes"), "mss_bytes",
               fmt::format("expected 64..{} (mtu_bytes - 52), or 0 for that; got {}", l.mtu_bytes - 52, l.mss_bytes));
-    lf.unsigned_int("initial_cwnd_segments", l.initial_cwnd_segments);
-    if (l.initial_cwnd_segments < 1) lf.fail(lf.get("initial_cwnd_segments"), "initial_cwnd_segments", "expected an integer >= 1");
-    lf.unsigned_int("delayed_ack_count", l.delayed_ack_count);
-    if (l.delayed_ack_count < 1) lf.fail(lf.get("delayed_ack_count"), "delayed_ack_count", "expected an integer >= 1");
-    lf.number("min_rto_ms", l.min_rto_ms);
-    if (!(l.min_rto_ms > 0)) lf.fail(lf.get("min_rto_ms"), "min_rto_ms", "expected a positive number");
+    lf.unsigned_int("initial_cwnd_segments", l.initial_cwnd_segments, 1);
+    lf.unsigned_int("delayed_ack_count", l.delayed_ack_count, 1);
+    lf.number("min_rto_ms", l.min_rto_ms, kPositive);
     lf.finish();
   }
   if (f.has("gpu")) {
     Fields gf(f.get("gpu"), source, "gpu");
     auto& g = c.gpu;
     gf.string("preset", g.preset);
-    gf.number("peak_flops", g.peak_flops);
-    gf.number("memory_bytes_per_s", g.memory_bytes_per_s);
-    gf.number("efficiency", g.efficiency);
-    gf.number("decode_speedup", g.decode_speedup);
+    gf.number("peak_flops", g.peak_flops, kNonNegative);  // 0: from the preset
+    gf.number("memory_bytes_per_s", g.memory_bytes_per_s, kNonNegative);
+    gf.number("efficiency", g.efficiency, kFraction);
+    gf.number("decode_speedup", g.decode_speedup, kPositive);
     gf.number("first_token_s", g.first_token_s);
     gf.finish();
   }
@@ -208,9 +232,9 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source,
     af.string("mode", a.mode);
     if (a.mode != "schedule" && a.mode != "poisson")
       af.fail(af.get("mode"), "mode", fmt::format("expected 'schedule' or 'poisson', got '{}'", a.mode));
-    af.list("times_s", a.times_s, "numbers");
-    af.unsigned_int("count", a.count);
-    af.number("rate_per_s", a.rate_per_s);
+    af.number_list("times_s", a.times_s, kNonNegative);
+    af.unsigned_int("count", a.count, 1);
+    af.number("rate_per_s", a.rate_per_s, kPositive);
     af.list("contexts", a.contexts, "context indices");
     af.finish();
   }
@@ -219,20 +243,20 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source,
     auto& x = c.cross;
     xf.unsigned_int("bulk_tcp_flows", x.bulk_tcp_flows);
     xf.unsigned_int("onoff_udp_flows", x.onoff_udp_flows);
-    xf.number("udp_rate_mbps", x.udp_rate_mbps);
-    xf.number("udp_on_s", x.udp_on_s);
-    xf.number("udp_off_s", x.udp_off_s);
-    xf.number("start_s", x.start_s);
+    xf.number("udp_rate_mbps", x.udp_rate_mbps, kPositive);
+    xf.number("udp_on_s", x.udp_on_s, kPositive);
+    xf.number("udp_off_s", x.udp_off_s, kPositive);
+    xf.number("start_s", x.start_s, kNonNegative);
     xf.finish();
   }
-  f.number("slo_s", c.slo_s);
-  f.unsigned_int("in_flight", c.in_flight);
-  f.number("sample_interval_ms", c.sample_interval_ms);
-  f.unsigned_int("request_header_bytes", c.request_header_bytes);
-  f.unsigned_int("response_header_bytes", c.response_header_bytes);
+  f.number("slo_s", c.slo_s, kNonNegative);  // 0: no SLO
+  f.unsigned_int("in_flight", c.in_flight, 1);
+  f.number("sample_interval_ms", c.sample_interval_ms, kPositive);
+  f.unsigned_int("request_header_bytes", c.request_header_bytes, 16);
+  f.unsigned_int("response_header_bytes", c.response_header_bytes, 16);
   f.unsigned_int("seed", c.seed);
   f.unsigned_int("run", c.run);
-  f.number("max_sim_s", c.max_sim_s);
+  f.number("max_sim_s", c.max_sim_s, kPositive);
   f.string("output", s.output_dir);
   s.output_dir = resolve(base_dir, s.output_dir);
   f.finish();

@@ -61,9 +61,9 @@ TEST(Scenario, UnknownKeyNamesFileLineAndKey) {
 
 TEST(Scenario, WrongTypeNamesFileLineAndKey) {
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\nlink:\n  rtt_ms: fast\n"),
-            "s.yaml:4: link.rtt_ms: expected a number, got 'fast'");
+            "s.yaml:4: link.rtt_ms: expected a number >= 0, got 'fast'");
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\nin_flight: -2\n"),
-            "s.yaml:3: in_flight: expected a non-negative integer, got -2");
+            "s.yaml:3: in_flight: expected an integer >= 1, got -2");
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\narrivals: {times_s: [0, x]}\n"),
             "s.yaml:3: arrivals.times_s: expected a list of numbers");
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\ngpu: h100\n"),
@@ -115,12 +115,38 @@ TEST(Scenario, BadLinkValuesNameFileLineAndKey) {
   EXPECT_EQ(error_of(head + "  mtu_bytes: 9000\n  mss_bytes: 8949\n"),
             "s.yaml:5: link.mss_bytes: expected 64..8948 (mtu_bytes - 52), or 0 for that; got 8949");
   EXPECT_EQ(error_of(head + "  initial_cwnd_segments: 0\n"),
-            "s.yaml:4: link.initial_cwnd_segments: expected an integer >= 1");
-  EXPECT_EQ(error_of(head + "  delayed_ack_count: 0\n"), "s.yaml:4: link.delayed_ack_count: expected an integer >= 1");
-  EXPECT_EQ(error_of(head + "  min_rto_ms: 0\n"), "s.yaml:4: link.min_rto_ms: expected a positive number");
-  EXPECT_EQ(error_of(head + "  access_rtt_ms: -1\n"), "s.yaml:4: link.access_rtt_ms: expected a number >= 0");
-  EXPECT_EQ(error_of(head + "  loss_rate: 1\n"), "s.yaml:4: link.loss_rate: expected a number in [0, 1)");
+            "s.yaml:4: link.initial_cwnd_segments: expected an integer >= 1, got 0");
+  EXPECT_EQ(error_of(head + "  delayed_ack_count: 0\n"), "s.yaml:4: link.delayed_ack_count: expected an integer >= 1, got 0");
+  EXPECT_EQ(error_of(head + "  min_rto_ms: 0\n"), "s.yaml:4: link.min_rto_ms: expected a positive number, got 0");
+  EXPECT_EQ(error_of(head + "  access_rtt_ms: -1\n"), "s.yaml:4: link.access_rtt_ms: expected a number >= 0, got -1");
+  EXPECT_EQ(error_of(head + "  loss_rate: 1\n"), "s.yaml:4: link.loss_rate: expected a number in [0, 1), got 1");
   EXPECT_EQ(error_of(head + "  queue: [codel]\n"), "s.yaml:4: link.queue: expected a string");
+}
+
+// Every range the simulator checks is also checked by the parser, so that
+// the error names the file and line rather than only the key.
+TEST(Scenario, OutOfRangeValuesNameFileLineAndKey) {
+  const std::string head = "profile: p.json\ncodec: c\n";
+  EXPECT_EQ(error_of(head + "link:\n  rtt_ms: -5\n"), "s.yaml:4: link.rtt_ms: expected a number >= 0, got -5");
+  EXPECT_EQ(error_of(head + "link:\n  rate_mbps: 0\n"), "s.yaml:4: link.rate_mbps: expected a positive number, got 0");
+  EXPECT_EQ(error_of(head + "link:\n  rtt_ms: .inf\n"), "s.yaml:4: link.rtt_ms: expected a number >= 0, got .inf");
+  EXPECT_EQ(error_of(head + "link:\n  rtt_ms: .nan\n"), "s.yaml:4: link.rtt_ms: expected a number >= 0, got .nan");
+  EXPECT_EQ(error_of(head + "link:\n  mtu_bytes: 100\n"), "s.yaml:4: link.mtu_bytes: expected an integer in 576..65535, got 100");
+  EXPECT_EQ(error_of(head + "gpu:\n  efficiency: 1.5\n"), "s.yaml:4: gpu.efficiency: expected a number in (0, 1], got 1.5");
+  EXPECT_EQ(error_of(head + "gpu:\n  decode_speedup: 0\n"), "s.yaml:4: gpu.decode_speedup: expected a positive number, got 0");
+  EXPECT_EQ(error_of(head + "arrivals:\n  times_s:\n    - 0\n    - -2\n"),
+            "s.yaml:6: arrivals.times_s: expected each item to be a number >= 0, got -2");
+  EXPECT_EQ(error_of(head + "arrivals:\n  mode: poisson\n  rate_per_s: 0\n"),
+            "s.yaml:5: arrivals.rate_per_s: expected a positive number, got 0");
+  EXPECT_EQ(error_of(head + "arrivals:\n  count: 0\n"), "s.yaml:4: arrivals.count: expected an integer >= 1, got 0");
+  EXPECT_EQ(error_of(head + "cross_traffic:\n  udp_on_s: 0\n"), "s.yaml:4: cross_traffic.udp_on_s: expected a positive number, got 0");
+  EXPECT_EQ(error_of(head + "slo_s: -1\n"), "s.yaml:3: slo_s: expected a number >= 0, got -1");
+  EXPECT_EQ(error_of(head + "in_flight: 0\n"), "s.yaml:3: in_flight: expected an integer >= 1, got 0");
+  EXPECT_EQ(error_of(head + "request_header_bytes: 8\n"), "s.yaml:3: request_header_bytes: expected an integer >= 16, got 8");
+  EXPECT_EQ(error_of(head + "max_sim_s: 0\n"), "s.yaml:3: max_sim_s: expected a positive number, got 0");
+  EXPECT_EQ(error_of(head + "seed: -1\n"), "s.yaml:3: seed: expected an integer >= 0, got -1");
+  // Zero keeps its documented meaning where it has one.
+  EXPECT_EQ(error_of(head + "slo_s: 0\ngpu:\n  peak_flops: 0\nlink:\n  queue_packets: 0\n"), "no error");
 }
 
 TEST(Scenario, MissingProfileIsAnError) {

@@ -82,10 +82,14 @@ BENCHMARK_CAPTURE(BM_encode, cachegen_L0, "cachegen", 0);  // most symbols per t
 BENCHMARK_CAPTURE(BM_decode, cachegen_L0, "cachegen", 0);
 BENCHMARK_CAPTURE(BM_encode, cachegen_L2_1500tok, "cachegen", 2, 1500u);  // six 256-token streams per channel
 BENCHMARK_CAPTURE(BM_decode, cachegen_L2_1500tok, "cachegen", 2, 1500u);
+BENCHMARK_CAPTURE(BM_encode, kvs_L0, "kvs", 0);  // the finest level (most symbols, raw low bits)
+BENCHMARK_CAPTURE(BM_decode, kvs_L0, "kvs", 0);
 BENCHMARK_CAPTURE(BM_encode, kvs_L3, "kvs", 3);
 BENCHMARK_CAPTURE(BM_decode, kvs_L3, "kvs", 3);
 BENCHMARK_CAPTURE(BM_encode, kvs_L7, "kvs", 7);
 BENCHMARK_CAPTURE(BM_decode, kvs_L7, "kvs", 7);
+BENCHMARK_CAPTURE(BM_encode, kvs_L9, "kvs", 9);  // the coarsest level
+BENCHMARK_CAPTURE(BM_decode, kvs_L9, "kvs", 9);
 
 // The console table, then every benchmark's bytes/s over BM_memcpy's from
 // this run: the median when repetitions are aggregated, else the one run.

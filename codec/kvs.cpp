@@ -1,9 +1,10 @@
 #include "codec/kvs.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
-#include <unordered_map>
+#include <cstring>
 
 #include <fmt/core.h>
 
@@ -176,27 +177,41 @@ class BitWriter {
 class BitReader {
  public:
   explicit BitReader(std::span<const uint8_t> in) : in_(in) {}
-  uint32_t get(uint32_t bits) {
+  uint32_t get(uint32_t bits) {  // bits <= 32
     if (bits == 0) return 0;
-    while (n_ < bits) {
-      if (pos_ >= in_.size()) throw CorruptStream("corrupt KV bitstream: kvs raw bits truncated");
-      acc_ |= uint64_t(in_[pos_++]) << n_;
-      n_ += 8;
+    if (n_ < bits) {
+      if (in_.size() - pos_ >= 8) {
+        // As many whole bytes as the accumulator holds (at least 4), at once.
+        uint64_t word = 0;
+        for (int k = 7; k >= 0; --k) word = (word << 8) | in_[pos_ + size_t(k)];  // little-endian load
+        const uint32_t take = (63 - n_) / 8;
+        acc_ |= (word & ((uint64_t(1) << (8 * take)) - 1)) << n_;
+        pos_ += take;
+        n_ += 8 * take;
+      } else {
+        while (n_ < bits) {
+          if (pos_ >= in_.size()) throw CorruptStream("corrupt KV bitstream: kvs raw bits truncated");
+          acc_ |= uint64_t(in_[pos_++]) << n_;
+          n_ += 8;
+        }
+      }
     }
     const uint32_t v = uint32_t(acc_ & ((uint64_t(1) << bits) - 1));
     acc_ >>= bits;
     n_ -= bits;
     return v;
   }
-  // Everything read, padding bits zero.
+  // Everything read, padding bits zero (whole bytes read ahead do not count
+  // as read).
   void expect_end() const {
-    if (pos_ != in_.size() || acc_ != 0) throw CorruptStream("corrupt KV bitstream: kvs raw bits have extra data");
+    if (pos_ - n_ / 8 != in_.size() || (acc_ & ((uint64_t(1) << (n_ % 8)) - 1)) != 0)
+      throw CorruptStream("corrupt KV bitstream: kvs raw bits have extra data");
   }
 
  private:
   std::span<const uint8_t> in_;
   size_t pos_ = 0;
-  uint64_t acc_ = 0;
+  uint64_t acc_ = 0;  // n_ bits not yet returned, the rest zero
   uint32_t n_ = 0;
 };
 
@@ -215,12 +230,35 @@ struct ChannelModel {
   int32_t centre = 0;
 };
 
+// The encoder's histogram counts for one channel; all zero between channels.
+struct ChannelScratch {
+  uint32_t part[4][2 * kMaxRange + 1] = {};
+  uint32_t hist[2 * kMaxRange + 1] = {};
+};
+
+// Floats from one channel's first token to the next's in channel-major
+// buffers: T rounded up to a cache line (16 values), plus one line when that is
+// an even number of lines, so that a block of tokens of many channels (read
+// or written column-wise) spreads over the cache's sets.
+size_t channel_stride(uint32_t T) {
+  const size_t stride = (size_t(T) + 15) / 16 * 16;
+  return stride % 32 == 0 ? stride + 16 : stride;
+}
+
+// p rounded up to a 64-byte boundary (buffers allocated 64 bytes longer).
+template <typename T>
+T* aligned64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
 class KvsCodec final : public Codec {
  public:
   KvsCodec(double rope_theta, std::vector<float> weights, bool default_weights, bool centroid, double lambda,
            std::vector<float> ladder, bool rows)
       : rope_theta_(rope_theta), weights_(std::move(weights)), default_weights_(default_weights),
-        centroid_(centroid), lambda_(lambda), ladder_(std::move(ladder)), rows_(rows), tables_(build_gauss_tables()) {}
+        centroid_(centroid), lambda_(lambda), ladder_(std::move(ladder)), rows_(rows), tables_(build_gauss_tables()) {
+    build_encoder_tables();
+  }
 
   std::string name() const override { return "kvs"; }
   std::string params() const override {
@@ -250,6 +288,13 @@ class KvsCodec final : public Codec {
   // [-kMaxRange, kMaxRange], `far` values outside, sum of squares `sumsq`) in
   // the fewest bits, searched near the sample deviation.
   uint32_t best_spread(const int32_t* s, uint32_t n, const uint32_t* hist, uint32_t far, double sumsq) const;
+  // One channel from its literal tokens' values in steps y[0..n) (sum_y: their
+  // sum in double, in order): its model (centre m, spread), s = q - m of each
+  // value into out (with the rate-distortion choice if rdo) and its rANS
+  // symbol into symbols. Returns whether the channel has raw bits or escapes.
+  bool code_channel(const float* y, uint32_t n, double sum_y, bool rdo, ChannelScratch* scratch, int32_t* out,
+                    uint8_t* symbols, ChannelModel* model) const;
+  void build_encoder_tables();
   // An integer vector as: u8 spread, varint zigzag centre (its median), varint
   // rANS bytes, the rANS stream, varint extra bytes, the extras.
   void put_ints(Bytes& out, const std::vector<int32_t>& v) const;
@@ -263,7 +308,54 @@ class KvsCodec final : public Codec {
   std::vector<float> ladder_;  // level steps; empty: kvs_level_step
   bool rows_;                  // repeated rows may be sent as references
   std::vector<GaussTable> tables_;
+
+  // Encoder-only, derived from tables_ and lambda_ (speed; the choices are the
+  // ones the plain formulas make):
+  // per table, the rate-distortion terms of q in [-range - 1, range + 1]
+  // (index q + range + 1): reconstruction point and lambda x bits, computed
+  // with the same operations as the per-value choice;
+  struct RdTable {
+    double rec[2 * kMaxRange + 3];
+    double lambda_bits[2 * kMaxRange + 3];
+  };
+  std::vector<RdTable> rd_;
+  // per spread index j with raw bits, the largest n for which a sum of n of
+  // its per-value costs (cost_bits + raw bits as float, or the escape) is
+  // exact in double whatever the order (0 when j has no raw bits).
+  std::array<uint64_t, 256> exact_n_{};
 };
+
+void KvsCodec::build_encoder_tables() {
+  rd_.resize(kTables);
+  for (uint32_t k = 0; k < kTables; ++k) {
+    const GaussTable& g = tables_[k];
+    const double escape = g.cost_bits[0] + kEscapeBits;
+    for (int32_t q = -g.range - 1; q <= g.range + 1; ++q) {
+      const bool inside = q >= -g.range && q <= g.range;
+      rd_[k].rec[q + g.range + 1] = inside ? double(q) - g.offset[1 + g.range + q] : double(q);
+      rd_[k].lambda_bits[q + g.range + 1] = lambda_ * (inside ? g.cost_bits[1 + g.range + q] : escape);
+    }
+  }
+  // Every cost is a multiple of the least ulp among them (the escape, float
+  // cost + 32, of its float's ulp), and non-negative: with n x the largest at
+  // most 2^53 x that ulp, every partial sum is exact.
+  auto ulp = [](double x) {  // of a float x > 0
+    int e = 0;
+    std::frexp(x, &e);
+    return std::ldexp(1.0, e - 24);
+  };
+  for (uint32_t j = kLastTable + 1; j < 256; ++j) {
+    const Spread sp = split_spread(j);
+    const GaussTable& g = tables_[sp.table];
+    double least = ulp(g.cost_bits[0]), largest = g.cost_bits[0] + kEscapeBits;
+    for (uint32_t s = 1; s < g.table.symbols; ++s) {
+      const float term = g.cost_bits[s] + float(sp.raw_bits);
+      least = std::min(least, ulp(term));
+      largest = std::max(largest, double(term));
+    }
+    exact_n_[j] = uint64_t(std::floor(std::ldexp(least, 53) / largest));
+  }
+}
 
 // Elias-gamma-like code of v >= 1: n ones and a zero (n = floor(log2 v)), then v's low n bits.
 void put_gamma(BitWriter& w, uint32_t v) {
@@ -279,6 +371,16 @@ uint32_t get_gamma(BitReader& r) {
     if (++n > 24) throw CorruptStream("corrupt KV bitstream: kvs row reference too long");
   }
   return (1u << n) | r.get(n);
+}
+
+// lrint(v) for |v| <= 2^29 without a library call where it matters: for
+// |v| <= 2^22, adding and subtracting 1.5 * 2^23 rounds to an integer in the
+// current rounding mode (nearest even), exactly as lrint does (as cachegen's
+// round_to_long).
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
+int32_t round_to_int(float v) {
+  if (std::fabs(v) <= 4194304.0f) return int32_t((v + kRoundMagic) - kRoundMagic);
+  return int32_t(std::lrint(v));
 }
 
 // Repeated rows. A row (a head's D values at one token; keys before RoPE)
@@ -297,50 +399,56 @@ struct RowPlan {
   double row_bits = 0;            // estimated cost of one row of every head together
 };
 
-// y: `heads` consecutive heads, each [D][T], in steps.
-RowPlan plan_rows(const float* y, uint32_t heads, uint32_t T, uint32_t D) {
-  RowPlan plan;
-  const size_t width = size_t(heads) * D;
-  std::vector<int32_t> rows(width * T);  // rounded rows, [token][head * D + dim]
-  // A row's cost from each dimension's spread: the entropy of a rounded
-  // Gaussian, at least 0.05 bits.
-  for (size_t hd = 0; hd < width; ++hd) {
-    double s1 = 0, s2 = 0;
-    for (uint32_t t = 0; t < T; ++t) {
-      const int32_t v = int32_t(std::lrint(y[hd * T + t]));
-      rows[t * width + hd] = v;
-      s1 += v, s2 += double(v) * v;
-    }
-    const double var = std::max(0.0, s2 / T - (s1 / T) * (s1 / T));
-    plan.row_bits += std::max(0.05, 0.5 * std::log2(2 * M_PI * M_E * var));
-  }
-  // Rows by hash, compared exactly on a hit.
-  std::unordered_multimap<uint64_t, uint32_t> first;  // hash -> a token that first had such a row
-  std::vector<uint32_t> mtf;                          // literal tokens, most recent first
+// first[t] = the first token u <= t with equal(u, t), for T tokens with
+// hashes hash[t] (equal values must have equal hashes; a hash decides only the
+// speed).
+template <typename Equal>
+void first_occurrences(const uint64_t* hash, uint32_t T, Equal equal, uint32_t* first) {
+  size_t size = 2;
+  while (size < 2 * size_t(T)) size *= 2;
+  std::vector<uint32_t> slots(size, 0);  // open addressing: token + 1, 0 empty
+  const size_t mask = size - 1;
   for (uint32_t t = 0; t < T; ++t) {
-    const int32_t* row = &rows[t * width];
-    uint64_t h = 0;  // multiply-xor over pairs of values
-    size_t i = 0;
-    for (; i + 1 < width; i += 2) h = (h ^ (uint64_t(uint32_t(row[i])) << 32 | uint32_t(row[i + 1]))) * 0x9E3779B97F4A7C15ull, h ^= h >> 29;
-    if (i < width) h = (h ^ uint32_t(row[i])) * 0x9E3779B97F4A7C15ull;
+    size_t i = size_t((hash[t] * 0xD6E8FEB86659FD93ull) >> 32) & mask;
     uint32_t source = t;
-    for (auto [it, end] = first.equal_range(h); it != end; ++it)
-      if (std::equal(row, row + width, &rows[size_t(it->second) * width])) {
-        source = it->second;
+    for (; slots[i]; i = (i + 1) & mask) {
+      const uint32_t u = slots[i] - 1;
+      if (hash[u] == hash[t] && equal(u, t)) {
+        source = u;
         break;
       }
+    }
+    if (source == t) slots[i] = t + 1;
+    first[t] = source;
+  }
+}
+
+// One more 32-bit value into a running hash.
+inline uint64_t hash_step(uint64_t h, uint32_t v) {
+  h = (h ^ v) * 0x9E3779B97F4A7C15ull;
+  return h ^ (h >> 32);
+}
+
+// A plan from each token's first occurrence: literal tokens, move-to-front
+// ranks (0 for a literal row, r for the r-th most recently used one), their cost.
+RowPlan plan_from_first(const uint32_t* first, uint32_t T, double row_bits) {
+  RowPlan plan;
+  plan.row_bits = row_bits;
+  plan.ranks.resize(T);
+  std::vector<uint32_t> recent;  // the move-to-front list, most recent last
+  for (uint32_t t = 0; t < T; ++t) {
+    const uint32_t source = first[t];
     uint32_t rank = 0;
     if (source == t) {
-      first.emplace(h, t);
       plan.literal.push_back(t);
-      mtf.insert(mtf.begin(), t);
+      recent.push_back(t);
     } else {
-      const auto pos = std::find(mtf.begin(), mtf.end(), source);
-      rank = uint32_t(pos - mtf.begin()) + 1;
-      mtf.erase(pos);
-      mtf.insert(mtf.begin(), source);
+      const auto pos = std::find(recent.rbegin(), recent.rend(), source);
+      rank = uint32_t(pos - recent.rbegin()) + 1;
+      recent.erase(std::next(pos).base());
+      recent.push_back(source);
     }
-    plan.ranks.push_back(rank);
+    plan.ranks[t] = rank;
     uint32_t n = 0;
     while (((rank + 1) >> n) > 1) ++n;
     plan.ref_bits += 2 * n + 1;
@@ -348,38 +456,100 @@ RowPlan plan_rows(const float* y, uint32_t heads, uint32_t T, uint32_t D) {
   return plan;
 }
 
-// Row modes and the plan of each of a layer's `heads` heads (y as above).
-void plan_layer(const float* y, uint32_t heads, uint32_t T, uint32_t D, bool allow, std::vector<uint8_t>* modes,
-                std::vector<RowPlan>* plans) {
-  const size_t head_size = size_t(D) * T;
-  RowPlan joint = plan_rows(y, heads, T, D);
-  const double joint_bits = joint.ref_bits + double(joint.literal.size()) * joint.row_bits;
-  std::vector<RowPlan> own(heads);
-  std::vector<uint8_t> own_modes(heads, 0);
-  double own_bits = 0;
-  const RowPlan* previous = nullptr;
-  for (uint32_t h = 0; h < heads; ++h) {
-    own[h] = plan_rows(y + h * head_size, 1, T, D);
-    const bool shared = previous && previous->ranks == own[h].ranks;
-    const double copy_bits = (shared ? 0.0 : own[h].ref_bits) + double(own[h].literal.size()) * own[h].row_bits;
-    if (copy_bits < double(T) * own[h].row_bits) {
-      own_modes[h] = shared ? 2 : 1;
-      own_bits += copy_bits;
-      previous = &own[h];
-    } else {
-      own_bits += double(T) * own[h].row_bits;
-    }
-  }
-  const double plain_bits = double(T) * joint.row_bits;
+// Row modes and the plan of each of a layer's `heads` heads, from their
+// values in steps y[(head * D + dim) * stride + token] (a row is the head's D
+// values at one token, rounded).
+void plan_layer(const float* y, size_t stride, uint32_t heads, uint32_t T, uint32_t D, bool allow,
+                std::vector<uint8_t>* modes, std::vector<RowPlan>* plans) {
   modes->assign(heads, 0);
   plans->assign(heads, RowPlan{});
-  if (!allow) {
-    // every row coded
-  } else if (joint_bits < own_bits && joint_bits < plain_bits) {
-    for (uint32_t h = 0; h < heads; ++h) (*modes)[h] = h == 0 ? 1 : 2, (*plans)[h] = joint;
-  } else if (own_bits < plain_bits) {
-    *modes = own_modes;
-    *plans = own;
+  if (allow) {
+    // A row's estimated cost from each dimension's spread: the entropy of a
+    // rounded Gaussian, at least 0.05 bits. Per head, each token's first
+    // occurrence of its row; jointly, a token repeats where every head's
+    // first occurrence is the same.
+    std::vector<double> dim_bits(size_t(heads) * D);
+    std::vector<uint64_t> hash(T);
+    std::vector<uint32_t> first(size_t(heads) * T), joint_first(T);
+    for (uint32_t h = 0; h < heads; ++h) {
+      std::fill(hash.begin(), hash.end(), 0);
+      for (uint32_t d = 0; d < D; ++d) {
+        const float* col = y + (size_t(h) * D + d) * stride;
+        // s1 and s2: the sums in double of the rounded values and their
+        // squares in token order, which are the integer sums when every
+        // partial sum is below 2^53.
+        int64_t sum = 0;
+        uint64_t sumsq = 0;
+        uint32_t max_abs = 0;
+        for (uint32_t t = 0; t < T; ++t) {
+          const int32_t v = round_to_int(col[t]);
+          const uint32_t a = uint32_t(v < 0 ? -int64_t(v) : v);
+          sum += v;
+          sumsq += uint64_t(a) * a;
+          max_abs = std::max(max_abs, a);
+          hash[t] = hash_step(hash[t], uint32_t(v));
+        }
+        double s1 = 0, s2 = 0;
+        if (max_abs <= (1u << 26) && uint64_t(max_abs) * max_abs <= (T ? (uint64_t(1) << 53) / T : 0)) {
+          s1 = double(sum);
+          s2 = double(sumsq);
+        } else {
+          for (uint32_t t = 0; t < T; ++t) {
+            const int32_t v = round_to_int(col[t]);
+            s1 += v, s2 += double(v) * v;
+          }
+        }
+        const double var = std::max(0.0, s2 / T - (s1 / T) * (s1 / T));
+        dim_bits[size_t(h) * D + d] = std::max(0.05, 0.5 * std::log2(2 * M_PI * M_E * var));
+      }
+      const float* head = y + size_t(h) * D * stride;
+      first_occurrences(hash.data(), T,
+                        [&](uint32_t u, uint32_t t) {
+                          for (uint32_t d = 0; d < D; ++d)
+                            if (round_to_int(head[d * stride + u]) != round_to_int(head[d * stride + t])) return false;
+                          return true;
+                        },
+                        first.data() + size_t(h) * T);
+    }
+    std::fill(hash.begin(), hash.end(), 0);
+    for (uint32_t h = 0; h < heads; ++h)
+      for (uint32_t t = 0; t < T; ++t) hash[t] = hash_step(hash[t], first[size_t(h) * T + t]);
+    first_occurrences(hash.data(), T,
+                      [&](uint32_t u, uint32_t t) {
+                        for (uint32_t h = 0; h < heads; ++h)
+                          if (first[size_t(h) * T + u] != first[size_t(h) * T + t]) return false;
+                        return true;
+                      },
+                      joint_first.data());
+    double joint_row_bits = 0;
+    for (size_t hd = 0; hd < size_t(heads) * D; ++hd) joint_row_bits += dim_bits[hd];
+    const RowPlan joint = plan_from_first(joint_first.data(), T, joint_row_bits);
+    const double joint_bits = joint.ref_bits + double(joint.literal.size()) * joint.row_bits;
+    std::vector<RowPlan> own(heads);
+    std::vector<uint8_t> own_modes(heads, 0);
+    double own_bits = 0;
+    const RowPlan* previous = nullptr;
+    for (uint32_t h = 0; h < heads; ++h) {
+      double row_bits = 0;
+      for (uint32_t d = 0; d < D; ++d) row_bits += dim_bits[size_t(h) * D + d];
+      own[h] = plan_from_first(first.data() + size_t(h) * T, T, row_bits);
+      const bool shared = previous && previous->ranks == own[h].ranks;
+      const double copy_bits = (shared ? 0.0 : own[h].ref_bits) + double(own[h].literal.size()) * own[h].row_bits;
+      if (copy_bits < double(T) * own[h].row_bits) {
+        own_modes[h] = shared ? 2 : 1;
+        own_bits += copy_bits;
+        previous = &own[h];
+      } else {
+        own_bits += double(T) * own[h].row_bits;
+      }
+    }
+    const double plain_bits = double(T) * joint.row_bits;
+    if (joint_bits < own_bits && joint_bits < plain_bits) {
+      for (uint32_t h = 0; h < heads; ++h) (*modes)[h] = h == 0 ? 1 : 2, (*plans)[h] = joint;
+    } else if (own_bits < plain_bits) {
+      *modes = own_modes;
+      *plans = own;
+    }
   }
   for (uint32_t h = 0; h < heads; ++h)
     if ((*modes)[h] == 0) {
@@ -394,6 +564,10 @@ uint32_t KvsCodec::best_spread(const int32_t* s, uint32_t n, const uint32_t* his
   int32_t lo = -kMaxRange, hi = kMaxRange;  // the histogram's occupied range
   while (lo < hi && !hist[lo + kMaxRange]) ++lo;
   while (hi > lo && !hist[hi + kMaxRange]) --hi;
+  // Spreads with raw bits b: the histogram of s >> b (built once per b).
+  uint32_t shifted[2 * kMaxRange + 1];
+  int32_t shifted_lo = 0, shifted_hi = -1;  // its occupied range within [-kMaxRange, kMaxRange]
+  uint32_t shifted_b = 0;
   uint32_t best_j = 0;
   double best_bits = INFINITY;
   for (int j = std::max(0, j0 - 4); j <= std::min(255, j0 + 4); ++j) {
@@ -405,6 +579,26 @@ uint32_t KvsCodec::best_spread(const int32_t* s, uint32_t n, const uint32_t* his
       bits = far * escape;
       for (int32_t v = lo; v <= hi; ++v)
         if (hist[v + kMaxRange]) bits += hist[v + kMaxRange] * (std::abs(v) <= g.range ? g.cost_bits[1 + g.range + v] : escape);
+    } else if (n <= exact_n_[size_t(j)]) {
+      // The per-value sum below, as counts x costs: exact either way (exact_n_).
+      if (shifted_b != sp.raw_bits) {
+        std::fill(shifted, shifted + 2 * kMaxRange + 1, 0u);
+        shifted_lo = kMaxRange, shifted_hi = -kMaxRange;
+        for (uint32_t i = 0; i < n; ++i) {
+          const int32_t v = std::clamp(s[i] >> sp.raw_bits, -kMaxRange - 1, kMaxRange + 1);
+          if (v >= -kMaxRange && v <= kMaxRange) ++shifted[v + kMaxRange];
+          shifted_lo = std::min(shifted_lo, v), shifted_hi = std::max(shifted_hi, v);
+        }
+        shifted_lo = std::max(shifted_lo, -kMaxRange), shifted_hi = std::min(shifted_hi, kMaxRange);
+        shifted_b = sp.raw_bits;
+      }
+      uint64_t inside = 0;
+      for (int32_t v = std::max(shifted_lo, -g.range); v <= std::min(shifted_hi, g.range); ++v) {
+        const uint32_t count = shifted[v + kMaxRange];
+        inside += count;
+        bits += double(count) * double(g.cost_bits[1 + g.range + v] + float(sp.raw_bits));
+      }
+      bits += double(n - inside) * escape;
     } else {
       for (uint32_t i = 0; i < n; ++i) {
         const int64_t hi = int64_t(s[i]) >> sp.raw_bits;
@@ -486,6 +680,94 @@ std::vector<int32_t> KvsCodec::get_ints(std::span<const uint8_t> in, size_t* pos
   return v;
 }
 
+bool KvsCodec::code_channel(const float* y, uint32_t n, double sum_y, bool rdo, ChannelScratch* scratch, int32_t* out,
+                            uint8_t* symbols, ChannelModel* model) const {
+  const int32_t m = int32_t(std::lrint(sum_y / n));
+  // Rounded values relative to the centre, their histogram (four partial
+  // counts, so that repeated values do not wait on one counter) and sum of squares.
+  uint32_t(*part)[2 * kMaxRange + 1] = scratch->part;
+  uint32_t* hist = scratch->hist;
+  uint32_t far = 0;  // |s| > kMaxRange
+  uint64_t sumsq = 0;
+  uint32_t max_abs = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const int64_t r = int64_t(round_to_int(y[i])) - int64_t(m);  // |r| <= 2^30
+    out[i] = int32_t(r);
+    sumsq += uint64_t(r * r);
+    max_abs = std::max(max_abs, uint32_t(r < 0 ? -r : r));
+    if (r >= -kMaxRange && r <= kMaxRange) ++part[i & 3][r + kMaxRange]; else ++far;
+  }
+  const int32_t occupied = int32_t(std::min<uint32_t>(max_abs, kMaxRange));  // counts in [-occupied, occupied]
+  for (int32_t v = kMaxRange - occupied; v <= kMaxRange + occupied; ++v) {
+    hist[v] = part[0][v] + part[1][v] + part[2][v] + part[3][v];
+    part[0][v] = part[1][v] = part[2][v] = part[3][v] = 0;
+  }
+  // The variance as the plain sum of double(r)^2 in order: the integer sum
+  // when every partial sum is below 2^53 (then that sum is exact), else that loop.
+  double var = 0;
+  if (n > 0 && max_abs <= (1u << 26) && uint64_t(max_abs) * max_abs <= (uint64_t(1) << 53) / n) {
+    var = double(sumsq);
+  } else {
+    for (uint32_t i = 0; i < n; ++i) var += double(out[i]) * double(out[i]);
+  }
+  const uint32_t best_j = best_spread(out, n, hist, far, var);
+  std::fill(hist + kMaxRange - occupied, hist + kMaxRange + occupied + 1, 0u);
+  // With centroid reconstruction each value takes whichever of its two
+  // neighbouring reconstruction points costs less in distortion + lambda x bits,
+  // among those within one step of it.
+  const Spread sp = split_spread(best_j);
+  if (rdo && sp.raw_bits == 0) {
+    const GaussTable& g = tables_[sp.table];
+    const RdTable& rd = rd_[sp.table];
+    const double escape = g.cost_bits[0] + kEscapeBits;
+    constexpr double kLimit = 1.0 + 1e-6;  // keeps |error| <= 1 step (the nearer point always qualifies)
+    for (uint32_t i = 0; i < n; ++i) {
+      const double dd = double(y[i]) - m;
+      const int64_t whole = int64_t(dd);
+      const int64_t q0 = whole - int64_t(double(whole) > dd);  // floor(dd)
+      if (q0 >= -g.range - 1 && q0 <= g.range) {
+        // Both points from the table: the same operations as below.
+        const size_t k = size_t(q0 + g.range + 1);
+        const double e0 = (dd - rd.rec[k]) * (dd - rd.rec[k]), e1 = (dd - rd.rec[k + 1]) * (dd - rd.rec[k + 1]);
+        const bool ok0 = !(e0 > kLimit), ok1 = !(e1 > kLimit);
+        const double c0 = e0 + rd.lambda_bits[k], c1 = e1 + rd.lambda_bits[k + 1];
+        // Without branches (the choice is data-dependent): q0 + 1 if it
+        // qualifies and q0 does not or costs more, else q0 if it qualifies.
+        const bool take1 = ok1 & (!ok0 | (c1 < c0));
+        const int32_t chosen = int32_t(q0) + int32_t(take1);
+        out[i] = (ok0 | ok1) ? chosen : out[i];
+        continue;
+      }
+      double best_c = INFINITY;
+      for (int64_t q = q0; q <= q0 + 1; ++q) {
+        const bool inside = q >= -g.range && q <= g.range;
+        const double rec = inside ? double(q) - g.offset[1 + g.range + q] : double(q);
+        const double e = (dd - rec) * (dd - rec);
+        if (e > kLimit) continue;
+        const double cost = e + lambda_ * (inside ? g.cost_bits[1 + g.range + q] : escape);
+        if (cost < best_c) best_c = cost, out[i] = int32_t(q);
+      }
+    }
+  }
+  *model = {best_j, m};
+  // Symbols: 1 + range + (s >> raw bits) in the table, else 0 (an escape).
+  const int32_t range = tables_[sp.table].range;
+  if (sp.raw_bits == 0) {
+    bool escapes = false;
+    for (uint32_t i = 0; i < n; ++i) {
+      const uint32_t u = uint32_t(out[i] + range);  // in the table iff u <= 2 range
+      symbols[i] = u <= uint32_t(2 * range) ? uint8_t(u + 1) : 0;
+      escapes |= symbols[i] == 0;
+    }
+    return escapes;
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    const int32_t hi = out[i] >> sp.raw_bits;
+    symbols[i] = hi < -range || hi > range ? 0 : uint8_t(1 + range + hi);
+  }
+  return true;
+}
+
 Bytes KvsCodec::encode(const KVChunk& chunk, int level) const {
   if (level < 0 || level >= levels())
     throw Error(fmt::format("codec kvs: level {} out of range (0..{})", level, levels() - 1));
@@ -495,14 +777,12 @@ Bytes KvsCodec::encode(const KVChunk& chunk, int level) const {
   const double theta = (D % 2 == 0) ? rope_theta_ : 0.0;
   const auto rope = theta > 0 ? rope_table(theta, chunk.token_begin, T, D) : std::vector<std::array<float, 2>>{};
   const uint32_t half = D / 2;
-  const size_t planes = 2 * size_t(sh.layers), channels = planes * C;
+  const size_t planes = 2 * size_t(sh.layers), channels = planes * C, layer_channels = 2 * size_t(C);
 
-  // The values to quantize, in steps, channel-major (channel = plane * C + head * D + dim): pre-RoPE for keys.
-  std::vector<float> yv(channels * T);
-  for (uint32_t l = 0; l < sh.layers; ++l)
+  // A bad value of layer l: the error for the first one in chunk order.
+  auto throw_bad_value = [&](uint32_t l) {
     for (Kind k : {Kind::kKey, Kind::kValue}) {
-      const size_t p = 2 * size_t(l) + size_t(k);
-      const float step = steps[p];
+      const float step = steps[2 * size_t(l) + size_t(k)];
       for (uint32_t h = 0; h < H; ++h)
         for (uint32_t t = 0; t < T; ++t) {
           const float* in = &chunk.at(l, k, h, t, 0);
@@ -517,81 +797,115 @@ Bytes KvsCodec::encode(const KVChunk& chunk, int level) const {
             const float y = x / step;
             if (!(std::fabs(y) <= float(kMaxQ)))
               throw Error(fmt::format("codec kvs: value {} is too large for step {}", x, step));
-            yv[(p * C + h * D + d) * T + t] = y;
           }
         }
     }
+    throw Error("codec kvs: internal error: no bad value found");
+  };
 
   Bytes params, models;
   put_f32(params, float(theta));
   for (float s : steps) put_f32(params, s);
   std::vector<RowPlan> plans;  // per head (layer, kind, head)
   BitWriter refs;
-  for (uint32_t l = 0; l < sh.layers; ++l) {
-    std::vector<uint8_t> modes;
-    std::vector<RowPlan> layer;
-    plan_layer(&yv[size_t(2 * l) * C * T], 2 * H, T, D, rows_, &modes, &layer);
-    for (uint32_t k = 0; k < 2 * H; ++k) {
-      params.push_back(modes[k]);
-      if (modes[k] == 1)
-        for (uint32_t r : layer[k].ranks) put_gamma(refs, r + 1);
-      plans.push_back(std::move(layer[k]));
-    }
-  }
-  auto plan_of = [&](size_t ch) -> const RowPlan& { return plans[ch / D]; };
-  Bytes refs_bytes;
-  refs.finish(refs_bytes);
-
-  // Per channel: centre, spread and symbols over the head's literal tokens.
   std::vector<ChannelModel> model(channels);
   std::vector<size_t> first_symbol(channels + 1, 0);
-  for (size_t ch = 0; ch < channels; ++ch) first_symbol[ch + 1] = first_symbol[ch] + plan_of(ch).literal.size();
-  std::vector<int32_t> svals(first_symbol[channels]);  // s = q - m
-  std::vector<float> y(T);
-  for (size_t ch = 0; ch < channels; ++ch) {
-    const std::vector<uint32_t>& lit = plan_of(ch).literal;
-    const uint32_t n = uint32_t(lit.size());
-    for (uint32_t i = 0; i < n; ++i) y[i] = yv[ch * T + lit[i]];
-    double mean = 0;
-    for (uint32_t i = 0; i < n; ++i) mean += y[i];
-    const int32_t m = int32_t(std::lrint(mean / n));
-    // Rounded values relative to the centre, and their histogram.
-    int32_t* out = &svals[first_symbol[ch]];
-    uint32_t hist[2 * kMaxRange + 1] = {};
-    uint32_t far = 0;  // |s| > kMaxRange
-    double var = 0;
-    for (uint32_t i = 0; i < n; ++i) {
-      const int64_t r = std::lrint(y[i]) - int64_t(m);
-      out[i] = int32_t(r);
-      var += double(r) * double(r);
-      if (r >= -kMaxRange && r <= kMaxRange) ++hist[r + kMaxRange]; else ++far;
-    }
-    const uint32_t best_j = best_spread(out, n, hist, far, var);
-    // With centroid reconstruction each value takes whichever of its two
-    // neighbouring reconstruction points costs less in distortion + lambda x bits,
-    // among those within one step of it.
-    const Spread sp = split_spread(best_j);
-    // Rows of heads that copy rows keep plain rounding, so a copy (whose rounded values equal its
-    // source's) is also within one step.
-    if (centroid_ && sp.raw_bits == 0 && plan_of(ch).ranks.empty()) {
-      const GaussTable& g = tables_[sp.table];
-      const double escape = g.cost_bits[0] + kEscapeBits;
-      for (uint32_t i = 0; i < n; ++i) {
-        const double dd = double(y[i]) - m;
-        const int64_t q0 = int64_t(std::floor(dd));
-        double best_c = INFINITY;
-        for (int64_t q = q0; q <= q0 + 1; ++q) {
-          const bool inside = q >= -g.range && q <= g.range;
-          const double rec = inside ? double(q) - g.offset[1 + g.range + q] : double(q);
-          const double e = (dd - rec) * (dd - rec);
-          if (e > 1.0 + 1e-6) continue;  // keeps |error| <= 1 step (the nearer point always qualifies)
-          const double cost = e + lambda_ * (inside ? g.cost_bits[1 + g.range + q] : escape);
-          if (cost < best_c) best_c = cost, out[i] = int32_t(q);
+  // Of each channel's literal tokens, channel after channel: s = q - m and its symbol.
+  std::unique_ptr<int32_t[]> svals(new int32_t[channels * T]);
+  std::unique_ptr<uint8_t[]> channel_symbols(new uint8_t[channels * T]);
+  std::vector<uint8_t> has_extras(channels);
+
+  // Per layer: the values to quantize, in steps, channel-major (channel = kind
+  // * C + head * D + dim; keys pre-RoPE), and per channel their sum (as
+  // double, in token order). Channels start every channel_stride(T) values.
+  const size_t stride = channel_stride(T);
+  std::unique_ptr<float[]> yl_buffer(new float[layer_channels * stride + 16]);  // every value used is written
+  float* const yl = aligned64(yl_buffer.get());
+  std::vector<double> sum_y(layer_channels);
+  // Rows are read and rotated kBlock tokens at a time, then written channel-major.
+  constexpr uint32_t kBlock = 16;
+  std::vector<float> tile_y(size_t(kBlock) * D), rotated(D);
+  std::vector<float> gathered_y(T);
+  std::vector<uint8_t> modes;
+  std::vector<RowPlan> layer_plans;
+  ChannelScratch scratch;
+  for (uint32_t l = 0; l < sh.layers; ++l) {
+    std::fill(sum_y.begin(), sum_y.end(), 0.0);
+    for (Kind k : {Kind::kKey, Kind::kValue}) {
+      const float step = steps[2 * size_t(l) + size_t(k)];
+      const bool rotate = k == Kind::kKey && theta > 0;
+      for (uint32_t h = 0; h < H; ++h) {
+        const size_t c0 = size_t(k) * C + size_t(h) * D;  // the layer channel of dim 0
+        double* const sy = sum_y.data() + c0;
+        for (uint32_t t0 = 0; t0 < T; t0 += kBlock) {
+          const uint32_t nb = std::min(kBlock, T - t0);
+          for (uint32_t b = 0; b < nb; ++b) {
+            const uint32_t t = t0 + b;
+            const float* in = &chunk.at(l, k, h, t, 0);
+            const float* x = in;
+            if (rotate) {
+              const std::array<float, 2>* cs = &rope[size_t(t) * half];
+              for (uint32_t i = 0; i < half; ++i) {
+                rotated[i] = in[i] * cs[i][0] + in[i + half] * cs[i][1];
+                rotated[i + half] = in[i + half] * cs[i][0] - in[i] * cs[i][1];
+              }
+              x = rotated.data();
+            }
+            float* ty = &tile_y[size_t(b) * D];
+            bool bad = false;
+            for (uint32_t d = 0; d < D; ++d) {
+              const float v = x[d] / step;
+              ty[d] = v;
+              bad |= !std::isfinite(x[d]) || !(std::fabs(v) <= float(kMaxQ));
+            }
+            if (bad) throw_bad_value(l);
+            for (uint32_t d = 0; d < D; ++d) sy[d] += double(ty[d]);
+          }
+          for (uint32_t d = 0; d < D; ++d) {
+            float* dy = yl + (c0 + d) * stride + t0;
+            for (uint32_t b = 0; b < nb; ++b) dy[b] = tile_y[size_t(b) * D + d];
+          }
         }
       }
     }
-    model[ch] = {best_j, m};
+
+    // Row references.
+    plan_layer(yl, stride, 2 * H, T, D, rows_, &modes, &layer_plans);
+    for (uint32_t k = 0; k < 2 * H; ++k) {
+      params.push_back(modes[k]);
+      if (modes[k] == 1)
+        for (uint32_t r : layer_plans[k].ranks) put_gamma(refs, r + 1);
+      plans.push_back(std::move(layer_plans[k]));
+    }
+
+    // Per channel: centre, spread and symbols over the head's literal tokens.
+    const size_t ch0 = 2 * size_t(l) * C;
+    for (size_t c = 0; c < layer_channels; ++c)
+      first_symbol[ch0 + c + 1] = first_symbol[ch0 + c] + plans[(ch0 + c) / D].literal.size();
+    for (size_t c = 0; c < layer_channels; ++c) {
+      const size_t ch = ch0 + c;
+      const RowPlan& plan = plans[ch / D];
+      const uint32_t n = uint32_t(plan.literal.size());
+      const float* y = yl + c * stride;
+      double sum = sum_y[c];
+      if (n != T) {  // some rows are references: the literal ones
+        sum = 0;
+        for (uint32_t i = 0; i < n; ++i) {
+          gathered_y[i] = y[plan.literal[i]];
+          sum += gathered_y[i];
+        }
+        y = gathered_y.data();
+      }
+      // Rows of heads that copy rows keep plain rounding, so a copy (whose
+      // rounded values equal its source's) is also within one step.
+      has_extras[ch] = code_channel(y, n, sum, centroid_ && plan.ranks.empty(), &scratch,
+                                    svals.get() + first_symbol[ch], channel_symbols.get() + first_symbol[ch],
+                                    &model[ch]);
+    }
   }
+  Bytes refs_bytes;
+  refs.finish(refs_bytes);
+
   // Channel models, per plane: the spreads, then the centres, each an integer
   // vector coded like the values (centre, spread, rANS symbols).
   std::vector<int32_t> side(C);
@@ -602,45 +916,100 @@ Bytes KvsCodec::encode(const KVChunk& chunk, int level) const {
     put_ints(models, side);
   }
 
-  // Channels grouped by table, in channel order; each group's symbols cut into substreams.
+  // Channels grouped by table, in channel order; each group's symbols cut into
+  // substreams of kKvsStreamSymbols, each with its raw bits and escapes.
+  std::vector<std::vector<uint32_t>> groups(kTables);
+  for (size_t ch = 0; ch < channels; ++ch) groups[split_spread(model[ch].spread).table].push_back(uint32_t(ch));
+  struct Piece {
+    uint32_t table;
+    size_t begin;  // in symbols
+    uint32_t n;
+    Bytes extras;
+  };
+  std::vector<Piece> pieces;
+  std::unique_ptr<uint8_t[]> symbols(new uint8_t[first_symbol[channels]]);  // in substream order
+  {
+    size_t pos = 0;
+    for (uint32_t g = 0; g < kTables; ++g) {
+      BitWriter extras;
+      size_t begin = pos;
+      auto close_piece = [&] {
+        Bytes bytes;
+        extras.finish(bytes);
+        pieces.push_back({g, begin, uint32_t(pos - begin), std::move(bytes)});
+        begin = pos;
+      };
+      for (uint32_t ch : groups[g]) {
+        const uint32_t b = split_spread(model[ch].spread).raw_bits;
+        size_t i = first_symbol[ch];
+        while (i < first_symbol[ch + 1]) {
+          // Up to the channel's end or the piece's.
+          const size_t end = std::min(first_symbol[ch + 1], i + (begin + kKvsStreamSymbols - pos));
+          std::memcpy(symbols.get() + pos, channel_symbols.get() + i, end - i);
+          if (has_extras[ch])
+            for (size_t j = i; j < end; ++j) extras.put(uint32_t(svals[j]), channel_symbols[j] ? b : kEscapeBits);
+          pos += end - i;
+          i = end;
+          if (pos - begin == kKvsStreamSymbols) close_piece();
+        }
+      }
+      if (pos != begin) close_piece();
+    }
+  }
+
   std::vector<Bytes> sections;
+  sections.reserve(3 + pieces.size());
   sections.push_back(std::move(params));
   sections.push_back(std::move(refs_bytes));
   sections.push_back(std::move(models));
-  std::vector<std::vector<uint32_t>> groups(kTables);
-  for (size_t ch = 0; ch < channels; ++ch) groups[split_spread(model[ch].spread).table].push_back(uint32_t(ch));
-  std::vector<uint8_t> symbols(kKvsStreamSymbols);
-  std::vector<uint8_t> buffer(4 + 2 * size_t(kKvsStreamSymbols) + 16);
-  for (uint32_t g = 0; g < kTables; ++g) {
-    const GaussTable& gt = tables_[g];
-    uint32_t n = 0;
-    BitWriter extras;
-    auto flush = [&] {
-      const size_t written = rans::encode(symbols.data(), n, 1, gt.encode_table, buffer.data(), buffer.size());
-      if (written == 0) throw Error("codec kvs: internal error: rANS buffer too small");
-      Bytes sec;
-      put_varint(sec, uint32_t(written));
-      sec.insert(sec.end(), buffer.end() - ptrdiff_t(written), buffer.end());
-      extras.finish(sec);
-      sections.push_back(std::move(sec));
-      n = 0;
-    };
-    for (uint32_t ch : groups[g]) {
-      const uint32_t b = split_spread(model[ch].spread).raw_bits;
-      for (size_t i = first_symbol[ch]; i < first_symbol[ch + 1]; ++i) {
-        const int32_t s = svals[i];
-        const int64_t hi = int64_t(s) >> b;
-        if (hi < -gt.range || hi > gt.range) {
-          symbols[n] = 0;
-          extras.put(uint32_t(s), kEscapeBits);
-        } else {
-          symbols[n] = uint8_t(1 + gt.range + hi);
-          extras.put(uint32_t(s), b);
-        }
-        if (++n == kKvsStreamSymbols) flush();
+  // rANS, four substreams side by side (independent chains that one core
+  // overlaps; each substream's bytes are those of encoding it alone).
+  constexpr size_t kWays = 4;
+  const size_t capacity = 4 + 2 * size_t(kKvsStreamSymbols) + 16;
+  std::vector<uint8_t> buffer(kWays * capacity);
+  for (size_t p0 = 0; p0 < pieces.size(); p0 += kWays) {
+    const size_t np = std::min(kWays, pieces.size() - p0);
+    rans::Encoder enc[kWays];
+    uint32_t nmin = kKvsStreamSymbols;
+    for (size_t k = 0; k < np; ++k) nmin = std::min(nmin, pieces[p0 + k].n);
+    bool ok = true;
+    for (size_t k = 0; k < np; ++k) {  // symbols [nmin, n) one substream at a time, the rest side by side
+      const Piece& pc = pieces[p0 + k];
+      const rans::EncodeTable& e = tables_[pc.table].encode_table;
+      rans::encoder_init(buffer.data() + k * capacity, capacity, &enc[k]);
+      for (uint32_t i = pc.n; i-- > nmin;) ok &= rans::encode_step(&enc[k], e.sym[symbols[pc.begin + i]]);
+    }
+    if (np == kWays) {
+      const rans::EncodeTable &e0 = tables_[pieces[p0].table].encode_table,
+                              &e1 = tables_[pieces[p0 + 1].table].encode_table,
+                              &e2 = tables_[pieces[p0 + 2].table].encode_table,
+                              &e3 = tables_[pieces[p0 + 3].table].encode_table;
+      const uint8_t *s0 = symbols.get() + pieces[p0].begin, *s1 = symbols.get() + pieces[p0 + 1].begin,
+                    *s2 = symbols.get() + pieces[p0 + 2].begin, *s3 = symbols.get() + pieces[p0 + 3].begin;
+      for (uint32_t i = nmin; i-- > 0;) {
+        ok &= rans::encode_step(&enc[0], e0.sym[s0[i]]);
+        ok &= rans::encode_step(&enc[1], e1.sym[s1[i]]);
+        ok &= rans::encode_step(&enc[2], e2.sym[s2[i]]);
+        ok &= rans::encode_step(&enc[3], e3.sym[s3[i]]);
+      }
+    } else {
+      for (size_t k = 0; k < np; ++k) {
+        const Piece& pc = pieces[p0 + k];
+        const rans::EncodeTable& e = tables_[pc.table].encode_table;
+        for (uint32_t i = nmin; i-- > 0;) ok &= rans::encode_step(&enc[k], e.sym[symbols[pc.begin + i]]);
       }
     }
-    if (n) flush();
+    for (size_t k = 0; k < np; ++k) {
+      const size_t written = ok ? rans::encoder_finish(&enc[k], capacity) : 0;
+      if (written == 0) throw Error("codec kvs: internal error: rANS buffer too small");
+      const uint8_t* end = buffer.data() + (k + 1) * capacity;
+      Bytes sec;
+      sec.reserve(5 + written + pieces[p0 + k].extras.size());
+      put_varint(sec, uint32_t(written));
+      sec.insert(sec.end(), end - written, end);
+      sec.insert(sec.end(), pieces[p0 + k].extras.begin(), pieces[p0 + k].extras.end());
+      sections.push_back(std::move(sec));
+    }
   }
   StreamHeader header = header_for(chunk, CodecId::kKvs, level);
   header.flags = centroid_ ? 1 : 0;
@@ -737,7 +1106,6 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
     throw CorruptStream(
         fmt::format("corrupt KV bitstream: kvs has {} sections, expected {}", ps.sections.size(), expected));
 
-  KVChunk out = chunk_for(hd);
   // The substreams, in order: per table, its symbols cut every kKvsStreamSymbols.
   struct Piece {
     uint32_t table, n;
@@ -760,7 +1128,13 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
       }
   }
 
-  std::unique_ptr<float[]> tmp(new float[channels * T]);  // [channel][token], before rotation; every entry written
+  // Only now, with every section's size checked, the output (the header alone
+  // can ask for 2^28 values).
+  KVChunk out = chunk_for(hd);
+  // [channel][token], channels `stride` apart, before rotation; every value used is written.
+  const size_t stride = channel_stride(T);
+  std::unique_ptr<float[]> tmp_buffer(new float[channels * stride + 16]);
+  float* const tmp = aligned64(tmp_buffer.get());
   constexpr size_t kWays = 4;           // substreams decoded side by side
   std::vector<uint8_t> symbols(kWays * kKvsStreamSymbols);
   float lut[rans::kMaxSymbols];
@@ -816,7 +1190,7 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
         const uint32_t b = split_spread(model[ch].spread).raw_bits;
         const int64_t m = model[ch].centre;
         const float step = steps[ch / C];
-        float* base = tmp.get() + size_t(ch) * T;
+        float* base = tmp + size_t(ch) * stride;
         const float* offset = centroid && b == 0 ? gt.offset : nullptr;
         const uint32_t* rows = lit.data() + done;
         const uint8_t* sy = piece_sym + i;
@@ -847,7 +1221,17 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
             for (uint32_t j = 0; j < count; ++j)
               if (sy[j] == 0) slow(j);
         } else {
-          for (uint32_t j = 0; j < count; ++j) slow(j);
+          // Raw low bits (no centroid offsets): the slow path's operations, inline.
+          const int64_t range = gt.range;
+          for (uint32_t j = 0; j < count; ++j) {
+            const uint32_t sym = sy[j];
+            const int64_t s = sym == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                       : ((int64_t(sym) - 1 - range) << b) + int64_t(extras.get(b));
+            const int64_t q = m + s;
+            if (q > 2 * kMaxQ || q < -2 * kMaxQ)
+              throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
+            base[rows[j]] = float(q) * step;
+          }
         }
         i += count;
         done += count;
@@ -864,7 +1248,7 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   for (size_t ph = 0; ph < heads; ++ph) {
     const size_t p = ph / H;
     const bool key = p % 2 == 0 && theta > 0;
-    const float* in = tmp.get() + ph * size_t(D) * T;
+    const float* in = tmp + ph * size_t(D) * stride;
     float* base = out.values.data() + out.plane_offset(uint32_t(p / 2), Kind(p % 2)) + (ph % H) * size_t(T) * D;
     for (uint32_t t0 = 0; t0 < T; t0 += kBlock) {
       // A block's [D][kBlock] input tile stays in L1 while its rows are written in order.
@@ -874,12 +1258,12 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
         float* row = base + size_t(t0 + k) * D;
         const float* col = in + src[k];
         if (!key) {
-          for (uint32_t d = 0; d < D; ++d) row[d] = col[size_t(d) * T];
+          for (uint32_t d = 0; d < D; ++d) row[d] = col[size_t(d) * stride];
           continue;
         }
         const auto* cs = &rope[size_t(t0 + k) * half];
         for (uint32_t i = 0; i < half; ++i) {
-          const float x1 = col[size_t(i) * T], x2 = col[size_t(i + half) * T];
+          const float x1 = col[size_t(i) * stride], x2 = col[size_t(i + half) * stride];
           row[i] = x1 * cs[i][0] - x2 * cs[i][1];
           row[i + half] = x2 * cs[i][0] + x1 * cs[i][1];
         }

@@ -10,22 +10,32 @@
 // The chunk: 8 layers x 8 kv heads x 128 dims x 256 tokens of synthetic
 // KV-like data (per-channel scales with outlier channels, Gaussian values);
 // *_1500tok: the same with 1,500 tokens. memcpy copies the 256-token chunk.
+// cachegen_paper_*: cachegen with scheme=paper, whose codec model is learned
+// (train_cachegen_paper_model, as `kvstream codec-model train` does) from a
+// second synthetic chunk of 1,500 tokens drawn with another seed (2), not
+// from the chunk it codes; the model is learned, written to a temporary file
+// and removed again only when a paper benchmark runs.
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <random>
+#include <string>
+#include <unistd.h>
 
 #include <benchmark/benchmark.h>
 
+#include "base/files.h"
+#include "codec/cachegen_paper.h"
 #include "codec/codec.h"
 
 namespace {
 
 using kvs::codec::KVChunk;
 
-KVChunk make_chunk(uint32_t tokens) {
+KVChunk make_chunk(uint32_t tokens, uint64_t seed = 1) {
   KVChunk k({8, 8, 128}, kvs::codec::DType::kF16, 0, tokens);
-  std::mt19937_64 rng(1);
+  std::mt19937_64 rng(seed);
   std::normal_distribution<float> n(0.0f, 1.0f);
   for (size_t i = 0; i < k.values.size(); ++i) {
     const size_t dim = i % 128;
@@ -44,6 +54,34 @@ const KVChunk& chunk(uint32_t tokens = 256) {
 
 int64_t fp16_bytes(const KVChunk& c) { return int64_t(c.values.size() * 2); }
 
+// The paper scheme's codec model file: learned from make_chunk(1500, 2) on
+// first use, removed when the program ends.
+class PaperModelFile {
+ public:
+  PaperModelFile()
+      : path_((std::filesystem::temp_directory_path() /
+               ("kvs-codec-bench-" + std::to_string(::getpid()) + ".cgm"))
+                  .string()) {
+    const KVChunk sample = make_chunk(1500, 2);
+    kvs::write_file_atomic(path_, kvs::codec::train_cachegen_paper_model({&sample, 1}));
+  }
+  ~PaperModelFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// `name` is a registry name, or "cachegen_paper" for cachegen with scheme=paper.
+std::unique_ptr<kvs::codec::Codec> make(const std::string& name) {
+  if (name != "cachegen_paper") return kvs::codec::make_codec(name);
+  static const PaperModelFile model;
+  return kvs::codec::make_codec("cachegen", {{{"scheme", "paper"}}, model.path()});
+}
+
 void BM_memcpy(benchmark::State& state) {
   std::vector<char> src(size_t(fp16_bytes(chunk())), 1), dst(src.size());
   for (auto _ : state) {
@@ -56,7 +94,7 @@ void BM_memcpy(benchmark::State& state) {
 BENCHMARK(BM_memcpy);
 
 void BM_encode(benchmark::State& state, const char* name, int level, uint32_t tokens = 256) {
-  const auto codec = kvs::codec::make_codec(name);
+  const auto codec = make(name);
   const KVChunk& c = chunk(tokens);
   size_t bytes = 0;
   for (auto _ : state) bytes = codec->encode(c, level).size();
@@ -65,7 +103,7 @@ void BM_encode(benchmark::State& state, const char* name, int level, uint32_t to
 }
 
 void BM_decode(benchmark::State& state, const char* name, int level, uint32_t tokens = 256) {
-  const auto codec = kvs::codec::make_codec(name);
+  const auto codec = make(name);
   const KVChunk& c = chunk(tokens);
   const auto stream = codec->encode(c, level);
   for (auto _ : state) benchmark::DoNotOptimize(codec->decode(stream).values.data());
@@ -74,14 +112,24 @@ void BM_decode(benchmark::State& state, const char* name, int level, uint32_t to
 
 BENCHMARK_CAPTURE(BM_encode, raw, "raw", 0);
 BENCHMARK_CAPTURE(BM_decode, raw, "raw", 0);
+BENCHMARK_CAPTURE(BM_encode, zstd, "zstd", 0);  // lossless, zstd level 3 over the fp16 bytes
+BENCHMARK_CAPTURE(BM_decode, zstd, "zstd", 0);
 BENCHMARK_CAPTURE(BM_encode, quant8, "quant8", 0);
 BENCHMARK_CAPTURE(BM_decode, quant8, "quant8", 0);
+BENCHMARK_CAPTURE(BM_encode, kivi2, "kivi2", 0);  // group 32, residual 128: the last 128 tokens of V stay fp16
+BENCHMARK_CAPTURE(BM_decode, kivi2, "kivi2", 0);
+BENCHMARK_CAPTURE(BM_encode, kivi4, "kivi4", 0);
+BENCHMARK_CAPTURE(BM_decode, kivi4, "kivi4", 0);
 BENCHMARK_CAPTURE(BM_encode, cachegen_L2, "cachegen", 2);
 BENCHMARK_CAPTURE(BM_decode, cachegen_L2, "cachegen", 2);
 BENCHMARK_CAPTURE(BM_encode, cachegen_L0, "cachegen", 0);  // most symbols per table (63)
 BENCHMARK_CAPTURE(BM_decode, cachegen_L0, "cachegen", 0);
 BENCHMARK_CAPTURE(BM_encode, cachegen_L2_1500tok, "cachegen", 2, 1500u);  // six 256-token streams per channel
 BENCHMARK_CAPTURE(BM_decode, cachegen_L2_1500tok, "cachegen", 2, 1500u);
+BENCHMARK_CAPTURE(BM_encode, cachegen_paper_L2, "cachegen_paper", 2);  // the default level
+BENCHMARK_CAPTURE(BM_decode, cachegen_paper_L2, "cachegen_paper", 2);
+BENCHMARK_CAPTURE(BM_encode, cachegen_paper_L0, "cachegen_paper", 0);  // the finest (64 delta bins everywhere)
+BENCHMARK_CAPTURE(BM_decode, cachegen_paper_L0, "cachegen_paper", 0);
 BENCHMARK_CAPTURE(BM_encode, kvs_L0, "kvs", 0);  // the finest level (most symbols, raw low bits)
 BENCHMARK_CAPTURE(BM_decode, kvs_L0, "kvs", 0);
 BENCHMARK_CAPTURE(BM_encode, kvs_L3, "kvs", 3);

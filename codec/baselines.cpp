@@ -34,12 +34,20 @@ Bytes dtype_bytes_of(const KVChunk& chunk) {
   return data;
 }
 
-// Fills `out.values` from dtype bytes; `what` names the section in errors.
+// The bytes of the header's values at its dtype (the shape is bounded, so no overflow).
+uint64_t value_bytes(const StreamHeader& h) { return h.elements() * dtype_bytes(h.dtype); }
+
+// Checks, before the chunk is allocated, that a section of `size` bytes holds
+// the header's values at its dtype; `what` names the section in errors.
+void check_dtype_bytes(size_t size, const StreamHeader& h, const char* what) {
+  if (size != value_bytes(h))
+    throw CorruptStream(
+        fmt::format("corrupt KV bitstream: {} of {} bytes, expected {}", what, size, value_bytes(h)));
+}
+
+// Fills `out.values` from dtype bytes (their size already checked).
 void values_from_dtype_bytes(std::span<const uint8_t> data, KVChunk& out, const char* what) {
   SectionReader r(data, what);
-  if (r.remaining() != out.values.size() * dtype_bytes(out.dtype))
-    throw CorruptStream(fmt::format("corrupt KV bitstream: {} of {} bytes, expected {}", what, r.remaining(),
-                                    out.values.size() * dtype_bytes(out.dtype)));
   for (float& v : out.values) {
     switch (out.dtype) {
       case DType::kF32: v = r.f32(); break;
@@ -48,6 +56,10 @@ void values_from_dtype_bytes(std::span<const uint8_t> data, KVChunk& out, const 
     }
   }
 }
+
+// A zstd block regenerates at most 128 KiB and has a 3-byte header (RFC 8878,
+// 3.1.1.2), so a frame of `content` bytes is at least this long.
+uint64_t zstd_min_frame_bytes(uint64_t content) { return 3 * ((content + (128u << 10) - 1) / (128u << 10)); }
 
 class RawCodec final : public Codec {
  public:
@@ -65,6 +77,7 @@ class RawCodec final : public Codec {
   KVChunk decode(std::span<const uint8_t> stream) const override {
     const ParsedStream ps = parse_stream(stream, CodecId::kRaw);
     if (ps.sections.size() != 1) throw CorruptStream("corrupt KV bitstream: raw expects 1 section");
+    check_dtype_bytes(ps.sections[0].size(), ps.header, "raw values");
     KVChunk out = chunk_for(ps.header);
     values_from_dtype_bytes(ps.sections[0], out, "raw values");
     return out;
@@ -92,12 +105,16 @@ class ZstdCodec final : public Codec {
   KVChunk decode(std::span<const uint8_t> stream) const override {
     const ParsedStream ps = parse_stream(stream, CodecId::kZstd);
     if (ps.sections.size() != 1) throw CorruptStream("corrupt KV bitstream: zstd expects 1 section");
-    KVChunk out = chunk_for(ps.header);
-    const size_t expected = out.values.size() * dtype_bytes(out.dtype);
+    // Before anything is allocated: the frame's content size and its length.
+    const size_t expected = value_bytes(ps.header);
     const unsigned long long content = ZSTD_getFrameContentSize(ps.sections[0].data(), ps.sections[0].size());
     if (content != expected)
       throw CorruptStream(fmt::format("corrupt KV bitstream at byte {}: zstd frame content size is not {} bytes",
                                       kHeaderBytes + 4, expected));
+    if (ps.sections[0].size() < zstd_min_frame_bytes(expected))
+      throw CorruptStream(fmt::format("corrupt KV bitstream at byte {}: zstd frame of {} bytes is too short for {} bytes",
+                                      kHeaderBytes + 4, ps.sections[0].size(), expected));
+    KVChunk out = chunk_for(ps.header);
     Bytes data(expected);
     const size_t n = ZSTD_decompress(data.data(), data.size(), ps.sections[0].data(), ps.sections[0].size());
     if (ZSTD_isError(n) || n != expected)
@@ -139,11 +156,12 @@ class Quant8Codec final : public Codec {
   KVChunk decode(std::span<const uint8_t> stream) const override {
     const ParsedStream ps = parse_stream(stream, CodecId::kQuant8);
     if (ps.sections.size() != 2) throw CorruptStream("corrupt KV bitstream: quant8 expects 2 sections");
-    KVChunk out = chunk_for(ps.header);
+    const StreamHeader& hd = ps.header;
+    if (ps.sections[0].size() != 4ull * 2 * hd.shape.layers * hd.tokens || ps.sections[1].size() != hd.elements())
+      throw CorruptStream("corrupt KV bitstream: quant8 section sizes do not match the shape");
+    KVChunk out = chunk_for(hd);
     const KVShape& s = out.shape;
     SectionReader scales(ps.sections[0], "quant8 scales");
-    if (scales.remaining() != 4ull * 2 * s.layers * out.tokens || ps.sections[1].size() != out.values.size())
-      throw CorruptStream("corrupt KV bitstream: quant8 section sizes do not match the shape");
     const uint8_t* q = ps.sections[1].data();
     for (uint32_t l = 0; l < s.layers; ++l)
       for (Kind k : {Kind::kKey, Kind::kValue})

@@ -273,11 +273,24 @@ class CacheGenCodec final : public Codec {
     if (ps.sections.size() != 2 + 2ull * s.layers * C * blocks)
       throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen has {} sections, expected {}", ps.sections.size(),
                                       2 + 2ull * s.layers * C * blocks));
+    // Every section's size that the shape fixes, before the output is allocated:
+    // the scales, the tables, and each rANS stream's initial state.
+    if (ps.sections[0].size() != 2ull * 2 * s.layers * T)
+      throw CorruptStream("corrupt KV bitstream: cachegen scales do not match the shape");
+    uint64_t table_bytes = 0;
+    for (uint32_t l = 0; l < s.layers; ++l)
+      for (Kind k : {Kind::kKey, Kind::kValue}) {
+        const int bins = cachegen_bins(hd.level, k, l, s.layers);
+        table_bytes += 2ull * C * uint64_t(2 * (bins / 2 - 1) + 1);  // nsym u16 per channel
+      }
+    if (ps.sections[1].size() != table_bytes)
+      throw CorruptStream("corrupt KV bitstream: cachegen tables do not match the shape");
+    for (size_t i = 2; i < ps.sections.size(); ++i)
+      if (ps.sections[i].size() < 4)
+        throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen stream {} is shorter than a rANS state", i));
     KVChunk out = chunk_for(hd);
     SectionReader scales(ps.sections[0], "cachegen scales");
     SectionReader tables(ps.sections[1], "cachegen tables");
-    if (scales.remaining() != 2ull * 2 * s.layers * T)
-      throw CorruptStream("corrupt KV bitstream: cachegen scales do not match the shape");
     std::vector<float> scale(T);
     std::vector<float> values;  // [token][symbol]: the dequantized value of each symbol at each token
     std::vector<ChannelTable> lane_tables(kLanes);

@@ -286,6 +286,17 @@ class CacheGenPaperCodec final : public Codec {
     const int level = hd.level;
     const uint32_t T = hd.tokens, D = s.head_dim, G = kPaperGroupTokens;
     const size_t n = size_t(T) * D;
+    // Each substream's escape count and sizes, before the output is allocated.
+    for (size_t index = 0; index < substreams; ++index) {
+      SectionReader reader(ps.sections[index], "cachegen paper substream");
+      const uint32_t count = reader.u32();
+      if (count > n)
+        throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
+                                        index, count, n));
+      (void)reader.bytes(4 * size_t(count));
+      if (reader.remaining() < 4)  // the rANS stream's initial state
+        throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
+    }
     KVChunk out = chunk_for(hd);
     HeadCoding coding(D);
     const std::vector<rans::Table>& tables = coding.tables;

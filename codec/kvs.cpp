@@ -215,12 +215,24 @@ class BitReader {
   uint32_t n_ = 0;
 };
 
-// Per chunk: cos/sin for every (token, pair).
+// RoPE's frequency of pair i and the (cos, sin) of a position at it: the two
+// halves of kvs_rope_cos_sin (below), whose values they give exactly.
+double rope_inv_freq(double rope_theta, uint32_t i, uint32_t head_dim) {
+  return std::pow(rope_theta, -2.0 * double(i) / double(head_dim));
+}
+std::array<float, 2> rope_cos_sin_at(uint64_t position, double inv_freq) {
+  const double angle = double(position) * inv_freq;
+  return {float(std::cos(angle)), float(std::sin(angle))};
+}
+
+// Per chunk: cos/sin for every (token, pair); each pair's frequency computed once.
 std::vector<std::array<float, 2>> rope_table(double theta, uint64_t token_begin, uint32_t tokens, uint32_t head_dim) {
   const uint32_t half = head_dim / 2;
+  std::vector<double> inv_freq(half);
+  for (uint32_t i = 0; i < half; ++i) inv_freq[i] = rope_inv_freq(theta, i, head_dim);
   std::vector<std::array<float, 2>> cs(size_t(tokens) * half);
   for (uint32_t t = 0; t < tokens; ++t)
-    for (uint32_t i = 0; i < half; ++i) cs[size_t(t) * half + i] = kvs_rope_cos_sin(theta, token_begin + t, i, head_dim);
+    for (uint32_t i = 0; i < half; ++i) cs[size_t(t) * half + i] = rope_cos_sin_at(token_begin + t, inv_freq[i]);
   return cs;
 }
 
@@ -228,6 +240,14 @@ std::vector<std::array<float, 2>> rope_table(double theta, uint64_t token_begin,
 struct ChannelModel {
   uint32_t spread = 0;
   int32_t centre = 0;
+};
+
+// The decoder's view of one head's rows: its literal tokens in order (null:
+// every token, 0..T-1) and each token's source row (null: itself).
+struct HeadRows {
+  const uint32_t* literal = nullptr;
+  const uint32_t* source = nullptr;
+  uint32_t literals = 0;
 };
 
 // The encoder's histogram counts for one channel; all zero between channels.
@@ -1038,45 +1058,55 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   const auto modes = params.bytes(heads);
   params.expect_end();
 
-  // Row references: per copy-mode head, each token's source (itself for a literal row).
-  std::vector<std::vector<uint32_t>> literal(heads), source(heads);
+  // Row references, per head in mode 1: its literal tokens and each token's
+  // source (itself for a literal row). A head in mode 2 points at the lists
+  // of the head it shares; one in mode 0 has none (every token literal), so
+  // the lists grow with the references read (T codes per list), not with
+  // the number of heads times T.
+  std::vector<std::vector<uint32_t>> literal_lists, source_lists;  // one per head in mode 1
+  std::vector<HeadRows> rows(heads);
   {
     BitReader refs(ps.sections[1]);
     std::vector<uint32_t> mtf;
     size_t previous = heads;  // the last head in copy mode
+    std::vector<size_t> list_of(heads, 0);
     for (size_t ph = 0; ph < heads; ++ph) {
       if (modes[ph] > 2) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs row mode {}", modes[ph]));
-      if (!modes[ph]) {
-        literal[ph].resize(T);
-        for (uint32_t t = 0; t < T; ++t) literal[ph][t] = t;
-        continue;
-      }
+      if (!modes[ph]) continue;
       if (modes[ph] == 2) {
         if (previous == heads) throw CorruptStream("corrupt KV bitstream: kvs shares the references of no head");
-        literal[ph] = literal[previous];
-        source[ph] = source[previous];
+        list_of[ph] = list_of[previous];
         previous = ph;
         continue;
       }
       previous = ph;
+      list_of[ph] = literal_lists.size();
+      std::vector<uint32_t>& literal = literal_lists.emplace_back();
+      std::vector<uint32_t>& source = source_lists.emplace_back(T);
       mtf.clear();
-      source[ph].resize(T);
       for (uint32_t t = 0; t < T; ++t) {
         const uint32_t rank = get_gamma(refs) - 1;
         if (rank == 0) {
-          literal[ph].push_back(t);
+          literal.push_back(t);
           mtf.insert(mtf.begin(), t);
-          source[ph][t] = t;
+          source[t] = t;
         } else {
           if (rank > mtf.size()) throw CorruptStream("corrupt KV bitstream: kvs row reference out of range");
           const uint32_t src = mtf[rank - 1];
           mtf.erase(mtf.begin() + (rank - 1));
           mtf.insert(mtf.begin(), src);
-          source[ph][t] = src;
+          source[t] = src;
         }
       }
     }
     refs.expect_end();
+    for (size_t ph = 0; ph < heads; ++ph)
+      if (modes[ph]) {
+        const size_t k = list_of[ph];
+        rows[ph] = {literal_lists[k].data(), source_lists[k].data(), uint32_t(literal_lists[k].size())};
+      } else {
+        rows[ph] = {nullptr, nullptr, T};
+      }
   }
 
   std::vector<ChannelModel> model(channels);
@@ -1095,7 +1125,7 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
         model[ch] = {uint32_t(spread[c]), centre[c]};
         const uint32_t g = split_spread(model[ch].spread).table;
         groups[g].push_back(uint32_t(ch));
-        group_symbols[g] += literal[ch / D].size();
+        group_symbols[g] += rows[ch / D].literals;
       }
     }
     if (pos != sec.size()) throw CorruptStream("corrupt KV bitstream: kvs channel models have extra bytes");
@@ -1106,16 +1136,21 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
     throw CorruptStream(
         fmt::format("corrupt KV bitstream: kvs has {} sections, expected {}", ps.sections.size(), expected));
 
-  // The substreams, in order: per table, its symbols cut every kKvsStreamSymbols.
+  // The substreams, in order: per table, its symbols cut every kKvsStreamSymbols;
+  // each with the channel and literal token where its symbols start.
   struct Piece {
     uint32_t table, n;
     size_t section;
     std::span<const uint8_t> rans, extras;
+    size_t first_channel;    // index into groups[table]
+    uint32_t first_literal;  // literal tokens of that channel coded in earlier pieces
   };
   std::vector<Piece> pieces;
   {
     size_t next = 3;
-    for (uint32_t g = 0; g < kTables; ++g)
+    for (uint32_t g = 0; g < kTables; ++g) {
+      size_t gi = 0;
+      uint32_t done = 0;
       for (uint64_t start = 0; start < group_symbols[g]; start += kKvsStreamSymbols, ++next) {
         const auto sec = ps.sections[next];
         size_t pos = 0;
@@ -1123,9 +1158,17 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
         if (rans_bytes > sec.size() - pos)
           throw CorruptStream(
               fmt::format("corrupt KV bitstream: kvs substream {} rANS size {} too large", next, rans_bytes));
-        pieces.push_back({g, uint32_t(std::min<uint64_t>(kKvsStreamSymbols, group_symbols[g] - start)), next,
-                          sec.subspan(pos, rans_bytes), sec.subspan(pos + rans_bytes)});
+        const uint32_t n = uint32_t(std::min<uint64_t>(kKvsStreamSymbols, group_symbols[g] - start));
+        pieces.push_back({g, n, next, sec.subspan(pos, rans_bytes), sec.subspan(pos + rans_bytes), gi, done});
+        for (uint32_t left = n; left > 0;) {  // where the next piece starts
+          const uint32_t literals = rows[groups[g][gi] / D].literals;
+          const uint32_t count = std::min(left, literals - done);
+          left -= count;
+          done += count;
+          if (done == literals) ++gi, done = 0;
+        }
       }
+    }
   }
 
   // Only now, with every section's size checked, the output (the header alone
@@ -1135,110 +1178,146 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   const size_t stride = channel_stride(T);
   std::unique_ptr<float[]> tmp_buffer(new float[channels * stride + 16]);
   float* const tmp = aligned64(tmp_buffer.get());
-  constexpr size_t kWays = 4;           // substreams decoded side by side
-  std::vector<uint8_t> symbols(kWays * kKvsStreamSymbols);
+
+  // A decoded piece's values into the channel-major buffer.
   float lut[rans::kMaxSymbols];
-  std::vector<size_t> cursor_gi(kTables, 0), cursor_done(kTables, 0);  // per table: channel, literal tokens done
-  for (size_t p0 = 0; p0 < pieces.size(); p0 += kWays) {
-    const size_t np = std::min(kWays, pieces.size() - p0);
-    rans::Decoder dec[kWays];
-    uint32_t nmin = kKvsStreamSymbols;
-    for (size_t k = 0; k < np; ++k) {
-      const Piece& pc = pieces[p0 + k];
-      if (rans::decoder_init(pc.rans.data(), pc.rans.size(), &dec[k]) != rans::DecodeStatus::kOk)
-        throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} does not decode", pc.section));
-      nmin = std::min(nmin, pc.n);
-    }
-    bool ok = true;
-    uint32_t sym;
-    if (np == kWays) {
-      const GaussTable &g0 = tables_[pieces[p0].table], &g1 = tables_[pieces[p0 + 1].table],
-                       &g2 = tables_[pieces[p0 + 2].table], &g3 = tables_[pieces[p0 + 3].table];
-      uint8_t *s0 = symbols.data(), *s1 = s0 + kKvsStreamSymbols, *s2 = s1 + kKvsStreamSymbols,
-              *s3 = s2 + kKvsStreamSymbols;
-      for (uint32_t i = 0; i < nmin && ok; ++i) {
-        ok &= rans::decode_step(&dec[0], g0.table, g0.index, &sym), s0[i] = uint8_t(sym);
-        ok &= rans::decode_step(&dec[1], g1.table, g1.index, &sym), s1[i] = uint8_t(sym);
-        ok &= rans::decode_step(&dec[2], g2.table, g2.index, &sym), s2[i] = uint8_t(sym);
-        ok &= rans::decode_step(&dec[3], g3.table, g3.index, &sym), s3[i] = uint8_t(sym);
-      }
-    } else {
-      nmin = 0;
-    }
-    for (size_t k = 0; k < np; ++k) {
-      const Piece& pc = pieces[p0 + k];
-      const GaussTable& gt = tables_[pc.table];
-      uint8_t* out_sym = symbols.data() + k * kKvsStreamSymbols;
-      for (uint32_t i = nmin; i < pc.n && ok; ++i) ok &= rans::decode_step(&dec[k], gt.table, gt.index, &sym), out_sym[i] = uint8_t(sym);
-      if (!ok || rans::decoder_finish(dec[k]) != rans::DecodeStatus::kOk)
-        throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} does not decode", pc.section));
-    }
-    // Values into the channel-major buffer, piece by piece.
-    for (size_t k = 0; k < np; ++k) {
-      const Piece& pc = pieces[p0 + k];
-      const GaussTable& gt = tables_[pc.table];
-      const uint32_t n = pc.n;
-      size_t& gi = cursor_gi[pc.table];
-      size_t& done = cursor_done[pc.table];
-      BitReader extras(pc.extras);
-      const uint8_t* piece_sym = symbols.data() + k * kKvsStreamSymbols;
-      uint32_t i = 0;
-      while (i < n) {
-        const uint32_t ch = groups[pc.table][gi];
-        const std::vector<uint32_t>& lit = literal[ch / D];
-        const uint32_t count = uint32_t(std::min<size_t>(n - i, lit.size() - done));
-        const uint32_t b = split_spread(model[ch].spread).raw_bits;
-        const int64_t m = model[ch].centre;
-        const float step = steps[ch / C];
-        float* base = tmp + size_t(ch) * stride;
-        const float* offset = centroid && b == 0 ? gt.offset : nullptr;
-        const uint32_t* rows = lit.data() + done;
-        const uint8_t* sy = piece_sym + i;
-        auto slow = [&](uint32_t j) {  // escapes and raw low bits
-          const int64_t s = sy[j] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
-                                       : ((int64_t(sy[j]) - 1 - gt.range) << b) + int64_t(extras.get(b));
+  auto piece_values = [&](const Piece& pc, const uint8_t* piece_sym) {
+    const GaussTable& gt = tables_[pc.table];
+    const uint32_t n = pc.n;
+    size_t gi = pc.first_channel;
+    uint32_t done = pc.first_literal;
+    BitReader extras(pc.extras);
+    uint32_t i = 0;
+    while (i < n) {
+      const uint32_t ch = groups[pc.table][gi];
+      const HeadRows& hr = rows[ch / D];
+      const uint32_t count = std::min(n - i, hr.literals - done);
+      const uint32_t b = split_spread(model[ch].spread).raw_bits;
+      const int64_t m = model[ch].centre;
+      const float step = steps[ch / C];
+      float* base = tmp + size_t(ch) * stride;
+      const float* offset = centroid && b == 0 ? gt.offset : nullptr;
+      const uint32_t* lit = hr.literal ? hr.literal + done : nullptr;  // null: literal j is token done + j
+      const uint8_t* sy = piece_sym + i;
+      auto slow = [&](uint32_t j) {  // escapes and raw low bits
+        const int64_t s = sy[j] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                     : ((int64_t(sy[j]) - 1 - gt.range) << b) + int64_t(extras.get(b));
+        const int64_t q = m + s;
+        if (q > 2 * kMaxQ || q < -2 * kMaxQ)
+          throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
+        base[lit ? lit[j] : done + j] = (offset ? float(q) - offset[sy[j]] : float(q)) * step;
+      };
+      if (b == 0) {
+        // Table symbols through a per-channel lookup table (the same float
+        // operations as the slow path, so the same values).
+        lut[0] = 0;  // escapes are filled in afterwards
+        for (int32_t v = 1; v <= 2 * gt.range + 1; ++v) {
+          const float q = float(m + v - 1 - gt.range);
+          lut[size_t(v)] = (offset ? q - offset[v] : q) * step;
+        }
+        uint32_t escapes = 0;
+        if (!lit) {
+          float* dst = base + done;
+          for (uint32_t j = 0; j < count; ++j) dst[j] = lut[sy[j]], escapes += sy[j] == 0;
+        } else {
+          for (uint32_t j = 0; j < count; ++j) base[lit[j]] = lut[sy[j]], escapes += sy[j] == 0;
+        }
+        if (escapes)
+          for (uint32_t j = 0; j < count; ++j)
+            if (sy[j] == 0) slow(j);
+      } else {
+        // Raw low bits (no centroid offsets): the slow path's operations, inline.
+        const int64_t range = gt.range;
+        for (uint32_t j = 0; j < count; ++j) {
+          const uint32_t sym = sy[j];
+          const int64_t s = sym == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                     : ((int64_t(sym) - 1 - range) << b) + int64_t(extras.get(b));
           const int64_t q = m + s;
           if (q > 2 * kMaxQ || q < -2 * kMaxQ)
             throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
-          base[rows[j]] = (offset ? float(q) - offset[sy[j]] : float(q)) * step;
-        };
-        if (b == 0) {
-          // Table symbols through a per-channel lookup table (the same float
-          // operations as the slow path, so the same values).
-          lut[0] = 0;  // escapes are filled in afterwards
-          for (int32_t v = 1; v <= 2 * gt.range + 1; ++v) {
-            const float q = float(m + v - 1 - gt.range);
-            lut[size_t(v)] = (offset ? q - offset[v] : q) * step;
-          }
-          uint32_t escapes = 0;
-          if (source[ch / D].empty()) {  // every token literal: rows[j] == done + j
-            float* dst = base + done;
-            for (uint32_t j = 0; j < count; ++j) dst[j] = lut[sy[j]], escapes += sy[j] == 0;
-          } else {
-            for (uint32_t j = 0; j < count; ++j) base[rows[j]] = lut[sy[j]], escapes += sy[j] == 0;
-          }
-          if (escapes)
-            for (uint32_t j = 0; j < count; ++j)
-              if (sy[j] == 0) slow(j);
-        } else {
-          // Raw low bits (no centroid offsets): the slow path's operations, inline.
-          const int64_t range = gt.range;
-          for (uint32_t j = 0; j < count; ++j) {
-            const uint32_t sym = sy[j];
-            const int64_t s = sym == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
-                                       : ((int64_t(sym) - 1 - range) << b) + int64_t(extras.get(b));
-            const int64_t q = m + s;
-            if (q > 2 * kMaxQ || q < -2 * kMaxQ)
-              throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
-            base[rows[j]] = float(q) * step;
-          }
+          base[lit ? lit[j] : done + j] = float(q) * step;
         }
-        i += count;
-        done += count;
-        if (done == lit.size()) ++gi, done = 0;
       }
-      extras.expect_end();
+      i += count;
+      done += count;
+      if (done == hr.literals) ++gi, done = 0;
     }
+    extras.expect_end();
+  };
+
+  // The rANS substreams, kLanes side by side (independent chains that one
+  // core overlaps): each lane takes the next piece, longest first, as soon as
+  // its own ends, so lanes stay busy although pieces differ in length (a
+  // small chunk has tens of pieces of a few hundred to 16,384 symbols). Each
+  // piece writes only its own channels' values, so the order is free.
+  std::vector<uint32_t> order(pieces.size());
+  for (uint32_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return pieces[a].n > pieces[b].n; });
+  constexpr size_t kLanes = 4;
+  std::vector<uint8_t> symbols(kLanes * kKvsStreamSymbols);
+  struct Lane {
+    const Piece* piece = nullptr;  // null: idle
+    const GaussTable* table = nullptr;
+    uint8_t* symbols = nullptr;
+    uint32_t done = 0;  // symbols decoded
+    bool ok = true;     // no step ran out of bytes
+    rans::Decoder dec;
+  };
+  Lane lanes[kLanes];
+  size_t next_piece = 0;
+  auto start = [&](Lane& lane) {
+    lane.piece = nullptr;
+    if (next_piece == order.size()) return;
+    const Piece& pc = pieces[order[next_piece++]];
+    if (rans::decoder_init(pc.rans.data(), pc.rans.size(), &lane.dec) != rans::DecodeStatus::kOk)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} does not decode", pc.section));
+    lane.piece = &pc;
+    lane.table = &tables_[pc.table];
+    lane.done = 0;
+    lane.ok = true;
+  };
+  auto finish = [&](Lane& lane) {
+    if (!lane.ok || rans::decoder_finish(lane.dec) != rans::DecodeStatus::kOk)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} does not decode", lane.piece->section));
+    piece_values(*lane.piece, lane.symbols);
+  };
+  for (size_t k = 0; k < kLanes; ++k) {
+    lanes[k].symbols = symbols.data() + k * kKvsStreamSymbols;
+    start(lanes[k]);
+  }
+  auto all_busy = [&] {
+    for (const Lane& lane : lanes)
+      if (!lane.piece) return false;
+    return true;
+  };
+  uint32_t sym;
+  while (all_busy()) {  // a lane goes idle only when no piece is left
+    uint32_t steps = kKvsStreamSymbols;
+    for (const Lane& lane : lanes) steps = std::min(steps, lane.piece->n - lane.done);
+    rans::Decoder d0 = lanes[0].dec, d1 = lanes[1].dec, d2 = lanes[2].dec, d3 = lanes[3].dec;
+    const GaussTable &g0 = *lanes[0].table, &g1 = *lanes[1].table, &g2 = *lanes[2].table, &g3 = *lanes[3].table;
+    uint8_t *s0 = lanes[0].symbols + lanes[0].done, *s1 = lanes[1].symbols + lanes[1].done,
+            *s2 = lanes[2].symbols + lanes[2].done, *s3 = lanes[3].symbols + lanes[3].done;
+    bool ok0 = true, ok1 = true, ok2 = true, ok3 = true;
+    for (uint32_t i = 0; i < steps; ++i) {
+      ok0 &= rans::decode_step(&d0, g0.table, g0.index, &sym), s0[i] = uint8_t(sym);
+      ok1 &= rans::decode_step(&d1, g1.table, g1.index, &sym), s1[i] = uint8_t(sym);
+      ok2 &= rans::decode_step(&d2, g2.table, g2.index, &sym), s2[i] = uint8_t(sym);
+      ok3 &= rans::decode_step(&d3, g3.table, g3.index, &sym), s3[i] = uint8_t(sym);
+    }
+    lanes[0].dec = d0, lanes[1].dec = d1, lanes[2].dec = d2, lanes[3].dec = d3;
+    lanes[0].ok &= ok0, lanes[1].ok &= ok1, lanes[2].ok &= ok2, lanes[3].ok &= ok3;
+    for (Lane& lane : lanes) {
+      lane.done += steps;
+      if (lane.done == lane.piece->n) finish(lane), start(lane);
+    }
+  }
+  for (Lane& lane : lanes) {  // the last pieces, one at a time
+    if (!lane.piece) continue;
+    const GaussTable& gt = *lane.table;
+    for (uint32_t i = lane.done; i < lane.piece->n; ++i)
+      lane.ok &= rans::decode_step(&lane.dec, gt.table, gt.index, &sym), lane.symbols[i] = uint8_t(sym);
+    finish(lane);
   }
   // Channel-major values to [token][dim] rows, in blocks of tokens that stay in
   // cache; copied rows take their source's values; keys rotate back to their positions.
@@ -1253,7 +1332,7 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
     for (uint32_t t0 = 0; t0 < T; t0 += kBlock) {
       // A block's [D][kBlock] input tile stays in L1 while its rows are written in order.
       const uint32_t nb = std::min(kBlock, T - t0);
-      for (uint32_t k = 0; k < nb; ++k) src[k] = source[ph].empty() ? t0 + k : source[ph][t0 + k];
+      for (uint32_t k = 0; k < nb; ++k) src[k] = rows[ph].source ? rows[ph].source[t0 + k] : t0 + k;
       for (uint32_t k = 0; k < nb; ++k) {
         float* row = base + size_t(t0 + k) * D;
         const float* col = in + src[k];
@@ -1289,9 +1368,7 @@ std::vector<float> kvs_default_weights(uint32_t layers) {
 float kvs_level_step(int level) { return kKvsStep0 * float(std::exp2(kKvsLevelLog2Ratio * level)); }
 
 std::array<float, 2> kvs_rope_cos_sin(double rope_theta, uint64_t position, uint32_t i, uint32_t head_dim) {
-  const double inv_freq = std::pow(rope_theta, -2.0 * double(i) / double(head_dim));
-  const double angle = double(position) * inv_freq;
-  return {float(std::cos(angle)), float(std::sin(angle))};
+  return rope_cos_sin_at(position, rope_inv_freq(rope_theta, i, head_dim));
 }
 
 namespace {

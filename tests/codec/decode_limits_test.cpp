@@ -169,5 +169,29 @@ TEST(DecodeLimitsDeathTest, CacheGenPaperChecksEverySubstream) {
   EXPECT_REJECTED_BEFORE_ALLOCATING(*codec, write_stream(h, sections), "cachegen paper substream 5 does not decode");
 }
 
+// kvs: 64 layers x 1,024 heads x 1 dim x 2,048 tokens, i.e. 131,072 heads in
+// a parameter section of 129 KiB. Per-head row lists (2,048 entries each)
+// would take 1 GiB themselves, so they must not be built per head before the
+// channel models are checked.
+TEST(DecodeLimitsDeathTest, KvsChecksItsSectionsBeforePerHeadLists) {
+  const auto codec = make_codec("kvs");
+  const StreamHeader h = huge_header(CodecId::kKvs, {64, 1024, 1}, 2048);
+  const size_t planes = 128, heads = 131072;
+  Bytes params;
+  put_f32(params, 0);  // rope_theta 0 (head_dim is odd)
+  for (size_t p = 0; p < planes; ++p) put_f32(params, 1);
+  params.resize(params.size() + heads, 0);  // row mode 0: every row coded
+  EXPECT_REJECTED_BEFORE_ALLOCATING(*codec, write_stream(h, {params, {}, {}}), "kvs channel spreads truncated");
+  // Head 0 with row references (token 0 a literal, every later one a copy of
+  // it: ranks 0, 1, 1, ...), every other head sharing them (mode 2).
+  std::fill(params.end() - ptrdiff_t(heads), params.end(), uint8_t(2));
+  params[params.size() - heads] = 1;
+  std::vector<bool> bits = {false};  // rank 0: v = 1, the code "0"
+  for (int t = 1; t < 2048; ++t) bits.insert(bits.end(), {true, false, false});  // v = 2: "1", "0", low bit 0
+  Bytes refs((bits.size() + 7) / 8, 0);
+  for (size_t i = 0; i < bits.size(); ++i) refs[i / 8] |= uint8_t(bits[i]) << (i % 8);
+  EXPECT_REJECTED_BEFORE_ALLOCATING(*codec, write_stream(h, {params, refs, {}}), "kvs channel spreads truncated");
+}
+
 }  // namespace
 }  // namespace kvs::codec

@@ -318,6 +318,34 @@ TEST(Kvs, CorruptSectionsThrowOrDecodeToTheShape) {
   }
 }
 
+// Substreams are decoded side by side, in an order of their own: an error
+// in one must still name that one (and a stream whose substreams are
+// intact must decode).
+TEST(Kvs, ACorruptSubstreamIsTheOneNamed) {
+  auto codec = make_codec("kvs");
+  const KVChunk c = synthetic({4, 2, 32}, 0, 256, 13);
+  const Bytes good = codec->encode(c, 0);
+  const ParsedStream ps = parse_stream(good, CodecId::kKvs);
+  ASSERT_GT(ps.sections.size(), 12u);  // pieces of many tables, of different lengths
+  int named = 0;
+  for (size_t i = 3; i < ps.sections.size(); ++i) {
+    Bytes b = good;
+    const size_t middle = size_t(ps.sections[i].data() - good.data()) + ps.sections[i].size() / 2;
+    b[middle] ^= 0x10;
+    fix_crc(b);
+    try {
+      codec->decode(b);
+    } catch (const CorruptStream& e) {
+      const std::string what = e.what();
+      const size_t at = what.find("substream ");
+      if (at == std::string::npos) continue;  // e.g. the raw bits' padding
+      EXPECT_EQ(std::stoul(what.substr(at + 10)), i) << what;
+      ++named;
+    }
+  }
+  EXPECT_GT(named, int(ps.sections.size()) / 2);
+}
+
 TEST(Kvs, HostileParametersAreRejected) {
   auto codec = make_codec("kvs");
   const KVChunk c = synthetic({1, 1, 8}, 0, 8, 9);

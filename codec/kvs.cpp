@@ -449,25 +449,67 @@ inline uint64_t hash_step(uint64_t h, uint32_t v) {
   return h ^ (h >> 32);
 }
 
+// The move-to-front list of the distinct rows, in O(log T) per step so that
+// no stream or input makes it quadratic: each row is represented by the time
+// (token) of its last use, and a Fenwick tree over times counts the rows last
+// used at or before a time. A row's rank (1 = the most recently used) is the
+// number of rows last used at or after its time.
+class RecencyList {
+ public:
+  explicit RecencyList(uint32_t T) : tree_(size_t(T) + 1, 0) {}
+  void add(uint32_t time) {
+    ++size_;
+    for (size_t i = size_t(time) + 1; i < tree_.size(); i += i & (~i + 1)) ++tree_[i];
+  }
+  void remove(uint32_t time) {
+    --size_;
+    for (size_t i = size_t(time) + 1; i < tree_.size(); i += i & (~i + 1)) --tree_[i];
+  }
+  uint32_t size() const { return size_; }
+  // Rank of the row last used at `time` (which must be in the list).
+  uint32_t rank(uint32_t time) const { return size_ - at_or_before(time) + 1; }
+  // The time of the row of rank `rank`, 1 <= rank <= size().
+  uint32_t time_of(uint32_t rank) const {
+    uint32_t k = size_ - rank + 1;  // its position among the times, smallest first
+    size_t pos = 0, step = 1;
+    while (step * 2 < tree_.size()) step *= 2;
+    for (; step; step /= 2)
+      if (pos + step < tree_.size() && tree_[pos + step] < k) {
+        pos += step;
+        k -= tree_[pos];
+      }
+    return uint32_t(pos);  // 1-based index pos + 1 is time pos
+  }
+
+ private:
+  uint32_t at_or_before(uint32_t time) const {
+    uint32_t n = 0;
+    for (size_t i = size_t(time) + 1; i; i -= i & (~i + 1)) n += tree_[i];
+    return n;
+  }
+  std::vector<uint32_t> tree_;
+  uint32_t size_ = 0;
+};
+
 // A plan from each token's first occurrence: literal tokens, move-to-front
 // ranks (0 for a literal row, r for the r-th most recently used one), their cost.
 RowPlan plan_from_first(const uint32_t* first, uint32_t T, double row_bits) {
   RowPlan plan;
   plan.row_bits = row_bits;
   plan.ranks.resize(T);
-  std::vector<uint32_t> recent;  // the move-to-front list, most recent last
+  RecencyList recent(T);
+  std::vector<uint32_t> last_use(T);  // per distinct row (its first token): when it was last used
   for (uint32_t t = 0; t < T; ++t) {
     const uint32_t source = first[t];
     uint32_t rank = 0;
     if (source == t) {
       plan.literal.push_back(t);
-      recent.push_back(t);
     } else {
-      const auto pos = std::find(recent.rbegin(), recent.rend(), source);
-      rank = uint32_t(pos - recent.rbegin()) + 1;
-      recent.erase(std::next(pos).base());
-      recent.push_back(source);
+      rank = recent.rank(last_use[source]);
+      recent.remove(last_use[source]);
     }
+    recent.add(t);
+    last_use[source] = t;
     plan.ranks[t] = rank;
     uint32_t n = 0;
     while (((rank + 1) >> n) > 1) ++n;
@@ -1067,7 +1109,6 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   std::vector<HeadRows> rows(heads);
   {
     BitReader refs(ps.sections[1]);
-    std::vector<uint32_t> mtf;
     size_t previous = heads;  // the last head in copy mode
     std::vector<size_t> list_of(heads, 0);
     for (size_t ph = 0; ph < heads; ++ph) {
@@ -1083,20 +1124,19 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
       list_of[ph] = literal_lists.size();
       std::vector<uint32_t>& literal = literal_lists.emplace_back();
       std::vector<uint32_t>& source = source_lists.emplace_back(T);
-      mtf.clear();
+      RecencyList recent(T);
       for (uint32_t t = 0; t < T; ++t) {
         const uint32_t rank = get_gamma(refs) - 1;
         if (rank == 0) {
           literal.push_back(t);
-          mtf.insert(mtf.begin(), t);
           source[t] = t;
         } else {
-          if (rank > mtf.size()) throw CorruptStream("corrupt KV bitstream: kvs row reference out of range");
-          const uint32_t src = mtf[rank - 1];
-          mtf.erase(mtf.begin() + (rank - 1));
-          mtf.insert(mtf.begin(), src);
-          source[t] = src;
+          if (rank > recent.size()) throw CorruptStream("corrupt KV bitstream: kvs row reference out of range");
+          const uint32_t last = recent.time_of(rank);
+          recent.remove(last);
+          source[t] = source[last];  // the row used at `last` (its source is the row's first token)
         }
+        recent.add(t);
       }
     }
     refs.expect_end();

@@ -130,6 +130,39 @@ TEST(Kvs, CentroidReconstructionWithinBound) {
 // Layer-0-like heads: rows that depend only on the token (from a small
 // alphabet), rotated by RoPE. Repeated rows are sent as references; the result
 // is still exactly the reference dequantization.
+// Hundreds of distinct rows reused at random: move-to-front ranks from 1 to
+// several hundred, literal rows throughout; the decoder's list must follow the
+// encoder's exactly.
+TEST(Kvs, ManyDistinctRepeatedRowsDecodeToTheReference) {
+  const KVShape shape{2, 2, 16};
+  KVChunk c(shape, DType::kF16, 3, 1500);
+  std::mt19937_64 rng(29);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<std::vector<float>> alphabet(400, std::vector<float>(shape.head_dim));
+  for (auto& row : alphabet)
+    for (float& v : row) v = n(rng);
+  for (uint32_t l = 0; l < shape.layers; ++l)
+    for (uint32_t t = 0; t < c.tokens; ++t) {
+      const auto& row = alphabet[rng() % (t < 300 ? 50 : alphabet.size())];
+      const uint32_t half = shape.head_dim / 2;
+      for (uint32_t h = 0; h < shape.kv_heads; ++h) {  // keys as RoPE stores them
+        for (uint32_t i = 0; i < half; ++i) {
+          const auto cs = kvs_rope_cos_sin(10000.0, c.token_begin + t, i, shape.head_dim);
+          c.at(l, Kind::kKey, h, t, i) = round_to_dtype(row[i] * cs[0] - row[i + half] * cs[1], c.dtype);
+          c.at(l, Kind::kKey, h, t, i + half) = round_to_dtype(row[i + half] * cs[0] + row[i] * cs[1], c.dtype);
+        }
+        for (uint32_t d = 0; d < shape.head_dim; ++d) c.at(l, Kind::kValue, h, t, d) = round_to_dtype(0.5f * row[d], c.dtype);
+      }
+    }
+  auto codec = make_codec("kvs", {{{"centroid", "0"}}, ""});
+  const auto weights = kvs_default_weights(shape.layers);
+  for (int level : {0, 4}) {
+    const Bytes b = codec->encode(c, level);
+    EXPECT_LT(b.size(), c.values.size() / 4) << level;  // references, not 1,500 coded rows
+    EXPECT_EQ(codec->decode(b).values, reference_dequantization(c, level, 10000.0, weights).values) << level;
+  }
+}
+
 TEST(Kvs, RepeatedRowsAreSentAsReferences) {
   const KVShape shape{2, 2, 16};
   KVChunk c = synthetic(shape, 50, 256, 12);

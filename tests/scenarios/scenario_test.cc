@@ -127,26 +127,28 @@ TEST(Scenario, BadLinkValuesNameFileLineAndKey) {
 // the error names the file and line rather than only the key.
 TEST(Scenario, OutOfRangeValuesNameFileLineAndKey) {
   const std::string head = "profile: p.json\ncodec: c\n";
-  EXPECT_EQ(error_of(head + "link:\n  rtt_ms: -5\n"), "s.yaml:4: link.rtt_ms: expected a number >= 0, got -5");
-  EXPECT_EQ(error_of(head + "link:\n  rate_mbps: 0\n"), "s.yaml:4: link.rate_mbps: expected a positive number, got 0");
-  EXPECT_EQ(error_of(head + "link:\n  rtt_ms: .inf\n"), "s.yaml:4: link.rtt_ms: expected a number >= 0, got .inf");
-  EXPECT_EQ(error_of(head + "link:\n  rtt_ms: .nan\n"), "s.yaml:4: link.rtt_ms: expected a number >= 0, got .nan");
-  EXPECT_EQ(error_of(head + "link:\n  mtu_bytes: 100\n"), "s.yaml:4: link.mtu_bytes: expected an integer in 576..65535, got 100");
-  EXPECT_EQ(error_of(head + "gpu:\n  efficiency: 1.5\n"), "s.yaml:4: gpu.efficiency: expected a number in (0, 1], got 1.5");
-  EXPECT_EQ(error_of(head + "gpu:\n  decode_speedup: 0\n"), "s.yaml:4: gpu.decode_speedup: expected a positive number, got 0");
-  EXPECT_EQ(error_of(head + "arrivals:\n  times_s:\n    - 0\n    - -2\n"),
-            "s.yaml:6: arrivals.times_s: expected each item to be a number >= 0, got -2");
-  EXPECT_EQ(error_of(head + "arrivals:\n  mode: poisson\n  rate_per_s: 0\n"),
-            "s.yaml:5: arrivals.rate_per_s: expected a positive number, got 0");
-  EXPECT_EQ(error_of(head + "arrivals:\n  count: 0\n"), "s.yaml:4: arrivals.count: expected an integer >= 1, got 0");
-  EXPECT_EQ(error_of(head + "cross_traffic:\n  udp_on_s: 0\n"), "s.yaml:4: cross_traffic.udp_on_s: expected a positive number, got 0");
-  EXPECT_EQ(error_of(head + "slo_s: -1\n"), "s.yaml:3: slo_s: expected a number >= 0, got -1");
-  EXPECT_EQ(error_of(head + "in_flight: 0\n"), "s.yaml:3: in_flight: expected an integer >= 1, got 0");
-  EXPECT_EQ(error_of(head + "request_header_bytes: 8\n"), "s.yaml:3: request_header_bytes: expected an integer >= 16, got 8");
-  EXPECT_EQ(error_of(head + "max_sim_s: 0\n"), "s.yaml:3: max_sim_s: expected a positive number, got 0");
-  EXPECT_EQ(error_of(head + "seed: -1\n"), "s.yaml:3: seed: expected an integer >= 0, got -1");
-  // Zero keeps its documented meaning where it has one.
-  EXPECT_EQ(error_of(head + "slo_s: 0\ngpu:\n  peak_flops: 0\nlink:\n  queue_packets: 0\n"), "no error");
+  const std::pair<const char*, const char*> cases[] = {
+      {"link:\n  rtt_ms: -5\n", "s.yaml:4: link.rtt_ms: expected a number >= 0, got -5"},
+      {"link:\n  rate_mbps: 0\n", "s.yaml:4: link.rate_mbps: expected a positive number, got 0"},
+      {"link:\n  rtt_ms: .inf\n", "s.yaml:4: link.rtt_ms: expected a number >= 0, got .inf"},
+      {"link:\n  rtt_ms: .nan\n", "s.yaml:4: link.rtt_ms: expected a number >= 0, got .nan"},
+      {"link:\n  mtu_bytes: 100\n", "s.yaml:4: link.mtu_bytes: expected an integer in 576..65535, got 100"},
+      {"gpu:\n  efficiency: 1.5\n", "s.yaml:4: gpu.efficiency: expected a number in (0, 1], got 1.5"},
+      {"gpu:\n  decode_speedup: 0\n", "s.yaml:4: gpu.decode_speedup: expected a positive number, got 0"},
+      {"arrivals:\n  times_s:\n    - 0\n    - -2\n",
+       "s.yaml:6: arrivals.times_s: expected each item to be a number >= 0, got -2"},
+      {"arrivals:\n  mode: poisson\n  rate_per_s: 0\n", "s.yaml:5: arrivals.rate_per_s: expected a positive number, got 0"},
+      {"arrivals:\n  count: 0\n", "s.yaml:4: arrivals.count: expected an integer >= 1, got 0"},
+      {"cross_traffic:\n  udp_on_s: 0\n", "s.yaml:4: cross_traffic.udp_on_s: expected a positive number, got 0"},
+      {"slo_s: -1\n", "s.yaml:3: slo_s: expected a number >= 0, got -1"},
+      {"in_flight: 0\n", "s.yaml:3: in_flight: expected an integer >= 1, got 0"},
+      {"request_header_bytes: 8\n", "s.yaml:3: request_header_bytes: expected an integer >= 16, got 8"},
+      {"max_sim_s: 0\n", "s.yaml:3: max_sim_s: expected a positive number, got 0"},
+      {"seed: -1\n", "s.yaml:3: seed: expected an integer >= 0, got -1"},
+      // Zero keeps its documented meaning where it has one.
+      {"slo_s: 0\ngpu:\n  peak_flops: 0\nlink:\n  queue_packets: 0\n", "no error"},
+  };
+  for (const auto& [yaml, expected] : cases) EXPECT_EQ(error_of(head + yaml), expected) << yaml;
 }
 
 TEST(Scenario, MissingProfileIsAnError) {

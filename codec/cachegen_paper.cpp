@@ -79,30 +79,6 @@ size_t rans_encode_multi(const uint8_t* symbols, size_t n, TableAt table_at, uin
   return size_t(out + capacity - ptr);
 }
 
-template <class TableAt>
-rans::DecodeStatus rans_decode_multi(const uint8_t* in, size_t size, TableAt table_at, uint8_t* symbols, size_t n) {
-  using rans::DecodeStatus;
-  if (size < 4) return DecodeStatus::kTruncated;
-  size_t pos = 0;
-  uint32_t x = 0;
-  for (int k = 0; k < 4; ++k) x = (x << 8) | in[pos++];
-  if (x < rans::kLowerBound) return DecodeStatus::kBadState;
-  for (size_t i = 0; i < n; ++i) {
-    const rans::Table& t = table_at(i);
-    const uint32_t slot = x & (rans::kProbScale - 1);
-    const uint32_t s = rans::find_symbol(t, slot);
-    symbols[i] = uint8_t(s);
-    x = t.freq[s] * (x >> rans::kProbBits) + slot - t.cum[s];
-    while (x < rans::kLowerBound) {
-      if (pos >= size) return DecodeStatus::kTruncated;
-      x = (x << 8) | in[pos++];
-    }
-  }
-  if (x != rans::kLowerBound) return DecodeStatus::kBadState;
-  if (pos != size) return DecodeStatus::kTrailingBytes;
-  return DecodeStatus::kOk;
-}
-
 // A rans::Table from stored frequencies (validated when the model was parsed).
 void fill_table(std::span<const uint16_t> freqs, rans::Table* t) {
   t->symbols = uint32_t(freqs.size());
@@ -111,7 +87,7 @@ void fill_table(std::span<const uint16_t> freqs, rans::Table* t) {
 }
 
 // The tables and steps of one (layer, kind, head) at a level, channel by
-// channel: what the encoder and the decoder of that head's substream share.
+// channel, as the encoder uses them.
 struct HeadCoding {
   explicit HeadCoding(uint32_t head_dim) : tables(2 * size_t(head_dim)), step_a(head_dim), step_d(head_dim) {}
   void load(const CacheGenPaperModel& m, uint32_t l, Kind k, uint32_t h, int level) {
@@ -127,6 +103,32 @@ struct HeadCoding {
   std::vector<rans::Table> tables;  // [d]: anchor, [D + d]: delta at this level
   std::vector<float> step_a, step_d;
 };
+
+// What the decoder reads for one channel of one substream: its tables in
+// packed form (codec/rans.h: few cache lines per symbol, so that a row of
+// many channels' tables stays in cache; built per chunk in one pass over the
+// model's frequencies, which the parser has validated), its steps and the
+// anchor it decoded last.
+struct ChannelDecoding {
+  rans::PackedTable delta;
+  float step_a = 0, step_d = 0;
+  float anchor_value = 0;  // decoded anchor of the current group
+  rans::PackedTable anchor;
+
+  void load(const CacheGenPaperModel& m, size_t record, int level, uint32_t layer) {
+    const auto a = m.anchor_table(record), d = m.delta_table(record, level);
+    // Cannot fail: the parser checked every table (2 or more symbols, each
+    // frequency >= 1, sum 2^16).
+    rans::build_packed(a.data(), uint32_t(a.size()), &anchor);
+    rans::build_packed(d.data(), uint32_t(d.size()), &delta);
+    step_a = m.anchor_step(record);
+    step_d = m.delta_step(record, level, layer);
+  }
+};
+
+// Substreams decoded side by side: kLanes consecutive ones, independent rANS
+// chains that one core overlaps.
+constexpr uint32_t kLanes = 4;
 
 // ---- model file ----
 
@@ -163,6 +165,112 @@ void check_shape(const KVShape& s, const std::string& where) {
       s.head_dim > kMaxHeadDim)
     throw Error(fmt::format("{}: shape {} layers x {} kv heads x {} dims out of range (1..{}, 1..{}, 1..{})", where,
                             s.layers, s.kv_heads, s.head_dim, kMaxLayers, kMaxKvHeads, kMaxHeadDim));
+}
+
+// Decodes substreams first .. first + Lanes - 1 (section order: (layer, kind,
+// head), head fastest) into `out`, stepping their rANS chains side by side
+// and dequantizing each symbol as it is decoded. A substream's faults are
+// reported in the order of decoding it whole and then dequantizing it (a
+// stream that does not decode, then more escape symbols than escaped values,
+// then fewer), but with Lanes > 1 the error thrown may be a later
+// substream's: the caller then decodes them again one by one, so that the
+// error reported is always the first faulty substream's.
+//   channels: [d * Lanes + j] is lane j's channel d (D * Lanes of them).
+template <uint32_t Lanes>
+void decode_substreams(const CacheGenPaperModel& m, const ParsedStream& ps, size_t first, int level,
+                       ChannelDecoding* channels, KVChunk& out) {
+  const KVShape& s = m.shape;
+  const uint32_t T = out.tokens, D = s.head_dim, G = kPaperGroupTokens;
+  const size_t n = size_t(T) * D;
+  int M[Lanes];                   // delta symbols q + M in 0..2M ...
+  uint32_t delta_escape[Lanes];   // ... and 2M + 1, the escape
+  float* plane[Lanes];            // the substream's [token][dim] in `out`
+  const uint8_t* escapes[Lanes];  // its escaped values, fp32 each
+  uint32_t count[Lanes], used[Lanes] = {};
+  bool too_many[Lanes] = {};  // more escape symbols than escaped values
+  rans::Decoder dec[Lanes];
+  for (uint32_t j = 0; j < Lanes; ++j) {
+    const size_t index = first + j;
+    const uint32_t h = uint32_t(index % s.kv_heads), l = uint32_t(index / s.kv_heads / 2);
+    const Kind k = Kind(index / s.kv_heads % 2);
+    M[j] = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
+    delta_escape[j] = uint32_t(2 * M[j] + 1);
+    plane[j] = &out.at(l, k, h, 0, 0);
+    for (uint32_t d = 0; d < D; ++d) channels[d * Lanes + j].load(m, m.record(l, k, h * D + d), level, l);
+    SectionReader reader(ps.sections[index], "cachegen paper substream");
+    count[j] = reader.u32();
+    if (count[j] > n)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
+                                      index, count[j], n));
+    escapes[j] = reader.bytes(4 * size_t(count[j])).data();
+    const auto coded = ps.sections[index].subspan(4 + 4 * size_t(count[j]));
+    if (rans::decoder_init(coded.data(), coded.size(), &dec[j]) != rans::DecodeStatus::kOk)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
+  }
+  const auto fail = [&](uint32_t j) {
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", first + j));
+  };
+  // The next escaped value of lane j (0 when there is none: reported after decoding).
+  const auto escaped = [&](uint32_t j) {
+    if (used[j] == count[j]) {
+      too_many[j] = true;
+      return 0.0f;
+    }
+    return get_f32(escapes[j] + 4 * size_t(used[j]++));
+  };
+  for (uint32_t t = 0; t < T; ++t) {
+    float* dst[Lanes];  // each lane's row t
+    for (uint32_t j = 0; j < Lanes; ++j) dst[j] = plane[j] + size_t(t) * D;
+    if (t % G == 0) {
+      for (uint32_t d = 0; d < D; ++d) {
+#pragma GCC unroll 8  // unrolled, each lane's state stays in registers
+        for (uint32_t j = 0; j < Lanes; ++j) {
+          ChannelDecoding& c = channels[d * Lanes + j];
+          uint32_t sym;
+          if (!rans::decode_step(&dec[j], c.anchor, &sym)) fail(j);
+          c.anchor_value = sym == kAnchorEscape ? escaped(j) : anchor_value(sym, c.step_a);
+          dst[j][d] = c.anchor_value;
+        }
+      }
+      continue;
+    }
+    // With two bytes per symbol left in every lane, the row needs no check
+    // of the streams' ends.
+    bool room = true;
+    for (uint32_t j = 0; j < Lanes; ++j) room &= dec[j].end - dec[j].ptr >= 2 * ptrdiff_t(D);
+    if (room) {
+      for (uint32_t d = 0; d < D; ++d) {
+#pragma GCC unroll 8
+        for (uint32_t j = 0; j < Lanes; ++j) {
+          const ChannelDecoding& c = channels[d * Lanes + j];
+          const uint32_t sym = rans::decode_step_unchecked(&dec[j], c.delta);
+          dst[j][d] = sym == delta_escape[j] ? escaped(j) : delta_value(sym, c.anchor_value, c.step_d, M[j]);
+        }
+      }
+    } else {
+      for (uint32_t d = 0; d < D; ++d) {
+#pragma GCC unroll 8
+        for (uint32_t j = 0; j < Lanes; ++j) {
+          const ChannelDecoding& c = channels[d * Lanes + j];
+          uint32_t sym;
+          if (!rans::decode_step(&dec[j], c.delta, &sym)) fail(j);
+          dst[j][d] = sym == delta_escape[j] ? escaped(j) : delta_value(sym, c.anchor_value, c.step_d, M[j]);
+        }
+      }
+    }
+  }
+  for (uint32_t j = 0; j < Lanes; ++j)
+    if (rans::decoder_finish(dec[j]) != rans::DecodeStatus::kOk) fail(j);
+  for (uint32_t j = 0; j < Lanes; ++j) {
+    if (too_many[j])
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has more escape "
+                                      "symbols than its {} escaped values",
+                                      first + j, count[j]));
+    if (used[j] != count[j])
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} stores {} escaped values "
+                                      "but codes {} escapes",
+                                      first + j, count[j], used[j]));
+  }
 }
 
 // The 0.999 quantile of `mags` (reordered), at least kPaperMinRange.
@@ -284,7 +392,7 @@ class CacheGenPaperCodec final : public Codec {
       throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper has {} sections, expected {}",
                                       ps.sections.size(), substreams));
     const int level = hd.level;
-    const uint32_t T = hd.tokens, D = s.head_dim, G = kPaperGroupTokens;
+    const uint32_t T = hd.tokens, D = s.head_dim;
     const size_t n = size_t(T) * D;
     // Each substream's escape count and sizes, before the output is allocated.
     for (size_t index = 0; index < substreams; ++index) {
@@ -298,60 +406,20 @@ class CacheGenPaperCodec final : public Codec {
         throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
     }
     KVChunk out = chunk_for(hd);
-    HeadCoding coding(D);
-    const std::vector<rans::Table>& tables = coding.tables;
-    const std::vector<float>& step_a = coding.step_a;
-    const std::vector<float>& step_d = coding.step_d;
-    std::vector<float> anchor(D);
-    std::vector<uint8_t> symbols(n);
-    size_t next = 0;
-    for (uint32_t l = 0; l < s.layers; ++l) {
-      const int M = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
-      const uint32_t delta_escape = uint32_t(2 * M + 1);
-      for (Kind k : {Kind::kKey, Kind::kValue})
-        for (uint32_t h = 0; h < s.kv_heads; ++h) {
-          coding.load(m, l, k, h, level);
-          const size_t index = next++;
-          SectionReader reader(ps.sections[index], "cachegen paper substream");
-          const uint32_t count = reader.u32();
-          if (count > n)
-            throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
-                                            index, count, n));
-          const auto escapes = reader.bytes(4 * size_t(count));
-          const auto coded = ps.sections[index].subspan(4 + 4 * size_t(count));
-          const auto table_at = [&](size_t i) -> const rans::Table& {
-            const size_t d = i % D;
-            return (i / D) % G == 0 ? tables[d] : tables[D + d];
-          };
-          if (rans_decode_multi(coded.data(), coded.size(), table_at, symbols.data(), n) != rans::DecodeStatus::kOk)
-            throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
-          uint32_t used = 0;
-          const auto escaped = [&]() {
-            if (used == count)
-              throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has more escape "
-                                              "symbols than its {} escaped values",
-                                              index, count));
-            return get_f32(escapes.data() + 4 * size_t(used++));
-          };
-          for (uint32_t t = 0; t < T; ++t) {
-            const bool is_anchor = t % G == 0;
-            for (uint32_t d = 0; d < D; ++d) {
-              const uint32_t sym = symbols[size_t(t) * D + d];
-              float v;
-              if (is_anchor) {
-                v = sym == kAnchorEscape ? escaped() : anchor_value(sym, step_a[d]);
-                anchor[d] = v;
-              } else {
-                v = sym == delta_escape ? escaped() : delta_value(sym, anchor[d], step_d[d], M);
-              }
-              out.at(l, k, h, t, d) = v;
-            }
-          }
-          if (used != count)
-            throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} stores {} escaped values "
-                                            "but codes {} escapes",
-                                            index, count, used));
-        }
+    std::vector<ChannelDecoding> channels(size_t(kLanes) * D);
+    for (size_t first = 0; first < substreams;) {
+      if (substreams - first < kLanes) {
+        decode_substreams<1>(m, ps, first++, level, channels.data(), out);
+        continue;
+      }
+      try {
+        decode_substreams<kLanes>(m, ps, first, level, channels.data(), out);
+      } catch (const CorruptStream&) {
+        for (uint32_t j = 0; j < kLanes; ++j)  // the first faulty substream's error
+          decode_substreams<1>(m, ps, first + j, level, channels.data(), out);
+        throw;
+      }
+      first += kLanes;
     }
     return out;
   }

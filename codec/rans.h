@@ -10,11 +10,13 @@
 // a small per-table index (SymbolIndex) instead of a binary search, encoding
 // multiplies by an exact reciprocal (EncodeTable) instead of dividing, and
 // Decoder / Encoder hold one stream's state so that a caller can step several
-// independent streams in turn (codec/cachegen.cpp steps four).
+// independent streams in turn (codec/cachegen.cpp steps four). PackedTable
+// is a compact form for decoders that switch tables on every symbol.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "codec/hd.h"
 
@@ -255,16 +257,24 @@ KVS_HD inline DecodeStatus decoder_init(const uint8_t* in, size_t size, Decoder*
   return DecodeStatus::kOk;
 }
 
-// Decodes one symbol; false when the stream ends too early.
-KVS_HD inline bool decode_step(Decoder* d, const Table& t, const SymbolIndex& index, uint32_t* symbol) {
-  uint32_t x = d->x;
-  const uint32_t slot = x & (kProbScale - 1);
-  const uint32_t s = find_symbol(t, index, slot);
-  *symbol = s;
-  x = t.freq[s] * (x >> kProbBits) + slot - t.cum[s];
-  // Now x >= 2^7 (freq >= 1, x was >= 2^23), so at most two bytes bring it
-  // back to >= 2^23: two below 2^15, one below 2^23. With two bytes left they
-  // are read without a branch (shifts by 0, 8 or 16 bits).
+// The state update once the symbol of `slot` (the state's low 16 bits) is
+// known, from its freq and cum (`start`), and the renormalization. After the
+// update x >= 2^7 (freq >= 1, x was >= 2^23), so at most two bytes bring it
+// back to >= 2^23: two below 2^15, one below 2^23.
+//
+// With at least two bytes left (the caller checked): they are read without
+// a branch (shifts by 0, 8 or 16 bits).
+KVS_HD inline void decode_advance_unchecked(Decoder* d, uint32_t freq, uint32_t start, uint32_t slot) {
+  const uint32_t x = freq * (d->x >> kProbBits) + slot - start;
+  const uint32_t bytes = uint32_t(x < (1u << 15)) + uint32_t(x < kLowerBound);
+  const uint32_t next = (uint32_t(d->ptr[0]) << 8) | d->ptr[1];
+  d->x = (x << (8 * bytes)) | (next >> (16 - 8 * bytes));
+  d->ptr += bytes;
+}
+
+// The same, checking for the end of the stream: false when it ends too early.
+KVS_HD inline bool decode_advance(Decoder* d, uint32_t freq, uint32_t start, uint32_t slot) {
+  uint32_t x = freq * (d->x >> kProbBits) + slot - start;
   if (d->end - d->ptr >= 2) {
     const uint32_t bytes = uint32_t(x < (1u << 15)) + uint32_t(x < kLowerBound);
     const uint32_t next = (uint32_t(d->ptr[0]) << 8) | d->ptr[1];
@@ -278,6 +288,94 @@ KVS_HD inline bool decode_step(Decoder* d, const Table& t, const SymbolIndex& in
   }
   d->x = x;
   return true;
+}
+
+// Decodes one symbol; false when the stream ends too early.
+KVS_HD inline bool decode_step(Decoder* d, const Table& t, const SymbolIndex& index, uint32_t* symbol) {
+  const uint32_t slot = d->x & (kProbScale - 1);
+  const uint32_t s = find_symbol(t, index, slot);
+  *symbol = s;
+  return decode_advance(d, t.freq[s], t.cum[s], slot);
+}
+
+// ---- Packed tables: for decoders that switch tables on every symbol ----
+//
+// CacheGen's paper scheme codes every channel with its own static table, so
+// consecutive symbols come from different tables (a row of 128 channels of
+// four streams cycles through 512). Table + SymbolIndex keep freq, cum and a
+// 1 KiB index in three places, so each symbol touches three cache lines that
+// other tables have evicted, and building a 1 KiB index costs more than the
+// few symbols each table decodes per chunk. PackedTable keeps
+// entry[s] = cum[s] | freq[s] << 16 (one load gives both; a 32-symbol table's
+// entries are two cache lines) and a 256-byte slot -> symbol index, built in
+// one pass from 16-bit frequencies. It decodes exactly what Table +
+// SymbolIndex decode.
+inline constexpr uint32_t kPackedIndexBits = 8;
+inline constexpr uint32_t kPackedIndexShift = kProbBits - kPackedIndexBits;
+
+struct PackedTable {
+  // first[b]: the symbol holding slot b << kPackedIndexShift, the bucket's
+  // first; 8 spare bytes because the build writes 8 at a time.
+  uint8_t first[(1u << kPackedIndexBits) + 8];
+  // entry[symbols] = 0 ends the forward scan in find_symbol.
+  uint32_t entry[kMaxSymbols + 1];
+};
+
+// Builds `t` from a normalized table's frequencies (each >= 1, sum 2^16, so
+// each < 2^16 when there are at least 2 symbols). Returns false when symbols
+// is not in 2..256, a frequency is 0 or the sum is not 2^16.
+KVS_HD inline bool build_packed(const uint16_t* freq, uint32_t symbols, PackedTable* t) {
+  if (symbols < 2 || symbols > kMaxSymbols) return false;
+  uint32_t cum = 0, b = 0;
+  bool ok = true;  // checked without a branch per symbol; writes stay in bounds regardless
+  for (uint32_t s = 0; s < symbols; ++s) {
+    ok &= freq[s] != 0;
+    t->entry[s] = cum | uint32_t(freq[s]) << kProbBits;
+    cum += freq[s];
+    // Symbol s holds the buckets whose first slot lies in [cum[s], cum[s+1]):
+    // b .. end - 1, none when end == b. Written eight at a time and always
+    // at least once (no branch for the common short run); bytes from `end`
+    // on are overwritten by later symbols or land in the spare bytes. `end`
+    // is clamped so that bad frequencies cannot write out of bounds.
+    uint32_t end = (cum + (1u << kPackedIndexShift) - 1) >> kPackedIndexShift;
+    end = end < (1u << kPackedIndexBits) ? end : (1u << kPackedIndexBits);
+    const uint64_t repeated = uint64_t(s) * 0x0101010101010101ull;
+    uint32_t i = b;
+    do {
+      memcpy(t->first + i, &repeated, 8);
+      i += 8;
+    } while (i < end);
+    b = end;
+  }
+  t->entry[symbols] = 0;
+  return ok && cum == kProbScale;
+}
+
+// Same result as find_symbol(Table, slot) for slot < 2^16. The scan tests
+// cum[s + 1] <= slot as cum[s + 1] - 1 < slot, so that the 0 after the last
+// entry stops it.
+KVS_HD inline uint32_t find_symbol(const PackedTable& t, uint32_t slot) {
+  uint32_t s = t.first[slot >> kPackedIndexShift];
+  while ((t.entry[s + 1] & (kProbScale - 1)) - 1u < slot) ++s;
+  return s;
+}
+
+// Decodes one symbol; false when the stream ends too early.
+KVS_HD inline bool decode_step(Decoder* d, const PackedTable& t, uint32_t* symbol) {
+  const uint32_t slot = d->x & (kProbScale - 1);
+  const uint32_t s = find_symbol(t, slot);
+  const uint32_t e = t.entry[s];
+  *symbol = s;
+  return decode_advance(d, e >> kProbBits, e & (kProbScale - 1), slot);
+}
+
+// The same with at least two bytes left in the stream (the caller checked).
+KVS_HD inline uint32_t decode_step_unchecked(Decoder* d, const PackedTable& t) {
+  const uint32_t slot = d->x & (kProbScale - 1);
+  const uint32_t s = find_symbol(t, slot);
+  const uint32_t e = t.entry[s];
+  decode_advance_unchecked(d, e >> kProbBits, e & (kProbScale - 1), slot);
+  return s;
 }
 
 // A stream must be consumed exactly and end in the encoder's initial state.

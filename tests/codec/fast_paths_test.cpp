@@ -1,19 +1,24 @@
 // The codec's fast paths against straightforward references: the indexed
-// rANS symbol lookup against binary search, the reciprocal encoder step
-// against division, slicing-by-8 CRC-32 against the bytewise one, and the
-// whole cachegen encoder and decoder against a plain transcription of the
-// scheme (the golden streams pin only a tiny chunk; this covers odd shapes,
-// several token blocks and special values).
+// and packed rANS symbol lookups against binary search, the reciprocal
+// encoder step against division, slicing-by-8 CRC-32 against the bytewise
+// one, the whole cachegen encoder and decoder against a plain transcription
+// of the scheme, and the paper scheme's decoder against one of its own,
+// errors included (the golden streams pin only a tiny chunk; this covers odd
+// shapes, several token blocks and special values).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <random>
 
+#include <fmt/core.h>
 #include <gtest/gtest.h>
 
+#include "base/files.h"
 #include "codec/bitstream.h"
 #include "codec/cachegen.h"
+#include "codec/cachegen_paper.h"
 #include "codec/codec.h"
 #include "codec/rans.h"
 
@@ -51,6 +56,118 @@ TEST(RansFast, IndexedLookupAgreesWithBinarySearchForEverySlot) {
     rans::build_index(t, &index);
     for (uint32_t slot = 0; slot < rans::kProbScale; ++slot)
       ASSERT_EQ(rans::find_symbol(t, index, slot), rans::find_symbol(t, slot)) << "symbols " << t.symbols << " slot " << slot;
+  }
+}
+
+// The 16-bit frequencies of `t` (symbols >= 2, so each fits).
+std::vector<uint16_t> freq16(const rans::Table& t) {
+  std::vector<uint16_t> f(t.symbols);
+  for (uint32_t s = 0; s < t.symbols; ++s) f[s] = uint16_t(t.freq[s]);
+  return f;
+}
+
+TEST(RansFast, PackedLookupAgreesWithBinarySearchForEverySlot) {
+  int checked = 0;
+  for (const rans::Table& t : random_tables(5)) {
+    if (t.symbols < 2) continue;
+    const std::vector<uint16_t> f = freq16(t);
+    rans::PackedTable p;
+    ASSERT_TRUE(rans::build_packed(f.data(), t.symbols, &p));
+    for (uint32_t s = 0; s < t.symbols; ++s) {
+      ASSERT_EQ(p.entry[s] & 0xffff, t.cum[s]);
+      ASSERT_EQ(p.entry[s] >> 16, t.freq[s]);
+    }
+    for (uint32_t slot = 0; slot < rans::kProbScale; ++slot)
+      ASSERT_EQ(rans::find_symbol(p, slot), rans::find_symbol(t, slot)) << "symbols " << t.symbols << " slot " << slot;
+    ++checked;
+  }
+  EXPECT_GE(checked, 30);
+}
+
+TEST(RansFast, PackedBuildRefusesBadTablesWithoutWritingOutside) {
+  struct Guarded {
+    rans::PackedTable table;
+    uint8_t guard[64];
+  };
+  const auto refused = [](std::vector<uint16_t> f, uint32_t symbols) {
+    Guarded g;
+    std::memset(g.guard, 0xa5, sizeof g.guard);
+    f.resize(std::max<size_t>(f.size(), 300), 0);
+    const bool ok = rans::build_packed(f.data(), symbols, &g.table);
+    for (uint8_t b : g.guard) EXPECT_EQ(b, 0xa5);
+    return !ok;
+  };
+  EXPECT_TRUE(refused({65535, 1}, 0));
+  EXPECT_TRUE(refused({65535}, 1));                     // one symbol: freq 2^16 does not fit
+  EXPECT_TRUE(refused(std::vector<uint16_t>(257, 255), 257));  // more than 256 symbols
+  EXPECT_TRUE(refused({65535, 0, 1}, 3));               // a zero frequency
+  EXPECT_TRUE(refused({30000, 30000}, 2));              // sum below 2^16
+  EXPECT_TRUE(refused({65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535}, 8));  // far above
+  EXPECT_FALSE(refused({65535, 1}, 2));
+  EXPECT_FALSE(refused({1, 1, 1, 1, 1, 1, 1, 65529}, 8));
+}
+
+// A packed decoder, checked and unchecked steps, reads exactly what the
+// Table + SymbolIndex decoder reads, switching tables on every symbol.
+TEST(RansFast, PackedDecodeEqualsIndexedDecodeSwitchingTables) {
+  std::mt19937_64 rng(7);
+  std::vector<rans::Table> tables;
+  for (const rans::Table& t : random_tables(8))
+    if (t.symbols >= 2) tables.push_back(t);
+  std::vector<rans::SymbolIndex> index(tables.size());
+  std::vector<rans::EncodeTable> enc(tables.size());
+  std::vector<rans::PackedTable> packed(tables.size());
+  for (size_t i = 0; i < tables.size(); ++i) {
+    rans::build_index(tables[i], &index[i]);
+    rans::build_encode_table(tables[i], &enc[i]);
+    const std::vector<uint16_t> f = freq16(tables[i]);
+    ASSERT_TRUE(rans::build_packed(f.data(), tables[i].symbols, &packed[i]));
+  }
+  for (int round = 0; round < 20; ++round) {
+    const size_t n = 1 + rng() % 2000;
+    std::vector<size_t> which(n);
+    std::vector<uint8_t> symbols(n);
+    for (size_t i = 0; i < n; ++i) {
+      which[i] = rng() % tables.size();
+      symbols[i] = uint8_t(rans::find_symbol(tables[which[i]], uint32_t(rng() % rans::kProbScale)));
+    }
+    std::vector<uint8_t> buf(4 + 2 * n);
+    rans::Encoder e;
+    rans::encoder_init(buf.data(), buf.size(), &e);
+    for (size_t i = n; i-- > 0;) ASSERT_TRUE(rans::encode_step(&e, enc[which[i]].sym[symbols[i]]));
+    const size_t size = rans::encoder_finish(&e, buf.size());
+    ASSERT_GT(size, 0u);
+    const uint8_t* in = buf.data() + buf.size() - size;
+    rans::Decoder a, b;
+    ASSERT_EQ(rans::decoder_init(in, size, &a), rans::DecodeStatus::kOk);
+    ASSERT_EQ(rans::decoder_init(in, size, &b), rans::DecodeStatus::kOk);
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t sa, sb;
+      ASSERT_TRUE(rans::decode_step(&a, tables[which[i]], index[which[i]], &sa));
+      if (b.end - b.ptr >= 2 && i % 2 == 0) {
+        sb = rans::decode_step_unchecked(&b, packed[which[i]]);
+      } else {
+        ASSERT_TRUE(rans::decode_step(&b, packed[which[i]], &sb));
+      }
+      ASSERT_EQ(sa, symbols[i]);
+      ASSERT_EQ(sb, sa);
+      ASSERT_EQ(b.x, a.x);
+      ASSERT_EQ(b.ptr, a.ptr);
+    }
+    EXPECT_EQ(rans::decoder_finish(b), rans::DecodeStatus::kOk);
+    // A stream cut short: the packed decoder reports it where the indexed one does.
+    const size_t cut = size / 2;
+    rans::Decoder c, d;
+    const bool init_c = rans::decoder_init(in, cut, &c) == rans::DecodeStatus::kOk;
+    ASSERT_EQ(rans::decoder_init(in, cut, &d) == rans::DecodeStatus::kOk, init_c);
+    if (!init_c) continue;
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t sc, sd;
+      const bool ok_c = rans::decode_step(&c, tables[which[i]], index[which[i]], &sc);
+      ASSERT_EQ(rans::decode_step(&d, packed[which[i]], &sd), ok_c) << i;
+      if (!ok_c) break;
+      ASSERT_EQ(sd, sc);
+    }
   }
 }
 
@@ -335,6 +452,196 @@ TEST(CacheGenFast, CorruptPayloadWithValidChecksumFailsCleanly) {
   }
   EXPECT_GT(rejected, 0);
   EXPECT_EQ(decoded + rejected, 400);
+}
+
+// ---- cachegen scheme=paper against a plain transcription of its decoder ----
+
+// Decodes the substreams of a paper-scheme stream one at a time, with
+// rans::Table, binary search and the state update written out, as the scheme
+// reads (header and section table as the codec has checked them). Throws the
+// codec's messages for faulty substreams, in its order: every substream's
+// escape count and sizes first, then each substream decoded in turn.
+KVChunk ref_paper_decode(const CacheGenPaperModel& m, const Bytes& stream) {
+  const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+  const StreamHeader& hd = ps.header;
+  const KVShape& s = hd.shape;
+  const int level = hd.level;
+  const uint32_t T = hd.tokens, D = s.head_dim, G = kPaperGroupTokens;
+  const size_t n = size_t(T) * D;
+  for (size_t index = 0; index < ps.sections.size(); ++index) {
+    SectionReader reader(ps.sections[index], "cachegen paper substream");
+    const uint32_t count = reader.u32();
+    if (count > n)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
+                                      index, count, n));
+    (void)reader.bytes(4 * size_t(count));
+    if (reader.remaining() < 4)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
+  }
+  KVChunk out = chunk_for(hd);
+  std::vector<rans::Table> tables(2 * D);
+  std::vector<float> anchor(D);
+  std::vector<uint32_t> symbols(n);
+  size_t index = 0;
+  for (uint32_t l = 0; l < s.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue})
+      for (uint32_t h = 0; h < s.kv_heads; ++h, ++index) {
+        const int M = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
+        for (uint32_t d = 0; d < D; ++d) {
+          const size_t r = m.record(l, k, h * D + d);
+          for (int j = 0; j < 2; ++j) {
+            const auto f = j == 0 ? m.anchor_table(r) : m.delta_table(r, level);
+            rans::Table& t = tables[j * D + d];
+            t.symbols = uint32_t(f.size());
+            for (size_t q = 0; q < f.size(); ++q) t.freq[q] = f[q];
+            EXPECT_TRUE(rans::finish_table(&t));
+          }
+        }
+        SectionReader reader(ps.sections[index], "cachegen paper substream");
+        const uint32_t count = reader.u32();
+        if (count > n)
+          throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
+                                          index, count, n));
+        const auto escapes = reader.bytes(4 * size_t(count));
+        const auto coded = ps.sections[index].subspan(4 + 4 * size_t(count));
+        bool ok = coded.size() >= 4;
+        size_t pos = 0;
+        uint32_t x = 0;
+        for (int b = 0; ok && b < 4; ++b) x = (x << 8) | coded[pos++];
+        ok = ok && x >= rans::kLowerBound;
+        for (size_t i = 0; ok && i < n; ++i) {
+          const rans::Table& t = tables[(i / D) % G == 0 ? i % D : D + i % D];
+          const uint32_t slot = x & 0xffff;
+          const uint32_t sym = rans::find_symbol(t, slot);
+          symbols[i] = sym;
+          x = t.freq[sym] * (x >> 16) + slot - t.cum[sym];
+          while (ok && x < rans::kLowerBound) {
+            if (pos == coded.size()) ok = false;
+            else x = (x << 8) | coded[pos++];
+          }
+        }
+        if (!ok || x != rans::kLowerBound || pos != coded.size())
+          throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
+        uint32_t used = 0;
+        for (uint32_t t = 0; t < T; ++t)
+          for (uint32_t d = 0; d < D; ++d) {
+            const size_t r = m.record(l, k, h * D + d);
+            const uint32_t sym = symbols[size_t(t) * D + d];
+            const bool anchor_token = t % G == 0;
+            float v;
+            if (sym == (anchor_token ? 2u * kPaperAnchorM + 1 : uint32_t(2 * M + 1))) {
+              if (used == count)
+                throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has more escape "
+                                                "symbols than its {} escaped values",
+                                                index, count));
+              uint32_t u = 0;
+              for (int b = 0; b < 4; ++b) u |= uint32_t(escapes[4 * size_t(used) + size_t(b)]) << (8 * b);
+              std::memcpy(&v, &u, 4);
+              ++used;
+            } else if (anchor_token) {
+              v = float(int(sym) - kPaperAnchorM) * m.anchor_step(r);
+            } else {
+              v = anchor[d] + float(int(sym) - M) * m.delta_step(r, level, l);
+            }
+            if (anchor_token) anchor[d] = v;
+            out.at(l, k, h, t, d) = v;
+          }
+        if (used != count)
+          throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} stores {} escaped values "
+                                          "but codes {} escapes",
+                                          index, count, used));
+      }
+  return out;
+}
+
+struct PaperSetup {
+  std::string path;
+  CacheGenPaperModel model;
+  std::unique_ptr<Codec> codec;
+};
+
+// A model learned from two chunks of `shape`, written to a temp file.
+PaperSetup paper_setup(KVShape shape, const std::string& name) {
+  const std::vector<KVChunk> train{awkward_chunk(shape, 60, 100), awkward_chunk(shape, 33, 101)};
+  const std::string bytes = train_cachegen_paper_model(train);
+  PaperSetup p;
+  p.path = (std::filesystem::path(::testing::TempDir()) / ("kvs-fast-paper-" + name + ".cgm")).string();
+  write_file_atomic(p.path, bytes);
+  p.model = parse_cachegen_paper_model({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, p.path);
+  p.codec = make_codec("cachegen", {{{"scheme", "paper"}}, p.path});
+  return p;
+}
+
+// Escapes of every kind in the chunk: beyond the anchor range, beyond the
+// delta range, infinite and NaN.
+KVChunk with_escapes(KVChunk c) {
+  std::mt19937_64 rng(c.tokens);
+  const float specials[] = {3e4f, -2e4f, std::numeric_limits<float>::infinity(), std::nanf("")};
+  for (int i = 0; i < 12; ++i) c.values[rng() % c.values.size()] = specials[i % 4];
+  return c;
+}
+
+TEST(CacheGenPaperFast, DecoderEqualsThePlainScheme) {
+  // Substream counts (layers x 2 x heads) that are and are not multiples of
+  // the decoder's four lanes, lanes that cross layers and kinds, one token,
+  // partial groups of 10, head_dim 1.
+  struct Case {
+    KVShape shape;
+    uint32_t tokens;
+  };
+  int n = 0;
+  for (const Case& cs : {Case{{3, 5, 7}, 23}, Case{{2, 4, 16}, 1}, Case{{2, 4, 16}, 11}, Case{{5, 3, 3}, 57},
+                         Case{{1, 1, 1}, 31}, Case{{4, 2, 32}, 300}}) {
+    const PaperSetup p = paper_setup(cs.shape, std::to_string(n++));
+    const KVChunk chunk = with_escapes(awkward_chunk(cs.shape, cs.tokens, cs.tokens + 1));
+    for (int level = 0; level < p.codec->levels(); ++level) {
+      const Bytes stream = p.codec->encode(chunk, level);
+      ASSERT_TRUE(same_bits(p.codec->decode(stream).values, ref_paper_decode(p.model, stream).values))
+          << "level " << level << " tokens " << cs.tokens;
+    }
+  }
+}
+
+TEST(CacheGenPaperFast, CorruptSubstreamsReportTheFirstFaultyOne) {
+  // Damage to the substreams (header and offset table intact, CRC fixed):
+  // the codec names the same substream and fault as decoding them one by
+  // one in order does, although it decodes four side by side.
+  const KVShape shape{3, 3, 5};
+  const PaperSetup p = paper_setup(shape, "corrupt");
+  std::mt19937_64 rng(11);
+  int faults = 0, decoded = 0;
+  for (int level : {0, 2, 6}) {
+    const Bytes good = p.codec->encode(with_escapes(awkward_chunk(shape, 37, 5)), level);
+    const size_t body = kHeaderBytes + 4 * (3 * 2 * 3);
+    for (int i = 0; i < 300; ++i) {
+      Bytes b = good;
+      const int edits = 1 + int(rng() % 4);
+      for (int e = 0; e < edits; ++e) b[body + rng() % (b.size() - body - 4)] ^= uint8_t(1u << (rng() % 8));
+      const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
+      for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
+      std::string fast, ref;
+      KVChunk fast_out, ref_out;
+      try {
+        fast_out = p.codec->decode(b);
+      } catch (const CorruptStream& e) {
+        fast = e.what();
+      }
+      try {
+        ref_out = ref_paper_decode(p.model, b);
+      } catch (const CorruptStream& e) {
+        ref = e.what();
+      }
+      ASSERT_EQ(fast, ref) << "level " << level << " case " << i;
+      if (fast.empty()) {
+        ASSERT_TRUE(same_bits(fast_out.values, ref_out.values));
+        ++decoded;
+      } else {
+        ++faults;
+      }
+    }
+  }
+  EXPECT_GT(faults, 100);
+  EXPECT_GT(decoded, 0);
 }
 
 }  // namespace

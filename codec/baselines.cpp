@@ -1,5 +1,6 @@
 #include "codec/baselines.h"
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -45,15 +46,34 @@ void check_dtype_bytes(size_t size, const StreamHeader& h, const char* what) {
         fmt::format("corrupt KV bitstream: {} of {} bytes, expected {}", what, size, value_bytes(h)));
 }
 
-// Fills `out.values` from dtype bytes (their size already checked).
+// half_bits_to_float(h), inline for normal numbers (the same bits), the
+// call for zeros, subnormals, infinities and NaNs.
+inline float half_to_float(uint16_t h) {
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  if (exp == 0 || exp == 31) return half_bits_to_float(h);
+  return std::bit_cast<float>(uint32_t(h & 0x8000u) << 16 | (exp + 112) << 23 | uint32_t(h & 0x3ffu) << 13);
+}
+
+// Fills `out.values` from dtype bytes (their size already checked; checked
+// again here, `what` naming them), one loop per dtype.
 void values_from_dtype_bytes(std::span<const uint8_t> data, KVChunk& out, const char* what) {
-  SectionReader r(data, what);
-  for (float& v : out.values) {
-    switch (out.dtype) {
-      case DType::kF32: v = r.f32(); break;
-      case DType::kF16: v = half_bits_to_float(r.u16()); break;
-      case DType::kBF16: v = bf16_bits_to_float(r.u16()); break;
-    }
+  const size_t n = out.values.size();
+  if (data.size() != n * dtype_bytes(out.dtype))
+    throw CorruptStream(fmt::format("corrupt KV bitstream: {} of {} bytes, expected {}", what, data.size(),
+                                    n * dtype_bytes(out.dtype)));
+  const uint8_t* p = data.data();
+  float* v = out.values.data();
+  switch (out.dtype) {
+    case DType::kF32:
+      for (size_t i = 0; i < n; ++i, p += 4)
+        v[i] = std::bit_cast<float>(uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24);
+      break;
+    case DType::kF16:
+      for (size_t i = 0; i < n; ++i, p += 2) v[i] = half_to_float(uint16_t(p[0] | p[1] << 8));
+      break;
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i, p += 2) v[i] = bf16_bits_to_float(uint16_t(p[0] | p[1] << 8));
+      break;
   }
 }
 

@@ -250,6 +250,29 @@ TEST(Crc32, CheckValueAndEveryLengthAgainstBitwise) {
       ASSERT_EQ(crc32({data.data() + offset, n}), crc32_bytewise(data.data() + offset, n)) << offset << " " << n;
 }
 
+// raw and zstd decode fp16 bytes with an inline conversion for normal
+// numbers: every fp16 bit pattern decodes to half_bits_to_float's bits.
+TEST(RawFast, EveryHalfDecodesAsTheScalarConversion) {
+  KVChunk c({1, 1, 1}, DType::kF16, 0, 32768);  // K and V: 65,536 values
+  for (uint32_t h = 0; h < 65536; ++h) c.values[h] = half_bits_to_float(uint16_t(h));
+  for (const char* name : {"raw", "zstd"}) {
+    const auto codec = make_codec(name);
+    const Bytes stream = codec->encode(c, 0);
+    const KVChunk out = codec->decode(stream);
+    const Bytes raw = make_codec("raw")->encode(c, 0);  // the fp16 bits the stream holds
+    const ParsedStream ps = parse_stream(raw, CodecId::kRaw);
+    ASSERT_EQ(ps.sections[0].size(), 2 * out.values.size());
+    int distinct = 0;
+    for (size_t i = 0; i < out.values.size(); ++i) {
+      const uint16_t h = uint16_t(ps.sections[0][2 * i] | ps.sections[0][2 * i + 1] << 8);
+      const float expect = half_bits_to_float(h);
+      ASSERT_EQ(std::memcmp(&out.values[i], &expect, 4), 0) << name << " bits " << h;
+      distinct += h == i;
+    }
+    EXPECT_GE(distinct, 63488) << name;  // every pattern but NaN payloads survives the encoder
+  }
+}
+
 // ---- cachegen against a plain transcription of its scheme ------------------
 
 uint32_t ref_find_symbol(const uint32_t* cum, uint32_t symbols, uint32_t slot) {

@@ -102,6 +102,21 @@ TEST(Kvs, EqualsReferenceDequantizationWithinBound) {
   }
 }
 
+// Centroid reconstruction's bound: every value within one step of its level
+// and kind, every key within sqrt(2) steps (its pair is rotated back).
+void expect_within_centroid_bound(const KVChunk& c, const KVChunk& back, int level, const std::vector<float>& weights) {
+  const KVShape& s = c.shape;
+  for (uint32_t l = 0; l < s.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue}) {
+      const float step = kvs_level_step(level) * weights[2 * l + uint32_t(k)];
+      const float bound = (k == Kind::kKey ? std::sqrt(2.0f) : 1.0f) * step * 1.0001f + 1e-5f;
+      for (uint32_t h = 0; h < s.kv_heads; ++h)
+        for (uint32_t t = 0; t < c.tokens; ++t)
+          for (uint32_t d = 0; d < s.head_dim; ++d)
+            ASSERT_LE(std::fabs(back.at(l, k, h, t, d) - c.at(l, k, h, t, d)), bound) << "level " << level;
+    }
+}
+
 // The default (centroid reconstruction, rate-distortion choice between the two
 // neighbouring points): error at most one step per value, sqrt(2) steps per key,
 // and smaller mean squared error than plain rounding where steps are near the spread.
@@ -112,15 +127,7 @@ TEST(Kvs, CentroidReconstructionWithinBound) {
   const auto weights = kvs_default_weights(kShape.layers);
   for (int level = 0; level < codec->levels(); ++level) {
     const KVChunk back = codec->decode(codec->encode(c, level));
-    for (uint32_t l = 0; l < kShape.layers; ++l)
-      for (Kind k : {Kind::kKey, Kind::kValue}) {
-        const float step = kvs_level_step(level) * weights[2 * l + uint32_t(k)];
-        const float bound = (k == Kind::kKey ? std::sqrt(2.0f) : 1.0f) * step * 1.0001f + 1e-5f;
-        for (uint32_t h = 0; h < kShape.kv_heads; ++h)
-          for (uint32_t t = 0; t < c.tokens; ++t)
-            for (uint32_t d = 0; d < kShape.head_dim; ++d)
-              ASSERT_LE(std::fabs(back.at(l, k, h, t, d) - c.at(l, k, h, t, d)), bound) << level;
-      }
+    expect_within_centroid_bound(c, back, level, weights);
     if (level == 5) {
       EXPECT_LT(mse(c, back), mse(c, plain->decode(plain->encode(c, level))));
     }
@@ -205,15 +212,7 @@ TEST(Kvs, RepeatedRowsAreSentAsReferences) {
   const auto weights = kvs_default_weights(shape.layers);
   for (int level : {0, 6}) {
     const KVChunk back = centroid->decode(centroid->encode(c, level));
-    for (uint32_t l = 0; l < shape.layers; ++l)
-      for (Kind k : {Kind::kKey, Kind::kValue}) {
-        const float step = kvs_level_step(level) * weights[2 * l + uint32_t(k)];
-        const float bound = (k == Kind::kKey ? std::sqrt(2.0f) : 1.0f) * step * 1.0001f + 1e-5f;
-        for (uint32_t h = 0; h < shape.kv_heads; ++h)
-          for (uint32_t t = 0; t < c.tokens; ++t)
-            for (uint32_t d = 0; d < shape.head_dim; ++d)
-              ASSERT_LE(std::fabs(back.at(l, k, h, t, d) - c.at(l, k, h, t, d)), bound) << level;
-      }
+    expect_within_centroid_bound(c, back, level, weights);
   }
   // rows=0: every row coded (row modes 0), same values.
   {

@@ -11,6 +11,7 @@
 #include "codec/cachegen.h"
 #include "codec/cachegen_paper.h"
 #include "codec/codec.h"
+#include "tests/codec/corrupt.h"
 
 namespace kvs::codec {
 namespace {
@@ -300,10 +301,6 @@ TEST(CacheGenPaper, CorruptStreamsFailCleanly) {
     }
     // Valid CRC, mutated payload or header (a changed model hash included):
     // CorruptStream, else a chunk of the right shape.
-    auto fix_crc = [](Bytes& b) {
-      const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
-      for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
-    };
     for (size_t pos = 4; pos + 4 < good.size(); ++pos) {
       Bytes b = good;
       b[pos] ^= uint8_t(1u << (pos % 8));

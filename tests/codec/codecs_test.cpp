@@ -9,6 +9,7 @@
 #include "codec/bitstream.h"
 #include "codec/cachegen.h"
 #include "codec/codec.h"
+#include "tests/codec/corrupt.h"
 #include "codec/rans.h"
 
 namespace kvs::codec {
@@ -189,14 +190,6 @@ TEST(CacheGen, BadParameters) {
   EXPECT_THROW(make_codec("cachegen", {{{"bins", "4"}}, ""}), Error);
   EXPECT_THROW(make_codec("nope"), Error);
   EXPECT_NO_THROW(make_codec("cachegen", {{{"stream_tokens", "64"}}, ""}));
-}
-
-// Rewrites the last 4 bytes of `b` to the CRC of the rest (so the mutation
-// reaches the codec's own checks instead of failing the checksum).
-void fix_crc(Bytes& b) {
-  if (b.size() < 4) return;
-  const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
-  for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
 }
 
 // Mutated, truncated and extended streams of every codec: an error or a chunk

@@ -20,6 +20,7 @@
 #include "codec/cachegen.h"
 #include "codec/cachegen_paper.h"
 #include "codec/codec.h"
+#include "tests/codec/corrupt.h"
 #include "codec/rans.h"
 
 namespace kvs::codec {
@@ -463,8 +464,7 @@ TEST(CacheGenFast, CorruptPayloadWithValidChecksumFailsCleanly) {
     Bytes b = good;
     const int edits = 1 + int(rng() % 3);
     for (int e = 0; e < edits; ++e) b[body + rng() % (b.size() - body - 4)] ^= uint8_t(1u << (rng() % 8));
-    const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
-    for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
+    fix_crc(b);
     try {
       const KVChunk out = codec->decode(b);
       EXPECT_EQ(out.values.size(), out.shape.elements_per_token() * out.tokens);
@@ -640,8 +640,7 @@ TEST(CacheGenPaperFast, CorruptSubstreamsReportTheFirstFaultyOne) {
       Bytes b = good;
       const int edits = 1 + int(rng() % 4);
       for (int e = 0; e < edits; ++e) b[body + rng() % (b.size() - body - 4)] ^= uint8_t(1u << (rng() % 8));
-      const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
-      for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
+      fix_crc(b);
       std::string fast, ref;
       KVChunk fast_out, ref_out;
       try {

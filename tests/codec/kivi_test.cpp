@@ -9,6 +9,7 @@
 
 #include "codec/bitstream.h"
 #include "codec/codec.h"
+#include "tests/codec/corrupt.h"
 #include "codec/kivi.h"
 
 namespace kvs::codec {
@@ -208,8 +209,7 @@ TEST(Kivi, CorruptStreamsAreRejected) {
         b[pos] ^= x;
         EXPECT_THROW(codec->decode(b), CorruptStream) << pos;
         if (x != 0xff) continue;
-        const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
-        for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
+        fix_crc(b);
         try {
           const KVChunk out = codec->decode(b);
           EXPECT_EQ(out.values.size(), out.shape.elements_per_token() * out.tokens);
@@ -218,8 +218,7 @@ TEST(Kivi, CorruptStreamsAreRejected) {
       }
     Bytes other = good;  // a kivi2 stream is not a kivi4 stream
     other[6] = name[4] == '2' ? 7 : 4;
-    const uint32_t crc = crc32(std::span<const uint8_t>(other.data(), other.size() - 4));
-    for (int k = 0; k < 4; ++k) other[other.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
+    fix_crc(other);
     EXPECT_THROW(codec->decode(other), CorruptStream);
     EXPECT_THROW(make_codec(name[4] == '2' ? "kivi4" : "kivi2")->decode(other), CorruptStream);  // code sizes differ
   }

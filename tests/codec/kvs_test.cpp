@@ -10,6 +10,7 @@
 #include "codec/bitstream.h"
 #include "codec/codec.h"
 #include "codec/kvs.h"
+#include "tests/codec/corrupt.h"
 
 namespace kvs::codec {
 namespace {
@@ -311,12 +312,6 @@ TEST(Kvs, BadParametersAndInput) {
   EXPECT_THROW(codec->encode(c, 0), Error);
   c.values[3] = 1e30f;  // too many steps for a 32-bit symbol
   EXPECT_THROW(codec->encode(c, 0), Error);
-}
-
-// Rewrites the CRC so that corruption reaches the codec's own checks.
-void fix_crc(Bytes& b) {
-  const uint32_t crc = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
-  for (int k = 0; k < 4; ++k) b[b.size() - 4 + size_t(k)] = uint8_t(crc >> (8 * k));
 }
 
 TEST(Kvs, CorruptSectionsThrowOrDecodeToTheShape) {

@@ -104,23 +104,26 @@ struct HeadCoding {
   std::vector<float> step_a, step_d;
 };
 
-// What the decoder reads for one channel of one substream: its tables in
+// What the decoder reads for one channel of one substream: its steps, the
+// anchor it decoded last, its anchor table (built once per codec:
+// CacheGenPaperCodec::anchors_) and its delta table at the stream's level in
 // packed form (codec/rans.h: few cache lines per symbol, so that a row of
 // many channels' tables stays in cache; built per chunk in one pass over the
-// model's frequencies, which the parser has validated), its steps and the
-// anchor it decoded last.
+// model's frequencies, which the parser has validated). The fields a delta
+// symbol reads come first.
 struct ChannelDecoding {
-  rans::PackedTable delta;
-  float step_a = 0, step_d = 0;
+  float step_d = 0;
   float anchor_value = 0;  // decoded anchor of the current group
-  rans::PackedTable anchor;
+  float step_a = 0;
+  const rans::CumTable* anchor = nullptr;
+  rans::BasicPackedTable<64> delta;  // at most 64 delta bins (level 0)
 
-  void load(const CacheGenPaperModel& m, size_t record, int level, uint32_t layer) {
-    const auto a = m.anchor_table(record), d = m.delta_table(record, level);
-    // Cannot fail: the parser checked every table (2 or more symbols, each
+  void load(const CacheGenPaperModel& m, const rans::CumTable* anchors, size_t record, int level, uint32_t layer) {
+    const auto d = m.delta_table(record, level);
+    // Cannot fail: the parser checked every table (2 to 64 symbols, each
     // frequency >= 1, sum 2^16).
-    rans::build_packed(a.data(), uint32_t(a.size()), &anchor);
     rans::build_packed(d.data(), uint32_t(d.size()), &delta);
+    anchor = anchors + record;
     step_a = m.anchor_step(record);
     step_d = m.delta_step(record, level, layer);
   }
@@ -177,8 +180,16 @@ void check_shape(const KVShape& s, const std::string& where) {
 // error reported is always the first faulty substream's.
 //   channels: [d * Lanes + j] is lane j's channel d (D * Lanes of them).
 template <uint32_t Lanes>
-void decode_substreams(const CacheGenPaperModel& m, const ParsedStream& ps, size_t first, int level,
-                       ChannelDecoding* channels, KVChunk& out) {
+void decode_substreams(const CacheGenPaperModel& m, const rans::CumTable* anchors, const ParsedStream& ps,
+                       size_t first, int level, ChannelDecoding* channels, KVChunk& out) {
+  {
+    // These substreams' anchor tables (records first * D .. (first + Lanes)
+    // * D - 1, contiguous) are fetched into cache before their first row:
+    // read cold, every lookup of that row would wait on memory twice.
+    const char* p = reinterpret_cast<const char*>(anchors + first * m.shape.head_dim);
+    const size_t lines = Lanes * m.shape.head_dim * sizeof(rans::CumTable) / 64;
+    for (size_t i = 0; i < lines; ++i) __builtin_prefetch(p + 64 * i);
+  }
   const KVShape& s = m.shape;
   const uint32_t T = out.tokens, D = s.head_dim, G = kPaperGroupTokens;
   const size_t n = size_t(T) * D;
@@ -196,7 +207,21 @@ void decode_substreams(const CacheGenPaperModel& m, const ParsedStream& ps, size
     M[j] = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
     delta_escape[j] = uint32_t(2 * M[j] + 1);
     plane[j] = &out.at(l, k, h, 0, 0);
-    for (uint32_t d = 0; d < D; ++d) channels[d * Lanes + j].load(m, m.record(l, k, h * D + d), level, l);
+    const size_t records = m.table_offset.size() / (1 + kCacheGenLevels);
+    for (uint32_t d = 0; d < D; ++d) {
+      const size_t r = m.record(l, k, h * D + d);
+      // The model's delta tables at one level lie one per record, hundreds of
+      // bytes apart (a stride the hardware does not fetch ahead): fetched 16
+      // records ahead (up to 128 bytes each), so that a build does not wait.
+      if (r + 16 < records) {
+        const char* next = reinterpret_cast<const char*>(
+            m.freqs.data() + m.table_offset[(r + 16) * (1 + kCacheGenLevels) + 1 + size_t(level)]);
+        __builtin_prefetch(next);
+        __builtin_prefetch(next + 64);
+        __builtin_prefetch(next + 127);
+      }
+      channels[d * Lanes + j].load(m, anchors, r, level, l);
+    }
     SectionReader reader(ps.sections[index], "cachegen paper substream");
     count[j] = reader.u32();
     if (count[j] > n)
@@ -221,28 +246,42 @@ void decode_substreams(const CacheGenPaperModel& m, const ParsedStream& ps, size
   for (uint32_t t = 0; t < T; ++t) {
     float* dst[Lanes];  // each lane's row t
     for (uint32_t j = 0; j < Lanes; ++j) dst[j] = plane[j] + size_t(t) * D;
+    // With two bytes per symbol and two more left in every lane, the row
+    // needs no check of the streams' ends (an unchecked step reads four).
+    bool room = true;
+    for (uint32_t j = 0; j < Lanes; ++j) room &= dec[j].end - dec[j].ptr >= 2 * ptrdiff_t(D) + 2;
     if (t % G == 0) {
-      for (uint32_t d = 0; d < D; ++d) {
+      if (room) {
+        for (uint32_t d = 0; d < D; ++d) {
+          ChannelDecoding* row = channels + size_t(d) * Lanes;
 #pragma GCC unroll 8  // unrolled, each lane's state stays in registers
-        for (uint32_t j = 0; j < Lanes; ++j) {
-          ChannelDecoding& c = channels[d * Lanes + j];
-          uint32_t sym;
-          if (!rans::decode_step(&dec[j], c.anchor, &sym)) fail(j);
-          c.anchor_value = sym == kAnchorEscape ? escaped(j) : anchor_value(sym, c.step_a);
-          dst[j][d] = c.anchor_value;
+          for (uint32_t j = 0; j < Lanes; ++j) {
+            ChannelDecoding& c = row[j];
+            const uint32_t sym = rans::decode_step_unchecked(&dec[j], *c.anchor);
+            c.anchor_value = sym == kAnchorEscape ? escaped(j) : anchor_value(sym, c.step_a);
+            dst[j][d] = c.anchor_value;
+          }
+        }
+      } else {
+        for (uint32_t d = 0; d < D; ++d) {
+#pragma GCC unroll 8
+          for (uint32_t j = 0; j < Lanes; ++j) {
+            ChannelDecoding& c = channels[d * Lanes + j];
+            uint32_t sym;
+            if (!rans::decode_step(&dec[j], *c.anchor, &sym)) fail(j);
+            c.anchor_value = sym == kAnchorEscape ? escaped(j) : anchor_value(sym, c.step_a);
+            dst[j][d] = c.anchor_value;
+          }
         }
       }
       continue;
     }
-    // With two bytes per symbol left in every lane, the row needs no check
-    // of the streams' ends.
-    bool room = true;
-    for (uint32_t j = 0; j < Lanes; ++j) room &= dec[j].end - dec[j].ptr >= 2 * ptrdiff_t(D);
     if (room) {
       for (uint32_t d = 0; d < D; ++d) {
+        const ChannelDecoding* row = channels + size_t(d) * Lanes;
 #pragma GCC unroll 8
         for (uint32_t j = 0; j < Lanes; ++j) {
-          const ChannelDecoding& c = channels[d * Lanes + j];
+          const ChannelDecoding& c = row[j];
           const uint32_t sym = rans::decode_step_unchecked(&dec[j], c.delta);
           dst[j][d] = sym == delta_escape[j] ? escaped(j) : delta_value(sym, c.anchor_value, c.step_d, M[j]);
         }
@@ -288,7 +327,23 @@ std::string shape_text(const KVShape& s) { return fmt::format("{}x{}x{}", s.laye
 class CacheGenPaperCodec final : public Codec {
  public:
   CacheGenPaperCodec(std::shared_ptr<const CacheGenPaperModel> model, std::string model_file)
-      : model_(std::move(model)), model_file_(std::move(model_file)) {}
+      : model_(std::move(model)), model_file_(std::move(model_file)) {
+    // The anchor tables do not depend on the level, so decoding looks them
+    // up here instead of rebuilding a 256-symbol table per channel for every
+    // chunk (where each decodes only one token in ten). 778 bytes per
+    // (layer, kind, channel): 1.5x the model's anchor frequencies (12.7 MB
+    // for 8 layers x 8 KV heads x 128 dims), built in about as long as the
+    // model takes to parse.
+    if (model_) {
+      const CacheGenPaperModel& m = *model_;
+      const size_t records = size_t(m.shape.layers) * 2 * m.shape.channels();
+      anchors_.resize(records);
+      for (size_t r = 0; r < records; ++r) {
+        const auto a = m.anchor_table(r);
+        rans::build_cum(a.data(), uint32_t(a.size()), &anchors_[r]);  // cannot fail: the parser checked it
+      }
+    }
+  }
 
   std::string name() const override { return "cachegen"; }
   std::string params() const override {
@@ -409,14 +464,14 @@ class CacheGenPaperCodec final : public Codec {
     std::vector<ChannelDecoding> channels(size_t(kLanes) * D);
     for (size_t first = 0; first < substreams;) {
       if (substreams - first < kLanes) {
-        decode_substreams<1>(m, ps, first++, level, channels.data(), out);
+        decode_substreams<1>(m, anchors_.data(), ps, first++, level, channels.data(), out);
         continue;
       }
       try {
-        decode_substreams<kLanes>(m, ps, first, level, channels.data(), out);
+        decode_substreams<kLanes>(m, anchors_.data(), ps, first, level, channels.data(), out);
       } catch (const CorruptStream&) {
         for (uint32_t j = 0; j < kLanes; ++j)  // the first faulty substream's error
-          decode_substreams<1>(m, ps, first + j, level, channels.data(), out);
+          decode_substreams<1>(m, anchors_.data(), ps, first + j, level, channels.data(), out);
         throw;
       }
       first += kLanes;
@@ -427,6 +482,7 @@ class CacheGenPaperCodec final : public Codec {
  private:
   std::shared_ptr<const CacheGenPaperModel> model_;
   std::string model_file_;
+  std::vector<rans::CumTable> anchors_;  // [record]: the model's anchor tables, for decoding (empty without a model)
 };
 
 }  // namespace

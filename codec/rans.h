@@ -11,7 +11,8 @@
 // multiplies by an exact reciprocal (EncodeTable) instead of dividing, and
 // Decoder / Encoder hold one stream's state so that a caller can step several
 // independent streams in turn (codec/cachegen.cpp steps four). PackedTable
-// is a compact form for decoders that switch tables on every symbol.
+// and CumTable are compact forms for decoders that switch tables on every
+// symbol.
 #pragma once
 
 #include <cstddef>
@@ -262,19 +263,24 @@ KVS_HD inline DecodeStatus decoder_init(const uint8_t* in, size_t size, Decoder*
 // update x >= 2^7 (freq >= 1, x was >= 2^23), so at most two bytes bring it
 // back to >= 2^23: two below 2^15, one below 2^23.
 //
-// With at least two bytes left (the caller checked): they are read without
-// a branch (shifts by 0, 8 or 16 bits).
+// With at least four bytes left (the caller checked): the bytes are read
+// without a branch, as a 4-byte big-endian window shifted in by 0, 8 or 16
+// bits (the window's other bytes are not consumed).
 KVS_HD inline void decode_advance_unchecked(Decoder* d, uint32_t freq, uint32_t start, uint32_t slot) {
-  const uint32_t x = freq * (d->x >> kProbBits) + slot - start;
+  const uint32_t x = freq * (d->x >> kProbBits) + (slot - start);
+  // Counted by comparisons, not leading zeros: a corrupt stream's state can
+  // leave [2^23, 2^31) (its first four bytes are any value >= 2^23, and the
+  // update wraps), and at most two bytes may be consumed whatever x is.
   const uint32_t bytes = uint32_t(x < (1u << 15)) + uint32_t(x < kLowerBound);
-  const uint32_t next = (uint32_t(d->ptr[0]) << 8) | d->ptr[1];
-  d->x = (x << (8 * bytes)) | (next >> (16 - 8 * bytes));
+  const uint8_t* p = d->ptr;
+  const uint32_t window = uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+  d->x = uint32_t(((uint64_t(x) << 32 | window) << (8 * bytes)) >> 32);
   d->ptr += bytes;
 }
 
 // The same, checking for the end of the stream: false when it ends too early.
 KVS_HD inline bool decode_advance(Decoder* d, uint32_t freq, uint32_t start, uint32_t slot) {
-  uint32_t x = freq * (d->x >> kProbBits) + slot - start;
+  uint32_t x = freq * (d->x >> kProbBits) + (slot - start);
   if (d->end - d->ptr >= 2) {
     const uint32_t bytes = uint32_t(x < (1u << 15)) + uint32_t(x < kLowerBound);
     const uint32_t next = (uint32_t(d->ptr[0]) << 8) | d->ptr[1];
@@ -307,74 +313,164 @@ KVS_HD inline bool decode_step(Decoder* d, const Table& t, const SymbolIndex& in
 // other tables have evicted, and building a 1 KiB index costs more than the
 // few symbols each table decodes per chunk. PackedTable keeps
 // entry[s] = cum[s] | freq[s] << 16 (one load gives both; a 32-symbol table's
-// entries are two cache lines) and a 256-byte slot -> symbol index, built in
-// one pass from 16-bit frequencies. It decodes exactly what Table +
-// SymbolIndex decode.
+// entries are two cache lines) and a 256-byte slot -> symbol index, built
+// from 16-bit frequencies (entries, then the index). It decodes exactly what
+// Table + SymbolIndex decode. CumTable (below) is the same index with 16-bit
+// cum entries, for tables kept across chunks.
 inline constexpr uint32_t kPackedIndexBits = 8;
 inline constexpr uint32_t kPackedIndexShift = kProbBits - kPackedIndexBits;
 
-struct PackedTable {
+// MaxSymbols bounds the table's symbols; a decoder whose tables are small
+// (CacheGen's delta tables have at most 64 symbols) uses a smaller
+// BasicPackedTable, so that its tables take fewer pages.
+template <uint32_t MaxSymbols>
+struct BasicPackedTable {
+  static_assert(MaxSymbols >= 2 && MaxSymbols <= kMaxSymbols);
+  static constexpr uint32_t kMax = MaxSymbols;
   // first[b]: the symbol holding slot b << kPackedIndexShift, the bucket's
   // first; 8 spare bytes because the build writes 8 at a time.
   uint8_t first[(1u << kPackedIndexBits) + 8];
-  // entry[symbols] = 0 ends the forward scan in find_symbol.
-  uint32_t entry[kMaxSymbols + 1];
+  // entry[symbols] = 0 follows the last entry.
+  uint32_t entry[MaxSymbols + 1];
 };
+using PackedTable = BasicPackedTable<kMaxSymbols>;
 
-// Builds `t` from a normalized table's frequencies (each >= 1, sum 2^16, so
-// each < 2^16 when there are at least 2 symbols). Returns false when symbols
-// is not in 2..256, a frequency is 0 or the sum is not 2^16.
-KVS_HD inline bool build_packed(const uint16_t* freq, uint32_t symbols, PackedTable* t) {
-  if (symbols < 2 || symbols > kMaxSymbols) return false;
-  uint32_t cum = 0, b = 0;
-  bool ok = true;  // checked without a branch per symbol; writes stay in bounds regardless
+// Writes the slot -> symbol index of a table with cumulative frequencies
+// cum_of(s) (s < symbols; cum_of(symbols) = 2^16 is implied) into
+// first[0 .. 2^kPackedIndexBits + 8): symbol s holds the buckets whose first
+// slot lies in [cum[s], cum[s+1]). Each run is written eight bytes at a time
+// and always at least once (no branch for the common short run); bytes past
+// a run are overwritten by later symbols or land in the spare bytes. Bucket
+// ends are clamped, so bad frequencies cannot write out of bounds.
+template <class CumOf>
+KVS_HD inline void build_packed_index(uint32_t symbols, CumOf cum_of, uint8_t* first) {
+  uint32_t b = 0;
   for (uint32_t s = 0; s < symbols; ++s) {
-    ok &= freq[s] != 0;
-    t->entry[s] = cum | uint32_t(freq[s]) << kProbBits;
-    cum += freq[s];
-    // Symbol s holds the buckets whose first slot lies in [cum[s], cum[s+1]):
-    // b .. end - 1, none when end == b. Written eight at a time and always
-    // at least once (no branch for the common short run); bytes from `end`
-    // on are overwritten by later symbols or land in the spare bytes. `end`
-    // is clamped so that bad frequencies cannot write out of bounds.
-    uint32_t end = (cum + (1u << kPackedIndexShift) - 1) >> kPackedIndexShift;
+    const uint32_t next = s + 1 < symbols ? cum_of(s + 1) : kProbScale;
+    uint32_t end = (next + (1u << kPackedIndexShift) - 1) >> kPackedIndexShift;
     end = end < (1u << kPackedIndexBits) ? end : (1u << kPackedIndexBits);
     const uint64_t repeated = uint64_t(s) * 0x0101010101010101ull;
     uint32_t i = b;
     do {
-      memcpy(t->first + i, &repeated, 8);
+      memcpy(first + i, &repeated, 8);
       i += 8;
     } while (i < end);
     b = end;
   }
+}
+
+// Builds `t` from a normalized table's frequencies (each >= 1, sum 2^16, so
+// each < 2^16 when there are at least 2 symbols). Returns false when symbols
+// is not in 2..MaxSymbols, a frequency is 0 or the sum is not 2^16.
+template <uint32_t MaxSymbols>
+KVS_HD inline bool build_packed(const uint16_t* freq, uint32_t symbols, BasicPackedTable<MaxSymbols>* t) {
+  if (symbols < 2 || symbols > MaxSymbols) return false;
+  uint32_t cum = 0;
+  bool ok = true;  // checked without a branch per symbol; writes stay in bounds regardless
+  for (uint32_t s = 0; s < symbols; ++s) {
+    ok &= freq[s] != 0;
+    t->entry[s] = (cum & (kProbScale - 1)) | uint32_t(freq[s]) << kProbBits;
+    cum += freq[s];
+  }
   t->entry[symbols] = 0;
+  build_packed_index(symbols, [&](uint32_t s) { return t->entry[s] & (kProbScale - 1); }, t->first);
   return ok && cum == kProbScale;
 }
 
-// Same result as find_symbol(Table, slot) for slot < 2^16. The scan tests
-// cum[s + 1] <= slot as cum[s + 1] - 1 < slot, so that the 0 after the last
-// entry stops it.
-KVS_HD inline uint32_t find_symbol(const PackedTable& t, uint32_t slot) {
+// The entry (cum | freq << 16) of the symbol holding `slot` (< 2^16) in a
+// table build_packed accepted; *symbol gets the symbol. The scan from the
+// bucket's first symbol tests slot - cum < freq on the entry it has loaded
+// anyway, so the usual case (the bucket's first symbol) reads one entry.
+template <uint32_t MaxSymbols>
+KVS_HD inline uint32_t find_entry(const BasicPackedTable<MaxSymbols>& t, uint32_t slot, uint32_t* symbol) {
   uint32_t s = t.first[slot >> kPackedIndexShift];
-  while ((t.entry[s + 1] & (kProbScale - 1)) - 1u < slot) ++s;
+  uint32_t e = t.entry[s];
+  if (__builtin_expect(slot - (e & (kProbScale - 1)) >= (e >> kProbBits), 0)) {
+    do e = t.entry[++s];
+    while (slot - (e & (kProbScale - 1)) >= (e >> kProbBits));
+  }
+  *symbol = s;
+  return e;
+}
+
+// Same result as find_symbol(Table, slot) for slot < 2^16.
+template <uint32_t MaxSymbols>
+KVS_HD inline uint32_t find_symbol(const BasicPackedTable<MaxSymbols>& t, uint32_t slot) {
+  uint32_t s;
+  (void)find_entry(t, slot, &s);
   return s;
 }
 
 // Decodes one symbol; false when the stream ends too early.
-KVS_HD inline bool decode_step(Decoder* d, const PackedTable& t, uint32_t* symbol) {
+template <uint32_t MaxSymbols>
+KVS_HD inline bool decode_step(Decoder* d, const BasicPackedTable<MaxSymbols>& t, uint32_t* symbol) {
   const uint32_t slot = d->x & (kProbScale - 1);
-  const uint32_t s = find_symbol(t, slot);
-  const uint32_t e = t.entry[s];
-  *symbol = s;
+  const uint32_t e = find_entry(t, slot, symbol);
   return decode_advance(d, e >> kProbBits, e & (kProbScale - 1), slot);
 }
 
-// The same with at least two bytes left in the stream (the caller checked).
-KVS_HD inline uint32_t decode_step_unchecked(Decoder* d, const PackedTable& t) {
+// The same with at least four bytes left in the stream (the caller checked).
+template <uint32_t MaxSymbols>
+KVS_HD inline uint32_t decode_step_unchecked(Decoder* d, const BasicPackedTable<MaxSymbols>& t) {
   const uint32_t slot = d->x & (kProbScale - 1);
-  const uint32_t s = find_symbol(t, slot);
-  const uint32_t e = t.entry[s];
+  uint32_t s;
+  const uint32_t e = find_entry(t, slot, &s);
   decode_advance_unchecked(d, e >> kProbBits, e & (kProbScale - 1), slot);
+  return s;
+}
+
+// ---- Cumulative tables: PackedTable's index with 16-bit entries ----
+//
+// For tables that are kept rather than rebuilt per chunk (CacheGen's
+// 256-symbol anchor tables, built once per codec model): cum[s] as 16 bits
+// (cum[symbols] = 2^16 wraps to 0, which also ends the forward scan), so a
+// 256-symbol table is 778 bytes instead of PackedTable's 1,292.
+struct CumTable {
+  uint8_t first[(1u << kPackedIndexBits) + 8];
+  uint16_t cum[kMaxSymbols + 1];
+};
+
+// As build_packed.
+KVS_HD inline bool build_cum(const uint16_t* freq, uint32_t symbols, CumTable* t) {
+  if (symbols < 2 || symbols > kMaxSymbols) return false;
+  uint32_t cum = 0;
+  bool ok = true;
+  for (uint32_t s = 0; s < symbols; ++s) {
+    ok &= freq[s] != 0;
+    t->cum[s] = uint16_t(cum);
+    cum += freq[s];
+  }
+  t->cum[symbols] = 0;
+  build_packed_index(symbols, [&](uint32_t s) { return uint32_t(t->cum[s]); }, t->first);
+  return ok && cum == kProbScale;
+}
+
+// The symbol holding `slot` in a table build_cum accepted; *freq and *start
+// get its frequency and cum. The scan tests cum[s + 1] <= slot as
+// cum[s + 1] - 1 < slot, so that the 0 after the last entry stops it.
+KVS_HD inline uint32_t find_symbol(const CumTable& t, uint32_t slot, uint32_t* freq, uint32_t* start) {
+  uint32_t s = t.first[slot >> kPackedIndexShift];
+  uint32_t next = t.cum[s + 1];
+  while (next - 1u < slot) next = t.cum[++s + 1];
+  *start = t.cum[s];
+  *freq = (next - *start) & (kProbScale - 1);  // 2^16 - cum for the last symbol
+  return s;
+}
+
+// Decodes one symbol; false when the stream ends too early.
+KVS_HD inline bool decode_step(Decoder* d, const CumTable& t, uint32_t* symbol) {
+  const uint32_t slot = d->x & (kProbScale - 1);
+  uint32_t freq, start;
+  *symbol = find_symbol(t, slot, &freq, &start);
+  return decode_advance(d, freq, start, slot);
+}
+
+// The same with at least four bytes left in the stream (the caller checked).
+KVS_HD inline uint32_t decode_step_unchecked(Decoder* d, const CumTable& t) {
+  const uint32_t slot = d->x & (kProbScale - 1);
+  uint32_t freq, start;
+  const uint32_t s = find_symbol(t, slot, &freq, &start);
+  decode_advance_unchecked(d, freq, start, slot);
   return s;
 }
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <random>
 
 #include <fmt/core.h>
@@ -78,8 +79,16 @@ TEST(RansFast, PackedLookupAgreesWithBinarySearchForEverySlot) {
       ASSERT_EQ(p.entry[s] & 0xffff, t.cum[s]);
       ASSERT_EQ(p.entry[s] >> 16, t.freq[s]);
     }
-    for (uint32_t slot = 0; slot < rans::kProbScale; ++slot)
-      ASSERT_EQ(rans::find_symbol(p, slot), rans::find_symbol(t, slot)) << "symbols " << t.symbols << " slot " << slot;
+    auto c = std::make_unique<rans::CumTable>();  // the 16-bit form
+    ASSERT_TRUE(rans::build_cum(f.data(), t.symbols, c.get()));
+    for (uint32_t slot = 0; slot < rans::kProbScale; ++slot) {
+      const uint32_t s = rans::find_symbol(t, slot);
+      ASSERT_EQ(rans::find_symbol(p, slot), s) << "symbols " << t.symbols << " slot " << slot;
+      uint32_t freq = 0, start = 0;
+      ASSERT_EQ(rans::find_symbol(*c, slot, &freq, &start), s) << "symbols " << t.symbols << " slot " << slot;
+      ASSERT_EQ(freq, t.freq[s]);
+      ASSERT_EQ(start, t.cum[s]);
+    }
     ++checked;
   }
   EXPECT_GE(checked, 30);
@@ -106,6 +115,30 @@ TEST(RansFast, PackedBuildRefusesBadTablesWithoutWritingOutside) {
   EXPECT_TRUE(refused({65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535}, 8));  // far above
   EXPECT_FALSE(refused({65535, 1}, 2));
   EXPECT_FALSE(refused({1, 1, 1, 1, 1, 1, 1, 65529}, 8));
+}
+
+// The unchecked state update (a 4-byte window) equals the checked one for
+// every state, including those only a corrupt stream reaches (below 2^23 or
+// at or above 2^31 before the update, or wrapping in it), and never consumes
+// more than two bytes.
+TEST(RansFast, UncheckedAdvanceEqualsCheckedForAnyState) {
+  std::mt19937_64 rng(11);
+  const uint8_t bytes[6] = {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc};
+  const uint32_t states[] = {0u, 1u, 127u, 128u, 0x7fffu, 0x8000u, 0x7fffffu, 0x800000u, 0x7fffffffu, 0x80000000u,
+                             0xffffffffu};
+  for (int i = 0; i < 200000; ++i) {
+    rans::Decoder a, b;
+    a.ptr = b.ptr = bytes;
+    a.end = b.end = bytes + 6;
+    a.x = b.x = i < 11 * 11 ? states[i % 11] : uint32_t(rng());
+    const uint32_t freq = i < 11 * 11 ? states[i / 11] & 0xffff : uint32_t(rng() % 0x10000);
+    const uint32_t start = uint32_t(rng() % 0x10000), slot = uint32_t(rng() % 0x10000);
+    ASSERT_TRUE(rans::decode_advance(&a, freq, start, slot));
+    rans::decode_advance_unchecked(&b, freq, start, slot);
+    ASSERT_EQ(b.x, a.x) << "state " << i;
+    ASSERT_EQ(b.ptr, a.ptr) << "state " << i;
+    ASSERT_LE(b.ptr - bytes, 2);
+  }
 }
 
 // A packed decoder, checked and unchecked steps, reads exactly what the
@@ -145,7 +178,7 @@ TEST(RansFast, PackedDecodeEqualsIndexedDecodeSwitchingTables) {
     for (size_t i = 0; i < n; ++i) {
       uint32_t sa, sb;
       ASSERT_TRUE(rans::decode_step(&a, tables[which[i]], index[which[i]], &sa));
-      if (b.end - b.ptr >= 2 && i % 2 == 0) {
+      if (b.end - b.ptr >= 4 && i % 2 == 0) {
         sb = rans::decode_step_unchecked(&b, packed[which[i]]);
       } else {
         ASSERT_TRUE(rans::decode_step(&b, packed[which[i]], &sb));

@@ -8,8 +8,7 @@ Runs `kvstream profile` once per codec group, each into its own file under
   loss increase    mean and median over contexts of the relative continuation-NLL increase (%)
   greedy agreement mean fraction of the next 16 greedy tokens equal to the exact cache's
   retrieval        exact-match accuracy on the contexts' questions (with the exact cache
-                   too: `exact retrieval`); 0 % everywhere with models/default, which has
-                   not learned retrieval (its model card): a degenerate column, kept visible
+                   too: `exact retrieval`; models/default answers all 24 with it)
 
 Groups (one profile each, since `--param` applies to every codec of a run):
   baselines (raw, zstd, quant8), kivi (kivi2, kivi4), cachegen (released-code scheme,

@@ -148,6 +148,13 @@ ParsedStream parse_stream(std::span<const uint8_t> in, CodecId expected) {
 }
 
 KVChunk chunk_for(const StreamHeader& h) { return KVChunk(h.shape, h.dtype, h.token_begin, h.tokens); }
+void reshape_for(const StreamHeader& h, KVChunk& out) {
+  out.shape = h.shape;
+  out.dtype = h.dtype;
+  out.token_begin = h.token_begin;
+  out.tokens = h.tokens;
+  out.values.resize(h.shape.elements_per_token() * h.tokens);
+}
 
 uint16_t SectionReader::u16() { const auto b = bytes(2); return get_u16(b.data()); }
 uint32_t SectionReader::u32() { const auto b = bytes(4); return get_u32(b.data()); }

@@ -71,6 +71,10 @@ ParsedStream parse_stream(std::span<const uint8_t> stream, CodecId expected);
 
 // An empty chunk of the header's (already validated) shape.
 KVChunk chunk_for(const StreamHeader& header);
+// The same in place: `out` takes the header's shape, dtype and token range,
+// and its values are resized (kept, not zeroed, up to their old count), for
+// decoders that write every value (Codec::decode_into).
+void reshape_for(const StreamHeader& header, KVChunk& out);
 
 uint32_t crc32(std::span<const uint8_t> data);
 

@@ -256,11 +256,20 @@ class CacheGenCodec final : public Codec {
   }
 
   KVChunk decode(std::span<const uint8_t> stream) const override {
+    KVChunk out;
+    decode_into(stream, out);
+    return out;
+  }
+
+  // Every value of `out` is written (each channel's streams cover all its
+  // tokens), so a reused chunk is not cleared first.
+  void decode_into(std::span<const uint8_t> stream, KVChunk& out) const override {
     if (const uint64_t hash = stream_model_hash(stream); hash != 0) {
       if (!paper_)
         throw CorruptStream(fmt::format("codec cachegen: the stream uses the paper scheme with codec model {:016x}; give that "
                                 "codec model file (--codec-model)", hash));
-      return paper_->decode(stream);
+      paper_->decode_into(stream, out);
+      return;
     }
     const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
     const StreamHeader& hd = ps.header;
@@ -288,7 +297,7 @@ class CacheGenCodec final : public Codec {
     for (size_t i = 2; i < ps.sections.size(); ++i)
       if (ps.sections[i].size() < 4)
         throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen stream {} is shorter than a rANS state", i));
-    KVChunk out = chunk_for(hd);
+    reshape_for(hd, out);
     SectionReader scales(ps.sections[0], "cachegen scales");
     SectionReader tables(ps.sections[1], "cachegen tables");
     std::vector<float> scale(T);
@@ -347,7 +356,6 @@ class CacheGenCodec final : public Codec {
         first_section += size_t(C) * blocks;
       }
     tables.expect_end();
-    return out;
   }
 
  private:

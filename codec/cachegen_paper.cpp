@@ -421,7 +421,18 @@ class CacheGenPaperCodec final : public Codec {
   }
 
   KVChunk decode(std::span<const uint8_t> stream) const override {
-    if (stream_model_hash(stream) == 0) return make_cachegen_codec({})->decode(stream);  // scheme=code stream
+    KVChunk out;
+    decode_into(stream, out);
+    return out;
+  }
+
+  // Every value of `out` is written (each substream's rows, anchors and
+  // deltas, cover its plane), so a reused chunk is not cleared first.
+  void decode_into(std::span<const uint8_t> stream, KVChunk& out) const override {
+    if (stream_model_hash(stream) == 0) {  // scheme=code stream
+      make_cachegen_codec({})->decode_into(stream, out);
+      return;
+    }
     const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
     const StreamHeader& hd = ps.header;
     if (!model_)
@@ -460,7 +471,7 @@ class CacheGenPaperCodec final : public Codec {
       if (reader.remaining() < 4)  // the rANS stream's initial state
         throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
     }
-    KVChunk out = chunk_for(hd);
+    reshape_for(hd, out);
     std::vector<ChannelDecoding> channels(size_t(kLanes) * D);
     for (size_t first = 0; first < substreams;) {
       if (substreams - first < kLanes) {
@@ -476,7 +487,6 @@ class CacheGenPaperCodec final : public Codec {
       }
       first += kLanes;
     }
-    return out;
   }
 
  private:

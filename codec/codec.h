@@ -61,6 +61,15 @@ class Codec {
   virtual Bytes encode(const KVChunk& chunk, int level) const = 0;
   virtual KVChunk decode(std::span<const uint8_t> stream) const = 0;
 
+  // decode() into a caller-owned chunk, for callers that decode repeatedly:
+  // `out` ends up equal to decode(stream), but its storage is reused, so a
+  // codec that writes every element itself (cachegen's paper scheme) skips
+  // the allocation and zero-filling of a new chunk when `out` already holds
+  // as many values. The default calls decode() and moves the result. Throws
+  // as decode() does, with the same checks before anything is written; after
+  // a throw `out`'s shape and values are unspecified (but valid).
+  virtual void decode_into(std::span<const uint8_t> stream, KVChunk& out) const { out = decode(stream); }
+
   // Codecs with static entropy models: learn one from sample chunks and return
   // the codec model file's contents (to be written to disk and passed back as
   // CodecOptions::model_file). Others return an empty string.

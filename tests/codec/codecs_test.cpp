@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <utility>
@@ -196,6 +197,43 @@ TEST(CacheGen, BadParameters) {
 // of the header's shape, never a crash (this runs under ASan/UBSan in CI, so
 // gcc-only builds fuzz the decoders too; tests/codec/fuzz is the libFuzzer
 // version). Deterministic: a fixed seed.
+// Codec::decode_into gives decode()'s chunk, bit for bit, whatever the
+// reused chunk held before (poisoned with a NaN pattern no decoder writes;
+// larger, smaller or of the same size): codecs that override it (cachegen)
+// write every value, the others move decode()'s result in.
+TEST(DecodeInto, EqualsDecodeForEveryCodecWhateverTheChunkHeld) {
+  const KVChunk c = synthetic({2, 3, 8}, 21, DType::kF16, 7);
+  const auto bits = [](const std::vector<float>& v) {
+    std::vector<uint32_t> b(v.size());
+    std::memcpy(b.data(), v.data(), 4 * v.size());
+    return b;
+  };
+  const auto poisoned = [](KVShape shape, uint32_t tokens) {
+    KVChunk p(shape, DType::kBF16, 9, tokens);
+    const uint32_t nan = 0x7fc0deadu;
+    for (float& x : p.values) std::memcpy(&x, &nan, 4);
+    return p;
+  };
+  std::vector<std::pair<std::string, CodecParams>> variants;
+  for (const auto& name : codec_names()) variants.push_back({name, {}});
+  variants.push_back({"cachegen", {{"stream_tokens", "5"}}});
+  for (const auto& [name, params] : variants) {
+    const auto codec = make_codec(name, {params, ""});
+    for (int level = 0; level < codec->levels(); level += 2) {
+      const Bytes stream = codec->encode(c, level);
+      const KVChunk expected = codec->decode(stream);
+      for (KVChunk out : {KVChunk{}, poisoned(c.shape, c.tokens), poisoned(c.shape, 40), poisoned({1, 1, 2}, 3)}) {
+        codec->decode_into(stream, out);
+        EXPECT_EQ(out.shape, expected.shape) << name;
+        EXPECT_EQ(out.dtype, expected.dtype) << name;
+        EXPECT_EQ(out.token_begin, expected.token_begin) << name;
+        EXPECT_EQ(out.tokens, expected.tokens) << name;
+        EXPECT_EQ(bits(out.values), bits(expected.values)) << name << " level " << level;
+      }
+    }
+  }
+}
+
 TEST(CorruptStreams, EveryCodecFailsCleanly) {
   std::mt19937_64 rng(11);
   const KVChunk c = synthetic({2, 1, 8}, 12, DType::kF16, 5);

@@ -48,7 +48,8 @@ uint64_t address_space_bytes() {
 // In the child: limit the address space, decode, report. Exit 0 with the
 // error on stderr for a CorruptStream; 1 for std::bad_alloc (the decoder
 // allocated before rejecting); 2 when the stream decoded.
-[[noreturn]] void decode_limited(const Codec& codec, const Bytes& stream) {
+// With `into`, decodes with decode_into() into a reused small chunk instead.
+[[noreturn]] void decode_limited(const Codec& codec, const Bytes& stream, bool into = false) {
   const uint64_t size = address_space_bytes();
   const rlimit limit{size + kHeadroomBytes, size + kHeadroomBytes};
   if (size == 0 || setrlimit(RLIMIT_AS, &limit) != 0) {
@@ -56,7 +57,12 @@ uint64_t address_space_bytes() {
     std::_Exit(3);
   }
   try {
-    (void)codec.decode(stream);
+    if (into) {
+      KVChunk reused(KVShape{1, 1, 4}, DType::kF16, 0, 8);
+      codec.decode_into(stream, reused);
+    } else {
+      (void)codec.decode(stream);
+    }
     std::fprintf(stderr, "decoded\n");
     std::_Exit(2);
   } catch (const CorruptStream& e) {
@@ -167,6 +173,12 @@ TEST(DecodeLimitsDeathTest, CacheGenPaperChecksEverySubstream) {
                                     "cachegen paper substream 5 has 16777217 escapes for 16777216 values");
   sections[5] = {1, 0, 0, 0, 0, 0, 0, 0};  // E = 1: its value takes the bytes of the rANS stream
   EXPECT_REJECTED_BEFORE_ALLOCATING(*codec, write_stream(h, sections), "cachegen paper substream 5 does not decode");
+  // decode_into (which resizes a caller's chunk) checks as much first.
+  EXPECT_EXIT(decode_limited(*codec, write_stream(h, sections), true), ::testing::ExitedWithCode(0),
+              "cachegen paper substream 5 does not decode");
+  sections[5].resize(3);
+  EXPECT_EXIT(decode_limited(*codec, write_stream(h, sections), true), ::testing::ExitedWithCode(0),
+              "cachegen paper substream truncated");
 }
 
 // kvs: 64 layers x 1,024 heads x 1 dim x 2,048 tokens, i.e. 131,072 heads in

@@ -297,37 +297,19 @@ TEST(CacheGenPaper, DecodeIntoWritesEveryValueOfAReusedChunk) {
   in.values[3] = 1e6f;  // escapes, a NaN and an infinity
   in.values[40] = std::numeric_limits<float>::quiet_NaN();
   in.values[41] = -std::numeric_limits<float>::infinity();
-  const auto bits = [](const std::vector<float>& v) {
-    std::vector<uint32_t> b(v.size());
-    std::memcpy(b.data(), v.data(), 4 * v.size());
-    return b;
-  };
-  const auto poisoned = [](KVShape shape, uint32_t tokens) {
-    KVChunk c(shape, DType::kBF16, 5, tokens);
-    const uint32_t nan = 0x7fc0deadu;  // a NaN no decode produces
-    for (float& x : c.values) std::memcpy(&x, &nan, 4);
-    return c;
-  };
-  const auto same = [&](const KVChunk& a, const KVChunk& b) {
-    EXPECT_EQ(a.shape, b.shape);
-    EXPECT_EQ(a.dtype, b.dtype);
-    EXPECT_EQ(a.token_begin, b.token_begin);
-    EXPECT_EQ(a.tokens, b.tokens);
-    EXPECT_EQ(bits(a.values), bits(b.values));
-  };
   for (int level = 0; level < kCacheGenLevels; ++level) {
     const Bytes stream = codec->encode(in, level);
     const KVChunk expected = codec->decode(stream);
-    for (KVChunk out : {KVChunk{}, poisoned(s, 23), poisoned(s, 40), poisoned({1, 1, 3}, 2)}) {
+    for (KVChunk out : {KVChunk{}, poisoned_chunk(s, 23), poisoned_chunk(s, 40), poisoned_chunk({1, 1, 3}, 2)}) {
       codec->decode_into(stream, out);
-      same(out, expected);
+      expect_same_chunk(out, expected);
       codec->decode_into(stream, out);  // again into the now equal chunk
-      same(out, expected);
+      expect_same_chunk(out, expected);
     }
   }
   // Corrupted copies (valid CRC): the same error or the same values.
   const Bytes good = codec->encode(in, 0);
-  KVChunk out = poisoned(s, 23);
+  KVChunk out = poisoned_chunk(s, 23);
   for (size_t pos = 4; pos + 4 < good.size(); ++pos) {
     Bytes b = good;
     b[pos] ^= uint8_t(1u << (pos % 8));
@@ -345,15 +327,15 @@ TEST(CacheGenPaper, DecodeIntoWritesEveryValueOfAReusedChunk) {
       got = e.what();
     }
     EXPECT_EQ(got, want) << "byte " << pos;
-    if (want.empty() && got.empty()) same(out, expected);
+    if (want.empty() && got.empty()) expect_same_chunk(out, expected);
   }
   // A scheme=code stream, and the default decode_into of another codec.
   const Bytes code_stream = make_codec("cachegen")->encode(correlated(s, 23, 4), 2);  // finite, in fp16 range
   codec->decode_into(code_stream, out);
-  same(out, make_codec("cachegen")->decode(code_stream));
+  expect_same_chunk(out, make_codec("cachegen")->decode(code_stream));
   const auto raw = make_codec("raw");
   raw->decode_into(raw->encode(in, 0), out);
-  same(out, raw->decode(raw->encode(in, 0)));
+  expect_same_chunk(out, raw->decode(raw->encode(in, 0)));
 }
 
 TEST(CacheGenPaper, CorruptStreamsFailCleanly) {

@@ -203,17 +203,6 @@ TEST(CacheGen, BadParameters) {
 // write every value, the others move decode()'s result in.
 TEST(DecodeInto, EqualsDecodeForEveryCodecWhateverTheChunkHeld) {
   const KVChunk c = synthetic({2, 3, 8}, 21, DType::kF16, 7);
-  const auto bits = [](const std::vector<float>& v) {
-    std::vector<uint32_t> b(v.size());
-    std::memcpy(b.data(), v.data(), 4 * v.size());
-    return b;
-  };
-  const auto poisoned = [](KVShape shape, uint32_t tokens) {
-    KVChunk p(shape, DType::kBF16, 9, tokens);
-    const uint32_t nan = 0x7fc0deadu;
-    for (float& x : p.values) std::memcpy(&x, &nan, 4);
-    return p;
-  };
   std::vector<std::pair<std::string, CodecParams>> variants;
   for (const auto& name : codec_names()) variants.push_back({name, {}});
   variants.push_back({"cachegen", {{"stream_tokens", "5"}}});
@@ -222,13 +211,10 @@ TEST(DecodeInto, EqualsDecodeForEveryCodecWhateverTheChunkHeld) {
     for (int level = 0; level < codec->levels(); level += 2) {
       const Bytes stream = codec->encode(c, level);
       const KVChunk expected = codec->decode(stream);
-      for (KVChunk out : {KVChunk{}, poisoned(c.shape, c.tokens), poisoned(c.shape, 40), poisoned({1, 1, 2}, 3)}) {
+      for (KVChunk out : {KVChunk{}, poisoned_chunk(c.shape, c.tokens), poisoned_chunk(c.shape, 40),
+                         poisoned_chunk({1, 1, 2}, 3)}) {
         codec->decode_into(stream, out);
-        EXPECT_EQ(out.shape, expected.shape) << name;
-        EXPECT_EQ(out.dtype, expected.dtype) << name;
-        EXPECT_EQ(out.token_begin, expected.token_begin) << name;
-        EXPECT_EQ(out.tokens, expected.tokens) << name;
-        EXPECT_EQ(bits(out.values), bits(expected.values)) << name << " level " << level;
+        expect_same_chunk(out, expected, name + " level " + std::to_string(level));
       }
     }
   }

@@ -48,12 +48,7 @@ struct ModelOptions {
     if (dtype == "fp32") o.dtype = at::kFloat;
     if (dtype == "bf16") o.dtype = at::kBFloat16;
     if (dtype == "fp16") o.dtype = at::kHalf;
-    try {
-      o.device = at::Device(device);
-    } catch (const std::exception&) {
-      throw Error(fmt::format("--device: '{}' is not a device (expected cpu or cuda[:N])", device));
-    }
-    if (o.device.is_cuda() && !at::hasCUDA()) throw Error("--device cuda: this libtorch has no CUDA support");
+    o.device = llm::parse_device(device, "--device");
     return llm::load_model(model_dir, o);
   }
 };

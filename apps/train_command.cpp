@@ -65,6 +65,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--rope-theta", o.model.rope_theta, "RoPE base")->capture_default_str();
   cmd->add_option("--stop-after", o.stop_after_steps, "Checkpoint and stop after this many steps in this run (0: run to --steps)")
       ->capture_default_str();
+  cmd->add_option("--device", o.device, "Device: cpu, or cuda[:N] when libtorch was built with CUDA")->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads")->capture_default_str();
   cmd->add_flag("--no-progress", [&o](int64_t) { o.show_progress = false; }, "Plain summary only");
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -114,6 +115,18 @@ class WeightSource {
 };
 
 }  // namespace
+
+at::Device parse_device(const std::string& name, const std::string& what) {
+  std::optional<at::Device> device;
+  try {
+    device = at::Device(name);
+  } catch (const std::exception&) {
+  }
+  if (!device || !(device->is_cpu() || device->is_cuda()))
+    throw Error(fmt::format("{}: '{}' is not a device (expected cpu or cuda[:N])", what, name));
+  if (device->is_cuda() && !at::hasCUDA()) throw Error(fmt::format("{}: '{}' needs a libtorch built with CUDA; this one has no CUDA support", what, name));
+  return *device;
+}
 
 ModelConfig load_config(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();

@@ -18,6 +18,10 @@ struct LoadOptions {
   at::Device device = at::kCPU;
 };
 
+// "cpu" or "cuda[:N]" as a device; a kvs::Error naming `what` for anything
+// else, and for cuda when this libtorch was built without CUDA.
+at::Device parse_device(const std::string& name, const std::string& what);
+
 // Reads DIR/config.json only (throws kvs::Error naming the file and key).
 ModelConfig load_config(const std::string& dir);
 // Loads a model; every missing tensor, wrong shape or bad file is a kvs::Error

@@ -84,7 +84,7 @@ double heldout_bits_per_byte(const Model& model, const std::string& text, const 
   Corpus c{{text}, {1.0}};
   double nats = 0;
   for (int64_t i = 0; i < o.eval_windows; ++i)
-    nats += batch_loss(model, draw_batch(c, o.seed ^ 0xe7a1ull, i, 1, o.seq_tokens)).item<double>();
+    nats += batch_loss(model, draw_batch(c, o.seed ^ 0xe7a1ull, i, 1, o.seq_tokens).to(model.device())).item<double>();
   return nats / double(o.eval_windows) / std::log(2.0);
 }
 
@@ -101,7 +101,7 @@ double probe_accuracy(const Model& model, const std::vector<ProfileContext>& pro
 nlohmann::json options_json(const TrainOptions& o) {
   nlohmann::json sources = nlohmann::json::array();
   for (const auto& s : o.sources) sources.push_back({{"path", s.path}, {"weight", s.weight}});
-  return {{"steps", o.steps},       {"batch", o.batch},           {"seq_tokens", o.seq_tokens},
+  return {{"device", o.device},     {"steps", o.steps},       {"batch", o.batch},           {"seq_tokens", o.seq_tokens},
           {"lr", o.lr},             {"min_lr_ratio", o.min_lr_ratio}, {"warmup_steps", o.warmup_steps},
           {"weight_decay", o.weight_decay}, {"clip_norm", o.clip_norm}, {"seed", o.seed}, {"sources", sources},
           {"init_from", o.init_from}, {"probe", o.probe_path}, {"probe_contexts", o.probe_contexts}};
@@ -147,7 +147,10 @@ TrainReport train(const TrainOptions& o, const std::atomic<bool>* stop) {
   ModelConfig config = resume || warm_start ? load_config(weights_dir) : o.model;
   config.validate("train");
   if (config.vocab_size != 256) throw Error("train: only byte-level models (vocab_size 256) are trained here");
+  const at::Device device = parse_device(o.device, "train --device");
+  // Initialised on the CPU, so a seed gives the same weights on every device.
   Model model = Model::random(config, o.seed);
+  model.to(at::kFloat, device);
   if (resume || warm_start) {
     // Copy the saved (memory-mapped, read-only) weights into the trainable model.
     const Model saved = load_model(weights_dir, {at::kFloat, at::kCPU});
@@ -177,7 +180,7 @@ TrainReport train(const TrainOptions& o, const std::atomic<bool>* stop) {
   groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
                                     torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).weight_decay(0.0)));
   torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(o.lr));
-  if (resume) torch::load(opt, (fs::path(o.checkpoint_dir) / "optimizer.pt").string());
+  if (resume) torch::load(opt, (fs::path(o.checkpoint_dir) / "optimizer.pt").string(), device);
 
   std::unique_ptr<Progress> progress;
   if (o.show_progress) progress = std::make_unique<Progress>("train", uint64_t(o.steps), "steps", uint64_t(report.start_step));
@@ -190,7 +193,7 @@ TrainReport train(const TrainOptions& o, const std::atomic<bool>* stop) {
     }
     const double lr = lr_at(o, step);
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    const at::Tensor loss = batch_loss(model, draw_batch(corpus, o.seed, step, o.batch, o.seq_tokens));
+    const at::Tensor loss = batch_loss(model, draw_batch(corpus, o.seed, step, o.batch, o.seq_tokens).to(device));
     opt.zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model.parameters(), o.clip_norm);

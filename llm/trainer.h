@@ -33,6 +33,9 @@ struct TrainOptions {
   // Warm start: when checkpoint_dir holds no checkpoint yet, start from this
   // HF-format model's weights and config (fresh optimizer) instead of random ones.
   std::string init_from;
+  // "cpu" or "cuda[:N]" (needs a libtorch built with CUDA). Batches are drawn on
+  // the CPU and moved; checkpoints are written from the CPU and load on any device.
+  std::string device = "cpu";
   int64_t steps = 1000;
   int64_t batch = 8;
   int64_t seq_tokens = 512;

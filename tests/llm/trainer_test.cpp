@@ -124,6 +124,28 @@ TEST(Trainer, BadInputsAreErrors) {
   o = tiny_options(dir, "ck", 5);
   o.seq_tokens = 100000;  // longer than the text
   EXPECT_THROW(train(o), Error);
+  o = tiny_options(dir, "ck", 5);
+  o.device = "gpu0";
+  EXPECT_THROW(train(o), Error);
+  if (!at::hasCUDA()) {
+    o.device = "cuda";
+    EXPECT_THROW(train(o), Error);
+  }
+  EXPECT_FALSE(std::filesystem::exists(o.checkpoint_dir));  // nothing written
+}
+
+TEST(Trainer, DeviceIsParsedAndChecked) {
+  EXPECT_TRUE(parse_device("cpu", "t").is_cpu());
+  EXPECT_THROW(parse_device("tpu", "t"), Error);
+  EXPECT_THROW(parse_device("", "t"), Error);
+  if (!at::hasCUDA()) {
+    try {
+      parse_device("cuda:0", "--device");
+      ADD_FAILURE() << "cuda accepted without CUDA";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no CUDA"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -3,6 +3,12 @@
 #include <array>
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define KVS_CRC_FOLD 1
+#endif
+
 #include <fmt/core.h>
 
 namespace kvs::codec {
@@ -39,11 +45,12 @@ void put_u64(Bytes& out, uint64_t v) {
 
 }  // namespace
 
-uint32_t crc32(std::span<const uint8_t> data) {
+namespace {
+
+// Continues the CRC register c (pre-inverted, not yet finally inverted) over
+// p[0..n) by slicing-by-8.
+uint32_t crc_slicing8(uint32_t c, const uint8_t* p, size_t n) {
   static const CrcTables kT = make_crc_tables();  // immutable, computed once
-  const uint8_t* p = data.data();
-  size_t n = data.size();
-  uint32_t c = 0xffffffffu;
   for (; n >= 8; n -= 8, p += 8) {
     const uint32_t lo = c ^ (uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24);
     const uint32_t hi = uint32_t(p[4]) | uint32_t(p[5]) << 8 | uint32_t(p[6]) << 16 | uint32_t(p[7]) << 24;
@@ -51,7 +58,80 @@ uint32_t crc32(std::span<const uint8_t> data) {
         kT[3][hi & 0xff] ^ kT[2][(hi >> 8) & 0xff] ^ kT[1][(hi >> 16) & 0xff] ^ kT[0][hi >> 24];
   }
   for (; n > 0; --n, ++p) c = kT[0][(c ^ *p) & 0xff] ^ (c >> 8);
-  return c ^ 0xffffffffu;
+  return c;
+}
+
+#ifdef KVS_CRC_FOLD
+// CRC folding with carry-less multiplies (V. Gopal et al., "Fast CRC
+// Computation for Generic Polynomials Using PCLMULQDQ Instruction", Intel,
+// 2009), in the bit-reflected domain of CRC-32's polynomial 0x04C11DB7:
+// four 128-bit accumulators each fold 64 bytes ahead (by x^(512+-64) mod P),
+// then fold into one (x^(128+-64) mod P), then 16 bytes at a time; the final
+// 128 bits are reduced to 64, to 32 by x^64 mod P, and to the CRC by a
+// Barrett reduction (mu = x^64 / P). Continues the register c over p[0..n),
+// n >= 64 and a multiple of 16.
+#define KVS_CRC_TARGET __attribute__((target("pclmul,sse4.1")))
+KVS_CRC_TARGET inline __m128i load(const uint8_t* q) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q)); }
+// Replaces a 128-bit accumulator a by a.lo * k.lo ^ a.hi * k.hi (the
+// constants' 33-bit reflected forms), xored with the data it moves onto.
+KVS_CRC_TARGET inline __m128i fold(__m128i a, __m128i k, __m128i data) {
+  return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(a, k, 0x00), _mm_clmulepi64_si128(a, k, 0x11)), data);
+}
+KVS_CRC_TARGET uint32_t crc_fold(uint32_t c, const uint8_t* p, size_t n) {
+  const __m128i k_512 = _mm_set_epi64x(0x01c6e41596, 0x0154442bd4);  // k2 : k1
+  const __m128i k_128 = _mm_set_epi64x(0x00ccaa009e, 0x01751997d0);  // k4 : k3
+  const __m128i k_64 = _mm_set_epi64x(0, 0x0163cd6124);              // k5
+  const __m128i barrett = _mm_set_epi64x(0x01f7011641, 0x01db710641);  // mu : P'
+  const __m128i low32 = _mm_setr_epi32(-1, 0, -1, 0);
+
+  __m128i a0 = _mm_xor_si128(load(p), _mm_cvtsi32_si128(int(c)));
+  __m128i a1 = load(p + 16), a2 = load(p + 32), a3 = load(p + 48);
+  p += 64;
+  n -= 64;
+  for (; n >= 64; p += 64, n -= 64) {
+    a0 = fold(a0, k_512, load(p));
+    a1 = fold(a1, k_512, load(p + 16));
+    a2 = fold(a2, k_512, load(p + 32));
+    a3 = fold(a3, k_512, load(p + 48));
+  }
+  __m128i a = fold(fold(fold(a0, k_128, a1), k_128, a2), k_128, a3);
+  for (; n >= 16; p += 16, n -= 16) a = fold(a, k_128, load(p));
+  // 128 -> 64 bits.
+  a = _mm_xor_si128(_mm_srli_si128(a, 8), _mm_clmulepi64_si128(a, k_128, 0x10));
+  a = _mm_xor_si128(_mm_srli_si128(a, 4), _mm_clmulepi64_si128(_mm_and_si128(a, low32), k_64, 0x00));
+  // Barrett: 64 -> 32 bits.
+  __m128i t = _mm_clmulepi64_si128(_mm_and_si128(a, low32), barrett, 0x10);
+  t = _mm_clmulepi64_si128(_mm_and_si128(t, low32), barrett, 0x00);
+  return uint32_t(_mm_extract_epi32(_mm_xor_si128(a, t), 1));
+}
+
+bool cpu_has_crc_fold() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  return (ecx & bit_PCLMUL) && (ecx & bit_SSE4_1);
+}
+#endif
+
+}  // namespace
+
+uint32_t crc32_slicing8(std::span<const uint8_t> data) {
+  return crc_slicing8(0xffffffffu, data.data(), data.size()) ^ 0xffffffffu;
+}
+
+uint32_t crc32(std::span<const uint8_t> data) {
+  uint32_t c = 0xffffffffu;
+  const uint8_t* p = data.data();
+  size_t n = data.size();
+#ifdef KVS_CRC_FOLD
+  static const bool kFold = cpu_has_crc_fold();  // immutable, checked once
+  if (kFold && n >= 64) {
+    const size_t blocks = n & ~size_t(15);
+    c = crc_fold(c, p, blocks);
+    p += blocks;
+    n -= blocks;
+  }
+#endif
+  return crc_slicing8(c, p, n) ^ 0xffffffffu;
 }
 
 void put_u16(Bytes& out, uint16_t v) {

@@ -76,7 +76,13 @@ KVChunk chunk_for(const StreamHeader& header);
 // decoders that write every value (Codec::decode_into).
 void reshape_for(const StreamHeader& header, KVChunk& out);
 
+// CRC-32 (IEEE 802.3, reflected, as zlib and gzip): on x86-64 CPUs with
+// PCLMULQDQ and SSE4.1 (checked at run time) by carry-less multiply folding,
+// 16 bytes per step; elsewhere, and for inputs under 64 bytes, by
+// crc32_slicing8. Both give the bitwise definition's value (tested).
 uint32_t crc32(std::span<const uint8_t> data);
+// The portable form: slicing-by-8 tables, eight bytes per step.
+uint32_t crc32_slicing8(std::span<const uint8_t> data);
 
 // Little-endian helpers for section contents.
 void put_u16(Bytes& out, uint16_t v);

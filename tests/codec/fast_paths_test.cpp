@@ -273,15 +273,27 @@ uint32_t crc32_bytewise(const uint8_t* p, size_t n) {
   return c ^ 0xffffffffu;
 }
 
+// crc32 (carry-less folding from 64 bytes where the CPU has it) and
+// crc32_slicing8 against the bitwise definition: every length up to 600
+// bytes (the folding's 64-byte blocks, its 16-byte tail steps and the
+// leftover bytes), at odd offsets, plus a few long inputs and all-ones data.
 TEST(Crc32, CheckValueAndEveryLengthAgainstBitwise) {
   const std::string check = "123456789";
   EXPECT_EQ(crc32({reinterpret_cast<const uint8_t*>(check.data()), check.size()}), 0xCBF43926u);
+  EXPECT_EQ(crc32_slicing8({reinterpret_cast<const uint8_t*>(check.data()), check.size()}), 0xCBF43926u);
   std::mt19937_64 rng(5);
-  std::vector<uint8_t> data(300);
+  std::vector<uint8_t> data(70000);
   for (auto& b : data) b = uint8_t(rng());
-  for (size_t offset : {0u, 1u, 3u})
-    for (size_t n = 0; n + offset <= data.size(); ++n)
-      ASSERT_EQ(crc32({data.data() + offset, n}), crc32_bytewise(data.data() + offset, n)) << offset << " " << n;
+  for (size_t offset : {0u, 1u, 3u, 8u})
+    for (size_t n = 0; n <= 600; ++n) {
+      const uint32_t want = crc32_bytewise(data.data() + offset, n);
+      ASSERT_EQ(crc32({data.data() + offset, n}), want) << offset << " " << n;
+      ASSERT_EQ(crc32_slicing8({data.data() + offset, n}), want) << offset << " " << n;
+    }
+  for (size_t n : {4096u, 65535u, 69999u})
+    ASSERT_EQ(crc32({data.data() + 1, n}), crc32_bytewise(data.data() + 1, n)) << n;
+  const std::vector<uint8_t> ones(1000, 0xff);
+  ASSERT_EQ(crc32(ones), crc32_bytewise(ones.data(), ones.size()));
 }
 
 // raw and zstd decode fp16 bytes with an inline conversion for normal

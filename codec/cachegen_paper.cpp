@@ -330,8 +330,8 @@ class CacheGenPaperCodec final : public Codec {
       : model_(std::move(model)), model_file_(std::move(model_file)) {
     // The anchor tables do not depend on the level, so decoding looks them
     // up here instead of rebuilding a 256-symbol table per channel for every
-    // chunk (where each decodes only one token in ten). 778 bytes per
-    // (layer, kind, channel): 1.5x the model's anchor frequencies (12.7 MB
+    // chunk (where each decodes only one token in ten). 794 bytes per
+    // (layer, kind, channel): 1.5x the model's anchor frequencies (13.0 MB
     // for 8 layers x 8 KV heads x 128 dims), built in about as long as the
     // model takes to parse.
     if (model_) {

@@ -21,6 +21,11 @@
 
 #include "codec/hd.h"
 
+#if defined(__SSE2__) && !defined(__CUDA_ARCH__)
+#include <emmintrin.h>
+#define KVS_RANS_SSE2 1
+#endif
+
 namespace kvs::codec::rans {
 
 inline constexpr uint32_t kProbBits = 16;
@@ -424,10 +429,13 @@ KVS_HD inline uint32_t decode_step_unchecked(Decoder* d, const BasicPackedTable<
 // For tables that are kept rather than rebuilt per chunk (CacheGen's
 // 256-symbol anchor tables, built once per codec model): cum[s] as 16 bits
 // (cum[symbols] = 2^16 wraps to 0, which also ends the forward scan), so a
-// 256-symbol table is 778 bytes instead of PackedTable's 1,292.
+// 256-symbol table is 794 bytes instead of PackedTable's 1,292. The entries
+// after cum[symbols] are 0 too: find_symbol compares eight entries at once
+// and may read up to cum[s + 8] for any s < symbols.
+inline constexpr uint32_t kCumWindow = 8;
 struct CumTable {
   uint8_t first[(1u << kPackedIndexBits) + 8];
-  uint16_t cum[kMaxSymbols + 1];
+  uint16_t cum[kMaxSymbols + kCumWindow];
 };
 
 // As build_packed.
@@ -440,7 +448,7 @@ KVS_HD inline bool build_cum(const uint16_t* freq, uint32_t symbols, CumTable* t
     t->cum[s] = uint16_t(cum);
     cum += freq[s];
   }
-  t->cum[symbols] = 0;
+  for (uint32_t s = symbols; s < kMaxSymbols + kCumWindow; ++s) t->cum[s] = 0;
   build_packed_index(symbols, [&](uint32_t s) { return uint32_t(t->cum[s]); }, t->first);
   return ok && cum == kProbScale;
 }
@@ -448,10 +456,27 @@ KVS_HD inline bool build_cum(const uint16_t* freq, uint32_t symbols, CumTable* t
 // The symbol holding `slot` in a table build_cum accepted; *freq and *start
 // get its frequency and cum. The scan tests cum[s + 1] <= slot as
 // cum[s + 1] - 1 < slot, so that the 0 after the last entry stops it.
+// With SSE2 the first eight steps are one comparison of cum[s + 1 .. s + 8]
+// with the slot, without a branch: the entries that pass form a prefix (cum
+// rises until the 0s after the last entry, which never pass), and their count
+// is the number of steps. A 256-symbol table's bucket holds a symbol boundary
+// often enough (about one lookup in five for CacheGen's anchor tables) that
+// a data-dependent branch there mispredicts.
 KVS_HD inline uint32_t find_symbol(const CumTable& t, uint32_t slot, uint32_t* freq, uint32_t* start) {
   uint32_t s = t.first[slot >> kPackedIndexShift];
+#ifdef KVS_RANS_SSE2
+  {
+    // Unsigned 16-bit cum - 1 < slot as a signed comparison: both sides
+    // biased by 2^15 ((cum - 1) ^ 2^15 == cum + 2^15 - 1 mod 2^16).
+    const __m128i window = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t.cum + s + 1));
+    const __m128i lhs = _mm_add_epi16(window, _mm_set1_epi16(0x7fff));
+    const __m128i rhs = _mm_set1_epi16(int16_t(uint16_t(slot ^ 0x8000u)));
+    const uint32_t passed = uint32_t(_mm_movemask_epi8(_mm_cmpgt_epi16(rhs, lhs)));  // 2 bits per entry
+    s += uint32_t(__builtin_ctz(~passed)) / 2;  // ~passed has bit 16 set
+  }
+#endif
   uint32_t next = t.cum[s + 1];
-  while (next - 1u < slot) next = t.cum[++s + 1];
+  while (__builtin_expect(next - 1u < slot, 0)) next = t.cum[++s + 1];  // rare with SSE2: past 8 steps
   *start = t.cum[s];
   *freq = (next - *start) & (kProbScale - 1);  // 2^16 - cum for the last symbol
   return s;

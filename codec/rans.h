@@ -332,8 +332,11 @@ template <uint32_t MaxSymbols>
 struct BasicPackedTable {
   static_assert(MaxSymbols >= 2 && MaxSymbols <= kMaxSymbols);
   static constexpr uint32_t kMax = MaxSymbols;
-  // first[b]: the symbol holding slot b << kPackedIndexShift, the bucket's
-  // first; 8 spare bytes because the build writes 8 at a time.
+  // first[b]: the symbol holding the bucket's middle slot,
+  // (b << kPackedIndexShift) + 2^(kPackedIndexShift - 1), so that a bucket
+  // with one symbol boundary sends at most half its slots to a scan (about
+  // half as many scans as indexing by the bucket's first slot); 8 spare bytes
+  // because the build writes 8 at a time.
   uint8_t first[(1u << kPackedIndexBits) + 8];
   // entry[symbols] = 0 follows the last entry.
   uint32_t entry[MaxSymbols + 1];
@@ -342,17 +345,21 @@ using PackedTable = BasicPackedTable<kMaxSymbols>;
 
 // Writes the slot -> symbol index of a table with cumulative frequencies
 // cum_of(s) (s < symbols; cum_of(symbols) = 2^16 is implied) into
-// first[0 .. 2^kPackedIndexBits + 8): symbol s holds the buckets whose first
-// slot lies in [cum[s], cum[s+1]). Each run is written eight bytes at a time
+// first[0 .. 2^kPackedIndexBits + 8): symbol s holds the buckets whose slot
+// (b << kPackedIndexShift) + Offset lies in [cum[s], cum[s+1]) (Offset 0:
+// the bucket's first slot, for a scan that only goes forward; half a bucket:
+// its middle slot). Each run is written eight bytes at a time
 // and always at least once (no branch for the common short run); bytes past
 // a run are overwritten by later symbols or land in the spare bytes. Bucket
 // ends are clamped, so bad frequencies cannot write out of bounds.
-template <class CumOf>
+template <uint32_t Offset, class CumOf>
 KVS_HD inline void build_packed_index(uint32_t symbols, CumOf cum_of, uint8_t* first) {
+  static_assert(Offset < (1u << kPackedIndexShift));
   uint32_t b = 0;
   for (uint32_t s = 0; s < symbols; ++s) {
     const uint32_t next = s + 1 < symbols ? cum_of(s + 1) : kProbScale;
-    uint32_t end = (next + (1u << kPackedIndexShift) - 1) >> kPackedIndexShift;
+    // The first bucket whose slot (b << shift) + Offset is >= next.
+    uint32_t end = (next + (1u << kPackedIndexShift) - 1 - Offset) >> kPackedIndexShift;
     end = end < (1u << kPackedIndexBits) ? end : (1u << kPackedIndexBits);
     const uint64_t repeated = uint64_t(s) * 0x0101010101010101ull;
     uint32_t i = b;
@@ -378,21 +385,30 @@ KVS_HD inline bool build_packed(const uint16_t* freq, uint32_t symbols, BasicPac
     cum += freq[s];
   }
   t->entry[symbols] = 0;
-  build_packed_index(symbols, [&](uint32_t s) { return t->entry[s] & (kProbScale - 1); }, t->first);
+  build_packed_index<(1u << kPackedIndexShift) / 2>(
+      symbols, [&](uint32_t s) { return t->entry[s] & (kProbScale - 1); }, t->first);
   return ok && cum == kProbScale;
 }
 
 // The entry (cum | freq << 16) of the symbol holding `slot` (< 2^16) in a
-// table build_packed accepted; *symbol gets the symbol. The scan from the
-// bucket's first symbol tests slot - cum < freq on the entry it has loaded
-// anyway, so the usual case (the bucket's first symbol) reads one entry.
+// table build_packed accepted; *symbol gets the symbol. The usual case
+// (the symbol of the bucket's middle slot) reads one entry and tests
+// slot - cum < freq on it, which fails both for a slot before cum (the
+// difference wraps) and for one past cum + freq; only then does a scan go
+// backwards or forwards (it ends at symbol 0, whose cum is 0, or before the
+// 0 entry after the last symbol, since slot < 2^16).
 template <uint32_t MaxSymbols>
 KVS_HD inline uint32_t find_entry(const BasicPackedTable<MaxSymbols>& t, uint32_t slot, uint32_t* symbol) {
   uint32_t s = t.first[slot >> kPackedIndexShift];
   uint32_t e = t.entry[s];
   if (__builtin_expect(slot - (e & (kProbScale - 1)) >= (e >> kProbBits), 0)) {
-    do e = t.entry[++s];
-    while (slot - (e & (kProbScale - 1)) >= (e >> kProbBits));
+    if (slot < (e & (kProbScale - 1))) {
+      do e = t.entry[--s];
+      while (slot < (e & (kProbScale - 1)));
+    } else {
+      do e = t.entry[++s];
+      while (slot - (e & (kProbScale - 1)) >= (e >> kProbBits));
+    }
   }
   *symbol = s;
   return e;
@@ -449,7 +465,7 @@ KVS_HD inline bool build_cum(const uint16_t* freq, uint32_t symbols, CumTable* t
     cum += freq[s];
   }
   for (uint32_t s = symbols; s < kMaxSymbols + kCumWindow; ++s) t->cum[s] = 0;
-  build_packed_index(symbols, [&](uint32_t s) { return uint32_t(t->cum[s]); }, t->first);
+  build_packed_index<0>(symbols, [&](uint32_t s) { return uint32_t(t->cum[s]); }, t->first);
   return ok && cum == kProbScale;
 }
 

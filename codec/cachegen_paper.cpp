@@ -184,11 +184,17 @@ void decode_substreams(const CacheGenPaperModel& m, const rans::CumTable* anchor
                        size_t first, int level, ChannelDecoding* channels, KVChunk& out) {
   {
     // These substreams' anchor tables (records first * D .. (first + Lanes)
-    // * D - 1, contiguous) are fetched into cache before their first row:
-    // read cold, every lookup of that row would wait on memory twice.
-    const char* p = reinterpret_cast<const char*>(anchors + first * m.shape.head_dim);
-    const size_t lines = Lanes * m.shape.head_dim * sizeof(rans::CumTable) / 64;
-    for (size_t i = 0; i < lines; ++i) __builtin_prefetch(p + 64 * i);
+    // * D - 1, contiguous) are read into cache before their first row: read
+    // cold, every lookup of that row would wait on memory twice. With loads
+    // (one byte per line, a sequential run the hardware streams) rather than
+    // a prefetch instruction per line, decoding is 3-8 % faster: the
+    // prefetches (about 6,500 per group for the bench's shape) did not all
+    // take effect.
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(anchors + first * m.shape.head_dim);
+    const size_t bytes = Lanes * m.shape.head_dim * sizeof(rans::CumTable);
+    uint8_t any = 0;
+    for (size_t i = 0; i < bytes; i += 64) any |= p[i];
+    asm volatile("" : : "r"(any));  // the loads are kept
   }
   const KVShape& s = m.shape;
   const uint32_t T = out.tokens, D = s.head_dim, G = kPaperGroupTokens;

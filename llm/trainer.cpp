@@ -71,7 +71,9 @@ double lr_at(const TrainOptions& o, int64_t step) {
   return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * cosine);
 }
 
-at::Tensor batch_loss(const Model& model, const at::Tensor& batch) {
+// Mean next-byte loss of a batch drawn on the CPU (moved to the model's device).
+at::Tensor batch_loss(const Model& model, const at::Tensor& cpu_batch) {
+  const at::Tensor batch = cpu_batch.to(model.device());
   const int64_t seq = batch.size(1) - 1;
   const at::Tensor x = batch.narrow(1, 0, seq), y = batch.narrow(1, 1, seq);
   const at::Tensor logits = model.logits(x).to(at::kFloat);
@@ -84,7 +86,7 @@ double heldout_bits_per_byte(const Model& model, const std::string& text, const 
   Corpus c{{text}, {1.0}};
   double nats = 0;
   for (int64_t i = 0; i < o.eval_windows; ++i)
-    nats += batch_loss(model, draw_batch(c, o.seed ^ 0xe7a1ull, i, 1, o.seq_tokens).to(model.device())).item<double>();
+    nats += batch_loss(model, draw_batch(c, o.seed ^ 0xe7a1ull, i, 1, o.seq_tokens)).item<double>();
   return nats / double(o.eval_windows) / std::log(2.0);
 }
 
@@ -193,7 +195,7 @@ TrainReport train(const TrainOptions& o, const std::atomic<bool>* stop) {
     }
     const double lr = lr_at(o, step);
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    const at::Tensor loss = batch_loss(model, draw_batch(corpus, o.seed, step, o.batch, o.seq_tokens).to(device));
+    const at::Tensor loss = batch_loss(model, draw_batch(corpus, o.seed, step, o.batch, o.seq_tokens));
     opt.zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model.parameters(), o.clip_norm);

@@ -21,7 +21,6 @@ scripts/train-torch's, which its --self-test checks against `kvstream eval`.
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from importlib.machinery import SourceFileLoader
@@ -58,9 +57,7 @@ def main():
     model.load_hf(tt.read_safetensors(weights))
     model.eval()
 
-    rng = random.Random(args.seed + args.length)
-    tag = f"s{args.seed}-{args.length}"
-    sample = [tt.prep.make_context(rng, text, args.length, i, tag) for i in range(args.contexts)]
+    sample = tt.sample_contexts(text, args.length, args.seed + args.length, args.contexts)
     end = args.contexts if args.count <= 0 else min(args.contexts, args.first + args.count)
     chosen = sample[args.first:end]
     right, t0 = 0, time.time()

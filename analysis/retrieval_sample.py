@@ -62,9 +62,8 @@ def main():
     chosen = sample[args.first:end]
     right, t0 = 0, time.time()
     tty = sys.stderr.isatty()
-    for i, c in enumerate(chosen, 1):
-        prompt, answer = (c["context"] + c["question"]).encode(), c["answer"].encode()
-        right += int(tt.retrieval_accuracy(model, [(prompt, answer)], "cpu", torch.no_grad) == 1.0)
+    for i, pair in enumerate(chosen, 1):
+        right += int(tt.retrieval_accuracy(model, [pair], "cpu", torch.no_grad) == 1.0)
         el = time.time() - t0
         if tty or i % 10 == 0 or i == len(chosen):
             line = (f"retrieval_sample: {i}/{len(chosen)} {right} right, {i / el:.2f} contexts/s, "

@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,33 @@ namespace kvs {
 
 std::string at_location(const std::string& file, size_t line, const std::string& message) {
   return line ? fmt::format("{}:{}: {}", file, line, message) : fmt::format("{}: {}", file, message);
+}
+
+std::string closest_name(const std::string& word, const std::vector<std::string>& known) {
+  std::string best;
+  size_t best_d = size_t(-1);
+  for (const auto& k : known) {
+    // Levenshtein distance, one row at a time.
+    std::vector<size_t> row(k.size() + 1);
+    for (size_t j = 0; j <= k.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= word.size(); ++i) {
+      size_t diag = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= k.size(); ++j) {
+        const size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (word[i - 1] == k[j - 1] ? 0 : 1)});
+        diag = up;
+      }
+    }
+    if (row[k.size()] < best_d) best_d = row[k.size()], best = k;
+  }
+  const size_t longer = std::max(word.size(), best.size());
+  return best_d > 0 && best_d * 3 <= longer + 2 ? best : std::string();
+}
+
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& known) {
+  const std::string c = closest_name(word, known);
+  return c.empty() ? std::string() : fmt::format(" (did you mean '{}'?)", c);
 }
 
 std::string read_file(const std::string& path) {

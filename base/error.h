@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace kvs {
 
@@ -15,5 +16,11 @@ class Error : public std::runtime_error {
 
 // "file:line: message" (line omitted when 0).
 std::string at_location(const std::string& file, size_t line, const std::string& message);
+
+// The known name closest to `word` by edit distance, when it is close enough
+// to be a likely misspelling (at most a third of the longer name); else empty.
+std::string closest_name(const std::string& word, const std::vector<std::string>& known);
+// " (did you mean 'x'?)" for the closest known name, or empty.
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& known);
 
 }  // namespace kvs

@@ -38,5 +38,16 @@ TEST(Error, LocationFormat) {
   EXPECT_EQ(at_location("a.csv", 0, "empty file"), "a.csv: empty file");
 }
 
+TEST(Error, ClosestNameFindsMisspellingsOnly) {
+  const std::vector<std::string> known = {"rtt_ms", "rate_mbps", "loss_rate", "level"};
+  EXPECT_EQ(closest_name("rtt_mss", known), "rtt_ms");
+  EXPECT_EQ(closest_name("lvl", known), "level");
+  EXPECT_EQ(closest_name("rate_mbs", known), "rate_mbps");
+  EXPECT_EQ(closest_name("bandwidth", known), "");
+  EXPECT_EQ(closest_name("level", known), "");  // an exact name is not a misspelling
+  EXPECT_EQ(did_you_mean("los_rate", known), " (did you mean 'loss_rate'?)");
+  EXPECT_EQ(did_you_mean("x", {}), "");
+}
+
 }  // namespace
 }  // namespace kvs

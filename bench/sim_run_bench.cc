@@ -80,6 +80,7 @@ void BM_Simulate4kContext1Gbps(benchmark::State& state) {
   const auto profile = bench_profile(16, 256, 0);
   kvs::sim::SimConfig config;
   config.codec = "c";
+  config.gpu.decode = "profile";  // the bench profile's decode seconds, as before the assumed GPU decode
   config.target = state.range(0) == 0 ? "mistral-7b" : "llama-7b";
   config.link.rate_mbps = 1000;
   config.link.rtt_ms = 20;
@@ -104,6 +105,7 @@ void BM_Simulate1GB(benchmark::State& state) {
   const auto profile = bench_profile(chunks, 256, 62'500'000);
   kvs::sim::SimConfig config;
   config.codec = "c";
+  config.gpu.decode = "profile";  // the bench profile's decode seconds, as before the assumed GPU decode
   config.link.rate_mbps = double(state.range(0));
   config.link.rtt_ms = 20;
   config.link.mtu_bytes = uint32_t(state.range(1));

@@ -1,7 +1,5 @@
 #include "policies/basic.h"
 
-#include <charconv>
-
 #include <fmt/core.h>
 
 #include "base/error.h"
@@ -30,31 +28,19 @@ class RecomputePolicy : public Policy {
   Action decide(const StreamState&) override { return {Action::kRecompute, "recompute all"}; }
 };
 
-void reject_unknown(const std::string& policy, const PolicyParams& params, std::initializer_list<const char*> known) {
-  for (const auto& [key, value] : params) {
-    bool ok = false;
-    for (const char* k : known) ok = ok || key == k;
-    if (!ok) throw Error(fmt::format("policy {}: unknown parameter '{}'", policy, key));
-  }
-}
-
 }  // namespace
 
-std::unique_ptr<Policy> make_fixed_policy(const PolicyParams& params) {
-  reject_unknown("fixed", params, {"level"});
-  int level = 0;
-  if (auto it = params.find("level"); it != params.end()) {
-    const std::string& v = it->second;
-    auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), level);
-    if (ec != std::errc() || ptr != v.data() + v.size() || level < 0)
-      throw Error(fmt::format("policy fixed: parameter level: expected an integer >= 0, got '{}'", v));
-  }
-  return std::make_unique<FixedPolicy>(level);
+PolicyInfo fixed_policy() {
+  return {"fixed",
+          "the same codec level for every chunk",
+          {ParamSpec::integer("level", 0, "", "codec level, 0 = finest", 0, 1000)},
+          false,
+          [](const ParamValues& v) { return std::make_unique<FixedPolicy>(v.integer("level")); }};
 }
 
-std::unique_ptr<Policy> make_recompute_policy(const PolicyParams& params) {
-  reject_unknown("recompute", params, {});
-  return std::make_unique<RecomputePolicy>();
+PolicyInfo recompute_policy() {
+  return {"recompute", "recompute every chunk from text on the GPU (no KV fetched)", {}, false,
+          [](const ParamValues&) { return std::make_unique<RecomputePolicy>(); }};
 }
 
 }  // namespace kvs::policies

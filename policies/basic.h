@@ -3,13 +3,11 @@
 // text (`recompute`).
 #pragma once
 
-#include <memory>
-
 #include "policies/policy.h"
 
 namespace kvs::policies {
 
-std::unique_ptr<Policy> make_fixed_policy(const PolicyParams& params);
-std::unique_ptr<Policy> make_recompute_policy(const PolicyParams& params);
+PolicyInfo fixed_policy();
+PolicyInfo recompute_policy();
 
 }  // namespace kvs::policies

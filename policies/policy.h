@@ -2,13 +2,19 @@
 // the chunk from text.
 //
 // A policy sees only what a real client could know at the decision point
-// (StreamState): elapsed time, the SLO, the byte sizes of the remaining chunks
-// at every level, throughput samples observed so far, and the GPU's queue. It
-// never sees the future of the bandwidth trace (the one exception, an oracle,
-// will say so in its name).
+// (StreamState): elapsed time, the SLO, per remaining chunk and level the
+// bytes, the quality estimate and the GPU decode time from the profile, every
+// chunk's recompute time, the throughput it measured so far, the GPU's queued
+// work and its own earlier decisions. It never sees the future of the
+// bandwidth trace. The one exception is a policy that says so: its
+// `PolicyInfo::reads_future` is true, its name says "oracle", and the
+// simulator hands it the link through `see_future` before the first decision.
 //
-// A new policy is one file with a class deriving from Policy, plus one line in
-// the registry (policy.cpp), plus a test.
+// A new policy is one file with a class deriving from Policy and a function
+// returning its PolicyInfo (name, one-line summary, typed parameters, factory),
+// plus one line in the registry (policy.cpp), plus a test.
+//
+// This header is included by the C++17 ns-3 engine: keep it C++17.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +23,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "traces/trace.h"
 
 namespace kvs::policies {
 
@@ -28,25 +36,62 @@ struct ThroughputSample {
   double rate_bps() const { return end_s > start_s ? 8.0 * double(bytes) / (end_s - start_s) : 0.0; }
 };
 
+// What the client knows of one chunk before fetching it: the profile's
+// figures, scaled to the target model and timed on the simulated GPU.
+struct ChunkInfo {
+  uint64_t token_begin = 0;
+  uint32_t tokens = 0;
+  std::vector<uint64_t> bytes;        // per level, on the wire (header included)
+  std::vector<double> decode_s;       // per level, on the simulated GPU
+  // Per level: the profile's estimate of the relative increase of continuation
+  // loss when only this chunk is at this level (lower is better; 0 = exact).
+  std::vector<double> loss_increase;
+  double recompute_s = 0;             // prefill of this chunk after the ones before it
+};
+
+// One earlier decision of this request and what came of it.
+struct Decision {
+  uint32_t chunk = 0;
+  int level = 0;                 // codec level, or Action::kRecompute
+  double decided_s = 0;
+  double arrived_s = -1;         // last byte of a fetched chunk (-1: not yet, or recomputed)
+};
+
+// How a request's chunks are fetched and computed.
+enum class Schedule {
+  // Chunks are decided in order 0, 1, 2, ...; the GPU decodes or recomputes
+  // them in that order as their data is ready (pipelined with the network).
+  kInOrder,
+  // Cake-style: the GPU recomputes chunks forward from chunk 0 while the
+  // network fetches chunks backward from the last; both stop where they meet
+  // (decided at run time). The policy is asked only for the fetched chunks.
+  kLoadBackComputeFront,
+};
+
 struct StreamState {
   double now_s = 0;          // simulation time of the decision
   double elapsed_s = 0;      // since the request was issued
   double slo_s = 0;          // TTFT target for this request (0: none)
   uint32_t next_chunk = 0;   // index of the chunk to decide
   uint32_t total_chunks = 0;
-  // chunk_bytes[c][level]: bytes of chunk c at each level, for c >= next_chunk
-  // (earlier entries are those already decided).
-  const std::vector<std::vector<uint64_t>>* chunk_bytes = nullptr;
-  std::vector<uint32_t> chunk_tokens;             // tokens of every chunk
+  uint32_t levels = 0;       // levels of the codec, 0 = finest
+  // Every chunk of the context (owned by the simulator; valid during decide()).
+  const std::vector<ChunkInfo>* chunks = nullptr;
+  // This request's decisions so far, in the order they were made.
+  std::vector<Decision> decisions;
   // Fine-grained samples: bytes received over intervals of at least the
   // simulator's sample interval (e.g. 10 ms) while data was flowing, oldest first.
   std::vector<ThroughputSample> samples;
   // One sample per fetched chunk: request sent -> last byte (includes one RTT).
   std::vector<ThroughputSample> chunk_samples;
-  double rtt_s = 0;                               // measured at connection setup (0 before)
-  double gpu_busy_until_s = 0;                    // when the GPU finishes queued work
-  double recompute_s_per_chunk_estimate = 0;      // for chunk next_chunk, from the compute model
-  uint32_t levels = 0;                            // levels of the codec, 0 = finest
+  double rtt_s = 0;                // measured at connection setup (0 before)
+  double gpu_busy_until_s = 0;     // when the GPU finishes all work queued so far (any request)
+  double first_token_s = 0;        // GPU time of the first token once the cache is complete
+
+  const ChunkInfo& chunk(uint32_t c) const { return (*chunks)[c]; }
+  double gpu_queued_s() const { return gpu_busy_until_s > now_s ? gpu_busy_until_s - now_s : 0.0; }
+  // Seconds left before the SLO (negative when missed; a large number without an SLO).
+  double slack_s() const { return slo_s > 0 ? slo_s - elapsed_s : 1e18; }
 };
 
 struct Action {
@@ -56,19 +101,92 @@ struct Action {
   std::string reason;  // a short note for the event log (e.g. the estimate used)
 };
 
+// The link as an oracle sees it: the real trace (or constant rate), the
+// propagation delay, and the share of the bottleneck rate that carries payload.
+struct NetworkFuture {
+  const traces::Trace* trace = nullptr;  // null: constant `rate_bps`
+  double rate_bps = 0;
+  double rtt_s = 0;
+  double payload_share = 1;   // payload bytes / bytes on the wire (headers of every packet)
+  double request_start_s = 0; // simulation time the request was issued
+  uint32_t in_flight = 1;     // chunk requests outstanding per connection
+};
+
 class Policy {
  public:
   virtual ~Policy() = default;
+  // The policy's name with its parameters, as it appears in every output.
   virtual std::string name() const = 0;
   virtual Action decide(const StreamState& state) = 0;
+  virtual Schedule schedule() const { return Schedule::kInOrder; }
+  // Called once, before the first decision, for policies whose PolicyInfo says
+  // reads_future; never for the others.
+  virtual void see_future(const NetworkFuture&) {}
+  // A policy's own prediction of this request's TTFT (s), when it makes one
+  // (the oracle); negative: none.
+  virtual double predicted_ttft_s() const { return -1; }
 };
 
-// Parameters as given in a scenario or on the command line: key -> value text.
+// ---- parameters ---------------------------------------------------------------
+
+// One typed parameter of a policy, declared once with its default and unit.
+struct ParamSpec {
+  enum class Type { kInt, kNumber, kBool, kChoice };
+  std::string name;
+  Type type = Type::kNumber;
+  std::string default_value;  // as text, e.g. "0.9"
+  std::string unit;           // e.g. "s", "chunks", "" for plain numbers
+  std::string help;           // one line
+  double min = -1e300, max = 1e300;  // inclusive bounds (kInt, kNumber)
+  std::vector<std::string> choices;  // kChoice
+
+  static ParamSpec integer(std::string name, long long dflt, std::string unit, std::string help, double min = -1e300,
+                           double max = 1e300);
+  static ParamSpec number(std::string name, double dflt, std::string unit, std::string help, double min = -1e300,
+                          double max = 1e300);
+  static ParamSpec boolean(std::string name, bool dflt, std::string help);
+  static ParamSpec choice(std::string name, std::string dflt, std::vector<std::string> choices, std::string help);
+};
+
+// Parameter values as given in a scenario or on the command line: key -> text.
 using PolicyParams = std::map<std::string, std::string>;
 
-// Creates the named policy; throws kvs::Error naming the policy and the
-// registered ones when unknown, or the parameter when a parameter is bad.
+// Parsed and checked parameter values, defaults filled in.
+class ParamValues {
+ public:
+  double number(const std::string& name) const;
+  int integer(const std::string& name) const;
+  bool flag(const std::string& name) const;
+  const std::string& text(const std::string& name) const;
+
+ private:
+  friend ParamValues parse_params(const std::string&, const std::vector<ParamSpec>&, const PolicyParams&);
+  std::map<std::string, std::string> values_;
+};
+
+struct PolicyInfo {
+  std::string name;
+  std::string summary;         // one line
+  std::vector<ParamSpec> params;
+  bool reads_future = false;   // an oracle: sees the trace through see_future
+  std::function<std::unique_ptr<Policy>(const ParamValues&)> make;
+};
+
+// Checks `given` against `specs`: an unknown name (with the closest known one),
+// a value of the wrong type or out of range is a kvs::Error naming the policy
+// and the parameter. Missing parameters take their defaults.
+ParamValues parse_params(const std::string& policy, const std::vector<ParamSpec>& specs, const PolicyParams& given);
+
+// Every registered policy, sorted by name.
+const std::vector<PolicyInfo>& policy_infos();
+// The named policy's info; throws kvs::Error listing the known ones (and the
+// closest) when unknown.
+const PolicyInfo& policy_info(const std::string& name);
+// Creates the named policy with checked parameters.
 std::unique_ptr<Policy> make_policy(const std::string& name, const PolicyParams& params);
 std::vector<std::string> policy_names();
+// A table of every policy, its parameters, defaults, units and summaries
+// (`kvstream policies`).
+std::string describe_policies();
 
 }  // namespace kvs::policies

@@ -16,6 +16,23 @@ namespace kvs::sim {
 
 namespace {
 constexpr uint16_t kServerPort = 7000;
+
+// The link as an oracle sees it. The payload share counts what every data
+// packet carries besides payload: IP, TCP and timestamp headers (52 bytes)
+// and, on a rate-driven point-to-point bottleneck, PPP framing (2 bytes);
+// a mahimahi opportunity carries one IP packet of up to its packet size.
+policies::NetworkFuture network_future(const EngineConfig& c) {
+  policies::NetworkFuture f;
+  const LinkSpec& l = c.link;
+  f.trace = l.trace ? &*l.trace : nullptr;
+  f.rate_bps = l.rate_mbps * 1e6;
+  f.rtt_s = (l.rtt_ms + l.access_rtt_ms) / 1000.0;
+  const double mss = l.mss_bytes ? l.mss_bytes : l.mtu_bytes - 52.0;
+  const bool mahimahi = l.trace && l.trace->opportunities && l.trace_mode != "rate";
+  f.payload_share = mahimahi ? mss / (mss + 52.0) : mss / (mss + 54.0);
+  f.in_flight = c.in_flight;
+  return f;
+}
 }  // namespace
 
 EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpec>& contexts,
@@ -81,6 +98,8 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
       s.request_bytes = config.request_header_bytes;
       s.response_header_bytes = config.response_header_bytes;
       s.errors = &errors;
+      s.give_future = config.policy_reads_future;
+      s.future = network_future(config);
       if (progress) s.on_chunk = [&progress] { progress->advance(); };
       s.on_done = [&done, total] {
         if (++done == total) ns3::Simulator::Stop();

@@ -18,15 +18,9 @@
 
 namespace kvs::sim {
 
-// One chunk of a context as the simulation uses it.
-struct ChunkSpec {
-  uint64_t token_begin = 0;
-  uint32_t tokens = 0;
-  std::vector<uint64_t> bytes;         // per level, as sent (scaled to the target)
-  std::vector<double> decode_s;        // per level, on the simulated GPU
-  std::vector<double> loss_increase;   // per level, from the profile
-  double recompute_s = 0;              // prefill of this chunk after the ones before it
-};
+// One chunk of a context as the simulation uses it (and as policies see it):
+// sizes already scaled to the target, GPU times already computed.
+using ChunkSpec = policies::ChunkInfo;
 
 struct ContextSpec {
   std::string id;
@@ -47,6 +41,9 @@ struct EngineConfig {
   uint32_t response_header_bytes = 16;
   uint32_t seed = 1, run = 1;
   double max_sim_s = 3600;
+  // The policy is an oracle (PolicyInfo::reads_future): hand it the link
+  // through Policy::see_future before its first decision.
+  bool policy_reads_future = false;
   bool show_progress = false;          // a progress bar on stderr (chunks done)
 };
 

@@ -88,6 +88,10 @@ ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec) :
   const double peak = spec.peak_flops > 0 ? spec.peak_flops : gpu_preset_peak_flops(spec.preset);
   if (!(spec.efficiency > 0 && spec.efficiency <= 1))
     throw Error(fmt::format("gpu efficiency: expected a number in (0, 1], got {}", spec.efficiency));
+  if (spec.decode != "assumed" && spec.decode != "profile")
+    throw Error(fmt::format("gpu decode: expected 'assumed' or 'profile', got '{}'", spec.decode));
+  if (!(spec.decode_bytes_per_s >= 0))
+    throw Error(fmt::format("gpu decode_bytes_per_s: expected a number >= 0, got {}", spec.decode_bytes_per_s));
   if (!(spec.decode_speedup > 0))
     throw Error(fmt::format("gpu decode_speedup: expected a positive number, got {}", spec.decode_speedup));
   flops_per_s_ = peak * spec.efficiency;
@@ -109,8 +113,30 @@ double ComputeModel::first_token_s(uint64_t context_tokens) const {
   return std::max(model_.prefill_flops(context_tokens, 1) / flops_per_s_, bytes / memory_bytes_per_s_);
 }
 
-double ComputeModel::decode_s(double profiled_decode_s, double size_scale) const {
-  return profiled_decode_s * size_scale / spec_.decode_speedup;
+double ComputeModel::assumed_decode_bytes_per_s(const std::string& codec) const {
+  if (codec == "raw") return 0;
+  if (spec_.decode_bytes_per_s > 0) return spec_.decode_bytes_per_s;
+  if (codec == "quant8" || codec == "kivi2" || codec == "kivi4") return memory_bytes_per_s_ * 2.0 / 3.0;
+  // Entropy-coded: 250 GB/s on an A100, scaled by memory bandwidth (gpu_model.h).
+  const double a100_bw = gpu_preset_memory_bytes_per_s("a100");
+  const double bw = spec_.memory_bytes_per_s > 0 ? spec_.memory_bytes_per_s : gpu_preset_memory_bytes_per_s(spec_.preset);
+  return 250e9 * bw / a100_bw;
+}
+
+double ComputeModel::decode_s(const std::string& codec, double profiled_decode_s, double size_scale,
+                              double fp16_bytes) const {
+  if (spec_.decode == "profile") return profiled_decode_s * size_scale / spec_.decode_speedup;
+  const double rate = assumed_decode_bytes_per_s(codec);
+  return rate > 0 ? fp16_bytes / rate : 0.0;
+}
+
+std::string ComputeModel::decode_timing_note(const std::string& codec, const std::string& profile_device) const {
+  if (spec_.decode == "profile")
+    return fmt::format("profile: measured on {} / decode_speedup {}", profile_device, spec_.decode_speedup);
+  const double rate = assumed_decode_bytes_per_s(codec);
+  if (rate == 0) return "assumed: raw needs no decode (0 s), not measured";
+  return fmt::format("assumed, not measured: {:.0f} GB/s of fp16 output for {} on {}{}", rate / 1e9, codec,
+                     spec_.preset, spec_.decode_bytes_per_s > 0 ? " (gpu.decode_bytes_per_s)" : " (gpu_model.h)");
 }
 
 }  // namespace kvs::sim

@@ -3,10 +3,21 @@
 // FIFO queue they share (GpuQueue, engine.h).
 //
 // Sources of the numbers:
-// - Decode: the profile's measured decode seconds for the chunk at the chosen
-//   level (measured on Profile::device, usually a CPU), divided by
-//   GpuSpec::decode_speedup, and multiplied by the target/profiled size ratio
-//   when the target model is larger than the profiled one.
+// - Decode, GpuSpec::decode = "assumed" (the default, until the CUDA codec
+//   measures GPU times): the chunk's KV at fp16 (target shape) divided by an
+//   ASSUMED output throughput per codec family and GPU, named as assumed in
+//   every output:
+//     entropy-coded (cachegen, kvs, zstd): GPU rANS decoders reach 250-410 GB/s
+//       on an A100 (DietGPU, the public order of magnitude); we take the low
+//       end, 250 GB/s on an A100, and scale it to the other GPUs by memory
+//       bandwidth (decoding is memory-bound): H100 411, H200 589, L40S 106 GB/s;
+//     dequantization (quant8, kivi2, kivi4): memory-bound, about 3 bytes moved
+//       per 2 bytes of output: 2/3 of the memory bandwidth x efficiency;
+//     raw: no decode (0 s).
+//   GpuSpec::decode = "profile": the profile's measured decode seconds for the
+//   chunk at the chosen level (on Profile::device, usually one CPU thread),
+//   divided by GpuSpec::decode_speedup and multiplied by the target/profiled
+//   size ratio when the target model is larger than the profiled one.
 // - Prefill: ModelInfo::prefill_flops of the target model divided by (peak
 //   FLOP/s x efficiency). Peaks are vendors' dense (no sparsity) BF16
 //   tensor-core numbers: H100 SXM 989 TFLOP/s, H200 989 TFLOP/s (same compute
@@ -49,9 +60,14 @@ class ComputeModel {
   // One decode step of the model with `context_tokens` in the cache (or the
   // configured value).
   double first_token_s(uint64_t context_tokens) const;
-  // Decode of a chunk whose profiled decode took `profiled_decode_s`, with
-  // sizes scaled by `size_scale`.
-  double decode_s(double profiled_decode_s, double size_scale) const;
+  // Decode of one chunk of `codec`: `profiled_decode_s` measured on the
+  // profile's device, `size_scale` target/profiled, `fp16_bytes` the chunk's
+  // KV at fp16 in the target's shape.
+  double decode_s(const std::string& codec, double profiled_decode_s, double size_scale, double fp16_bytes) const;
+  // The assumed decode throughput for `codec` (fp16 output bytes/s; 0 for raw).
+  double assumed_decode_bytes_per_s(const std::string& codec) const;
+  // One line for every output: how decode times were obtained.
+  std::string decode_timing_note(const std::string& codec, const std::string& profile_device) const;
 
   double flops_per_s() const { return flops_per_s_; }
 

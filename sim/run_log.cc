@@ -50,6 +50,9 @@ std::string result_to_json(const RunResult& r) {
   using nlohmann::ordered_json;
   ordered_json j;
   j["policy"] = r.policy;
+  j["policy_reads_future"] = r.policy_reads_future;
+  j["schedule"] = r.schedule;
+  j["decode_timing"] = r.decode_timing;
   j["profile"] = r.profile;
   j["codec"] = r.codec;
   j["model"] = r.model;
@@ -72,7 +75,9 @@ std::string result_to_json(const RunResult& r) {
     o["context"] = q.context;
     o["context_id"] = q.context_id;
     o["tokens"] = q.tokens;
-    o["start_s"] = ns(q.start_s);
+    o["arrival_s"] = ns(q.arrival_s);
+    o["started"] = q.started;
+    if (q.started) o["start_s"] = ns(q.start_s);  // a request that never started has no start
     o["finished"] = q.finished;
     o["ttft_s"] = ns(q.ttft_s);
     o["slo_met"] = q.slo_met;
@@ -87,6 +92,7 @@ std::string result_to_json(const RunResult& r) {
     o["wire_bytes"] = q.wire_bytes;
     o["recomputed_chunks"] = q.recomputed_chunks;
     o["quality_loss_increase"] = q.quality_loss_increase;
+    if (q.predicted_ttft_s >= 0) o["predicted_ttft_s"] = ns(q.predicted_ttft_s);
     if (q.exact_quality.measured)
       o["exact_quality"] = {{"loss_increase", q.exact_quality.loss_increase},
                             {"greedy_agreement", q.exact_quality.greedy_agreement},
@@ -114,15 +120,24 @@ std::string result_to_json(const RunResult& r) {
 
 std::string result_summary(const RunResult& r, double slo_s) {
   std::string s = fmt::format("policy {}  codec {}  model {}\n", r.policy, r.codec, r.model);
+  if (r.policy_reads_future) s += "  the policy read the future of the trace (an oracle or oracle-informed baseline)\n";
+  if (r.schedule != "in-order") s += "  schedule: " + r.schedule + "\n";
   if (!r.scaling_note.empty()) s += "  " + r.scaling_note + "\n";
+  if (!r.decode_timing.empty()) s += "  decode timing: " + r.decode_timing + "\n";
   s += "  network: " + r.network + "\n";
   for (const auto& q : r.requests) {
+    if (!q.started) {
+      s += fmt::format("request {} (context {}, {} tokens, arrives {:.3f} s): NOT STARTED (the run stopped first)\n",
+                       q.id, q.context_id, q.tokens, q.arrival_s);
+      continue;
+    }
     s += fmt::format("request {} (context {}, {} tokens, start {:.3f} s): ", q.id, q.context_id, q.tokens, q.start_s);
     if (!q.finished) {
       s += "UNFINISHED\n";
       continue;
     }
     s += fmt::format("TTFT {:.3f} s", q.ttft_s);
+    if (q.predicted_ttft_s >= 0) s += fmt::format(" (the policy predicted {:.3f} s)", q.predicted_ttft_s);
     if (slo_s > 0) s += fmt::format("  SLO {:.3f} s {}", slo_s, q.slo_met ? "met" : "MISSED");
     s += "\n";
     const auto& b = q.breakdown;

@@ -52,7 +52,9 @@ struct RequestResult {
   uint32_t context = 0;
   std::string context_id;
   uint32_t tokens = 0;
-  double start_s = 0;
+  double arrival_s = 0;        // when the request arrived (its scheduled start)
+  bool started = false;        // false: the run stopped (max_sim_s) before it arrived
+  double start_s = 0;          // when it started (meaningful only when `started`)
   double first_token_s = -1;  // simulation time of the first token; -1 if unfinished
   double ttft_s = -1;
   bool finished = false;
@@ -63,12 +65,16 @@ struct RequestResult {
   uint64_t wire_bytes = 0;     // TCP payload bytes both ways, as counted by the client's socket
   uint32_t recomputed_chunks = 0;
   double quality_loss_increase = 0;  // sum of chosen levels' per-chunk loss_increase
+  double predicted_ttft_s = -1;      // the policy's own prediction (an oracle's plan); -1: none
   MeasuredQuality exact_quality;
   std::vector<ChunkRecord> chunks;
 };
 
 struct RunResult {
   std::string policy;          // the policy's name with its parameters
+  bool policy_reads_future = false;  // an oracle or oracle-informed policy: saw the trace's future
+  std::string schedule = "in-order";  // or "load-back-compute-front" (Cake-style hybrid)
+  std::string decode_timing;   // how decode times were obtained (assumed or measured, and where)
   std::string profile;         // path of the profile, for the record
   std::string codec;
   std::string model;          // target model

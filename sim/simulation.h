@@ -49,8 +49,14 @@ codec::ModelInfo resolve_target(const SimConfig& config, const codec::Profile& p
 // profile and seed give byte-identical outputs.
 SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const SimHooks& hooks = {});
 
-// Writes results.json, events.jsonl and summary.txt into `out_dir` (created),
-// each atomically.
+// Writes results.json, events.jsonl and summary.txt into `out_dir` (created)
+// as one set: all three or, on an error, none of them (base/files.h
+// write_files_atomic).
 void write_outputs(const SimOutput& output, const std::string& out_dir);
+
+// Empty when every request finished; otherwise why the run is not a result:
+// which requests were unfinished when it stopped at max_sim_s, how far each
+// got, and which never started. `kvstream simulate` exits non-zero with it.
+std::string unfinished_reason(const RunResult& result, double max_sim_s);
 
 }  // namespace kvs::sim

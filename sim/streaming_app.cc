@@ -127,13 +127,10 @@ void ChunkServer::Pump(ns3::Ptr<ns3::Socket> socket, uint32_t) {
 // ---- client -------------------------------------------------------------------
 
 ChunkClient::ChunkClient(ClientSetup setup) : s_(std::move(setup)) {
-  const auto& ctx = *s_.spec;
-  total_chunks_ = uint32_t(ctx.chunks.size());
+  total_chunks_ = uint32_t(s_.spec->chunks.size());
   chunks_.resize(total_chunks_);
-  for (const auto& c : ctx.chunks) {
-    chunk_tokens_.push_back(c.tokens);
-    chunk_bytes_.push_back(c.bytes);
-  }
+  hybrid_ = s_.policy->schedule() == policies::Schedule::kLoadBackComputeFront;
+  back_ = total_chunks_;
 }
 
 void ChunkClient::StartApplication() {
@@ -147,11 +144,16 @@ void ChunkClient::Start() {
   r.chunks.resize(total_chunks_);
   for (uint32_t i = 0; i < total_chunks_; ++i) {
     r.chunks[i].index = i;
-    r.chunks[i].tokens = chunk_tokens_[i];
+    r.chunks[i].tokens = s_.spec->chunks[i].tokens;
   }
   s_.log->add(start_s_, s_.request_id, "request",
               fmt::format("\"context\":{},\"tokens\":{},\"chunks\":{}", json_string(s_.spec->id), s_.spec->tokens,
                           total_chunks_));
+  if (s_.give_future) {
+    policies::NetworkFuture f = s_.future;
+    f.request_start_s = start_s_;
+    s_.policy->see_future(f);
+  }
   socket_ = ns3::Socket::CreateSocket(GetNode(), ns3::TcpSocketFactory::GetTypeId());
   socket_->Bind();
   socket_->SetConnectCallback(ns3::MakeCallback(&ChunkClient::HandleConnected, this),
@@ -161,6 +163,7 @@ void ChunkClient::Start() {
   socket_->Connect(s_.server);
   socket_open_ = true;
   DecideMore();
+  if (hybrid_) AdvanceFront();
 }
 
 void ChunkClient::StopApplication() {
@@ -185,57 +188,120 @@ void ChunkClient::Flush() {
   if (sent > 0) outbox_.erase(0, size_t(sent));
 }
 
-policies::StreamState ChunkClient::MakeState(double now) const {
+policies::StreamState ChunkClient::MakeState(double now, uint32_t chunk) const {
   policies::StreamState st;
   st.now_s = now;
   st.elapsed_s = now - start_s_;
   st.slo_s = s_.slo_s;
-  st.next_chunk = next_decide_;
+  st.next_chunk = chunk;
   st.total_chunks = total_chunks_;
-  st.chunk_bytes = &chunk_bytes_;
-  st.chunk_tokens = chunk_tokens_;
+  st.levels = uint32_t(s_.spec->chunks.empty() ? 0 : s_.spec->chunks[0].bytes.size());
+  st.chunks = &s_.spec->chunks;
+  st.decisions = decisions_;
   st.samples = samples_;
   st.chunk_samples = chunk_samples_;
   st.rtt_s = rtt_s_;
   st.gpu_busy_until_s = s_.gpu->busy_until_s(now);
-  if (next_decide_ < total_chunks_) st.recompute_s_per_chunk_estimate = s_.spec->chunks[next_decide_].recompute_s;
-  st.levels = uint32_t(chunk_bytes_.empty() ? 0 : chunk_bytes_[0].size());
+  st.first_token_s = s_.spec->first_token_s;
   return st;
+}
+
+// Asks the policy about `chunk` and acts on the answer: a request, or (in
+// order) recompute.
+void ChunkClient::Decide(uint32_t i, double now) {
+  const policies::Action action = s_.policy->decide(MakeState(now, i));
+  const auto& spec = s_.spec->chunks[i];
+  if (!action.recompute() && (action.level < 0 || size_t(action.level) >= spec.bytes.size()))
+    throw Error(fmt::format("policy {} chose level {} for chunk {}, but the codec has {} levels",
+                            s_.policy->name(), action.level, i, spec.bytes.size()));
+  if (hybrid_ && action.recompute()) {
+    // The front takes the rest.
+    fetch_stopped_ = true;
+    s_.log->add(now, s_.request_id, "decision",
+                fmt::format("\"chunk\":{},\"action\":\"stop_fetching\",\"reason\":{}", i, json_string(action.reason)));
+    return;
+  }
+  auto& rec = s_.result->chunks[i];
+  rec.level = action.level;
+  rec.reason = action.reason;
+  rec.decided_s = now;
+  rec.estimate_bps = samples_.empty() ? 0.0 : samples_.back().rate_bps();
+  chunks_[i].decided = true;
+  decisions_.push_back({i, action.level, now, -1});
+  if (action.recompute()) {
+    s_.log->add(now, s_.request_id, "decision",
+                fmt::format("\"chunk\":{},\"action\":\"recompute\",\"estimate_bps\":{},\"reason\":{}", i,
+                            json_number(std::round(rec.estimate_bps)), json_string(action.reason)));
+    chunks_[i].ready = true;
+    if (s_.on_chunk) s_.on_chunk();
+    return;
+  }
+  rec.payload_bytes = spec.bytes[size_t(action.level)];
+  rec.loss_increase = spec.loss_increase[size_t(action.level)];
+  s_.log->add(now, s_.request_id, "decision",
+              fmt::format("\"chunk\":{},\"level\":{},\"bytes\":{},\"estimate_bps\":{},\"reason\":{}", i,
+                          action.level, rec.payload_bytes, json_number(std::round(rec.estimate_bps)),
+                          json_string(action.reason)));
+  chunks_[i].fetch = true;
+  SendRequest(i, action.level);
 }
 
 void ChunkClient::DecideMore() {
   const double now = now_s();
-  while (next_decide_ < total_chunks_ && outstanding_ < s_.in_flight) {
-    const uint32_t i = next_decide_;
-    const policies::Action action = s_.policy->decide(MakeState(now));
-    auto& rec = s_.result->chunks[i];
-    if (!action.recompute() && (action.level < 0 || size_t(action.level) >= chunk_bytes_[i].size()))
-      throw Error(fmt::format("policy {} chose level {} for chunk {}, but the codec has {} levels",
-                              s_.policy->name(), action.level, i, chunk_bytes_[i].size()));
-    rec.level = action.level;
-    rec.reason = action.reason;
-    rec.decided_s = now;
-    rec.estimate_bps = samples_.empty() ? 0.0 : samples_.back().rate_bps();
-    chunks_[i].decided = true;
-    ++next_decide_;
-    if (action.recompute()) {
-      s_.log->add(now, s_.request_id, "decision",
-                  fmt::format("\"chunk\":{},\"action\":\"recompute\",\"estimate_bps\":{},\"reason\":{}", i,
-                              json_number(std::round(rec.estimate_bps)), json_string(action.reason)));
-      chunks_[i].ready = true;
-      if (s_.on_chunk) s_.on_chunk();
-    } else {
-      rec.payload_bytes = chunk_bytes_[i][size_t(action.level)];
-      rec.loss_increase = s_.spec->chunks[i].loss_increase[size_t(action.level)];
-      s_.log->add(now, s_.request_id, "decision",
-                  fmt::format("\"chunk\":{},\"level\":{},\"bytes\":{},\"estimate_bps\":{},\"reason\":{}", i,
-                              action.level, rec.payload_bytes, json_number(std::round(rec.estimate_bps)),
-                              json_string(action.reason)));
-      chunks_[i].fetch = true;
-      SendRequest(i, action.level);
-    }
+  if (hybrid_) {
+    DecideBackward(now);
+    return;
   }
+  // Work that is ready goes to the GPU first, so that the policy sees it queued.
   SubmitReadyWork();
+  while (next_decide_ < total_chunks_ && outstanding_ < s_.in_flight) Decide(next_decide_++, now);
+  SubmitReadyWork();
+}
+
+// ---- the Cake-style schedule ---------------------------------------------------
+
+void ChunkClient::DecideBackward(double now) {
+  while (!fetch_stopped_ && outstanding_ < s_.in_flight && back_ > front_) {
+    Decide(back_ - 1, now);
+    if (fetch_stopped_) break;
+    --back_;
+  }
+  MaybeFinishHybrid(now);
+}
+
+// Claims the next chunk from the front for recompute, unless the network has
+// claimed it already.
+void ChunkClient::AdvanceFront() {
+  if (front_busy_ || front_ >= back_) return;
+  const double now = now_s();
+  const uint32_t i = front_++;
+  auto& rec = s_.result->chunks[i];
+  rec.level = policies::Action::kRecompute;
+  rec.reason = "front: recompute";
+  rec.decided_s = now;
+  chunks_[i].decided = chunks_[i].ready = true;
+  decisions_.push_back({i, policies::Action::kRecompute, now, -1});
+  s_.log->add(now, s_.request_id, "decision",
+              fmt::format("\"chunk\":{},\"action\":\"recompute\",\"estimate_bps\":0,\"reason\":\"front\"", i));
+  if (s_.on_chunk) s_.on_chunk();
+  front_busy_ = true;
+  SubmitGpu(i, now);
+  ns3::Simulator::Schedule(ns3::Seconds(rec.gpu_end_s - now), &ChunkClient::FrontDone, this);
+}
+
+void ChunkClient::FrontDone() {
+  s_.errors->guard([&] {
+    front_busy_ = false;
+    AdvanceFront();
+    MaybeFinishHybrid(now_s());
+  });
+}
+
+// The first token, once every chunk is claimed, received and queued on the GPU.
+void ChunkClient::MaybeFinishHybrid(double now) {
+  if (first_token_submitted_ || front_busy_ || front_ < back_ || outstanding_ > 0 || gpu_submitted_ < total_chunks_)
+    return;
+  SubmitFirstToken(now);
 }
 
 void ChunkClient::SendRequest(uint32_t chunk, int level) {
@@ -330,7 +396,10 @@ void ChunkClient::ChunkArrived(uint32_t chunk, double now) {
   s_.log->add(now, s_.request_id, "last_byte", fmt::format("\"chunk\":{},\"bytes\":{}", chunk, rec.payload_bytes));
   if (outstanding_ == 0) interval_open_ = false;
   chunks_[chunk].ready = true;
+  for (auto& d : decisions_)
+    if (d.chunk == chunk) d.arrived_s = now;
   if (s_.on_chunk) s_.on_chunk();
+  if (hybrid_) SubmitGpu(chunk, now);  // decoding needs no earlier chunk
   DecideMore();
 }
 
@@ -338,34 +407,41 @@ void ChunkClient::ChunkArrived(uint32_t chunk, double now) {
 // before it in the cache, so it waits for them even when its data is ready.
 void ChunkClient::SubmitReadyWork() {
   const double now = now_s();
+  while (next_gpu_ < total_chunks_ && chunks_[next_gpu_].ready) SubmitGpu(next_gpu_++, now);
+  if (next_gpu_ == total_chunks_ && total_chunks_ > 0) SubmitFirstToken(now);
+}
+
+// Queues chunk i's decode (fetched) or recompute on the GPU.
+void ChunkClient::SubmitGpu(uint32_t i, double now) {
   auto& r = *s_.result;
-  while (next_gpu_ < total_chunks_ && chunks_[next_gpu_].ready) {
-    const uint32_t i = next_gpu_++;
-    const auto& cp = s_.spec->chunks[i];
-    auto& rec = r.chunks[i];
-    double duration;
-    if (rec.level < 0) {
-      duration = cp.recompute_s;
-      r.recompute_total_s += duration;
-      ++r.recomputed_chunks;
-    } else {
-      duration = cp.decode_s[size_t(rec.level)];
-      r.decode_total_s += duration;
-      r.quality_loss_increase += rec.loss_increase;
-    }
-    const auto slot = s_.gpu->submit(now, duration);
-    rec.gpu_start_s = slot.start_s;
-    rec.gpu_end_s = slot.end_s;
-    s_.log->add(slot.start_s, s_.request_id, rec.level < 0 ? "recompute_start" : "decode_start",
-                fmt::format("\"chunk\":{}", i));
-    s_.log->add(slot.end_s, s_.request_id, rec.level < 0 ? "recompute_end" : "decode_end",
-                fmt::format("\"chunk\":{}", i));
+  const auto& cp = s_.spec->chunks[i];
+  auto& rec = r.chunks[i];
+  double duration;
+  if (rec.level < 0) {
+    duration = cp.recompute_s;
+    r.recompute_total_s += duration;
+    ++r.recomputed_chunks;
+  } else {
+    duration = cp.decode_s[size_t(rec.level)];
+    r.decode_total_s += duration;
+    r.quality_loss_increase += rec.loss_increase;
   }
-  if (next_gpu_ == total_chunks_ && total_chunks_ > 0) {
-    ++next_gpu_;  // once
-    const auto slot = s_.gpu->submit(now, s_.spec->first_token_s);
-    ns3::Simulator::Schedule(ns3::Seconds(slot.end_s - now), &ChunkClient::Finish, this, slot.start_s, slot.end_s);
-  }
+  const auto slot = s_.gpu->submit(now, duration);
+  ++gpu_submitted_;
+  rec.gpu_start_s = slot.start_s;
+  rec.gpu_end_s = slot.end_s;
+  s_.log->add(slot.start_s, s_.request_id, rec.level < 0 ? "recompute_start" : "decode_start",
+              fmt::format("\"chunk\":{}", i));
+  s_.log->add(slot.end_s, s_.request_id, rec.level < 0 ? "recompute_end" : "decode_end",
+              fmt::format("\"chunk\":{}", i));
+}
+
+void ChunkClient::SubmitFirstToken(double now) {
+  if (first_token_submitted_) return;
+  first_token_submitted_ = true;
+  s_.result->predicted_ttft_s = s_.policy->predicted_ttft_s();
+  const auto slot = s_.gpu->submit(now, s_.spec->first_token_s);
+  ns3::Simulator::Schedule(ns3::Seconds(slot.end_s - now), &ChunkClient::Finish, this, slot.start_s, slot.end_s);
 }
 
 void ChunkClient::Finish(double ft_start, double ft_end) {

@@ -6,12 +6,18 @@
 // chunk's bytes at that level, sizes taken from the profile (scaled to the
 // target model). Payload bytes are ns-3 virtual bytes: no memory, no copies.
 //
-// ChunkClient is one request of the GPU node for one context: it asks the
-// policy for every chunk in order, fetches the chunks it chose to fetch (with
-// at most `in_flight` requests outstanding on one connection), sends the
-// others to the GPU for recompute, measures throughput as a real client
-// could, and feeds decode / recompute / first-token work to the shared GPU
-// queue in chunk order.
+// ChunkClient is one request of the GPU node for one context. In the usual
+// schedule (Schedule::kInOrder) it asks the policy for every chunk in order,
+// fetches the chunks it chose to fetch (with at most `in_flight` requests
+// outstanding on one connection), sends the others to the GPU for recompute,
+// measures throughput as a real client could, and feeds decode / recompute /
+// first-token work to the shared GPU queue in chunk order. In the Cake-style
+// schedule (Schedule::kLoadBackComputeFront) it fetches chunks from the last
+// backward (the policy picks their levels) while the GPU recomputes chunks
+// from the first forward, one at a time; each side claims a chunk before
+// working on it and stops at the first chunk the other has claimed, so the
+// meeting point follows from measured progress. Fetched chunks are decoded
+// as they arrive (their KV does not depend on earlier chunks).
 #pragma once
 
 #include <deque>
@@ -100,6 +106,9 @@ struct ClientSetup {
   uint32_t request_bytes = kRequestBytes;
   uint32_t response_header_bytes = kResponseHeaderBytes;
   ErrorSlot* errors = nullptr;
+  // For a policy that reads the future (an oracle): handed over before the first decision.
+  bool give_future = false;
+  policies::NetworkFuture future;
   std::function<void()> on_chunk;  // a chunk arrived or was sent to recompute
   std::function<void()> on_done;   // after the first token
 };
@@ -126,15 +135,27 @@ class ChunkClient : public ns3::Application {
   void OnBytes(uint64_t bytes, double now_s);
   void ChunkArrived(uint32_t chunk, double now_s);
   void SubmitReadyWork();
+  void SubmitGpu(uint32_t chunk, double now_s);
+  void SubmitFirstToken(double now_s);
+  void Decide(uint32_t chunk, double now_s);
+  // Cake-style schedule.
+  void DecideBackward(double now_s);
+  void AdvanceFront();
+  void FrontDone();
+  void MaybeFinishHybrid(double now_s);
   void Finish(double first_token_start_s, double first_token_end_s);
-  policies::StreamState MakeState(double now_s) const;
+  policies::StreamState MakeState(double now_s, uint32_t chunk) const;
 
   ClientSetup s_;
   uint32_t total_chunks_ = 0;
   std::vector<Chunk> chunks_;
-  std::vector<uint32_t> chunk_tokens_;
-  std::vector<std::vector<uint64_t>> chunk_bytes_;  // this context's sizes, for StreamState
+  bool hybrid_ = false;
   uint32_t next_decide_ = 0, next_gpu_ = 0, outstanding_ = 0;
+  // Cake-style schedule: chunks [0, front_) are claimed for recompute,
+  // [back_, total) for fetching; front_ <= back_.
+  uint32_t front_ = 0, back_ = 0, gpu_submitted_ = 0;
+  bool front_busy_ = false, fetch_stopped_ = false, first_token_submitted_ = false;
+  std::vector<policies::Decision> decisions_;
   ns3::Ptr<ns3::Socket> socket_;
   bool connected_ = false, socket_open_ = false;
   double start_s_ = 0, rtt_s_ = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace kvs::traces {
 
@@ -46,6 +47,58 @@ double Trace::bits_between(double t0_s, double t1_s) const {
   const double r0 = t0_s - c0 * duration_s, r1 = t1_s - c1 * duration_s;
   // whole periods between, minus the part before r0, plus the part before r1
   return (c1 - c0) * period_bits - bits_within(*this, 0, r0) + bits_within(*this, 0, r1);
+}
+
+namespace {
+
+// Within one period, from local time t: true and the time `at` when `bits`
+// are through, or false when the period ends first (then `bits` is less what
+// the period carried).
+bool deliver_within(const Trace& tr, double t, double& bits, double& at) {
+  const auto& segs = tr.segments;
+  for (size_t i = segment_index(segs, t); i < segs.size(); ++i) {
+    const double end = i + 1 < segs.size() ? segs[i + 1].start_s : tr.duration_s;
+    if (end <= t) continue;
+    const double from = std::max(t, segs[i].start_s);
+    const double rate = segs[i].rate_bps;
+    const double avail = rate * (end - from);
+    if (rate > 0 && bits <= avail) {
+      at = from + bits / rate;
+      return true;
+    }
+    bits -= avail;
+  }
+  return false;
+}
+
+}  // namespace
+
+double Trace::time_to_deliver(double t0_s, double bits) const {
+  if (!(bits > 0)) return t0_s;
+  const double never = std::numeric_limits<double>::infinity();
+  if (segments.empty() || duration_s <= 0) return never;
+  const double t = std::max(t0_s, 0.0);  // nothing flows before 0
+  if (!loops) {
+    if (t >= duration_s) return never;
+    double at = 0;
+    return deliver_within(*this, t, bits, at) ? at : never;
+  }
+  double base = std::floor(t / duration_s) * duration_s, at = 0;
+  if (deliver_within(*this, t - base, bits, at)) return base + at;
+  const double period_bits = bits_within(*this, 0, duration_s);
+  if (period_bits <= 0) return never;
+  base += duration_s;
+  // Skip whole periods, leaving a remainder in (0, period_bits].
+  const double skip = std::ceil(bits / period_bits) - 1;
+  if (skip > 0) {
+    bits -= skip * period_bits;
+    base += skip * duration_s;
+    if (bits <= 0) bits += period_bits, base -= duration_s;  // rounding
+  }
+  for (;;) {  // at most twice (rounding)
+    if (deliver_within(*this, 0, bits, at)) return base + at;
+    base += duration_s;
+  }
 }
 
 }  // namespace kvs::traces

@@ -44,6 +44,11 @@ struct Trace {
   double rate_at(double t_s) const;
   // Bits deliverable in [t0_s, t1_s) at the trace's rate.
   double bits_between(double t0_s, double t1_s) const;
+  // When `bits` sent from t0_s at the trace's rate are through: the least
+  // t1 >= t0_s with bits_between(t0_s, t1) >= bits (t0_s when bits <= 0;
+  // infinity when they never are: a trace that does not loop ends first, or
+  // one that carries nothing). Walks the segments it spans.
+  double time_to_deliver(double t0_s, double bits) const;
 };
 
 }  // namespace kvs::traces

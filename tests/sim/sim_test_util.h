@@ -70,6 +70,7 @@ inline SimConfig base_config(double rate_mbps, double rtt_ms) {
   c.policy = "fixed";
   c.link.rate_mbps = rate_mbps;
   c.link.rtt_ms = rtt_ms;
+  c.gpu.decode = "profile";  // decode seconds as the test profile gives them
   return c;
 }
 
@@ -80,7 +81,7 @@ class RecordingPolicy : public policies::Policy {
   std::string name() const override { return "recording"; }
   policies::Action decide(const policies::StreamState& s) override {
     out_->push_back(s);
-    out_->back().chunk_bytes = nullptr;  // points into the simulation; not valid after it
+    out_->back().chunks = nullptr;  // points into the simulation; not valid after it
     return {level_, "test"};
   }
 

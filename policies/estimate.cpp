@@ -1,0 +1,58 @@
+#include "policies/estimate.h"
+
+#include <algorithm>
+
+namespace kvs::policies {
+
+double harmonic_mean_bps(const std::vector<ThroughputSample>& samples, size_t k) {
+  double inv_sum = 0;
+  size_t n = 0;
+  for (auto it = samples.rbegin(); it != samples.rend() && n < k; ++it) {
+    const double r = it->rate_bps();
+    if (r <= 0) continue;
+    inv_sum += 1.0 / r;
+    ++n;
+  }
+  return n ? double(n) / inv_sum : 0.0;
+}
+
+double fetch_s(uint64_t bytes, double rate_bps, double rtt_s) {
+  if (rate_bps <= 0) return 1e18;
+  return rtt_s + 8.0 * double(bytes) / rate_bps;
+}
+
+Pipeline Pipeline::at(const StreamState& s, bool sequential) {
+  Pipeline p;
+  p.net_free_s = s.now_s;
+  p.gpu_free_s = std::max(s.now_s, s.gpu_busy_until_s);
+  p.sequential = sequential;
+  return p;
+}
+
+void Pipeline::fetch(double transfer_s, double decode_s) {
+  if (sequential) {
+    gpu_free_s = std::max(gpu_free_s, net_free_s) + transfer_s + decode_s;
+    net_free_s = gpu_free_s;
+    return;
+  }
+  net_free_s += transfer_s;
+  gpu_free_s = std::max(gpu_free_s, net_free_s) + decode_s;
+}
+
+void Pipeline::recompute(double recompute_s) {
+  if (sequential) {
+    gpu_free_s = std::max(gpu_free_s, net_free_s) + recompute_s;
+    net_free_s = gpu_free_s;
+    return;
+  }
+  gpu_free_s += recompute_s;
+}
+
+double Pipeline::ttft_end_s(double first_token_s) const { return std::max(gpu_free_s, net_free_s) + first_token_s; }
+
+double deadline_s(const StreamState& s) {
+  const double start = s.now_s - s.elapsed_s;
+  return s.slo_s > 0 ? start + s.slo_s : 1e18;
+}
+
+}  // namespace kvs::policies

@@ -33,12 +33,20 @@ struct LinkSpec {
   uint32_t queue_packets = 0;
   uint32_t mtu_bytes = 1500;
   double access_rate_mbps = 10000;  // server and client access links
-  std::string tcp = "cubic";    // ns-3 TCP variant: cubic, cubic-hystart-fix (sim/tcp_cubic.h), newreno, bbr
+  // TCP variant: cubic (RFC 9438, sim/tcp_cubic_rfc9438.h; ns-3's TcpCubic
+  // when ns3_stock), cubic-rfc9438 (always the project's), cubic-ns3
+  // (ns-3.37's TcpCubic), cubic-hystart-fix (sim/tcp_cubic.h), newreno, bbr.
+  std::string tcp = "cubic";
   uint32_t tcp_buffer_bytes = 0;  // socket send/receive buffers; 0: 4x the BDP at the peak rate (at least 1 MiB)
   uint32_t mss_bytes = 0;       // TCP segment payload; 0: mtu_bytes - 52 (IP 20 + TCP 20 + timestamps 12)
   uint32_t initial_cwnd_segments = 10;
   uint32_t delayed_ack_count = 2;  // segments per delayed ACK (1: ACK every segment)
   double min_rto_ms = 200;      // minimum retransmission timeout (Linux's; ns-3's default is 1 s)
+  // Unmodified ns-3 for comparison: `cubic` is ns-3's TcpCubic, and the RTO
+  // and delayed-ACK timer are ns-3's (RTO = max(SRTT + 4 RTTVAR, min_rto),
+  // ACK timer 200 ms) instead of Linux's (RTO >= SRTT + min_rto, 40 ms);
+  // docs/simulator.md, "Loss".
+  bool ns3_stock = false;
 };
 
 // The GPU that decodes fetched chunks and recomputes the others.
@@ -47,8 +55,15 @@ struct GpuSpec {
   double peak_flops = 0;        // 0: from the preset
   double memory_bytes_per_s = 0;  // 0: from the preset (bounds the first token)
   double efficiency = 0.5;      // achieved fraction of peak FLOP/s and memory bandwidth
-  // Decode seconds = the profile's measured seconds (on Profile::device) / speedup.
-  double decode_speedup = 1.0;
+  // How long decoding a fetched chunk takes on this GPU:
+  // "assumed": the chunk's fp16 output bytes / a documented throughput per
+  //   codec family and GPU preset (gpu_model.h), until the CUDA codec measures
+  //   real GPU times; every output says "assumed, not measured";
+  // "profile": the profile's measured seconds (on Profile::device, usually one
+  //   CPU thread) / decode_speedup.
+  std::string decode = "assumed";
+  double decode_bytes_per_s = 0;  // "assumed": fp16 output bytes/s; 0: the preset's figure for the codec
+  double decode_speedup = 1.0;    // "profile": measured seconds are divided by this
   double first_token_s = -1;    // < 0: from the compute model (one token at full context)
 };
 

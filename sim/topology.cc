@@ -17,6 +17,7 @@
 #include "sim/opportunity_queue_disc.h"
 #include "sim/rate_queue_disc.h"
 #include "sim/tcp_cubic.h"
+#include "sim/tcp_cubic_rfc9438.h"
 
 namespace kvs::sim {
 
@@ -27,13 +28,21 @@ using Settings = std::vector<std::pair<std::string, std::string>>;
 // IP 20 + TCP 20 + timestamp option 12 (see DESIGN.md).
 constexpr uint32_t kTcpIpOverheadBytes = 52;
 
-std::string tcp_type(const std::string& name) {
-  if (name == "cubic") return "ns3::TcpCubic";
+std::string tcp_type(const std::string& name, bool ns3_stock) {
+  if (name == "cubic") return ns3_stock ? "ns3::TcpCubic" : TcpCubicRfc9438::GetTypeId().GetName();
+  if (name == "cubic-rfc9438") return TcpCubicRfc9438::GetTypeId().GetName();  // see sim/tcp_cubic_rfc9438.h
+  if (name == "cubic-ns3") return "ns3::TcpCubic";
   if (name == "cubic-hystart-fix") return TcpCubicHystartFix::GetTypeId().GetName();  // see sim/tcp_cubic.h
   if (name == "newreno") return "ns3::TcpNewReno";
   if (name == "bbr") return "ns3::TcpBbr";
-  throw Error(fmt::format("link tcp: unknown TCP variant '{}' (known: cubic, cubic-hystart-fix, newreno, bbr)", name));
+  throw Error(fmt::format(
+      "link tcp: unknown TCP variant '{}' (known: cubic, cubic-rfc9438, cubic-ns3, cubic-hystart-fix, newreno, bbr)",
+      name));
 }
+
+// The receiver's delayed-ACK timer: Linux's minimum (TCP_ATO_MIN, 40 ms)
+// instead of ns-3's 200 ms, which is not below the minimum RTO (docs/simulator.md, "Loss").
+constexpr double kDelayedAckTimeoutMs = 40;
 
 std::string rate_text(double bps) { return fmt::format("{}bps", uint64_t(std::llround(bps))); }
 
@@ -150,7 +159,7 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
                               : std::max<uint32_t>(1u << 20, uint32_t(std::min(4 * bdp_bytes, 1e9)));
   const uint32_t segment = link.mss_bytes ? link.mss_bytes : max_mss;
 
-  Config::SetDefault("ns3::TcpL4Protocol::SocketType", StringValue(tcp_type(link.tcp)));
+  Config::SetDefault("ns3::TcpL4Protocol::SocketType", StringValue(tcp_type(link.tcp, link.ns3_stock)));
   Config::SetDefault("ns3::TcpSocket::SegmentSize", UintegerValue(segment));
   Config::SetDefault("ns3::TcpSocket::SndBufSize", UintegerValue(buffer));
   Config::SetDefault("ns3::TcpSocket::RcvBufSize", UintegerValue(buffer));
@@ -160,7 +169,20 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   // Linux's minimum retransmission timeout by default (ns-3's is 1 s): a tail
   // loss at the end of a chunk, with no duplicate ACKs to trigger fast
   // retransmit, otherwise stalls a request for over a second.
-  Config::SetDefault("ns3::TcpSocketBase::MinRto", TimeValue(NanoSeconds(std::llround(link.min_rto_ms * 1e6))));
+  const Time min_rto = NanoSeconds(std::llround(link.min_rto_ms * 1e6));
+  Config::SetDefault("ns3::TcpSocketBase::MinRto", TimeValue(min_rto));
+  // ns-3 computes RTO = max(SRTT + max(ClockGranularity, 4 RTTVAR), MinRto);
+  // Linux keeps RTTVAR at least the minimum RTO, so RTO >= SRTT + 200 ms.
+  // With ns-3's 1 ms granularity the RTO of a steady path is about
+  // max(SRTT, 200 ms): below the time a lone segment's delayed ACK takes to
+  // come back (RTT + the ACK timer), so after any timeout the sender, at one
+  // segment, timed out again every time and never grew its window (one
+  // segment per 220 ms for the rest of a run at 20 ms; docs/simulator.md).
+  // Both settings are restored by ns3_stock.
+  const Time granularity = link.ns3_stock ? MilliSeconds(1) : min_rto;
+  const Time delack = link.ns3_stock ? MilliSeconds(200) : MicroSeconds(std::llround(kDelayedAckTimeoutMs * 1e3));
+  Config::SetDefault("ns3::TcpSocketBase::ClockGranularity", TimeValue(granularity));
+  Config::SetDefault("ns3::TcpSocket::DelAckTimeout", TimeValue(delack));
 
   Topology t;
   t.mahimahi = mahimahi;
@@ -284,11 +306,12 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
                                                                      : "FqCoDel (ns-3 defaults: 1024 flows, target 5 ms, interval 100 ms)";
   t.description = fmt::format(
       "dumbbell: bottleneck {}, one-way delay {} ms (RTT {} ms), {} queue {} packets, loss {}, MTU {} B; access links "
-      "{} Mbit/s, RTT {} ms, no queue discs; TCP {} (SACK, MSS {} B, initial cwnd {}, delayed ACK {}, min RTO {} ms), "
-      "socket buffers {} B; {} cross-traffic pairs",
+      "{} Mbit/s, RTT {} ms, no queue discs; TCP {} ({}; SACK, MSS {} B, initial cwnd {}, delayed ACK {} (timer {} ms), "
+      "min RTO {} ms{}), socket buffers {} B; {} cross-traffic pairs",
       bottleneck, link.rtt_ms / 2, link.rtt_ms, queue_text, queue, link.loss_rate, link.mtu_bytes,
-      link.access_rate_mbps, link.access_rtt_ms, link.tcp, segment, link.initial_cwnd_segments,
-      link.delayed_ack_count, link.min_rto_ms, buffer, cross_pairs);
+      link.access_rate_mbps, link.access_rtt_ms, link.tcp, tcp_type(link.tcp, link.ns3_stock), segment,
+      link.initial_cwnd_segments, link.delayed_ack_count, delack.GetMilliSeconds(), link.min_rto_ms,
+      link.ns3_stock ? ", ns-3's RTO rule" : ", RTO >= SRTT + min RTO", buffer, cross_pairs);
 
   Settings& st = t.settings;
   st.emplace_back("link.bottleneck", link.trace ? "trace " + link.trace->name : "constant");
@@ -318,6 +341,8 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   if (t.queue) add_attributes(st, "queue.", t.queue);
   if (auto fq = DynamicCast<FqCoDelQueueDisc>(t.queue)) st.emplace_back("queue.fqcodel_quantum_bytes", std::to_string(fq->GetQuantum()));
   st.emplace_back("tcp.variant", link.tcp);
+  st.emplace_back("tcp.type", tcp_type(link.tcp, link.ns3_stock));
+  st.emplace_back("tcp.ns3_stock", link.ns3_stock ? "true" : "false");
   st.emplace_back("tcp.mss_bytes", std::to_string(segment));
   st.emplace_back("tcp.socket_buffer_bytes", std::to_string(buffer));
   add_defaults(st, TypeId::LookupByName("ns3::TcpL4Protocol"), "ns3::IpL4Protocol");
@@ -325,7 +350,7 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   add_defaults(st, TypeId::LookupByName("ns3::TcpSocketState"), "ns3::Object");
   // The variant's attributes, its parents' up to TcpCongestionOps (ns-3.37
   // gives TcpCubic the parent TcpSocketBase, recorded above already).
-  add_defaults(st, TypeId::LookupByName(tcp_type(link.tcp)), "ns3::TcpSocketBase");
+  add_defaults(st, TypeId::LookupByName(tcp_type(link.tcp, link.ns3_stock)), "ns3::TcpSocketBase");
   // The loss-recovery algorithm's own attributes (PRR by default).
   TypeId::AttributeInformation recovery_info;
   TypeIdValue recovery;

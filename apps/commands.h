@@ -12,9 +12,15 @@
 
 namespace kvs::apps {
 
+// The whole command line (args[0] = the program), as main() runs it; returns
+// the exit status. `kvstream run` calls it in forked workers.
+int run_kvstream(const std::vector<std::string>& args);
+
 void add_trace_commands(CLI::App& app);     // trace_commands.cpp: trace stats|plot|gen|convert
 void add_codec_commands(CLI::App& app);     // codec_commands.cpp: encode, decode, codecs
 void add_codec_model_command(CLI::App& app);  // codec_model_command.cpp: codec-model train
+void add_policy_commands(CLI::App& app);    // policy_commands.cpp: policies
+void add_report_command(CLI::App& app);    // report_command.cpp: report (analysis/report.py)
 
 // --param key=value strings and a codec model file as codec options (codec_commands.cpp);
 // throws kvs::Error for a malformed parameter.
@@ -26,6 +32,7 @@ void add_profile_command(CLI::App& app);    // profile_command.cpp: profile
 #endif
 #ifdef KVSTREAM_HAVE_NS3
 void add_simulate_command(CLI::App& app);   // simulate_command.cpp: simulate
+void add_run_commands(CLI::App& app);       // run_command.cpp: run, merge
 #endif
 
 }  // namespace kvs::apps

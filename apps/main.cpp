@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -31,26 +32,33 @@ std::string version_text() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace kvs::apps {
+
+int run_kvstream(const std::vector<std::string>& args) {
   CLI::App app{"kvstream: a testbed for streaming LLM KV caches over networks"};
   app.set_version_flag("--version", version_text(), "Print the version and which optional parts were built in");
   app.require_subcommand(1);
   app.fallthrough(false);
 
-  kvs::apps::add_trace_commands(app);
-  kvs::apps::add_codec_commands(app);
-  kvs::apps::add_codec_model_command(app);
+  add_trace_commands(app);
+  add_codec_commands(app);
+  add_codec_model_command(app);
+  add_policy_commands(app);
+  add_report_command(app);
 #ifdef KVSTREAM_HAVE_TORCH
-  kvs::apps::add_model_commands(app);
-  kvs::apps::add_train_command(app);
-  kvs::apps::add_profile_command(app);
+  add_model_commands(app);
+  add_train_command(app);
+  add_profile_command(app);
 #endif
 #ifdef KVSTREAM_HAVE_NS3
-  kvs::apps::add_simulate_command(app);
+  add_simulate_command(app);
+  add_run_commands(app);
 #endif
 
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   try {
-    app.parse(argc, argv);
+    app.parse(int(argv.size()), argv.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {
@@ -59,3 +67,7 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace kvs::apps
+
+int main(int argc, char** argv) { return kvs::apps::run_kvstream(std::vector<std::string>(argv, argv + argc)); }

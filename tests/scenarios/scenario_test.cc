@@ -23,7 +23,7 @@ codec: cachegen
 policy: {name: fixed, params: {level: 2}}
 target: llama-7b
 link: {rate_mbps: 50, rtt_ms: 30, loss_rate: 0.01, queue_packets: 200, mtu_bytes: 9000, tcp: newreno}
-gpu: {preset: a100, efficiency: 0.4, decode_speedup: 8, first_token_s: 0.02}
+gpu: {preset: a100, efficiency: 0.4, decode: profile, decode_speedup: 8, first_token_s: 0.02}
 arrivals: {mode: poisson, count: 4, rate_per_s: 2.5, contexts: [0, 1]}
 cross_traffic: {bulk_tcp_flows: 1, onoff_udp_flows: 2, udp_rate_mbps: 5}
 slo_s: 1.5
@@ -42,6 +42,7 @@ output: out/run1
   EXPECT_EQ(s.sim.link.tcp, "newreno");
   EXPECT_EQ(s.sim.gpu.preset, "a100");
   EXPECT_EQ(s.sim.gpu.decode_speedup, 8);
+  EXPECT_EQ(s.sim.gpu.decode, "profile");
   EXPECT_EQ(s.sim.arrivals.mode, "poisson");
   EXPECT_EQ(s.sim.arrivals.contexts, (std::vector<uint32_t>{0, 1}));
   EXPECT_EQ(s.sim.cross.onoff_udp_flows, 2u);
@@ -55,7 +56,10 @@ TEST(Scenario, UnknownKeyNamesFileLineAndKey) {
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\nlink:\n  rate_mbps: 5\n  rtt: 20\n"),
             "s.yaml:5: link.rtt: unknown key (known here: access_rate_mbps, access_rtt_ms, delayed_ack_count, "
             "initial_cwnd_segments, loss_rate, min_rto_ms, mss_bytes, mtu_bytes, queue, queue_packets, rate_mbps, "
-            "rtt_ms, tcp, tcp_buffer_bytes, trace, trace_gen, trace_mode)");
+            "rtt_ms, tcp, tcp_buffer_bytes, trace, trace_gen, trace_mode, trace_scale)");
+  EXPECT_NE(error_of("profile: p.json\ncodec: c\nlink:\n  rtt_mss: 20\n")
+                .find("s.yaml:4: link.rtt_mss: unknown key (did you mean 'rtt_ms'?)"),
+            std::string::npos);
   EXPECT_NE(error_of("profile: p.json\ncodec: c\nslo: 1\n").find("s.yaml:3: slo: unknown key"), std::string::npos);
 }
 
@@ -111,7 +115,7 @@ TEST(Scenario, BadLinkValuesNameFileLineAndKey) {
             "s.yaml:4: link.queue: expected one of droptail, codel, fqcodel, got 'red'");
   EXPECT_EQ(error_of(head + "  trace_mode: exact\n"),
             "s.yaml:4: link.trace_mode: expected one of auto, rate, mahimahi, got 'exact'");
-  EXPECT_EQ(error_of(head + "  tcp: vegas\n"), "s.yaml:4: link.tcp: expected one of cubic, cubic-hystart-fix, newreno, bbr, got 'vegas'");
+  EXPECT_EQ(error_of(head + "  tcp: vegas\n"), "s.yaml:4: link.tcp: expected one of cubic, cubic-rfc9438, cubic-ns3, cubic-hystart-fix, newreno, bbr, got 'vegas'");
   EXPECT_EQ(error_of(head + "  mtu_bytes: 9000\n  mss_bytes: 8949\n"),
             "s.yaml:5: link.mss_bytes: expected 64..8948 (mtu_bytes - 52), or 0 for that; got 8949");
   EXPECT_EQ(error_of(head + "  initial_cwnd_segments: 0\n"),
@@ -135,6 +139,11 @@ TEST(Scenario, OutOfRangeValuesNameFileLineAndKey) {
       {"link:\n  mtu_bytes: 100\n", "s.yaml:4: link.mtu_bytes: expected an integer in 576..65535, got 100"},
       {"gpu:\n  efficiency: 1.5\n", "s.yaml:4: gpu.efficiency: expected a number in (0, 1], got 1.5"},
       {"gpu:\n  decode_speedup: 0\n", "s.yaml:4: gpu.decode_speedup: expected a positive number, got 0"},
+      {"gpu:\n  decode: fast\n", "s.yaml:4: gpu.decode: expected one of assumed, profile, got 'fast'"},
+      {"gpu:\n  decode_bytes_per_s: -1\n", "s.yaml:4: gpu.decode_bytes_per_s: expected a number >= 0, got -1"},
+      {"link:\n  trace_scale: 2\n", "s.yaml:4: link.trace_scale: scales a trace: give trace or trace_gen too"},
+      {"link:\n  trace_gen: const:rate=1mbps,duration=1s\n  trace_scale: 0\n",
+       "s.yaml:5: link.trace_scale: expected a positive number, got 0"},
       {"arrivals:\n  times_s:\n    - 0\n    - -2\n",
        "s.yaml:6: arrivals.times_s: expected each item to be a number >= 0, got -2"},
       {"arrivals:\n  mode: poisson\n  rate_per_s: 0\n", "s.yaml:5: arrivals.rate_per_s: expected a positive number, got 0"},

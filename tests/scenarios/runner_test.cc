@@ -1,0 +1,262 @@
+// The sweep runner for real: the kvstream binary runs a small sweep in
+// worker processes; killed (the runner with SIGKILL or SIGTERM, or one of its
+// workers) and started again, it finishes only what is missing and its merged
+// results equal an uninterrupted sweep's byte for byte. Shards run through
+// GNU parallel and a fake sbatch merge to the same results.
+#include <signal.h>
+#include <spawn.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "base/files.h"
+#include "codec/profile.h"
+#include "tests/sim/sim_test_util.h"
+
+extern char** environ;
+
+namespace kvs::scenarios {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kBin = KVSTREAM_BIN;
+
+struct Dir {
+  std::string path;
+  explicit Dir(const std::string& name) {
+    path = (fs::temp_directory_path() / ("kvs-runner-" + name + "-" + std::to_string(::getpid()))).string();
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~Dir() { fs::remove_all(path); }
+};
+
+// A sweep of `runs` small simulations (8 policies or levels x SLOs).
+std::string write_sweep(const Dir& d, int slos) {
+  codec::write_profile(sim::testing::make_profile(6, 256, {300'000, 120'000, 40'000}, 0.002), d.path + "/p.json");
+  std::string s = "profile: p.json\ncodec: c\ngpu: {decode: profile}\nlink: {rate_mbps: 40, rtt_ms: 10}\nsweep:\n";
+  s += "  policy: [fixed:0, fixed:1, fixed:2, recompute, rate, cachegen, mpc, oracle]\n  slo_s: [";
+  for (int i = 0; i < slos; ++i) s += (i ? ", " : "") + std::to_string(0.3 + 0.1 * i);
+  s += "]\n";
+  write_file_atomic(d.path + "/s.yaml", s);
+  return d.path + "/s.yaml";
+}
+
+pid_t start(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> argv = {kBin};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = 0;
+  EXPECT_EQ(posix_spawn(&pid, kBin.c_str(), &fa, nullptr, cargv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int run_to_end(const std::vector<std::string>& args, const std::string& log) { return wait_exit(start(args, log)); }
+
+size_t finished_runs(const std::string& out) {
+  size_t n = 0;
+  if (!fs::exists(out + "/runs")) return 0;
+  for (const auto& e : fs::directory_iterator(out + "/runs"))
+    if (fs::exists(e.path() / "summary.txt")) ++n;
+  return n;
+}
+
+// Waits until `n` runs are done in `out` (or 60 s).
+void wait_for_runs(const std::string& out, size_t n) {
+  for (int i = 0; i < 6000 && finished_runs(out) < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+// Orphaned workers of a killed runner finish their run.
+void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(1500)); }
+
+TEST(Runner, KilledAndResumedEqualsUninterrupted) {
+  Dir d("kill");
+  const std::string sweep = write_sweep(d, 3);  // 24 runs
+  const std::string clean = d.path + "/clean", killed = d.path + "/killed", log = d.path + "/log.txt";
+  ASSERT_EQ(run_to_end({"run", sweep, "-o", clean, "-j", "2", "--no-progress"}, log), 0) << read_file(log);
+  const std::string csv = read_file(clean + "/results.csv"), jsonl = read_file(clean + "/results.jsonl");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 25);
+
+  // kill -9 of the runner after a few runs.
+  pid_t pid = start({"run", sweep, "-o", killed, "-j", "1", "--no-progress"}, log);
+  wait_for_runs(killed, 3);
+  kill(pid, SIGKILL);
+  wait_exit(pid);
+  settle();
+  const size_t after_kill = finished_runs(killed);
+  EXPECT_GE(after_kill, 3u);
+  EXPECT_LT(after_kill, 24u) << "the sweep finished before it was killed: make it longer";
+  EXPECT_FALSE(fs::exists(killed + "/results.csv"));
+
+  // SIGTERM: the runner stops its workers and says so (exit 130).
+  pid = start({"run", sweep, "-o", killed, "-j", "1", "--no-progress"}, log);
+  wait_for_runs(killed, after_kill + 2);
+  kill(pid, SIGTERM);
+  EXPECT_EQ(wait_exit(pid), 130) << read_file(log);
+  const size_t after_term = finished_runs(killed);
+  EXPECT_LT(after_term, 24u);
+
+  // Resumed: only the missing runs, same bytes.
+  ASSERT_EQ(run_to_end({"run", sweep, "-o", killed, "-j", "2", "--no-progress"}, log), 0) << read_file(log);
+  EXPECT_NE(read_file(log).find(std::to_string(after_term) + " done before"), std::string::npos) << read_file(log);
+  EXPECT_EQ(read_file(killed + "/results.csv"), csv);
+  EXPECT_EQ(read_file(killed + "/results.jsonl"), jsonl);
+}
+
+// The runner's worker processes now.
+std::vector<pid_t> children(pid_t pid) {
+  std::vector<pid_t> out;
+  std::string text;
+  try {
+    text = read_file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  } catch (const Error&) {
+    return out;
+  }
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t end = text.find(' ', pos);
+    const std::string tok = text.substr(pos, end - pos);
+    if (!tok.empty()) out.push_back(pid_t(std::stol(tok)));
+    pos = end == std::string::npos ? text.size() : end + 1;
+  }
+  return out;
+}
+
+TEST(Runner, AKilledWorkerIsRecordedAsFailedAndRetried) {
+  Dir d("worker");
+  const std::string sweep = write_sweep(d, 2);  // 16 runs
+  const std::string clean = d.path + "/clean", out = d.path + "/out", log = d.path + "/log.txt";
+  ASSERT_EQ(run_to_end({"run", sweep, "-o", clean, "-j", "2", "--no-progress"}, log), 0) << read_file(log);
+  const std::string csv = read_file(clean + "/results.csv");
+
+  const pid_t pid = start({"run", sweep, "-o", out, "-j", "1", "--no-progress"}, log);
+  wait_for_runs(out, 2);
+  bool killed = false;
+  for (int i = 0; i < 2000 && !killed; ++i) {
+    for (pid_t c : children(pid)) killed = killed || ::kill(c, SIGKILL) == 0;
+    if (!killed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(killed) << "no worker seen";
+  const int rc = wait_exit(pid);
+  EXPECT_EQ(rc, 1) << read_file(log);  // one run failed; the others went on
+  size_t failed = 0;
+  for (const auto& e : fs::directory_iterator(out + "/failed")) {
+    ++failed;
+    EXPECT_NE(read_file(e.path().string()).find("killed by signal 9"), std::string::npos);
+  }
+  EXPECT_EQ(failed, 1u);
+  EXPECT_EQ(finished_runs(out), 15u);
+  EXPECT_NE(read_file(out + "/results.csv").find(",failed,"), std::string::npos);
+
+  // Started again: the failed run is retried, its record goes, the results are the clean ones.
+  ASSERT_EQ(run_to_end({"run", sweep, "-o", out, "-j", "2", "--no-progress"}, log), 0) << read_file(log);
+  EXPECT_TRUE(fs::is_empty(out + "/failed"));
+  EXPECT_EQ(read_file(out + "/results.csv"), csv);
+}
+
+TEST(Runner, ShardsThroughGnuParallelAndSlurmMergeToTheSameResults) {
+  Dir d("shards");
+  const std::string sweep = write_sweep(d, 1);  // 8 runs
+  const std::string whole = d.path + "/whole", log = d.path + "/log.txt";
+  ASSERT_EQ(run_to_end({"run", sweep, "-o", whole, "-j", "2", "--no-progress"}, log), 0) << read_file(log);
+  const std::string csv = read_file(whole + "/results.csv");
+
+  // GNU parallel: one command per shard, then merge.
+  if (std::system("command -v parallel > /dev/null 2>&1") == 0) {
+    const std::string par = d.path + "/par";
+    ASSERT_EQ(run_to_end({"run", sweep, "-o", par, "--emit", "parallel", "--shards", "3"}, log), 0);
+    ASSERT_EQ(std::system(("parallel --will-cite -j 2 < " + par + "/parallel.txt >> " + log + " 2>&1").c_str()), 0)
+        << read_file(log);
+    EXPECT_FALSE(fs::exists(par + "/results.csv"));  // shards do not merge
+    ASSERT_EQ(run_to_end({"merge", par}, log), 0) << read_file(log);
+    EXPECT_EQ(read_file(par + "/results.csv"), csv);
+  } else {
+    ADD_FAILURE() << "GNU parallel is not installed (scripts/install-deps installs it)";
+  }
+
+  // Slurm: the job array script is valid bash, and a fake sbatch that runs
+  // every array task locally produces the same results.
+  const std::string sl = d.path + "/slurm";
+  ASSERT_EQ(run_to_end({"run", sweep, "-o", sl, "--emit", "slurm", "--shards", "4"}, log), 0);
+  ASSERT_EQ(std::system(("bash -n " + sl + "/slurm.sh").c_str()), 0);
+  const std::string fake = d.path + "/sbatch";
+  write_file_atomic(fake,
+                    "#!/usr/bin/env bash\n"
+                    "set -euo pipefail\n"
+                    "n=$(sed -n 's/^#SBATCH --array=1-\\([0-9]*\\)$/\\1/p' \"$1\")\n"
+                    "for i in $(seq 1 \"$n\"); do SLURM_ARRAY_TASK_ID=$i SLURM_CPUS_PER_TASK=1 bash \"$1\"; done\n");
+  fs::permissions(fake, fs::perms::owner_all);
+  ASSERT_EQ(std::system((fake + " " + sl + "/slurm.sh >> " + log + " 2>&1").c_str()), 0) << read_file(log);
+  ASSERT_EQ(run_to_end({"merge", sl}, log), 0) << read_file(log);
+  EXPECT_EQ(read_file(sl + "/results.csv"), csv);
+
+  // A folder of another sweep is refused.
+  const std::string other = d.path + "/other";
+  write_file_atomic(d.path + "/s2.yaml", "profile: p.json\ncodec: c\nlink: {rate_mbps: 40}\nsweep: {slo_s: [1]}\n");
+  ASSERT_EQ(run_to_end({"run", d.path + "/s2.yaml", "-o", other, "--no-progress"}, log), 0) << read_file(log);
+  EXPECT_NE(run_to_end({"merge", whole, other, "-o", d.path + "/m"}, log), 0);
+  EXPECT_NE(read_file(log).find("not shards of one sweep"), std::string::npos);
+}
+
+TEST(Runner, ProfileFromIsComputedOnceAndCached) {
+  Dir d("recipe");
+  const std::string log = d.path + "/log.txt";
+  ::setenv("KVSTREAM_CACHE_DIR", (d.path + "/cache").c_str(), 1);
+  const std::string src = KVSTREAM_SOURCE_DIR;
+  write_file_atomic(d.path + "/s.yaml",
+                    "profile_from:\n  model: " + src + "/models/default\n  contexts: " + src +
+                        "/data/retrieval/contexts-2048.jsonl\n  codecs: [quant8]\n  chunk_tokens: 64\n"
+                        "  max_contexts: 1\n  max_context_tokens: 128\n  greedy_tokens: 4\n"
+                        "codec: quant8\nlink: {rate_mbps: 100}\nsweep: {slo_s: [0.5, 1]}\n");
+  ASSERT_EQ(run_to_end({"--version"}, log), 0);
+  const bool torch = read_file(log).find("libtorch: yes") != std::string::npos;
+  const int rc = run_to_end({"run", d.path + "/s.yaml", "-o", d.path + "/a", "--no-progress"}, log);
+  if (!torch) {
+    EXPECT_NE(rc, 0);
+    EXPECT_NE(read_file(log).find("profile_from needs `kvstream profile`"), std::string::npos) << read_file(log);
+    return;
+  }
+  ASSERT_EQ(rc, 0) << read_file(log);
+  EXPECT_NE(read_file(log).find("computing the profile once"), std::string::npos);
+  size_t cached = 0;
+  for (const auto& e : fs::directory_iterator(d.path + "/cache/profiles")) cached += e.path().extension() == ".json";
+  EXPECT_EQ(cached, 1u);
+  // A second sweep with the same recipe (keys in another order) reuses it.
+  write_file_atomic(log, "");
+  std::string again = read_file(d.path + "/s.yaml");
+  again.replace(again.find("  greedy_tokens: 4\n"), 18, "");
+  again.replace(again.find("  codecs: [quant8]\n"), 0, "  greedy_tokens: 4\n");
+  write_file_atomic(d.path + "/s2.yaml", again);
+  ASSERT_EQ(run_to_end({"run", d.path + "/s2.yaml", "-o", d.path + "/b", "--no-progress"}, log), 0) << read_file(log);
+  EXPECT_NE(read_file(log).find("profile from the cache"), std::string::npos) << read_file(log);
+  EXPECT_EQ(read_file(d.path + "/a/results.csv"), read_file(d.path + "/b/results.csv"));
+  // `kvstream simulate` refuses it, naming the way.
+  EXPECT_NE(run_to_end({"simulate", d.path + "/s.yaml", "-o", d.path + "/c"}, log), 0);
+  EXPECT_NE(read_file(log).find("kvstream run"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvs::scenarios

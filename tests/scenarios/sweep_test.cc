@@ -1,0 +1,181 @@
+// Sweep expansion: the product of groups, ranges, zips, replicates, policy
+// shorthands, run ids, and errors that name the file, line and run.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <set>
+
+#include "base/error.h"
+#include "base/files.h"
+#include "scenarios/sweep.h"
+
+namespace kvs::scenarios {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A folder with a profile and a trace file (their bytes only matter for ids).
+struct Fixture {
+  std::string dir;
+  Fixture() {
+    dir = (fs::temp_directory_path() / ("kvs-sweep-" + std::to_string(::getpid()))).string();
+    fs::create_directories(dir);
+    write_file_atomic(dir + "/p.json", "profile one");
+    write_file_atomic(dir + "/t.trace", "1\n2\n");
+  }
+  ~Fixture() { fs::remove_all(dir); }
+  Sweep parse(const std::string& body) const {
+    return parse_sweep("profile: p.json\ncodec: c\n" + body, dir + "/s.yaml", dir);
+  }
+  std::string error(const std::string& body) const {
+    try {
+      parse(body);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  }
+};
+
+std::string param(const SweepRun& r, const std::string& key) {
+  for (const auto& [k, v] : r.params)
+    if (k == key) return v;
+  return "?";
+}
+
+TEST(Sweep, NoSweepIsOneRun) {
+  Fixture f;
+  const auto s = f.parse("slo_s: 2\n");
+  ASSERT_EQ(s.runs.size(), 1u);
+  EXPECT_TRUE(s.keys.empty());
+  EXPECT_EQ(s.runs[0].scenario.sim.slo_s, 2);
+  EXPECT_EQ(s.runs[0].id.size(), 12u);
+}
+
+TEST(Sweep, CartesianProductFirstKeyOutermost) {
+  Fixture f;
+  const auto s = f.parse("sweep:\n  slo_s: [1, 2]\n  link.rtt_ms: {from: 10, to: 30, step: 10}\n");
+  ASSERT_EQ(s.runs.size(), 6u);
+  EXPECT_EQ(s.keys, (std::vector<std::string>{"slo_s", "link.rtt_ms"}));
+  const double expect[6][2] = {{1, 10}, {1, 20}, {1, 30}, {2, 10}, {2, 20}, {2, 30}};
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(s.runs[i].index, i);
+    EXPECT_EQ(s.runs[i].scenario.sim.slo_s, expect[i][0]) << i;
+    EXPECT_EQ(s.runs[i].scenario.sim.link.rtt_ms, expect[i][1]) << i;
+  }
+  // Every id distinct.
+  std::set<std::string> ids;
+  for (const auto& r : s.runs) ids.insert(r.id);
+  EXPECT_EQ(ids.size(), 6u);
+}
+
+TEST(Sweep, RangesLinearAndLog) {
+  Fixture f;
+  auto s = f.parse("sweep:\n  link.rate_mbps: {from: 10, to: 1000, count: 3, scale: log}\n");
+  ASSERT_EQ(s.runs.size(), 3u);
+  EXPECT_DOUBLE_EQ(s.runs[0].scenario.sim.link.rate_mbps, 10);
+  EXPECT_DOUBLE_EQ(s.runs[1].scenario.sim.link.rate_mbps, 100);
+  EXPECT_DOUBLE_EQ(s.runs[2].scenario.sim.link.rate_mbps, 1000);
+  s = f.parse("sweep:\n  slo_s: {from: 0.1, to: 0.5, step: 0.1}\n");
+  ASSERT_EQ(s.runs.size(), 5u);
+  EXPECT_EQ(param(s.runs[2], "slo_s"), "0.3");  // no 0.30000000000000004
+  s = f.parse("sweep:\n  slo_s: {from: 1, to: 2, count: 5}\n");
+  ASSERT_EQ(s.runs.size(), 5u);
+  EXPECT_DOUBLE_EQ(s.runs[1].scenario.sim.slo_s, 1.25);
+}
+
+TEST(Sweep, ZipVariesKeysTogether) {
+  Fixture f;
+  const auto s = f.parse(
+      "sweep:\n  zip:\n    - {link.rate_mbps: [10, 100], slo_s: [8, 2]}\n  seed: [1, 2, 3]\n");
+  ASSERT_EQ(s.runs.size(), 6u);
+  EXPECT_EQ(s.runs[0].scenario.sim.link.rate_mbps, 10);
+  EXPECT_EQ(s.runs[0].scenario.sim.slo_s, 8);
+  EXPECT_EQ(s.runs[3].scenario.sim.link.rate_mbps, 100);
+  EXPECT_EQ(s.runs[3].scenario.sim.slo_s, 2);
+  EXPECT_EQ(s.runs[4].scenario.sim.seed, 2u);
+}
+
+TEST(Sweep, ReplicatesAddSeeds) {
+  Fixture f;
+  const auto s = f.parse("seed: 7\nreplicates: 3\nsweep:\n  slo_s: [1, 2]\n");
+  ASSERT_EQ(s.runs.size(), 6u);
+  EXPECT_EQ(s.keys.back(), "seed");
+  EXPECT_EQ(s.runs[0].scenario.sim.seed, 7u);
+  EXPECT_EQ(s.runs[2].scenario.sim.seed, 9u);
+  EXPECT_EQ(s.runs[3].scenario.sim.slo_s, 2);
+  EXPECT_NE(f.error("replicates: 2\nsweep:\n  seed: [1, 2]\n").find("s.yaml:3: replicates: seed is swept already"),
+            std::string::npos);
+}
+
+TEST(Sweep, PolicyShorthandsAndMaps) {
+  Fixture f;
+  const auto s = f.parse(
+      "sweep:\n  policy: [fixed:2, mpc, 'mpc:lambda=5,horizon=3', {name: rate, params: {k: 3}}]\n");
+  ASSERT_EQ(s.runs.size(), 4u);
+  EXPECT_EQ(s.runs[0].scenario.sim.policy, "fixed");
+  EXPECT_EQ(s.runs[0].scenario.sim.policy_params.at("level"), "2");
+  EXPECT_EQ(param(s.runs[0], "policy"), "fixed:2");  // the value as given
+  EXPECT_EQ(s.runs[1].scenario.sim.policy, "mpc");
+  EXPECT_TRUE(s.runs[1].scenario.sim.policy_params.empty());
+  EXPECT_EQ(s.runs[2].scenario.sim.policy_params.at("lambda"), "5");
+  EXPECT_EQ(s.runs[2].scenario.sim.policy_params.at("horizon"), "3");
+  EXPECT_EQ(s.runs[3].scenario.sim.policy, "rate");
+  EXPECT_EQ(s.runs[3].scenario.sim.policy_params.at("k"), "3");
+}
+
+TEST(Sweep, IdsAreStableAndFollowTheInputs) {
+  Fixture f;
+  const auto a = f.parse("sweep:\n  slo_s: [1, 2]\n");
+  const auto b = f.parse("sweep:\n  slo_s: [1, 2, 3]\n");
+  // Adding a value keeps the ids of the runs that were there.
+  EXPECT_EQ(a.runs[0].id, b.runs[0].id);
+  EXPECT_EQ(a.runs[1].id, b.runs[1].id);
+  EXPECT_NE(a.hash, b.hash);
+  // A changed profile changes every id.
+  write_file_atomic(f.dir + "/p.json", "profile two");
+  const auto c = f.parse("sweep:\n  slo_s: [1, 2]\n");
+  EXPECT_NE(a.runs[0].id, c.runs[0].id);
+  // A trace is an input too.
+  const auto t1 = f.parse("link: {trace: t.trace}\n");
+  write_file_atomic(f.dir + "/t.trace", "1\n3\n");
+  const auto t2 = f.parse("link: {trace: t.trace}\n");
+  EXPECT_NE(t1.runs[0].id, t2.runs[0].id);
+  // The worker's copy names absolute paths and no output.
+  EXPECT_NE(t2.runs[0].run_yaml.find(f.dir + "/t.trace"), std::string::npos);
+  EXPECT_EQ(f.parse("output: o\n").runs[0].run_yaml.find("output"), std::string::npos);
+}
+
+TEST(Sweep, ErrorsNameFileLineKeyAndRun) {
+  Fixture f;
+  EXPECT_EQ(f.error("sweep:\n  slo_s: [1]\n  link.rtt_ms: [10, -5]\n"),
+            f.dir + "/s.yaml:5: sweep run 1 (slo_s=1, link.rtt_ms=-5): link.rtt_ms: expected a number >= 0, got -5");
+  EXPECT_NE(f.error("sweep:\n  link.rtt_mss: [10]\n").find("s.yaml:4: sweep run 0 (link.rtt_mss=10): link.rtt_mss: "
+                                                            "unknown key (did you mean 'rtt_ms'?"),
+            std::string::npos)
+      << f.error("sweep:\n  link.rtt_mss: [10]\n");
+  EXPECT_NE(f.error("sweep:\n  slo_s: []\n").find("s.yaml:4: sweep.slo_s: expected at least one value"),
+            std::string::npos);
+  EXPECT_NE(f.error("sweep:\n  slo_s: {from: 1, to: 2}\n").find("exactly one of step and count"), std::string::npos);
+  EXPECT_NE(f.error("sweep:\n  slo_s: {from: 1, to: 2, stp: 1}\n").find("(did you mean 'step'?)"), std::string::npos);
+  EXPECT_NE(f.error("sweep:\n  slo_s: {from: 0, to: 2, count: 3, scale: log}\n").find("log needs from and to > 0"),
+            std::string::npos);
+  EXPECT_NE(f.error("sweep:\n  zip:\n    - {slo_s: [1, 2], seed: [1]}\n").find("1 values, but slo_s has 2"),
+            std::string::npos);
+  EXPECT_NE(f.error("sweep:\n  output: [a]\n").find("sweep.output: cannot be swept"), std::string::npos);
+  EXPECT_NE(f.error("sweep: [1]\n").find("s.yaml:3: sweep: expected a mapping"), std::string::npos);
+  EXPECT_NE(f.error("replicates: 0\n").find("replicates: expected an integer in 1..10000"), std::string::npos);
+  // A missing profile names the file.
+  try {
+    parse_sweep("profile: nope.json\ncodec: c\n", f.dir + "/s.yaml", f.dir);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nope.json"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace kvs::scenarios

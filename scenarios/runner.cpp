@@ -242,9 +242,13 @@ RunnerSummary run_sweep(const Sweep& sweep, const RunnerOptions& o) {
   for (const auto& r : sweep.runs) {
     if (r.index % o.shards != o.shard - 1) continue;
     ++s.total;
-    write_file_atomic(dir + "/points/" + r.id + ".yaml", r.run_yaml);
+    // Written once: a point's file is a function of its id's inputs.
+    const std::string point = dir + "/points/" + r.id + ".yaml";
+    if (!fs::exists(point)) write_file_atomic(point, r.run_yaml);
     if (run_done(dir + "/runs/" + r.id)) {
       ++s.done_before;
+      std::error_code ec;
+      fs::remove(dir + "/failed/" + r.id + ".txt", ec);  // an earlier failure, since redone
       continue;
     }
     todo.push_back(&r);
@@ -276,6 +280,12 @@ RunnerSummary run_sweep(const Sweep& sweep, const RunnerOptions& o) {
       fs::remove(failed, ec);
     } else if (!g_stop) {
       ++s.failed;
+      // Whatever the worker left is not a result: moved aside, so that the
+      // next invocation runs it again (and a run killed after writing its
+      // files is not taken for done).
+      std::error_code ec;
+      fs::remove_all(failed + ".out", ec);
+      if (fs::exists(out)) fs::rename(out, failed + ".out", ec);
       const std::string why = WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
                               : WIFEXITED(status) ? fmt::format("exit status {}", WEXITSTATUS(status))
                                                   : std::string("stopped");

@@ -6,6 +6,7 @@
 //   points/<id>.yaml    each run's one-run scenario (absolute paths)
 //   runs/<id>/          each run's simulation output (results.json, events.jsonl, summary.txt)
 //   logs/<id>.log       each worker's output; failed/<id>.txt the error of a failed run
+//                       (failed/<id>.out: what its worker left, moved aside)
 //   results.jsonl       one row per run, in run order (merge_results)
 //   results.csv         the same, one column per swept key ("param.<key>") and per figure
 // A run is done when its runs/<id>/ holds results.json and summary.txt; a

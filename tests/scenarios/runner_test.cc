@@ -94,11 +94,11 @@ void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(1500)); }
 
 TEST(Runner, KilledAndResumedEqualsUninterrupted) {
   Dir d("kill");
-  const std::string sweep = write_sweep(d, 3);  // 24 runs
+  const std::string sweep = write_sweep(d, 5);  // 40 runs
   const std::string clean = d.path + "/clean", killed = d.path + "/killed", log = d.path + "/log.txt";
   ASSERT_EQ(run_to_end({"run", sweep, "-o", clean, "-j", "2", "--no-progress"}, log), 0) << read_file(log);
   const std::string csv = read_file(clean + "/results.csv"), jsonl = read_file(clean + "/results.jsonl");
-  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 25);
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 41);
 
   // kill -9 of the runner after a few runs.
   pid_t pid = start({"run", sweep, "-o", killed, "-j", "1", "--no-progress"}, log);
@@ -108,16 +108,16 @@ TEST(Runner, KilledAndResumedEqualsUninterrupted) {
   settle();
   const size_t after_kill = finished_runs(killed);
   EXPECT_GE(after_kill, 3u);
-  EXPECT_LT(after_kill, 24u) << "the sweep finished before it was killed: make it longer";
+  EXPECT_LT(after_kill, 30u) << "the sweep nearly finished before it was killed: make it longer";
   EXPECT_FALSE(fs::exists(killed + "/results.csv"));
 
   // SIGTERM: the runner stops its workers and says so (exit 130).
   pid = start({"run", sweep, "-o", killed, "-j", "1", "--no-progress"}, log);
-  wait_for_runs(killed, after_kill + 2);
+  wait_for_runs(killed, after_kill + 1);
   kill(pid, SIGTERM);
   EXPECT_EQ(wait_exit(pid), 130) << read_file(log);
   const size_t after_term = finished_runs(killed);
-  EXPECT_LT(after_term, 24u);
+  EXPECT_LT(after_term, 40u);
 
   // Resumed: only the missing runs, same bytes.
   ASSERT_EQ(run_to_end({"run", sweep, "-o", killed, "-j", "2", "--no-progress"}, log), 0) << read_file(log);
@@ -164,6 +164,7 @@ TEST(Runner, AKilledWorkerIsRecordedAsFailedAndRetried) {
   EXPECT_EQ(rc, 1) << read_file(log);  // one run failed; the others went on
   size_t failed = 0;
   for (const auto& e : fs::directory_iterator(out + "/failed")) {
+    if (e.path().extension() != ".txt") continue;  // <id>.out: what the killed worker left
     ++failed;
     EXPECT_NE(read_file(e.path().string()).find("killed by signal 9"), std::string::npos);
   }
@@ -173,7 +174,7 @@ TEST(Runner, AKilledWorkerIsRecordedAsFailedAndRetried) {
 
   // Started again: the failed run is retried, its record goes, the results are the clean ones.
   ASSERT_EQ(run_to_end({"run", sweep, "-o", out, "-j", "2", "--no-progress"}, log), 0) << read_file(log);
-  EXPECT_TRUE(fs::is_empty(out + "/failed"));
+  for (const auto& e : fs::directory_iterator(out + "/failed")) EXPECT_NE(e.path().extension(), ".txt") << e.path();
   EXPECT_EQ(read_file(out + "/results.csv"), csv);
 }
 

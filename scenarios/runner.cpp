@@ -39,6 +39,15 @@ bool run_done(const std::string& dir) {
   return fs::exists(dir + "/results.json") && fs::exists(dir + "/summary.txt");
 }
 
+// A worker writes runs/<id> through a sibling runs/<id>.tmp.<pid>, renamed at
+// the end (write_files_atomic); a killed one leaves it behind.
+void remove_partial_outputs(const std::string& runs_dir, const std::string& id) {
+  std::error_code ec;
+  const std::string prefix = id + ".tmp.";
+  for (const auto& e : fs::directory_iterator(runs_dir, ec))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) fs::remove_all(e.path(), ec);
+}
+
 std::string tail_of(const std::string& path, size_t max_bytes) {
   std::string text;
   try {
@@ -251,6 +260,7 @@ RunnerSummary run_sweep(const Sweep& sweep, const RunnerOptions& o) {
       fs::remove(dir + "/failed/" + r.id + ".txt", ec);  // an earlier failure, since redone
       continue;
     }
+    remove_partial_outputs(dir + "/runs", r.id);  // of a runner killed before
     todo.push_back(&r);
   }
 
@@ -286,6 +296,7 @@ RunnerSummary run_sweep(const Sweep& sweep, const RunnerOptions& o) {
       std::error_code ec;
       fs::remove_all(failed + ".out", ec);
       if (fs::exists(out)) fs::rename(out, failed + ".out", ec);
+      remove_partial_outputs(dir + "/runs", r.id);
       const std::string why = WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
                               : WIFEXITED(status) ? fmt::format("exit status {}", WEXITSTATUS(status))
                                                   : std::string("stopped");

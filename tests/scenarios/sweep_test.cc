@@ -177,5 +177,23 @@ TEST(Sweep, ErrorsNameFileLineKeyAndRun) {
   }
 }
 
+// The shipped sweeps expand and validate (with a stand-in profile file: the
+// real one is made by the quick start).
+TEST(Sweep, ShippedSweepsExpand) {
+  Fixture f;
+  const std::string dir = std::string(KVSTREAM_SOURCE_DIR) + "/scenarios";
+  const std::pair<const char*, size_t> cases[] = {
+      {"quickstart.yaml", 2 * 2 * 7}, {"adaptation.yaml", 4 * 3 * 3 * 12}, {"cachegen_bandwidth.yaml", 5 * 6}};
+  for (const auto& [name, runs] : cases) {
+    std::string text = read_file(dir + "/" + name);
+    const std::string profile = "profile: ../runs/default/profile.json";
+    ASSERT_NE(text.find(profile), std::string::npos) << name;
+    text.replace(text.find(profile), profile.size(), "profile: " + f.dir + "/p.json");
+    const auto s = parse_sweep(text, dir + "/" + name, dir);
+    EXPECT_EQ(s.runs.size(), runs) << name;
+    for (const auto& r : s.runs) EXPECT_FALSE(r.scenario.sim.codec.empty());
+  }
+}
+
 }  // namespace
 }  // namespace kvs::scenarios

@@ -100,7 +100,7 @@ void add_codec_commands(CLI::App& app) {
   enc->add_option("--param", e->params, "Codec parameter key=value (repeatable)");
   enc->add_option("--codec-model", e->model_file, "Codec model file, for codecs with static tables");
   enc->add_option("--chunk-tokens", e->chunk_tokens, "Tokens per chunk (CacheGen's paper: 1500)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(CLI::Range(1u, 1u << 24));
   enc->callback([e] {
     const auto codec = codec::make_codec(e->codec, parse_codec_options(e->params, e->model_file));
     const codec::KVChunk kv = llm::read_kv_safetensors(e->in);
@@ -138,10 +138,20 @@ void add_codec_commands(CLI::App& app) {
   dec->callback([d] {
     std::vector<codec::KVChunk> parts;
     std::map<std::string, std::unique_ptr<codec::Codec>> codecs;  // by name, made once
-    for (const auto& s : read_container(d->in)) {
-      auto& c = codecs[codec::codec_for_stream(s)];
-      if (!c) c = codec::make_codec(codec::codec_for_stream(s), parse_codec_options({}, d->model_file));
-      parts.push_back(c->decode(s));
+    const std::vector<codec::Bytes> chunks = read_container(d->in);
+    size_t offset = 12;  // of the chunk's bitstream in the file
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const codec::Bytes& s = chunks[i];
+      offset += 8;
+      try {
+        auto& c = codecs[codec::codec_for_stream(s)];
+        if (!c) c = codec::make_codec(codec::codec_for_stream(s), parse_codec_options({}, d->model_file));
+        parts.push_back(c->decode(s));
+      } catch (const std::exception& err) {  // name the file and the chunk, not only the byte in the chunk
+        throw Error(fmt::format("{}: chunk {} of {} (file bytes {}..{}): {}", d->in, i, chunks.size(), offset,
+                                offset + s.size(), err.what()));
+      }
+      offset += s.size();
     }
     if (parts.empty()) throw Error(fmt::format("{}: no chunks", d->in));
     const codec::KVChunk kv = codec::KVChunk::concat(parts);

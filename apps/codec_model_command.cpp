@@ -87,9 +87,9 @@ void add_codec_model_command(CLI::App& app) {
   cmd->add_option("--kv-dtype", a->kv_dtype, "With --model: precision the KV cache is stored in, as for profile")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_option("--threads", a->threads, "With --model: CPU threads for libtorch")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("--chunk-tokens", a->chunk_tokens, "Samples are cut into chunks of this many tokens, as encoded")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(CLI::Range(1u, 1u << 24));
   cmd->add_option("-o,--out", a->out, "Codec model file to write")->required();
   cmd->callback([a] {
     if (a->kv_files.empty() == a->model_dir.empty())

@@ -39,7 +39,7 @@ struct ModelOptions {
         ->capture_default_str();
     cmd->add_option("--threads", threads, "CPU threads for matrix products (OpenBLAS); libtorch's own pool uses them only with OMP_WAIT_POLICY=passive (default: hardware threads)")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(CLI::Range(1, 1024));
   }
 
   llm::Model load() const {
@@ -137,7 +137,7 @@ void add_generate(CLI::App& app) {
   auto n = std::make_shared<int64_t>(64);
   mo->add(cmd);
   cmd->add_option("--prompt", *prompt, "Prompt text")->required();
-  cmd->add_option("-n,--tokens", *n, "Tokens to generate")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("-n,--tokens", *n, "Tokens to generate")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->callback([=] {
     llm::Model model = mo->load();
     auto tok = llm::load_tokenizer(mo->model_dir, model.config());

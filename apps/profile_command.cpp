@@ -38,7 +38,7 @@ void add_profile_command(CLI::App& app) {
   cmd->add_option("--codecs", args->codecs, "Comma-separated codec names (see `kvstream codecs`)")->capture_default_str();
   cmd->add_option("--param", args->params, "Codec parameter key=value (repeatable; given to every codec)");
   cmd->add_option("--codec-model", args->codec_model, "Codec model file for codecs with static entropy tables");
-  cmd->add_option("--chunk-tokens", args->chunk_tokens, "Tokens per chunk (CacheGen's paper: 1500)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk-tokens", args->chunk_tokens, "Tokens per chunk (CacheGen's paper: 1500)")->capture_default_str()->check(CLI::Range(1u, 1u << 24));
   cmd->add_option("--greedy-tokens", args->greedy_tokens, "Greedy tokens compared for agreement")->capture_default_str();
   cmd->add_option("--max-context-tokens", args->max_context_tokens, "Truncate contexts to this many tokens (0: no limit)")
       ->capture_default_str();
@@ -47,12 +47,12 @@ void add_profile_command(CLI::App& app) {
                   "For a folder of .txt files: bytes at the end of each file used as the continuation")
       ->capture_default_str();
   cmd->add_option("--timing-repeats", args->repeats, "Time encode/decode this many times, keep the minimum")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(CLI::Range(1u, 1000u));
   cmd->add_option("--dtype", args->dtype, "Compute dtype of the model: fp32, bf16 or fp16")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_option("--kv-dtype", args->kv_dtype, "Precision the KV cache is stored in: fp16, bf16 or fp32")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
-  cmd->add_option("--threads", args->threads, "CPU threads for libtorch")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", args->threads, "CPU threads for libtorch")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("-o,--output", args->output, "Profile JSON to write (resumes from OUTPUT.partial)")->required();
 
   cmd->callback([args] {

@@ -13,6 +13,7 @@
 #include "sim/simulation.h"
 #include "traces/formats.h"
 #include "traces/generators.h"
+#include "traces/transforms.h"
 #include "traces/trace.h"
 
 #ifdef KVSTREAM_HAVE_TORCH
@@ -32,9 +33,10 @@ namespace {
 struct SimulateOptions {
   std::string config_path;
   std::string out_dir;
-  std::string profile, codec, policy, target, trace, trace_gen, trace_mode, queue, tcp, gpu;
+  std::string profile, codec, policy, target, trace, trace_gen, trace_mode, queue, tcp, gpu, decode;
   std::vector<std::string> policy_params;
-  double rate_mbps = 0, rtt_ms = 0, loss = 0, slo_s = 0, efficiency = 0, decode_speedup = 0, arrival_rate = 0;
+  double trace_scale = 1, rate_mbps = 0, rtt_ms = 0, loss = 0, slo_s = 0, efficiency = 0, decode_speedup = 0, decode_gbps = 0,
+         arrival_rate = 0;
   uint32_t queue_packets = 0, mtu = 0, in_flight = 0, requests = 0, seed = 0, run = 0, bulk = 0, udp = 0;
   bool quiet = false;
   // --exact-quality: the profiled model and contexts, and the codec's options.
@@ -101,6 +103,9 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   scenarios::Scenario sc;
   if (!o.config_path.empty()) {
     sc = scenarios::load_scenario(o.config_path);
+    if (sc.sweeps || sc.profile_from)
+      throw Error(fmt::format("{}: this scenario {}: run it with `kvstream run {}`", o.config_path,
+                              sc.sweeps ? "sweeps parameters" : "computes its profile (profile_from)", o.config_path));
   } else {
     if (o.profile.empty() || o.codec.empty())
       throw Error("simulate: give a scenario file, or at least --profile and --codec");
@@ -135,6 +140,8 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   if (given("--slo-s")) c.slo_s = o.slo_s;
   if (given("--gpu")) c.gpu.preset = o.gpu;
   if (given("--gpu-efficiency")) c.gpu.efficiency = o.efficiency;
+  if (given("--decode")) c.gpu.decode = o.decode;
+  if (given("--decode-gbps")) c.gpu.decode_bytes_per_s = o.decode_gbps * 1e9;
   if (given("--decode-speedup")) c.gpu.decode_speedup = o.decode_speedup;
   if (given("--in-flight")) c.in_flight = o.in_flight;
   if (given("--requests")) {
@@ -146,11 +153,39 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   if (given("--run")) c.run = o.run;
   if (given("--cross-bulk")) c.cross.bulk_tcp_flows = o.bulk;
   if (given("--cross-udp")) c.cross.onoff_udp_flows = o.udp;
+  // A value given as an option no longer comes from the scenario file: errors
+  // about it name the key without the file's line.
+  const std::pair<const char*, const char*> overrides[] = {
+      {"--profile", "profile"}, {"--codec", "codec"},       {"--policy", "policy"}, {"--policy-param", "policy.params"},
+      {"--target", "target"},   {"--trace", "link.trace"},  {"--trace-gen", "link.trace"}, {"--rate-mbps", "link.trace"},
+      {"--gpu", "gpu.preset"},  {"--requests", "arrivals.count"}};
+  for (const auto& [option, key] : overrides)
+    if (given(option))
+      for (auto it = sc.lines.begin(); it != sc.lines.end();)
+        it = it->first.rfind(key, 0) == 0 ? sc.lines.erase(it) : std::next(it);
   std::string out_dir = given("--out") ? o.out_dir : sc.output_dir;
   if (out_dir.empty()) throw Error("simulate: no output folder (give -o OUTDIR or `output:` in the scenario)");
 
-  if (!sc.trace_file.empty()) c.link.trace = traces::load_trace(sc.trace_file);
-  if (!sc.trace_gen.empty()) c.link.trace = traces::generate_trace(sc.trace_gen);
+  if (given("--trace-scale")) sc.trace_scale = o.trace_scale;
+  if (!sc.trace_file.empty()) {
+    try {
+      c.link.trace = traces::load_trace(sc.trace_file);
+    } catch (const Error& e) {  // names the trace file and line; say where the scenario names the trace
+      throw Error(sc.lines.count("link.trace") ? sc.at("link.trace", e.what()) : std::string(e.what()));
+    }
+  }
+  if (!sc.trace_gen.empty()) {
+    try {
+      c.link.trace = traces::generate_trace(sc.trace_gen);
+    } catch (const Error& e) {
+      throw Error(sc.at("link.trace_gen", e.what()));
+    }
+  }
+  if (sc.trace_scale != 1) {
+    if (!c.link.trace) throw Error("simulate: --trace-scale scales a trace: give --trace or --trace-gen");
+    // A scaled trace keeps no delivery opportunities: it is replayed at its rate.
+    c.link.trace = traces::scale(*c.link.trace, sc.trace_scale);
+  }
 
   codec::Profile profile;
   try {
@@ -159,6 +194,23 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
     throw;
   } catch (const std::exception& e) {
     throw Error(e.what());
+  }
+  // Checks that need the profile or the presets, naming the scenario's file,
+  // line and key when the value came from there.
+  scenarios::check_against_profile(sc, profile);
+  const bool preset_used = !(c.gpu.peak_flops > 0 && c.gpu.memory_bytes_per_s > 0 &&
+                             (c.gpu.decode == "profile" || c.gpu.decode_bytes_per_s > 0));
+  try {
+    if (preset_used) sim::gpu_preset_peak_flops(c.gpu.preset);
+  } catch (const Error& e) {
+    throw Error(sc.at("gpu.preset", e.what() + did_you_mean(c.gpu.preset, sim::gpu_preset_names())));
+  }
+  if (!c.target.empty()) {
+    try {
+      sim::model_preset(c.target);
+    } catch (const Error& e) {
+      throw Error(sc.at("target", e.what() + did_you_mean(c.target, sim::model_preset_names())));
+    }
   }
   c.show_progress = !o.quiet;
   sim::SimOutput out = sim::simulate(c, profile);
@@ -174,6 +226,9 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   sim::write_outputs(out, out_dir);
   if (!o.quiet) std::fputs(out.summary.c_str(), stdout);
   std::printf("wrote %s/results.json, events.jsonl, summary.txt\n", out_dir.c_str());
+  // A run that stopped before its requests finished is not a result: say why, exit non-zero.
+  const std::string unfinished = sim::unfinished_reason(out.result, c.max_sim_s);
+  if (!unfinished.empty()) throw Error(unfinished);
 }
 
 }  // namespace
@@ -195,6 +250,8 @@ void add_simulate_command(CLI::App& app) {
                               "(default: the profiled model)",
                               fmt::join(sim::model_preset_names(), ", ")));
   cmd->add_option("--trace", o->trace, "Bandwidth trace file for the bottleneck (mahimahi, two-column, CSV)");
+  cmd->add_option("--trace-scale", o->trace_scale, "Multiply the trace's rate by this (default 1)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--trace-gen", o->trace_gen, "Bandwidth trace generator spec (see `kvstream trace gen`)");
   cmd->add_option("--rate-mbps", o->rate_mbps, "Constant bottleneck rate in Mbit/s (default 100)");
   cmd->add_option("--rtt-ms", o->rtt_ms, "Round-trip propagation delay in ms (default 20)");
@@ -206,12 +263,18 @@ void add_simulate_command(CLI::App& app) {
       ->check(CLI::IsMember({"droptail", "codel", "fqcodel"}));
   cmd->add_option("--queue-packets", o->queue_packets, "Bottleneck queue size in packets (default: 1 BDP, >= 100)");
   cmd->add_option("--mtu", o->mtu, "MTU in bytes (default 1500)");
-  cmd->add_option("--tcp", o->tcp, "TCP variant: cubic, cubic-hystart-fix, newreno, bbr (default cubic)");
+  cmd->add_option("--tcp", o->tcp, "TCP variant: cubic (RFC 9438), cubic-rfc9438, cubic-ns3 (ns-3.37's TcpCubic), cubic-hystart-fix, newreno, bbr (default cubic)");
   cmd->add_option("--slo-s", o->slo_s, "TTFT target in seconds (default 0: none)");
   cmd->add_option("--gpu", o->gpu, fmt::format("GPU preset: {} (default h100)", fmt::join(sim::gpu_preset_names(), ", ")));
   cmd->add_option("--gpu-efficiency", o->efficiency, "Achieved fraction of peak FLOP/s for prefill (default 0.5)");
+  cmd->add_option("--decode", o->decode,
+                  "GPU decode times: assumed (an assumed throughput per codec and GPU, sim/gpu_model.h; default) or "
+                  "profile (the profile's measured seconds / --decode-speedup)")
+      ->check(CLI::IsMember({"assumed", "profile"}));
+  cmd->add_option("--decode-gbps", o->decode_gbps,
+                  "With --decode assumed: GPU decode throughput in GB/s of fp16 output (default: the preset's)");
   cmd->add_option("--decode-speedup", o->decode_speedup,
-                  "Decode speed of the GPU relative to the profile's device (default 1: the profile's seconds)");
+                  "With --decode profile: decode speed of the GPU relative to the profile's device (default 1)");
   cmd->add_option("--in-flight", o->in_flight, "Chunk requests outstanding per connection (default 1)");
   cmd->add_option("--requests", o->requests, "Number of requests arriving as a Poisson process (default: one at t=0)");
   cmd->add_option("--arrival-rate", o->arrival_rate, "Poisson arrival rate in requests per second (default 1)");

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -46,7 +47,20 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
   return c.empty() ? std::string() : fmt::format(" (did you mean '{}'?)", c);
 }
 
+std::string printable(std::string_view text, size_t max_chars) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (out.size() >= max_chars) return out + "...";
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) out += char(c);
+    else out += fmt::format("\\x{:02x}", c);
+  }
+  return out;
+}
+
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(fmt::format("{}: is a folder, not a file", path));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
   std::ostringstream ss;
@@ -66,6 +80,77 @@ void write_file_atomic(const std::string& path, std::string_view data) {
     const int err = errno;
     std::remove(tmp.c_str());
     throw Error(fmt::format("{}: cannot write: {}", path, std::strerror(err)));
+  }
+}
+
+namespace {
+
+// Writes and flushes one file; false (errno set) on failure.
+bool write_flushed(const std::string& path, std::string_view data) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) return false;
+  const bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size() && std::fflush(f) == 0 &&
+                  ::fsync(::fileno(f)) == 0;
+  const int err = errno;
+  const bool closed = std::fclose(f) == 0;
+  if (!ok) errno = err;
+  return ok && closed;
+}
+
+}  // namespace
+
+void write_files_atomic(const std::string& dir, const std::vector<std::pair<std::string, std::string_view>>& files) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string suffix = fmt::format(".tmp.{}", ::getpid());
+  if (!fs::exists(dir, ec)) {
+    // A fresh folder: fill a temporary sibling, then rename it into place.
+    fs::path target = fs::path(dir).lexically_normal();
+    if (target.filename().empty()) target = target.parent_path();  // "out/"
+    const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+    fs::create_directories(parent, ec);
+    if (ec) throw Error(fmt::format("{}: cannot create the folder: {}", parent.string(), ec.message()));
+    const fs::path tmp = target.string() + suffix;
+    fs::remove_all(tmp, ec);
+    if (!fs::create_directory(tmp, ec)) throw Error(fmt::format("{}: cannot create: {}", tmp.string(), ec.message()));
+    for (const auto& [name, data] : files)
+      if (!write_flushed((tmp / name).string(), data)) {
+        const int err = errno;
+        fs::remove_all(tmp, ec);
+        throw Error(fmt::format("{}: cannot write: {}", (target / name).string(), std::strerror(err)));
+      }
+    fs::rename(tmp, target, ec);
+    if (!ec) return;
+    fs::remove_all(tmp, ec);
+    if (!fs::is_directory(dir, ec))
+      throw Error(fmt::format("{}: cannot create the folder: {}", dir, std::strerror(errno)));
+    // Someone created it meanwhile: write into it as into an existing folder.
+  }
+  if (!fs::is_directory(dir, ec)) throw Error(fmt::format("{}: exists and is not a folder", dir));
+  for (const auto& [name, data] : files)
+    if (fs::is_directory(fs::path(dir) / name, ec))
+      throw Error(fmt::format("{}: is a folder, cannot write the file there", (fs::path(dir) / name).string()));
+  std::vector<std::string> written;
+  auto remove_written = [&] {
+    for (const auto& t : written) std::remove(t.c_str());
+  };
+  for (const auto& [name, data] : files) {
+    const std::string tmp = (fs::path(dir) / name).string() + suffix;
+    if (!write_flushed(tmp, data)) {
+      const int err = errno;
+      std::remove(tmp.c_str());
+      remove_written();
+      throw Error(fmt::format("{}: cannot write: {}", (fs::path(dir) / name).string(), std::strerror(err)));
+    }
+    written.push_back(tmp);
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string path = (fs::path(dir) / files[i].first).string();
+    if (std::rename(written[i].c_str(), path.c_str()) != 0) {
+      const int err = errno;
+      remove_written();
+      throw Error(fmt::format("{}: cannot write: {}", path, std::strerror(err)));
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kvs {
@@ -22,5 +23,9 @@ std::string at_location(const std::string& file, size_t line, const std::string&
 std::string closest_name(const std::string& word, const std::vector<std::string>& known);
 // " (did you mean 'x'?)" for the closest known name, or empty.
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& known);
+
+// Input text safe to echo in a message: bytes outside printable ASCII as
+// \xNN (no raw control bytes reach the terminal), cut to `max_chars` with "...".
+std::string printable(std::string_view text, size_t max_chars = 60);
 
 }  // namespace kvs

@@ -69,12 +69,16 @@ class Reader {
     if (v > UINT32_MAX) fail(path + "/" + key, "value too large");
     return uint32_t(v);
   }
-  double num(const json& obj, const std::string& path, const char* key, bool non_negative = true) const {
+  // `max`: the largest value a real measurement has (absurd values would
+  // give absurd or infinite TTFTs downstream).
+  double num(const json& obj, const std::string& path, const char* key, bool non_negative = true,
+             double max = 1e300) const {
     const json& v = field(obj, path, key);
     if (!v.is_number()) fail(path + "/" + key, "expected a number");
     const double d = v.get<double>();
     if (!std::isfinite(d)) fail(path + "/" + key, "expected a finite number");
     if (non_negative && d < 0) fail(path + "/" + key, "expected a number >= 0");
+    if (d > max) fail(path + "/" + key, fmt::format("{} is more than a real measurement ({:g})", d, max));
     return d;
   }
   std::string str(const json& obj, const std::string& path, const char* key) const {
@@ -94,6 +98,8 @@ ModelInfo read_model(const Reader& r, const json& j, const std::string& p) {
   m.kv.kv_heads = r.u32(j, p, "kv_heads");
   m.kv.head_dim = r.u32(j, p, "head_dim");
   if (!m.kv.layers || !m.kv.kv_heads || !m.kv.head_dim) r.fail(p, "layers, kv_heads and head_dim must be > 0");
+  if (m.kv.layers > 100000 || m.kv.kv_heads > 100000 || m.kv.head_dim > 100000)
+    r.fail(p, "layers, kv_heads and head_dim must be at most 100000 (no model has more)");
   try {
     m.dtype = dtype_from_string(r.str(j, p, "dtype"));
   } catch (const std::invalid_argument& e) {
@@ -142,8 +148,9 @@ ContextProfile read_context(const Reader& r, const json& j, const std::string& p
       ChunkLevel cl;
       cl.bytes = r.u64(lv[k], lp, "bytes");
       if (cl.bytes == 0) r.fail(lp + "/bytes", "expected > 0");
-      cl.encode_s = r.num(lv[k], lp, "encode_s");
-      cl.decode_s = r.num(lv[k], lp, "decode_s");
+      if (cl.bytes > (uint64_t(1) << 48)) r.fail(lp + "/bytes", fmt::format("{} bytes: more than 256 TiB for one chunk", cl.bytes));
+      cl.encode_s = r.num(lv[k], lp, "encode_s", true, 86400);  // a day per chunk
+      cl.decode_s = r.num(lv[k], lp, "decode_s", true, 86400);
       cl.mse = r.num(lv[k], lp, "mse");
       cl.loss_increase = r.num(lv[k], lp, "loss_increase", false);
       ch.levels.push_back(cl);
@@ -163,6 +170,8 @@ Profile parse_profile(std::string_view text, const std::string& source) {
     j = json::parse(text);
   } catch (const json::parse_error& e) {
     throw Error(fmt::format("{}: invalid JSON at byte {}: {}", source, e.byte, e.what()));
+  } catch (const json::exception& e) {  // e.g. a number too large for a double (found by profile_fuzz)
+    throw Error(fmt::format("{}: invalid JSON: {}", source, e.what()));
   }
   Profile prof;
   prof.schema_version = int(r.u32(j, "", "schema_version"));

@@ -83,8 +83,18 @@ class WeightSource {
   }
 
   bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  // The file (or index) the tensors are listed in, for messages.
+  const std::string& source() const { return missing_where_; }
+  // Tensors of the checkpoint never asked for with get(), in name order.
+  std::vector<std::string> unused() const {
+    std::vector<std::string> out;
+    for (const auto& [name, file] : where_)
+      if (!used_.count(name)) out.push_back(name);
+    return out;
+  }
 
   at::Tensor get(const std::string& name, std::vector<int64_t> shape, at::ScalarType dtype, at::Device device) {
+    used_.insert(name);
     auto it = where_.find(name);
     if (it == where_.end()) throw Error(fmt::format("{}: missing tensor '{}'", missing_where_, name));
     const auto& file = files_.at(it->second);
@@ -112,6 +122,7 @@ class WeightSource {
   std::map<std::string, std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, std::string> where_;
   std::string missing_where_;
+  std::set<std::string> used_;
 };
 
 }  // namespace
@@ -161,6 +172,18 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
   }
   at::Tensor norm = get("model.norm.weight", {H});
   at::Tensor head = c.tie_word_embeddings ? at::Tensor() : get("lm_head.weight", {c.vocab_size, H});
+  // Weights the config does not use mean the config does not describe them
+  // (num_hidden_layers: 2 on 4-layer weights would evaluate a truncated
+  // model): an error. HF's rotary inv_freq buffers and a tied lm_head copy
+  // carry nothing of their own.
+  std::vector<std::string> unused;
+  for (const auto& name : src.unused())
+    if (name.find("rotary_emb.inv_freq") == std::string::npos && !(c.tie_word_embeddings && name == "lm_head.weight"))
+      unused.push_back(name);
+  if (!unused.empty())
+    throw Error(fmt::format("{}: {} tensor(s) that the config ({} layers) does not use, e.g. '{}': config.json does "
+                            "not describe these weights",
+                            src.source(), unused.size(), c.num_hidden_layers, unused.front()));
   c.torch_dtype = config_dtype_name(dtype);
   return Model(c, embed, std::move(layers), norm, head);
 }

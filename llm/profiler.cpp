@@ -46,7 +46,7 @@ std::vector<ProfileContext> load_jsonl(const std::string& path) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number overflow
       throw Error(fmt::format("{}: invalid JSON: {}", loc, e.what()));
     }
     if (!j.is_object()) throw Error(fmt::format("{}: expected a JSON object", loc));

@@ -117,7 +117,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
       }
       continue;
     }
-    auto bad = [&](const std::string& what) { fail(path, fmt::format("tensor '{}': {}", name, what)); };
+    const std::string& tensor = name;  // clang 14 (the fuzz build) does not capture structured bindings
+    auto bad = [&](const std::string& what) { fail(path, fmt::format("tensor '{}': {}", printable(tensor), what)); };
     if (!entry.is_object()) bad("entry is not an object");
     TensorInfo info;
     info.name = name;

@@ -330,9 +330,7 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source,
               fmt::format("{} arrivals, more than a run takes ({})", a.times_s.size(), sim::limits::kMaxRequests));
     af.unsigned_int("count", a.count, 1, 0xffffffffu, sim::limits::kMaxRequests);
     af.number("rate_per_s", a.rate_per_s, kPositive, sim::limits::kMaxArrivalRatePerS);
-    af.list("contexts", a.contexts, "context indices");
-    if (af.has("contexts") && a.contexts.empty())
-      af.fail(af.get("contexts"), "contexts", "expected at least one context index (leave the key out for all, in turn)");
+    af.list("contexts", a.contexts, "context indices");  // [] keeps its meaning: every context in turn
     af.finish();
   }
   if (f.has("cross_traffic")) {

@@ -11,6 +11,7 @@
 #include "base/files.h"
 #include "sim/engine.h"
 #include "sim/gpu_model.h"
+#include "sim/limits.h"
 
 namespace kvs::sim {
 
@@ -31,6 +32,90 @@ void validate(const SimConfig& c) {
     if (!(t >= 0)) throw Error("arrivals times_s: expected times >= 0");
   if (c.arrivals.mode == "poisson" && (c.arrivals.count < 1 || !(c.arrivals.rate_per_s > 0)))
     throw Error("arrivals: poisson needs count >= 1 and rate_per_s > 0");
+  // The ranges a real run can have (sim/limits.h; the scenario parser checks
+  // the same with file and line): settings from options come through here only.
+  namespace L = limits;
+  auto in = [](const char* key, double v, double lo, double hi, bool lo_open = false) {
+    if (!std::isfinite(v) || (lo_open ? !(v > lo) : !(v >= lo)) || v > hi)
+      throw Error(fmt::format("{}: expected a number in {}{:g}, {:g}], got {:g}", key, lo_open ? "(" : "[", lo, hi, v));
+  };
+  auto most = [](const char* key, uint64_t v, uint64_t hi) {
+    if (v > hi) throw Error(fmt::format("{}: expected at most {}, got {}", key, hi, v));
+  };
+  const LinkSpec& l = c.link;
+  in("link.rate_mbps", l.rate_mbps, 0, L::kMaxRateMbps, !l.trace);  // unused (may be 0) with a trace
+  in("link.rtt_ms", l.rtt_ms, 0, L::kMaxRttMs);
+  in("link.access_rtt_ms", l.access_rtt_ms, 0, L::kMaxRttMs);
+  if (!(l.loss_rate >= 0 && l.loss_rate < 1)) throw Error(fmt::format("link.loss_rate: expected a number in [0, 1), got {:g}", l.loss_rate));
+  most("link.queue_packets", l.queue_packets, L::kMaxQueuePackets);
+  if (l.mtu_bytes < 576 || l.mtu_bytes > 65535) throw Error(fmt::format("link.mtu_bytes: expected 576..65535, got {}", l.mtu_bytes));
+  in("link.access_rate_mbps", l.access_rate_mbps, 0, L::kMaxRateMbps, true);
+  most("link.tcp_buffer_bytes", l.tcp_buffer_bytes, L::kMaxTcpBufferBytes);
+  in("link.initial_cwnd_segments", l.initial_cwnd_segments, 1, L::kMaxInitialCwndSegments);
+  in("link.delayed_ack_count", l.delayed_ack_count, 1, L::kMaxDelayedAckCount);
+  in("link.min_rto_ms", l.min_rto_ms, 0, L::kMaxMinRtoMs, true);
+  const GpuSpec& g = c.gpu;
+  in("gpu.peak_flops", g.peak_flops, 0, L::kMaxPeakFlops);
+  in("gpu.memory_bytes_per_s", g.memory_bytes_per_s, 0, L::kMaxBytesPerS);
+  in("gpu.efficiency", g.efficiency, 0, 1, true);
+  in("gpu.decode_bytes_per_s", g.decode_bytes_per_s, 0, L::kMaxBytesPerS);
+  in("gpu.decode_speedup", g.decode_speedup, 0, L::kMaxDecodeSpeedup, true);
+  if (!(g.first_token_s <= L::kMaxFirstTokenS))
+    throw Error(fmt::format("gpu.first_token_s: expected at most {:g}, got {:g}", L::kMaxFirstTokenS, g.first_token_s));
+  in("max_sim_s", c.max_sim_s, 0, L::kMaxSimS, true);
+  in("slo_s", c.slo_s, 0, L::kMaxSimS);
+  in("sample_interval_ms", c.sample_interval_ms, 0, L::kMaxSampleIntervalMs, true);
+  most("in_flight", c.in_flight, L::kMaxInFlight);
+  most("request_header_bytes", c.request_header_bytes, L::kMaxHeaderBytes);
+  most("response_header_bytes", c.response_header_bytes, L::kMaxHeaderBytes);
+  const ArrivalSpec& a = c.arrivals;
+  if (a.mode == "poisson") {
+    most("arrivals.count (requests)", a.count, L::kMaxRequests);
+    in("arrivals.rate_per_s", a.rate_per_s, 0, L::kMaxArrivalRatePerS, true);
+  } else {
+    most("arrivals.times_s (requests)", a.times_s.size(), L::kMaxRequests);
+    for (double t : a.times_s)
+      if (!(t < c.max_sim_s))
+        throw Error(fmt::format("arrivals.times_s: arrival at {:g} s is not before max_sim_s ({:g} s)", t, c.max_sim_s));
+  }
+  const CrossTrafficSpec& x = c.cross;
+  most("cross_traffic.bulk_tcp_flows", x.bulk_tcp_flows, L::kMaxCrossFlows);
+  most("cross_traffic.onoff_udp_flows", x.onoff_udp_flows, L::kMaxCrossFlows);
+  in("cross_traffic.udp_rate_mbps", x.udp_rate_mbps, 0, std::min(L::kMaxRateMbps, l.access_rate_mbps), true);
+  in("cross_traffic.udp_on_s", x.udp_on_s, L::kMinUdpPeriodS, L::kMaxSimS);
+  in("cross_traffic.udp_off_s", x.udp_off_s, L::kMinUdpPeriodS, L::kMaxSimS);
+  in("cross_traffic.start_s", x.start_s, 0, L::kMaxSimS);
+}
+
+// Every number of a result is finite (absurd profile values could make a
+// TTFT infinite; JSON would print null): else an error naming the field.
+void check_finite(const RunResult& r) {
+  auto check = [](double v, const RequestResult& q, const std::string& what) {
+    if (!std::isfinite(v))
+      throw Error(fmt::format("request {} (context {}): {} is {} (not a finite number; are the profile's values in "
+                              "range?)",
+                              q.id, q.context_id, what, v));
+  };
+  for (const auto& q : r.requests) {
+    check(q.start_s, q, "start_s");
+    check(q.ttft_s, q, "ttft_s");
+    check(q.first_token_s, q, "first_token_s");
+    check(q.breakdown.network_s, q, "breakdown.network_s");
+    check(q.breakdown.queueing_s, q, "breakdown.queueing_s");
+    check(q.breakdown.decode_s, q, "breakdown.decode_s");
+    check(q.breakdown.recompute_s, q, "breakdown.recompute_s");
+    check(q.breakdown.first_token_s, q, "breakdown.first_token_s");
+    check(q.decode_total_s, q, "decode_total_s");
+    check(q.recompute_total_s, q, "recompute_total_s");
+    check(q.quality_loss_increase, q, "quality_loss_increase");
+    for (const auto& ch : q.chunks) {
+      const std::string c = fmt::format("chunk {} ", ch.index);
+      check(ch.gpu_start_s, q, c + "gpu_start_s");
+      check(ch.gpu_end_s, q, c + "gpu_end_s");
+      check(ch.last_byte_s, q, c + "last_byte_s");
+      check(ch.loss_increase, q, c + "loss_increase");
+    }
+  }
 }
 
 // Portable exponential variates: the same numbers with every standard library.
@@ -79,21 +164,33 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   const ComputeModel compute(target, config.gpu);
 
   // The profile as the engine sees it: sizes scaled, GPU times computed.
+  // Every time and size must be one a run can have (ns-3 time is an integer
+  // of nanoseconds; an infinite or 10^300 s decode is a broken profile).
+  auto in_range = [&](double v, double max, const codec::ContextProfile& ctx, size_t chunk, const char* what) {
+    if (!(v >= 0 && v <= max))
+      throw Error(fmt::format("{}: context '{}' chunk {}: {} {:g} is out of range (0..{:g}) for a run", config.profile_path,
+                              ctx.id, chunk, what, v, max));
+    return v;
+  };
   std::vector<ContextSpec> contexts;
   for (const auto& ctx : cp->contexts) {
     if (ctx.chunks.empty()) throw Error(fmt::format("profile context '{}' has no chunks", ctx.id));
     ContextSpec cs;
     cs.id = ctx.id;
     cs.tokens = ctx.tokens;
-    cs.first_token_s = compute.first_token_s(ctx.tokens);
+    cs.first_token_s = in_range(compute.first_token_s(ctx.tokens), limits::kMaxSimS, ctx, 0, "first token s");
     for (const auto& ch : ctx.chunks) {
+      const size_t chunk = size_t(&ch - ctx.chunks.data());
       ChunkSpec s;
       s.token_begin = ch.token_begin;
       s.tokens = ch.tokens;
-      s.recompute_s = compute.recompute_s(ch.token_begin, ch.tokens);
+      s.recompute_s = in_range(compute.recompute_s(ch.token_begin, ch.tokens), limits::kMaxSimS, ctx, chunk, "recompute s");
+      const double fp16_bytes = 2.0 * double(target.kv.elements_per_token()) * ch.tokens;
       for (const auto& lv : ch.levels) {
-        s.bytes.push_back(scale == 1.0 ? lv.bytes : uint64_t(std::llround(double(lv.bytes) * scale)));
-        s.decode_s.push_back(compute.decode_s(lv.decode_s, scale));
+        s.bytes.push_back(scale == 1.0 ? lv.bytes
+                                       : uint64_t(in_range(std::round(double(lv.bytes) * scale), 0x1p53, ctx, chunk, "bytes")));
+        s.decode_s.push_back(in_range(compute.decode_s(config.codec, lv.decode_s, scale, fp16_bytes), limits::kMaxSimS,
+                                      ctx, chunk, "decode s"));
         s.loss_increase.push_back(lv.loss_increase);
       }
       cs.chunks.push_back(std::move(s));
@@ -119,10 +216,13 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   ec.max_sim_s = config.max_sim_s;
   ec.show_progress = config.show_progress;
 
+  ec.policy_reads_future = !hooks.make_policy && policies::policy_info(config.policy).reads_future;
+
   std::string policy_name;
+  policies::Schedule schedule = policies::Schedule::kInOrder;
   PolicyFactory factory = [&](uint32_t request) {
     auto p = hooks.make_policy ? hooks.make_policy(request) : policies::make_policy(config.policy, config.policy_params);
-    if (policy_name.empty()) policy_name = p->name();
+    if (policy_name.empty()) policy_name = p->name(), schedule = p->schedule();
     return p;
   };
   EngineOutput eo = run_engine(ec, contexts, factory);
@@ -130,6 +230,9 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   SimOutput out;
   RunResult& r = out.result;
   r.policy = policy_name;
+  r.policy_reads_future = ec.policy_reads_future;
+  r.schedule = schedule == policies::Schedule::kInOrder ? "in-order" : "load-back-compute-front";
+  r.decode_timing = compute.decode_timing_note(config.codec, profile.device);
   r.profile = config.profile_path;
   r.codec = config.codec;
   r.model = target.name;
@@ -149,6 +252,11 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   r.sim_end_s = eo.sim_end_s;
   r.events = eo.events;
   r.requests = std::move(eo.requests);
+  for (size_t i = 0; i < r.requests.size() && i < ec.arrival_s.size(); ++i) {
+    r.requests[i].arrival_s = ec.arrival_s[i];
+    r.requests[i].started = !r.requests[i].chunks.empty();  // a started request lists its chunks
+  }
+  check_finite(r);
   out.events_jsonl = std::move(eo.events_jsonl);
   out.result_json = result_to_json(r);
   out.summary = result_summary(r, config.slo_s);
@@ -156,12 +264,31 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
 }
 
 void write_outputs(const SimOutput& output, const std::string& out_dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(out_dir, ec);
-  if (ec) throw Error(fmt::format("{}: cannot create the output folder: {}", out_dir, ec.message()));
-  write_file_atomic(out_dir + "/results.json", output.result_json);
-  write_file_atomic(out_dir + "/events.jsonl", output.events_jsonl);
-  write_file_atomic(out_dir + "/summary.txt", output.summary);
+  write_files_atomic(out_dir, {{"results.json", output.result_json},
+                               {"events.jsonl", output.events_jsonl},
+                               {"summary.txt", output.summary}});
+}
+
+std::string unfinished_reason(const RunResult& r, double max_sim_s) {
+  std::vector<std::string> parts;
+  for (const auto& q : r.requests) {
+    if (q.finished) continue;
+    if (!q.started) {
+      parts.push_back(fmt::format("request {} (arrives at {:g} s) never started", q.id, q.arrival_s));
+      continue;
+    }
+    size_t received = 0;
+    for (const auto& ch : q.chunks) received += ch.gpu_end_s >= 0 ? 1 : 0;
+    parts.push_back(fmt::format("request {} (context {}, started at {:g} s) had {} of {} chunks ready", q.id,
+                                q.context_id, q.start_s, received, q.chunks.size()));
+  }
+  if (parts.empty()) return "";
+  std::string shown;
+  for (size_t i = 0; i < parts.size() && i < 5; ++i) shown += (i ? "; " : "") + parts[i];
+  if (parts.size() > 5) shown += fmt::format("; and {} more", parts.size() - 5);
+  return fmt::format("the run stopped at max_sim_s = {:g} s with {} of {} requests unfinished: {} (raise max_sim_s, "
+                     "or check the link)",
+                     max_sim_s, parts.size(), r.requests.size(), shown);
 }
 
 }  // namespace kvs::sim

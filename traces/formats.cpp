@@ -51,26 +51,43 @@ double to_number(std::string_view tok, const std::string& name, size_t line, con
   double v = 0;
   auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
   if (ec != std::errc() || p != tok.data() + tok.size() || !std::isfinite(v))
-    fail(name, line, fmt::format("{}: '{}' is not a finite number", what, tok));
+    fail(name, line, fmt::format("{}: '{}' is not a finite number", what, printable(tok)));
   return v;
 }
 
+// Longest mahimahi period read (10^9 ms, 11.6 days): a trace is replayed and
+// written millisecond by millisecond, so a longer one is not a recording but
+// a runaway (a timestamp of 2^64 - 1 would otherwise ask for 2^64 bins).
+constexpr uint64_t kMaxMahimahiPeriodMs = 1'000'000'000;
+// Fastest rate read from a trace: 10 Tbit/s (faster is a unit mistake).
+constexpr double kMaxTraceMbps = 1e7;
+
 Trace parse_mahimahi(const std::string& text, const std::string& name) {
   DeliveryOpportunities opp;
-  const auto lines = split_lines(text);
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const std::string_view l = lines[i];
-    if (l.empty()) fail(name, i + 1, "empty line (mahimahi traces have one timestamp per line)");
+  opp.times_ms.reserve(size_t(std::count(text.begin(), text.end(), '\n')) + 1);
+  // Line by line without a table of lines (a 1 GB trace has 10^8 of them).
+  size_t line = 0, pos = 0;
+  while (pos < text.size()) {
+    ++line;
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    std::string_view l(text.data() + pos, nl - pos);
+    pos = nl + 1;
+    if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+    if (l.empty()) fail(name, line, "empty line (mahimahi traces have one timestamp per line)");
     uint64_t ms = 0;
     auto [p, ec] = std::from_chars(l.data(), l.data() + l.size(), ms);
     if (ec != std::errc() || p != l.data() + l.size())
-      fail(name, i + 1, fmt::format("'{}' is not a non-negative integer millisecond timestamp", l));
+      fail(name, line, fmt::format("'{}' is not a non-negative integer millisecond timestamp", printable(l)));
+    if (ms > kMaxMahimahiPeriodMs)
+      fail(name, line, fmt::format("timestamp {} ms is past the longest period read, {} ms (11.6 days)", ms,
+                                   kMaxMahimahiPeriodMs));
     if (!opp.times_ms.empty() && ms < opp.times_ms.back())
-      fail(name, i + 1, fmt::format("timestamp {} ms decreases (previous {} ms)", ms, opp.times_ms.back()));
+      fail(name, line, fmt::format("timestamp {} ms decreases (previous {} ms)", ms, opp.times_ms.back()));
     opp.times_ms.push_back(ms);
   }
   if (opp.times_ms.empty()) fail(name, 0, "empty trace (no timestamps)");
-  if (opp.times_ms.back() == 0) fail(name, lines.size(), "last timestamp is 0 (the trace's period must be > 0)");
+  if (opp.times_ms.back() == 0) fail(name, line, "last timestamp is 0 (the trace's period must be > 0)");
   opp.period_ms = opp.times_ms.back();
   Trace tr;
   tr.name = name;
@@ -78,26 +95,30 @@ Trace parse_mahimahi(const std::string& text, const std::string& name) {
   tr.loops = true;
   // One segment per millisecond bin with opportunities; empty bins at rate 0.
   // A timestamp equal to the period belongs to the next period's bin 0
-  // (mahimahi releases it at base + period), so it wraps to 0.
-  std::vector<std::pair<uint64_t, uint32_t>> bins;  // ms -> count
-  for (uint64_t t : opp.times_ms) {
-    const uint64_t b = t % opp.period_ms;
-    if (!bins.empty() && bins.back().first == b) ++bins.back().second;
-    else bins.emplace_back(b, 1);
-  }
-  std::sort(bins.begin(), bins.end());
-  // merge duplicates created by wrapping
-  std::vector<std::pair<uint64_t, uint32_t>> merged;
-  for (const auto& b : bins) {
-    if (!merged.empty() && merged.back().first == b.first) merged.back().second += b.second;
-    else merged.push_back(b);
-  }
+  // (mahimahi releases it at base + period), so it wraps to 0. Timestamps are
+  // sorted, so the bins come in order, those wrapped to 0 last.
+  const auto& times = opp.times_ms;
+  size_t last = times.size();
+  while (last > 0 && times[last - 1] == opp.period_ms) --last;
+  const uint32_t wrapped = uint32_t(times.size() - last);
   const double bits_per_opp = double(opp.packet_bytes) * 8.0;
   uint64_t cursor = 0;
-  for (const auto& [ms, count] : merged) {
+  auto add_bin = [&](uint64_t ms, uint64_t count) {
     if (ms > cursor) tr.segments.push_back({double(cursor) / 1000.0, 0.0});
-    tr.segments.push_back({double(ms) / 1000.0, bits_per_opp * count * 1000.0});
+    tr.segments.push_back({double(ms) / 1000.0, bits_per_opp * double(count) * 1000.0});
     cursor = ms + 1;
+  };
+  size_t i = 0;
+  if (wrapped > 0) {
+    uint64_t count = wrapped;
+    for (; i < last && times[i] == 0; ++i) ++count;
+    add_bin(0, count);
+  }
+  while (i < last) {
+    size_t j = i;
+    while (j < last && times[j] == times[i]) ++j;
+    add_bin(times[i], j - i);
+    i = j;
   }
   if (cursor < opp.period_ms) tr.segments.push_back({double(cursor) / 1000.0, 0.0});
   tr.opportunities = std::move(opp);
@@ -115,6 +136,7 @@ Trace parse_two_column(const std::string& text, const std::string& name) {
     const double t = to_number(f[0], name, i + 1, "time");
     const double v = to_number(f[1], name, i + 1, "throughput");
     if (v < 0) fail(name, i + 1, fmt::format("negative throughput {}", v));
+    if (v > kMaxTraceMbps) fail(name, i + 1, fmt::format("throughput {} Mbit/s is over 10 Tbit/s", v));
     if (!rows.empty() && t <= rows.back().first)
       fail(name, i + 1, fmt::format("time {} s does not increase (previous {} s)", t, rows.back().first));
     rows.emplace_back(t, v);
@@ -162,8 +184,10 @@ Trace parse_csv(const std::string& text, const std::string& name, const CsvOptio
     auto it = std::find(header.begin(), header.end(), col);
     if (it == header.end()) {
       std::string known;
-      for (const auto& h : header) known += (known.empty() ? "" : ", ") + h;
-      fail(name, first + 1, fmt::format("no column '{}' (columns: {})", col, known));
+      std::vector<std::string> names;
+      for (const auto& h : header) known += (known.empty() ? "" : ", ") + printable(h), names.push_back(h);
+      fail(name, first + 1, fmt::format("no column '{}'{} (columns: {})", printable(col), did_you_mean(col, names),
+                                        printable(known, 400)));
     }
     return size_t(it - header.begin());
   };
@@ -213,6 +237,8 @@ Trace parse_csv(const std::string& text, const std::string& name, const CsvOptio
     double bps = rows[i].second;
     if (unit == kMbps) bps *= 1e6;
     if (unit == kBytes) bps = bps * 8.0 / len;
+    if (!(bps <= kMaxTraceMbps * 1e6))
+      fail(name, 0, fmt::format("row at {} s: rate {} bit/s is over 10 Tbit/s", rows[i].first, bps));
     tr.segments.push_back({rows[i].first - t0, bps});
   }
   tr.duration_s = rows.back().first - t0 + last_gap;
@@ -241,8 +267,12 @@ const char* to_string(Format f) {
 }
 
 Format detect_format(const std::string& text) {
-  const auto lines = split_lines(text);
-  for (const auto& l : lines) {
+  for (size_t pos = 0; pos < text.size();) {  // up to the first non-blank line only
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    std::string_view l(text.data() + pos, nl - pos);
+    pos = nl + 1;
+    if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
     if (is_blank(l)) continue;
     if (l.find_first_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") != std::string_view::npos &&
         l.find(',') != std::string_view::npos)
@@ -255,6 +285,8 @@ Format detect_format(const std::string& text) {
 }
 
 Trace parse_trace(const std::string& text, const std::string& name, const LoadOptions& options) {
+  // A UTF-8 byte-order mark (spreadsheets write one) is not part of the first line.
+  if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0) return parse_trace(text.substr(3), name, options);
   Format f = options.format == Format::kAuto ? detect_format(text) : options.format;
   if (text.empty()) fail(name, 0, "empty file");
   switch (f) {
@@ -278,6 +310,10 @@ std::string format_trace(const Trace& tr, Format format) {
       return out;
     }
     // Carry fractional packets forward so bytes per period are exact within one packet.
+    if (!(tr.duration_s * 1000.0 <= double(kMaxMahimahiPeriodMs)))
+      throw Error(fmt::format("{}: a mahimahi trace lists every millisecond; {} s is longer than the longest "
+                              "period written, {} ms",
+                              tr.name, tr.duration_s, kMaxMahimahiPeriodMs));
     const uint64_t period_ms = std::max<uint64_t>(1, uint64_t(std::llround(tr.duration_s * 1000.0)));
     double carry = 0;
     bool any = false;

@@ -9,7 +9,8 @@
 //    the last timestamp must be > 0. The rate form has one segment per
 //    millisecond bin: bin [t, t+1) ms carries (opportunities at t) x 1500 x 8
 //    bits, so the bits per period are exact. Empty lines are errors, as in
-//    mahimahi.
+//    mahimahi. Timestamps above 10^9 ms (11.6 days) are errors: a trace is
+//    replayed and written millisecond by millisecond.
 //  - two-column (Pensieve-style ABR simulators): "time_s throughput_mbps" per
 //    line, separated by whitespace, no header. As in Pensieve's simulator the
 //    value on row i holds between t(i-1) and t(i); the first row's value is
@@ -21,6 +22,8 @@
 //    interval); rows may be filtered (e.g. carrier=VERIZON). Row i's value
 //    holds from its time until the next row's (the last row for one median
 //    interval).
+// Every reader skips a UTF-8 byte-order mark, refuses rates above 10 Tbit/s,
+// and quotes bad input with control bytes escaped (kvs::printable).
 #pragma once
 
 #include <map>

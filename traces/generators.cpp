@@ -135,6 +135,14 @@ Trace generate_trace(const std::string& text) {
     if (v <= 0) throw Error(fmt::format("trace generator '{}': {} must be > 0", text, key));
     return v;
   };
+  // A trace is held in memory segment by segment: at most 10^7 of them
+  // (duration / interval, or duration / the shortest mean period).
+  constexpr double kMaxSteps = 1e7;
+  auto bounded = [&](double step_s, const char* step_key) {
+    if (tr.duration_s / step_s > kMaxSteps)
+      throw Error(fmt::format("trace generator '{}': duration / {} = {:.3g} steps, more than 10^7", text, step_key,
+                              tr.duration_s / step_s));
+  };
   if (s.kind == "const") {
     tr.duration_s = positive(s.time("duration"), "duration");
     push(tr, 0, s.rate("rate"));
@@ -154,6 +162,7 @@ Trace generate_trace(const std::string& text) {
     const double dt = positive(s.time("interval"), "interval");
     tr.duration_s = positive(s.time("duration"), "duration");
     if (lo > hi) throw Error(fmt::format("trace generator '{}': min > max", text));
+    bounded(dt, "interval");
     std::mt19937_64 rng(s.seed());
     for (double t = 0; t < tr.duration_s; t += dt) {
       push(tr, t, std::clamp(r, lo, hi));
@@ -164,6 +173,7 @@ Trace generate_trace(const std::string& text) {
     if (rates.size() != holds.size() || rates.size() < 2)
       throw Error(fmt::format("trace generator '{}': rates and hold need the same number (>= 2) of entries", text));
     tr.duration_s = positive(s.time("duration"), "duration");
+    for (const auto& h : holds) bounded(positive(parse_time_s(h, "hold"), "hold"), "hold");
     std::mt19937_64 rng(s.seed());
     size_t state = rng() % rates.size();
     for (double t = 0; t < tr.duration_s;) {
@@ -175,6 +185,7 @@ Trace generate_trace(const std::string& text) {
   } else if (s.kind == "onoff") {
     const double rate = s.rate("rate"), on = positive(s.time("on"), "on"), off = positive(s.time("off"), "off");
     tr.duration_s = positive(s.time("duration"), "duration");
+    bounded(std::min(on, off), on < off ? "on" : "off");
     const bool random = s.has("seed");
     std::mt19937_64 rng(s.seed());
     for (double t = 0; t < tr.duration_s;) {
@@ -188,6 +199,7 @@ Trace generate_trace(const std::string& text) {
     const double lo = s.rate("min"), hi = s.rate("max"), dt = positive(s.time("interval"), "interval");
     if (lo > hi) throw Error(fmt::format("trace generator '{}': min > max", text));
     tr.duration_s = positive(s.time("duration"), "duration");
+    bounded(dt, "interval");
     std::mt19937_64 rng(s.seed());
     for (double t = 0; t < tr.duration_s; t += dt) tr.segments.push_back({t, lo + (hi - lo) * unit(rng)});
   } else {

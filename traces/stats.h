@@ -3,6 +3,7 @@
 // instant (the smallest rate r such that the time at or below r is >= p).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "traces/trace.h"
@@ -29,6 +30,13 @@ struct TraceStats {
 // window_s > 0: statistics of the mean rate over consecutive windows of that
 // length instead of the raw segments (a mahimahi trace's 1 ms bins are mostly
 // 0 or several packets; its throughput is only meaningful averaged).
+// The mean rate over consecutive windows [k w, (k+1) w) of one period (the
+// last one cut at duration_s), in time order, in one pass over the segments:
+// `emit(rate_bps, length_s)` once per run of windows with the same mean, so a
+// run of windows inside one segment is one call (work and calls are at most
+// about twice the segments, whatever the duration and the window).
+void window_means(const Trace& trace, double window_s, const std::function<void(double, double)>& emit);
+
 TraceStats compute_stats(const Trace& trace, double threshold_bps = 1e5, double min_outage_s = 0.0,
                          double window_s = 0.0);
 

@@ -6,6 +6,7 @@
 #include <fmt/core.h>
 
 #include "base/error.h"
+#include "traces/stats.h"
 
 namespace kvs::traces {
 
@@ -80,10 +81,13 @@ Trace resample(const Trace& t, double window_s) {
   out.name = t.name;
   out.loops = t.loops;
   out.duration_s = t.duration_s;
-  for (double a = 0; a < t.duration_s; a += window_s) {
-    const double b = std::min(a + window_s, t.duration_s);
-    if (b > a) out.segments.push_back({a, t.bits_between(a, b) / (b - a)});
-  }
+  // One segment per run of windows with the same mean (stats.h): linear in
+  // the segments, whatever the duration.
+  double at = 0;
+  window_means(t, window_s, [&](double rate, double len) {
+    if (out.segments.empty() || out.segments.back().rate_bps != rate) out.segments.push_back({at, rate});
+    at += len;
+  });
   return out;
 }
 

@@ -73,6 +73,32 @@ TEST(Profile, ErrorsNameTheJsonPath) {
   expect_error(replace("\"dtype\": \"bf16\"", "\"dtype\": \"int4\""), "/model/dtype");
 }
 
+// Issue 25: values no measurement has, numbers JSON cannot hold, folders.
+TEST(Profile, AbsurdValuesAreErrorsNamingThePath) {
+  std::string good = profile_to_json(small_profile());
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string s = good;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  expect_error(replace("\"bytes\": 80", "\"bytes\": 1e400"), "invalid JSON");  // found by profile_fuzz
+  expect_error(replace("\"bytes\": 80", "\"bytes\": 1000000000000000000"),
+               "/codecs/0/contexts/0/chunks/1/levels/1/bytes: 1000000000000000000 bytes: more than 256 TiB");
+  const std::string decode = profile_to_json(small_profile());
+  const size_t at = decode.find("\"decode_s\": ");
+  ASSERT_NE(at, std::string::npos);
+  std::string huge = decode;
+  huge.replace(at, decode.find(',', at) - at, "\"decode_s\": 1e300");
+  expect_error(huge, "decode_s: 1e+300 is more than a real measurement (86400)");
+  expect_error(replace("\"layers\": 4", "\"layers\": 4000000"), "/model: layers, kv_heads and head_dim must be at most");
+  try {
+    read_profile(std::filesystem::temp_directory_path().string());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a folder, not a file"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ModelInfo, PrefillFlopsHasDenseAndAttentionTerms) {
   ModelInfo m{"m", {2, 1, 4}, DType::kF32, 8, 16, 2, 10, 1000};
   // dense: 2 * (1000 - 80) per token; attention: 4 * layers * heads * head_dim * pairs

@@ -87,6 +87,20 @@ TEST(CheckpointTest, MissingTensorNamesFileAndTensor) {
   expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "model.layers.1.self_attn.v_proj.weight"});
 }
 
+// Issue 25: a config with fewer layers than the weights is an error, not a
+// silently truncated model.
+TEST(CheckpointTest, UnusedTensorsAreAnError) {
+  TempDir dir;
+  ModelConfig c = tiny_config();
+  ASSERT_GE(c.num_hidden_layers, 2);
+  save_model(Model::random(c, 26), dir.str());
+  c.num_hidden_layers -= 1;
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(c));
+  expect_error([&] { load_model(dir.str()); },
+               {"model.safetensors", "that the config (" + std::to_string(c.num_hidden_layers) + " layers) does not use",
+                "model.layers." + std::to_string(c.num_hidden_layers) + "."});
+}
+
 TEST(CheckpointTest, WrongShapeNamesFileAndTensor) {
   TempDir dir;
   ModelConfig c = tiny_config();

@@ -122,14 +122,16 @@ TEST(Simulation, BandwidthStepDownShowsInSamplesWithinOneRttAndOneChunk) {
   ASSERT_TRUE(out.result.requests[0].finished);
   ASSERT_EQ(states.size(), 40u);
   // Before the step the last sample shows the fast link (>= 60 Mbit/s once
-  // slow start is over); after 0.5 s + RTT + one chunk at 20 Mbit/s, it
-  // shows the slow one.
+  // slow start is over: with the RFC 9438 Cubic its overshoot into the
+  // 100-packet queue is recovered by 0.21 s; ns-3's TcpCubic left slow start
+  // early, see docs/simulator.md); after 0.5 s + RTT + one chunk at
+  // 20 Mbit/s, it shows the slow one.
   const double deadline = 0.5 + 0.010 + chunk_bytes * 8 / 20e6;
   bool saw_fast = false, checked_slow = false;
   for (const auto& s : states) {
     if (s.samples.empty()) continue;
     const double rate = s.samples.back().rate_bps();
-    if (s.now_s > 0.2 && s.now_s < 0.5) {
+    if (s.now_s > 0.25 && s.now_s < 0.5) {
       EXPECT_GT(rate, 60e6) << "at " << s.now_s;
       saw_fast = true;
     }
@@ -249,7 +251,7 @@ TEST(Simulation, MahimahiTraceIsReplayedByOpportunitiesAndEverySettingIsRecorded
   EXPECT_EQ(st.at("ns3::TcpSocket::InitialCwnd"), "10");
   EXPECT_EQ(st.at("ns3::TcpSocketBase::Sack"), "true");
   EXPECT_TRUE(st.contains("queue.ns3::CoDelQueueDisc::Target"));
-  EXPECT_TRUE(st.contains("ns3::TcpCubic::Beta"));
+  EXPECT_TRUE(st.contains("kvs::TcpCubicRfc9438::Beta"));  // `cubic` (sim/tcp_cubic_rfc9438.h)
   config.link.trace_mode = "rate";
   const auto rate = simulate(config, profile);
   EXPECT_EQ(nlohmann::json::parse(rate.result_json).at("network_settings").at("link.trace_mode"), "rate");
@@ -388,8 +390,24 @@ TEST(ComputeModel, PresetsAndHandComputedTimes) {
   EXPECT_NEAR(c.first_token_s(4096), (6738415616.0 * 2 + 4096.0 * 524288) / 1.675e12, 1e-12);
   g.first_token_s = 0.02;
   EXPECT_EQ(ComputeModel(m, g).first_token_s(4096), 0.02);
+  g.decode = "profile";
   g.decode_speedup = 4;
-  EXPECT_DOUBLE_EQ(ComputeModel(m, g).decode_s(0.1, 2.0), 0.05);
+  EXPECT_DOUBLE_EQ(ComputeModel(m, g).decode_s("cachegen", 0.1, 2.0, 1e9), 0.05);
+  // Assumed GPU decode: 250 GB/s on an A100 for entropy-coded codecs, scaled
+  // by memory bandwidth; dequantization at 2/3 of the achieved bandwidth; raw free.
+  g.decode = "assumed";
+  const ComputeModel h100(m, g);
+  EXPECT_NEAR(h100.assumed_decode_bytes_per_s("cachegen"), 250e9 * 3.35 / 2.039, 1e3);
+  EXPECT_NEAR(h100.decode_s("kvs", 123.0, 2.0, 411e6), 411e6 / (250e9 * 3.35 / 2.039), 1e-12);
+  EXPECT_NEAR(h100.assumed_decode_bytes_per_s("quant8"), 3.35e12 * 0.5 * 2 / 3, 1e3);
+  EXPECT_EQ(h100.decode_s("raw", 1.0, 1.0, 1e9), 0.0);
+  EXPECT_NE(h100.decode_timing_note("cachegen", "cpu").find("assumed, not measured"), std::string::npos);
+  g.preset = "a100";
+  EXPECT_NEAR(ComputeModel(m, g).assumed_decode_bytes_per_s("cachegen"), 250e9, 1e3);
+  g.decode_bytes_per_s = 100e9;
+  EXPECT_NEAR(ComputeModel(m, g).decode_s("cachegen", 1.0, 1.0, 1e9), 0.01, 1e-12);
+  g.decode = "fast";
+  EXPECT_THROW(ComputeModel(m, g), Error);
   EXPECT_THROW(model_preset("gpt-5"), Error);
 }
 

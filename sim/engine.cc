@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/progress.h"
 #include "sim/cross_traffic.h"
+#include "sim/ns3_fixes.h"
 #include "sim/streaming_app.h"
 #include "sim/topology.h"
 
@@ -39,6 +40,10 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
                         const PolicyFactory& make_policy) {
   const size_t total = config.arrival_s.size();
   if (config.contexts.size() != total) throw Error("engine: one context per request expected");
+  // The guard against ns-3.37's zero-length segments must be the function
+  // ns-3 calls (sim/ns3_fixes.h); this reference also links it in.
+  if (!ns3_fixes_active())
+    throw Error("ns-3: the project's TcpTxBuffer::CopyFromSequence is not the one libns3-internet calls");
   // Policies first, so that a bad name or parameter fails before ns-3 starts.
   std::vector<std::unique_ptr<policies::Policy>> policies;
   for (uint32_t i = 0; i < total; ++i) policies.push_back(make_policy(i));

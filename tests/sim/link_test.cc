@@ -18,6 +18,7 @@
 #include "ns3/traffic-control-module.h"
 
 #include "base/error.h"
+#include "sim/ns3_fixes.h"
 #include "sim/opportunity_queue_disc.h"
 #include "sim/rate_queue_disc.h"
 #include "sim/topology.h"
@@ -489,6 +490,27 @@ TEST(TcpSettings, AreAppliedAndRecorded) {
   EXPECT_NE(setting(o, "queue.ns3::CoDelQueueDisc::Target"), "(missing)");
   EXPECT_EQ(setting(o, "queue.ns3::CoDelQueueDisc::MaxSize"), setting(o, "queue.packets") + "p");
   EXPECT_EQ(setting(o, "link.access_rtt_ms"), "8");
+}
+
+// ns-3.37 would dereference the null item of a zero-length segment; the
+// project's CopyFromSequence (sim/ns3_fixes.h) is the one ns-3 calls, and
+// it throws instead.
+TEST(Ns3Fixes, ZeroLengthSegmentIsAnErrorNotACrash) {
+  ASSERT_TRUE(ns3_fixes_active());
+  auto buffer = ns3::CreateObject<ns3::TcpTxBuffer>();
+  buffer->SetHeadSequence(ns3::SequenceNumber32(1));
+  ASSERT_TRUE(buffer->Add(ns3::Create<ns3::Packet>(1000)));
+  // Data there: the library's item, as before.
+  ns3::TcpTxItem* item = buffer->CopyFromSequence(500, ns3::SequenceNumber32(1));
+  ASSERT_NE(item, nullptr);
+  EXPECT_EQ(item->GetSeqSize(), 500u);
+  // Nothing at the tail: an error naming the defect.
+  try {
+    buffer->CopyFromSequence(100, ns3::SequenceNumber32(1001));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("#991"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

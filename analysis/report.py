@@ -89,13 +89,8 @@ def read_results(d):
     return rows
 
 
-def _csv_value(v):
-    if v == "":
-        return None
-    if v in ("True", "true"):
-        return True
-    if v in ("False", "false"):
-        return False
+def _number(v):
+    """An int or float when the text is one, else the text."""
     try:
         return int(v)
     except ValueError:
@@ -104,6 +99,16 @@ def _csv_value(v):
         return float(v)
     except ValueError:
         return v
+
+
+def _csv_value(v):
+    if v == "":
+        return None
+    if v in ("True", "true"):
+        return True
+    if v in ("False", "false"):
+        return False
+    return _number(v)
 
 
 def swept_keys(rows):
@@ -527,14 +532,7 @@ def _split_flow(s):
 def _scalar(v):
     if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
         return v[1:-1]
-    try:
-        return int(v)
-    except ValueError:
-        pass
-    try:
-        return float(v)
-    except ValueError:
-        return v
+    return _number(v)
 
 
 def find_file(path, base):

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/policies/policy_test_util.h"
+
 #include "base/error.h"
 #include "policies/policy.h"
 #include "traces/trace.h"
@@ -12,19 +14,7 @@
 namespace kvs::policies {
 namespace {
 
-// Chunks of three levels: 1 MB, 0.5 MB, 0.25 MB (8, 4 and 2 Mbit), loss 0,
-// 0.01, 0.05, decode 10 ms each, recompute `recompute_s`.
-std::vector<ChunkInfo> make_chunks(uint32_t n, double recompute_s = 100) {
-  std::vector<ChunkInfo> v(n);
-  for (auto& c : v) {
-    c.tokens = 1000;
-    c.bytes = {1000000, 500000, 250000};
-    c.decode_s = {0.01, 0.01, 0.01};
-    c.loss_increase = {0, 0.01, 0.05};
-    c.recompute_s = recompute_s;
-  }
-  return v;
-}
+using testing::three_level_chunks;  // 1, 0.5, 0.25 MB (policy_test_util.h)
 
 StreamState make_state(const std::vector<ChunkInfo>& chunks, uint32_t next, double now_s, double slo_s) {
   StreamState s;
@@ -110,7 +100,7 @@ TEST(CacheGenCode, IsAnOracleByName) {
 }
 
 TEST(CacheGenCode, FirstLevelStrictlyUnderTheFixedBudget) {
-  const auto chunks = make_chunks(4);
+  const auto chunks = three_level_chunks(4);
   const NetworkFuture f = constant_link(8e6);  // 1 MB: 1 s, 0.5 MB: 0.5 s
   // SLO 4 s over 4 chunks: 1 s each; level 0 takes exactly 1 s, which is not under it.
   EXPECT_EQ(code_policy(f)->decide(make_state(chunks, 0, 0, 4.0)).level, 1);
@@ -120,14 +110,14 @@ TEST(CacheGenCode, FirstLevelStrictlyUnderTheFixedBudget) {
 }
 
 TEST(CacheGenCode, BudgetIgnoresElapsedTime) {
-  const auto chunks = make_chunks(4);
+  const auto chunks = three_level_chunks(4);
   auto p = code_policy(constant_link(8e6));
   // Far past the SLO, the budget is still SLO / chunks: unused or overspent time is not carried.
   EXPECT_EQ(p->decide(make_state(chunks, 3, 50.0, 4.4)).level, 0);
 }
 
 TEST(CacheGenCode, RecomputesWhenNoLevelFitsAndSumsItsOwnTtft) {
-  const auto chunks = make_chunks(3, /*recompute_s=*/5.0);
+  const auto chunks = three_level_chunks(3, /*recompute_s=*/5.0);
   const NetworkFuture f = constant_link(8e6);
   auto p = code_policy(f);
   // Budget 0.4 s: only level 2 (0.25 s) fits.
@@ -143,13 +133,13 @@ TEST(CacheGenCode, RecomputesWhenNoLevelFitsAndSumsItsOwnTtft) {
 }
 
 TEST(CacheGenCode, BestQualityFirstEvenWhenLevelsAreNotMonotone) {
-  auto chunks = make_chunks(2);
+  auto chunks = three_level_chunks(2);
   for (auto& c : chunks) c.loss_increase = {0.02, 0.03, 0.001};  // level 2 is the best here
   EXPECT_EQ(code_policy(constant_link(8e6))->decide(make_state(chunks, 0, 0, 100)).level, 2);
 }
 
 TEST(CacheGenCode, TrueBandwidthFromTheTraceMeanOrStart) {
-  const auto chunks = make_chunks(4);
+  const auto chunks = three_level_chunks(4);
   // 8 Mbit/s for 0.5 s, then 2 Mbit/s.
   const auto tr = step_trace({{0, 8e6}, {0.5, 2e6}}, 100, true);
   NetworkFuture f;
@@ -162,7 +152,7 @@ TEST(CacheGenCode, TrueBandwidthFromTheTraceMeanOrStart) {
 }
 
 TEST(CacheGenCode, NeedsTheFuture) {
-  const auto chunks = make_chunks(2);
+  const auto chunks = three_level_chunks(2);
   auto p = make_policy("cachegen-code", {});
   EXPECT_THROW(p->decide(make_state(chunks, 0, 0, 1)), Error);
 }
@@ -170,7 +160,7 @@ TEST(CacheGenCode, NeedsTheFuture) {
 // ---- cachegen (online) ------------------------------------------------------------
 
 TEST(CacheGenOnline, FirstChunkWithoutMeasurementTakesTheConfiguredLevel) {
-  const auto chunks = make_chunks(4);
+  const auto chunks = three_level_chunks(4);
   const StreamState s = make_state(chunks, 0, 0, 4);
   EXPECT_EQ(make_policy("cachegen", {})->decide(s).level, 1);  // medium
   EXPECT_EQ(make_policy("cachegen", {{"first", "finest"}})->decide(s).level, 0);
@@ -178,7 +168,7 @@ TEST(CacheGenOnline, FirstChunkWithoutMeasurementTakesTheConfiguredLevel) {
 }
 
 TEST(CacheGenOnline, BestLevelWhoseRemainingChunksFitTheSlo) {
-  const auto chunks = make_chunks(5);
+  const auto chunks = three_level_chunks(5);
   StreamState s = make_state(chunks, 1, 1.0, 4.0);
   s.chunk_samples = {sample(8, 1.0)};  // 8 Mbit/s
   s.decisions = {{0, 0, 0.0, 1.0}};
@@ -193,7 +183,7 @@ TEST(CacheGenOnline, BestLevelWhoseRemainingChunksFitTheSlo) {
 }
 
 TEST(CacheGenOnline, EstimateIsThePreviousChunkByDefault) {
-  const auto chunks = make_chunks(5);
+  const auto chunks = three_level_chunks(5);
   StreamState s = make_state(chunks, 2, 2.0, 5.2);
   s.chunk_samples = {sample(1, 1.0), sample(8, 2.0)};
   // Previous chunk at 8 Mbit/s: three chunks at level 0 end at 2 + 3 + 0.01 <= 5.2.
@@ -205,19 +195,19 @@ TEST(CacheGenOnline, EstimateIsThePreviousChunkByDefault) {
 }
 
 TEST(CacheGenOnline, RecomputesWhenThatFinishesSooner) {
-  const auto chunks = make_chunks(3, /*recompute_s=*/0.2);
+  const auto chunks = three_level_chunks(3, /*recompute_s=*/0.2);
   StreamState s = make_state(chunks, 1, 1.0, 10);
   s.chunk_samples = {sample(8, 1.0)};
   // Sequential: recomputing (0.2 s) beats fetching level 0 (1 s + decode).
   EXPECT_TRUE(make_policy("cachegen", {{"timing", "sequential"}})->decide(s).recompute());
   EXPECT_EQ(make_policy("cachegen", {{"timing", "sequential"}, {"recompute", "false"}})->decide(s).level, 0);
-  const auto slow = make_chunks(3, /*recompute_s=*/5.0);
+  const auto slow = three_level_chunks(3, /*recompute_s=*/5.0);
   StreamState t = make_state(slow, 1, 1.0, 10);
   t.chunk_samples = s.chunk_samples;
   EXPECT_EQ(make_policy("cachegen", {{"timing", "sequential"}})->decide(t).level, 0);
   // Pipelined: recomputing chunk 1 (1.5 s on the GPU) while chunk 2 arrives (1 s) ends at 2.51 s
   // rather than 3.01 s; but not when the GPU is busy until 3 s (4.51 s against 3.02 s).
-  const auto mid = make_chunks(3, /*recompute_s=*/1.5);
+  const auto mid = three_level_chunks(3, /*recompute_s=*/1.5);
   StreamState u = make_state(mid, 1, 1.0, 10);
   u.chunk_samples = s.chunk_samples;
   EXPECT_TRUE(make_policy("cachegen", {})->decide(u).recompute());
@@ -226,7 +216,7 @@ TEST(CacheGenOnline, RecomputesWhenThatFinishesSooner) {
 }
 
 TEST(CacheGenOnline, ChunksInFlightDelayThePlan) {
-  const auto chunks = make_chunks(4);
+  const auto chunks = three_level_chunks(4);
   StreamState s = make_state(chunks, 2, 1.0, 3.1);
   s.chunk_samples = {sample(8, 1.0)};
   s.decisions = {{0, 0, 0.0, 1.0}, {1, 0, 0.1, -1}};

@@ -29,6 +29,12 @@ std::vector<ChunkInfo> make_chunks(uint32_t n, const std::vector<LevelSpec>& lev
   return chunks;
 }
 
+// Chunks of three levels: 1 MB, 0.5 MB, 0.25 MB (8, 4 and 2 Mbit), loss 0,
+// 0.01, 0.05, decode 10 ms each, recompute `recompute_s`.
+inline std::vector<ChunkInfo> three_level_chunks(uint32_t n, double recompute_s = 100) {
+  return make_chunks(n, {{1000000, 0.01, 0}, {500000, 0.01, 0.01}, {250000, 0.01, 0.05}}, recompute_s);
+}
+
 // A request started at time 0, now `elapsed_s` in, about to decide chunk `next`
 // (the earlier ones fetched at level 0), with one 1 MB chunk sample per rate.
 StreamState make_state(const std::vector<ChunkInfo>& chunks, uint32_t next, double slo_s, double elapsed_s,

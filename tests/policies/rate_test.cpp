@@ -5,24 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/policies/policy_test_util.h"
+
 #include "policies/policy.h"
 
 namespace kvs::policies {
 namespace {
 
-// Chunks of three levels: 1 MB, 0.5 MB, 0.25 MB (8, 4 and 2 Mbit), loss 0,
-// 0.01, 0.05, decode 10 ms each.
-std::vector<ChunkInfo> make_chunks(uint32_t n, double recompute_s = 100) {
-  std::vector<ChunkInfo> v(n);
-  for (auto& c : v) {
-    c.tokens = 1000;
-    c.bytes = {1000000, 500000, 250000};
-    c.decode_s = {0.01, 0.01, 0.01};
-    c.loss_increase = {0, 0.01, 0.05};
-    c.recompute_s = recompute_s;
-  }
-  return v;
-}
+using testing::three_level_chunks;  // 1, 0.5, 0.25 MB (policy_test_util.h)
 
 // Chunk 1 of 5 at 1 s (four chunks left), the request started at 0, with
 // `samples` chunk throughputs (Mbit/s, 1 MB each, one per second).
@@ -50,14 +40,14 @@ TEST(Rate, NameAndDefaults) {
 }
 
 TEST(Rate, FewestBytesBeforeAnyMeasurement) {
-  auto chunks = make_chunks(5);
+  auto chunks = three_level_chunks(5);
   EXPECT_EQ(rate()->decide(make_state(chunks, 5, {})).level, 2);
   for (auto& c : chunks) c.bytes = {1000000, 200000, 500000};  // not monotone
   EXPECT_EQ(rate()->decide(make_state(chunks, 5, {})).level, 1);
 }
 
 TEST(Rate, SafetyTimesEstimateAgainstTheShareOfTheBudget) {
-  const auto chunks = make_chunks(5);
+  const auto chunks = three_level_chunks(5);
   // 10 Mbit/s x 0.9: level 0 takes 0.889 s; the share is (5 - 1) / 4 = 1 s.
   const StreamState s = make_state(chunks, 5, {10, 10, 10, 10, 10});
   const Action a = rate()->decide(s);
@@ -72,7 +62,7 @@ TEST(Rate, SafetyTimesEstimateAgainstTheShareOfTheBudget) {
 }
 
 TEST(Rate, HarmonicMeanOfTheLastKSamplesSkippingZeros) {
-  const auto chunks = make_chunks(5);
+  const auto chunks = three_level_chunks(5);
   StreamState s = make_state(chunks, 5, {0.5, 10, 10, 10, 10, 10});
   EXPECT_EQ(rate()->decide(s).level, 0);  // the slow first sample is beyond k = 5
   // k = 6: 6 / (2 + 0.5) = 2.4 Mbit/s x 0.9: only level 2 (0.93 s) fits.
@@ -83,7 +73,7 @@ TEST(Rate, HarmonicMeanOfTheLastKSamplesSkippingZeros) {
 }
 
 TEST(Rate, DecodeLongerThanTheTransferIsTheChunksTime) {
-  auto chunks = make_chunks(5);
+  auto chunks = three_level_chunks(5);
   for (auto& c : chunks) c.decode_s[0] = 2.0;
   EXPECT_EQ(rate()->decide(make_state(chunks, 5, {10, 10, 10, 10, 10})).level, 1);
 }
@@ -91,10 +81,10 @@ TEST(Rate, DecodeLongerThanTheTransferIsTheChunksTime) {
 TEST(Rate, NothingFitsQuickestLevelOrRecompute) {
   // Share 0.4 / 4 = 0.1 s; the quickest level (2) takes 0.222 s.
   const std::vector<double> mbps = {10, 10, 10, 10, 10};
-  const auto fast = make_chunks(5, /*recompute_s=*/0.1);
+  const auto fast = three_level_chunks(5, /*recompute_s=*/0.1);
   EXPECT_TRUE(rate()->decide(make_state(fast, 1.4, mbps)).recompute());
   EXPECT_EQ(rate({{"recompute", "false"}})->decide(make_state(fast, 1.4, mbps)).level, 2);
-  const auto slow = make_chunks(5, /*recompute_s=*/0.3);
+  const auto slow = three_level_chunks(5, /*recompute_s=*/0.3);
   const Action a = rate()->decide(make_state(slow, 1.4, mbps));
   EXPECT_EQ(a.level, 2);
   EXPECT_NE(a.reason.find("quickest"), std::string::npos) << a.reason;
@@ -103,12 +93,12 @@ TEST(Rate, NothingFitsQuickestLevelOrRecompute) {
 }
 
 TEST(Rate, NoSloBestLevel) {
-  const auto chunks = make_chunks(5);
+  const auto chunks = three_level_chunks(5);
   EXPECT_EQ(rate()->decide(make_state(chunks, 0, {0.1})).level, 0);
 }
 
 TEST(Rate, ChunksInFlightShareTheBudget) {
-  const auto chunks = make_chunks(5);
+  const auto chunks = three_level_chunks(5);
   StreamState s = make_state(chunks, 5, {10, 10, 10, 10, 10});
   s.decisions = {{0, 0, 0.0, -1}};  // chunk 0 requested, not arrived: the share is 4 / 5 = 0.8 s
   EXPECT_EQ(rate()->decide(s).level, 1);

@@ -212,6 +212,10 @@ Scenario parse_scenario(const std::string& yaml_text, const std::string& source,
   } catch (const YAML::ParserException& e) {
     throw Error(at_location(source, size_t(e.mark.line + 1), "YAML syntax: " + e.msg));
   }
+  return parse_scenario_node(root, source, base_dir);
+}
+
+Scenario parse_scenario_node(const YAML::Node& root, const std::string& source, const std::string& base_dir) {
   Scenario s;
   s.source = source;
   sim::SimConfig& c = s.sim;

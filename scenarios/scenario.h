@@ -15,6 +15,10 @@
 #include "codec/profile.h"
 #include "sim/config.h"
 
+namespace YAML {
+class Node;
+}
+
 namespace kvs::scenarios {
 
 struct Scenario {
@@ -42,5 +46,8 @@ Scenario load_scenario(const std::string& path);
 // codec's levels; errors name the file, line and key (Scenario::at).
 void check_against_profile(const Scenario& scenario, const codec::Profile& profile);
 Scenario parse_scenario(const std::string& yaml_text, const std::string& source_name, const std::string& base_dir);
+// The same checks on a document already loaded (a sweep's expanded run): no
+// text round trip. Lines are the node's marks (0 for nodes built in code).
+Scenario parse_scenario_node(const YAML::Node& root, const std::string& source_name, const std::string& base_dir);
 
 }  // namespace kvs::scenarios

@@ -127,7 +127,9 @@ YAML::Node policy_value(const std::string& source, size_t line, const YAML::Node
 
 void set_path(YAML::Node node, const std::vector<std::string>& parts, size_t i, const YAML::Node& value) {
   if (i + 1 == parts.size()) {
-    node[parts[i]] = value;
+    // A copy: assigning the sweep's own node would merge this document's
+    // node memory with the sweep file's, which then grows with every run.
+    node[parts[i]] = YAML::Clone(value);
     return;
   }
   if (!node[parts[i]] || !node[parts[i]].IsMap()) node[parts[i]] = YAML::Node(YAML::NodeType::Map);
@@ -292,9 +294,9 @@ Sweep parse_sweep(const std::string& yaml_text, const std::string& source, const
       }
     YAML::Emitter e;
     e << doc;
-    const std::string text = e.c_str();
+    const std::string text = e.c_str();  // what the run id is computed from
     try {
-      run.scenario = parse_scenario(text, kRunSource, base_dir);
+      run.scenario = parse_scenario_node(doc, kRunSource, base_dir);
       if (base.profile_from) run.scenario.sim.profile_path = profile_path;
       // Lines of the run's own document mean nothing to a user: later errors
       // name the key, and the caller the sweep file and the run.
@@ -314,12 +316,12 @@ Sweep parse_sweep(const std::string& yaml_text, const std::string& source, const
       for (const auto& [k, v] : run.params) params += (params.empty() ? "" : ", ") + k + "=" + v;
       throw Error(at_location(source, line, fmt::format("sweep run {} ({}): {}", index, params, msg)));
     }
-    // The worker's copy: paths absolute, so that it runs from any folder.
-    YAML::Node worker = YAML::Clone(doc);
-    worker["profile"] = absolute(run.scenario.sim.profile_path);
-    if (!run.scenario.trace_file.empty()) worker["link"]["trace"] = absolute(run.scenario.trace_file);
+    // The worker's copy: paths absolute, so that it runs from any folder
+    // (`doc` is not needed after this).
+    doc["profile"] = absolute(run.scenario.sim.profile_path);
+    if (!run.scenario.trace_file.empty()) doc["link"]["trace"] = absolute(run.scenario.trace_file);
     YAML::Emitter we;
-    we << worker;
+    we << doc;
     run.run_yaml = std::string(we.c_str()) + "\n";
     run.id = content_hash(text + "\n" + hash_of(run.scenario.sim.profile_path) + "\n" +
                           hash_of(run.scenario.trace_file)).substr(0, 12);

@@ -6,7 +6,7 @@
 //                      [--bytes 80800000] [--chunk-bytes 0] [--stop-s 3600] [--seed 1]
 //                      [--run 1] [--queue-packets 0] [--min-rto-ms 200] [--ns3-stock 0|1] [--delack-ms 40]
 //                      [--mtu 1500] [--buffer-bytes 0] [--attr NS3_ATTRIBUTE=VALUE]
-//                      [--trace FILE.csv] [--from-s 0] [--to-s 1e18]
+//                      [--trace FILE.csv] [--from-s 0] [--to-s 1e18] [--next-seg fast|walk]
 //
 // --chunk-bytes 0 is one bulk response; otherwise the client asks for the
 // next chunk when the previous one has arrived (the simulator's pattern).
@@ -15,6 +15,7 @@
 #include <cstring>
 #include <string>
 
+#include "sim/ns3_fixes.h"
 #include "tests/sim/tcp_transfer.h"
 
 int main(int argc, char** argv) {
@@ -65,6 +66,9 @@ int main(int argc, char** argv) {
       ns3::Config::SetDefault(a.substr(0, eq), ns3::StringValue(a.substr(eq + 1)));
     }
     else if (k == "--delack-ms") spec.delack_timeout_ms = std::atof(v);
+    else if (k == "--next-seg") {  // walk (ns-3.37's scoreboard walk) or fast (sim/ns3_fixes.h, the default)
+      kvs::sim::pin_ns3_tcp_fixes(kvs::sim::Ns3TcpFixes{true, std::string(v) != "walk"});
+    }
     else if (k == "--granularity-ms") spec.clock_granularity_ms = std::atof(v);
     else if (k == "--from-s") spec.trace_from_s = std::atof(v);
     else if (k == "--to-s") spec.trace_to_s = std::atof(v);

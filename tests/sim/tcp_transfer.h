@@ -39,6 +39,7 @@ struct TransferSpec {
   double trace_from_s = 0, trace_to_s = 1e18;
   double delack_timeout_ms = -1;  // >= 0: ns3::TcpSocket::DelAckTimeout for this run (experiments)
   double clock_granularity_ms = -1;  // >= 0: ns3::TcpSocketBase::ClockGranularity (experiments)
+  bool sack = true;                  // ns3::TcpSocketBase::Sack
 };
 
 struct TransferResult {
@@ -53,6 +54,9 @@ struct TransferResult {
   uint64_t data_segments = 0, retransmissions = 0;
   std::vector<double> chunk_done_s;  // per chunk, when its last byte arrived
   std::string tcp_type;              // the congestion-control TypeId the socket ran
+  // FNV-1a over every data segment sent: time (ns), sequence number, size.
+  // Equal hashes mean the same packets at the same times.
+  uint64_t tx_hash = 14695981039346656037ull;
 };
 
 namespace transfer_detail {
@@ -122,6 +126,9 @@ inline void on_tx(State* s, ns3::Ptr<const ns3::Packet> p, const ns3::TcpHeader&
   if (p->GetSize() == 0) return;
   const double now = ns3::Simulator::Now().GetSeconds();
   ++s->result.data_segments;
+  for (uint64_t v : {uint64_t(ns3::Simulator::Now().GetNanoSeconds()), uint64_t(h.GetSequenceNumber().GetValue()),
+                     uint64_t(p->GetSize())})
+    for (int b = 0; b < 8; ++b) s->result.tx_hash = (s->result.tx_hash ^ ((v >> (8 * b)) & 0xff)) * 1099511628211ull;
   // A segment below the highest sequence sent so far is a retransmission.
   const ns3::SequenceNumber32 end = h.GetSequenceNumber() + p->GetSize();
   if (end <= s->high_sent) {
@@ -185,6 +192,7 @@ inline TransferResult run_transfer(const LinkSpec& link, const TransferSpec& spe
     if (spec.clock_granularity_ms >= 0)
       Config::SetDefault("ns3::TcpSocketBase::ClockGranularity",
                          TimeValue(MicroSeconds(int64_t(spec.clock_granularity_ms * 1000))));
+    Config::SetDefault("ns3::TcpSocketBase::Sack", BooleanValue(spec.sack));
     if (spec.delack_timeout_ms >= 0)
       Config::SetDefault("ns3::TcpSocket::DelAckTimeout", TimeValue(MicroSeconds(int64_t(spec.delack_timeout_ms * 1000))));
     Ptr<Socket> listener = Socket::CreateSocket(t.server, TcpSocketFactory::GetTypeId());

@@ -17,6 +17,12 @@ it, which caps the weights' range at 1 / sqrt(floor).
 
     /usr/bin/python3 analysis/kvs_sensitivity.py plane0.json ... plane7.json [--max-loss 0.01]
 (plane files in order K0, V0, K1, V1, ...; see docs/codecs.md for the commands).
+
+This is how models/default's weights were measured (loss-based). For another
+model use `kvstream codec-model train --codec kvs --model DIR --text FILE -o
+DIR/kvs-calibration.json` (llm/kvs_calibration.h): the same per-plane slope,
+but of the KL divergence (never negative, so usable on weak models), in one
+command, and written where `kvstream profile` looks for it.
 """
 import argparse
 import json

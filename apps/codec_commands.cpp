@@ -103,7 +103,8 @@ void add_codec_commands(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(1u, 1u << 24));
   enc->callback([e] {
     const auto codec = codec::make_codec(e->codec, parse_codec_options(e->params, e->model_file));
-    const codec::KVChunk kv = llm::read_kv_safetensors(e->in);
+    codec::KVChunk kv = llm::read_kv_safetensors(e->in);
+    kv.context_tokens = kv.token_begin + kv.tokens;  // the file is a context's cache: its chunks know where it ends
     codec::Bytes file;
     codec::put_u32(file, kFileMagic);
     codec::put_u32(file, 1);

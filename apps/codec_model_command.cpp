@@ -3,6 +3,10 @@
 // files (no libtorch needed) or a model's KV caches of a contexts file (needs
 // the libtorch build). Each cache is cut into chunks of --chunk-tokens, as the
 // encoder will see them.
+// With --codec kvs it calibrates kvs's step weights for the model instead
+// (llm/kvs_calibration.h): --model DIR and calibration text (--text FILE, cut
+// into --windows windows, or --contexts FILE), written to -o (the model's
+// DIR/kvs-calibration.json is where `kvstream profile` looks).
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -20,6 +24,7 @@
 #ifdef KVSTREAM_HAVE_TORCH
 #include "llm/checkpoint.h"
 #include "llm/kv_cache.h"
+#include "llm/kvs_calibration.h"
 #include "llm/model.h"
 #include "llm/profiler.h"
 #include "llm/tokenizer.h"
@@ -29,9 +34,10 @@ namespace kvs::apps {
 namespace {
 
 struct TrainArgs {
-  std::string codec = "cachegen", out, model_dir, contexts, kv_dtype = "fp16";
+  std::string codec = "cachegen", out, model_dir, contexts, kv_dtype = "fp16", text;
   std::vector<std::string> params, kv_files;
   uint32_t chunk_tokens = 1500, max_context_tokens = 0;
+  uint32_t windows = 4, context_tokens = 1024, continuation_tokens = 256;  // kvs calibration
   size_t max_contexts = 0;
   int threads = 1;
 };
@@ -62,6 +68,63 @@ void add_context_chunks(const TrainArgs& a, std::vector<codec::KVChunk>* out) {
   }
   std::printf("%zu contexts of %s through %s\n", contexts.size(), a.contexts.c_str(), a.model_dir.c_str());
 }
+
+// kvs: token windows of the calibration text, then the calibration.
+void calibrate_kvs_command(const TrainArgs& a) {
+  llm::set_cpu_threads(a.threads);
+  const llm::Model model = llm::load_model(a.model_dir, {at::kFloat, at::kCPU});
+  const auto tokenizer = llm::load_tokenizer(a.model_dir, model.config());
+  const size_t need = size_t(a.context_tokens) + a.continuation_tokens;
+  std::vector<std::vector<int64_t>> windows;
+  std::string source;
+  if (!a.text.empty()) {
+    // --windows windows evenly spaced through the file, each tokenized from
+    // 8 bytes per token needed (byte-level models use the first `need`).
+    const std::string text = read_file(a.text);
+    const size_t span = 8 * need;
+    if (text.size() < need)
+      throw Error(fmt::format("{}: {} bytes, too short for windows of {} tokens", a.text, text.size(), need));
+    for (uint32_t w = 0; w < a.windows; ++w) {
+      const size_t room = text.size() > span ? text.size() - span : 0;
+      const size_t begin = a.windows > 1 ? room * w / (a.windows - 1) : 0;
+      std::vector<int64_t> ids = tokenizer->encode(text.substr(begin, span), true);
+      if (ids.size() < need)
+        throw Error(fmt::format("{}: window {} (byte {}) has {} tokens, needs {}", a.text, w, begin, ids.size(), need));
+      ids.resize(need);
+      windows.push_back(std::move(ids));
+    }
+    source = a.text;
+  } else {
+    auto contexts = llm::load_contexts(a.contexts);
+    if (a.max_contexts && contexts.size() > a.max_contexts) contexts.resize(a.max_contexts);
+    for (const auto& ctx : contexts) {
+      std::vector<int64_t> ids = tokenizer->encode(ctx.context, true);
+      if (ids.size() < a.context_tokens)
+        throw Error(fmt::format("{}: context {} has {} tokens, --context-tokens is {}", a.contexts, ctx.id, ids.size(),
+                                a.context_tokens));
+      ids.resize(a.context_tokens);
+      for (int64_t t : tokenizer->encode(ctx.continuation, false)) ids.push_back(t);
+      if (ids.size() < need)
+        throw Error(fmt::format("{}: context {}'s continuation has fewer than {} tokens", a.contexts, ctx.id,
+                                a.continuation_tokens));
+      windows.push_back(std::move(ids));
+    }
+    source = a.contexts;
+  }
+  llm::KvsCalibrationOptions o;
+  o.context_tokens = a.context_tokens;
+  o.continuation_tokens = a.continuation_tokens;
+  o.kv_dtype = codec::dtype_from_string(a.kv_dtype);
+  llm::KvsCalibration c = llm::calibrate_kvs(model, windows, o);
+  c.model_hash = llm::model_content_hash(a.model_dir);
+  c.text = source;
+  llm::write_kvs_calibration(c, a.out);
+  std::printf("%s: kvs calibration of %s (content hash %s) on %zu windows of %s\n", a.out.c_str(), a.model_dir.c_str(),
+              c.model_hash.c_str(), windows.size(), source.c_str());
+  for (uint32_t p = 0; p < 2 * c.layers; ++p)
+    std::printf("  %c%u: sensitivity %.4g nats/token per unit MSE, weight %.4g\n", p % 2 ? 'V' : 'K', p / 2,
+                c.sensitivity[p], c.weights[p]);
+}
 #endif
 
 }  // namespace
@@ -88,10 +151,29 @@ void add_codec_model_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_option("--threads", a->threads, "With --model: CPU threads for libtorch")
       ->capture_default_str()->check(CLI::Range(1, 1024));
+  cmd->add_option("--text", a->text, "With --codec kvs --model: calibration text (not the evaluation contexts)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--windows", a->windows, "With --text: calibration windows cut from it")
+      ->capture_default_str()->check(CLI::Range(1u, 1024u));
+  cmd->add_option("--context-tokens", a->context_tokens, "kvs calibration: cached tokens per window")
+      ->capture_default_str()->check(CLI::Range(2u, 1u << 20));
+  cmd->add_option("--continuation-tokens", a->continuation_tokens, "kvs calibration: tokens scored after the cache")
+      ->capture_default_str()->check(CLI::Range(2u, 1u << 20));
   cmd->add_option("--chunk-tokens", a->chunk_tokens, "Samples are cut into chunks of this many tokens, as encoded")
       ->capture_default_str()->check(CLI::Range(1u, 1u << 24));
   cmd->add_option("-o,--out", a->out, "Codec model file to write")->required();
   cmd->callback([a] {
+    if (a->codec == "kvs") {  // a calibration of the model, not a codec model file
+      if (a->model_dir.empty() || a->text.empty() == a->contexts.empty())
+        throw Error("codec-model train --codec kvs: give --model DIR and either --text FILE or --contexts FILE");
+#ifdef KVSTREAM_HAVE_TORCH
+      calibrate_kvs_command(*a);
+      return;
+#else
+      throw Error("codec-model train --codec kvs needs the libtorch build of kvstream");
+#endif
+    }
+    if (!a->text.empty()) throw Error("codec-model train: --text is for --codec kvs");
     if (a->kv_files.empty() == a->model_dir.empty())
       throw Error("codec-model train: give either --kv FILE... or --model DIR --contexts FILE");
     const auto codec = codec::make_codec(a->codec, parse_codec_options(a->params, ""));

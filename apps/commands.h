@@ -29,10 +29,12 @@ codec::CodecOptions parse_codec_options(const std::vector<std::string>& params, 
 void add_model_commands(CLI::App& app);     // model_commands.cpp: kv dump, eval
 void add_train_command(CLI::App& app);      // train_command.cpp: train
 void add_profile_command(CLI::App& app);    // profile_command.cpp: profile
+void add_selective_command(CLI::App& app);  // selective_command.cpp: selective-profile
 #endif
 #ifdef KVSTREAM_HAVE_NS3
 void add_simulate_command(CLI::App& app);   // simulate_command.cpp: simulate
 void add_run_commands(CLI::App& app);       // run_command.cpp: run, merge
+void add_offload_command(CLI::App& app);    // offload_command.cpp: offload (sim/offload.h)
 #endif
 
 }  // namespace kvs::apps

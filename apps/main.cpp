@@ -49,10 +49,12 @@ int run_kvstream(const std::vector<std::string>& args) {
   add_model_commands(app);
   add_train_command(app);
   add_profile_command(app);
+  add_selective_command(app);
 #endif
 #ifdef KVSTREAM_HAVE_NS3
   add_simulate_command(app);
   add_run_commands(app);
+  add_offload_command(app);
 #endif
 
   std::vector<char*> argv;

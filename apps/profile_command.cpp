@@ -2,6 +2,7 @@
 // profile the simulator reads (codec/profile.h, docs/profile-format.md).
 #include <ATen/Parallel.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include "base/error.h"
 #include "codec/profile.h"
 #include "llm/checkpoint.h"
+#include "llm/kvs_calibration.h"
 #include "llm/model.h"
 #include "llm/profiler.h"
 #include "llm/tokenizer.h"
@@ -22,6 +24,7 @@ namespace kvs::apps {
 void add_profile_command(CLI::App& app) {
   struct Args {
     std::string model_dir, contexts, codecs = "cachegen,quant8", output, codec_model, dtype = "fp32", kv_dtype = "fp16";
+    std::string chunk_quality = "measured";
     std::vector<std::string> params;
     uint32_t chunk_tokens = 1500, greedy_tokens = 16, max_context_tokens = 0, repeats = 1;
     size_t max_contexts = 0, continuation_bytes = 512;
@@ -52,6 +55,10 @@ void add_profile_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_option("--kv-dtype", args->kv_dtype, "Precision the KV cache is stored in: fp16, bf16 or fp32")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_option("--chunk-quality", args->chunk_quality,
+                  "Per-chunk quality: measured (only that chunk degraded; one forward pass per lossy chunk and level) "
+                  "or estimated (the context's figure by squared-error share)")
+      ->capture_default_str()->check(CLI::IsMember({"measured", "estimated"}));
   cmd->add_option("--threads", args->threads, "CPU threads for libtorch")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("-o,--output", args->output, "Profile JSON to write (resumes from OUTPUT.partial)")->required();
 
@@ -76,10 +83,13 @@ void add_profile_command(CLI::App& app) {
       o.codec_options.params[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
     o.codec_options.model_file = args->codec_model;
+    // kvs: this model's calibrated step weights, or a refusal saying how to calibrate (llm/kvs_calibration.h).
+    llm::apply_kvs_calibration(args->model_dir, uint32_t(model.config().num_hidden_layers), o.codecs, &o.codec_options);
     o.chunk_tokens = args->chunk_tokens;
     o.greedy_tokens = args->greedy_tokens;
     o.max_context_tokens = args->max_context_tokens;
     o.timing_repeats = args->repeats;
+    o.measure_chunks = args->chunk_quality == "measured";
     o.kv_dtype = codec::dtype_from_string(args->kv_dtype);
     o.model_name = std::filesystem::path(args->model_dir).lexically_normal().filename().string();
     if (o.model_name.empty()) o.model_name = args->model_dir;
@@ -91,20 +101,31 @@ void add_profile_command(CLI::App& app) {
 
     std::printf("%s: %zu contexts, chunk %u tokens, device %s\n", args->output.c_str(), contexts.size(),
                 prof.chunk_tokens, prof.device.c_str());
-    std::printf("%-10s %-6s %10s %14s %10s %8s\n", "codec", "level", "bits/elem", "loss increase", "agreement", "task");
+    // KL: mean over contexts; SE/KL: the standard error of that mean (the
+    // contexts' standard errors combined) over the mean; front: on the size-KL
+    // Pareto front.
+    std::printf("%-10s %-6s %10s %14s %10s %8s %11s %8s %7s %6s\n", "codec", "level", "bits/elem", "loss increase",
+                "agreement", "task", "KL nats", "SE/KL", "top-1", "front");
     for (const auto& c : prof.codecs) {
       for (size_t l = 0; l < c.levels(); ++l) {
-        double bpe = 0, loss = 0, agree = 0, task = 0;
+        double bpe = 0, loss = 0, agree = 0, task = 0, kl = 0, var = 0, top1 = 0;
         int tasks = 0;
         for (const auto& ctx : c.contexts) {
-          bpe += ctx.quality[l].bits_per_element;
-          loss += ctx.quality[l].loss_increase;
-          agree += ctx.quality[l].greedy_agreement;
-          if (ctx.quality[l].task_accuracy >= 0) task += ctx.quality[l].task_accuracy, ++tasks;
+          const codec::LevelQuality& q = ctx.quality[l];
+          bpe += q.bits_per_element;
+          loss += q.loss_increase;
+          agree += q.greedy_agreement;
+          kl += q.kl_nats;
+          top1 += q.top1_agreement;
+          var += q.kl_stderr_nats * q.kl_stderr_nats;
+          if (q.task_accuracy >= 0) task += q.task_accuracy, ++tasks;
         }
         const double n = double(c.contexts.size());
-        std::printf("%-10s %-6s %10.3f %13.2f%% %10.3f %8s\n", c.codec.c_str(), c.level_names[l].c_str(), bpe / n,
-                    100 * loss / n, agree / n, tasks ? fmt::format("{:.2f}", task / tasks).c_str() : "-");
+        const double se_ratio = kl > 0 ? std::sqrt(var) / kl : 0.0;  // (sqrt(var) / n) / (kl / n)
+        std::printf("%-10s %-6s %10.3f %13.2f%% %10.3f %8s %11.3g %7.1f%% %7.3f %6s\n", c.codec.c_str(),
+                    c.level_names[l].c_str(), bpe / n, 100 * loss / n, agree / n,
+                    tasks ? fmt::format("{:.2f}", task / tasks).c_str() : "-", kl / n, 100 * se_ratio, top1 / n,
+                    l < c.on_front.size() && c.on_front[l] ? "yes" : "no");
       }
     }
   });

@@ -48,7 +48,7 @@ void print_summary(const std::string& dir, const std::vector<std::string>& keys)
   const std::string key = keys.empty() ? "" : (std::find(keys.begin(), keys.end(), "policy") != keys.end() ? "policy" : keys[0]);
   struct Acc {
     int runs = 0, ok = 0;
-    double ttft = 0, met = 0, loss = 0, mb = 0;
+    double ttft = 0, met = 0, loss = 0, kl = 0, mb = 0;
   };
   std::vector<std::string> order;
   std::map<std::string, Acc> acc;
@@ -66,17 +66,18 @@ void print_summary(const std::string& dir, const std::vector<std::string>& keys)
     ++a.ok;
     a.ttft += row["ttft_s"].get<double>(), a.met += row["slo_met"].get<double>();
     a.loss += row["quality_loss_increase"].get<double>(), a.mb += row["payload_bytes"].get<double>() / 1e6;
+    a.kl += row.value("quality_kl_nats", 0.0);
   }
-  std::printf("%-28s %5s %12s %9s %14s %10s\n", key.empty() ? "runs" : key.c_str(), "runs", "TTFT mean s", "SLO met",
-              "loss increase", "MB");
+  std::printf("%-28s %5s %12s %9s %14s %11s %10s\n", key.empty() ? "runs" : key.c_str(), "runs", "TTFT mean s",
+              "SLO met", "loss increase", "KL nats", "MB");
   for (const auto& v : order) {
     const Acc& a = acc[v];
     if (a.ok == 0) {
       std::printf("%-28s %5d %12s\n", v.c_str(), a.runs, "failed");
       continue;
     }
-    std::printf("%-28s %5d %12.3f %8.0f%% %13.3f%% %10.1f\n", v.c_str(), a.runs, a.ttft / a.ok, 100 * a.met / a.ok,
-                100 * a.loss / a.ok, a.mb / a.ok);
+    std::printf("%-28s %5d %12.3f %8.0f%% %13.3f%% %11.4g %10.1f\n", v.c_str(), a.runs, a.ttft / a.ok,
+                100 * a.met / a.ok, 100 * a.loss / a.ok, a.kl / a.ok, a.mb / a.ok);
   }
 }
 

@@ -33,7 +33,8 @@ namespace {
 struct SimulateOptions {
   std::string config_path;
   std::string out_dir;
-  std::string profile, codec, policy, target, trace, trace_gen, trace_mode, queue, tcp, gpu, decode;
+  std::string profile, codec, policy, target, trace, trace_gen, trace_mode, queue, tcp, gpu, decode, network;
+  bool ns3_stock = false;  // --ns3-stock: unmodified ns-3 TCP (LinkSpec::ns3_stock)
   std::vector<std::string> policy_params;
   double trace_scale = 1, rate_mbps = 0, rtt_ms = 0, loss = 0, slo_s = 0, efficiency = 0, decode_speedup = 0, decode_gbps = 0,
          arrival_rate = 0;
@@ -93,7 +94,14 @@ void measure_exact_quality(const SimulateOptions& o, const codec::Profile& profi
     }
     const codec::LevelQuality q =
         llm::measure_quality(model, it->second, llm::assemble_cache(*codec, it->second.exact_chunk, choices));
-    req.exact_quality = {true, q.loss_increase, q.greedy_agreement, q.task_accuracy};
+    sim::MeasuredQuality& m = req.exact_quality;
+    m.measured = true;
+    m.loss_increase = q.loss_increase;
+    m.kl_nats = q.kl_nats;
+    m.kl_stderr_nats = q.kl_stderr_nats;
+    m.top1_agreement = q.top1_agreement;
+    m.greedy_agreement = q.greedy_agreement;
+    m.task_accuracy = q.task_accuracy;
   }
 }
 #endif
@@ -137,6 +145,8 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   if (given("--trace-mode")) c.link.trace_mode = o.trace_mode;
   if (given("--mtu")) c.link.mtu_bytes = o.mtu;
   if (given("--tcp")) c.link.tcp = o.tcp;
+  if (given("--ns3-stock")) c.link.ns3_stock = o.ns3_stock;
+  if (given("--network")) c.network = o.network;
   if (given("--slo-s")) c.slo_s = o.slo_s;
   if (given("--gpu")) c.gpu.preset = o.gpu;
   if (given("--gpu-efficiency")) c.gpu.efficiency = o.efficiency;
@@ -236,7 +246,7 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
 void add_simulate_command(CLI::App& app) {
   auto o = std::make_shared<SimulateOptions>();
   CLI::App* cmd = app.add_subcommand("simulate",
-                                     "Simulate streaming the KV caches of a profile over a network (ns-3); "
+                                     "Simulate streaming the KV caches of a profile over a network (ns-3, or a fluid model); "
                                      "see docs/simulator.md");
   cmd->add_option("config", o->config_path, "Scenario YAML (options given here override its values)")
       ->check(CLI::ExistingFile);
@@ -264,6 +274,12 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--queue-packets", o->queue_packets, "Bottleneck queue size in packets (default: 1 BDP, >= 100)");
   cmd->add_option("--mtu", o->mtu, "MTU in bytes (default 1500)");
   cmd->add_option("--tcp", o->tcp, "TCP variant: cubic (RFC 9438), cubic-rfc9438, cubic-ns3 (ns-3.37's TcpCubic), cubic-hystart-fix, newreno, bbr (default cubic)");
+  cmd->add_flag("--ns3-stock", o->ns3_stock,
+                "Unmodified ns-3.37 TCP for comparison: `cubic` is ns-3's TcpCubic, ns-3's RTO rule and 200 ms "
+                "delayed-ACK timer (docs/simulator.md, \"Loss\")");
+  cmd->add_option("--network", o->network,
+                  "How the network is simulated: ns3 (packets, the reference; default), fluid (bytes at the link's "
+                  "rate with slow start, >1000x faster), pensieve (Pensieve's simulator); docs/simulator.md");
   cmd->add_option("--slo-s", o->slo_s, "TTFT target in seconds (default 0: none)");
   cmd->add_option("--gpu", o->gpu, fmt::format("GPU preset: {} (default h100)", fmt::join(sim::gpu_preset_names(), ", ")));
   cmd->add_option("--gpu-efficiency", o->efficiency, "Achieved fraction of peak FLOP/s for prefill (default 0.5)");

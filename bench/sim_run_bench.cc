@@ -20,6 +20,8 @@
 
 #include "codec/profile.h"
 #include "sim/simulation.h"
+#include "traces/formats.h"
+#include "traces/transforms.h"
 
 namespace {
 
@@ -98,6 +100,39 @@ BENCHMARK(BM_Simulate4kContext1Gbps)
     ->Args({1, 9000, 2})
     ->Unit(benchmark::kMillisecond)
     ->Iterations(1);
+
+// BM_SimulateNetwork: BM_Simulate4kContext1Gbps/0/1500/10's run under each
+// network model (0 = ns3, 1 = fluid, 2 = pensieve), on a constant link and on
+// a shipped trace (1: pensieve-hsdpa/norway_bus_1 scaled to a mean of about
+// 1 Gbit/s); the ratio of the CPU times is the models' speed-up. Third
+// argument 1: ns-3 with `fold_access_links` (the minimal topology).
+void BM_SimulateNetwork(benchmark::State& state) {
+  static const char* const kModels[] = {"ns3", "fluid", "pensieve"};
+  const auto profile = bench_profile(16, 256, 0);
+  kvs::sim::SimConfig config;
+  config.codec = "c";
+  config.gpu.decode = "profile";
+  config.target = "mistral-7b";
+  config.network = kModels[state.range(0)];
+  config.link.rate_mbps = 1000;
+  config.link.rtt_ms = 20;
+  config.link.fold_access_links = state.range(2) == 1;
+  std::string label = config.network + (config.link.fold_access_links ? " folded" : "") + " 1 Gbit/s";
+  if (state.range(1) == 1) {
+    config.link.trace = kvs::traces::scale(
+        kvs::traces::load_trace(std::string(KVSTREAM_SOURCE_DIR) + "/traces/data/pensieve-hsdpa/norway_bus_1"), 343.5);
+    label = config.network + " norway_bus_1 x 343.5";
+  }
+  run(state, config, profile, label);
+}
+BENCHMARK(BM_SimulateNetwork)
+    ->Args({0, 0, 0})
+    ->Args({0, 0, 1})
+    ->Args({1, 0, 0})
+    ->Args({2, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({1, 1, 0})
+    ->Unit(benchmark::kMillisecond);
 
 // Args: rate in Mbit/s, MTU bytes, chunks of 62.5 MB, initial window.
 void BM_Simulate1GB(benchmark::State& state) {

@@ -44,6 +44,9 @@ using CodecParams = std::map<std::string, std::string>;
 struct CodecOptions {
   CodecParams params;
   std::string model_file;  // codec model file (static entropy tables); empty if none
+  // Parameters for one codec only, by registry name, over `params` (e.g. kvs's
+  // step weights for the profiled model while other codecs are profiled too).
+  std::map<std::string, CodecParams> codec_params = {};
 };
 
 class Codec {

@@ -50,12 +50,14 @@ uint32_t parse_param(const CodecParams& params, const char* codec, const char* k
 
 class KiviCodec final : public Codec {
  public:
-  KiviCodec(int bits, uint32_t group, uint32_t residual)
-      : bits_(bits), max_code_(float((1 << bits) - 1)), group_(group), residual_(residual) {}
+  KiviCodec(int bits, uint32_t group, uint32_t residual, bool context_scope)
+      : bits_(bits), max_code_(float((1 << bits) - 1)), group_(group), residual_(residual),
+        context_scope_(context_scope) {}
 
   std::string name() const override { return fmt::format("kivi{}", bits_); }
   std::string params() const override {
-    return fmt::format("bits={},group={},residual={},scale=fp16,zero=fp16", bits_, group_, residual_);
+    return fmt::format("bits={},group={},residual={},residual_scope={},scale=fp16,zero=fp16", bits_, group_, residual_,
+                       context_scope_ ? "context" : "chunk");
   }
   int levels() const override { return 1; }
   std::string level_name(int) const override { return fmt::format("int{}", bits_); }
@@ -64,12 +66,19 @@ class KiviCodec final : public Codec {
     if (level != 0) throw Error(fmt::format("codec {}: level {} out of range (1 level)", name(), level));
     const KVShape& s = chunk.shape;
     const uint32_t T = chunk.tokens, D = s.head_dim;
-    const KiviSplit split = kivi_split(T, group_, residual_);
+    const KiviSplit split = split_of(chunk);
     std::vector<Bytes> sections;
     sections.reserve(1 + 6 * size_t(s.layers));
     Bytes header_section;
     put_u32(header_section, group_);
     put_u32(header_section, residual_);
+    // The split travels only when it is not the stand-alone chunk's (so a
+    // stand-alone chunk's stream is as before).
+    const KiviSplit alone = kivi_split(T, group_, residual_);
+    if (split.key_tokens != alone.key_tokens || split.value_tokens != alone.value_tokens) {
+      put_u32(header_section, split.key_tokens);
+      put_u32(header_section, split.value_tokens);
+    }
     sections.push_back(std::move(header_section));
     std::vector<float> x(std::max(group_, 1u));
     for (uint32_t l = 0; l < s.layers; ++l)
@@ -90,10 +99,11 @@ class KiviCodec final : public Codec {
         };
         if (k == Kind::kKey) {
           for (uint32_t h = 0; h < s.kv_heads; ++h)
-            for (uint32_t g = 0; g < split.key_tokens / group_; ++g)
+            for (uint32_t g0 = 0; g0 < split.key_tokens; g0 += group_)
               for (uint32_t d = 0; d < D; ++d) {
-                for (uint32_t i = 0; i < group_; ++i) x[i] = chunk.at(l, k, h, g * group_ + i, d);
-                quantize_group({x.data(), group_});
+                const uint32_t n = std::min(group_, split.key_tokens - g0);
+                for (uint32_t i = 0; i < n; ++i) x[i] = chunk.at(l, k, h, g0 + i, d);
+                quantize_group({x.data(), n});
               }
         } else {
           for (uint32_t h = 0; h < s.kv_heads; ++h)
@@ -131,16 +141,22 @@ class KiviCodec final : public Codec {
       corrupt(fmt::format("has {} sections, expected {}", ps.sections.size(), 1 + 6ull * s.layers));
     SectionReader head(ps.sections[0], "kivi parameters");
     const uint32_t group = head.u32(), residual = head.u32();
-    head.expect_end();
     if (group == 0 || group > kMaxGroup) corrupt(fmt::format("group {} out of range", group));
     if (residual > kMaxTokens || residual % group != 0) corrupt(fmt::format("residual {} invalid for group {}", residual, group));
     const uint32_t T = hd.tokens, D = s.head_dim, H = s.kv_heads;
-    const KiviSplit split = kivi_split(T, group, residual);
+    KiviSplit split = kivi_split(T, group, residual);
+    if (head.remaining() > 0) {  // a chunk of a longer context: its split
+      split.key_tokens = head.u32();
+      split.value_tokens = head.u32();
+      if (split.key_tokens > T || split.value_tokens > T)
+        corrupt(fmt::format("quantizes {} key and {} value tokens of {}", split.key_tokens, split.value_tokens, T));
+    }
+    head.expect_end();
     // Every section's size follows from the shape: check them all before allocating.
     for (uint32_t l = 0; l < s.layers; ++l)
       for (Kind k : {Kind::kKey, Kind::kValue}) {
         const uint32_t quantized = k == Kind::kKey ? split.key_tokens : split.value_tokens;
-        const uint64_t groups = k == Kind::kKey ? uint64_t(H) * (quantized / group) * D
+        const uint64_t groups = k == Kind::kKey ? uint64_t(H) * ((uint64_t(quantized) + group - 1) / group) * D
                                                 : uint64_t(H) * quantized * ((D + group - 1) / group);
         const uint64_t code_bits = uint64_t(H) * quantized * D * uint64_t(bits_);
         const size_t first = 1 + 6 * size_t(l) + 3 * size_t(k);
@@ -175,8 +191,8 @@ class KiviCodec final : public Codec {
         };
         if (k == Kind::kKey) {
           for (uint32_t h = 0; h < H; ++h)
-            for (uint32_t g = 0; g < quantized / group; ++g)
-              for (uint32_t d = 0; d < D; ++d) dequantize_group(&out.at(l, k, h, g * group, d), group, D);
+            for (uint32_t g0 = 0; g0 < quantized; g0 += group)
+              for (uint32_t d = 0; d < D; ++d) dequantize_group(&out.at(l, k, h, g0, d), std::min(group, quantized - g0), D);
         } else {
           for (uint32_t h = 0; h < H; ++h)
             for (uint32_t t = 0; t < quantized; ++t)
@@ -200,6 +216,14 @@ class KiviCodec final : public Codec {
  private:
   CodecId id() const { return bits_ == 2 ? CodecId::kKivi2 : CodecId::kKivi4; }
 
+  KiviSplit split_of(const KVChunk& chunk) const {
+    if (!context_scope_ || chunk.context_tokens == 0) return kivi_split(chunk.tokens, group_, residual_);
+    if (chunk.context_tokens < chunk.token_begin + chunk.tokens)
+      throw Error(fmt::format("codec {}: chunk of tokens {}..{} lies beyond its context of {} tokens", name(),
+                              chunk.token_begin, chunk.token_begin + chunk.tokens, chunk.context_tokens));
+    return kivi_split_in_context(chunk.token_begin, chunk.tokens, chunk.context_tokens, group_, residual_);
+  }
+
   GroupParams group_params(std::span<const float> values, uint32_t layer, Kind kind) const {
     float mn = values[0], mx = values[0];
     for (float v : values) {
@@ -220,16 +244,23 @@ class KiviCodec final : public Codec {
   int bits_;
   float max_code_;
   uint32_t group_, residual_;
+  bool context_scope_;  // residual at the context's end (else at every chunk's)
 };
 
 std::unique_ptr<Codec> make_kivi(int bits, const CodecOptions& options) {
   const std::string name = fmt::format("kivi{}", bits);
-  check_params(name, options.params, {"group", "residual"});
+  check_params(name, options.params, {"group", "residual", "residual_scope"});
   const uint32_t group = parse_param(options.params, name.c_str(), "group", 32, 1, kMaxGroup);
   const uint32_t residual = parse_param(options.params, name.c_str(), "residual", 128, 0, kMaxTokens);
   if (residual % group != 0)
     throw Error(fmt::format("codec {}: residual {} is not a multiple of group {} (KIVI requires it)", name, residual, group));
-  return std::make_unique<KiviCodec>(bits, group, residual);
+  bool context_scope = true;
+  if (auto it = options.params.find("residual_scope"); it != options.params.end()) {
+    if (it->second != "context" && it->second != "chunk")
+      throw Error(fmt::format("codec {}: residual_scope: expected context or chunk, got '{}'", name, it->second));
+    context_scope = it->second == "context";
+  }
+  return std::make_unique<KiviCodec>(bits, group, residual, context_scope);
 }
 
 }  // namespace
@@ -239,6 +270,15 @@ KiviSplit kivi_split(uint32_t tokens, uint32_t group, uint32_t residual) {
   s.key_tokens = tokens - tokens % (residual > 0 ? residual : group);
   s.value_tokens = tokens > residual ? tokens - residual : 0;
   return s;
+}
+
+KiviSplit kivi_split_in_context(uint64_t begin, uint32_t tokens, uint64_t context_tokens, uint32_t group,
+                                uint32_t residual) {
+  const uint64_t block = residual > 0 ? residual : group;
+  const uint64_t key_end = context_tokens - context_tokens % block;  // quantized keys: [0, key_end) of the context
+  const uint64_t value_end = context_tokens > residual ? context_tokens - residual : 0;
+  auto within = [&](uint64_t end) { return uint32_t(std::min<uint64_t>(end > begin ? end - begin : 0, tokens)); };
+  return {within(key_end), within(value_end)};
 }
 
 std::unique_ptr<Codec> make_kivi2_codec(const CodecOptions& options) { return make_kivi(2, options); }

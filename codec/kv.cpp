@@ -28,6 +28,7 @@ uint32_t dtype_bytes(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
 KVChunk KVChunk::slice(uint32_t begin, uint32_t n) const {
   if (uint64_t(begin) + n > tokens) throw std::out_of_range("KVChunk::slice: token range out of bounds");
   KVChunk out(shape, dtype, token_begin + begin, n);
+  out.context_tokens = context_tokens;
   const uint64_t row = shape.head_dim;
   for (uint32_t layer = 0; layer < shape.layers; ++layer)
     for (Kind kind : {Kind::kKey, Kind::kValue})
@@ -48,6 +49,7 @@ KVChunk KVChunk::concat(std::span<const KVChunk> parts) {
     total += p.tokens;
   }
   KVChunk out(parts[0].shape, parts[0].dtype, parts[0].token_begin, uint32_t(total));
+  out.context_tokens = parts[0].context_tokens;
   const uint64_t row = out.shape.head_dim;
   uint32_t offset = 0;
   for (const auto& p : parts) {

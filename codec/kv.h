@@ -43,6 +43,12 @@ struct KVChunk {
   uint64_t token_begin = 0;
   uint32_t tokens = 0;
   std::vector<float> values;
+  // Tokens of the whole context the chunk is cut from: its tokens are
+  // [token_begin, token_begin + tokens) of [0, context_tokens). 0: unknown,
+  // the chunk stands alone. Codecs that treat a context's last tokens apart
+  // (KIVI's full-precision residual) read it; bitstreams do not carry it.
+  // slice() and concat() keep it.
+  uint64_t context_tokens = 0;
 
   KVChunk() = default;
   KVChunk(KVShape s, DType d, uint64_t begin, uint32_t n)

@@ -53,7 +53,11 @@ std::vector<float> kvs_default_weights(uint32_t layers);
 // Parameters (encoder choices; the decoder reads everything from the stream):
 //   rope_theta : RoPE base of the model (default 10000; 0: keys coded as given)
 //   weights    : 2 x layers step multipliers K0:V0:K1:V1:... (default: the ones
-//                measured for the bundled model when there are 4 layers, else 1)
+//                measured for the bundled model when there are 4 layers, else 1).
+//                They are model-specific: `kvstream profile` gives kvs the
+//                weights calibrated for the profiled model (llm/kvs_calibration.h,
+//                `kvstream codec-model train --codec kvs`) and refuses kvs on a
+//                model it has no calibration of
 //   ladder     : the level steps s0:s1:... (default kvs_level_step, 10 levels)
 //   centroid   : 1 (default) centroid reconstruction, 0 bin centres
 //   rdo        : lambda in step^2 per bit for the per-value choice (default 0.12)

@@ -1,5 +1,6 @@
 #include "codec/profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -35,6 +36,48 @@ const CodecProfile& Profile::codec(std::string_view name) const {
     present += (present.empty() ? "" : ", ") + c.codec;
   }
   throw std::invalid_argument(fmt::format("profile has no codec '{}' (it has: {})", name, present));
+}
+
+std::vector<double> mean_chunk_bytes(const CodecProfile& c) {
+  std::vector<double> sum(c.levels(), 0.0);
+  double n = 0;
+  for (const auto& ctx : c.contexts)
+    for (const auto& ch : ctx.chunks) {
+      for (size_t l = 0; l < sum.size() && l < ch.levels.size(); ++l) sum[l] += double(ch.levels[l].bytes);
+      n += 1;
+    }
+  for (double& s : sum) s = n > 0 ? s / n : 0.0;
+  return sum;
+}
+
+std::vector<double> mean_kl_nats(const CodecProfile& c) {
+  std::vector<double> sum(c.levels(), 0.0);
+  for (const auto& ctx : c.contexts)
+    for (size_t l = 0; l < sum.size() && l < ctx.quality.size(); ++l) sum[l] += ctx.quality[l].kl_nats;
+  for (double& s : sum) s = c.contexts.empty() ? 0.0 : s / double(c.contexts.size());
+  return sum;
+}
+
+std::vector<bool> pareto_front(const CodecProfile& c) {
+  const size_t L = c.levels();
+  std::vector<bool> front(L, true);
+  if (c.contexts.empty()) return front;
+  const std::vector<double> bytes = mean_chunk_bytes(c), kl = mean_kl_nats(c);
+  for (size_t a = 0; a < L; ++a)
+    for (size_t b = 0; b < L && front[a]; ++b)
+      if (b != a && bytes[b] <= bytes[a] && kl[b] <= kl[a] && (bytes[b] < bytes[a] || kl[b] < kl[a] || b < a))
+        front[a] = false;
+  return front;
+}
+
+std::vector<int> CodecProfile::front_levels() const {
+  std::vector<int> levels;
+  const std::vector<bool> front = pareto_front(*this);
+  for (size_t l = 0; l < front.size(); ++l)
+    if (front[l]) levels.push_back(int(l));
+  const std::vector<double> bytes = mean_chunk_bytes(*this);
+  std::stable_sort(levels.begin(), levels.end(), [&](int a, int b) { return bytes[size_t(a)] > bytes[size_t(b)]; });
+  return levels;
 }
 
 namespace {
@@ -119,6 +162,7 @@ ContextProfile read_context(const Reader& r, const json& j, const std::string& p
   c.tokens = r.u32(j, p, "tokens");
   c.base_loss_nats = r.num(j, p, "base_loss_nats");
   c.base_task_accuracy = r.num(j, p, "base_task_accuracy", false);
+  c.continuation_tokens = r.u32(j, p, "continuation_tokens");
   const json& quality = r.array(j, p, "quality");
   if (quality.size() != levels) r.fail(p + "/quality", fmt::format("expected {} levels, found {}", levels, quality.size()));
   for (size_t i = 0; i < quality.size(); ++i) {
@@ -128,6 +172,9 @@ ContextProfile read_context(const Reader& r, const json& j, const std::string& p
     lq.loss_increase = r.num(quality[i], q, "loss_increase", false);
     lq.greedy_agreement = r.num(quality[i], q, "greedy_agreement");
     lq.task_accuracy = r.num(quality[i], q, "task_accuracy", false);
+    lq.kl_nats = r.num(quality[i], q, "kl_nats");
+    lq.kl_stderr_nats = r.num(quality[i], q, "kl_stderr_nats");
+    lq.top1_agreement = r.num(quality[i], q, "top1_agreement", true, 1.0);
     c.quality.push_back(lq);
   }
   const json& chunks = r.array(j, p, "chunks");
@@ -153,6 +200,7 @@ ContextProfile read_context(const Reader& r, const json& j, const std::string& p
       cl.decode_s = r.num(lv[k], lp, "decode_s", true, 86400);
       cl.mse = r.num(lv[k], lp, "mse");
       cl.loss_increase = r.num(lv[k], lp, "loss_increase", false);
+      cl.kl_nats = r.num(lv[k], lp, "kl_nats");
       ch.levels.push_back(cl);
     }
     c.chunks.push_back(std::move(ch));
@@ -175,6 +223,10 @@ Profile parse_profile(std::string_view text, const std::string& source) {
   }
   Profile prof;
   prof.schema_version = int(r.u32(j, "", "schema_version"));
+  if (prof.schema_version == 1)
+    r.fail("/schema_version", fmt::format("schema version 1 (made before KL divergence and the Pareto front were "
+                                          "measured; this build reads {}): run `kvstream profile` again",
+                                          kProfileSchemaVersion));
   if (prof.schema_version != kProfileSchemaVersion)
     r.fail("/schema_version", fmt::format("unsupported schema version {} (this build reads {})", prof.schema_version,
                                           kProfileSchemaVersion));
@@ -182,6 +234,9 @@ Profile parse_profile(std::string_view text, const std::string& source) {
   prof.device = r.str(j, "", "device");
   prof.chunk_tokens = r.u32(j, "", "chunk_tokens");
   prof.greedy_tokens = r.u32(j, "", "greedy_tokens");
+  prof.chunk_quality = r.str(j, "", "chunk_quality");
+  if (prof.chunk_quality != "measured" && prof.chunk_quality != "estimated")
+    r.fail("/chunk_quality", fmt::format("expected \"measured\" or \"estimated\", got \"{}\"", prof.chunk_quality));
   const json& codecs = r.array(j, "", "codecs");
   for (size_t i = 0; i < codecs.size(); ++i) {
     const std::string p = fmt::format("/codecs/{}", i);
@@ -197,6 +252,20 @@ Profile parse_profile(std::string_view text, const std::string& source) {
     const json& contexts = r.array(codecs[i], p, "contexts");
     for (size_t k = 0; k < contexts.size(); ++k)
       c.contexts.push_back(read_context(r, contexts[k], fmt::format("{}/contexts/{}", p, k), c.level_names.size()));
+    const json& front = r.array(codecs[i], p, "on_front");
+    if (front.size() != c.level_names.size())
+      r.fail(p + "/on_front", fmt::format("expected {} levels, found {}", c.level_names.size(), front.size()));
+    for (size_t k = 0; k < front.size(); ++k) {
+      if (!front[k].is_boolean()) r.fail(fmt::format("{}/on_front/{}", p, k), "expected true or false");
+      c.on_front.push_back(front[k].get<bool>());
+    }
+    // The front is a function of the sizes and KL: a mismatch is a hand edit
+    // or a profile assembled from pieces.
+    if (c.on_front != pareto_front(c)) {
+      std::string want;
+      for (bool b : pareto_front(c)) want += want.empty() ? (b ? "true" : "false") : (b ? ", true" : ", false");
+      r.fail(p + "/on_front", fmt::format("does not match the levels' mean bytes and KL (expected [{}])", want));
+    }
     prof.codecs.push_back(std::move(c));
   }
   return prof;
@@ -221,21 +290,27 @@ std::string profile_to_json(const Profile& prof) {
   j["device"] = prof.device;
   j["chunk_tokens"] = prof.chunk_tokens;
   j["greedy_tokens"] = prof.greedy_tokens;
+  j["chunk_quality"] = prof.chunk_quality;
   j["codecs"] = json::array();
   for (const auto& c : prof.codecs) {
-    json jc = {{"codec", c.codec}, {"params", c.params}, {"level_names", c.level_names}, {"contexts", json::array()}};
+    json jc = {{"codec", c.codec},           {"params", c.params},        {"level_names", c.level_names},
+               {"on_front", pareto_front(c)}, {"contexts", json::array()}};
     for (const auto& ctx : c.contexts) {
       json jx = {{"id", ctx.id},
                  {"tokens", ctx.tokens},
                  {"base_loss_nats", ctx.base_loss_nats},
                  {"base_task_accuracy", ctx.base_task_accuracy},
+                 {"continuation_tokens", ctx.continuation_tokens},
                  {"quality", json::array()},
                  {"chunks", json::array()}};
       for (const auto& q : ctx.quality)
         jx["quality"].push_back({{"bits_per_element", q.bits_per_element},
                                  {"loss_increase", q.loss_increase},
                                  {"greedy_agreement", q.greedy_agreement},
-                                 {"task_accuracy", q.task_accuracy}});
+                                 {"task_accuracy", q.task_accuracy},
+                                 {"kl_nats", q.kl_nats},
+                                 {"kl_stderr_nats", q.kl_stderr_nats},
+                                 {"top1_agreement", q.top1_agreement}});
       for (const auto& ch : ctx.chunks) {
         json jch = {{"token_begin", ch.token_begin}, {"tokens", ch.tokens}, {"levels", json::array()}};
         for (const auto& l : ch.levels)
@@ -243,7 +318,8 @@ std::string profile_to_json(const Profile& prof) {
                                    {"encode_s", l.encode_s},
                                    {"decode_s", l.decode_s},
                                    {"mse", l.mse},
-                                   {"loss_increase", l.loss_increase}});
+                                   {"loss_increase", l.loss_increase},
+                                   {"kl_nats", l.kl_nats}});
         jx["chunks"].push_back(std::move(jch));
       }
       jc["contexts"].push_back(std::move(jx));

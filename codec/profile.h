@@ -11,8 +11,13 @@
 // a level: it is exact (no quality loss) and costs prefill FLOPs, which
 // `ModelInfo::prefill_flops` gives.
 //
+// Quality is measured in several ways (LevelQuality); the size-quality
+// ladder a policy sees is ranked by the KL divergence of the next-token
+// distribution (CodecProfile::on_front), which unlike the loss increase cannot
+// turn negative by chance when the cache is damaged.
+//
 // Stored as JSON (see docs/profile-format.md); `schema_version` guards the
-// format.
+// format (version 1 had no KL and is refused with a message to re-profile).
 #pragma once
 
 #include <cstdint>
@@ -24,7 +29,7 @@
 
 namespace kvs::codec {
 
-inline constexpr int kProfileSchemaVersion = 1;
+inline constexpr int kProfileSchemaVersion = 2;
 
 // The model whose KV caches were profiled, with what a compute model needs.
 struct ModelInfo {
@@ -52,10 +57,10 @@ struct ChunkLevel {
   double encode_s = 0;    // measured on Profile::device
   double decode_s = 0;
   double mse = 0;         // mean squared error over the chunk's elements
-  // Estimated relative increase of continuation loss when only this chunk is
-  // at this level (all others exact): the chunk's share of the whole-context
-  // increase, apportioned by its squared error.
-  double loss_increase = 0;
+  // Quality when only this chunk is at this level (all others exact),
+  // measured or estimated as Profile::chunk_quality says (llm/profiler.h).
+  double loss_increase = 0;  // relative increase of continuation loss
+  double kl_nats = 0;        // KL(P_exact || P_degraded) per continuation token, nats
 };
 
 struct ChunkProfile {
@@ -70,6 +75,12 @@ struct LevelQuality {
   double loss_increase = 0;     // relative: (loss_degraded - loss_exact) / loss_exact
   double greedy_agreement = 1;  // fraction of the next N greedy tokens that match
   double task_accuracy = -1;    // exact match on the context's question; -1 if the context has none
+  // Teacher-forced over the continuation (llm/evaluate.h): mean per token of
+  // KL(P_exact || P_degraded) of the next-token distribution, its standard
+  // error (batch means), and the fraction of positions with the same argmax.
+  double kl_nats = 0;
+  double kl_stderr_nats = 0;
+  double top1_agreement = 1;
 };
 
 struct ContextProfile {
@@ -77,6 +88,7 @@ struct ContextProfile {
   uint32_t tokens = 0;
   double base_loss_nats = 0;      // continuation loss per token with the exact cache
   double base_task_accuracy = -1; // with the exact cache; -1 if no question
+  uint32_t continuation_tokens = 0;  // positions scored for loss and KL
   std::vector<LevelQuality> quality;  // index = level
   std::vector<ChunkProfile> chunks;
 };
@@ -86,9 +98,27 @@ struct CodecProfile {
   std::string params;                    // codec parameters as given, for the record
   std::vector<std::string> level_names;  // index = level
   std::vector<ContextProfile> contexts;
+  // Per level: on the size-quality Pareto front in KL. Filled when read and by
+  // the profiler; always written as pareto_front(*this), and a read file whose
+  // `on_front` differs from it is an error.
+  std::vector<bool> on_front;
 
   size_t levels() const { return level_names.size(); }
+  // Level numbers on the front (pareto_front(*this)), finest (most bytes) first.
+  std::vector<int> front_levels() const;
 };
+
+// Which levels of a codec are on its size-quality front: a level is dominated
+// when another has mean bytes per chunk <= its own and mean KL over contexts
+// <= its own, with one of them strictly smaller (exact ties: the lower level
+// number stays). Every level is on the front when there are no contexts. The
+// front, ordered by bytes, is strictly decreasing in bytes and strictly
+// increasing in KL.
+std::vector<bool> pareto_front(const CodecProfile& codec);
+// Per level: mean over all contexts' chunks of the chunk bytes, and mean over
+// contexts of kl_nats (the two axes of the front).
+std::vector<double> mean_chunk_bytes(const CodecProfile& codec);
+std::vector<double> mean_kl_nats(const CodecProfile& codec);
 
 struct Profile {
   int schema_version = kProfileSchemaVersion;
@@ -96,6 +126,10 @@ struct Profile {
   std::string device;         // where encode/decode seconds were measured
   uint32_t chunk_tokens = 0;  // nominal chunk size (the last chunk may be shorter)
   uint32_t greedy_tokens = 0; // N of greedy agreement
+  // How ChunkLevel's quality figures were obtained: "measured" (the
+  // continuation scored with only that chunk at that level) or "estimated"
+  // (the whole-context figure apportioned by squared-error share).
+  std::string chunk_quality = "measured";
   std::vector<CodecProfile> codecs;
 
   // The named codec's profile; throws std::invalid_argument listing the ones present.

@@ -49,6 +49,11 @@ std::unique_ptr<Codec> make_codec(const std::string& name, const CodecOptions& o
   auto it = registry().find(name);
   if (it == registry().end())
     throw Error(fmt::format("unknown codec '{}' (known: {})", name, fmt::join(codec_names(), ", ")));
+  if (auto own = options.codec_params.find(name); own != options.codec_params.end()) {
+    CodecOptions merged = options;
+    for (const auto& [key, value] : own->second) merged.params[key] = value;
+    return it->second.make(merged);
+  }
   return it->second.make(options);
 }
 

@@ -1,5 +1,7 @@
 // Quality measurements with the model: loss of a text, and how much a
-// degraded (e.g. decoded) KV cache hurts the continuation of its context.
+// degraded (e.g. decoded) KV cache hurts the continuation of its context:
+// loss increase, KL divergence of the next-token distribution and top-1
+// agreement (both teacher-forced over the continuation), greedy agreement.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +37,26 @@ TextLoss evaluate_text(const Model& model, const std::vector<int64_t>& tokens, i
 // cache of context[:-1] and continuation = {context.back(), text...}.
 double continuation_nll(const Model& model, const KVCache& context, const std::vector<int64_t>& continuation);
 
+// Next-token log-probabilities (float64 [n-1, vocab]) at each position of the
+// continuation teacher-forced after `context`: row i predicts continuation[i+1].
+at::Tensor continuation_log_probs(const Model& model, const KVCache& context, const std::vector<int64_t>& continuation);
+
+// KL(P || Q) of two next-token distributions given as log-probabilities
+// [positions, vocab], averaged over positions, and how often their argmax agree.
+struct KlStats {
+  double mean_nats = 0;     // mean over positions of sum_v p_v (log p_v - log q_v)
+  // Standard error of the mean by batch means: the positions split into
+  // consecutive blocks of kKlBlockTokens (the last one absorbs the rest), the
+  // error taken from the spread of the block means. Neighbouring positions'
+  // KL values are correlated, so the i.i.d. error would be too small.
+  double stderr_nats = 0;
+  double iid_stderr_nats = 0;  // sd / sqrt(positions), for comparison
+  double top1_agreement = 1;   // fraction of positions with equal argmax
+  int64_t positions = 0;
+};
+inline constexpr int64_t kKlBlockTokens = 16;
+KlStats kl_divergence(const at::Tensor& p_log_probs, const at::Tensor& q_log_probs);
+
 // Greedy decoding of `n` tokens after `context` and `prompt` (prompt non-empty).
 std::vector<int64_t> greedy_decode(const Model& model, const KVCache& context, const std::vector<int64_t>& prompt,
                                    int64_t n);
@@ -43,6 +65,13 @@ struct CacheQuality {
   double nll_exact_nats = 0;      // continuation_nll with the exact cache
   double nll_degraded_nats = 0;   // ... with the degraded cache
   double relative_increase = 0;   // degraded / exact - 1
+  // Teacher-forced over the continuation: KL(P_exact || P_degraded) of the
+  // next-token distribution (nats/token, with its standard error) and the
+  // fraction of positions whose most likely token is the same.
+  double kl_nats = 0;
+  double kl_stderr_nats = 0;
+  double top1_agreement = 1;
+  int64_t kl_positions = 0;
   double agreement = 0;           // fraction of greedy tokens equal, position by position
   int64_t agreement_tokens = 0;
 };
@@ -53,11 +82,15 @@ struct CacheReference {
   int64_t context_tokens = 0;
   std::vector<int64_t> continuation;
   double nll_nats = 0;          // continuation_nll with the exact cache
+  at::Tensor log_probs;         // continuation_log_probs with the exact cache
   std::vector<int64_t> greedy;  // greedy tokens after the continuation
 };
 CacheReference make_reference(const Model& model, const KVCache& exact, const std::vector<int64_t>& continuation,
                               int64_t agreement_tokens);
 CacheQuality compare_to_reference(const Model& model, const CacheReference& reference, const KVCache& degraded);
+// The teacher-forced part only (loss, KL, top-1; agreement left 0 with 0
+// tokens): one forward pass over the continuation, no greedy decoding.
+CacheQuality teacher_forced_quality(const Model& model, const CacheReference& reference, const KVCache& degraded);
 
 // Compares an exact and a degraded cache of the same context on the same
 // continuation (see continuation_nll), and greedy-decodes `agreement_tokens`

@@ -179,7 +179,7 @@ void Model::to(at::ScalarType dtype, at::Device device) {
   conv(lm_head_);
 }
 
-at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* cache_out) const {
+at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* cache_out, AttentionHook* hook) const {
   const int64_t B = tokens.size(0), n = tokens.size(1);
   const int64_t past_len = past.tokens();
   const int64_t heads = config_.num_attention_heads, kvh = config_.num_key_value_heads;
@@ -210,6 +210,10 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& w = layers_[l];
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
+    if (hook != nullptr) {
+      if (B != 1) throw Error("forward: an attention hook needs a batch of 1");
+      hook->layer_input(int64_t(l), h.select(0, 0));
+    }
     at::Tensor q = linear_(h, w.q_proj).view({B, n, heads, hd}).transpose(1, 2);  // [B, heads, n, hd]
     at::Tensor k = linear_(h, w.k_proj).view({B, n, kvh, hd}).transpose(1, 2);    // [B, kvh, n, hd]
     at::Tensor v = linear_(h, w.v_proj).view({B, n, kvh, hd}).transpose(1, 2);
@@ -224,6 +228,14 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
     if (cache_out != nullptr) {
       cache_out->keys.push_back(k.select(0, 0));
       cache_out->values.push_back(v.select(0, 0));
+    }
+    at::Tensor keep;  // [kvh, n, keys] bool, or undefined: all keys
+    if (hook != nullptr) {
+      keep = hook->select(int64_t(l), q.select(0, 0), k.select(0, 0));
+      if (keep.defined() && (keep.scalar_type() != at::kBool || keep.sizes() != at::IntArrayRef({kvh, n, k.size(2)})))
+        throw Error(fmt::format("forward: attention hook returned a mask of shape {}, expected bool {}",
+                                shape_str(keep.sizes()), shape_str({kvh, n, k.size(2)})));
+      if (keep.defined()) keep = keep.to(device).unsqueeze(1);  // [kvh, 1, n, keys]
     }
     // Grouped-query attention without repeating K/V: the `group` query heads
     // [j*group, (j+1)*group) that share kv head j (HF's repeat_kv order) are
@@ -240,6 +252,9 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
       const at::Tensor future = at::ones({nb, nb}, at::TensorOptions().dtype(at::kBool).device(device)).triu(1);
       scores.view({B, kvh, group, nb, keys}).narrow(-1, keys - nb, nb).masked_fill_(
           future, -std::numeric_limits<float>::infinity());
+      if (keep.defined())
+        scores.view({B, kvh, group, nb, keys}).masked_fill_(
+            keep.narrow(2, b0, nb).narrow(3, 0, keys).logical_not(), -std::numeric_limits<float>::infinity());
       at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(dtype);
       outs.push_back(matmul_(probs, vb).view({B, kvh, group, nb, hd}));
     }
@@ -253,11 +268,11 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
   return linear_(x, lm_head_.defined() ? lm_head_ : embed_tokens_);
 }
 
-ForwardResult Model::forward(const at::Tensor& tokens, const KVCache& past) const {
+ForwardResult Model::forward(const at::Tensor& tokens, const KVCache& past, AttentionHook* hook) const {
   if (tokens.dim() != 1 || tokens.size(0) < 1) throw Error("forward: tokens must be a non-empty 1-D tensor");
   at::NoGradGuard no_grad;
   ForwardResult r;
-  at::Tensor logits = run(tokens.to(at::kLong).unsqueeze(0), past, &r.cache);
+  at::Tensor logits = run(tokens.to(at::kLong).unsqueeze(0), past, &r.cache, hook);
   r.logits = logits.select(0, 0).to(at::kFloat);
   return r;
 }

@@ -29,6 +29,22 @@ struct LayerWeights {
   at::Tensor down_proj;                 // [hidden, intermediate]
 };
 
+// Optional observer/selector of attention, called by Model::forward for each
+// layer (llm/selective.h implements it for selective KV loading). Neither
+// call may change its arguments.
+class AttentionHook {
+ public:
+  virtual ~AttentionHook() = default;
+  // Layer `layer`'s attention input (after its input RMSNorm), [n, hidden].
+  virtual void layer_input(int64_t layer, const at::Tensor& hidden) = 0;
+  // Queries [heads, n, head_dim] and all keys [kv_heads, keys, head_dim]
+  // (both after RoPE; keys = past + n) of layer `layer`. Returns a bool
+  // [kv_heads, n, keys] of the keys each query may attend to (shared by the
+  // query heads of a KV head; causality is still applied), or an undefined
+  // tensor for full attention.
+  virtual at::Tensor select(int64_t layer, const at::Tensor& queries, const at::Tensor& keys) = 0;
+};
+
 struct ForwardResult {
   at::Tensor logits;  // [tokens, vocab] (float32) for the new tokens
   KVCache cache;      // past followed by the new tokens' K and V
@@ -48,6 +64,7 @@ class Model {
   at::ScalarType dtype() const { return embed_tokens_.scalar_type(); }
   at::Device device() const { return embed_tokens_.device(); }
   codec::KVShape kv_shape() const { return config_.kv_shape(); }
+  const LayerWeights& layer_weights(size_t layer) const { return layers_.at(layer); }
 
   // Every parameter with its HF name ("model.layers.0.self_attn.q_proj.weight",
   // ...); lm_head.weight is absent when tied. Tensors share storage with the
@@ -59,7 +76,8 @@ class Model {
 
   // Runs `tokens` (int64 [n], n >= 1) after `past` (may be empty): positions
   // continue from past.tokens(). Logits are float32 [n, vocab].
-  ForwardResult forward(const at::Tensor& tokens, const KVCache& past) const;
+  // `hook` (optional) sees each layer's input and may restrict its attention.
+  ForwardResult forward(const at::Tensor& tokens, const KVCache& past, AttentionHook* hook = nullptr) const;
   ForwardResult prefill(const at::Tensor& tokens) const { return forward(tokens, KVCache{}); }
   // Batched training forward without a cache: tokens int64 [batch, n] ->
   // logits [batch, n, vocab] in the model's dtype (differentiable).
@@ -73,7 +91,8 @@ class Model {
  private:
   // hidden [batch, n, H] at positions past..past+n-1; appends K/V per layer to
   // `cache_out` when not null.
-  at::Tensor run(const at::Tensor& tokens, const KVCache& past, KVCache* cache_out) const;
+  at::Tensor run(const at::Tensor& tokens, const KVCache& past, KVCache* cache_out,
+                 AttentionHook* hook = nullptr) const;
 
   ModelConfig config_;
   at::Tensor embed_tokens_;

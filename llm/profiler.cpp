@@ -143,6 +143,7 @@ PreparedContext prepare_context(const Model& model, const Tokenizer& tokenizer, 
   }
   p.exact_chunk = to_chunk(model.prefill(to_tensor(cache_ids)).cache, 0);
   p.exact_chunk.dtype = kv_dtype;
+  p.exact_chunk.context_tokens = p.exact_chunk.tokens;  // its chunks (slices) know where the context ends
   for (float& v : p.exact_chunk.values) v = codec::round_to_dtype(v, kv_dtype);
   p.exact = from_chunk(p.exact_chunk, model.dtype(), model.device());
   p.reference = make_reference(model, p.exact, continuation, greedy_tokens);
@@ -155,6 +156,9 @@ codec::LevelQuality measure_quality(const Model& model, const PreparedContext& c
   const CacheQuality q = compare_to_reference(model, context.reference, cache);
   codec::LevelQuality lq;
   lq.loss_increase = q.relative_increase;
+  lq.kl_nats = q.kl_nats;
+  lq.kl_stderr_nats = q.kl_stderr_nats;
+  lq.top1_agreement = q.top1_agreement;
   lq.greedy_agreement = q.agreement;
   if (!context.answer.empty())
     lq.task_accuracy = answers_correctly(model, cache, context.question, context.answer) ? 1.0 : 0.0;
@@ -192,6 +196,7 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
   prof.device = cpu_device_name();
   prof.chunk_tokens = options.chunk_tokens;
   prof.greedy_tokens = options.greedy_tokens;
+  prof.chunk_quality = options.measure_chunks ? "measured" : "estimated";
 
   std::vector<std::unique_ptr<codec::Codec>> codecs;
   for (const auto& name : options.codecs) {
@@ -210,6 +215,7 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
   if (!options.partial_path.empty() && fs::exists(options.partial_path)) {
     codec::Profile old = codec::read_profile(options.partial_path);
     bool same = old.chunk_tokens == prof.chunk_tokens && old.greedy_tokens == prof.greedy_tokens &&
+                old.chunk_quality == prof.chunk_quality &&
                 old.model.kv == prof.model.kv && old.codecs.size() == prof.codecs.size();
     for (size_t i = 0; same && i < old.codecs.size(); ++i)
       same = old.codecs[i].codec == prof.codecs[i].codec && old.codecs[i].params == prof.codecs[i].params;
@@ -229,7 +235,10 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
 
   for (const ProfileContext& ctx : contexts) {
     if (auto it = done.find(ctx.id); it != done.end()) {
-      for (size_t i = 0; i < prof.codecs.size(); ++i) prof.codecs[i].contexts.push_back(it->second[i]);
+      for (size_t i = 0; i < prof.codecs.size(); ++i) {
+        prof.codecs[i].contexts.push_back(it->second[i]);
+        prof.codecs[i].on_front = codec::pareto_front(prof.codecs[i]);
+      }
       if (progress) progress->advance(1, ctx.id + " (resumed)");
       continue;
     }
@@ -246,6 +255,7 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
       cp.tokens = total_tokens;
       cp.base_loss_nats = prepared.reference.nll_nats;
       cp.base_task_accuracy = prepared.base_task_accuracy;
+      cp.continuation_tokens = uint32_t(prepared.reference.continuation.size() - 1);
       for (uint32_t b = 0; b < total_tokens; b += options.chunk_tokens)
         cp.chunks.push_back({b, std::min(options.chunk_tokens, total_tokens - b), {}});
       for (int level = 0; level < c.levels(); ++level) {
@@ -285,10 +295,28 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
         cp.quality.push_back(lq);
         double sse_total = 0;
         for (double e : sse) sse_total += e;
-        for (size_t k = 0; k < cp.chunks.size(); ++k)
-          cp.chunks[k].levels.back().loss_increase = sse_total > 0 ? lq.loss_increase * sse[k] / sse_total : 0.0;
+        for (size_t k = 0; k < cp.chunks.size(); ++k) {
+          codec::ChunkLevel& cl = cp.chunks[k].levels.back();
+          if (options.measure_chunks) {
+            // Only chunk k degraded, every other chunk exact (no error: exact, 0).
+            if (sse[k] == 0) continue;
+            std::vector<codec::KVChunk> parts;
+            for (size_t j = 0; j < cp.chunks.size(); ++j)
+              parts.push_back(j == k ? decoded[j]
+                                     : exact_chunk.slice(uint32_t(cp.chunks[j].token_begin), cp.chunks[j].tokens));
+            const CacheQuality q = teacher_forced_quality(
+                model, prepared.reference, from_chunk(codec::KVChunk::concat(parts), model.dtype(), model.device()));
+            cl.loss_increase = q.relative_increase;
+            cl.kl_nats = q.kl_nats;
+          } else {
+            const double share = sse_total > 0 ? sse[k] / sse_total : 0.0;
+            cl.loss_increase = lq.loss_increase * share;
+            cl.kl_nats = lq.kl_nats * share;
+          }
+        }
       }
       prof.codecs[ci].contexts.push_back(std::move(cp));
+      prof.codecs[ci].on_front = codec::pareto_front(prof.codecs[ci]);
     }
     if (!options.partial_path.empty()) codec::write_profile(prof, options.partial_path);
     if (progress) progress->advance(1, ctx.id);

@@ -1,13 +1,19 @@
 // The profiler: runs every codec at every level on real KV caches of a model
 // and measures what the simulator needs (codec/profile.h): per chunk and level
 // the bytes, encode/decode seconds and error; per context and level the
-// quality with the model (continuation-loss increase, greedy agreement, task
-// exact match).
+// quality with the model (continuation-loss increase, KL divergence of the
+// next-token distribution and top-1 agreement teacher-forced, greedy
+// agreement, task exact match); per codec the levels on the size-KL front.
 //
 // Quality of a level is measured with the whole context at that level. The
-// per-chunk `loss_increase` is an estimate: the whole-context increase
-// apportioned to chunks by their share of the summed squared error (a chunk
-// with no error gets none). Recomputing a chunk is exact and not profiled
+// per-chunk `loss_increase` and `kl_nats` are by default measured too: the
+// continuation scored with only that chunk at that level, every other chunk
+// exact (one forward pass per lossy chunk and level). With measure_chunks off
+// they are estimates: the whole-context figure apportioned to chunks by their
+// share of the summed squared error (a chunk with no error gets none), which
+// is cheap but blind to where a chunk lies (on the bundled model the last
+// chunk before the continuation matters far more than its error share says;
+// tests/llm/profiler_test.cpp measures the ratios). Recomputing a chunk is exact and not profiled
 // here; its cost comes from ModelInfo::prefill_flops.
 #pragma once
 
@@ -48,6 +54,9 @@ struct ProfilerOptions {
   uint32_t greedy_tokens = 16;
   uint32_t max_context_tokens = 0;              // 0: whole context
   uint32_t timing_repeats = 1;                  // encode/decode timed this many times, minimum kept
+  // Per-chunk quality measured with only that chunk degraded (true), or
+  // estimated from its squared-error share (false; Profile::chunk_quality).
+  bool measure_chunks = true;
   // Precision the KV cache is stored and shipped in (serving systems keep it in
   // fp16/bf16 even when the model computes in fp32); the exact reference is
   // the cache rounded to it.

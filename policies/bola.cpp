@@ -45,9 +45,9 @@ class BolaPolicy : public Policy {
     std::vector<int> fewest(s.total_chunks, 0);  // per later chunk: its fewest-bytes level
     for (uint32_t c = s.next_chunk; c < s.total_chunks; ++c) {
       const ChunkInfo& ch = s.chunk(c);
-      if (ch.bytes.size() < L || ch.decode_s.size() < L || ch.loss_increase.size() < L)
+      if (ch.bytes.size() < L || ch.decode_s.size() < L || ch.quality_cost.size() < L)
         throw Error(fmt::format("policy bola: chunk {} describes {}/{}/{} levels (bytes/decode/loss), the codec has {}",
-                                c, ch.bytes.size(), ch.decode_s.size(), ch.loss_increase.size(), L));
+                                c, ch.bytes.size(), ch.decode_s.size(), ch.quality_cost.size(), L));
       fewest[c] = bola_ladder(ch, L).front();
     }
     const ChunkInfo& ch = s.chunk(s.next_chunk);
@@ -146,16 +146,16 @@ class BolaPolicy : public Policy {
 }  // namespace
 
 std::vector<int> bola_ladder(const ChunkInfo& chunk, uint32_t levels) {
-  const size_t n = std::min<size_t>({size_t(levels), chunk.bytes.size(), chunk.loss_increase.size()});
+  const size_t n = std::min<size_t>({size_t(levels), chunk.bytes.size(), chunk.quality_cost.size()});
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
     if (chunk.bytes[size_t(a)] != chunk.bytes[size_t(b)]) return chunk.bytes[size_t(a)] < chunk.bytes[size_t(b)];
-    return chunk.loss_increase[size_t(a)] < chunk.loss_increase[size_t(b)];
+    return chunk.quality_cost[size_t(a)] < chunk.quality_cost[size_t(b)];
   });
   std::vector<int> ladder;
   for (int l : order)
-    if (ladder.empty() || chunk.loss_increase[size_t(l)] < chunk.loss_increase[size_t(ladder.back())])
+    if (ladder.empty() || chunk.quality_cost[size_t(l)] < chunk.quality_cost[size_t(ladder.back())])
       ladder.push_back(l);
   return ladder;
 }

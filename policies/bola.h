@@ -5,7 +5,7 @@
 //
 // Ladder. Per chunk, the levels sorted by bytes (ties: lower loss first); a
 // level that has more bytes than one kept before it but not a strictly lower
-// loss_increase is dominated and skipped (never chosen). Utilities as BolaEnh:
+// quality_cost is dominated and skipped (never chosen). Utilities as BolaEnh:
 // u_q = 1 + ln(S_q / S_min) (so the coarsest has utility 1).
 //
 // Buffer -> slack. The video buffer becomes the SLO slack: deadline minus the
@@ -60,7 +60,7 @@
 namespace kvs::policies {
 
 // The chunk's non-dominated levels, fewest bytes first (strictly more bytes
-// and strictly less loss_increase along the list), among its first `levels`.
+// and strictly less quality_cost along the list), among its first `levels`.
 std::vector<int> bola_ladder(const ChunkInfo& chunk, uint32_t levels);
 
 PolicyInfo bola_policy();

@@ -20,12 +20,12 @@ constexpr double kNever = 1e18;
 // The levels of a chunk from best to worst quality: lowest loss increase
 // first, then fewer bytes, then the lower index (levels need not be monotone).
 std::vector<int> levels_by_quality(const ChunkInfo& c, const std::string& policy) {
-  const size_t n = std::min(c.bytes.size(), c.loss_increase.size());
+  const size_t n = std::min(c.bytes.size(), c.quality_cost.size());
   if (n == 0) throw Error(fmt::format("policy {}: a chunk without levels", policy));
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    if (c.loss_increase[a] != c.loss_increase[b]) return c.loss_increase[a] < c.loss_increase[b];
+    if (c.quality_cost[a] != c.quality_cost[b]) return c.quality_cost[a] < c.quality_cost[b];
     return c.bytes[a] < c.bytes[b];
   });
   return order;

@@ -27,9 +27,9 @@ uint32_t checked_levels(const StreamState& s, const char* policy) {
   if (L == 0) throw Error(fmt::format("policy {}: the codec has no level", policy));
   for (uint32_t c = s.next_chunk; c < s.total_chunks; ++c) {
     const ChunkInfo& ch = s.chunk(c);
-    if (ch.bytes.size() < L || ch.decode_s.size() < L || ch.loss_increase.size() < L)
+    if (ch.bytes.size() < L || ch.decode_s.size() < L || ch.quality_cost.size() < L)
       throw Error(fmt::format("policy {}: chunk {} describes {}/{}/{} levels (bytes/decode/loss), the codec has {}",
-                              policy, c, ch.bytes.size(), ch.decode_s.size(), ch.loss_increase.size(), L));
+                              policy, c, ch.bytes.size(), ch.decode_s.size(), ch.quality_cost.size(), L));
   }
   return L;
 }
@@ -55,7 +55,7 @@ struct RunMap {
 int fewest_bytes_level(const ChunkInfo& ch, uint32_t L) {
   int best = 0;
   for (uint32_t l = 1; l < L; ++l) {
-    const auto key = [&](uint32_t k) { return std::make_tuple(ch.bytes[k], ch.decode_s[k], ch.loss_increase[k]); };
+    const auto key = [&](uint32_t k) { return std::make_tuple(ch.bytes[k], ch.decode_s[k], ch.quality_cost[k]); };
     if (key(l) < key(uint32_t(best))) best = int(l);
   }
   return best;
@@ -88,7 +88,7 @@ class Search {
     // The quality of the chunk decided last, for the smoothness term.
     if (!s.decisions.empty() && s.decisions.back().chunk + 1 == first_ && s.decisions.back().chunk < s.total_chunks) {
       const Decision& d = s.decisions.back();
-      prev_quality_ = d.level >= 0 && d.level < L_ ? s.chunk(d.chunk).loss_increase[size_t(d.level)] : 0.0;
+      prev_quality_ = d.level >= 0 && d.level < L_ ? s.chunk(d.chunk).quality_cost[size_t(d.level)] : 0.0;
       has_prev_ = true;
     }
   }
@@ -105,7 +105,7 @@ class Search {
   }
 
  private:
-  double quality(uint32_t c, int act) const { return act < L_ ? s_.chunk(c).loss_increase[size_t(act)] : 0.0; }
+  double quality(uint32_t c, int act) const { return act < L_ ? s_.chunk(c).quality_cost[size_t(act)] : 0.0; }
   RunMap step_map(uint32_t c, int act) const {
     const ChunkInfo& ch = s_.chunk(c);
     if (act >= L_) return RunMap::recompute(ch.recompute_s);
@@ -236,7 +236,7 @@ std::vector<ParamSpec> mpc_params() {
       ParamSpec::number("lambda", d.lambda, "ranges/s",
                         "SLO overrun weight: one second late costs lambda x the request's whole quality range", 0,
                         1e9),
-      ParamSpec::number("mu", d.mu, "", "smoothness weight on |loss_increase change| between consecutive chunks", 0,
+      ParamSpec::number("mu", d.mu, "", "smoothness weight on |quality_cost change| between consecutive chunks", 0,
                         1e9),
       ParamSpec::number("initial_mbps", d.initial_mbps, "Mbit/s", "throughput assumed before the first chunk sample",
                         1e-3, 1e9),
@@ -264,7 +264,7 @@ double mpc_lambda_per_s(const StreamState& s, const MpcConfig& cfg) {
   double range = 0;  // the whole request's, so that the weight stays the same from chunk to chunk
   for (uint32_t c = 0; c < s.total_chunks; ++c) {
     double worst = 0;
-    for (uint32_t l = 0; l < L; ++l) worst = std::max(worst, s.chunk(c).loss_increase[l]);
+    for (uint32_t l = 0; l < L; ++l) worst = std::max(worst, s.chunk(c).quality_cost[l]);
     range += worst;
   }
   return cfg.lambda * (range > 0 ? range : 1.0);

@@ -27,12 +27,12 @@
 //   - coarsest: every later chunk is fetched at its fewest-bytes level; only
 //     its time counts (its quality is the same for every sequence).
 // Objective, maximised:
-//   -(sum of loss_increase over the planned chunks; recompute = 0)
+//   -(sum of quality_cost over the planned chunks; recompute = 0)
 //   - lambda_abs x max(0, predicted TTFT - deadline)
-//   - mu x sum |loss_increase change| between consecutive chunks of the
+//   - mu x sum |quality_cost change| between consecutive chunks of the
 //     horizon (from the previous decision's chunk on).
 // lambda_abs = lambda x (sum over all the request's chunks of their largest
-// loss_increase), per second: one second past the SLO costs `lambda` (default
+// quality_cost), per second: one second past the SLO costs `lambda` (default
 // 10) times the request's whole quality range, so any overrun longer than
 // 1/lambda = 0.1 s outweighs every quality gain, and a step of one chunk by
 // one level (a few % of the range) buys at most a few ms of overrun (Pensieve's

@@ -155,7 +155,7 @@ class Link {
 struct State {
   double net_s = 0;  // the network has delivered every fetch (pipelined)
   double gpu_s = 0;  // the GPU has finished every chunk so far
-  double loss = 0;   // sum of loss_increase so far
+  double loss = 0;   // sum of quality_cost so far
   double bytes = 0;  // fetched so far (tie-break)
 };
 
@@ -315,7 +315,7 @@ void set_prices(Problem& p) {
     const ChunkInfo& ch = (*p.chunks)[c];
     for (uint32_t a = 0; a < p.levels; ++a)
       for (uint32_t b = 0; b < p.levels; ++b) {
-        const double dl = ch.loss_increase[b] - ch.loss_increase[a], db = p.wire_bits(ch, a) - p.wire_bits(ch, b);
+        const double dl = ch.quality_cost[b] - ch.quality_cost[a], db = p.wire_bits(ch, a) - p.wire_bits(ch, b);
         if (dl > 0 && db > 0) per_bit.push_back(dl / db);
       }
   }
@@ -327,7 +327,7 @@ void set_prices(Problem& p) {
     for (uint32_t c = p.first; c < p.total; ++c) {
       const ChunkInfo& ch = (*p.chunks)[c];
       for (uint32_t l = 0; l < p.levels; ++l) {
-        const double cost = ch.loss_increase[l] + lam * p.wire_bits(ch, l), saved = ch.recompute_s - ch.decode_s[l];
+        const double cost = ch.quality_cost[l] + lam * p.wire_bits(ch, l), saved = ch.recompute_s - ch.decode_s[l];
         if (cost > 0 && saved > 0) per_second.push_back(cost / saved);
       }
     }
@@ -351,7 +351,7 @@ void set_prices(Problem& p) {
         double best = mu * ch.recompute_s, best_time = best;  // recompute: exact, no bits
         for (uint32_t l = 0; l < p.levels; ++l) {
           const double time = lam * (p.wire_bits(ch, l) + p.gap_bits[j]) + mu * ch.decode_s[l];
-          best = std::min(best, ch.loss_increase[l] + time);
+          best = std::min(best, ch.quality_cost[l] + time);
           best_time = std::min(best_time, time);
         }
         const size_t at = (i * ng + j) * np + k, below = ((i + 1) * ng + j) * np + k;
@@ -499,7 +499,7 @@ Outcome search(const Problem& p, size_t max_states, const Caps& caps) {
           n.gpu_s = std::max(st.gpu_s, n.net_s) + ch.decode_s[l];
         }
         if (!std::isfinite(n.gpu_s)) continue;  // never arrives
-        n.loss = st.loss + ch.loss_increase[l];
+        n.loss = st.loss + ch.quality_cost[l];
         n.bytes = st.bytes + double(ch.bytes[l]);
         push(n, {parent, int32_t(l)});
       }
@@ -629,13 +629,13 @@ void OraclePolicy::make_plan(const StreamState& s) {
   p.rest_loss.assign(p.total - p.first + 1, 0.0);
   for (uint32_t c = p.total; c-- > p.first;) {
     const ChunkInfo& ch = s.chunk(c);
-    if (ch.bytes.size() < p.levels || ch.decode_s.size() < p.levels || ch.loss_increase.size() < p.levels)
+    if (ch.bytes.size() < p.levels || ch.decode_s.size() < p.levels || ch.quality_cost.size() < p.levels)
       throw Error(fmt::format("policy oracle: chunk {} lacks figures for {} levels", c, p.levels));
     bool ok = std::isfinite(ch.recompute_s) && ch.recompute_s >= 0;
     double gpu = ch.recompute_s, loss = 0;  // recompute: exact
     for (uint32_t l = 0; l < p.levels; ++l) {
-      ok = ok && std::isfinite(ch.decode_s[l]) && ch.decode_s[l] >= 0 && std::isfinite(ch.loss_increase[l]);
-      gpu = std::min(gpu, ch.decode_s[l]), loss = std::min(loss, ch.loss_increase[l]);
+      ok = ok && std::isfinite(ch.decode_s[l]) && ch.decode_s[l] >= 0 && std::isfinite(ch.quality_cost[l]);
+      gpu = std::min(gpu, ch.decode_s[l]), loss = std::min(loss, ch.quality_cost[l]);
     }
     if (!ok) throw Error(fmt::format("policy oracle: chunk {} has a negative or non-finite figure", c));
     p.rest_gpu_s[c - p.first] = p.rest_gpu_s[c + 1 - p.first] + gpu;

@@ -4,11 +4,11 @@
 // the plan's entry for the chunk asked (a chunk out of order is a kvs::Error).
 //
 // The objective, over all plans (per chunk a level or recompute):
-//   with an SLO: the least total loss_increase with TTFT <= SLO; when no plan
+//   with an SLO: the least total quality_cost with TTFT <= SLO; when no plan
 //     meets it, the least TTFT (TTFTs within 1 ns count as equal), then the
 //     least loss;
 //   without an SLO (slo_s = 0): the least total loss (recompute is exact, so
-//     0 when every loss_increase >= 0), then the least TTFT.
+//     0 when every quality_cost >= 0), then the least TTFT.
 //   Remaining ties: the fewest bytes, then a fixed order (deterministic).
 //
 // The search is a Pareto search over chunks. After chunk i a state is

@@ -151,6 +151,10 @@ const std::vector<PolicyInfo>& policy_infos() {
   return kInfos;
 }
 
+const char* quality_measure_name(QualityMeasure m) {
+  return m == QualityMeasure::kKl ? "kl" : "loss_increase";
+}
+
 std::vector<std::string> policy_names() {
   std::vector<std::string> names;
   for (const auto& info : policy_infos()) names.push_back(info.name);

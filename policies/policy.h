@@ -43,9 +43,11 @@ struct ChunkInfo {
   uint32_t tokens = 0;
   std::vector<uint64_t> bytes;        // per level, on the wire (header included)
   std::vector<double> decode_s;       // per level, on the simulated GPU
-  // Per level: the profile's estimate of the relative increase of continuation
-  // loss when only this chunk is at this level (lower is better; 0 = exact).
-  std::vector<double> loss_increase;
+  // Per level: the quality cost of taking this level for this chunk, the
+  // profile's per-chunk estimate in the measure StreamState::quality_measure
+  // names (lower is better; 0 = exact): KL divergence of the next-token
+  // distribution (nats/token) or relative continuation-loss increase.
+  std::vector<double> quality_cost;
   double recompute_s = 0;             // prefill of this chunk after the ones before it
 };
 
@@ -68,13 +70,25 @@ enum class Schedule {
   kLoadBackComputeFront,
 };
 
+// Which profile figure ChunkInfo::quality_cost holds.
+enum class QualityMeasure {
+  kKl,            // kl_nats: mean KL(P_exact || P_degraded) per token, nats
+  kLossIncrease,  // loss_increase: relative continuation-loss increase
+};
+// "kl" or "loss_increase", as in scenarios and results.
+const char* quality_measure_name(QualityMeasure m);
+
 struct StreamState {
   double now_s = 0;          // simulation time of the decision
   double elapsed_s = 0;      // since the request was issued
   double slo_s = 0;          // TTFT target for this request (0: none)
   uint32_t next_chunk = 0;   // index of the chunk to decide
   uint32_t total_chunks = 0;
-  uint32_t levels = 0;       // levels of the codec, 0 = finest
+  // Levels offered for every chunk, 0 = finest: by default only the codec's
+  // levels on the profile's size-quality front, renumbered 0..levels-1 (the
+  // simulator maps a chosen index back to the codec's level for its logs).
+  uint32_t levels = 0;
+  QualityMeasure quality_measure = QualityMeasure::kKl;  // what ChunkInfo::quality_cost holds
   // Every chunk of the context (owned by the simulator; valid during decide()).
   const std::vector<ChunkInfo>* chunks = nullptr;
   // This request's decisions so far, in the order they were made.

@@ -21,13 +21,13 @@ class RatePolicy : public Policy {
 
   Action decide(const StreamState& s) override {
     const ChunkInfo& c = s.chunk(s.next_chunk);
-    const size_t n = std::min(c.bytes.size(), c.loss_increase.size());
+    const size_t n = std::min(c.bytes.size(), c.quality_cost.size());
     if (n == 0) throw Error("policy rate: a chunk without levels");
     // Best quality first: lowest loss increase, then fewer bytes, then the lower index.
     std::vector<int> order(n);
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-      if (c.loss_increase[a] != c.loss_increase[b]) return c.loss_increase[a] < c.loss_increase[b];
+      if (c.quality_cost[a] != c.quality_cost[b]) return c.quality_cost[a] < c.quality_cost[b];
       return c.bytes[a] < c.bytes[b];
     });
 

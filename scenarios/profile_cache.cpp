@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "codec/profile.h"
 #include "scenarios/sweep.h"
 
 namespace kvs::scenarios {
@@ -60,7 +61,7 @@ std::optional<ProfileRecipe> read_profile_recipe(const std::string& yaml_text, c
       {"max_contexts", {"--max-contexts", false}}, {"max_context_tokens", {"--max-context-tokens", false}},
       {"greedy_tokens", {"--greedy-tokens", false}}, {"params", {"--param", false}},
       {"codec_model", {"--codec-model", true}},    {"dtype", {"--dtype", false}},
-      {"kv_dtype", {"--kv-dtype", false}},
+      {"kv_dtype", {"--kv-dtype", false}},          {"chunk_quality", {"--chunk-quality", false}},
   };
   std::vector<std::string> names;
   for (const auto& [k, v] : kKeys) names.push_back(k);
@@ -103,6 +104,8 @@ std::optional<ProfileRecipe> read_profile_recipe(const std::string& yaml_text, c
   }
   for (const char* required : {"model", "contexts"})
     if (!spec[required]) throw Error(at_location(source, line(spec), fmt::format("profile_from.{}: missing (required)", required)));
+  // A new profile format makes new profiles (the old cached ones no longer read).
+  hashed.push_back(fmt::format("schema_version={}", codec::kProfileSchemaVersion));
   std::sort(hashed.begin(), hashed.end());
   r.hash = content_hash(fmt::format("{}", fmt::join(hashed, "\n")));
   r.cache_path = profile_cache_dir() + "/" + r.hash + ".json";

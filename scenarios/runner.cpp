@@ -85,7 +85,7 @@ ordered_json row_of(const ordered_json& manifest_run, const std::string& run_dir
   const ordered_json r = ordered_json::parse(read_file(results_path));
   std::vector<double> ttft;
   double net = 0, queue = 0, dec = 0, rec = 0, ft = 0, met = 0, q = 0, qworst = -INFINITY, bytes = 0, share = 0;
-  double exact = 0, predicted = 0;
+  double exact = 0, predicted = 0, kl = 0, klworst = -INFINITY, exact_kl = 0;
   size_t exact_n = 0, predicted_n = 0;
   for (const auto& req : r.at("requests")) {
     if (!req.at("finished").get<bool>()) continue;
@@ -97,10 +97,15 @@ ordered_json row_of(const ordered_json& manifest_run, const std::string& run_dir
     met += req.at("slo_met").get<bool>() ? 1 : 0;
     const double qi = req.at("quality_loss_increase").get<double>();
     q += qi, qworst = std::max(qworst, qi);
+    const double ki = req.value("quality_kl_nats", 0.0);
+    kl += ki, klworst = std::max(klworst, ki);
     bytes += double(req.at("payload_bytes").get<uint64_t>());
     const double chunks = double(std::max<size_t>(1, req.at("chunks").size()));
     share += double(req.at("recomputed_chunks").get<uint64_t>()) / chunks;
-    if (req.contains("exact_quality")) exact += req["exact_quality"].at("loss_increase").get<double>(), ++exact_n;
+    if (req.contains("exact_quality")) {
+      exact += req["exact_quality"].at("loss_increase").get<double>(), ++exact_n;
+      exact_kl += req["exact_quality"].value("kl_nats", 0.0);
+    }
     if (req.contains("predicted_ttft_s")) predicted += req["predicted_ttft_s"].get<double>(), ++predicted_n;
   }
   const size_t n = ttft.size();
@@ -146,6 +151,10 @@ ordered_json row_of(const ordered_json& manifest_run, const std::string& run_dir
   row["quality_loss_increase"] = q / dn;
   row["quality_loss_increase_worst"] = qworst;
   row["exact_loss_increase"] = exact_n ? ordered_json(exact / double(exact_n)) : ordered_json(nullptr);
+  row["quality_measure"] = r.value("quality_measure", "loss_increase");
+  row["quality_kl_nats"] = kl / dn;
+  row["quality_kl_nats_worst"] = klworst;
+  row["exact_kl_nats"] = exact_n ? ordered_json(exact_kl / double(exact_n)) : ordered_json(nullptr);
   row["payload_bytes"] = bytes / dn;
   row["recomputed_share"] = share / dn;
   row["levels"] = levels;
@@ -167,6 +176,7 @@ constexpr const char* kFigures[] = {"status", "error", "policy", "policy_reads_f
                                     "slo_s", "requests", "ttft_s", "ttft_p50_s", "ttft_p95_s", "ttft_max_s",
                                     "network_s", "queueing_s", "decode_s", "recompute_s", "first_token_s", "slo_met",
                                     "quality_loss_increase", "quality_loss_increase_worst", "exact_loss_increase",
+                                    "quality_measure", "quality_kl_nats", "quality_kl_nats_worst", "exact_kl_nats",
                                     "payload_bytes", "recomputed_share", "levels", "predicted_ttft_s",
                                     "decode_timing", "run_dir"};
 

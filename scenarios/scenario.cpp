@@ -1,5 +1,6 @@
 #include "scenarios/scenario.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -270,6 +271,20 @@ Scenario parse_scenario_node(const YAML::Node& root, const std::string& source, 
     }
   }
   f.string("target", c.target);
+  // How the network is simulated (sim/config.h): ns-3, or a model without packets.
+  f.string("network", c.network);
+  {
+    const std::vector<std::string> models = {"ns3", "fluid", "pensieve"};
+    if (std::find(models.begin(), models.end(), c.network) == models.end())
+      f.fail(f.get("network"), "network",
+             fmt::format("expected one of ns3, fluid, pensieve, got '{}'{}", printable(c.network),
+                         did_you_mean(c.network, models)));
+  }
+  std::string levels = "front", measure = "kl";
+  f.one_of("levels", levels, {"front", "all"});
+  c.all_levels = levels == "all";
+  f.one_of("quality_measure", measure, {"kl", "loss_increase"});
+  c.quality_loss_increase = measure == "loss_increase";
   if (f.has("link")) {
     Fields lf(f.get("link"), source, "link", lines);
     auto& l = c.link;
@@ -306,6 +321,8 @@ Scenario parse_scenario_node(const YAML::Node& root, const std::string& source, 
                     sim::limits::kMaxInitialCwndSegments);
     lf.unsigned_int("delayed_ack_count", l.delayed_ack_count, 1, 0xffffffffu, sim::limits::kMaxDelayedAckCount);
     lf.number("min_rto_ms", l.min_rto_ms, kPositive, sim::limits::kMaxMinRtoMs, " (a minute)");
+    lf.read("ns3_stock", l.ns3_stock, "true or false");
+    lf.read("fold_access_links", l.fold_access_links, "true or false");
     lf.finish();
   }
   if (f.has("gpu")) {
@@ -377,6 +394,13 @@ Scenario parse_scenario_node(const YAML::Node& root, const std::string& source, 
   if ((c.cross.bulk_tcp_flows > 0 || c.cross.onoff_udp_flows > 0) && c.cross.start_s >= c.max_sim_s)
     throw Error(s.at("cross_traffic.start_s", fmt::format("{:g} s is not before max_sim_s ({:g} s)", c.cross.start_s,
                                                           c.max_sim_s)));
+  if (c.network != "ns3" && c.link.loss_rate > 0)
+    throw Error(s.at("link.loss_rate", fmt::format("network: {} does not model loss; use network: ns3", c.network)));
+  if (c.network != "ns3" && (c.cross.bulk_tcp_flows > 0 || c.cross.onoff_udp_flows > 0))
+    throw Error(s.at(c.cross.bulk_tcp_flows > 0 ? "cross_traffic.bulk_tcp_flows" : "cross_traffic.onoff_udp_flows",
+                     fmt::format("network: {} does not model cross traffic; use network: ns3", c.network)));
+  if (c.network != "ns3" && c.link.ns3_stock)
+    throw Error(s.at("link.ns3_stock", fmt::format("selects ns-3's own TCP, but network is {}", c.network)));
   // A sweep's own keys (scenarios/sweep.h checks them): one run reads the base document.
   const bool has_sweep = f.has("sweep"), has_replicates = f.has("replicates");
   s.sweeps = has_sweep || has_replicates;

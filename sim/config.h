@@ -28,6 +28,11 @@ struct SimConfig {
   std::string target;
   std::optional<codec::ModelInfo> target_model;
 
+  // How the network is simulated: "ns3" (the default and the reference:
+  // packets and ns-3's TCP), "fluid" (bytes at the link's rate with slow
+  // start, one RTT per request) or "pensieve" (Pensieve's chunk-level
+  // simulator); docs/simulator.md, "Network models".
+  std::string network = "ns3";
   LinkSpec link;
   GpuSpec gpu;
   ArrivalSpec arrivals;
@@ -41,6 +46,15 @@ struct SimConfig {
   uint32_t seed = 1;            // ns-3 RngSeedManager seed
   uint32_t run = 1;             // ns-3 run number (independent replications)
   double max_sim_s = 3600;      // a run stops here even if requests are unfinished
+  // Which levels policies are offered: false (scenario `levels: front`, the
+  // default) only the codec's levels on the profile's size-KL front
+  // (codec::pareto_front), renumbered 0..n-1 finest first; true (`levels:
+  // all`) every level. A policy with a `level` parameter (fixed, hybrid) names
+  // codec levels and is always offered every level.
+  bool all_levels = false;
+  // The profile figure policies see as each chunk's quality cost (scenario
+  // `quality_measure: kl | loss_increase`).
+  bool quality_loss_increase = false;  // false: kl_nats
   bool show_progress = false;   // progress bar on stderr (not part of the outputs)
 };
 

@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/progress.h"
 #include "sim/cross_traffic.h"
+#include "sim/fluid_network.h"
 #include "sim/ns3_fixes.h"
 #include "sim/streaming_app.h"
 #include "sim/topology.h"
@@ -30,7 +31,7 @@ policies::NetworkFuture network_future(const EngineConfig& c) {
   f.rtt_s = (l.rtt_ms + l.access_rtt_ms) / 1000.0;
   const double mss = l.mss_bytes ? l.mss_bytes : l.mtu_bytes - 52.0;
   const bool mahimahi = l.trace && l.trace->opportunities && l.trace_mode != "rate";
-  f.payload_share = mahimahi ? mss / (mss + 52.0) : mss / (mss + 54.0);
+  f.payload_share = c.network == "pensieve" ? 0.95 : mahimahi ? mss / (mss + 52.0) : mss / (mss + 54.0);
   f.in_flight = c.in_flight;
   return f;
 }
@@ -40,9 +41,11 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
                         const PolicyFactory& make_policy) {
   const size_t total = config.arrival_s.size();
   if (config.contexts.size() != total) throw Error("engine: one context per request expected");
+  check_network_model(config.network);
+  const bool packets = config.network == "ns3";
   // The guard against ns-3.37's zero-length segments must be the function
   // ns-3 calls (sim/ns3_fixes.h); this reference also links it in.
-  if (!ns3_fixes_active())
+  if (packets && !ns3_fixes_active())
     throw Error("ns-3: the project's TcpTxBuffer::CopyFromSequence is not the one libns3-internet calls");
   // Policies first, so that a bad name or parameter fails before ns-3 starts.
   std::vector<std::unique_ptr<policies::Policy>> policies;
@@ -50,6 +53,7 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
 
   EngineOutput out;
   out.requests.resize(total);
+  out.network_model = config.network;
 
   // ns-3's default event queue is a std::map; PriorityQueueScheduler (a
   // binary heap) runs the same events in the same order (ties go by
@@ -68,17 +72,44 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
     for (uint32_t c : config.contexts) chunks += c < contexts.size() ? contexts[c].chunks.size() : 0;
     progress = std::make_unique<Progress>("simulate", chunks, "chunks");
   }
+  // The models' link outlives the simulator's objects (Simulator::Destroy
+  // below disposes of the clients and their transports).
+  traces::Trace looped;
+  FluidParams fluid;
+  std::unique_ptr<FluidLink> fluid_link;
   try {
-    Topology topo = build_topology(config.link, cross_traffic_pairs(config.cross));
-    out.network = topo.description;
-    out.network_settings = topo.settings;
-    if (config.link.trace) schedule_trace(topo, *config.link.trace, config.max_sim_s);
-    install_cross_traffic(config.cross, topo, config.max_sim_s);
+    // Each request's connection: ns-3 TCP across the dumbbell, or a model.
+    ns3::Ptr<ns3::Node> client_node;
+    std::function<std::unique_ptr<ChunkTransport>(uint32_t request, uint32_t context)> connect;
+    if (packets) {
+      Topology topo = build_topology(config.link, cross_traffic_pairs(config.cross));
+      out.network = topo.description;
+      out.network_settings = topo.settings;
+      out.network_settings.insert(out.network_settings.begin(), {"network.model", "ns3"});
+      if (config.link.trace) schedule_trace(topo, *config.link.trace, config.max_sim_s);
+      install_cross_traffic(config.cross, topo, config.max_sim_s);
 
-    auto server = ns3::CreateObject<ChunkServer>(kServerPort, &contexts, config.request_header_bytes,
-                                                 config.response_header_bytes, &errors);
-    topo.server->AddApplication(server);
-    server->SetStartTime(ns3::Seconds(0));
+      auto server = ns3::CreateObject<ChunkServer>(kServerPort, &contexts, config.request_header_bytes,
+                                                   config.response_header_bytes, &errors);
+      topo.server->AddApplication(server);
+      server->SetStartTime(ns3::Seconds(0));
+      client_node = topo.client;
+      const ns3::Address server_address = ns3::InetSocketAddress(topo.server_address, kServerPort);
+      connect = [&config, &errors, client_node, server_address](uint32_t request, uint32_t context) {
+        return std::make_unique<TcpChunkTransport>(client_node, server_address, request, context,
+                                                   config.request_header_bytes, config.response_header_bytes,
+                                                   &errors);
+      };
+    } else {
+      fluid = fluid_params(config, &looped);
+      fluid_link = std::make_unique<FluidLink>(fluid);
+      out.network = fluid_description(fluid, config);
+      out.network_settings = fluid_settings(fluid, config);
+      client_node = ns3::CreateObject<ns3::Node>();  // holds the clients; no stack, no packets
+      connect = [&fluid, &fluid_link, &errors](uint32_t, uint32_t) {
+        return std::make_unique<FluidTransport>(fluid_link.get(), fluid, &errors);
+      };
+    }
 
     for (uint32_t i = 0; i < total; ++i) {
       const uint32_t ctx = config.contexts[i];
@@ -91,7 +122,8 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
       ClientSetup s;
       s.request_id = i;
       s.context = ctx;
-      s.server = ns3::InetSocketAddress(topo.server_address, kServerPort);
+      s.transport = connect(i, ctx);
+      s.network_model = config.network;
       s.spec = &contexts[ctx];
       s.policy = std::move(policies[i]);
       s.gpu = &gpu;
@@ -110,7 +142,7 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
         if (++done == total) ns3::Simulator::Stop();
       };
       auto client = ns3::CreateObject<ChunkClient>(std::move(s));
-      topo.client->AddApplication(client);
+      client_node->AddApplication(client);
       client->SetStartTime(ns3::Seconds(config.arrival_s[i]));
     }
 

@@ -27,9 +27,19 @@ struct ContextSpec {
   uint32_t tokens = 0;
   double first_token_s = 0;            // one decode step at full context
   std::vector<ChunkSpec> chunks;
+  // The codec level of each level index the policy is offered (logs name the
+  // codec level); empty: the same numbers.
+  std::vector<int> level_numbers;
+  policies::QualityMeasure quality_measure = policies::QualityMeasure::kKl;  // of ChunkSpec::quality_cost
+  int level_number(int index) const {
+    return index >= 0 && size_t(index) < level_numbers.size() ? level_numbers[size_t(index)] : index;
+  }
 };
 
 struct EngineConfig {
+  // How the network is simulated: "ns3" (packets, real TCP: the reference),
+  // "fluid" or "pensieve" (models without packets, sim/fluid_network.h).
+  std::string network = "ns3";
   LinkSpec link;
   CrossTrafficSpec cross;
   std::vector<double> arrival_s;       // per request
@@ -50,10 +60,11 @@ struct EngineConfig {
 struct EngineOutput {
   std::vector<RequestResult> requests;
   std::string events_jsonl;
-  std::string network;
+  std::string network_model;  // EngineConfig::network
+  std::string network;        // one sentence
   std::vector<std::pair<std::string, std::string>> network_settings;
   double sim_end_s = 0;
-  uint64_t events = 0;
+  uint64_t events = 0;        // simulator events executed
 };
 
 using PolicyFactory = std::function<std::unique_ptr<policies::Policy>(uint32_t request)>;

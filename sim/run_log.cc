@@ -55,6 +55,8 @@ std::string result_to_json(const RunResult& r) {
   j["decode_timing"] = r.decode_timing;
   j["profile"] = r.profile;
   j["codec"] = r.codec;
+  j["quality_measure"] = r.quality_measure;
+  j["levels_offered"] = r.levels_offered;
   j["model"] = r.model;
   j["profiled_model"] = r.profiled_model;
   j["slo_s"] = r.slo_s;
@@ -62,6 +64,7 @@ std::string result_to_json(const RunResult& r) {
   j["run"] = r.run;
   j["size_scale"] = r.size_scale;
   j["scaling_note"] = r.scaling_note;
+  j["network_model"] = r.network_model;
   j["network"] = r.network;
   ordered_json settings = ordered_json::object();
   for (const auto& [name, value] : r.network_settings) settings[name] = value;
@@ -92,9 +95,13 @@ std::string result_to_json(const RunResult& r) {
     o["wire_bytes"] = q.wire_bytes;
     o["recomputed_chunks"] = q.recomputed_chunks;
     o["quality_loss_increase"] = q.quality_loss_increase;
+    o["quality_kl_nats"] = q.quality_kl_nats;
     if (q.predicted_ttft_s >= 0) o["predicted_ttft_s"] = ns(q.predicted_ttft_s);
     if (q.exact_quality.measured)
       o["exact_quality"] = {{"loss_increase", q.exact_quality.loss_increase},
+                            {"kl_nats", q.exact_quality.kl_nats},
+                            {"kl_stderr_nats", q.exact_quality.kl_stderr_nats},
+                            {"top1_agreement", q.exact_quality.top1_agreement},
                             {"greedy_agreement", q.exact_quality.greedy_agreement},
                             {"task_accuracy", q.exact_quality.task_accuracy}};
     ordered_json chunks = ordered_json::array();
@@ -109,7 +116,8 @@ std::string result_to_json(const RunResult& r) {
                         {"last_byte_s", ns(c.last_byte_s)},
                         {"gpu_start_s", ns(c.gpu_start_s)},
                         {"gpu_end_s", ns(c.gpu_end_s)},
-                        {"loss_increase", c.loss_increase}});
+                        {"loss_increase", c.loss_increase},
+                        {"kl_nats", c.kl_nats}});
     }
     o["chunks"] = std::move(chunks);
     reqs.push_back(std::move(o));
@@ -124,7 +132,7 @@ std::string result_summary(const RunResult& r, double slo_s) {
   if (r.schedule != "in-order") s += "  schedule: " + r.schedule + "\n";
   if (!r.scaling_note.empty()) s += "  " + r.scaling_note + "\n";
   if (!r.decode_timing.empty()) s += "  decode timing: " + r.decode_timing + "\n";
-  s += "  network: " + r.network + "\n";
+  s += "  network (" + r.network_model + "): " + r.network + "\n";
   for (const auto& q : r.requests) {
     if (!q.started) {
       s += fmt::format("request {} (context {}, {} tokens, arrives {:.3f} s): NOT STARTED (the run stopped first)\n",
@@ -146,11 +154,13 @@ std::string result_summary(const RunResult& r, double slo_s) {
     std::string levels;
     for (const auto& c : q.chunks) levels += c.level < 0 ? "R" : std::to_string(c.level), levels += ' ';
     if (!levels.empty()) levels.pop_back();
-    s += fmt::format("  levels [{}] (R = recompute)  payload {:.3f} MB  quality: loss {:+.4f}% (estimate)\n", levels,
-                     q.payload_bytes / 1e6, 100 * q.quality_loss_increase);
+    s += fmt::format("  levels [{}] (R = recompute)  payload {:.3f} MB  quality (estimates): KL {:.3g} nats/token  loss "
+                     "{:+.4f}%\n",
+                     levels, q.payload_bytes / 1e6, q.quality_kl_nats, 100 * q.quality_loss_increase);
     if (q.exact_quality.measured) {
-      s += fmt::format("  measured quality: loss {:+.4f}%  greedy agreement {:.3f}", 100 * q.exact_quality.loss_increase,
-                       q.exact_quality.greedy_agreement);
+      s += fmt::format("  measured quality: loss {:+.4f}%  greedy agreement {:.3f}  KL {:.3g} nats/token (SE {:.2g})  top-1 {:.3f}",
+                       100 * q.exact_quality.loss_increase, q.exact_quality.greedy_agreement, q.exact_quality.kl_nats,
+                       q.exact_quality.kl_stderr_nats, q.exact_quality.top1_agreement);
       if (q.exact_quality.task_accuracy >= 0) s += fmt::format("  task {}", q.exact_quality.task_accuracy > 0 ? "correct" : "WRONG");
       s += "\n";
     }

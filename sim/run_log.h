@@ -21,7 +21,12 @@ struct ChunkRecord {
   double decided_s = 0;
   double request_sent_s = -1, first_byte_s = -1, last_byte_s = -1;
   double gpu_start_s = -1, gpu_end_s = -1;  // decode or recompute
-  double loss_increase = 0;   // profile estimate for this chunk at this level (0 when recomputed)
+  // The profile's estimates for this chunk at this level (0 when recomputed):
+  // quality_cost in the measure the policies saw (RunResult::quality_measure),
+  // and both measures by name.
+  double quality_cost = 0;
+  double loss_increase = 0;   // relative continuation-loss increase
+  double kl_nats = 0;         // KL divergence per token, nats
 };
 
 // TTFT = request start -> first token. The breakdown is additive along the
@@ -43,6 +48,9 @@ struct TtftBreakdown {
 struct MeasuredQuality {
   bool measured = false;
   double loss_increase = 0;     // relative continuation-loss increase over the exact cache
+  double kl_nats = 0;           // mean KL(P_exact || P_assembled) per continuation token
+  double kl_stderr_nats = 0;    // its standard error (llm/evaluate.h)
+  double top1_agreement = 1;    // teacher-forced: positions with the same most likely token
   double greedy_agreement = 1;  // fraction of the profile's greedy tokens that match
   double task_accuracy = -1;    // exact match on the context's question; -1: none
 };
@@ -64,7 +72,10 @@ struct RequestResult {
   uint64_t payload_bytes = 0;  // chunk bytes received
   uint64_t wire_bytes = 0;     // TCP payload bytes both ways, as counted by the client's socket
   uint32_t recomputed_chunks = 0;
-  double quality_loss_increase = 0;  // sum of chosen levels' per-chunk loss_increase
+  // Sums over chunks of the chosen levels' per-chunk estimates (recompute: 0).
+  double quality_cost = 0;           // in RunResult::quality_measure
+  double quality_loss_increase = 0;
+  double quality_kl_nats = 0;
   double predicted_ttft_s = -1;      // the policy's own prediction (an oracle's plan); -1: none
   MeasuredQuality exact_quality;
   std::vector<ChunkRecord> chunks;
@@ -77,18 +88,21 @@ struct RunResult {
   std::string decode_timing;   // how decode times were obtained (assumed or measured, and where)
   std::string profile;         // path of the profile, for the record
   std::string codec;
+  std::string quality_measure = "kl";  // what policies saw as quality cost: "kl" or "loss_increase"
+  std::vector<int> levels_offered;     // codec levels offered to the policy, in the order it saw them
   std::string model;          // target model
   std::string profiled_model;
   double slo_s = 0;
   uint32_t seed = 0, run = 0;
   double size_scale = 1;      // target / profiled KV elements per token
   std::string scaling_note;   // empty when sizes are the profile's
-  std::string network;        // description of the topology and TCP settings
+  std::string network_model;  // how the network was simulated: ns3, fluid or pensieve
+  std::string network;        // description of the topology and TCP settings (or of the model)
   // Every link, queue and TCP setting used, as (name, value) in a fixed order
   // (ns-3 attributes as "ns3::Type::Attribute").
   std::vector<std::pair<std::string, std::string>> network_settings;
   double sim_end_s = 0;
-  uint64_t events = 0;        // ns-3 events executed
+  uint64_t events = 0;        // simulator events executed
   std::vector<RequestResult> requests;
 };
 

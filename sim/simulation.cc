@@ -108,6 +108,7 @@ void check_finite(const RunResult& r) {
     check(q.decode_total_s, q, "decode_total_s");
     check(q.recompute_total_s, q, "recompute_total_s");
     check(q.quality_loss_increase, q, "quality_loss_increase");
+    check(q.quality_kl_nats, q, "quality_kl_nats");
     for (const auto& ch : q.chunks) {
       const std::string c = fmt::format("chunk {} ", ch.index);
       check(ch.gpu_start_s, q, c + "gpu_start_s");
@@ -159,6 +160,19 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
     if (c >= cp->contexts.size())
       throw Error(fmt::format("arrivals contexts: index {} but the profile has {} contexts", c, cp->contexts.size()));
 
+  // The ladder policies are offered: codec level of each offered index.
+  bool all_levels = config.all_levels;
+  if (!hooks.make_policy)
+    for (const auto& spec : policies::policy_info(config.policy).params) all_levels = all_levels || spec.name == "level";
+  std::vector<int> ladder;
+  if (all_levels) {
+    for (size_t l = 0; l < cp->levels(); ++l) ladder.push_back(int(l));
+  } else {
+    ladder = cp->front_levels();
+  }
+  const policies::QualityMeasure measure =
+      config.quality_loss_increase ? policies::QualityMeasure::kLossIncrease : policies::QualityMeasure::kKl;
+
   const codec::ModelInfo target = resolve_target(config, profile);
   const double scale = kv_size_scale(profile.model, target);
   const ComputeModel compute(target, config.gpu);
@@ -177,6 +191,8 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
     if (ctx.chunks.empty()) throw Error(fmt::format("profile context '{}' has no chunks", ctx.id));
     ContextSpec cs;
     cs.id = ctx.id;
+    cs.level_numbers = ladder;
+    cs.quality_measure = measure;
     cs.tokens = ctx.tokens;
     cs.first_token_s = in_range(compute.first_token_s(ctx.tokens), limits::kMaxSimS, ctx, 0, "first token s");
     for (const auto& ch : ctx.chunks) {
@@ -186,12 +202,16 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
       s.tokens = ch.tokens;
       s.recompute_s = in_range(compute.recompute_s(ch.token_begin, ch.tokens), limits::kMaxSimS, ctx, chunk, "recompute s");
       const double fp16_bytes = 2.0 * double(target.kv.elements_per_token()) * ch.tokens;
-      for (const auto& lv : ch.levels) {
+      for (const int level : ladder) {
+        if (size_t(level) >= ch.levels.size())
+          throw Error(fmt::format("{}: context '{}' chunk {}: {} levels, the codec has {}", config.profile_path, ctx.id,
+                                  chunk, ch.levels.size(), cp->levels()));
+        const codec::ChunkLevel& lv = ch.levels[size_t(level)];
         s.bytes.push_back(scale == 1.0 ? lv.bytes
                                        : uint64_t(in_range(std::round(double(lv.bytes) * scale), 0x1p53, ctx, chunk, "bytes")));
         s.decode_s.push_back(in_range(compute.decode_s(config.codec, lv.decode_s, scale, fp16_bytes), limits::kMaxSimS,
                                       ctx, chunk, "decode s"));
-        s.loss_increase.push_back(lv.loss_increase);
+        s.quality_cost.push_back(measure == policies::QualityMeasure::kKl ? lv.kl_nats : lv.loss_increase);
       }
       cs.chunks.push_back(std::move(s));
     }
@@ -199,6 +219,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   }
 
   EngineConfig ec;
+  ec.network = config.network;
   ec.link = config.link;
   ec.cross = config.cross;
   ec.arrival_s = arrival_times(config.arrivals, config.seed, config.run);
@@ -247,6 +268,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         "elements/token); recompute and first token use {}'s shape",
         scale, profile.model.name, profile.model.kv.elements_per_token(), target.name,
         target.kv.elements_per_token(), target.name);
+  r.network_model = eo.network_model;
   r.network = eo.network;
   r.network_settings = std::move(eo.network_settings);
   r.sim_end_s = eo.sim_end_s;
@@ -255,6 +277,21 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   for (size_t i = 0; i < r.requests.size() && i < ec.arrival_s.size(); ++i) {
     r.requests[i].arrival_s = ec.arrival_s[i];
     r.requests[i].started = !r.requests[i].chunks.empty();  // a started request lists its chunks
+  }
+  r.quality_measure = policies::quality_measure_name(measure);
+  r.levels_offered = ladder;
+  for (auto& q : r.requests) {  // codec level numbers, and both measures by name from the profile
+    const auto& ctx = cp->contexts[q.context];
+    q.quality_loss_increase = q.quality_kl_nats = 0;
+    for (auto& ch : q.chunks) {
+      if (ch.level < 0 || ch.index >= ctx.chunks.size()) continue;
+      ch.level = ladder.at(size_t(ch.level));
+      const auto& lv = ctx.chunks[ch.index].levels.at(size_t(ch.level));
+      ch.loss_increase = lv.loss_increase;
+      ch.kl_nats = lv.kl_nats;
+      q.quality_loss_increase += ch.loss_increase;
+      q.quality_kl_nats += ch.kl_nats;
+    }
   }
   check_finite(r);
   out.events_jsonl = std::move(eo.events_jsonl);

@@ -124,6 +124,114 @@ void ChunkServer::Pump(ns3::Ptr<ns3::Socket> socket, uint32_t) {
   }
 }
 
+// ---- ns-3 TCP transport ------------------------------------------------------------
+
+TcpChunkTransport::TcpChunkTransport(ns3::Ptr<ns3::Node> node, const ns3::Address& server, uint32_t request_id,
+                                     uint32_t context, uint32_t request_bytes, uint32_t response_header_bytes,
+                                     ErrorSlot* errors)
+    : node_(node),
+      server_(server),
+      request_id_(request_id),
+      context_(context),
+      request_bytes_(request_bytes),
+      response_header_bytes_(response_header_bytes),
+      errors_(errors) {}
+
+void TcpChunkTransport::Open(Receiver* receiver) {
+  receiver_ = receiver;
+  start_s_ = now_s();
+  socket_ = ns3::Socket::CreateSocket(node_, ns3::TcpSocketFactory::GetTypeId());
+  socket_->Bind();
+  socket_->SetConnectCallback(ns3::MakeCallback(&TcpChunkTransport::HandleConnected, this),
+                              ns3::MakeNullCallback<void, ns3::Ptr<ns3::Socket>>());
+  socket_->SetRecvCallback(ns3::MakeCallback(&TcpChunkTransport::HandleRead, this));
+  socket_->SetSendCallback(ns3::MakeCallback(&TcpChunkTransport::HandleSendSpace, this));
+  socket_->Connect(server_);
+  socket_open_ = true;
+}
+
+void TcpChunkTransport::Close() {
+  if (socket_open_) socket_->Close();
+  socket_open_ = false;
+}
+
+void TcpChunkTransport::HandleConnected(ns3::Ptr<ns3::Socket>) {
+  connected_ = true;
+  receiver_->TransportConnected(now_s() - start_s_);
+  errors_->guard([&] { Flush(); });
+}
+
+void TcpChunkTransport::HandleSendSpace(ns3::Ptr<ns3::Socket>, uint32_t) {
+  errors_->guard([&] { Flush(); });
+}
+
+void TcpChunkTransport::Flush() {
+  if (!connected_ || outbox_.empty()) return;
+  const int sent = socket_->Send(reinterpret_cast<const uint8_t*>(outbox_.data()), uint32_t(outbox_.size()), 0);
+  if (sent > 0) outbox_.erase(0, size_t(sent));
+}
+
+void TcpChunkTransport::Request(uint32_t chunk, int level, uint64_t) {
+  std::string req;
+  put_u32(req, request_id_);
+  put_u32(req, context_);
+  put_u32(req, chunk);
+  put_u32(req, uint32_t(level));
+  req.resize(request_bytes_, '\0');
+  outbox_ += req;
+  pending_.push_back(chunk);
+  Flush();
+}
+
+void TcpChunkTransport::HandleRead(ns3::Ptr<ns3::Socket> socket) {
+  errors_->guard([&] { Read(socket); });
+}
+
+void TcpChunkTransport::Read(ns3::Ptr<ns3::Socket> socket) {
+  const double now = now_s();
+  while (ns3::Ptr<ns3::Packet> packet = socket->Recv()) {
+    const uint32_t size = packet->GetSize();
+    if (size == 0) break;
+    receiver_->TransportRead(size, now);
+    uint32_t offset = 0;
+    while (offset < size) {
+      if (!in_payload_) {
+        if (pending_.empty()) throw Error("chunk client: response bytes without a request");
+        const uint32_t take = std::min(response_header_bytes_ - header_have_, size - offset);
+        if (header_have_ < kResponseHeaderBytes) {
+          const uint32_t keep = std::min(take, kResponseHeaderBytes - header_have_);
+          packet->CreateFragment(offset, keep)->CopyData(header_ + header_have_, keep);
+        }
+        header_have_ += take;
+        offset += take;
+        if (header_have_ == response_header_bytes_) {
+          const uint32_t chunk = get_u32(header_ + 4);
+          if (chunk != pending_.front()) throw Error(fmt::format("chunk client: got chunk {}, expected {}", chunk, pending_.front()));
+          payload_left_ = get_u64(header_ + 8);
+          header_have_ = 0;
+          in_payload_ = true;
+          receiver_->TransportFirstByte(chunk, now);
+          if (payload_left_ == 0) {
+            in_payload_ = false;
+            pending_.pop_front();
+            receiver_->TransportArrived(chunk, now);
+          }
+        }
+      } else {
+        const uint64_t take = std::min<uint64_t>(payload_left_, size - offset);
+        payload_left_ -= take;
+        offset += uint32_t(take);
+        if (payload_left_ == 0) {
+          in_payload_ = false;
+          const uint32_t chunk = pending_.front();
+          pending_.pop_front();
+          receiver_->TransportArrived(chunk, now);
+        }
+      }
+    }
+  }
+}
+
 // ---- client -------------------------------------------------------------------
 
 ChunkClient::ChunkClient(ClientSetup setup) : s_(std::move(setup)) {
@@ -147,46 +255,40 @@ void ChunkClient::Start() {
     r.chunks[i].tokens = s_.spec->chunks[i].tokens;
   }
   s_.log->add(start_s_, s_.request_id, "request",
-              fmt::format("\"context\":{},\"tokens\":{},\"chunks\":{}", json_string(s_.spec->id), s_.spec->tokens,
-                          total_chunks_));
+              fmt::format("\"context\":{},\"tokens\":{},\"chunks\":{},\"network\":{}", json_string(s_.spec->id),
+                          s_.spec->tokens, total_chunks_, json_string(s_.network_model)));
   if (s_.give_future) {
     policies::NetworkFuture f = s_.future;
     f.request_start_s = start_s_;
     s_.policy->see_future(f);
   }
-  socket_ = ns3::Socket::CreateSocket(GetNode(), ns3::TcpSocketFactory::GetTypeId());
-  socket_->Bind();
-  socket_->SetConnectCallback(ns3::MakeCallback(&ChunkClient::HandleConnected, this),
-                              ns3::MakeNullCallback<void, ns3::Ptr<ns3::Socket>>());
-  socket_->SetRecvCallback(ns3::MakeCallback(&ChunkClient::HandleRead, this));
-  socket_->SetSendCallback(ns3::MakeCallback(&ChunkClient::HandleSendSpace, this));
-  socket_->Connect(s_.server);
-  socket_open_ = true;
+  s_.transport->Open(this);
+  open_ = true;
   DecideMore();
   if (hybrid_) AdvanceFront();
 }
 
 void ChunkClient::StopApplication() {
-  if (socket_open_) socket_->Close();
-  socket_open_ = false;
+  if (open_) s_.transport->Close();
+  open_ = false;
 }
 
-void ChunkClient::HandleConnected(ns3::Ptr<ns3::Socket>) {
-  connected_ = true;
-  rtt_s_ = now_s() - start_s_;
+void ChunkClient::TransportConnected(double rtt_s) {
+  rtt_s_ = rtt_s;
   s_.log->add(now_s(), s_.request_id, "connected");
-  s_.errors->guard([&] { Flush(); });
 }
 
-void ChunkClient::HandleSendSpace(ns3::Ptr<ns3::Socket>, uint32_t) {
-  s_.errors->guard([&] { Flush(); });
+void ChunkClient::TransportRead(uint64_t bytes, double now) {
+  s_.result->wire_bytes += bytes;
+  OnBytes(bytes, now);
 }
 
-void ChunkClient::Flush() {
-  if (!connected_ || outbox_.empty()) return;
-  const int sent = socket_->Send(reinterpret_cast<const uint8_t*>(outbox_.data()), uint32_t(outbox_.size()), 0);
-  if (sent > 0) outbox_.erase(0, size_t(sent));
+void ChunkClient::TransportFirstByte(uint32_t chunk, double t) {
+  s_.result->chunks[chunk].first_byte_s = t;
+  s_.log->add(t, s_.request_id, "first_byte", fmt::format("\"chunk\":{}", chunk));
 }
+
+void ChunkClient::TransportArrived(uint32_t chunk, double now) { ChunkArrived(chunk, now); }
 
 policies::StreamState ChunkClient::MakeState(double now, uint32_t chunk) const {
   policies::StreamState st;
@@ -197,6 +299,7 @@ policies::StreamState ChunkClient::MakeState(double now, uint32_t chunk) const {
   st.total_chunks = total_chunks_;
   st.levels = uint32_t(s_.spec->chunks.empty() ? 0 : s_.spec->chunks[0].bytes.size());
   st.chunks = &s_.spec->chunks;
+  st.quality_measure = s_.spec->quality_measure;
   st.decisions = decisions_;
   st.samples = samples_;
   st.chunk_samples = chunk_samples_;
@@ -237,10 +340,10 @@ void ChunkClient::Decide(uint32_t i, double now) {
     return;
   }
   rec.payload_bytes = spec.bytes[size_t(action.level)];
-  rec.loss_increase = spec.loss_increase[size_t(action.level)];
+  rec.quality_cost = spec.quality_cost[size_t(action.level)];
   s_.log->add(now, s_.request_id, "decision",
               fmt::format("\"chunk\":{},\"level\":{},\"bytes\":{},\"estimate_bps\":{},\"reason\":{}", i,
-                          action.level, rec.payload_bytes, json_number(std::round(rec.estimate_bps)),
+                          s_.spec->level_number(action.level), rec.payload_bytes, json_number(std::round(rec.estimate_bps)),
                           json_string(action.reason)));
   chunks_[i].fetch = true;
   SendRequest(i, action.level);
@@ -305,67 +408,10 @@ void ChunkClient::MaybeFinishHybrid(double now) {
 }
 
 void ChunkClient::SendRequest(uint32_t chunk, int level) {
-  std::string req;
-  put_u32(req, s_.request_id);
-  put_u32(req, s_.context);
-  put_u32(req, chunk);
-  put_u32(req, uint32_t(level));
-  req.resize(s_.request_bytes, '\0');
-  outbox_ += req;
-  pending_.push_back(chunk);
   ++outstanding_;
   s_.result->chunks[chunk].request_sent_s = now_s();
   s_.result->wire_bytes += s_.request_bytes;
-  Flush();
-}
-
-void ChunkClient::HandleRead(ns3::Ptr<ns3::Socket> socket) {
-  s_.errors->guard([&] { Read(socket); });
-}
-
-void ChunkClient::Read(ns3::Ptr<ns3::Socket> socket) {
-  const double now = now_s();
-  while (ns3::Ptr<ns3::Packet> packet = socket->Recv()) {
-    const uint32_t size = packet->GetSize();
-    if (size == 0) break;
-    s_.result->wire_bytes += size;
-    OnBytes(size, now);
-    uint32_t offset = 0;
-    while (offset < size) {
-      if (!in_payload_) {
-        if (pending_.empty()) throw Error("chunk client: response bytes without a request");
-        const uint32_t take = std::min(s_.response_header_bytes - header_have_, size - offset);
-        if (header_have_ < kResponseHeaderBytes) {
-          const uint32_t keep = std::min(take, kResponseHeaderBytes - header_have_);
-          packet->CreateFragment(offset, keep)->CopyData(header_ + header_have_, keep);
-        }
-        header_have_ += take;
-        offset += take;
-        if (header_have_ == s_.response_header_bytes) {
-          const uint32_t chunk = get_u32(header_ + 4);
-          if (chunk != pending_.front()) throw Error(fmt::format("chunk client: got chunk {}, expected {}", chunk, pending_.front()));
-          payload_left_ = get_u64(header_ + 8);
-          header_have_ = 0;
-          in_payload_ = true;
-          auto& rec = s_.result->chunks[chunk];
-          rec.first_byte_s = now;
-          s_.log->add(now, s_.request_id, "first_byte", fmt::format("\"chunk\":{}", chunk));
-          if (payload_left_ == 0) {
-            in_payload_ = false;
-            ChunkArrived(chunk, now);
-          }
-        }
-      } else {
-        const uint64_t take = std::min<uint64_t>(payload_left_, size - offset);
-        payload_left_ -= take;
-        offset += uint32_t(take);
-        if (payload_left_ == 0) {
-          in_payload_ = false;
-          ChunkArrived(pending_.front(), now);
-        }
-      }
-    }
-  }
+  s_.transport->Request(chunk, level, s_.result->chunks[chunk].payload_bytes);
 }
 
 // Interval samples: an interval opens at a read while data flows; the bytes of
@@ -387,7 +433,6 @@ void ChunkClient::OnBytes(uint64_t bytes, double now) {
 }
 
 void ChunkClient::ChunkArrived(uint32_t chunk, double now) {
-  pending_.pop_front();
   --outstanding_;
   auto& rec = s_.result->chunks[chunk];
   rec.last_byte_s = now;
@@ -424,7 +469,7 @@ void ChunkClient::SubmitGpu(uint32_t i, double now) {
   } else {
     duration = cp.decode_s[size_t(rec.level)];
     r.decode_total_s += duration;
-    r.quality_loss_increase += rec.loss_increase;
+    r.quality_cost += rec.quality_cost;
   }
   const auto slot = s_.gpu->submit(now, duration);
   ++gpu_submitted_;
@@ -462,8 +507,8 @@ void ChunkClient::Finish(double ft_start, double ft_end) {
   b.queueing_s = std::max(0.0, r.ttft_s - b.network_s - b.decode_s - b.recompute_s - b.first_token_s);
   s_.log->add(ft_end, s_.request_id, "first_token",
               fmt::format("\"ttft_s\":{},\"slo_met\":{}", json_number(r.ttft_s), r.slo_met ? "true" : "false"));
-  if (socket_open_) socket_->Close();
-  socket_open_ = false;
+  if (open_) s_.transport->Close();
+  open_ = false;
   if (s_.on_done) s_.errors->guard(s_.on_done);
 }
 

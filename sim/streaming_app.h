@@ -6,7 +6,9 @@
 // chunk's bytes at that level, sizes taken from the profile (scaled to the
 // target model). Payload bytes are ns-3 virtual bytes: no memory, no copies.
 //
-// ChunkClient is one request of the GPU node for one context. In the usual
+// ChunkClient is one request of the GPU node for one context; its connection
+// is a ChunkTransport: ns-3 TCP (TcpChunkTransport) or a model without
+// packets (sim/fluid_network.h), so the same client logic runs on both. In the usual
 // schedule (Schedule::kInOrder) it asks the policy for every chunk in order,
 // fetches the chunks it chose to fetch (with at most `in_flight` requests
 // outstanding on one connection), sends the others to the GPU for recompute,
@@ -31,6 +33,7 @@
 #include "ns3/address.h"
 #include "ns3/application.h"
 #include "ns3/event-id.h"
+#include "ns3/node.h"
 #include "ns3/ptr.h"
 #include "ns3/socket.h"
 
@@ -91,10 +94,66 @@ class ChunkServer : public ns3::Application {
   std::map<ns3::Ptr<ns3::Socket>, Connection> connections_;
 };
 
+// How a ChunkClient's requests reach the chunk server and the answers come
+// back. The transport reports to its Receiver in simulation-time order
+// (TransportFirstByte may name an earlier instant than the call's).
+class ChunkTransport {
+ public:
+  class Receiver {
+   public:
+    virtual ~Receiver() = default;
+    virtual void TransportConnected(double rtt_s) = 0;              // the connection is up
+    virtual void TransportRead(uint64_t bytes, double now_s) = 0;    // response bytes read (stream bytes)
+    virtual void TransportFirstByte(uint32_t chunk, double t_s) = 0;  // the chunk's response header is in
+    virtual void TransportArrived(uint32_t chunk, double now_s) = 0;  // its last byte is in, now
+  };
+  virtual ~ChunkTransport() = default;
+  virtual void Open(Receiver* receiver) = 0;  // at the request's start
+  // Asks for `chunk` at `level` (`payload_bytes` long): answered in order.
+  virtual void Request(uint32_t chunk, int level, uint64_t payload_bytes) = 0;
+  virtual void Close() = 0;
+};
+
+// One persistent ns-3 TCP connection to a ChunkServer: sends the 16-byte
+// requests and parses the responses from the byte stream whatever its
+// segmentation.
+class TcpChunkTransport : public ChunkTransport {
+ public:
+  TcpChunkTransport(ns3::Ptr<ns3::Node> node, const ns3::Address& server, uint32_t request_id, uint32_t context,
+                    uint32_t request_bytes, uint32_t response_header_bytes, ErrorSlot* errors);
+  void Open(Receiver* receiver) override;
+  void Request(uint32_t chunk, int level, uint64_t payload_bytes) override;
+  void Close() override;
+
+ private:
+  void HandleConnected(ns3::Ptr<ns3::Socket> socket);
+  void HandleRead(ns3::Ptr<ns3::Socket> socket);
+  void Read(ns3::Ptr<ns3::Socket> socket);
+  void HandleSendSpace(ns3::Ptr<ns3::Socket> socket, uint32_t available);
+  void Flush();
+
+  ns3::Ptr<ns3::Node> node_;
+  ns3::Address server_;
+  uint32_t request_id_, context_, request_bytes_, response_header_bytes_;
+  ErrorSlot* errors_;
+  Receiver* receiver_ = nullptr;
+  ns3::Ptr<ns3::Socket> socket_;
+  bool connected_ = false, socket_open_ = false;
+  double start_s_ = 0;
+  std::string outbox_;
+  std::deque<uint32_t> pending_;     // chunks requested, in order
+  // Response parsing.
+  uint8_t header_[kResponseHeaderBytes] = {};
+  uint32_t header_have_ = 0;
+  uint64_t payload_left_ = 0;
+  bool in_payload_ = false;
+};
+
 struct ClientSetup {
   uint32_t request_id = 0;
   uint32_t context = 0;
-  ns3::Address server;
+  std::unique_ptr<ChunkTransport> transport;
+  std::string network_model = "ns3";  // named in the log's request event
   const ContextSpec* spec = nullptr;
   std::unique_ptr<policies::Policy> policy;
   GpuQueue* gpu = nullptr;
@@ -113,7 +172,7 @@ struct ClientSetup {
   std::function<void()> on_done;   // after the first token
 };
 
-class ChunkClient : public ns3::Application {
+class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
  public:
   explicit ChunkClient(ClientSetup setup);
 
@@ -125,13 +184,12 @@ class ChunkClient : public ns3::Application {
   void StartApplication() override;
   void Start();
   void StopApplication() override;
-  void HandleConnected(ns3::Ptr<ns3::Socket> socket);
-  void HandleRead(ns3::Ptr<ns3::Socket> socket);
-  void Read(ns3::Ptr<ns3::Socket> socket);
+  void TransportConnected(double rtt_s) override;
+  void TransportRead(uint64_t bytes, double now_s) override;
+  void TransportFirstByte(uint32_t chunk, double t_s) override;
+  void TransportArrived(uint32_t chunk, double now_s) override;
   void DecideMore();
   void SendRequest(uint32_t chunk, int level);
-  void HandleSendSpace(ns3::Ptr<ns3::Socket> socket, uint32_t available);
-  void Flush();
   void OnBytes(uint64_t bytes, double now_s);
   void ChunkArrived(uint32_t chunk, double now_s);
   void SubmitReadyWork();
@@ -156,16 +214,8 @@ class ChunkClient : public ns3::Application {
   uint32_t front_ = 0, back_ = 0, gpu_submitted_ = 0;
   bool front_busy_ = false, fetch_stopped_ = false, first_token_submitted_ = false;
   std::vector<policies::Decision> decisions_;
-  ns3::Ptr<ns3::Socket> socket_;
-  bool connected_ = false, socket_open_ = false;
+  bool open_ = false;
   double start_s_ = 0, rtt_s_ = 0;
-  std::string outbox_;
-  std::deque<uint32_t> pending_;     // fetched chunks requested, in order
-  // Response parsing.
-  uint8_t header_[kResponseHeaderBytes] = {};
-  uint32_t header_have_ = 0;
-  uint64_t payload_left_ = 0;
-  bool in_payload_ = false;
   // Throughput measurement.
   std::vector<policies::ThroughputSample> samples_, chunk_samples_;
   bool interval_open_ = false;

@@ -189,12 +189,19 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
 
   Topology t;
   t.mahimahi = mahimahi;
+  // With `fold_access_links`, no cross traffic and access links faster than
+  // the bottleneck, the minimal topology puts the server and the GPU node on
+  // the bottleneck's two ends and adds the access delay to its own: a packet
+  // costs two link events instead of six (docs/simulator.md, "Events"). An
+  // access link as slow as the bottleneck could hold a queue of its own: then
+  // the dumbbell stays.
+  t.minimal = link.fold_access_links && cross_pairs == 0 && link.access_rate_mbps * 1e6 > peak_bps;
   NodeContainer nodes;
-  nodes.Create(4 + 2 * cross_pairs);
+  nodes.Create(t.minimal ? 2 : 4 + 2 * cross_pairs);
   t.server = nodes.Get(0);
-  t.left_router = nodes.Get(1);
-  t.right_router = nodes.Get(2);
-  t.client = nodes.Get(3);
+  t.left_router = t.minimal ? nodes.Get(0) : nodes.Get(1);
+  t.right_router = t.minimal ? nodes.Get(1) : nodes.Get(2);
+  t.client = t.minimal ? nodes.Get(1) : nodes.Get(3);
   InternetStackHelper internet;
   internet.Install(nodes);
 
@@ -228,7 +235,7 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   PointToPointHelper neck;
   neck.SetDeviceAttribute("DataRate", StringValue(rate_text(device_bps)));
   neck.SetDeviceAttribute("Mtu", UintegerValue(link.mtu_bytes));
-  neck.SetChannelAttribute("Delay", TimeValue(Seconds(link.rtt_ms / 2000)));
+  neck.SetChannelAttribute("Delay", TimeValue(Seconds(link.rtt_ms / 2000 + (t.minimal ? 2 * access_delay_s : 0.0))));
   neck.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, device_queue)));
 
   Ipv4AddressHelper addr;
@@ -241,16 +248,16 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
     tc.Uninstall(devs);
     return std::make_pair(devs, ifs);
   };
-  auto [server_devs, server_ifs] = link_pair(access, t.server, t.left_router);
-  t.server_address = server_ifs.GetAddress(0);
+  if (!t.minimal) t.server_address = link_pair(access, t.server, t.left_router).second.GetAddress(0);
   auto [neck_devs, neck_ifs] = link_pair(neck, t.left_router, t.right_router);
+  if (t.minimal) t.server_address = neck_ifs.GetAddress(0);
   t.bottleneck = DynamicCast<PointToPointNetDevice>(neck_devs.Get(0));
   // The reverse direction (ACKs, requests) of a trace-driven bottleneck runs
   // at the access rate: a trace describes one direction, and its first
   // segment (possibly an outage) says nothing about the other.
   const double reverse_bps = link.trace ? link.access_rate_mbps * 1e6 : device_bps;
   neck_devs.Get(1)->SetAttribute("DataRate", StringValue(rate_text(reverse_bps)));
-  link_pair(access, t.right_router, t.client);
+  if (!t.minimal) link_pair(access, t.right_router, t.client);
   for (uint32_t i = 0; i < cross_pairs; ++i) {
     Ptr<Node> snd = nodes.Get(4 + 2 * i), rcv = nodes.Get(5 + 2 * i);
     link_pair(access, snd, t.left_router);
@@ -308,15 +315,17 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
       link.queue == "droptail" ? "drop-tail" : link.queue == "codel" ? "CoDel (ns-3 defaults: target 5 ms, interval 100 ms)"
                                                                      : "FqCoDel (ns-3 defaults: 1024 flows, target 5 ms, interval 100 ms)";
   t.description = fmt::format(
-      "dumbbell: bottleneck {}, one-way delay {} ms (RTT {} ms), {} queue {} packets, loss {}, MTU {} B; access links "
+      "{}: bottleneck {}, one-way delay {} ms (RTT {} ms), {} queue {} packets, loss {}, MTU {} B; access links "
       "{} Mbit/s, RTT {} ms, no queue discs; TCP {} ({}; SACK, MSS {} B, initial cwnd {}, delayed ACK {} (timer {} ms), "
       "min RTO {} ms{}), socket buffers {} B; {} cross-traffic pairs",
+      t.minimal ? "server and GPU node on the bottleneck's ends (access links' delay added to it)" : "dumbbell",
       bottleneck, link.rtt_ms / 2, link.rtt_ms, queue_text, queue, link.loss_rate, link.mtu_bytes,
       link.access_rate_mbps, link.access_rtt_ms, link.tcp, tcp_type(link.tcp, link.ns3_stock), segment,
       link.initial_cwnd_segments, link.delayed_ack_count, delack.GetMilliSeconds(), link.min_rto_ms,
       link.ns3_stock ? ", ns-3's RTO rule" : ", RTO >= SRTT + min RTO", buffer, cross_pairs);
 
   Settings& st = t.settings;
+  st.emplace_back("link.topology", t.minimal ? "minimal" : "dumbbell");
   st.emplace_back("link.bottleneck", link.trace ? "trace " + link.trace->name : "constant");
   if (!link.trace) st.emplace_back("link.rate_mbps", format_number(link.rate_mbps));
   st.emplace_back("link.trace_mode", mode);

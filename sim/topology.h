@@ -40,6 +40,10 @@ struct Topology {
   ns3::Ptr<ns3::QueueDisc> queue_disc;
   ns3::Ptr<ns3::QueueDisc> queue;                   // the queue disc holding the waiting packets, or null
   bool mahimahi = false;                            // the bottleneck replays delivery opportunities
+  // No cross traffic and access links faster than the bottleneck: the server
+  // is the left router and the GPU node the right one (no access links; the
+  // bottleneck's delay includes theirs).
+  bool minimal = false;
   std::string description;                          // one sentence for the run log
   // Every setting used (link, queue, TCP: each ns-3 attribute value a socket
   // and the queue discs were created with), as (name, value), for results.json.
@@ -48,7 +52,8 @@ struct Topology {
 };
 
 // Sets ns-3 TCP defaults (variant, segment size, buffers) and builds the
-// dumbbell with `cross_pairs` extra sender/receiver pairs. Call once per run,
+// dumbbell with `cross_pairs` extra sender/receiver pairs (or, without any
+// and with fast access links, the minimal topology: Topology::minimal). Call once per run,
 // before any socket exists; Simulator::Destroy() tears it down.
 Topology build_topology(const LinkSpec& link, uint32_t cross_pairs);
 

@@ -48,17 +48,17 @@ struct Expect {
   float scale;  // of the element's group; -1 for an unquantized element
 };
 
-// What the decoder must return for element (l, k, h, t, d) of fp16 chunk `c`.
-Expect reference(const KVChunk& c, int bits, uint32_t G, uint32_t R, uint32_t l, Kind k, uint32_t h, uint32_t t,
-                 uint32_t d) {
-  const uint32_t T = c.tokens, D = c.shape.head_dim;
-  // Unquantized: keys after the last whole block of R tokens (of G if R = 0), values in the last R tokens.
-  const uint32_t block = R ? R : G;
-  const bool quantized = k == Kind::kKey ? t < (T / block) * block : t + R < T;
+// What the decoder must return for element (l, k, h, t, d) of fp16 chunk `c`
+// whose first `key_tokens` keys and `value_tokens` values are quantized (key
+// groups of G tokens from the chunk's first, the last one cut at key_tokens).
+Expect reference_split(const KVChunk& c, int bits, uint32_t G, uint32_t key_tokens, uint32_t value_tokens, uint32_t l,
+                       Kind k, uint32_t h, uint32_t t, uint32_t d) {
+  const uint32_t D = c.shape.head_dim;
+  const bool quantized = k == Kind::kKey ? t < key_tokens : t < value_tokens;
   if (!quantized) return {c.at(l, k, h, t, d), -1};
   std::vector<float> group;
   if (k == Kind::kKey)
-    for (uint32_t u = t / G * G; u < t / G * G + G; ++u) group.push_back(c.at(l, k, h, u, d));
+    for (uint32_t u = t / G * G; u < std::min(t / G * G + G, key_tokens); ++u) group.push_back(c.at(l, k, h, u, d));
   else
     for (uint32_t e = d / G * G; e < std::min(D, d / G * G + G); ++e) group.push_back(c.at(l, k, h, t, e));
   const float mn = *std::min_element(group.begin(), group.end());  // exact in fp16 already
@@ -70,6 +70,14 @@ Expect reference(const KVChunk& c, int bits, uint32_t G, uint32_t R, uint32_t l,
   return {q * scale + mn, scale};
 }
 
+// The same for a chunk that is a whole context: keys after the last whole
+// block of R tokens (of G if R = 0) and values in the last R tokens unquantized.
+Expect reference(const KVChunk& c, int bits, uint32_t G, uint32_t R, uint32_t l, Kind k, uint32_t h, uint32_t t,
+                 uint32_t d) {
+  const uint32_t T = c.tokens, block = R ? R : G;
+  return reference_split(c, bits, G, T / block * block, T > R ? T - R : 0, l, k, h, t, d);
+}
+
 TEST(Kivi, SplitFollowsReleasedCodePrefill) {
   EXPECT_EQ(kivi_split(300, 32, 128).key_tokens, 256u);  // 300 mod 128 = 44 keys unquantized
   EXPECT_EQ(kivi_split(300, 32, 128).value_tokens, 172u);  // last 128 values unquantized
@@ -79,6 +87,74 @@ TEST(Kivi, SplitFollowsReleasedCodePrefill) {
   EXPECT_EQ(kivi_split(100, 32, 128).value_tokens, 0u);
   EXPECT_EQ(kivi_split(70, 8, 0).key_tokens, 64u);  // no residual: only the partial key group
   EXPECT_EQ(kivi_split(70, 8, 0).value_tokens, 70u);
+}
+
+TEST(Kivi, ContextSplitPutsTheResidualAtTheContextsEnd) {
+  // A 2,047-token context in chunks of 256: keys of its last 2047 mod 128 = 127
+  // tokens and values of its last 128 stay fp16, all in the final chunk.
+  for (uint64_t b = 0; b < 1792; b += 256) {
+    EXPECT_EQ(kivi_split_in_context(b, 256, 2047, 32, 128).key_tokens, 256u) << b;
+    EXPECT_EQ(kivi_split_in_context(b, 256, 2047, 32, 128).value_tokens, 256u) << b;
+  }
+  EXPECT_EQ(kivi_split_in_context(1792, 255, 2047, 32, 128).key_tokens, 128u);  // 1920 - 1792
+  EXPECT_EQ(kivi_split_in_context(1792, 255, 2047, 32, 128).value_tokens, 127u);  // 1919 - 1792
+  // A final chunk shorter than R: the values' residual reaches into the chunk before.
+  EXPECT_EQ(kivi_split_in_context(1000, 100, 1100, 32, 128).value_tokens, 0u);
+  EXPECT_EQ(kivi_split_in_context(900, 100, 1100, 32, 128).value_tokens, 72u);  // 972 - 900
+  EXPECT_EQ(kivi_split_in_context(900, 100, 1100, 32, 128).key_tokens, 100u);   // keys quantized up to 1024
+  EXPECT_EQ(kivi_split_in_context(1000, 100, 1100, 32, 128).key_tokens, 24u);
+  // A whole context is split as a stand-alone chunk.
+  for (uint32_t T : {1u, 100u, 128u, 300u, 2047u})
+    for (uint32_t R : {0u, 32u, 128u}) {
+      const KiviSplit a = kivi_split(T, 32, R), b = kivi_split_in_context(0, T, T, 32, R);
+      EXPECT_EQ(a.key_tokens, b.key_tokens) << T << " " << R;
+      EXPECT_EQ(a.value_tokens, b.value_tokens) << T << " " << R;
+    }
+}
+
+// Chunks of one context, encoded with residual_scope=context (the default):
+// each decodes to the reference of its part of the context's split; only the
+// last chunks carry fp16 tokens; residual_scope=chunk gives every chunk its own.
+TEST(Kivi, ChunksOfAContextEqualTheReference) {
+  const KVShape shape{2, 2, 16};
+  KVChunk context = synthetic(shape, 200, DType::kF16, 11);
+  context.token_begin = 0;
+  context.context_tokens = 200;
+  const uint32_t G = 8, R = 32;
+  for (const char* name : {"kivi2", "kivi4"}) {
+    const int bits = name[4] - '0';
+    const auto codec = make_codec(name, params(G, R));
+    const auto per_chunk = make_codec(name, {{{"group", "8"}, {"residual", "32"}, {"residual_scope", "chunk"}}, ""});
+    size_t context_bytes = 0, chunk_bytes = 0;
+    for (uint32_t b : {0u, 50u, 100u, 150u}) {  // starts not multiples of G: short key groups
+      const KVChunk c = context.slice(b, 50);
+      ASSERT_EQ(c.context_tokens, 200u);
+      const Bytes stream = codec->encode(c, 0);
+      const KVChunk back = make_codec(name)->decode(stream);  // the split travels in the stream
+      const KiviSplit split = kivi_split_in_context(b, 50, 200, G, R);
+      EXPECT_EQ(split.key_tokens, b == 150 ? 42u : 50u);  // keys quantized up to 192
+      EXPECT_EQ(split.value_tokens, b == 150 ? 18u : 50u);  // values up to 168
+      for (uint32_t l = 0; l < shape.layers; ++l)
+        for (Kind k : {Kind::kKey, Kind::kValue})
+          for (uint32_t h = 0; h < shape.kv_heads; ++h)
+            for (uint32_t t = 0; t < 50; ++t)
+              for (uint32_t d = 0; d < shape.head_dim; ++d) {
+                const Expect e = reference_split(c, bits, G, split.key_tokens, split.value_tokens, l, k, h, t, d);
+                ASSERT_EQ(back.at(l, k, h, t, d), e.value) << name << " b" << b << " l" << l << " t" << t << " d" << d;
+              }
+      // Per chunk: the stand-alone chunk's stream, its own residual.
+      KVChunk alone = c;
+      alone.context_tokens = 0;
+      const Bytes own = per_chunk->encode(c, 0);
+      EXPECT_EQ(own, codec->encode(alone, 0));
+      context_bytes += stream.size();
+      chunk_bytes += own.size();
+    }
+    EXPECT_LT(double(context_bytes), 0.8 * double(chunk_bytes)) << name;  // kivi2 0.64, kivi4 0.73 of the size
+    KVChunk beyond = context.slice(150, 50);
+    beyond.context_tokens = 199;
+    EXPECT_THROW(codec->encode(beyond, 0), Error);
+  }
 }
 
 TEST(Kivi, EqualsReferenceDequantizationWithinBound) {
@@ -180,6 +256,7 @@ TEST(Kivi, BadParametersAndInputs) {
   EXPECT_THROW(make_codec("kivi2", params(32, 100)), Error);  // not a multiple of the group
   EXPECT_THROW(make_codec("kivi4", {{{"bits", "3"}}, ""}), Error);
   EXPECT_THROW(make_codec("kivi4", {{{"group", "x"}}, ""}), Error);
+  EXPECT_THROW(make_codec("kivi4", {{{"residual_scope", "all"}}, ""}), Error);
   EXPECT_NO_THROW(make_codec("kivi4", params(64, 0)));
   const auto codec = make_codec("kivi2", params(8, 0));
   KVChunk c = synthetic({1, 1, 8}, 16, DType::kF32, 3);
@@ -197,10 +274,16 @@ TEST(Kivi, BadParametersAndInputs) {
 // (the checksum covers them); changes behind a recomputed checksum give
 // CorruptStream or a chunk of the header's shape.
 TEST(Kivi, CorruptStreamsAreRejected) {
-  const KVChunk c = synthetic({2, 1, 8}, 20, DType::kF16, 4);
+  KVChunk c = synthetic({2, 1, 8}, 20, DType::kF16, 4);
   for (const char* name : {"kivi2", "kivi4"}) {
     const auto codec = make_codec(name, params(4, 8));
-    const Bytes good = codec->encode(c, 0);
+    Bytes good = codec->encode(c, 0);
+    if (name[4] == '4') {  // a chunk of a longer context, its split in the stream
+      c.token_begin = 1;
+      c.context_tokens = 25;
+      good = codec->encode(c, 0);
+      ASSERT_NE(good, make_codec(name, {{{"group", "4"}, {"residual", "8"}, {"residual_scope", "chunk"}}, ""})->encode(c, 0));
+    }
     for (size_t n = 0; n < good.size(); ++n)
       EXPECT_THROW(codec->decode(std::span<const uint8_t>(good.data(), n)), CorruptStream) << n;
     for (size_t pos = 0; pos < good.size(); ++pos)

@@ -23,9 +23,10 @@ Profile small_profile() {
   ctx.id = "ctx0";
   ctx.tokens = 12;
   ctx.base_loss_nats = 1.5;
-  ctx.quality = {{8.0, 0.001, 1.0, -1}, {4.0, 0.02, 0.9, -1}};
-  ctx.chunks = {{0, 8, {{300, 1e-4, 2e-4, 0.01, 0.0005}, {150, 1e-4, 2e-4, 0.04, 0.01}}},
-                {8, 4, {{160, 1e-4, 2e-4, 0.01, 0.0005}, {80, 1e-4, 2e-4, 0.04, 0.01}}}};
+  ctx.continuation_tokens = 5;
+  ctx.quality = {{8.0, 0.001, 1.0, -1, 0.002, 0.0001, 0.99}, {4.0, 0.02, 0.9, -1, 0.03, 0.002, 0.9}};
+  ctx.chunks = {{0, 8, {{300, 1e-4, 2e-4, 0.01, 0.0005, 0.001}, {150, 1e-4, 2e-4, 0.04, 0.01, 0.02}}},
+                {8, 4, {{160, 1e-4, 2e-4, 0.01, 0.0005, 0.001}, {80, 1e-4, 2e-4, 0.04, 0.01, 0.01}}}};
   c.contexts.push_back(ctx);
   p.codecs.push_back(c);
   return p;
@@ -38,6 +39,9 @@ TEST(Profile, JsonRoundTrip) {
   EXPECT_EQ(profile_to_json(q), text);
   EXPECT_EQ(q.codec("quant8").contexts[0].chunks[1].levels[1].bytes, 80u);
   EXPECT_EQ(q.model.kv, (KVShape{4, 2, 16}));
+  EXPECT_EQ(q.codec("quant8").contexts[0].quality[1].kl_nats, 0.03);
+  EXPECT_EQ(q.codec("quant8").contexts[0].chunks[1].levels[1].kl_nats, 0.01);
+  EXPECT_EQ(q.codec("quant8").on_front, (std::vector<bool>{true, true}));
   EXPECT_THROW(q.codec("kvs"), std::invalid_argument);
 }
 
@@ -66,7 +70,17 @@ TEST(Profile, ErrorsNameTheJsonPath) {
     s.replace(s.find(from), from.size(), to);
     return s;
   };
-  expect_error(replace("\"schema_version\": 1", "\"schema_version\": 9"), "unsupported schema version");
+  expect_error(replace("\"schema_version\": 2", "\"schema_version\": 9"), "unsupported schema version");
+  expect_error(replace("\"schema_version\": 2", "\"schema_version\": 1"),
+               "/schema_version: schema version 1 (made before KL divergence");
+  expect_error(replace("\"kl_nats\": 0.03", "\"kl_natz\": 0.03"), "/codecs/0/contexts/0/quality/1/kl_nats: missing");
+  expect_error(replace("\"top1_agreement\": 0.99", "\"top1_agreement\": 1.5"), "quality/0/top1_agreement");
+  expect_error(replace("\"on_front\": [\n    true,\n    true\n   ]", "\"on_front\": [true]"),
+               "/codecs/0/on_front: expected 2 levels, found 1");
+  // The front follows from the numbers: a level 0 with a higher KL than the
+  // smaller level 1 is dominated, and a file that says otherwise is refused.
+  expect_error(replace("\"kl_nats\": 0.002", "\"kl_nats\": 0.05"),
+               "/codecs/0/on_front: does not match the levels' mean bytes and KL (expected [false, true])");
   expect_error(replace("\"bytes\": 80", "\"bytes\": -80"), "/codecs/0/contexts/0/chunks/1/levels/1/bytes");
   expect_error(replace("\"bytes\": 80", "\"bytez\": 80"), "/codecs/0/contexts/0/chunks/1/levels/1/bytes: missing");
   expect_error(replace("\"token_begin\": 8", "\"token_begin\": 9"), "contiguous");
@@ -97,6 +111,40 @@ TEST(Profile, AbsurdValuesAreErrorsNamingThePath) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("is a folder, not a file"), std::string::npos) << e.what();
   }
+}
+
+// The front in KL: dominated levels (more bytes, no lower KL) leave it, ties
+// keep the lower level number, and the front is monotone in bytes and KL.
+TEST(Profile, ParetoFrontInKl) {
+  Profile p = small_profile();
+  CodecProfile& c = p.codecs[0];
+  // Six levels per chunk: bytes and KL per level (mean over chunks).
+  const std::vector<uint64_t> bytes = {400, 300, 300, 200, 100, 150};
+  const std::vector<double> kl = {0.001, 0.002, 0.002, 0.0015, 0.01, 0.01};
+  c.level_names = {"L0", "L1", "L2", "L3", "L4", "L5"};
+  for (auto& ctx : c.contexts) {
+    ctx.quality.assign(6, LevelQuality{});
+    for (size_t l = 0; l < 6; ++l) ctx.quality[l].kl_nats = kl[l];
+    for (auto& ch : ctx.chunks) {
+      ch.levels.assign(6, ChunkLevel{});
+      for (size_t l = 0; l < 6; ++l) ch.levels[l].bytes = bytes[l];
+    }
+  }
+  // L1 and L2 are dominated by L3 (fewer bytes, lower KL); L2 ties L1 too;
+  // L5 has more bytes than L4 and the same KL.
+  EXPECT_EQ(pareto_front(c), (std::vector<bool>{true, false, false, true, true, false}));
+  const Profile q = parse_profile(profile_to_json(p), "mem");
+  EXPECT_EQ(q.codecs[0].on_front, pareto_front(c));
+  EXPECT_EQ(q.codecs[0].front_levels(), (std::vector<int>{0, 3, 4}));
+  // Identical levels: the lower number stays.
+  for (auto& ctx : c.contexts) {
+    ctx.quality[2].kl_nats = 0.0015;
+    for (auto& ch : ctx.chunks) ch.levels[2].bytes = 200;
+  }
+  EXPECT_EQ(pareto_front(c), (std::vector<bool>{true, false, true, false, true, false}));
+  // No contexts: nothing to rank, every level stays.
+  c.contexts.clear();
+  EXPECT_EQ(pareto_front(c), std::vector<bool>(6, true));
 }
 
 TEST(ModelInfo, PrefillFlopsHasDenseAndAttentionTerms) {

@@ -283,6 +283,69 @@ TEST(EvaluateTest, DegradedCacheQuality) {
   EXPECT_EQ(r.nll_degraded_nats, q.nll_degraded_nats);
   EXPECT_EQ(r.agreement, q.agreement);
   EXPECT_THROW(compare_to_reference(m, ref, exact.slice(0, 4)), Error);
+  EXPECT_EQ(r.kl_nats, q.kl_nats);
+}
+
+TEST(EvaluateTest, KlDivergenceOfTheNextTokenDistribution) {
+  Model m = Model::random(tiny_config(), 7);
+  const auto ctx = some_tokens(16, 256, 1);
+  KVCache exact = m.prefill(to_tensor(ctx)).cache;
+  const auto cont = some_tokens(40, 256, 2);
+  const CacheQuality same = compare_caches(m, exact, exact, cont, 0);
+  EXPECT_EQ(same.kl_nats, 0.0);
+  EXPECT_EQ(same.top1_agreement, 1.0);
+  EXPECT_EQ(same.kl_positions, 39);
+
+  // Against a direct computation from one prefill of context + continuation
+  // (exact) and from the degraded cache's logits, position by position.
+  KVCache noisy = exact;
+  for (auto& v : noisy.values) v = 0.6 * v;  // deterministic damage
+  const CacheQuality q = compare_caches(m, exact, noisy, cont, 0);
+  std::vector<int64_t> all = ctx;
+  all.insert(all.end(), cont.begin(), cont.end());
+  const at::Tensor lp = at::log_softmax(m.prefill(to_tensor(all)).logits.to(at::kDouble), -1);
+  const at::Tensor lq = at::log_softmax(m.forward(to_tensor(cont), noisy).logits.to(at::kDouble), -1);
+  double kl = 0;
+  int same_top = 0;
+  for (int64_t i = 0; i < 39; ++i) {
+    const at::Tensor p = lp[16 + i], r = lq[i];  // row 16 + i of the prefill predicts cont[i + 1]
+    kl += (p.exp() * (p - r)).sum().item<double>();
+    same_top += p.argmax().item<int64_t>() == r.argmax().item<int64_t>();
+  }
+  EXPECT_GT(q.kl_nats, 1e-6);  // a random model hardly reads its values: small but not 0
+  EXPECT_NEAR(q.kl_nats, kl / 39, 1e-9 + 1e-4 * q.kl_nats);
+  EXPECT_DOUBLE_EQ(q.top1_agreement, same_top / 39.0);
+  EXPECT_GT(q.kl_stderr_nats, 0.0);
+  EXPECT_LT(q.kl_stderr_nats, q.kl_nats);
+}
+
+TEST(EvaluateTest, KlStatsOnKnownDistributions) {
+  // Two fixed distributions over 3 tokens at every position: KL is the closed
+  // form at each, its standard error 0, argmax agreement by construction.
+  const at::Tensor p = at::log(at::tensor({0.5, 0.3, 0.2}, at::kDouble)).repeat({64, 1});
+  const at::Tensor q = at::log(at::tensor({0.2, 0.3, 0.5}, at::kDouble)).repeat({64, 1});
+  const KlStats s = kl_divergence(p, q);
+  const double want = 0.5 * std::log(0.5 / 0.2) + 0.2 * std::log(0.2 / 0.5);
+  EXPECT_NEAR(s.mean_nats, want, 1e-12);
+  EXPECT_NEAR(s.stderr_nats, 0.0, 1e-12);
+  EXPECT_EQ(s.top1_agreement, 0.0);
+  EXPECT_EQ(kl_divergence(p, p).mean_nats, 0.0);
+  EXPECT_EQ(kl_divergence(p, p).top1_agreement, 1.0);
+  // KL alternating between blocks of 16 positions (0 then `want`): the batch
+  // means see the slow variation, so their error exceeds the i.i.d. one for
+  // positions that are correlated in runs; alternating every position the
+  // block means are all equal and the batch-means error is 0.
+  at::Tensor runs = p.clone(), alt = p.clone();
+  for (int64_t i = 0; i < 64; ++i) {
+    if ((i / 16) % 2) runs[i] = q[i];
+    if (i % 2) alt[i] = q[i];
+  }
+  const KlStats r = kl_divergence(runs, p), a = kl_divergence(alt, p);
+  EXPECT_NEAR(r.mean_nats, a.mean_nats, 1e-12);
+  EXPECT_GT(r.stderr_nats, r.iid_stderr_nats);
+  EXPECT_NEAR(a.stderr_nats, 0.0, 1e-12);
+  EXPECT_GT(a.iid_stderr_nats, 0.0);
+  EXPECT_THROW(kl_divergence(p, q.slice(0, 0, 10)), Error);
 }
 
 }  // namespace

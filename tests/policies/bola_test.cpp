@@ -123,11 +123,11 @@ TEST(Bola, RecomputesOnlyWhenLateAndFaster) {
 TEST(Bola, LadderSkipsDominatedLevels) {
   ChunkInfo c;
   c.bytes = {2000000, 3000000, 500000};
-  c.loss_increase = {0.0, 0.02, 0.04};
+  c.quality_cost = {0.0, 0.02, 0.04};
   c.decode_s = {0.005, 0.005, 0.005};
   EXPECT_EQ(bola_ladder(c, 3), (std::vector<int>{2, 0}));
   c.bytes = {1000000, 1000000, 2000000, 4000000};
-  c.loss_increase = {0.01, 0.005, 0.0, 0.0};
+  c.quality_cost = {0.01, 0.005, 0.0, 0.0};
   c.decode_s = {0.005, 0.005, 0.005, 0.005};
   EXPECT_EQ(bola_ladder(c, 4), (std::vector<int>{1, 2}));
   EXPECT_EQ(bola_ladder(c, 1), (std::vector<int>{0}));

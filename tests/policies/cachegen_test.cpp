@@ -134,7 +134,7 @@ TEST(CacheGenCode, RecomputesWhenNoLevelFitsAndSumsItsOwnTtft) {
 
 TEST(CacheGenCode, BestQualityFirstEvenWhenLevelsAreNotMonotone) {
   auto chunks = three_level_chunks(2);
-  for (auto& c : chunks) c.loss_increase = {0.02, 0.03, 0.001};  // level 2 is the best here
+  for (auto& c : chunks) c.quality_cost = {0.02, 0.03, 0.001};  // level 2 is the best here
   EXPECT_EQ(code_policy(constant_link(8e6))->decide(make_state(chunks, 0, 0, 100)).level, 2);
 }
 

@@ -168,7 +168,7 @@ std::vector<ChunkInfo> varied_chunks(uint32_t n) {
     auto& ch = chunks[c];
     ch.bytes = {3000000 + 100000 * c, 1500000 + 400000 * (c % 3), 800000 + 900000 * (c % 2)};
     ch.decode_s = {0.004 + 0.001 * c, 0.003, 0.002 + 0.0005 * c};
-    ch.loss_increase = {0.0005 * (c % 2), 0.004 + 0.001 * c, 0.012 - 0.001 * c};
+    ch.quality_cost = {0.0005 * (c % 2), 0.004 + 0.001 * c, 0.012 - 0.001 * c};
     ch.recompute_s = 0.05 + 0.02 * c;
   }
   return chunks;
@@ -182,10 +182,10 @@ double brute_objective(const StreamState& s, const MpcConfig& cfg, double rate, 
     else
       p.fetch(fetch_s(chunks[c].bytes[size_t(a)], rate, 0), chunks[c].decode_s[size_t(a)]);
   };
-  auto quality = [&](uint32_t c, int a) { return a == Action::kRecompute ? 0.0 : chunks[c].loss_increase[size_t(a)]; };
+  auto quality = [&](uint32_t c, int a) { return a == Action::kRecompute ? 0.0 : chunks[c].quality_cost[size_t(a)]; };
   double range = 0;
   for (uint32_t c = 0; c < s.total_chunks; ++c)
-    range += *std::max_element(chunks[c].loss_increase.begin(), chunks[c].loss_increase.end());
+    range += *std::max_element(chunks[c].quality_cost.begin(), chunks[c].quality_cost.end());
   const double lambda = cfg.lambda * range;
   Pipeline p = Pipeline::at(s);
   double qsum = 0, smooth = 0;

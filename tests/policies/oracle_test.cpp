@@ -114,7 +114,7 @@ Outcome simulate(const Instance& in, const std::vector<int>& plan, bool sequenti
       net = arrival(net, ch.bytes[a]);
       gpu = std::max(gpu, net) + ch.decode_s[a];
     }
-    loss += ch.loss_increase[a];
+    loss += ch.quality_cost[a];
   }
   return {gpu + in.first_token_s - in.start_s, loss};
 }
@@ -166,7 +166,7 @@ Instance random_instance(uint64_t seed, uint32_t n, uint32_t levels) {
     for (uint32_t l = 0; l < levels; ++l) {
       ch.bytes.push_back(uint64_t(bytes));
       ch.decode_s.push_back(uniform(0.004, 0.03));
-      ch.loss_increase.push_back(loss);
+      ch.quality_cost.push_back(loss);
       bytes *= uniform(0.35, 0.8);
       loss += uniform(0.001, 0.02);
     }
@@ -296,7 +296,7 @@ TEST(Oracle, ReadsTheFutureOfTheTrace) {
     for (int l = 0; l < 6; ++l) {
       ch.bytes.push_back(uint64_t(2e6 * std::pow(0.7, l)));
       ch.decode_s.push_back(0.002);
-      ch.loss_increase.push_back(0.01 * l * l);
+      ch.quality_cost.push_back(0.01 * l * l);
     }
     in.chunks.push_back(ch);
   }
@@ -332,7 +332,7 @@ Instance large_instance() {
     for (uint32_t l = 0; l < in.levels; ++l) {
       ch.bytes.push_back(uint64_t(bytes));
       ch.decode_s.push_back(uniform(0.004, 0.012));
-      ch.loss_increase.push_back(loss);
+      ch.quality_cost.push_back(loss);
       bytes *= uniform(0.6, 0.8);
       loss += uniform(1e-4, 2e-3) * (1 + l);
     }

@@ -22,7 +22,7 @@ std::vector<ChunkInfo> make_chunks(uint32_t n, const std::vector<LevelSpec>& lev
     for (const auto& l : levels) {
       chunks[c].bytes.push_back(l.bytes);
       chunks[c].decode_s.push_back(l.decode_s);
-      chunks[c].loss_increase.push_back(l.loss);
+      chunks[c].quality_cost.push_back(l.loss);
     }
     chunks[c].recompute_s = recompute_s;
   }

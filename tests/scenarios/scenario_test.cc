@@ -52,11 +52,29 @@ output: out/run1
   EXPECT_EQ(s.output_dir, "base/out/run1");
 }
 
+// Which levels policies see and in which quality measure: front and KL unless
+// the scenario says otherwise; other values name file, line and key.
+TEST(Scenario, LevelsAndQualityMeasureKeys) {
+  const std::string head = "profile: p.json\ncodec: c\n";
+  const auto d = parse_scenario(head, "s.yaml", "");
+  EXPECT_FALSE(d.sim.all_levels);
+  EXPECT_FALSE(d.sim.quality_loss_increase);
+  const auto s = parse_scenario(head + "levels: all\nquality_measure: loss_increase\n", "s.yaml", "");
+  EXPECT_TRUE(s.sim.all_levels);
+  EXPECT_TRUE(s.sim.quality_loss_increase);
+  const auto f = parse_scenario(head + "levels: front\nquality_measure: kl\n", "s.yaml", "");
+  EXPECT_FALSE(f.sim.all_levels);
+  EXPECT_FALSE(f.sim.quality_loss_increase);
+  EXPECT_EQ(error_of(head + "levels: some\n"), "s.yaml:3: levels: expected one of front, all, got 'some'");
+  EXPECT_EQ(error_of(head + "quality_measure: mse\n"),
+            "s.yaml:3: quality_measure: expected one of kl, loss_increase, got 'mse'");
+}
+
 TEST(Scenario, UnknownKeyNamesFileLineAndKey) {
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\nlink:\n  rate_mbps: 5\n  rtt: 20\n"),
             "s.yaml:5: link.rtt: unknown key (known here: access_rate_mbps, access_rtt_ms, delayed_ack_count, "
-            "initial_cwnd_segments, loss_rate, min_rto_ms, mss_bytes, mtu_bytes, queue, queue_packets, rate_mbps, "
-            "rtt_ms, tcp, tcp_buffer_bytes, trace, trace_gen, trace_mode, trace_scale)");
+            "fold_access_links, initial_cwnd_segments, loss_rate, min_rto_ms, mss_bytes, mtu_bytes, ns3_stock, queue, "
+            "queue_packets, rate_mbps, rtt_ms, tcp, tcp_buffer_bytes, trace, trace_gen, trace_mode, trace_scale)");
   EXPECT_NE(error_of("profile: p.json\ncodec: c\nlink:\n  rtt_mss: 20\n")
                 .find("s.yaml:4: link.rtt_mss: unknown key (did you mean 'rtt_ms'?)"),
             std::string::npos);

@@ -43,6 +43,7 @@ inline codec::Profile make_profile(uint32_t chunks, uint32_t tokens, const std::
       codec::LevelQuality q;
       q.bits_per_element = 8.0 * double(bytes[l]) / (double(tokens) * double(p.model.kv.elements_per_token()));
       q.loss_increase = 0.001 * double(l + 1) * chunks;
+      q.kl_nats = q.loss_increase;  // the same figures in both measures: every level on the front
       ctx.quality.push_back(q);
     }
     for (uint32_t i = 0; i < chunks; ++i) {
@@ -54,6 +55,7 @@ inline codec::Profile make_profile(uint32_t chunks, uint32_t tokens, const std::
         lv.bytes = bytes[l];
         lv.decode_s = decode_s;
         lv.loss_increase = 0.001 * double(l + 1);
+        lv.kl_nats = lv.loss_increase;
         ch.levels.push_back(lv);
       }
       ctx.chunks.push_back(ch);

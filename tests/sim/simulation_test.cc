@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -103,6 +104,62 @@ TEST(Simulation, FixedLevelSendsTheProfilesBytesExactly) {
   EXPECT_EQ(r.wire_bytes, payload + 5 * (16 + 16));
   EXPECT_NEAR(r.quality_loss_increase, 5 * 0.002, 1e-12);
   for (const auto& c : r.chunks) EXPECT_EQ(c.level, 1);
+}
+
+// Policies see only the levels on the size-KL front (renumbered), in the
+// measure the config names; results and the event log name codec levels.
+TEST(Simulation, PoliciesSeeTheFrontLevelsInTheChosenMeasure) {
+  auto profile = make_profile(3, 256, {300'000, 200'000, 120'000, 50'000});
+  // Level 1: fewer bytes than level 0 but a higher KL than level 2, which is
+  // smaller still: dominated in KL (its loss increase, 0.002, is left as it was).
+  for (auto& ctx : profile.codecs[0].contexts) {
+    ctx.quality[1].kl_nats = 0.01;
+    for (auto& ch : ctx.chunks) ch.levels[1].kl_nats = 0.01;
+  }
+  ASSERT_EQ(codec::pareto_front(profile.codecs[0]), (std::vector<bool>{true, false, true, true}));
+  struct Case {
+    bool all_levels, loss;
+    uint32_t levels_seen;
+    int codec_level;  // of offered index 1
+  };
+  for (const Case k : {Case{false, false, 3, 2}, Case{true, false, 4, 1}, Case{false, true, 3, 2}}) {
+    std::vector<policies::StreamState> seen;
+    std::vector<std::vector<double>> costs;
+    auto config = base_config(50, 10);
+    config.all_levels = k.all_levels;
+    config.quality_loss_increase = k.loss;
+    SimHooks hooks;
+    hooks.make_policy = [&](uint32_t) { return std::make_unique<RecordingPolicy>(&seen, 1); };
+    const auto out = simulate(config, profile, hooks);
+    ASSERT_FALSE(seen.empty());
+    EXPECT_EQ(seen[0].levels, k.levels_seen);
+    EXPECT_EQ(seen[0].quality_measure,
+              k.loss ? policies::QualityMeasure::kLossIncrease : policies::QualityMeasure::kKl);
+    const auto& r = out.result.requests[0];
+    ASSERT_TRUE(r.finished);
+    const auto& lv = profile.codecs[0].contexts[0].chunks[0].levels[size_t(k.codec_level)];
+    for (const auto& c : r.chunks) {
+      EXPECT_EQ(c.level, k.codec_level);
+      EXPECT_EQ(c.payload_bytes, lv.bytes);
+      EXPECT_EQ(c.quality_cost, k.loss ? lv.loss_increase : lv.kl_nats);
+      EXPECT_EQ(c.kl_nats, lv.kl_nats);
+      EXPECT_EQ(c.loss_increase, lv.loss_increase);
+    }
+    EXPECT_NEAR(r.quality_kl_nats, 3 * lv.kl_nats, 1e-15);
+    EXPECT_NEAR(r.quality_loss_increase, 3 * lv.loss_increase, 1e-15);
+    EXPECT_EQ(out.result.quality_measure, k.loss ? "loss_increase" : "kl");
+    EXPECT_EQ(out.result.levels_offered, k.all_levels ? (std::vector<int>{0, 1, 2, 3}) : (std::vector<int>{0, 2, 3}));
+    EXPECT_NE(out.events_jsonl.find(fmt::format("\"level\":{},", k.codec_level)), std::string::npos);
+    const auto j = nlohmann::json::parse(out.result_json);
+    EXPECT_EQ(j["quality_measure"], out.result.quality_measure);
+    EXPECT_EQ(j["requests"][0]["chunks"][0]["level"], k.codec_level);
+  }
+  // A policy with a `level` parameter names codec levels: it sees them all.
+  auto config = base_config(50, 10);
+  config.policy_params["level"] = "1";
+  const auto out = simulate(config, profile);
+  EXPECT_EQ(out.result.levels_offered, (std::vector<int>{0, 1, 2, 3}));
+  for (const auto& c : out.result.requests[0].chunks) EXPECT_EQ(c.level, 1);
 }
 
 TEST(Simulation, BandwidthStepDownShowsInSamplesWithinOneRttAndOneChunk) {

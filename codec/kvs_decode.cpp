@@ -1,0 +1,356 @@
+// kvs: the decoder (codec/kvs.h has the design, docs/bitstream.md the format).
+#include "codec/kvs_internal.h"
+
+#include <cstring>
+#include <memory>
+
+#include "codec/bitstream.h"
+
+namespace kvs::codec::kvs_detail {
+
+std::vector<int32_t> KvsCodec::get_ints(std::span<const uint8_t> in, size_t* pos, size_t n, const char* what) const {
+  if (*pos >= in.size()) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} truncated", what));
+  const uint32_t j = in[(*pos)++];
+  const int64_t centre = unzigzag(get_varint(in, pos, what));
+  const uint32_t rans_bytes = get_varint(in, pos, what);
+  if (rans_bytes > in.size() - *pos) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} truncated", what));
+  const auto rans_part = in.subspan(*pos, rans_bytes);
+  *pos += rans_bytes;
+  const uint32_t extra_bytes = get_varint(in, pos, what);
+  if (extra_bytes > in.size() - *pos) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} truncated", what));
+  BitReader extras(in.subspan(*pos, extra_bytes));
+  *pos += extra_bytes;
+  const Spread sp = split_spread(j);
+  const GaussTable& g = tables_[sp.table];
+  std::vector<uint8_t> symbols(n);
+  if (rans::decode(rans_part.data(), rans_part.size(), g.table, g.index, symbols.data(), n) != rans::DecodeStatus::kOk)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} do not decode", what));
+  std::vector<int32_t> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t s = symbols[i] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                      : ((int64_t(symbols[i]) - 1 - g.range) << sp.raw_bits) + extras.get(sp.raw_bits);
+    const int64_t x = centre + s;
+    if (x > kMaxQ || x < -kMaxQ) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} out of range", what));
+    v[i] = int32_t(x);
+  }
+  extras.expect_end();
+  return v;
+}
+
+
+KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
+  const ParsedStream ps = parse_stream(stream, CodecId::kKvs);
+  const StreamHeader& hd = ps.header;
+  if (hd.flags > 1) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs flags {} (expected 0 or 1)", hd.flags));
+  const bool centroid = hd.flags & 1;
+  const KVShape& sh = hd.shape;
+  const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads, half = D / 2;
+  const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
+  if (ps.sections.size() < 3) throw CorruptStream("corrupt KV bitstream: kvs has fewer than 3 sections");
+
+  SectionReader params(ps.sections[0], "kvs parameters");
+  const float theta = params.f32();
+  if (!std::isfinite(theta) || (theta != 0 && !(theta > 1 && D % 2 == 0)))
+    throw CorruptStream(fmt::format("corrupt KV bitstream: kvs rope_theta {}", theta));
+  std::vector<float> steps(planes);
+  for (float& s : steps) {
+    s = params.f32();
+    if (!(s >= 1e-20f && s <= 1e20f)) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs step {}", s));
+  }
+  const auto modes = params.bytes(heads);
+  params.expect_end();
+
+  // Row references, per head in mode 1: its literal tokens and each token's
+  // source (itself for a literal row). A head in mode 2 points at the lists
+  // of the head it shares; one in mode 0 has none (every token literal), so
+  // the lists grow with the references read (T codes per list), not with
+  // the number of heads times T.
+  std::vector<std::vector<uint32_t>> literal_lists, source_lists;  // one per head in mode 1
+  std::vector<HeadRows> rows(heads);
+  {
+    BitReader refs(ps.sections[1]);
+    size_t previous = heads;  // the last head in copy mode
+    std::vector<size_t> list_of(heads, 0);
+    for (size_t ph = 0; ph < heads; ++ph) {
+      if (modes[ph] > 2) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs row mode {}", modes[ph]));
+      if (!modes[ph]) continue;
+      if (modes[ph] == 2) {
+        if (previous == heads) throw CorruptStream("corrupt KV bitstream: kvs shares the references of no head");
+        list_of[ph] = list_of[previous];
+        previous = ph;
+        continue;
+      }
+      previous = ph;
+      list_of[ph] = literal_lists.size();
+      std::vector<uint32_t>& literal = literal_lists.emplace_back();
+      std::vector<uint32_t>& source = source_lists.emplace_back(T);
+      RecencyList recent(T);
+      for (uint32_t t = 0; t < T; ++t) {
+        const uint32_t rank = get_gamma(refs) - 1;
+        if (rank == 0) {
+          literal.push_back(t);
+          source[t] = t;
+        } else {
+          if (rank > recent.size()) throw CorruptStream("corrupt KV bitstream: kvs row reference out of range");
+          const uint32_t last = recent.time_of(rank);
+          recent.remove(last);
+          source[t] = source[last];  // the row used at `last` (its source is the row's first token)
+        }
+        recent.add(t);
+      }
+    }
+    refs.expect_end();
+    for (size_t ph = 0; ph < heads; ++ph)
+      if (modes[ph]) {
+        const size_t k = list_of[ph];
+        rows[ph] = {literal_lists[k].data(), source_lists[k].data(), uint32_t(literal_lists[k].size())};
+      } else {
+        rows[ph] = {nullptr, nullptr, T};
+      }
+  }
+
+  std::vector<ChannelModel> model(channels);
+  std::vector<std::vector<uint32_t>> groups(kTables);
+  std::vector<uint64_t> group_symbols(kTables, 0);
+  {
+    const auto sec = ps.sections[2];
+    size_t pos = 0;
+    for (size_t p = 0; p < planes; ++p) {
+      const std::vector<int32_t> spread = get_ints(sec, &pos, C, "channel spreads");
+      const std::vector<int32_t> centre = get_ints(sec, &pos, C, "channel centres");
+      for (uint32_t c = 0; c < C; ++c) {
+        if (spread[c] < 0 || spread[c] > 255)
+          throw CorruptStream(fmt::format("corrupt KV bitstream: kvs spread index {}", spread[c]));
+        const size_t ch = p * C + c;
+        model[ch] = {uint32_t(spread[c]), centre[c]};
+        const uint32_t g = split_spread(model[ch].spread).table;
+        groups[g].push_back(uint32_t(ch));
+        group_symbols[g] += rows[ch / D].literals;
+      }
+    }
+    if (pos != sec.size()) throw CorruptStream("corrupt KV bitstream: kvs channel models have extra bytes");
+  }
+  uint64_t expected = 3;
+  for (uint64_t n : group_symbols) expected += (n + kKvsStreamSymbols - 1) / kKvsStreamSymbols;
+  if (ps.sections.size() != expected)
+    throw CorruptStream(
+        fmt::format("corrupt KV bitstream: kvs has {} sections, expected {}", ps.sections.size(), expected));
+
+  // The substreams, in order: per table, its symbols cut every kKvsStreamSymbols;
+  // each with the channel and literal token where its symbols start.
+  struct Piece {
+    uint32_t table, n;
+    size_t section;
+    std::span<const uint8_t> rans, extras;
+    size_t first_channel;    // index into groups[table]
+    uint32_t first_literal;  // literal tokens of that channel coded in earlier pieces
+  };
+  std::vector<Piece> pieces;
+  {
+    size_t next = 3;
+    for (uint32_t g = 0; g < kTables; ++g) {
+      size_t gi = 0;
+      uint32_t done = 0;
+      for (uint64_t start = 0; start < group_symbols[g]; start += kKvsStreamSymbols, ++next) {
+        const auto sec = ps.sections[next];
+        size_t pos = 0;
+        const uint32_t rans_bytes = get_varint(sec, &pos, "substream");
+        if (rans_bytes > sec.size() - pos)
+          throw CorruptStream(
+              fmt::format("corrupt KV bitstream: kvs substream {} rANS size {} too large", next, rans_bytes));
+        const uint32_t n = uint32_t(std::min<uint64_t>(kKvsStreamSymbols, group_symbols[g] - start));
+        pieces.push_back({g, n, next, sec.subspan(pos, rans_bytes), sec.subspan(pos + rans_bytes), gi, done});
+        for (uint32_t left = n; left > 0;) {  // where the next piece starts
+          const uint32_t literals = rows[groups[g][gi] / D].literals;
+          const uint32_t count = std::min(left, literals - done);
+          left -= count;
+          done += count;
+          if (done == literals) ++gi, done = 0;
+        }
+      }
+    }
+  }
+
+  // Only now, with every section's size checked, the output (the header alone
+  // can ask for 2^28 values).
+  KVChunk out = chunk_for(hd);
+  // [channel][token], channels `stride` apart, before rotation; every value used is written.
+  const size_t stride = channel_stride(T);
+  std::unique_ptr<float[]> tmp_buffer(new float[channels * stride + 16]);
+  float* const tmp = aligned64(tmp_buffer.get());
+
+  // A decoded piece's values into the channel-major buffer.
+  float lut[rans::kMaxSymbols];
+  auto piece_values = [&](const Piece& pc, const uint8_t* piece_sym) {
+    const GaussTable& gt = tables_[pc.table];
+    const uint32_t n = pc.n;
+    size_t gi = pc.first_channel;
+    uint32_t done = pc.first_literal;
+    BitReader extras(pc.extras);
+    uint32_t i = 0;
+    while (i < n) {
+      const uint32_t ch = groups[pc.table][gi];
+      const HeadRows& hr = rows[ch / D];
+      const uint32_t count = std::min(n - i, hr.literals - done);
+      const uint32_t b = split_spread(model[ch].spread).raw_bits;
+      const int64_t m = model[ch].centre;
+      const float step = steps[ch / C];
+      float* base = tmp + size_t(ch) * stride;
+      const float* offset = centroid && b == 0 ? gt.offset : nullptr;
+      const uint32_t* lit = hr.literal ? hr.literal + done : nullptr;  // null: literal j is token done + j
+      const uint8_t* sy = piece_sym + i;
+      auto slow = [&](uint32_t j) {  // escapes and raw low bits
+        const int64_t s = sy[j] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                     : ((int64_t(sy[j]) - 1 - gt.range) << b) + int64_t(extras.get(b));
+        const int64_t q = m + s;
+        if (q > 2 * kMaxQ || q < -2 * kMaxQ)
+          throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
+        base[lit ? lit[j] : done + j] = (offset ? float(q) - offset[sy[j]] : float(q)) * step;
+      };
+      if (b == 0) {
+        // Table symbols through a per-channel lookup table (the same float
+        // operations as the slow path, so the same values).
+        lut[0] = 0;  // escapes are filled in afterwards
+        for (int32_t v = 1; v <= 2 * gt.range + 1; ++v) {
+          const float q = float(m + v - 1 - gt.range);
+          lut[size_t(v)] = (offset ? q - offset[v] : q) * step;
+        }
+        uint32_t escapes = 0;
+        if (!lit) {
+          float* dst = base + done;
+          for (uint32_t j = 0; j < count; ++j) dst[j] = lut[sy[j]], escapes += sy[j] == 0;
+        } else {
+          for (uint32_t j = 0; j < count; ++j) base[lit[j]] = lut[sy[j]], escapes += sy[j] == 0;
+        }
+        if (escapes)
+          for (uint32_t j = 0; j < count; ++j)
+            if (sy[j] == 0) slow(j);
+      } else {
+        // Raw low bits (no centroid offsets): the slow path's operations, inline.
+        const int64_t range = gt.range;
+        for (uint32_t j = 0; j < count; ++j) {
+          const uint32_t sym = sy[j];
+          const int64_t s = sym == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                     : ((int64_t(sym) - 1 - range) << b) + int64_t(extras.get(b));
+          const int64_t q = m + s;
+          if (q > 2 * kMaxQ || q < -2 * kMaxQ)
+            throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
+          base[lit ? lit[j] : done + j] = float(q) * step;
+        }
+      }
+      i += count;
+      done += count;
+      if (done == hr.literals) ++gi, done = 0;
+    }
+    extras.expect_end();
+  };
+
+  // The rANS substreams, kLanes side by side (independent chains that one
+  // core overlaps): each lane takes the next piece, longest first, as soon as
+  // its own ends, so lanes stay busy although pieces differ in length (a
+  // small chunk has tens of pieces of a few hundred to 16,384 symbols). Each
+  // piece writes only its own channels' values, so the order is free.
+  std::vector<uint32_t> order(pieces.size());
+  for (uint32_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return pieces[a].n > pieces[b].n; });
+  constexpr size_t kLanes = 4;
+  std::vector<uint8_t> symbols(kLanes * kKvsStreamSymbols);
+  struct Lane {
+    const Piece* piece = nullptr;  // null: idle
+    const GaussTable* table = nullptr;
+    uint8_t* symbols = nullptr;
+    uint32_t done = 0;  // symbols decoded
+    bool ok = true;     // no step ran out of bytes
+    rans::Decoder dec;
+  };
+  Lane lanes[kLanes];
+  size_t next_piece = 0;
+  auto start = [&](Lane& lane) {
+    lane.piece = nullptr;
+    if (next_piece == order.size()) return;
+    const Piece& pc = pieces[order[next_piece++]];
+    if (rans::decoder_init(pc.rans.data(), pc.rans.size(), &lane.dec) != rans::DecodeStatus::kOk)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} does not decode", pc.section));
+    lane.piece = &pc;
+    lane.table = &tables_[pc.table];
+    lane.done = 0;
+    lane.ok = true;
+  };
+  auto finish = [&](Lane& lane) {
+    if (!lane.ok || rans::decoder_finish(lane.dec) != rans::DecodeStatus::kOk)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} does not decode", lane.piece->section));
+    piece_values(*lane.piece, lane.symbols);
+  };
+  for (size_t k = 0; k < kLanes; ++k) {
+    lanes[k].symbols = symbols.data() + k * kKvsStreamSymbols;
+    start(lanes[k]);
+  }
+  auto all_busy = [&] {
+    for (const Lane& lane : lanes)
+      if (!lane.piece) return false;
+    return true;
+  };
+  uint32_t sym;
+  while (all_busy()) {  // a lane goes idle only when no piece is left
+    uint32_t steps = kKvsStreamSymbols;
+    for (const Lane& lane : lanes) steps = std::min(steps, lane.piece->n - lane.done);
+    rans::Decoder d0 = lanes[0].dec, d1 = lanes[1].dec, d2 = lanes[2].dec, d3 = lanes[3].dec;
+    const GaussTable &g0 = *lanes[0].table, &g1 = *lanes[1].table, &g2 = *lanes[2].table, &g3 = *lanes[3].table;
+    uint8_t *s0 = lanes[0].symbols + lanes[0].done, *s1 = lanes[1].symbols + lanes[1].done,
+            *s2 = lanes[2].symbols + lanes[2].done, *s3 = lanes[3].symbols + lanes[3].done;
+    bool ok0 = true, ok1 = true, ok2 = true, ok3 = true;
+    for (uint32_t i = 0; i < steps; ++i) {
+      ok0 &= rans::decode_step(&d0, g0.table, g0.index, &sym), s0[i] = uint8_t(sym);
+      ok1 &= rans::decode_step(&d1, g1.table, g1.index, &sym), s1[i] = uint8_t(sym);
+      ok2 &= rans::decode_step(&d2, g2.table, g2.index, &sym), s2[i] = uint8_t(sym);
+      ok3 &= rans::decode_step(&d3, g3.table, g3.index, &sym), s3[i] = uint8_t(sym);
+    }
+    lanes[0].dec = d0, lanes[1].dec = d1, lanes[2].dec = d2, lanes[3].dec = d3;
+    lanes[0].ok &= ok0, lanes[1].ok &= ok1, lanes[2].ok &= ok2, lanes[3].ok &= ok3;
+    for (Lane& lane : lanes) {
+      lane.done += steps;
+      if (lane.done == lane.piece->n) finish(lane), start(lane);
+    }
+  }
+  for (Lane& lane : lanes) {  // the last pieces, one at a time
+    if (!lane.piece) continue;
+    const GaussTable& gt = *lane.table;
+    for (uint32_t i = lane.done; i < lane.piece->n; ++i)
+      lane.ok &= rans::decode_step(&lane.dec, gt.table, gt.index, &sym), lane.symbols[i] = uint8_t(sym);
+    finish(lane);
+  }
+  // Channel-major values to [token][dim] rows, in blocks of tokens that stay in
+  // cache; copied rows take their source's values; keys rotate back to their positions.
+  const auto rope = theta > 0 ? rope_table(theta, hd.token_begin, T, D) : std::vector<std::array<float, 2>>{};
+  constexpr uint32_t kBlock = 16;
+  uint32_t src[kBlock];
+  for (size_t ph = 0; ph < heads; ++ph) {
+    const size_t p = ph / H;
+    const bool key = p % 2 == 0 && theta > 0;
+    const float* in = tmp + ph * size_t(D) * stride;
+    float* base = out.values.data() + out.plane_offset(uint32_t(p / 2), Kind(p % 2)) + (ph % H) * size_t(T) * D;
+    for (uint32_t t0 = 0; t0 < T; t0 += kBlock) {
+      // A block's [D][kBlock] input tile stays in L1 while its rows are written in order.
+      const uint32_t nb = std::min(kBlock, T - t0);
+      for (uint32_t k = 0; k < nb; ++k) src[k] = rows[ph].source ? rows[ph].source[t0 + k] : t0 + k;
+      for (uint32_t k = 0; k < nb; ++k) {
+        float* row = base + size_t(t0 + k) * D;
+        const float* col = in + src[k];
+        if (!key) {
+          for (uint32_t d = 0; d < D; ++d) row[d] = col[size_t(d) * stride];
+          continue;
+        }
+        const auto* cs = &rope[size_t(t0 + k) * half];
+        for (uint32_t i = 0; i < half; ++i) {
+          const float x1 = col[size_t(i) * stride], x2 = col[size_t(i + half) * stride];
+          row[i] = x1 * cs[i][0] - x2 * cs[i][1];
+          row[i + half] = x2 * cs[i][0] + x1 * cs[i][1];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+
+}  // namespace kvs::codec::kvs_detail

@@ -1,0 +1,353 @@
+// Internals of the kvs codec (codec/kvs.h), shared by its parts:
+//   kvs_format.cpp  the pieces of the bitstream both sides use: Gaussian
+//                   rANS tables, varints, RoPE tables;
+//   kvs_rows.cpp    the encoder's plan for repeated rows;
+//   kvs_encode.cpp  KvsCodec::encode and its rate-distortion choices;
+//   kvs_decode.cpp  KvsCodec::decode;
+//   kvs.cpp         parameters, default weights and the factory.
+// Not an interface: only these files include it.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "codec/codec.h"
+#include "codec/kvs.h"
+#include "codec/rans.h"
+
+namespace kvs::codec::kvs_detail {
+
+// Spread index j: sigma = 2^((j - 64) / 8) quantization steps, j in 0..255.
+constexpr uint32_t kSpreadCenter = 64;
+// Tables exist for j in [kFirstTable, kLastTable]; smaller j use kFirstTable
+// (all mass on s = 0), larger j code s >> b with table j - 8b and b raw bits.
+constexpr uint32_t kFirstTable = 42, kLastTable = 96;
+constexpr uint32_t kTables = kLastTable - kFirstTable + 1;
+constexpr int32_t kMaxRange = 120;  // a table covers s in [-R, R], R <= kMaxRange
+constexpr uint32_t kEscapeBits = 32;
+constexpr int64_t kMaxQ = int64_t(1) << 29;  // |x / step| and |m| at most this
+
+// Table index (0..kTables-1) and raw low bits of spread index j.
+struct Spread {
+  uint32_t table;
+  uint32_t raw_bits;
+};
+inline Spread split_spread(uint32_t j) {
+  if (j <= kLastTable) return {std::max(j, kFirstTable) - kFirstTable, 0};
+  const uint32_t b = (j - kLastTable + 7) / 8;
+  return {j - 8 * b - kFirstTable, b};
+}
+
+// A discretized Gaussian: symbol 0 is the escape, 1 + R + s codes s in [-R, R].
+struct GaussTable {
+  rans::Table table;
+  rans::SymbolIndex index;        // decoder's slot -> symbol lookup
+  rans::EncodeTable encode_table;  // encoder's reciprocal form
+  int32_t range = 1;
+  float cost_bits[rans::kMaxSymbols] = {};  // encoder's cost of each symbol
+  // Reconstruction: symbol -> s - offset, the centroid of s's bin under a
+  // continuous Gaussian with the same P(1)/P(0) (0 for s = 0 and the escape).
+  float offset[rans::kMaxSymbols] = {};
+};
+
+// The tables for j = kFirstTable..kLastTable, built from integer constants
+// (the same on every platform).
+std::vector<GaussTable> build_gauss_tables();
+
+inline uint32_t zigzag(int32_t v) { return (uint32_t(v) << 1) ^ uint32_t(v >> 31); }
+inline int32_t unzigzag(uint32_t u) { return int32_t(u >> 1) ^ -int32_t(u & 1); }
+
+void put_varint(Bytes& out, uint32_t v);
+uint32_t get_varint(std::span<const uint8_t> in, size_t* pos, const char* what);
+
+// LSB-first bit packing of raw low bits and escape values.
+class BitWriter {
+ public:
+  void put(uint32_t value, uint32_t bits) {
+    if (bits == 0) return;
+    acc_ |= uint64_t(value & uint32_t((uint64_t(1) << bits) - 1)) << n_;
+    n_ += bits;
+    while (n_ >= 8) {
+      out_.push_back(uint8_t(acc_));
+      acc_ >>= 8;
+      n_ -= 8;
+    }
+  }
+  void finish(Bytes& out) {
+    if (n_) out_.push_back(uint8_t(acc_));
+    out.insert(out.end(), out_.begin(), out_.end());
+    out_.clear();
+    acc_ = 0;
+    n_ = 0;
+  }
+
+ private:
+  Bytes out_;
+  uint64_t acc_ = 0;
+  uint32_t n_ = 0;
+};
+
+class BitReader {
+ public:
+  explicit BitReader(std::span<const uint8_t> in) : in_(in) {}
+  uint32_t get(uint32_t bits) {  // bits <= 32
+    if (bits == 0) return 0;
+    if (n_ < bits) {
+      if (in_.size() - pos_ >= 8) {
+        // As many whole bytes as the accumulator holds (at least 4), at once.
+        uint64_t word = 0;
+        for (int k = 7; k >= 0; --k) word = (word << 8) | in_[pos_ + size_t(k)];  // little-endian load
+        const uint32_t take = (63 - n_) / 8;
+        acc_ |= (word & ((uint64_t(1) << (8 * take)) - 1)) << n_;
+        pos_ += take;
+        n_ += 8 * take;
+      } else {
+        while (n_ < bits) {
+          if (pos_ >= in_.size()) throw CorruptStream("corrupt KV bitstream: kvs raw bits truncated");
+          acc_ |= uint64_t(in_[pos_++]) << n_;
+          n_ += 8;
+        }
+      }
+    }
+    const uint32_t v = uint32_t(acc_ & ((uint64_t(1) << bits) - 1));
+    acc_ >>= bits;
+    n_ -= bits;
+    return v;
+  }
+  // Everything read, padding bits zero (whole bytes read ahead do not count
+  // as read).
+  void expect_end() const {
+    if (pos_ - n_ / 8 != in_.size() || (acc_ & ((uint64_t(1) << (n_ % 8)) - 1)) != 0)
+      throw CorruptStream("corrupt KV bitstream: kvs raw bits have extra data");
+  }
+
+ private:
+  std::span<const uint8_t> in_;
+  size_t pos_ = 0;
+  uint64_t acc_ = 0;  // n_ bits not yet returned, the rest zero
+  uint32_t n_ = 0;
+};
+
+// RoPE's frequency of pair i and the (cos, sin) of a position at it: the two
+// halves of kvs_rope_cos_sin (below), whose values they give exactly.
+inline double rope_inv_freq(double rope_theta, uint32_t i, uint32_t head_dim) {
+  return std::pow(rope_theta, -2.0 * double(i) / double(head_dim));
+}
+inline std::array<float, 2> rope_cos_sin_at(uint64_t position, double inv_freq) {
+  const double angle = double(position) * inv_freq;
+  return {float(std::cos(angle)), float(std::sin(angle))};
+}
+
+
+// Per chunk: cos/sin for every (token, pair); each pair's frequency computed once.
+std::vector<std::array<float, 2>> rope_table(double theta, uint64_t token_begin, uint32_t tokens, uint32_t head_dim);
+
+// The channel model sent in the chunk: spread index and centre (in steps).
+struct ChannelModel {
+  uint32_t spread = 0;
+  int32_t centre = 0;
+};
+
+// The decoder's view of one head's rows: its literal tokens in order (null:
+// every token, 0..T-1) and each token's source row (null: itself).
+struct HeadRows {
+  const uint32_t* literal = nullptr;
+  const uint32_t* source = nullptr;
+  uint32_t literals = 0;
+};
+
+// The encoder's histogram counts for one channel; all zero between channels.
+struct ChannelScratch {
+  uint32_t part[4][2 * kMaxRange + 1] = {};
+  uint32_t hist[2 * kMaxRange + 1] = {};
+};
+
+// Floats from one channel's first token to the next's in channel-major
+// buffers: T rounded up to a cache line (16 values), plus one line when that is
+// an even number of lines, so that a block of tokens of many channels (read
+// or written column-wise) spreads over the cache's sets.
+inline size_t channel_stride(uint32_t T) {
+  const size_t stride = (size_t(T) + 15) / 16 * 16;
+  return stride % 32 == 0 ? stride + 16 : stride;
+}
+
+// p rounded up to a 64-byte boundary (buffers allocated 64 bytes longer).
+template <typename T>
+T* aligned64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
+class KvsCodec final : public Codec {
+ public:
+  KvsCodec(double rope_theta, std::vector<float> weights, bool default_weights, bool centroid, double lambda,
+           std::vector<float> ladder, bool rows)
+      : rope_theta_(rope_theta), weights_(std::move(weights)), default_weights_(default_weights),
+        centroid_(centroid), lambda_(lambda), ladder_(std::move(ladder)), rows_(rows), tables_(build_gauss_tables()) {
+    build_encoder_tables();
+  }
+
+  std::string name() const override { return "kvs"; }
+  std::string params() const override {
+    std::string w;
+    for (size_t i = 0; i < weights_.size(); ++i) w += fmt::format("{}{:g}", i ? ":" : "", weights_[i]);
+    std::string ladder = "default";
+    for (size_t i = 0; i < ladder_.size(); ++i) ladder = fmt::format("{}{:g}", i ? ladder + ":" : "", ladder_[i]);
+    return fmt::format("rope_theta={:g},weights={},centroid={},rdo={:g},ladder={},rows={}", rope_theta_,
+                       default_weights_ ? "default" : w, centroid_ ? 1 : 0, lambda_, ladder, rows_ ? 1 : 0);
+  }
+  int levels() const override { return ladder_.empty() ? kKvsLevels : int(ladder_.size()); }
+
+  Bytes encode(const KVChunk& chunk, int level) const override;
+  KVChunk decode(std::span<const uint8_t> stream) const override;
+
+ private:
+  std::vector<float> steps_for(int level, uint32_t layers) const {
+    std::vector<float> w = default_weights_ ? kvs_default_weights(layers) : weights_;
+    if (w.size() != 2 * size_t(layers))
+      throw Error(fmt::format("codec kvs: {} weights given for a model of {} layers (need {})", w.size(), layers,
+                              2 * size_t(layers)));
+    for (float& x : w) x *= ladder_.empty() ? kvs_level_step(level) : ladder_[size_t(level)];
+    return w;
+  }
+
+  // The spread index that codes s[0..n) (with its histogram over
+  // [-kMaxRange, kMaxRange], `far` values outside, sum of squares `sumsq`) in
+  // the fewest bits, searched near the sample deviation.
+  uint32_t best_spread(const int32_t* s, uint32_t n, const uint32_t* hist, uint32_t far, double sumsq) const;
+  // One channel from its literal tokens' values in steps y[0..n) (sum_y: their
+  // sum in double, in order): its model (centre m, spread), s = q - m of each
+  // value into out (with the rate-distortion choice if rdo) and its rANS
+  // symbol into symbols. Returns whether the channel has raw bits or escapes.
+  bool code_channel(const float* y, uint32_t n, double sum_y, bool rdo, ChannelScratch* scratch, int32_t* out,
+                    uint8_t* symbols, ChannelModel* model) const;
+  void build_encoder_tables();
+  // An integer vector as: u8 spread, varint zigzag centre (its median), varint
+  // rANS bytes, the rANS stream, varint extra bytes, the extras.
+  void put_ints(Bytes& out, const std::vector<int32_t>& v) const;
+  std::vector<int32_t> get_ints(std::span<const uint8_t> in, size_t* pos, size_t n, const char* what) const;
+
+  double rope_theta_;
+  std::vector<float> weights_;
+  bool default_weights_;
+  bool centroid_;
+  double lambda_;
+  std::vector<float> ladder_;  // level steps; empty: kvs_level_step
+  bool rows_;                  // repeated rows may be sent as references
+  std::vector<GaussTable> tables_;
+
+  // Encoder-only, derived from tables_ and lambda_ (speed; the choices are the
+  // ones the plain formulas make):
+  // per table, the rate-distortion terms of q in [-range - 1, range + 1]
+  // (index q + range + 1): reconstruction point and lambda x bits, computed
+  // with the same operations as the per-value choice;
+  struct RdTable {
+    double rec[2 * kMaxRange + 3];
+    double lambda_bits[2 * kMaxRange + 3];
+  };
+  std::vector<RdTable> rd_;
+  // per spread index j with raw bits, the largest n for which a sum of n of
+  // its per-value costs (cost_bits + raw bits as float, or the escape) is
+  // exact in double whatever the order (0 when j has no raw bits).
+  std::array<uint64_t, 256> exact_n_{};
+};
+
+// Elias-gamma-like code of v >= 1: n ones and a zero (n = floor(log2 v)), then v's low n bits.
+inline void put_gamma(BitWriter& w, uint32_t v) {
+  uint32_t n = 0;
+  while ((v >> n) > 1) ++n;
+  for (uint32_t i = 0; i < n; ++i) w.put(1, 1);
+  w.put(0, 1);
+  w.put(v, n);
+}
+inline uint32_t get_gamma(BitReader& r) {
+  uint32_t n = 0;
+  while (r.get(1)) {
+    if (++n > 24) throw CorruptStream("corrupt KV bitstream: kvs row reference too long");
+  }
+  return (1u << n) | r.get(n);
+}
+
+
+// lrint(v) for |v| <= 2^29 without a library call where it matters: for
+// |v| <= 2^22, adding and subtracting 1.5 * 2^23 rounds to an integer in the
+// current rounding mode (nearest even), exactly as lrint does (as cachegen's
+// round_to_long).
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
+inline int32_t round_to_int(float v) {
+  if (std::fabs(v) <= 4194304.0f) return int32_t((v + kRoundMagic) - kRoundMagic);
+  return int32_t(std::lrint(v));
+}
+
+
+// Repeated rows. A row (a head's D values at one token; keys before RoPE)
+// that repeats an earlier token's after rounding can be sent as a reference:
+// layer 0's K and V depend only on the token, so on a byte-level model most of
+// its rows repeat. References are move-to-front ranks over the distinct rows
+// so far: 0 for a new one, r for the r-th most recently used. Row mode per
+// head: 0 all rows coded; 1 references of its own; 2 the references of the
+// previous head in mode 1 or 2. Per layer the encoder takes the cheaper of one
+// partition for all its heads jointly (a token repeats where every head
+// repeats) and one per head (sharing identical ones).
+struct RowPlan {
+  std::vector<uint32_t> literal;  // tokens whose values are coded, in order
+  std::vector<uint32_t> ranks;    // per token
+  double ref_bits = 0;            // cost of the ranks
+  double row_bits = 0;            // estimated cost of one row of every head together
+};
+
+// The move-to-front list of the distinct rows, in O(log T) per step so that
+// no stream or input makes it quadratic: each row is represented by the time
+// (token) of its last use, and a Fenwick tree over times counts the rows last
+// used at or before a time. A row's rank (1 = the most recently used) is the
+// number of rows last used at or after its time.
+class RecencyList {
+ public:
+  explicit RecencyList(uint32_t T) : tree_(size_t(T) + 1, 0) {}
+  void add(uint32_t time) {
+    ++size_;
+    for (size_t i = size_t(time) + 1; i < tree_.size(); i += i & (~i + 1)) ++tree_[i];
+  }
+  void remove(uint32_t time) {
+    --size_;
+    for (size_t i = size_t(time) + 1; i < tree_.size(); i += i & (~i + 1)) --tree_[i];
+  }
+  uint32_t size() const { return size_; }
+  // Rank of the row last used at `time` (which must be in the list).
+  uint32_t rank(uint32_t time) const { return size_ - at_or_before(time) + 1; }
+  // The time of the row of rank `rank`, 1 <= rank <= size().
+  uint32_t time_of(uint32_t rank) const {
+    uint32_t k = size_ - rank + 1;  // its position among the times, smallest first
+    size_t pos = 0, step = 1;
+    while (step * 2 < tree_.size()) step *= 2;
+    for (; step; step /= 2)
+      if (pos + step < tree_.size() && tree_[pos + step] < k) {
+        pos += step;
+        k -= tree_[pos];
+      }
+    return uint32_t(pos);  // 1-based index pos + 1 is time pos
+  }
+
+ private:
+  uint32_t at_or_before(uint32_t time) const {
+    uint32_t n = 0;
+    for (size_t i = size_t(time) + 1; i; i -= i & (~i + 1)) n += tree_[i];
+    return n;
+  }
+  std::vector<uint32_t> tree_;
+  uint32_t size_ = 0;
+};
+
+// Row modes and the plan of each of a layer's `heads` heads, from their
+// values in steps y[(head * D + dim) * stride + token] (a row is the head's D
+// values at one token, rounded).
+void plan_layer(const float* y, size_t stride, uint32_t heads, uint32_t T, uint32_t D, bool allow,
+                std::vector<uint8_t>* modes, std::vector<RowPlan>* plans);
+
+}  // namespace kvs::codec::kvs_detail

@@ -1,0 +1,172 @@
+// kvs: the encoder's plan for repeated rows (codec/kvs_internal.h, RowPlan).
+#include "codec/kvs_internal.h"
+
+namespace kvs::codec::kvs_detail {
+
+namespace {
+
+// first[t] = the first token u <= t with equal(u, t), for T tokens with
+// hashes hash[t] (equal values must have equal hashes; a hash decides only the
+// speed).
+template <typename Equal>
+void first_occurrences(const uint64_t* hash, uint32_t T, Equal equal, uint32_t* first) {
+  size_t size = 2;
+  while (size < 2 * size_t(T)) size *= 2;
+  std::vector<uint32_t> slots(size, 0);  // open addressing: token + 1, 0 empty
+  const size_t mask = size - 1;
+  for (uint32_t t = 0; t < T; ++t) {
+    size_t i = size_t((hash[t] * 0xD6E8FEB86659FD93ull) >> 32) & mask;
+    uint32_t source = t;
+    for (; slots[i]; i = (i + 1) & mask) {
+      const uint32_t u = slots[i] - 1;
+      if (hash[u] == hash[t] && equal(u, t)) {
+        source = u;
+        break;
+      }
+    }
+    if (source == t) slots[i] = t + 1;
+    first[t] = source;
+  }
+}
+
+// One more 32-bit value into a running hash.
+inline uint64_t hash_step(uint64_t h, uint32_t v) {
+  h = (h ^ v) * 0x9E3779B97F4A7C15ull;
+  return h ^ (h >> 32);
+}
+
+
+// A plan from each token's first occurrence: literal tokens, move-to-front
+// ranks (0 for a literal row, r for the r-th most recently used one), their cost.
+RowPlan plan_from_first(const uint32_t* first, uint32_t T, double row_bits) {
+  RowPlan plan;
+  plan.row_bits = row_bits;
+  plan.ranks.resize(T);
+  RecencyList recent(T);
+  std::vector<uint32_t> last_use(T);  // per distinct row (its first token): when it was last used
+  for (uint32_t t = 0; t < T; ++t) {
+    const uint32_t source = first[t];
+    uint32_t rank = 0;
+    if (source == t) {
+      plan.literal.push_back(t);
+    } else {
+      rank = recent.rank(last_use[source]);
+      recent.remove(last_use[source]);
+    }
+    recent.add(t);
+    last_use[source] = t;
+    plan.ranks[t] = rank;
+    uint32_t n = 0;
+    while (((rank + 1) >> n) > 1) ++n;
+    plan.ref_bits += 2 * n + 1;
+  }
+  return plan;
+}
+
+
+}  // namespace
+
+// Row modes and the plan of each of a layer's `heads` heads, from their
+// values in steps y[(head * D + dim) * stride + token] (a row is the head's D
+// values at one token, rounded).
+void plan_layer(const float* y, size_t stride, uint32_t heads, uint32_t T, uint32_t D, bool allow,
+                std::vector<uint8_t>* modes, std::vector<RowPlan>* plans) {
+  modes->assign(heads, 0);
+  plans->assign(heads, RowPlan{});
+  if (allow) {
+    // A row's estimated cost from each dimension's spread: the entropy of a
+    // rounded Gaussian, at least 0.05 bits. Per head, each token's first
+    // occurrence of its row; jointly, a token repeats where every head's
+    // first occurrence is the same.
+    std::vector<double> dim_bits(size_t(heads) * D);
+    std::vector<uint64_t> hash(T);
+    std::vector<uint32_t> first(size_t(heads) * T), joint_first(T);
+    for (uint32_t h = 0; h < heads; ++h) {
+      std::fill(hash.begin(), hash.end(), 0);
+      for (uint32_t d = 0; d < D; ++d) {
+        const float* col = y + (size_t(h) * D + d) * stride;
+        // s1 and s2: the sums in double of the rounded values and their
+        // squares in token order, which are the integer sums when every
+        // partial sum is below 2^53.
+        int64_t sum = 0;
+        uint64_t sumsq = 0;
+        uint32_t max_abs = 0;
+        for (uint32_t t = 0; t < T; ++t) {
+          const int32_t v = round_to_int(col[t]);
+          const uint32_t a = uint32_t(v < 0 ? -int64_t(v) : v);
+          sum += v;
+          sumsq += uint64_t(a) * a;
+          max_abs = std::max(max_abs, a);
+          hash[t] = hash_step(hash[t], uint32_t(v));
+        }
+        double s1 = 0, s2 = 0;
+        if (max_abs <= (1u << 26) && uint64_t(max_abs) * max_abs <= (T ? (uint64_t(1) << 53) / T : 0)) {
+          s1 = double(sum);
+          s2 = double(sumsq);
+        } else {
+          for (uint32_t t = 0; t < T; ++t) {
+            const int32_t v = round_to_int(col[t]);
+            s1 += v, s2 += double(v) * v;
+          }
+        }
+        const double var = std::max(0.0, s2 / T - (s1 / T) * (s1 / T));
+        dim_bits[size_t(h) * D + d] = std::max(0.05, 0.5 * std::log2(2 * M_PI * M_E * var));
+      }
+      const float* head = y + size_t(h) * D * stride;
+      first_occurrences(hash.data(), T,
+                        [&](uint32_t u, uint32_t t) {
+                          for (uint32_t d = 0; d < D; ++d)
+                            if (round_to_int(head[d * stride + u]) != round_to_int(head[d * stride + t])) return false;
+                          return true;
+                        },
+                        first.data() + size_t(h) * T);
+    }
+    std::fill(hash.begin(), hash.end(), 0);
+    for (uint32_t h = 0; h < heads; ++h)
+      for (uint32_t t = 0; t < T; ++t) hash[t] = hash_step(hash[t], first[size_t(h) * T + t]);
+    first_occurrences(hash.data(), T,
+                      [&](uint32_t u, uint32_t t) {
+                        for (uint32_t h = 0; h < heads; ++h)
+                          if (first[size_t(h) * T + u] != first[size_t(h) * T + t]) return false;
+                        return true;
+                      },
+                      joint_first.data());
+    double joint_row_bits = 0;
+    for (size_t hd = 0; hd < size_t(heads) * D; ++hd) joint_row_bits += dim_bits[hd];
+    const RowPlan joint = plan_from_first(joint_first.data(), T, joint_row_bits);
+    const double joint_bits = joint.ref_bits + double(joint.literal.size()) * joint.row_bits;
+    std::vector<RowPlan> own(heads);
+    std::vector<uint8_t> own_modes(heads, 0);
+    double own_bits = 0;
+    const RowPlan* previous = nullptr;
+    for (uint32_t h = 0; h < heads; ++h) {
+      double row_bits = 0;
+      for (uint32_t d = 0; d < D; ++d) row_bits += dim_bits[size_t(h) * D + d];
+      own[h] = plan_from_first(first.data() + size_t(h) * T, T, row_bits);
+      const bool shared = previous && previous->ranks == own[h].ranks;
+      const double copy_bits = (shared ? 0.0 : own[h].ref_bits) + double(own[h].literal.size()) * own[h].row_bits;
+      if (copy_bits < double(T) * own[h].row_bits) {
+        own_modes[h] = shared ? 2 : 1;
+        own_bits += copy_bits;
+        previous = &own[h];
+      } else {
+        own_bits += double(T) * own[h].row_bits;
+      }
+    }
+    const double plain_bits = double(T) * joint.row_bits;
+    if (joint_bits < own_bits && joint_bits < plain_bits) {
+      for (uint32_t h = 0; h < heads; ++h) (*modes)[h] = h == 0 ? 1 : 2, (*plans)[h] = joint;
+    } else if (own_bits < plain_bits) {
+      *modes = own_modes;
+      *plans = own;
+    }
+  }
+  for (uint32_t h = 0; h < heads; ++h)
+    if ((*modes)[h] == 0) {
+      (*plans)[h].literal.resize(T);
+      for (uint32_t t = 0; t < T; ++t) (*plans)[h].literal[t] = t;
+    }
+}
+
+
+}  // namespace kvs::codec::kvs_detail

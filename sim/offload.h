@@ -1,0 +1,146 @@
+// Decoding with the KV cache in host memory (InfiniGen's setting, issue 23):
+// a prefill on the GPU, then N output tokens, each step running the layers in
+// order while the KV cache of the next layer crosses a PCIe-class link from
+// host memory. Three ways to serve attention are compared:
+//   full      every step fetches the whole KV cache of every layer
+//             (FlexGen-like offloading of the cache, weights on the GPU);
+//   selective InfiniGen: a per-layer fraction of the tokens' K and V is
+//             fetched (layers the input marks as full are fetched whole), after
+//             a speculation step on the GPU (partial query x partial keys);
+//   resident  the whole cache stays in GPU memory (the lower bound; the
+//             result says whether it fits).
+//
+// Why an analytic event pipeline and not ns-3: the host-to-GPU link carries
+// one transfer at a time, of a known size, at a fixed effective rate, with no
+// loss, no competing flow and no congestion control; its completion time is
+// exactly start + latency + bytes / rate. The pipeline below is a max-plus
+// recurrence over those instants, so it is exact for this model, and ns-3's
+// packets would add nothing but framing we would have to invent (PCIe's TLP
+// and DLLP overheads are folded into the effective rate).
+//
+// The model (all times from the GpuSpec's preset peaks x efficiency, as
+// sim/gpu_model.h; B = batch, c = tokens in the cache at the step):
+// - Weights are on the GPU. Per layer: (parameters - 2 x vocab x hidden) /
+//   layers (the presets' LM heads are untied; the final norm is neglected).
+// - Prefill (TTFT): B x ModelInfo::prefill_flops(0, prompt) / FLOP/s, the same
+//   as ComputeModel::recompute_s, split into equal layers and the LM head. In
+//   the offloaded modes each layer's KV is written to host memory as soon as
+//   it is computed (GPU-to-host direction, same rate and latency, full
+//   duplex); the first decode step cannot fetch a layer before its write ends.
+// - One decode step of layer l: max(FLOPs / FLOP/s, bytes / memory bandwidth)
+//   with bytes = the layer's weights + the K and V it attends to (fetched
+//   fraction of the c-1 past tokens, plus the new token), FLOPs = B x (2 x
+//   layer parameters + 4 x heads x head_dim x attended tokens). Then the LM
+//   head: max(B x 2 x vocab x hidden / FLOP/s, vocab x hidden x dtype / bw).
+//   (The embedding row lookup is neglected, so a resident step is
+//   ComputeModel::first_token_s minus the embedding table's read.)
+// - Transfer of layer l: latency + B x fetched tokens x KV bytes per token
+//   and layer / rate. It starts when the link is free and layer l-1 has begun
+//   computing (prefetch one layer ahead: two layer buffers on the GPU); for
+//   layer 0 the previous step's last layer. Layer l computes when layer l-1
+//   has finished and its transfer has arrived.
+// - Speculation (selective, layers with fraction < 1): at the start of layer
+//   l-1 the GPU reads the partial W_q (ratio x hidden x hidden) and the
+//   partial keys of the c-1 past tokens (ratio x K), writes and re-reads the
+//   fp16 scores (heads x tokens) to select; that time is added to layer l-1's
+//   compute and layer l's fetch starts after it. The host-side gather of the
+//   selected rows is not modelled (assumed at link rate).
+// - The new token's KV written back to the host each step is neglected (one
+//   token per layer, on the other direction of the link).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "codec/profile.h"
+#include "sim/specs.h"
+
+namespace kvs::sim {
+
+// The host-to-GPU link (and the same in the other direction).
+struct PcieSpec {
+  double rate_bytes_per_s = 25e9;  // effective rate: PCIe 4.0 x16 is 32 GB/s raw, about 25 in practice
+  double latency_s = 5e-6;         // per transfer (DMA setup, one layer's KV)
+};
+
+enum class OffloadMode { kFull, kSelective, kResident };
+std::string offload_mode_name(OffloadMode mode);
+
+struct OffloadConfig {
+  codec::ModelInfo model;  // the target (sim/gpu_model.h's model_preset)
+  GpuSpec gpu;             // preset, peak_flops / memory_bytes_per_s overrides, efficiency
+  PcieSpec pcie;
+  uint64_t prompt_tokens = 2048;
+  uint32_t output_tokens = 64;  // including the one the prefill produces
+  uint32_t batch = 1;
+  // Selective: fraction of the past tokens fetched per layer and step, one
+  // entry per layer (1 = that layer is loaded in full). Unused by the others.
+  std::vector<double> layer_fraction;
+  double partial_ratio = 0.2;   // channels kept in the partial keys and W_q (InfiniGen's default)
+  double gpu_memory_bytes = 0;  // for the resident mode's "fits"; 0: the preset's (gpu_memory_bytes())
+};
+
+struct OffloadResult {
+  OffloadMode mode = OffloadMode::kFull;
+  double ttft_s = 0;   // end of the prefill (the first output token)
+  double tpot_s = 0;   // (total - ttft) / (output_tokens - 1); 0 with one output token
+  double total_s = 0;  // the last output token
+  std::vector<double> step_s;  // each decode step's duration (output_tokens - 1 entries)
+  double h2d_bytes = 0;        // bytes fetched from host memory over all decode steps
+  double link_busy_s = 0;      // host-to-GPU transfer time over the decode steps
+  double stall_s = 0;          // decode time the GPU waited for a transfer
+  double speculation_s = 0;    // GPU time spent speculating (selective)
+  double gpu_bytes = 0;        // GPU memory needed: weights + KV resident or buffered (+ partial keys)
+  bool fits = true;            // gpu_bytes <= the GPU's memory
+};
+
+// The GPU preset's memory capacity (A100 80 GB, H100 80 GB, H200 141 GB,
+// L40S 48 GB, datasheets); throws kvs::Error for an unknown preset.
+double gpu_memory_bytes(const std::string& preset);
+
+// InfiniGen's layout of fractions: `fraction` for every layer except the
+// first `full_front` and (when `full_last`) the last, which are loaded in full.
+std::vector<double> infinigen_layer_fractions(uint32_t layers, double fraction, uint32_t full_front = 2,
+                                              bool full_last = true);
+
+// One `infinigen` setting of a selective profile (`kvstream selective-profile`,
+// docs/selective-format.md): what it fetched and what that cost in quality,
+// measured with the profiled model.
+struct SelectiveSetting {
+  double budget = 0;
+  double alpha = 0;
+  std::vector<double> fraction_per_layer;  // fraction_fetched_per_layer, profiled model's layers
+  double fraction_fetched = 0;             // mean over layers
+  double partial_key_fraction = 0;         // partial keys / full K and V bytes
+  double recall = 0, kl_divergence = 0, loss_increase = 0, greedy_agreement = 0, task_accuracy = -1;
+};
+
+struct SelectiveProfile {
+  std::string path;
+  std::string model;                  // the profiled model's name
+  uint32_t layers = 0;                // of the profiled model
+  uint32_t full_front_layers = 2;     // options.full_front_layers
+  bool full_last_layer = false;       // options.full_last_layer
+  double ratio = 0.2;                 // options.ratio (partial channels / head_dim)
+  std::vector<uint64_t> context_tokens;  // contexts[].tokens
+  std::vector<SelectiveSetting> settings;  // the `infinigen` settings, in file order
+};
+
+// Reads the file; throws kvs::Error naming the file and field for a missing
+// or malformed one, or a file without `infinigen` settings.
+SelectiveProfile read_selective_profile(const std::string& path);
+
+// A setting's per-layer fractions on a target with `target_layers` layers:
+// the profiled ones when the layer counts match; otherwise the profile's
+// layout (its full front layers, its last layer full or not) with the mean
+// fraction of the profiled speculated layers in every speculated layer.
+std::vector<double> target_layer_fractions(const SelectiveProfile& profile, const SelectiveSetting& setting,
+                                           uint32_t target_layers);
+
+// Runs the decode pipeline. Throws kvs::Error for an invalid configuration
+// (no tokens, rates <= 0, a fraction outside [0, 1], selective without one
+// fraction per layer or with layer 0 below 1: it has no layer to speculate from).
+OffloadResult simulate_offload(const OffloadConfig& config, OffloadMode mode);
+
+}  // namespace kvs::sim

@@ -1,0 +1,273 @@
+// Selective KV loading (llm/selective.h): skewing keeps attention scores,
+// a full budget reproduces the full cache exactly, budgets are respected,
+// speculation recall against exact scores on a fixed input (golden numbers).
+#include "llm/selective.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "llm/checkpoint.h"
+#include "llm/tokenizer.h"
+#include "tests/llm/test_util.h"
+
+namespace kvs::llm {
+namespace {
+
+using testing::some_tokens;
+
+// 4 layers (so InfiniGen speculates layers 2 and 3), head_dim 16 (ratio 0.25
+// keeps 4 channels), GQA 4 query heads on 2 KV heads. W_q and W_k are scaled
+// by 10 so attention is peaked as in a trained model (random normal(0, 0.02)
+// weights give almost uniform attention).
+Model test_model(uint64_t seed = 7) {
+  ModelConfig c = testing::tiny_config();
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 512;
+  Model m = Model::random(c, seed);
+  for (auto& [name, t] : m.named_parameters())
+    if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos) t.mul_(10.0);
+  return m;
+}
+
+// Records each layer's queries and keys of one forward.
+struct Capture : AttentionHook {
+  std::vector<at::Tensor> q, k;
+  void layer_input(int64_t, const at::Tensor&) override {}
+  at::Tensor select(int64_t, const at::Tensor& queries, const at::Tensor& keys) override {
+    q.push_back(queries.clone());
+    k.push_back(keys.clone());
+    return {};
+  }
+};
+
+// Scores [heads, n, keys] of grouped-query attention (no mask, no scale).
+at::Tensor gqa_scores(const at::Tensor& q, const at::Tensor& k) {
+  const int64_t kvh = k.size(0), group = q.size(0) / kvh;
+  return at::matmul(q.to(at::kDouble), k.to(at::kDouble).repeat_interleave(group, 0).transpose(1, 2));
+}
+
+// Share of sum_c |q_c k_c| (over all query/key pairs) in the `n` channels with the largest summed |q_c|.
+double top_channel_share(const at::Tensor& q, const at::Tensor& k, int64_t n) {
+  const int64_t kvh = k.size(0), group = q.size(0) / kvh;
+  double top = 0, all = 0;
+  for (int64_t h = 0; h < q.size(0); ++h) {
+    const at::Tensor qh = q[h].to(at::kDouble).abs(), kh = k[h / group].to(at::kDouble).abs();
+    const at::Tensor per_channel = qh.sum(0) * kh.sum(0);  // sum over pairs of |q_c||k_c|
+    const at::Tensor chosen = std::get<1>(qh.sum(0).topk(n));
+    top += per_channel.index_select(0, chosen).sum().item<double>();
+    all += per_channel.sum().item<double>();
+  }
+  return top / all;
+}
+
+TEST(SelectiveTest, SkewingPreservesScores) {
+  const Model m = test_model();
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
+  ASSERT_EQ(cal.skew.size(), 4u);
+  EXPECT_EQ(cal.channels[0].sizes(), (at::IntArrayRef{2, 4}));
+  Capture cap;
+  m.forward(to_tensor(some_tokens(64, 256, 2)), KVCache{}, &cap);  // other tokens than the warm-up
+  for (size_t l = 0; l < 4; ++l) {
+    const at::Tensor& a = cal.skew[l];
+    const at::Tensor eye = at::eye(16, at::kDouble).expand({2, 16, 16});
+    EXPECT_LT((at::matmul(a.transpose(1, 2), a).to(at::kDouble) - eye).abs().max().item<double>(), 1e-6);
+    const at::Tensor before = gqa_scores(cap.q[l], cap.k[l]);
+    const at::Tensor after = gqa_scores(skew_queries(cap.q[l], a), skew_keys(cap.k[l], a));
+    // fp32 precision: relative to the largest score.
+    EXPECT_LT(((after - before).abs().max() / before.abs().max()).item<double>(), 1e-6) << "layer " << l;
+  }
+}
+
+// On the trained bundled model (random weights have isotropic queries, with
+// nothing to concentrate): after skewing, the 20 % of channels InfiniGen keeps
+// carry more of sum_c |q_c k_c| than the same number of the original channels.
+TEST(SelectiveTest, SkewingConcentratesScoresOnTheTrainedModel) {
+  const std::string dir = std::string(KVSTREAM_SOURCE_DIR) + "/models/default";
+  const Model m = load_model(dir);
+  const auto tok = load_tokenizer(dir, m.config());
+  const std::string text =
+      "The code of Briqui Quisul is 87049. Nothing, however, could be farther from the truth. The whole purpose "
+      "of the book is to portray the tragic dialectic between means and ends inherent in all organized political "
+      "violence. Q: What is the code of Briqui Quisul? A: 87049.";
+  const auto ids = tok->encode(text, true);
+  const SkewCalibration cal = calibrate_skewing(m, std::vector<int64_t>(ids.begin(), ids.begin() + 128), 0.2);
+  Capture cap;
+  m.forward(to_tensor(std::vector<int64_t>(ids.begin() + 64, ids.end())), KVCache{}, &cap);
+  const int64_t channels = cal.channels[0].size(1);
+  double before = 0, after = 0;
+  const size_t L = cap.q.size();
+  for (size_t l = 0; l < L; ++l) {
+    before += top_channel_share(cap.q[l], cap.k[l], channels) / double(L);
+    after += top_channel_share(skew_queries(cap.q[l], cal.skew[l]), skew_keys(cap.k[l], cal.skew[l]), channels) /
+             double(L);
+  }
+  std::printf("share of |q.k| in the top %lld channels: %.3f before skewing, %.3f after\n", (long long)channels, before,
+              after);
+  EXPECT_GT(after, before + 0.05);
+}
+
+TEST(SelectiveTest, CalibrationRejectsBadInput) {
+  const Model m = test_model();
+  EXPECT_THROW(calibrate_skewing(m, some_tokens(8, 256, 1), 0.25), Error);   // fewer tokens than head_dim
+  EXPECT_THROW(calibrate_skewing(m, some_tokens(64, 256, 1), 0.01), Error);  // no channel
+  EXPECT_THROW(SelectiveDecoder(m, SelectionConfig{SelectMethod::kInfiniGen}), Error);  // no calibration
+  SelectionConfig bad;
+  bad.method = SelectMethod::kOracle;
+  bad.budget = 0;
+  EXPECT_THROW(SelectiveDecoder(m, bad), Error);
+  EXPECT_THROW(method_from_name("lru"), Error);
+}
+
+TEST(SelectiveTest, FullBudgetEqualsFullCacheExactly) {
+  const Model m = test_model();
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
+  const auto ctx = some_tokens(80, 256, 3), next = some_tokens(12, 256, 4);
+  for (SelectMethod method : {SelectMethod::kInfiniGen, SelectMethod::kOracle, SelectMethod::kStreaming,
+                              SelectMethod::kH2O}) {
+    SelectionConfig c;
+    c.method = method;
+    c.budget = 1.0;
+    c.alpha = std::numeric_limits<double>::infinity();
+    SelectiveDecoder full(m, SelectionConfig{}), sel(m, c, &cal);
+    KVCache a = full.prefill(ctx).cache, b = sel.prefill(ctx).cache;
+    for (int64_t t : next) {
+      ForwardResult ra = full.step(t, a), rb = sel.step(t, b);
+      ASSERT_TRUE(at::equal(ra.logits, rb.logits)) << method_name(method);
+      a = std::move(ra.cache);
+      b = std::move(rb.cache);
+    }
+    EXPECT_DOUBLE_EQ(sel.stats().mean_fetched(), 1.0);
+    EXPECT_DOUBLE_EQ(sel.stats().mean_recall(), 1.0);
+  }
+  // And the whole evaluation: no KL, no loss increase, full agreement.
+  SelectiveContext sc;
+  sc.context = ctx;
+  sc.continuation = some_tokens(10, 256, 5);
+  sc.question = some_tokens(4, 256, 6);
+  sc.answer = some_tokens(3, 256, 7);
+  sc.greedy_tokens = 8;
+  const SelectiveReference ref = make_selective_reference(m, sc);
+  SelectionConfig c{SelectMethod::kInfiniGen};
+  c.budget = 1.0;
+  c.alpha = std::numeric_limits<double>::infinity();
+  SelectiveDecoder dec(m, c, &cal);
+  const KVCache cache = dec.prefill(sc.context).cache;
+  const SelectiveResult r = evaluate_selective(m, sc, dec, cache, &ref);
+  EXPECT_EQ(r.kl_divergence, 0.0);
+  EXPECT_EQ(r.loss_increase, 0.0);
+  EXPECT_EQ(r.greedy_agreement, 1.0);
+  EXPECT_EQ(r.task_accuracy, ref.task_accuracy);
+  EXPECT_EQ(r.steps, 10 + 7 + 4 + 2);  // continuation, greedy after its last step, question, answer
+  EXPECT_EQ(r.fetched_by_step.size(), 8u);
+}
+
+// Checks every mask the decoder returns.
+struct BudgetSpy : SelectiveDecoder {
+  using SelectiveDecoder::SelectiveDecoder;
+  int64_t max_over = std::numeric_limits<int64_t>::min();  // max of (fetched past tokens - budget)
+  int64_t masks = 0;
+  std::vector<at::Tensor> kept;  // layer 3's masks per step (past part)
+  at::Tensor select(int64_t layer, const at::Tensor& q, const at::Tensor& k) override {
+    at::Tensor keep = SelectiveDecoder::select(layer, q, k);
+    if (keep.defined()) {
+      const int64_t past = k.size(1) - 1;
+      const int64_t budget = config().budget_tokens > 0 ? std::min(config().budget_tokens, past)
+                                                         : std::max<int64_t>(1, int64_t(config().budget * past));
+      EXPECT_TRUE(keep.select(2, past).all().item<bool>());  // the current token is always there
+      const at::Tensor counts = keep.narrow(2, 0, past).sum(-1);
+      max_over = std::max(max_over, counts.max().item<int64_t>() - budget);
+      ++masks;
+      if (layer == 3) kept.push_back(keep.narrow(2, 0, past).squeeze(1));
+    }
+    return keep;
+  }
+};
+
+TEST(SelectiveTest, BudgetIsRespected) {
+  const Model m = test_model();
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
+  const auto ctx = some_tokens(100, 256, 8);
+  for (SelectMethod method : {SelectMethod::kInfiniGen, SelectMethod::kOracle, SelectMethod::kStreaming,
+                              SelectMethod::kH2O}) {
+    for (int64_t count : {0, 7}) {
+      SelectionConfig c;
+      c.method = method;
+      c.budget = 0.1;
+      c.budget_tokens = count;
+      c.alpha = 1e9;  // speculation would take everything: the budget decides
+      BudgetSpy spy(m, c, &cal);
+      KVCache cache = spy.prefill(ctx).cache;
+      for (int64_t t : some_tokens(20, 256, 9)) cache = spy.step(t, cache).cache;
+      const int64_t layers_selected = method == SelectMethod::kInfiniGen ? 2 : 4;
+      EXPECT_EQ(spy.masks, 20 * layers_selected) << method_name(method);
+      EXPECT_EQ(spy.max_over, 0) << method_name(method) << " budget_tokens " << count;  // uses the whole budget
+      if (method == SelectMethod::kH2O) {
+        // An evicted token never comes back.
+        for (size_t s = 1; s < spy.kept.size(); ++s) {
+          const at::Tensor before = spy.kept[s - 1], now = spy.kept[s].narrow(1, 0, before.size(1));
+          EXPECT_FALSE(now.logical_and(before.logical_not()).any().item<bool>()) << "step " << s;
+        }
+      }
+      if (method == SelectMethod::kStreaming) {
+        const at::Tensor last = spy.kept.back();
+        EXPECT_TRUE(last.narrow(1, 0, 4).all().item<bool>());
+        EXPECT_TRUE(last.select(1, last.size(1) - 1).all().item<bool>());
+      }
+    }
+  }
+}
+
+// Golden recall on a fixed input: seed-7 test model, calibration on
+// some_tokens(96, 256, 1) at ratio 0.25, context some_tokens(120, 256, 11),
+// 16 decoding steps of some_tokens(16, 256, 12), budget 20 %, alpha 4.
+// Recall = share of the true top-k past tokens (k = tokens fetched; true
+// score = max over the KV head's query heads of the exact q·k/√d) that
+// InfiniGen's speculation fetched, per KV head, averaged over steps.
+// Values computed once by this code (the test prints them: "golden: ...")
+// and checked in; a random choice of the same size would recall about the
+// fetched fraction, which is also checked below.
+constexpr double kGoldenRecall2 = 0.41748887108262106, kGoldenRecall3 = 0.35367699430199429;
+constexpr double kGoldenFetched2 = 0.19706714693242669, kGoldenFetched3 = 0.19706714693242669;
+
+TEST(SelectiveTest, SpeculationRecallGolden) {
+  const Model m = test_model();
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
+  SelectionConfig c{SelectMethod::kInfiniGen};
+  c.budget = 0.2;
+  c.alpha = 4;
+  SelectiveDecoder dec(m, c, &cal);
+  KVCache cache = dec.prefill(some_tokens(120, 256, 11)).cache;
+  for (int64_t t : some_tokens(16, 256, 12)) cache = dec.step(t, cache).cache;
+  const auto recall = dec.stats().recall_per_layer();
+  const auto fetched = dec.stats().fetched_per_layer();
+  std::printf("golden: recall %.17g %.17g fetched %.17g %.17g\n", recall[2], recall[3], fetched[2], fetched[3]);
+  EXPECT_EQ(recall[0], 1.0);
+  EXPECT_EQ(recall[1], 1.0);
+  EXPECT_NEAR(recall[2], kGoldenRecall2, 1e-9);
+  EXPECT_NEAR(recall[3], kGoldenRecall3, 1e-9);
+  EXPECT_NEAR(fetched[2], kGoldenFetched2, 1e-9);
+  EXPECT_NEAR(fetched[3], kGoldenFetched3, 1e-9);
+  for (int l : {2, 3}) EXPECT_GT(recall[size_t(l)], fetched[size_t(l)] + 0.1) << "layer " << l;
+
+  // The oracle recalls everything by definition; StreamingLLM's window less.
+  for (SelectMethod method : {SelectMethod::kOracle, SelectMethod::kStreaming}) {
+    SelectionConfig oc{method};
+    oc.budget = 0.2;
+    SelectiveDecoder od(m, oc);
+    KVCache oc_cache = od.prefill(some_tokens(120, 256, 11)).cache;
+    for (int64_t t : some_tokens(16, 256, 12)) oc_cache = od.step(t, oc_cache).cache;
+    if (method == SelectMethod::kOracle) EXPECT_DOUBLE_EQ(od.stats().mean_recall(), 1.0);
+    else EXPECT_LT(od.stats().mean_recall(), 0.9);
+  }
+}
+
+}  // namespace
+}  // namespace kvs::llm

@@ -1,0 +1,285 @@
+// The offloaded decode pipeline (sim/offload.h): hand-computed cases on a toy
+// model with round numbers, the relations to sim/gpu_model.h's ComputeModel,
+// and the orderings the comparison rests on.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "sim/gpu_model.h"
+#include "sim/offload.h"
+
+namespace kvs::sim {
+namespace {
+
+// Two layers, one head of 4 channels, hidden 4, vocab 1, 1000 weights per
+// layer (parameters = 2 x vocab x hidden + 2 x 1000 = 2008), fp16:
+// KV = 2 (K, V) x 4 channels x 2 bytes = 16 bytes per token and layer.
+// GPU: 1 MB/s of memory, 1e12 FLOP/s, efficiency 1 (everything memory-bound).
+// Link: 1e5 bytes/s, 100 us per transfer. Prompt of 100 tokens.
+OffloadConfig toy() {
+  OffloadConfig c;
+  c.model.name = "toy";
+  c.model.kv = {2, 1, 4};
+  c.model.dtype = codec::DType::kF16;
+  c.model.hidden_size = 4;
+  c.model.intermediate_size = 4;
+  c.model.num_attention_heads = 1;
+  c.model.vocab_size = 1;
+  c.model.parameters = 2008;
+  c.gpu.preset = "a100";
+  c.gpu.peak_flops = 1e12;
+  c.gpu.memory_bytes_per_s = 1e6;
+  c.gpu.efficiency = 1;
+  c.pcie.rate_bytes_per_s = 1e5;
+  c.pcie.latency_s = 1e-4;
+  c.prompt_tokens = 100;
+  c.output_tokens = 3;
+  return c;
+}
+
+// Prefill FLOPs: 2 x (2008 - 4) x 100 + 4 x 2 layers x 1 head x 4 x 100 x 101 / 2
+// = 400800 + 161600 = 562400, of which the LM head 2 x 4 x 100 = 800:
+// 2.808e-7 s per layer, TTFT = 5.624e-7 s.
+constexpr double kTtft = 5.624e-7;
+constexpr double kTol = 1e-12;
+
+TEST(Offload, FullOffloadMatchesHandComputedCase) {
+  const auto r = simulate_offload(toy(), OffloadMode::kFull);
+  EXPECT_NEAR(r.ttft_s, kTtft, kTol);
+  // Prefill write-back: 1600 bytes per layer, 0.0161 s each; layer 0's ends at
+  // 2.808e-7 + 0.0161 = 0.0161002808, layer 1's at 0.0322002808.
+  // Step 1 (100 past tokens; a layer takes (2000 + 101 x 16) / 1e6 = 0.003616 s):
+  //   layer 0 fetched 0.0161002808 -> 0.0322002808, computed -> 0.0358162808;
+  //   layer 1 fetch starts when layer 0 computes and its write is done,
+  //   0.0322002808 -> 0.0483002808, computed -> 0.0519162808; LM head 8 bytes
+  //   -> 8e-6 s: step 1 ends at 0.0519242808.
+  // Step 2 (101 past: 1616 bytes, 0.01626 s; a layer 0.003632 s):
+  //   layer 0 fetched from layer 1's start, 0.0483002808 -> 0.0645602808,
+  //   computed -> 0.0681922808; layer 1 fetched 0.0645602808 -> 0.0808202808,
+  //   computed -> 0.0844522808; + LM head = 0.0844602808.
+  ASSERT_EQ(r.step_s.size(), 2u);
+  EXPECT_NEAR(r.step_s[0], 0.0519242808 - kTtft, kTol);
+  EXPECT_NEAR(r.step_s[1], 0.0844602808 - 0.0519242808, kTol);
+  EXPECT_NEAR(r.total_s, 0.0844602808, kTol);
+  EXPECT_NEAR(r.tpot_s, (0.0844602808 - kTtft) / 2, kTol);
+  EXPECT_DOUBLE_EQ(r.h2d_bytes, 2 * 1600 + 2 * 1616);
+  EXPECT_NEAR(r.link_busy_s, 2 * 0.0161 + 2 * 0.01626, kTol);
+  // Waits: 0.0322002808 - TTFT before layer 0, 0.0483002808 - 0.0358162808,
+  // 0.0645602808 - 0.0519242808, 0.0808202808 - 0.0681922808.
+  EXPECT_NEAR(r.stall_s, (0.0322002808 - kTtft) + 0.012484 + 0.012636 + 0.012628, kTol);
+  EXPECT_DOUBLE_EQ(r.speculation_s, 0);
+}
+
+TEST(Offload, ResidentMatchesHandComputedCase) {
+  const auto r = simulate_offload(toy(), OffloadMode::kResident);
+  EXPECT_NEAR(r.ttft_s, kTtft, kTol);
+  ASSERT_EQ(r.step_s.size(), 2u);
+  EXPECT_NEAR(r.step_s[0], 2 * 0.003616 + 8e-6, kTol);
+  EXPECT_NEAR(r.step_s[1], 2 * 0.003632 + 8e-6, kTol);
+  EXPECT_NEAR(r.total_s, kTtft + 0.007240 + 0.007272, kTol);
+  EXPECT_DOUBLE_EQ(r.h2d_bytes, 0);
+  EXPECT_DOUBLE_EQ(r.stall_s, 0);
+  // Weights 2008 x 2 bytes and the KV of 103 tokens x 2 layers x 16 bytes.
+  EXPECT_DOUBLE_EQ(r.gpu_bytes, 4016 + 103 * 32);
+}
+
+TEST(Offload, SelectiveMatchesHandComputedCase) {
+  auto c = toy();
+  c.output_tokens = 2;
+  c.layer_fraction = {1.0, 0.5};
+  c.partial_ratio = 0.25;
+  const auto r = simulate_offload(c, OffloadMode::kSelective);
+  // Speculation for layer 1 at the start of layer 0: partial W_q 0.25 x 4 x 4
+  // x 2 = 8 bytes, partial keys 0.25 x 100 x 8 = 200, scores 100 x 2 x 2 = 400:
+  // 608 bytes, 6.08e-4 s. Layer 0 as in the full case: fetched by
+  // 0.0322002808, computes 0.000608 + 0.003616 -> 0.0364242808.
+  // Layer 1: 50 tokens, 800 bytes, 0.0081 s, from 0.0322002808 + 0.000608 =
+  // 0.0328082808 -> 0.0409082808; computes (2000 + 51 x 16) / 1e6 = 0.002816
+  // -> 0.0437242808; + LM head -> 0.0437322808.
+  ASSERT_EQ(r.step_s.size(), 1u);
+  EXPECT_NEAR(r.total_s, 0.0437322808, kTol);
+  EXPECT_NEAR(r.step_s[0], 0.0437322808 - kTtft, kTol);
+  EXPECT_NEAR(r.speculation_s, 6.08e-4, kTol);
+  EXPECT_DOUBLE_EQ(r.h2d_bytes, 1600 + 800);
+}
+
+TEST(Offload, ResidentStepAndPrefillAgreeWithComputeModel) {
+  // A resident step is ComputeModel::first_token_s without the embedding
+  // table's read (a row lookup); the prefill is ComputeModel::recompute_s.
+  for (const std::string name : {"llama-7b", "llama-13b", "mistral-7b"}) {
+    OffloadConfig c;
+    c.model = model_preset(name);
+    c.gpu.preset = "a100";
+    c.prompt_tokens = 4096;
+    c.output_tokens = 4;
+    const auto r = simulate_offload(c, OffloadMode::kResident);
+    const ComputeModel cm(c.model, c.gpu);
+    const double embed_s = double(c.model.vocab_size) * c.model.hidden_size * codec::dtype_bytes(c.model.dtype) /
+                           (gpu_preset_memory_bytes_per_s("a100") * c.gpu.efficiency);
+    EXPECT_NEAR(r.ttft_s, cm.recompute_s(0, 4096), 1e-9 * r.ttft_s) << name;
+    for (uint32_t k = 1; k < c.output_tokens; ++k)
+      EXPECT_NEAR(r.step_s[k - 1], cm.first_token_s(4096 + k) - embed_s, 1e-9 * r.step_s[k - 1]) << name << " step " << k;
+  }
+}
+
+OffloadConfig preset_config(const std::string& model, uint64_t context) {
+  OffloadConfig c;
+  c.model = model_preset(model);
+  c.gpu.preset = "a100";
+  c.prompt_tokens = context;
+  c.output_tokens = 16;
+  return c;
+}
+
+TEST(Offload, SelectiveWithFractionOneEqualsFullOffload) {
+  for (const std::string model : {"llama-7b", "llama-13b"})
+    for (uint64_t context : {2048u, 8192u, 32768u}) {
+      auto c = preset_config(model, context);
+      c.layer_fraction.assign(c.model.kv.layers, 1.0);
+      const auto full = simulate_offload(c, OffloadMode::kFull);
+      const auto sel = simulate_offload(c, OffloadMode::kSelective);
+      EXPECT_EQ(sel.ttft_s, full.ttft_s);
+      EXPECT_EQ(sel.total_s, full.total_s) << model << " " << context;
+      EXPECT_EQ(sel.step_s, full.step_s);
+      EXPECT_EQ(sel.h2d_bytes, full.h2d_bytes);
+      EXPECT_EQ(sel.speculation_s, 0);
+    }
+}
+
+TEST(Offload, ResidentIsALowerBound) {
+  for (const std::string model : {"llama-7b", "llama-13b"})
+    for (uint64_t context : {2048u, 4096u, 16384u, 32768u})
+      for (double fraction : {0.0, 0.05, 0.2, 1.0}) {
+        auto c = preset_config(model, context);
+        c.batch = 4;
+        c.layer_fraction = infinigen_layer_fractions(c.model.kv.layers, fraction);
+        const auto resident = simulate_offload(c, OffloadMode::kResident);
+        const auto full = simulate_offload(c, OffloadMode::kFull);
+        const auto sel = simulate_offload(c, OffloadMode::kSelective);
+        EXPECT_LE(resident.total_s, full.total_s);
+        EXPECT_LE(resident.total_s, sel.total_s) << model << " " << context << " " << fraction;
+        EXPECT_LE(resident.tpot_s, sel.tpot_s);
+        EXPECT_GT(full.stall_s, 0);  // at 25 GB/s the link, not the GPU, bounds full offloading
+      }
+}
+
+TEST(Offload, SelectiveSpeedupOverFullGrowsWithContext) {
+  // InfiniGen's headline shape, as a property of the model: with a fixed
+  // fraction the fetched bytes shrink in proportion while the weights' read
+  // does not, so the gain grows with the context.
+  for (const std::string model : {"llama-7b", "llama-13b"}) {
+    double previous = 1.0;
+    for (uint64_t context : {2048u, 4096u, 8192u, 16384u, 32768u}) {
+      auto c = preset_config(model, context);
+      c.layer_fraction = infinigen_layer_fractions(c.model.kv.layers, 0.1);
+      const double speedup =
+          simulate_offload(c, OffloadMode::kFull).tpot_s / simulate_offload(c, OffloadMode::kSelective).tpot_s;
+      EXPECT_GT(speedup, previous) << model << " " << context;
+      previous = speedup;
+    }
+  }
+}
+
+TEST(Offload, LayoutOfInfinigenFractions) {
+  EXPECT_EQ(infinigen_layer_fractions(5, 0.1), (std::vector<double>{1, 1, 0.1, 0.1, 1}));
+  EXPECT_EQ(infinigen_layer_fractions(2, 0.1), (std::vector<double>{1, 1}));
+}
+
+TEST(Offload, RejectsInvalidConfigurations) {
+  auto c = toy();
+  EXPECT_THROW(simulate_offload(c, OffloadMode::kSelective), Error);  // no fractions
+  c.layer_fraction = {0.5, 0.5};
+  EXPECT_THROW(simulate_offload(c, OffloadMode::kSelective), Error);  // layer 0 must be full
+  c.layer_fraction = {1.0, 1.5};
+  EXPECT_THROW(simulate_offload(c, OffloadMode::kSelective), Error);
+  c = toy();
+  c.pcie.rate_bytes_per_s = 0;
+  EXPECT_THROW(simulate_offload(c, OffloadMode::kFull), Error);
+  c = toy();
+  c.prompt_tokens = 0;
+  EXPECT_THROW(simulate_offload(c, OffloadMode::kResident), Error);
+  c = toy();
+  c.gpu.preset = "nope";
+  c.gpu.peak_flops = 0;
+  EXPECT_THROW(simulate_offload(c, OffloadMode::kFull), Error);
+}
+
+TEST(Offload, ResidentFitsOnlyWhenTheCacheFits) {
+  auto c = preset_config("llama-13b", 32768);
+  c.batch = 1;
+  EXPECT_TRUE(simulate_offload(c, OffloadMode::kResident).fits);  // 26 GB weights + 27 GB KV on 80 GB
+  c.batch = 4;
+  EXPECT_FALSE(simulate_offload(c, OffloadMode::kResident).fits);
+  EXPECT_TRUE(simulate_offload(c, OffloadMode::kFull).fits);
+}
+
+// A selective profile as docs/selective-format.md describes it: a 4-layer
+// model, one infinigen setting, one baseline (skipped).
+std::string selective_json(const std::string& per_layer = "[1, 1, 0.08, 0.12]") {
+  return R"({"format": "kvstream-selective", "version": 1,
+ "model": {"name": "default", "layers": 4, "kv_heads": 2, "head_dim": 32, "num_attention_heads": 8,
+           "kv_bytes_per_token": 1024},
+ "kv_dtype": "fp16",
+ "options": {"ratio": 0.2, "partial_channels": 6, "full_front_layers": 2, "full_last_layer": false},
+ "contexts": [{"id": "a", "tokens": 2047}],
+ "settings": [
+  {"method": "oracle", "budget": 0.1, "fraction_fetched": 0.1},
+  {"method": "infinigen", "budget": 0.1, "alpha": 4, "fraction_fetched": 0.55,
+   "fraction_fetched_per_layer": )" +
+         per_layer + R"(, "partial_key_fraction": 0.09375,
+   "recall": 0.71, "kl_divergence": 0.021, "loss_increase": 0.012, "greedy_agreement": 0.81, "task_accuracy": 0.75}]})";
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const auto path = (std::filesystem::temp_directory_path() / name).string();
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(Offload, ReadsASelectiveProfileAndMapsItsFractionsToTheTarget) {
+  const auto path = write_temp("kvs_offload_sel.json", selective_json());
+  const auto p = read_selective_profile(path);
+  ASSERT_EQ(p.settings.size(), 1u);  // the oracle baseline is not an InfiniGen setting
+  const auto& s = p.settings[0];
+  EXPECT_EQ(p.layers, 4u);
+  EXPECT_EQ(p.full_front_layers, 2u);
+  EXPECT_FALSE(p.full_last_layer);
+  EXPECT_EQ(s.fraction_per_layer, (std::vector<double>{1, 1, 0.08, 0.12}));
+  EXPECT_DOUBLE_EQ(s.kl_divergence, 0.021);
+  // Same layer count: as measured. Another: the profile's layout (two full
+  // front layers, the last speculated) with the speculated layers' mean 0.1.
+  EXPECT_EQ(target_layer_fractions(p, s, 4), s.fraction_per_layer);
+  const auto f = target_layer_fractions(p, s, 6);
+  ASSERT_EQ(f.size(), 6u);
+  EXPECT_EQ(f[0], 1);
+  EXPECT_EQ(f[1], 1);
+  for (int l = 2; l < 6; ++l) EXPECT_NEAR(f[l], 0.1, 1e-15);
+  std::remove(path.c_str());
+}
+
+TEST(Offload, BadSelectiveProfilesNameTheFileAndField) {
+  const auto expect_error = [](const std::string& text, const std::string& needle) {
+    const auto path = write_temp("kvs_offload_bad.json", text);
+    try {
+      read_selective_profile(path);
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    std::remove(path.c_str());
+  };
+  expect_error(selective_json("[1, 1, 0.5]"), "settings[1].fraction_fetched_per_layer");
+  expect_error(selective_json("[1, 1, 0.5, 2]"), "fraction_fetched_per_layer[3]");
+  expect_error("{\"format\": \"other\"}", "format");
+  expect_error("not json", "not JSON");
+  EXPECT_THROW(read_selective_profile("/nonexistent/sel.json"), Error);
+}
+
+}  // namespace
+}  // namespace kvs::sim

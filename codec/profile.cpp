@@ -14,21 +14,6 @@ namespace kvs::codec {
 
 using nlohmann::json;
 
-double ModelInfo::prefill_flops(uint64_t past, uint64_t tokens) const {
-  // Weights touched per token outside attention scores: parameters minus the
-  // input embedding table (a lookup, not a product). Tied or untied, the LM
-  // head costs hidden_size * vocab_size multiply-adds per token.
-  const double embed = double(vocab_size) * hidden_size;
-  const double matmul_params = std::max(0.0, double(parameters) - embed);
-  const double dense = 2.0 * matmul_params * double(tokens);
-  // Attention: per layer, per query head, QK^T and AV each head_dim MACs per
-  // (query, key) pair; causal, so token i sees past + i + 1 keys.
-  const double t = double(tokens), p = double(past);
-  const double pairs = t * p + t * (t + 1) / 2.0;
-  const double attention = 2.0 * 2.0 * double(kv.layers) * num_attention_heads * kv.head_dim * pairs;
-  return dense + attention;
-}
-
 const CodecProfile& Profile::codec(std::string_view name) const {
   std::string present;
   for (const auto& c : codecs) {

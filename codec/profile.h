@@ -8,8 +8,8 @@
 //
 // Levels are numbered 0..n-1 per codec; level 0 is the finest (most bytes,
 // least error), each higher level coarser. Recomputing a chunk from text is not
-// a level: it is exact (no quality loss) and costs prefill FLOPs, which
-// `ModelInfo::prefill_flops` gives.
+// a level: it is exact (no quality loss) and costs prefill FLOPs, which the
+// simulator's compute model counts from ModelInfo (sim/gpu_model.h).
 //
 // Quality is measured in several ways (LevelQuality); the size-quality
 // ladder a policy sees is ranked by the KL divergence of the next-token
@@ -31,7 +31,8 @@ namespace kvs::codec {
 
 inline constexpr int kProfileSchemaVersion = 2;
 
-// The model whose KV caches were profiled, with what a compute model needs.
+// The model whose KV caches were profiled, with what a compute model needs
+// (sim/gpu_model.h counts its FLOPs).
 struct ModelInfo {
   std::string name;
   KVShape kv;
@@ -42,11 +43,6 @@ struct ModelInfo {
   uint32_t vocab_size = 0;
   uint64_t parameters = 0;  // all weights, embeddings included
 
-  // Forward-pass FLOPs to prefill `tokens` new tokens that follow `past`
-  // tokens already in the cache: 2 FLOPs per multiply-add over the projection,
-  // MLP and LM-head weights, plus the attention scores and weighted sum, which
-  // grow with the context (causal: token i attends to past + i + 1 positions).
-  double prefill_flops(uint64_t past, uint64_t tokens) const;
   // Bytes of the full-precision KV cache per token (at `dtype`).
   uint64_t kv_bytes_per_token() const { return kv.elements_per_token() * dtype_bytes(dtype); }
 };

@@ -14,7 +14,7 @@
 // is cheap but blind to where a chunk lies (on the bundled model the last
 // chunk before the continuation matters far more than its error share says;
 // tests/llm/profiler_test.cpp measures the ratios). Recomputing a chunk is exact and not profiled
-// here; its cost comes from ModelInfo::prefill_flops.
+// here; its cost comes from the simulator's compute model (sim/gpu_model.h).
 #pragma once
 
 #include <cstdint>

@@ -66,6 +66,17 @@ double gpu_preset_memory_bytes_per_s(const std::string& preset) {
   throw Error(fmt::format("unknown GPU preset '{}' (known: {})", preset, fmt::join(gpu_preset_names(), ", ")));
 }
 
+double prefill_flops(const codec::ModelInfo& model, uint64_t past, uint64_t tokens) {
+  const double embed = double(model.vocab_size) * model.hidden_size;
+  const double matmul_params = std::max(0.0, double(model.parameters) - embed);
+  const double dense = 2.0 * matmul_params * double(tokens);
+  // Per layer and query head, QK^T and AV each head_dim MACs per (query, key) pair.
+  const double t = double(tokens), p = double(past);
+  const double pairs = t * p + t * (t + 1) / 2.0;
+  const double attention = 2.0 * 2.0 * double(model.kv.layers) * model.num_attention_heads * model.kv.head_dim * pairs;
+  return dense + attention;
+}
+
 double gpu_preset_peak_flops(const std::string& preset) {
   for (const auto& g : kGpus)
     if (preset == g.name) return g.peak_flops;
@@ -101,7 +112,7 @@ ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec) :
 }
 
 double ComputeModel::recompute_s(uint64_t past, uint64_t tokens) const {
-  return model_.prefill_flops(past, tokens) / flops_per_s_;
+  return prefill_flops(model_, past, tokens) / flops_per_s_;
 }
 
 double ComputeModel::first_token_s(uint64_t context_tokens) const {
@@ -110,7 +121,7 @@ double ComputeModel::first_token_s(uint64_t context_tokens) const {
   // size 1 that, not the FLOPs, bounds it.
   const double bytes = double(model_.parameters) * codec::dtype_bytes(model_.dtype) +
                        double(model_.kv_bytes_per_token()) * double(context_tokens);
-  return std::max(model_.prefill_flops(context_tokens, 1) / flops_per_s_, bytes / memory_bytes_per_s_);
+  return std::max(prefill_flops(model_, context_tokens, 1) / flops_per_s_, bytes / memory_bytes_per_s_);
 }
 
 double ComputeModel::assumed_decode_bytes_per_s(const std::string& codec) const {

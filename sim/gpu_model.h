@@ -18,7 +18,7 @@
 //   chunk at the chosen level (on Profile::device, usually one CPU thread),
 //   divided by GpuSpec::decode_speedup and multiplied by the target/profiled
 //   size ratio when the target model is larger than the profiled one.
-// - Prefill: ModelInfo::prefill_flops of the target model divided by (peak
+// - Prefill: prefill_flops() of the target model divided by (peak
 //   FLOP/s x efficiency). Peaks are vendors' dense (no sparsity) BF16
 //   tensor-core numbers: H100 SXM 989 TFLOP/s, H200 989 TFLOP/s (same compute
 //   as H100), A100 312 TFLOP/s, L40S 362 TFLOP/s (NVIDIA datasheets).
@@ -37,6 +37,13 @@
 #include "sim/config.h"
 
 namespace kvs::sim {
+
+// Forward-pass FLOPs to prefill `tokens` new tokens that follow `past` tokens
+// already in the cache: 2 FLOPs per multiply-add over the projection, MLP and
+// LM-head weights (all parameters but the input embedding table, a lookup),
+// plus the attention scores and weighted sum, which grow with the context
+// (causal: token i attends to past + i + 1 positions).
+double prefill_flops(const codec::ModelInfo& model, uint64_t past, uint64_t tokens);
 
 // A GPU preset's peak; throws kvs::Error listing the presets when unknown.
 double gpu_preset_peak_flops(const std::string& preset);

@@ -73,10 +73,10 @@ class StepModel {
     return std::max(flops / flops_per_s_, bytes / bytes_per_s_);
   }
   // Prefill of the whole batch: per layer, and the LM head (over every prompt
-  // token, as ModelInfo::prefill_flops counts it).
+  // token, as prefill_flops counts it).
   double prefill_head_s() const { return batch_ * 2 * head_params_ * double(c_.prompt_tokens) / flops_per_s_; }
   double prefill_layer_s() const {
-    const double total = batch_ * c_.model.prefill_flops(0, c_.prompt_tokens) / flops_per_s_;
+    const double total = batch_ * prefill_flops(c_.model, 0, c_.prompt_tokens) / flops_per_s_;
     return (total - prefill_head_s()) / layers_;
   }
   double transfer_s(double bytes) const { return c_.pcie.latency_s + bytes / c_.pcie.rate_bytes_per_s; }

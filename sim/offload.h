@@ -22,7 +22,7 @@
 // sim/gpu_model.h; B = batch, c = tokens in the cache at the step):
 // - Weights are on the GPU. Per layer: (parameters - 2 x vocab x hidden) /
 //   layers (the presets' LM heads are untied; the final norm is neglected).
-// - Prefill (TTFT): B x ModelInfo::prefill_flops(0, prompt) / FLOP/s, the same
+// - Prefill (TTFT): B x prefill_flops(model, 0, prompt) / FLOP/s, the same
 //   as ComputeModel::recompute_s, split into equal layers and the LM head. In
 //   the offloaded modes each layer's KV is written to host memory as soon as
 //   it is computed (GPU-to-host direction, same rate and latency, full

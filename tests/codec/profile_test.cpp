@@ -147,12 +147,5 @@ TEST(Profile, ParetoFrontInKl) {
   EXPECT_EQ(pareto_front(c), std::vector<bool>(6, true));
 }
 
-TEST(ModelInfo, PrefillFlopsHasDenseAndAttentionTerms) {
-  ModelInfo m{"m", {2, 1, 4}, DType::kF32, 8, 16, 2, 10, 1000};
-  // dense: 2 * (1000 - 80) per token; attention: 4 * layers * heads * head_dim * pairs
-  EXPECT_DOUBLE_EQ(m.prefill_flops(0, 1), 2.0 * 920 + 4.0 * 2 * 2 * 4 * 1);
-  EXPECT_DOUBLE_EQ(m.prefill_flops(10, 2), 2.0 * 920 * 2 + 4.0 * 2 * 2 * 4 * (20 + 3));
-}
-
 }  // namespace
 }  // namespace kvs::codec

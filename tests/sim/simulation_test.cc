@@ -81,9 +81,9 @@ TEST(Simulation, RecomputeAllEqualsTheComputeModelExactly) {
   const double fps = 312e12 * 0.4;
   // First token: memory-bound, 12M fp16 weights + 1536 tokens x 4096 B of KV at 0.4 x 2.039 TB/s.
   const double first_token = (12e6 * 2 + 1536.0 * 4096) / (2.039e12 * 0.4);
-  ASSERT_GT(first_token, m.prefill_flops(1536, 1) / fps);
+  ASSERT_GT(first_token, prefill_flops(m, 1536, 1) / fps);
   const double expected =
-      (m.prefill_flops(0, 512) + m.prefill_flops(512, 512) + m.prefill_flops(1024, 512)) / fps + first_token;
+      (prefill_flops(m, 0, 512) + prefill_flops(m, 512, 512) + prefill_flops(m, 1024, 512)) / fps + first_token;
   EXPECT_NEAR(r.ttft_s, expected, 1e-12);
   EXPECT_EQ(r.payload_bytes, 0u);
   EXPECT_EQ(r.recomputed_chunks, 3u);
@@ -430,6 +430,13 @@ TEST(Simulation, ScenarioFileToOutputFolder) {
   fs::remove_all(dir);
 }
 
+TEST(ComputeModel, PrefillFlopsHasDenseAndAttentionTerms) {
+  codec::ModelInfo m{"m", {2, 1, 4}, codec::DType::kF32, 8, 16, 2, 10, 1000};
+  // dense: 2 * (1000 - 80) per token; attention: 4 * layers * heads * head_dim * pairs
+  EXPECT_DOUBLE_EQ(prefill_flops(m, 0, 1), 2.0 * 920 + 4.0 * 2 * 2 * 4 * 1);
+  EXPECT_DOUBLE_EQ(prefill_flops(m, 10, 2), 2.0 * 920 * 2 + 4.0 * 2 * 2 * 4 * (20 + 3));
+}
+
 TEST(ComputeModel, PresetsAndHandComputedTimes) {
   const auto m = model_preset("llama-7b");
   EXPECT_EQ(m.kv.layers, 32u);
@@ -440,7 +447,7 @@ TEST(ComputeModel, PresetsAndHandComputedTimes) {
   g.efficiency = 0.5;
   const ComputeModel c(m, g);
   EXPECT_DOUBLE_EQ(c.flops_per_s(), 494.5e12);
-  EXPECT_DOUBLE_EQ(c.recompute_s(0, 1024), m.prefill_flops(0, 1024) / 494.5e12);
+  EXPECT_DOUBLE_EQ(c.recompute_s(0, 1024), prefill_flops(m, 0, 1024) / 494.5e12);
   // 7B dense part alone: 2 x (6.738e9 - 32000 x 4096) FLOPs per token.
   EXPECT_GT(c.recompute_s(0, 1024), 2 * (6738415616.0 - 131072000.0) * 1024 / 494.5e12);
   // First token of llama-7b at 4096 tokens: fp16 weights + 4096 x 524288 B of KV at 0.5 x 3.35 TB/s.

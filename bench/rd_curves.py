@@ -22,7 +22,7 @@ Resumable: a group whose output already holds every evaluation context is skippe
 
 Writes OUT/rd_curves.csv, OUT/rd_curves.json (points and summary), OUT/rd_curves.png
 and prints a markdown table plus a summary: BD-rate of kvs against cachegen
-(analysis/bd_rate.py, on the loss increase and on 1 - greedy agreement) and
+(tools/codec/bd_rate.py, on the loss increase and on 1 - greedy agreement) and
 cachegen's default level (L2) against quant8, at face value and at equal quality.
 
     nice /usr/bin/python3 bench/rd_curves.py [--out runs/rd-curves] [--chunk-tokens 1500]
@@ -44,7 +44,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "analysis"))
+sys.path.insert(0, os.path.join(ROOT, "tools", "codec"))
 
 # (group name, codecs, extra profile arguments, label for its codec in the results or None for the codec's name)
 GROUPS = [
@@ -172,7 +172,7 @@ def aggregate_profile(prof, label=None):
 
 
 def points(rows, codec):
-    """Points in analysis/bd_rate.py's form: (level, bits, loss, agreement, contexts)."""
+    """Points in tools/codec/bd_rate.py's form: (level, bits, loss, agreement, contexts)."""
     return [(r["level"], r["bits_per_element"], r["loss_increase_mean"], r["greedy_agreement"], r["contexts"])
             for r in rows if r["codec"] == codec]
 

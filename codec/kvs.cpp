@@ -13,7 +13,7 @@
 namespace kvs::codec {
 
 std::vector<float> kvs_default_weights(uint32_t layers) {
-  // Measured on models/default (4 layers) with analysis/kvs_sensitivity.py
+  // Measured on models/default (4 layers) with tools/codec/kvs_sensitivity.py
   // --max-loss 0.05: loss increase per unit squared error of each plane, on 10
   // contexts of 2,047 bytes (+ 512 scored) from contexts-4096 text that the
   // profiling contexts do not contain; weight = 1 / sqrt(sensitivity),

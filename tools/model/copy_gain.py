@@ -14,7 +14,7 @@ in bits per byte: about 0 for a model that cannot copy, approaching the
 passages' own bits per byte for one that copies perfectly. Retrieval (the
 model card's targets) needs this first, so watch it while training.
 
-    python3 analysis/copy_gain.py --model models/default [--kvstream build/apps/kvstream]
+    python3 tools/model/copy_gain.py --model models/default [--kvstream build/apps/kvstream]
         [--heldout data/brown/heldout.txt] [--pairs 40] [--passage-bytes 400] [--json]
 """
 import argparse
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYLL = ["ka", "lo", "mi", "ran", "te", "vo", "sul", "bri", "ne", "dar", "po", "zel", "qui", "mar", "tos", "fen"]
 
 

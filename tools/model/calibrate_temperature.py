@@ -12,7 +12,7 @@ unchanged; only the probabilities soften.
 T is chosen on a calibration byte range of a text (--calib-range), which must be
 disjoint from whatever the model is evaluated on afterwards.
 
-    /usr/bin/python3 analysis/calibrate_temperature.py --model runs/x --text data/brown/heldout.txt \\
+    /usr/bin/python3 tools/model/calibrate_temperature.py --model runs/x --text data/brown/heldout.txt \\
         --calib-range 200000:400000 [--grid 1.0,1.2,...] -o models/default
 """
 import argparse
@@ -26,7 +26,7 @@ from importlib.machinery import SourceFileLoader
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 tt = SourceFileLoader("train_torch", os.path.join(ROOT, "scripts", "train-torch")).load_module()
 
 

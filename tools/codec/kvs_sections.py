@@ -5,7 +5,7 @@ K or V element; container (header, offset table, CRC) and, for cachegen's
 code scheme, per-token scales and per-chunk tables in bits per element.
 Knows cachegen (both schemes); other codecs count as one payload.
 
-    /usr/bin/python3 analysis/kvs_sections.py FILE.kvs...
+    /usr/bin/python3 tools/codec/kvs_sections.py FILE.kvs...
 """
 import argparse
 import struct

@@ -15,7 +15,7 @@ bytes before it, which equals greedy decoding's exact match. The model is
 scripts/train-torch's, which its --self-test checks against `kvstream eval`.
 --first/--count score a slice of the sample, so that two processes can share it.
 
-    /usr/bin/python3 analysis/retrieval_sample.py --model models/default --length 4096 \\
+    /usr/bin/python3 tools/model/retrieval_sample.py --model models/default --length 4096 \\
         --seed 777 --contexts 200 [--weights runs/x/step-400.safetensors] [--json]
 """
 import argparse
@@ -27,7 +27,7 @@ from importlib.machinery import SourceFileLoader
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 tt = SourceFileLoader("train_torch", os.path.join(ROOT, "scripts", "train-torch")).load_module()
 
 

@@ -5,7 +5,7 @@ increase over contexts, and the bits/element profile B (its first codec)
 needs for the same loss increase, by piecewise-linear interpolation between
 B's levels ('-' where A's loss increase is outside B's range).
 
-    /usr/bin/python3 analysis/equal_quality.py A.json B.json
+    /usr/bin/python3 tools/codec/equal_quality.py A.json B.json
 """
 import argparse
 import json

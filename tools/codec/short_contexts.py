@@ -9,7 +9,7 @@ taken from the text right after it (so the continuation really follows), with
 no question. Byte-level tokens: BOS + context + continuation = 1 + 512 + 511
 = 1,024 positions by default.
 
-    /usr/bin/python3 analysis/short_contexts.py data/retrieval/contexts-2048.jsonl \
+    /usr/bin/python3 tools/codec/short_contexts.py data/retrieval/contexts-2048.jsonl \
         --context 512 --continuation 511 --pieces 2 > contexts-512.jsonl
 """
 import argparse

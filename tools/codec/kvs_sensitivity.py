@@ -15,7 +15,7 @@ normalized to geometric mean 1. Sensitivities below --floor times the largest
 (at or below the measurement's noise; some come out negative) are raised to
 it, which caps the weights' range at 1 / sqrt(floor).
 
-    /usr/bin/python3 analysis/kvs_sensitivity.py plane0.json ... plane7.json [--max-loss 0.01]
+    /usr/bin/python3 tools/codec/kvs_sensitivity.py plane0.json ... plane7.json [--max-loss 0.01]
 (plane files in order K0, V0, K1, V1, ...; see docs/codecs.md for the commands).
 
 This is how models/default's weights were measured (loss-based). For another

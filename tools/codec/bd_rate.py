@@ -13,7 +13,7 @@ for the anchor's quality (negative: fewer). Two fits: a cubic polynomial
 (Bjontegaard, VCEG-M33) and piecewise-cubic monotone Hermite interpolation
 (PCHIP, as VCEG-AL22 recommends for non-smooth curves).
 
-    /usr/bin/python3 analysis/bd_rate.py PROFILE.json [MORE.json ...] \
+    /usr/bin/python3 tools/codec/bd_rate.py PROFILE.json [MORE.json ...] \
         [--anchor cachegen] [--test kvs] [--quality loss] [--floor 0.001] [--test-levels L0,L1,...]
         [--plot rd.png] [--markdown]
 

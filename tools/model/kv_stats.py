@@ -4,7 +4,7 @@ value ranges of K and V, and the variance of token-to-token differences
 relative to the variance of the values (< 1: neighbouring tokens are similar,
 so delta coding can help; about 2: no locality).
 
-    /usr/bin/python3 analysis/kv_stats.py kv.safetensors [--markdown]
+    /usr/bin/python3 tools/model/kv_stats.py kv.safetensors [--markdown]
 """
 import argparse
 import json

@@ -108,8 +108,10 @@ def run_profiles(args, ids):
     timings = json.load(open(tpath)) if os.path.exists(tpath) else {}
     log = os.path.join(args.out, "profile.log")
     env_cmd = ["env", "OMP_WAIT_POLICY=PASSIVE"]
+    # Per-level quality is what the curves need; per-chunk quality measured
+    # chunk by chunk would triple the time for nothing here.
     common = ["--model", args.model, "--contexts", args.contexts, "--chunk-tokens", str(args.chunk_tokens),
-              "--threads", str(args.threads)]
+              "--threads", str(args.threads), "--chunk-quality", "estimated"]
     if args.max_contexts:
         common += ["--max-contexts", str(args.max_contexts)]
     only = set(args.only.split(",")) if args.only else None
@@ -155,6 +157,8 @@ def aggregate_profile(prof, label=None):
         for i, level in enumerate(codec["level_names"]):
             q = [c["quality"][i] for c in ctxs]
             loss = [x["loss_increase"] for x in q]
+            kl = [x.get("kl_nats") for x in q]
+            top1 = [x.get("top1_agreement") for x in q]
             task = [x["task_accuracy"] for x in q if x["task_accuracy"] >= 0]
             base_task = [c["base_task_accuracy"] for c in ctxs if c["base_task_accuracy"] >= 0]
             rows.append({
@@ -164,6 +168,8 @@ def aggregate_profile(prof, label=None):
                 "loss_increase_mean": statistics.fmean(loss),
                 "loss_increase_median": statistics.median(loss),
                 "greedy_agreement": statistics.fmean(x["greedy_agreement"] for x in q),
+                "kl_nats_mean": None if None in kl else statistics.fmean(kl),
+                "top1_agreement": None if None in top1 else statistics.fmean(top1),
                 "retrieval_accuracy": statistics.fmean(task) if task else None,
                 "exact_retrieval_accuracy": statistics.fmean(base_task) if base_task else None,
                 "questions": len(task),
@@ -172,26 +178,29 @@ def aggregate_profile(prof, label=None):
 
 
 def points(rows, codec):
-    """Points in tools/codec/bd_rate.py's form: (level, bits, loss, agreement, contexts)."""
-    return [(r["level"], r["bits_per_element"], r["loss_increase_mean"], r["greedy_agreement"], r["contexts"])
-            for r in rows if r["codec"] == codec]
+    """Points in tools/codec/bd_rate.py's form: (level, bits, loss, agreement, contexts, KL, top-1)."""
+    return [(r["level"], r["bits_per_element"], r["loss_increase_mean"], r["greedy_agreement"], r["contexts"],
+             r.get("kl_nats_mean"), r.get("top1_agreement")) for r in rows if r["codec"] == codec]
 
 
 def bits_at_loss(pts, loss):
     """Bits/element a codec needs for a mean loss increase, linear between its levels; None outside its range."""
     pts = sorted(pts, key=lambda p: p[2])
-    for (_, b0, l0, _, _), (_, b1, l1, _, _) in zip(pts, pts[1:]):
+    for (_, b0, l0, *_), (_, b1, l1, *_) in zip(pts, pts[1:]):
         if l0 <= loss <= l1:
             return b0 + (b1 - b0) * (loss - l0) / (l1 - l0) if l1 > l0 else min(b0, b1)
     return None
 
 
-def summarize(rows, loss_target=0.02, floor_loss=0.0005, floor_disagreement=0.01):
+def summarize(rows, loss_target=0.02, floor_loss=0.0005, floor_disagreement=0.01, floor_kl=1e-4):
     import bd_rate
     s = {}
     cg, kvs, q8 = points(rows, "cachegen"), points(rows, "kvs"), points(rows, "quant8")
     if cg and kvs:
-        for quality, floor in (("loss", floor_loss), ("disagreement", floor_disagreement)):
+        measures = [("loss", floor_loss), ("disagreement", floor_disagreement)]
+        if all(p[5] is not None for p in cg + kvs):
+            measures = [("kl", floor_kl), ("top1-disagreement", floor_disagreement)] + measures
+        for quality, floor in measures:
             r = bd_rate.bd_rate(cg, kvs, floor, quality)
             s[f"bd_rate_kvs_vs_cachegen_{quality}"] = None if r is None else {
                 "floor": floor, "range": list(r["range"]), "cubic": r["cubic"], "pchip": r["pchip"],
@@ -225,19 +234,24 @@ def fmt_pct(x, digits=2):
 
 
 def markdown_table(rows):
-    out = ["| codec | level | bits/element | loss increase, mean | median | greedy agreement | retrieval (exact cache) | contexts |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["| codec | level | bits/element | KL nats/token | top-1 | loss increase, mean | median | greedy agreement | "
+           "retrieval (exact cache) | contexts |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ret = "-" if r["retrieval_accuracy"] is None else \
             f"{100 * r['retrieval_accuracy']:.0f} % ({100 * r['exact_retrieval_accuracy']:.0f} %)"
-        out.append(f"| {r['codec']} | {r['level']} | {r['bits_per_element']:.2f} | {fmt_pct(r['loss_increase_mean'])} | "
+        kl = "-" if r.get("kl_nats_mean") is None else f"{r['kl_nats_mean']:.3g}"
+        top1 = "-" if r.get("top1_agreement") is None else f"{r['top1_agreement']:.3f}"
+        out.append(f"| {r['codec']} | {r['level']} | {r['bits_per_element']:.2f} | {kl} | {top1} | "
+                   f"{fmt_pct(r['loss_increase_mean'])} | "
                    f"{fmt_pct(r['loss_increase_median'])} | {r['greedy_agreement']:.3f} | {ret} | {r['contexts']} |")
     return "\n".join(out)
 
 
 def summary_text(s):
     lines = []
-    for quality, label in (("loss", "the continuation-loss increase"), ("disagreement", "1 − greedy agreement")):
+    for quality, label in (("kl", "the KL divergence (nats/token)"), ("top1-disagreement", "1 − top-1 agreement"),
+                           ("loss", "the continuation-loss increase"), ("disagreement", "1 − greedy agreement")):
         key = f"bd_rate_kvs_vs_cachegen_{quality}"
         if key not in s:
             continue
@@ -246,8 +260,9 @@ def summary_text(s):
             lines.append(f"- BD-rate of kvs against cachegen on {label}: none (the curves share no range "
                          f"above the floor)")
         else:
-            lines.append(f"- BD-rate of kvs against cachegen on {label} (levels >= {fmt_pct(r['floor'])}, "
-                         f"common range {fmt_pct(r['range'][0])}..{fmt_pct(r['range'][1])}, {r['anchor_points']} and "
+            show = (lambda v: f"{v:.3g}") if quality == "kl" else fmt_pct
+            lines.append(f"- BD-rate of kvs against cachegen on {label} (levels >= {show(r['floor'])}, "
+                         f"common range {show(r['range'][0])}..{show(r['range'][1])}, {r['anchor_points']} and "
                          f"{r['test_points']} levels): cubic {100 * r['cubic']:+.1f} %, PCHIP {100 * r['pchip']:+.1f} %")
     for codec in ("cachegen", "cachegen-paper"):
         r = s.get(f"{codec}_vs_quant8")

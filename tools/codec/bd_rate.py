@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Bjontegaard delta rate (BD-rate) between two codecs of kvstream profiles.
 
-Rate: bits per element. Quality (--quality): `loss`, the continuation-loss
-increase, or `disagreement`, 1 - greedy agreement; each the mean over a
+Rate: bits per element. Quality (--quality): `kl`, the KL divergence of the
+next-token distribution (nats/token; profiles of schema 2), `loss`, the
+continuation-loss increase, `disagreement`, 1 - greedy agreement, or
+`top1-disagreement`, 1 - teacher-forced top-1 agreement; each the mean over a
 profile's contexts per level, as `kvstream profile` prints them. Like BD-rate
 on PSNR (a log of the MSE), the fit is log10(rate) against log10(quality);
 levels whose mean is below --floor are left out (below the noise they carry no
@@ -29,7 +31,8 @@ import numpy as np
 
 
 def load_points(paths):
-    """codec -> list of (level name, mean bits/element, mean loss increase, mean agreement, contexts)."""
+    """codec -> list of (level name, mean bits/element, mean loss increase, mean agreement, contexts,
+    mean KL nats/token, mean top-1 agreement); KL and top-1 are None in profiles without them."""
     out = {}
     for path in paths:
         with open(path) as f:
@@ -40,8 +43,11 @@ def load_points(paths):
             pts = []
             for i, name in enumerate(c["level_names"]):
                 q = [ctx["quality"][i] for ctx in ctxs]
+                kl = [x.get("kl_nats") for x in q]
+                top1 = [x.get("top1_agreement") for x in q]
                 pts.append((name, sum(x["bits_per_element"] for x in q) / n,
-                            sum(x["loss_increase"] for x in q) / n, sum(x["greedy_agreement"] for x in q) / n, n))
+                            sum(x["loss_increase"] for x in q) / n, sum(x["greedy_agreement"] for x in q) / n, n,
+                            None if None in kl else sum(kl) / n, None if None in top1 else sum(top1) / n))
             out[c["codec"]] = pts
     return out
 
@@ -81,9 +87,19 @@ def pchip_integral(x, y, lo, hi, steps=2000):
     return np.trapz(v, t)
 
 
+QUALITIES = ("kl", "loss", "disagreement", "top1-disagreement")
+
+
 def distortion(point, quality):
-    _, _, loss, agree, _ = point
-    return loss if quality == "loss" else 1.0 - agree
+    """The point's distortion in the named measure (lower is better)."""
+    if quality == "loss":
+        return point[2]
+    if quality == "disagreement":
+        return 1.0 - point[3]
+    value = point[5] if quality == "kl" else (None if point[6] is None else 1.0 - point[6])
+    if value is None:
+        raise ValueError(f"bd_rate: the profile has no {quality} (profiles before schema 2 have no KL or top-1)")
+    return value
 
 
 def curve(points, floor, quality):
@@ -125,7 +141,7 @@ def main():
     ap.add_argument("profiles", nargs="+")
     ap.add_argument("--anchor", default="cachegen")
     ap.add_argument("--test", default="kvs")
-    ap.add_argument("--quality", choices=("loss", "disagreement"), default="loss")
+    ap.add_argument("--quality", choices=QUALITIES, default="loss")
     ap.add_argument("--floor", type=float, default=0.001, help="smallest mean distortion used (0.001 = 0.1 %%)")
     ap.add_argument("--test-levels", help="comma-separated level names of the test codec to use (default: all)")
     ap.add_argument("--plot", help="write a rate-quality plot (PNG)")
@@ -139,22 +155,26 @@ def main():
         keep = set(args.test_levels.split(","))
         pts[args.test] = [p for p in pts[args.test] if p[0] in keep]
     if args.markdown:
-        print("| codec | level | bits/element | loss increase | greedy agreement | contexts |")
-        print("|---|---|---:|---:|---:|---:|")
+        print("| codec | level | bits/element | KL nats/token | loss increase | greedy agreement | contexts |")
+        print("|---|---|---:|---:|---:|---:|---:|")
     for name in (args.anchor, args.test):
-        for lvl, bits, loss, agree, n in pts[name]:
+        for lvl, bits, loss, agree, n, kl, _ in pts[name]:
+            kl_text = "-" if kl is None else f"{kl:.3g}"
             if args.markdown:
-                print(f"| {name} | {lvl} | {bits:.3f} | {100 * loss:.2f} % | {agree:.3f} | {n} |")
+                print(f"| {name} | {lvl} | {bits:.3f} | {kl_text} | {100 * loss:.2f} % | {agree:.3f} | {n} |")
             else:
-                print(f"{name:10s} {lvl:5s} {bits:7.3f} bits/elem  loss {100 * loss:7.3f} %  agreement {agree:.3f}  ({n} contexts)")
+                print(f"{name:10s} {lvl:5s} {bits:7.3f} bits/elem  KL {kl_text:>8s}  loss {100 * loss:7.3f} %  "
+                      f"agreement {agree:.3f}  ({n} contexts)")
     res = bd_rate(pts[args.anchor], pts[args.test], args.floor, args.quality)
-    label = "loss increase" if args.quality == "loss" else "1 - agreement"
+    label = {"kl": "KL", "loss": "loss increase", "disagreement": "1 - agreement",
+             "top1-disagreement": "1 - top-1 agreement"}[args.quality]
     if res is None:
         print("BD-rate: the curves share no quality range above the floor")
     else:
         lo, hi = res["range"]
-        print(f"BD-rate of {args.test} against {args.anchor} over {label} {100 * lo:.2f} %..{100 * hi:.2f} % "
-              f"({res['anchor_points']} and {res['test_points']} levels >= {100 * args.floor:g} %): "
+        show = (lambda v: f"{v:.3g} nats") if args.quality == "kl" else (lambda v: f"{100 * v:.2f} %")
+        print(f"BD-rate of {args.test} against {args.anchor} over {label} {show(lo)}..{show(hi)} "
+              f"({res['anchor_points']} and {res['test_points']} levels >= {show(args.floor)}): "
               f"cubic {100 * res['cubic']:+.1f} %, pchip {100 * res['pchip']:+.1f} %")
     if args.plot:
         import matplotlib

@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/files.h"
 #include "codec/kvs.h"
+#include "llm/evaluate.h"
 #include "llm/kv_cache.h"
 
 namespace kvs::llm {
@@ -36,14 +37,6 @@ uint64_t hash_file(const std::string& path, uint64_t h) {
   }
   return h;
 }
-
-// Next-token log-probabilities (float64) after `cache` at each continuation position but the last.
-at::Tensor log_probs(const Model& model, const KVCache& cache, const at::Tensor& continuation) {
-  const at::Tensor logits = model.forward(continuation, cache).logits;
-  return at::log_softmax(logits.slice(0, 0, logits.size(0) - 1).to(at::kDouble), -1);
-}
-
-double mean_kl(const at::Tensor& p, const at::Tensor& q) { return (p.exp() * (p - q)).sum(-1).mean().item<double>(); }
 
 std::string join_weights(const std::vector<float>& w) {
   std::string s;
@@ -99,8 +92,8 @@ KvsCalibration calibrate_kvs(const Model& model, const std::vector<std::vector<i
     codec::KVChunk exact = to_chunk(model.prefill(to_tensor(cache_ids)).cache, 0);
     exact.dtype = options.kv_dtype;
     for (float& v : exact.values) v = codec::round_to_dtype(v, options.kv_dtype);
-    const at::Tensor continuation = to_tensor(cont_ids);
-    const at::Tensor reference = log_probs(model, from_chunk(exact, model.dtype(), model.device()), continuation);
+    const at::Tensor reference =
+        continuation_log_probs(model, from_chunk(exact, model.dtype(), model.device()), cont_ids);
     for (uint32_t p = 0; p < planes; ++p) {
       const uint32_t l = p / 2;
       const codec::Kind kind = p % 2 ? codec::Kind::kValue : codec::Kind::kKey;
@@ -133,7 +126,9 @@ KvsCalibration calibrate_kvs(const Model& model, const std::vector<std::vector<i
         }
         const double mse = err / double(target.size());
         const double kl =
-            mean_kl(reference, log_probs(model, from_chunk(degraded, model.dtype(), model.device()), continuation));
+            kl_divergence(reference, continuation_log_probs(model, from_chunk(degraded, model.dtype(), model.device()),
+                                                            cont_ids))
+                .mean_nats;
         kl_mse[p] += kl * mse;
         mse_mse[p] += mse * mse;
       }

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "llm/evaluate.h"
 
 namespace kvs::llm {
 namespace {
@@ -463,7 +464,7 @@ SelectiveResult evaluate_selective(const Model& model, const SelectiveContext& c
     if (reference->log_probs.size(0) != res.log_probs.size(0) || reference->greedy.size() != res.greedy.size())
       throw Error(fmt::format("context {}: the reference was made for another continuation", ctx.id));
     const at::Tensor& ref = reference->log_probs;
-    res.kl_divergence = (ref.exp() * (ref - res.log_probs)).sum(-1).mean().item<double>();
+    res.kl_divergence = kl_divergence(ref, res.log_probs).mean_nats;
     res.loss_increase = reference->nll_nats > 0 ? res.nll_nats / reference->nll_nats - 1.0 : 0.0;
     int64_t same = 0;
     for (size_t i = 0; i < res.greedy.size(); ++i) same += res.greedy[i] == reference->greedy[i];

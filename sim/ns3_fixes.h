@@ -42,6 +42,14 @@ Ns3TcpFixes ns3_tcp_fixes();
 // Pins the fixes for the runs that follow, whatever each run sets (tests
 // compare the fast path with the walk this way); nullopt unpins.
 void pin_ns3_tcp_fixes(std::optional<Ns3TcpFixes> fixes);
+// Pins the fixes for a scope and unpins them at its end.
+class PinNs3TcpFixes {
+ public:
+  explicit PinNs3TcpFixes(const Ns3TcpFixes& fixes) { pin_ns3_tcp_fixes(fixes); }
+  ~PinNs3TcpFixes() { pin_ns3_tcp_fixes(std::nullopt); }
+  PinNs3TcpFixes(const PinNs3TcpFixes&) = delete;
+  PinNs3TcpFixes& operator=(const PinNs3TcpFixes&) = delete;
+};
 
 // Calls seen since the last reset (the proof that ns-3 calls the project's
 // definitions, and how often each fix acted).

@@ -12,10 +12,7 @@
 namespace kvs::sim {
 namespace {
 
-struct PinFixes {
-  explicit PinFixes(Ns3TcpFixes f) { pin_ns3_tcp_fixes(f); }
-  ~PinFixes() { pin_ns3_tcp_fixes(std::nullopt); }
-};
+using PinFixes = PinNs3TcpFixes;
 
 // The whole simulator (requests, policy, cross traffic on a varying link):
 // identical event logs and results.

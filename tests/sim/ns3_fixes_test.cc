@@ -20,11 +20,7 @@ using testing::run_transfer;
 using testing::TransferResult;
 using testing::TransferSpec;
 
-// Restores the per-run choice when a test ends.
-struct PinFixes {
-  explicit PinFixes(Ns3TcpFixes f) { pin_ns3_tcp_fixes(f); }
-  ~PinFixes() { pin_ns3_tcp_fixes(std::nullopt); }
-};
+using PinFixes = PinNs3TcpFixes;
 
 // A sender buffer with `sent` bytes sent of `total`, a receiver window of
 // `rwnd` bytes and 1000-byte segments.

@@ -8,6 +8,7 @@
 
 #include "codec/baselines.h"
 #include "codec/bitstream.h"
+#include "codec/cachegen_core.h"
 #include "codec/cachegen_paper.h"
 #include "codec/rans.h"
 
@@ -24,15 +25,8 @@ constexpr LevelBins kLadder[kCacheGenLevels] = {
     {{12, 8, 8}, {12, 8}},    {{8, 6, 6}, {8, 6}},      {{6, 4, 4}, {6, 4}},
 };
 
-constexpr float kHalfMax = 65504.0f;  // the largest finite fp16
-
-// fp16 value >= max (so |x| <= scale for every x of the token).
-float round_up_scale(float max) {
-  if (!(max > 0)) return 0.0f;
-  uint16_t h = float_to_half_bits(max);
-  if (half_bits_to_float(h) < max) ++h;
-  return half_bits_to_float(h);
-}
+using cachegen_core::kHalfMax;
+using cachegen_core::round_up_scale;  // KVS_HD: the GPU encoder's too
 
 // max(0, |x| over the non-NaN x of row[0..n)): the same value as folding
 // std::max(max, std::fabs(x)) in order (max ignores NaN and is associative
@@ -42,35 +36,19 @@ float abs_max(const float* row, uint32_t n) {
   float m[4] = {0, 0, 0, 0};
   uint32_t i = 0;
   for (; i + 4 <= n; i += 4)
-    for (uint32_t j = 0; j < 4; ++j) m[j] = std::max(m[j], std::fabs(row[i + j]));
-  for (; i < n; ++i) m[0] = std::max(m[0], std::fabs(row[i]));
+    for (uint32_t j = 0; j < 4; ++j) m[j] = cachegen_core::abs_max_fold(m[j], row[i + j]);
+  for (; i < n; ++i) m[0] = cachegen_core::abs_max_fold(m[0], row[i]);
   return std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
 }
 
-// std::lrint(v) without a library call where it matters: for |v| <= 2^22,
-// adding and subtracting 1.5 * 2^23 rounds to an integer in the current
-// rounding mode (nearest even), exactly as lrint does. Anything else (NaN,
-// large values: never for quantizer inputs, which are within [-M, M] or NaN)
-// goes to std::lrint itself, so the result is lrint's everywhere.
-long round_to_long(float v) {
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  if (std::fabs(v) <= 4194304.0f) return long((v + kMagic) - kMagic);
-  return std::lrint(v);
-}
-
-// Quantizer symbols of one row: q = clamp(lrint(x * M / scale) + M, 0, 2M).
-// Evaluated exactly as written (x * M first, then / scale) so that a
-// reference can repeat it.
+// Quantizer symbols of one row (cachegen_core::quantize_symbol, which a GPU
+// encoder runs too): q = clamp(lrint(x * M / scale) + M, 0, 2M).
 void quantize_row(const float* row, uint32_t n, float scale, int M, uint8_t* out) {
-  const long top = 2 * M;
   if (!(scale > 0)) {
     std::fill(out, out + n, uint8_t(M));
     return;
   }
-  for (uint32_t i = 0; i < n; ++i) {
-    const long q = round_to_long(row[i] * float(M) / scale) + M;
-    out[i] = uint8_t(std::clamp<long>(q, 0, top));
-  }
+  for (uint32_t i = 0; i < n; ++i) out[i] = cachegen_core::quantize_symbol(row[i], M, scale);
 }
 
 // counts[s] = occurrences of s (< nsym) among column[0], column[stride], ...
@@ -134,27 +112,32 @@ struct BlockJob {
       fmt::format("corrupt KV bitstream: cachegen stream {} {}", job.section + lane * size_t(job.blocks), what));
 }
 
-// Decodes the first Lanes channels of `job`, their streams stepped side by side.
+// Decodes the first Lanes channels of `job`, their streams stepped side by
+// side (cachegen_core::decode_streams, the code a GPU thread runs).
 template <uint32_t Lanes>
 void decode_block(const BlockJob& job) {
-  rans::Decoder dec[Lanes];
+  const uint8_t* data[Lanes];
+  size_t size[Lanes];
+  const rans::Table* table[Lanes];
+  const rans::SymbolIndex* index[Lanes];
   for (uint32_t j = 0; j < Lanes; ++j) {
     const auto sec = job.ps->sections[job.section + j * size_t(job.blocks)];
-    if (rans::decoder_init(sec.data(), sec.size(), &dec[j]) != rans::DecodeStatus::kOk)
-      stream_error(job, j, "has a bad initial state");
+    data[j] = sec.data();
+    size[j] = sec.size();
+    table[j] = &job.tables[j].table;
+    index[j] = &job.tables[j].index;
   }
-  for (uint32_t i = 0; i < job.n; ++i) {
-    const float* values = job.values + size_t(i) * job.nsym;
-#pragma GCC unroll 8  // unrolled, each lane's state stays in registers
-    for (uint32_t j = 0; j < Lanes; ++j) {
-      uint32_t sym;
-      if (!rans::decode_step(&dec[j], job.tables[j].table, job.tables[j].index, &sym))
-        stream_error(job, j, "is truncated");
-      job.dst[j][size_t(i) * job.stride] = values[sym];
-    }
+  uint32_t lane = 0;
+  const auto fault = cachegen_core::decode_streams<Lanes>(
+      data, size, table, index, job.n,
+      [&](uint32_t, uint32_t i, uint32_t sym) { return job.values[size_t(i) * job.nsym + sym]; },
+      [&](uint32_t j, uint32_t i, float v) { job.dst[j][size_t(i) * job.stride] = v; }, &lane);
+  switch (fault) {
+    case cachegen_core::Fault::kNone: return;
+    case cachegen_core::Fault::kBadInitialState: stream_error(job, lane, "has a bad initial state");
+    case cachegen_core::Fault::kTruncated: stream_error(job, lane, "is truncated");
+    case cachegen_core::Fault::kDoesNotDecode: stream_error(job, lane, "does not decode");
   }
-  for (uint32_t j = 0; j < Lanes; ++j)
-    if (rans::decoder_finish(dec[j]) != rans::DecodeStatus::kOk) stream_error(job, j, "does not decode");
 }
 
 class CacheGenCodec final : public Codec {
@@ -324,7 +307,7 @@ class CacheGenCodec final : public Codec {
           values.resize(size_t(n) * nsym);
           for (uint32_t t = 0; t < n; ++t) {
             const float sc = scale[token0 + t];
-            for (int q = 0; q < nsym; ++q) values[size_t(t) * nsym + q] = sc > 0 ? float(q - M) * sc / float(M) : 0.0f;
+            for (int q = 0; q < nsym; ++q) values[size_t(t) * nsym + q] = cachegen_core::dequantize(q, M, sc);
           }
         };
         if (!per_block) fill_values(0, T);
@@ -332,12 +315,9 @@ class CacheGenCodec final : public Codec {
         for (uint32_t c0 = 0; c0 < C;) {
           const uint32_t lanes = C - c0 >= kLanes ? kLanes : 1;
           for (uint32_t j = 0; j < lanes; ++j) {
-            rans::Table& table = lane_tables[j].table;
-            table.symbols = uint32_t(nsym);
             const auto freq = tables.bytes(2 * size_t(nsym));  // u16 each
-            for (int q = 0; q < nsym; ++q) table.freq[q] = uint32_t(freq[2 * q]) | uint32_t(freq[2 * q + 1]) << 8;
-            if (!rans::finish_table(&table)) throw CorruptStream("corrupt KV bitstream: cachegen frequency table invalid");
-            rans::build_index(table, &lane_tables[j].index);
+            if (!cachegen_core::load_table(freq.data(), uint32_t(nsym), &lane_tables[j].table, &lane_tables[j].index))
+              throw CorruptStream("corrupt KV bitstream: cachegen frequency table invalid");
           }
           for (uint32_t b = 0; b < blocks; ++b) {
             const uint32_t token0 = b * stream_tokens, n = std::min(stream_tokens, T - token0);

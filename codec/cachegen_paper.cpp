@@ -14,6 +14,7 @@
 #include "codec/baselines.h"
 #include "codec/bitstream.h"
 #include "codec/cachegen.h"
+#include "codec/cachegen_paper_core.h"
 #include "codec/rans.h"
 
 namespace kvs::codec {
@@ -40,7 +41,11 @@ inline uint32_t anchor_symbol(float x, float step) {
   if (!(std::fabs(v) < float(kPaperAnchorM) + 0.5f)) return kAnchorEscape;
   return uint32_t(std::lrint(v) + kPaperAnchorM);
 }
-inline float anchor_value(uint32_t symbol, float step) { return float(int(symbol) - kPaperAnchorM) * step; }
+// Dequantization: the KVS_HD functions a GPU decoder runs too.
+using cachegen_paper_core::anchor_value;
+using cachegen_paper_core::delta_value;
+static_assert(cachegen_paper_core::kAnchorEscape == kAnchorEscape && cachegen_paper_core::kAnchorM == kPaperAnchorM &&
+              cachegen_paper_core::kGroupTokens == kPaperGroupTokens);
 
 // Delta symbol of x against the decoded anchor a: q + M, or 2M + 1 (escape).
 inline uint32_t delta_symbol(float x, float a, float step, int M) {
@@ -48,7 +53,6 @@ inline uint32_t delta_symbol(float x, float a, float step, int M) {
   if (!(std::fabs(v) < float(M) + 0.5f)) return uint32_t(2 * M + 1);
   return uint32_t(std::lrint(v) + M);
 }
-inline float delta_value(uint32_t symbol, float a, float step, int M) { return a + float(int(symbol) - M) * step; }
 
 // ---- rANS with one table per symbol: codec/rans.h's state machine and byte
 // format (32-bit state, byte-wise renormalization, 16-bit probabilities),
@@ -117,6 +121,9 @@ struct ChannelDecoding {
   float step_a = 0;
   const rans::CumTable* anchor = nullptr;
   rans::BasicPackedTable<64> delta;  // at most 64 delta bins (level 0)
+
+  const rans::CumTable& anchor_table() const { return *anchor; }
+  const rans::BasicPackedTable<64>& delta_table() const { return delta; }
 
   void load(const CacheGenPaperModel& m, const rans::CumTable* anchors, size_t record, int level, uint32_t layer) {
     const auto d = m.delta_table(record, level);
@@ -197,21 +204,18 @@ void decode_substreams(const CacheGenPaperModel& m, const rans::CumTable* anchor
     asm volatile("" : : "r"(any));  // the loads are kept
   }
   const KVShape& s = m.shape;
-  const uint32_t T = out.tokens, D = s.head_dim, G = kPaperGroupTokens;
+  const uint32_t T = out.tokens, D = s.head_dim;
   const size_t n = size_t(T) * D;
-  int M[Lanes];                   // delta symbols q + M in 0..2M ...
-  uint32_t delta_escape[Lanes];   // ... and 2M + 1, the escape
+  int M[Lanes];                   // delta symbols q + M in 0..2M, 2M + 1 the escape
   float* plane[Lanes];            // the substream's [token][dim] in `out`
   const uint8_t* escapes[Lanes];  // its escaped values, fp32 each
-  uint32_t count[Lanes], used[Lanes] = {};
-  bool too_many[Lanes] = {};  // more escape symbols than escaped values
+  uint32_t count[Lanes];
   rans::Decoder dec[Lanes];
   for (uint32_t j = 0; j < Lanes; ++j) {
     const size_t index = first + j;
     const uint32_t h = uint32_t(index % s.kv_heads), l = uint32_t(index / s.kv_heads / 2);
     const Kind k = Kind(index / s.kv_heads % 2);
     M[j] = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
-    delta_escape[j] = uint32_t(2 * M[j] + 1);
     plane[j] = &out.at(l, k, h, 0, 0);
     const size_t records = m.table_offset.size() / (1 + kCacheGenLevels);
     for (uint32_t d = 0; d < D; ++d) {
@@ -238,83 +242,23 @@ void decode_substreams(const CacheGenPaperModel& m, const rans::CumTable* anchor
     if (rans::decoder_init(coded.data(), coded.size(), &dec[j]) != rans::DecodeStatus::kOk)
       throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
   }
-  const auto fail = [&](uint32_t j) {
-    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", first + j));
-  };
-  // The next escaped value of lane j (0 when there is none: reported after decoding).
-  const auto escaped = [&](uint32_t j) {
-    if (used[j] == count[j]) {
-      too_many[j] = true;
-      return 0.0f;
-    }
-    return get_f32(escapes[j] + 4 * size_t(used[j]++));
-  };
-  for (uint32_t t = 0; t < T; ++t) {
-    float* dst[Lanes];  // each lane's row t
-    for (uint32_t j = 0; j < Lanes; ++j) dst[j] = plane[j] + size_t(t) * D;
-    // With two bytes per symbol and two more left in every lane, the row
-    // needs no check of the streams' ends (an unchecked step reads four).
-    bool room = true;
-    for (uint32_t j = 0; j < Lanes; ++j) room &= dec[j].end - dec[j].ptr >= 2 * ptrdiff_t(D) + 2;
-    if (t % G == 0) {
-      if (room) {
-        for (uint32_t d = 0; d < D; ++d) {
-          ChannelDecoding* row = channels + size_t(d) * Lanes;
-#pragma GCC unroll 8  // unrolled, each lane's state stays in registers
-          for (uint32_t j = 0; j < Lanes; ++j) {
-            ChannelDecoding& c = row[j];
-            const uint32_t sym = rans::decode_step_unchecked(&dec[j], *c.anchor);
-            c.anchor_value = sym == kAnchorEscape ? escaped(j) : anchor_value(sym, c.step_a);
-            dst[j][d] = c.anchor_value;
-          }
-        }
-      } else {
-        for (uint32_t d = 0; d < D; ++d) {
-#pragma GCC unroll 8
-          for (uint32_t j = 0; j < Lanes; ++j) {
-            ChannelDecoding& c = channels[d * Lanes + j];
-            uint32_t sym;
-            if (!rans::decode_step(&dec[j], *c.anchor, &sym)) fail(j);
-            c.anchor_value = sym == kAnchorEscape ? escaped(j) : anchor_value(sym, c.step_a);
-            dst[j][d] = c.anchor_value;
-          }
-        }
-      }
-      continue;
-    }
-    if (room) {
-      for (uint32_t d = 0; d < D; ++d) {
-        const ChannelDecoding* row = channels + size_t(d) * Lanes;
-#pragma GCC unroll 8
-        for (uint32_t j = 0; j < Lanes; ++j) {
-          const ChannelDecoding& c = row[j];
-          const uint32_t sym = rans::decode_step_unchecked(&dec[j], c.delta);
-          dst[j][d] = sym == delta_escape[j] ? escaped(j) : delta_value(sym, c.anchor_value, c.step_d, M[j]);
-        }
-      }
-    } else {
-      for (uint32_t d = 0; d < D; ++d) {
-#pragma GCC unroll 8
-        for (uint32_t j = 0; j < Lanes; ++j) {
-          const ChannelDecoding& c = channels[d * Lanes + j];
-          uint32_t sym;
-          if (!rans::decode_step(&dec[j], c.delta, &sym)) fail(j);
-          dst[j][d] = sym == delta_escape[j] ? escaped(j) : delta_value(sym, c.anchor_value, c.step_d, M[j]);
-        }
-      }
-    }
-  }
-  for (uint32_t j = 0; j < Lanes; ++j)
-    if (rans::decoder_finish(dec[j]) != rans::DecodeStatus::kOk) fail(j);
-  for (uint32_t j = 0; j < Lanes; ++j) {
-    if (too_many[j])
+  // The rows: cachegen_paper_core::decode_rows, the code a GPU thread runs.
+  uint32_t lane = 0, used = 0;
+  const auto fault = cachegen_paper_core::decode_rows<Lanes>(
+      dec, channels, M, escapes, count, T, D,
+      [&](uint32_t j, uint32_t t, uint32_t d, float v) { plane[j][size_t(t) * D + d] = v; }, &lane, &used);
+  switch (fault) {
+    case cachegen_paper_core::Fault::kNone: return;
+    case cachegen_paper_core::Fault::kDoesNotDecode:
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", first + lane));
+    case cachegen_paper_core::Fault::kTooManyEscapes:
       throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has more escape "
                                       "symbols than its {} escaped values",
-                                      first + j, count[j]));
-    if (used[j] != count[j])
+                                      first + lane, count[lane]));
+    case cachegen_paper_core::Fault::kUnusedEscapes:
       throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} stores {} escaped values "
                                       "but codes {} escapes",
-                                      first + j, count[j], used[j]));
+                                      first + lane, count[lane], used));
   }
 }
 

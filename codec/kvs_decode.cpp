@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "codec/bitstream.h"
+#include "codec/kvs_core.h"
 
 namespace kvs::codec::kvs_detail {
 
@@ -38,13 +39,16 @@ std::vector<int32_t> KvsCodec::get_ints(std::span<const uint8_t> in, size_t* pos
 }
 
 
-KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
+KvsLayout KvsCodec::parse(std::span<const uint8_t> stream) const {
+  KvsLayout layout;
   const ParsedStream ps = parse_stream(stream, CodecId::kKvs);
   const StreamHeader& hd = ps.header;
+  layout.header = hd;
   if (hd.flags > 1) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs flags {} (expected 0 or 1)", hd.flags));
   const bool centroid = hd.flags & 1;
+  layout.centroid = centroid;
   const KVShape& sh = hd.shape;
-  const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads, half = D / 2;
+  const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
   const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
   if (ps.sections.size() < 3) throw CorruptStream("corrupt KV bitstream: kvs has fewer than 3 sections");
 
@@ -52,7 +56,9 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   const float theta = params.f32();
   if (!std::isfinite(theta) || (theta != 0 && !(theta > 1 && D % 2 == 0)))
     throw CorruptStream(fmt::format("corrupt KV bitstream: kvs rope_theta {}", theta));
-  std::vector<float> steps(planes);
+  layout.theta = theta;
+  std::vector<float>& steps = layout.steps;
+  steps.resize(planes);
   for (float& s : steps) {
     s = params.f32();
     if (!(s >= 1e-20f && s <= 1e20f)) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs step {}", s));
@@ -65,8 +71,10 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   // of the head it shares; one in mode 0 has none (every token literal), so
   // the lists grow with the references read (T codes per list), not with
   // the number of heads times T.
-  std::vector<std::vector<uint32_t>> literal_lists, source_lists;  // one per head in mode 1
-  std::vector<HeadRows> rows(heads);
+  std::vector<std::vector<uint32_t>>& literal_lists = layout.literal_lists;  // one per head in mode 1
+  std::vector<std::vector<uint32_t>>& source_lists = layout.source_lists;
+  std::vector<HeadRows>& rows = layout.rows;
+  rows.resize(heads);
   {
     BitReader refs(ps.sections[1]);
     size_t previous = heads;  // the last head in copy mode
@@ -109,8 +117,10 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
       }
   }
 
-  std::vector<ChannelModel> model(channels);
-  std::vector<std::vector<uint32_t>> groups(kTables);
+  std::vector<ChannelModel>& model = layout.model;
+  model.resize(channels);
+  std::vector<std::vector<uint32_t>>& groups = layout.groups;
+  groups.resize(kTables);
   std::vector<uint64_t> group_symbols(kTables, 0);
   {
     const auto sec = ps.sections[2];
@@ -138,14 +148,8 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
 
   // The substreams, in order: per table, its symbols cut every kKvsStreamSymbols;
   // each with the channel and literal token where its symbols start.
-  struct Piece {
-    uint32_t table, n;
-    size_t section;
-    std::span<const uint8_t> rans, extras;
-    size_t first_channel;    // index into groups[table]
-    uint32_t first_literal;  // literal tokens of that channel coded in earlier pieces
-  };
-  std::vector<Piece> pieces;
+  using Piece = KvsPiece;
+  std::vector<Piece>& pieces = layout.pieces;
   {
     size_t next = 3;
     for (uint32_t g = 0; g < kTables; ++g) {
@@ -171,6 +175,24 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
     }
   }
 
+  return layout;
+}
+
+
+KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
+  const KvsLayout layout = parse(stream);
+  const StreamHeader& hd = layout.header;
+  const bool centroid = layout.centroid;
+  const float theta = layout.theta;
+  const KVShape& sh = hd.shape;
+  const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads, half = D / 2;
+  const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
+  const std::vector<float>& steps = layout.steps;
+  const std::vector<HeadRows>& rows = layout.rows;
+  const std::vector<ChannelModel>& model = layout.model;
+  const std::vector<std::vector<uint32_t>>& groups = layout.groups;
+  using Piece = KvsPiece;
+  const std::vector<Piece>& pieces = layout.pieces;
   // Only now, with every section's size checked, the output (the header alone
   // can ask for 2^28 values).
   KVChunk out = chunk_for(hd);
@@ -179,70 +201,25 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   std::unique_ptr<float[]> tmp_buffer(new float[channels * stride + 16]);
   float* const tmp = aligned64(tmp_buffer.get());
 
-  // A decoded piece's values into the channel-major buffer.
-  float lut[rans::kMaxSymbols];
+  // A decoded piece's values into the channel-major buffer (kvs_core::piece_values, the code a GPU thread runs).
   auto piece_values = [&](const Piece& pc, const uint8_t* piece_sym) {
     const GaussTable& gt = tables_[pc.table];
-    const uint32_t n = pc.n;
-    size_t gi = pc.first_channel;
-    uint32_t done = pc.first_literal;
-    BitReader extras(pc.extras);
-    uint32_t i = 0;
-    while (i < n) {
-      const uint32_t ch = groups[pc.table][gi];
+    const std::vector<uint32_t>& group = groups[pc.table];
+    kvs_core::BitReader extras(pc.extras.data(), pc.extras.size());
+    const auto channel = [&](size_t gi) {
+      const uint32_t ch = group[gi];
       const HeadRows& hr = rows[ch / D];
-      const uint32_t count = std::min(n - i, hr.literals - done);
-      const uint32_t b = split_spread(model[ch].spread).raw_bits;
-      const int64_t m = model[ch].centre;
-      const float step = steps[ch / C];
-      float* base = tmp + size_t(ch) * stride;
-      const float* offset = centroid && b == 0 ? gt.offset : nullptr;
-      const uint32_t* lit = hr.literal ? hr.literal + done : nullptr;  // null: literal j is token done + j
-      const uint8_t* sy = piece_sym + i;
-      auto slow = [&](uint32_t j) {  // escapes and raw low bits
-        const int64_t s = sy[j] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
-                                     : ((int64_t(sy[j]) - 1 - gt.range) << b) + int64_t(extras.get(b));
-        const int64_t q = m + s;
-        if (q > 2 * kMaxQ || q < -2 * kMaxQ)
-          throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
-        base[lit ? lit[j] : done + j] = (offset ? float(q) - offset[sy[j]] : float(q)) * step;
-      };
-      if (b == 0) {
-        // Table symbols through a per-channel lookup table (the same float
-        // operations as the slow path, so the same values).
-        lut[0] = 0;  // escapes are filled in afterwards
-        for (int32_t v = 1; v <= 2 * gt.range + 1; ++v) {
-          const float q = float(m + v - 1 - gt.range);
-          lut[size_t(v)] = (offset ? q - offset[v] : q) * step;
-        }
-        uint32_t escapes = 0;
-        if (!lit) {
-          float* dst = base + done;
-          for (uint32_t j = 0; j < count; ++j) dst[j] = lut[sy[j]], escapes += sy[j] == 0;
-        } else {
-          for (uint32_t j = 0; j < count; ++j) base[lit[j]] = lut[sy[j]], escapes += sy[j] == 0;
-        }
-        if (escapes)
-          for (uint32_t j = 0; j < count; ++j)
-            if (sy[j] == 0) slow(j);
-      } else {
-        // Raw low bits (no centroid offsets): the slow path's operations, inline.
-        const int64_t range = gt.range;
-        for (uint32_t j = 0; j < count; ++j) {
-          const uint32_t sym = sy[j];
-          const int64_t s = sym == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
-                                     : ((int64_t(sym) - 1 - range) << b) + int64_t(extras.get(b));
-          const int64_t q = m + s;
-          if (q > 2 * kMaxQ || q < -2 * kMaxQ)
-            throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
-          base[lit ? lit[j] : done + j] = float(q) * step;
-        }
-      }
-      i += count;
-      done += count;
-      if (done == hr.literals) ++gi, done = 0;
+      return kvs_core::ChannelView{tmp + size_t(ch) * stride, hr.literal, hr.literals,
+                                   split_spread(model[ch].spread).raw_bits, model[ch].centre, steps[ch / C]};
+    };
+    switch (kvs_core::piece_values<true>(piece_sym, pc.n, pc.first_channel, pc.first_literal, channel,
+                                         kvs_core::GaussView{gt.range, gt.offset}, centroid, &extras)) {
+      case kvs_core::Fault::kNone: return;
+      case kvs_core::Fault::kRawBitsTruncated: throw CorruptStream("corrupt KV bitstream: kvs raw bits truncated");
+      case kvs_core::Fault::kRawBitsExtra: throw CorruptStream("corrupt KV bitstream: kvs raw bits have extra data");
+      default:
+        throw CorruptStream(fmt::format("corrupt KV bitstream: kvs substream {} value out of range", pc.section));
     }
-    extras.expect_end();
   };
 
   // The rANS substreams, kLanes side by side (independent chains that one
@@ -337,15 +314,12 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
         float* row = base + size_t(t0 + k) * D;
         const float* col = in + src[k];
         if (!key) {
-          for (uint32_t d = 0; d < D; ++d) row[d] = col[size_t(d) * stride];
+          for (uint32_t d = 0; d < D; ++d) row[d] = kvs_core::output_value(col, stride, d, half, false, nullptr);
           continue;
         }
         const auto* cs = &rope[size_t(t0 + k) * half];
-        for (uint32_t i = 0; i < half; ++i) {
-          const float x1 = col[size_t(i) * stride], x2 = col[size_t(i + half) * stride];
-          row[i] = x1 * cs[i][0] - x2 * cs[i][1];
-          row[i + half] = x2 * cs[i][0] + x1 * cs[i][1];
-        }
+        for (uint32_t d = 0; d < D; ++d)
+          row[d] = kvs_core::output_value(col, stride, d, half, true, cs[d < half ? d : d - half].data());
       }
     }
   }

@@ -18,6 +18,7 @@
 
 #include <fmt/core.h>
 
+#include "codec/bitstream.h"
 #include "codec/codec.h"
 #include "codec/kvs.h"
 #include "codec/rans.h"
@@ -184,6 +185,28 @@ T* aligned64(T* p) {
   return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
 }
 
+// A kvs stream's structure, parsed and checked on the host (KvsCodec::parse):
+// everything but the substreams' payloads, which the CPU decoder or a GPU
+// kernel decodes piece by piece (codec/kvs_core.h).
+struct KvsPiece {
+  uint32_t table, n;                    // Gaussian table, symbols
+  size_t section;                       // its section in the stream
+  std::span<const uint8_t> rans, extras;
+  size_t first_channel;                 // index into groups[table]
+  uint32_t first_literal;               // literal tokens of that channel coded in earlier pieces
+};
+struct KvsLayout {
+  StreamHeader header;
+  bool centroid = false;
+  float theta = 0;
+  std::vector<float> steps;                                     // per plane (layer, kind)
+  std::vector<std::vector<uint32_t>> literal_lists, source_lists;  // one per head in row mode 1
+  std::vector<HeadRows> rows;                                   // per head (pointing into the lists)
+  std::vector<ChannelModel> model;                              // per channel
+  std::vector<std::vector<uint32_t>> groups;                    // per table: its channels, in order
+  std::vector<KvsPiece> pieces;                                 // the substreams, in section order
+};
+
 class KvsCodec final : public Codec {
  public:
   KvsCodec(double rope_theta, std::vector<float> weights, bool default_weights, bool centroid, double lambda,
@@ -206,6 +229,10 @@ class KvsCodec final : public Codec {
 
   Bytes encode(const KVChunk& chunk, int level) const override;
   KVChunk decode(std::span<const uint8_t> stream) const override;
+  // Parses and checks everything but the substreams' payloads (throws
+  // CorruptStream as decode() does, before anything is allocated for the output).
+  KvsLayout parse(std::span<const uint8_t> stream) const;
+  const std::vector<GaussTable>& gauss_tables() const { return tables_; }
 
  private:
   std::vector<float> steps_for(int level, uint32_t layers) const {

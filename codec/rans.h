@@ -137,28 +137,31 @@ struct EncodeTable {
   EncSymbol sym[kMaxSymbols];
 };
 
+// The encoder form of a symbol of frequency f (>= 1) starting at cum.
+KVS_HD inline EncSymbol make_enc_symbol(uint32_t f, uint32_t cum) {
+  EncSymbol es;
+  es.x_max = ((kLowerBound >> kProbBits) << 8) * f;
+  es.cmpl_freq = kProbScale - f;
+  if (f < 2) {
+    // 1 has no reciprocal below 1; rcp = 2^32 - 1 gives q = x - 1 (x >= 1),
+    // and bias = cum + 2^16 - 1 makes x + bias + q * cmpl = x * 2^16 + cum.
+    es.rcp_freq = ~0u;
+    es.rcp_shift = 0;
+    es.bias = cum + kProbScale - 1;
+  } else {
+    uint32_t shift = 0;  // ceil(log2(f))
+    while (f > (1u << shift)) ++shift;
+    es.rcp_freq = uint32_t(((1ull << (shift + 31)) + f - 1) / f);
+    es.rcp_shift = shift - 1;
+    es.bias = cum;
+  }
+  return es;
+}
+
 // `t` must be valid.
 KVS_HD inline void build_encode_table(const Table& t, EncodeTable* e) {
   e->symbols = t.symbols;
-  for (uint32_t s = 0; s < t.symbols; ++s) {
-    const uint32_t f = t.freq[s];
-    EncSymbol& es = e->sym[s];
-    es.x_max = ((kLowerBound >> kProbBits) << 8) * f;
-    es.cmpl_freq = kProbScale - f;
-    if (f < 2) {
-      // 1 has no reciprocal below 1; rcp = 2^32 - 1 gives q = x - 1 (x >= 1),
-      // and bias = cum + 2^16 - 1 makes x + bias + q * cmpl = x * 2^16 + cum.
-      es.rcp_freq = ~0u;
-      es.rcp_shift = 0;
-      es.bias = t.cum[s] + kProbScale - 1;
-    } else {
-      uint32_t shift = 0;  // ceil(log2(f))
-      while (f > (1u << shift)) ++shift;
-      es.rcp_freq = uint32_t(((1ull << (shift + 31)) + f - 1) / f);
-      es.rcp_shift = shift - 1;
-      es.bias = t.cum[s];
-    }
-  }
+  for (uint32_t s = 0; s < t.symbols; ++s) e->sym[s] = make_enc_symbol(t.freq[s], t.cum[s]);
 }
 
 // x -> (x / freq) * 2^16 + x % freq + cum, for a renormalized x < 2^31.

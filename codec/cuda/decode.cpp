@@ -1,0 +1,336 @@
+// Host side of the GPU decoders (codec/cuda/decode.h): parse and check on the
+// host as the CPU decoders do, stage the stream and its metadata, launch.
+#include "codec/cuda/decode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <fmt/core.h>
+
+#include "codec/cachegen.h"
+#include "codec/cachegen_paper.h"
+#include "codec/cuda/kernels.h"
+#include "codec/cuda/plan.h"
+#include "codec/kvs_internal.h"
+
+namespace kvs::codec::cuda {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(fmt::format("CUDA: {}: {}", what, cudaGetErrorString(e)));
+}
+
+const char* fault_text(CodecId codec, uint32_t code) {
+  if (code == detail::kFaultBadTable) return "frequency table invalid";
+  if (code == detail::kFaultBadScale) return "scale not finite";
+  if (codec == CodecId::kCacheGen) {
+    switch (code) {
+      case 1: return "has a bad initial state";
+      case 2: return "is truncated";
+      default: return "does not decode";
+    }
+  }
+  switch (code) {
+    case 3: return "raw bits truncated";
+    case 4: return "value out of range";
+    case 5: return "raw bits have extra data";
+    default: return "does not decode";
+  }
+}
+
+}  // namespace
+
+bool available() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    cudaGetLastError();  // clear the error
+    return false;
+  }
+  const bool ok = detail::probe_kernels() == cudaSuccess;
+  cudaGetLastError();
+  return ok;
+}
+
+std::string device_description() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return fmt::format("none usable (CUDA runtime: {})", cudaGetErrorString(e));
+  }
+  if (n == 0) return "none (no CUDA device)";
+  int dev = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, dev) != cudaSuccess) return "CUDA device without properties";
+  const cudaError_t probe = detail::probe_kernels();
+  cudaGetLastError();
+  return fmt::format("{}, sm_{}{}, {} SMs, {:.1f} GiB{}", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+                     double(prop.totalGlobalMem) / double(1ull << 30),
+                     probe == cudaSuccess ? "" : fmt::format(" (kernels cannot run: {})", cudaGetErrorString(probe)));
+}
+
+std::string built_kernels() {
+  return "decode kernels for sm_" KVSTREAM_CUDA_ARCHS ": kvs, cachegen scheme=code and scheme=paper; encode kernels: cachegen scheme=code";
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  if (bytes) check(cudaMalloc(&ptr_, bytes), "cudaMalloc");
+}
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_) cudaFree(ptr_);
+}
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_) cudaFree(ptr_);
+    ptr_ = o.ptr_, bytes_ = o.bytes_;
+    o.ptr_ = nullptr, o.bytes_ = 0;
+  }
+  return *this;
+}
+
+struct Decoder::Impl {
+  static constexpr size_t kSlots = 1024;  // chunks in flight between synchronize() calls
+
+  cudaStream_t stream = nullptr;
+  unsigned long long* fault_device = nullptr;
+  unsigned long long* fault_host = nullptr;  // pinned
+  struct Pending {
+    size_t slot;
+    CodecId codec;
+    uint64_t token_begin;
+    bool paper;          // cachegen scheme=paper
+    bool ended = false;  // its fault is on its way back (false: a CUDA call failed in between)
+  };
+  bool timing = false;
+  double device_s = 0;
+  std::vector<cudaEvent_t> events;  // [2 * slot]: before the chunk's first copy, [2 * slot + 1]: after its kernels
+  std::vector<Pending> pending;
+  size_t next_slot = 0;
+  std::shared_ptr<const kvs_detail::KvsCodec> kvs;  // parses kvs streams (created at the first)
+  // cachegen scheme=paper: the model, its tables on the device (per level: deltas, steps, M).
+  std::shared_ptr<const CacheGenPaperModel> paper;
+  std::string model_file;
+  detail::PaperTables paper_host;
+  DeviceBuffer paper_anchors, paper_step_a;
+  struct PaperLevel {
+    DeviceBuffer deltas, step_d, M;
+  };
+  std::vector<PaperLevel> paper_levels;
+  DeviceBuffer gauss;                          // kvs's tables on the device
+
+  ~Impl() {
+    cudaStreamSynchronize(stream);
+    for (cudaEvent_t e : events) cudaEventDestroy(e);
+    if (fault_device) cudaFree(fault_device);
+    if (fault_host) cudaFreeHost(fault_host);
+  }
+
+  // Device memory in stream order (freed in stream order after the kernels).
+  void* alloc(size_t bytes) {
+    void* p = nullptr;
+    check(cudaMallocAsync(&p, std::max<size_t>(bytes, 16), stream), "cudaMallocAsync");
+    return p;
+  }
+  void release(void* p) { check(cudaFreeAsync(p, stream), "cudaFreeAsync"); }
+  void upload(void* dst, const void* src, size_t bytes) {
+    if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+  }
+
+  unsigned long long* begin_chunk(CodecId codec, uint64_t token_begin, bool paper_scheme = false) {
+    if (pending.size() == kSlots) {
+      // Every slot is in flight: wait for them (the only host sync here, after kSlots chunks).
+      synchronize();
+    }
+    const size_t slot = next_slot;
+    next_slot = (next_slot + 1) % kSlots;
+    if (timing) {
+      if (events.empty()) {
+        events.resize(2 * kSlots);
+        for (cudaEvent_t& e : events) check(cudaEventCreate(&e), "cudaEventCreate");
+      }
+      check(cudaEventRecord(events[2 * slot], stream), "cudaEventRecord");
+    }
+    check(cudaMemsetAsync(fault_device + slot, 0xff, sizeof(unsigned long long), stream), "cudaMemsetAsync");
+    pending.push_back({slot, codec, token_begin, paper_scheme});
+    return fault_device + slot;
+  }
+  void end_chunk() {
+    const size_t slot = pending.back().slot;
+    if (timing) check(cudaEventRecord(events[2 * slot + 1], stream), "cudaEventRecord");
+    check(cudaMemcpyAsync(fault_host + slot, fault_device + slot, sizeof(unsigned long long), cudaMemcpyDeviceToHost,
+                          stream),
+          "cudaMemcpyAsync (fault)");
+    pending.back().ended = true;
+  }
+
+  void synchronize() {
+    check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    const std::vector<Pending> done = std::move(pending);
+    pending.clear();
+    if (timing)
+      for (const Pending& p : done) {
+        if (!p.ended) continue;
+        float ms = 0;
+        check(cudaEventElapsedTime(&ms, events[2 * p.slot], events[2 * p.slot + 1]), "cudaEventElapsedTime");
+        device_s += 1e-3 * ms;
+      }
+    for (const Pending& p : done) {
+      if (!p.ended) continue;
+      const unsigned long long f = fault_host[p.slot];
+      if (f == detail::kNoFault) continue;
+      const uint32_t code = uint32_t(f & 0xff);
+      const uint64_t section = f >> 8;
+      const char* what = p.paper ? "cachegen paper substream" : p.codec == CodecId::kCacheGen ? "cachegen stream"
+                                                                                            : "kvs substream";
+      const char* text = !p.paper ? fault_text(p.codec, code)
+                         : code == 2 ? "has more escape symbols than its escaped values"
+                         : code == 3 ? "stores more escaped values than it codes escapes"
+                                     : "does not decode";
+      throw CorruptStream(fmt::format("corrupt KV bitstream: {} {} {} (GPU decode of the chunk at token {})", what,
+                                      section, text, p.token_begin));
+    }
+  }
+
+  void decode_cachegen(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
+  void decode_kvs(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
+  void decode_cachegen_paper(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
+};
+
+template <class T>
+DeviceBuffer to_device(const std::vector<T>& v) {
+  DeviceBuffer b(sizeof(T) * v.size());
+  if (!v.empty()) check(cudaMemcpy(b.get(), v.data(), b.size(), cudaMemcpyHostToDevice), "cudaMemcpy (codec tables)");
+  return b;
+}
+
+Decoder::Decoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> paper_model, std::string model_file)
+    : impl_(std::make_unique<Impl>()) {
+  if (!available()) throw Error("CUDA decode: no usable GPU: " + device_description());
+  impl_->stream = stream;
+  if (paper_model) {
+    impl_->paper = std::move(paper_model);
+    impl_->model_file = std::move(model_file);
+    impl_->paper_host = detail::paper_tables(*impl_->paper);
+    impl_->paper_anchors = to_device(impl_->paper_host.anchors);
+    impl_->paper_step_a = to_device(impl_->paper_host.step_a);
+    impl_->paper_levels.resize(kCacheGenLevels);
+  }
+  check(cudaMalloc(reinterpret_cast<void**>(&impl_->fault_device), Impl::kSlots * sizeof(unsigned long long)),
+        "cudaMalloc");
+  check(cudaMallocHost(reinterpret_cast<void**>(&impl_->fault_host), Impl::kSlots * sizeof(unsigned long long)),
+        "cudaMallocHost");
+  // Keep freed stream-ordered memory in the pool rather than returning it at every synchronisation.
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  cudaMemPool_t pool;
+  check(cudaDeviceGetDefaultMemPool(&pool, dev), "cudaDeviceGetDefaultMemPool");
+  uint64_t threshold = ~0ull;
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold), "cudaMemPoolSetAttribute");
+}
+
+Decoder::~Decoder() = default;
+
+cudaStream_t Decoder::stream() const { return impl_->stream; }
+
+void Decoder::synchronize() { impl_->synchronize(); }
+
+void Decoder::set_timing(bool on) {
+  if (!impl_->pending.empty()) impl_->synchronize();  // chunks in flight were enqueued without (or with) events
+  impl_->timing = on;
+}
+
+double Decoder::device_seconds() const { return impl_->device_s; }
+
+StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, void* out, OutputType type) {
+  const uint16_t id = bitstream.size() >= 8 ? uint16_t(bitstream[6] | bitstream[7] << 8) : 0;
+  StreamHeader header;
+  if (id == uint16_t(CodecId::kCacheGen) && stream_model_hash(bitstream) != 0)
+    impl_->decode_cachegen_paper(bitstream, out, type, &header);
+  else if (id == uint16_t(CodecId::kCacheGen))
+    impl_->decode_cachegen(bitstream, out, type, &header);
+  else if (id == uint16_t(CodecId::kKvs))
+    impl_->decode_kvs(bitstream, out, type, &header);
+  else
+    throw Error(fmt::format("CUDA decode: codec id {} has no GPU decoder (kvs: {}, cachegen: {})", id,
+                            uint16_t(CodecId::kKvs), uint16_t(CodecId::kCacheGen)));
+  return header;
+}
+
+void Decoder::Impl::decode_cachegen(std::span<const uint8_t> stream_bytes, void* out, OutputType type,
+                                    StreamHeader* header) {
+  const detail::CachegenPlan plan = detail::plan_cachegen(stream_bytes);
+  *header = plan.header;
+  unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin);
+  const size_t stream_size = (stream_bytes.size() + 15) / 16 * 16;
+  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + plan.meta.size()));
+  upload(dev, stream_bytes.data(), stream_bytes.size());
+  upload(dev + stream_size, plan.meta.data(), plan.meta.size());
+  if (plan.header.tokens > 0)
+    detail::launch_cachegen_code(plan.bind(dev, dev + stream_size, out, uint8_t(type), fault), stream);
+  release(dev);
+  end_chunk();
+}
+
+void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes, void* out, OutputType type,
+                                          StreamHeader* header) {
+  const detail::CachegenPaperPlan plan = detail::plan_cachegen_paper(stream_bytes, paper.get(), model_file);
+  *header = plan.header;
+  const size_t level = plan.header.level;
+  PaperLevel& lv = paper_levels[level];
+  if (!lv.deltas.get()) {  // this level's tables, once
+    detail::build_paper_level(*paper, int(level), &paper_host);
+    lv.deltas = to_device(paper_host.deltas[level]);
+    lv.step_d = to_device(paper_host.step_d[level]);
+    lv.M = to_device(paper_host.M[level]);
+    paper_host.deltas[level].clear();
+    paper_host.deltas[level].shrink_to_fit();
+  }
+  unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin, true);
+  const size_t stream_size = (stream_bytes.size() + 15) / 16 * 16;
+  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + plan.meta.size()));
+  void* channels = alloc(plan.channels_bytes());
+  upload(dev, stream_bytes.data(), stream_bytes.size());
+  upload(dev + stream_size, plan.meta.data(), plan.meta.size());
+  detail::launch_cachegen_paper(
+      plan.bind(dev, dev + stream_size, static_cast<const rans::CumTable*>(paper_anchors.get()),
+                static_cast<const float*>(paper_step_a.get()),
+                static_cast<const rans::BasicPackedTable<64>*>(lv.deltas.get()), static_cast<const float*>(lv.step_d.get()),
+                static_cast<const int32_t*>(lv.M.get()), static_cast<detail::PaperChannel*>(channels), out,
+                uint8_t(type), fault),
+      stream);
+  release(channels);
+  release(dev);
+  end_chunk();
+}
+
+void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, void* out, OutputType type,
+                               StreamHeader* header) {
+  if (!kvs) {
+    kvs = detail::make_kvs_parser();
+    const std::vector<detail::KvsGauss> g = detail::kvs_gauss(*kvs);
+    gauss = DeviceBuffer(sizeof(detail::KvsGauss) * g.size());
+    check(cudaMemcpy(gauss.get(), g.data(), gauss.size(), cudaMemcpyHostToDevice), "cudaMemcpy (kvs tables)");
+  }
+  const detail::KvsPlan plan = detail::plan_kvs(stream_bytes, *kvs);
+  *header = plan.header;
+  unsigned long long* fault = begin_chunk(CodecId::kKvs, plan.header.token_begin);
+  const size_t stream_size = (stream_bytes.size() + 15) / 16 * 16;
+  const size_t symbols_size = (plan.symbols_bytes + 255) / 256 * 256;
+  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + plan.meta.size()));
+  uint8_t* scratch = static_cast<uint8_t*>(alloc(symbols_size + plan.tmp_bytes));
+  upload(dev, stream_bytes.data(), stream_bytes.size());
+  upload(dev + stream_size, plan.meta.data(), plan.meta.size());
+  detail::launch_kvs(plan.bind(dev, dev + stream_size, static_cast<const detail::KvsGauss*>(gauss.get()), scratch,
+                               reinterpret_cast<float*>(scratch + symbols_size), out, uint8_t(type), fault),
+                     stream);
+  release(scratch);
+  release(dev);
+  end_chunk();
+}
+
+}  // namespace kvs::codec::cuda

@@ -1,0 +1,503 @@
+// Host preparation for the GPU decoders (codec/cuda/plan.h): no CUDA here.
+#include "codec/cuda/plan.h"
+
+#include <cstring>
+#include <map>
+
+#include <fmt/core.h>
+
+#include "codec/cachegen.h"
+#include "codec/cachegen_paper.h"
+#include "codec/fp16.h"
+#include "codec/kvs_internal.h"
+
+namespace kvs::codec::cuda::detail {
+
+namespace {
+
+// Host arrays packed into one buffer, each 16-byte aligned.
+class Packer {
+ public:
+  template <class T>
+  size_t add(const T* data, size_t count) {
+    const size_t at = (bytes_.size() + 15) / 16 * 16;
+    bytes_.resize(at + sizeof(T) * count);
+    if (count) std::memcpy(bytes_.data() + at, data, sizeof(T) * count);
+    return at;
+  }
+  template <class T>
+  size_t add(const std::vector<T>& v) {
+    return add(v.data(), v.size());
+  }
+  std::vector<uint8_t> take() { return std::move(bytes_); }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+template <class T>
+const T* at(const uint8_t* base, size_t offset) {
+  return reinterpret_cast<const T*>(base + offset);
+}
+
+uint32_t offset_in(std::span<const uint8_t> stream, const uint8_t* p) {
+  return uint32_t(p - stream.data());
+}
+
+void check_size(std::span<const uint8_t> stream) {
+  if (stream.size() > 0xffffffffull)
+    throw Error(fmt::format("CUDA decode: a stream of {} bytes is beyond 4 GiB", stream.size()));
+}
+
+}  // namespace
+
+// The checks of CacheGenCodec::decode_into, in its order and with its messages.
+CachegenPlan plan_cachegen(std::span<const uint8_t> stream) {
+  check_size(stream);
+  if (const uint64_t hash = stream_model_hash(stream); hash != 0)
+    throw Error(fmt::format("CUDA decode: a cachegen scheme=paper stream (codec model {:016x}) needs plan_cachegen_paper", hash));
+  const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+  const StreamHeader& hd = ps.header;
+  if (hd.level >= kCacheGenLevels) throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen level {}", hd.level));
+  const uint32_t stream_tokens = hd.flags;
+  if (stream_tokens == 0) throw CorruptStream("corrupt KV bitstream: cachegen stream_tokens 0");
+  const KVShape& s = hd.shape;
+  const uint32_t T = hd.tokens, C = uint32_t(s.channels());
+  const uint32_t blocks = (T + stream_tokens - 1) / stream_tokens;
+  if (ps.sections.size() != 2 + 2ull * s.layers * C * blocks)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen has {} sections, expected {}", ps.sections.size(),
+                                    2 + 2ull * s.layers * C * blocks));
+  if (ps.sections[0].size() != 2ull * 2 * s.layers * T)
+    throw CorruptStream("corrupt KV bitstream: cachegen scales do not match the shape");
+  std::vector<CachegenPlane> planes;
+  planes.reserve(2 * size_t(s.layers));
+  uint64_t table_bytes = 0;
+  for (uint32_t l = 0; l < s.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue}) {
+      const int M = cachegen_bins(hd.level, k, l, s.layers) / 2 - 1;
+      planes.push_back({M, uint32_t(2 * M + 1), uint32_t(table_bytes)});
+      table_bytes += 2ull * C * uint64_t(2 * M + 1);
+    }
+  if (ps.sections[1].size() != table_bytes)
+    throw CorruptStream("corrupt KV bitstream: cachegen tables do not match the shape");
+  std::vector<uint32_t> offsets(ps.sections.size() + 1);
+  for (size_t i = 0; i < ps.sections.size(); ++i) {
+    if (i >= 2 && ps.sections[i].size() < 4)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen stream {} is shorter than a rANS state", i));
+    offsets[i] = offset_in(stream, ps.sections[i].data());
+  }
+  offsets.back() = offset_in(stream, ps.sections.back().data() + ps.sections.back().size());
+  CachegenPlan plan;
+  plan.header = hd;
+  plan.blocks = blocks;
+  Packer meta;
+  plan.offsets_at = meta.add(offsets);
+  plan.planes_at = meta.add(planes);
+  plan.meta = meta.take();
+  return plan;
+}
+
+CachegenCodeLaunch CachegenPlan::bind(const uint8_t* stream, const uint8_t* meta_copy, void* out, uint8_t out_type,
+                                      unsigned long long* fault) const {
+  CachegenCodeLaunch p{};
+  p.stream = stream;
+  p.offsets = at<uint32_t>(meta_copy, offsets_at);
+  p.planes = at<CachegenPlane>(meta_copy, planes_at);
+  p.layers = header.shape.layers;
+  p.channels = uint32_t(header.shape.channels());
+  p.head_dim = header.shape.head_dim;
+  p.tokens = header.tokens;
+  p.blocks = blocks;
+  p.stream_tokens = header.flags;
+  p.out = out;
+  p.out_type = out_type;
+  p.fault = fault;
+  return p;
+}
+
+CachegenEncodePlan plan_cachegen_encode(KVShape shape, DType dtype, uint64_t token_begin, uint32_t tokens, int level,
+                                        uint32_t stream_tokens) {
+  if (level < 0 || level >= kCacheGenLevels)
+    throw Error(fmt::format("codec cachegen: level {} out of range (0..{})", level, kCacheGenLevels - 1));
+  if (stream_tokens == 0 || stream_tokens > 65535)
+    throw Error(fmt::format("codec cachegen: stream_tokens {} out of range (1..65535)", stream_tokens));
+  CachegenEncodePlan plan;
+  StreamHeader& h = plan.header;
+  h.codec = CodecId::kCacheGen;
+  h.level = uint8_t(level);
+  h.dtype = dtype;
+  h.flags = uint16_t(stream_tokens);
+  h.shape = shape;
+  h.token_begin = token_begin;
+  h.tokens = tokens;
+  const uint32_t C = uint32_t(shape.channels());
+  plan.blocks = (tokens + stream_tokens - 1) / stream_tokens;
+  uint64_t table_bytes = 0;
+  for (uint32_t l = 0; l < shape.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue}) {
+      const int M = cachegen_bins(level, k, l, shape.layers) / 2 - 1;
+      plan.planes.push_back({M, uint32_t(2 * M + 1), uint32_t(table_bytes)});
+      table_bytes += 2ull * C * uint64_t(2 * M + 1);
+    }
+  plan.scales_bytes = 2ull * 2 * shape.layers * tokens;
+  plan.tables_bytes = table_bytes;
+  plan.symbols_bytes = 2ull * shape.layers * C * tokens;
+  plan.streams = 2ull * shape.layers * C * plan.blocks;
+  plan.capacity = 4 + 2 * size_t(stream_tokens) + 16;  // as CacheGenCodec::encode: worst case 4 + 2 * tokens
+  return plan;
+}
+
+CachegenEncodeLaunch CachegenEncodePlan::bind(const void* in, bool in_f16, const CachegenPlane* planes_copy,
+                                              uint8_t* scales, uint8_t* tables, uint8_t* symbols, uint8_t* slots,
+                                              uint32_t* sizes, unsigned long long* fault) const {
+  CachegenEncodeLaunch p{};
+  p.in = in;
+  p.in_f16 = in_f16;
+  p.layers = header.shape.layers;
+  p.kv_heads = header.shape.kv_heads;
+  p.head_dim = header.shape.head_dim;
+  p.tokens = header.tokens;
+  p.stream_tokens = header.flags;
+  p.blocks = blocks;
+  p.planes = planes_copy;
+  p.scales = scales;
+  p.tables = tables;
+  p.symbols = symbols;
+  p.slots = slots;
+  p.capacity = capacity;
+  p.sizes = sizes;
+  p.fault = fault;
+  return p;
+}
+
+std::vector<uint64_t> CachegenEncodePlan::offsets(const std::vector<uint32_t>& sizes) const {
+  std::vector<uint64_t> off(sizes.size() + 1, 0);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] == 0) throw Error("codec cachegen: internal error: rANS buffer too small");
+    off[i + 1] = off[i] + sizes[i];
+  }
+  return off;
+}
+
+Bytes CachegenEncodePlan::assemble(std::span<const uint8_t> scales, std::span<const uint8_t> tables,
+                                   const std::vector<uint64_t>& off, std::span<const uint8_t> payload) const {
+  std::vector<std::span<const uint8_t>> sections;
+  sections.reserve(2 + streams);
+  sections.push_back(scales);
+  sections.push_back(tables);
+  for (size_t i = 0; i < streams; ++i) sections.push_back(payload.subspan(off[i], off[i + 1] - off[i]));
+  return write_stream(header, sections);
+}
+
+void CachegenEncodePlan::scale_error(unsigned long long fault) const {
+  const uint64_t at = fault >> 8, plane = at / header.tokens, t = at % header.tokens;
+  throw Error(fmt::format("cachegen: layer {} {} token {} has |x| (or not finite) beyond {}, the largest per-token "
+                          "scale fp16 carries; use raw or zstd for such a cache",
+                          plane / 2, plane % 2 == 0 ? "K" : "V", header.token_begin + t, cachegen_core::kHalfMax));
+}
+
+Bytes encode_cachegen_on_host(const KVChunk& chunk, int level, uint32_t stream_tokens, bool in_f16) {
+  const CachegenEncodePlan plan =
+      plan_cachegen_encode(chunk.shape, chunk.dtype, chunk.token_begin, chunk.tokens, level, stream_tokens);
+  std::vector<uint16_t> half;
+  if (in_f16) {
+    half.resize(chunk.values.size());
+    for (size_t i = 0; i < half.size(); ++i) half[i] = f32_to_f16_bits(chunk.values[i]);
+  }
+  std::vector<uint8_t> scales(plan.scales_bytes), tables(plan.tables_bytes), symbols(plan.symbols_bytes),
+      slots(plan.streams * plan.capacity);
+  std::vector<uint32_t> sizes(plan.streams);
+  unsigned long long fault = kNoFault;
+  const CachegenEncodeLaunch p =
+      plan.bind(in_f16 ? static_cast<const void*>(half.data()) : chunk.values.data(), in_f16, plan.planes.data(),
+                scales.data(), tables.data(), symbols.data(), slots.data(), sizes.data(), &fault);
+  const uint32_t planes = 2 * p.layers, C = p.kv_heads * p.head_dim;
+  for (uint32_t pl = 0; pl < planes; ++pl)
+    for (uint32_t t = 0; t < p.tokens; ++t) cachegen_encode_scale(p, pl, t);
+  if (fault != kNoFault) plan.scale_error(fault);
+  for (uint32_t pl = 0; pl < planes; ++pl)
+    for (uint32_t c = 0; c < C; ++c) cachegen_encode_channel(p, pl, c);
+  for (uint32_t pl = 0; pl < planes; ++pl)
+    for (uint32_t c = 0; c < C; ++c)
+      for (uint32_t b = 0; b < p.blocks; ++b) cachegen_encode_block(p, pl, c, b);
+  const std::vector<uint64_t> off = plan.offsets(sizes);
+  std::vector<uint8_t> payload(off.back());
+  for (size_t s = 0; s < plan.streams; ++s) cachegen_encode_gather(p, off.data(), s, payload.data());
+  return plan.assemble(scales, tables, off, payload);
+}
+
+PaperTables paper_tables(const CacheGenPaperModel& m) {
+  PaperTables t;
+  t.hash = m.hash;
+  const size_t records = size_t(m.shape.layers) * 2 * m.shape.channels();
+  t.anchors.resize(records);
+  t.step_a.resize(records);
+  for (size_t r = 0; r < records; ++r) {
+    const auto a = m.anchor_table(r);
+    rans::build_cum(a.data(), uint32_t(a.size()), &t.anchors[r]);  // cannot fail: the parser checked it
+    t.step_a[r] = m.anchor_step(r);
+  }
+  t.deltas.resize(kCacheGenLevels);
+  t.step_d.resize(kCacheGenLevels);
+  t.M.resize(kCacheGenLevels);
+  return t;
+}
+
+void build_paper_level(const CacheGenPaperModel& m, int level, PaperTables* t) {
+  if (!t->deltas[size_t(level)].empty()) return;
+  const size_t records = t->anchors.size();
+  auto& deltas = t->deltas[size_t(level)];
+  auto& step_d = t->step_d[size_t(level)];
+  deltas.resize(records);
+  step_d.resize(records);
+  for (size_t r = 0; r < records; ++r) {
+    const uint32_t layer = uint32_t(r / (2 * m.shape.channels()));
+    const auto d = m.delta_table(r, level);
+    rans::build_packed(d.data(), uint32_t(d.size()), &deltas[r]);  // cannot fail: the parser checked it
+    step_d[r] = m.delta_step(r, level, layer);
+  }
+  auto& M = t->M[size_t(level)];
+  M.resize(m.shape.layers);
+  for (uint32_t l = 0; l < m.shape.layers; ++l) M[l] = cachegen_paper_bins(level, l, m.shape.layers) / 2 - 1;
+}
+
+CachegenPaperPlan plan_cachegen_paper(std::span<const uint8_t> stream, const CacheGenPaperModel* model,
+                                      const std::string& model_file) {
+  check_size(stream);
+  const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+  const StreamHeader& hd = ps.header;
+  if (!model)
+    throw CorruptStream(fmt::format("codec cachegen: the stream uses the paper scheme with codec model {:016x}; give that "
+                                    "codec model file (--codec-model)",
+                                    hd.model_hash));
+  const CacheGenPaperModel& m = *model;
+  if (hd.model_hash != m.hash)
+    throw CorruptStream(fmt::format("codec cachegen: the stream was encoded with codec model {:016x}, but codec model file "
+                                    "{} has hash {:016x}",
+                                    hd.model_hash, model_file, m.hash));
+  if (hd.level >= kCacheGenLevels)
+    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 8: cachegen level {}", hd.level));
+  if (hd.flags != kPaperGroupTokens)
+    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 10: cachegen paper group of {} tokens, expected {}",
+                                    hd.flags, kPaperGroupTokens));
+  const KVShape& s = hd.shape;
+  if (!(s == m.shape))
+    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 12: shape {}x{}x{} but its codec model's is {}x{}x{}",
+                                    s.layers, s.kv_heads, s.head_dim, m.shape.layers, m.shape.kv_heads,
+                                    m.shape.head_dim));
+  const uint64_t substreams = uint64_t(s.layers) * 2 * s.kv_heads;
+  if (ps.sections.size() != substreams)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper has {} sections, expected {}",
+                                    ps.sections.size(), substreams));
+  const size_t n = size_t(hd.tokens) * s.head_dim;
+  std::vector<PaperSubstream> subs(substreams);
+  for (size_t index = 0; index < substreams; ++index) {
+    SectionReader reader(ps.sections[index], "cachegen paper substream");
+    const uint32_t count = reader.u32();
+    if (count > n)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
+                                      index, count, n));
+    const auto esc = reader.bytes(4 * size_t(count));
+    if (reader.remaining() < 4)  // the rANS stream's initial state
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
+    const auto coded = ps.sections[index].subspan(4 + 4 * size_t(count));
+    subs[index] = {offset_in(stream, esc.data()), count, offset_in(stream, coded.data()), uint32_t(coded.size())};
+  }
+  CachegenPaperPlan plan;
+  plan.header = hd;
+  plan.substreams = uint32_t(substreams);
+  Packer meta;
+  meta.add(subs);
+  plan.meta = meta.take();
+  return plan;
+}
+
+CachegenPaperLaunch CachegenPaperPlan::bind(const uint8_t* stream, const uint8_t* meta_copy,
+                                            const rans::CumTable* anchors, const float* step_a,
+                                            const rans::BasicPackedTable<64>* deltas, const float* step_d,
+                                            const int32_t* M, PaperChannel* channels, void* out, uint8_t out_type,
+                                            unsigned long long* fault) const {
+  CachegenPaperLaunch p{};
+  p.stream = stream;
+  p.substreams = at<PaperSubstream>(meta_copy, 0);
+  p.substream_count = substreams;
+  p.anchors = anchors;
+  p.step_a = step_a;
+  p.deltas = deltas;
+  p.step_d = step_d;
+  p.M = M;
+  p.channels = channels;
+  p.layers = header.shape.layers;
+  p.kv_heads = header.shape.kv_heads;
+  p.head_dim = header.shape.head_dim;
+  p.tokens = header.tokens;
+  p.out = out;
+  p.out_type = out_type;
+  p.fault = fault;
+  return p;
+}
+
+std::shared_ptr<const kvs_detail::KvsCodec> make_kvs_parser() {
+  return std::make_shared<const kvs_detail::KvsCodec>(10000.0, std::vector<float>{}, true, true, 0.12, std::vector<float>{},
+                                                true);
+}
+
+std::vector<KvsGauss> kvs_gauss(const kvs_detail::KvsCodec& codec) {
+  const auto& tables = codec.gauss_tables();
+  std::vector<KvsGauss> g(tables.size());
+  for (size_t k = 0; k < tables.size(); ++k) {
+    g[k].table = tables[k].table;
+    g[k].index = tables[k].index;
+    std::memcpy(g[k].offset, tables[k].offset, sizeof(g[k].offset));
+    g[k].range = tables[k].range;
+  }
+  return g;
+}
+
+KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec) {
+  using namespace kvs_detail;
+  check_size(stream);
+  const KvsLayout layout = codec.parse(stream);
+  const StreamHeader& hd = layout.header;
+  const KVShape& sh = hd.shape;
+  const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
+  const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
+
+  // Row lists: concatenated, each head pointing at its lists (or none).
+  std::vector<uint32_t> literal_tokens, sources;
+  std::map<const uint32_t*, uint32_t> literal_at, source_at;
+  for (const auto& l : layout.literal_lists) {
+    literal_at[l.data()] = uint32_t(literal_tokens.size());
+    literal_tokens.insert(literal_tokens.end(), l.begin(), l.end());
+  }
+  for (const auto& l : layout.source_lists) {
+    source_at[l.data()] = uint32_t(sources.size());
+    sources.insert(sources.end(), l.begin(), l.end());
+  }
+  std::vector<KvsHead> head_rows(heads);
+  for (size_t ph = 0; ph < heads; ++ph) {
+    const HeadRows& r = layout.rows[ph];
+    head_rows[ph] = {r.literal ? literal_at.at(r.literal) : kNone, r.literals, r.source ? source_at.at(r.source) : kNone};
+  }
+  std::vector<KvsChannel> models(channels);
+  for (size_t ch = 0; ch < channels; ++ch)
+    models[ch] = {layout.model[ch].centre, split_spread(layout.model[ch].spread).raw_bits};
+  std::vector<uint32_t> group_offset(kTables + 1), group_channels;
+  group_channels.reserve(channels);
+  for (uint32_t g = 0; g < kTables; ++g) {
+    group_offset[g] = uint32_t(group_channels.size());
+    group_channels.insert(group_channels.end(), layout.groups[g].begin(), layout.groups[g].end());
+  }
+  group_offset[kTables] = uint32_t(group_channels.size());
+  std::vector<KvsPieceDesc> pieces(layout.pieces.size());
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    const KvsPiece& pc = layout.pieces[k];
+    pieces[k] = {pc.table,
+                 pc.n,
+                 uint32_t(pc.section),
+                 offset_in(stream, pc.rans.data()),
+                 uint32_t(pc.rans.size()),
+                 offset_in(stream, pc.extras.data()),
+                 uint32_t(pc.extras.size()),
+                 uint32_t(pc.first_channel),
+                 pc.first_literal};
+  }
+  std::vector<float> rope;
+  if (layout.theta > 0) {
+    const auto cs = rope_table(layout.theta, hd.token_begin, T, D);
+    rope.resize(cs.size() * 2);
+    for (size_t i = 0; i < cs.size(); ++i) rope[2 * i] = cs[i][0], rope[2 * i + 1] = cs[i][1];
+  }
+  KvsPlan plan;
+  plan.header = hd;
+  Packer meta;
+  plan.pieces_at = meta.add(pieces);
+  plan.group_offset_at = meta.add(group_offset);
+  plan.group_channels_at = meta.add(group_channels);
+  plan.channels_at = meta.add(models);
+  plan.heads_at = meta.add(head_rows);
+  plan.literals_at = meta.add(literal_tokens);
+  plan.sources_at = meta.add(sources);
+  plan.steps_at = meta.add(layout.steps);
+  plan.rope_at = meta.add(rope);
+  plan.meta = meta.take();
+  plan.piece_count = uint32_t(pieces.size());
+  plan.centroid = layout.centroid;
+  plan.rope = !rope.empty();
+  plan.stride = channel_stride(T);
+  plan.symbols_bytes = pieces.size() * size_t(kKvsPieceSymbols);
+  plan.tmp_bytes = channels * plan.stride * sizeof(float);
+  return plan;
+}
+
+KvsLaunch KvsPlan::bind(const uint8_t* stream, const uint8_t* m, const KvsGauss* gauss, uint8_t* symbols, float* tmp,
+                        void* out, uint8_t out_type, unsigned long long* fault) const {
+  KvsLaunch p{};
+  p.stream = stream;
+  p.gauss = gauss;
+  p.pieces = at<KvsPieceDesc>(m, pieces_at);
+  p.piece_count = piece_count;
+  p.group_offset = at<uint32_t>(m, group_offset_at);
+  p.group_channels = at<uint32_t>(m, group_channels_at);
+  p.channels = at<KvsChannel>(m, channels_at);
+  p.heads = at<KvsHead>(m, heads_at);
+  p.literal_tokens = at<uint32_t>(m, literals_at);
+  p.sources = at<uint32_t>(m, sources_at);
+  p.steps = at<float>(m, steps_at);
+  p.rope = rope ? at<float>(m, rope_at) : nullptr;
+  p.symbols = symbols;
+  p.tmp = tmp;
+  p.stride = stride;
+  p.layers = header.shape.layers;
+  p.kv_heads = header.shape.kv_heads;
+  p.head_dim = header.shape.head_dim;
+  p.tokens = header.tokens;
+  p.centroid = centroid;
+  p.out = out;
+  p.out_type = out_type;
+  p.fault = fault;
+  return p;
+}
+
+unsigned long long run_on_host(const CachegenPlan& plan, std::span<const uint8_t> stream, void* out, uint8_t out_type) {
+  unsigned long long fault = kNoFault;
+  const CachegenCodeLaunch p = plan.bind(stream.data(), plan.meta.data(), out, out_type, &fault);
+  auto table = std::make_unique<rans::Table>();
+  auto index = std::make_unique<rans::SymbolIndex>();
+  for (uint32_t plane = 0; plane < 2 * p.layers; ++plane)
+    for (uint32_t c = 0; c < p.channels; ++c) {
+      if (!cachegen_table(p, plane, c, table.get(), index.get())) continue;
+      for (uint32_t b = 0; b < p.blocks; ++b) cachegen_block(p, plane, c, b, *table, *index);
+    }
+  return fault;
+}
+
+unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const uint8_t> stream,
+                               const CacheGenPaperModel& model, void* out, uint8_t out_type) {
+  unsigned long long fault = kNoFault;
+  PaperTables t = paper_tables(model);
+  const size_t level = plan.header.level;
+  build_paper_level(model, int(level), &t);
+  std::vector<PaperChannel> channels(plan.channels_bytes() / sizeof(PaperChannel));
+  const CachegenPaperLaunch p =
+      plan.bind(stream.data(), plan.meta.data(), t.anchors.data(), t.step_a.data(), t.deltas[level].data(),
+                t.step_d[level].data(), t.M[level].data(), channels.data(), out, out_type, &fault);
+  for (uint32_t i = 0; i < p.substream_count; ++i) cachegen_paper_substream(p, i);
+  return fault;
+}
+
+unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec,
+                               void* out, uint8_t out_type) {
+  unsigned long long fault = kNoFault;
+  const std::vector<KvsGauss> gauss = kvs_gauss(codec);
+  std::vector<uint8_t> symbols(plan.symbols_bytes);
+  std::vector<float> tmp(plan.tmp_bytes / sizeof(float));
+  const KvsLaunch p = plan.bind(stream.data(), plan.meta.data(), gauss.data(), symbols.data(), tmp.data(), out, out_type,
+                                &fault);
+  for (uint32_t k = 0; k < p.piece_count; ++k) kvs_piece(p, k);
+  if (fault != kNoFault) return fault;  // the GPU's values kernel would read unwritten scratch
+  for (size_t i = 0; i < plan.values(); ++i) kvs_value(p, i);
+  return fault;
+}
+
+}  // namespace kvs::codec::cuda::detail

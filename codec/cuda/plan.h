@@ -1,0 +1,126 @@
+// What the host prepares for the GPU decoders (codec/cuda/decode.h), as
+// plain C++ that needs no CUDA: a stream is parsed and checked exactly as the
+// CPU decoder checks it, and its metadata packed into one buffer that goes to
+// the device with one copy. run_on_host() runs the kernels' thread bodies
+// (codec/cuda/threads.h) one after another on the CPU, so the tests check all
+// of the GPU path but launch, memory and streams on machines without a GPU.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "codec/bitstream.h"
+#include "codec/cachegen_paper.h"
+#include "codec/cuda/threads.h"
+
+namespace kvs::codec::kvs_detail {
+class KvsCodec;
+}
+
+namespace kvs::codec::cuda::detail {
+
+// cachegen scheme=code. Throws CorruptStream as CacheGenCodec::decode_into
+// does (kvs::Error for a scheme=paper stream: plan_cachegen_paper).
+struct CachegenPlan {
+  StreamHeader header;
+  std::vector<uint8_t> meta;  // section offsets and per-plane parameters
+  size_t offsets_at = 0, planes_at = 0;
+  uint32_t blocks = 0;
+  // The launch with its pointers: `stream` and `meta` are where the stream's
+  // bytes and the meta bytes lie (device or host memory).
+  CachegenCodeLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, void* out, uint8_t out_type,
+                          unsigned long long* fault) const;
+};
+CachegenPlan plan_cachegen(std::span<const uint8_t> stream);
+
+// cachegen scheme=code encoding on the GPU: the sizes of its buffers, and
+// the stream assembled (header, offset table, CRC) once the kernels' results
+// are back. Throws kvs::Error as CacheGenCodec::encode does for a bad level
+// or shape.
+struct CachegenEncodePlan {
+  StreamHeader header;                // of the stream to be written
+  std::vector<CachegenPlane> planes;  // per (layer, kind)
+  uint32_t blocks = 0;
+  size_t scales_bytes = 0, tables_bytes = 0, symbols_bytes = 0, streams = 0, capacity = 0;
+  CachegenEncodeLaunch bind(const void* in, bool in_f16, const CachegenPlane* planes_copy, uint8_t* scales,
+                            uint8_t* tables, uint8_t* symbols, uint8_t* slots, uint32_t* sizes,
+                            unsigned long long* fault) const;
+  // The payload offset of every stream from their sizes (streams + 1 entries);
+  // throws when a stream did not fit (an internal error).
+  std::vector<uint64_t> offsets(const std::vector<uint32_t>& sizes) const;
+  Bytes assemble(std::span<const uint8_t> scales, std::span<const uint8_t> tables, const std::vector<uint64_t>& offsets,
+                 std::span<const uint8_t> payload) const;
+  // The CPU encoder's error for a token whose |x| fp16 cannot carry.
+  [[noreturn]] void scale_error(unsigned long long fault) const;
+};
+CachegenEncodePlan plan_cachegen_encode(KVShape shape, DType dtype, uint64_t token_begin, uint32_t tokens, int level,
+                                        uint32_t stream_tokens);
+// The GPU encoder's thread bodies on the CPU (for tests): the chunk's values
+// as fp16 bits (in_f16) or floats.
+Bytes encode_cachegen_on_host(const KVChunk& chunk, int level, uint32_t stream_tokens, bool in_f16);
+
+// cachegen scheme=paper: a codec model's tables as the kernel reads them
+// (anchors for every level; delta tables and steps per level, on demand).
+struct PaperTables {
+  uint64_t hash = 0;
+  std::vector<rans::CumTable> anchors;  // [record]
+  std::vector<float> step_a;            // [record]
+  std::vector<std::vector<rans::BasicPackedTable<64>>> deltas;  // [level][record], empty until built
+  std::vector<std::vector<float>> step_d;                      // [level][record]
+  std::vector<std::vector<int32_t>> M;                         // [level][layer]
+};
+PaperTables paper_tables(const CacheGenPaperModel& model);
+void build_paper_level(const CacheGenPaperModel& model, int level, PaperTables* tables);
+
+// The checks of the paper scheme's decode_into (the model's hash, level,
+// group, shape, sections, escape counts), with its messages.
+struct CachegenPaperPlan {
+  StreamHeader header;
+  std::vector<uint8_t> meta;  // the substreams
+  uint32_t substreams = 0;
+  size_t channels_bytes() const { return size_t(substreams) * header.shape.head_dim * sizeof(PaperChannel); }
+  // `tables`: the model's tables where the kernel reads them (device or host);
+  // level: the stream's.
+  CachegenPaperLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, const rans::CumTable* anchors,
+                           const float* step_a, const rans::BasicPackedTable<64>* deltas, const float* step_d,
+                           const int32_t* M, PaperChannel* channels, void* out, uint8_t out_type,
+                           unsigned long long* fault) const;
+};
+// `model_file` names the model in errors.
+CachegenPaperPlan plan_cachegen_paper(std::span<const uint8_t> stream, const CacheGenPaperModel* model,
+                                      const std::string& model_file);
+
+// kvs. `codec` parses (KvsCodec::parse: its checks and messages).
+struct KvsPlan {
+  StreamHeader header;
+  std::vector<uint8_t> meta;
+  size_t pieces_at = 0, group_offset_at = 0, group_channels_at = 0, channels_at = 0, heads_at = 0, literals_at = 0,
+         sources_at = 0, steps_at = 0, rope_at = 0;
+  uint32_t piece_count = 0;
+  bool centroid = false, rope = false;
+  size_t stride = 0;          // floats between channels in the scratch buffer
+  size_t symbols_bytes = 0;   // scratch: the pieces' symbols
+  size_t tmp_bytes = 0;       // scratch: the channel-major values
+  size_t values() const { return header.elements(); }
+  KvsLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, const KvsGauss* gauss, uint8_t* symbols, float* tmp,
+                 void* out, uint8_t out_type, unsigned long long* fault) const;
+};
+KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec);
+// The Gaussian tables as the kernels read them.
+std::vector<KvsGauss> kvs_gauss(const kvs_detail::KvsCodec& codec);
+// A kvs codec for parsing (its encoder parameters do not matter for decoding).
+std::shared_ptr<const kvs_detail::KvsCodec> make_kvs_parser();  // shared: usable where KvsCodec is incomplete
+
+// The kernels' thread bodies run on the CPU over host memory; out holds
+// header.elements() values (fp16 bits or floats). Returns the first fault
+// (kNoFault: none), as the device reports it.
+unsigned long long run_on_host(const CachegenPlan& plan, std::span<const uint8_t> stream, void* out, uint8_t out_type);
+unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const uint8_t> stream,
+                               const CacheGenPaperModel& model, void* out, uint8_t out_type);
+unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec,
+                               void* out, uint8_t out_type);
+
+}  // namespace kvs::codec::cuda::detail

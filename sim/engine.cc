@@ -11,6 +11,7 @@
 #include "sim/cross_traffic.h"
 #include "sim/fluid_network.h"
 #include "sim/ns3_fixes.h"
+#include "sim/ns3_version.h"
 #include "sim/streaming_app.h"
 #include "sim/topology.h"
 
@@ -43,6 +44,9 @@ EngineOutput run_engine(const EngineConfig& config, const std::vector<ContextSpe
   if (config.contexts.size() != total) throw Error("engine: one context per request expected");
   check_network_model(config.network);
   const bool packets = config.network == "ns3";
+  // The fixes below need ns-3.37 (sim/ns3_version.h); checked first, as its
+  // error names the versions found and expected.
+  if (packets) require_ns3_version(config.link.ns3_stock);
   // The guard against ns-3.37's zero-length segments must be the function
   // ns-3 calls (sim/ns3_fixes.h); this reference also links it in.
   if (packets && !ns3_fixes_active())

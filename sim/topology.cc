@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "sim/ns3_fixes.h"
+#include "sim/ns3_version.h"
 #include "sim/opportunity_queue_disc.h"
 #include "sim/rate_queue_disc.h"
 #include "sim/tcp_cubic.h"
@@ -140,8 +141,10 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   if (!(link.access_rate_mbps > 0)) throw Error("link access_rate_mbps: expected a positive number");
   if (link.queue != "droptail" && link.queue != "codel" && link.queue != "fqcodel")
     throw Error(fmt::format("link queue: expected droptail, codel or fqcodel, got '{}'", link.queue));
-  // ns-3.37's TCP with the project's fixes (sim/ns3_fixes.h), or as shipped.
-  set_ns3_tcp_fixes(link.ns3_stock ? Ns3TcpFixes{false, false} : Ns3TcpFixes{});
+  // ns-3.37's TCP with the project's fixes (sim/ns3_fixes.h), or as shipped;
+  // the fixes need ns-3.37 itself (sim/ns3_version.h).
+  require_ns3_version(link.ns3_stock);
+  set_ns3_tcp_fixes(link.ns3_stock ? Ns3TcpFixes::stock() : Ns3TcpFixes{});
   const uint32_t max_mss = link.mtu_bytes - kTcpIpOverheadBytes;
   if (link.mss_bytes != 0 && (link.mss_bytes < 64 || link.mss_bytes > max_mss))
     throw Error(fmt::format("link mss_bytes: expected 64..{} (mtu_bytes - 52), or 0 for that", max_mss));

@@ -15,6 +15,7 @@
 #include "policies/oracle.h"
 #include "policies/mpc.h"
 #include "policies/bola.h"
+#include "policies/selective.h"
 
 namespace kvs::policies {
 
@@ -33,6 +34,7 @@ std::vector<PolicyInfo> registry() {
       mpc_policy(),
       robust_mpc_policy(),
       bola_policy(),
+      selective_policy(),
   };
 }
 
@@ -42,6 +44,7 @@ const char* type_name(ParamSpec::Type t) {
     case ParamSpec::Type::kNumber: return "number";
     case ParamSpec::Type::kBool: return "bool";
     case ParamSpec::Type::kChoice: return "choice";
+    case ParamSpec::Type::kText: return "text";
   }
   return "?";
 }
@@ -49,6 +52,7 @@ const char* type_name(ParamSpec::Type t) {
 std::string range_text(const ParamSpec& p) {
   if (p.type == ParamSpec::Type::kChoice) return fmt::format("one of {}", fmt::join(p.choices, ", "));
   if (p.type == ParamSpec::Type::kBool) return "true or false";
+  if (p.type == ParamSpec::Type::kText) return "any text";
   const bool lo = p.min > -1e299, hi = p.max < 1e299;
   const char* what = p.type == ParamSpec::Type::kInt ? "an integer" : "a number";
   if (lo && hi) return fmt::format("{} in [{}, {}]", what, p.min, p.max);
@@ -81,6 +85,8 @@ std::string check_value(const std::string& policy, const ParamSpec& p, const std
       throw bad();
     case ParamSpec::Type::kChoice:
       if (std::find(p.choices.begin(), p.choices.end(), v) == p.choices.end()) throw bad();
+      return v;
+    case ParamSpec::Type::kText:
       return v;
   }
   throw bad();
@@ -115,6 +121,13 @@ ParamSpec ParamSpec::choice(std::string name, std::string dflt, std::vector<std:
   ParamSpec p;
   p.name = std::move(name), p.type = Type::kChoice, p.default_value = std::move(dflt);
   p.choices = std::move(choices), p.help = std::move(help);
+  return p;
+}
+
+ParamSpec ParamSpec::text(std::string name, std::string dflt, std::string help) {
+  ParamSpec p;
+  p.name = std::move(name), p.type = Type::kText, p.default_value = std::move(dflt);
+  p.help = std::move(help);
   return p;
 }
 

@@ -68,6 +68,14 @@ enum class Schedule {
   // network fetches chunks backward from the last; both stop where they meet
   // (decided at run time). The policy is asked only for the fetched chunks.
   kLoadBackComputeFront,
+  // Selective loading (InfiniGen over a network, policies/selective.h): the
+  // unit is a layer, not a chunk. Before the first token the client fetches
+  // the partial keys, the layers its SelectivePlan loads in full, and for
+  // every other layer only the selected tokens' K and V (a share of the
+  // layer's bytes); the rest of the cache follows after the first token. The
+  // policy is asked for a level once per layer request, with
+  // StreamState::next_chunk holding the layer.
+  kSelectiveLayers,
 };
 
 // Which profile figure ChunkInfo::quality_cost holds.
@@ -126,6 +134,26 @@ struct NetworkFuture {
   uint32_t in_flight = 1;     // chunk requests outstanding per connection
 };
 
+// What a Schedule::kSelectiveLayers policy fetches before the first token.
+struct SelectivePlan {
+  // Per layer of the target model: the share of the context's tokens whose K
+  // and V that layer fetches before the first token (1: the whole layer).
+  std::vector<double> layer_share;
+  // Partial keys (InfiniGen): floor(partial_ratio x head_dim) channels per KV
+  // head and token of every layer with a share below 1, sent first as fp16.
+  double partial_ratio = 0.2;
+  // true (InfiniGen): layer l is speculated from layer l-1's input, so its
+  // request waits until layers 0..l-2 are computed on the GPU (a round trip
+  // per one or two layers). false: every layer is speculated from the prompt
+  // once the partial keys are in, and all requests go out at once.
+  bool per_layer_round_trips = true;
+  // The selection's measured quality over the first tokens (from a selective
+  // profile; -1: not measured) and where it comes from, for the outputs.
+  double kl_nats = -1, loss_increase = -1, greedy_agreement = -1, task_accuracy = -1;
+  uint32_t greedy_tokens = 0;  // tokens greedy_agreement covers
+  std::string source;          // e.g. "infinigen budget=0.2 alpha=5 of FILE (8 contexts)"
+};
+
 class Policy {
  public:
   virtual ~Policy() = default;
@@ -139,13 +167,16 @@ class Policy {
   // A policy's own prediction of this request's TTFT (s), when it makes one
   // (the oracle); negative: none.
   virtual double predicted_ttft_s() const { return -1; }
+  // Schedule::kSelectiveLayers: the plan for a target with `layers` layers
+  // (asked once, before the first request).
+  virtual SelectivePlan selective_plan(uint32_t /*layers*/) const { return {}; }
 };
 
 // ---- parameters ---------------------------------------------------------------
 
 // One typed parameter of a policy, declared once with its default and unit.
 struct ParamSpec {
-  enum class Type { kInt, kNumber, kBool, kChoice };
+  enum class Type { kInt, kNumber, kBool, kChoice, kText };
   std::string name;
   Type type = Type::kNumber;
   std::string default_value;  // as text, e.g. "0.9"
@@ -160,6 +191,8 @@ struct ParamSpec {
                           double max = 1e300);
   static ParamSpec boolean(std::string name, bool dflt, std::string help);
   static ParamSpec choice(std::string name, std::string dflt, std::vector<std::string> choices, std::string help);
+  // Free text (e.g. a file path); any value, the empty default included.
+  static ParamSpec text(std::string name, std::string dflt, std::string help);
 };
 
 // Parameter values as given in a scenario or on the command line: key -> text.

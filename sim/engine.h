@@ -31,6 +31,9 @@ struct ContextSpec {
   // codec level); empty: the same numbers.
   std::vector<int> level_numbers;
   policies::QualityMeasure quality_measure = policies::QualityMeasure::kKl;  // of ChunkSpec::quality_cost
+  // The target model's KV shape (selective loading sizes its layers and
+  // partial keys with it; 0: unknown, selective loading refuses to run).
+  uint32_t layers = 0, kv_heads = 0, head_dim = 0;
   int level_number(int index) const {
     return index >= 0 && size_t(index) < level_numbers.size() ? level_numbers[size_t(index)] : index;
   }

@@ -104,6 +104,23 @@ std::string result_to_json(const RunResult& r) {
                             {"top1_agreement", q.exact_quality.top1_agreement},
                             {"greedy_agreement", q.exact_quality.greedy_agreement},
                             {"task_accuracy", q.exact_quality.task_accuracy}};
+    if (q.selective.used) {
+      const SelectiveRecord& sr = q.selective;
+      o["selective"] = {{"source", sr.source},
+                        {"round_trips", sr.per_layer_round_trips ? "per-layer" : "up-front"},
+                        {"selected_layers", sr.selected_layers},
+                        {"waits", sr.waits},
+                        {"partial_key_bytes", sr.partial_key_bytes},
+                        {"before_first_token_bytes", sr.before_first_token_bytes},
+                        {"share_before_first_token", sr.share_before_first_token},
+                        {"rest_bytes", sr.rest_bytes},
+                        {"rest_last_byte_s", ns(sr.rest_last_byte_s)},
+                        {"kl_nats", sr.kl_nats},
+                        {"loss_increase", sr.loss_increase},
+                        {"greedy_agreement", sr.greedy_agreement},
+                        {"greedy_tokens", sr.greedy_tokens},
+                        {"task_accuracy", sr.task_accuracy}};
+    }
     ordered_json chunks = ordered_json::array();
     for (const auto& c : q.chunks) {
       chunks.push_back({{"index", c.index},
@@ -157,6 +174,20 @@ std::string result_summary(const RunResult& r, double slo_s) {
     s += fmt::format("  levels [{}] (R = recompute)  payload {:.3f} MB  quality (estimates): KL {:.3g} nats/token  loss "
                      "{:+.4f}%\n",
                      levels, q.payload_bytes / 1e6, q.quality_kl_nats, 100 * q.quality_loss_increase);
+    if (q.selective.used) {
+      const SelectiveRecord& sr = q.selective;
+      s += fmt::format("  selective ({}): {:.1f}% of the cache's bytes and {:.3f} MB of partial keys before the first "
+                       "token ({} layers in part, {} waits for earlier layers); the rest ({:.3f} MB) in at {:.3f} s\n",
+                       sr.per_layer_round_trips ? "per-layer round trips" : "up-front", 100 * sr.share_before_first_token,
+                       sr.partial_key_bytes / 1e6, sr.selected_layers, sr.waits, sr.rest_bytes / 1e6,
+                       sr.rest_last_byte_s);
+      if (sr.kl_nats >= 0)
+        s += fmt::format("  selection quality (measured, {}): KL {:.3g} nats/token  loss {:+.2f}%  greedy agreement "
+                         "{:.3f} over {} tokens\n",
+                         sr.source, sr.kl_nats, 100 * sr.loss_increase, sr.greedy_agreement, sr.greedy_tokens);
+      else
+        s += "  selection quality: not measured (" + sr.source + ")\n";
+    }
     if (q.exact_quality.measured) {
       s += fmt::format("  measured quality: loss {:+.4f}%  greedy agreement {:.3f}  KL {:.3g} nats/token (SE {:.2g})  top-1 {:.3f}",
                        100 * q.exact_quality.loss_increase, q.exact_quality.greedy_agreement, q.exact_quality.kl_nats,

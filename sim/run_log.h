@@ -55,6 +55,22 @@ struct MeasuredQuality {
   double task_accuracy = -1;    // exact match on the context's question; -1: none
 };
 
+// Selective loading (policy `selective`, Schedule::kSelectiveLayers): what
+// was fetched before the first token and what the rest cost after it; the
+// selection's quality is the selective profile's measurement (-1: not measured).
+struct SelectiveRecord {
+  bool used = false;
+  std::string source;               // which profile setting (or none)
+  bool per_layer_round_trips = true;
+  uint32_t selected_layers = 0;     // layers fetched in part
+  uint32_t waits = 0;               // layer requests that had to wait for earlier layers' compute
+  uint64_t partial_key_bytes = 0, before_first_token_bytes = 0, rest_bytes = 0;  // payload
+  double share_before_first_token = 0;  // of the whole context's bytes at the chosen level
+  double rest_last_byte_s = -1;         // simulation time the whole cache was in (-1: not yet)
+  double kl_nats = -1, loss_increase = -1, greedy_agreement = -1, task_accuracy = -1;
+  uint32_t greedy_tokens = 0;
+};
+
 struct RequestResult {
   uint32_t id = 0;
   uint32_t context = 0;
@@ -78,6 +94,7 @@ struct RequestResult {
   double quality_kl_nats = 0;
   double predicted_ttft_s = -1;      // the policy's own prediction (an oracle's plan); -1: none
   MeasuredQuality exact_quality;
+  SelectiveRecord selective;  // only for selective loading
   std::vector<ChunkRecord> chunks;
 };
 

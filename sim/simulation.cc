@@ -194,6 +194,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
     cs.level_numbers = ladder;
     cs.quality_measure = measure;
     cs.tokens = ctx.tokens;
+    cs.layers = target.kv.layers, cs.kv_heads = target.kv.kv_heads, cs.head_dim = target.kv.head_dim;
     cs.first_token_s = in_range(compute.first_token_s(ctx.tokens), limits::kMaxSimS, ctx, 0, "first token s");
     for (const auto& ch : ctx.chunks) {
       const size_t chunk = size_t(&ch - ctx.chunks.data());
@@ -252,7 +253,9 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   RunResult& r = out.result;
   r.policy = policy_name;
   r.policy_reads_future = ec.policy_reads_future;
-  r.schedule = schedule == policies::Schedule::kInOrder ? "in-order" : "load-back-compute-front";
+  r.schedule = schedule == policies::Schedule::kInOrder                ? "in-order"
+               : schedule == policies::Schedule::kLoadBackComputeFront ? "load-back-compute-front"
+                                                                       : "selective-layers";
   r.decode_timing = compute.decode_timing_note(config.codec, profile.device);
   r.profile = config.profile_path;
   r.codec = config.codec;

@@ -1,6 +1,7 @@
 #include "sim/streaming_app.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -78,14 +79,23 @@ void ChunkServer::Read(ns3::Ptr<ns3::Socket> socket) {
   while (conn.rx.size() - used >= request_bytes_) {
     const auto* p = reinterpret_cast<const uint8_t*>(conn.rx.data() + used);
     const uint32_t tag = get_u32(p), context = get_u32(p + 4), chunk = get_u32(p + 8), level = get_u32(p + 12);
-    used += request_bytes_;
+    const bool part = (level & kPartRequestFlag) != 0;
+    if (part && conn.rx.size() - used < request_bytes_ + kPartRequestExtraBytes) break;  // its byte count is not in yet
     const auto& ctxs = *contexts_;
-    if (context >= ctxs.size() || chunk >= ctxs[context].chunks.size() ||
-        level >= ctxs[context].chunks[chunk].bytes.size())
-      throw Error(fmt::format("chunk server: request for context {} chunk {} level {} outside the profile", context,
-                              chunk, level));
     Response r;
-    r.payload_left = ctxs[context].chunks[chunk].bytes[level];
+    if (part) {
+      if (context >= ctxs.size())
+        throw Error(fmt::format("chunk server: part request for context {} outside the profile", context));
+      r.payload_left = get_u64(p + request_bytes_);
+      used += request_bytes_ + kPartRequestExtraBytes;
+    } else {
+      used += request_bytes_;
+      if (context >= ctxs.size() || chunk >= ctxs[context].chunks.size() ||
+          level >= ctxs[context].chunks[chunk].bytes.size())
+        throw Error(fmt::format("chunk server: request for context {} chunk {} level {} outside the profile", context,
+                                chunk, level));
+      r.payload_left = ctxs[context].chunks[chunk].bytes[level];
+    }
     put_u32(r.header, tag);
     put_u32(r.header, chunk);
     put_u64(r.header, r.payload_left);
@@ -183,6 +193,19 @@ void TcpChunkTransport::Request(uint32_t chunk, int level, uint64_t) {
   Flush();
 }
 
+void TcpChunkTransport::RequestPart(uint32_t part, int level, uint64_t payload_bytes) {
+  std::string req;
+  put_u32(req, request_id_);
+  put_u32(req, context_);
+  put_u32(req, part);
+  put_u32(req, uint32_t(level) | kPartRequestFlag);
+  req.resize(request_bytes_, '\0');
+  put_u64(req, payload_bytes);
+  outbox_ += req;
+  pending_.push_back(part);
+  Flush();
+}
+
 void TcpChunkTransport::HandleRead(ns3::Ptr<ns3::Socket> socket) {
   errors_->guard([&] { Read(socket); });
 }
@@ -238,6 +261,7 @@ ChunkClient::ChunkClient(ClientSetup setup) : s_(std::move(setup)) {
   total_chunks_ = uint32_t(s_.spec->chunks.size());
   chunks_.resize(total_chunks_);
   hybrid_ = s_.policy->schedule() == policies::Schedule::kLoadBackComputeFront;
+  selective_ = s_.policy->schedule() == policies::Schedule::kSelectiveLayers;
   back_ = total_chunks_;
 }
 
@@ -264,6 +288,10 @@ void ChunkClient::Start() {
   }
   s_.transport->Open(this);
   open_ = true;
+  if (selective_) {
+    StartSelective();
+    return;
+  }
   DecideMore();
   if (hybrid_) AdvanceFront();
 }
@@ -284,11 +312,20 @@ void ChunkClient::TransportRead(uint64_t bytes, double now) {
 }
 
 void ChunkClient::TransportFirstByte(uint32_t chunk, double t) {
+  if (selective_) {
+    s_.log->add(t, s_.request_id, "first_byte", fmt::format("\"part\":{}", chunk));
+    return;
+  }
   s_.result->chunks[chunk].first_byte_s = t;
   s_.log->add(t, s_.request_id, "first_byte", fmt::format("\"chunk\":{}", chunk));
 }
 
-void ChunkClient::TransportArrived(uint32_t chunk, double now) { ChunkArrived(chunk, now); }
+void ChunkClient::TransportArrived(uint32_t chunk, double now) {
+  if (selective_)
+    SelectiveArrived(chunk, now);
+  else
+    ChunkArrived(chunk, now);
+}
 
 policies::StreamState ChunkClient::MakeState(double now, uint32_t chunk) const {
   policies::StreamState st;
@@ -507,6 +544,226 @@ void ChunkClient::Finish(double ft_start, double ft_end) {
   b.queueing_s = std::max(0.0, r.ttft_s - b.network_s - b.decode_s - b.recompute_s - b.first_token_s);
   s_.log->add(ft_end, s_.request_id, "first_token",
               fmt::format("\"ttft_s\":{},\"slo_met\":{}", json_number(r.ttft_s), r.slo_met ? "true" : "false"));
+  if (open_) s_.transport->Close();
+  open_ = false;
+  if (s_.on_done) s_.errors->guard(s_.on_done);
+}
+
+// ---- the selective schedule -----------------------------------------------------
+
+namespace {
+const char* part_name(uint32_t part, uint32_t layers) {
+  return part < layers ? "layer" : part == layers ? "partial_keys" : "rest";
+}
+}  // namespace
+
+void ChunkClient::StartSelective() {
+  const double now = now_s();
+  const ContextSpec& spec = *s_.spec;
+  const uint32_t L = spec.layers;
+  if (L == 0 || spec.kv_heads == 0 || spec.head_dim == 0)
+    throw Error(fmt::format("policy {}: selective loading needs the target model's KV shape (layers, kv_heads, "
+                            "head_dim)", s_.policy->name()));
+  plan_ = s_.policy->selective_plan(L);
+  if (plan_.layer_share.size() != L)
+    throw Error(fmt::format("policy {}: its plan has {} layer shares for a {}-layer model", s_.policy->name(),
+                            plan_.layer_share.size(), L));
+  for (double x : plan_.layer_share)
+    if (!(x >= 0 && x <= 1)) throw Error(fmt::format("policy {}: a layer share of {} (expected 0..1)", s_.policy->name(), x));
+  if (plan_.layer_share[0] < 1)
+    throw Error(fmt::format("policy {}: layer 0 must be fetched in full (there is no layer before it to speculate "
+                            "from)", s_.policy->name()));
+  if (!(plan_.partial_ratio > 0 && plan_.partial_ratio <= 1))
+    throw Error(fmt::format("policy {}: partial_ratio {} (expected (0, 1])", s_.policy->name(), plan_.partial_ratio));
+  layers_.assign(L, Layer{});
+  uint32_t selected = 0;
+  for (double x : plan_.layer_share) selected += x < 1 ? 1 : 0;
+  // InfiniGen keeps int(ratio x head_dim) channels per head (at least one), as fp16.
+  const uint64_t channels = std::max<uint64_t>(1, uint64_t(std::floor(plan_.partial_ratio * spec.head_dim)));
+  partial_key_bytes_ = uint64_t(selected) * spec.tokens * spec.kv_heads * channels * 2;
+  auto& sr = s_.result->selective;
+  sr.used = true;
+  sr.source = plan_.source;
+  sr.per_layer_round_trips = plan_.per_layer_round_trips;
+  sr.selected_layers = selected;
+  sr.partial_key_bytes = partial_key_bytes_;
+  sr.kl_nats = plan_.kl_nats, sr.loss_increase = plan_.loss_increase;
+  sr.greedy_agreement = plan_.greedy_agreement, sr.task_accuracy = plan_.task_accuracy;
+  sr.greedy_tokens = plan_.greedy_tokens;
+  s_.log->add(now, s_.request_id, "selective_plan",
+              fmt::format("\"layers\":{},\"selected_layers\":{},\"partial_key_bytes\":{},\"round_trips\":{},"
+                          "\"source\":{}",
+                          L, selected, partial_key_bytes_,
+                          json_string(plan_.per_layer_round_trips ? "per-layer" : "up-front"), json_string(plan_.source)));
+  if (partial_key_bytes_ > 0) {
+    ++outstanding_;
+    s_.result->wire_bytes += s_.request_bytes + kPartRequestExtraBytes;
+    s_.log->add(now, s_.request_id, "selective_request",
+                fmt::format("\"part\":\"partial_keys\",\"bytes\":{}", partial_key_bytes_));
+    s_.transport->RequestPart(L, 0, partial_key_bytes_);
+  } else {
+    keys_in_ = true;
+  }
+  SendSelective(now);
+}
+
+// Requests layers in order while each one can be: a whole layer at once; a
+// selected one once the partial keys are in and (per-layer round trips) the
+// layers before its speculation input are computed. Then the rest.
+void ChunkClient::SendSelective(double now) {
+  const ContextSpec& spec = *s_.spec;
+  const uint32_t L = uint32_t(layers_.size());
+  auto& r = *s_.result;
+  while (next_request_layer_ < L) {
+    const uint32_t l = next_request_layer_;
+    Layer& ly = layers_[l];
+    const double share = plan_.layer_share[l];
+    if (share < 1) {
+      // Layer l is speculated from layer l-1's input, the output of layer l-2.
+      const bool input_ready = !plan_.per_layer_round_trips || l < 2 || computed_layers_ >= l - 1;
+      if (!keys_in_ || !input_ready) {
+        if (keys_in_) ly.blocked = true;
+        break;
+      }
+    }
+    const policies::Action a = s_.policy->decide(MakeState(now, l));
+    if (a.recompute() || a.level < 0 || size_t(a.level) >= spec.chunks[0].bytes.size())
+      throw Error(fmt::format("policy {} chose level {} for layer {}, but the codec has {} levels", s_.policy->name(),
+                              a.level, l, spec.chunks[0].bytes.size()));
+    ly.level = a.level;
+    uint64_t total = 0;
+    double decode = 0;
+    for (const auto& c : spec.chunks) total += c.bytes[size_t(a.level)], decode += c.decode_s[size_t(a.level)];
+    // Layer l's part of the context's bytes (the codec's bytes are taken as
+    // spread evenly over layers and tokens); the parts sum to `total`.
+    auto cut = [&](uint64_t k) { return total / L * k + total % L * k / L; };  // floor(total x k / L)
+    const uint64_t in_layer = cut(l + 1) - cut(l);
+    ly.bytes = share >= 1 ? in_layer : uint64_t(std::llround(share * double(in_layer)));
+    ly.rest_bytes = in_layer - ly.bytes;
+    ly.decode_s = decode / L * (in_layer ? double(ly.bytes) / double(in_layer) : 0.0);
+    ly.requested = true;
+    if (ly.blocked) ++r.selective.waits;
+    if (l == 0) {  // every chunk is recorded at the level of layer 0's request
+      for (uint32_t i = 0; i < total_chunks_; ++i) {
+        auto& rec = r.chunks[i];
+        rec.level = a.level;
+        rec.reason = "selective";
+        rec.decided_s = now;
+        rec.quality_cost = spec.chunks[i].quality_cost[size_t(a.level)];
+        r.quality_cost += rec.quality_cost;
+      }
+    }
+    s_.log->add(now, s_.request_id, "selective_request",
+                fmt::format("\"part\":\"layer\",\"layer\":{},\"level\":{},\"share\":{},\"bytes\":{},\"waited\":{},"
+                            "\"reason\":{}",
+                            l, spec.level_number(a.level), json_number(share), ly.bytes, ly.blocked ? "true" : "false",
+                            json_string(a.reason)));
+    ++outstanding_;
+    r.wire_bytes += s_.request_bytes + kPartRequestExtraBytes;
+    s_.transport->RequestPart(l, a.level, ly.bytes);
+    ++next_request_layer_;
+  }
+  if (next_request_layer_ == L && !rest_sent_) {
+    rest_sent_ = true;
+    uint64_t rest = 0, before = 0;
+    for (const auto& ly : layers_) rest += ly.rest_bytes, before += ly.bytes;
+    r.selective.rest_bytes = rest;
+    r.selective.before_first_token_bytes = partial_key_bytes_ + before;
+    r.selective.share_before_first_token = rest + before ? double(before) / double(rest + before) : 1.0;
+    if (rest > 0) {
+      ++outstanding_;
+      r.wire_bytes += s_.request_bytes + kPartRequestExtraBytes;
+      s_.log->add(now, s_.request_id, "selective_request", fmt::format("\"part\":\"rest\",\"bytes\":{}", rest));
+      s_.transport->RequestPart(L + 1, layers_[0].level, rest);
+    } else {
+      rest_in_ = true;
+    }
+  }
+}
+
+void ChunkClient::SelectiveArrived(uint32_t part, double now) {
+  const uint32_t L = uint32_t(layers_.size());
+  if (part > L + 1) throw Error(fmt::format("chunk client: got part {}, which was never requested", part));
+  --outstanding_;
+  if (outstanding_ == 0) interval_open_ = false;
+  auto& r = *s_.result;
+  const uint64_t bytes = part < L ? layers_[part].bytes : part == L ? partial_key_bytes_ : r.selective.rest_bytes;
+  r.payload_bytes += bytes;
+  s_.log->add(now, s_.request_id, "last_byte",
+              fmt::format("\"part\":{},\"layer\":{},\"bytes\":{}", json_string(part_name(part, L)),
+                          part < L ? int64_t(part) : int64_t(-1), bytes));
+  if (part == L + 1) {
+    rest_in_ = true;
+    r.selective.rest_last_byte_s = now;
+    MaybeDoneSelective();
+    return;
+  }
+  before_first_token_end_s_ = std::max(before_first_token_end_s_, now);
+  if (part == L) {
+    keys_in_ = true;
+  } else {
+    layers_[part].arrived = true;
+    SubmitLayers(now);
+  }
+  SendSelective(now);
+}
+
+// The prompt runs through the layers in order on the GPU: layer l's decode
+// and compute (an equal share of the first-token step) once its KV is in.
+void ChunkClient::SubmitLayers(double now) {
+  const uint32_t L = uint32_t(layers_.size());
+  auto& r = *s_.result;
+  while (next_gpu_layer_ < L && layers_[next_gpu_layer_].arrived) {
+    const uint32_t l = next_gpu_layer_++;
+    const auto dec = s_.gpu->submit(now, layers_[l].decode_s);
+    const auto comp = s_.gpu->submit(now, s_.spec->first_token_s / L);
+    decode_slots_.emplace_back(dec.start_s, dec.end_s);
+    compute_slots_.emplace_back(comp.start_s, comp.end_s);
+    r.decode_total_s += layers_[l].decode_s;
+    s_.log->add(dec.start_s, s_.request_id, "layer_start",
+                fmt::format("\"layer\":{},\"decode_s\":{}", l, json_number(layers_[l].decode_s)));
+    s_.log->add(comp.end_s, s_.request_id, "layer_end", fmt::format("\"layer\":{}", l));
+    ns3::Simulator::Schedule(ns3::Seconds(comp.end_s - now), &ChunkClient::LayerComputed, this, l);
+  }
+}
+
+void ChunkClient::LayerComputed(uint32_t layer) {
+  s_.errors->guard([&] {
+    computed_layers_ = layer + 1;
+    if (computed_layers_ == layers_.size()) {
+      FinishSelective(compute_slots_.front().first, compute_slots_.back().second);
+      return;
+    }
+    SendSelective(now_s());
+  });
+}
+
+void ChunkClient::FinishSelective(double, double ft_end) {
+  auto& r = *s_.result;
+  r.first_token_s = ft_end;
+  r.ttft_s = ft_end - start_s_;
+  r.finished = true;
+  r.slo_met = s_.slo_s <= 0 || r.ttft_s <= s_.slo_s;
+  r.predicted_ttft_s = s_.policy->predicted_ttft_s();
+  // Critical path: the network up to the last byte needed before the first
+  // token, then the GPU work after it (decode, and the layers' compute as the
+  // first token).
+  const double net_end = std::max(start_s_, before_first_token_end_s_);
+  auto after = [&](double s, double e) { return std::max(0.0, e - std::max(s, net_end)); };
+  auto& b = r.breakdown;
+  b.network_s = net_end - start_s_;
+  for (const auto& [s, e] : decode_slots_) b.decode_s += after(s, e);
+  for (const auto& [s, e] : compute_slots_) b.first_token_s += after(s, e);
+  b.queueing_s = std::max(0.0, r.ttft_s - b.network_s - b.decode_s - b.first_token_s);
+  s_.log->add(ft_end, s_.request_id, "first_token",
+              fmt::format("\"ttft_s\":{},\"slo_met\":{}", json_number(r.ttft_s), r.slo_met ? "true" : "false"));
+  first_token_done_ = true;
+  MaybeDoneSelective();
+}
+
+// The request is done once its first token is out and the rest of its cache is in.
+void ChunkClient::MaybeDoneSelective() {
+  if (!first_token_done_ || !rest_in_) return;
   if (open_) s_.transport->Close();
   open_ = false;
   if (s_.on_done) s_.errors->guard(s_.on_done);

@@ -20,6 +20,13 @@
 // working on it and stops at the first chunk the other has claimed, so the
 // meeting point follows from measured progress. Fetched chunks are decoded
 // as they arrive (their KV does not depend on earlier chunks).
+// In the selective schedule (Schedule::kSelectiveLayers, policy `selective`)
+// the unit is a layer: the client asks for the partial keys, then for every
+// layer in order either the whole layer or, once its speculation is possible,
+// the selected share of it (requests carrying a byte count, RequestPart); the
+// GPU runs the prompt through each layer as its KV is in; the first token
+// follows the last layer; the rest of the cache is requested after the last
+// layer and arrives during decoding.
 #pragma once
 
 #include <deque>
@@ -28,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ns3/address.h"
@@ -62,6 +70,12 @@ struct ErrorSlot {
 
 inline constexpr uint32_t kRequestBytes = 16;
 inline constexpr uint32_t kResponseHeaderBytes = 16;
+// A request whose level carries this bit asks for a part of a chunk (or any
+// byte range the client sizes itself, selective loading) and is followed by
+// 8 more bytes: the payload byte count (u64, little-endian). The chunk field
+// then names the part; the answer echoes it.
+inline constexpr uint32_t kPartRequestFlag = 0x80000000u;
+inline constexpr uint32_t kPartRequestExtraBytes = 8;
 
 class ChunkServer : public ns3::Application {
  public:
@@ -111,6 +125,10 @@ class ChunkTransport {
   virtual void Open(Receiver* receiver) = 0;  // at the request's start
   // Asks for `chunk` at `level` (`payload_bytes` long): answered in order.
   virtual void Request(uint32_t chunk, int level, uint64_t payload_bytes) = 0;
+  // Asks for `payload_bytes` that the client sized itself (selective loading:
+  // a layer's selected tokens, the partial keys, the rest), named `part` in
+  // the answer: the request carries the byte count (kPartRequestFlag).
+  virtual void RequestPart(uint32_t part, int level, uint64_t payload_bytes) = 0;
   virtual void Close() = 0;
 };
 
@@ -123,6 +141,7 @@ class TcpChunkTransport : public ChunkTransport {
                     uint32_t request_bytes, uint32_t response_header_bytes, ErrorSlot* errors);
   void Open(Receiver* receiver) override;
   void Request(uint32_t chunk, int level, uint64_t payload_bytes) override;
+  void RequestPart(uint32_t part, int level, uint64_t payload_bytes) override;
   void Close() override;
 
  private:
@@ -180,6 +199,14 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
   struct Chunk {
     bool decided = false, fetch = false, ready = false;
   };
+  // Selective schedule: one layer's fetch and GPU work.
+  struct Layer {
+    int level = -1;            // offered level index, once requested
+    uint64_t bytes = 0;        // requested before the first token
+    uint64_t rest_bytes = 0;   // its remainder, requested after the last layer
+    double decode_s = 0;       // GPU decode of `bytes`
+    bool requested = false, arrived = false, blocked = false;
+  };
 
   void StartApplication() override;
   void Start();
@@ -202,6 +229,14 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
   void FrontDone();
   void MaybeFinishHybrid(double now_s);
   void Finish(double first_token_start_s, double first_token_end_s);
+  // Selective schedule.
+  void StartSelective();
+  void SendSelective(double now_s);
+  void SelectiveArrived(uint32_t part, double now_s);
+  void SubmitLayers(double now_s);
+  void LayerComputed(uint32_t layer);
+  void FinishSelective(double first_token_start_s, double first_token_end_s);
+  void MaybeDoneSelective();
   policies::StreamState MakeState(double now_s, uint32_t chunk) const;
 
   ClientSetup s_;
@@ -222,6 +257,16 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
   double interval_start_s_ = 0;
   uint64_t interval_bytes_ = 0;
   double first_token_slot_start_s_ = 0;
+  // Selective schedule: parts are named by layer; the partial keys are part
+  // `layers`, the rest part `layers + 1`.
+  bool selective_ = false;
+  policies::SelectivePlan plan_;
+  std::vector<Layer> layers_;
+  uint64_t partial_key_bytes_ = 0;
+  bool keys_in_ = false, rest_sent_ = false, rest_in_ = false, first_token_done_ = false;
+  uint32_t next_request_layer_ = 0, next_gpu_layer_ = 0, computed_layers_ = 0;
+  double before_first_token_end_s_ = 0;
+  std::vector<std::pair<double, double>> decode_slots_, compute_slots_;
 };
 
 }  // namespace kvs::sim

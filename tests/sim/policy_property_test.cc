@@ -76,7 +76,10 @@ TEST(PolicyProperty, NoPolicyThatMeetsTheSloBeatsTheOracle) {
             ASSERT_TRUE(r.finished) << info.name;
             EXPECT_EQ(out.result.policy_reads_future, info.reads_future) << info.name;
             ++compared;
-            if (!r.slo_met) continue;
+            // `selective` drops tokens: outside the oracle's plan space (a level
+            // or recompute per chunk of the whole cache), and its quality_cost
+            // counts only the codec's error (the selection's is measured apart).
+            if (!r.slo_met || info.name == "selective") continue;
             ++met;
             EXPECT_GE(r.quality_cost, o.quality_cost - 1e-12)  // in the measure the policies weighed (KL)
                 << out.result.policy << " on " << trace << " from " << start << " s, SLO " << slo << " s: TTFT "

@@ -7,13 +7,27 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
+#ifdef KVSTREAM_HAVE_CUDA
+#include "codec/cuda/decode.h"
+#endif
+#ifdef KVSTREAM_HAVE_NS3
+#include "sim/ns3_version.h"
+#endif
 
 namespace {
 
 std::string version_text() {
   std::string s = "kvstream " KVSTREAM_VERSION "\n";
 #ifdef KVSTREAM_HAVE_NS3
-  s += "  ns-3:    yes (" KVSTREAM_NS3_VERSION ")\n";
+  // The ns-3 this process links, found at run time (sim/ns3_version.h).
+  const kvs::sim::LinkedNs3& ns3 = kvs::sim::linked_ns3();
+  s += "  ns-3:    yes, " + kvs::sim::describe_ns3(ns3);
+  try {
+    kvs::sim::check_ns3_version(ns3, false);
+  } catch (const std::exception&) {
+    s += "; not the ns-3.37 the TCP fixes need: runs only with --ns3-stock";
+  }
+  s += "\n";
 #else
   s += "  ns-3:    no\n";
 #endif
@@ -23,7 +37,8 @@ std::string version_text() {
   s += "  libtorch: no\n";
 #endif
 #ifdef KVSTREAM_HAVE_CUDA
-  s += "  CUDA:    yes (kernels for sm_" KVSTREAM_CUDA_ARCHS ")";
+  // What codec/cuda compiled in, and whether this machine can run it.
+  s += "  CUDA:    yes (" + kvs::codec::cuda::built_kernels() + "; device: " + kvs::codec::cuda::device_description() + ")";
 #else
   s += "  CUDA:    no";
 #endif
@@ -36,7 +51,9 @@ namespace kvs::apps {
 
 int run_kvstream(const std::vector<std::string>& args) {
   CLI::App app{"kvstream: a testbed for streaming LLM KV caches over networks"};
-  app.set_version_flag("--version", version_text(), "Print the version and which optional parts were built in");
+  // A callback: the CUDA device is looked up only when --version is asked for.
+  app.set_version_flag("--version", std::function<std::string()>(version_text),
+                       "Print the version and which optional parts were built in");
   app.require_subcommand(1);
   app.fallthrough(false);
 

@@ -36,7 +36,7 @@ struct SimulateOptions {
   std::string profile, codec, policy, target, trace, trace_gen, trace_mode, queue, tcp, gpu, decode, network;
   bool ns3_stock = false;  // --ns3-stock: unmodified ns-3 TCP (LinkSpec::ns3_stock)
   std::vector<std::string> policy_params;
-  double trace_scale = 1, rate_mbps = 0, rtt_ms = 0, loss = 0, slo_s = 0, efficiency = 0, decode_speedup = 0, decode_gbps = 0,
+  double trace_scale = 1, rate_mbps = 0, rtt_ms = 0, loss = 0, slo_s = 0, efficiency = 0, busy_fraction = 0, decode_speedup = 0, decode_gbps = 0,
          arrival_rate = 0;
   uint32_t queue_packets = 0, mtu = 0, in_flight = 0, requests = 0, seed = 0, run = 0, bulk = 0, udp = 0;
   bool quiet = false;
@@ -150,6 +150,7 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   if (given("--slo-s")) c.slo_s = o.slo_s;
   if (given("--gpu")) c.gpu.preset = o.gpu;
   if (given("--gpu-efficiency")) c.gpu.efficiency = o.efficiency;
+  if (given("--gpu-busy-fraction")) c.gpu.busy_fraction = o.busy_fraction;
   if (given("--decode")) c.gpu.decode = o.decode;
   if (given("--decode-gbps")) c.gpu.decode_bytes_per_s = o.decode_gbps * 1e9;
   if (given("--decode-speedup")) c.gpu.decode_speedup = o.decode_speedup;
@@ -179,7 +180,7 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   if (given("--trace-scale")) sc.trace_scale = o.trace_scale;
   if (!sc.trace_file.empty()) {
     try {
-      c.link.trace = traces::load_trace(sc.trace_file);
+      c.link.trace = traces::load_trace(sc.trace_file, sc.trace_load);
     } catch (const Error& e) {  // names the trace file and line; say where the scenario names the trace
       throw Error(sc.lines.count("link.trace") ? sc.at("link.trace", e.what()) : std::string(e.what()));
     }
@@ -283,6 +284,8 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--slo-s", o->slo_s, "TTFT target in seconds (default 0: none)");
   cmd->add_option("--gpu", o->gpu, fmt::format("GPU preset: {} (default h100)", fmt::join(sim::gpu_preset_names(), ", ")));
   cmd->add_option("--gpu-efficiency", o->efficiency, "Achieved fraction of peak FLOP/s for prefill (default 0.5)");
+  cmd->add_option("--gpu-busy-fraction", o->busy_fraction,
+                  "Share of the GPU taken by other work, [0, 1) (default 0: a dedicated GPU)");
   cmd->add_option("--decode", o->decode,
                   "GPU decode times: assumed (an assumed throughput per codec and GPU, sim/gpu_model.h; default) or "
                   "profile (the profile's measured seconds / --decode-speedup)")

@@ -291,6 +291,27 @@ Scenario parse_scenario_node(const YAML::Node& root, const std::string& source, 
     lf.number("rate_mbps", l.rate_mbps, kPositive, sim::limits::kMaxRateMbps, " (1 Tbit/s)");
     lf.string("trace", s.trace_file);
     s.trace_file = resolve(base_dir, s.trace_file);
+    if (lf.has("trace_csv")) {
+      // A CSV trace's columns (traces/formats.h CsvOptions), e.g. 5Gophers':
+      // {time_column: seq_num, interval_s: 1, value_column: throughput_mbps}.
+      Fields cf(lf.get("trace_csv"), source, "link.trace_csv", lines);
+      auto& csv = s.trace_load.csv;
+      s.trace_load.format = traces::Format::kCsv;
+      cf.string("time_column", csv.time_column);
+      cf.number("interval_s", csv.interval_s, kNonNegative);
+      cf.string("value_column", csv.value_column);
+      if (cf.has("filter")) {
+        Fields ff(cf.get("filter"), source, "link.trace_csv.filter", lines);
+        for (const auto& kv : cf.get("filter")) {
+          std::string value;
+          ff.string(kv.first.Scalar(), value);
+          csv.filters[kv.first.Scalar()] = value;
+        }
+        ff.finish();
+      }
+      cf.finish();
+      if (s.trace_file.empty()) lf.fail(lf.get("trace_csv"), "trace_csv", "says how to read a CSV trace: give trace too");
+    }
     lf.string("trace_gen", s.trace_gen);
     if (!s.trace_file.empty() && !s.trace_gen.empty())
       lf.fail(lf.get("trace_gen"), "trace_gen", "give either trace or trace_gen, not both");
@@ -332,6 +353,7 @@ Scenario parse_scenario_node(const YAML::Node& root, const std::string& source, 
     gf.number("peak_flops", g.peak_flops, kNonNegative, sim::limits::kMaxPeakFlops);  // 0: from the preset
     gf.number("memory_bytes_per_s", g.memory_bytes_per_s, kNonNegative, sim::limits::kMaxBytesPerS);
     gf.number("efficiency", g.efficiency, kFraction);
+    gf.number("busy_fraction", g.busy_fraction, kProbability);
     gf.one_of("decode", g.decode, {"assumed", "profile"});
     gf.number("decode_bytes_per_s", g.decode_bytes_per_s, kNonNegative, sim::limits::kMaxBytesPerS);  // 0: the preset's
     gf.number("decode_speedup", g.decode_speedup, kPositive, sim::limits::kMaxDecodeSpeedup);

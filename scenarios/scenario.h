@@ -14,6 +14,7 @@
 
 #include "codec/profile.h"
 #include "sim/config.h"
+#include "traces/formats.h"
 
 namespace YAML {
 class Node;
@@ -24,6 +25,7 @@ namespace kvs::scenarios {
 struct Scenario {
   sim::SimConfig sim;       // profile_path resolved; link.trace left empty
   std::string trace_file;   // resolved path, or empty
+  traces::LoadOptions trace_load;  // how to read it (`link.trace_csv` picks a CSV's columns)
   std::string trace_gen;    // generator spec, or empty
   double trace_scale = 1;   // `link.trace_scale`: the trace's rate x this (1: as recorded)
   std::string output_dir;   // `output:`, resolved; empty if not given

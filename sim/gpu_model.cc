@@ -99,16 +99,19 @@ ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec) :
   const double peak = spec.peak_flops > 0 ? spec.peak_flops : gpu_preset_peak_flops(spec.preset);
   if (!(spec.efficiency > 0 && spec.efficiency <= 1))
     throw Error(fmt::format("gpu efficiency: expected a number in (0, 1], got {}", spec.efficiency));
+  if (!(spec.busy_fraction >= 0 && spec.busy_fraction < 1))
+    throw Error(fmt::format("gpu busy_fraction: expected a number in [0, 1), got {}", spec.busy_fraction));
   if (spec.decode != "assumed" && spec.decode != "profile")
     throw Error(fmt::format("gpu decode: expected 'assumed' or 'profile', got '{}'", spec.decode));
   if (!(spec.decode_bytes_per_s >= 0))
     throw Error(fmt::format("gpu decode_bytes_per_s: expected a number >= 0, got {}", spec.decode_bytes_per_s));
   if (!(spec.decode_speedup > 0))
     throw Error(fmt::format("gpu decode_speedup: expected a positive number, got {}", spec.decode_speedup));
-  flops_per_s_ = peak * spec.efficiency;
+  const double free_share = 1.0 - spec.busy_fraction;
+  flops_per_s_ = peak * spec.efficiency * free_share;
   memory_bytes_per_s_ =
       (spec.memory_bytes_per_s > 0 ? spec.memory_bytes_per_s : gpu_preset_memory_bytes_per_s(spec.preset)) *
-      spec.efficiency;
+      spec.efficiency * free_share;
 }
 
 double ComputeModel::recompute_s(uint64_t past, uint64_t tokens) const {
@@ -126,17 +129,19 @@ double ComputeModel::first_token_s(uint64_t context_tokens) const {
 
 double ComputeModel::assumed_decode_bytes_per_s(const std::string& codec) const {
   if (codec == "raw") return 0;
-  if (spec_.decode_bytes_per_s > 0) return spec_.decode_bytes_per_s;
-  if (codec == "quant8" || codec == "kivi2" || codec == "kivi4") return memory_bytes_per_s_ * 2.0 / 3.0;
+  const double free_share = 1.0 - spec_.busy_fraction;  // a busy GPU decodes in the time left to it
+  if (spec_.decode_bytes_per_s > 0) return spec_.decode_bytes_per_s * free_share;
+  if (codec == "quant8" || codec == "kivi2" || codec == "kivi4") return memory_bytes_per_s_ * 2.0 / 3.0;  // has it
   // Entropy-coded: 250 GB/s on an A100, scaled by memory bandwidth (gpu_model.h).
   const double a100_bw = gpu_preset_memory_bytes_per_s("a100");
   const double bw = spec_.memory_bytes_per_s > 0 ? spec_.memory_bytes_per_s : gpu_preset_memory_bytes_per_s(spec_.preset);
-  return 250e9 * bw / a100_bw;
+  return 250e9 * bw / a100_bw * free_share;
 }
 
 double ComputeModel::decode_s(const std::string& codec, double profiled_decode_s, double size_scale,
                               double fp16_bytes) const {
-  if (spec_.decode == "profile") return profiled_decode_s * size_scale / spec_.decode_speedup;
+  if (spec_.decode == "profile")
+    return profiled_decode_s * size_scale / spec_.decode_speedup / (1.0 - spec_.busy_fraction);
   const double rate = assumed_decode_bytes_per_s(codec);
   return rate > 0 ? fp16_bytes / rate : 0.0;
 }

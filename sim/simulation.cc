@@ -58,6 +58,8 @@ void validate(const SimConfig& c) {
   in("gpu.peak_flops", g.peak_flops, 0, L::kMaxPeakFlops);
   in("gpu.memory_bytes_per_s", g.memory_bytes_per_s, 0, L::kMaxBytesPerS);
   in("gpu.efficiency", g.efficiency, 0, 1, true);
+  if (!(g.busy_fraction >= 0 && g.busy_fraction < 1))
+    throw Error(fmt::format("gpu.busy_fraction: expected a number in [0, 1), got {:g}", g.busy_fraction));
   in("gpu.decode_bytes_per_s", g.decode_bytes_per_s, 0, L::kMaxBytesPerS);
   in("gpu.decode_speedup", g.decode_speedup, 0, L::kMaxDecodeSpeedup, true);
   if (!(g.first_token_s <= L::kMaxFirstTokenS))

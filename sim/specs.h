@@ -61,6 +61,10 @@ struct GpuSpec {
   double peak_flops = 0;        // 0: from the preset
   double memory_bytes_per_s = 0;  // 0: from the preset (bounds the first token)
   double efficiency = 0.5;      // achieved fraction of peak FLOP/s and memory bandwidth
+  // Share of the GPU's time taken by other work (requests already being
+  // served), in [0, 1): prefill, recompute, the first token and the assumed
+  // decode throughput get (1 - busy_fraction) of the GPU. 0: a dedicated GPU.
+  double busy_fraction = 0;
   // How long decoding a fetched chunk takes on this GPU:
   // "assumed": the chunk's fp16 output bytes / a documented throughput per
   //   codec family and GPU preset (gpu_model.h), until the CUDA codec measures

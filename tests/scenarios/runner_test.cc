@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <tuple>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -315,19 +316,37 @@ TEST(Runner, ShippedSweepsRunShortened) {
     p.codecs.push_back(c);
   }
   codec::write_profile(p, d.path + "/p.json");
+  // selective.yaml's selective profile (the fields the policy reads).
+  write_file_atomic(d.path + "/sel.json", R"({"format": "kvstream-selective", "version": 1,
+    "model": {"layers": 4}, "options": {"ratio": 0.2, "full_front_layers": 2, "greedy_tokens": 64},
+    "contexts": [{"id": "a", "tokens": 2047}],
+    "settings": [{"method": "infinigen", "budget": 0.2, "alpha": 5, "fraction_fetched_per_layer": [1, 1, 0.17, 0.17],
+                  "kl_divergence": 0.0128, "loss_increase": 0.0129, "greedy_agreement": 0.45, "task_accuracy": 0}]})");
   const std::string src = KVSTREAM_SOURCE_DIR;
   // cachegen_bandwidth.yaml's jumbo-frame transfers are the ones that hit
   // ns-3.37's zero-length segment before sim/ns3_fixes.h fixed NextSeg.
-  const std::pair<const char*, const char*> cases[] = {
-      {"quickstart.yaml", "1/1"}, {"adaptation.yaml", "5/24"}, {"cachegen_bandwidth.yaml", "1/5"}};
-  for (const auto& [name, shard] : cases) {
+  // selective.yaml: shard 4 of 72 of its 360 runs takes one run of each of its five policies.
+  const std::tuple<const char*, const char*, size_t> cases[] = {{"quickstart.yaml", "1/1", 28},
+                                                                {"adaptation.yaml", "5/24", 18},
+                                                                {"cachegen_bandwidth.yaml", "1/5", 6},
+                                                                {"selective.yaml", "4/72", 5},
+                                                                {"long_context.yaml", "1/42", 6},
+                                                                {"long_context_5g.yaml", "1/16", 6}};
+  for (const auto& [name, shard, expected] : cases) {
     std::string text = read_file(src + "/scenarios/" + name);
     auto replace_all = [&](const std::string& from, const std::string& to) {
       for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
         text.replace(at, from.size(), to);
     };
+    // The long-context scenarios profile models/default-long on 32K-token
+    // contexts (about 20 min); the shortened runs take the test's profile.
+    replace_all("profile_from:\n  model: ../models/default-long\n  contexts: ../data/retrieval/contexts-32768.jsonl\n"
+                "  codecs: [raw, quant8, cachegen]\n  max_contexts: 1\n  chunk_quality: estimated\n",
+                "profile: ../runs/default/profile.json\n");
+    ASSERT_EQ(text.find("profile_from"), std::string::npos) << name << ": its profile_from block changed; update the test";
     replace_all("../runs/default/profile.json", d.path + "/p.json");
     replace_all("../traces/", src + "/traces/");
+    replace_all("runs/default/selective.json", d.path + "/sel.json");
     const std::string yaml = d.path + "/" + name, out = d.path + "/out-" + name, log = d.path + "/log.txt";
     write_file_atomic(yaml, text);
     const int rc = run_to_end({"run", yaml, "-o", out, "--shard", shard, "-j", "2", "--no-progress"}, log);
@@ -338,7 +357,6 @@ TEST(Runner, ShippedSweepsRunShortened) {
     ASSERT_EQ(rc, 0) << name << "\n" << read_file(log) << failures;
     size_t runs = 0;
     for (const auto& e : fs::directory_iterator(out + "/runs")) runs += fs::exists(e.path() / "summary.txt");
-    const size_t expected = std::string(shard) == "1/1" ? 28 : std::string(shard) == "1/5" ? 6 : 18;
     EXPECT_EQ(runs, expected) << name;
   }
 }

@@ -74,7 +74,8 @@ TEST(Scenario, UnknownKeyNamesFileLineAndKey) {
   EXPECT_EQ(error_of("profile: p.json\ncodec: c\nlink:\n  rate_mbps: 5\n  rtt: 20\n"),
             "s.yaml:5: link.rtt: unknown key (known here: access_rate_mbps, access_rtt_ms, delayed_ack_count, "
             "fold_access_links, initial_cwnd_segments, loss_rate, min_rto_ms, mss_bytes, mtu_bytes, ns3_stock, queue, "
-            "queue_packets, rate_mbps, rtt_ms, tcp, tcp_buffer_bytes, trace, trace_gen, trace_mode, trace_scale)");
+            "queue_packets, rate_mbps, rtt_ms, tcp, tcp_buffer_bytes, trace, trace_csv, trace_gen, trace_mode, "
+            "trace_scale)");
   EXPECT_NE(error_of("profile: p.json\ncodec: c\nlink:\n  rtt_mss: 20\n")
                 .find("s.yaml:4: link.rtt_mss: unknown key (did you mean 'rtt_ms'?)"),
             std::string::npos);
@@ -157,6 +158,14 @@ TEST(Scenario, OutOfRangeValuesNameFileLineAndKey) {
       {"link:\n  mtu_bytes: 100\n", "s.yaml:4: link.mtu_bytes: expected an integer in 576..65535, got 100"},
       {"gpu:\n  efficiency: 1.5\n", "s.yaml:4: gpu.efficiency: expected a number in (0, 1], got 1.5"},
       {"gpu:\n  decode_speedup: 0\n", "s.yaml:4: gpu.decode_speedup: expected a positive number, got 0"},
+      {"gpu:\n  busy_fraction: 1\n", "s.yaml:4: gpu.busy_fraction: expected a number in [0, 1), got 1"},
+      {"link:\n  trace_csv: {interval_s: 1}\n",
+       "s.yaml:4: link.trace_csv: says how to read a CSV trace: give trace too"},
+      {"link:\n  trace: t.csv\n  trace_csv: {time_colum: seq_num}\n",
+       "s.yaml:5: link.trace_csv.time_colum: unknown key (did you mean 'time_column'?) (known here: filter, "
+       "interval_s, time_column, value_column)"},
+      {"link:\n  trace: t.csv\n  trace_csv: {interval_s: -1}\n",
+       "s.yaml:5: link.trace_csv.interval_s: expected a number >= 0, got -1"},
       {"gpu:\n  decode: fast\n", "s.yaml:4: gpu.decode: expected one of assumed, profile, got 'fast'"},
       {"gpu:\n  decode_bytes_per_s: -1\n", "s.yaml:4: gpu.decode_bytes_per_s: expected a number >= 0, got -1"},
       {"link:\n  trace_scale: 2\n", "s.yaml:4: link.trace_scale: scales a trace: give trace or trace_gen too"},
@@ -176,6 +185,28 @@ TEST(Scenario, OutOfRangeValuesNameFileLineAndKey) {
       {"slo_s: 0\ngpu:\n  peak_flops: 0\nlink:\n  queue_packets: 0\n", "no error"},
   };
   for (const auto& [yaml, expected] : cases) EXPECT_EQ(error_of(head + yaml), expected) << yaml;
+}
+
+TEST(Scenario, TraceCsvPicksColumnsFiltersAndGpuBusyFraction) {
+  const auto s = parse_scenario(R"(
+profile: p.json
+codec: c
+gpu: {preset: a100, busy_fraction: 0.5}
+link:
+  trace: t.csv
+  trace_csv: {time_column: seq_num, interval_s: 1, value_column: throughput_mbps, filter: {carrier: VERIZON, run_num: 2}}
+)",
+                                "s.yaml", "/base");
+  EXPECT_EQ(s.sim.gpu.busy_fraction, 0.5);
+  EXPECT_EQ(s.trace_file, "/base/t.csv");
+  EXPECT_EQ(s.trace_load.format, traces::Format::kCsv);
+  EXPECT_EQ(s.trace_load.csv.time_column, "seq_num");
+  EXPECT_EQ(s.trace_load.csv.interval_s, 1.0);
+  EXPECT_EQ(s.trace_load.csv.value_column, "throughput_mbps");
+  EXPECT_EQ(s.trace_load.csv.filters, (std::map<std::string, std::string>{{"carrier", "VERIZON"}, {"run_num", "2"}}));
+  // Without trace_csv the format is detected from the file.
+  EXPECT_EQ(parse_scenario("profile: p.json\ncodec: c\nlink: {trace: t}\n", "s.yaml", "").trace_load.format,
+            traces::Format::kAuto);
 }
 
 TEST(Scenario, MissingProfileIsAnError) {

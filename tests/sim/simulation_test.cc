@@ -475,5 +475,25 @@ TEST(ComputeModel, PresetsAndHandComputedTimes) {
   EXPECT_THROW(model_preset("gpt-5"), Error);
 }
 
+TEST(ComputeModel, ABusyGpuGivesEveryStepTheShareLeftToIt) {
+  const auto m = model_preset("llama-13b");
+  GpuSpec g;
+  g.preset = "a100";
+  const ComputeModel idle(m, g);
+  g.busy_fraction = 0.75;  // other requests hold three quarters of the GPU
+  const ComputeModel busy(m, g);
+  EXPECT_DOUBLE_EQ(busy.flops_per_s(), idle.flops_per_s() / 4);
+  EXPECT_NEAR(busy.recompute_s(0, 8192), 4 * idle.recompute_s(0, 8192), 1e-12);
+  EXPECT_NEAR(busy.first_token_s(8192), 4 * idle.first_token_s(8192), 1e-12);
+  for (const char* codec : {"cachegen", "quant8", "kvs"})
+    EXPECT_NEAR(busy.decode_s(codec, 0.1, 1.0, 1e9), 4 * idle.decode_s(codec, 0.1, 1.0, 1e9), 1e-12) << codec;
+  g.decode = "profile";
+  EXPECT_NEAR(ComputeModel(m, g).decode_s("cachegen", 0.1, 2.0, 1e9), 0.8, 1e-12);
+  g.busy_fraction = 1;  // nothing left: refused, not an infinite time
+  EXPECT_THROW(ComputeModel(m, g), Error);
+  g.busy_fraction = -0.1;
+  EXPECT_THROW(ComputeModel(m, g), Error);
+}
+
 }  // namespace
 }  // namespace kvs::sim

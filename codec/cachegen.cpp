@@ -255,31 +255,12 @@ class CacheGenCodec final : public Codec {
       return;
     }
     const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+    check_cachegen_stream(ps);
     const StreamHeader& hd = ps.header;
-    if (hd.level >= kCacheGenLevels) throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen level {}", hd.level));
     const uint32_t stream_tokens = hd.flags;
-    if (stream_tokens == 0) throw CorruptStream("corrupt KV bitstream: cachegen stream_tokens 0");
     const KVShape& s = hd.shape;
     const uint32_t T = hd.tokens, C = uint32_t(s.channels()), D = s.head_dim;
     const uint32_t blocks = (T + stream_tokens - 1) / stream_tokens;
-    if (ps.sections.size() != 2 + 2ull * s.layers * C * blocks)
-      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen has {} sections, expected {}", ps.sections.size(),
-                                      2 + 2ull * s.layers * C * blocks));
-    // Every section's size that the shape fixes, before the output is allocated:
-    // the scales, the tables, and each rANS stream's initial state.
-    if (ps.sections[0].size() != 2ull * 2 * s.layers * T)
-      throw CorruptStream("corrupt KV bitstream: cachegen scales do not match the shape");
-    uint64_t table_bytes = 0;
-    for (uint32_t l = 0; l < s.layers; ++l)
-      for (Kind k : {Kind::kKey, Kind::kValue}) {
-        const int bins = cachegen_bins(hd.level, k, l, s.layers);
-        table_bytes += 2ull * C * uint64_t(2 * (bins / 2 - 1) + 1);  // nsym u16 per channel
-      }
-    if (ps.sections[1].size() != table_bytes)
-      throw CorruptStream("corrupt KV bitstream: cachegen tables do not match the shape");
-    for (size_t i = 2; i < ps.sections.size(); ++i)
-      if (ps.sections[i].size() < 4)
-        throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen stream {} is shorter than a rANS state", i));
     reshape_for(hd, out);
     SectionReader scales(ps.sections[0], "cachegen scales");
     SectionReader tables(ps.sections[1], "cachegen tables");
@@ -344,6 +325,32 @@ class CacheGenCodec final : public Codec {
 };
 
 }  // namespace
+
+void check_cachegen_stream(const ParsedStream& ps) {
+  const StreamHeader& hd = ps.header;
+  if (hd.level >= kCacheGenLevels) throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen level {}", hd.level));
+  const uint32_t stream_tokens = hd.flags;
+  if (stream_tokens == 0) throw CorruptStream("corrupt KV bitstream: cachegen stream_tokens 0");
+  const KVShape& s = hd.shape;
+  const uint32_t T = hd.tokens, C = uint32_t(s.channels());
+  const uint32_t blocks = (T + stream_tokens - 1) / stream_tokens;
+  if (ps.sections.size() != 2 + 2ull * s.layers * C * blocks)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen has {} sections, expected {}", ps.sections.size(),
+                                    2 + 2ull * s.layers * C * blocks));
+  if (ps.sections[0].size() != 2ull * 2 * s.layers * T)
+    throw CorruptStream("corrupt KV bitstream: cachegen scales do not match the shape");
+  uint64_t table_bytes = 0;
+  for (uint32_t l = 0; l < s.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue}) {
+      const int bins = cachegen_bins(hd.level, k, l, s.layers);
+      table_bytes += 2ull * C * uint64_t(2 * (bins / 2 - 1) + 1);  // nsym u16 per channel
+    }
+  if (ps.sections[1].size() != table_bytes)
+    throw CorruptStream("corrupt KV bitstream: cachegen tables do not match the shape");
+  for (size_t i = 2; i < ps.sections.size(); ++i)
+    if (ps.sections[i].size() < 4)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen stream {} is shorter than a rANS state", i));
+}
 
 int cachegen_bins(int level, Kind kind, uint32_t layer, uint32_t layers) {
   const LevelBins& lb = kLadder[level];

@@ -47,4 +47,11 @@ std::unique_ptr<Codec> make_cachegen_codec(const CodecOptions& options);
 int cachegen_bins(int level, Kind kind, uint32_t layer, uint32_t layers);
 inline constexpr int kCacheGenLevels = 7;
 
+struct ParsedStream;  // codec/bitstream.h
+// A parsed scheme=code stream's header and every section size its shape fixes
+// (scales, tables, each rANS stream's state), checked before anything is
+// allocated: the CPU decoder's checks and messages, shared with the CUDA
+// planner (codec/cuda/plan.h). Throws CorruptStream.
+void check_cachegen_stream(const ParsedStream& ps);
+
 }  // namespace kvs::codec

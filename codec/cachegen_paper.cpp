@@ -384,29 +384,11 @@ class CacheGenPaperCodec final : public Codec {
       return;
     }
     const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+    check_cachegen_paper_stream(ps, model_.get(), model_file_);
     const StreamHeader& hd = ps.header;
-    if (!model_)
-      throw CorruptStream(fmt::format("codec cachegen: the stream uses the paper scheme with codec model {:016x}; give that "
-                              "codec model file (--codec-model)",
-                              hd.model_hash));
     const CacheGenPaperModel& m = *model_;
-    if (hd.model_hash != m.hash)
-      throw CorruptStream(fmt::format("codec cachegen: the stream was encoded with codec model {:016x}, but codec model file "
-                              "{} has hash {:016x}",
-                              hd.model_hash, model_file_, m.hash));
-    if (hd.level >= kCacheGenLevels)
-      throw CorruptStream(fmt::format("corrupt KV bitstream at byte 8: cachegen level {}", hd.level));
-    if (hd.flags != kPaperGroupTokens)
-      throw CorruptStream(fmt::format("corrupt KV bitstream at byte 10: cachegen paper group of {} tokens, expected {}",
-                                      hd.flags, kPaperGroupTokens));
     const KVShape& s = hd.shape;
-    if (!(s == m.shape))
-      throw CorruptStream(fmt::format("corrupt KV bitstream at byte 12: shape {} but its codec model's is {}",
-                                      shape_text(s), shape_text(m.shape)));
     const uint64_t substreams = uint64_t(s.layers) * 2 * s.kv_heads;
-    if (ps.sections.size() != substreams)
-      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper has {} sections, expected {}",
-                                      ps.sections.size(), substreams));
     const int level = hd.level;
     const uint32_t T = hd.tokens, D = s.head_dim;
     const size_t n = size_t(T) * D;
@@ -645,6 +627,31 @@ uint64_t stream_model_hash(std::span<const uint8_t> stream) {
   uint64_t h = 0;
   for (int k = 7; k >= 0; --k) h = (h << 8) | stream[40 + size_t(k)];
   return h;
+}
+
+void check_cachegen_paper_stream(const ParsedStream& ps, const CacheGenPaperModel* model, const std::string& model_file) {
+  const StreamHeader& hd = ps.header;
+  if (!model)
+    throw CorruptStream(fmt::format("codec cachegen: the stream uses the paper scheme with codec model {:016x}; give that "
+                                    "codec model file (--codec-model)",
+                                    hd.model_hash));
+  if (hd.model_hash != model->hash)
+    throw CorruptStream(fmt::format("codec cachegen: the stream was encoded with codec model {:016x}, but codec model file "
+                                    "{} has hash {:016x}",
+                                    hd.model_hash, model_file, model->hash));
+  if (hd.level >= kCacheGenLevels)
+    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 8: cachegen level {}", hd.level));
+  if (hd.flags != kPaperGroupTokens)
+    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 10: cachegen paper group of {} tokens, expected {}",
+                                    hd.flags, kPaperGroupTokens));
+  const KVShape& s = hd.shape;
+  if (!(s == model->shape))
+    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 12: shape {} but its codec model's is {}",
+                                    shape_text(s), shape_text(model->shape)));
+  const uint64_t substreams = uint64_t(s.layers) * 2 * s.kv_heads;
+  if (ps.sections.size() != substreams)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper has {} sections, expected {}",
+                                    ps.sections.size(), substreams));
 }
 
 std::unique_ptr<Codec> make_cachegen_paper_codec(const CodecOptions& options) {

@@ -106,6 +106,13 @@ std::string train_cachegen_paper_model(std::span<const KVChunk> samples);
 // than a header or names none); the header is not validated here.
 uint64_t stream_model_hash(std::span<const uint8_t> stream);
 
+struct ParsedStream;  // codec/bitstream.h
+// A parsed scheme=paper stream's header against its codec model (`model`
+// null: none given; `model_file` names it in errors) and its section count:
+// the CPU decoder's checks and messages, shared with the CUDA planner.
+// Throws CorruptStream.
+void check_cachegen_paper_stream(const ParsedStream& ps, const CacheGenPaperModel* model, const std::string& model_file);
+
 // `cachegen` with scheme=paper; options.model_file may be empty (then the codec
 // can train a model but not encode). Its decode() also takes scheme=code streams.
 std::unique_ptr<Codec> make_cachegen_paper_codec(const CodecOptions& options);

@@ -51,24 +51,18 @@ void check_size(std::span<const uint8_t> stream) {
 
 }  // namespace
 
-// The checks of CacheGenCodec::decode_into, in its order and with its messages.
+// CacheGenCodec::decode_into's checks (check_cachegen_stream), then the layout.
 CachegenPlan plan_cachegen(std::span<const uint8_t> stream) {
   check_size(stream);
   if (const uint64_t hash = stream_model_hash(stream); hash != 0)
     throw Error(fmt::format("CUDA decode: a cachegen scheme=paper stream (codec model {:016x}) needs plan_cachegen_paper", hash));
   const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+  check_cachegen_stream(ps);
   const StreamHeader& hd = ps.header;
-  if (hd.level >= kCacheGenLevels) throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen level {}", hd.level));
   const uint32_t stream_tokens = hd.flags;
-  if (stream_tokens == 0) throw CorruptStream("corrupt KV bitstream: cachegen stream_tokens 0");
   const KVShape& s = hd.shape;
   const uint32_t T = hd.tokens, C = uint32_t(s.channels());
   const uint32_t blocks = (T + stream_tokens - 1) / stream_tokens;
-  if (ps.sections.size() != 2 + 2ull * s.layers * C * blocks)
-    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen has {} sections, expected {}", ps.sections.size(),
-                                    2 + 2ull * s.layers * C * blocks));
-  if (ps.sections[0].size() != 2ull * 2 * s.layers * T)
-    throw CorruptStream("corrupt KV bitstream: cachegen scales do not match the shape");
   std::vector<CachegenPlane> planes;
   planes.reserve(2 * size_t(s.layers));
   uint64_t table_bytes = 0;
@@ -78,14 +72,8 @@ CachegenPlan plan_cachegen(std::span<const uint8_t> stream) {
       planes.push_back({M, uint32_t(2 * M + 1), uint32_t(table_bytes)});
       table_bytes += 2ull * C * uint64_t(2 * M + 1);
     }
-  if (ps.sections[1].size() != table_bytes)
-    throw CorruptStream("corrupt KV bitstream: cachegen tables do not match the shape");
   std::vector<uint32_t> offsets(ps.sections.size() + 1);
-  for (size_t i = 0; i < ps.sections.size(); ++i) {
-    if (i >= 2 && ps.sections[i].size() < 4)
-      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen stream {} is shorter than a rANS state", i));
-    offsets[i] = offset_in(stream, ps.sections[i].data());
-  }
+  for (size_t i = 0; i < ps.sections.size(); ++i) offsets[i] = offset_in(stream, ps.sections[i].data());
   offsets.back() = offset_in(stream, ps.sections.back().data() + ps.sections.back().size());
   CachegenPlan plan;
   plan.header = hd;
@@ -265,30 +253,10 @@ CachegenPaperPlan plan_cachegen_paper(std::span<const uint8_t> stream, const Cac
                                       const std::string& model_file) {
   check_size(stream);
   const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+  check_cachegen_paper_stream(ps, model, model_file);
   const StreamHeader& hd = ps.header;
-  if (!model)
-    throw CorruptStream(fmt::format("codec cachegen: the stream uses the paper scheme with codec model {:016x}; give that "
-                                    "codec model file (--codec-model)",
-                                    hd.model_hash));
-  const CacheGenPaperModel& m = *model;
-  if (hd.model_hash != m.hash)
-    throw CorruptStream(fmt::format("codec cachegen: the stream was encoded with codec model {:016x}, but codec model file "
-                                    "{} has hash {:016x}",
-                                    hd.model_hash, model_file, m.hash));
-  if (hd.level >= kCacheGenLevels)
-    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 8: cachegen level {}", hd.level));
-  if (hd.flags != kPaperGroupTokens)
-    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 10: cachegen paper group of {} tokens, expected {}",
-                                    hd.flags, kPaperGroupTokens));
   const KVShape& s = hd.shape;
-  if (!(s == m.shape))
-    throw CorruptStream(fmt::format("corrupt KV bitstream at byte 12: shape {}x{}x{} but its codec model's is {}x{}x{}",
-                                    s.layers, s.kv_heads, s.head_dim, m.shape.layers, m.shape.kv_heads,
-                                    m.shape.head_dim));
   const uint64_t substreams = uint64_t(s.layers) * 2 * s.kv_heads;
-  if (ps.sections.size() != substreams)
-    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper has {} sections, expected {}",
-                                    ps.sections.size(), substreams));
   const size_t n = size_t(hd.tokens) * s.head_dim;
   std::vector<PaperSubstream> subs(substreams);
   for (size_t index = 0; index < substreams; ++index) {

@@ -52,7 +52,7 @@ const char* type_name(ParamSpec::Type t) {
 std::string range_text(const ParamSpec& p) {
   if (p.type == ParamSpec::Type::kChoice) return fmt::format("one of {}", fmt::join(p.choices, ", "));
   if (p.type == ParamSpec::Type::kBool) return "true or false";
-  if (p.type == ParamSpec::Type::kText) return "any text";
+  if (p.type == ParamSpec::Type::kText) return p.file_path ? "a file (relative to the scenario)" : "any text";
   const bool lo = p.min > -1e299, hi = p.max < 1e299;
   const char* what = p.type == ParamSpec::Type::kInt ? "an integer" : "a number";
   if (lo && hi) return fmt::format("{} in [{}, {}]", what, p.min, p.max);
@@ -128,6 +128,12 @@ ParamSpec ParamSpec::text(std::string name, std::string dflt, std::string help) 
   ParamSpec p;
   p.name = std::move(name), p.type = Type::kText, p.default_value = std::move(dflt);
   p.help = std::move(help);
+  return p;
+}
+
+ParamSpec ParamSpec::path(std::string name, std::string help) {
+  ParamSpec p = text(std::move(name), "", std::move(help));
+  p.file_path = true;
   return p;
 }
 

@@ -184,6 +184,9 @@ struct ParamSpec {
   std::string help;           // one line
   double min = -1e300, max = 1e300;  // inclusive bounds (kInt, kNumber)
   std::vector<std::string> choices;  // kChoice
+  // kText naming a file: a scenario resolves it against its own folder and a
+  // sweep hashes the file's content into the run ids (scenarios/).
+  bool file_path = false;
 
   static ParamSpec integer(std::string name, long long dflt, std::string unit, std::string help, double min = -1e300,
                            double max = 1e300);
@@ -193,6 +196,8 @@ struct ParamSpec {
   static ParamSpec choice(std::string name, std::string dflt, std::vector<std::string> choices, std::string help);
   // Free text (e.g. a file path); any value, the empty default included.
   static ParamSpec text(std::string name, std::string dflt, std::string help);
+  // A file's path (kText, file_path); empty by default.
+  static ParamSpec path(std::string name, std::string help);
 };
 
 // Parameter values as given in a scenario or on the command line: key -> text.

@@ -164,7 +164,7 @@ PolicyInfo selective_policy() {
           "InfiniGen over the network: partial keys first, then per layer only the speculated tokens' KV; the rest "
           "after the first token",
           {ParamSpec::integer("level", 0, "", "codec level of every fetched layer, 0 = finest", 0, 1000),
-           ParamSpec::text("profile", "",
+           ParamSpec::path("profile",
                            "selective profile (kvstream selective-profile) giving the shares and the quality; empty: "
                            "`share`, quality not measured"),
            ParamSpec::number("budget", 0.2, "", "the profile's infinigen setting: budget", 0, 1e12),

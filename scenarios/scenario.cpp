@@ -269,6 +269,11 @@ Scenario parse_scenario_node(const YAML::Node& root, const std::string& source, 
         f.fail(param_nodes.at(k), "policy.params." + k, e.what());
       }
     }
+    // A parameter naming a file is relative to this file's folder, as `profile:` is.
+    for (const auto& spec : info->params) {
+      auto it = c.policy_params.find(spec.name);
+      if (spec.file_path && it != c.policy_params.end()) it->second = resolve(base_dir, it->second);
+    }
   }
   f.string("target", c.target);
   // How the network is simulated (sim/config.h): ns-3, or a model without packets.

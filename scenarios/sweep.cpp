@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "policies/policy.h"
 
 namespace kvs::scenarios {
 
@@ -320,11 +321,22 @@ Sweep parse_sweep(const std::string& yaml_text, const std::string& source, const
     // (`doc` is not needed after this).
     doc["profile"] = absolute(run.scenario.sim.profile_path);
     if (!run.scenario.trace_file.empty()) doc["link"]["trace"] = absolute(run.scenario.trace_file);
+    // Files named by policy parameters (selective's profile): absolute for the
+    // worker, and their content in the run id (nothing added for other runs).
+    std::string param_files;
+    const auto& params = run.scenario.sim.policy_params;
+    for (const auto& spec : policies::policy_info(run.scenario.sim.policy).params) {
+      const auto it = params.find(spec.name);
+      if (!spec.file_path || it == params.end() || it->second.empty()) continue;
+      doc["policy"]["params"][spec.name] = absolute(it->second);
+      param_files += "\n" + hash_of(it->second);
+    }
     YAML::Emitter we;
     we << doc;
     run.run_yaml = std::string(we.c_str()) + "\n";
     run.id = content_hash(text + "\n" + hash_of(run.scenario.sim.profile_path) + "\n" +
-                          hash_of(run.scenario.trace_file)).substr(0, 12);
+                          hash_of(run.scenario.trace_file) + param_files)
+                 .substr(0, 12);
     all_ids += run.id;
     sw.runs.push_back(std::move(run));
   }

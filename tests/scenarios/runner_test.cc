@@ -346,7 +346,7 @@ TEST(Runner, ShippedSweepsRunShortened) {
     ASSERT_EQ(text.find("profile_from"), std::string::npos) << name << ": its profile_from block changed; update the test";
     replace_all("../runs/default/profile.json", d.path + "/p.json");
     replace_all("../traces/", src + "/traces/");
-    replace_all("runs/default/selective.json", d.path + "/sel.json");
+    replace_all("../runs/default/selective.json", d.path + "/sel.json");
     const std::string yaml = d.path + "/" + name, out = d.path + "/out-" + name, log = d.path + "/log.txt";
     write_file_atomic(yaml, text);
     const int rc = run_to_end({"run", yaml, "-o", out, "--shard", shard, "-j", "2", "--no-progress"}, log);

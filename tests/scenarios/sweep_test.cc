@@ -144,6 +144,18 @@ TEST(Sweep, IdsAreStableAndFollowTheInputs) {
   write_file_atomic(f.dir + "/t.trace", "1\n3\n");
   const auto t2 = f.parse("link: {trace: t.trace}\n");
   EXPECT_NE(t1.runs[0].id, t2.runs[0].id);
+  // A file named by a policy parameter (selective's profile) is relative to the
+  // scenario's folder, and an input too.
+  const std::string sel = "policy: {name: selective, params: {profile: sel.json}}\n";
+  write_file_atomic(f.dir + "/sel.json", "selective one");
+  const auto s1 = f.parse(sel);
+  EXPECT_EQ(s1.runs[0].scenario.sim.policy_params.at("profile"), f.dir + "/sel.json");
+  write_file_atomic(f.dir + "/sel.json", "selective two");
+  const auto s2 = f.parse(sel);
+  EXPECT_NE(s1.runs[0].id, s2.runs[0].id);
+  EXPECT_NE(s2.runs[0].run_yaml.find(f.dir + "/sel.json"), std::string::npos);
+  fs::remove(f.dir + "/sel.json");
+  EXPECT_THROW(f.parse(sel), Error);  // a missing file is an error before anything runs
   // The worker's copy names absolute paths and no output.
   EXPECT_NE(t2.runs[0].run_yaml.find(f.dir + "/t.trace"), std::string::npos);
   EXPECT_EQ(f.parse("output: o\n").runs[0].run_yaml.find("output"), std::string::npos);

@@ -156,19 +156,32 @@ void TcpChunkTransport::Open(Receiver* receiver) {
                               ns3::MakeNullCallback<void, ns3::Ptr<ns3::Socket>>());
   socket_->SetRecvCallback(ns3::MakeCallback(&TcpChunkTransport::HandleRead, this));
   socket_->SetSendCallback(ns3::MakeCallback(&TcpChunkTransport::HandleSendSpace, this));
+  socket_->SetCloseCallbacks(ns3::MakeCallback(&TcpChunkTransport::HandleDropped, this),
+                             ns3::MakeCallback(&TcpChunkTransport::HandleDropped, this));
   socket_->Connect(server_);
   socket_open_ = true;
 }
 
 void TcpChunkTransport::Close() {
-  if (socket_open_) socket_->Close();
-  socket_open_ = false;
+  const bool open = socket_open_;
+  socket_open_ = false;  // first: closing may report through HandleDropped
+  if (open) socket_->Close();
 }
 
 void TcpChunkTransport::HandleConnected(ns3::Ptr<ns3::Socket>) {
   connected_ = true;
   receiver_->TransportConnected(now_s() - start_s_);
   errors_->guard([&] { Flush(); });
+}
+
+void TcpChunkTransport::HandleDropped(ns3::Ptr<ns3::Socket>) {
+  if (!socket_open_) return;  // our own Close()
+  socket_open_ = false;
+  errors_->guard([&] {
+    throw Error(fmt::format("chunk client: request {} lost its TCP connection at t = {:.6f} s with {} chunk request(s) "
+                            "unanswered (TCP gave up after its data retransmissions, or was reset)",
+                            request_id_, now_s(), pending_.size()));
+  });
 }
 
 void TcpChunkTransport::HandleSendSpace(ns3::Ptr<ns3::Socket>, uint32_t) {

@@ -149,6 +149,9 @@ class TcpChunkTransport : public ChunkTransport {
   void HandleRead(ns3::Ptr<ns3::Socket> socket);
   void Read(ns3::Ptr<ns3::Socket> socket);
   void HandleSendSpace(ns3::Ptr<ns3::Socket> socket, uint32_t available);
+  // The connection ended without Close(): TCP gave up (DataRetries
+  // retransmissions unanswered) or was reset. The request can never finish.
+  void HandleDropped(ns3::Ptr<ns3::Socket> socket);
   void Flush();
 
   ns3::Ptr<ns3::Node> node_;

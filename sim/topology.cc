@@ -189,6 +189,12 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   const Time delack = link.ns3_stock ? MilliSeconds(200) : MicroSeconds(std::llround(kDelayedAckTimeoutMs * 1e3));
   Config::SetDefault("ns3::TcpSocketBase::ClockGranularity", TimeValue(granularity));
   Config::SetDefault("ns3::TcpSocket::DelAckTimeout", TimeValue(delack));
+  // Linux gives up on a connection after tcp_retries2 = 15 unanswered
+  // retransmissions (minutes); ns-3 after 6, which a client's small request
+  // reaches within a 4 s outage of the downlink that carries its ACKs: the
+  // connection was dropped and the run waited for max_sim_s. Restored by
+  // ns3_stock too.
+  Config::SetDefault("ns3::TcpSocket::DataRetries", UintegerValue(link.ns3_stock ? 6 : 15));
 
   Topology t;
   t.mahimahi = mahimahi;

@@ -430,6 +430,42 @@ TEST(Simulation, ScenarioFileToOutputFolder) {
   fs::remove_all(dir);
 }
 
+// A near-outage of the downlink (10 kbit/s for 8 s) while a pipelined
+// request (in_flight 2) waits for its ACK behind a full queue: every
+// retransmission of the request times out. ns-3 gives up on a connection after
+// 6 (DataRetries), Linux after 15; the simulator now uses Linux's, so the
+// request finishes when the link is back (with 6 the connection was dropped
+// and the run waited, silent, for max_sim_s). A link that stays down drops the
+// connection even so, and the run says so at once.
+TEST(Simulation, APipelinedRequestSurvivesAnOutageOfItsAcks) {
+  const auto profile = make_profile(8, 256, {8'000'000});
+  auto config = base_config(1000, 20);
+  config.in_flight = 2;
+  config.max_sim_s = 3000;
+  // When chunk 3 arrives the client asks for chunk 5; 2 ms later the downlink
+  // slows down, with a full queue ahead of that request's ACK.
+  const auto calm = simulate(config, profile);
+  ASSERT_TRUE(calm.result.requests[0].finished);
+  const double asked_s = calm.result.requests[0].chunks[3].last_byte_s;
+  traces::Trace trace;
+  trace.name = "outage";
+  trace.segments = {{0.0, 1e9}, {asked_s + 0.002, 1e4}, {asked_s + 8, 1e9}};
+  trace.duration_s = 4000;
+  trace.loops = false;
+  config.link.trace = trace;
+  const auto out = simulate(config, profile);
+  ASSERT_TRUE(out.result.requests[0].finished);
+  EXPECT_GT(out.result.requests[0].ttft_s, asked_s + 8);
+  trace.segments.pop_back();  // down for good
+  config.link.trace = trace;
+  try {
+    simulate(config, profile);
+    ADD_FAILURE() << "the connection should have been dropped";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lost its TCP connection"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ComputeModel, PrefillFlopsHasDenseAndAttentionTerms) {
   codec::ModelInfo m{"m", {2, 1, 4}, codec::DType::kF32, 8, 16, 2, 10, 1000};
   // dense: 2 * (1000 - 80) per token; attention: 4 * layers * heads * head_dim * pairs

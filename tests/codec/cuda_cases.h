@@ -17,6 +17,7 @@
 
 #include "codec/cachegen_paper.h"
 #include "codec/codec.h"
+#include "tests/codec/corrupt.h"
 
 namespace kvs::codec::cuda_test {
 
@@ -118,6 +119,33 @@ inline StreamCase make_case(const CaseSpec& spec) {
   c.stream = codec->encode(chunk, spec.level);
   c.decoded = codec->decode(c.stream);
   return c;
+}
+
+// A copy of a case's stream with one payload byte changed at `at` and its CRC
+// fixed, so that the mutation reaches the decoders' own checks, and whether
+// the CPU decoder rejects it (CorruptStream).
+struct Corrupted {
+  size_t at;
+  Bytes bytes;
+  bool cpu_rejects;
+};
+
+// Up to 12 such copies, from 5 bytes before the end backwards every `step`
+// bytes within the stream's last quarter (its substreams, not its header).
+inline std::vector<Corrupted> corrupted_copies(const StreamCase& c, size_t step) {
+  std::vector<Corrupted> out;
+  for (size_t at = c.stream.size() - 5; at > c.stream.size() * 3 / 4 && out.size() < 12; at -= step) {
+    Corrupted k{at, c.stream, false};
+    k.bytes[at] ^= 0x5a;
+    fix_crc(k.bytes);
+    try {
+      (void)c.codec->decode(k.bytes);
+    } catch (const CorruptStream&) {
+      k.cpu_rejects = true;
+    }
+    out.push_back(std::move(k));
+  }
+  return out;
 }
 
 }  // namespace kvs::codec::cuda_test

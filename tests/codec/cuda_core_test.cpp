@@ -97,17 +97,8 @@ TEST(CudaCore, ThreadBodiesReportACorruptSubstream) {
     cuda_test::StreamCase c = cuda_test::make_case(spec);
     SCOPED_TRACE(c.name);
     const auto& codec = c.codec;
-    int faults = 0, tried = 0;
-    for (size_t at = c.stream.size() - 5; at > c.stream.size() * 3 / 4 && tried < 12; at -= 13, ++tried) {
-      Bytes bad = c.stream;
-      bad[at] ^= 0x5a;
-      fix_crc(bad);
-      bool cpu_threw = false;
-      try {
-        (void)codec->decode(bad);
-      } catch (const CorruptStream&) {
-        cpu_threw = true;
-      }
+    int faults = 0;
+    for (const auto& [at, bad, cpu_threw] : cuda_test::corrupted_copies(c, 13)) {
       cuda_test::StreamCase b{c.name, bad, c.decoded, c.codec, c.model};
       std::vector<uint8_t> out;
       unsigned long long fault = kNoFault;

@@ -98,19 +98,8 @@ TEST(CudaDecode, CorruptSubstreamsThrowOnSynchronize) {
     const cuda_test::StreamCase c = cuda_test::make_case(spec);
     SCOPED_TRACE(c.name);
     cuda::Decoder decoder(nullptr, c.model, "model");
-    const auto& codec = c.codec;
     cuda::DeviceBuffer out(4 * c.decoded.values.size());
-    int tried = 0;
-    for (size_t at = c.stream.size() - 5; at > c.stream.size() * 3 / 4 && tried < 12; at -= 11, ++tried) {
-      Bytes bad = c.stream;
-      bad[at] ^= 0x5a;
-      fix_crc(bad);
-      bool cpu_threw = false;
-      try {
-        (void)codec->decode(bad);
-      } catch (const CorruptStream&) {
-        cpu_threw = true;
-      }
+    for (const auto& [at, bad, cpu_threw] : cuda_test::corrupted_copies(c, 11)) {
       bool gpu_threw = false;
       try {
         decoder.decode(bad, out.get(), cuda::OutputType::kF32);

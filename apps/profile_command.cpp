@@ -2,16 +2,20 @@
 // profile the simulator reads (codec/profile.h, docs/profile-format.md).
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <fmt/core.h>
 
 #include "apps/commands.h"
 #include "base/error.h"
+#include "codec/cuda/profile_timer.h"
 #include "codec/profile.h"
 #include "llm/checkpoint.h"
 #include "llm/kvs_calibration.h"
@@ -24,7 +28,7 @@ namespace kvs::apps {
 void add_profile_command(CLI::App& app) {
   struct Args {
     std::string model_dir, contexts, codecs = "cachegen,quant8", output, codec_model, dtype = "fp32", kv_dtype = "fp16";
-    std::string chunk_quality = "measured";
+    std::string chunk_quality = "measured", device = "cpu";
     std::vector<std::string> params;
     uint32_t chunk_tokens = 1500, greedy_tokens = 16, max_context_tokens = 0, repeats = 1;
     size_t max_contexts = 0, continuation_bytes = 512;
@@ -59,10 +63,36 @@ void add_profile_command(CLI::App& app) {
                   "Per-chunk quality: measured (only that chunk degraded; one forward pass per lossy chunk and level) "
                   "or estimated (the context's figure by squared-error share)")
       ->capture_default_str()->check(CLI::IsMember({"measured", "estimated"}));
+  cmd->add_option("--device", args->device,
+                  "Where encode/decode are timed: cpu (one thread) or cuda (the GPU's decode kernels, encode on the GPU "
+                  "for cachegen scheme=code and on the CPU otherwise; only codecs with a GPU decoder: cachegen, kvs; "
+                  "docs/profile-format.md)")
+      ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", args->threads, "CPU threads for libtorch")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("-o,--output", args->output, "Profile JSON to write (resumes from OUTPUT.partial)")->required();
 
   cmd->callback([args] {
+    std::vector<std::string> codec_names;
+    std::stringstream ss(args->codecs);
+    for (std::string name; std::getline(ss, name, ',');)
+      if (!name.empty()) codec_names.push_back(name);
+    // --device cuda: refused before any work when it cannot be done.
+    std::unique_ptr<codec::cuda::ChunkTimer> timer;
+    if (args->device == "cuda") {
+      std::string without;
+      for (const auto& name : codec_names)
+        if (!codec::cuda::has_gpu_decoder(name)) without += (without.empty() ? "" : ", ") + name;
+      if (!without.empty())
+        throw Error(fmt::format("--device cuda: no GPU decoder for {} (those with one: {}); profile them with "
+                                "--device cpu",
+                                without, codec::cuda::kGpuDecoderCodecs));
+#ifdef KVSTREAM_HAVE_CUDA
+      timer = codec::cuda::make_gpu_chunk_timer(args->codec_model);  // throws when there is no usable GPU
+#else
+      throw Error("--device cuda: this kvstream was built without CUDA (nvcc was not found when it was configured; "
+                  "see KVSTREAM_WITH_CUDA)");
+#endif
+    }
     llm::set_cpu_threads(args->threads);
     llm::LoadOptions lo;
     lo.dtype = args->dtype == "bf16" ? at::kBFloat16 : args->dtype == "fp16" ? at::kHalf : at::kFloat;
@@ -74,9 +104,8 @@ void add_profile_command(CLI::App& app) {
     if (const auto parent = std::filesystem::path(args->output).parent_path(); !parent.empty())
       std::filesystem::create_directories(parent);
     llm::ProfilerOptions o;
-    std::stringstream ss(args->codecs);
-    for (std::string name; std::getline(ss, name, ',');)
-      if (!name.empty()) o.codecs.push_back(name);
+    o.codecs = codec_names;
+    o.device_timer = timer.get();
     for (const auto& kv : args->params) {
       const auto eq = kv.find('=');
       if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--param '{}': expected key=value", kv));
@@ -101,6 +130,19 @@ void add_profile_command(CLI::App& app) {
 
     std::printf("%s: %zu contexts, chunk %u tokens, device %s\n", args->output.c_str(), contexts.size(),
                 prof.chunk_tokens, prof.device.c_str());
+    for (const auto& c : prof.codecs) {
+      if (!c.encode_device.empty() && c.encode_device != prof.device)
+        std::printf("  %s: encode timed on %s (no GPU encoder)\n", c.codec.c_str(), c.encode_device.c_str());
+      if (!codec::measured_on_gpu(prof.device)) continue;
+      // GPU: the kernels' time against the host's parse that precedes them (not in decode_s).
+      double kernels = 0, host = 0, n = 0;
+      for (const auto& ctx : c.contexts)
+        for (const auto& ch : ctx.chunks)
+          for (const auto& lv : ch.levels) kernels += lv.decode_s, host += std::max(0.0, lv.decode_host_s), n += 1;
+      if (n > 0)
+        std::printf("  %s: GPU decode %.1f us per chunk (kernels, decode_s); host parse %.1f us (decode_host_s)\n",
+                    c.codec.c_str(), 1e6 * kernels / n, 1e6 * host / n);
+    }
     // KL: mean over contexts; SE/KL: the standard error of that mean (the
     // contexts' standard errors combined) over the mean; front: on the size-KL
     // Pareto front.

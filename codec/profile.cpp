@@ -183,6 +183,7 @@ ContextProfile read_context(const Reader& r, const json& j, const std::string& p
       if (cl.bytes > (uint64_t(1) << 48)) r.fail(lp + "/bytes", fmt::format("{} bytes: more than 256 TiB for one chunk", cl.bytes));
       cl.encode_s = r.num(lv[k], lp, "encode_s", true, 86400);  // a day per chunk
       cl.decode_s = r.num(lv[k], lp, "decode_s", true, 86400);
+      if (lv[k].contains("decode_host_s")) cl.decode_host_s = r.num(lv[k], lp, "decode_host_s", true, 86400);
       cl.mse = r.num(lv[k], lp, "mse");
       cl.loss_increase = r.num(lv[k], lp, "loss_increase", false);
       cl.kl_nats = r.num(lv[k], lp, "kl_nats");
@@ -217,6 +218,9 @@ Profile parse_profile(std::string_view text, const std::string& source) {
                                           kProfileSchemaVersion));
   prof.model = read_model(r, r.field(j, "", "model"), "/model");
   prof.device = r.str(j, "", "device");
+  if (prof.device.empty()) r.fail("/device", "expected a device name");
+  if (measured_on_gpu(prof.device) && gpu_card_name(prof.device).empty())
+    r.fail("/device", "\"cuda:\" without the card's name");
   prof.chunk_tokens = r.u32(j, "", "chunk_tokens");
   prof.greedy_tokens = r.u32(j, "", "greedy_tokens");
   prof.chunk_quality = r.str(j, "", "chunk_quality");
@@ -237,6 +241,10 @@ Profile parse_profile(std::string_view text, const std::string& source) {
     const json& contexts = r.array(codecs[i], p, "contexts");
     for (size_t k = 0; k < contexts.size(); ++k)
       c.contexts.push_back(read_context(r, contexts[k], fmt::format("{}/contexts/{}", p, k), c.level_names.size()));
+    if (codecs[i].is_object() && codecs[i].contains("encode_device")) {
+      c.encode_device = r.str(codecs[i], p, "encode_device");
+      if (c.encode_device.empty()) r.fail(p + "/encode_device", "expected a device name (leave the field out for Profile::device)");
+    }
     const json& front = r.array(codecs[i], p, "on_front");
     if (front.size() != c.level_names.size())
       r.fail(p + "/on_front", fmt::format("expected {} levels, found {}", c.level_names.size(), front.size()));
@@ -280,6 +288,7 @@ std::string profile_to_json(const Profile& prof) {
   for (const auto& c : prof.codecs) {
     json jc = {{"codec", c.codec},           {"params", c.params},        {"level_names", c.level_names},
                {"on_front", pareto_front(c)}, {"contexts", json::array()}};
+    if (!c.encode_device.empty()) jc["encode_device"] = c.encode_device;
     for (const auto& ctx : c.contexts) {
       json jx = {{"id", ctx.id},
                  {"tokens", ctx.tokens},
@@ -298,13 +307,15 @@ std::string profile_to_json(const Profile& prof) {
                                  {"top1_agreement", q.top1_agreement}});
       for (const auto& ch : ctx.chunks) {
         json jch = {{"token_begin", ch.token_begin}, {"tokens", ch.tokens}, {"levels", json::array()}};
-        for (const auto& l : ch.levels)
+        for (const auto& l : ch.levels) {
           jch["levels"].push_back({{"bytes", l.bytes},
                                    {"encode_s", l.encode_s},
                                    {"decode_s", l.decode_s},
                                    {"mse", l.mse},
                                    {"loss_increase", l.loss_increase},
                                    {"kl_nats", l.kl_nats}});
+          if (l.decode_host_s >= 0) jch["levels"].back()["decode_host_s"] = l.decode_host_s;
+        }
         jx["chunks"].push_back(std::move(jch));
       }
       jc["contexts"].push_back(std::move(jx));

@@ -57,6 +57,11 @@ struct ChunkLevel {
   // measured or estimated as Profile::chunk_quality says (llm/profiler.h).
   double loss_increase = 0;  // relative increase of continuation loss
   double kl_nats = 0;        // KL(P_exact || P_degraded) per continuation token, nats
+  // Last, so that positional initialisers of the fields above stay valid.
+  // GPU profiles only (`--device cuda`): the host's parse and checks of the
+  // stream before the GPU decodes it (one CPU thread), which decode_s (the
+  // kernels' time) leaves out; < 0: not measured (optional in the file).
+  double decode_host_s = -1;
 };
 
 struct ChunkProfile {
@@ -98,6 +103,10 @@ struct CodecProfile {
   // the profiler; always written as pareto_front(*this), and a read file whose
   // `on_front` differs from it is an error.
   std::vector<bool> on_front;
+  // Where this codec's encode_s were measured when not on Profile::device
+  // (`kvstream profile --device cuda` times encode on the CPU for codecs
+  // without a GPU encoder); empty: on Profile::device. Optional in the file.
+  std::string encode_device;
 
   size_t levels() const { return level_names.size(); }
   // Level numbers on the front (pareto_front(*this)), finest (most bytes) first.
@@ -119,7 +128,10 @@ std::vector<double> mean_kl_nats(const CodecProfile& codec);
 struct Profile {
   int schema_version = kProfileSchemaVersion;
   ModelInfo model;
-  std::string device;         // where encode/decode seconds were measured
+  // Where encode/decode seconds were measured: "cpu: <model name>, 1 thread",
+  // or "cuda:<card name>" (a GPU: decode_s the device's kernel time,
+  // codec/cuda/profile_timer.h); see CodecProfile::encode_device.
+  std::string device;
   uint32_t chunk_tokens = 0;  // nominal chunk size (the last chunk may be shorter)
   uint32_t greedy_tokens = 0; // N of greedy agreement
   // How ChunkLevel's quality figures were obtained: "measured" (the
@@ -131,6 +143,13 @@ struct Profile {
   // The named codec's profile; throws std::invalid_argument listing the ones present.
   const CodecProfile& codec(std::string_view name) const;
 };
+
+// Whether `device` (Profile::device) names a GPU ("cuda:...").
+inline bool measured_on_gpu(std::string_view device) { return device.substr(0, 5) == "cuda:"; }
+// The card's name of a GPU device ("cuda:NVIDIA H100 80GB HBM3" -> "NVIDIA H100 80GB HBM3").
+inline std::string_view gpu_card_name(std::string_view device) {
+  return measured_on_gpu(device) ? device.substr(5) : std::string_view{};
+}
 
 // Reads and validates a profile: every required field present with the right
 // type, levels consistent across chunks, sizes positive. Errors throw

@@ -193,7 +193,8 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
   codec::Profile prof;
   prof.model = model_info(model, options.model_name);
   prof.model.dtype = options.kv_dtype;
-  prof.device = cpu_device_name();
+  codec::cuda::ChunkTimer* const timer = options.device_timer;
+  prof.device = timer ? timer->device() : cpu_device_name();
   prof.chunk_tokens = options.chunk_tokens;
   prof.greedy_tokens = options.greedy_tokens;
   prof.chunk_quality = options.measure_chunks ? "measured" : "estimated";
@@ -203,7 +204,12 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
     codecs.push_back(codec::make_codec(name, options.codec_options));
     if (codecs.back()->needs_model() && options.codec_options.model_file.empty())
       throw Error(fmt::format("profile: codec {} needs a codec model file (--codec-model)", name));
+    if (timer && !timer->decodes(*codecs.back()))
+      throw Error(fmt::format("profile: --device cuda: codec {} has no GPU decoder (those with one: {}); profile it "
+                              "with --device cpu",
+                              name, codec::cuda::kGpuDecoderCodecs));
     codec::CodecProfile cp;
+    if (timer) cp.encode_device = timer->encodes(*codecs.back()) ? timer->device() : cpu_device_name();
     cp.codec = name;
     cp.params = codecs.back()->params();
     for (int l = 0; l < codecs.back()->levels(); ++l) cp.level_names.push_back(codecs.back()->level_name(l));
@@ -216,6 +222,8 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
     codec::Profile old = codec::read_profile(options.partial_path);
     bool same = old.chunk_tokens == prof.chunk_tokens && old.greedy_tokens == prof.greedy_tokens &&
                 old.chunk_quality == prof.chunk_quality &&
+                // times of one kind of device only (CPU names may differ between runs)
+                (old.device == prof.device || (!codec::measured_on_gpu(old.device) && !timer)) &&
                 old.model.kv == prof.model.kv && old.codecs.size() == prof.codecs.size();
     for (size_t i = 0; same && i < old.codecs.size(); ++i)
       same = old.codecs[i].codec == prof.codecs[i].codec && old.codecs[i].params == prof.codecs[i].params;
@@ -268,13 +276,32 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
           codec::Bytes bytes;
           codec::KVChunk back;
           cl.encode_s = cl.decode_s = 1e300;
-          for (uint32_t r = 0; r < std::max<uint32_t>(1, options.timing_repeats); ++r) {
-            auto t0 = std::chrono::steady_clock::now();
-            bytes = c.encode(original, level);
-            cl.encode_s = std::min(cl.encode_s, seconds_since(t0));
-            t0 = std::chrono::steady_clock::now();
+          const uint32_t repeats = std::max<uint32_t>(1, options.timing_repeats);
+          if (!timer) {
+            for (uint32_t r = 0; r < repeats; ++r) {
+              auto t0 = std::chrono::steady_clock::now();
+              bytes = c.encode(original, level);
+              cl.encode_s = std::min(cl.encode_s, seconds_since(t0));
+              t0 = std::chrono::steady_clock::now();
+              back = c.decode(bytes);
+              cl.decode_s = std::min(cl.decode_s, seconds_since(t0));
+            }
+          } else {
+            // The CPU encodes (timed here when the GPU has no encoder for this
+            // codec) and decodes (untimed: the error and quality are of its
+            // output, which the GPU's must equal); the GPU times the rest.
+            const bool gpu_encode = timer->encodes(c);
+            for (uint32_t r = 0; r < (gpu_encode ? 1 : repeats); ++r) {
+              const auto t0 = std::chrono::steady_clock::now();
+              bytes = c.encode(original, level);
+              cl.encode_s = std::min(cl.encode_s, seconds_since(t0));
+            }
             back = c.decode(bytes);
-            cl.decode_s = std::min(cl.decode_s, seconds_since(t0));
+            const codec::cuda::ChunkTimes t =
+                timer->time(c, original, level, bytes, back, repeats, /*check=*/&ch == &cp.chunks.front());
+            cl.decode_s = t.decode_s;
+            cl.decode_host_s = t.decode_host_s;
+            if (gpu_encode) cl.encode_s = t.encode_s;
           }
           if (back.tokens != original.tokens || !(back.shape == original.shape))
             throw Error(fmt::format("profile: codec {} level {} decoded a chunk of another shape", c.name(), level));

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "codec/codec.h"
+#include "codec/cuda/profile_timer.h"
 #include "codec/profile.h"
 #include "llm/evaluate.h"
 #include "llm/kv_cache.h"
@@ -63,6 +64,13 @@ struct ProfilerOptions {
   codec::DType kv_dtype = codec::DType::kF16;
   std::string model_name;
   std::string partial_path;                     // resume file ("" = none)
+  // Times encode/decode on a GPU instead of this CPU thread (`--device cuda`;
+  // codec/cuda/profile_timer.h): Profile::device becomes its device, every
+  // codec must have a GPU decoder, encode is timed on the GPU where it has
+  // an encoder and on the CPU otherwise (CodecProfile::encode_device says
+  // which), and the GPU's output must equal the CPU's on the first chunk of
+  // each context, codec and level. Null: the CPU times both. Not owned.
+  codec::cuda::ChunkTimer* device_timer = nullptr;
   bool show_progress = true;
 };
 

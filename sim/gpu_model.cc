@@ -1,6 +1,7 @@
 #include "sim/gpu_model.h"
 
 #include <algorithm>
+#include <cctype>
 #include <utility>
 
 #include <fmt/format.h>
@@ -95,7 +96,8 @@ codec::ModelInfo model_preset(const std::string& name) {
   throw Error(fmt::format("unknown target model '{}' (known: {})", name, fmt::join(model_preset_names(), ", ")));
 }
 
-ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec) : model_(model), spec_(spec) {
+ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec, std::string profile_device)
+    : model_(model), spec_(spec), profile_device_(std::move(profile_device)) {
   const double peak = spec.peak_flops > 0 ? spec.peak_flops : gpu_preset_peak_flops(spec.preset);
   if (!(spec.efficiency > 0 && spec.efficiency <= 1))
     throw Error(fmt::format("gpu efficiency: expected a number in (0, 1], got {}", spec.efficiency));
@@ -107,6 +109,10 @@ ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec) :
     throw Error(fmt::format("gpu decode_bytes_per_s: expected a number >= 0, got {}", spec.decode_bytes_per_s));
   if (!(spec.decode_speedup > 0))
     throw Error(fmt::format("gpu decode_speedup: expected a positive number, got {}", spec.decode_speedup));
+  if (spec.decode == "profile" && codec::measured_on_gpu(profile_device_) && spec.decode_speedup != 1)
+    throw Error(fmt::format("gpu decode_speedup: {} given, but the profile's decode times were measured on a GPU ({}); "
+                            "decode_speedup scales CPU-measured times only: leave it at 1",
+                            spec.decode_speedup, profile_device_));
   const double free_share = 1.0 - spec.busy_fraction;
   flops_per_s_ = peak * spec.efficiency * free_share;
   memory_bytes_per_s_ =
@@ -140,19 +146,40 @@ double ComputeModel::assumed_decode_bytes_per_s(const std::string& codec) const 
 
 double ComputeModel::decode_s(const std::string& codec, double profiled_decode_s, double size_scale,
                               double fp16_bytes) const {
-  if (spec_.decode == "profile")
-    return profiled_decode_s * size_scale / spec_.decode_speedup / (1.0 - spec_.busy_fraction);
+  if (spec_.decode == "profile") {
+    // GPU-measured: as measured (decode_speedup is 1, checked in the constructor).
+    const double speedup = codec::measured_on_gpu(profile_device_) ? 1.0 : spec_.decode_speedup;
+    return profiled_decode_s * size_scale / speedup / (1.0 - spec_.busy_fraction);
+  }
   const double rate = assumed_decode_bytes_per_s(codec);
   return rate > 0 ? fp16_bytes / rate : 0.0;
 }
 
+bool ComputeModel::simulates_profiled_card(const std::string& profile_device) const {
+  std::string card(codec::gpu_card_name(profile_device));
+  for (char& ch : card) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  return !card.empty() && card.find(spec_.preset) != std::string::npos;
+}
+
 std::string ComputeModel::decode_timing_note(const std::string& codec, const std::string& profile_device) const {
+  const bool gpu_profile = codec::measured_on_gpu(profile_device);
+  if (spec_.decode == "profile" && gpu_profile)
+    return fmt::format("profile: measured on the GPU {} (kernel time, used as measured; the host's parse not "
+                       "counted){}",
+                       profile_device,
+                       simulates_profiled_card(profile_device)
+                           ? ""
+                           : fmt::format("; the simulated GPU {} is another card: no scaling applied", spec_.preset));
   if (spec_.decode == "profile")
     return fmt::format("profile: measured on {} / decode_speedup {}", profile_device, spec_.decode_speedup);
   const double rate = assumed_decode_bytes_per_s(codec);
   if (rate == 0) return "assumed: raw needs no decode (0 s), not measured";
-  return fmt::format("assumed, not measured: {:.0f} GB/s of fp16 output for {} on {}{}", rate / 1e9, codec,
-                     spec_.preset, spec_.decode_bytes_per_s > 0 ? " (gpu.decode_bytes_per_s)" : " (gpu_model.h)");
+  return fmt::format("assumed, not measured: {:.0f} GB/s of fp16 output for {} on {}{}{}", rate / 1e9, codec,
+                     spec_.preset, spec_.decode_bytes_per_s > 0 ? " (gpu.decode_bytes_per_s)" : " (gpu_model.h)",
+                     gpu_profile ? fmt::format("; the profile's times measured on {} are unused (gpu.decode: profile "
+                                               "uses them)",
+                                               profile_device)
+                                 : "");
 }
 
 }  // namespace kvs::sim

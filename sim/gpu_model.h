@@ -3,8 +3,9 @@
 // FIFO queue they share (GpuQueue, engine.h).
 //
 // Sources of the numbers:
-// - Decode, GpuSpec::decode = "assumed" (the default, until the CUDA codec
-//   measures GPU times): the chunk's KV at fp16 (target shape) divided by an
+// - Decode, GpuSpec::decode = "assumed" (the default; GPU-measured times come
+//   from `kvstream profile --device cuda` with decode "profile", below): the
+//   chunk's KV at fp16 (target shape) divided by an
 //   ASSUMED output throughput per codec family and GPU, named as assumed in
 //   every output:
 //     entropy-coded (cachegen, kvs, zstd): GPU rANS decoders reach 250-410 GB/s
@@ -15,9 +16,16 @@
 //       per 2 bytes of output: 2/3 of the memory bandwidth x efficiency;
 //     raw: no decode (0 s).
 //   GpuSpec::decode = "profile": the profile's measured decode seconds for the
-//   chunk at the chosen level (on Profile::device, usually one CPU thread),
-//   divided by GpuSpec::decode_speedup and multiplied by the target/profiled
-//   size ratio when the target model is larger than the profiled one.
+//   chunk at the chosen level, multiplied by the target/profiled size ratio
+//   when the target model is larger than the profiled one, and:
+//     measured on a CPU (Profile::device "cpu: ..."): divided by
+//       GpuSpec::decode_speedup (an assumed CPU->GPU factor);
+//     measured on a GPU (`kvstream profile --device cuda`, device
+//       "cuda:<card>"): used as measured (the kernels' time); decode_speedup
+//       must be 1 (it scales CPU times only). No scaling between cards: when
+//       the simulated preset is not the profiled card the times are still
+//       used as measured, and the note says so (kernel time on small chunks
+//       is not purely bandwidth-bound, so a bandwidth ratio would be a guess).
 // - Prefill: prefill_flops() of the target model divided by (peak
 //   FLOP/s x efficiency). Peaks are vendors' dense (no sparsity) BF16
 //   tensor-core numbers: H100 SXM 989 TFLOP/s, H200 989 TFLOP/s (same compute
@@ -59,8 +67,11 @@ std::vector<std::string> model_preset_names();
 class ComputeModel {
  public:
   // `model`: the model whose prefill is timed (the target); `spec.peak_flops`
-  // of 0 takes the preset's peak.
-  ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec);
+  // of 0 takes the preset's peak; `profile_device`: Profile::device of the
+  // profile whose decode seconds decode_s() receives ("cuda:..." for GPU
+  // times). Throws kvs::Error for a decode_speedup other than 1 with a
+  // GPU-measured profile under decode "profile".
+  ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec, std::string profile_device = "");
 
   // Prefill of `tokens` tokens after `past` tokens already in the cache.
   double recompute_s(uint64_t past, uint64_t tokens) const;
@@ -74,13 +85,18 @@ class ComputeModel {
   // The assumed decode throughput for `codec` (fp16 output bytes/s; 0 for raw).
   double assumed_decode_bytes_per_s(const std::string& codec) const;
   // One line for every output: how decode times were obtained.
+  // `profile_device`: as given to the constructor (kept for callers that pass it here).
   std::string decode_timing_note(const std::string& codec, const std::string& profile_device) const;
+  // Whether the simulated GPU is the card the profile's GPU times were measured on
+  // (its preset name, e.g. "h100", in the card's name; false for CPU profiles).
+  bool simulates_profiled_card(const std::string& profile_device) const;
 
   double flops_per_s() const { return flops_per_s_; }
 
  private:
   codec::ModelInfo model_;
   GpuSpec spec_;
+  std::string profile_device_;
   double flops_per_s_;
   double memory_bytes_per_s_;
 };

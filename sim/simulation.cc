@@ -177,7 +177,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
 
   const codec::ModelInfo target = resolve_target(config, profile);
   const double scale = kv_size_scale(profile.model, target);
-  const ComputeModel compute(target, config.gpu);
+  const ComputeModel compute(target, config.gpu, profile.device);  // GPU-measured decode times: no decode_speedup
 
   // The profile as the engine sees it: sizes scaled, GPU times computed.
   // Every time and size must be one a run can have (ns-3 time is an integer

@@ -87,6 +87,45 @@ TEST(Profile, ErrorsNameTheJsonPath) {
   expect_error(replace("\"dtype\": \"bf16\"", "\"dtype\": \"int4\""), "/model/dtype");
 }
 
+// Issue 24: a profile timed on a GPU (`kvstream profile --device cuda`)
+// names the card, and per codec where encode was timed when not there; the
+// field is optional, so CPU profiles are written and read as before.
+TEST(Profile, GpuDeviceAndEncodeDevice) {
+  const std::string cpu_text = profile_to_json(small_profile());
+  EXPECT_EQ(cpu_text.find("encode_device"), std::string::npos);  // CPU profiles unchanged
+  EXPECT_TRUE(parse_profile(cpu_text, "mem").codecs[0].encode_device.empty());
+  EXPECT_FALSE(measured_on_gpu(small_profile().device));
+
+  Profile p = small_profile();
+  p.device = "cuda:NVIDIA H100 80GB HBM3";
+  p.codecs[0].encode_device = "cpu: test, 1 thread";
+  p.codecs[0].contexts[0].chunks[1].levels[0].decode_host_s = 0.0025;
+  const std::string text = profile_to_json(p);
+  const Profile q = parse_profile(text, "mem");
+  EXPECT_EQ(profile_to_json(q), text);
+  EXPECT_TRUE(measured_on_gpu(q.device));
+  EXPECT_EQ(gpu_card_name(q.device), "NVIDIA H100 80GB HBM3");
+  EXPECT_EQ(q.codecs[0].encode_device, "cpu: test, 1 thread");
+  EXPECT_EQ(q.codecs[0].contexts[0].chunks[1].levels[0].decode_host_s, 0.0025);
+  EXPECT_LT(q.codecs[0].contexts[0].chunks[0].levels[0].decode_host_s, 0.0);  // left out: not measured
+  EXPECT_EQ(cpu_text.find("decode_host_s"), std::string::npos);
+  EXPECT_EQ(gpu_card_name("cpu: x"), "");
+
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string s = text;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  expect_error(replace("\"encode_device\": \"cpu: test, 1 thread\"", "\"encode_device\": \"\""),
+               "/codecs/0/encode_device: expected a device name");
+  expect_error(replace("\"encode_device\": \"cpu: test, 1 thread\"", "\"encode_device\": 3"),
+               "/codecs/0/encode_device: expected a string");
+  expect_error(replace("\"cuda:NVIDIA H100 80GB HBM3\"", "\"cuda:\""), "/device: \"cuda:\" without the card's name");
+  expect_error(replace("\"cuda:NVIDIA H100 80GB HBM3\"", "\"\""), "/device: expected a device name");
+  expect_error(replace("\"decode_host_s\": 0.0025", "\"decode_host_s\": -1"),
+               "/codecs/0/contexts/0/chunks/1/levels/0/decode_host_s: expected a number >= 0");
+}
+
 // Issue 25: values no measurement has, numbers JSON cannot hold, folders.
 TEST(Profile, AbsurdValuesAreErrorsNamingThePath) {
   std::string good = profile_to_json(small_profile());

@@ -44,6 +44,7 @@ TEST(Profiler, RawIsExactAndLossyCodecsCost) {
   const ProfilerOptions o = tiny_options({"raw", "quant8", "cachegen"});
   const codec::Profile p = run_profiler(model, tok, two_contexts(), o);
   ASSERT_EQ(p.codecs.size(), 3u);
+  EXPECT_LT(p.codec("cachegen").contexts[0].chunks[0].levels[0].decode_host_s, 0.0);  // CPU: not measured
   const auto& raw = p.codec("raw").contexts[0];
   EXPECT_EQ(raw.quality[0].loss_increase, 0.0);
   EXPECT_EQ(raw.quality[0].greedy_agreement, 1.0);
@@ -244,6 +245,78 @@ TEST(Profiler, ResumesFromPartialFile) {
             first.codecs[0].contexts[0].chunks[0].levels[0].encode_s);  // taken from the file, not re-measured
   o.chunk_tokens = 16;  // other settings: refuse to mix
   EXPECT_THROW(run_profiler(model, tok, contexts, o), Error);
+}
+
+// A stand-in for the GPU timer (codec/cuda/profile_timer.h), so that the
+// profiler's `--device cuda` path runs without a GPU: it checks that it is
+// given the CPU's stream and decoded output, records the calls, and returns
+// times no CPU measurement gives.
+class FakeGpuTimer final : public codec::cuda::ChunkTimer {
+ public:
+  explicit FakeGpuTimer(bool encode_on_gpu) : encode_on_gpu_(encode_on_gpu) {}
+  std::string device() const override { return "cuda:Fake Card 80GB"; }
+  bool decodes(const codec::Codec& c) const override { return codec::cuda::has_gpu_decoder(c.name()); }
+  bool encodes(const codec::Codec& c) const override { return encode_on_gpu_ && c.name() == "cachegen"; }
+  codec::cuda::ChunkTimes time(const codec::Codec& c, const codec::KVChunk& chunk, int level,
+                               std::span<const uint8_t> stream, const codec::KVChunk& cpu_decoded, uint32_t repeats,
+                               bool check) override {
+    EXPECT_TRUE(std::equal(stream.begin(), stream.end(), c.encode(chunk, level).begin()));
+    EXPECT_EQ(c.decode(stream).values, cpu_decoded.values);
+    EXPECT_EQ(repeats, 2u);
+    checks += check;
+    ++calls;
+    return {encodes(c) ? fake_encode_s(level) : -1.0, fake_decode_s(level, chunk.token_begin), 5e-4};
+  }
+  static double fake_encode_s(int level) { return 1e-7 * (level + 1); }
+  static double fake_decode_s(int level, uint64_t token_begin) { return 3e-7 * (level + 1) + 1e-9 * double(token_begin); }
+  int checks = 0, calls = 0;
+
+ private:
+  bool encode_on_gpu_;
+};
+
+TEST(Profiler, DeviceTimerGivesEveryTimeAndItsDevice) {
+  const Model model = Model::random(testing::tiny_config(), 3);
+  ByteTokenizer tok;
+  ProfilerOptions o = tiny_options({"cachegen"});
+  o.measure_chunks = false;  // only the timing matters here
+  o.timing_repeats = 2;
+  for (const bool encode_on_gpu : {true, false}) {
+    SCOPED_TRACE(encode_on_gpu ? "GPU encode" : "CPU encode");
+    FakeGpuTimer timer(encode_on_gpu);
+    o.device_timer = &timer;
+    const codec::Profile p = run_profiler(model, tok, two_contexts(), o);
+    EXPECT_EQ(p.device, "cuda:Fake Card 80GB");
+    const codec::CodecProfile& cg = p.codec("cachegen");
+    EXPECT_EQ(cg.encode_device, encode_on_gpu ? "cuda:Fake Card 80GB" : cpu_device_name());
+    int chunk_levels = 0;
+    for (const auto& ctx : cg.contexts)
+      for (const auto& ch : ctx.chunks)
+        for (size_t l = 0; l < ch.levels.size(); ++l, ++chunk_levels) {
+          EXPECT_EQ(ch.levels[l].decode_s, FakeGpuTimer::fake_decode_s(int(l), ch.token_begin));
+          EXPECT_EQ(ch.levels[l].decode_host_s, 5e-4);
+          if (encode_on_gpu)
+            EXPECT_EQ(ch.levels[l].encode_s, FakeGpuTimer::fake_encode_s(int(l)));
+          else
+            EXPECT_GT(ch.levels[l].encode_s, 0.0);  // measured on the CPU
+        }
+    EXPECT_EQ(timer.calls, chunk_levels);
+    // The GPU's output is checked on the first chunk of each context, codec and level.
+    EXPECT_EQ(timer.checks, int(cg.contexts.size() * cg.levels()));
+    EXPECT_EQ(codec::profile_to_json(codec::parse_profile(codec::profile_to_json(p), "mem")),
+              codec::profile_to_json(p));
+  }
+  // A codec without a GPU decoder is refused before anything is profiled.
+  FakeGpuTimer timer(true);
+  o.device_timer = &timer;
+  o.codecs = {"cachegen", "quant8"};
+  try {
+    run_profiler(model, tok, two_contexts(), o);
+    FAIL() << "quant8 was profiled on the fake GPU";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("codec quant8 has no GPU decoder"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(timer.calls, 0);
 }
 
 TEST(Profiler, ContextFilesAndErrors) {

@@ -511,6 +511,71 @@ TEST(ComputeModel, PresetsAndHandComputedTimes) {
   EXPECT_THROW(model_preset("gpt-5"), Error);
 }
 
+// Issue 24: decode seconds measured on a GPU (`kvstream profile --device
+// cuda`, Profile::device "cuda:<card>") are used as measured: no CPU->GPU
+// decode_speedup, no scaling between cards, and the note names the card.
+TEST(ComputeModel, GpuMeasuredDecodeTimesAreUsedAsMeasured) {
+  const auto m = model_preset("llama-7b");
+  const std::string card = "cuda:NVIDIA H100 80GB HBM3";
+  GpuSpec g;
+  g.preset = "h100";
+  g.decode = "profile";
+  const ComputeModel on_card(m, g, card);
+  EXPECT_DOUBLE_EQ(on_card.decode_s("cachegen", 0.002, 1.0, 1e9), 0.002);
+  EXPECT_DOUBLE_EQ(on_card.decode_s("kvs", 0.002, 3.0, 1e9), 0.006);  // the target/profiled size ratio still applies
+  EXPECT_TRUE(on_card.simulates_profiled_card(card));
+  EXPECT_EQ(on_card.decode_timing_note("cachegen", card),
+            "profile: measured on the GPU cuda:NVIDIA H100 80GB HBM3 (kernel time, used as measured; the host's "
+            "parse not counted)");
+  // Another card: the same seconds (no bandwidth scaling), and the note says so.
+  g.preset = "h200";
+  const ComputeModel other(m, g, card);
+  EXPECT_FALSE(other.simulates_profiled_card(card));
+  EXPECT_DOUBLE_EQ(other.decode_s("cachegen", 0.002, 1.0, 1e9), 0.002);
+  EXPECT_NE(other.decode_timing_note("cachegen", card).find("the simulated GPU h200 is another card: no scaling applied"),
+            std::string::npos);
+  // A busy GPU still gives decode the share left to it.
+  g.busy_fraction = 0.5;
+  EXPECT_DOUBLE_EQ(ComputeModel(m, g, card).decode_s("cachegen", 0.002, 1.0, 1e9), 0.004);
+  g.busy_fraction = 0;
+  // decode_speedup scales CPU times only: refused with a GPU profile, used with a CPU one.
+  g.decode_speedup = 8;
+  try {
+    ComputeModel(m, g, card);
+    FAIL() << "decode_speedup 8 with a GPU-measured profile was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("measured on a GPU (cuda:NVIDIA H100 80GB HBM3)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_DOUBLE_EQ(ComputeModel(m, g, "cpu: test, 1 thread").decode_s("cachegen", 0.8, 1.0, 1e9), 0.1);
+  EXPECT_EQ(ComputeModel(m, g, "cpu: test, 1 thread").decode_timing_note("cachegen", "cpu: test, 1 thread"),
+            "profile: measured on cpu: test, 1 thread / decode_speedup 8");
+  // Under "assumed" a GPU profile's times are not used, and the note says where they are.
+  g.decode = "assumed";
+  const ComputeModel assumed(m, g, card);
+  EXPECT_NEAR(assumed.decode_s("cachegen", 123.0, 1.0, 589e6), 589e6 / (250e9 * 4.8 / 2.039), 1e-12);
+  EXPECT_NE(assumed.decode_timing_note("cachegen", card).find("are unused (gpu.decode: profile uses them)"),
+            std::string::npos);
+  EXPECT_EQ(assumed.decode_timing_note("cachegen", "cpu").find("unused"), std::string::npos);
+}
+
+// The whole run with a GPU-measured profile: each chunk's decode is the
+// profile's seconds, and the run's decode_timing names the card.
+TEST(Simulation, GpuMeasuredProfileDecodeTimesAndNote) {
+  auto profile = make_profile(4, 256, {200'000}, /*decode_s=*/0.0004);
+  profile.device = "cuda:NVIDIA H100 80GB HBM3";
+  auto config = base_config(100, 2);  // decode: profile, preset h100
+  const auto out = simulate(config, profile);
+  const auto& r = out.result.requests.at(0);
+  ASSERT_TRUE(r.finished);
+  EXPECT_DOUBLE_EQ(r.decode_total_s, 4 * 0.0004);
+  EXPECT_EQ(out.result.decode_timing,
+            "profile: measured on the GPU cuda:NVIDIA H100 80GB HBM3 (kernel time, used as measured; the host's "
+            "parse not counted)");
+  config.gpu.decode_speedup = 4;  // a CPU->GPU factor on GPU times: refused
+  EXPECT_THROW(simulate(config, profile), Error);
+}
+
 TEST(ComputeModel, ABusyGpuGivesEveryStepTheShareLeftToIt) {
   const auto m = model_preset("llama-13b");
   GpuSpec g;

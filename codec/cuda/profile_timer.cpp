@@ -1,0 +1,306 @@
+// The GPU chunk timer (codec/cuda/profile_timer.h): the planning and
+// launches of codec/cuda/decode.cpp, with the stream staged on the device
+// before the timed part, so that CUDA events bracket only the kernels.
+#include "codec/cuda/profile_timer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <fmt/core.h>
+
+#include "codec/bitstream.h"
+#include "codec/cachegen.h"
+#include "codec/cachegen_paper.h"
+#include "codec/cuda/decode.h"
+#include "codec/cuda/encode.h"
+#include "codec/cuda/kernels.h"
+#include "codec/cuda/plan.h"
+#include "codec/fp16.h"
+#include "codec/kvs_internal.h"
+
+namespace kvs::codec::cuda {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(fmt::format("CUDA: {}: {}", what, cudaGetErrorString(e)));
+}
+
+template <class T>
+DeviceBuffer to_device(const std::vector<T>& v) {
+  DeviceBuffer b(sizeof(T) * v.size());
+  if (!v.empty()) check(cudaMemcpy(b.get(), v.data(), b.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+  return b;
+}
+
+DeviceBuffer to_device(std::span<const uint8_t> bytes) {
+  DeviceBuffer b(std::max<size_t>(bytes.size(), 16));
+  if (!bytes.empty()) check(cudaMemcpy(b.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+  return b;
+}
+
+OutputType output_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF16: return OutputType::kF16;
+    case DType::kBF16: return OutputType::kBF16;
+    default: return OutputType::kF32;
+  }
+}
+
+size_t type_bytes(OutputType t) { return t == OutputType::kF32 ? 4 : 2; }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// make() `repeats` times (at least once); its fastest wall-clock time in
+// *best_s; returns the last result.
+template <class F>
+auto fastest(F&& make, uint32_t repeats, double* best_s) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto result = make();
+  *best_s = seconds_since(t0);
+  for (uint32_t r = 1; r < repeats; ++r) {
+    t0 = std::chrono::steady_clock::now();
+    result = make();
+    *best_s = std::min(*best_s, seconds_since(t0));
+  }
+  return result;
+}
+
+// The CPU decoder's values as the device writes them for `type`.
+std::vector<uint8_t> expected_bytes(const KVChunk& cpu, OutputType type) {
+  std::vector<uint8_t> out(cpu.values.size() * type_bytes(type));
+  if (type == OutputType::kF32) {
+    if (!out.empty()) std::memcpy(out.data(), cpu.values.data(), out.size());
+    return out;
+  }
+  for (size_t i = 0; i < cpu.values.size(); ++i) {
+    const uint16_t h = type == OutputType::kF16 ? float_to_half_bits(cpu.values[i]) : float_to_bf16_bits(cpu.values[i]);
+    std::memcpy(out.data() + 2 * i, &h, 2);
+  }
+  return out;
+}
+
+class GpuChunkTimer final : public ChunkTimer {
+ public:
+  explicit GpuChunkTimer(std::string model_file) : model_file_(std::move(model_file)) {
+    if (!available()) throw Error("--device cuda: no usable CUDA GPU: " + device_description());
+    int dev = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+    device_ = fmt::format("cuda:{}", prop.name);
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaEventCreate(&start_), "cudaEventCreate");
+    check(cudaEventCreate(&stop_), "cudaEventCreate");
+    fault_ = DeviceBuffer(sizeof(unsigned long long));
+    encoder_ = std::make_unique<Encoder>(stream_);
+  }
+  ~GpuChunkTimer() override {
+    cudaStreamSynchronize(stream_);
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string device() const override { return device_; }
+  bool decodes(const Codec& codec) const override { return has_gpu_decoder(codec.name()); }
+  bool encodes(const Codec& codec) const override {
+    return codec.name() == "cachegen" && codec.params().rfind("scheme=code", 0) == 0;
+  }
+
+  ChunkTimes time(const Codec& codec, const KVChunk& chunk, int level, std::span<const uint8_t> stream,
+                  const KVChunk& cpu_decoded, uint32_t repeats, bool check_output) override {
+    if (!decodes(codec))
+      throw Error(fmt::format("--device cuda: codec {} has no GPU decoder (those with one: {})", codec.name(),
+                              kGpuDecoderCodecs));
+    repeats = std::max<uint32_t>(repeats, 1);
+    ChunkTimes t;
+    t.decode_s = time_decode(codec, stream, cpu_decoded, repeats, check_output, &t.decode_host_s);
+    if (encodes(codec)) t.encode_s = time_encode(codec, chunk, level, stream, repeats, check_output);
+    return t;
+  }
+
+ private:
+  // One plan's launch on the staged stream; returns the kernels' seconds (events).
+  template <class Launch>
+  double timed(const Launch& launch) {
+    check(cudaMemsetAsync(fault_.get(), 0xff, sizeof(unsigned long long), stream_), "cudaMemsetAsync");
+    check(cudaEventRecord(start_, stream_), "cudaEventRecord");
+    launch();
+    check(cudaEventRecord(stop_, stream_), "cudaEventRecord");
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start_, stop_), "cudaEventElapsedTime");
+    unsigned long long fault = 0;
+    check(cudaMemcpy(&fault, fault_.get(), sizeof(fault), cudaMemcpyDeviceToHost), "cudaMemcpy (fault)");
+    if (fault != detail::kNoFault)
+      throw Error(fmt::format("--device cuda: the GPU decoder found a fault (substream {}, code {}) in a stream the "
+                              "CPU decoded",
+                              fault >> 8, unsigned(fault & 0xff)));
+    return 1e-3 * double(ms);
+  }
+
+  double time_decode(const Codec& codec, std::span<const uint8_t> stream, const KVChunk& cpu_decoded,
+                     uint32_t repeats, bool check_output, double* host_s) {
+    const OutputType type = output_type(cpu_decoded.dtype);
+    const size_t n = cpu_decoded.values.size();
+    DeviceBuffer out(std::max<size_t>(n * type_bytes(type), 16));
+    auto* fault = static_cast<unsigned long long*>(fault_.get());
+    // Everything the kernels read is on the device before the timed runs.
+    DeviceBuffer dev_stream = to_device(stream);
+    const auto* s = static_cast<const uint8_t*>(dev_stream.get());
+    std::function<void()> launch;
+    DeviceBuffer meta, scratch, channels;
+    StreamHeader header;
+    const uint16_t id = stream.size() >= 8 ? uint16_t(stream[6] | stream[7] << 8) : 0;
+    if (id == uint16_t(CodecId::kCacheGen) && stream_model_hash(stream) != 0) {
+      const CacheGenPaperModel* model = paper_model().get();
+      const detail::CachegenPaperPlan plan =
+          fastest([&] { return detail::plan_cachegen_paper(stream, model, model_file_); }, repeats, host_s);
+      header = plan.header;
+      const PaperLevel& lv = paper_level(plan.header.level);
+      meta = to_device(plan.meta);
+      channels = DeviceBuffer(std::max<size_t>(plan.channels_bytes(), 16));
+      const detail::CachegenPaperLaunch p = plan.bind(
+          s, static_cast<const uint8_t*>(meta.get()), static_cast<const rans::CumTable*>(paper_anchors_.get()),
+          static_cast<const float*>(paper_step_a_.get()), static_cast<const rans::BasicPackedTable<64>*>(lv.deltas.get()),
+          static_cast<const float*>(lv.step_d.get()), static_cast<const int32_t*>(lv.M.get()),
+          static_cast<detail::PaperChannel*>(channels.get()), out.get(), uint8_t(type), fault);
+      launch = [p, this] { detail::launch_cachegen_paper(p, stream_); };
+    } else if (id == uint16_t(CodecId::kCacheGen)) {
+      const detail::CachegenPlan plan = fastest([&] { return detail::plan_cachegen(stream); }, repeats, host_s);
+      header = plan.header;
+      meta = to_device(plan.meta);
+      const detail::CachegenCodeLaunch p =
+          plan.bind(s, static_cast<const uint8_t*>(meta.get()), out.get(), uint8_t(type), fault);
+      const bool empty = plan.header.tokens == 0;
+      launch = [p, empty, this] {
+        if (!empty) detail::launch_cachegen_code(p, stream_);
+      };
+    } else if (id == uint16_t(CodecId::kKvs)) {
+      if (!kvs_) {
+        kvs_ = detail::make_kvs_parser();
+        kvs_gauss_ = to_device(detail::kvs_gauss(*kvs_));
+      }
+      const detail::KvsPlan plan = fastest([&] { return detail::plan_kvs(stream, *kvs_); }, repeats, host_s);
+      header = plan.header;
+      meta = to_device(plan.meta);
+      const size_t symbols_size = (plan.symbols_bytes + 255) / 256 * 256;
+      scratch = DeviceBuffer(symbols_size + plan.tmp_bytes + 16);
+      auto* sc = static_cast<uint8_t*>(scratch.get());
+      const detail::KvsLaunch p =
+          plan.bind(s, static_cast<const uint8_t*>(meta.get()), static_cast<const detail::KvsGauss*>(kvs_gauss_.get()),
+                    sc, reinterpret_cast<float*>(sc + symbols_size), out.get(), uint8_t(type), fault);
+      launch = [p, this] { detail::launch_kvs(p, stream_); };
+    } else {
+      throw Error(fmt::format("--device cuda: codec {}: codec id {} has no GPU decoder", codec.name(), id));
+    }
+    if (header.elements() != n || header.dtype != cpu_decoded.dtype)
+      throw Error(fmt::format("--device cuda: codec {}: the stream holds {} values of {}, the CPU decoded {} of {}",
+                              codec.name(), header.elements(), to_string(header.dtype), n, to_string(cpu_decoded.dtype)));
+    // Warm-up (first launches load the kernels), then the check, then the timed runs.
+    check(cudaMemsetAsync(out.get(), 0xa5, out.size(), stream_), "cudaMemsetAsync");  // every value must be written
+    timed(launch);
+    if (check_output) {
+      std::vector<uint8_t> got(n * type_bytes(type));
+      check(cudaMemcpy(got.data(), out.get(), got.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
+      if (got != expected_bytes(cpu_decoded, type)) {
+        size_t i = 0;
+        const std::vector<uint8_t> want = expected_bytes(cpu_decoded, type);
+        while (i < got.size() && got[i] == want[i]) ++i;
+        throw Error(fmt::format("--device cuda: codec {} level {}: GPU decode differs from the CPU decoder at value {} "
+                                "of {} (chunk at token {}): the GPU decoders must be bit-exact",
+                                codec.name(), unsigned(header.level), i / type_bytes(type), n, header.token_begin));
+      }
+    }
+    double best = 1e300;
+    for (uint32_t r = 0; r < repeats; ++r) best = std::min(best, timed(launch));
+    return best;
+  }
+
+  double time_encode(const Codec& codec, const KVChunk& chunk, int level, std::span<const uint8_t> cpu_stream,
+                     uint32_t repeats, bool check_output) {
+    // The chunk as it lies in the GPU's KV cache: fp16 bits, or floats for another dtype.
+    const bool f16 = chunk.dtype == DType::kF16;
+    DeviceBuffer kv;
+    if (f16) {
+      std::vector<uint16_t> half(chunk.values.size());
+      for (size_t i = 0; i < half.size(); ++i) half[i] = float_to_half_bits(chunk.values[i]);
+      kv = to_device(half);
+    } else {
+      kv = to_device(chunk.values);
+    }
+    // scheme=code: tokens per rANS stream, as the CPU encoder wrote them.
+    const uint32_t stream_tokens = parse_stream(cpu_stream, CodecId::kCacheGen).header.flags;
+    const auto once = [&] {  // wall clock: kernels, copies back, host assembly
+      return encoder_->encode_cachegen(kv.get(), f16 ? OutputType::kF16 : OutputType::kF32, chunk.shape, chunk.dtype,
+                                      chunk.token_begin, chunk.tokens, level, stream_tokens);
+    };
+    const Bytes warm = once();
+    if (check_output && !std::equal(warm.begin(), warm.end(), cpu_stream.begin(), cpu_stream.end()))
+      throw Error(fmt::format("--device cuda: codec {} level {}: the GPU-encoded stream ({} bytes) differs from the CPU "
+                              "encoder's ({} bytes) for the chunk at token {}: the GPU encoder must be byte-exact",
+                              codec.name(), level, warm.size(), cpu_stream.size(), chunk.token_begin));
+    double best = 1e300;
+    for (uint32_t r = 0; r < repeats; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      once();
+      best = std::min(best, seconds_since(t0));
+    }
+    return best;
+  }
+
+  struct PaperLevel {
+    DeviceBuffer deltas, step_d, M;
+  };
+  std::shared_ptr<const CacheGenPaperModel> paper_model() {
+    if (!paper_) {
+      if (model_file_.empty())
+        throw Error("--device cuda: a cachegen scheme=paper stream needs its codec model (--codec-model)");
+      paper_ = load_cachegen_paper_model(model_file_);
+      paper_host_ = detail::paper_tables(*paper_);
+      paper_anchors_ = to_device(paper_host_.anchors);
+      paper_step_a_ = to_device(paper_host_.step_a);
+      paper_levels_.resize(kCacheGenLevels);
+    }
+    return paper_;
+  }
+  const PaperLevel& paper_level(size_t level) {
+    PaperLevel& lv = paper_levels_.at(level);
+    if (!lv.deltas.get()) {
+      detail::build_paper_level(*paper_, int(level), &paper_host_);
+      lv.deltas = to_device(paper_host_.deltas[level]);
+      lv.step_d = to_device(paper_host_.step_d[level]);
+      lv.M = to_device(paper_host_.M[level]);
+      paper_host_.deltas[level].clear();
+      paper_host_.deltas[level].shrink_to_fit();
+    }
+    return lv;
+  }
+
+  std::string model_file_, device_;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+  DeviceBuffer fault_;
+  std::unique_ptr<Encoder> encoder_;
+  std::shared_ptr<const kvs_detail::KvsCodec> kvs_;
+  DeviceBuffer kvs_gauss_;
+  std::shared_ptr<const CacheGenPaperModel> paper_;
+  detail::PaperTables paper_host_;
+  DeviceBuffer paper_anchors_, paper_step_a_;
+  std::vector<PaperLevel> paper_levels_;
+};
+
+}  // namespace
+
+std::unique_ptr<ChunkTimer> make_gpu_chunk_timer(const std::string& model_file) {
+  return std::make_unique<GpuChunkTimer>(model_file);
+}
+
+}  // namespace kvs::codec::cuda

@@ -105,7 +105,8 @@ BENCHMARK(BM_Simulate4kContext1Gbps)
 // network model (0 = ns3, 1 = fluid, 2 = pensieve), on a constant link and on
 // a shipped trace (1: pensieve-hsdpa/norway_bus_1 scaled to a mean of about
 // 1 Gbit/s); the ratio of the CPU times is the models' speed-up. Third
-// argument 1: ns-3 with `fold_access_links` (the minimal topology).
+// argument 1: ns-3 on the dumbbell (`fold_access_links: false`; the default
+// emulates the access links, sim/access_links.h).
 void BM_SimulateNetwork(benchmark::State& state) {
   static const char* const kModels[] = {"ns3", "fluid", "pensieve"};
   const auto profile = bench_profile(16, 256, 0);
@@ -116,12 +117,12 @@ void BM_SimulateNetwork(benchmark::State& state) {
   config.network = kModels[state.range(0)];
   config.link.rate_mbps = 1000;
   config.link.rtt_ms = 20;
-  config.link.fold_access_links = state.range(2) == 1;
-  std::string label = config.network + (config.link.fold_access_links ? " folded" : "") + " 1 Gbit/s";
+  config.link.fold_access_links = state.range(2) == 0;
+  std::string label = config.network + (config.link.fold_access_links ? "" : " dumbbell") + " 1 Gbit/s";
   if (state.range(1) == 1) {
     config.link.trace = kvs::traces::scale(
         kvs::traces::load_trace(std::string(KVSTREAM_SOURCE_DIR) + "/traces/data/pensieve-hsdpa/norway_bus_1"), 343.5);
-    label = config.network + " norway_bus_1 x 343.5";
+    label = config.network + (config.link.fold_access_links ? "" : " dumbbell") + " norway_bus_1 x 343.5";
   }
   run(state, config, profile, label);
 }
@@ -131,6 +132,7 @@ BENCHMARK(BM_SimulateNetwork)
     ->Args({1, 0, 0})
     ->Args({2, 0, 0})
     ->Args({0, 1, 0})
+    ->Args({0, 1, 1})
     ->Args({1, 1, 0})
     ->Unit(benchmark::kMillisecond);
 

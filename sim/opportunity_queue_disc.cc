@@ -120,6 +120,7 @@ void DeliveryOpportunityQueueDisc::schedule_next() {
   const auto slot = schedule_->first_at_or_after(now.GetNanoSeconds(), next_slot_);
   if (!slot) return;  // the trace has ended: the link stays closed
   next_slot_ = *slot;
+  ns3::Simulator::Cancel(event_);  // a packet a parent hands over during an opportunity schedules too
   event_ = ns3::Simulator::Schedule(ns3::NanoSeconds(schedule_->time_ns(*slot)) - now,
                                     &DeliveryOpportunityQueueDisc::on_opportunity, this);
 }
@@ -128,7 +129,11 @@ void DeliveryOpportunityQueueDisc::on_opportunity() {
   budget_bytes_ = uint64_t(schedule_->count(next_slot_)) * opportunity_bytes_;
   budget_time_ = ns3::Simulator::Now();
   ++next_slot_;
-  Run();  // hands every packet this opportunity completes to the device
+  if (wake_) {
+    wake_();  // hands every packet this opportunity completes to the device
+  } else {
+    Run();
+  }
   if (backlogged()) {
     schedule_next();
   } else {

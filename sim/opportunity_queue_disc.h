@@ -35,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -82,6 +83,11 @@ class DeliveryOpportunityQueueDisc : public ns3::QueueDisc {
   void SetSchedule(const traces::DeliveryOpportunities& opportunities, bool loops);
   uint32_t opportunity_bytes() const { return opportunity_bytes_; }
   const OpportunitySchedule& schedule() const { return *schedule_; }
+  // What an opportunity runs to hand packets to the device: this queue disc's
+  // Run() when it is the root, the root's when it is a child (sim/access_links.h).
+  void SetWake(std::function<void()> wake) { wake_ = std::move(wake); }
+  // An opportunity is scheduled: it will run the wake.
+  bool busy() const { return event_.IsRunning(); }
 
  private:
   bool DoEnqueue(ns3::Ptr<ns3::QueueDiscItem> item) override;
@@ -98,6 +104,7 @@ class DeliveryOpportunityQueueDisc : public ns3::QueueDisc {
   uint32_t opportunity_bytes_ = 0;
   uint64_t next_slot_ = 0;     // first slot not used yet (the pending event's, when there is one)
   ns3::EventId event_;
+  std::function<void()> wake_;
   uint64_t budget_bytes_ = 0;  // bytes left at the current opportunity...
   ns3::Time budget_time_;      // ...valid at this instant only
   ns3::Ptr<ns3::QueueDiscItem> transit_;  // taken off the child queue, partly sent

@@ -111,7 +111,12 @@ void TraceRateQueueDisc::start_next() {
 
 void TraceRateQueueDisc::on_finish() {
   ready_ = true;
-  Run();  // hands transit_ to the device, and starts the next packet
+  // Hands transit_ to the device, and starts the next packet.
+  if (wake_) {
+    wake_();
+  } else {
+    Run();
+  }
 }
 
 ns3::Ptr<ns3::QueueDiscItem> TraceRateQueueDisc::DoDequeue() {

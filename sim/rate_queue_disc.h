@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -54,6 +55,11 @@ class TraceRateQueueDisc : public ns3::QueueDisc {
   // Call once, before the queue disc is initialized; the child queue disc is
   // added with AddQueueDiscClass.
   void SetTrace(const traces::Trace& trace);
+  // What a finished packet runs to reach the device: this queue disc's Run()
+  // when it is the root, the root's when it is a child (sim/access_links.h).
+  void SetWake(std::function<void()> wake) { wake_ = std::move(wake); }
+  // A packet is in service: its departure will run the wake.
+  bool busy() const { return transit_ && event_.IsRunning(); }
 
  private:
   bool DoEnqueue(ns3::Ptr<ns3::QueueDiscItem> item) override;
@@ -69,6 +75,7 @@ class TraceRateQueueDisc : public ns3::QueueDisc {
   ns3::Ptr<ns3::QueueDiscItem> transit_;  // in service
   bool ready_ = false;                     // transit_ has been carried
   ns3::EventId event_;
+  std::function<void()> wake_;
 };
 
 }  // namespace kvs::sim

@@ -47,12 +47,11 @@ struct LinkSpec {
   // ACK timer 200 ms) instead of Linux's (RTO >= SRTT + min_rto, 40 ms);
   // docs/simulator.md, "Loss".
   bool ns3_stock = false;
-  // Without cross traffic, leave the access links out (sim/topology.h,
-  // Topology::minimal): half the events, the same TTFT within 0.01 % where
-  // TCP loses nothing; but a window then enters the bottleneck queue at once
-  // instead of at the access rate, so slow start's overflow drops other
-  // packets (docs/simulator.md, "Events").
-  bool fold_access_links = false;
+  // Without cross traffic, emulate the access links instead of simulating
+  // them (sim/access_links.h, Topology::minimal): the dumbbell's packets with
+  // half the events. false: the dumbbell (docs/simulator.md, "Events per
+  // segment").
+  bool fold_access_links = true;
 };
 
 // The GPU that decodes fetched chunks and recomputes the others.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iterator>
 #include <optional>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -14,6 +15,7 @@
 #include "ns3/traffic-control-module.h"
 
 #include "base/error.h"
+#include "sim/access_links.h"
 #include "sim/ns3_fixes.h"
 #include "sim/ns3_version.h"
 #include "sim/opportunity_queue_disc.h"
@@ -52,6 +54,9 @@ std::string rate_text(double bps) { return fmt::format("{}bps", uint64_t(std::ll
 // decides when a packet leaves, the device only adds 12 ns of serialization
 // per 1500-byte packet.
 constexpr double kGateDeviceRateBps = 1e12;
+
+// Packets an access link's device queue holds (a window never fills it).
+constexpr uint32_t kAccessQueuePackets = 10000;
 
 // Attribute value types whose text is a setting (pointers, callbacks and
 // object lists are not). ns-3 names some with "ns3::", some without.
@@ -198,13 +203,16 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
 
   Topology t;
   t.mahimahi = mahimahi;
-  // With `fold_access_links`, no cross traffic and access links faster than
-  // the bottleneck, the minimal topology puts the server and the GPU node on
-  // the bottleneck's two ends and adds the access delay to its own: a packet
-  // costs two link events instead of six (docs/simulator.md, "Events"). An
-  // access link as slow as the bottleneck could hold a queue of its own: then
-  // the dumbbell stays.
-  t.minimal = link.fold_access_links && cross_pairs == 0 && link.access_rate_mbps * 1e6 > peak_bps;
+  // Without cross traffic, the minimal topology puts the server and the GPU
+  // node on the bottleneck's two ends and emulates the access links
+  // (sim/access_links.h): two events per packet instead of six, the same
+  // packets (docs/simulator.md, "Events per segment"). The dumbbell stays
+  // with cross traffic, an access link not faster than the bottleneck (it
+  // could hold a queue of its own), `fold_access_links: false`, ns3_stock (as
+  // built by ns-3's helpers).
+  const double access_bps = link.access_rate_mbps * 1e6;
+  const bool droptail_device = !link.trace && link.queue == "droptail";
+  t.minimal = link.fold_access_links && !link.ns3_stock && cross_pairs == 0 && access_bps > peak_bps;
   NodeContainer nodes;
   nodes.Create(t.minimal ? 2 : 4 + 2 * cross_pairs);
   t.server = nodes.Get(0);
@@ -216,11 +224,12 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
 
   // Two access links on every path, each crossed once each way.
   const double access_delay_s = link.access_rtt_ms / 4 / 1000;
+  const Time access_delay = Seconds(access_delay_s);
   PointToPointHelper access;
-  access.SetDeviceAttribute("DataRate", StringValue(rate_text(link.access_rate_mbps * 1e6)));
+  access.SetDeviceAttribute("DataRate", StringValue(rate_text(access_bps)));
   access.SetDeviceAttribute("Mtu", UintegerValue(link.mtu_bytes));
-  access.SetChannelAttribute("Delay", TimeValue(Seconds(access_delay_s)));
-  access.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, 10000)));
+  access.SetChannelAttribute("Delay", TimeValue(access_delay));
+  access.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, kAccessQueuePackets)));
 
   // The device queue: the whole queue for a constant rate with drop-tail;
   // otherwise one packet behind a queue disc (so that the queue, and CoDel's
@@ -241,32 +250,73 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   } else if (link.queue != "droptail") {
     device_queue = 1;
   }
-  PointToPointHelper neck;
-  neck.SetDeviceAttribute("DataRate", StringValue(rate_text(device_bps)));
-  neck.SetDeviceAttribute("Mtu", UintegerValue(link.mtu_bytes));
-  neck.SetChannelAttribute("Delay", TimeValue(Seconds(link.rtt_ms / 2000 + (t.minimal ? 2 * access_delay_s : 0.0))));
-  neck.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, device_queue)));
+  // The emulated access link decides the drop-tail queue's drops itself and
+  // hands the device what it will be busy for (sim/access_links.h): the
+  // device's queue never fills.
+  const uint32_t forward_device_queue = t.minimal && droptail_device ? (1u << 30) : device_queue;
+  // The reverse direction (ACKs, requests) of a trace-driven bottleneck runs
+  // at the access rate: a trace describes one direction, and its first
+  // segment (possibly an outage) says nothing about the other.
+  const double reverse_bps = link.trace ? access_bps : device_bps;
+  const Time neck_delay = Seconds(link.rtt_ms / 2000);
 
   Ipv4AddressHelper addr;
   TrafficControlHelper tc;
   int subnet = 0;
-  auto link_pair = [&](PointToPointHelper& helper, Ptr<Node> a, Ptr<Node> b) {
-    NetDeviceContainer devs = helper.Install(a, b);
+  auto assign = [&](const NetDeviceContainer& devs) {
     addr.SetBase(Ipv4Address((10u << 24) | (uint32_t(subnet++) << 8)), "255.255.255.0");
     Ipv4InterfaceContainer ifs = addr.Assign(devs);
     tc.Uninstall(devs);
-    return std::make_pair(devs, ifs);
+    return ifs;
   };
-  if (!t.minimal) t.server_address = link_pair(access, t.server, t.left_router).second.GetAddress(0);
-  auto [neck_devs, neck_ifs] = link_pair(neck, t.left_router, t.right_router);
-  if (t.minimal) t.server_address = neck_ifs.GetAddress(0);
+  auto link_pair = [&](PointToPointHelper& helper, Ptr<Node> a, Ptr<Node> b) {
+    NetDeviceContainer devs = helper.Install(a, b);
+    return std::make_pair(devs, assign(devs));
+  };
+  NetDeviceContainer neck_devs;
+  Ipv4InterfaceContainer neck_ifs;
+  if (t.minimal) {
+    // As PointToPointHelper::Install does, with the emulating channel.
+    // Flow control (ns-3 schedules an event per dequeued packet to wake the
+    // queue disc) only where a queue disc pulls: the bottleneck's sending end.
+    // Without it a full device queue drops, as a stopped one does without a
+    // queue disc.
+    auto device = [&](Ptr<Node> node, double bps, uint32_t queue_packets, bool flow_control) {
+      auto dev = CreateObject<PointToPointNetDevice>();
+      dev->SetAttribute("DataRate", StringValue(rate_text(bps)));
+      dev->SetAttribute("Mtu", UintegerValue(link.mtu_bytes));
+      dev->SetAddress(Mac48Address::Allocate());
+      node->AddDevice(dev);
+      Ptr<Queue<Packet>> q = CreateObjectWithAttributes<DropTailQueue<Packet>>(
+          "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, queue_packets)));
+      dev->SetQueue(q);
+      auto ndqi = CreateObject<NetDeviceQueueInterface>();  // the traffic control layer needs one
+      if (flow_control) ndqi->GetTxQueue(0)->ConnectQueueTraces(q);
+      dev->AggregateObject(ndqi);
+      return dev;
+    };
+    auto forward = device(t.left_router, device_bps, forward_device_queue, !droptail_device);
+    auto reverse = device(t.right_router, reverse_bps, device_queue, false);
+    auto channel = CreateObjectWithAttributes<FoldedAccessChannel>("Delay", TimeValue(neck_delay));
+    channel->SetAccessLinks(DataRate(rate_text(access_bps)), access_delay);
+    forward->Attach(channel);  // device 0: the sending end
+    reverse->Attach(channel);
+    neck_devs.Add(forward);
+    neck_devs.Add(reverse);
+    neck_ifs = assign(neck_devs);
+    t.server_address = neck_ifs.GetAddress(0);
+  } else {
+    t.server_address = link_pair(access, t.server, t.left_router).second.GetAddress(0);
+    PointToPointHelper neck;
+    neck.SetDeviceAttribute("DataRate", StringValue(rate_text(device_bps)));
+    neck.SetDeviceAttribute("Mtu", UintegerValue(link.mtu_bytes));
+    neck.SetChannelAttribute("Delay", TimeValue(neck_delay));
+    neck.SetQueue("ns3::DropTailQueue", "MaxSize", QueueSizeValue(QueueSize(QueueSizeUnit::PACKETS, device_queue)));
+    std::tie(neck_devs, neck_ifs) = link_pair(neck, t.left_router, t.right_router);
+    neck_devs.Get(1)->SetAttribute("DataRate", StringValue(rate_text(reverse_bps)));
+    link_pair(access, t.right_router, t.client);
+  }
   t.bottleneck = DynamicCast<PointToPointNetDevice>(neck_devs.Get(0));
-  // The reverse direction (ACKs, requests) of a trace-driven bottleneck runs
-  // at the access rate: a trace describes one direction, and its first
-  // segment (possibly an outage) says nothing about the other.
-  const double reverse_bps = link.trace ? link.access_rate_mbps * 1e6 : device_bps;
-  neck_devs.Get(1)->SetAttribute("DataRate", StringValue(rate_text(reverse_bps)));
-  if (!t.minimal) link_pair(access, t.right_router, t.client);
   for (uint32_t i = 0; i < cross_pairs; ++i) {
     Ptr<Node> snd = nodes.Get(4 + 2 * i), rcv = nodes.Get(5 + 2 * i);
     link_pair(access, snd, t.left_router);
@@ -276,7 +326,13 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
     t.cross_receiver_addresses.push_back(ifs.GetAddress(1));
   }
 
-  if (link.trace || link.queue != "droptail") {
+  if (t.minimal && droptail_device) {
+    auto hop = CreateObject<AccessHopQueueDisc>();
+    hop->SetAccessLink(DataRate(rate_text(access_bps)), access_delay, kAccessQueuePackets);
+    hop->SetDropTailDevice(DataRate(rate_text(device_bps)), queue);
+    t.queue_disc = hop;
+    t.left_router->GetObject<TrafficControlLayer>()->SetRootQueueDiscOnDevice(t.bottleneck, t.queue_disc);
+  } else if (link.trace || link.queue != "droptail") {
     t.queue = make_queue_disc(link.queue, queue, link.mtu_bytes);
     Ptr<QueueDisc> gate;
     if (mahimahi) {
@@ -288,13 +344,33 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
       g->SetTrace(*link.trace);
       gate = g;
     }
-    if (gate) {
+    auto parent_of = [](Ptr<QueueDisc> parent, Ptr<QueueDisc> child) {
       auto cls = CreateObject<QueueDiscClass>();
-      cls->SetQueueDisc(t.queue);
-      gate->AddQueueDiscClass(cls);
-      t.queue_disc = gate;
+      cls->SetQueueDisc(child);
+      parent->AddQueueDiscClass(cls);
+    };
+    Ptr<QueueDisc> bottleneck_disc = t.queue;
+    if (gate) {
+      parent_of(gate, t.queue);
+      bottleneck_disc = gate;
+    }
+    if (t.minimal) {
+      auto hop = CreateObject<AccessHopQueueDisc>();
+      hop->SetAccessLink(DataRate(rate_text(access_bps)), access_delay, kAccessQueuePackets);
+      parent_of(hop, bottleneck_disc);
+      // The gates hand packets to the device by running the root.
+      AccessHopQueueDisc* root = PeekPointer(hop);
+      if (auto g = DynamicCast<TraceRateQueueDisc>(gate)) {
+        g->SetWake([root] { root->Run(); });
+        hop->SetChildWillAsk([g = PeekPointer(g)] { return g->busy(); });
+      }
+      if (auto g = DynamicCast<DeliveryOpportunityQueueDisc>(gate)) {
+        g->SetWake([root] { root->Run(); });
+        hop->SetChildWillAsk([g = PeekPointer(g)] { return g->busy(); });
+      }
+      t.queue_disc = hop;
     } else {
-      t.queue_disc = t.queue;
+      t.queue_disc = bottleneck_disc;
     }
     t.left_router->GetObject<TrafficControlLayer>()->SetRootQueueDiscOnDevice(t.bottleneck, t.queue_disc);
   }
@@ -309,8 +385,11 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   Ipv4GlobalRoutingHelper::PopulateRoutingTables();
   // Fixed random streams: ns-3 numbers streams from a process-wide counter, so
   // without this a second run in the same process would draw other numbers.
-  int64_t stream = internet.AssignStreams(nodes, 0);
+  // The loss model's stream comes first, so that the dumbbell and the
+  // minimal topology (fewer nodes, fewer stack streams) lose the same packets.
+  int64_t stream = 0;
   if (em) stream += em->AssignStreams(stream);
+  stream += internet.AssignStreams(nodes, stream);
   t.next_stream = stream;
 
   const std::string bottleneck =
@@ -327,7 +406,7 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
       "{}: bottleneck {}, one-way delay {} ms (RTT {} ms), {} queue {} packets, loss {}, MTU {} B; access links "
       "{} Mbit/s, RTT {} ms, no queue discs; TCP {} ({}; SACK, MSS {} B, initial cwnd {}, delayed ACK {} (timer {} ms), "
       "min RTO {} ms{}), socket buffers {} B; {} cross-traffic pairs",
-      t.minimal ? "server and GPU node on the bottleneck's ends (access links' delay added to it)" : "dumbbell",
+      t.minimal ? "server and GPU node on the bottleneck's ends (access links emulated)" : "dumbbell",
       bottleneck, link.rtt_ms / 2, link.rtt_ms, queue_text, queue, link.loss_rate, link.mtu_bytes,
       link.access_rate_mbps, link.access_rtt_ms, link.tcp, tcp_type(link.tcp, link.ns3_stock), segment,
       link.initial_cwnd_segments, link.delayed_ack_count, delack.GetMilliSeconds(), link.min_rto_ms,
@@ -352,13 +431,13 @@ Topology build_topology(const LinkSpec& link, uint32_t cross_pairs) {
   st.emplace_back("link.access_rtt_ms", format_number(link.access_rtt_ms));
   st.emplace_back("link.access_one_way_delay_ms", format_number(access_delay_s * 1000));
   st.emplace_back("link.access_rate_mbps", format_number(link.access_rate_mbps));
-  st.emplace_back("link.access_queue_packets", "10000");
+  st.emplace_back("link.access_queue_packets", std::to_string(kAccessQueuePackets));
   st.emplace_back("link.mtu_bytes", std::to_string(link.mtu_bytes));
   st.emplace_back("link.loss_rate", format_number(link.loss_rate));
   st.emplace_back("link.cross_traffic_pairs", std::to_string(cross_pairs));
   st.emplace_back("queue.discipline", link.queue);
   st.emplace_back("queue.packets", std::to_string(queue));
-  st.emplace_back("queue.device_queue_packets", std::to_string(device_queue));
+  st.emplace_back("queue.device_queue_packets", std::to_string(forward_device_queue));
   if (t.queue) add_attributes(st, "queue.", t.queue);
   if (auto fq = DynamicCast<FqCoDelQueueDisc>(t.queue)) st.emplace_back("queue.fqcodel_quantum_bytes", std::to_string(fq->GetQuantum()));
   st.emplace_back("tcp.variant", link.tcp);

@@ -210,7 +210,8 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   // line and key when the value came from there.
   scenarios::check_against_profile(sc, profile);
   const bool preset_used = !(c.gpu.peak_flops > 0 && c.gpu.memory_bytes_per_s > 0 &&
-                             (c.gpu.decode == "profile" || c.gpu.decode_bytes_per_s > 0));
+                             (c.gpu.decode == "profile" || c.gpu.decode_bytes_per_s > 0 ||
+                              (c.gpu.decode == "auto" && codec::measured_on_gpu(profile.device))));
   try {
     if (preset_used) sim::gpu_preset_peak_flops(c.gpu.preset);
   } catch (const Error& e) {
@@ -287,9 +288,10 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--gpu-busy-fraction", o->busy_fraction,
                   "Share of the GPU taken by other work, [0, 1) (default 0: a dedicated GPU)");
   cmd->add_option("--decode", o->decode,
-                  "GPU decode times: assumed (an assumed throughput per codec and GPU, sim/gpu_model.h; default) or "
-                  "profile (the profile's measured seconds / --decode-speedup)")
-      ->check(CLI::IsMember({"assumed", "profile"}));
+                  "GPU decode times: auto (profile for a GPU-measured profile, else assumed; default), assumed (an "
+                  "assumed throughput per codec and GPU, sim/gpu_model.h) or profile (the profile's measured seconds: "
+                  "as measured on a GPU, / --decode-speedup on a CPU)")
+      ->check(CLI::IsMember({"auto", "assumed", "profile"}));
   cmd->add_option("--decode-gbps", o->decode_gbps,
                   "With --decode assumed: GPU decode throughput in GB/s of fp16 output (default: the preset's)");
   cmd->add_option("--decode-speedup", o->decode_speedup,

@@ -359,7 +359,7 @@ Scenario parse_scenario_node(const YAML::Node& root, const std::string& source, 
     gf.number("memory_bytes_per_s", g.memory_bytes_per_s, kNonNegative, sim::limits::kMaxBytesPerS);
     gf.number("efficiency", g.efficiency, kFraction);
     gf.number("busy_fraction", g.busy_fraction, kProbability);
-    gf.one_of("decode", g.decode, {"assumed", "profile"});
+    gf.one_of("decode", g.decode, {"auto", "assumed", "profile"});
     gf.number("decode_bytes_per_s", g.decode_bytes_per_s, kNonNegative, sim::limits::kMaxBytesPerS);  // 0: the preset's
     gf.number("decode_speedup", g.decode_speedup, kPositive, sim::limits::kMaxDecodeSpeedup);
     gf.number("first_token_s", g.first_token_s, kAnyNumber, sim::limits::kMaxFirstTokenS, " (an hour)");

@@ -103,13 +103,14 @@ ComputeModel::ComputeModel(const codec::ModelInfo& model, const GpuSpec& spec, s
     throw Error(fmt::format("gpu efficiency: expected a number in (0, 1], got {}", spec.efficiency));
   if (!(spec.busy_fraction >= 0 && spec.busy_fraction < 1))
     throw Error(fmt::format("gpu busy_fraction: expected a number in [0, 1), got {}", spec.busy_fraction));
-  if (spec.decode != "assumed" && spec.decode != "profile")
-    throw Error(fmt::format("gpu decode: expected 'assumed' or 'profile', got '{}'", spec.decode));
+  if (spec.decode != "auto" && spec.decode != "assumed" && spec.decode != "profile")
+    throw Error(fmt::format("gpu decode: expected 'auto', 'assumed' or 'profile', got '{}'", spec.decode));
+  if (spec_.decode == "auto") spec_.decode = codec::measured_on_gpu(profile_device_) ? "profile" : "assumed";
   if (!(spec.decode_bytes_per_s >= 0))
     throw Error(fmt::format("gpu decode_bytes_per_s: expected a number >= 0, got {}", spec.decode_bytes_per_s));
   if (!(spec.decode_speedup > 0))
     throw Error(fmt::format("gpu decode_speedup: expected a positive number, got {}", spec.decode_speedup));
-  if (spec.decode == "profile" && codec::measured_on_gpu(profile_device_) && spec.decode_speedup != 1)
+  if (spec_.decode == "profile" && codec::measured_on_gpu(profile_device_) && spec.decode_speedup != 1)
     throw Error(fmt::format("gpu decode_speedup: {} given, but the profile's decode times were measured on a GPU ({}); "
                             "decode_speedup scales CPU-measured times only: leave it at 1",
                             spec.decode_speedup, profile_device_));

@@ -66,11 +66,13 @@ struct GpuSpec {
   double busy_fraction = 0;
   // How long decoding a fetched chunk takes on this GPU:
   // "assumed": the chunk's fp16 output bytes / a documented throughput per
-  //   codec family and GPU preset (gpu_model.h), until the CUDA codec measures
-  //   real GPU times; every output says "assumed, not measured";
-  // "profile": the profile's measured seconds (on Profile::device, usually one
-  //   CPU thread) / decode_speedup.
-  std::string decode = "assumed";
+  //   codec family and GPU preset (gpu_model.h); every output says "assumed,
+  //   not measured";
+  // "profile": the profile's measured seconds: as measured when measured on a
+  //   GPU (`kvstream profile --device cuda`), else (one CPU thread) /
+  //   decode_speedup;
+  // "auto": "profile" for a GPU-measured profile, "assumed" otherwise.
+  std::string decode = "auto";
   double decode_bytes_per_s = 0;  // "assumed": fp16 output bytes/s; 0: the preset's figure for the codec
   double decode_speedup = 1.0;    // "profile": measured seconds are divided by this
   double first_token_s = -1;    // < 0: from the compute model (one token at full context)

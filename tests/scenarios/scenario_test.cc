@@ -166,7 +166,7 @@ TEST(Scenario, OutOfRangeValuesNameFileLineAndKey) {
        "interval_s, time_column, value_column)"},
       {"link:\n  trace: t.csv\n  trace_csv: {interval_s: -1}\n",
        "s.yaml:5: link.trace_csv.interval_s: expected a number >= 0, got -1"},
-      {"gpu:\n  decode: fast\n", "s.yaml:4: gpu.decode: expected one of assumed, profile, got 'fast'"},
+      {"gpu:\n  decode: fast\n", "s.yaml:4: gpu.decode: expected one of auto, assumed, profile, got 'fast'"},
       {"gpu:\n  decode_bytes_per_s: -1\n", "s.yaml:4: gpu.decode_bytes_per_s: expected a number >= 0, got -1"},
       {"link:\n  trace_scale: 2\n", "s.yaml:4: link.trace_scale: scales a trace: give trace or trace_gen too"},
       {"link:\n  trace_gen: const:rate=1mbps,duration=1s\n  trace_scale: 0\n",

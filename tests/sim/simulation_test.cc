@@ -557,6 +557,14 @@ TEST(ComputeModel, GpuMeasuredDecodeTimesAreUsedAsMeasured) {
   EXPECT_NE(assumed.decode_timing_note("cachegen", card).find("are unused (gpu.decode: profile uses them)"),
             std::string::npos);
   EXPECT_EQ(assumed.decode_timing_note("cachegen", "cpu").find("unused"), std::string::npos);
+  // "auto", the default: a GPU profile's times as measured, a CPU profile's not at all (assumed).
+  g = GpuSpec{};
+  ASSERT_EQ(g.decode, "auto");
+  EXPECT_DOUBLE_EQ(ComputeModel(m, g, card).decode_s("cachegen", 0.002, 1.0, 1e9), 0.002);
+  EXPECT_EQ(ComputeModel(m, g, card).decode_timing_note("cachegen", card).rfind("profile: measured on the GPU", 0), 0u);
+  const ComputeModel cpu_auto(m, g, "cpu: test, 1 thread");
+  EXPECT_NEAR(cpu_auto.decode_s("cachegen", 0.8, 1.0, 589e6), 589e6 / (250e9 * 3.35 / 2.039), 1e-12);
+  EXPECT_EQ(cpu_auto.decode_timing_note("cachegen", "cpu: test, 1 thread").rfind("assumed, not measured", 0), 0u);
 }
 
 // The whole run with a GPU-measured profile: each chunk's decode is the

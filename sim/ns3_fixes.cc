@@ -8,6 +8,7 @@
 #include <deque>
 #include <iterator>
 #include <list>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -313,6 +314,52 @@ bool next_seg_rule2(const TcpTxBuffer* b, SequenceNumber32* seq, SequenceNumber3
   return true;
 }
 
+// Upstream #805 (RFC 6675 NextSeg (1.b), which rule 3 also requires): once
+// a SACK has been seen, a segment is a rule-1 or rule-3 candidate only if it
+// starts below the highest SACKed segment. ns-3.37 sets m_highestSack to a
+// sent segment wherever upstream sets m_sackSeen and back to (end, 0)
+// wherever upstream clears it, so "seen" is m_highestSack.first != end.
+// Returns the sequence number candidates must start below (nullopt: no limit).
+std::optional<SequenceNumber32> sack_rule_limit(const TcpTxBuffer* b) {
+  if (!g_fixes.next_seg_sack_rule) return std::nullopt;
+  const HighestSackType& highest = field(b, HighestSack{});
+  if (highest.first == sent_list(b).end()) return std::nullopt;
+  return highest.second;
+}
+
+// ns-3.37's NextSeg walk (rules 1, 2 and 3 in its order, with its rule-3
+// quirk: a first candidate at sequence number 0 is replaced by the next) with
+// upstream #805's condition: the project's own walk, the reference the fast
+// path and the index are compared with when #805 is on (ns-3.37's own walk
+// cannot be given the condition).
+bool next_seg_walk(const TcpTxBuffer* b, SequenceNumber32* seq, SequenceNumber32* seq_high, bool in_recovery) {
+  const std::optional<SequenceNumber32> limit = sack_rule_limit(b);
+  const uint32_t segment = field(b, SegmentSize{});
+  SequenceNumber32 begin = first_byte(b);
+  SequenceNumber32 rule3_seq;  // 0: none yet (ns-3.37's test)
+  bool rule3_found = false;
+  for (TcpTxItem* t : sent_list(b)) {
+    if (!retrans_of(t) && !sacked_of(t) && (!limit || start_of(t) < *limit)) {
+      if (lost_of(t)) {  // rule 1
+        *seq = begin;
+        *seq_high = begin + segment;
+        return true;
+      }
+      if (in_recovery && rule3_seq.GetValue() == 0) {
+        rule3_found = true;
+        rule3_seq = begin;
+      }
+    }
+    begin += size_of(t);
+  }
+  bool has_new_data = false;
+  if (next_seg_rule2(b, seq, seq_high, &has_new_data)) return true;
+  if (has_new_data || !rule3_found) return false;
+  *seq = rule3_seq;  // rule 3
+  *seq_high = rule3_seq + segment;
+  return true;
+}
+
 // ns-3.37's UpdateLostCount from the index: walking down from the highest
 // SACKed segment, once dupThresh SACKed segments are counted every segment
 // below that is neither SACKed nor lost is marked lost, and the head too.
@@ -381,7 +428,11 @@ bool TcpTxBuffer::NextSeg(SequenceNumber32* out_seq, SequenceNumber32* out_high,
         const TcpTxBuffer* b;
         ~VerifyAtEnd() { verify(b); }  // the bounds the searches moved
       } verify_at_end{this};
-      const size_t n = ix.entries.size();
+      // Upstream #805: candidates for rules 1 and 3 end at the highest SACKed
+      // segment once a SACK was seen (the bounds stay valid: nothing below
+      // where a search stopped is a candidate).
+      const std::optional<SequenceNumber32> limit = sack_rule_limit(this);
+      const size_t n = limit ? ix.lower_bound(*limit) : ix.entries.size();
       size_t i = std::max(ix.rule1_from, ix.rule3_from);
       while (i < n && !(lost_of(ix.item(i)) && !retrans_of(ix.item(i)) && !sacked_of(ix.item(i)))) ++i;
       ix.rule1_from = i;
@@ -408,6 +459,7 @@ bool TcpTxBuffer::NextSeg(SequenceNumber32* out_seq, SequenceNumber32* out_high,
       *seqHigh = *seq + m_segmentSize;
       return true;
     }
+    if (g_fixes.next_seg_sack_rule) return next_seg_walk(this, seq, seqHigh, isRecovery);
     const NextSegFn original = KVS_LIBRARY_MEMBER(NextSegFn, kNextSeg, "NextSeg");
     const bool found = original(this, seq, seqHigh, isRecovery);
     // Rule 2 is the only one that returns HighData + 1 (rules 1 and 3 return
@@ -435,7 +487,13 @@ bool TcpTxBuffer::NextSeg(SequenceNumber32* out_seq, SequenceNumber32* out_high,
     }
     state.entering_recovery = false;
   }
-  return by_rules(out_seq, out_high, in_recovery);
+  const bool found = by_rules(out_seq, out_high, in_recovery);
+  // What upstream #805 forbids: a sent segment at or above the highest SACKed
+  // one while a SACK was seen (counted with the fix on or off).
+  if (found && m_highestSack.first != m_sentList.end() && *out_seq < m_firstByteSeq.Get() + m_sentSize &&
+      *out_seq >= m_highestSack.second)
+    ++g_counters.next_seg_above_highest_sack;
+  return found;
 }
 
 TcpTxItem* TcpTxBuffer::CopyFromSequence(uint32_t numBytes, const SequenceNumber32& seq) {

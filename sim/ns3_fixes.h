@@ -62,13 +62,24 @@
 //   IsLost recognises that caller (its return address lies in
 //   TcpSocketBase::DupAck, whose address and size come from the library's
 //   dynamic symbol table) and asks about `seq - SMSS`.
+// - NextSeg's SACK rule (upstream #805, ns-3.43): RFC 6675's rule 1 takes
+//   a segment only if it lies below the highest octet SACKed (1.b), and
+//   rule 3 shares that condition; ns-3.37 checks neither. So after a timeout
+//   that keeps the SACK information (ns-3 then marks every unSACKed segment
+//   lost) it retransmits segments above the highest SACK before new data,
+//   and in recovery with nothing lost and no new data (the end of every
+//   chunk) rule 3 resends segments above it that are most likely still in
+//   flight. Once a SACK was seen (m_highestSack points at a sent segment,
+//   where upstream sets m_sackSeen), rules 1 and 3 now stop at the highest
+//   SACKed segment, as upstream. With this fix on, `walk` is the project's
+//   own copy of ns-3.37's walk with the condition (ns-3.37's cannot be given
+//   it); next_seg_above_highest_sack counts what the fix forbids.
 //
-// Not carried: NextSeg's SACK rule (#805, ns-3.43: rule 1 only below the
-// highest SACK once a SACK was seen; reachable here, not done yet), and,
-// inside TcpSocketBase and not reachable through the PLT, bytesAcked in
-// ProcessAck (#1126), PRR credits, DupAck classification, CongestionStateSet
-// calls (#1319); Cubic's fixes are carried by the project's own Cubic
-// (sim/tcp_cubic_rfc9438.h). docs/simulator.md has the list.
+// Not carried: inside TcpSocketBase and not reachable through the PLT,
+// bytesAcked in ProcessAck (#1126), PRR credits, DupAck classification,
+// CongestionStateSet calls (#1319); Cubic's fixes are carried by the
+// project's own Cubic (sim/tcp_cubic_rfc9438.h). docs/simulator.md has the
+// list.
 #pragma once
 
 #include <cstdint>
@@ -86,6 +97,7 @@ struct Ns3TcpFixes {
   bool is_lost = true;              // upstream #990 (changes results where it applies)
   bool is_lost_on_dupack = true;    // upstream #989 (changes results where it applies)
   bool recovery_retransmits_head = true;  // upstream #987 (changes results where it applies)
+  bool next_seg_sack_rule = true;   // upstream #805 (changes results where it applies)
   bool verify_scoreboard = false;   // tests: check the index against the list after every call
 
   // ns-3.37's TcpTxBuffer as shipped.
@@ -93,11 +105,13 @@ struct Ns3TcpFixes {
     Ns3TcpFixes f;
     f.zero_length_segment = f.next_seg_fast_path = f.scoreboard_index = false;
     f.is_lost = f.is_lost_on_dupack = f.recovery_retransmits_head = false;
+    f.next_seg_sack_rule = false;
     return f;
   }
-  // The corrections (#991, #990, #989, #987) with ns-3.37's walks: the
+  // The corrections (#991, #990, #989, #987, #805) with ns-3.37's walks: the
   // reference the fast forms are compared with (`kvstream_tcp_trace
-  // --next-seg walk`).
+  // --next-seg walk`). NextSeg's walk is then the project's own copy of
+  // ns-3.37's with #805's condition (ns-3.37's as shipped without #805).
   static Ns3TcpFixes walk() {
     Ns3TcpFixes f;
     f.next_seg_fast_path = f.scoreboard_index = false;
@@ -141,6 +155,9 @@ struct Ns3FixCounters {
   uint64_t is_lost_from_dupack = 0;  // IsLost calls recognised as DupAck's (#989 applied when on)
   uint64_t recovery_head_retransmits = 0;  // #987: EnterRecovery's retransmission sent from the head
   uint64_t recovery_head_differs = 0;      // ...where ns-3.37's NextSeg would have sent another segment
+  // NextSeg returned a sent segment at or above the highest SACKed one after
+  // a SACK was seen: what upstream #805 forbids (0 with it on).
+  uint64_t next_seg_above_highest_sack = 0;
   uint64_t rx_add_calls = 0;         // TcpRxBuffer::Add (the receiver)
   uint64_t index_rebuilds = 0;       // the index found out of date and rebuilt from the list
   uint64_t scoreboard_mismatches = 0;  // verify_scoreboard: index or bounds wrong (must stay 0)

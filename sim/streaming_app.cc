@@ -28,6 +28,19 @@ uint64_t get_u64(const uint8_t* p) { return uint64_t(get_u32(p)) | uint64_t(get_
 
 double now_s() { return ns3::Simulator::Now().GetSeconds(); }
 
+// The most the client takes from its socket per Recv. ns-3.37's
+// TcpRxBuffer::Extract joins the in-order segments it hands out with
+// Packet::AddAtEnd, which copies the packet built so far (into a new buffer
+// of exactly the new size) for every segment whose payload holds real bytes,
+// and segments cut across two of the server's writes do (ns-3's
+// TcpTxBuffer::MergeItems writes out the zero bytes of the second write).
+// Taking the megabytes a repaired loss releases at once cost a copy of
+// megabytes per segment: 10 million page faults and 16 s of system time for
+// one 300 MB chunk at 10 Gbit/s. 64 KiB (the largest segment) bounds each
+// copy; the same bytes arrive at the same times, and the throughput samples
+// still see one read per callback (BENCHMARKS.md, the 1 GB transfer).
+constexpr uint32_t kMaxReadBytes = 65536;
+
 }  // namespace
 
 void ErrorSlot::StopSimulator() { ns3::Simulator::Stop(); }
@@ -225,10 +238,13 @@ void TcpChunkTransport::HandleRead(ns3::Ptr<ns3::Socket> socket) {
 
 void TcpChunkTransport::Read(ns3::Ptr<ns3::Socket> socket) {
   const double now = now_s();
-  while (ns3::Ptr<ns3::Packet> packet = socket->Recv()) {
+  // All the socket holds counts as one read, as when one Recv() took it all:
+  // the throughput samples (ChunkClient::OnBytes) see the same reads.
+  const uint32_t available = socket->GetRxAvailable();
+  if (available > 0) receiver_->TransportRead(available, now);
+  while (ns3::Ptr<ns3::Packet> packet = socket->Recv(kMaxReadBytes, 0)) {
     const uint32_t size = packet->GetSize();
     if (size == 0) break;
-    receiver_->TransportRead(size, now);
     uint32_t offset = 0;
     while (offset < size) {
       if (!in_payload_) {

@@ -113,7 +113,11 @@ TEST(Fluid, MatchesNs3WithinOnePercentOnConstantLinksWhereTcpLosesNothing) {
 TEST(Fluid, IsALowerBoundOfNs3WithTheDefaultQueue) {
   const auto r = run_grid(0);
   for (size_t i = 0; i < r.size(); ++i) {
-    EXPECT_LE(r[i].second, r[i].first * 1.0001) << i;  // overflow losses only add time
+    // Overflow losses only add time, up to the fluid model's own error on
+    // loss-free paths (0.02 % on this grid: with NextSeg's SACK rule ns-3
+    // recovers the 100 Mbit/s x 2 ms case in 0.683043 s, its loss-free time
+    // 0.683034 s, fluid 0.683164 s).
+    EXPECT_LE(r[i].second, r[i].first * 1.0005) << i;
     EXPECT_LT(r[i].first - r[i].second, 0.10 * r[i].first) << i;
   }
 }

@@ -1,6 +1,7 @@
 // The project's fixes to ns-3.37's TcpTxBuffer (sim/ns3_fixes.h): ns-3 calls
 // them, NextSeg no longer offers a zero-length segment, IsLost answers for the
-// segment that holds the sequence number (upstream #990), and NextSeg's fast
+// segment that holds the sequence number (upstream #990), NextSeg's rules 1
+// and 3 stay below the highest SACK (upstream #805), and NextSeg's fast
 // path and the indexed scoreboard send exactly the packets ns-3.37's walks
 // send (C++17: ns-3 headers).
 #include <gtest/gtest.h>
@@ -290,31 +291,105 @@ TEST(Ns3Fixes, IndexedScoreboardAnswersAsTheWalk) {
     return std::make_tuple(steps, acked, b->GetLost(), b->GetSacked(), b->GetRetransmitsCount(),
                            b->BytesInFlight());
   };
-  reset_ns3_fix_counters();
-  const auto walk = run(Ns3TcpFixes::walk());
-  const Ns3FixCounters walked = ns3_fix_counters();
-  EXPECT_EQ(walked.next_seg_indexed + walked.update_indexed + walked.retransmissions_indexed, 0u);
-  reset_ns3_fix_counters();
-  const auto indexed = run(verified());
-  const Ns3FixCounters n = ns3_fix_counters();
-  const auto& steps = std::get<0>(indexed);
-  ASSERT_EQ(steps.size(), std::get<0>(walk).size());
-  for (size_t k = 0; k < steps.size(); ++k) {
-    SCOPED_TRACE(k);
-    EXPECT_EQ(steps[k].seq, std::get<0>(walk)[k].seq);
-    EXPECT_EQ(steps[k].high, std::get<0>(walk)[k].high);
-    EXPECT_EQ(steps[k].found, std::get<0>(walk)[k].found);
+  for (bool sack_rule : {true, false}) {
+    SCOPED_TRACE(sack_rule ? "with #805 (the project's walk)" : "without #805 (ns-3.37's walk)");
+    Ns3TcpFixes walk_fixes = Ns3TcpFixes::walk(), index_fixes = verified();
+    walk_fixes.next_seg_sack_rule = index_fixes.next_seg_sack_rule = sack_rule;
+    reset_ns3_fix_counters();
+    const auto walk = run(walk_fixes);
+    const Ns3FixCounters walked = ns3_fix_counters();
+    EXPECT_EQ(walked.next_seg_indexed + walked.update_indexed + walked.retransmissions_indexed, 0u);
+    reset_ns3_fix_counters();
+    const auto indexed = run(index_fixes);
+    const Ns3FixCounters n = ns3_fix_counters();
+    const auto& steps = std::get<0>(indexed);
+    ASSERT_EQ(steps.size(), std::get<0>(walk).size());
+    for (size_t k = 0; k < steps.size(); ++k) {
+      SCOPED_TRACE(k);
+      EXPECT_EQ(steps[k].seq, std::get<0>(walk)[k].seq);
+      EXPECT_EQ(steps[k].high, std::get<0>(walk)[k].high);
+      EXPECT_EQ(steps[k].found, std::get<0>(walk)[k].found);
+    }
+    EXPECT_EQ(steps[0].seq, 1u);  // rule 1: the lost head first
+    EXPECT_EQ(std::get<1>(indexed), std::get<1>(walk));
+    EXPECT_EQ(std::get<2>(indexed), std::get<2>(walk));
+    EXPECT_EQ(std::get<3>(indexed), std::get<3>(walk));
+    EXPECT_EQ(std::get<4>(indexed), std::get<4>(walk));
+    EXPECT_EQ(std::get<5>(indexed), std::get<5>(walk));
+    EXPECT_GT(n.next_seg_indexed, 0u);
+    EXPECT_GT(n.retransmissions_indexed, 0u);
+    EXPECT_EQ(n.update_indexed, 2u);
+    EXPECT_EQ(n.scoreboard_mismatches, 0u);
   }
-  EXPECT_EQ(steps[0].seq, 1u);  // rule 1: the lost head first
-  EXPECT_EQ(std::get<1>(indexed), std::get<1>(walk));
-  EXPECT_EQ(std::get<2>(indexed), std::get<2>(walk));
-  EXPECT_EQ(std::get<3>(indexed), std::get<3>(walk));
-  EXPECT_EQ(std::get<4>(indexed), std::get<4>(walk));
-  EXPECT_EQ(std::get<5>(indexed), std::get<5>(walk));
-  EXPECT_GT(n.next_seg_indexed, 0u);
-  EXPECT_GT(n.retransmissions_indexed, 0u);
-  EXPECT_EQ(n.update_indexed, 2u);
-  EXPECT_EQ(n.scoreboard_mismatches, 0u);
+}
+
+// Upstream #805 (RFC 6675 NextSeg, condition 1.b, which rule 3 shares): once
+// a SACK was seen, rules 1 and 3 return only segments below the highest
+// SACKed one. ns-3.37 also returns segments above it: after a timeout that
+// kept the SACK information (ns-3 marks every unSACKed segment lost), and in
+// recovery when nothing is marked lost and no new data is left (rule 3).
+TEST(Ns3Fixes, NextSegRetransmitsOnlyBelowTheHighestSack) {
+  uint32_t rwnd = 100'000;
+  struct Modes {
+    const char* name;
+    Ns3TcpFixes fixes;
+  };
+  for (const Modes& m : {Modes{"index", verified()}, Modes{"walk", Ns3TcpFixes::walk()}}) {
+    for (bool sack_rule : {false, true}) {
+      SCOPED_TRACE(std::string(m.name) + (sack_rule ? ", with #805" : ", ns-3.37's rules"));
+      Ns3TcpFixes fixes = m.fixes;
+      fixes.next_seg_sack_rule = sack_rule;
+      PinFixes pin(fixes);
+      reset_ns3_fix_counters();
+      // Rule 1 after a timeout: 20 segments, 10 sent, segment 3 SACKed (too
+      // few SACKs to mark anything lost), then every unSACKed one marked lost.
+      {
+        const auto b = buffer_with(20'000, 10'000, &rwnd);
+        b->SetDupAckThresh(3);
+        ns3::TcpOptionSack::SackList sacks;
+        sacks.emplace_back(ns3::SequenceNumber32(3001), ns3::SequenceNumber32(4001));
+        ASSERT_EQ(b->Update(sacks), 1000u);
+        ASSERT_EQ(b->GetLost(), 0u);
+        b->SetSentListLost(false);  // TcpSocketBase::ReTxTimeout with SACK
+        ASSERT_EQ(b->GetLost(), 9000u);
+        std::vector<uint32_t> sent;
+        for (int k = 0; k < 4; ++k) {
+          ns3::SequenceNumber32 seq, high;
+          ASSERT_TRUE(b->NextSeg(&seq, &high, false));
+          sent.push_back(seq.GetValue());
+          b->CopyFromSequence(uint32_t(high - seq), seq);
+        }
+        // The three lost segments below the SACK, then segment 4 (lost, above
+        // the highest SACK) from ns-3.37, new data with #805.
+        EXPECT_EQ(sent, (std::vector<uint32_t>{1, 1001, 2001, sack_rule ? 10'001u : 4001u}));
+      }
+      // Rule 3 in recovery: all 10 segments sent, 3 and 5 SACKed, none lost,
+      // no new data. ns-3.37 goes on past the highest SACK (segment 6, most
+      // likely still in flight); with #805 nothing is left after segment 4.
+      {
+        const auto b = buffer_with(10'000, 10'000, &rwnd);
+        b->SetDupAckThresh(3);
+        ns3::TcpOptionSack::SackList sacks;
+        sacks.emplace_back(ns3::SequenceNumber32(3001), ns3::SequenceNumber32(4001));
+        sacks.emplace_back(ns3::SequenceNumber32(5001), ns3::SequenceNumber32(6001));
+        ASSERT_EQ(b->Update(sacks), 2000u);
+        ASSERT_EQ(b->GetLost(), 0u);
+        std::vector<uint32_t> sent;
+        for (int k = 0; k < 5; ++k) {
+          ns3::SequenceNumber32 seq, high;
+          if (!b->NextSeg(&seq, &high, true)) break;
+          sent.push_back(seq.GetValue());
+          b->CopyFromSequence(uint32_t(high - seq), seq);
+        }
+        if (sack_rule)
+          EXPECT_EQ(sent, (std::vector<uint32_t>{1, 1001, 2001, 4001}));
+        else
+          EXPECT_EQ(sent, (std::vector<uint32_t>{1, 1001, 2001, 4001, 6001}));
+      }
+      EXPECT_EQ(ns3_fix_counters().next_seg_above_highest_sack, sack_rule ? 0u : 2u);
+      EXPECT_EQ(ns3_fix_counters().scoreboard_mismatches, 0u);
+    }
+  }
 }
 
 // Every data segment at the same time with the same sequence number and size
@@ -334,6 +409,7 @@ TEST(Ns3Fixes, FastPathAndIndexSendTheSamePacketsAsTheWalk) {
     uint64_t chunk_bytes;
     double rate_mbps = 50;
     uint32_t queue_packets = 0;
+    bool sack_rule = true;  // false: ns-3.37's NextSeg rules (without #805) in all three
   };
   const Case cases[] = {
       {"clean", 0, true, false, 0},
@@ -344,6 +420,7 @@ TEST(Ns3Fixes, FastPathAndIndexSendTheSamePacketsAsTheWalk) {
       {"varying, no SACK, chunked", 0.005, false, true, 400'000},
       {"overflow, 1 Gbit/s, 60-packet queue", 0, true, false, 0, 1000, 60},
       {"overflow and loss 0.2%, no SACK", 0.002, false, false, 0, 1000, 60},
+      {"loss 1%, without #805", 0.01, true, false, 0, 50, 0, false},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -359,20 +436,24 @@ TEST(Ns3Fixes, FastPathAndIndexSendTheSamePacketsAsTheWalk) {
     spec.sack = c.sack;
     TransferResult walk, fast, indexed, checked;
     Ns3FixCounters n;
+    const auto with_rule = [&](Ns3TcpFixes f) {
+      f.next_seg_sack_rule = c.sack_rule;
+      return f;
+    };
     {
-      PinFixes pin(Ns3TcpFixes::walk());
+      PinFixes pin(with_rule(Ns3TcpFixes::walk()));
       walk = run_transfer(link, spec);
     }
     {
-      PinFixes pin(Ns3TcpFixes{});  // as the simulator runs it (a checked run rebuilds a wrong index)
+      PinFixes pin(with_rule(Ns3TcpFixes{}));  // as the simulator runs it (a checked run rebuilds a wrong index)
       indexed = run_transfer(link, spec);
     }
     {
-      PinFixes pin(Ns3TcpFixes::fast_path_only());
+      PinFixes pin(with_rule(Ns3TcpFixes::fast_path_only()));
       fast = run_transfer(link, spec);
     }
     {
-      PinFixes pin(verified());
+      PinFixes pin(with_rule(verified()));
       reset_ns3_fix_counters();
       checked = run_transfer(link, spec);
       n = ns3_fix_counters();
@@ -398,6 +479,39 @@ TEST(Ns3Fixes, FastPathAndIndexSendTheSamePacketsAsTheWalk) {
       }
     }
   }
+}
+
+// Upstream #805 in whole transfers: ns-3.37's rules send segments above the
+// highest SACK (counted by next_seg_above_highest_sack), the fix never does,
+// and the runs part there; both finish.
+TEST(Ns3Fixes, SackRuleChangesLossyTransfers) {
+  LinkSpec link;
+  link.rate_mbps = 50;
+  link.rtt_ms = 30;
+  link.loss_rate = 0.01;
+  TransferSpec spec;
+  spec.total_bytes = 3'000'000;
+  spec.chunk_bytes = 500'000;  // rule 3 at the end of every chunk in recovery
+  TransferResult with, without;
+  Ns3FixCounters n_with, n_without;
+  for (bool sack_rule : {true, false}) {
+    Ns3TcpFixes f = verified();
+    f.next_seg_sack_rule = sack_rule;
+    PinFixes pin(f);
+    reset_ns3_fix_counters();
+    (sack_rule ? with : without) = run_transfer(link, spec);
+    (sack_rule ? n_with : n_without) = ns3_fix_counters();
+  }
+  EXPECT_TRUE(with.finished);
+  EXPECT_TRUE(without.finished);
+  EXPECT_GT(n_without.next_seg_above_highest_sack, 0u);
+  EXPECT_EQ(n_with.next_seg_above_highest_sack, 0u);
+  EXPECT_NE(with.tx_hash, without.tx_hash);
+  EXPECT_EQ(n_with.scoreboard_mismatches + n_without.scoreboard_mismatches, 0u);
+  std::printf("#805: %llu segments at or above the highest SACK without it; retransmissions %llu with it, "
+              "%llu without; completion %.3f s with, %.3f s without\n",
+              (unsigned long long)n_without.next_seg_above_highest_sack, (unsigned long long)with.retransmissions,
+              (unsigned long long)without.retransmissions, with.completion_s, without.completion_s);
 }
 
 }  // namespace

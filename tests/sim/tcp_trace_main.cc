@@ -5,19 +5,54 @@
 //   kvstream_tcp_trace [--tcp cubic] [--loss 0.003] [--rate-mbps 1000] [--rtt-ms 20]
 //                      [--bytes 80800000] [--chunk-bytes 0] [--stop-s 3600] [--seed 1]
 //                      [--run 1] [--queue-packets 0] [--min-rto-ms 200] [--ns3-stock 0|1] [--delack-ms 40]
-//                      [--mtu 1500] [--buffer-bytes 0] [--attr NS3_ATTRIBUTE=VALUE]
+//                      [--mtu 1500] [--buffer-bytes 0] [--attr NS3_ATTRIBUTE=VALUE]...
 //                      [--json 0|1] [--trace FILE.csv] [--from-s 0] [--to-s 1e18] [--next-seg index|fast|walk]
+//                      [--next-seg-sack-rule 0|1] [--step RATE_MBPS | --onoff RATE_MBPS] [--granularity-ms MS]
 //
-// --chunk-bytes 0 is one bulk response; otherwise the client asks for the
-// next chunk when the previous one has arrived (the simulator's pattern).
+// `--help` describes them. --chunk-bytes 0 is one bulk response; otherwise
+// the client asks for the next chunk when the previous one has arrived (the
+// simulator's pattern). Exit status: 0 finished, 1 unfinished at --stop-s,
+// 2 bad options or a failed run (the message says which).
+#include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "sim/ns3_fixes.h"
 #include "tests/sim/tcp_transfer.h"
+
+namespace {
+
+// A byte count that may have an exponent ("4e6", "1e9"): a whole number
+// from 0 to 2^53. Returns CLI11's validator message ("" when valid).
+std::string whole_bytes(const std::string& text) {
+  double v = 0;
+  if (!CLI::detail::lexical_cast(text, v) || !(v >= 0) || v > 9007199254740992.0 || v != std::floor(v))
+    return "a whole number of bytes (e.g. 80800000 or 8.08e7), not " + text;
+  return {};
+}
+
+// The piecewise-constant rate traces of tests/sim/simulation_test.cc.
+kvs::traces::Trace step_trace(double rate_mbps) {  // that rate, then a fifth of it from 0.5 s
+  kvs::traces::Trace t;
+  t.name = "step";
+  t.segments = {{0.0, rate_mbps * 1e6}, {0.5, rate_mbps * 0.2e6}};
+  t.duration_s = 100;
+  t.loops = false;
+  return t;
+}
+kvs::traces::Trace onoff_trace(double rate_mbps) {  // on 0.1 s, off 0.05 s, looping
+  kvs::traces::Trace t;
+  t.name = "on-off";
+  t.segments = {{0.0, rate_mbps * 1e6}, {0.1, 0.0}, {0.15, rate_mbps * 1e6}};
+  t.duration_s = 0.2;
+  return t;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   kvs::sim::LinkSpec link;
@@ -29,65 +64,113 @@ int main(int argc, char** argv) {
   spec.stop_s = 3600;
   std::string trace_path;
   bool json = false;  // --json 1: one JSON object instead of the text lines (bench/tcp_grid.py reads it)
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i];
-    const char* v = argv[i + 1];
-    if (k == "--tcp") link.tcp = v;
-    else if (k == "--loss") link.loss_rate = std::atof(v);
-    else if (k == "--rate-mbps") link.rate_mbps = std::atof(v);
-    else if (k == "--rtt-ms") link.rtt_ms = std::atof(v);
-    else if (k == "--queue-packets") link.queue_packets = uint32_t(std::atol(v));
-    else if (k == "--bytes") spec.total_bytes = uint64_t(std::atof(v));
-    else if (k == "--chunk-bytes") spec.chunk_bytes = uint64_t(std::atof(v));
-    else if (k == "--stop-s") spec.stop_s = std::atof(v);
-    else if (k == "--seed") spec.seed = uint32_t(std::atol(v));
-    else if (k == "--run") spec.run = uint32_t(std::atol(v));
-    else if (k == "--trace") trace_path = v;
-    else if (k == "--json") json = std::atoi(v) != 0;
-    else if (k == "--min-rto-ms") link.min_rto_ms = std::atof(v);
-    else if (k == "--ns3-stock") link.ns3_stock = std::atoi(v) != 0;
-    else if (k == "--mtu") link.mtu_bytes = uint32_t(std::atol(v));
-    else if (k == "--step") {  // RATE_MBPS: that rate, then a fifth of it from 0.5 s (simulation_test's step)
-      kvs::traces::Trace t;
-      t.name = "step";
-      t.segments = {{0.0, std::atof(v) * 1e6}, {0.5, std::atof(v) * 0.2e6}};
-      t.duration_s = 100;
-      t.loops = false;
-      link.trace = t;
-    }
-    else if (k == "--onoff") {  // RATE_MBPS: on 0.1 s, off 0.05 s, looping (simulation_test's trace)
-      kvs::traces::Trace t;
-      t.name = "on-off";
-      t.segments = {{0.0, std::atof(v) * 1e6}, {0.1, 0.0}, {0.15, std::atof(v) * 1e6}};
-      t.duration_s = 0.2;
-      link.trace = t;
-    }
-    else if (k == "--buffer-bytes") link.tcp_buffer_bytes = uint32_t(std::atof(v));
-    else if (k == "--attr") {  // NAME=VALUE: an ns-3 attribute default, e.g. kvs::TcpCubicRfc9438::HyStart=false
-      const std::string a = v;
-      const auto eq = a.find('=');
-      ns3::Config::SetDefault(a.substr(0, eq), ns3::StringValue(a.substr(eq + 1)));
-    }
-    else if (k == "--delack-ms") spec.delack_timeout_ms = std::atof(v);
-    else if (k == "--next-seg") {  // walk (ns-3.37's walks), fast (NextSeg's fast path only) or index (default); sim/ns3_fixes.h
-      const std::string mode = v;
-      if (mode != "walk" && mode != "fast" && mode != "index") {
-        std::fprintf(stderr, "--next-seg: walk, fast or index, not %s\n", v);
-        return 2;
-      }
-      kvs::sim::pin_ns3_tcp_fixes(mode == "walk"   ? kvs::sim::Ns3TcpFixes::walk()
-                                  : mode == "fast" ? kvs::sim::Ns3TcpFixes::fast_path_only()
-                                                   : kvs::sim::Ns3TcpFixes{});
-    }
-    else if (k == "--granularity-ms") spec.clock_granularity_ms = std::atof(v);
-    else if (k == "--from-s") spec.trace_from_s = std::atof(v);
-    else if (k == "--to-s") spec.trace_to_s = std::atof(v);
-    else {
-      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+  double total_bytes = double(spec.total_bytes), chunk_bytes = 0, buffer_bytes = 0;
+  double step_mbps = 0, onoff_mbps = 0;
+  std::vector<std::string> attrs;
+  std::string next_seg = "index";
+
+  CLI::App app{"One TCP transfer over kvstream's simulated dumbbell (ns-3), with a trace of cwnd, ssthresh, RTO "
+               "and the scoreboard (issue 21; docs/simulator.md, \"Loss\").\nExit status: 0 finished, 1 "
+               "unfinished at --stop-s, 2 bad options or a failed run.",
+               "kvstream_tcp_trace"};
+  const CLI::Validator bytes(whole_bytes, "BYTES");
+  app.add_option("--tcp", link.tcp, "TCP variant: cubic, cubic-rfc9438, cubic-ns3, cubic-hystart-fix, newreno, bbr")
+      ->capture_default_str();
+  app.add_option("--loss", link.loss_rate, "Random loss on the bottleneck, per packet")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app.add_option("--rate-mbps", link.rate_mbps, "Bottleneck rate, Mbit/s")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--rtt-ms", link.rtt_ms, "Round-trip propagation delay, ms")->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--queue-packets", link.queue_packets, "Bottleneck queue, packets (0: one BDP, at least 100)")
+      ->capture_default_str();
+  app.add_option("--mtu", link.mtu_bytes, "MTU, bytes")->check(CLI::Range(100u, 65535u))->capture_default_str();
+  app.add_option("--buffer-bytes", buffer_bytes, "Socket buffers, bytes (0: 4 BDPs at the peak rate, at least 1 MiB)")
+      ->check(bytes)->capture_default_str();
+  app.add_option("--min-rto-ms", link.min_rto_ms, "Minimum retransmission timeout, ms")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--ns3-stock", link.ns3_stock,
+                 "1: unmodified ns-3.37 (no project fixes; ns-3's RTO and ACK timer), for comparison")
+      ->capture_default_str();
+  CLI::Option* step = app.add_option("--step", step_mbps,
+                                     "RATE_MBPS: a trace, that rate and a fifth of it from 0.5 s (not --rate-mbps)")
+                          ->check(CLI::PositiveNumber);
+  app.add_option("--onoff", onoff_mbps, "RATE_MBPS: a trace, on 0.1 s and off 0.05 s, looping (not --rate-mbps)")
+      ->check(CLI::PositiveNumber)->excludes(step);
+  app.add_option("--bytes", total_bytes, "Bytes to transfer (e.g. 1e9)")->check(bytes)->capture_default_str();
+  app.add_option("--chunk-bytes", chunk_bytes, "0: one bulk response; else the client asks for this many at a time")
+      ->check(bytes)->capture_default_str();
+  app.add_option("--stop-s", spec.stop_s, "Simulated seconds before giving up")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--seed", spec.seed, "ns-3 RNG seed")->capture_default_str();
+  app.add_option("--run", spec.run, "ns-3 RNG run number")->capture_default_str();
+  app.add_option("--delack-ms", spec.delack_timeout_ms, "Delayed-ACK timeout, ms (default: the simulator's)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--granularity-ms", spec.clock_granularity_ms, "ns-3's TCP clock granularity, ms (default: ns-3's)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--attr", attrs,
+                 "NAME=VALUE: an ns-3 attribute default, e.g. kvs::TcpCubicRfc9438::HyStart=false (repeatable)")
+      ->check(CLI::Validator(
+          [](const std::string& a) {
+            const auto eq = a.find('=');
+            return eq == std::string::npos || eq == 0 ? "NAME=VALUE, not " + a : std::string();
+          },
+          "NAME=VALUE"));
+  CLI::Option* next_seg_option = app.add_option("--next-seg", next_seg,
+                 "walk (ns-3.37's walks), fast (NextSeg's fast path only) or index (the default's); given, it "
+                 "applies even with --ns3-stock 1; sim/ns3_fixes.h")
+      ->check(CLI::IsMember({"walk", "fast", "index"}))->capture_default_str();
+  bool sack_rule = true;
+  CLI::Option* sack_rule_option =
+      app.add_option("--next-seg-sack-rule", sack_rule,
+                     "Upstream #805 in NextSeg (rules 1 and 3 only below the highest SACK once a SACK was seen); 0: "
+                     "ns-3.37's rules. Given, it applies even with --ns3-stock 1")
+          ->capture_default_str();
+  app.add_option("--json", json, "1: one JSON object instead of text (bench/tcp_grid.py reads it)")
+      ->capture_default_str();
+  app.add_option("--trace", trace_path, "Write a CSV row at every change of cwnd, ssthresh, RTO and state to this file");
+  app.add_option("--from-s", spec.trace_from_s, "--trace: rows from this simulated time")->capture_default_str();
+  app.add_option("--to-s", spec.trace_to_s, "--trace: rows up to this simulated time")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "kvstream_tcp_trace: error: %s (see --help)\n", e.what());
+    return 2;
+  }
+  spec.total_bytes = uint64_t(total_bytes);
+  spec.chunk_bytes = uint64_t(chunk_bytes);
+  if (buffer_bytes > 4294967295.0) {
+    std::fprintf(stderr, "kvstream_tcp_trace: error: --buffer-bytes: at most 4294967295, not %.17g\n", buffer_bytes);
+    return 2;
+  }
+  link.tcp_buffer_bytes = uint32_t(buffer_bytes);
+  if (step_mbps > 0) link.trace = step_trace(step_mbps);
+  if (onoff_mbps > 0) link.trace = onoff_trace(onoff_mbps);
+  for (const std::string& a : attrs) {
+    const auto eq = a.find('=');
+    if (!ns3::Config::SetDefaultFailSafe(a.substr(0, eq), ns3::StringValue(a.substr(eq + 1)))) {
+      std::fprintf(stderr, "kvstream_tcp_trace: error: --attr %s: no such ns-3 attribute, or a bad value for it\n",
+                   a.c_str());
       return 2;
     }
   }
-  if (!trace_path.empty()) spec.trace = std::fopen(trace_path.c_str(), "w");
+  if (next_seg_option->count() > 0 || sack_rule_option->count() > 0) {  // pinned for the run
+    kvs::sim::Ns3TcpFixes fixes = link.ns3_stock ? kvs::sim::Ns3TcpFixes::stock() : kvs::sim::Ns3TcpFixes{};
+    if (next_seg_option->count() > 0)  // even with --ns3-stock 1
+      fixes = next_seg == "walk"   ? kvs::sim::Ns3TcpFixes::walk()
+              : next_seg == "fast" ? kvs::sim::Ns3TcpFixes::fast_path_only()
+                                   : kvs::sim::Ns3TcpFixes{};
+    if (sack_rule_option->count() > 0) fixes.next_seg_sack_rule = sack_rule;
+    kvs::sim::pin_ns3_tcp_fixes(fixes);
+  }
+  if (!trace_path.empty()) {
+    spec.trace = std::fopen(trace_path.c_str(), "w");
+    if (!spec.trace) {
+      std::fprintf(stderr, "kvstream_tcp_trace: error: --trace %s: cannot write it\n", trace_path.c_str());
+      return 2;
+    }
+  }
   kvs::sim::testing::TransferResult r;
   try {
     r = kvs::sim::testing::run_transfer(link, spec);

@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "ns3/data-rate.h"
-#include "ns3/net-device-queue-interface.h"
 #include "ns3/drop-tail-queue.h"
+#include "ns3/net-device-queue-interface.h"
 #include "ns3/node.h"
 #include "ns3/point-to-point-net-device.h"
 #include "ns3/simulator.h"
@@ -74,10 +74,10 @@ bool AccessHopQueueDisc::DoEnqueue(ns3::Ptr<ns3::QueueDiscItem> item) {
   access_busy_until_ = start + access_rate_.CalculateBytesTxTime(item->GetSize() + kPppHeaderBytes);
   if (start > now) access_starts_.push_back(start);
   hop_.push_back({item, access_busy_until_ + delay_});
-  move_arrived();
+  move_arrived();  // a drop-tail device still busy at its arrival takes it now
   arm_timer();
   // Counted as enqueued when it reaches the bottleneck queue (the child's
-  // enqueue trace, or the internal queue's); until then it is in_transit().
+  // enqueue trace, or the internal queue's), not while on the access link.
   return true;
 }
 
@@ -93,7 +93,7 @@ void AccessHopQueueDisc::decide_droptail(InTransit p) {
     return;
   }
   const ns3::Time start = std::max(p.arrival, device_free_at_);
-  // The device adds the 2-byte header to the IP packet (header included once dequeued).
+  // The device serializes the IP packet and its 2-byte header.
   const uint32_t wire_bytes = p.item->GetSize() + kPppHeaderBytes;
   device_free_at_ = start + device_rate_.CalculateBytesTxTime(wire_bytes);
   device_starts_.push_back(start);

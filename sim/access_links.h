@@ -75,9 +75,6 @@ class AccessHopQueueDisc : public ns3::QueueDisc {
   // before the gate can take a packet from its queue.
   void SetChildWillAsk(std::function<bool()> will_ask);
 
-  // Packets on the access link, not yet in the bottleneck queue.
-  size_t in_transit() const { return hop_.size(); }
-
  private:
   struct InTransit {
     ns3::Ptr<ns3::QueueDiscItem> item;

@@ -33,8 +33,11 @@
 #include <benchmark/benchmark.h>
 
 #include "base/files.h"
+#include "bench/synthetic_kv.h"
 #include "codec/cachegen_paper.h"
+#include "codec/bitstream.h"
 #include "codec/codec.h"
+#include "codec/cuda/plan.h"
 #include "codec/kvs.h"
 
 namespace {
@@ -208,6 +211,98 @@ BENCHMARK_CAPTURE(BM_decode_model, kvs_model_L0, 0, 256u);
 BENCHMARK_CAPTURE(BM_decode_model, kvs_model_L1, 1, 256u);
 BENCHMARK_CAPTURE(BM_decode_model, kvs_model_L0_1500tok, 0, 1500u);
 BENCHMARK_CAPTURE(BM_decode_model, kvs_model_L1_1500tok, 1, 1500u);
+
+// The GPU decoders' host part (codec/cuda/plan.h: parse, checks, metadata for
+// the kernels; plain C++, so it runs here without CUDA) on one chunk shaped
+// like Llama-2-7B (32 layers x 32 kv heads x 128 dims, 1,024 tokens: 2^28
+// values, 512 MiB as fp16), the synthetic KV of bench/synthetic_kv.h
+// (per (layer, kind, head, dim) a Gaussian with its own mean and log-normal
+// spread, keys wider, layer 0's rows a function of the token). The streams
+// are encoded once, at codec_cuda_bench's default levels (kvs L4, cachegen
+// L2, scheme=paper L2 with a codec model learned from a 256-token chunk of
+// another seed). Rates are fp16 output bytes per CPU second: what one host
+// core can prepare for the GPU; the time column is per chunk.
+//   BM_plan_crc/*    the CRC-32 of the stream alone (crc32)
+//   BM_plan_parse/*  parse_stream: header, CRC, section table
+//   BM_plan/*        the whole plan (plan_kvs, plan_cachegen, plan_cachegen_paper)
+const kvs::codec::KVShape kPlanShape{32, 32, 128};
+constexpr uint32_t kPlanTokens = 1024;
+
+struct PlanStream {
+  kvs::codec::Bytes stream;
+  std::shared_ptr<const kvs::codec::CacheGenPaperModel> model;  // scheme=paper
+  std::string model_file;
+};
+
+// "kvs", "cachegen" or "cachegen_paper": its stream of the Llama-2-7B chunk, encoded on first use.
+const PlanStream& plan_stream(const std::string& name) {
+  static std::map<std::string, PlanStream> cache;
+  if (auto it = cache.find(name); it != cache.end()) return it->second;
+  PlanStream ps;
+  std::shared_ptr<const kvs::codec::Codec> codec;
+  if (name == "cachegen_paper") {
+    ps.model_file = (std::filesystem::temp_directory_path() /
+                     ("kvs-codec-bench-plan-" + std::to_string(::getpid()) + ".cgm"))
+                        .string();
+    const KVChunk sample = kvs::bench::synthetic_chunk(kPlanShape, 256, 0, 1234);
+    kvs::write_file_atomic(ps.model_file, kvs::codec::train_cachegen_paper_model({&sample, 1}));
+    ps.model = kvs::codec::load_cachegen_paper_model(ps.model_file);
+    codec = kvs::codec::make_codec("cachegen", {{{"scheme", "paper"}}, ps.model_file});
+    std::error_code ignored;
+    std::filesystem::remove(ps.model_file, ignored);
+  } else {
+    codec = kvs::codec::make_codec(name);
+  }
+  const KVChunk c = kvs::bench::synthetic_chunk(kPlanShape, kPlanTokens, 0, 1);
+  ps.stream = codec->encode(c, name == "kvs" ? 4 : 2);
+  return cache.emplace(name, std::move(ps)).first->second;
+}
+
+void plan_counters(benchmark::State& state, const PlanStream& ps) {
+  const int64_t out_bytes = int64_t(2 * kPlanShape.elements_per_token() * kPlanTokens);
+  state.SetBytesProcessed(state.iterations() * out_bytes);
+  state.counters["stream_MB"] = double(ps.stream.size()) / 1e6;
+}
+
+void BM_plan_crc(benchmark::State& state, const char* name) {
+  const PlanStream& ps = plan_stream(name);
+  const std::span<const uint8_t> body(ps.stream.data(), ps.stream.size() - 4);
+  for (auto _ : state) benchmark::DoNotOptimize(kvs::codec::crc32(body));
+  plan_counters(state, ps);
+}
+
+void BM_plan_parse(benchmark::State& state, const char* name) {
+  const PlanStream& ps = plan_stream(name);
+  const auto id = std::string(name) == "kvs" ? kvs::codec::CodecId::kKvs : kvs::codec::CodecId::kCacheGen;
+  for (auto _ : state) benchmark::DoNotOptimize(kvs::codec::parse_stream(ps.stream, id).sections.data());
+  plan_counters(state, ps);
+}
+
+void BM_plan(benchmark::State& state, const char* name) {
+  namespace cd = kvs::codec::cuda::detail;
+  const PlanStream& ps = plan_stream(name);
+  const std::string n = name;
+  const auto parser = cd::make_kvs_parser();
+  for (auto _ : state) {
+    if (n == "kvs")
+      benchmark::DoNotOptimize(cd::plan_kvs(ps.stream, *parser).meta.data());
+    else if (n == "cachegen")
+      benchmark::DoNotOptimize(cd::plan_cachegen(ps.stream).meta.data());
+    else
+      benchmark::DoNotOptimize(cd::plan_cachegen_paper(ps.stream, ps.model.get(), ps.model_file).meta.data());
+  }
+  plan_counters(state, ps);
+}
+
+BENCHMARK_CAPTURE(BM_plan_crc, kvs_llama2_1024tok, "kvs")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan_parse, kvs_llama2_1024tok, "kvs")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan, kvs_llama2_1024tok, "kvs")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan_crc, cachegen_llama2_1024tok, "cachegen")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan_parse, cachegen_llama2_1024tok, "cachegen")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan, cachegen_llama2_1024tok, "cachegen")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan_crc, cachegen_paper_llama2_1024tok, "cachegen_paper")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan_parse, cachegen_paper_llama2_1024tok, "cachegen_paper")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan, cachegen_paper_llama2_1024tok, "cachegen_paper")->Unit(benchmark::kMicrosecond);
 
 // The console table, then every benchmark's bytes/s over BM_memcpy's from
 // this run: the median when repetitions are aggregated, else the one run.

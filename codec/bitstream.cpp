@@ -77,13 +77,25 @@ KVS_CRC_TARGET inline __m128i load(const uint8_t* q) { return _mm_loadu_si128(re
 KVS_CRC_TARGET inline __m128i fold(__m128i a, __m128i k, __m128i data) {
   return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(a, k, 0x00), _mm_clmulepi64_si128(a, k, 0x11)), data);
 }
-KVS_CRC_TARGET uint32_t crc_fold(uint32_t c, const uint8_t* p, size_t n) {
-  const __m128i k_512 = _mm_set_epi64x(0x01c6e41596, 0x0154442bd4);  // k2 : k1
+// Four 128-bit lanes (a0 first in the data) folded into one, then p[0..n)
+// 16 bytes at a time (n a multiple of 16), reduced to the CRC register.
+KVS_CRC_TARGET inline uint32_t crc_finish(__m128i a0, __m128i a1, __m128i a2, __m128i a3, const uint8_t* p, size_t n) {
   const __m128i k_128 = _mm_set_epi64x(0x00ccaa009e, 0x01751997d0);  // k4 : k3
   const __m128i k_64 = _mm_set_epi64x(0, 0x0163cd6124);              // k5
   const __m128i barrett = _mm_set_epi64x(0x01f7011641, 0x01db710641);  // mu : P'
   const __m128i low32 = _mm_setr_epi32(-1, 0, -1, 0);
-
+  __m128i a = fold(fold(fold(a0, k_128, a1), k_128, a2), k_128, a3);
+  for (; n >= 16; p += 16, n -= 16) a = fold(a, k_128, load(p));
+  // 128 -> 64 bits.
+  a = _mm_xor_si128(_mm_srli_si128(a, 8), _mm_clmulepi64_si128(a, k_128, 0x10));
+  a = _mm_xor_si128(_mm_srli_si128(a, 4), _mm_clmulepi64_si128(_mm_and_si128(a, low32), k_64, 0x00));
+  // Barrett: 64 -> 32 bits.
+  __m128i t = _mm_clmulepi64_si128(_mm_and_si128(a, low32), barrett, 0x10);
+  t = _mm_clmulepi64_si128(_mm_and_si128(t, low32), barrett, 0x00);
+  return uint32_t(_mm_extract_epi32(_mm_xor_si128(a, t), 1));
+}
+KVS_CRC_TARGET uint32_t crc_fold(uint32_t c, const uint8_t* p, size_t n) {
+  const __m128i k_512 = _mm_set_epi64x(0x01c6e41596, 0x0154442bd4);  // k2 : k1
   __m128i a0 = _mm_xor_si128(load(p), _mm_cvtsi32_si128(int(c)));
   __m128i a1 = load(p + 16), a2 = load(p + 32), a3 = load(p + 48);
   p += 64;
@@ -94,15 +106,51 @@ KVS_CRC_TARGET uint32_t crc_fold(uint32_t c, const uint8_t* p, size_t n) {
     a2 = fold(a2, k_512, load(p + 32));
     a3 = fold(a3, k_512, load(p + 48));
   }
-  __m128i a = fold(fold(fold(a0, k_128, a1), k_128, a2), k_128, a3);
-  for (; n >= 16; p += 16, n -= 16) a = fold(a, k_128, load(p));
-  // 128 -> 64 bits.
-  a = _mm_xor_si128(_mm_srli_si128(a, 8), _mm_clmulepi64_si128(a, k_128, 0x10));
-  a = _mm_xor_si128(_mm_srli_si128(a, 4), _mm_clmulepi64_si128(_mm_and_si128(a, low32), k_64, 0x00));
-  // Barrett: 64 -> 32 bits.
-  __m128i t = _mm_clmulepi64_si128(_mm_and_si128(a, low32), barrett, 0x10);
-  t = _mm_clmulepi64_si128(_mm_and_si128(t, low32), barrett, 0x00);
-  return uint32_t(_mm_extract_epi32(_mm_xor_si128(a, t), 1));
+  return crc_finish(a0, a1, a2, a3, p, n);
+}
+
+// The same with 512-bit carry-less multiplies (VPCLMULQDQ, AVX-512): four
+// 512-bit accumulators (sixteen 128-bit lanes) each fold 256 bytes ahead (by
+// x^(2048+-32) mod P), then fold into one by 64 bytes (crc_fold's
+// constants), whose four lanes crc_fold's tail finishes. n >= 256, a
+// multiple of 16.
+#define KVS_CRC512_TARGET __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.1")))
+KVS_CRC512_TARGET inline __m512i load512(const uint8_t* q) { return _mm512_loadu_si512(q); }
+KVS_CRC512_TARGET inline __m512i fold512(__m512i a, __m512i k, __m512i data) {
+  return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(a, k, 0x00), _mm512_clmulepi64_epi128(a, k, 0x11), data,
+                                   0x96);  // a ^ b ^ c
+}
+KVS_CRC512_TARGET uint32_t crc_fold512(uint32_t c, const uint8_t* p, size_t n) {
+  const __m512i k_2048 = _mm512_set_epi64(0x01322d1430, 0x011542778a, 0x01322d1430, 0x011542778a, 0x01322d1430,
+                                          0x011542778a, 0x01322d1430, 0x011542778a);
+  const __m512i k_512 = _mm512_set_epi64(0x01c6e41596, 0x0154442bd4, 0x01c6e41596, 0x0154442bd4, 0x01c6e41596,
+                                         0x0154442bd4, 0x01c6e41596, 0x0154442bd4);
+  __m512i x0 = _mm512_xor_si512(load512(p), _mm512_maskz_set1_epi32(1, int(c)));
+  __m512i x1 = load512(p + 64), x2 = load512(p + 128), x3 = load512(p + 192);
+  p += 256;
+  n -= 256;
+  for (; n >= 256; p += 256, n -= 256) {
+    x0 = fold512(x0, k_2048, load512(p));
+    x1 = fold512(x1, k_2048, load512(p + 64));
+    x2 = fold512(x2, k_2048, load512(p + 128));
+    x3 = fold512(x3, k_2048, load512(p + 192));
+  }
+  __m512i x = fold512(fold512(fold512(x0, k_512, x1), k_512, x2), k_512, x3);
+  for (; n >= 64; p += 64, n -= 64) x = fold512(x, k_512, load512(p));
+  alignas(64) __m128i lanes[4];
+  _mm512_store_si512(lanes, x);
+  return crc_finish(lanes[0], lanes[1], lanes[2], lanes[3], p, n);
+}
+
+// AVX-512 F and VL, VPCLMULQDQ, and the OS saving the ZMM registers.
+bool cpu_has_crc_fold512() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_OSXSAVE)) return false;
+  uint32_t xcr0_lo, xcr0_hi;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if ((xcr0_lo & 0xe6) != 0xe6) return false;  // SSE, AVX, opmask, ZMM upper halves, ZMM16-31
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  return (ebx & bit_AVX512F) && (ebx & bit_AVX512VL) && (ecx & bit_VPCLMULQDQ);
 }
 
 bool cpu_has_crc_fold() {
@@ -123,8 +171,14 @@ uint32_t crc32(std::span<const uint8_t> data) {
   const uint8_t* p = data.data();
   size_t n = data.size();
 #ifdef KVS_CRC_FOLD
-  static const bool kFold = cpu_has_crc_fold();  // immutable, checked once
-  if (kFold && n >= 64) {
+  static const bool kFold = cpu_has_crc_fold();        // immutable, checked once
+  static const bool kFold512 = cpu_has_crc_fold512();  // the same
+  if (kFold512 && n >= 256) {
+    const size_t blocks = n & ~size_t(15);
+    c = crc_fold512(c, p, blocks);
+    p += blocks;
+    n -= blocks;
+  } else if (kFold && n >= 64) {
     const size_t blocks = n & ~size_t(15);
     c = crc_fold(c, p, blocks);
     p += blocks;
@@ -187,15 +241,14 @@ Bytes write_stream(const StreamHeader& h, std::span<const std::span<const uint8_
   return out;
 }
 
-ParsedStream parse_stream(std::span<const uint8_t> in, CodecId expected) {
+StreamHeader parse_stream_header(std::span<const uint8_t> in, CodecId expected, uint32_t* section_count) {
   if (in.size() < kHeaderBytes + 4) corrupt(in.size(), fmt::format("stream of {} bytes is shorter than a header", in.size()));
   const uint8_t* p = in.data();
   if (get_u32(p) != kStreamMagic) corrupt(0, "bad magic (not a kvstream chunk)");
   if (get_u16(p + 4) != kFormatVersion) corrupt(4, fmt::format("unsupported format version {}", get_u16(p + 4)));
   const uint32_t stored_crc = get_u32(p + in.size() - 4);
   if (crc32(in.first(in.size() - 4)) != stored_crc) corrupt(in.size() - 4, "checksum mismatch");
-  ParsedStream ps;
-  StreamHeader& h = ps.header;
+  StreamHeader h;
   h.codec = CodecId(get_u16(p + 6));
   if (h.codec != expected)
     corrupt(6, fmt::format("codec id {} but this decoder is codec {}", get_u16(p + 6), uint16_t(expected)));
@@ -215,15 +268,41 @@ ParsedStream parse_stream(std::span<const uint8_t> in, CodecId expected) {
   if (h.elements() > kMaxElements) corrupt(12, fmt::format("{} elements exceed the limit of {}", h.elements(), kMaxElements));
   const size_t body = in.size() - 4;
   if (count > kMaxSections || kHeaderBytes + 4ull * count > body) corrupt(36, fmt::format("section count {} does not fit", count));
+  *section_count = count;
+  return h;
+}
+
+namespace {
+
+// The offset table's checks (after parse_stream_header): visit(i, offset, size) per section.
+template <class Visit>
+void walk_sections(std::span<const uint8_t> in, uint32_t count, Visit visit) {
+  const uint8_t* p = in.data();
+  const size_t body = in.size() - 4;
   size_t offset = kHeaderBytes + 4ull * count;
-  ps.sections.reserve(count);
   for (uint32_t i = 0; i < count; ++i) {
     const uint32_t size = get_u32(p + kHeaderBytes + 4ull * i);
     if (size > body - offset) corrupt(kHeaderBytes + 4ull * i, fmt::format("section {} of {} bytes runs past the end", i, size));
-    ps.sections.push_back(in.subspan(offset, size));
+    visit(i, offset, size);
     offset += size;
   }
   if (offset != body) corrupt(offset, fmt::format("{} unexpected bytes after the last section", body - offset));
+}
+
+}  // namespace
+
+void section_offsets(std::span<const uint8_t> in, uint32_t count, uint32_t* offsets) {
+  if (in.size() > 0xffffffffull) throw Error(fmt::format("section_offsets: a stream of {} bytes is beyond 4 GiB", in.size()));
+  walk_sections(in, count, [&](uint32_t i, size_t offset, uint32_t) { offsets[i] = uint32_t(offset); });
+  offsets[count] = uint32_t(in.size() - 4);
+}
+
+ParsedStream parse_stream(std::span<const uint8_t> in, CodecId expected) {
+  ParsedStream ps;
+  uint32_t count = 0;
+  ps.header = parse_stream_header(in, expected, &count);
+  ps.sections.reserve(count);
+  walk_sections(in, count, [&](uint32_t, size_t offset, uint32_t size) { ps.sections.push_back(in.subspan(offset, size)); });
   return ps;
 }
 

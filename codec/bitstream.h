@@ -68,6 +68,13 @@ struct ParsedStream {
 
 // Validates and splits a stream; `expected` is the decoding codec's id.
 ParsedStream parse_stream(std::span<const uint8_t> stream, CodecId expected);
+// parse_stream in two steps, with its checks and messages, for a caller that
+// needs no list of sections (the CUDA planner, codec/cuda/plan.h, on streams
+// of a million sections): the header, CRC and section count; then where
+// each section starts, written to offsets[0..count] (offsets[count]: where
+// the last one ends, before the CRC). The stream must be under 4 GiB.
+StreamHeader parse_stream_header(std::span<const uint8_t> stream, CodecId expected, uint32_t* section_count);
+void section_offsets(std::span<const uint8_t> stream, uint32_t section_count, uint32_t* offsets);
 
 // An empty chunk of the header's (already validated) shape.
 KVChunk chunk_for(const StreamHeader& header);
@@ -78,8 +85,9 @@ void reshape_for(const StreamHeader& header, KVChunk& out);
 
 // CRC-32 (IEEE 802.3, reflected, as zlib and gzip): on x86-64 CPUs with
 // PCLMULQDQ and SSE4.1 (checked at run time) by carry-less multiply folding,
-// 16 bytes per step; elsewhere, and for inputs under 64 bytes, by
-// crc32_slicing8. Both give the bitwise definition's value (tested).
+// 64 bytes per step, and with AVX-512 VPCLMULQDQ from 256 bytes, 256 bytes
+// per step; elsewhere, and for inputs under 64 bytes, by crc32_slicing8.
+// All give the bitwise definition's value (tested).
 uint32_t crc32(std::span<const uint8_t> data);
 // The portable form: slicing-by-8 tables, eight bytes per step.
 uint32_t crc32_slicing8(std::span<const uint8_t> data);

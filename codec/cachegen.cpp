@@ -326,18 +326,21 @@ class CacheGenCodec final : public Codec {
 
 }  // namespace
 
-void check_cachegen_stream(const ParsedStream& ps) {
-  const StreamHeader& hd = ps.header;
+namespace {
+
+// check_cachegen_stream's checks over `count` sections, section i of size_of(i) bytes.
+template <class SizeOf>
+void check_cachegen_sections(const StreamHeader& hd, size_t count, SizeOf size_of) {
   if (hd.level >= kCacheGenLevels) throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen level {}", hd.level));
   const uint32_t stream_tokens = hd.flags;
   if (stream_tokens == 0) throw CorruptStream("corrupt KV bitstream: cachegen stream_tokens 0");
   const KVShape& s = hd.shape;
   const uint32_t T = hd.tokens, C = uint32_t(s.channels());
   const uint32_t blocks = (T + stream_tokens - 1) / stream_tokens;
-  if (ps.sections.size() != 2 + 2ull * s.layers * C * blocks)
-    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen has {} sections, expected {}", ps.sections.size(),
+  if (count != 2 + 2ull * s.layers * C * blocks)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen has {} sections, expected {}", count,
                                     2 + 2ull * s.layers * C * blocks));
-  if (ps.sections[0].size() != 2ull * 2 * s.layers * T)
+  if (size_of(0) != 2ull * 2 * s.layers * T)
     throw CorruptStream("corrupt KV bitstream: cachegen scales do not match the shape");
   uint64_t table_bytes = 0;
   for (uint32_t l = 0; l < s.layers; ++l)
@@ -345,11 +348,22 @@ void check_cachegen_stream(const ParsedStream& ps) {
       const int bins = cachegen_bins(hd.level, k, l, s.layers);
       table_bytes += 2ull * C * uint64_t(2 * (bins / 2 - 1) + 1);  // nsym u16 per channel
     }
-  if (ps.sections[1].size() != table_bytes)
+  if (size_of(1) != table_bytes)
     throw CorruptStream("corrupt KV bitstream: cachegen tables do not match the shape");
-  for (size_t i = 2; i < ps.sections.size(); ++i)
-    if (ps.sections[i].size() < 4)
+  for (size_t i = 2; i < count; ++i)
+    if (size_of(i) < 4)
       throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen stream {} is shorter than a rANS state", i));
+}
+
+}  // namespace
+
+void check_cachegen_stream(const ParsedStream& ps) {
+  check_cachegen_sections(ps.header, ps.sections.size(), [&](size_t i) -> uint64_t { return ps.sections[i].size(); });
+}
+
+void check_cachegen_offsets(const StreamHeader& header, std::span<const uint32_t> offsets) {
+  check_cachegen_sections(header, offsets.size() - 1,
+                          [&](size_t i) -> uint64_t { return uint64_t(offsets[i + 1] - offsets[i]); });
 }
 
 int cachegen_bins(int level, Kind kind, uint32_t layer, uint32_t layers) {

@@ -32,7 +32,9 @@
 // scheme=paper stream names one, and decode() dispatches on that.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <span>
 
 #include "codec/codec.h"
 
@@ -53,5 +55,10 @@ struct ParsedStream;  // codec/bitstream.h
 // allocated: the CPU decoder's checks and messages, shared with the CUDA
 // planner (codec/cuda/plan.h). Throws CorruptStream.
 void check_cachegen_stream(const ParsedStream& ps);
+// The same checks and messages from the header and the sections' offsets
+// (section_offsets in codec/bitstream.h: count + 1 entries), for the CUDA
+// planner, which builds no list of sections.
+struct StreamHeader;  // codec/bitstream.h
+void check_cachegen_offsets(const StreamHeader& header, std::span<const uint32_t> offsets);
 
 }  // namespace kvs::codec

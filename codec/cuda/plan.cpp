@@ -1,6 +1,7 @@
 // Host preparation for the GPU decoders (codec/cuda/plan.h): no CUDA here.
 #include "codec/cuda/plan.h"
 
+#include <array>
 #include <cstring>
 #include <map>
 
@@ -35,6 +36,29 @@ class Packer {
   std::vector<uint8_t> bytes_;
 };
 
+// The same layout planned first and allocated once (no growth, no staging
+// copies): place<T>(count) reserves an array and returns its offset;
+// allocate() makes the buffer; at<T>(offset) is where to write it.
+class Layout {
+ public:
+  template <class T>
+  size_t place(size_t count) {
+    const size_t at = (size_ + 15) / 16 * 16;
+    size_ = at + sizeof(T) * count;
+    return at;
+  }
+  void allocate() { bytes_.resize(size_); }
+  template <class T>
+  T* at(size_t offset) {
+    return reinterpret_cast<T*>(bytes_.data() + offset);
+  }
+  std::vector<uint8_t> take() { return std::move(bytes_); }
+
+ private:
+  size_t size_ = 0;
+  std::vector<uint8_t> bytes_;
+};
+
 template <class T>
 const T* at(const uint8_t* base, size_t offset) {
   return reinterpret_cast<const T*>(base + offset);
@@ -51,37 +75,38 @@ void check_size(std::span<const uint8_t> stream) {
 
 }  // namespace
 
-// CacheGenCodec::decode_into's checks (check_cachegen_stream), then the layout.
+// CacheGenCodec::decode_into's checks (parse_stream, check_cachegen_stream),
+// then the layout. The sections' offsets are written straight into the meta
+// buffer (a 1,024-token Llama-2-7B chunk has a million sections): no list of
+// sections, no second table.
 CachegenPlan plan_cachegen(std::span<const uint8_t> stream) {
   check_size(stream);
   if (const uint64_t hash = stream_model_hash(stream); hash != 0)
     throw Error(fmt::format("CUDA decode: a cachegen scheme=paper stream (codec model {:016x}) needs plan_cachegen_paper", hash));
-  const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
-  check_cachegen_stream(ps);
-  const StreamHeader& hd = ps.header;
+  uint32_t count = 0;
+  const StreamHeader hd = parse_stream_header(stream, CodecId::kCacheGen, &count);
+  CachegenPlan plan;
+  plan.offsets_at = 0;
+  plan.planes_at = (sizeof(uint32_t) * (size_t(count) + 1) + 15) / 16 * 16;
+  // The planes' size from the header alone is bounded by kMaxLayers; the
+  // offsets' by the stream (parse_stream_header checked the count fits).
+  plan.meta.resize(plan.planes_at + sizeof(CachegenPlane) * 2 * size_t(hd.shape.layers));
+  uint32_t* offsets = reinterpret_cast<uint32_t*>(plan.meta.data() + plan.offsets_at);
+  section_offsets(stream, count, offsets);
+  check_cachegen_offsets(hd, std::span<const uint32_t>(offsets, size_t(count) + 1));
   const uint32_t stream_tokens = hd.flags;
   const KVShape& s = hd.shape;
   const uint32_t T = hd.tokens, C = uint32_t(s.channels());
-  const uint32_t blocks = (T + stream_tokens - 1) / stream_tokens;
-  std::vector<CachegenPlane> planes;
-  planes.reserve(2 * size_t(s.layers));
+  CachegenPlane* planes = reinterpret_cast<CachegenPlane*>(plan.meta.data() + plan.planes_at);
   uint64_t table_bytes = 0;
   for (uint32_t l = 0; l < s.layers; ++l)
     for (Kind k : {Kind::kKey, Kind::kValue}) {
       const int M = cachegen_bins(hd.level, k, l, s.layers) / 2 - 1;
-      planes.push_back({M, uint32_t(2 * M + 1), uint32_t(table_bytes)});
+      *planes++ = {M, uint32_t(2 * M + 1), uint32_t(table_bytes)};
       table_bytes += 2ull * C * uint64_t(2 * M + 1);
     }
-  std::vector<uint32_t> offsets(ps.sections.size() + 1);
-  for (size_t i = 0; i < ps.sections.size(); ++i) offsets[i] = offset_in(stream, ps.sections[i].data());
-  offsets.back() = offset_in(stream, ps.sections.back().data() + ps.sections.back().size());
-  CachegenPlan plan;
   plan.header = hd;
-  plan.blocks = blocks;
-  Packer meta;
-  plan.offsets_at = meta.add(offsets);
-  plan.planes_at = meta.add(planes);
-  plan.meta = meta.take();
+  plan.blocks = (T + stream_tokens - 1) / stream_tokens;
   return plan;
 }
 
@@ -331,34 +356,67 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
   const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
   const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
 
+  // The meta buffer's arrays, sized first and written in place.
+  size_t literal_count = 0, source_count = 0, group_count = 0;
+  for (const auto& l : layout.literal_lists) literal_count += l.size();
+  for (const auto& l : layout.source_lists) source_count += l.size();
+  for (const auto& g : layout.groups) group_count += g.size();
+  const std::vector<std::array<float, 2>> cs =
+      layout.theta > 0 ? rope_table(layout.theta, hd.token_begin, T, D) : std::vector<std::array<float, 2>>{};
+  KvsPlan plan;
+  plan.header = hd;
+  Layout meta;
+  plan.pieces_at = meta.place<KvsPieceDesc>(layout.pieces.size());
+  plan.group_offset_at = meta.place<uint32_t>(kTables + 1);
+  plan.group_channels_at = meta.place<uint32_t>(group_count);
+  plan.channels_at = meta.place<KvsChannel>(channels);
+  plan.heads_at = meta.place<KvsHead>(heads);
+  plan.literals_at = meta.place<uint32_t>(literal_count);
+  plan.sources_at = meta.place<uint32_t>(source_count);
+  plan.steps_at = meta.place<float>(layout.steps.size());
+  plan.rope_at = meta.place<float>(2 * cs.size());
+  meta.allocate();
+
   // Row lists: concatenated, each head pointing at its lists (or none).
-  std::vector<uint32_t> literal_tokens, sources;
   std::map<const uint32_t*, uint32_t> literal_at, source_at;
-  for (const auto& l : layout.literal_lists) {
-    literal_at[l.data()] = uint32_t(literal_tokens.size());
-    literal_tokens.insert(literal_tokens.end(), l.begin(), l.end());
+  {
+    uint32_t* out = meta.at<uint32_t>(plan.literals_at);
+    uint32_t n = 0;
+    for (const auto& l : layout.literal_lists) {
+      literal_at[l.data()] = n;
+      if (!l.empty()) std::memcpy(out + n, l.data(), sizeof(uint32_t) * l.size());
+      n += uint32_t(l.size());
+    }
   }
-  for (const auto& l : layout.source_lists) {
-    source_at[l.data()] = uint32_t(sources.size());
-    sources.insert(sources.end(), l.begin(), l.end());
+  {
+    uint32_t* out = meta.at<uint32_t>(plan.sources_at);
+    uint32_t n = 0;
+    for (const auto& l : layout.source_lists) {
+      source_at[l.data()] = n;
+      if (!l.empty()) std::memcpy(out + n, l.data(), sizeof(uint32_t) * l.size());
+      n += uint32_t(l.size());
+    }
   }
-  std::vector<KvsHead> head_rows(heads);
+  KvsHead* head_rows = meta.at<KvsHead>(plan.heads_at);
   for (size_t ph = 0; ph < heads; ++ph) {
     const HeadRows& r = layout.rows[ph];
     head_rows[ph] = {r.literal ? literal_at.at(r.literal) : kNone, r.literals, r.source ? source_at.at(r.source) : kNone};
   }
-  std::vector<KvsChannel> models(channels);
+  KvsChannel* models = meta.at<KvsChannel>(plan.channels_at);
   for (size_t ch = 0; ch < channels; ++ch)
     models[ch] = {layout.model[ch].centre, split_spread(layout.model[ch].spread).raw_bits};
-  std::vector<uint32_t> group_offset(kTables + 1), group_channels;
-  group_channels.reserve(channels);
+  uint32_t* group_offset = meta.at<uint32_t>(plan.group_offset_at);
+  uint32_t* group_channels = meta.at<uint32_t>(plan.group_channels_at);
+  uint32_t g_at = 0;
   for (uint32_t g = 0; g < kTables; ++g) {
-    group_offset[g] = uint32_t(group_channels.size());
-    group_channels.insert(group_channels.end(), layout.groups[g].begin(), layout.groups[g].end());
+    group_offset[g] = g_at;
+    const auto& group = layout.groups[g];
+    if (!group.empty()) std::memcpy(group_channels + g_at, group.data(), sizeof(uint32_t) * group.size());
+    g_at += uint32_t(group.size());
   }
-  group_offset[kTables] = uint32_t(group_channels.size());
-  std::vector<KvsPieceDesc> pieces(layout.pieces.size());
-  for (size_t k = 0; k < pieces.size(); ++k) {
+  group_offset[kTables] = g_at;
+  KvsPieceDesc* pieces = meta.at<KvsPieceDesc>(plan.pieces_at);
+  for (size_t k = 0; k < layout.pieces.size(); ++k) {
     const KvsPiece& pc = layout.pieces[k];
     pieces[k] = {pc.table,
                  pc.n,
@@ -370,30 +428,16 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
                  uint32_t(pc.first_channel),
                  pc.first_literal};
   }
-  std::vector<float> rope;
-  if (layout.theta > 0) {
-    const auto cs = rope_table(layout.theta, hd.token_begin, T, D);
-    rope.resize(cs.size() * 2);
-    for (size_t i = 0; i < cs.size(); ++i) rope[2 * i] = cs[i][0], rope[2 * i + 1] = cs[i][1];
-  }
-  KvsPlan plan;
-  plan.header = hd;
-  Packer meta;
-  plan.pieces_at = meta.add(pieces);
-  plan.group_offset_at = meta.add(group_offset);
-  plan.group_channels_at = meta.add(group_channels);
-  plan.channels_at = meta.add(models);
-  plan.heads_at = meta.add(head_rows);
-  plan.literals_at = meta.add(literal_tokens);
-  plan.sources_at = meta.add(sources);
-  plan.steps_at = meta.add(layout.steps);
-  plan.rope_at = meta.add(rope);
+  if (!layout.steps.empty())
+    std::memcpy(meta.at<float>(plan.steps_at), layout.steps.data(), sizeof(float) * layout.steps.size());
+  float* rope = meta.at<float>(plan.rope_at);
+  for (size_t i = 0; i < cs.size(); ++i) rope[2 * i] = cs[i][0], rope[2 * i + 1] = cs[i][1];
   plan.meta = meta.take();
-  plan.piece_count = uint32_t(pieces.size());
+  plan.piece_count = uint32_t(layout.pieces.size());
   plan.centroid = layout.centroid;
-  plan.rope = !rope.empty();
+  plan.rope = !cs.empty();
   plan.stride = channel_stride(T);
-  plan.symbols_bytes = pieces.size() * size_t(kKvsPieceSymbols);
+  plan.symbols_bytes = layout.pieces.size() * size_t(kKvsPieceSymbols);
   plan.tmp_bytes = channels * plan.stride * sizeof(float);
   return plan;
 }

@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 
 #include "codec/bitstream.h"
+#include "codec/cachegen.h"
+#include "codec/cachegen_paper.h"
 #include "codec/cuda/plan.h"
 #include "codec/fp16.h"
 #include "codec/kvs_internal.h"
@@ -116,6 +118,80 @@ TEST(CudaCore, ThreadBodiesReportACorruptSubstream) {
     }
     EXPECT_GT(faults, 0) << "no mutation reached a kernel's checks";
   }
+}
+
+// The host's checks of the header and the section table (parse_stream's,
+// and for scheme=code the planner's own pass, section_offsets with
+// check_cachegen_offsets) against the CPU decoder's: the same streams
+// rejected, with the same message.
+TEST(CudaCore, PlannersRejectBadHeadersAsTheCpuDecoders) {
+  int rejected = 0;
+  for (const auto& spec : cuda_test::case_specs()) {
+    const cuda_test::StreamCase c = cuda_test::make_case(spec);
+    SCOPED_TRACE(c.name);
+    const uint32_t count = uint32_t(c.stream[36] | c.stream[37] << 8 | c.stream[38] << 16 | uint32_t(c.stream[39]) << 24);
+    std::vector<Bytes> bad;
+    for (size_t at = 8; at < 40; ++at) {  // the header's fields (not its codec model hash)
+      bad.push_back(c.stream);
+      bad.back()[at] ^= at % 2 ? 0x01 : 0x5a;
+    }
+    for (uint32_t i : {0u, 1u, 2u, count / 2, count - 1}) {  // section sizes: one byte more, one less
+      for (int delta : {1, -1}) {
+        bad.push_back(c.stream);
+        uint8_t* size = bad.back().data() + kHeaderBytes + 4 * size_t(i);
+        size[0] = uint8_t(size[0] + delta);
+      }
+    }
+    bad.push_back(c.stream);  // one byte short
+    bad.back().erase(bad.back().end() - 5);
+    for (Bytes& b : bad) fix_crc(b);
+    bad.push_back(c.stream);  // CRC not fixed
+    bad.back()[kHeaderBytes + 2] ^= 0x10;
+    for (const Bytes& b : bad) {
+      std::string cpu, host;
+      try {
+        (void)c.codec->decode(b);
+      } catch (const CorruptStream& e) {
+        cpu = e.what();
+      }
+      const uint16_t id = uint16_t(b[6] | b[7] << 8);
+      try {
+        if (c.model)
+          (void)cuda::detail::plan_cachegen_paper(b, c.model.get(), "model");
+        else if (id == uint16_t(CodecId::kKvs))
+          (void)cuda::detail::plan_kvs(b, *cuda::detail::make_kvs_parser());
+        else
+          (void)cuda::detail::plan_cachegen(b);
+      } catch (const CorruptStream& e) {
+        host = e.what();
+      }
+      // The CPU decoder's checks before it decodes (their message, or none).
+      std::string before;
+      try {
+        const CodecId expected = id == uint16_t(CodecId::kKvs) ? CodecId::kKvs : CodecId::kCacheGen;
+        const ParsedStream ps = parse_stream(b, expected);
+        if (c.model)
+          check_cachegen_paper_stream(ps, c.model.get(), "model");
+        else if (expected == CodecId::kCacheGen)
+          check_cachegen_stream(ps);
+        else
+          (void)cuda::detail::make_kvs_parser()->parse(b);
+      } catch (const CorruptStream& e) {
+        before = e.what();
+      }
+      // The host checks those (scheme=paper: and each substream's escape
+      // count, as its decoder does next); the CPU decoder may find more
+      // while decoding (a fault on the GPU).
+      if (!before.empty() || !c.model) {
+        EXPECT_EQ(host, before);
+      }
+      if (!host.empty()) {
+        EXPECT_EQ(host, cpu);
+        ++rejected;
+      }
+    }
+  }
+  EXPECT_GT(rejected, 200) << "few mutations reached the checks";
 }
 
 TEST(CudaCore, EncoderThreadBodiesWriteTheCpuEncodersBytes) {

@@ -4,9 +4,12 @@
 
 #include "base/error.h"
 #include "policies/policy.h"
+#include "tests/policies/policy_test_util.h"
 
 namespace kvs::policies {
 namespace {
+
+using testing::error_of;
 
 TEST(Registry, FixedReturnsItsLevel) {
   auto p = make_policy("fixed", {{"level", "2"}});
@@ -33,15 +36,6 @@ TEST(Registry, UnknownPolicyAndParameterAreErrors) {
   EXPECT_THROW(make_policy("fixed", {{"lvl", "1"}}), Error);
   EXPECT_THROW(make_policy("fixed", {{"level", "x"}}), Error);
   EXPECT_THROW(make_policy("fixed", {{"level", "-1"}}), Error);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Registry, ErrorsNameThePolicyTheParameterAndTheClosestName) {

@@ -1,12 +1,25 @@
-// Chunks and stream states built by hand for the policies' tests.
+// Chunks and stream states built by hand for the policies' tests, and errors' messages.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "policies/policy.h"
 
 namespace kvs::policies::testing {
+
+// The message of the kvs::Error `f` throws; empty when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 struct LevelSpec {
   uint64_t bytes;

@@ -11,9 +11,12 @@
 
 #include "base/error.h"
 #include "policies/selective.h"
+#include "tests/policies/policy_test_util.h"
 
 namespace kvs::policies {
 namespace {
+
+using testing::error_of;
 
 namespace fs = std::filesystem;
 
@@ -43,15 +46,6 @@ struct TempFile {
   }
   ~TempFile() { fs::remove(path); }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(SelectivePlan, TakesTheProfilesSettingAsItIsOnTheProfiledModel) {
   TempFile f("a.json", profile_text());

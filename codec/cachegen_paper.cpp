@@ -393,16 +393,7 @@ class CacheGenPaperCodec final : public Codec {
     const uint32_t T = hd.tokens, D = s.head_dim;
     const size_t n = size_t(T) * D;
     // Each substream's escape count and sizes, before the output is allocated.
-    for (size_t index = 0; index < substreams; ++index) {
-      SectionReader reader(ps.sections[index], "cachegen paper substream");
-      const uint32_t count = reader.u32();
-      if (count > n)
-        throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
-                                        index, count, n));
-      (void)reader.bytes(4 * size_t(count));
-      if (reader.remaining() < 4)  // the rANS stream's initial state
-        throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
-    }
+    for (size_t index = 0; index < substreams; ++index) (void)parse_cachegen_paper_substream(ps.sections[index], index, n);
     reshape_for(hd, out);
     std::vector<ChannelDecoding> channels(size_t(kLanes) * D);
     for (size_t first = 0; first < substreams;) {
@@ -627,6 +618,20 @@ uint64_t stream_model_hash(std::span<const uint8_t> stream) {
   uint64_t h = 0;
   for (int k = 7; k >= 0; --k) h = (h << 8) | stream[40 + size_t(k)];
   return h;
+}
+
+CachegenPaperSubstream parse_cachegen_paper_substream(std::span<const uint8_t> section, size_t index, size_t values) {
+  SectionReader reader(section, "cachegen paper substream");
+  CachegenPaperSubstream sub;
+  sub.escape_count = reader.u32();
+  if (sub.escape_count > values)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
+                                    index, sub.escape_count, values));
+  sub.escapes = reader.bytes(4 * size_t(sub.escape_count));
+  if (reader.remaining() < 4)  // the rANS stream's initial state
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
+  sub.coded = section.subspan(4 + sub.escapes.size());
+  return sub;
 }
 
 void check_cachegen_paper_stream(const ParsedStream& ps, const CacheGenPaperModel* model, const std::string& model_file) {

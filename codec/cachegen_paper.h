@@ -113,6 +113,17 @@ struct ParsedStream;  // codec/bitstream.h
 // Throws CorruptStream.
 void check_cachegen_paper_stream(const ParsedStream& ps, const CacheGenPaperModel* model, const std::string& model_file);
 
+// One scheme=paper substream (section `index` of a stream whose substreams
+// hold `values` values each): its escapes (4 bytes each) and the rANS stream
+// after them. Throws CorruptStream (the CPU decoder's messages, shared with
+// the CUDA planner) when the escapes exceed the values or do not fit, or
+// nothing is left for the rANS state.
+struct CachegenPaperSubstream {
+  uint32_t escape_count = 0;
+  std::span<const uint8_t> escapes, coded;
+};
+CachegenPaperSubstream parse_cachegen_paper_substream(std::span<const uint8_t> section, size_t index, size_t values);
+
 // `cachegen` with scheme=paper; options.model_file may be empty (then the codec
 // can train a model but not encode). Its decode() also takes scheme=code streams.
 std::unique_ptr<Codec> make_cachegen_paper_codec(const CodecOptions& options);

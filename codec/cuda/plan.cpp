@@ -285,16 +285,9 @@ CachegenPaperPlan plan_cachegen_paper(std::span<const uint8_t> stream, const Cac
   const size_t n = size_t(hd.tokens) * s.head_dim;
   std::vector<PaperSubstream> subs(substreams);
   for (size_t index = 0; index < substreams; ++index) {
-    SectionReader reader(ps.sections[index], "cachegen paper substream");
-    const uint32_t count = reader.u32();
-    if (count > n)
-      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} has {} escapes for {} values",
-                                      index, count, n));
-    const auto esc = reader.bytes(4 * size_t(count));
-    if (reader.remaining() < 4)  // the rANS stream's initial state
-      throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper substream {} does not decode", index));
-    const auto coded = ps.sections[index].subspan(4 + 4 * size_t(count));
-    subs[index] = {offset_in(stream, esc.data()), count, offset_in(stream, coded.data()), uint32_t(coded.size())};
+    const CachegenPaperSubstream sub = parse_cachegen_paper_substream(ps.sections[index], index, n);
+    subs[index] = {offset_in(stream, sub.escapes.data()), sub.escape_count, offset_in(stream, sub.coded.data()),
+                   uint32_t(sub.coded.size())};
   }
   CachegenPaperPlan plan;
   plan.header = hd;

@@ -65,7 +65,8 @@ void add_profile_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::IsMember({"measured", "estimated"}));
   cmd->add_option("--device", args->device,
                   "Where encode/decode are timed: cpu (one thread) or cuda (the GPU's decode kernels, encode on the GPU "
-                  "for cachegen scheme=code and on the CPU otherwise; only codecs with a GPU decoder: cachegen, kvs; "
+                  "for cachegen (scheme=code and scheme=paper) and on the CPU otherwise; only codecs with a GPU decoder: "
+                  "cachegen, kvs; "
                   "docs/profile-format.md)")
       ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", args->threads, "CPU threads for libtorch")->capture_default_str()->check(CLI::Range(1, 1024));

@@ -225,6 +225,11 @@ BENCHMARK_CAPTURE(BM_decode_model, kvs_model_L1_1500tok, 1, 1500u);
 //   BM_plan_crc/*    the CRC-32 of the stream alone (crc32)
 //   BM_plan_parse/*  parse_stream: header, CRC, section table
 //   BM_plan/*        the whole plan (plan_kvs, plan_cachegen, plan_cachegen_paper)
+//                    with the host's verification (Verify::kHost: CRC, section table)
+//   BM_plan_device/* the same plan with the CRC (and cachegen's section
+//                    table) left to the GPU's verification kernels
+//                    (Verify::kDevice, what cuda::Decoder runs): the host's
+//                    share per chunk; the kernels' time is not in it
 const kvs::codec::KVShape kPlanShape{32, 32, 128};
 constexpr uint32_t kPlanTokens = 1024;
 
@@ -278,31 +283,38 @@ void BM_plan_parse(benchmark::State& state, const char* name) {
   plan_counters(state, ps);
 }
 
-void BM_plan(benchmark::State& state, const char* name) {
+void plan_loop(benchmark::State& state, const char* name, kvs::codec::cuda::detail::Verify verify) {
   namespace cd = kvs::codec::cuda::detail;
   const PlanStream& ps = plan_stream(name);
   const std::string n = name;
   const auto parser = cd::make_kvs_parser();
   for (auto _ : state) {
     if (n == "kvs")
-      benchmark::DoNotOptimize(cd::plan_kvs(ps.stream, *parser).meta.data());
+      benchmark::DoNotOptimize(cd::plan_kvs(ps.stream, *parser, verify).meta.data());
     else if (n == "cachegen")
-      benchmark::DoNotOptimize(cd::plan_cachegen(ps.stream).meta.data());
+      benchmark::DoNotOptimize(cd::plan_cachegen(ps.stream, verify).meta.data());
     else
-      benchmark::DoNotOptimize(cd::plan_cachegen_paper(ps.stream, ps.model.get(), ps.model_file).meta.data());
+      benchmark::DoNotOptimize(cd::plan_cachegen_paper(ps.stream, ps.model.get(), ps.model_file, verify).meta.data());
   }
   plan_counters(state, ps);
+}
+void BM_plan(benchmark::State& state, const char* name) { plan_loop(state, name, kvs::codec::cuda::detail::Verify::kHost); }
+void BM_plan_device(benchmark::State& state, const char* name) {
+  plan_loop(state, name, kvs::codec::cuda::detail::Verify::kDevice);
 }
 
 BENCHMARK_CAPTURE(BM_plan_crc, kvs_llama2_1024tok, "kvs")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_plan_parse, kvs_llama2_1024tok, "kvs")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_plan, kvs_llama2_1024tok, "kvs")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan_device, kvs_llama2_1024tok, "kvs")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_plan_crc, cachegen_llama2_1024tok, "cachegen")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_plan_parse, cachegen_llama2_1024tok, "cachegen")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_plan, cachegen_llama2_1024tok, "cachegen")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan_device, cachegen_llama2_1024tok, "cachegen")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_plan_crc, cachegen_paper_llama2_1024tok, "cachegen_paper")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_plan_parse, cachegen_paper_llama2_1024tok, "cachegen_paper")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_plan, cachegen_paper_llama2_1024tok, "cachegen_paper")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_plan_device, cachegen_paper_llama2_1024tok, "cachegen_paper")->Unit(benchmark::kMicrosecond);
 
 // The console table, then every benchmark's bytes/s over BM_memcpy's from
 // this run: the median when repetitions are aggregated, else the one run.

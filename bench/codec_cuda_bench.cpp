@@ -26,20 +26,30 @@
 //   cpu_GBps   one chunk decoded on one CPU core (Codec::decode), same unit;
 //   host_ms    the host's part of a GPU decode of one chunk (parse, checks,
 //              metadata; one core, median of 5): e2e cannot beat chunk bytes / host_ms;
+//              the CRC (and cachegen's section table) are verified on the
+//              device (codec/cuda/verify_threads.h), not in it;
 //   chunk_ms   latency of one --latency-tokens chunk (default 1536):
 //              decode() to synchronize(), median of 10.
 //   enc_GBps   GPU encode of one chunk (fp16 in device memory -> the
 //              stream's bytes on the host), fp16 input bytes / time, median
-//              of --reps; cachegen scheme=code only (-1 for the others);
+//              of --reps; cachegen scheme=code and scheme=paper, kvs;
 //   cpu_enc    the same chunk encoded on one CPU core (GB/s);
 //   enc_ms     GPU encode latency of the --latency-tokens chunk.
+// After the table, per (model, codec): the verification kernels alone on
+// chunk 0's stream in device memory (CRC; for cachegen also the section
+// table's scan and checks), CUDA events, median of --reps: ms per chunk and
+// GB/s of stream bytes.
 // Chunk 0's GPU output is checked against the CPU decoder's, bit for bit, and
 // GPU-encoded streams against the CPU encoder's, byte for byte, before their
 // times count.
 //   build/bench/codec_cuda_bench [--models llama2-7b,mistral-7b,llama3-70b]
 //     [--contexts 4096,32768] [--codecs kvs,cachegen,cachegen-paper] [--csv FILE]
 //     [--host-only 1]: no GPU needed: the host's part of a GPU decode of one
-//     chunk (parse, checks, metadata), which bounds the end-to-end rate.
+//     chunk (parse, checks, metadata), which bounds the end-to-end rate; for
+//     kvs also the host's part of a GPU encode of one chunk (row plan from
+//     the rows' hashes, models section, substream layout, assembly and CRC;
+//     the kernels' thread bodies run on the CPU beside it, untimed, and its
+//     stream is checked against the CPU encoder's).
 // cachegen-paper: scheme=paper, its codec model learned from one 256-token
 // synthetic chunk of another seed (the model's training is not timed).
 #include <algorithm>
@@ -66,6 +76,8 @@
 #include "codec/codec.h"
 #include "codec/cuda/decode.h"
 #include "codec/cuda/encode.h"
+#include "codec/cuda/kernels.h"
+#include "codec/cuda/kvs_encode_plan.h"
 #include "codec/cuda/plan.h"
 
 namespace {
@@ -172,6 +184,7 @@ int main(int argc, char** argv) {
                 "level", "bits", "e2e_GBps", "e2e_mt", "dev_GBps", "copy_GBps", "mt_r", "dev_r", "cpu_GBps", "host_ms",
                 "chunk_ms", "enc_GBps", "cpu_enc", "enc_ms");
   int failures = 0;
+  std::vector<std::string> verify_lines;  // the verification kernels' times, printed after the table
   cudaStream_t stream = nullptr;
   cudaEvent_t e0 = nullptr, e1 = nullptr;
   if (!host_only) {
@@ -227,28 +240,43 @@ int main(int argc, char** argv) {
       const double c0 = now_s();
       const KVChunk cpu = codec->decode(streams[0]);
       const double cpu_s = now_s() - c0;
-      // The host's part of a GPU decode of one chunk (parse, checks, metadata: codec/cuda/plan.h), median of 5.
-      double host_ms = 0;
-      {
+      // The host's part of a GPU decode of one chunk (parse, checks, metadata: codec/cuda/plan.h), median of 5:
+      // as cuda::Decoder plans (the CRC and cachegen's table left to the device), and with the host verifying all.
+      const auto plan_ms = [&](cuda::detail::Verify verify) {
         const auto parser = cuda::detail::make_kvs_parser();
         std::vector<double> ms;
         for (int r = 0; r < 5; ++r) {
           const double t0 = now_s();
           if (paper_model)
-            (void)cuda::detail::plan_cachegen_paper(streams[0], paper_model.get(), model_file);
+            (void)cuda::detail::plan_cachegen_paper(streams[0], paper_model.get(), model_file, verify);
           else if (name == "kvs")
-            (void)cuda::detail::plan_kvs(streams[0], *parser);
+            (void)cuda::detail::plan_kvs(streams[0], *parser, verify);
           else
-            (void)cuda::detail::plan_cachegen(streams[0]);
+            (void)cuda::detail::plan_cachegen(streams[0], verify);
           ms.push_back(1e3 * (now_s() - t0));
         }
-        host_ms = median(ms);
-      }
+        return median(ms);
+      };
+      const double host_ms = plan_ms(cuda::detail::Verify::kDevice);
       if (host_only) {
-        std::printf("%-11s %-14s L%d %6.3f bits/value: host part %.1f ms per %u-token chunk (%.1f GB/s of fp16 "
-                    "output on one core); CPU decode %.3f GB/s\n",
+        const double host_verified_ms = plan_ms(cuda::detail::Verify::kHost);
+        std::printf("%-11s %-14s L%d %6.3f bits/value: host part %.3f ms per %u-token chunk (%.1f GB/s of fp16 "
+                    "output on one core; %.1f ms with the CRC and section table checked on the host); CPU decode "
+                    "%.3f GB/s\n",
                     model.c_str(), name.c_str(), level, bits, host_ms, chunk_tokens,
-                    double(2 * chunk_values) / host_ms / 1e6, double(2 * chunk_values) / cpu_s / 1e9);
+                    double(2 * chunk_values) / host_ms / 1e6, host_verified_ms, double(2 * chunk_values) / cpu_s / 1e9);
+        if (name == "kvs") {
+          double enc_host_s = 0;
+          if (cuda::detail::encode_kvs_on_host(chunks[0], level, *codec, true, &enc_host_s) != streams[0]) {
+            std::printf("%s %s: the GPU encoder's thread bodies differ from the CPU encoder\n", model.c_str(),
+                        name.c_str());
+            ++failures;
+          }
+          std::printf("%-11s %-14s L%d GPU encode's host part %.1f ms per chunk (%.1f GB/s of fp16 input on one "
+                      "core); CPU encode %.3f GB/s\n",
+                      model.c_str(), name.c_str(), level, 1e3 * enc_host_s, double(2 * chunk_values) / enc_host_s / 1e9,
+                      double(2 * chunk_values) / cpu_encode_s / 1e9);
+        }
         for (PinnedStream& p : pinned) std::free(p.data);
         continue;
       }
@@ -268,6 +296,56 @@ int main(int argc, char** argv) {
           continue;
         }
       }
+      // The verification kernels alone on chunk 0's stream (already in device memory).
+      {
+        namespace cd = cuda::detail;
+        const auto parser = cd::make_kvs_parser();
+        const cd::VerifyPlan v = paper_model ? cd::plan_cachegen_paper(streams[0], paper_model.get(), model_file,
+                                                                       cd::Verify::kDevice).verify
+                                 : name == "kvs" ? cd::plan_kvs(streams[0], *parser, cd::Verify::kDevice).verify
+                                                 : cd::plan_cachegen(streams[0], cd::Verify::kDevice).verify;
+        const size_t n = v.walk ? v.sections : 0, scan = v.walk ? cd::verify_scan_temp_bytes(v.sections) : 0;
+        const cd::CrcTables& tables = cd::crc_tables();
+        cuda::DeviceBuffer dev_stream((streams[0].size() + 255) / 256 * 256), dev_tables(sizeof(tables)),
+            scratch(256 + 4 * (n + 1) + 8 * n + 512 + scan), fault(sizeof(unsigned long long));
+        check(cudaMemcpy(dev_stream.get(), streams[0].data(), streams[0].size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+        check(cudaMemcpy(dev_tables.get(), &tables, sizeof(tables), cudaMemcpyHostToDevice), "cudaMemcpy");
+        uint8_t* s0 = static_cast<uint8_t*>(scratch.get());
+        uint32_t* acc = reinterpret_cast<uint32_t*>(s0);
+        uint32_t* offsets = reinterpret_cast<uint32_t*>(s0 + 256);
+        uint64_t* ends = reinterpret_cast<uint64_t*>(s0 + 256 + (4 * (n + 1) + 255) / 256 * 256);
+        void* temp = reinterpret_cast<uint8_t*>(ends) + (8 * n + 255) / 256 * 256;
+        const cd::VerifyLaunch p = v.bind(static_cast<const uint8_t*>(dev_stream.get()),
+                                          static_cast<const cd::CrcTables*>(dev_tables.get()), acc, ends, offsets,
+                                          static_cast<unsigned long long*>(fault.get()));
+        std::vector<double> ms;
+        unsigned long long found = 0;
+        for (int r = 0; r <= reps; ++r) {  // r = 0: warm-up
+          check(cudaMemsetAsync(fault.get(), 0xff, sizeof(unsigned long long), stream), "cudaMemsetAsync");
+          check(cudaMemsetAsync(acc, 0, sizeof(uint32_t), stream), "cudaMemsetAsync");
+          check(cudaEventRecord(e0, stream), "cudaEventRecord");
+          cd::launch_verify(p, temp, scan, stream);
+          check(cudaEventRecord(e1, stream), "cudaEventRecord");
+          check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+          float t = 0;
+          check(cudaEventElapsedTime(&t, e0, e1), "cudaEventElapsedTime");
+          if (r) ms.push_back(t);
+          check(cudaMemcpy(&found, fault.get(), sizeof(found), cudaMemcpyDeviceToHost), "cudaMemcpy");
+          if (found != cd::kNoFault) break;
+        }
+        if (found != cd::kNoFault) {
+          std::printf("%s %s: the verification kernels reject a good stream: %s\n", model.c_str(), name.c_str(),
+                      cd::verify_fault_text(found, v.body).c_str());
+          ++failures;
+        } else {
+          const double t = median(ms);
+          char line[256];
+          std::snprintf(line, sizeof(line), "%-11s %-14s verify (CRC%s) of a %.1f MB stream: %.3f ms, %.1f GB/s of stream",
+                        model.c_str(), name.c_str(), v.walk ? " and section table" : "", 1e-6 * double(streams[0].size()),
+                        t, 1e-6 * double(streams[0].size()) / t);
+          verify_lines.push_back(line);
+        }
+      }
       // Latency of one chunk of latency_tokens.
       double chunk_ms = 0;
       {
@@ -283,11 +361,12 @@ int main(int argc, char** argv) {
         chunk_ms = median(ms);
         cudaFreeHost(p.data);
       }
-      // GPU encode (cachegen scheme=code only): chunk 0 from fp16 in device
-      // memory, checked against the CPU's bytes, then timed; and the latency chunk.
+      // GPU encode (cachegen scheme=code and scheme=paper, kvs): chunk 0 from fp16
+      // in device memory, checked against the CPU's bytes, then timed; and the
+      // latency chunk.
       double enc_gbps = -1, enc_chunk_ms = -1;
-      if (name == "cachegen") {
-        cuda::Encoder encoder(stream);
+      if (name == "cachegen" || name == "cachegen-paper" || name == "kvs") {
+        cuda::Encoder encoder(stream, paper_model, model_file);
         const auto encode_chunk = [&](const KVChunk& c, std::vector<double>* times) {
           std::vector<uint16_t> half(c.values.size());
           for (size_t i = 0; i < half.size(); ++i) half[i] = float_to_half_bits(c.values[i]);
@@ -296,8 +375,12 @@ int main(int argc, char** argv) {
           Bytes out;
           for (int r = 0; r <= reps; ++r) {
             const double t0 = now_s();
-            out = encoder.encode_cachegen(dev.get(), cuda::OutputType::kF16, c.shape, c.dtype, c.token_begin, c.tokens,
-                                          level);
+            out = name == "kvs" ? encoder.encode_kvs(dev.get(), cuda::OutputType::kF16, c.shape, c.dtype,
+                                                     c.token_begin, c.tokens, level, *codec)
+                : paper_model ? encoder.encode_cachegen_paper(dev.get(), cuda::OutputType::kF16, c.shape, c.dtype,
+                                                              c.token_begin, c.tokens, level)
+                              : encoder.encode_cachegen(dev.get(), cuda::OutputType::kF16, c.shape, c.dtype,
+                                                        c.token_begin, c.tokens, level);
             if (r) times->push_back(now_s() - t0);
           }
           return out;
@@ -393,6 +476,8 @@ int main(int argc, char** argv) {
     }
   }
   if (csv) std::fclose(csv);
-  std::printf("enc_GBps, enc_ms: GPU encode (cachegen scheme=code only; -1: none); cpu_enc: one CPU core\n");
+  for (const std::string& line : verify_lines) std::printf("%s\n", line.c_str());
+  std::printf("enc_GBps, enc_ms: GPU encode (cachegen scheme=code and scheme=paper, kvs; -1: none); "
+              "cpu_enc: one CPU core\n");
   return failures ? 1 : 0;
 }

@@ -241,13 +241,13 @@ Bytes write_stream(const StreamHeader& h, std::span<const std::span<const uint8_
   return out;
 }
 
-StreamHeader parse_stream_header(std::span<const uint8_t> in, CodecId expected, uint32_t* section_count) {
+StreamHeader parse_stream_header(std::span<const uint8_t> in, CodecId expected, uint32_t* section_count, Crc crc) {
   if (in.size() < kHeaderBytes + 4) corrupt(in.size(), fmt::format("stream of {} bytes is shorter than a header", in.size()));
   const uint8_t* p = in.data();
   if (get_u32(p) != kStreamMagic) corrupt(0, "bad magic (not a kvstream chunk)");
   if (get_u16(p + 4) != kFormatVersion) corrupt(4, fmt::format("unsupported format version {}", get_u16(p + 4)));
   const uint32_t stored_crc = get_u32(p + in.size() - 4);
-  if (crc32(in.first(in.size() - 4)) != stored_crc) corrupt(in.size() - 4, "checksum mismatch");
+  if (crc == Crc::kCheck && crc32(in.first(in.size() - 4)) != stored_crc) corrupt(in.size() - 4, "checksum mismatch");
   StreamHeader h;
   h.codec = CodecId(get_u16(p + 6));
   if (h.codec != expected)
@@ -297,10 +297,10 @@ void section_offsets(std::span<const uint8_t> in, uint32_t count, uint32_t* offs
   offsets[count] = uint32_t(in.size() - 4);
 }
 
-ParsedStream parse_stream(std::span<const uint8_t> in, CodecId expected) {
+ParsedStream parse_stream(std::span<const uint8_t> in, CodecId expected, Crc crc) {
   ParsedStream ps;
   uint32_t count = 0;
-  ps.header = parse_stream_header(in, expected, &count);
+  ps.header = parse_stream_header(in, expected, &count, crc);
   ps.sections.reserve(count);
   walk_sections(in, count, [&](uint32_t, size_t offset, uint32_t size) { ps.sections.push_back(in.subspan(offset, size)); });
   return ps;

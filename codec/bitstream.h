@@ -66,14 +66,19 @@ struct ParsedStream {
   std::vector<std::span<const uint8_t>> sections;
 };
 
+// Whether parse_stream checks the CRC; kDeferred: the caller checks it
+// later (the GPU decoders verify it on the device, codec/cuda/verify_threads.h).
+enum class Crc : uint8_t { kCheck, kDeferred };
+
 // Validates and splits a stream; `expected` is the decoding codec's id.
-ParsedStream parse_stream(std::span<const uint8_t> stream, CodecId expected);
+ParsedStream parse_stream(std::span<const uint8_t> stream, CodecId expected, Crc crc = Crc::kCheck);
 // parse_stream in two steps, with its checks and messages, for a caller that
 // needs no list of sections (the CUDA planner, codec/cuda/plan.h, on streams
 // of a million sections): the header, CRC and section count; then where
 // each section starts, written to offsets[0..count] (offsets[count]: where
 // the last one ends, before the CRC). The stream must be under 4 GiB.
-StreamHeader parse_stream_header(std::span<const uint8_t> stream, CodecId expected, uint32_t* section_count);
+StreamHeader parse_stream_header(std::span<const uint8_t> stream, CodecId expected, uint32_t* section_count,
+                                 Crc crc = Crc::kCheck);
 void section_offsets(std::span<const uint8_t> stream, uint32_t section_count, uint32_t* offsets);
 
 // An empty chunk of the header's (already validated) shape.

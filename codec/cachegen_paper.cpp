@@ -15,6 +15,7 @@
 #include "codec/bitstream.h"
 #include "codec/cachegen.h"
 #include "codec/cachegen_paper_core.h"
+#include "codec/cachegen_paper_encode_core.h"
 #include "codec/rans.h"
 
 namespace kvs::codec {
@@ -35,53 +36,15 @@ constexpr uint32_t kAnchorEscape = kAnchorSymbols - 1;
 
 // ---- quantizers (shared by training, encoder and decoder) ----
 
-// Anchor symbol of x: q + 127 for q = round(x / step) in -127..127, else the escape.
-inline uint32_t anchor_symbol(float x, float step) {
-  const float v = x / step;
-  if (!(std::fabs(v) < float(kPaperAnchorM) + 0.5f)) return kAnchorEscape;
-  return uint32_t(std::lrint(v) + kPaperAnchorM);
-}
+// The quantizers and the rANS coding of a substream: KVS_HD functions the
+// GPU encoder runs too (codec/cachegen_paper_encode_core.h).
+using cachegen_paper_core::anchor_symbol;
+using cachegen_paper_core::delta_symbol;
 // Dequantization: the KVS_HD functions a GPU decoder runs too.
 using cachegen_paper_core::anchor_value;
 using cachegen_paper_core::delta_value;
 static_assert(cachegen_paper_core::kAnchorEscape == kAnchorEscape && cachegen_paper_core::kAnchorM == kPaperAnchorM &&
               cachegen_paper_core::kGroupTokens == kPaperGroupTokens);
-
-// Delta symbol of x against the decoded anchor a: q + M, or 2M + 1 (escape).
-inline uint32_t delta_symbol(float x, float a, float step, int M) {
-  const float v = (x - a) / step;
-  if (!(std::fabs(v) < float(M) + 0.5f)) return uint32_t(2 * M + 1);
-  return uint32_t(std::lrint(v) + M);
-}
-
-// ---- rANS with one table per symbol: codec/rans.h's state machine and byte
-// format (32-bit state, byte-wise renormalization, 16-bit probabilities),
-// with table_at(i) choosing the table of symbol i. ----
-
-template <class TableAt>
-size_t rans_encode_multi(const uint8_t* symbols, size_t n, TableAt table_at, uint8_t* out, size_t capacity) {
-  uint8_t* ptr = out + capacity;
-  uint32_t x = rans::kLowerBound;
-  for (size_t i = n; i-- > 0;) {
-    const rans::Table& t = table_at(i);
-    const uint32_t s = symbols[i];
-    if (s >= t.symbols) return 0;
-    const uint32_t f = t.freq[s];
-    const uint32_t x_max = ((rans::kLowerBound >> rans::kProbBits) << 8) * f;
-    while (x >= x_max) {
-      if (ptr == out) return 0;
-      *--ptr = uint8_t(x & 0xff);
-      x >>= 8;
-    }
-    x = ((x / f) << rans::kProbBits) + (x % f) + t.cum[s];
-  }
-  for (int k = 0; k < 4; ++k) {
-    if (ptr == out) return 0;
-    *--ptr = uint8_t(x & 0xff);
-    x >>= 8;
-  }
-  return size_t(out + capacity - ptr);
-}
 
 // A rans::Table from stored frequencies (validated when the model was parsed).
 void fill_table(std::span<const uint16_t> freqs, rans::Table* t) {
@@ -306,17 +269,9 @@ class CacheGenPaperCodec final : public Codec {
   }
 
   Bytes encode(const KVChunk& chunk, int level) const override {
-    if (level < 0 || level >= kCacheGenLevels)
-      throw Error(fmt::format("codec cachegen: level {} out of range (0..{})", level, kCacheGenLevels - 1));
-    if (!model_)
-      throw Error("codec cachegen: scheme=paper needs a codec model file (--codec-model); learn one with "
-                  "`kvstream codec-model train --codec cachegen --param scheme=paper`");
+    check_cachegen_paper_encode(chunk.shape, level, model_.get(), model_file_);
     const CacheGenPaperModel& m = *model_;
     const KVShape& s = chunk.shape;
-    if (!(s == m.shape))
-      throw Error(fmt::format("codec cachegen: codec model file {} is for KV shape {} (layers x kv heads x dims), "
-                              "the chunk has {}",
-                              model_file_, shape_text(m.shape), shape_text(s)));
     const uint32_t T = chunk.tokens, D = s.head_dim, G = kPaperGroupTokens;
     const size_t n = size_t(T) * D;
     HeadCoding coding(D);
@@ -325,42 +280,38 @@ class CacheGenPaperCodec final : public Codec {
     const std::vector<float>& step_d = coding.step_d;
     std::vector<float> anchor(D);
     std::vector<uint8_t> symbols(n), buffer(4 + 2 * n);
-    std::vector<float> escapes;
     std::vector<Bytes> sections;
     sections.reserve(size_t(s.layers) * 2 * s.kv_heads);
+    // Per substream, the KVS_HD steps the GPU encoder's threads run
+    // (codec/cachegen_paper_encode_core.h): symbols, escapes, rANS.
     for (uint32_t l = 0; l < s.layers; ++l) {
       const int M = cachegen_paper_bins(level, l, s.layers) / 2 - 1;
       for (Kind k : {Kind::kKey, Kind::kValue})
         for (uint32_t h = 0; h < s.kv_heads; ++h) {
           coding.load(m, l, k, h, level);
-          escapes.clear();
+          const float* plane = chunk.values.data() + sections.size() * n;  // [token][dim] of substream (l, k, h)
           for (uint32_t t = 0; t < T; ++t) {
             const bool is_anchor = t % G == 0;
-            for (uint32_t d = 0; d < D; ++d) {
-              const float x = chunk.at(l, k, h, t, d);
-              uint32_t sym;
-              if (is_anchor) {
-                sym = anchor_symbol(x, step_a[d]);
-                anchor[d] = sym == kAnchorEscape ? x : anchor_value(sym, step_a[d]);
-                if (sym == kAnchorEscape) escapes.push_back(x);
-              } else {
-                sym = delta_symbol(x, anchor[d], step_d[d], M);
-                if (sym == uint32_t(2 * M + 1)) escapes.push_back(x);
-              }
-              symbols[size_t(t) * D + d] = uint8_t(sym);
-            }
+            for (uint32_t d = 0; d < D; ++d)
+              symbols[size_t(t) * D + d] = uint8_t(cachegen_paper_core::quantize(
+                  plane[size_t(t) * D + d], is_anchor, step_a[d], step_d[d], M, &anchor[d]));
           }
-          const auto table_at = [&](size_t i) -> const rans::Table& {
-            const size_t d = i % D;
-            return (i / D) % G == 0 ? tables[d] : tables[D + d];
-          };
-          const size_t written = rans_encode_multi(symbols.data(), n, table_at, buffer.data(), buffer.size());
+          const uint32_t escapes =
+              cachegen_paper_core::for_each_escape(symbols.data(), T, D, M, [](uint32_t, uint32_t, uint32_t) {});
+          const size_t written = cachegen_paper_core::code_symbols(
+              symbols.data(), T, D,
+              [&](uint32_t t, uint32_t d, uint32_t sym, uint32_t* f, uint32_t* cum) {
+                cachegen_paper_core::freq_cum(t % G == 0 ? tables[d] : tables[D + d], sym, f, cum);
+              },
+              buffer.data(), buffer.size());
           if (written == 0) throw Error("codec cachegen: internal error: rANS buffer too small");
-          Bytes sec;
-          sec.reserve(4 + 4 * escapes.size() + written);
-          put_u32(sec, uint32_t(escapes.size()));
-          for (float e : escapes) put_f32(sec, e);
-          sec.insert(sec.end(), buffer.end() - ptrdiff_t(written), buffer.end());
+          Bytes sec(4 + 4 * size_t(escapes) + written);
+          sec[0] = uint8_t(escapes), sec[1] = uint8_t(escapes >> 8), sec[2] = uint8_t(escapes >> 16),
+          sec[3] = uint8_t(escapes >> 24);
+          cachegen_paper_core::for_each_escape(symbols.data(), T, D, M, [&](uint32_t i, uint32_t t, uint32_t d) {
+            cachegen_paper_core::put_escaped_value(sec.data() + 4 + 4 * size_t(i), plane[size_t(t) * D + d]);
+          });
+          std::memcpy(sec.data() + 4 + 4 * size_t(escapes), buffer.data() + buffer.size() - written, written);
           sections.push_back(std::move(sec));
         }
     }
@@ -657,6 +608,19 @@ void check_cachegen_paper_stream(const ParsedStream& ps, const CacheGenPaperMode
   if (ps.sections.size() != substreams)
     throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper has {} sections, expected {}",
                                     ps.sections.size(), substreams));
+}
+
+void check_cachegen_paper_encode(const KVShape& shape, int level, const CacheGenPaperModel* model,
+                                 const std::string& model_file) {
+  if (level < 0 || level >= kCacheGenLevels)
+    throw Error(fmt::format("codec cachegen: level {} out of range (0..{})", level, kCacheGenLevels - 1));
+  if (!model)
+    throw Error("codec cachegen: scheme=paper needs a codec model file (--codec-model); learn one with "
+                "`kvstream codec-model train --codec cachegen --param scheme=paper`");
+  if (!(shape == model->shape))
+    throw Error(fmt::format("codec cachegen: codec model file {} is for KV shape {} (layers x kv heads x dims), "
+                            "the chunk has {}",
+                            model_file, shape_text(model->shape), shape_text(shape)));
 }
 
 std::unique_ptr<Codec> make_cachegen_paper_codec(const CodecOptions& options) {

@@ -113,6 +113,12 @@ struct ParsedStream;  // codec/bitstream.h
 // Throws CorruptStream.
 void check_cachegen_paper_stream(const ParsedStream& ps, const CacheGenPaperModel* model, const std::string& model_file);
 
+// The encoder's checks of a chunk of `shape` at `level` against its codec
+// model (`model` null: none given; `model_file` names it in errors): the CPU
+// encoder's messages, shared with the CUDA encoder's planner. Throws kvs::Error.
+void check_cachegen_paper_encode(const KVShape& shape, int level, const CacheGenPaperModel* model,
+                                 const std::string& model_file);
+
 // One scheme=paper substream (section `index` of a stream whose substreams
 // hold `values` values each): its escapes (4 bytes each) and the rANS stream
 // after them. Throws CorruptStream (the CPU decoder's messages, shared with

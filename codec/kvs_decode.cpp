@@ -39,9 +39,107 @@ std::vector<int32_t> KvsCodec::get_ints(std::span<const uint8_t> in, size_t* pos
 }
 
 
-KvsLayout KvsCodec::parse(std::span<const uint8_t> stream) const {
+namespace {
+
+// get_ints (put_ints' layout: u8 spread, varint centre, varint rANS bytes,
+// the rANS stream, varint extra bytes, the extras) for `count` vectors of n
+// values back to back in `in` from *pos, into out[k * n + i]: the headers
+// first, then the rANS streams four at a time (independent chains that one
+// core overlaps). The same values and end position as `count` get_ints
+// calls; false (out and *pos unspecified) when any vector is not well
+// formed, for the caller to decode them one by one for get_ints's message.
+bool get_ints_interleaved(const std::vector<GaussTable>& tables, std::span<const uint8_t> in, size_t* pos,
+                          size_t count, size_t n, int32_t* out) {
+  struct Located {
+    Spread sp;
+    int64_t centre;
+    std::span<const uint8_t> rans, extras;
+  };
+  std::vector<Located> at(count);
+  size_t p = *pos;
+  const auto varint = [&](uint32_t* v) {  // get_varint, without its messages
+    *v = 0;
+    for (int shift = 0; shift < 35; shift += 7) {
+      if (p >= in.size()) return false;
+      const uint8_t b = in[p++];
+      if (shift == 28 && b > 0x0f) return false;
+      *v |= uint32_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  };
+  for (Located& a : at) {
+    uint32_t centre, rans_bytes, extra_bytes;
+    if (p >= in.size()) return false;
+    a.sp = split_spread(in[p++]);
+    if (!varint(&centre) || !varint(&rans_bytes) || rans_bytes > in.size() - p) return false;
+    a.centre = unzigzag(centre);
+    a.rans = in.subspan(p, rans_bytes);
+    p += rans_bytes;
+    if (!varint(&extra_bytes) || extra_bytes > in.size() - p) return false;
+    a.extras = in.subspan(p, extra_bytes);
+    p += extra_bytes;
+  }
+  constexpr size_t kLanes = 4;
+  std::vector<uint8_t> symbols(kLanes * n);
+  for (size_t k0 = 0; k0 < count; k0 += kLanes) {
+    const size_t lanes = std::min(kLanes, count - k0);
+    if (lanes < kLanes) {  // the last few, one at a time
+      for (size_t l = 0; l < lanes; ++l) {
+        const GaussTable& g = tables[at[k0 + l].sp.table];
+        if (rans::decode(at[k0 + l].rans.data(), at[k0 + l].rans.size(), g.table, g.index, symbols.data() + l * n, n) !=
+            rans::DecodeStatus::kOk)
+          return false;
+      }
+    } else {
+      rans::Decoder dec[kLanes];
+      const GaussTable* g[kLanes];
+      for (size_t l = 0; l < kLanes; ++l) {
+        g[l] = &tables[at[k0 + l].sp.table];
+        if (rans::decoder_init(at[k0 + l].rans.data(), at[k0 + l].rans.size(), &dec[l]) != rans::DecodeStatus::kOk)
+          return false;
+      }
+      bool ok = true;  // a stream that ends early stays within its bytes (decode_advance checks)
+      for (size_t i = 0; i < n; ++i)
+        for (size_t l = 0; l < kLanes; ++l) {
+          uint32_t sym;
+          ok &= rans::decode_step(&dec[l], g[l]->table, g[l]->index, &sym);
+          symbols[l * n + i] = uint8_t(sym);
+        }
+      if (!ok) return false;
+      for (size_t l = 0; l < kLanes; ++l)
+        if (rans::decoder_finish(dec[l]) != rans::DecodeStatus::kOk) return false;
+    }
+    try {  // the values, as get_ints
+      for (size_t l = 0; l < lanes; ++l) {
+        const Located& a = at[k0 + l];
+        const GaussTable& g = tables[a.sp.table];
+        BitReader extras(a.extras);
+        const uint8_t* sym = symbols.data() + l * n;
+        int32_t* v = out + (k0 + l) * n;
+        for (size_t i = 0; i < n; ++i) {
+          const int64_t sv = sym[i] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
+                                         : ((int64_t(sym[i]) - 1 - g.range) << a.sp.raw_bits) + extras.get(a.sp.raw_bits);
+          const int64_t x = a.centre + sv;
+          if (x > kMaxQ || x < -kMaxQ) return false;
+          v[i] = int32_t(x);
+        }
+        extras.expect_end();
+      }
+    } catch (const CorruptStream&) {
+      return false;
+    }
+  }
+  *pos = p;
+  return true;
+}
+
+}  // namespace
+
+KvsLayout KvsCodec::parse(std::span<const uint8_t> stream) const { return parse(parse_stream(stream, CodecId::kKvs)); }
+
+KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces) const {
   KvsLayout layout;
-  const ParsedStream ps = parse_stream(stream, CodecId::kKvs);
   const StreamHeader& hd = ps.header;
   layout.header = hd;
   if (hd.flags > 1) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs flags {} (expected 0 or 1)", hd.flags));
@@ -125,9 +223,19 @@ KvsLayout KvsCodec::parse(std::span<const uint8_t> stream) const {
   {
     const auto sec = ps.sections[2];
     size_t pos = 0;
+    // Every plane's spreads and centres decoded together; if any is not well
+    // formed, plane by plane for get_ints's message in the stream's order.
+    const auto ints = std::make_unique_for_overwrite<int32_t[]>(2 * planes * C);
+    const bool together = get_ints_interleaved(tables_, sec, &pos, 2 * planes, C, ints.get());
+    if (!together) pos = 0;
+    std::vector<int32_t> spread_v, centre_v;
     for (size_t p = 0; p < planes; ++p) {
-      const std::vector<int32_t> spread = get_ints(sec, &pos, C, "channel spreads");
-      const std::vector<int32_t> centre = get_ints(sec, &pos, C, "channel centres");
+      if (!together) {
+        spread_v = get_ints(sec, &pos, C, "channel spreads");
+        centre_v = get_ints(sec, &pos, C, "channel centres");
+      }
+      const int32_t* spread = together ? ints.get() + 2 * p * C : spread_v.data();
+      const int32_t* centre = together ? ints.get() + (2 * p + 1) * C : centre_v.data();
       for (uint32_t c = 0; c < C; ++c) {
         if (spread[c] < 0 || spread[c] > 255)
           throw CorruptStream(fmt::format("corrupt KV bitstream: kvs spread index {}", spread[c]));
@@ -156,14 +264,19 @@ KvsLayout KvsCodec::parse(std::span<const uint8_t> stream) const {
       size_t gi = 0;
       uint32_t done = 0;
       for (uint64_t start = 0; start < group_symbols[g]; start += kKvsStreamSymbols, ++next) {
-        const auto sec = ps.sections[next];
-        size_t pos = 0;
-        const uint32_t rans_bytes = get_varint(sec, &pos, "substream");
-        if (rans_bytes > sec.size() - pos)
-          throw CorruptStream(
-              fmt::format("corrupt KV bitstream: kvs substream {} rANS size {} too large", next, rans_bytes));
+        std::span<const uint8_t> rans, extras;  // left empty without locate_pieces
+        if (locate_pieces) {
+          const auto sec = ps.sections[next];
+          size_t pos = 0;
+          const uint32_t rans_bytes = get_varint(sec, &pos, "substream");
+          if (rans_bytes > sec.size() - pos)
+            throw CorruptStream(
+                fmt::format("corrupt KV bitstream: kvs substream {} rANS size {} too large", next, rans_bytes));
+          rans = sec.subspan(pos, rans_bytes);
+          extras = sec.subspan(pos + rans_bytes);
+        }
         const uint32_t n = uint32_t(std::min<uint64_t>(kKvsStreamSymbols, group_symbols[g] - start));
-        pieces.push_back({g, n, next, sec.subspan(pos, rans_bytes), sec.subspan(pos + rans_bytes), gi, done});
+        pieces.push_back({g, n, next, rans, extras, gi, done});
         for (uint32_t left = n; left > 0;) {  // where the next piece starts
           const uint32_t literals = rows[groups[g][gi] / D].literals;
           const uint32_t count = std::min(left, literals - done);

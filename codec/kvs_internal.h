@@ -21,42 +21,26 @@
 #include "codec/bitstream.h"
 #include "codec/codec.h"
 #include "codec/kvs.h"
+#include "codec/kvs_encode_core.h"
 #include "codec/rans.h"
 
 namespace kvs::codec::kvs_detail {
 
-// Spread index j: sigma = 2^((j - 64) / 8) quantization steps, j in 0..255.
-constexpr uint32_t kSpreadCenter = 64;
-// Tables exist for j in [kFirstTable, kLastTable]; smaller j use kFirstTable
-// (all mass on s = 0), larger j code s >> b with table j - 8b and b raw bits.
-constexpr uint32_t kFirstTable = 42, kLastTable = 96;
-constexpr uint32_t kTables = kLastTable - kFirstTable + 1;
-constexpr int32_t kMaxRange = 120;  // a table covers s in [-R, R], R <= kMaxRange
-constexpr uint32_t kEscapeBits = 32;
-constexpr int64_t kMaxQ = int64_t(1) << 29;  // |x / step| and |m| at most this
-
-// Table index (0..kTables-1) and raw low bits of spread index j.
-struct Spread {
-  uint32_t table;
-  uint32_t raw_bits;
-};
-inline Spread split_spread(uint32_t j) {
-  if (j <= kLastTable) return {std::max(j, kFirstTable) - kFirstTable, 0};
-  const uint32_t b = (j - kLastTable + 7) / 8;
-  return {j - 8 * b - kFirstTable, b};
-}
-
-// A discretized Gaussian: symbol 0 is the escape, 1 + R + s codes s in [-R, R].
-struct GaussTable {
-  rans::Table table;
-  rans::SymbolIndex index;        // decoder's slot -> symbol lookup
-  rans::EncodeTable encode_table;  // encoder's reciprocal form
-  int32_t range = 1;
-  float cost_bits[rans::kMaxSymbols] = {};  // encoder's cost of each symbol
-  // Reconstruction: symbol -> s - offset, the centroid of s's bin under a
-  // continuous Gaussian with the same P(1)/P(0) (0 for s = 0 and the escape).
-  float offset[rans::kMaxSymbols] = {};
-};
+// The shared encoder core (codec/kvs_encode_core.h) defines the constants,
+// the Gaussian tables' layout and the per-channel work; the decoder core
+// (codec/kvs_core.h) kEscapeBits and kMaxQ.
+using kvs_core::kEscapeBits;
+using kvs_core::kFirstTable;
+using kvs_core::kLastTable;
+using kvs_core::kMaxQ;  // |x / step| and |m| at most this
+using kvs_core::kMaxRange;
+using kvs_core::kSpreadCenter;
+using kvs_core::kTables;
+using kvs_core::split_spread;
+using kvs_core::Spread;
+using kvs_core::GaussTable;
+using kvs_core::ChannelModel;
+using kvs_core::round_to_int;
 
 // The tables for j = kFirstTable..kLastTable, built from integer constants
 // (the same on every platform).
@@ -150,12 +134,6 @@ inline std::array<float, 2> rope_cos_sin_at(uint64_t position, double inv_freq) 
 // Per chunk: cos/sin for every (token, pair); each pair's frequency computed once.
 std::vector<std::array<float, 2>> rope_table(double theta, uint64_t token_begin, uint32_t tokens, uint32_t head_dim);
 
-// The channel model sent in the chunk: spread index and centre (in steps).
-struct ChannelModel {
-  uint32_t spread = 0;
-  int32_t centre = 0;
-};
-
 // The decoder's view of one head's rows: its literal tokens in order (null:
 // every token, 0..T-1) and each token's source row (null: itself).
 struct HeadRows {
@@ -164,11 +142,8 @@ struct HeadRows {
   uint32_t literals = 0;
 };
 
-// The encoder's histogram counts for one channel; all zero between channels.
-struct ChannelScratch {
-  uint32_t part[4][2 * kMaxRange + 1] = {};
-  uint32_t hist[2 * kMaxRange + 1] = {};
-};
+// The CPU encoder's histogram counts for one channel (four partial counts).
+using ChannelScratch = kvs_core::ChannelScratch<4>;
 
 // Floats from one channel's first token to the next's in channel-major
 // buffers: T rounded up to a cache line (16 values), plus one line when that is
@@ -232,7 +207,33 @@ class KvsCodec final : public Codec {
   // Parses and checks everything but the substreams' payloads (throws
   // CorruptStream as decode() does, before anything is allocated for the output).
   KvsLayout parse(std::span<const uint8_t> stream) const;
+  // The same after parse_stream (e.g. one that deferred the CRC to the GPU).
+  // Without locate_pieces the pieces' sections (beyond the first three) are
+  // not read: their rans and extras stay empty and unchecked (the GPU
+  // decoder splits and checks them on the device).
+  KvsLayout parse(const ParsedStream& ps, bool locate_pieces = true) const;
   const std::vector<GaussTable>& gauss_tables() const { return tables_; }
+
+  // What the GPU encoder (codec/cuda/kvs_encode_plan.h) needs to take the
+  // same steps as encode(), with each row's, channel's and piece's work (the
+  // KVS_HD functions of codec/kvs_encode_core.h) on the device:
+  // the step per plane (layer, kind) at `level`, with encode()'s errors for a
+  // bad level or weights;
+  std::vector<float> level_steps(int level, uint32_t layers) const {
+    if (level < 0 || level >= levels())
+      throw Error(fmt::format("codec kvs: level {} out of range (0..{})", level, levels() - 1));
+    return steps_for(level, layers);
+  }
+  // the RoPE base used for head dimension D (0: keys coded as given);
+  double coded_theta(uint32_t D) const { return D % 2 == 0 ? rope_theta_ : 0.0; }
+  bool centroid() const { return centroid_; }
+  bool rows() const { return rows_; }
+  // the tables of the per-channel choices (kTables Gaussian and RD tables, 256
+  // exact_n entries);
+  kvs_core::EncoderTables encoder_tables() const { return {tables_.data(), rd_.data(), exact_n_.data(), lambda_}; }
+  // the channel models section: per plane the spreads, then the centres, each
+  // an integer vector (put_ints).
+  Bytes models_section(const std::vector<ChannelModel>& model, size_t planes, uint32_t C) const;
 
  private:
   std::vector<float> steps_for(int level, uint32_t layers) const {
@@ -244,16 +245,6 @@ class KvsCodec final : public Codec {
     return w;
   }
 
-  // The spread index that codes s[0..n) (with its histogram over
-  // [-kMaxRange, kMaxRange], `far` values outside, sum of squares `sumsq`) in
-  // the fewest bits, searched near the sample deviation.
-  uint32_t best_spread(const int32_t* s, uint32_t n, const uint32_t* hist, uint32_t far, double sumsq) const;
-  // One channel from its literal tokens' values in steps y[0..n) (sum_y: their
-  // sum in double, in order): its model (centre m, spread), s = q - m of each
-  // value into out (with the rate-distortion choice if rdo) and its rANS
-  // symbol into symbols. Returns whether the channel has raw bits or escapes.
-  bool code_channel(const float* y, uint32_t n, double sum_y, bool rdo, ChannelScratch* scratch, int32_t* out,
-                    uint8_t* symbols, ChannelModel* model) const;
   void build_encoder_tables();
   // An integer vector as: u8 spread, varint zigzag centre (its median), varint
   // rANS bytes, the rANS stream, varint extra bytes, the extras.
@@ -271,14 +262,8 @@ class KvsCodec final : public Codec {
 
   // Encoder-only, derived from tables_ and lambda_ (speed; the choices are the
   // ones the plain formulas make):
-  // per table, the rate-distortion terms of q in [-range - 1, range + 1]
-  // (index q + range + 1): reconstruction point and lambda x bits, computed
-  // with the same operations as the per-value choice;
-  struct RdTable {
-    double rec[2 * kMaxRange + 3];
-    double lambda_bits[2 * kMaxRange + 3];
-  };
-  std::vector<RdTable> rd_;
+  // per table, the rate-distortion terms (kvs_core::RdTable);
+  std::vector<kvs_core::RdTable> rd_;
   // per spread index j with raw bits, the largest n for which a sum of n of
   // its per-value costs (cost_bits + raw bits as float, or the escape) is
   // exact in double whatever the order (0 when j has no raw bits).
@@ -299,17 +284,6 @@ inline uint32_t get_gamma(BitReader& r) {
     if (++n > 24) throw CorruptStream("corrupt KV bitstream: kvs row reference too long");
   }
   return (1u << n) | r.get(n);
-}
-
-
-// lrint(v) for |v| <= 2^29 without a library call where it matters: for
-// |v| <= 2^22, adding and subtracting 1.5 * 2^23 rounds to an integer in the
-// current rounding mode (nearest even), exactly as lrint does (as cachegen's
-// round_to_long).
-constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
-inline int32_t round_to_int(float v) {
-  if (std::fabs(v) <= 4194304.0f) return int32_t((v + kRoundMagic) - kRoundMagic);
-  return int32_t(std::lrint(v));
 }
 
 
@@ -376,5 +350,37 @@ class RecencyList {
 // values at one token, rounded).
 void plan_layer(const float* y, size_t stride, uint32_t heads, uint32_t T, uint32_t D, bool allow,
                 std::vector<uint8_t>* modes, std::vector<RowPlan>* plans);
+// plan_layer's two halves, for the GPU encoder (whose device reduces each row
+// to a hash and each dimension to two sums, kvs_core::column_sums):
+// a dimension's estimated bits per value from those sums over T tokens;
+double dimension_bits(double s1, double s2, uint32_t T);
+// first[t] = the first token u <= t whose hash equals t's (the first
+// occurrence of t's row when no two different rows share a hash);
+void first_by_hash(const uint64_t* hash, uint32_t T, uint32_t* first);
+// the modes and plans from each head's first occurrences first[head * T + t]
+// and each dimension's bits dim_bits[head * D + dim] (both unused unless allow).
+void plan_layer_from(const uint32_t* first, const double* dim_bits, uint32_t heads, uint32_t T, uint32_t D,
+                     bool allow, std::vector<uint8_t>* modes, std::vector<RowPlan>* plans);
+
+// The encoder's host steps that KvsCodec::encode and the GPU encoder share.
+// The error for a value the encoder refuses (kvs_core::value_is_bad).
+[[noreturn]] void throw_bad_value(float x, float step);
+// A layer's row modes into params and its references into refs; its plans
+// moved to the end of plans (one per head of the chunk, in order).
+void put_layer_rows(const std::vector<uint8_t>& modes, std::vector<RowPlan>* layer_plans, Bytes* params,
+                    BitWriter* refs, std::vector<RowPlan>* plans);
+// Channels grouped by table (in channel order), and those groups' symbols cut
+// into substreams of kKvsStreamSymbols: piece k codes n symbols of table
+// `table`, from the first_literal-th symbol of the first_channel-th channel of
+// its group (first_symbol[ch]: where channel ch's symbols start, channel after channel).
+struct PiecePlan {
+  uint32_t table;
+  uint32_t n;
+  size_t first_channel;
+  uint32_t first_literal;
+};
+std::vector<std::vector<uint32_t>> table_groups(const std::vector<ChannelModel>& model);
+std::vector<PiecePlan> plan_pieces(const std::vector<std::vector<uint32_t>>& groups,
+                                   const std::vector<size_t>& first_symbol);
 
 }  // namespace kvs::codec::kvs_detail

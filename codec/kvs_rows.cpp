@@ -29,11 +29,7 @@ void first_occurrences(const uint64_t* hash, uint32_t T, Equal equal, uint32_t* 
   }
 }
 
-// One more 32-bit value into a running hash.
-inline uint64_t hash_step(uint64_t h, uint32_t v) {
-  h = (h ^ v) * 0x9E3779B97F4A7C15ull;
-  return h ^ (h >> 32);
-}
+using kvs_core::hash_step;
 
 
 // A plan from each token's first occurrence: literal tokens, move-to-front
@@ -66,51 +62,37 @@ RowPlan plan_from_first(const uint32_t* first, uint32_t T, double row_bits) {
 
 }  // namespace
 
+double dimension_bits(double s1, double s2, uint32_t T) {
+  // The entropy of a rounded Gaussian of that variance, at least 0.05 bits.
+  const double var = std::max(0.0, s2 / T - (s1 / T) * (s1 / T));
+  return std::max(0.05, 0.5 * std::log2(2 * M_PI * M_E * var));
+}
+
+void first_by_hash(const uint64_t* hash, uint32_t T, uint32_t* first) {
+  first_occurrences(hash, T, [](uint32_t, uint32_t) { return true; }, first);
+}
+
 // Row modes and the plan of each of a layer's `heads` heads, from their
 // values in steps y[(head * D + dim) * stride + token] (a row is the head's D
 // values at one token, rounded).
 void plan_layer(const float* y, size_t stride, uint32_t heads, uint32_t T, uint32_t D, bool allow,
                 std::vector<uint8_t>* modes, std::vector<RowPlan>* plans) {
-  modes->assign(heads, 0);
-  plans->assign(heads, RowPlan{});
+  std::vector<double> dim_bits;
+  std::vector<uint32_t> first;
   if (allow) {
-    // A row's estimated cost from each dimension's spread: the entropy of a
-    // rounded Gaussian, at least 0.05 bits. Per head, each token's first
-    // occurrence of its row; jointly, a token repeats where every head's
-    // first occurrence is the same.
-    std::vector<double> dim_bits(size_t(heads) * D);
+    // A row's estimated cost from each dimension's spread. Per head, each
+    // token's first occurrence of its row.
+    dim_bits.resize(size_t(heads) * D);
+    first.resize(size_t(heads) * T);
     std::vector<uint64_t> hash(T);
-    std::vector<uint32_t> first(size_t(heads) * T), joint_first(T);
+    uint64_t* const hp = hash.data();
     for (uint32_t h = 0; h < heads; ++h) {
       std::fill(hash.begin(), hash.end(), 0);
       for (uint32_t d = 0; d < D; ++d) {
-        const float* col = y + (size_t(h) * D + d) * stride;
-        // s1 and s2: the sums in double of the rounded values and their
-        // squares in token order, which are the integer sums when every
-        // partial sum is below 2^53.
-        int64_t sum = 0;
-        uint64_t sumsq = 0;
-        uint32_t max_abs = 0;
-        for (uint32_t t = 0; t < T; ++t) {
-          const int32_t v = round_to_int(col[t]);
-          const uint32_t a = uint32_t(v < 0 ? -int64_t(v) : v);
-          sum += v;
-          sumsq += uint64_t(a) * a;
-          max_abs = std::max(max_abs, a);
-          hash[t] = hash_step(hash[t], uint32_t(v));
-        }
         double s1 = 0, s2 = 0;
-        if (max_abs <= (1u << 26) && uint64_t(max_abs) * max_abs <= (T ? (uint64_t(1) << 53) / T : 0)) {
-          s1 = double(sum);
-          s2 = double(sumsq);
-        } else {
-          for (uint32_t t = 0; t < T; ++t) {
-            const int32_t v = round_to_int(col[t]);
-            s1 += v, s2 += double(v) * v;
-          }
-        }
-        const double var = std::max(0.0, s2 / T - (s1 / T) * (s1 / T));
-        dim_bits[size_t(h) * D + d] = std::max(0.05, 0.5 * std::log2(2 * M_PI * M_E * var));
+        kvs_core::column_sums(y + (size_t(h) * D + d) * stride, T, &s1, &s2,
+                              [hp](uint32_t t, int32_t v) { hp[t] = hash_step(hp[t], uint32_t(v)); });
+        dim_bits[size_t(h) * D + d] = dimension_bits(s1, s2, T);
       }
       const float* head = y + size_t(h) * D * stride;
       first_occurrences(hash.data(), T,
@@ -121,7 +103,18 @@ void plan_layer(const float* y, size_t stride, uint32_t heads, uint32_t T, uint3
                         },
                         first.data() + size_t(h) * T);
     }
-    std::fill(hash.begin(), hash.end(), 0);
+  }
+  plan_layer_from(first.data(), dim_bits.data(), heads, T, D, allow, modes, plans);
+}
+
+void plan_layer_from(const uint32_t* first, const double* dim_bits, uint32_t heads, uint32_t T, uint32_t D,
+                     bool allow, std::vector<uint8_t>* modes, std::vector<RowPlan>* plans) {
+  modes->assign(heads, 0);
+  plans->assign(heads, RowPlan{});
+  if (allow) {
+    // Jointly, a token repeats where every head's first occurrence is the same.
+    std::vector<uint64_t> hash(T, 0);
+    std::vector<uint32_t> joint_first(T);
     for (uint32_t h = 0; h < heads; ++h)
       for (uint32_t t = 0; t < T; ++t) hash[t] = hash_step(hash[t], first[size_t(h) * T + t]);
     first_occurrences(hash.data(), T,
@@ -142,7 +135,7 @@ void plan_layer(const float* y, size_t stride, uint32_t heads, uint32_t T, uint3
     for (uint32_t h = 0; h < heads; ++h) {
       double row_bits = 0;
       for (uint32_t d = 0; d < D; ++d) row_bits += dim_bits[size_t(h) * D + d];
-      own[h] = plan_from_first(first.data() + size_t(h) * T, T, row_bits);
+      own[h] = plan_from_first(first + size_t(h) * T, T, row_bits);
       const bool shared = previous && previous->ranks == own[h].ranks;
       const double copy_bits = (shared ? 0.0 : own[h].ref_bits) + double(own[h].literal.size()) * own[h].row_bits;
       if (copy_bits < double(T) * own[h].row_bits) {

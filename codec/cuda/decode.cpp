@@ -1,5 +1,6 @@
-// Host side of the GPU decoders (codec/cuda/decode.h): parse and check on the
-// host as the CPU decoders do, stage the stream and its metadata, launch.
+// Host side of the GPU decoders (codec/cuda/decode.h): plan on the host
+// (codec/cuda/plan.h, Verify::kDevice), stage the stream and its metadata,
+// launch the verification kernels, then the decode kernels.
 #include "codec/cuda/decode.h"
 
 #include <algorithm>
@@ -75,7 +76,8 @@ std::string device_description() {
 }
 
 std::string built_kernels() {
-  return "decode kernels for sm_" KVSTREAM_CUDA_ARCHS ": kvs, cachegen scheme=code and scheme=paper; encode kernels: cachegen scheme=code";
+  return "decode kernels for sm_" KVSTREAM_CUDA_ARCHS
+         ": kvs, cachegen scheme=code and scheme=paper; encode kernels: cachegen scheme=code and scheme=paper, kvs";
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
@@ -104,6 +106,7 @@ struct Decoder::Impl {
     CodecId codec;
     uint64_t token_begin;
     bool paper;          // cachegen scheme=paper
+    uint32_t body;       // the stream's bytes before its CRC (for the verification's messages)
     bool ended = false;  // its fault is on its way back (false: a CUDA call failed in between)
   };
   bool timing = false;
@@ -122,6 +125,9 @@ struct Decoder::Impl {
   };
   std::vector<PaperLevel> paper_levels;
   DeviceBuffer gauss;                          // kvs's tables on the device
+  DeviceBuffer crc;                            // the CRC tables (detail::CrcTables)
+  uint32_t scan_sections = 0;                  // the last section count asked of CUB
+  size_t scan_bytes = 0;                       // and its scan's temporary storage
 
   ~Impl() {
     cudaStreamSynchronize(stream);
@@ -141,7 +147,7 @@ struct Decoder::Impl {
     if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
   }
 
-  unsigned long long* begin_chunk(CodecId codec, uint64_t token_begin, bool paper_scheme = false) {
+  unsigned long long* begin_chunk(CodecId codec, uint64_t token_begin, bool paper_scheme, uint32_t body) {
     if (pending.size() == kSlots) {
       // Every slot is in flight: wait for them (the only host sync here, after kSlots chunks).
       synchronize();
@@ -156,7 +162,7 @@ struct Decoder::Impl {
       check(cudaEventRecord(events[2 * slot], stream), "cudaEventRecord");
     }
     check(cudaMemsetAsync(fault_device + slot, 0xff, sizeof(unsigned long long), stream), "cudaMemsetAsync");
-    pending.push_back({slot, codec, token_begin, paper_scheme});
+    pending.push_back({slot, codec, token_begin, paper_scheme, body});
     return fault_device + slot;
   }
   void end_chunk() {
@@ -183,6 +189,7 @@ struct Decoder::Impl {
       if (!p.ended) continue;
       const unsigned long long f = fault_host[p.slot];
       if (f == detail::kNoFault) continue;
+      if (f & detail::kVerifyFault) throw CorruptStream(detail::verify_fault_text(f, p.body));  // the CPU decoder's message
       const uint32_t code = uint32_t(f & 0xff);
       const uint64_t section = f >> 8;
       const char* what = p.paper ? "cachegen paper substream" : p.codec == CodecId::kCacheGen ? "cachegen stream"
@@ -194,6 +201,37 @@ struct Decoder::Impl {
       throw CorruptStream(fmt::format("corrupt KV bitstream: {} {} {} (GPU decode of the chunk at token {})", what,
                                       section, text, p.token_begin));
     }
+  }
+
+  // Device scratch for verifying a stream: the CRC register (16 bytes); with
+  // the walk, the offsets, the scan's sums and CUB's storage (256-aligned).
+  static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+  size_t verify_bytes(const detail::VerifyPlan& v) {
+    if (!v.walk) return 16;
+    if (scan_sections != v.sections || scan_bytes == 0) {
+      scan_bytes = detail::verify_scan_temp_bytes(v.sections);
+      scan_sections = v.sections;
+    }
+    return 256 + round_up(4 * (size_t(v.sections) + 1), 256) + round_up(8 * size_t(v.sections), 256) + scan_bytes;
+  }
+  // Enqueues the verification of the stream at `stream_dev` (scratch: 256-aligned,
+  // verify_bytes(v)); returns its launch (with the walk: where the section offsets will be).
+  detail::VerifyLaunch verify(const detail::VerifyPlan& v, const uint8_t* stream_dev, uint8_t* scratch,
+                              unsigned long long* fault) {
+    uint32_t* acc = reinterpret_cast<uint32_t*>(scratch);
+    uint32_t* offsets = nullptr;
+    uint64_t* ends = nullptr;
+    void* temp = nullptr;
+    if (v.walk) {
+      offsets = reinterpret_cast<uint32_t*>(scratch + 256);
+      ends = reinterpret_cast<uint64_t*>(scratch + 256 + round_up(4 * (size_t(v.sections) + 1), 256));
+      temp = reinterpret_cast<uint8_t*>(ends) + round_up(8 * size_t(v.sections), 256);
+    }
+    check(cudaMemsetAsync(acc, 0, sizeof(uint32_t), stream), "cudaMemsetAsync (CRC)");
+    const detail::VerifyLaunch p =
+        v.bind(stream_dev, static_cast<const detail::CrcTables*>(crc.get()), acc, ends, offsets, fault);
+    detail::launch_verify(p, temp, v.walk ? scan_bytes : 0, stream);
+    return p;
   }
 
   void decode_cachegen(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
@@ -222,6 +260,9 @@ Decoder::Decoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> 
   }
   check(cudaMalloc(reinterpret_cast<void**>(&impl_->fault_device), Impl::kSlots * sizeof(unsigned long long)),
         "cudaMalloc");
+  const detail::CrcTables& crc = detail::crc_tables();
+  impl_->crc = DeviceBuffer(sizeof(crc));
+  check(cudaMemcpy(impl_->crc.get(), &crc, sizeof(crc), cudaMemcpyHostToDevice), "cudaMemcpy (CRC tables)");
   check(cudaMallocHost(reinterpret_cast<void**>(&impl_->fault_host), Impl::kSlots * sizeof(unsigned long long)),
         "cudaMallocHost");
   // Keep freed stream-ordered memory in the pool rather than returning it at every synchronisation.
@@ -263,22 +304,24 @@ StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, void* out, Outp
 
 void Decoder::Impl::decode_cachegen(std::span<const uint8_t> stream_bytes, void* out, OutputType type,
                                     StreamHeader* header) {
-  const detail::CachegenPlan plan = detail::plan_cachegen(stream_bytes);
+  const detail::CachegenPlan plan = detail::plan_cachegen(stream_bytes, detail::Verify::kDevice);
   *header = plan.header;
-  unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin);
-  const size_t stream_size = (stream_bytes.size() + 15) / 16 * 16;
-  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + plan.meta.size()));
+  unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin, false, plan.verify.body);
+  const size_t stream_size = round_up(stream_bytes.size(), 256), meta_size = round_up(plan.meta.size(), 256);
+  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + meta_size + verify_bytes(plan.verify)));
   upload(dev, stream_bytes.data(), stream_bytes.size());
   upload(dev + stream_size, plan.meta.data(), plan.meta.size());
+  const uint32_t* offsets = verify(plan.verify, dev, dev + stream_size + meta_size, fault).offsets;
   if (plan.header.tokens > 0)
-    detail::launch_cachegen_code(plan.bind(dev, dev + stream_size, out, uint8_t(type), fault), stream);
+    detail::launch_cachegen_code(plan.bind(dev, dev + stream_size, offsets, out, uint8_t(type), fault), stream);
   release(dev);
   end_chunk();
 }
 
 void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes, void* out, OutputType type,
                                           StreamHeader* header) {
-  const detail::CachegenPaperPlan plan = detail::plan_cachegen_paper(stream_bytes, paper.get(), model_file);
+  const detail::CachegenPaperPlan plan =
+      detail::plan_cachegen_paper(stream_bytes, paper.get(), model_file, detail::Verify::kDevice);
   *header = plan.header;
   const size_t level = plan.header.level;
   PaperLevel& lv = paper_levels[level];
@@ -290,12 +333,13 @@ void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes,
     paper_host.deltas[level].clear();
     paper_host.deltas[level].shrink_to_fit();
   }
-  unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin, true);
-  const size_t stream_size = (stream_bytes.size() + 15) / 16 * 16;
-  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + plan.meta.size()));
+  unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin, true, plan.verify.body);
+  const size_t stream_size = round_up(stream_bytes.size(), 256), meta_size = round_up(plan.meta.size(), 256);
+  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + meta_size + verify_bytes(plan.verify)));
   void* channels = alloc(plan.channels_bytes());
   upload(dev, stream_bytes.data(), stream_bytes.size());
   upload(dev + stream_size, plan.meta.data(), plan.meta.size());
+  verify(plan.verify, dev, dev + stream_size + meta_size, fault);
   detail::launch_cachegen_paper(
       plan.bind(dev, dev + stream_size, static_cast<const rans::CumTable*>(paper_anchors.get()),
                 static_cast<const float*>(paper_step_a.get()),
@@ -316,15 +360,19 @@ void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, void* out,
     gauss = DeviceBuffer(sizeof(detail::KvsGauss) * g.size());
     check(cudaMemcpy(gauss.get(), g.data(), gauss.size(), cudaMemcpyHostToDevice), "cudaMemcpy (kvs tables)");
   }
-  const detail::KvsPlan plan = detail::plan_kvs(stream_bytes, *kvs);
+  const detail::KvsPlan plan = detail::plan_kvs(stream_bytes, *kvs, detail::Verify::kDevice);
   *header = plan.header;
-  unsigned long long* fault = begin_chunk(CodecId::kKvs, plan.header.token_begin);
-  const size_t stream_size = (stream_bytes.size() + 15) / 16 * 16;
+  unsigned long long* fault = begin_chunk(CodecId::kKvs, plan.header.token_begin, false, plan.verify.body);
+  const size_t stream_size = round_up(stream_bytes.size(), 256), meta_size = round_up(plan.meta.size(), 256);
   const size_t symbols_size = (plan.symbols_bytes + 255) / 256 * 256;
-  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + plan.meta.size()));
+  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + meta_size + verify_bytes(plan.verify)));
   uint8_t* scratch = static_cast<uint8_t*>(alloc(symbols_size + plan.tmp_bytes));
   upload(dev, stream_bytes.data(), stream_bytes.size());
   upload(dev + stream_size, plan.meta.data(), plan.meta.size());
+  // The CRC, the table, and the pieces' places in their sections (into the meta's copy).
+  const detail::VerifyLaunch v = verify(plan.verify, dev, dev + stream_size + meta_size, fault);
+  detail::launch_kvs_locate(v, reinterpret_cast<detail::KvsPieceDesc*>(dev + stream_size + plan.pieces_at),
+                            plan.piece_count, stream);
   detail::launch_kvs(plan.bind(dev, dev + stream_size, static_cast<const detail::KvsGauss*>(gauss.get()), scratch,
                                reinterpret_cast<float*>(scratch + symbols_size), out, uint8_t(type), fault),
                      stream);

@@ -4,10 +4,17 @@
 //
 // Codecs: `kvs` and `cachegen` (scheme=code, and scheme=paper given its codec
 // model). Each kernel thread decodes one
-// substream of the stream's offset table with the KVS_HD code the CPU runs;
-// the host parses and checks the header and the small sections (CRC, section
-// sizes; for kvs its row references and channel models) exactly as the CPU
-// decoder does, then enqueues the copy of the stream and the kernels.
+// substream of the stream's offset table with the KVS_HD code the CPU runs.
+// The host checks the header and parses what it must (codec/cuda/plan.h,
+// Verify::kDevice: for kvs its parameters, row references and channel
+// models; for scheme=paper the size table and each substream's escape
+// count; for scheme=code two sizes), then enqueues the copy of the stream,
+// the verification kernels (codec/cuda/verify_threads.h: the CRC-32; for
+// kvs and scheme=code the section table's scan and checks, and kvs's pieces
+// split in their sections) and the decode kernels, which do nothing when
+// the verification failed. Every corruption is reported with the CPU
+// decoder's message: what the host finds by decode(), what the verification
+// finds by synchronize().
 // Output: every value of the chunk, layout [layer][kind][head][token][dim] as
 // KVChunk::values, in fp16 or bf16 (the CPU decoder's floats rounded as
 // float_to_half_bits / float_to_bf16_bits round them) or fp32 (its floats).
@@ -57,12 +64,15 @@ class Decoder {
 
   // Enqueues the decoding of `bitstream` (host memory) into `out` (device
   // memory for header.elements() values of `type`). Throws CorruptStream for
-  // what the host finds (the CPU decoder's checks and messages), kvs::Error
-  // for a codec it cannot decode or a CUDA failure. Returns the header.
+  // what the host finds (the CPU decoder's checks and messages; a stream that
+  // fails a host check and the CRC reports the CRC, as the CPU decoder),
+  // kvs::Error for a codec it cannot decode or a CUDA failure. Returns the header.
   StreamHeader decode(std::span<const uint8_t> bitstream, void* out, OutputType type);
 
-  // Waits for everything enqueued; throws CorruptStream naming the chunk and
-  // its first faulty substream when a kernel found one.
+  // Waits for everything enqueued; throws CorruptStream for the first chunk
+  // with a fault: a verification fault with the CPU decoder's message (e.g.
+  // "corrupt KV bitstream at byte N: checksum mismatch"), a decode fault
+  // naming the chunk and its first faulty substream.
   void synchronize();
 
   cudaStream_t stream() const;

@@ -3,10 +3,15 @@
 // per-channel histograms and tables), quantisation and rANS coding run in
 // kernels (codec/cuda/threads.h, the KVS_HD code the CPU encoder shares);
 // the host then assembles the stream (header, offset table, CRC) from the
-// kernels' sections. Built only with nvcc (KVSTREAM_HAVE_CUDA).
+// kernels' sections. `cachegen` scheme=paper likewise, byte-identical to its
+// CPU encoder (codec/cuda/paper_encode_threads.h; Encoder::encode_cachegen_paper
+// is defined in codec/cuda/paper_encode.cpp). Built only with nvcc
+// (KVSTREAM_HAVE_CUDA).
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 
 #include <cuda_runtime_api.h>
 
@@ -15,9 +20,19 @@
 
 namespace kvs::codec::cuda {
 
+namespace detail {
+struct PaperEncodeTables;  // codec/cuda/paper_encode.cpp
+}
+
 class Encoder {
  public:
   explicit Encoder(cudaStream_t stream = nullptr);
+  // With `paper_model` (may be null), also encodes cachegen scheme=paper
+  // chunks for that codec model (model_file names it in errors): its tables
+  // go to the device here, a level's delta tables at the first chunk of that
+  // level (one synchronous copy each); copies of this Encoder share them (one
+  // Encoder per host thread, as with Decoder).
+  Encoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> paper_model, std::string model_file = "");
 
   // Encodes the chunk whose values lie in device memory `kv` (layout
   // [layer][kind][head][token][dim] as KVChunk::values; fp16 bits or floats
@@ -28,8 +43,29 @@ class Encoder {
   Bytes encode_cachegen(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
                         uint32_t tokens, int level, uint32_t stream_tokens = 256);
 
+  // cachegen scheme=paper (the constructor's codec model), byte-identical to
+  // its CPU encoder: quantisation and rANS coding in kernels
+  // (codec/cuda/paper_encode_threads.h), the host assembling the stream from
+  // the sections' sizes. Input and waiting as encode_cachegen. Throws
+  // kvs::Error as the CPU encoder does (a level out of range, no codec model,
+  // a chunk of another shape than the model's).
+  Bytes encode_cachegen_paper(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
+                              uint32_t tokens, int level);
+
+  // kvs with the parameters of `codec` (a kvs codec: make_codec("kvs", ...)),
+  // byte-identical to its encode(): values in steps, row hashes, channel
+  // models, quantisation and rANS coding in kernels
+  // (codec/cuda/kvs_encode_threads.h); the host plans row references, the
+  // models section and the substreams from what the kernels copy back
+  // (codec/cuda/kvs_encode_kernels.cu, kvs_encode.cpp). Input and waiting as
+  // encode_cachegen. Throws kvs::Error as KvsCodec::encode does (a level out
+  // of range, weights that do not fit, a value not finite or too large).
+  Bytes encode_kvs(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin, uint32_t tokens,
+                   int level, const Codec& codec);
+
  private:
   cudaStream_t stream_;
+  std::shared_ptr<detail::PaperEncodeTables> paper_;  // null without a codec model
 };
 
 }  // namespace kvs::codec::cuda

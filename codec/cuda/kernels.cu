@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <cub/device/device_scan.cuh>
+
 #include "codec/kvs.h"
 
 namespace kvs::codec::cuda::detail {
@@ -34,6 +36,7 @@ __global__ void __launch_bounds__(kCgLanes * kCgWarps) cachegen_code_kernel(Cach
   extern __shared__ __align__(16) unsigned char shared_raw[];
   CgTable* tables = reinterpret_cast<CgTable*>(shared_raw);
   __shared__ int table_ok[kCgLanes];
+  if (verify_failed(p.fault)) return;  // the offsets may be anything (the whole block returns)
   const uint32_t lane = threadIdx.x % kCgLanes, warp = threadIdx.x / kCgLanes;
   const uint32_t plane = blockIdx.y, c = blockIdx.x * kCgLanes + lane;
   const bool active = c < p.channels;
@@ -45,7 +48,7 @@ __global__ void __launch_bounds__(kCgLanes * kCgWarps) cachegen_code_kernel(Cach
 
 __global__ void cachegen_paper_kernel(CachegenPaperLaunch p) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < p.substream_count) cachegen_paper_substream(p, i);
+  if (i < p.substream_count && !verify_failed(p.fault)) cachegen_paper_substream(p, i);
 }
 
 // The encoder's kernels: a thread per (plane, token), per (plane, channel),
@@ -73,16 +76,96 @@ __global__ void cachegen_gather_kernel(CachegenEncodeLaunch p, const uint64_t* o
 
 __global__ void kvs_pieces_kernel(KvsLaunch p) {
   const uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
-  if (k < p.piece_count) kvs_piece(p, k);
+  if (k < p.piece_count && !verify_failed(p.fault)) kvs_piece(p, k);
 }
 
 // Consecutive threads: consecutive dims of one output row.
 __global__ void kvs_values_kernel(KvsLaunch p, size_t total) {
   const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < total) kvs_value(p, i);
+  if (i < total && !verify_failed(p.fault)) kvs_value(p, i);
+}
+
+// Verification. The CRC: a block per tile, a thread per piece. The tile is
+// loaded with coalesced 16-byte reads into shared rows, one per piece,
+// padded by a word so that the threads' reads of their rows hit different
+// banks; the slicing tables are copied to shared memory.
+constexpr uint32_t kCrcRowWords = kCrcPieceBytes / 4 + 1;
+static_assert(kCrcPieceBytes % 16 == 0 && kCrcTileThreads % 32 == 0);
+
+__global__ void __launch_bounds__(kCrcTileThreads) verify_crc_kernel(VerifyLaunch p) {
+  __shared__ uint32_t slice[8][256];
+  __shared__ uint32_t rows[kCrcTileThreads * kCrcRowWords];
+  __shared__ uint32_t warp_x[kCrcTileThreads / 32];
+  const uint32_t tid = threadIdx.x, tile = blockIdx.x;
+  for (uint32_t i = tid; i < 8 * 256; i += kCrcTileThreads) slice[i / 256][i % 256] = p.crc->slice[i / 256][i % 256];
+  const uint32_t bytes = crc_tile_bytes(p, tile);
+  // The stream's buffer is 16-byte aligned and readable to a multiple of 16 bytes.
+  const uint4* src = reinterpret_cast<const uint4*>(p.stream + size_t(tile) * kCrcTileBytes);
+  constexpr uint32_t kWordsPerPiece = kCrcPieceBytes / 16;
+  for (uint32_t w = tid; w < (bytes + 15) / 16; w += kCrcTileThreads) {
+    const uint4 v = src[w];
+    uint32_t* row = rows + (w / kWordsPerPiece) * kCrcRowWords + (w % kWordsPerPiece) * 4;
+    row[0] = v.x, row[1] = v.y, row[2] = v.z, row[3] = v.w;
+  }
+  __syncthreads();
+  uint32_t x = crc_thread(slice, p.crc->x8pow, reinterpret_cast<const uint8_t*>(rows + tid * kCrcRowWords), bytes, tid);
+  for (uint32_t o = 16; o; o >>= 1) x ^= __shfl_xor_sync(0xffffffffu, x, o);
+  if (tid % 32 == 0) warp_x[tid / 32] = x;
+  __syncthreads();
+  if (tid == 0) {
+    for (uint32_t w = 1; w < kCrcTileThreads / 32; ++w) x ^= warp_x[w];
+    crc_tile_done(p, p.crc->x8pow, tile, bytes, x);
+  }
+}
+
+__global__ void verify_widen_kernel(VerifyLaunch p) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < p.sections) verify_widen(p, i);
+}
+__global__ void verify_section_kernel(VerifyLaunch p) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < p.sections) verify_section(p, i);
+}
+__global__ void verify_final_kernel(VerifyLaunch p) { verify_final(p); }
+__global__ void kvs_locate_kernel(VerifyLaunch p, KvsPieceDesc* pieces, uint32_t count) {
+  const uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
+  if (k < count) kvs_locate(p, pieces, k);
 }
 
 }  // namespace
+
+size_t verify_scan_temp_bytes(uint32_t sections) {
+  size_t bytes = 0;
+  check(cub::DeviceScan::InclusiveSum(nullptr, bytes, static_cast<uint64_t*>(nullptr), sections), "cub scan (size)");
+  return bytes;
+}
+
+void launch_verify(const VerifyLaunch& p, void* scan_temp, size_t scan_temp_bytes, cudaStream_t stream) {
+  constexpr uint32_t kThreads = 256;
+  if (p.walk && p.sections) {
+    const unsigned blocks = (p.sections + kThreads - 1) / kThreads;
+    verify_widen_kernel<<<blocks, kThreads, 0, stream>>>(p);
+    check(cudaGetLastError(), "verify widen kernel launch");
+    size_t bytes = scan_temp_bytes;
+    check(cub::DeviceScan::InclusiveSum(scan_temp, bytes, p.ends, p.sections, stream), "cub scan");
+    verify_section_kernel<<<blocks, kThreads, 0, stream>>>(p);
+    check(cudaGetLastError(), "verify section kernel launch");
+  }
+  const uint32_t tiles = (p.body + kCrcTileBytes - 1) / kCrcTileBytes;
+  if (tiles) {
+    verify_crc_kernel<<<tiles, kCrcTileThreads, 0, stream>>>(p);
+    check(cudaGetLastError(), "verify CRC kernel launch");
+  }
+  verify_final_kernel<<<1, 1, 0, stream>>>(p);
+  check(cudaGetLastError(), "verify final kernel launch");
+}
+
+void launch_kvs_locate(const VerifyLaunch& p, KvsPieceDesc* pieces, uint32_t count, cudaStream_t stream) {
+  constexpr uint32_t kThreads = 128;
+  if (count == 0) return;
+  kvs_locate_kernel<<<(count + kThreads - 1) / kThreads, kThreads, 0, stream>>>(p, pieces, count);
+  check(cudaGetLastError(), "kvs locate kernel launch");
+}
 
 cudaError_t probe_kernels() {
   cudaFuncAttributes attr;

@@ -1,6 +1,7 @@
 // Host preparation for the GPU decoders (codec/cuda/plan.h): no CUDA here.
 #include "codec/cuda/plan.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <map>
@@ -73,16 +74,164 @@ void check_size(std::span<const uint8_t> stream) {
     throw Error(fmt::format("CUDA decode: a stream of {} bytes is beyond 4 GiB", stream.size()));
 }
 
+uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+// The section count of a stream whose header was checked.
+uint32_t hd_sections(std::span<const uint8_t> stream) { return le32(stream.data() + 36); }
+
 }  // namespace
+
+const CrcTables& crc_tables() {
+  static const CrcTables kTables = make_crc_tables();  // immutable, computed once
+  return kTables;
+}
+
+VerifyPlan crc_only(std::span<const uint8_t> stream) {
+  VerifyPlan v;
+  v.crc = true;
+  v.body = uint32_t(stream.size() - 4);
+  v.stored_crc = le32(stream.data() + v.body);
+  v.crc_init = crc_shift(crc_tables().x8pow, ~0u, v.body);
+  return v;
+}
+
+VerifyLaunch VerifyPlan::bind(const uint8_t* stream, const CrcTables* tables, uint32_t* crc_acc, uint64_t* ends,
+                              uint32_t* offsets, unsigned long long* fault) const {
+  VerifyLaunch p{};
+  p.stream = stream;
+  p.body = body;
+  p.stored_crc = stored_crc;
+  p.crc_init = crc_init;
+  p.crc = tables;
+  p.crc_acc = crc_acc;
+  p.walk = walk;
+  p.sections = walk ? sections : 0;
+  p.ends = ends;
+  p.offsets = offsets;
+  p.min_size_from = min_size_from;
+  p.min_size = min_size;
+  p.fault = fault;
+  return p;
+}
+
+std::string verify_fault_text(unsigned long long fault, uint32_t body) {
+  const uint64_t d = fault & ((1ull << 60) - 1);
+  switch (VerifyRank((fault >> 60) & 7)) {
+    case VerifyRank::kChecksum:
+      return fmt::format("corrupt KV bitstream at byte {}: checksum mismatch", body);
+    case VerifyRank::kSectionPastEnd:
+      return fmt::format("corrupt KV bitstream at byte {}: section {} of {} bytes runs past the end",
+                         kHeaderBytes + 4 * (d >> 32), d >> 32, uint32_t(d));
+    case VerifyRank::kTrailingBytes:
+      return fmt::format("corrupt KV bitstream at byte {}: {} unexpected bytes after the last section", d, body - d);
+    case VerifyRank::kSectionCheck:
+      switch ((d >> 32) & 3) {
+        case kCheckShortStream:
+          return fmt::format("corrupt KV bitstream: cachegen stream {} is shorter than a rANS state", d >> 34);
+        case kCheckVarintTruncated:
+          return "corrupt KV bitstream: kvs substream truncated";
+        case kCheckVarintTooLong:
+          return "corrupt KV bitstream: kvs substream varint too long";
+        default:
+          return fmt::format("corrupt KV bitstream: kvs substream {} rANS size {} too large", d >> 34, uint32_t(d));
+      }
+  }
+  return fmt::format("corrupt KV bitstream: verification fault {:#x}", fault);
+}
+
+unsigned long long run_verify_on_host(const VerifyPlan& plan, std::span<const uint8_t> stream,
+                                      std::vector<uint32_t>* offsets) {
+  unsigned long long fault = kNoFault;
+  if (!plan.crc) return fault;
+  uint32_t acc = 0;
+  std::vector<uint64_t> ends(plan.walk ? plan.sections : 0);
+  if (plan.walk) offsets->assign(size_t(plan.sections) + 1, 0);
+  const CrcTables& t = crc_tables();
+  const VerifyLaunch p = plan.bind(stream.data(), &t, &acc, ends.data(), plan.walk ? offsets->data() : nullptr, &fault);
+  for (uint32_t tile = 0; tile < plan.crc_tiles(); ++tile) {
+    const uint32_t bytes = crc_tile_bytes(p, tile);
+    uint32_t x = 0;
+    for (uint32_t j = 0; j < kCrcTileThreads && j * kCrcPieceBytes < bytes; ++j)  // (the threads past the end add 0)
+      x ^= crc_thread(t.slice, t.x8pow, p.stream + size_t(tile) * kCrcTileBytes + size_t(j) * kCrcPieceBytes, bytes, j);
+    crc_tile_done(p, t.x8pow, tile, bytes, x);
+  }
+  if (plan.walk) {
+    for (uint32_t i = 0; i < p.sections; ++i) verify_widen(p, i);
+    for (uint32_t i = 1; i < p.sections; ++i) ends[i] += ends[i - 1];  // the inclusive scan (CUB's on the device)
+    for (uint32_t i = 0; i < p.sections; ++i) verify_section(p, i);
+  }
+  verify_final(p);
+  return fault;
+}
+
+unsigned long long run_verify_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, std::vector<uint8_t>* meta) {
+  std::vector<uint32_t> offsets;
+  unsigned long long fault = run_verify_on_host(plan.verify, stream, &offsets);
+  if (!plan.verify.walk) return fault;
+  const VerifyLaunch p = plan.verify.bind(stream.data(), &crc_tables(), nullptr, nullptr, offsets.data(), &fault);
+  KvsPieceDesc* pieces = reinterpret_cast<KvsPieceDesc*>(meta->data() + plan.pieces_at);
+  for (uint32_t k = 0; k < plan.piece_count; ++k) kvs_locate(p, pieces, k);
+  return fault;
+}
 
 // CacheGenCodec::decode_into's checks (parse_stream, check_cachegen_stream),
 // then the layout. The sections' offsets are written straight into the meta
 // buffer (a 1,024-token Llama-2-7B chunk has a million sections): no list of
 // sections, no second table.
-CachegenPlan plan_cachegen(std::span<const uint8_t> stream) {
+namespace {
+
+// With Verify::kDevice: the header checked without the CRC, then only what
+// check_cachegen_stream finds from the header and sizes 0 and 1 (level,
+// stream_tokens, section count, scales and tables sizes); the device checks
+// the CRC, the table and the streams' sizes. Whatever fails here, the host's
+// full checks give the CPU decoder's message.
+CachegenPlan plan_cachegen_deferred(std::span<const uint8_t> stream) {
+  const auto host_checks = [&]() {
+    (void)plan_cachegen(stream, Verify::kHost);
+    throw CorruptStream("corrupt KV bitstream: cachegen header and section table disagree");  // not reached
+  };
+  uint32_t count = 0;
+  StreamHeader hd;
+  try {
+    hd = parse_stream_header(stream, CodecId::kCacheGen, &count, Crc::kDeferred);
+  } catch (const CorruptStream&) {
+    host_checks();
+  }
+  const uint32_t stream_tokens = hd.flags;
+  const KVShape& s = hd.shape;
+  const uint32_t T = hd.tokens, C = uint32_t(s.channels());
+  if (hd.level >= kCacheGenLevels || stream_tokens == 0) host_checks();
+  const uint32_t blocks = (T + stream_tokens - 1) / stream_tokens;
+  if (count != 2 + 2ull * s.layers * C * blocks) host_checks();
+  CachegenPlan plan;
+  plan.planes_at = 0;
+  plan.meta.resize(sizeof(CachegenPlane) * 2 * size_t(s.layers));
+  CachegenPlane* planes = reinterpret_cast<CachegenPlane*>(plan.meta.data());
+  uint64_t table_bytes = 0;
+  for (uint32_t l = 0; l < s.layers; ++l)
+    for (Kind k : {Kind::kKey, Kind::kValue}) {
+      const int M = cachegen_bins(hd.level, k, l, s.layers) / 2 - 1;
+      *planes++ = {M, uint32_t(2 * M + 1), uint32_t(table_bytes)};
+      table_bytes += 2ull * C * uint64_t(2 * M + 1);
+    }
+  if (le32(stream.data() + kHeaderBytes) != 2ull * 2 * s.layers * T || le32(stream.data() + kHeaderBytes + 4) != table_bytes)
+    host_checks();
+  plan.header = hd;
+  plan.blocks = blocks;
+  plan.verify = crc_only(stream);
+  plan.verify.walk = true;
+  plan.verify.sections = count;
+  plan.verify.min_size_from = 2;  // the rANS streams: at least their initial state
+  plan.verify.min_size = 4;
+  return plan;
+}
+
+}  // namespace
+
+CachegenPlan plan_cachegen(std::span<const uint8_t> stream, Verify verify) {
   check_size(stream);
   if (const uint64_t hash = stream_model_hash(stream); hash != 0)
     throw Error(fmt::format("CUDA decode: a cachegen scheme=paper stream (codec model {:016x}) needs plan_cachegen_paper", hash));
+  if (verify == Verify::kDevice) return plan_cachegen_deferred(stream);
   uint32_t count = 0;
   const StreamHeader hd = parse_stream_header(stream, CodecId::kCacheGen, &count);
   CachegenPlan plan;
@@ -112,9 +261,14 @@ CachegenPlan plan_cachegen(std::span<const uint8_t> stream) {
 
 CachegenCodeLaunch CachegenPlan::bind(const uint8_t* stream, const uint8_t* meta_copy, void* out, uint8_t out_type,
                                       unsigned long long* fault) const {
+  return bind(stream, meta_copy, at<uint32_t>(meta_copy, offsets_at), out, out_type, fault);
+}
+
+CachegenCodeLaunch CachegenPlan::bind(const uint8_t* stream, const uint8_t* meta_copy, const uint32_t* offsets,
+                                      void* out, uint8_t out_type, unsigned long long* fault) const {
   CachegenCodeLaunch p{};
   p.stream = stream;
-  p.offsets = at<uint32_t>(meta_copy, offsets_at);
+  p.offsets = offsets;
   p.planes = at<CachegenPlane>(meta_copy, planes_at);
   p.layers = header.shape.layers;
   p.channels = uint32_t(header.shape.channels());
@@ -275,21 +429,32 @@ void build_paper_level(const CacheGenPaperModel& m, int level, PaperTables* t) {
 }
 
 CachegenPaperPlan plan_cachegen_paper(std::span<const uint8_t> stream, const CacheGenPaperModel* model,
-                                      const std::string& model_file) {
+                                      const std::string& model_file, Verify verify) {
   check_size(stream);
-  const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
-  check_cachegen_paper_stream(ps, model, model_file);
-  const StreamHeader& hd = ps.header;
-  const KVShape& s = hd.shape;
-  const uint64_t substreams = uint64_t(s.layers) * 2 * s.kv_heads;
-  const size_t n = size_t(hd.tokens) * s.head_dim;
-  std::vector<PaperSubstream> subs(substreams);
-  for (size_t index = 0; index < substreams; ++index) {
-    const CachegenPaperSubstream sub = parse_cachegen_paper_substream(ps.sections[index], index, n);
-    subs[index] = {offset_in(stream, sub.escapes.data()), sub.escape_count, offset_in(stream, sub.coded.data()),
-                   uint32_t(sub.coded.size())};
+  ParsedStream ps;
+  std::vector<PaperSubstream> subs;
+  try {
+    // The CRC deferred to the device; the section table (layers x 2 x heads
+    // sizes) and each substream's escape count checked here.
+    ps = parse_stream(stream, CodecId::kCacheGen, verify == Verify::kDevice ? Crc::kDeferred : Crc::kCheck);
+    check_cachegen_paper_stream(ps, model, model_file);
+    const KVShape& s = ps.header.shape;
+    const uint64_t substreams = uint64_t(s.layers) * 2 * s.kv_heads;
+    const size_t n = size_t(ps.header.tokens) * s.head_dim;
+    subs.resize(substreams);
+    for (size_t index = 0; index < substreams; ++index) {
+      const CachegenPaperSubstream sub = parse_cachegen_paper_substream(ps.sections[index], index, n);
+      subs[index] = {offset_in(stream, sub.escapes.data()), sub.escape_count, offset_in(stream, sub.coded.data()),
+                     uint32_t(sub.coded.size())};
+    }
+  } catch (const CorruptStream&) {
+    if (verify == Verify::kDevice) (void)plan_cachegen_paper(stream, model, model_file, Verify::kHost);  // the CPU's message
+    throw;
   }
+  const StreamHeader& hd = ps.header;
+  const uint64_t substreams = subs.size();
   CachegenPaperPlan plan;
+  if (verify == Verify::kDevice) plan.verify = crc_only(stream);
   plan.header = hd;
   plan.substreams = uint32_t(substreams);
   Packer meta;
@@ -340,10 +505,41 @@ std::vector<KvsGauss> kvs_gauss(const kvs_detail::KvsCodec& codec) {
   return g;
 }
 
-KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec) {
+namespace {
+
+// KvsCodec::parse; with Verify::kDevice, of the header (no CRC) and the three
+// sections the host needs (parameters, row references, channel models:
+// where they lie from the sizes before them), the rest of the size table and
+// the pieces' sections left to the device (the walk, kvs_locate). On a
+// problem, the full parse for the CPU decoder's message.
+kvs_detail::KvsLayout parse_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec, Verify verify) {
+  if (verify == Verify::kHost) return codec.parse(stream);
+  try {
+    ParsedStream ps;
+    uint32_t count = 0;
+    ps.header = parse_stream_header(stream, CodecId::kKvs, &count, Crc::kDeferred);
+    ps.sections.resize(count);
+    const size_t body = stream.size() - 4;
+    size_t offset = kHeaderBytes + 4ull * count;
+    for (uint32_t i = 0; i < std::min<uint32_t>(count, 3); ++i) {
+      const uint32_t size = le32(stream.data() + kHeaderBytes + 4ull * i);
+      if (size > body - offset) throw CorruptStream("a section runs past the end");  // replaced by the full parse's
+      ps.sections[i] = stream.subspan(offset, size);
+      offset += size;
+    }
+    return codec.parse(ps, false);
+  } catch (const CorruptStream&) {
+    (void)codec.parse(stream);
+    throw;
+  }
+}
+
+}  // namespace
+
+KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec, Verify verify) {
   using namespace kvs_detail;
   check_size(stream);
-  const KvsLayout layout = codec.parse(stream);
+  const KvsLayout layout = parse_kvs(stream, codec, verify);
   const StreamHeader& hd = layout.header;
   const KVShape& sh = hd.shape;
   const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
@@ -358,6 +554,12 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
       layout.theta > 0 ? rope_table(layout.theta, hd.token_begin, T, D) : std::vector<std::array<float, 2>>{};
   KvsPlan plan;
   plan.header = hd;
+  if (verify == Verify::kDevice) {
+    plan.verify = crc_only(stream);
+    plan.verify.walk = true;  // and kvs_locate: the pieces' places
+    plan.verify.sections = uint32_t(hd_sections(stream));
+    plan.verify.min_size_from = plan.verify.sections;  // no minimum size
+  }
   Layout meta;
   plan.pieces_at = meta.place<KvsPieceDesc>(layout.pieces.size());
   plan.group_offset_at = meta.place<uint32_t>(kTables + 1);
@@ -409,14 +611,15 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
   }
   group_offset[kTables] = g_at;
   KvsPieceDesc* pieces = meta.at<KvsPieceDesc>(plan.pieces_at);
+  const bool located = verify == Verify::kHost;  // else kvs_locate fills in the places on the device
   for (size_t k = 0; k < layout.pieces.size(); ++k) {
     const KvsPiece& pc = layout.pieces[k];
     pieces[k] = {pc.table,
                  pc.n,
                  uint32_t(pc.section),
-                 offset_in(stream, pc.rans.data()),
+                 located ? offset_in(stream, pc.rans.data()) : 0,
                  uint32_t(pc.rans.size()),
-                 offset_in(stream, pc.extras.data()),
+                 located ? offset_in(stream, pc.extras.data()) : 0,
                  uint32_t(pc.extras.size()),
                  uint32_t(pc.first_channel),
                  pc.first_literal};
@@ -465,8 +668,12 @@ KvsLaunch KvsPlan::bind(const uint8_t* stream, const uint8_t* m, const KvsGauss*
 }
 
 unsigned long long run_on_host(const CachegenPlan& plan, std::span<const uint8_t> stream, void* out, uint8_t out_type) {
-  unsigned long long fault = kNoFault;
-  const CachegenCodeLaunch p = plan.bind(stream.data(), plan.meta.data(), out, out_type, &fault);
+  std::vector<uint32_t> offsets;
+  unsigned long long fault = run_verify_on_host(plan.verify, stream, &offsets);
+  if (fault != kNoFault) return fault;  // the kernels do nothing after a verification fault
+  const CachegenCodeLaunch p = plan.verify.walk
+                                   ? plan.bind(stream.data(), plan.meta.data(), offsets.data(), out, out_type, &fault)
+                                   : plan.bind(stream.data(), plan.meta.data(), out, out_type, &fault);
   auto table = std::make_unique<rans::Table>();
   auto index = std::make_unique<rans::SymbolIndex>();
   for (uint32_t plane = 0; plane < 2 * p.layers; ++plane)
@@ -479,7 +686,8 @@ unsigned long long run_on_host(const CachegenPlan& plan, std::span<const uint8_t
 
 unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const uint8_t> stream,
                                const CacheGenPaperModel& model, void* out, uint8_t out_type) {
-  unsigned long long fault = kNoFault;
+  unsigned long long fault = run_verify_on_host(plan.verify, stream, nullptr);
+  if (fault != kNoFault) return fault;
   PaperTables t = paper_tables(model);
   const size_t level = plan.header.level;
   build_paper_level(model, int(level), &t);
@@ -493,11 +701,13 @@ unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const ui
 
 unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec,
                                void* out, uint8_t out_type) {
-  unsigned long long fault = kNoFault;
+  std::vector<uint8_t> meta = plan.meta;  // the device's copy (kvs_locate writes into it)
+  unsigned long long fault = run_verify_on_host(plan, stream, &meta);
+  if (fault != kNoFault) return fault;
   const std::vector<KvsGauss> gauss = kvs_gauss(codec);
   std::vector<uint8_t> symbols(plan.symbols_bytes);
   std::vector<float> tmp(plan.tmp_bytes / sizeof(float));
-  const KvsLaunch p = plan.bind(stream.data(), plan.meta.data(), gauss.data(), symbols.data(), tmp.data(), out, out_type,
+  const KvsLaunch p = plan.bind(stream.data(), meta.data(), gauss.data(), symbols.data(), tmp.data(), out, out_type,
                                 &fault);
   for (uint32_t k = 0; k < p.piece_count; ++k) kvs_piece(p, k);
   if (fault != kNoFault) return fault;  // the GPU's values kernel would read unwritten scratch

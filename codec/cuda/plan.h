@@ -1,7 +1,8 @@
 // What the host prepares for the GPU decoders (codec/cuda/decode.h), as
-// plain C++ that needs no CUDA: a stream is parsed and checked exactly as the
-// CPU decoder checks it, and its metadata packed into one buffer that goes to
-// the device with one copy. run_on_host() runs the kernels' thread bodies
+// plain C++ that needs no CUDA: a stream is parsed and checked as the CPU
+// decoder checks it (the CRC and, where it is long, the section table either
+// here or by the verification kernels: Verify), and its metadata packed into
+// one buffer that goes to the device with one copy. run_on_host() runs the kernels' thread bodies
 // (codec/cuda/threads.h) one after another on the CPU, so the tests check all
 // of the GPU path but launch, memory and streams on machines without a GPU.
 #pragma once
@@ -15,6 +16,7 @@
 #include "codec/bitstream.h"
 #include "codec/cachegen_paper.h"
 #include "codec/cuda/threads.h"
+#include "codec/cuda/verify_threads.h"
 
 namespace kvs::codec::kvs_detail {
 class KvsCodec;
@@ -22,19 +24,59 @@ class KvsCodec;
 
 namespace kvs::codec::cuda::detail {
 
+// Who verifies a stream's CRC (and, for cachegen scheme=code, its section
+// table). kHost: the planner, as the CPU decoder does (O(stream) on one
+// core). kDevice: the verification kernels (codec/cuda/verify_threads.h,
+// described by the plan's VerifyPlan), before the decode kernels; the
+// planner checks the header and reads only what it needs (cachegen: two
+// sizes; kvs and scheme=paper: the size table and the small sections), and
+// whenever it finds a problem it runs the host's checks, so that it throws
+// the CPU decoder's message (a checksum mismatch first) either way.
+enum class Verify : uint8_t { kHost, kDevice };
+
+// What the device verifies of one stream (nothing when crc is false).
+struct VerifyPlan {
+  bool crc = false;
+  uint32_t body = 0, stored_crc = 0, crc_init = 0;
+  bool walk = false;  // and the section table (cachegen scheme=code)
+  uint32_t sections = 0;
+  uint32_t min_size_from = 0, min_size = 0;
+  uint32_t crc_tiles() const { return (body + kCrcTileBytes - 1) / kCrcTileBytes; }
+  // ends: [sections] u64 scratch; offsets: [sections + 1] (the decode kernels' table).
+  VerifyLaunch bind(const uint8_t* stream, const CrcTables* tables, uint32_t* crc_acc, uint64_t* ends,
+                    uint32_t* offsets, unsigned long long* fault) const;
+};
+// The tables on the host (computed once).
+const CrcTables& crc_tables();
+// The CPU decoder's message for a verification fault (fault & kVerifyFault)
+// of a stream whose CRC follows `body` bytes.
+std::string verify_fault_text(unsigned long long fault, uint32_t body);
+// The verification kernels' thread bodies on the CPU (tiles, pieces and
+// scan as the kernels cut them); offsets (with plan.walk) gets the section
+// table. Returns the first fault, as the device reports it.
+unsigned long long run_verify_on_host(const VerifyPlan& plan, std::span<const uint8_t> stream,
+                                      std::vector<uint32_t>* offsets);
+// A plan that verifies only the CRC of `stream` (at least 4 bytes).
+VerifyPlan crc_only(std::span<const uint8_t> stream);
+
 // cachegen scheme=code. Throws CorruptStream as CacheGenCodec::decode_into
 // does (kvs::Error for a scheme=paper stream: plan_cachegen_paper).
 struct CachegenPlan {
   StreamHeader header;
-  std::vector<uint8_t> meta;  // section offsets and per-plane parameters
+  std::vector<uint8_t> meta;  // section offsets (Verify::kHost only) and per-plane parameters
   size_t offsets_at = 0, planes_at = 0;
   uint32_t blocks = 0;
+  VerifyPlan verify;  // Verify::kDevice: CRC and section table, the offsets written by the device
   // The launch with its pointers: `stream` and `meta` are where the stream's
-  // bytes and the meta bytes lie (device or host memory).
+  // bytes and the meta bytes lie (device or host memory); `offsets`, with
+  // Verify::kDevice, where the verification wrote the section offsets (the
+  // first form, offsets from the meta, is for Verify::kHost plans only).
   CachegenCodeLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, void* out, uint8_t out_type,
                           unsigned long long* fault) const;
+  CachegenCodeLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, const uint32_t* offsets, void* out,
+                          uint8_t out_type, unsigned long long* fault) const;
 };
-CachegenPlan plan_cachegen(std::span<const uint8_t> stream);
+CachegenPlan plan_cachegen(std::span<const uint8_t> stream, Verify verify = Verify::kHost);
 
 // cachegen scheme=code encoding on the GPU: the sizes of its buffers, and
 // the stream assembled (header, offset table, CRC) once the kernels' results
@@ -81,6 +123,7 @@ struct CachegenPaperPlan {
   StreamHeader header;
   std::vector<uint8_t> meta;  // the substreams
   uint32_t substreams = 0;
+  VerifyPlan verify;  // Verify::kDevice: the CRC
   size_t channels_bytes() const { return size_t(substreams) * header.shape.head_dim * sizeof(PaperChannel); }
   // `tables`: the model's tables where the kernel reads them (device or host);
   // level: the stream's.
@@ -91,7 +134,7 @@ struct CachegenPaperPlan {
 };
 // `model_file` names the model in errors.
 CachegenPaperPlan plan_cachegen_paper(std::span<const uint8_t> stream, const CacheGenPaperModel* model,
-                                      const std::string& model_file);
+                                      const std::string& model_file, Verify verify = Verify::kHost);
 
 // kvs. `codec` parses (KvsCodec::parse: its checks and messages).
 struct KvsPlan {
@@ -104,19 +147,26 @@ struct KvsPlan {
   size_t stride = 0;          // floats between channels in the scratch buffer
   size_t symbols_bytes = 0;   // scratch: the pieces' symbols
   size_t tmp_bytes = 0;       // scratch: the channel-major values
+  VerifyPlan verify;          // Verify::kDevice: the CRC
   size_t values() const { return header.elements(); }
   KvsLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, const KvsGauss* gauss, uint8_t* symbols, float* tmp,
                  void* out, uint8_t out_type, unsigned long long* fault) const;
 };
-KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec);
+// With Verify::kDevice the host reads the header and sections 0..2 only;
+// the device walks the table and splits each piece's section (kvs_locate,
+// writing rans/extras places into the pieces of its copy of `meta`).
+KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec, Verify verify = Verify::kHost);
+// The verification and kvs_locate on the CPU, into `meta` (a copy of plan.meta).
+unsigned long long run_verify_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, std::vector<uint8_t>* meta);
 // The Gaussian tables as the kernels read them.
 std::vector<KvsGauss> kvs_gauss(const kvs_detail::KvsCodec& codec);
 // A kvs codec for parsing (its encoder parameters do not matter for decoding).
 std::shared_ptr<const kvs_detail::KvsCodec> make_kvs_parser();  // shared: usable where KvsCodec is incomplete
 
 // The kernels' thread bodies run on the CPU over host memory; out holds
-// header.elements() values (fp16 bits or floats). Returns the first fault
-// (kNoFault: none), as the device reports it.
+// header.elements() values (fp16 bits or floats). With a plan's `verify`,
+// the verification first (run_verify_on_host; a fault there: no decoding).
+// Returns the first fault (kNoFault: none), as the device reports it.
 unsigned long long run_on_host(const CachegenPlan& plan, std::span<const uint8_t> stream, void* out, uint8_t out_type);
 unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const uint8_t> stream,
                                const CacheGenPaperModel& model, void* out, uint8_t out_type);

@@ -111,7 +111,7 @@ class GpuChunkTimer final : public ChunkTimer {
   std::string device() const override { return device_; }
   bool decodes(const Codec& codec) const override { return has_gpu_decoder(codec.name()); }
   bool encodes(const Codec& codec) const override {
-    return codec.name() == "cachegen" && codec.params().rfind("scheme=code", 0) == 0;
+    return codec.name() == "cachegen" || codec.name() == "kvs";  // cachegen: scheme=code and scheme=paper
   }
 
   ChunkTimes time(const Codec& codec, const KVChunk& chunk, int level, std::span<const uint8_t> stream,
@@ -236,11 +236,21 @@ class GpuChunkTimer final : public ChunkTimer {
     } else {
       kv = to_device(chunk.values);
     }
-    // scheme=code: tokens per rANS stream, as the CPU encoder wrote them.
-    const uint32_t stream_tokens = parse_stream(cpu_stream, CodecId::kCacheGen).header.flags;
+    // scheme=code: tokens per rANS stream, as the CPU encoder wrote them;
+    // scheme=paper (a stream naming a codec model): the timer's model.
+    // kvs: the codec's parameters.
+    const bool kvs = codec.name() == "kvs";
+    const uint32_t stream_tokens = kvs ? 0 : parse_stream(cpu_stream, CodecId::kCacheGen).header.flags;
+    Encoder* paper = !kvs && stream_model_hash(cpu_stream) != 0 ? &paper_encoder() : nullptr;
     const auto once = [&] {  // wall clock: kernels, copies back, host assembly
-      return encoder_->encode_cachegen(kv.get(), f16 ? OutputType::kF16 : OutputType::kF32, chunk.shape, chunk.dtype,
-                                      chunk.token_begin, chunk.tokens, level, stream_tokens);
+      const OutputType in = f16 ? OutputType::kF16 : OutputType::kF32;
+      if (kvs)
+        return encoder_->encode_kvs(kv.get(), in, chunk.shape, chunk.dtype, chunk.token_begin, chunk.tokens, level,
+                                    codec);
+      return paper ? paper->encode_cachegen_paper(kv.get(), in, chunk.shape, chunk.dtype, chunk.token_begin,
+                                                  chunk.tokens, level)
+                   : encoder_->encode_cachegen(kv.get(), in, chunk.shape, chunk.dtype, chunk.token_begin, chunk.tokens,
+                                               level, stream_tokens);
     };
     const Bytes warm = once();
     if (check_output && !std::equal(warm.begin(), warm.end(), cpu_stream.begin(), cpu_stream.end()))
@@ -271,6 +281,11 @@ class GpuChunkTimer final : public ChunkTimer {
     }
     return paper_;
   }
+  // The scheme=paper encoder (its own copy of the model's tables on the device).
+  Encoder& paper_encoder() {
+    if (!paper_encoder_) paper_encoder_ = std::make_unique<Encoder>(stream_, paper_model(), model_file_);
+    return *paper_encoder_;
+  }
   const PaperLevel& paper_level(size_t level) {
     PaperLevel& lv = paper_levels_.at(level);
     if (!lv.deltas.get()) {
@@ -288,7 +303,7 @@ class GpuChunkTimer final : public ChunkTimer {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
   DeviceBuffer fault_;
-  std::unique_ptr<Encoder> encoder_;
+  std::unique_ptr<Encoder> encoder_, paper_encoder_;
   std::shared_ptr<const kvs_detail::KvsCodec> kvs_;
   DeviceBuffer kvs_gauss_;
   std::shared_ptr<const CacheGenPaperModel> paper_;

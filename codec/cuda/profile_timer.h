@@ -12,10 +12,12 @@
 //   host's parse and checks of the stream (codec/cuda/plan.h, one CPU core)
 //   and the host->device copy are excluded; the parse is timed apart
 //   (decode_host_s, a wall clock around it).
-// - encode (cachegen scheme=code only; every other codec has no GPU encoder
-//   and the profiler times its encode on the CPU): the chunk's values already
-//   in device memory (copied there first, not timed); a wall clock around
-//   cuda::Encoder::encode_cachegen, which includes the kernels, the copies of
+// - encode (cachegen scheme=code and scheme=paper, kvs; every other codec has
+//   no GPU encoder and the profiler times its encode on the CPU): the chunk's
+//   values already in device memory (copied there first, not timed); a wall
+//   clock around cuda::Encoder::encode_cachegen (encode_cachegen_paper,
+//   encode_kvs: the latter's includes its host's row plan between kernels),
+//   which includes the kernels, the copies of
 //   the stream's sections back to the host and the host's assembly (header,
 //   offset table, CRC).
 // - each figure is the minimum of `repeats` runs after one untimed warm-up.

@@ -3,11 +3,14 @@
 // host memory (codec/cuda/plan.h run_on_host), against the CPU decoders, bit
 // for bit, on real bitstreams. What is left for a GPU: launch, memory and
 // streams (cuda_decode_test.cpp).
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include <fmt/core.h>
 #include <gtest/gtest.h>
 
 #include "codec/bitstream.h"
@@ -58,38 +61,85 @@ TEST(CudaCore, BitReaderReadsAsTheCpus) {
   EXPECT_FALSE(hd.ok) << "reading past the end is reported";
 }
 
+using cuda::detail::Verify;
+
 // Runs the GPU path on the host for one stream; out in fp32, fp16 or bf16 bits.
-unsigned long long run_gpu_path(const cuda_test::StreamCase& c, uint8_t out_type, std::vector<uint8_t>* out) {
+unsigned long long run_gpu_path(const cuda_test::StreamCase& c, uint8_t out_type, std::vector<uint8_t>* out,
+                                Verify verify = Verify::kHost) {
   const uint16_t id = uint16_t(c.stream[6] | c.stream[7] << 8);
   out->assign(c.decoded.values.size() * (out_type == cuda::detail::kOutF32 ? 4 : 2), 0xA5);  // poison: every value must be written
   if (c.model) {
-    const auto plan = cuda::detail::plan_cachegen_paper(c.stream, c.model.get(), "model");
+    const auto plan = cuda::detail::plan_cachegen_paper(c.stream, c.model.get(), "model", verify);
     return cuda::detail::run_on_host(plan, c.stream, *c.model, out->data(), out_type);
   }
   if (id == uint16_t(CodecId::kKvs)) {
     const auto parser = cuda::detail::make_kvs_parser();
-    const auto plan = cuda::detail::plan_kvs(c.stream, *parser);
+    const auto plan = cuda::detail::plan_kvs(c.stream, *parser, verify);
     EXPECT_EQ(plan.values(), c.decoded.values.size());
     return cuda::detail::run_on_host(plan, c.stream, *parser, out->data(), out_type);
   }
-  const auto plan = cuda::detail::plan_cachegen(c.stream);
+  const auto plan = cuda::detail::plan_cachegen(c.stream, verify);
   return cuda::detail::run_on_host(plan, c.stream, out->data(), out_type);
 }
 
 TEST(CudaCore, ThreadBodiesDecodeAsTheCpuDecoders) {
   for (const auto& spec : cuda_test::case_specs()) {
     const cuda_test::StreamCase c = cuda_test::make_case(spec);
-    SCOPED_TRACE(c.name);
-    std::vector<uint8_t> out;
-    ASSERT_EQ(run_gpu_path(c, cuda::detail::kOutF32, &out), kNoFault);
-    EXPECT_EQ(std::memcmp(out.data(), c.decoded.values.data(), out.size()), 0) << "fp32 output differs";
-    ASSERT_EQ(run_gpu_path(c, cuda::detail::kOutF16, &out), kNoFault);
-    std::vector<uint16_t> expected(c.decoded.values.size());
-    for (size_t i = 0; i < expected.size(); ++i) expected[i] = float_to_half_bits(c.decoded.values[i]);
-    EXPECT_EQ(std::memcmp(out.data(), expected.data(), out.size()), 0) << "fp16 output differs";
-    ASSERT_EQ(run_gpu_path(c, cuda::detail::kOutBF16, &out), kNoFault);
-    for (size_t i = 0; i < expected.size(); ++i) expected[i] = float_to_bf16_bits(c.decoded.values[i]);
-    EXPECT_EQ(std::memcmp(out.data(), expected.data(), out.size()), 0) << "bf16 output differs";
+    for (Verify verify : {Verify::kHost, Verify::kDevice}) {
+      SCOPED_TRACE(c.name + (verify == Verify::kDevice ? " (verified by the device bodies)" : ""));
+      std::vector<uint8_t> out;
+      ASSERT_EQ(run_gpu_path(c, cuda::detail::kOutF32, &out, verify), kNoFault);
+      EXPECT_EQ(std::memcmp(out.data(), c.decoded.values.data(), out.size()), 0) << "fp32 output differs";
+      ASSERT_EQ(run_gpu_path(c, cuda::detail::kOutF16, &out, verify), kNoFault);
+      std::vector<uint16_t> expected(c.decoded.values.size());
+      for (size_t i = 0; i < expected.size(); ++i) expected[i] = float_to_half_bits(c.decoded.values[i]);
+      EXPECT_EQ(std::memcmp(out.data(), expected.data(), out.size()), 0) << "fp16 output differs";
+      ASSERT_EQ(run_gpu_path(c, cuda::detail::kOutBF16, &out, verify), kNoFault);
+      for (size_t i = 0; i < expected.size(); ++i) expected[i] = float_to_bf16_bits(c.decoded.values[i]);
+      EXPECT_EQ(std::memcmp(out.data(), expected.data(), out.size()), 0) << "bf16 output differs";
+    }
+  }
+}
+
+// The device's CRC arithmetic (codec/cuda/verify_threads.h) against crc32().
+TEST(CudaCore, CrcPiecesCombineAsCrc32) {
+  namespace cd = cuda::detail;
+  const cd::CrcTables& t = cd::crc_tables();
+  uint64_t x = 12345;
+  const auto next = [&] { return x = x * 6364136223846793005ull + 1442695040888963407ull, uint32_t(x >> 33); };
+  // Moving a register past n bytes is continuing it over n zero bytes.
+  const Bytes zeros(5000, 0);
+  for (int k = 0; k < 200; ++k) {
+    const uint32_t c = next(), n = next() % 5000;
+    ASSERT_EQ(cd::crc_shift(t.x8pow, c, n), cd::crc_update(t.slice, c, zeros.data(), n)) << n;
+  }
+  std::vector<size_t> lengths;
+  for (size_t n = 0; n <= 64; ++n) lengths.push_back(n);
+  for (size_t n : {255, 256, 257, 1000, 4097, 32767, 32768, 32769, 65536 + 300, 3 * 32768 + 5}) lengths.push_back(n);
+  for (size_t n : lengths) {
+    SCOPED_TRACE(n);
+    Bytes data(n);
+    for (uint8_t& b : data) b = uint8_t(next());
+    const uint32_t want = crc32(data);
+    // Split at random points (odd lengths, empty pieces), the pieces' parts xored.
+    for (int split = 0; split < 4; ++split) {
+      uint32_t acc = 0;
+      for (size_t at = 0; at < n;) {
+        const size_t len = std::min<size_t>(n - at, split == 0 ? 1 : next() % (split * 97 + 1));
+        acc ^= cd::crc_piece(t.slice, t.x8pow, data.data() + at, len, n - at - len);
+        at += len;
+      }
+      EXPECT_EQ(~(acc ^ cd::crc_shift(t.x8pow, ~0u, n)), want) << "split " << split;
+    }
+    // The kernels' tiles and pieces (run_verify_on_host), on the data with its CRC appended.
+    Bytes stream = data;
+    for (int k = 0; k < 4; ++k) stream.push_back(uint8_t(want >> (8 * k)));
+    EXPECT_EQ(cd::run_verify_on_host(cd::crc_only(stream), stream, nullptr), kNoFault);
+    stream[next() % stream.size()] ^= uint8_t(1 + next() % 255);  // one byte changed (the data or the CRC)
+    const cd::VerifyPlan plan = cd::crc_only(stream);
+    const unsigned long long fault = cd::run_verify_on_host(plan, stream, nullptr);
+    ASSERT_NE(fault, kNoFault);
+    EXPECT_EQ(cd::verify_fault_text(fault, plan.body), fmt::format("corrupt KV bitstream at byte {}: checksum mismatch", n));
   }
 }
 
@@ -102,21 +152,66 @@ TEST(CudaCore, ThreadBodiesReportACorruptSubstream) {
     int faults = 0;
     for (const auto& [at, bad, cpu_threw] : cuda_test::corrupted_copies(c, 13)) {
       cuda_test::StreamCase b{c.name, bad, c.decoded, c.codec, c.model};
+      for (Verify verify : {Verify::kHost, Verify::kDevice}) {
+        std::vector<uint8_t> out;
+        unsigned long long fault = kNoFault;
+        bool host_threw = false;
+        try {
+          fault = run_gpu_path(b, cuda::detail::kOutF32, &out, verify);
+        } catch (const CorruptStream&) {
+          host_threw = true;  // the host's checks (as the CPU decoder's) found it
+        }
+        EXPECT_EQ(cpu_threw, host_threw || fault != kNoFault) << "byte " << at;
+        if (!cpu_threw && !host_threw) {
+          EXPECT_EQ(std::memcmp(out.data(), codec->decode(bad).values.data(), out.size()), 0);
+        }
+        faults += fault != kNoFault;
+      }
+    }
+    EXPECT_GT(faults, 0) << "no mutation reached a kernel's checks";
+  }
+}
+
+TEST(CudaCore, DeviceVerifiedPathRejectsWhatTheCpuDecoderRejects) {
+  // 1 to 3 random bytes changed anywhere (the CRC fixed for half of them):
+  // with the verification on the device's bodies, the GPU path rejects the
+  // stream (the planner throws, or a fault) exactly when the CPU decoder
+  // does, and otherwise writes its values.
+  uint64_t x = 99;
+  const auto next = [&] { return x = x * 6364136223846793005ull + 1442695040888963407ull, uint32_t(x >> 33); };
+  for (const auto& spec : cuda_test::case_specs()) {
+    const cuda_test::StreamCase c = cuda_test::make_case(spec);
+    SCOPED_TRACE(c.name);
+    int rejected = 0;
+    for (int k = 0; k < 30; ++k) {
+      Bytes bad = c.stream;
+      for (uint32_t n = 1 + next() % 3; n > 0; --n) bad[next() % bad.size()] ^= uint8_t(1 + next() % 255);
+      if (k % 2) fix_crc(bad);
+      bool cpu_threw = false;
+      KVChunk cpu;
+      try {
+        cpu = c.codec->decode(bad);
+      } catch (const CorruptStream&) {
+        cpu_threw = true;
+      }
+      const cuda_test::StreamCase b{c.name, bad, c.decoded, c.codec, c.model};
       std::vector<uint8_t> out;
       unsigned long long fault = kNoFault;
       bool host_threw = false;
       try {
-        fault = run_gpu_path(b, cuda::detail::kOutF32, &out);
+        fault = run_gpu_path(b, cuda::detail::kOutF32, &out, Verify::kDevice);
       } catch (const CorruptStream&) {
-        host_threw = true;  // the host's checks (as the CPU decoder's) found it
+        host_threw = true;
+      } catch (const Error&) {  // a codec model hash set in a scheme=code stream: run_gpu_path has no model
+        host_threw = !c.model && uint16_t(bad[6] | bad[7] << 8) == uint16_t(CodecId::kCacheGen);
       }
-      EXPECT_EQ(cpu_threw, host_threw || fault != kNoFault) << "byte " << at;
-      if (!cpu_threw && !host_threw) {
-        EXPECT_EQ(std::memcmp(out.data(), codec->decode(bad).values.data(), out.size()), 0);
+      EXPECT_EQ(cpu_threw, host_threw || fault != kNoFault) << "mutation " << k;
+      if (!cpu_threw && fault == kNoFault && !host_threw) {
+        EXPECT_EQ(std::memcmp(out.data(), cpu.values.data(), out.size()), 0) << "mutation " << k;
       }
-      faults += fault != kNoFault;
+      rejected += cpu_threw;
     }
-    EXPECT_GT(faults, 0) << "no mutation reached a kernel's checks";
+    EXPECT_GT(rejected, 10);
   }
 }
 
@@ -124,8 +219,43 @@ TEST(CudaCore, ThreadBodiesReportACorruptSubstream) {
 // and for scheme=code the planner's own pass, section_offsets with
 // check_cachegen_offsets) against the CPU decoder's: the same streams
 // rejected, with the same message.
+// The GPU path with the CRC (and cachegen's section table) verified by the
+// device's bodies (Verify::kDevice, run on the host): the planner's message
+// or the verification fault's text; empty when both pass.
+std::string device_verified_message(const cuda_test::StreamCase& c, const Bytes& b, std::array<int, 5>* ranks) {
+  namespace cd = cuda::detail;
+  try {
+    cd::VerifyPlan v;
+    unsigned long long fault = kNoFault;
+    std::vector<uint32_t> offsets;
+    if (c.model) {
+      v = cd::plan_cachegen_paper(b, c.model.get(), "model", Verify::kDevice).verify;
+      fault = cd::run_verify_on_host(v, b, &offsets);
+    } else if (uint16_t(b[6] | b[7] << 8) == uint16_t(CodecId::kKvs)) {
+      const cd::KvsPlan plan = cd::plan_kvs(b, *cd::make_kvs_parser(), Verify::kDevice);
+      v = plan.verify;
+      std::vector<uint8_t> meta = plan.meta;
+      fault = cd::run_verify_on_host(plan, b, &meta);  // and the pieces split (kvs_locate)
+    } else {
+      v = cd::plan_cachegen(b, Verify::kDevice).verify;
+      fault = cd::run_verify_on_host(v, b, &offsets);
+    }
+    EXPECT_TRUE(v.crc);
+    if (fault == kNoFault) return "";
+    EXPECT_TRUE(fault & cd::kVerifyFault);
+    const size_t rank = (fault >> 60) & 7, what = (fault >> 32) & 3;
+    ++(*ranks)[rank == 3 && what != cd::kCheckShortStream ? 4 : rank];
+    return cd::verify_fault_text(fault, v.body);
+  } catch (const CorruptStream& e) {
+    return e.what();
+  }
+}
+
 TEST(CudaCore, PlannersRejectBadHeadersAsTheCpuDecoders) {
   int rejected = 0;
+  // The device's faults by rank: checksum, section past the end, bytes left,
+  // cachegen's short stream, kvs's piece split (kvs_locate).
+  std::array<int, 5> ranks{};
   for (const auto& spec : cuda_test::case_specs()) {
     const cuda_test::StreamCase c = cuda_test::make_case(spec);
     SCOPED_TRACE(c.name);
@@ -144,9 +274,38 @@ TEST(CudaCore, PlannersRejectBadHeadersAsTheCpuDecoders) {
     }
     bad.push_back(c.stream);  // one byte short
     bad.back().erase(bad.back().end() - 5);
+    for (uint32_t i : {2u, 3u, count / 3, count - 2})  // a section 0 or 2 bytes long, the next longer: the same total
+      for (uint32_t to : {0u, 2u}) {
+        bad.push_back(c.stream);
+        uint8_t* size = bad.back().data() + kHeaderBytes + 4 * size_t(i);
+        const uint32_t was = uint32_t(size[0] | size[1] << 8 | size[2] << 16 | uint32_t(size[3]) << 24);
+        if (was < to) {
+          bad.pop_back();
+          continue;
+        }
+        const uint32_t next = uint32_t(size[4] | size[5] << 8 | size[6] << 16 | uint32_t(size[7]) << 24) + was - to;
+        for (int k = 0; k < 4; ++k) size[k] = uint8_t(to >> (8 * k)), size[4 + k] = uint8_t(next >> (8 * k));
+      }
+    {
+      bad.push_back(c.stream);  // section 3 starting with five bytes 0xff (for kvs: a varint too long)
+      const uint8_t* q = c.stream.data() + kHeaderBytes;
+      size_t at = kHeaderBytes + 4 * size_t(count);
+      for (int i = 0; i < 3; ++i, q += 4) at += uint32_t(q[0] | q[1] << 8 | q[2] << 16 | uint32_t(q[3]) << 24);
+      for (size_t k = at; k < at + 5 && k + 4 < c.stream.size(); ++k) bad.back()[k] = 0xff;
+    }
+    {
+      bad.push_back(c.stream);  // the size table's total one more than the sections
+      uint8_t* size = bad.back().data() + kHeaderBytes + 4 * size_t(count - 1);
+      size[0] = uint8_t(size[0] + 1);
+      if (size[0] == 0) bad.pop_back();
+    }
     for (Bytes& b : bad) fix_crc(b);
-    bad.push_back(c.stream);  // CRC not fixed
+    bad.push_back(c.stream);  // CRC not fixed: the size table, a payload byte, the last before the CRC, the CRC
     bad.back()[kHeaderBytes + 2] ^= 0x10;
+    for (size_t at : {c.stream.size() / 2, c.stream.size() - 5, c.stream.size() - 1}) {
+      bad.push_back(c.stream);
+      bad.back()[at] ^= 0x01;
+    }
     for (const Bytes& b : bad) {
       std::string cpu, host;
       try {
@@ -189,9 +348,12 @@ TEST(CudaCore, PlannersRejectBadHeadersAsTheCpuDecoders) {
         EXPECT_EQ(host, cpu);
         ++rejected;
       }
+      // Verified on the device: the same message as on the host.
+      EXPECT_EQ(device_verified_message(c, b, &ranks), host);
     }
   }
   EXPECT_GT(rejected, 200) << "few mutations reached the checks";
+  for (size_t r = 0; r < ranks.size(); ++r) EXPECT_GT(ranks[r], 3) << "few mutations reached the device's check " << r;
 }
 
 TEST(CudaCore, EncoderThreadBodiesWriteTheCpuEncodersBytes) {

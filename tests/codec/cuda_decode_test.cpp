@@ -112,6 +112,61 @@ TEST(CudaDecode, CorruptSubstreamsThrowOnSynchronize) {
   }
 }
 
+// What the verification kernels find (codec/cuda/verify_threads.h: the CRC,
+// cachegen's section table and stream sizes) or the host's planner finds:
+// the CPU decoder's message, from decode() or synchronize().
+TEST(CudaDecode, VerificationThrowsTheCpuDecodersMessage) {
+  SKIP_WITHOUT_GPU();
+  int from_device = 0;
+  for (const auto& spec : cuda_test::case_specs()) {
+    const cuda_test::StreamCase c = cuda_test::make_case(spec);
+    SCOPED_TRACE(c.name);
+    cuda::Decoder decoder(nullptr, c.model, "model");
+    cuda::DeviceBuffer out(4 * c.decoded.values.size());
+    const uint32_t count = uint32_t(c.stream[36] | c.stream[37] << 8 | c.stream[38] << 16 | uint32_t(c.stream[39]) << 24);
+    std::vector<Bytes> bad;
+    for (uint32_t i : {0u, 2u, count / 2, count - 1})  // a section's size one more (the table's total too)
+      for (int delta : {1, -1}) {
+        bad.push_back(c.stream);
+        uint8_t* size = bad.back().data() + kHeaderBytes + 4 * size_t(i);
+        size[0] = uint8_t(size[0] + delta);
+        fix_crc(bad.back());
+      }
+    {
+      bad.push_back(c.stream);  // section 2 two bytes long, section 3 longer (the same total)
+      uint8_t* size = bad.back().data() + kHeaderBytes + 8;
+      const uint32_t was = uint32_t(size[0] | size[1] << 8 | size[2] << 16 | uint32_t(size[3]) << 24);
+      const uint32_t next = uint32_t(size[4] | size[5] << 8 | size[6] << 16 | uint32_t(size[7]) << 24) + was - 2;
+      for (int k = 0; k < 4; ++k) size[k] = uint8_t(2 >> (8 * k)), size[4 + k] = uint8_t(next >> (8 * k));
+      fix_crc(bad.back());
+    }
+    for (size_t at : {c.stream.size() / 3, c.stream.size() - 5, c.stream.size() - 2}) {  // CRC not fixed
+      bad.push_back(c.stream);
+      bad.back()[at] ^= 0x04;
+    }
+    for (const Bytes& b : bad) {
+      std::string cpu, gpu;
+      try {
+        (void)c.codec->decode(b);
+      } catch (const CorruptStream& e) {
+        cpu = e.what();
+      }
+      bool enqueued = false;
+      try {
+        decoder.decode(b, out.get(), cuda::OutputType::kF32);
+        enqueued = true;
+        decoder.synchronize();
+      } catch (const CorruptStream& e) {
+        gpu = e.what();
+      }
+      from_device += enqueued && !gpu.empty();
+      EXPECT_FALSE(cpu.empty());
+      EXPECT_EQ(gpu, cpu);
+    }
+  }
+  EXPECT_GT(from_device, 20) << "few corruptions reached the verification kernels";
+}
+
 TEST(CudaEncode, CachegenMatchesTheCpuEncoderByteForByte) {
   SKIP_WITHOUT_GPU();
   cuda::Encoder encoder;

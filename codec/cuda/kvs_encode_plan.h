@@ -1,0 +1,86 @@
+// The host's part of encoding `kvs` on the GPU (codec/cuda/encode.h,
+// Encoder::encode_kvs), as plain C++ that needs no CUDA: between the kernels
+// (codec/cuda/kvs_encode_threads.h lists them) it makes the choices that are
+// global and small with the CPU encoder's own code (codec/kvs_internal.h):
+// row references from the device's row hashes and column sums, the channel
+// models section, the substreams' layout, the header and CRC.
+// encode_kvs_on_host() runs the thread bodies one after another on the CPU,
+// so the tests check all of the GPU path but launch, memory and streams on
+// machines without a GPU.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "codec/bitstream.h"
+#include "codec/cuda/kvs_encode_threads.h"
+
+namespace kvs::codec::kvs_detail {
+class KvsCodec;
+}
+
+namespace kvs::codec::cuda::detail {
+
+struct KvsEncodePlan {
+  // Throws kvs::Error as KvsCodec::encode does (a level out of range,
+  // weights that do not fit the shape).
+  KvsEncodePlan(const kvs_detail::KvsCodec& codec, KVShape shape, DType dtype, uint64_t token_begin, uint32_t tokens,
+                int level);
+
+  const kvs_detail::KvsCodec* codec;
+  StreamHeader header;  // of the stream to be written
+  std::vector<float> steps;  // per plane
+  std::vector<float> rope;   // [token][pair][cos, sin]; empty: keys coded as given
+  size_t stride = 0;         // floats between channels in the y buffer
+  size_t rows = 0, channels = 0;  // 2 x layers x heads x tokens; 2 x layers x heads x head_dim
+  bool plan_rows = false;         // row references allowed (the device hashes rows)
+
+  // The launch's sizes, flags and (host) table pointers; the caller points
+  // it at its buffers.
+  KvsEncodeLaunch launch(const void* in, bool in_f16) const;
+
+  // Stage 1 -> 2. A fault from kvs_encode_row: the chunk's value index of
+  // the refused value (fault_value), whose row (D values from fault_value -
+  // fault_value % D, as floats) gives the CPU encoder's error.
+  static uint64_t fault_value(unsigned long long fault) { return fault >> 8; }
+  [[noreturn]] void throw_value_error(unsigned long long fault, std::span<const float> row) const;
+  // Whether a fault of stages 2 and 3 means "encode this chunk on the CPU"
+  // (a hash collision, a near tie: codec/cuda/kvs_encode_threads.h).
+  static bool needs_cpu(unsigned long long fault);
+  // The row plan from the device's row hashes and column sums (unused
+  // without plan_rows): fills what follows.
+  void plan_references(std::span<const uint64_t> row_hash, std::span<const double> s1, std::span<const double> s2);
+  Bytes params, refs;                   // sections 0 and 1
+  std::vector<KvsEncHead> heads;        // per (layer, kind, head)
+  std::vector<uint32_t> literal_tokens;
+  std::vector<uint32_t> first;          // per row: its source by hash (empty without plan_rows)
+  std::vector<uint64_t> first_symbol;   // per channel, + the end
+  uint64_t symbols() const { return first_symbol.empty() ? 0 : first_symbol.back(); }
+
+  // Stage 2 -> 3: the models section and the substreams from the device's
+  // channel models.
+  void plan_pieces(std::span<const kvs_core::ChannelModel> models);
+  Bytes models;                          // section 2
+  std::vector<KvsEncPiece> pieces;
+  std::vector<uint32_t> group_offset;    // kTables + 1
+  std::vector<uint32_t> group_channels;
+  static constexpr size_t kRansCapacity = 4 + 2 * size_t(kKvsPieceSymbols) + 16;  // as the CPU encoder's
+  static constexpr size_t kExtrasCapacity = 4 * size_t(kKvsPieceSymbols) + 8;    // 32 bits a symbol at most
+
+  // Stage 3 -> 4: each piece's section offset in the payload (pieces + 1
+  // entries) from its sizes; throws when a piece did not fit (an internal error).
+  std::vector<uint64_t> offsets(std::span<const uint32_t> rans_sizes, std::span<const uint32_t> extras_sizes) const;
+  // The stream from the payload (the piece sections back to back).
+  Bytes assemble(std::span<const uint8_t> payload, const std::vector<uint64_t>& offsets) const;
+};
+
+// The GPU encoder's thread bodies on the CPU (for tests): the chunk's values
+// as fp16 bits (in_f16) or floats; `codec` a kvs codec (make_codec("kvs", ...)).
+// host_s (if not null): the wall time of the host's part alone (what a GPU
+// encode adds to its kernels on one core: plans, models section, assembly and CRC).
+Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bool in_f16, double* host_s = nullptr);
+// The kvs codec behind `codec` (kvs::Error if it is another codec).
+const kvs_detail::KvsCodec& as_kvs(const Codec& codec);
+
+}  // namespace kvs::codec::cuda::detail

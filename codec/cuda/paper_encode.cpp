@@ -1,0 +1,114 @@
+// Host side of the GPU encoder for cachegen scheme=paper
+// (codec/cuda/encode.h Encoder::encode_cachegen_paper): the codec model's
+// tables on the device (the GPU decoder's forms, plan.h PaperTables), the
+// buffers, the kernels (codec/cuda/paper_encode_kernels.cu), and the stream
+// assembled on the host (codec/cuda/paper_encode_plan.h).
+#include <algorithm>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <fmt/core.h>
+
+#include "codec/cachegen.h"  // kCacheGenLevels
+#include "codec/cuda/encode.h"
+#include "codec/cuda/paper_encode_kernels.h"
+#include "codec/cuda/paper_encode_plan.h"
+#include "codec/cuda/plan.h"
+
+namespace kvs::codec::cuda {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(fmt::format("CUDA: {}: {}", what, cudaGetErrorString(e)));
+}
+
+template <class T>
+DeviceBuffer to_device(const std::vector<T>& v) {
+  DeviceBuffer b(sizeof(T) * v.size());
+  if (!v.empty()) check(cudaMemcpy(b.get(), v.data(), b.size(), cudaMemcpyHostToDevice), "cudaMemcpy (codec tables)");
+  return b;
+}
+
+}  // namespace
+
+namespace detail {
+
+// A codec model's tables on the device: anchors and their steps at once,
+// each level's delta tables, steps and M at its first chunk.
+struct PaperEncodeTables {
+  std::shared_ptr<const CacheGenPaperModel> model;
+  std::string model_file;
+  PaperTables host;  // build_paper_level's input; a level's delta tables are dropped once uploaded
+  DeviceBuffer anchors, step_a;
+  struct Level {
+    DeviceBuffer deltas, step_d, M;
+  };
+  std::vector<Level> levels = std::vector<Level>(kCacheGenLevels);
+
+  const Level& level(int level) {
+    Level& lv = levels.at(size_t(level));
+    if (!lv.deltas.get()) {
+      build_paper_level(*model, level, &host);
+      lv.deltas = to_device(host.deltas[size_t(level)]);
+      lv.step_d = to_device(host.step_d[size_t(level)]);
+      lv.M = to_device(host.M[size_t(level)]);
+      host.deltas[size_t(level)].clear();
+      host.deltas[size_t(level)].shrink_to_fit();
+    }
+    return lv;
+  }
+};
+
+}  // namespace detail
+
+Encoder::Encoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> paper_model, std::string model_file)
+    : Encoder(stream) {
+  if (!paper_model) return;
+  auto t = std::make_shared<detail::PaperEncodeTables>();
+  t->model = std::move(paper_model);
+  t->model_file = std::move(model_file);
+  t->host = detail::paper_tables(*t->model);
+  t->anchors = to_device(t->host.anchors);
+  t->step_a = to_device(t->host.step_a);
+  paper_ = std::move(t);
+}
+
+Bytes Encoder::encode_cachegen_paper(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
+                                     uint32_t tokens, int level) {
+  const detail::CachegenPaperEncodePlan plan = detail::plan_cachegen_paper_encode(
+      shape, dtype, token_begin, tokens, level, paper_ ? paper_->model.get() : nullptr,
+      paper_ ? paper_->model_file : std::string());
+  if (in == OutputType::kBF16) throw Error("CUDA encode: bf16 input is not supported (fp16 or fp32)");
+  const detail::PaperEncodeTables::Level& lv = paper_->level(level);
+  const size_t subs = plan.substreams;
+  // One device allocation, 256-byte aligned parts.
+  const auto round = [](size_t n) { return (n + 255) / 256 * 256; };
+  const size_t o_symbols = 0, o_slots = o_symbols + round(plan.symbols_bytes),
+               o_sizes = o_slots + round(subs * plan.capacity), o_escapes = o_sizes + round(4 * subs),
+               total = o_escapes + round(4 * subs);
+  DeviceBuffer buf(total);
+  uint8_t* d = static_cast<uint8_t*>(buf.get());
+  const detail::CachegenPaperEncodeLaunch p = plan.bind(
+      kv, in == OutputType::kF16, static_cast<const rans::CumTable*>(paper_->anchors.get()),
+      static_cast<const float*>(paper_->step_a.get()), static_cast<const rans::BasicPackedTable<64>*>(lv.deltas.get()),
+      static_cast<const float*>(lv.step_d.get()), static_cast<const int32_t*>(lv.M.get()), d + o_symbols, d + o_slots,
+      reinterpret_cast<uint32_t*>(d + o_sizes), reinterpret_cast<uint32_t*>(d + o_escapes));
+  detail::launch_cachegen_paper_encode(p, stream_);
+  std::vector<uint32_t> sizes(subs), escapes(subs);
+  check(cudaMemcpyAsync(sizes.data(), d + o_sizes, 4 * subs, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
+  check(cudaMemcpyAsync(escapes.data(), d + o_escapes, 4 * subs, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  const std::vector<uint64_t> off = plan.offsets(sizes, escapes);
+  DeviceBuffer dev_off(8 * off.size()), dev_payload(std::max<uint64_t>(off.back(), 1));
+  check(cudaMemcpyAsync(dev_off.get(), off.data(), 8 * off.size(), cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
+  detail::launch_cachegen_paper_write(p, static_cast<const uint64_t*>(dev_off.get()),
+                                      static_cast<uint8_t*>(dev_payload.get()), stream_);
+  std::vector<uint8_t> payload(off.back());
+  check(cudaMemcpyAsync(payload.data(), dev_payload.get(), payload.size(), cudaMemcpyDeviceToHost, stream_),
+        "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  return plan.assemble(off, payload);
+}
+
+}  // namespace kvs::codec::cuda

@@ -13,17 +13,17 @@
 
 #include "codec/cachegen.h"
 #include "codec/cachegen_paper.h"
+#include "codec/cuda/cuda_util.h"
 #include "codec/cuda/kernels.h"
 #include "codec/cuda/plan.h"
 #include "codec/kvs_internal.h"
 
 namespace kvs::codec::cuda {
 
-namespace {
+using detail::check;
+using detail::to_device;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(fmt::format("CUDA: {}: {}", what, cudaGetErrorString(e)));
-}
+namespace {
 
 const char* fault_text(CodecId codec, uint32_t code) {
   if (code == detail::kFaultBadTable) return "frequency table invalid";
@@ -238,13 +238,6 @@ struct Decoder::Impl {
   void decode_kvs(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
   void decode_cachegen_paper(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
 };
-
-template <class T>
-DeviceBuffer to_device(const std::vector<T>& v) {
-  DeviceBuffer b(sizeof(T) * v.size());
-  if (!v.empty()) check(cudaMemcpy(b.get(), v.data(), b.size(), cudaMemcpyHostToDevice), "cudaMemcpy (codec tables)");
-  return b;
-}
 
 Decoder::Decoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> paper_model, std::string model_file)
     : impl_(std::make_unique<Impl>()) {

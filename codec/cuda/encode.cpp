@@ -6,18 +6,13 @@
 #include <cuda_runtime.h>
 #include <fmt/core.h>
 
+#include "codec/cuda/cuda_util.h"
 #include "codec/cuda/kernels.h"
 #include "codec/cuda/plan.h"
 
 namespace kvs::codec::cuda {
 
-namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(fmt::format("CUDA: {}: {}", what, cudaGetErrorString(e)));
-}
-
-}  // namespace
+using detail::check;
 
 Encoder::Encoder(cudaStream_t stream) : stream_(stream) {
   if (!available()) throw Error("CUDA encode: no usable GPU: " + device_description());

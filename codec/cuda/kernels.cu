@@ -9,6 +9,7 @@
 
 #include <cub/device/device_scan.cuh>
 
+#include "codec/cuda/cuda_util.h"
 #include "codec/kvs.h"
 
 namespace kvs::codec::cuda::detail {
@@ -16,10 +17,6 @@ namespace kvs::codec::cuda::detail {
 static_assert(kKvsPieceSymbols == kKvsStreamSymbols);
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(e));
-}
 
 // cachegen scheme=code. A block: 32 consecutive channels of one (layer,
 // kind) plane (lane j: channel c0 + j, so that a warp's stores of one token
@@ -187,8 +184,6 @@ void launch_cachegen_paper(const CachegenPaperLaunch& p, cudaStream_t stream) {
   cachegen_paper_kernel<<<(p.substream_count + kThreads - 1) / kThreads, kThreads, 0, stream>>>(p);
   check(cudaGetLastError(), "cachegen paper kernel launch");
 }
-
-static unsigned blocks_for(size_t threads, uint32_t per_block) { return unsigned((threads + per_block - 1) / per_block); }
 
 void launch_cachegen_encode(const CachegenEncodeLaunch& p, cudaStream_t stream) {
   constexpr uint32_t kThreads = 128;

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <fmt/core.h>
 
+#include "codec/cuda/cuda_util.h"
 #include "codec/cuda/encode.h"
 #include "codec/cuda/kvs_encode_kernels.h"
 #include "codec/cuda/kvs_encode_plan.h"
@@ -16,11 +17,9 @@
 
 namespace kvs::codec::cuda {
 
-namespace {
+using detail::check;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(fmt::format("CUDA: {}: {}", what, cudaGetErrorString(e)));
-}
+namespace {
 
 // Parts of one device allocation, 256-byte aligned.
 struct Layout {

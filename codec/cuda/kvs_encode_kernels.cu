@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "codec/cuda/cuda_util.h"
 #include "codec/kvs.h"
 
 namespace kvs::codec::cuda::detail {
@@ -14,12 +15,6 @@ namespace kvs::codec::cuda::detail {
 static_assert(kKvsPieceSymbols == kKvsStreamSymbols);
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(e));
-}
-
-unsigned blocks_for(size_t threads, uint32_t per_block) { return unsigned((threads + per_block - 1) / per_block); }
 
 // Consecutive threads: consecutive tokens of one head (their values' stores
 // into the channel-major buffer are contiguous per dimension).

@@ -10,6 +10,7 @@
 #include <fmt/core.h>
 
 #include "codec/cachegen.h"  // kCacheGenLevels
+#include "codec/cuda/cuda_util.h"
 #include "codec/cuda/encode.h"
 #include "codec/cuda/paper_encode_kernels.h"
 #include "codec/cuda/paper_encode_plan.h"
@@ -17,18 +18,10 @@
 
 namespace kvs::codec::cuda {
 
+using detail::check;
+using detail::to_device;
+
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(fmt::format("CUDA: {}: {}", what, cudaGetErrorString(e)));
-}
-
-template <class T>
-DeviceBuffer to_device(const std::vector<T>& v) {
-  DeviceBuffer b(sizeof(T) * v.size());
-  if (!v.empty()) check(cudaMemcpy(b.get(), v.data(), b.size(), cudaMemcpyHostToDevice), "cudaMemcpy (codec tables)");
-  return b;
-}
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 // code. Built with --fmad=false, so that float expressions round as on the
 // CPU (the quantizers' divisions and the anchors' dequantization).
 #include "codec/cuda/paper_encode_kernels.h"
+#include "codec/cuda/cuda_util.h"
 
 #include <stdexcept>
 #include <string>
@@ -11,12 +12,6 @@
 namespace kvs::codec::cuda::detail {
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(e));
-}
-
-unsigned blocks_for(size_t threads, uint32_t per_block) { return unsigned((threads + per_block - 1) / per_block); }
 
 // Pass 1: a thread per (substream, dim); consecutive threads take consecutive
 // dims, so that a warp's loads and stores of one token are contiguous.

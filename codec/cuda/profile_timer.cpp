@@ -15,6 +15,7 @@
 #include "codec/bitstream.h"
 #include "codec/cachegen.h"
 #include "codec/cachegen_paper.h"
+#include "codec/cuda/cuda_util.h"
 #include "codec/cuda/decode.h"
 #include "codec/cuda/encode.h"
 #include "codec/cuda/kernels.h"
@@ -24,21 +25,15 @@
 
 namespace kvs::codec::cuda {
 
+using detail::check;
+using detail::to_device;
+
 namespace {
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(fmt::format("CUDA: {}: {}", what, cudaGetErrorString(e)));
-}
-
-template <class T>
-DeviceBuffer to_device(const std::vector<T>& v) {
-  DeviceBuffer b(sizeof(T) * v.size());
-  if (!v.empty()) check(cudaMemcpy(b.get(), v.data(), b.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
-  return b;
-}
-
-DeviceBuffer to_device(std::span<const uint8_t> bytes) {
-  DeviceBuffer b(std::max<size_t>(bytes.size(), 16));
+// A stream's bytes on the device, in a buffer readable to a multiple of 16
+// bytes (the decoders' CRC reads whole 16-byte words).
+DeviceBuffer stage(std::span<const uint8_t> bytes) {
+  DeviceBuffer b(std::max<size_t>((bytes.size() + 15) / 16 * 16, 16));
   if (!bytes.empty()) check(cudaMemcpy(b.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
   return b;
 }
@@ -153,7 +148,7 @@ class GpuChunkTimer final : public ChunkTimer {
     DeviceBuffer out(std::max<size_t>(n * type_bytes(type), 16));
     auto* fault = static_cast<unsigned long long*>(fault_.get());
     // Everything the kernels read is on the device before the timed runs.
-    DeviceBuffer dev_stream = to_device(stream);
+    DeviceBuffer dev_stream = stage(stream);
     const auto* s = static_cast<const uint8_t*>(dev_stream.get());
     std::function<void()> launch;
     DeviceBuffer meta, scratch, channels;

@@ -1,0 +1,35 @@
+// Host-side helpers shared by the CUDA code: one error check that names the
+// failing call, uploads of host tables, and launch arithmetic.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "base/error.h"
+#include "codec/cuda/decode.h"
+
+namespace kvs::codec::cuda::detail {
+
+// Throws kvs::Error "CUDA: <what>: <CUDA's message>" unless `e` is cudaSuccess.
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(e));
+}
+
+// A copy of `v` in device memory (synchronous).
+template <class T>
+DeviceBuffer to_device(const std::vector<T>& v, const char* what = "cudaMemcpy (codec tables)") {
+  DeviceBuffer b(sizeof(T) * v.size());
+  if (!v.empty()) check(cudaMemcpy(b.get(), v.data(), b.size(), cudaMemcpyHostToDevice), what);
+  return b;
+}
+
+// Blocks of `per_block` threads that cover `threads`.
+inline unsigned blocks_for(size_t threads, uint32_t per_block) {
+  return unsigned((threads + per_block - 1) / per_block);
+}
+
+}  // namespace kvs::codec::cuda::detail

@@ -141,7 +141,7 @@ void add_profile_command(CLI::App& app) {
         for (const auto& ch : ctx.chunks)
           for (const auto& lv : ch.levels) kernels += lv.decode_s, host += std::max(0.0, lv.decode_host_s), n += 1;
       if (n > 0)
-        std::printf("  %s: GPU decode %.1f us per chunk (kernels, decode_s); host parse %.1f us (decode_host_s)\n",
+        std::printf("  %s: GPU decode %.1f us per chunk (device, decode_s); host planning %.1f us (decode_host_s)\n",
                     c.codec.c_str(), 1e6 * kernels / n, 1e6 * host / n);
     }
     // KL: mean over contexts; SE/KL: the standard error of that mean (the

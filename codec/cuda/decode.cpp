@@ -4,6 +4,7 @@
 #include "codec/cuda/decode.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -111,6 +112,7 @@ struct Decoder::Impl {
   };
   bool timing = false;
   double device_s = 0;
+  double host_s = 0;  // planning, in decode()
   std::vector<cudaEvent_t> events;  // [2 * slot]: before the chunk's first copy, [2 * slot + 1]: after its kernels
   std::vector<Pending> pending;
   size_t next_slot = 0;
@@ -234,9 +236,38 @@ struct Decoder::Impl {
     return p;
   }
 
-  void decode_cachegen(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
-  void decode_kvs(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
-  void decode_cachegen_paper(std::span<const uint8_t> stream_bytes, void* out, OutputType type, StreamHeader* header);
+  // The device memory of one chunk, one stream-ordered allocation: the
+  // stream's copy (none when the caller staged it), the plan's meta, the
+  // verification's scratch.
+  struct ChunkMemory {
+    uint8_t* base;
+    const uint8_t* stream;
+    uint8_t* meta;
+    uint8_t* scratch;
+  };
+  ChunkMemory stage(std::span<const uint8_t> bytes, const uint8_t* staged, const std::vector<uint8_t>& meta,
+                    const detail::VerifyPlan& v) {
+    const size_t stream_size = staged ? 0 : round_up(bytes.size(), 256), meta_size = round_up(meta.size(), 256);
+    uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + meta_size + verify_bytes(v)));
+    if (!staged) upload(dev, bytes.data(), bytes.size());
+    upload(dev + stream_size, meta.data(), meta.size());
+    return {dev, staged ? staged : dev, dev + stream_size, dev + stream_size + meta_size};
+  }
+  // make(): a plan; its wall-clock time goes to host_s.
+  template <class Make>
+  auto plan(Make&& make) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto p = make();
+    host_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return p;
+  }
+
+  void decode_cachegen(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out, OutputType type,
+                       StreamHeader* header);
+  void decode_kvs(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out, OutputType type,
+                  StreamHeader* header);
+  void decode_cachegen_paper(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out, OutputType type,
+                             StreamHeader* header);
 };
 
 Decoder::Decoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> paper_model, std::string model_file)
@@ -280,41 +311,44 @@ void Decoder::set_timing(bool on) {
 
 double Decoder::device_seconds() const { return impl_->device_s; }
 
+double Decoder::host_seconds() const { return impl_->host_s; }
+
 StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, void* out, OutputType type) {
+  return decode(bitstream, nullptr, out, type);
+}
+
+StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, const uint8_t* staged, void* out, OutputType type) {
   const uint16_t id = bitstream.size() >= 8 ? uint16_t(bitstream[6] | bitstream[7] << 8) : 0;
   StreamHeader header;
   if (id == uint16_t(CodecId::kCacheGen) && stream_model_hash(bitstream) != 0)
-    impl_->decode_cachegen_paper(bitstream, out, type, &header);
+    impl_->decode_cachegen_paper(bitstream, staged, out, type, &header);
   else if (id == uint16_t(CodecId::kCacheGen))
-    impl_->decode_cachegen(bitstream, out, type, &header);
+    impl_->decode_cachegen(bitstream, staged, out, type, &header);
   else if (id == uint16_t(CodecId::kKvs))
-    impl_->decode_kvs(bitstream, out, type, &header);
+    impl_->decode_kvs(bitstream, staged, out, type, &header);
   else
     throw Error(fmt::format("CUDA decode: codec id {} has no GPU decoder (kvs: {}, cachegen: {})", id,
                             uint16_t(CodecId::kKvs), uint16_t(CodecId::kCacheGen)));
   return header;
 }
 
-void Decoder::Impl::decode_cachegen(std::span<const uint8_t> stream_bytes, void* out, OutputType type,
-                                    StreamHeader* header) {
-  const detail::CachegenPlan plan = detail::plan_cachegen(stream_bytes, detail::Verify::kDevice);
+void Decoder::Impl::decode_cachegen(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out,
+                                    OutputType type, StreamHeader* header) {
+  const detail::CachegenPlan plan = this->plan([&] { return detail::plan_cachegen(stream_bytes, detail::Verify::kDevice); });
   *header = plan.header;
   unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin, false, plan.verify.body);
-  const size_t stream_size = round_up(stream_bytes.size(), 256), meta_size = round_up(plan.meta.size(), 256);
-  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + meta_size + verify_bytes(plan.verify)));
-  upload(dev, stream_bytes.data(), stream_bytes.size());
-  upload(dev + stream_size, plan.meta.data(), plan.meta.size());
-  const uint32_t* offsets = verify(plan.verify, dev, dev + stream_size + meta_size, fault).offsets;
+  const ChunkMemory m = stage(stream_bytes, staged, plan.meta, plan.verify);
+  const uint32_t* offsets = verify(plan.verify, m.stream, m.scratch, fault).offsets;
   if (plan.header.tokens > 0)
-    detail::launch_cachegen_code(plan.bind(dev, dev + stream_size, offsets, out, uint8_t(type), fault), stream);
-  release(dev);
+    detail::launch_cachegen_code(plan.bind(m.stream, m.meta, offsets, out, uint8_t(type), fault), stream);
+  release(m.base);
   end_chunk();
 }
 
-void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes, void* out, OutputType type,
-                                          StreamHeader* header) {
-  const detail::CachegenPaperPlan plan =
-      detail::plan_cachegen_paper(stream_bytes, paper.get(), model_file, detail::Verify::kDevice);
+void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out,
+                                          OutputType type, StreamHeader* header) {
+  const detail::CachegenPaperPlan plan = this->plan(
+      [&] { return detail::plan_cachegen_paper(stream_bytes, paper.get(), model_file, detail::Verify::kDevice); });
   *header = plan.header;
   const size_t level = plan.header.level;
   PaperLevel& lv = paper_levels[level];
@@ -327,50 +361,44 @@ void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes,
     paper_host.deltas[level].shrink_to_fit();
   }
   unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin, true, plan.verify.body);
-  const size_t stream_size = round_up(stream_bytes.size(), 256), meta_size = round_up(plan.meta.size(), 256);
-  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + meta_size + verify_bytes(plan.verify)));
+  const ChunkMemory m = stage(stream_bytes, staged, plan.meta, plan.verify);
   void* channels = alloc(plan.channels_bytes());
-  upload(dev, stream_bytes.data(), stream_bytes.size());
-  upload(dev + stream_size, plan.meta.data(), plan.meta.size());
-  verify(plan.verify, dev, dev + stream_size + meta_size, fault);
+  verify(plan.verify, m.stream, m.scratch, fault);
   detail::launch_cachegen_paper(
-      plan.bind(dev, dev + stream_size, static_cast<const rans::CumTable*>(paper_anchors.get()),
+      plan.bind(m.stream, m.meta, static_cast<const rans::CumTable*>(paper_anchors.get()),
                 static_cast<const float*>(paper_step_a.get()),
                 static_cast<const rans::BasicPackedTable<64>*>(lv.deltas.get()), static_cast<const float*>(lv.step_d.get()),
                 static_cast<const int32_t*>(lv.M.get()), static_cast<detail::PaperChannel*>(channels), out,
                 uint8_t(type), fault),
       stream);
   release(channels);
-  release(dev);
+  release(m.base);
   end_chunk();
 }
 
-void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, void* out, OutputType type,
-                               StreamHeader* header) {
+void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out,
+                               OutputType type, StreamHeader* header) {
   if (!kvs) {
     kvs = detail::make_kvs_parser();
     const std::vector<detail::KvsGauss> g = detail::kvs_gauss(*kvs);
     gauss = DeviceBuffer(sizeof(detail::KvsGauss) * g.size());
     check(cudaMemcpy(gauss.get(), g.data(), gauss.size(), cudaMemcpyHostToDevice), "cudaMemcpy (kvs tables)");
   }
-  const detail::KvsPlan plan = detail::plan_kvs(stream_bytes, *kvs, detail::Verify::kDevice);
+  const detail::KvsPlan plan = this->plan([&] { return detail::plan_kvs(stream_bytes, *kvs, detail::Verify::kDevice); });
   *header = plan.header;
   unsigned long long* fault = begin_chunk(CodecId::kKvs, plan.header.token_begin, false, plan.verify.body);
-  const size_t stream_size = round_up(stream_bytes.size(), 256), meta_size = round_up(plan.meta.size(), 256);
-  const size_t symbols_size = (plan.symbols_bytes + 255) / 256 * 256;
-  uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + meta_size + verify_bytes(plan.verify)));
+  const size_t symbols_size = round_up(plan.symbols_bytes, 256);
+  const ChunkMemory m = stage(stream_bytes, staged, plan.meta, plan.verify);
   uint8_t* scratch = static_cast<uint8_t*>(alloc(symbols_size + plan.tmp_bytes));
-  upload(dev, stream_bytes.data(), stream_bytes.size());
-  upload(dev + stream_size, plan.meta.data(), plan.meta.size());
   // The CRC, the table, and the pieces' places in their sections (into the meta's copy).
-  const detail::VerifyLaunch v = verify(plan.verify, dev, dev + stream_size + meta_size, fault);
-  detail::launch_kvs_locate(v, reinterpret_cast<detail::KvsPieceDesc*>(dev + stream_size + plan.pieces_at),
-                            plan.piece_count, stream);
-  detail::launch_kvs(plan.bind(dev, dev + stream_size, static_cast<const detail::KvsGauss*>(gauss.get()), scratch,
+  const detail::VerifyLaunch v = verify(plan.verify, m.stream, m.scratch, fault);
+  detail::launch_kvs_locate(v, reinterpret_cast<detail::KvsPieceDesc*>(m.meta + plan.pieces_at), plan.piece_count,
+                            stream);
+  detail::launch_kvs(plan.bind(m.stream, m.meta, static_cast<const detail::KvsGauss*>(gauss.get()), scratch,
                                reinterpret_cast<float*>(scratch + symbols_size), out, uint8_t(type), fault),
                      stream);
   release(scratch);
-  release(dev);
+  release(m.base);
   end_chunk();
 }
 

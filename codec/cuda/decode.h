@@ -68,6 +68,11 @@ class Decoder {
   // fails a host check and the CRC reports the CRC, as the CPU decoder),
   // kvs::Error for a codec it cannot decode or a CUDA failure. Returns the header.
   StreamHeader decode(std::span<const uint8_t> bitstream, void* out, OutputType type);
+  // As above, for a stream already in device memory at `staged` (a copy of
+  // `bitstream` in a buffer readable to a multiple of 16 bytes, e.g. where a
+  // NIC wrote it): nothing of the stream is copied; the host still plans from
+  // `bitstream`. `staged` must stay valid until synchronize().
+  StreamHeader decode(std::span<const uint8_t> bitstream, const uint8_t* staged, void* out, OutputType type);
 
   // Waits for everything enqueued; throws CorruptStream for the first chunk
   // with a fault: a verification fault with the CPU decoder's message (e.g.
@@ -82,6 +87,9 @@ class Decoder {
   // timed with CUDA events; synchronize() adds the times up here.
   void set_timing(bool on);
   double device_seconds() const;
+  // Wall-clock seconds decode() has spent planning on the host (parsing and
+  // checking the header and small sections), over all calls.
+  double host_seconds() const;
 
  private:
   struct Impl;

@@ -1,6 +1,7 @@
-// The GPU chunk timer (codec/cuda/profile_timer.h): the planning and
-// launches of codec/cuda/decode.cpp, with the stream staged on the device
-// before the timed part, so that CUDA events bracket only the kernels.
+// The GPU chunk timer (codec/cuda/profile_timer.h): cuda::Decoder with its
+// timing on, given a stream staged on the device before the timed part, so
+// that its CUDA events bracket the device's decode work and not the copy of
+// the stream; cuda::Encoder timed by the wall clock.
 #include "codec/cuda/profile_timer.h"
 
 #include <algorithm>
@@ -18,8 +19,6 @@
 #include "codec/cuda/cuda_util.h"
 #include "codec/cuda/decode.h"
 #include "codec/cuda/encode.h"
-#include "codec/cuda/kernels.h"
-#include "codec/cuda/plan.h"
 #include "codec/fp16.h"
 #include "codec/kvs_internal.h"
 
@@ -52,21 +51,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// make() `repeats` times (at least once); its fastest wall-clock time in
-// *best_s; returns the last result.
-template <class F>
-auto fastest(F&& make, uint32_t repeats, double* best_s) {
-  auto t0 = std::chrono::steady_clock::now();
-  auto result = make();
-  *best_s = seconds_since(t0);
-  for (uint32_t r = 1; r < repeats; ++r) {
-    t0 = std::chrono::steady_clock::now();
-    result = make();
-    *best_s = std::min(*best_s, seconds_since(t0));
-  }
-  return result;
-}
-
 // The CPU decoder's values as the device writes them for `type`.
 std::vector<uint8_t> expected_bytes(const KVChunk& cpu, OutputType type) {
   std::vector<uint8_t> out(cpu.values.size() * type_bytes(type));
@@ -91,15 +75,11 @@ class GpuChunkTimer final : public ChunkTimer {
     check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
     device_ = fmt::format("cuda:{}", prop.name);
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    check(cudaEventCreate(&start_), "cudaEventCreate");
-    check(cudaEventCreate(&stop_), "cudaEventCreate");
-    fault_ = DeviceBuffer(sizeof(unsigned long long));
     encoder_ = std::make_unique<Encoder>(stream_);
   }
   ~GpuChunkTimer() override {
     cudaStreamSynchronize(stream_);
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
+    decoder_.reset(), paper_decoder_.reset(), encoder_.reset(), paper_encoder_.reset();  // they use the stream
     cudaStreamDestroy(stream_);
   }
 
@@ -122,86 +102,42 @@ class GpuChunkTimer final : public ChunkTimer {
   }
 
  private:
-  // One plan's launch on the staged stream; returns the kernels' seconds (events).
-  template <class Launch>
-  double timed(const Launch& launch) {
-    check(cudaMemsetAsync(fault_.get(), 0xff, sizeof(unsigned long long), stream_), "cudaMemsetAsync");
-    check(cudaEventRecord(start_, stream_), "cudaEventRecord");
-    launch();
-    check(cudaEventRecord(stop_, stream_), "cudaEventRecord");
-    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, start_, stop_), "cudaEventElapsedTime");
-    unsigned long long fault = 0;
-    check(cudaMemcpy(&fault, fault_.get(), sizeof(fault), cudaMemcpyDeviceToHost), "cudaMemcpy (fault)");
-    if (fault != detail::kNoFault)
-      throw Error(fmt::format("--device cuda: the GPU decoder found a fault (substream {}, code {}) in a stream the "
-                              "CPU decoded",
-                              fault >> 8, unsigned(fault & 0xff)));
-    return 1e-3 * double(ms);
-  }
-
+  // decode_s: the device's work for a stream already in device memory (the
+  // cuda::Decoder's CUDA events: the copy of the plan's metadata, the
+  // verification and decode kernels); *host_s: its planning on the host.
   double time_decode(const Codec& codec, std::span<const uint8_t> stream, const KVChunk& cpu_decoded,
                      uint32_t repeats, bool check_output, double* host_s) {
     const OutputType type = output_type(cpu_decoded.dtype);
     const size_t n = cpu_decoded.values.size();
-    DeviceBuffer out(std::max<size_t>(n * type_bytes(type), 16));
-    auto* fault = static_cast<unsigned long long*>(fault_.get());
-    // Everything the kernels read is on the device before the timed runs.
-    DeviceBuffer dev_stream = stage(stream);
-    const auto* s = static_cast<const uint8_t*>(dev_stream.get());
-    std::function<void()> launch;
-    DeviceBuffer meta, scratch, channels;
-    StreamHeader header;
+    // The header first: the output buffer must hold what the stream decodes to.
     const uint16_t id = stream.size() >= 8 ? uint16_t(stream[6] | stream[7] << 8) : 0;
-    if (id == uint16_t(CodecId::kCacheGen) && stream_model_hash(stream) != 0) {
-      const CacheGenPaperModel* model = paper_model().get();
-      const detail::CachegenPaperPlan plan =
-          fastest([&] { return detail::plan_cachegen_paper(stream, model, model_file_); }, repeats, host_s);
-      header = plan.header;
-      const PaperLevel& lv = paper_level(plan.header.level);
-      meta = to_device(plan.meta);
-      channels = DeviceBuffer(std::max<size_t>(plan.channels_bytes(), 16));
-      const detail::CachegenPaperLaunch p = plan.bind(
-          s, static_cast<const uint8_t*>(meta.get()), static_cast<const rans::CumTable*>(paper_anchors_.get()),
-          static_cast<const float*>(paper_step_a_.get()), static_cast<const rans::BasicPackedTable<64>*>(lv.deltas.get()),
-          static_cast<const float*>(lv.step_d.get()), static_cast<const int32_t*>(lv.M.get()),
-          static_cast<detail::PaperChannel*>(channels.get()), out.get(), uint8_t(type), fault);
-      launch = [p, this] { detail::launch_cachegen_paper(p, stream_); };
-    } else if (id == uint16_t(CodecId::kCacheGen)) {
-      const detail::CachegenPlan plan = fastest([&] { return detail::plan_cachegen(stream); }, repeats, host_s);
-      header = plan.header;
-      meta = to_device(plan.meta);
-      const detail::CachegenCodeLaunch p =
-          plan.bind(s, static_cast<const uint8_t*>(meta.get()), out.get(), uint8_t(type), fault);
-      const bool empty = plan.header.tokens == 0;
-      launch = [p, empty, this] {
-        if (!empty) detail::launch_cachegen_code(p, stream_);
-      };
-    } else if (id == uint16_t(CodecId::kKvs)) {
-      if (!kvs_) {
-        kvs_ = detail::make_kvs_parser();
-        kvs_gauss_ = to_device(detail::kvs_gauss(*kvs_));
-      }
-      const detail::KvsPlan plan = fastest([&] { return detail::plan_kvs(stream, *kvs_); }, repeats, host_s);
-      header = plan.header;
-      meta = to_device(plan.meta);
-      const size_t symbols_size = (plan.symbols_bytes + 255) / 256 * 256;
-      scratch = DeviceBuffer(symbols_size + plan.tmp_bytes + 16);
-      auto* sc = static_cast<uint8_t*>(scratch.get());
-      const detail::KvsLaunch p =
-          plan.bind(s, static_cast<const uint8_t*>(meta.get()), static_cast<const detail::KvsGauss*>(kvs_gauss_.get()),
-                    sc, reinterpret_cast<float*>(sc + symbols_size), out.get(), uint8_t(type), fault);
-      launch = [p, this] { detail::launch_kvs(p, stream_); };
-    } else {
+    if (id != uint16_t(CodecId::kCacheGen) && id != uint16_t(CodecId::kKvs))
       throw Error(fmt::format("--device cuda: codec {}: codec id {} has no GPU decoder", codec.name(), id));
-    }
+    uint32_t sections = 0;
+    const StreamHeader header = parse_stream_header(stream, CodecId(id), &sections, Crc::kDeferred);
     if (header.elements() != n || header.dtype != cpu_decoded.dtype)
       throw Error(fmt::format("--device cuda: codec {}: the stream holds {} values of {}, the CPU decoded {} of {}",
                               codec.name(), header.elements(), to_string(header.dtype), n, to_string(cpu_decoded.dtype)));
+    Decoder& decoder = stream_model_hash(stream) != 0 ? paper_decoder() : code_decoder();
+    DeviceBuffer out(std::max<size_t>(n * type_bytes(type), 16));
+    const DeviceBuffer staged = stage(stream);
+    // One decode: its device and host seconds.
+    const auto once = [&](double* plan_s) {
+      const double device0 = decoder.device_seconds(), host0 = decoder.host_seconds();
+      try {
+        decoder.decode(stream, static_cast<const uint8_t*>(staged.get()), out.get(), type);
+        decoder.synchronize();
+      } catch (const CorruptStream& e) {
+        throw Error(fmt::format("--device cuda: codec {}: the GPU decoder refused a stream the CPU decoded: {}",
+                                codec.name(), e.what()));
+      }
+      *plan_s = decoder.host_seconds() - host0;
+      return decoder.device_seconds() - device0;
+    };
     // Warm-up (first launches load the kernels), then the check, then the timed runs.
-    check(cudaMemsetAsync(out.get(), 0xa5, out.size(), stream_), "cudaMemsetAsync");  // every value must be written
-    timed(launch);
+    check(cudaMemsetAsync(out.get(), 0xa5, out.size(), decoder.stream()), "cudaMemsetAsync");  // every value must be written
+    double plan_s = 0;
+    once(&plan_s);
     if (check_output) {
       std::vector<uint8_t> got(n * type_bytes(type));
       check(cudaMemcpy(got.data(), out.get(), got.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
@@ -215,7 +151,11 @@ class GpuChunkTimer final : public ChunkTimer {
       }
     }
     double best = 1e300;
-    for (uint32_t r = 0; r < repeats; ++r) best = std::min(best, timed(launch));
+    *host_s = 1e300;
+    for (uint32_t r = 0; r < repeats; ++r) {
+      best = std::min(best, once(&plan_s));
+      *host_s = std::min(*host_s, plan_s);
+    }
     return best;
   }
 
@@ -261,50 +201,40 @@ class GpuChunkTimer final : public ChunkTimer {
     return best;
   }
 
-  struct PaperLevel {
-    DeviceBuffer deltas, step_d, M;
-  };
   std::shared_ptr<const CacheGenPaperModel> paper_model() {
     if (!paper_) {
       if (model_file_.empty())
         throw Error("--device cuda: a cachegen scheme=paper stream needs its codec model (--codec-model)");
       paper_ = load_cachegen_paper_model(model_file_);
-      paper_host_ = detail::paper_tables(*paper_);
-      paper_anchors_ = to_device(paper_host_.anchors);
-      paper_step_a_ = to_device(paper_host_.step_a);
-      paper_levels_.resize(kCacheGenLevels);
     }
     return paper_;
+  }
+  // The decoders: one for streams without a codec model, one with the
+  // timer's (each holds its own tables on the device).
+  Decoder& code_decoder() {
+    if (!decoder_) {
+      decoder_ = std::make_unique<Decoder>(stream_);
+      decoder_->set_timing(true);
+    }
+    return *decoder_;
+  }
+  Decoder& paper_decoder() {
+    if (!paper_decoder_) {
+      paper_decoder_ = std::make_unique<Decoder>(stream_, paper_model(), model_file_);
+      paper_decoder_->set_timing(true);
+    }
+    return *paper_decoder_;
   }
   // The scheme=paper encoder (its own copy of the model's tables on the device).
   Encoder& paper_encoder() {
     if (!paper_encoder_) paper_encoder_ = std::make_unique<Encoder>(stream_, paper_model(), model_file_);
     return *paper_encoder_;
   }
-  const PaperLevel& paper_level(size_t level) {
-    PaperLevel& lv = paper_levels_.at(level);
-    if (!lv.deltas.get()) {
-      detail::build_paper_level(*paper_, int(level), &paper_host_);
-      lv.deltas = to_device(paper_host_.deltas[level]);
-      lv.step_d = to_device(paper_host_.step_d[level]);
-      lv.M = to_device(paper_host_.M[level]);
-      paper_host_.deltas[level].clear();
-      paper_host_.deltas[level].shrink_to_fit();
-    }
-    return lv;
-  }
-
   std::string model_file_, device_;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t start_ = nullptr, stop_ = nullptr;
-  DeviceBuffer fault_;
+  std::unique_ptr<Decoder> decoder_, paper_decoder_;
   std::unique_ptr<Encoder> encoder_, paper_encoder_;
-  std::shared_ptr<const kvs_detail::KvsCodec> kvs_;
-  DeviceBuffer kvs_gauss_;
   std::shared_ptr<const CacheGenPaperModel> paper_;
-  detail::PaperTables paper_host_;
-  DeviceBuffer paper_anchors_, paper_step_a_;
-  std::vector<PaperLevel> paper_levels_;
 };
 
 }  // namespace

@@ -6,12 +6,13 @@
 //
 // What is timed (docs/profile-format.md, "Device"):
 // - decode (kvs, cachegen scheme=code and scheme=paper): the chunk's
-//   bitstream and the metadata the host parsed from it are copied to device
-//   memory first, NOT timed; then CUDA events around the kernels that decode
-//   it into device memory in the chunk's dtype (fp16, bf16 or fp32). The
-//   host's parse and checks of the stream (codec/cuda/plan.h, one CPU core)
-//   and the host->device copy are excluded; the parse is timed apart
-//   (decode_host_s, a wall clock around it).
+//   bitstream is copied to device memory first, NOT timed; then
+//   cuda::Decoder's CUDA events around its device work on it: the copy of the
+//   metadata the host planned, the verification kernels (CRC, section
+//   table) and the kernels that decode it into device memory in the chunk's
+//   dtype (fp16, bf16 or fp32). The host's planning (header and small
+//   sections, codec/cuda/plan.h, one CPU core) is timed apart
+//   (decode_host_s, Decoder::host_seconds).
 // - encode (cachegen scheme=code and scheme=paper, kvs; every other codec has
 //   no GPU encoder and the profiler times its encode on the CPU): the chunk's
 //   values already in device memory (copied there first, not timed); a wall
@@ -39,8 +40,8 @@ namespace kvs::codec::cuda {
 struct ChunkTimes {
   double encode_s = -1;  // < 0: not timed on the device (no GPU encoder for this codec)
   double decode_s = -1;
-  // The host's parse and checks of the stream that the decode needs before
-  // its kernels (codec/cuda/plan.h; one CPU thread, wall clock), not in decode_s.
+  // The host's planning of the decode before its kernels (codec/cuda/plan.h:
+  // header and small sections; one CPU thread, wall clock), not in decode_s.
   double decode_host_s = -1;
 };
 

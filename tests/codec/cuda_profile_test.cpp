@@ -86,6 +86,8 @@ TEST(CudaProfile, TimesEveryGpuCodecOnTheCardAndChecksItsOutput) {
     const cuda::ChunkTimes t = timer->time(*c.codec, c.chunk, c.level, c.stream, c.decoded, 3, /*check=*/true);
     EXPECT_GT(t.decode_s, 0.0);
     EXPECT_LT(t.decode_s, 0.5);  // kernels of a chunk of at most 2x8x128x1200 values
+    EXPECT_GE(t.decode_host_s, 0.0);  // the host's planning, timed apart
+    EXPECT_LT(t.decode_host_s, 0.5);
     if (gpu_encode) {
       EXPECT_GT(t.encode_s, 0.0);
       EXPECT_LT(t.encode_s, 0.5);
@@ -97,7 +99,8 @@ TEST(CudaProfile, TimesEveryGpuCodecOnTheCardAndChecksItsOutput) {
     if (out.is_open())
       out << "{\"device\": \"" << timer->device() << "\", \"case\": \"" << c.name << "\", \"values\": "
           << c.chunk.values.size() << ", \"bytes\": " << c.stream.size() << ", \"decode_s\": " << t.decode_s
-          << ", \"encode_s\": " << (gpu_encode ? t.encode_s : -1.0) << ", \"repeats\": 3}\n";
+          << ", \"decode_host_s\": " << t.decode_host_s << ", \"encode_s\": " << (gpu_encode ? t.encode_s : -1.0)
+          << ", \"repeats\": 3}\n";
   }
 }
 

@@ -47,9 +47,10 @@
 //     [--host-only 1]: no GPU needed: the host's part of a GPU decode of one
 //     chunk (parse, checks, metadata), which bounds the end-to-end rate; for
 //     kvs also the host's part of a GPU encode of one chunk (row plan from
-//     the rows' hashes, models section, substream layout, assembly and CRC;
-//     the kernels' thread bodies run on the CPU beside it, untimed, and its
-//     stream is checked against the CPU encoder's).
+//     the rows' hashes, models section, substream layout, the stream's
+//     layout; the kernels' thread bodies, the gather, size table and CRC
+//     included, run on the CPU beside it, untimed, and its stream is checked
+//     against the CPU encoder's).
 // cachegen-paper: scheme=paper, its codec model learned from one 256-token
 // synthetic chunk of another seed (the model's training is not timed).
 #include <algorithm>

@@ -212,16 +212,7 @@ StreamHeader header_for(const KVChunk& chunk, CodecId codec, int level) {
   return h;
 }
 
-Bytes write_stream(const StreamHeader& h, const std::vector<Bytes>& sections) {
-  const std::vector<std::span<const uint8_t>> views(sections.begin(), sections.end());
-  return write_stream(h, views);
-}
-
-Bytes write_stream(const StreamHeader& h, std::span<const std::span<const uint8_t>> sections) {
-  size_t total = kHeaderBytes + 4 * sections.size() + 4;
-  for (const auto& s : sections) total += s.size();
-  Bytes out;
-  out.reserve(total);
+void write_header(const StreamHeader& h, uint32_t section_count, Bytes& out) {
   put_u32(out, kStreamMagic);
   put_u16(out, kFormatVersion);
   put_u16(out, uint16_t(h.codec));
@@ -233,8 +224,21 @@ Bytes write_stream(const StreamHeader& h, std::span<const std::span<const uint8_
   put_u32(out, h.shape.head_dim);
   put_u64(out, h.token_begin);
   put_u32(out, h.tokens);
-  put_u32(out, uint32_t(sections.size()));
+  put_u32(out, section_count);
   put_u64(out, h.model_hash);
+}
+
+Bytes write_stream(const StreamHeader& h, const std::vector<Bytes>& sections) {
+  const std::vector<std::span<const uint8_t>> views(sections.begin(), sections.end());
+  return write_stream(h, views);
+}
+
+Bytes write_stream(const StreamHeader& h, std::span<const std::span<const uint8_t>> sections) {
+  size_t total = kHeaderBytes + 4 * sections.size() + 4;
+  for (const auto& s : sections) total += s.size();
+  Bytes out;
+  out.reserve(total);
+  write_header(h, uint32_t(sections.size()), out);
   for (const auto& s : sections) put_u32(out, uint32_t(s.size()));
   for (const auto& s : sections) out.insert(out.end(), s.begin(), s.end());
   put_u32(out, crc32(out));

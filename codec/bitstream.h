@@ -56,6 +56,10 @@ struct StreamHeader {
 // The header of `chunk` for `codec` at `level`.
 StreamHeader header_for(const KVChunk& chunk, CodecId codec, int level);
 
+// Appends the kHeaderBytes-byte header of a stream of `section_count`
+// sections to `out` (the GPU encoders assemble the rest on the device,
+// codec/cuda/stream_layout.h).
+void write_header(const StreamHeader& header, uint32_t section_count, Bytes& out);
 // Assembles header + offset table + sections + CRC.
 Bytes write_stream(const StreamHeader& header, const std::vector<Bytes>& sections);
 // The same from views (a codec with many small sections can keep them in one buffer).

@@ -1,11 +1,18 @@
 // Encoding on a CUDA GPU (docs/codecs.md, "GPU"): `cachegen` scheme=code,
 // byte-identical to CacheGenCodec::encode. Statistics (per-token absmax,
 // per-channel histograms and tables), quantisation and rANS coding run in
-// kernels (codec/cuda/threads.h, the KVS_HD code the CPU encoder shares);
-// the host then assembles the stream (header, offset table, CRC) from the
-// kernels' sections. `cachegen` scheme=paper likewise, byte-identical to its
-// CPU encoder (codec/cuda/paper_encode_threads.h; Encoder::encode_cachegen_paper
-// is defined in codec/cuda/paper_encode.cpp). Built only with nvcc
+// kernels (codec/cuda/threads.h, the KVS_HD code the CPU encoder shares).
+// `cachegen` scheme=paper likewise, byte-identical to its CPU encoder
+// (codec/cuda/paper_encode_threads.h; Encoder::encode_cachegen_paper is
+// defined in codec/cuda/paper_encode.cpp), and kvs (kvs_encode.cpp).
+// Each encoder builds the whole stream in one device buffer
+// (codec/cuda/stream_layout.h): the host copies back only the substreams'
+// sizes, computes their offsets and uploads the header and the sections it
+// made itself; a gather kernel writes every substream at its offset, and
+// kernels write the size table and the CRC-32 (codec/cuda/stream_threads.h,
+// the decoder's CRC pieces). The Bytes forms then bring the finished stream
+// back with one copy; the *_to_device forms leave it in device memory (for a
+// sender that reads it there, e.g. with GPUDirect). Built only with nvcc
 // (KVSTREAM_HAVE_CUDA).
 #pragma once
 
@@ -24,6 +31,15 @@ namespace detail {
 struct PaperEncodeTables;  // codec/cuda/paper_encode.cpp
 }
 
+// A chunk's stream in device memory: `bytes` bytes from buffer.get() (the
+// buffer may be a little larger).
+struct DeviceStream {
+  DeviceBuffer buffer;
+  size_t bytes = 0;
+  // The stream copied to the host (waits for `stream`).
+  Bytes to_host(cudaStream_t stream = nullptr) const;
+};
+
 class Encoder {
  public:
   explicit Encoder(cudaStream_t stream = nullptr);
@@ -38,14 +54,14 @@ class Encoder {
   // [layer][kind][head][token][dim] as KVChunk::values; fp16 bits or floats
   // as `in` says) at `level`; the header takes shape, dtype, token_begin and
   // tokens as given. Waits for the device (the stream's bytes come back to
-  // the host). Throws kvs::Error as CacheGenCodec::encode does (a level out
+  // the host in one copy). Throws kvs::Error as CacheGenCodec::encode does (a level out
   // of range, a token whose |x| fp16 cannot carry).
   Bytes encode_cachegen(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
                         uint32_t tokens, int level, uint32_t stream_tokens = 256);
 
   // cachegen scheme=paper (the constructor's codec model), byte-identical to
   // its CPU encoder: quantisation and rANS coding in kernels
-  // (codec/cuda/paper_encode_threads.h), the host assembling the stream from
+  // (codec/cuda/paper_encode_threads.h), the host laying the stream out from
   // the sections' sizes. Input and waiting as encode_cachegen. Throws
   // kvs::Error as the CPU encoder does (a level out of range, no codec model,
   // a chunk of another shape than the model's).
@@ -57,14 +73,33 @@ class Encoder {
   // models, quantisation and rANS coding in kernels
   // (codec/cuda/kvs_encode_threads.h); the host plans row references, the
   // models section and the substreams from what the kernels copy back
-  // (codec/cuda/kvs_encode_kernels.cu, kvs_encode.cpp). Input and waiting as
+  // (codec/cuda/kvs_encode_kernels.cu, kvs_encode.cpp) and uploads the first
+  // three sections. Input and waiting as
   // encode_cachegen. Throws kvs::Error as KvsCodec::encode does (a level out
   // of range, weights that do not fit, a value not finite or too large).
   Bytes encode_kvs(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin, uint32_t tokens,
                    int level, const Codec& codec);
 
+  // The same encodes, the stream left in device memory (the same bytes).
+  // They wait for the device as the Bytes forms do (the host needs the
+  // substreams' sizes), but copy no stream back. kvs's rare fallback to the
+  // CPU encoder (a hash collision, a near tie, no tokens) uploads its stream.
+  DeviceStream encode_cachegen_to_device(const void* kv, OutputType in, KVShape shape, DType dtype,
+                                         uint64_t token_begin, uint32_t tokens, int level,
+                                         uint32_t stream_tokens = 256);
+  DeviceStream encode_cachegen_paper_to_device(const void* kv, OutputType in, KVShape shape, DType dtype,
+                                               uint64_t token_begin, uint32_t tokens, int level);
+  DeviceStream encode_kvs_to_device(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
+                                    uint32_t tokens, int level, const Codec& codec);
+
  private:
+  // encode_kvs_to_device, except that the CPU encoder's stream (its
+  // fallback) comes back in *cpu with an empty DeviceStream.
+  DeviceStream kvs_stream(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
+                          uint32_t tokens, int level, const Codec& codec, Bytes* cpu);
+
   cudaStream_t stream_;
+  std::shared_ptr<const DeviceBuffer> crc_;  // the CRC tables (verify_threads.h), shared by copies
   std::shared_ptr<detail::PaperEncodeTables> paper_;  // null without a codec model
 };
 

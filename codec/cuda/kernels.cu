@@ -124,6 +124,11 @@ __global__ void verify_section_kernel(VerifyLaunch p) {
   if (i < p.sections) verify_section(p, i);
 }
 __global__ void verify_final_kernel(VerifyLaunch p) { verify_final(p); }
+__global__ void stream_table_kernel(StreamFinishLaunch p) {
+  const uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
+  if (k < p.payload_sections) stream_table_entry(p, k);
+}
+__global__ void stream_crc_store_kernel(StreamFinishLaunch p) { stream_crc_store(p); }
 __global__ void kvs_locate_kernel(VerifyLaunch p, KvsPieceDesc* pieces, uint32_t count) {
   const uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
   if (k < count) kvs_locate(p, pieces, k);
@@ -148,13 +153,29 @@ void launch_verify(const VerifyLaunch& p, void* scan_temp, size_t scan_temp_byte
     verify_section_kernel<<<blocks, kThreads, 0, stream>>>(p);
     check(cudaGetLastError(), "verify section kernel launch");
   }
+  launch_crc(p, stream);
+  verify_final_kernel<<<1, 1, 0, stream>>>(p);
+  check(cudaGetLastError(), "verify final kernel launch");
+}
+
+void launch_crc(const VerifyLaunch& p, cudaStream_t stream) {
   const uint32_t tiles = (p.body + kCrcTileBytes - 1) / kCrcTileBytes;
   if (tiles) {
     verify_crc_kernel<<<tiles, kCrcTileThreads, 0, stream>>>(p);
     check(cudaGetLastError(), "verify CRC kernel launch");
   }
-  verify_final_kernel<<<1, 1, 0, stream>>>(p);
-  check(cudaGetLastError(), "verify final kernel launch");
+}
+
+void launch_stream_finish(const StreamFinishLaunch& p, cudaStream_t stream) {
+  constexpr uint32_t kThreads = 256;
+  if (p.payload_sections) {
+    stream_table_kernel<<<blocks_for(p.payload_sections, kThreads), kThreads, 0, stream>>>(p);
+    check(cudaGetLastError(), "stream table kernel launch");
+  }
+  check(cudaMemsetAsync(p.crc.crc_acc, 0, sizeof(uint32_t), stream), "cudaMemsetAsync");
+  launch_crc(p.crc, stream);
+  stream_crc_store_kernel<<<1, 1, 0, stream>>>(p);
+  check(cudaGetLastError(), "stream CRC store kernel launch");
 }
 
 void launch_kvs_locate(const VerifyLaunch& p, KvsPieceDesc* pieces, uint32_t count, cudaStream_t stream) {

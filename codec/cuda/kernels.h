@@ -1,9 +1,10 @@
-// The CUDA kernels' launchers (codec/cuda/kernels.cu), for codec/cuda/decode.cpp.
+// The CUDA kernels' launchers (codec/cuda/kernels.cu), for codec/cuda/decode.cpp and the encoders.
 // Not an interface: codec/cuda/decode.h is.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include "codec/cuda/stream_threads.h"
 #include "codec/cuda/threads.h"
 #include "codec/cuda/verify_threads.h"
 
@@ -20,6 +21,12 @@ cudaError_t probe_kernels();
 // bytes, 256-byte aligned.
 size_t verify_scan_temp_bytes(uint32_t sections);
 void launch_verify(const VerifyLaunch& p, void* scan_temp, size_t scan_temp_bytes, cudaStream_t stream);
+// The CRC tiles alone (launch_verify's): p.crc_acc (zero before) gets the
+// pieces' registers xored.
+void launch_crc(const VerifyLaunch& p, cudaStream_t stream);
+// A GPU encoder's stream finished in device memory (codec/cuda/stream_threads.h):
+// the payload's table entries, the CRC register zeroed, the CRC tiles, the CRC stored.
+void launch_stream_finish(const StreamFinishLaunch& p, cudaStream_t stream);
 // kvs, after launch_verify with the walk: each piece's section split
 // (kvs_locate) into `pieces` (the device's copy of the plan's meta).
 void launch_kvs_locate(const VerifyLaunch& p, KvsPieceDesc* pieces, uint32_t count, cudaStream_t stream);

@@ -10,6 +10,7 @@
 
 #include "codec/cuda/cuda_util.h"
 #include "codec/cuda/encode.h"
+#include "codec/cuda/encode_stream.h"
 #include "codec/cuda/kvs_encode_kernels.h"
 #include "codec/cuda/kvs_encode_plan.h"
 #include "codec/fp16.h"
@@ -35,6 +36,24 @@ struct Layout {
 
 Bytes Encoder::encode_kvs(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
                           uint32_t tokens, int level, const Codec& codec) {
+  Bytes cpu;
+  const DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, &cpu);
+  return d.bytes ? d.to_host(stream_) : cpu;
+}
+
+DeviceStream Encoder::encode_kvs_to_device(const void* kv, OutputType in, KVShape shape, DType dtype,
+                                           uint64_t token_begin, uint32_t tokens, int level, const Codec& codec) {
+  Bytes cpu;
+  DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, &cpu);
+  if (d.bytes) return d;
+  d.buffer = DeviceBuffer(cpu.size());  // the CPU encoder's stream (its fallback), uploaded
+  d.bytes = cpu.size();
+  check(cudaMemcpy(d.buffer.get(), cpu.data(), cpu.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+  return d;
+}
+
+DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
+                                 uint32_t tokens, int level, const Codec& codec, Bytes* cpu) {
   if (in == OutputType::kBF16) throw Error("CUDA encode: bf16 input is not supported (fp16 or fp32)");
   const kvs_detail::KvsCodec& kvs = detail::as_kvs(codec);
   detail::KvsEncodePlan plan(kvs, shape, dtype, token_begin, tokens, level);
@@ -69,7 +88,8 @@ Bytes Encoder::encode_kvs(const void* kv, OutputType in, KVShape shape, DType dt
   const auto on_cpu = [&] {
     KVChunk chunk(shape, dtype, token_begin, tokens);
     chunk.values = values(0, plan.header.elements());
-    return kvs.encode(chunk, level);
+    *cpu = kvs.encode(chunk, level);
+    return DeviceStream{};
   };
   if (tokens == 0) return on_cpu();
 
@@ -174,15 +194,16 @@ Bytes Encoder::encode_kvs(const void* kv, OutputType in, KVShape shape, DType dt
   sync();
   const std::vector<uint64_t> off = plan.offsets(rans_sizes, extras_sizes);
 
-  // 4. The pieces' sections into one payload, back to the host.
-  DeviceBuffer dev_off(8 * off.size()), dev_payload(std::max<uint64_t>(off.back(), 1));
-  up(dev_off.get(), off.data(), 8 * off.size());
-  detail::launch_kvs_encode_gather(p, static_cast<const uint64_t*>(dev_off.get()),
-                                   static_cast<uint8_t*>(dev_payload.get()), stream_);
-  std::vector<uint8_t> payload(off.back());
-  down(payload.data(), dev_payload.get(), payload.size());
-  sync();
-  return plan.assemble(payload, off);
+  // 4. The stream in device memory: header, the table's first entries and
+  // sections 0..2 from the host, the pieces' sections gathered after them,
+  // then the rest of the table and the CRC.
+  const detail::StreamLayout layout = plan.layout(off);
+  const Bytes prefix = plan.prefix();
+  detail::DeviceStreamBuild b = detail::begin_device_stream(layout, prefix, off, stream_);
+  detail::launch_kvs_encode_gather(p, b.offsets(), b.at(layout.payload_at), stream_);
+  detail::finish_device_stream(layout, b, static_cast<const detail::CrcTables*>(crc_->get()), stream_);
+  sync();  // (the host's head, prefix and offsets read)
+  return DeviceStream{std::move(b.stream), layout.bytes()};
 }
 
 }  // namespace kvs::codec::cuda

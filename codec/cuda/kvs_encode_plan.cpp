@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include <fmt/core.h>
 
@@ -144,14 +145,18 @@ std::vector<uint64_t> KvsEncodePlan::offsets(std::span<const uint32_t> rans_size
   return off;
 }
 
-Bytes KvsEncodePlan::assemble(std::span<const uint8_t> payload, const std::vector<uint64_t>& off) const {
-  std::vector<std::span<const uint8_t>> sections;
-  sections.reserve(3 + pieces.size());
-  sections.push_back(params);
-  sections.push_back(refs);
-  sections.push_back(models);
-  for (size_t k = 0; k < pieces.size(); ++k) sections.push_back(payload.subspan(off[k], off[k + 1] - off[k]));
-  return write_stream(header, sections);
+StreamLayout KvsEncodePlan::layout(std::span<const uint64_t> off) const {
+  const uint64_t prefix_sizes[] = {params.size(), refs.size(), models.size()};
+  return StreamLayout(header, prefix_sizes, off);
+}
+
+Bytes KvsEncodePlan::prefix() const {
+  Bytes out;
+  out.reserve(params.size() + refs.size() + models.size());
+  out.insert(out.end(), params.begin(), params.end());
+  out.insert(out.end(), refs.begin(), refs.end());
+  out.insert(out.end(), models.begin(), models.end());
+  return out;
 }
 
 Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bool in_f16, double* host_s) {
@@ -232,15 +237,20 @@ Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bo
   p.rans_sizes = rans_sizes.data();
   p.extras_sizes = extras_sizes.data();
   for (uint32_t k = 0; k < np; ++k) kvs_encode_piece(p, k);
-  // 4.
+  // 4. The stream: the host's layout and prefix, then the device's part
+  // (gather, table, CRC: stream_layout.h) run here.
   std::vector<uint64_t> off;
-  timed([&] { off = plan.offsets(rans_sizes, extras_sizes); });
-  std::vector<uint8_t> payload(off.back());
-  for (uint32_t k = 0; k < np; ++k) kvs_encode_gather(p, off.data(), k, payload.data());
-  Bytes out;
-  timed([&] { out = plan.assemble(payload, off); });
+  std::optional<StreamLayout> layout;
+  Bytes prefix;
+  timed([&] {
+    off = plan.offsets(rans_sizes, extras_sizes);
+    layout.emplace(plan.layout(off));
+    prefix = plan.prefix();
+  });
   if (host_s) *host_s = host;
-  return out;
+  return assemble_on_host(*layout, prefix, off, [&](uint8_t* payload) {
+    for (uint32_t k = 0; k < np; ++k) kvs_encode_gather(p, off.data(), k, payload);
+  });
 }
 
 }  // namespace kvs::codec::cuda::detail

@@ -3,7 +3,9 @@
 // (codec/cuda/kvs_encode_threads.h lists them) it makes the choices that are
 // global and small with the CPU encoder's own code (codec/kvs_internal.h):
 // row references from the device's row hashes and column sums, the channel
-// models section, the substreams' layout, the header and CRC.
+// models section, the substreams' layout, the header and the table's first
+// entries (the device writes the rest of the stream and its CRC:
+// codec/cuda/stream_threads.h).
 // encode_kvs_on_host() runs the thread bodies one after another on the CPU,
 // so the tests check all of the GPU path but launch, memory and streams on
 // machines without a GPU.
@@ -15,6 +17,7 @@
 
 #include "codec/bitstream.h"
 #include "codec/cuda/kvs_encode_threads.h"
+#include "codec/cuda/stream_layout.h"
 
 namespace kvs::codec::kvs_detail {
 class KvsCodec;
@@ -71,14 +74,18 @@ struct KvsEncodePlan {
   // Stage 3 -> 4: each piece's section offset in the payload (pieces + 1
   // entries) from its sizes; throws when a piece did not fit (an internal error).
   std::vector<uint64_t> offsets(std::span<const uint32_t> rans_sizes, std::span<const uint32_t> extras_sizes) const;
-  // The stream from the payload (the piece sections back to back).
-  Bytes assemble(std::span<const uint8_t> payload, const std::vector<uint64_t>& offsets) const;
+  // The stream's layout (codec/cuda/stream_layout.h): sections 0..2 (params,
+  // refs, models: prefix(), written by the host) before the payload (the
+  // piece sections back to back, at `offsets`).
+  StreamLayout layout(std::span<const uint64_t> offsets) const;
+  Bytes prefix() const;
 };
 
 // The GPU encoder's thread bodies on the CPU (for tests): the chunk's values
 // as fp16 bits (in_f16) or floats; `codec` a kvs codec (make_codec("kvs", ...)).
 // host_s (if not null): the wall time of the host's part alone (what a GPU
-// encode adds to its kernels on one core: plans, models section, assembly and CRC).
+// encode adds to its kernels on one core: plans, models section, offsets and
+// the stream's layout; the gather, table and CRC are the device's).
 Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bool in_f16, double* host_s = nullptr);
 // The kvs codec behind `codec` (kvs::Error if it is another codec).
 const kvs_detail::KvsCodec& as_kvs(const Codec& codec);

@@ -19,7 +19,8 @@
 //   3. kvs_encode_piece (per substream): its symbols and raw bits gathered,
 //      rANS-coded alone (as the CPU's four side by side code each).
 //   4. kvs_encode_gather (per substream): its section (varint size, rANS
-//      bytes, raw bits) into the payload. -> host: header, offsets, CRC.
+//      bytes, raw bits) into the payload, at its place in the stream (the
+//      host computes the offsets; the table and CRC: codec/cuda/stream_threads.h).
 #pragma once
 
 #include <cstddef>

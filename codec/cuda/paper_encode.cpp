@@ -2,7 +2,7 @@
 // (codec/cuda/encode.h Encoder::encode_cachegen_paper): the codec model's
 // tables on the device (the GPU decoder's forms, plan.h PaperTables), the
 // buffers, the kernels (codec/cuda/paper_encode_kernels.cu), and the stream
-// assembled on the host (codec/cuda/paper_encode_plan.h).
+// assembled in device memory (codec/cuda/stream_layout.h).
 #include <algorithm>
 #include <vector>
 
@@ -12,6 +12,7 @@
 #include "codec/cachegen.h"  // kCacheGenLevels
 #include "codec/cuda/cuda_util.h"
 #include "codec/cuda/encode.h"
+#include "codec/cuda/encode_stream.h"
 #include "codec/cuda/paper_encode_kernels.h"
 #include "codec/cuda/paper_encode_plan.h"
 #include "codec/cuda/plan.h"
@@ -69,6 +70,11 @@ Encoder::Encoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> 
 
 Bytes Encoder::encode_cachegen_paper(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
                                      uint32_t tokens, int level) {
+  return encode_cachegen_paper_to_device(kv, in, shape, dtype, token_begin, tokens, level).to_host(stream_);
+}
+
+DeviceStream Encoder::encode_cachegen_paper_to_device(const void* kv, OutputType in, KVShape shape, DType dtype,
+                                                      uint64_t token_begin, uint32_t tokens, int level) {
   const detail::CachegenPaperEncodePlan plan = detail::plan_cachegen_paper_encode(
       shape, dtype, token_begin, tokens, level, paper_ ? paper_->model.get() : nullptr,
       paper_ ? paper_->model_file : std::string());
@@ -92,16 +98,15 @@ Bytes Encoder::encode_cachegen_paper(const void* kv, OutputType in, KVShape shap
   check(cudaMemcpyAsync(sizes.data(), d + o_sizes, 4 * subs, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
   check(cudaMemcpyAsync(escapes.data(), d + o_escapes, 4 * subs, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
   check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  // The stream in device memory: the substreams' sections at their offsets,
+  // then the table and CRC.
   const std::vector<uint64_t> off = plan.offsets(sizes, escapes);
-  DeviceBuffer dev_off(8 * off.size()), dev_payload(std::max<uint64_t>(off.back(), 1));
-  check(cudaMemcpyAsync(dev_off.get(), off.data(), 8 * off.size(), cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
-  detail::launch_cachegen_paper_write(p, static_cast<const uint64_t*>(dev_off.get()),
-                                      static_cast<uint8_t*>(dev_payload.get()), stream_);
-  std::vector<uint8_t> payload(off.back());
-  check(cudaMemcpyAsync(payload.data(), dev_payload.get(), payload.size(), cudaMemcpyDeviceToHost, stream_),
-        "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-  return plan.assemble(off, payload);
+  const detail::StreamLayout layout = plan.layout(off);
+  detail::DeviceStreamBuild b = detail::begin_device_stream(layout, {}, off, stream_);
+  detail::launch_cachegen_paper_write(p, b.offsets(), b.at(layout.payload_at), stream_);
+  detail::finish_device_stream(layout, b, static_cast<const detail::CrcTables*>(crc_->get()), stream_);
+  check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");  // (the host's head and offsets read)
+  return DeviceStream{std::move(b.stream), layout.bytes()};
 }
 
 }  // namespace kvs::codec::cuda

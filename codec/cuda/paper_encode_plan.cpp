@@ -67,11 +67,8 @@ std::vector<uint64_t> CachegenPaperEncodePlan::offsets(std::span<const uint32_t>
   return off;
 }
 
-Bytes CachegenPaperEncodePlan::assemble(const std::vector<uint64_t>& off, std::span<const uint8_t> payload) const {
-  std::vector<std::span<const uint8_t>> sections;
-  sections.reserve(substreams);
-  for (size_t i = 0; i < substreams; ++i) sections.push_back(payload.subspan(off[i], off[i + 1] - off[i]));
-  return write_stream(header, sections);
+StreamLayout CachegenPaperEncodePlan::layout(std::span<const uint64_t> off) const {
+  return StreamLayout(header, {}, off);
 }
 
 Bytes encode_cachegen_paper_on_host(const KVChunk& chunk, int level, const CacheGenPaperModel* model,
@@ -97,12 +94,12 @@ Bytes encode_cachegen_paper_on_host(const KVChunk& chunk, int level, const Cache
     for (uint32_t d = 0; d < p.head_dim; ++d) cachegen_paper_encode_channel(p, sub, d);
   for (uint32_t sub = 0; sub < p.substreams; ++sub) cachegen_paper_encode_substream(p, sub);
   const std::vector<uint64_t> off = plan.offsets(sizes, escapes);
-  std::vector<uint8_t> payload(off.back());
-  for (uint32_t sub = 0; sub < p.substreams; ++sub) {
-    cachegen_paper_encode_escapes(p, off.data(), sub, payload.data());
-    cachegen_paper_encode_copy(p, off.data(), sub, 0, 1, payload.data());
-  }
-  return plan.assemble(off, payload);
+  return assemble_on_host(plan.layout(off), {}, off, [&](uint8_t* payload) {
+    for (uint32_t sub = 0; sub < p.substreams; ++sub) {
+      cachegen_paper_encode_escapes(p, off.data(), sub, payload);
+      cachegen_paper_encode_copy(p, off.data(), sub, 0, 1, payload);
+    }
+  });
 }
 
 }  // namespace kvs::codec::cuda::detail

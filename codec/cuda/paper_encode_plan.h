@@ -1,8 +1,8 @@
 // What the host prepares for the GPU encoder of `cachegen` scheme=paper
 // (codec/cuda/encode.h Encoder::encode_cachegen_paper), as plain C++ that
 // needs no CUDA: the CPU encoder's checks and messages, the buffers' sizes,
-// the sections' offsets from the sizes the kernels found, and the stream
-// assembled (header, offset table, CRC) around the payload they wrote.
+// the sections' offsets from the sizes the kernels found, and the stream's
+// layout (the device writes the sections, the size table and the CRC).
 // encode_cachegen_paper_on_host() runs the thread bodies
 // (codec/cuda/paper_encode_threads.h) one after another on the CPU, so the
 // tests check all of the GPU path but launch, memory and streams on machines
@@ -17,6 +17,7 @@
 #include "codec/bitstream.h"
 #include "codec/cachegen_paper.h"
 #include "codec/cuda/paper_encode_threads.h"
+#include "codec/cuda/stream_layout.h"
 #include "codec/kv.h"
 
 namespace kvs::codec::cuda::detail {
@@ -37,8 +38,9 @@ struct CachegenPaperEncodePlan {
   // Throws the CPU encoder's error when a rANS stream did not fit (an
   // internal error).
   std::vector<uint64_t> offsets(std::span<const uint32_t> sizes, std::span<const uint32_t> escapes) const;
-  // The stream: header, offset table, the payload's sections, CRC.
-  Bytes assemble(const std::vector<uint64_t>& offsets, std::span<const uint8_t> payload) const;
+  // The stream's layout (codec/cuda/stream_layout.h): every section is the
+  // payload's.
+  StreamLayout layout(std::span<const uint64_t> offsets) const;
 };
 
 // Throws kvs::Error as the CPU encoder does (check_cachegen_paper_encode: a

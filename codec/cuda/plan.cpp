@@ -147,13 +147,7 @@ unsigned long long run_verify_on_host(const VerifyPlan& plan, std::span<const ui
   if (plan.walk) offsets->assign(size_t(plan.sections) + 1, 0);
   const CrcTables& t = crc_tables();
   const VerifyLaunch p = plan.bind(stream.data(), &t, &acc, ends.data(), plan.walk ? offsets->data() : nullptr, &fault);
-  for (uint32_t tile = 0; tile < plan.crc_tiles(); ++tile) {
-    const uint32_t bytes = crc_tile_bytes(p, tile);
-    uint32_t x = 0;
-    for (uint32_t j = 0; j < kCrcTileThreads && j * kCrcPieceBytes < bytes; ++j)  // (the threads past the end add 0)
-      x ^= crc_thread(t.slice, t.x8pow, p.stream + size_t(tile) * kCrcTileBytes + size_t(j) * kCrcPieceBytes, bytes, j);
-    crc_tile_done(p, t.x8pow, tile, bytes, x);
-  }
+  crc_tiles_on_host(p);
   if (plan.walk) {
     for (uint32_t i = 0; i < p.sections; ++i) verify_widen(p, i);
     for (uint32_t i = 1; i < p.sections; ++i) ends[i] += ends[i - 1];  // the inclusive scan (CUB's on the device)
@@ -346,14 +340,9 @@ std::vector<uint64_t> CachegenEncodePlan::offsets(const std::vector<uint32_t>& s
   return off;
 }
 
-Bytes CachegenEncodePlan::assemble(std::span<const uint8_t> scales, std::span<const uint8_t> tables,
-                                   const std::vector<uint64_t>& off, std::span<const uint8_t> payload) const {
-  std::vector<std::span<const uint8_t>> sections;
-  sections.reserve(2 + streams);
-  sections.push_back(scales);
-  sections.push_back(tables);
-  for (size_t i = 0; i < streams; ++i) sections.push_back(payload.subspan(off[i], off[i + 1] - off[i]));
-  return write_stream(header, sections);
+StreamLayout CachegenEncodePlan::layout(std::span<const uint64_t> off) const {
+  const uint64_t prefix_sizes[] = {scales_bytes, tables_bytes};
+  return StreamLayout(header, prefix_sizes, off);
 }
 
 void CachegenEncodePlan::scale_error(unsigned long long fault) const {
@@ -388,9 +377,11 @@ Bytes encode_cachegen_on_host(const KVChunk& chunk, int level, uint32_t stream_t
     for (uint32_t c = 0; c < C; ++c)
       for (uint32_t b = 0; b < p.blocks; ++b) cachegen_encode_block(p, pl, c, b);
   const std::vector<uint64_t> off = plan.offsets(sizes);
-  std::vector<uint8_t> payload(off.back());
-  for (size_t s = 0; s < plan.streams; ++s) cachegen_encode_gather(p, off.data(), s, payload.data());
-  return plan.assemble(scales, tables, off, payload);
+  Bytes prefix(scales);  // (on the device: copied from the kernels' buffers)
+  prefix.insert(prefix.end(), tables.begin(), tables.end());
+  return assemble_on_host(plan.layout(off), prefix, off, [&](uint8_t* payload) {
+    for (size_t s = 0; s < plan.streams; ++s) cachegen_encode_gather(p, off.data(), s, payload);
+  });
 }
 
 PaperTables paper_tables(const CacheGenPaperModel& m) {

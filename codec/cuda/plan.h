@@ -15,6 +15,7 @@
 
 #include "codec/bitstream.h"
 #include "codec/cachegen_paper.h"
+#include "codec/cuda/stream_layout.h"
 #include "codec/cuda/threads.h"
 #include "codec/cuda/verify_threads.h"
 
@@ -79,8 +80,7 @@ struct CachegenPlan {
 CachegenPlan plan_cachegen(std::span<const uint8_t> stream, Verify verify = Verify::kHost);
 
 // cachegen scheme=code encoding on the GPU: the sizes of its buffers, and
-// the stream assembled (header, offset table, CRC) once the kernels' results
-// are back. Throws kvs::Error as CacheGenCodec::encode does for a bad level
+// the stream's layout once the streams' sizes are back. Throws kvs::Error as CacheGenCodec::encode does for a bad level
 // or shape.
 struct CachegenEncodePlan {
   StreamHeader header;                // of the stream to be written
@@ -93,8 +93,9 @@ struct CachegenEncodePlan {
   // The payload offset of every stream from their sizes (streams + 1 entries);
   // throws when a stream did not fit (an internal error).
   std::vector<uint64_t> offsets(const std::vector<uint32_t>& sizes) const;
-  Bytes assemble(std::span<const uint8_t> scales, std::span<const uint8_t> tables, const std::vector<uint64_t>& offsets,
-                 std::span<const uint8_t> payload) const;
+  // The stream's layout (codec/cuda/stream_layout.h): scales and tables
+  // (sections 0 and 1, made on the device) before the streams (the payload).
+  StreamLayout layout(std::span<const uint64_t> offsets) const;
   // The CPU encoder's error for a token whose |x| fp16 cannot carry.
   [[noreturn]] void scale_error(unsigned long long fault) const;
 };

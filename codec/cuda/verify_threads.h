@@ -204,6 +204,20 @@ KVS_HD inline void crc_tile_done(const VerifyLaunch& p, const uint32_t* x8pow, u
 #endif
 }
 
+// The CRC tiles as the kernel cuts them, one after another on the CPU (for
+// tests and the host paths): p.crc_acc gets the pieces' registers xored.
+inline void crc_tiles_on_host(const VerifyLaunch& p) {
+  const uint32_t tiles = (p.body + kCrcTileBytes - 1) / kCrcTileBytes;
+  for (uint32_t tile = 0; tile < tiles; ++tile) {
+    const uint32_t bytes = crc_tile_bytes(p, tile);
+    uint32_t x = 0;
+    for (uint32_t j = 0; j < kCrcTileThreads && j * kCrcPieceBytes < bytes; ++j)  // (the threads past the end add 0)
+      x ^= crc_thread(p.crc->slice, p.crc->x8pow, p.stream + size_t(tile) * kCrcTileBytes + size_t(j) * kCrcPieceBytes,
+                      bytes, j);
+    crc_tile_done(p, p.crc->x8pow, tile, bytes, x);
+  }
+}
+
 // kvs, after the walk: piece k's section split as KvsCodec::parse splits
 // it (a varint rANS size, the rANS bytes, the raw-bit extras), written into
 // its descriptor. Skipped when the table's check failed (its offsets may be anything).

@@ -1,6 +1,6 @@
 // The GPU kvs encoder (codec/cuda/encode.h, Encoder::encode_kvs) against
 // KvsCodec::encode, byte for byte, from fp16 and fp32 input in device memory,
-// and with its errors. Needs a CUDA GPU: every test skips, saying so, where
+// and with its errors; the encoders' *_to_device forms. Needs a CUDA GPU: every test skips, saying so, where
 // there is none (cuda_kvs_encode_core_test.cpp runs the same thread bodies on
 // the CPU).
 #include <cmath>
@@ -60,6 +60,30 @@ TEST(CudaEncode, KvsMatchesTheCpuEncoderByteForByte) {
       EXPECT_EQ(gpu_encode(encoder, f32, false, level, *codec), codec->encode(f32, level));
       EXPECT_EQ(gpu_encode(encoder, f32, true, level, *codec), codec->encode(through_f16(f32), level));
     }
+  }
+}
+
+// The *_to_device forms: the stream assembled in device memory (header,
+// table, sections, CRC: codec/cuda/stream_layout.h), the CPU encoder's bytes
+// once copied back; streams of several 32 KiB CRC tiles, and kvs's CPU
+// fallback (no tokens) uploaded.
+TEST(CudaEncode, ToDeviceLeavesTheCpuEncodersStreamInDeviceMemory) {
+  SKIP_WITHOUT_GPU();
+  cuda::Encoder encoder;
+  const std::shared_ptr<const Codec> kvs = make_codec("kvs"), cachegen = make_codec("cachegen");
+  for (const uint32_t tokens : {0u, 5u, 300u}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << tokens);
+    const KVChunk c = cuda_test::synthetic_chunk({2, 4, 64}, tokens, 7, 5);
+    const cuda::DeviceBuffer dev = upload(c, false);
+    const cuda::DeviceStream k = encoder.encode_kvs_to_device(dev.get(), cuda::OutputType::kF32, c.shape, c.dtype,
+                                                              c.token_begin, c.tokens, 3, *kvs);
+    const Bytes want_kvs = kvs->encode(c, 3);
+    EXPECT_EQ(k.bytes, want_kvs.size());
+    EXPECT_EQ(k.to_host(), want_kvs);
+    if (tokens == 0) continue;
+    const cuda::DeviceStream g = encoder.encode_cachegen_to_device(dev.get(), cuda::OutputType::kF32, c.shape,
+                                                                   c.dtype, c.token_begin, c.tokens, 2);
+    EXPECT_EQ(g.to_host(), cachegen->encode(c, 2));
   }
 }
 

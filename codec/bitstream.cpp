@@ -212,7 +212,24 @@ StreamHeader header_for(const KVChunk& chunk, CodecId codec, int level) {
   return h;
 }
 
+void check_writable(const StreamHeader& h, uint32_t section_count) {
+  const auto refuse = [&](const std::string& what) {
+    throw Error(fmt::format("cannot write a KV bitstream for the chunk at token {}: {}", h.token_begin, what));
+  };
+  if (h.shape.layers == 0 || h.shape.layers > kMaxLayers)
+    refuse(fmt::format("layers {} (a stream holds 1 to {})", h.shape.layers, kMaxLayers));
+  if (h.shape.kv_heads == 0 || h.shape.kv_heads > kMaxKvHeads)
+    refuse(fmt::format("kv_heads {} (a stream holds 1 to {})", h.shape.kv_heads, kMaxKvHeads));
+  if (h.shape.head_dim == 0 || h.shape.head_dim > kMaxHeadDim)
+    refuse(fmt::format("head_dim {} (a stream holds 1 to {})", h.shape.head_dim, kMaxHeadDim));
+  if (h.tokens == 0 || h.tokens > kMaxTokens)
+    refuse(fmt::format("{} tokens (a stream holds 1 to {})", h.tokens, kMaxTokens));
+  if (h.elements() > kMaxElements) refuse(fmt::format("{} values (a stream holds at most {})", h.elements(), kMaxElements));
+  if (section_count > kMaxSections) refuse(fmt::format("{} sections (at most {})", section_count, kMaxSections));
+}
+
 void write_header(const StreamHeader& h, uint32_t section_count, Bytes& out) {
+  check_writable(h, section_count);
   put_u32(out, kStreamMagic);
   put_u16(out, kFormatVersion);
   put_u16(out, uint16_t(h.codec));

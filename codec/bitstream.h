@@ -56,9 +56,14 @@ struct StreamHeader {
 // The header of `chunk` for `codec` at `level`.
 StreamHeader header_for(const KVChunk& chunk, CodecId codec, int level);
 
+// Throws kvs::Error, naming the chunk, for a header that parse_stream would
+// refuse (a chunk of 0 tokens, a shape beyond the limits above): no stream
+// this library writes is one it cannot read. Encoders may call it before
+// their work; write_header always does.
+void check_writable(const StreamHeader& header, uint32_t section_count = 0);
 // Appends the kHeaderBytes-byte header of a stream of `section_count`
 // sections to `out` (the GPU encoders assemble the rest on the device,
-// codec/cuda/stream_layout.h).
+// codec/cuda/stream_layout.h). Throws as check_writable.
 void write_header(const StreamHeader& header, uint32_t section_count, Bytes& out);
 // Assembles header + offset table + sections + CRC.
 Bytes write_stream(const StreamHeader& header, const std::vector<Bytes>& sections);

@@ -83,15 +83,14 @@ DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, D
     }
     return out;
   };
-  // On a hash collision or a near tie (codec/cuda/kvs_encode_threads.h), and
-  // for a chunk of no tokens: the CPU encoder on the chunk's values.
+  // On a hash collision or a near tie (codec/cuda/kvs_encode_threads.h): the
+  // CPU encoder on the chunk's values.
   const auto on_cpu = [&] {
     KVChunk chunk(shape, dtype, token_begin, tokens);
     chunk.values = values(0, plan.header.elements());
     *cpu = kvs.encode(chunk, level);
     return DeviceStream{};
   };
-  if (tokens == 0) return on_cpu();
 
   // 1. Tables, steps, RoPE, the values in steps, row hashes, column sums.
   const kvs_core::EncoderTables host_tables = kvs.encoder_tables();

@@ -30,6 +30,7 @@ KvsEncodePlan::KvsEncodePlan(const KvsCodec& c, KVShape shape, DType dtype, uint
   header.shape = shape;
   header.token_begin = token_begin;
   header.tokens = tokens;
+  check_writable(header);  // the CPU encoder's refusal of a chunk of no tokens, before any work
   const uint32_t D = shape.head_dim;
   const double theta = c.coded_theta(D);
   if (theta > 0) {
@@ -183,7 +184,6 @@ Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bo
     c.values = values;
     return kvs.encode(c, level);
   };
-  if (chunk.tokens == 0) return on_cpu();
   KvsEncodeLaunch p = plan.launch(in_f16 ? static_cast<const void*>(half.data()) : chunk.values.data(), in_f16);
   unsigned long long fault = kNoFault;
   p.fault = &fault;

@@ -25,6 +25,7 @@ CachegenPaperEncodePlan plan_cachegen_paper_encode(KVShape shape, DType dtype, u
   h.token_begin = token_begin;
   h.tokens = tokens;
   h.model_hash = model->hash;
+  check_writable(h);  // the CPU encoder's refusal of a chunk of no tokens, before any work
   plan.substreams = uint32_t(uint64_t(shape.layers) * 2 * shape.kv_heads);
   const size_t n = size_t(tokens) * shape.head_dim;
   plan.symbols_bytes = size_t(plan.substreams) * n;

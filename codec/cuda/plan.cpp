@@ -291,6 +291,7 @@ CachegenEncodePlan plan_cachegen_encode(KVShape shape, DType dtype, uint64_t tok
   h.shape = shape;
   h.token_begin = token_begin;
   h.tokens = tokens;
+  check_writable(h);  // the CPU encoder's refusal of a chunk of no tokens, before any work
   const uint32_t C = uint32_t(shape.channels());
   plan.blocks = (tokens + stream_tokens - 1) / stream_tokens;
   uint64_t table_bytes = 0;

@@ -220,6 +220,21 @@ TEST(DecodeInto, EqualsDecodeForEveryCodecWhateverTheChunkHeld) {
   }
 }
 
+// A chunk of no tokens has no stream: every encoder refuses it, naming the
+// chunk, rather than write one its decoder would refuse.
+TEST(Encode, EveryCodecRefusesAChunkOfNoTokens) {
+  const KVChunk empty({2, 1, 8}, DType::kF16, 42, 0);
+  for (const auto& name : codec_names()) {
+    const auto codec = make_codec(name);
+    try {
+      (void)codec->encode(empty, 0);
+      ADD_FAILURE() << name << " wrote a stream of no tokens";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("chunk at token 42: 0 tokens"), std::string::npos) << name << ": " << e.what();
+    }
+  }
+}
+
 TEST(CorruptStreams, EveryCodecFailsCleanly) {
   std::mt19937_64 rng(11);
   const KVChunk c = synthetic({2, 1, 8}, 12, DType::kF16, 5);

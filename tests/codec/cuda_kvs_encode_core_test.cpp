@@ -105,9 +105,11 @@ TEST(CudaCore, KvsEncoderRefusesWhatTheCpuEncoderRefuses) {
   EXPECT_EQ(error_of([&] { return cuda::detail::encode_kvs_on_host(good, 0, *four, false); }), cpu);
   // Another codec.
   EXPECT_THROW(cuda::detail::encode_kvs_on_host(good, 0, *make_codec("cachegen"), false), Error);
-  // A chunk of no tokens (left to the CPU encoder, as on a hash collision).
+  // A chunk of no tokens: no stream (its decoder would refuse it).
   const KVChunk empty({2, 2, 8}, DType::kF16, 5, 0);
-  EXPECT_EQ(cuda::detail::encode_kvs_on_host(empty, 3, *codec, true), codec->encode(empty, 3));
+  const std::string cpu_empty = error_of([&] { return codec->encode(empty, 3); });
+  EXPECT_NE(cpu_empty.find("0 tokens"), std::string::npos) << cpu_empty;
+  EXPECT_EQ(error_of([&] { return cuda::detail::encode_kvs_on_host(empty, 3, *codec, true); }), cpu_empty);
 }
 
 TEST(CudaCore, KvsEncoderChecksRowsTakenForRepeats) {

@@ -65,8 +65,8 @@ TEST(CudaEncode, KvsMatchesTheCpuEncoderByteForByte) {
 
 // The *_to_device forms: the stream assembled in device memory (header,
 // table, sections, CRC: codec/cuda/stream_layout.h), the CPU encoder's bytes
-// once copied back; streams of several 32 KiB CRC tiles, and kvs's CPU
-// fallback (no tokens) uploaded.
+// once copied back; streams of several 32 KiB CRC tiles; a chunk of no
+// tokens refused as by the CPU encoders.
 TEST(CudaEncode, ToDeviceLeavesTheCpuEncodersStreamInDeviceMemory) {
   SKIP_WITHOUT_GPU();
   cuda::Encoder encoder;
@@ -75,12 +75,26 @@ TEST(CudaEncode, ToDeviceLeavesTheCpuEncodersStreamInDeviceMemory) {
     SCOPED_TRACE(::testing::Message() << "T=" << tokens);
     const KVChunk c = cuda_test::synthetic_chunk({2, 4, 64}, tokens, 7, 5);
     const cuda::DeviceBuffer dev = upload(c, false);
+    if (tokens == 0) {
+      const std::string cpu = error_of([&] { return kvs->encode(c, 3); });
+      EXPECT_NE(cpu.find("0 tokens"), std::string::npos) << cpu;
+      EXPECT_EQ(error_of([&] {
+                  return encoder.encode_kvs_to_device(dev.get(), cuda::OutputType::kF32, c.shape, c.dtype,
+                                                      c.token_begin, c.tokens, 3, *kvs).to_host();
+                }),
+                cpu);
+      EXPECT_EQ(error_of([&] {
+                  return encoder.encode_cachegen_to_device(dev.get(), cuda::OutputType::kF32, c.shape, c.dtype,
+                                                           c.token_begin, c.tokens, 2).to_host();
+                }),
+                error_of([&] { return cachegen->encode(c, 2); }));
+      continue;
+    }
     const cuda::DeviceStream k = encoder.encode_kvs_to_device(dev.get(), cuda::OutputType::kF32, c.shape, c.dtype,
                                                               c.token_begin, c.tokens, 3, *kvs);
     const Bytes want_kvs = kvs->encode(c, 3);
     EXPECT_EQ(k.bytes, want_kvs.size());
     EXPECT_EQ(k.to_host(), want_kvs);
-    if (tokens == 0) continue;
     const cuda::DeviceStream g = encoder.encode_cachegen_to_device(dev.get(), cuda::OutputType::kF32, c.shape,
                                                                    c.dtype, c.token_begin, c.tokens, 2);
     EXPECT_EQ(g.to_host(), cachegen->encode(c, 2));

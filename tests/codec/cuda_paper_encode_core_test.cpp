@@ -75,6 +75,12 @@ TEST(CudaCore, PaperEncoderPlannerRefusesAsTheCpuEncoder) {
   EXPECT_NE(cpu_shape.find("is for KV shape 2x2x8"), std::string::npos) << cpu_shape;
   EXPECT_EQ(message([&] { (void)encode_cachegen_paper_on_host(other, 2, c.model.get(), c.model_file, false); }),
             cpu_shape);
+  // A chunk of no tokens: no stream (its decoder would refuse it).
+  const KVChunk empty = cuda_test::synthetic_chunk(c.chunk.shape, 0, 9, 3);
+  const std::string cpu_empty = message([&] { (void)c.cpu->encode(empty, 2); });
+  EXPECT_NE(cpu_empty.find("0 tokens"), std::string::npos) << cpu_empty;
+  EXPECT_EQ(message([&] { (void)encode_cachegen_paper_on_host(empty, 2, c.model.get(), c.model_file, false); }),
+            cpu_empty);
 }
 
 TEST(CudaCore, PaperQuantizersRoundAsLrint) {

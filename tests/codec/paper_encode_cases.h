@@ -79,7 +79,6 @@ inline std::vector<Spec> specs() {
       {{3, 4, 32}, 31, 0, true},       // escapes everywhere
       {{1, 3, 5}, 11, 7, true},        // odd dims: a group of 10 and one token
       {{3, 1, 16}, 1, 0, false},       // one token: anchors only
-      {{2, 1, 8}, 0, 0, false},        // no tokens
       {{4, 8, 128}, 300, 4096, false},  // a 7B model's head layout (8 KV heads x 128 dims)
   };
 }

@@ -137,7 +137,8 @@ KVS_HD inline bool row_in_steps(In&& in, const float* cs, uint32_t D, float step
     const float y1 = x1 / step, y2 = x2 / step;
     out(i, y1);
     out(i + half, y2);
-    bad |= value_is_bad(x1, y1) | value_is_bad(x2, y2);
+    bad |= value_is_bad(x1, y1);
+    bad |= value_is_bad(x2, y2);
   }
   return bad;
 }

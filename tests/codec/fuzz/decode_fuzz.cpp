@@ -10,6 +10,12 @@
 // payload parsers. Streams are dispatched as a reader does (codec_for_stream,
 // then that codec) and also fed to every other decoder.
 //
+// cachegen (scheme=code) and kvs streams also take the GPU decoders' path as
+// the CPU runs it (codec/cuda/plan.h: the planner with Verify::kDevice, then
+// the verification's and the kernels' thread bodies, run_on_host): it must
+// accept exactly the streams the CPU decoder accepts and write the same
+// values, bit for bit; a GPU would run these bodies on untrusted bytes.
+//
 // Streams whose header asks for more than kMaxFuzzElements values only go
 // through parse_stream: a valid header may legitimately ask for 2^28 values
 // (1 GiB of floats), which would make the fuzzer slow or run out of memory
@@ -24,8 +30,12 @@
 #include <utility>
 #include <vector>
 
+#include <cstring>
+
 #include "codec/bitstream.h"
 #include "codec/codec.h"
+#include "codec/cuda/plan.h"
+#include "codec/kvs_internal.h"
 #include "codec/registry.h"
 
 namespace {
@@ -36,10 +46,52 @@ constexpr uint64_t kMaxFuzzElements = 1u << 20;
 
 struct Decoders {
   std::vector<std::pair<std::string, std::unique_ptr<Codec>>> codecs;
+  std::shared_ptr<const kvs_detail::KvsCodec> kvs_parser = cuda::detail::make_kvs_parser();
   Decoders() {
     for (const auto& name : codec_names()) codecs.emplace_back(name, make_codec(name));
   }
+  const Codec& codec(const std::string& name) const {
+    for (const auto& [n, c] : codecs)
+      if (n == name) return *c;
+    __builtin_trap();
+  }
 };
+
+// The GPU path of a cachegen (scheme=code) or kvs stream against the CPU
+// decoder: the same verdict, the same floats.
+void gpu_path_agrees(const Decoders& d, std::span<const uint8_t> in) {
+  namespace cd = cuda::detail;
+  const uint16_t id = uint16_t(in[6] | in[7] << 8);
+  const bool kvs = id == uint16_t(CodecId::kKvs);
+  if (!kvs && (id != uint16_t(CodecId::kCacheGen) || stream_model_hash(in) != 0)) return;
+  bool cpu_ok = true;
+  KVChunk cpu;
+  try {
+    cpu = d.codec(kvs ? "kvs" : "cachegen").decode(in);
+  } catch (const CorruptStream&) {
+    cpu_ok = false;
+  }
+  std::vector<float> out;
+  unsigned long long fault = cd::kNoFault;
+  try {
+    if (kvs) {
+      const cd::KvsPlan plan = cd::plan_kvs(in, *d.kvs_parser, cd::Verify::kDevice);
+      out.assign(plan.values(), 0.0f);
+      fault = cd::run_on_host(plan, in, *d.kvs_parser, out.data(), cd::kOutF32);
+    } else {
+      const cd::CachegenPlan plan = cd::plan_cachegen(in, cd::Verify::kDevice);
+      out.assign(plan.header.elements(), 0.0f);
+      fault = cd::run_on_host(plan, in, out.data(), cd::kOutF32);
+    }
+  } catch (const CorruptStream&) {
+    fault = 0;  // refused by the host's part
+  }
+  const bool gpu_ok = fault == cd::kNoFault;
+  if (gpu_ok != cpu_ok) __builtin_trap();
+  if (cpu_ok && (out.size() != cpu.values.size() ||
+                 (!out.empty() && std::memcmp(out.data(), cpu.values.data(), 4 * out.size()) != 0)))
+    __builtin_trap();
+}
 
 void check_shape(const KVChunk& out) {
   if (out.values.size() != out.shape.elements_per_token() * out.tokens) __builtin_trap();
@@ -70,6 +122,7 @@ void decode_all(const Decoders& d, std::span<const uint8_t> in) {
     } catch (const CorruptStream&) {
     }
   }
+  if (in.size() >= kHeaderBytes) gpu_path_agrees(d, in);
 }
 
 }  // namespace

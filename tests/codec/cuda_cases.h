@@ -148,4 +148,15 @@ inline std::vector<Corrupted> corrupted_copies(const StreamCase& c, size_t step)
   return out;
 }
 
+// The message of what f throws (kvs::Error), or "" when it does not throw.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    (void)f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace kvs::codec::cuda_test

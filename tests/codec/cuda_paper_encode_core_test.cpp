@@ -50,36 +50,28 @@ TEST(CudaCore, PaperEncoderEscapesKeepFloatsFp16CannotHold) {
 
 TEST(CudaCore, PaperEncoderPlannerRefusesAsTheCpuEncoder) {
   const auto c = paper_encode_test::make(paper_encode_test::specs()[0]);
-  const auto message = [](auto&& f) -> std::string {
-    try {
-      f();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
   for (int level : {-1, kCacheGenLevels}) {
-    const std::string cpu = message([&] { (void)c.cpu->encode(c.chunk, level); });
+    const std::string cpu = cuda_test::error_of([&] { (void)c.cpu->encode(c.chunk, level); });
     EXPECT_NE(cpu.find("out of range"), std::string::npos) << cpu;
-    EXPECT_EQ(message([&] { (void)encode_cachegen_paper_on_host(c.chunk, level, c.model.get(), c.model_file, false); }),
+    EXPECT_EQ(cuda_test::error_of([&] { (void)encode_cachegen_paper_on_host(c.chunk, level, c.model.get(), c.model_file, false); }),
               cpu);
   }
   // No codec model.
   const auto no_model = make_codec("cachegen", CodecOptions{{{"scheme", "paper"}}, ""});
-  const std::string cpu_none = message([&] { (void)no_model->encode(c.chunk, 2); });
+  const std::string cpu_none = cuda_test::error_of([&] { (void)no_model->encode(c.chunk, 2); });
   EXPECT_NE(cpu_none.find("needs a codec model file"), std::string::npos) << cpu_none;
-  EXPECT_EQ(message([&] { (void)encode_cachegen_paper_on_host(c.chunk, 2, nullptr, "", false); }), cpu_none);
+  EXPECT_EQ(cuda_test::error_of([&] { (void)encode_cachegen_paper_on_host(c.chunk, 2, nullptr, "", false); }), cpu_none);
   // A chunk of another shape than the model's.
   const KVChunk other = cuda_test::synthetic_chunk({2, 2, 16}, 12, 0, 3);
-  const std::string cpu_shape = message([&] { (void)c.cpu->encode(other, 2); });
+  const std::string cpu_shape = cuda_test::error_of([&] { (void)c.cpu->encode(other, 2); });
   EXPECT_NE(cpu_shape.find("is for KV shape 2x2x8"), std::string::npos) << cpu_shape;
-  EXPECT_EQ(message([&] { (void)encode_cachegen_paper_on_host(other, 2, c.model.get(), c.model_file, false); }),
+  EXPECT_EQ(cuda_test::error_of([&] { (void)encode_cachegen_paper_on_host(other, 2, c.model.get(), c.model_file, false); }),
             cpu_shape);
   // A chunk of no tokens: no stream (its decoder would refuse it).
   const KVChunk empty = cuda_test::synthetic_chunk(c.chunk.shape, 0, 9, 3);
-  const std::string cpu_empty = message([&] { (void)c.cpu->encode(empty, 2); });
+  const std::string cpu_empty = cuda_test::error_of([&] { (void)c.cpu->encode(empty, 2); });
   EXPECT_NE(cpu_empty.find("0 tokens"), std::string::npos) << cpu_empty;
-  EXPECT_EQ(message([&] { (void)encode_cachegen_paper_on_host(empty, 2, c.model.get(), c.model_file, false); }),
+  EXPECT_EQ(cuda_test::error_of([&] { (void)encode_cachegen_paper_on_host(empty, 2, c.model.get(), c.model_file, false); }),
             cpu_empty);
 }
 

@@ -74,33 +74,25 @@ TEST(CudaEncode, CachegenPaperRefusesAsTheCpuEncoder) {
   const auto c = paper_encode_test::make(paper_encode_test::specs()[0]);
   const OnDevice dev = upload(c.chunk);
   const KVChunk& k = c.chunk;
-  const auto message = [](auto&& f) -> std::string {
-    try {
-      f();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
   cuda::Encoder with_model(nullptr, c.model, c.model_file), without;
-  EXPECT_EQ(message([&] {
+  EXPECT_EQ(cuda_test::error_of([&] {
               (void)with_model.encode_cachegen_paper(dev.f32.get(), cuda::OutputType::kF32, k.shape, k.dtype, 0,
                                                      k.tokens, kCacheGenLevels);
             }),
-            message([&] { (void)c.cpu->encode(k, kCacheGenLevels); }));
+            cuda_test::error_of([&] { (void)c.cpu->encode(k, kCacheGenLevels); }));
   const auto no_model = make_codec("cachegen", CodecOptions{{{"scheme", "paper"}}, ""});
-  EXPECT_EQ(message([&] {
+  EXPECT_EQ(cuda_test::error_of([&] {
               (void)without.encode_cachegen_paper(dev.f32.get(), cuda::OutputType::kF32, k.shape, k.dtype, 0, k.tokens,
                                                   2);
             }),
-            message([&] { (void)no_model->encode(k, 2); }));
+            cuda_test::error_of([&] { (void)no_model->encode(k, 2); }));
   const KVShape other{2, 2, 16};
   const KVChunk wrong = cuda_test::synthetic_chunk(other, k.tokens / 2, 0, 3);  // as many values
-  EXPECT_EQ(message([&] {
+  EXPECT_EQ(cuda_test::error_of([&] {
               (void)with_model.encode_cachegen_paper(dev.f32.get(), cuda::OutputType::kF32, other, k.dtype, 0,
                                                      wrong.tokens, 2);
             }),
-            message([&] { (void)c.cpu->encode(wrong, 2); }));
+            cuda_test::error_of([&] { (void)c.cpu->encode(wrong, 2); }));
   EXPECT_THROW(
       with_model.encode_cachegen_paper(dev.f32.get(), cuda::OutputType::kBF16, k.shape, k.dtype, 0, k.tokens, 2),
       Error);  // bf16 input: not supported

@@ -27,16 +27,7 @@ inline KVChunk f32_variant(const KVChunk& f16) {
   return f32;
 }
 
-// The message of what f throws (kvs::Error), or "" when it does not throw.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    (void)f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using cuda_test::error_of;
 
 struct EncodeSpec {
   CodecParams params;

@@ -88,7 +88,7 @@ class RawCodec final : public Codec {
   int levels() const override { return 1; }
   std::string level_name(int) const override { return "exact"; }
 
-  Bytes encode(const KVChunk& chunk, int level) const override {
+  Bytes encode_chunk(const KVChunk& chunk, int level) const override {
     if (level != 0) throw Error(fmt::format("codec raw: level {} out of range (1 level)", level));
     Bytes data = dtype_bytes_of(chunk);
     return write_stream(header_for(chunk, CodecId::kRaw, 0), {data});
@@ -112,7 +112,7 @@ class ZstdCodec final : public Codec {
   int levels() const override { return 1; }
   std::string level_name(int) const override { return "zstd3"; }
 
-  Bytes encode(const KVChunk& chunk, int level) const override {
+  Bytes encode_chunk(const KVChunk& chunk, int level) const override {
     if (level != 0) throw Error(fmt::format("codec zstd: level {} out of range (1 level)", level));
     const Bytes data = dtype_bytes_of(chunk);
     Bytes packed(ZSTD_compressBound(data.size()));
@@ -152,7 +152,7 @@ class Quant8Codec final : public Codec {
   int levels() const override { return 1; }
   std::string level_name(int) const override { return "int8"; }
 
-  Bytes encode(const KVChunk& chunk, int level) const override {
+  Bytes encode_chunk(const KVChunk& chunk, int level) const override {
     if (level != 0) throw Error(fmt::format("codec quant8: level {} out of range (1 level)", level));
     const KVShape& s = chunk.shape;
     Bytes scales, data(chunk.values.size());

@@ -228,6 +228,8 @@ void check_writable(const StreamHeader& h, uint32_t section_count) {
   if (section_count > kMaxSections) refuse(fmt::format("{} sections (at most {})", section_count, kMaxSections));
 }
 
+void check_writable(const KVChunk& chunk) { check_writable(header_for(chunk, CodecId::kRaw, 0)); }
+
 void write_header(const StreamHeader& h, uint32_t section_count, Bytes& out) {
   check_writable(h, section_count);
   put_u32(out, kStreamMagic);

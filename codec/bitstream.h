@@ -61,6 +61,8 @@ StreamHeader header_for(const KVChunk& chunk, CodecId codec, int level);
 // this library writes is one it cannot read. Encoders may call it before
 // their work; write_header always does.
 void check_writable(const StreamHeader& header, uint32_t section_count = 0);
+// The same for a chunk's shape and tokens (Codec::encode, before any work).
+void check_writable(const KVChunk& chunk);
 // Appends the kHeaderBytes-byte header of a stream of `section_count`
 // sections to `out` (the GPU encoders assemble the rest on the device,
 // codec/cuda/stream_layout.h). Throws as check_writable.

@@ -149,7 +149,7 @@ class CacheGenCodec final : public Codec {
   std::string params() const override { return fmt::format("scheme=code,stream_tokens={}", stream_tokens_); }
   int levels() const override { return kCacheGenLevels; }
 
-  Bytes encode(const KVChunk& chunk, int level) const override {
+  Bytes encode_chunk(const KVChunk& chunk, int level) const override {
     if (level < 0 || level >= kCacheGenLevels)
       throw Error(fmt::format("codec cachegen: level {} out of range (0..{})", level, kCacheGenLevels - 1));
     const KVShape& s = chunk.shape;

@@ -268,7 +268,7 @@ class CacheGenPaperCodec final : public Codec {
     return train_cachegen_paper_model(samples);
   }
 
-  Bytes encode(const KVChunk& chunk, int level) const override {
+  Bytes encode_chunk(const KVChunk& chunk, int level) const override {
     check_cachegen_paper_encode(chunk.shape, level, model_.get(), model_file_);
     const CacheGenPaperModel& m = *model_;
     const KVShape& s = chunk.shape;

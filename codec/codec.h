@@ -60,8 +60,10 @@ class Codec {
 
   // Throws kvs::Error (not CorruptStream) for a chunk the format cannot carry,
   // e.g. values beyond the range of a scale stored as fp16; never writes a
-  // stream that decode() would reject.
-  virtual Bytes encode(const KVChunk& chunk, int level) const = 0;
+  // stream that decode() would reject. The checks every format shares (a
+  // chunk of no tokens, a shape beyond the container's limits:
+  // check_writable, codec/bitstream.h) come first, then encode_chunk().
+  Bytes encode(const KVChunk& chunk, int level) const;
   virtual KVChunk decode(std::span<const uint8_t> stream) const = 0;
 
   // decode() into a caller-owned chunk, for callers that decode repeatedly:
@@ -78,6 +80,10 @@ class Codec {
   // CodecOptions::model_file). Others return an empty string.
   virtual bool needs_model() const { return false; }
   virtual std::string train_model(std::span<const KVChunk> samples) const { return {}; }
+
+ protected:
+  // The codec's own encoder, for a chunk the container can carry.
+  virtual Bytes encode_chunk(const KVChunk& chunk, int level) const = 0;
 };
 
 // Creates the named codec; throws kvs::Error naming the codec and listing the

@@ -62,7 +62,7 @@ class KiviCodec final : public Codec {
   int levels() const override { return 1; }
   std::string level_name(int) const override { return fmt::format("int{}", bits_); }
 
-  Bytes encode(const KVChunk& chunk, int level) const override {
+  Bytes encode_chunk(const KVChunk& chunk, int level) const override {
     if (level != 0) throw Error(fmt::format("codec {}: level {} out of range (1 level)", name(), level));
     const KVShape& s = chunk.shape;
     const uint32_t T = chunk.tokens, D = s.head_dim;

@@ -139,7 +139,7 @@ std::vector<PiecePlan> plan_pieces(const std::vector<std::vector<uint32_t>>& gro
   return pieces;
 }
 
-Bytes KvsCodec::encode(const KVChunk& chunk, int level) const {
+Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
   const std::vector<float> steps = level_steps(level, chunk.shape.layers);
   const KVShape& sh = chunk.shape;
   const uint32_t T = chunk.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;

@@ -202,7 +202,7 @@ class KvsCodec final : public Codec {
   }
   int levels() const override { return ladder_.empty() ? kKvsLevels : int(ladder_.size()); }
 
-  Bytes encode(const KVChunk& chunk, int level) const override;
+  Bytes encode_chunk(const KVChunk& chunk, int level) const override;
   KVChunk decode(std::span<const uint8_t> stream) const override;
   // Parses and checks everything but the substreams' payloads (throws
   // CorruptStream as decode() does, before anything is allocated for the output).

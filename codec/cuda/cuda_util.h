@@ -19,11 +19,23 @@ inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(e));
 }
 
-// A copy of `v` in device memory (synchronous).
+// Copies host memory to device memory and waits until it has landed there.
+// cudaMemcpy alone does not: from pageable memory it returns once the bytes
+// are staged, "the DMA to final destination may not have completed" (CUDA
+// runtime API, "API synchronization behavior"), and a kernel on a
+// cudaStreamNonBlocking stream is not ordered after the default stream's
+// copy. Hence the default stream's synchronisation.
+inline void copy_to_device(void* dst, const void* src, size_t bytes, const char* what) {
+  if (bytes == 0) return;
+  check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), what);
+  check(cudaStreamSynchronize(nullptr), what);
+}
+
+// A copy of `v` in device memory (synchronous: copy_to_device).
 template <class T>
 DeviceBuffer to_device(const std::vector<T>& v, const char* what = "cudaMemcpy (codec tables)") {
   DeviceBuffer b(sizeof(T) * v.size());
-  if (!v.empty()) check(cudaMemcpy(b.get(), v.data(), b.size(), cudaMemcpyHostToDevice), what);
+  copy_to_device(b.get(), v.data(), b.size(), what);
   return b;
 }
 

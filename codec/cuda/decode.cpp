@@ -109,6 +109,10 @@ struct Decoder::Impl {
     bool paper;          // cachegen scheme=paper
     uint32_t body;       // the stream's bytes before its CRC (for the verification's messages)
     bool ended = false;  // its fault is on its way back (false: a CUDA call failed in between)
+    bool timed = false;  // its device time added up (a synchronize() threw before its fault was read)
+    // The host's meta, kept until synchronize(): cudaMemcpyAsync from pageable
+    // memory need not have read it when the call returns.
+    std::vector<uint8_t> meta = {};
   };
   bool timing = false;
   double device_s = 0;
@@ -178,19 +182,27 @@ struct Decoder::Impl {
 
   void synchronize() {
     check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-    const std::vector<Pending> done = std::move(pending);
+    std::vector<Pending> done = std::move(pending);
     pending.clear();
     if (timing)
       for (const Pending& p : done) {
-        if (!p.ended) continue;
+        if (!p.ended || p.timed) continue;
         float ms = 0;
         check(cudaEventElapsedTime(&ms, events[2 * p.slot], events[2 * p.slot + 1]), "cudaEventElapsedTime");
         device_s += 1e-3 * ms;
       }
-    for (const Pending& p : done) {
+    for (size_t i = 0; i < done.size(); ++i) {
+      const Pending& p = done[i];
       if (!p.ended) continue;
       const unsigned long long f = fault_host[p.slot];
       if (f == detail::kNoFault) continue;
+      // The chunks after this one stay pending (their slots are not reused
+      // before the next synchronize()), so that a later faulty chunk is
+      // reported then rather than lost with this exception.
+      for (size_t j = i + 1; j < done.size(); ++j) {
+        pending.push_back(std::move(done[j]));
+        pending.back().timed = true;
+      }
       if (f & detail::kVerifyFault) throw CorruptStream(detail::verify_fault_text(f, p.body));  // the CPU decoder's message
       const uint32_t code = uint32_t(f & 0xff);
       const uint64_t section = f >> 8;
@@ -245,12 +257,14 @@ struct Decoder::Impl {
     uint8_t* meta;
     uint8_t* scratch;
   };
-  ChunkMemory stage(std::span<const uint8_t> bytes, const uint8_t* staged, const std::vector<uint8_t>& meta,
+  // `meta` moves to the chunk's Pending (the copy from it is asynchronous).
+  ChunkMemory stage(std::span<const uint8_t> bytes, const uint8_t* staged, std::vector<uint8_t>& meta,
                     const detail::VerifyPlan& v) {
     const size_t stream_size = staged ? 0 : round_up(bytes.size(), 256), meta_size = round_up(meta.size(), 256);
     uint8_t* dev = static_cast<uint8_t*>(alloc(stream_size + meta_size + verify_bytes(v)));
     if (!staged) upload(dev, bytes.data(), bytes.size());
     upload(dev + stream_size, meta.data(), meta.size());
+    pending.back().meta = std::move(meta);
     return {dev, staged ? staged : dev, dev + stream_size, dev + stream_size + meta_size};
   }
   // make(): a plan; its wall-clock time goes to host_s.
@@ -286,7 +300,7 @@ Decoder::Decoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> 
         "cudaMalloc");
   const detail::CrcTables& crc = detail::crc_tables();
   impl_->crc = DeviceBuffer(sizeof(crc));
-  check(cudaMemcpy(impl_->crc.get(), &crc, sizeof(crc), cudaMemcpyHostToDevice), "cudaMemcpy (CRC tables)");
+  detail::copy_to_device(impl_->crc.get(), &crc, sizeof(crc), "cudaMemcpy (CRC tables)");
   check(cudaMallocHost(reinterpret_cast<void**>(&impl_->fault_host), Impl::kSlots * sizeof(unsigned long long)),
         "cudaMallocHost");
   // Keep freed stream-ordered memory in the pool rather than returning it at every synchronisation.
@@ -318,6 +332,7 @@ StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, void* out, Outp
 }
 
 StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, const uint8_t* staged, void* out, OutputType type) {
+  if (staged) detail::check_staged(staged);
   const uint16_t id = bitstream.size() >= 8 ? uint16_t(bitstream[6] | bitstream[7] << 8) : 0;
   StreamHeader header;
   if (id == uint16_t(CodecId::kCacheGen) && stream_model_hash(bitstream) != 0)
@@ -334,7 +349,7 @@ StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, const uint8_t* 
 
 void Decoder::Impl::decode_cachegen(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out,
                                     OutputType type, StreamHeader* header) {
-  const detail::CachegenPlan plan = this->plan([&] { return detail::plan_cachegen(stream_bytes, detail::Verify::kDevice); });
+  detail::CachegenPlan plan = this->plan([&] { return detail::plan_cachegen(stream_bytes, detail::Verify::kDevice); });
   *header = plan.header;
   unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin, false, plan.verify.body);
   const ChunkMemory m = stage(stream_bytes, staged, plan.meta, plan.verify);
@@ -347,7 +362,7 @@ void Decoder::Impl::decode_cachegen(std::span<const uint8_t> stream_bytes, const
 
 void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out,
                                           OutputType type, StreamHeader* header) {
-  const detail::CachegenPaperPlan plan = this->plan(
+  detail::CachegenPaperPlan plan = this->plan(
       [&] { return detail::plan_cachegen_paper(stream_bytes, paper.get(), model_file, detail::Verify::kDevice); });
   *header = plan.header;
   const size_t level = plan.header.level;
@@ -382,9 +397,9 @@ void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint
     kvs = detail::make_kvs_parser();
     const std::vector<detail::KvsGauss> g = detail::kvs_gauss(*kvs);
     gauss = DeviceBuffer(sizeof(detail::KvsGauss) * g.size());
-    check(cudaMemcpy(gauss.get(), g.data(), gauss.size(), cudaMemcpyHostToDevice), "cudaMemcpy (kvs tables)");
+    detail::copy_to_device(gauss.get(), g.data(), gauss.size(), "cudaMemcpy (kvs tables)");
   }
-  const detail::KvsPlan plan = this->plan([&] { return detail::plan_kvs(stream_bytes, *kvs, detail::Verify::kDevice); });
+  detail::KvsPlan plan = this->plan([&] { return detail::plan_kvs(stream_bytes, *kvs, detail::Verify::kDevice); });
   *header = plan.header;
   unsigned long long* fault = begin_chunk(CodecId::kKvs, plan.header.token_begin, false, plan.verify.body);
   const size_t symbols_size = round_up(plan.symbols_bytes, 256);

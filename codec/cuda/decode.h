@@ -67,17 +67,22 @@ class Decoder {
   // what the host finds (the CPU decoder's checks and messages; a stream that
   // fails a host check and the CRC reports the CRC, as the CPU decoder),
   // kvs::Error for a codec it cannot decode or a CUDA failure. Returns the header.
+  // `bitstream` must stay valid and unchanged until synchronize(): its copy
+  // is asynchronous (from pinned memory the DMA reads it later; from pageable
+  // memory CUDA does not promise to have read it when the call returns).
   StreamHeader decode(std::span<const uint8_t> bitstream, void* out, OutputType type);
   // As above, for a stream already in device memory at `staged` (a copy of
-  // `bitstream` in a buffer readable to a multiple of 16 bytes, e.g. where a
-  // NIC wrote it): nothing of the stream is copied; the host still plans from
-  // `bitstream`. `staged` must stay valid until synchronize().
+  // `bitstream` in a buffer 16-byte aligned (else kvs::Error) and readable
+  // to a multiple of 16 bytes, e.g. where a NIC wrote it): nothing of the
+  // stream is copied; the host still plans from `bitstream`. `staged` must
+  // stay valid until synchronize().
   StreamHeader decode(std::span<const uint8_t> bitstream, const uint8_t* staged, void* out, OutputType type);
 
   // Waits for everything enqueued; throws CorruptStream for the first chunk
   // with a fault: a verification fault with the CPU decoder's message (e.g.
   // "corrupt KV bitstream at byte N: checksum mismatch"), a decode fault
-  // naming the chunk and its first faulty substream.
+  // naming the chunk and its first faulty substream. The chunks after that
+  // one stay pending: the next synchronize() reports the next faulty one.
   void synchronize();
 
   cudaStream_t stream() const;

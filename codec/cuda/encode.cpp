@@ -52,7 +52,7 @@ Encoder::Encoder(cudaStream_t stream) : stream_(stream) {
   if (!available()) throw Error("CUDA encode: no usable GPU: " + device_description());
   const detail::CrcTables& crc = detail::crc_tables();
   auto dev = std::make_shared<DeviceBuffer>(sizeof(crc));
-  check(cudaMemcpy(dev->get(), &crc, sizeof(crc), cudaMemcpyHostToDevice), "cudaMemcpy (CRC tables)");
+  detail::copy_to_device(dev->get(), &crc, sizeof(crc), "cudaMemcpy (CRC tables)");
   crc_ = std::move(dev);
 }
 

@@ -159,7 +159,7 @@ void launch_verify(const VerifyLaunch& p, void* scan_temp, size_t scan_temp_byte
 }
 
 void launch_crc(const VerifyLaunch& p, cudaStream_t stream) {
-  const uint32_t tiles = (p.body + kCrcTileBytes - 1) / kCrcTileBytes;
+  const uint32_t tiles = crc_tile_count(p.body);
   if (tiles) {
     verify_crc_kernel<<<tiles, kCrcTileThreads, 0, stream>>>(p);
     check(cudaGetLastError(), "verify CRC kernel launch");

@@ -48,7 +48,7 @@ DeviceStream Encoder::encode_kvs_to_device(const void* kv, OutputType in, KVShap
   if (d.bytes) return d;
   d.buffer = DeviceBuffer(cpu.size());  // the CPU encoder's stream (its fallback), uploaded
   d.bytes = cpu.size();
-  check(cudaMemcpy(d.buffer.get(), cpu.data(), cpu.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+  detail::copy_to_device(d.buffer.get(), cpu.data(), cpu.size(), "cudaMemcpy");
   return d;
 }
 

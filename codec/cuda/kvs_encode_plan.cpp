@@ -191,6 +191,7 @@ Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bo
   std::vector<float> y(plan.channels * plan.stride);
   std::vector<uint64_t> hash(plan.rows);
   std::vector<double> s1(plan.channels), s2(plan.channels);
+  poison_scratch(y), poison_scratch(hash), poison_scratch(s1), poison_scratch(s2);
   p.y = y.data();
   p.row_hash = hash.data();
   p.column_s1 = s1.data();
@@ -208,6 +209,7 @@ Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bo
   std::vector<int32_t> svals(plan.symbols());
   std::vector<uint8_t> channel_symbols(plan.symbols()), has_extras(plan.channels);
   std::vector<kvs_core::ChannelModel> models(plan.channels);
+  poison_scratch(svals), poison_scratch(channel_symbols), poison_scratch(has_extras), poison_scratch(models);
   p.heads = plan.heads.data();
   p.literal_tokens = plan.literal_tokens.data();
   p.first = plan.first.empty() ? nullptr : plan.first.data();
@@ -227,6 +229,8 @@ Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bo
   std::vector<uint8_t> piece_symbols(np * kKvsPieceSymbols), rans_slots(np * plan.kRansCapacity),
       extras_slots(np * plan.kExtrasCapacity);
   std::vector<uint32_t> rans_sizes(np), extras_sizes(np);
+  poison_scratch(piece_symbols), poison_scratch(rans_slots), poison_scratch(extras_slots);
+  poison_scratch(rans_sizes), poison_scratch(extras_sizes);
   p.pieces = plan.pieces.data();
   p.piece_count = uint32_t(np);
   p.group_offset = plan.group_offset.data();

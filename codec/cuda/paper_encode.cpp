@@ -4,6 +4,7 @@
 // buffers, the kernels (codec/cuda/paper_encode_kernels.cu), and the stream
 // assembled in device memory (codec/cuda/stream_layout.h).
 #include <algorithm>
+#include <mutex>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -39,8 +40,10 @@ struct PaperEncodeTables {
     DeviceBuffer deltas, step_d, M;
   };
   std::vector<Level> levels = std::vector<Level>(kCacheGenLevels);
+  std::mutex mutex;  // copies of an Encoder share these tables, one copy per host thread
 
   const Level& level(int level) {
+    const std::lock_guard<std::mutex> lock(mutex);
     Level& lv = levels.at(size_t(level));
     if (!lv.deltas.get()) {
       build_paper_level(*model, level, &host);

@@ -87,6 +87,7 @@ Bytes encode_cachegen_paper_on_host(const KVChunk& chunk, int level, const Cache
   }
   std::vector<uint8_t> symbols(plan.symbols_bytes), slots(plan.substreams * plan.capacity);
   std::vector<uint32_t> sizes(plan.substreams), escapes(plan.substreams);
+  poison_scratch(symbols), poison_scratch(slots), poison_scratch(sizes), poison_scratch(escapes);
   const CachegenPaperEncodeLaunch p =
       plan.bind(in_f16 ? static_cast<const void*>(half.data()) : chunk.values.data(), in_f16, t.anchors.data(),
                 t.step_a.data(), t.deltas[lv].data(), t.step_d[lv].data(), t.M[lv].data(), symbols.data(),

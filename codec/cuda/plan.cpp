@@ -94,6 +94,14 @@ VerifyPlan crc_only(std::span<const uint8_t> stream) {
   return v;
 }
 
+void check_staged(const void* staged) {
+  const auto at = reinterpret_cast<uintptr_t>(staged);
+  if (at % 16 != 0)
+    throw Error(fmt::format("CUDA decode: the staged stream at {:#x} is not 16-byte aligned (the CRC kernel reads "
+                            "16-byte words)",
+                            at));
+}
+
 VerifyLaunch VerifyPlan::bind(const uint8_t* stream, const CrcTables* tables, uint32_t* crc_acc, uint64_t* ends,
                               uint32_t* offsets, unsigned long long* fault) const {
   VerifyLaunch p{};
@@ -364,6 +372,8 @@ Bytes encode_cachegen_on_host(const KVChunk& chunk, int level, uint32_t stream_t
   std::vector<uint8_t> scales(plan.scales_bytes), tables(plan.tables_bytes), symbols(plan.symbols_bytes),
       slots(plan.streams * plan.capacity);
   std::vector<uint32_t> sizes(plan.streams);
+  for (auto* v : {&scales, &tables, &symbols, &slots}) poison_scratch(*v);
+  poison_scratch(sizes);
   unsigned long long fault = kNoFault;
   const CachegenEncodeLaunch p =
       plan.bind(in_f16 ? static_cast<const void*>(half.data()) : chunk.values.data(), in_f16, plan.planes.data(),
@@ -670,6 +680,9 @@ unsigned long long run_on_host(const CachegenPlan& plan, std::span<const uint8_t
   auto index = std::make_unique<rans::SymbolIndex>();
   for (uint32_t plane = 0; plane < 2 * p.layers; ++plane)
     for (uint32_t c = 0; c < p.channels; ++c) {
+      // The kernel's tables lie in shared memory, not zeroed: poisoned here.
+      std::memset(static_cast<void*>(table.get()), 0xff, sizeof(rans::Table));
+      std::memset(static_cast<void*>(index.get()), 0xff, sizeof(rans::SymbolIndex));
       if (!cachegen_table(p, plane, c, table.get(), index.get())) continue;
       for (uint32_t b = 0; b < p.blocks; ++b) cachegen_block(p, plane, c, b, *table, *index);
     }
@@ -684,6 +697,7 @@ unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const ui
   const size_t level = plan.header.level;
   build_paper_level(model, int(level), &t);
   std::vector<PaperChannel> channels(plan.channels_bytes() / sizeof(PaperChannel));
+  poison_scratch(channels);
   const CachegenPaperLaunch p =
       plan.bind(stream.data(), plan.meta.data(), t.anchors.data(), t.step_a.data(), t.deltas[level].data(),
                 t.step_d[level].data(), t.M[level].data(), channels.data(), out, out_type, &fault);
@@ -699,6 +713,8 @@ unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> str
   const std::vector<KvsGauss> gauss = kvs_gauss(codec);
   std::vector<uint8_t> symbols(plan.symbols_bytes);
   std::vector<float> tmp(plan.tmp_bytes / sizeof(float));
+  poison_scratch(symbols);
+  poison_scratch(tmp);
   const KvsLaunch p = plan.bind(stream.data(), meta.data(), gauss.data(), symbols.data(), tmp.data(), out, out_type,
                                 &fault);
   for (uint32_t k = 0; k < p.piece_count; ++k) kvs_piece(p, k);

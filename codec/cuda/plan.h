@@ -42,7 +42,7 @@ struct VerifyPlan {
   bool walk = false;  // and the section table (cachegen scheme=code)
   uint32_t sections = 0;
   uint32_t min_size_from = 0, min_size = 0;
-  uint32_t crc_tiles() const { return (body + kCrcTileBytes - 1) / kCrcTileBytes; }
+  uint32_t crc_tiles() const { return crc_tile_count(body); }
   // ends: [sections] u64 scratch; offsets: [sections + 1] (the decode kernels' table).
   VerifyLaunch bind(const uint8_t* stream, const CrcTables* tables, uint32_t* crc_acc, uint64_t* ends,
                     uint32_t* offsets, unsigned long long* fault) const;
@@ -59,6 +59,11 @@ unsigned long long run_verify_on_host(const VerifyPlan& plan, std::span<const ui
                                       std::vector<uint32_t>* offsets);
 // A plan that verifies only the CRC of `stream` (at least 4 bytes).
 VerifyPlan crc_only(std::span<const uint8_t> stream);
+// A stream the caller staged in device memory (cuda::Decoder::decode's
+// `staged`): the CRC kernel reads it in 16-byte words (uint4), which must be
+// 16-byte aligned on a GPU (else a fatal "misaligned address" fault that
+// ends the CUDA context). Throws kvs::Error naming the address otherwise.
+void check_staged(const void* staged);
 
 // cachegen scheme=code. Throws CorruptStream as CacheGenCodec::decode_into
 // does (kvs::Error for a scheme=paper stream: plan_cachegen_paper).

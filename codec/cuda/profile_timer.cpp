@@ -33,7 +33,7 @@ namespace {
 // bytes (the decoders' CRC reads whole 16-byte words).
 DeviceBuffer stage(std::span<const uint8_t> bytes) {
   DeviceBuffer b(std::max<size_t>((bytes.size() + 15) / 16 * 16, 16));
-  if (!bytes.empty()) check(cudaMemcpy(b.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+  detail::copy_to_device(b.get(), bytes.data(), bytes.size(), "cudaMemcpy");
   return b;
 }
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -48,6 +49,15 @@ struct StreamLayout {
                           uint32_t* crc_acc) const;
 };
 
+// Host scratch filled with 0xff bytes (NaN as floats) before the thread
+// bodies run on the CPU: device memory from cudaMalloc holds whatever was
+// there, so a body that reads scratch nobody wrote must differ from the CPU
+// codec in the *_on_host tests rather than read zeros.
+template <class T>
+void poison_scratch(std::vector<T>& v) {
+  if (!v.empty()) std::memset(static_cast<void*>(v.data()), 0xff, sizeof(T) * v.size());
+}
+
 // The finishing thread bodies on the CPU, over `stream` (layout.bytes() or
 // more) where head, prefix and payload have been written.
 void finish_stream_on_host(const StreamLayout& layout, const uint64_t* payload_offsets, uint8_t* stream);
@@ -60,6 +70,7 @@ template <class Gather>
 Bytes assemble_on_host(const StreamLayout& layout, std::span<const uint8_t> prefix,
                        std::span<const uint64_t> payload_offsets, Gather&& gather) {
   Bytes out(layout.buffer_bytes());
+  poison_scratch(out);  // the device's buffer: every byte of the body must be written
   std::copy(layout.head.begin(), layout.head.end(), out.begin());
   std::copy(prefix.begin(), prefix.end(), out.begin() + std::ptrdiff_t(layout.prefix_at));
   gather(out.data() + layout.payload_at);

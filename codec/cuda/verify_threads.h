@@ -179,6 +179,12 @@ KVS_HD inline void verify_section(const VerifyLaunch& p, uint32_t i) {
     report_verify(p.fault, verify_fault(VerifyRank::kSectionCheck, uint64_t(i) << 34 | uint64_t(kCheckShortStream) << 32));
 }
 
+// The tiles of a body of `body` bytes (in 64 bits: a body within 32 KiB of
+// 4 GiB would wrap to 0 tiles in 32 and fail its CRC).
+KVS_HD inline uint32_t crc_tile_count(uint32_t body) {
+  return uint32_t((uint64_t(body) + kCrcTileBytes - 1) / kCrcTileBytes);
+}
+
 // The CRC of tile `tile` (kCrcTileBytes of the body from tile * kCrcTileBytes):
 // its length; thread j's part (its piece at `piece`, moved to the tile's
 // end); and the tile's part (the threads' xored), moved to the body's end
@@ -207,7 +213,7 @@ KVS_HD inline void crc_tile_done(const VerifyLaunch& p, const uint32_t* x8pow, u
 // The CRC tiles as the kernel cuts them, one after another on the CPU (for
 // tests and the host paths): p.crc_acc gets the pieces' registers xored.
 inline void crc_tiles_on_host(const VerifyLaunch& p) {
-  const uint32_t tiles = (p.body + kCrcTileBytes - 1) / kCrcTileBytes;
+  const uint32_t tiles = crc_tile_count(p.body);
   for (uint32_t tile = 0; tile < tiles; ++tile) {
     const uint32_t bytes = crc_tile_bytes(p, tile);
     uint32_t x = 0;

@@ -141,6 +141,29 @@ TEST(CudaCore, CrcPiecesCombineAsCrc32) {
     ASSERT_NE(fault, kNoFault);
     EXPECT_EQ(cd::verify_fault_text(fault, plan.body), fmt::format("corrupt KV bitstream at byte {}: checksum mismatch", n));
   }
+  // The tile count of bodies up to the planners' limit (a stream of 2^32 - 1 bytes) does not wrap.
+  EXPECT_EQ(cd::crc_tile_count(0), 0u);
+  EXPECT_EQ(cd::crc_tile_count(1), 1u);
+  EXPECT_EQ(cd::crc_tile_count(cd::kCrcTileBytes), 1u);
+  EXPECT_EQ(cd::crc_tile_count(cd::kCrcTileBytes + 1), 2u);
+  EXPECT_EQ(cd::crc_tile_count(0xffffffffu - 4), (1ull << 32) / cd::kCrcTileBytes);
+}
+
+// A caller-staged stream (Decoder::decode's `staged`) is read by the CRC
+// kernel in 16-byte words: a misaligned one is refused on the host, before
+// the GPU would fault on it ("misaligned address", which ends the context).
+TEST(CudaCore, StagedStreamMustBe16ByteAligned) {
+  alignas(16) static const uint8_t buffer[64] = {};
+  EXPECT_NO_THROW(cuda::detail::check_staged(buffer));
+  EXPECT_NO_THROW(cuda::detail::check_staged(buffer + 16));
+  for (size_t off : {1, 4, 8, 12, 15}) {
+    try {
+      cuda::detail::check_staged(buffer + off);
+      ADD_FAILURE() << "offset " << off << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not 16-byte aligned"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(CudaCore, ThreadBodiesReportACorruptSubstream) {

@@ -127,6 +127,27 @@ TEST(CudaDecode, CorruptSubstreamsThrowOnSynchronize) {
 // What the verification kernels find (codec/cuda/verify_threads.h: the CRC,
 // cachegen's section table and stream sizes) or the host's planner finds:
 // the CPU decoder's message, from decode() or synchronize().
+// Two chunks with a bad CRC (found on the device) around a good one, all
+// enqueued before synchronize(): each is reported, by successive
+// synchronize() calls; the second is not lost with the first's exception.
+TEST(CudaDecode, EveryFaultyChunkIsReportedBySuccessiveSynchronize) {
+  SKIP_WITHOUT_GPU();
+  for (const auto& spec : cuda_test::case_specs()) {
+    const cuda_test::StreamCase c = cuda_test::make_case(spec);
+    SCOPED_TRACE(c.name);
+    cuda::Decoder decoder(nullptr, c.model, "model");
+    cuda::DeviceBuffer out(4 * c.decoded.values.size());
+    Bytes bad = c.stream;
+    bad.back() ^= 1;  // the stored CRC
+    decoder.decode(bad, out.get(), cuda::OutputType::kF32);
+    decoder.decode(c.stream, out.get(), cuda::OutputType::kF32);
+    decoder.decode(bad, out.get(), cuda::OutputType::kF32);
+    EXPECT_THROW(decoder.synchronize(), CorruptStream) << "the first bad chunk";
+    EXPECT_THROW(decoder.synchronize(), CorruptStream) << "the second bad chunk";
+    EXPECT_NO_THROW(decoder.synchronize());
+  }
+}
+
 TEST(CudaDecode, VerificationThrowsTheCpuDecodersMessage) {
   SKIP_WITHOUT_GPU();
   int from_device = 0;

@@ -134,18 +134,24 @@ struct Decoder::Impl {
   DeviceBuffer crc;                            // the CRC tables (detail::CrcTables)
   uint32_t scan_sections = 0;                  // the last section count asked of CUB
   size_t scan_bytes = 0;                       // and its scan's temporary storage
+  // The chunks' device memory: this decoder's own stream-ordered pool, which
+  // keeps freed memory for the next chunk instead of returning it at every
+  // synchronisation (the device's default pool, which other code shares, is
+  // left as it is).
+  cudaMemPool_t pool = nullptr;
 
   ~Impl() {
     cudaStreamSynchronize(stream);
     for (cudaEvent_t e : events) cudaEventDestroy(e);
     if (fault_device) cudaFree(fault_device);
     if (fault_host) cudaFreeHost(fault_host);
+    if (pool) cudaMemPoolDestroy(pool);
   }
 
   // Device memory in stream order (freed in stream order after the kernels).
   void* alloc(size_t bytes) {
     void* p = nullptr;
-    check(cudaMallocAsync(&p, std::max<size_t>(bytes, 16), stream), "cudaMallocAsync");
+    check(cudaMallocFromPoolAsync(&p, std::max<size_t>(bytes, 16), pool, stream), "cudaMallocFromPoolAsync");
     return p;
   }
   void release(void* p) { check(cudaFreeAsync(p, stream), "cudaFreeAsync"); }
@@ -303,13 +309,15 @@ Decoder::Decoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> 
   detail::copy_to_device(impl_->crc.get(), &crc, sizeof(crc), "cudaMemcpy (CRC tables)");
   check(cudaMallocHost(reinterpret_cast<void**>(&impl_->fault_host), Impl::kSlots * sizeof(unsigned long long)),
         "cudaMallocHost");
-  // Keep freed stream-ordered memory in the pool rather than returning it at every synchronisation.
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
-  cudaMemPool_t pool;
-  check(cudaDeviceGetDefaultMemPool(&pool, dev), "cudaDeviceGetDefaultMemPool");
-  uint64_t threshold = ~0ull;
-  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold), "cudaMemPoolSetAttribute");
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = dev;
+  check(cudaMemPoolCreate(&impl_->pool, &props), "cudaMemPoolCreate");
+  uint64_t threshold = ~0ull;  // keep what is freed for the next chunk
+  check(cudaMemPoolSetAttribute(impl_->pool, cudaMemPoolAttrReleaseThreshold, &threshold), "cudaMemPoolSetAttribute");
 }
 
 Decoder::~Decoder() = default;

@@ -191,9 +191,9 @@ cudaError_t probe_kernels() {
 }
 
 void launch_cachegen_code(const CachegenCodeLaunch& p, cudaStream_t stream) {
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(cachegen_code_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kCgShared));
-  check(attr, "cudaFuncSetAttribute (cachegen kernel shared memory)");
+  // Per launch (a microsecond): the attribute is the current device's.
+  check(cudaFuncSetAttribute(cachegen_code_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kCgShared)),
+        "cudaFuncSetAttribute (cachegen kernel shared memory)");
   const dim3 grid((p.channels + kCgLanes - 1) / kCgLanes, 2 * p.layers);
   cachegen_code_kernel<<<grid, kCgLanes * kCgWarps, kCgShared, stream>>>(p);
   check(cudaGetLastError(), "cachegen kernel launch");

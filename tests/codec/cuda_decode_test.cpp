@@ -124,9 +124,6 @@ TEST(CudaDecode, CorruptSubstreamsThrowOnSynchronize) {
   }
 }
 
-// What the verification kernels find (codec/cuda/verify_threads.h: the CRC,
-// cachegen's section table and stream sizes) or the host's planner finds:
-// the CPU decoder's message, from decode() or synchronize().
 // Two chunks with a bad CRC (found on the device) around a good one, all
 // enqueued before synchronize(): each is reported, by successive
 // synchronize() calls; the second is not lost with the first's exception.
@@ -148,6 +145,9 @@ TEST(CudaDecode, EveryFaultyChunkIsReportedBySuccessiveSynchronize) {
   }
 }
 
+// What the verification kernels find (codec/cuda/verify_threads.h: the CRC,
+// cachegen's section table and stream sizes) or the host's planner finds:
+// the CPU decoder's message, from decode() or synchronize().
 TEST(CudaDecode, VerificationThrowsTheCpuDecodersMessage) {
   SKIP_WITHOUT_GPU();
   int from_device = 0;

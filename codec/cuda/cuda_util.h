@@ -39,6 +39,20 @@ DeviceBuffer to_device(const std::vector<T>& v, const char* what = "cudaMemcpy (
   return b;
 }
 
+// n rounded up to a multiple of `to`.
+inline size_t round_up(size_t n, size_t to = 256) { return (n + to - 1) / to * to; }
+
+// Parts of one device allocation, each 256-byte aligned: add(bytes) returns
+// a part's offset; `total` is the allocation's size.
+struct DeviceParts {
+  size_t total = 0;
+  size_t add(size_t bytes) {
+    const size_t at = total;
+    total += round_up(bytes);
+    return at;
+  }
+};
+
 // Blocks of `per_block` threads that cover `threads`.
 inline unsigned blocks_for(size_t threads, uint32_t per_block) {
   return unsigned((threads + per_block - 1) / per_block);

@@ -22,6 +22,7 @@
 namespace kvs::codec::cuda {
 
 using detail::check;
+using detail::round_up;
 using detail::to_device;
 
 namespace {
@@ -225,7 +226,6 @@ struct Decoder::Impl {
 
   // Device scratch for verifying a stream: the CRC register (16 bytes); with
   // the walk, the offsets, the scan's sums and CUB's storage (256-aligned).
-  static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
   size_t verify_bytes(const detail::VerifyPlan& v) {
     if (!v.walk) return 16;
     if (scan_sections != v.sections || scan_bytes == 0) {

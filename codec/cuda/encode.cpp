@@ -68,13 +68,12 @@ DeviceStream Encoder::encode_cachegen_to_device(const void* kv, OutputType in, K
   const detail::CachegenEncodePlan plan =
       detail::plan_cachegen_encode(shape, dtype, token_begin, tokens, level, stream_tokens);
   const size_t planes_bytes = plan.planes.size() * sizeof(detail::CachegenPlane);
-  // One device allocation, 256-byte aligned parts.
-  const auto round = [](size_t n) { return (n + 255) / 256 * 256; };
-  const size_t o_planes = 0, o_scales = o_planes + round(planes_bytes), o_tables = o_scales + round(plan.scales_bytes),
-               o_symbols = o_tables + round(plan.tables_bytes), o_slots = o_symbols + round(plan.symbols_bytes),
-               o_sizes = o_slots + round(plan.streams * plan.capacity), o_fault = o_sizes + round(4 * plan.streams),
-               total = o_fault + 256;
-  DeviceBuffer buf(total);
+  detail::DeviceParts parts;  // one device allocation
+  const size_t o_planes = parts.add(planes_bytes), o_scales = parts.add(plan.scales_bytes),
+               o_tables = parts.add(plan.tables_bytes), o_symbols = parts.add(plan.symbols_bytes),
+               o_slots = parts.add(plan.streams * plan.capacity), o_sizes = parts.add(4 * plan.streams),
+               o_fault = parts.add(256);
+  DeviceBuffer buf(parts.total);
   uint8_t* d = static_cast<uint8_t*>(buf.get());
   check(cudaMemcpyAsync(d + o_planes, plan.planes.data(), planes_bytes, cudaMemcpyHostToDevice, stream_),
         "cudaMemcpyAsync");

@@ -20,20 +20,6 @@ namespace kvs::codec::cuda {
 
 using detail::check;
 
-namespace {
-
-// Parts of one device allocation, 256-byte aligned.
-struct Layout {
-  size_t total = 0;
-  size_t add(size_t bytes) {
-    const size_t at = total;
-    total += (bytes + 255) / 256 * 256;
-    return at;
-  }
-};
-
-}  // namespace
-
 Bytes Encoder::encode_kvs(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
                           uint32_t tokens, int level, const Codec& codec) {
   Bytes cpu;
@@ -96,7 +82,7 @@ DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, D
   const kvs_core::EncoderTables host_tables = kvs.encoder_tables();
   const size_t gauss_bytes = kvs_core::kTables * sizeof(kvs_core::GaussTable),
                rd_bytes = kvs_core::kTables * sizeof(kvs_core::RdTable), exact_bytes = 256 * sizeof(uint64_t);
-  Layout l1;
+  detail::DeviceParts l1;
   const size_t o_gauss = l1.add(gauss_bytes), o_rd = l1.add(rd_bytes), o_exact = l1.add(exact_bytes),
                o_steps = l1.add(4 * plan.steps.size()), o_rope = l1.add(4 * plan.rope.size()),
                o_y = l1.add(4 * plan.channels * plan.stride), o_hash = l1.add(8 * plan.rows),
@@ -136,7 +122,7 @@ DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, D
   plan.plan_references(hash, s1, s2);
 
   // 2. The row plan's check, then the channels.
-  Layout l2;
+  detail::DeviceParts l2;
   const size_t o_heads = l2.add(sizeof(detail::KvsEncHead) * plan.heads.size()),
                o_lit = l2.add(4 * plan.literal_tokens.size()), o_first = l2.add(4 * plan.first.size()),
                o_fs = l2.add(8 * plan.first_symbol.size()), o_svals = l2.add(4 * plan.symbols()),
@@ -167,7 +153,7 @@ DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, D
 
   // 3. The pieces.
   const size_t np = plan.pieces.size();
-  Layout l3;
+  detail::DeviceParts l3;
   const size_t o_pieces = l3.add(sizeof(detail::KvsEncPiece) * np), o_go = l3.add(4 * plan.group_offset.size()),
                o_gc = l3.add(4 * plan.group_channels.size()), o_psym = l3.add(np * detail::kKvsPieceSymbols),
                o_rslots = l3.add(np * plan.kRansCapacity), o_xslots = l3.add(np * plan.kExtrasCapacity),

@@ -84,12 +84,10 @@ DeviceStream Encoder::encode_cachegen_paper_to_device(const void* kv, OutputType
   if (in == OutputType::kBF16) throw Error("CUDA encode: bf16 input is not supported (fp16 or fp32)");
   const detail::PaperEncodeTables::Level& lv = paper_->level(level);
   const size_t subs = plan.substreams;
-  // One device allocation, 256-byte aligned parts.
-  const auto round = [](size_t n) { return (n + 255) / 256 * 256; };
-  const size_t o_symbols = 0, o_slots = o_symbols + round(plan.symbols_bytes),
-               o_sizes = o_slots + round(subs * plan.capacity), o_escapes = o_sizes + round(4 * subs),
-               total = o_escapes + round(4 * subs);
-  DeviceBuffer buf(total);
+  detail::DeviceParts parts;  // one device allocation
+  const size_t o_symbols = parts.add(plan.symbols_bytes), o_slots = parts.add(subs * plan.capacity),
+               o_sizes = parts.add(4 * subs), o_escapes = parts.add(4 * subs);
+  DeviceBuffer buf(parts.total);
   uint8_t* d = static_cast<uint8_t*>(buf.get());
   const detail::CachegenPaperEncodeLaunch p = plan.bind(
       kv, in == OutputType::kF16, static_cast<const rans::CumTable*>(paper_->anchors.get()),

@@ -229,7 +229,9 @@ BENCHMARK_CAPTURE(BM_decode_model, kvs_model_L1_1500tok, 1, 1500u);
 //   BM_plan_device/* the same plan with the CRC (and cachegen's section
 //                    table) left to the GPU's verification kernels
 //                    (Verify::kDevice, what cuda::Decoder runs): the host's
-//                    share per chunk; the kernels' time is not in it
+//                    share per chunk; the kernels' time is not in it, nor
+//                    kvs's RoPE table (no plan computes it: cuda::Decoder
+//                    keeps one on the device across chunks, KvsRope)
 const kvs::codec::KVShape kPlanShape{32, 32, 128};
 constexpr uint32_t kPlanTokens = 1024;
 

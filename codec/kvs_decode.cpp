@@ -44,7 +44,7 @@ namespace {
 // get_ints (put_ints' layout: u8 spread, varint centre, varint rANS bytes,
 // the rANS stream, varint extra bytes, the extras) for `count` vectors of n
 // values back to back in `in` from *pos, into out[k * n + i]: the headers
-// first, then the rANS streams four at a time (independent chains that one
+// first, then the rANS streams eight at a time (independent chains that one
 // core overlaps). The same values and end position as `count` get_ints
 // calls; false (out and *pos unspecified) when any vector is not well
 // formed, for the caller to decode them one by one for get_ints's message.
@@ -80,7 +80,24 @@ bool get_ints_interleaved(const std::vector<GaussTable>& tables, std::span<const
     a.extras = in.subspan(p, extra_bytes);
     p += extra_bytes;
   }
-  constexpr size_t kLanes = 4;
+  // The rANS streams copied with kPad zero bytes after each, so that a
+  // block of kBlock steps (at most two bytes each) needs no check of its
+  // end: decode_advance_unchecked gives decode_advance's state while the
+  // stream lasts, and a stream that ends too early (where decode_advance
+  // fails) has gone past its end after the block.
+  constexpr size_t kLanes = 8, kBlock = 64, kPad = 2 * kBlock + 4;
+  size_t padded_bytes = 0;
+  for (const Located& a : at) padded_bytes += a.rans.size() + kPad;
+  const auto padded = std::make_unique_for_overwrite<uint8_t[]>(padded_bytes);
+  {
+    uint8_t* q = padded.get();
+    for (Located& a : at) {
+      if (!a.rans.empty()) std::memcpy(q, a.rans.data(), a.rans.size());
+      std::memset(q + a.rans.size(), 0, kPad);
+      a.rans = {q, a.rans.size()};
+      q += a.rans.size() + kPad;
+    }
+  }
   std::vector<uint8_t> symbols(kLanes * n);
   for (size_t k0 = 0; k0 < count; k0 += kLanes) {
     const size_t lanes = std::min(kLanes, count - k0);
@@ -99,14 +116,18 @@ bool get_ints_interleaved(const std::vector<GaussTable>& tables, std::span<const
         if (rans::decoder_init(at[k0 + l].rans.data(), at[k0 + l].rans.size(), &dec[l]) != rans::DecodeStatus::kOk)
           return false;
       }
-      bool ok = true;  // a stream that ends early stays within its bytes (decode_advance checks)
-      for (size_t i = 0; i < n; ++i)
-        for (size_t l = 0; l < kLanes; ++l) {
-          uint32_t sym;
-          ok &= rans::decode_step(&dec[l], g[l]->table, g[l]->index, &sym);
-          symbols[l * n + i] = uint8_t(sym);
-        }
-      if (!ok) return false;
+      for (size_t i = 0; i < n;) {
+        for (const size_t end = std::min(n, i + kBlock); i < end; ++i)
+          for (size_t l = 0; l < kLanes; ++l) {
+            const rans::Table& t = g[l]->table;
+            const uint32_t slot = dec[l].x & (rans::kProbScale - 1);
+            const uint32_t s = rans::find_symbol(t, g[l]->index, slot);
+            rans::decode_advance_unchecked(&dec[l], t.freq[s], t.cum[s], slot);
+            symbols[l * n + i] = uint8_t(s);
+          }
+        for (size_t l = 0; l < kLanes; ++l)
+          if (dec[l].ptr > dec[l].end) return false;  // ran out (decode_advance would have failed)
+      }
       for (size_t l = 0; l < kLanes; ++l)
         if (rans::decoder_finish(dec[l]) != rans::DecodeStatus::kOk) return false;
     }
@@ -117,6 +138,19 @@ bool get_ints_interleaved(const std::vector<GaussTable>& tables, std::span<const
         BitReader extras(a.extras);
         const uint8_t* sym = symbols.data() + l * n;
         int32_t* v = out + (k0 + l) * n;
+        if (a.sp.raw_bits == 0 && a.extras.empty() && n > 0 && !std::memchr(sym, 0, n)) {
+          // No escapes, no raw bits (the common case): v = centre + sym - 1 - range,
+          // without a check when any symbol 1..255 gives a value in range.
+          const int64_t base = a.centre - 1 - g.range;
+          if (base + 1 >= -kMaxQ && base + 255 <= kMaxQ) {
+            const int32_t b32 = int32_t(base);
+            size_t i = 0;
+            for (; i + 16 <= n; i += 16)  // fixed-length blocks: vectorized
+              for (size_t k = 0; k < 16; ++k) v[i + k] = b32 + int32_t(sym[i + k]);
+            for (; i < n; ++i) v[i] = b32 + int32_t(sym[i]);
+            continue;
+          }
+        }
         for (size_t i = 0; i < n; ++i) {
           const int64_t sv = sym[i] == 0 ? int64_t(int32_t(extras.get(kEscapeBits)))
                                          : ((int64_t(sym[i]) - 1 - g.range) << a.sp.raw_bits) + extras.get(a.sp.raw_bits);
@@ -138,7 +172,8 @@ bool get_ints_interleaved(const std::vector<GaussTable>& tables, std::span<const
 
 KvsLayout KvsCodec::parse(std::span<const uint8_t> stream) const { return parse(parse_stream(stream, CodecId::kKvs)); }
 
-KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces) const {
+KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces,
+                          const std::function<uint32_t*(const KvsLayout&)>& group_channels_to) const {
   KvsLayout layout;
   const StreamHeader& hd = ps.header;
   layout.header = hd;
@@ -215,38 +250,60 @@ KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces) const {
       }
   }
 
-  std::vector<ChannelModel>& model = layout.model;
-  model.resize(channels);
-  std::vector<std::vector<uint32_t>>& groups = layout.groups;
-  groups.resize(kTables);
-  std::vector<uint64_t> group_symbols(kTables, 0);
-  {
-    const auto sec = ps.sections[2];
-    size_t pos = 0;
-    // Every plane's spreads and centres decoded together; if any is not well
-    // formed, plane by plane for get_ints's message in the stream's order.
-    const auto ints = std::make_unique_for_overwrite<int32_t[]>(2 * planes * C);
-    const bool together = get_ints_interleaved(tables_, sec, &pos, 2 * planes, C, ints.get());
-    if (!together) pos = 0;
-    std::vector<int32_t> spread_v, centre_v;
+  // Channel models: every plane's spreads and centres decoded together; if
+  // any is not well formed, plane by plane for get_ints's message in the
+  // stream's order (a plane's spreads checked before the next plane is read).
+  const auto sec = ps.sections[2];
+  size_t pos = 0;
+  layout.C = C;
+  layout.channel_ints = std::make_unique_for_overwrite<int32_t[]>(2 * planes * C);
+  int32_t* const ints = layout.channel_ints.get();
+  const auto check_spreads = [&](const int32_t* spread) {
+    for (uint32_t c = 0; c < C; ++c)
+      if (spread[c] < 0 || spread[c] > 255)
+        throw CorruptStream(fmt::format("corrupt KV bitstream: kvs spread index {}", spread[c]));
+  };
+  if (!get_ints_interleaved(tables_, sec, &pos, 2 * planes, C, ints)) {
+    pos = 0;
     for (size_t p = 0; p < planes; ++p) {
-      if (!together) {
-        spread_v = get_ints(sec, &pos, C, "channel spreads");
-        centre_v = get_ints(sec, &pos, C, "channel centres");
-      }
-      const int32_t* spread = together ? ints.get() + 2 * p * C : spread_v.data();
-      const int32_t* centre = together ? ints.get() + (2 * p + 1) * C : centre_v.data();
-      for (uint32_t c = 0; c < C; ++c) {
-        if (spread[c] < 0 || spread[c] > 255)
-          throw CorruptStream(fmt::format("corrupt KV bitstream: kvs spread index {}", spread[c]));
-        const size_t ch = p * C + c;
-        model[ch] = {uint32_t(spread[c]), centre[c]};
-        const uint32_t g = split_spread(model[ch].spread).table;
-        groups[g].push_back(uint32_t(ch));
-        group_symbols[g] += rows[ch / D].literals;
-      }
+      const std::vector<int32_t> spread = get_ints(sec, &pos, C, "channel spreads");
+      const std::vector<int32_t> centre = get_ints(sec, &pos, C, "channel centres");
+      check_spreads(spread.data());
+      std::copy(spread.begin(), spread.end(), ints + 2 * p * C);
+      std::copy(centre.begin(), centre.end(), ints + (2 * p + 1) * C);
     }
-    if (pos != sec.size()) throw CorruptStream("corrupt KV bitstream: kvs channel models have extra bytes");
+  }
+  for (size_t p = 0; p < planes; ++p) check_spreads(layout.spreads(p));  // the first bad one in the stream's order
+  if (pos != sec.size()) throw CorruptStream("corrupt KV bitstream: kvs channel models have extra bytes");
+
+  // Channels grouped by table: per table its channels and symbols (each
+  // channel's literal tokens) counted, so that the section count is checked
+  // and every array sized first; then, in channel order, each channel put
+  // in its group, and where each table's pieces start: its symbols, channel
+  // after channel, cut every kKvsStreamSymbols (piece m of the table starts
+  // at its symbol m * kKvsStreamSymbols, in the channel holding it).
+  static_assert(kTables <= 256);
+  std::array<uint8_t, 256> table_of;  // split_spread(j).table
+  for (uint32_t j = 0; j < 256; ++j) table_of[j] = uint8_t(split_spread(j).table);
+  // Head ph: its first channel, the spreads of its channels, its literal tokens.
+  struct Head {
+    uint32_t channel;
+    const int32_t* spread;
+    uint64_t literals;
+  };
+  const auto head = [&](size_t ph) {
+    const size_t p = ph / H, c = (ph % H) * D;
+    return Head{uint32_t(p * C + c), ints + 2 * p * C + c, rows[ph].literals};
+  };
+  std::array<uint32_t, kTables> group_size{};
+  std::array<uint64_t, kTables> group_symbols{};
+  for (size_t ph = 0; ph < heads; ++ph) {
+    const Head hd = head(ph);
+    for (uint32_t d = 0; d < D; ++d) {
+      const uint32_t g = table_of[uint8_t(hd.spread[d])];
+      ++group_size[g];
+      group_symbols[g] += hd.literals;
+    }
   }
   uint64_t expected = 3;
   for (uint64_t n : group_symbols) expected += (n + kKvsStreamSymbols - 1) / kKvsStreamSymbols;
@@ -254,39 +311,54 @@ KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces) const {
     throw CorruptStream(
         fmt::format("corrupt KV bitstream: kvs has {} sections, expected {}", ps.sections.size(), expected));
 
-  // The substreams, in order: per table, its symbols cut every kKvsStreamSymbols;
-  // each with the channel and literal token where its symbols start.
-  using Piece = KvsPiece;
-  std::vector<Piece>& pieces = layout.pieces;
-  {
-    size_t next = 3;
-    for (uint32_t g = 0; g < kTables; ++g) {
-      size_t gi = 0;
-      uint32_t done = 0;
-      for (uint64_t start = 0; start < group_symbols[g]; start += kKvsStreamSymbols, ++next) {
-        std::span<const uint8_t> rans, extras;  // left empty without locate_pieces
-        if (locate_pieces) {
-          const auto sec = ps.sections[next];
-          size_t pos = 0;
-          const uint32_t rans_bytes = get_varint(sec, &pos, "substream");
-          if (rans_bytes > sec.size() - pos)
-            throw CorruptStream(
-                fmt::format("corrupt KV bitstream: kvs substream {} rANS size {} too large", next, rans_bytes));
-          rans = sec.subspan(pos, rans_bytes);
-          extras = sec.subspan(pos + rans_bytes);
-        }
+  std::vector<KvsPiece>& pieces = layout.pieces;  // the substreams, in section order: per table, its pieces
+  pieces.resize(expected - 3);
+  // Per table: where the group's next channel goes, its first piece, the
+  // next piece to start, and the symbols before that one's first symbol
+  // from the next channel's first.
+  std::array<uint32_t, kTables> slot_of{};
+  std::array<size_t, kTables> first_piece{}, next_piece{};
+  std::array<uint64_t, kTables> gap{};
+  for (uint32_t g = 0; g < kTables; ++g) {
+    slot_of[g] = layout.group_offset[g];
+    layout.group_offset[g + 1] = layout.group_offset[g] + group_size[g];
+    next_piece[g] = first_piece[g];
+    if (g + 1 < kTables)
+      first_piece[g + 1] = first_piece[g] + size_t((group_symbols[g] + kKvsStreamSymbols - 1) / kKvsStreamSymbols);
+  }
+  layout.group_channels = group_channels_to ? group_channels_to(layout) : nullptr;
+  if (!layout.group_channels) {
+    layout.owned_group_channels = std::make_unique_for_overwrite<uint32_t[]>(channels);
+    layout.group_channels = layout.owned_group_channels.get();
+  }
+  uint32_t* const group_channels = layout.group_channels;
+  for (size_t ph = 0; ph < heads; ++ph) {
+    const Head hd = head(ph);
+    for (uint32_t d = 0; d < D; ++d) {
+      const uint32_t g = table_of[uint8_t(hd.spread[d])];
+      const uint32_t slot = slot_of[g]++;
+      group_channels[slot] = hd.channel + d;
+      uint64_t left = gap[g];
+      for (; left < hd.literals; left += kKvsStreamSymbols) {  // a piece starts in this channel
+        const size_t k = next_piece[g]++;
+        const uint64_t start = uint64_t(k - first_piece[g]) * kKvsStreamSymbols;  // its first symbol in the table
         const uint32_t n = uint32_t(std::min<uint64_t>(kKvsStreamSymbols, group_symbols[g] - start));
-        pieces.push_back({g, n, next, rans, extras, gi, done});
-        for (uint32_t left = n; left > 0;) {  // where the next piece starts
-          const uint32_t literals = rows[groups[g][gi] / D].literals;
-          const uint32_t count = std::min(left, literals - done);
-          left -= count;
-          done += count;
-          if (done == literals) ++gi, done = 0;
-        }
+        pieces[k] = {g, n, 3 + k, {}, {}, slot - layout.group_offset[g], uint32_t(left)};
       }
+      gap[g] = left - hd.literals;
     }
   }
+  if (locate_pieces)
+    for (KvsPiece& pc : pieces) {
+      const auto piece_sec = ps.sections[pc.section];
+      size_t at = 0;
+      const uint32_t rans_bytes = get_varint(piece_sec, &at, "substream");
+      if (rans_bytes > piece_sec.size() - at)
+        throw CorruptStream(
+            fmt::format("corrupt KV bitstream: kvs substream {} rANS size {} too large", pc.section, rans_bytes));
+      pc.rans = piece_sec.subspan(at, rans_bytes);
+      pc.extras = piece_sec.subspan(at + rans_bytes);
+    }
 
   return layout;
 }
@@ -302,8 +374,6 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
   const std::vector<float>& steps = layout.steps;
   const std::vector<HeadRows>& rows = layout.rows;
-  const std::vector<ChannelModel>& model = layout.model;
-  const std::vector<std::vector<uint32_t>>& groups = layout.groups;
   using Piece = KvsPiece;
   const std::vector<Piece>& pieces = layout.pieces;
   // Only now, with every section's size checked, the output (the header alone
@@ -317,13 +387,14 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   // A decoded piece's values into the channel-major buffer (kvs_core::piece_values, the code a GPU thread runs).
   auto piece_values = [&](const Piece& pc, const uint8_t* piece_sym) {
     const GaussTable& gt = tables_[pc.table];
-    const std::vector<uint32_t>& group = groups[pc.table];
+    const uint32_t* group = layout.group(pc.table);
     kvs_core::BitReader extras(pc.extras.data(), pc.extras.size());
     const auto channel = [&](size_t gi) {
       const uint32_t ch = group[gi];
       const HeadRows& hr = rows[ch / D];
-      return kvs_core::ChannelView{tmp + size_t(ch) * stride, hr.literal, hr.literals,
-                                   split_spread(model[ch].spread).raw_bits, model[ch].centre, steps[ch / C]};
+      const ChannelModel m = layout.model(ch);
+      return kvs_core::ChannelView{tmp + size_t(ch) * stride, hr.literal, hr.literals, split_spread(m.spread).raw_bits,
+                                   m.centre, steps[ch / C]};
     };
     switch (kvs_core::piece_values<true>(piece_sym, pc.n, pc.first_channel, pc.first_literal, channel,
                                          kvs_core::GaussView{gt.range, gt.offset}, centroid, &extras)) {

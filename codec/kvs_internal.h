@@ -12,6 +12,8 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -167,7 +169,7 @@ struct KvsPiece {
   uint32_t table, n;                    // Gaussian table, symbols
   size_t section;                       // its section in the stream
   std::span<const uint8_t> rans, extras;
-  size_t first_channel;                 // index into groups[table]
+  size_t first_channel;                 // index into the table's group (KvsLayout::group)
   uint32_t first_literal;               // literal tokens of that channel coded in earlier pieces
 };
 struct KvsLayout {
@@ -177,9 +179,25 @@ struct KvsLayout {
   std::vector<float> steps;                                     // per plane (layer, kind)
   std::vector<std::vector<uint32_t>> literal_lists, source_lists;  // one per head in row mode 1
   std::vector<HeadRows> rows;                                   // per head (pointing into the lists)
-  std::vector<ChannelModel> model;                              // per channel
-  std::vector<std::vector<uint32_t>> groups;                    // per table: its channels, in order
+  // The channel models as the stream codes them: per plane (layer, kind) its
+  // C channels' spreads, then their centres (channel ch = plane * C + c).
+  std::unique_ptr<int32_t[]> channel_ints;
+  uint32_t C = 0;
+  const int32_t* spreads(size_t plane) const { return channel_ints.get() + 2 * plane * C; }
+  const int32_t* centres(size_t plane) const { return channel_ints.get() + (2 * plane + 1) * C; }
+  ChannelModel model(size_t ch) const {
+    const size_t plane = ch / C, c = ch % C;
+    return {uint32_t(spreads(plane)[c]), centres(plane)[c]};
+  }
+  // Per table, its channels in order: group_channels[group_offset[table]..
+  // group_offset[table + 1]) (one array of group_offset[kTables] channels,
+  // as the GPU kernels read it): in owned_group_channels or where parse's
+  // caller asked.
+  uint32_t* group_channels = nullptr;
+  std::unique_ptr<uint32_t[]> owned_group_channels;
+  std::array<uint32_t, kTables + 1> group_offset{};
   std::vector<KvsPiece> pieces;                                 // the substreams, in section order
+  const uint32_t* group(uint32_t table) const { return group_channels + group_offset[table]; }
 };
 
 class KvsCodec final : public Codec {
@@ -211,7 +229,13 @@ class KvsCodec final : public Codec {
   // Without locate_pieces the pieces' sections (beyond the first three) are
   // not read: their rans and extras stay empty and unchecked (the GPU
   // decoder splits and checks them on the device).
-  KvsLayout parse(const ParsedStream& ps, bool locate_pieces = true) const;
+  // `group_channels_to` (may be empty) is called once every array's size is
+  // known (the layout's header, steps, rows, channel models and the number
+  // of pieces final; the pieces not yet written) and returns where to write
+  // the group_offset[kTables] group channels (e.g. straight into the GPU
+  // decoder's metadata, instead of a copy); null: parse allocates them.
+  KvsLayout parse(const ParsedStream& ps, bool locate_pieces = true,
+                  const std::function<uint32_t*(const KvsLayout&)>& group_channels_to = {}) const;
   const std::vector<GaussTable>& gauss_tables() const { return tables_; }
 
   // What the GPU encoder (codec/cuda/kvs_encode_plan.h) needs to take the

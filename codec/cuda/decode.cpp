@@ -128,6 +128,14 @@ struct Decoder::Impl {
   detail::PaperTables paper_host;
   DeviceBuffer paper_anchors, paper_step_a;
   struct PaperLevel {
+  // kvs's RoPE table (detail::KvsRope), on the host and the device, grown
+  // only for a chunk past its end; the tables it replaced wait in `retired`
+  // until synchronize() (chunks in flight read them, their copies may be pending).
+  struct Rope {
+    detail::KvsRope host;
+    DeviceBuffer device;
+    std::vector<std::pair<detail::KvsRope, DeviceBuffer>> retired;
+  } rope;
     DeviceBuffer deltas, step_d, M;
   };
   std::vector<PaperLevel> paper_levels;
@@ -185,6 +193,7 @@ struct Decoder::Impl {
                           stream),
           "cudaMemcpyAsync (fault)");
     pending.back().ended = true;
+    rope.retired.clear();
   }
 
   void synchronize() {
@@ -404,6 +413,20 @@ void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint
   if (!kvs) {
     kvs = detail::make_kvs_parser();
     const std::vector<detail::KvsGauss> g = detail::kvs_gauss(*kvs);
+  if (plan.rope && !rope.host.serves(plan)) {  // a chunk past the RoPE table: a larger one (host time, as planning)
+    detail::KvsRope grown = this->plan([&] { return detail::kvs_rope(plan, &rope.host); });
+    DeviceBuffer device(sizeof(float) * grown.cs.size());
+    // The positions it shares with the table on the device copied there, the new ones from the host.
+    const size_t kept = grown.extends(rope.host) ? rope.host.cs.size() : 0;
+    if (kept)
+      check(cudaMemcpyAsync(device.get(), rope.device.get(), sizeof(float) * kept, cudaMemcpyDeviceToDevice, stream),
+            "cudaMemcpyAsync (RoPE table)");
+    upload(static_cast<float*>(device.get()) + kept, grown.cs.data() + kept, sizeof(float) * (grown.cs.size() - kept));
+    rope.retired.emplace_back(std::move(rope.host), std::move(rope.device));
+    rope.host = std::move(grown);
+    rope.device = std::move(device);
+  }
+  const float* rope_row = plan.rope ? rope.host.at(plan, static_cast<const float*>(rope.device.get())) : nullptr;
     gauss = DeviceBuffer(sizeof(detail::KvsGauss) * g.size());
     detail::copy_to_device(gauss.get(), g.data(), gauss.size(), "cudaMemcpy (kvs tables)");
   }
@@ -417,7 +440,7 @@ void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint
   const detail::VerifyLaunch v = verify(plan.verify, m.stream, m.scratch, fault);
   detail::launch_kvs_locate(v, reinterpret_cast<detail::KvsPieceDesc*>(m.meta + plan.pieces_at), plan.piece_count,
                             stream);
-  detail::launch_kvs(plan.bind(m.stream, m.meta, static_cast<const detail::KvsGauss*>(gauss.get()), scratch,
+  detail::launch_kvs(plan.bind(m.stream, m.meta, static_cast<const detail::KvsGauss*>(gauss.get()), rope_row, scratch,
                                reinterpret_cast<float*>(scratch + symbols_size), out, uint8_t(type), fault),
                      stream);
   release(scratch);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <functional>
 #include <map>
 
 #include <fmt/core.h>
@@ -514,8 +515,9 @@ namespace {
 // where they lie from the sizes before them), the rest of the size table and
 // the pieces' sections left to the device (the walk, kvs_locate). On a
 // problem, the full parse for the CPU decoder's message.
-kvs_detail::KvsLayout parse_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec, Verify verify) {
-  if (verify == Verify::kHost) return codec.parse(stream);
+kvs_detail::KvsLayout parse_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec, Verify verify,
+                                const std::function<uint32_t*(const kvs_detail::KvsLayout&)>& group_channels_to) {
+  if (verify == Verify::kHost) return codec.parse(parse_stream(stream, CodecId::kKvs), true, group_channels_to);
   try {
     ParsedStream ps;
     uint32_t count = 0;
@@ -529,7 +531,7 @@ kvs_detail::KvsLayout parse_kvs(std::span<const uint8_t> stream, const kvs_detai
       ps.sections[i] = stream.subspan(offset, size);
       offset += size;
     }
-    return codec.parse(ps, false);
+    return codec.parse(ps, false, group_channels_to);
   } catch (const CorruptStream&) {
     (void)codec.parse(stream);
     throw;
@@ -541,20 +543,31 @@ kvs_detail::KvsLayout parse_kvs(std::span<const uint8_t> stream, const kvs_detai
 KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec, Verify verify) {
   using namespace kvs_detail;
   check_size(stream);
-  const KvsLayout layout = parse_kvs(stream, codec, verify);
+  KvsPlan plan;
+  // The meta buffer's arrays, sized once parse knows their sizes and written
+  // in place (the group channels by parse itself).
+  Layout meta;
+  const KvsLayout layout = parse_kvs(stream, codec, verify, [&](const KvsLayout& sized) {
+    size_t literal_count = 0, source_count = 0;
+    for (const auto& l : sized.literal_lists) literal_count += l.size();
+    for (const auto& l : sized.source_lists) source_count += l.size();
+    const KVShape& sh = sized.header.shape;
+    const size_t planes = 2 * size_t(sh.layers);
+    plan.pieces_at = meta.place<KvsPieceDesc>(sized.pieces.size());
+    plan.group_offset_at = meta.place<uint32_t>(kTables + 1);
+    plan.group_channels_at = meta.place<uint32_t>(sized.group_offset[kTables]);
+    plan.channels_at = meta.place<KvsChannel>(planes * sh.channels());
+    plan.heads_at = meta.place<KvsHead>(planes * sh.kv_heads);
+    plan.literals_at = meta.place<uint32_t>(literal_count);
+    plan.sources_at = meta.place<uint32_t>(source_count);
+    plan.steps_at = meta.place<float>(sized.steps.size());
+    meta.allocate();
+    return meta.at<uint32_t>(plan.group_channels_at);
+  });
   const StreamHeader& hd = layout.header;
   const KVShape& sh = hd.shape;
-  const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
+  const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), H = sh.kv_heads;
   const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
-
-  // The meta buffer's arrays, sized first and written in place.
-  size_t literal_count = 0, source_count = 0, group_count = 0;
-  for (const auto& l : layout.literal_lists) literal_count += l.size();
-  for (const auto& l : layout.source_lists) source_count += l.size();
-  for (const auto& g : layout.groups) group_count += g.size();
-  const std::vector<std::array<float, 2>> cs =
-      layout.theta > 0 ? rope_table(layout.theta, hd.token_begin, T, D) : std::vector<std::array<float, 2>>{};
-  KvsPlan plan;
   plan.header = hd;
   if (verify == Verify::kDevice) {
     plan.verify = crc_only(stream);
@@ -562,17 +575,6 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
     plan.verify.sections = uint32_t(hd_sections(stream));
     plan.verify.min_size_from = plan.verify.sections;  // no minimum size
   }
-  Layout meta;
-  plan.pieces_at = meta.place<KvsPieceDesc>(layout.pieces.size());
-  plan.group_offset_at = meta.place<uint32_t>(kTables + 1);
-  plan.group_channels_at = meta.place<uint32_t>(group_count);
-  plan.channels_at = meta.place<KvsChannel>(channels);
-  plan.heads_at = meta.place<KvsHead>(heads);
-  plan.literals_at = meta.place<uint32_t>(literal_count);
-  plan.sources_at = meta.place<uint32_t>(source_count);
-  plan.steps_at = meta.place<float>(layout.steps.size());
-  plan.rope_at = meta.place<float>(2 * cs.size());
-  meta.allocate();
 
   // Row lists: concatenated, each head pointing at its lists (or none).
   std::map<const uint32_t*, uint32_t> literal_at, source_at;
@@ -600,18 +602,13 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
     head_rows[ph] = {r.literal ? literal_at.at(r.literal) : kNone, r.literals, r.source ? source_at.at(r.source) : kNone};
   }
   KvsChannel* models = meta.at<KvsChannel>(plan.channels_at);
-  for (size_t ch = 0; ch < channels; ++ch)
-    models[ch] = {layout.model[ch].centre, split_spread(layout.model[ch].spread).raw_bits};
-  uint32_t* group_offset = meta.at<uint32_t>(plan.group_offset_at);
-  uint32_t* group_channels = meta.at<uint32_t>(plan.group_channels_at);
-  uint32_t g_at = 0;
-  for (uint32_t g = 0; g < kTables; ++g) {
-    group_offset[g] = g_at;
-    const auto& group = layout.groups[g];
-    if (!group.empty()) std::memcpy(group_channels + g_at, group.data(), sizeof(uint32_t) * group.size());
-    g_at += uint32_t(group.size());
+  std::array<uint32_t, 256> raw_bits;  // split_spread(j).raw_bits (parse checked every spread is 0..255)
+  for (uint32_t j = 0; j < 256; ++j) raw_bits[j] = split_spread(j).raw_bits;
+  for (size_t p = 0; p < planes; ++p) {
+    const int32_t *spread = layout.spreads(p), *centre = layout.centres(p);
+    for (uint32_t c = 0; c < C; ++c) models[p * C + c] = {centre[c], raw_bits[uint8_t(spread[c])]};
   }
-  group_offset[kTables] = g_at;
+  std::memcpy(meta.at<uint32_t>(plan.group_offset_at), layout.group_offset.data(), sizeof(uint32_t) * (kTables + 1));
   KvsPieceDesc* pieces = meta.at<KvsPieceDesc>(plan.pieces_at);
   const bool located = verify == Verify::kHost;  // else kvs_locate fills in the places on the device
   for (size_t k = 0; k < layout.pieces.size(); ++k) {
@@ -628,20 +625,73 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
   }
   if (!layout.steps.empty())
     std::memcpy(meta.at<float>(plan.steps_at), layout.steps.data(), sizeof(float) * layout.steps.size());
-  float* rope = meta.at<float>(plan.rope_at);
-  for (size_t i = 0; i < cs.size(); ++i) rope[2 * i] = cs[i][0], rope[2 * i + 1] = cs[i][1];
   plan.meta = meta.take();
   plan.piece_count = uint32_t(layout.pieces.size());
   plan.centroid = layout.centroid;
-  plan.rope = !cs.empty();
+  plan.rope = layout.theta > 0;
+  plan.rope_theta = layout.theta;
   plan.stride = channel_stride(T);
   plan.symbols_bytes = layout.pieces.size() * size_t(kKvsPieceSymbols);
   plan.tmp_bytes = channels * plan.stride * sizeof(float);
   return plan;
 }
 
-KvsLaunch KvsPlan::bind(const uint8_t* stream, const uint8_t* m, const KvsGauss* gauss, uint8_t* symbols, float* tmp,
-                        void* out, uint8_t out_type, unsigned long long* fault) const {
+bool KvsRope::serves(const KvsPlan& plan) const {
+  const StreamHeader& hd = plan.header;
+  if (hd.tokens == 0) return true;
+  return theta == plan.rope_theta && head_dim == hd.shape.head_dim && hd.token_begin >= first &&
+         hd.token_begin - first <= positions && hd.tokens <= positions - (hd.token_begin - first);
+}
+
+const float* KvsRope::at(const KvsPlan& plan, const float* base) const {
+  if (plan.header.tokens == 0) return nullptr;
+  return base + (plan.header.token_begin - first) * (head_dim / 2) * 2;
+}
+
+bool KvsRope::extends(const KvsRope& previous) const {
+  return theta == previous.theta && head_dim == previous.head_dim && first == previous.first &&
+         positions >= previous.positions;
+}
+
+namespace {
+
+// The table of positions [first, first + positions) for `plan`:
+// rope_table's values (those the CPU decoder uses), those of a `previous`
+// table it extends copied, the rest computed.
+KvsRope rope_of(const KvsPlan& plan, uint64_t first, uint64_t positions, const KvsRope* previous) {
+  KvsRope r;
+  r.theta = plan.rope_theta;
+  r.head_dim = plan.header.shape.head_dim;
+  r.first = first;
+  r.positions = positions;
+  const size_t half = r.head_dim / 2;
+  const uint64_t kept = previous && r.extends(*previous) ? previous->positions : 0;
+  const std::vector<std::array<float, 2>> cs =
+      kvs_detail::rope_table(r.theta, first + kept, uint32_t(positions - kept), r.head_dim);
+  r.cs.resize(2 * size_t(positions) * half);
+  if (kept) std::memcpy(r.cs.data(), previous->cs.data(), sizeof(float) * 2 * size_t(kept) * half);
+  float* out = r.cs.data() + 2 * size_t(kept) * half;
+  for (size_t i = 0; i < cs.size(); ++i) out[2 * i] = cs[i][0], out[2 * i + 1] = cs[i][1];
+  return r;
+}
+
+}  // namespace
+
+KvsRope kvs_rope(const KvsPlan& plan, const KvsRope* previous) {
+  const StreamHeader& hd = plan.header;
+  const uint32_t half = hd.shape.head_dim / 2;
+  const uint64_t limit = kKvsRopeMaxBytes / (2 * sizeof(float) * std::max<uint32_t>(half, 1));  // positions
+  if (hd.token_begin > limit || hd.tokens > limit - hd.token_begin)
+    return rope_of(plan, hd.token_begin, hd.tokens, previous);
+  const uint64_t end = hd.token_begin + hd.tokens;
+  uint64_t n = (end + kKvsRopeStep - 1) / kKvsRopeStep * kKvsRopeStep;
+  if (previous && previous->theta == plan.rope_theta && previous->head_dim == hd.shape.head_dim && previous->first == 0)
+    n = std::max(n, 2 * previous->positions);
+  return rope_of(plan, 0, std::min(limit, n), previous);
+}
+
+KvsLaunch KvsPlan::bind(const uint8_t* stream, const uint8_t* m, const KvsGauss* gauss, const float* rope_row,
+                        uint8_t* symbols, float* tmp, void* out, uint8_t out_type, unsigned long long* fault) const {
   KvsLaunch p{};
   p.stream = stream;
   p.gauss = gauss;
@@ -654,7 +704,7 @@ KvsLaunch KvsPlan::bind(const uint8_t* stream, const uint8_t* m, const KvsGauss*
   p.literal_tokens = at<uint32_t>(m, literals_at);
   p.sources = at<uint32_t>(m, sources_at);
   p.steps = at<float>(m, steps_at);
-  p.rope = rope ? at<float>(m, rope_at) : nullptr;
+  p.rope = rope ? rope_row : nullptr;
   p.symbols = symbols;
   p.tmp = tmp;
   p.stride = stride;
@@ -706,7 +756,7 @@ unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const ui
 }
 
 unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec,
-                               void* out, uint8_t out_type) {
+                               void* out, uint8_t out_type, KvsRope* rope) {
   std::vector<uint8_t> meta = plan.meta;  // the device's copy (kvs_locate writes into it)
   unsigned long long fault = run_verify_on_host(plan, stream, &meta);
   if (fault != kNoFault) return fault;
@@ -715,8 +765,15 @@ unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> str
   std::vector<float> tmp(plan.tmp_bytes / sizeof(float));
   poison_scratch(symbols);
   poison_scratch(tmp);
-  const KvsLaunch p = plan.bind(stream.data(), meta.data(), gauss.data(), symbols.data(), tmp.data(), out, out_type,
-                                &fault);
+  // As cuda::Decoder: the table kept, replaced when it does not serve the
+  // plan; without one, a table of this chunk's tokens alone.
+  KvsRope own;
+  KvsRope& table = rope ? *rope : own;
+  if (plan.rope && !table.serves(plan))
+    table = rope ? kvs_rope(plan, &table) : rope_of(plan, plan.header.token_begin, plan.header.tokens, nullptr);
+  const KvsLaunch p = plan.bind(stream.data(), meta.data(), gauss.data(),
+                                plan.rope ? table.at(plan, table.cs.data()) : nullptr, symbols.data(), tmp.data(), out,
+                                out_type, &fault);
   for (uint32_t k = 0; k < p.piece_count; ++k) kvs_piece(p, k);
   if (fault != kNoFault) return fault;  // the GPU's values kernel would read unwritten scratch
   for (size_t i = 0; i < plan.values(); ++i) kvs_value(p, i);

@@ -147,17 +147,56 @@ struct KvsPlan {
   StreamHeader header;
   std::vector<uint8_t> meta;
   size_t pieces_at = 0, group_offset_at = 0, group_channels_at = 0, channels_at = 0, heads_at = 0, literals_at = 0,
-         sources_at = 0, steps_at = 0, rope_at = 0;
+         sources_at = 0, steps_at = 0;
   uint32_t piece_count = 0;
-  bool centroid = false, rope = false;
+  bool centroid = false;
+  bool rope = false;      // keys rotated back: the kernels read a KvsRope table (not in the meta)
+  float rope_theta = 0;   // its base (the stream's)
   size_t stride = 0;          // floats between channels in the scratch buffer
   size_t symbols_bytes = 0;   // scratch: the pieces' symbols
   size_t tmp_bytes = 0;       // scratch: the channel-major values
   VerifyPlan verify;          // Verify::kDevice: the CRC
   size_t values() const { return header.elements(); }
-  KvsLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, const KvsGauss* gauss, uint8_t* symbols, float* tmp,
-                 void* out, uint8_t out_type, unsigned long long* fault) const;
+  // `rope`: the chunk's first token's row of a KvsRope table that serves
+  // this plan (KvsRope::at), null without plan.rope.
+  KvsLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, const KvsGauss* gauss, const float* rope,
+                 uint8_t* symbols, float* tmp, void* out, uint8_t out_type, unsigned long long* fault) const;
 };
+// RoPE's cos and sin as the kvs kernels read them, [position][pair][cos, sin]
+// for positions [first, first + positions) of one (theta, head_dim):
+// kvs_detail::rope_table's values, in which a position's do not depend on the
+// chunk (each is cos/sin of position * the pair's frequency), so one table
+// serves every chunk inside it. cuda::Decoder keeps one on the device and
+// extends it only for a chunk past its end, instead of computing one per chunk.
+struct KvsRope {
+  float theta = 0;
+  uint32_t head_dim = 0;
+  uint64_t first = 0, positions = 0;
+  std::vector<float> cs;  // 2 * positions * (head_dim / 2) floats
+  // Same theta and head_dim, and the chunk's tokens inside (a chunk of no
+  // tokens reads nothing: served by any table).
+  bool serves(const KvsPlan& plan) const;
+  // Where plan's first token's row lies in a copy of cs at `base` (null for
+  // a chunk of no tokens).
+  const float* at(const KvsPlan& plan, const float* base) const;
+  // Whether this table begins with all of `previous` (the same theta,
+  // head_dim and first position, at least as many positions).
+  bool extends(const KvsRope& previous) const;
+};
+// Bytes up to which a table covers positions from 0 (64 MiB: 131,072
+// positions at head_dim 128); a chunk past them gets a table of its own tokens.
+constexpr size_t kKvsRopeMaxBytes = size_t(64) << 20;
+// A table from 0 covers a multiple of this many positions.
+constexpr uint64_t kKvsRopeStep = 8192;
+// A table that serves `plan` (with plan.rope): positions [0, n), n its
+// tokens' end rounded up to kKvsRopeStep and at least twice the positions
+// of a `previous` table from 0 of the same theta and head_dim (so that a
+// context decoded chunk after chunk extends it a few times, and the tables
+// it replaced, which cuda::Decoder keeps until synchronize(), add up to less
+// than it), within kKvsRopeMaxBytes; the positions of a previous table it
+// extends copied, only the new ones computed. Past kKvsRopeMaxBytes, the
+// chunk's tokens only.
+KvsRope kvs_rope(const KvsPlan& plan, const KvsRope* previous = nullptr);
 // With Verify::kDevice the host reads the header and sections 0..2 only;
 // the device walks the table and splits each piece's section (kvs_locate,
 // writing rans/extras places into the pieces of its copy of `meta`).
@@ -176,7 +215,10 @@ std::shared_ptr<const kvs_detail::KvsCodec> make_kvs_parser();  // shared: usabl
 unsigned long long run_on_host(const CachegenPlan& plan, std::span<const uint8_t> stream, void* out, uint8_t out_type);
 unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const uint8_t> stream,
                                const CacheGenPaperModel& model, void* out, uint8_t out_type);
+// kvs: `rope` (may be null) is the table kept from chunk to chunk as
+// cuda::Decoder keeps its device copy (replaced by kvs_rope() when it does
+// not serve the plan); without one, a table of the chunk's tokens alone.
 unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec,
-                               void* out, uint8_t out_type);
+                               void* out, uint8_t out_type, KvsRope* rope = nullptr);
 
 }  // namespace kvs::codec::cuda::detail

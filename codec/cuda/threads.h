@@ -99,7 +99,7 @@ struct KvsLaunch {
   const uint32_t* literal_tokens;
   const uint32_t* sources;
   const float* steps;   // per plane
-  const float* rope;    // [token][pair][cos, sin], null when keys are not rotated
+  const float* rope;    // [token][pair][cos, sin] from the chunk's first token (KvsRope::at); null: keys not rotated
   uint8_t* symbols;     // scratch: piece k's symbols at k * kKvsStreamSymbols
   float* tmp;           // scratch: [channel][token], channels `stride` floats apart
   size_t stride;

@@ -101,6 +101,59 @@ TEST(CudaCore, ThreadBodiesDecodeAsTheCpuDecoders) {
   }
 }
 
+// One RoPE table kept across chunks, as cuda::Decoder keeps its device copy:
+// extended for a chunk past its end (to at least twice its positions),
+// kept as it is for one inside it, a chunk's own table past
+// kKvsRopeMaxBytes; the output the CPU decoder's.
+TEST(CudaCore, KvsRopeTableServesChunksAcrossPositions) {
+  namespace cd = cuda::detail;
+  const KVShape shape{2, 2, 64};
+  const auto codec = make_codec("kvs");
+  const auto parser = cd::make_kvs_parser();
+  cd::KvsRope rope;
+  const uint64_t step = cd::kKvsRopeStep, far = uint64_t(1) << 40;  // far: past the table's limit
+  struct Step {
+    uint64_t token_begin;
+    uint32_t tokens;
+    uint64_t first, positions;  // the table after it
+  };
+  const Step steps[] = {{0, 40, 0, step},
+                        {5000, 40, 0, step},             // inside
+                        {2 * step + 7, 40, 0, 3 * step},  // past it: extended
+                        {100, 40, 0, 3 * step},
+                        {3 * step - 10, 30, 0, 6 * step},  // at least doubled
+                        {far, 20, far, 20},               // its own table
+                        {far + 5, 10, far, 20},
+                        {64, 16, 0, step}};
+  for (const Step& st : steps) {
+    SCOPED_TRACE(st.token_begin);
+    const KVChunk chunk = cuda_test::synthetic_chunk(shape, st.tokens, st.token_begin, st.token_begin + 3);
+    const Bytes stream = codec->encode(chunk, 2);
+    const KVChunk want = codec->decode(stream);
+    const cd::KvsPlan plan = cd::plan_kvs(stream, *parser, Verify::kDevice);
+    ASSERT_TRUE(plan.rope);
+    const std::vector<float> before = rope.cs;
+    const bool served = rope.serves(plan);
+    std::vector<float> out(want.values.size(), std::nanf(""));
+    ASSERT_EQ(cd::run_on_host(plan, stream, *parser, out.data(), cd::kOutF32, &rope), kNoFault);
+    EXPECT_EQ(std::memcmp(out.data(), want.values.data(), sizeof(float) * out.size()), 0) << "output differs";
+    EXPECT_EQ(rope.first, st.first);
+    EXPECT_EQ(rope.positions, st.positions);
+    ASSERT_EQ(rope.cs.size(), 2 * st.positions * (shape.head_dim / 2));
+    if (served) {
+      EXPECT_EQ(rope.cs, before) << "a table that serves the chunk is kept as it is";
+    }
+    // Every position's values are rope_table's, whichever chunk asked and
+    // whether copied from the previous table or computed.
+    const auto cs = kvs_detail::rope_table(plan.rope_theta, rope.first, uint32_t(rope.positions), shape.head_dim);
+    for (size_t i = 0; i < cs.size(); ++i) {
+      ASSERT_EQ(rope.cs[2 * i], cs[i][0]) << i;
+      ASSERT_EQ(rope.cs[2 * i + 1], cs[i][1]) << i;
+    }
+    EXPECT_EQ(rope.at(plan, rope.cs.data()), rope.cs.data() + (st.token_begin - st.first) * shape.head_dim);
+  }
+}
+
 // The device's CRC arithmetic (codec/cuda/verify_threads.h) against crc32().
 TEST(CudaCore, CrcPiecesCombineAsCrc32) {
   namespace cd = cuda::detail;

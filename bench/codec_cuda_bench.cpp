@@ -82,6 +82,7 @@
 #include "codec/cuda/kvs_encode_plan.h"
 #include "codec/cuda/plan.h"
 
+#include "codec/cuda/paper_model_device.h"
 namespace {
 
 using namespace kvs::codec;
@@ -282,7 +283,10 @@ int main(int argc, char** argv) {
         for (PinnedStream& p : pinned) std::free(p.data);
         continue;
       }
-      cuda::Decoder decoder(stream, paper_model, model_file);
+      // The codec model's tables on the device: one copy for every decoder and the encoder below.
+      const std::shared_ptr<cuda::PaperModelOnDevice> paper_tables =
+          paper_model ? std::make_shared<cuda::PaperModelOnDevice>(paper_model, model_file) : nullptr;
+      cuda::Decoder decoder(stream, paper_tables);
       {
         cuda::DeviceBuffer out(2 * chunk_values);
         decoder.decode({pinned[0].data, pinned[0].size}, out.get(), cuda::OutputType::kF16);
@@ -368,7 +372,7 @@ int main(int argc, char** argv) {
       // latency chunk.
       double enc_gbps = -1, enc_chunk_ms = -1;
       if (name == "cachegen" || name == "cachegen-paper" || name == "kvs") {
-        cuda::Encoder encoder(stream, paper_model, model_file);
+        cuda::Encoder encoder(stream, paper_tables);
         const auto encode_chunk = [&](const KVChunk& c, std::vector<double>* times) {
           std::vector<uint16_t> half(c.values.size());
           for (size_t i = 0; i < half.size(); ++i) half[i] = float_to_half_bits(c.values[i]);
@@ -438,7 +442,7 @@ int main(int argc, char** argv) {
           std::vector<cudaStream_t> streams_mt(host_threads);
           for (uint32_t k = 0; k < host_threads; ++k) {
             check(cudaStreamCreateWithFlags(&streams_mt[k], cudaStreamNonBlocking), "cudaStreamCreate");
-            decoders.push_back(std::make_unique<cuda::Decoder>(streams_mt[k], paper_model, model_file));
+            decoders.push_back(std::make_unique<cuda::Decoder>(streams_mt[k], paper_tables));
           }
           for (int r = 0; r <= reps; ++r) {
             const double t0 = now_s();

@@ -53,6 +53,47 @@ struct DeviceParts {
   }
 };
 
+// The calling thread's current CUDA device set to `device` for the scope,
+// then restored. The runtime's current device is per host thread, and a
+// kernel launched into a stream of another device fails: a Decoder, an
+// Encoder or a model's tables made on one device may be called from a
+// thread that works on another.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
+    switched_ = previous_ != device;
+  }
+  ~DeviceScope() {
+    if (switched_) cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = 0;
+  bool switched_ = false;
+};
+
+// f() with `device` current if it can be made so (else on the current
+// device), throwing nothing of its own: for destructors, which free a
+// device's memory and synchronise its streams.
+template <class F>
+void on_device_noexcept(int device, F&& f) noexcept {
+  int current = 0;
+  const bool switched = cudaGetDevice(&current) == cudaSuccess && current != device && cudaSetDevice(device) == cudaSuccess;
+  f();
+  if (switched) cudaSetDevice(current);
+}
+
+// The calling thread's current CUDA device.
+inline int current_device() {
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  return device;
+}
+
 // Blocks of `per_block` threads that cover `threads`.
 inline unsigned blocks_for(size_t threads, uint32_t per_block) {
   return unsigned((threads + per_block - 1) / per_block);

@@ -16,6 +16,7 @@
 #include "codec/cachegen_paper.h"
 #include "codec/cuda/cuda_util.h"
 #include "codec/cuda/kernels.h"
+#include "codec/cuda/paper_model_device.h"
 #include "codec/cuda/plan.h"
 #include "codec/kvs_internal.h"
 
@@ -100,6 +101,7 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
 struct Decoder::Impl {
   static constexpr size_t kSlots = 1024;  // chunks in flight between synchronize() calls
 
+  int device = 0;  // the device current at construction, where it all runs (detail::DeviceScope)
   cudaStream_t stream = nullptr;
   unsigned long long* fault_device = nullptr;
   unsigned long long* fault_host = nullptr;  // pinned
@@ -122,12 +124,10 @@ struct Decoder::Impl {
   std::vector<Pending> pending;
   size_t next_slot = 0;
   std::shared_ptr<const kvs_detail::KvsCodec> kvs;  // parses kvs streams (created at the first)
-  // cachegen scheme=paper: the model, its tables on the device (per level: deltas, steps, M).
-  std::shared_ptr<const CacheGenPaperModel> paper;
-  std::string model_file;
-  detail::PaperTables paper_host;
-  DeviceBuffer paper_anchors, paper_step_a;
-  struct PaperLevel {
+  // cachegen scheme=paper: the model's tables on the device, maybe shared
+  // with other Decoders and Encoders (null: no model).
+  std::shared_ptr<PaperModelOnDevice> paper;
+  DeviceBuffer gauss;                          // kvs's tables on the device
   // kvs's RoPE table (detail::KvsRope), on the host and the device, grown
   // only for a chunk past its end; the tables it replaced wait in `retired`
   // until synchronize() (chunks in flight read them, their copies may be pending).
@@ -136,10 +136,6 @@ struct Decoder::Impl {
     DeviceBuffer device;
     std::vector<std::pair<detail::KvsRope, DeviceBuffer>> retired;
   } rope;
-    DeviceBuffer deltas, step_d, M;
-  };
-  std::vector<PaperLevel> paper_levels;
-  DeviceBuffer gauss;                          // kvs's tables on the device
   DeviceBuffer crc;                            // the CRC tables (detail::CrcTables)
   uint32_t scan_sections = 0;                  // the last section count asked of CUB
   size_t scan_bytes = 0;                       // and its scan's temporary storage
@@ -193,11 +189,11 @@ struct Decoder::Impl {
                           stream),
           "cudaMemcpyAsync (fault)");
     pending.back().ended = true;
-    rope.retired.clear();
   }
 
   void synchronize() {
     check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    rope.retired.clear();
     std::vector<Pending> done = std::move(pending);
     pending.clear();
     if (timing)
@@ -300,17 +296,17 @@ struct Decoder::Impl {
 };
 
 Decoder::Decoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> paper_model, std::string model_file)
+    : Decoder(stream, paper_model && available()
+                          ? std::make_shared<PaperModelOnDevice>(std::move(paper_model), std::move(model_file))
+                          : nullptr) {}
+
+Decoder::Decoder(cudaStream_t stream, std::shared_ptr<PaperModelOnDevice> paper_tables)
     : impl_(std::make_unique<Impl>()) {
   if (!available()) throw Error("CUDA decode: no usable GPU: " + device_description());
+  if (paper_tables) paper_tables->check_current_device("CUDA decode");
+  impl_->device = detail::current_device();
   impl_->stream = stream;
-  if (paper_model) {
-    impl_->paper = std::move(paper_model);
-    impl_->model_file = std::move(model_file);
-    impl_->paper_host = detail::paper_tables(*impl_->paper);
-    impl_->paper_anchors = to_device(impl_->paper_host.anchors);
-    impl_->paper_step_a = to_device(impl_->paper_host.step_a);
-    impl_->paper_levels.resize(kCacheGenLevels);
-  }
+  impl_->paper = std::move(paper_tables);
   check(cudaMalloc(reinterpret_cast<void**>(&impl_->fault_device), Impl::kSlots * sizeof(unsigned long long)),
         "cudaMalloc");
   const detail::CrcTables& crc = detail::crc_tables();
@@ -318,24 +314,28 @@ Decoder::Decoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> 
   detail::copy_to_device(impl_->crc.get(), &crc, sizeof(crc), "cudaMemcpy (CRC tables)");
   check(cudaMallocHost(reinterpret_cast<void**>(&impl_->fault_host), Impl::kSlots * sizeof(unsigned long long)),
         "cudaMallocHost");
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
   cudaMemPoolProps props{};
   props.allocType = cudaMemAllocationTypePinned;
   props.location.type = cudaMemLocationTypeDevice;
-  props.location.id = dev;
+  props.location.id = impl_->device;
   check(cudaMemPoolCreate(&impl_->pool, &props), "cudaMemPoolCreate");
   uint64_t threshold = ~0ull;  // keep what is freed for the next chunk
   check(cudaMemPoolSetAttribute(impl_->pool, cudaMemPoolAttrReleaseThreshold, &threshold), "cudaMemPoolSetAttribute");
 }
 
-Decoder::~Decoder() = default;
+Decoder::~Decoder() {
+  detail::on_device_noexcept(impl_->device, [&] { impl_.reset(); });
+}
 
 cudaStream_t Decoder::stream() const { return impl_->stream; }
 
-void Decoder::synchronize() { impl_->synchronize(); }
+void Decoder::synchronize() {
+  const detail::DeviceScope on(impl_->device);
+  impl_->synchronize();
+}
 
 void Decoder::set_timing(bool on) {
+  const detail::DeviceScope on_device(impl_->device);
   if (!impl_->pending.empty()) impl_->synchronize();  // chunks in flight were enqueued without (or with) events
   impl_->timing = on;
 }
@@ -350,6 +350,7 @@ StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, void* out, Outp
 
 StreamHeader Decoder::decode(std::span<const uint8_t> bitstream, const uint8_t* staged, void* out, OutputType type) {
   if (staged) detail::check_staged(staged);
+  const detail::DeviceScope on(impl_->device);
   const uint16_t id = bitstream.size() >= 8 ? uint16_t(bitstream[6] | bitstream[7] << 8) : 0;
   StreamHeader header;
   if (id == uint16_t(CodecId::kCacheGen) && stream_model_hash(bitstream) != 0)
@@ -380,28 +381,21 @@ void Decoder::Impl::decode_cachegen(std::span<const uint8_t> stream_bytes, const
 void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out,
                                           OutputType type, StreamHeader* header) {
   detail::CachegenPaperPlan plan = this->plan(
-      [&] { return detail::plan_cachegen_paper(stream_bytes, paper.get(), model_file, detail::Verify::kDevice); });
+      [&] {
+        return detail::plan_cachegen_paper(stream_bytes, paper ? &paper->model() : nullptr,
+                                           paper ? paper->model_file() : std::string(), detail::Verify::kDevice);
+      });
   *header = plan.header;
-  const size_t level = plan.header.level;
-  PaperLevel& lv = paper_levels[level];
-  if (!lv.deltas.get()) {  // this level's tables, once
-    detail::build_paper_level(*paper, int(level), &paper_host);
-    lv.deltas = to_device(paper_host.deltas[level]);
-    lv.step_d = to_device(paper_host.step_d[level]);
-    lv.M = to_device(paper_host.M[level]);
-    paper_host.deltas[level].clear();
-    paper_host.deltas[level].shrink_to_fit();
-  }
+  // The plan checked the stream's level; its tables are built at the first
+  // stream of that level (by whichever Decoder or Encoder sharing them asks first).
+  const PaperModelOnDevice::Level lv = paper->level(int(plan.header.level));
   unsigned long long* fault = begin_chunk(CodecId::kCacheGen, plan.header.token_begin, true, plan.verify.body);
   const ChunkMemory m = stage(stream_bytes, staged, plan.meta, plan.verify);
   void* channels = alloc(plan.channels_bytes());
   verify(plan.verify, m.stream, m.scratch, fault);
   detail::launch_cachegen_paper(
-      plan.bind(m.stream, m.meta, static_cast<const rans::CumTable*>(paper_anchors.get()),
-                static_cast<const float*>(paper_step_a.get()),
-                static_cast<const rans::BasicPackedTable<64>*>(lv.deltas.get()), static_cast<const float*>(lv.step_d.get()),
-                static_cast<const int32_t*>(lv.M.get()), static_cast<detail::PaperChannel*>(channels), out,
-                uint8_t(type), fault),
+      plan.bind(m.stream, m.meta, paper->anchors(), paper->step_a(), lv.deltas, lv.step_d, lv.M,
+                static_cast<detail::PaperChannel*>(channels), out, uint8_t(type), fault),
       stream);
   release(channels);
   release(m.base);
@@ -413,6 +407,12 @@ void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint
   if (!kvs) {
     kvs = detail::make_kvs_parser();
     const std::vector<detail::KvsGauss> g = detail::kvs_gauss(*kvs);
+    gauss = DeviceBuffer(sizeof(detail::KvsGauss) * g.size());
+    detail::copy_to_device(gauss.get(), g.data(), gauss.size(), "cudaMemcpy (kvs tables)");
+  }
+  detail::KvsPlan plan = this->plan([&] { return detail::plan_kvs(stream_bytes, *kvs, detail::Verify::kDevice); });
+  *header = plan.header;
+  unsigned long long* fault = begin_chunk(CodecId::kKvs, plan.header.token_begin, false, plan.verify.body);
   if (plan.rope && !rope.host.serves(plan)) {  // a chunk past the RoPE table: a larger one (host time, as planning)
     detail::KvsRope grown = this->plan([&] { return detail::kvs_rope(plan, &rope.host); });
     DeviceBuffer device(sizeof(float) * grown.cs.size());
@@ -427,12 +427,6 @@ void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint
     rope.device = std::move(device);
   }
   const float* rope_row = plan.rope ? rope.host.at(plan, static_cast<const float*>(rope.device.get())) : nullptr;
-    gauss = DeviceBuffer(sizeof(detail::KvsGauss) * g.size());
-    detail::copy_to_device(gauss.get(), g.data(), gauss.size(), "cudaMemcpy (kvs tables)");
-  }
-  detail::KvsPlan plan = this->plan([&] { return detail::plan_kvs(stream_bytes, *kvs, detail::Verify::kDevice); });
-  *header = plan.header;
-  unsigned long long* fault = begin_chunk(CodecId::kKvs, plan.header.token_begin, false, plan.verify.body);
   const size_t symbols_size = round_up(plan.symbols_bytes, 256);
   const ChunkMemory m = stage(stream_bytes, staged, plan.meta, plan.verify);
   uint8_t* scratch = static_cast<uint8_t*>(alloc(symbols_size + plan.tmp_bytes));

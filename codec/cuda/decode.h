@@ -32,6 +32,8 @@
 
 namespace kvs::codec::cuda {
 
+class PaperModelOnDevice;  // codec/cuda/paper_model_device.h
+
 // Whether a CUDA device is present that can run the kernels.
 bool available();
 // The device the kernels would run on ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs"),
@@ -50,14 +52,21 @@ enum class OutputType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 // allocator), so decoding chunk i overlaps whatever the host does next, e.g.
 // receiving chunk i + 1. Faults a kernel finds in a substream are collected on
 // the device and reported by synchronize().
+// A Decoder works on the CUDA device current when it is made (`stream` must
+// belong to it), whichever device is current in the thread that calls it.
 class Decoder {
  public:
   // `paper_model` (may be null) decodes cachegen scheme=paper streams of that
-  // codec model (model_file names it in errors); its tables go to the device
-  // here, and a level's delta tables at the first stream of that level (one
-  // synchronous copy each).
+  // codec model (model_file names it in errors): a PaperModelOnDevice of its
+  // own is made here (codec/cuda/paper_model_device.h: the anchors go to the
+  // device now, a level's tables at the first stream of that level).
   explicit Decoder(cudaStream_t stream = nullptr, std::shared_ptr<const CacheGenPaperModel> paper_model = nullptr,
                    std::string model_file = "");
+  // The same with a model's tables already on the device, shared with other
+  // Decoders and Encoders (one copy per model and device, however many host
+  // threads decode); may be null. Throws kvs::Error when they are on another
+  // device than the current one.
+  Decoder(cudaStream_t stream, std::shared_ptr<PaperModelOnDevice> paper_tables);
   ~Decoder();
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
@@ -74,8 +83,10 @@ class Decoder {
   // As above, for a stream already in device memory at `staged` (a copy of
   // `bitstream` in a buffer 16-byte aligned (else kvs::Error) and readable
   // to a multiple of 16 bytes, e.g. where a NIC wrote it): nothing of the
-  // stream is copied; the host still plans from `bitstream`. `staged` must
-  // stay valid until synchronize().
+  // stream is copied; the host still plans from `bitstream`. The kernels
+  // read only the stream's bytes, so the buffer's padding need not be
+  // written (compute-sanitizer initcheck finds no read of it). `staged`
+  // must stay valid until synchronize().
   StreamHeader decode(std::span<const uint8_t> bitstream, const uint8_t* staged, void* out, OutputType type);
 
   // Waits for everything enqueued; throws CorruptStream for the first chunk

@@ -50,6 +50,7 @@ Bytes DeviceStream::to_host(cudaStream_t stream) const {
 
 Encoder::Encoder(cudaStream_t stream) : stream_(stream) {
   if (!available()) throw Error("CUDA encode: no usable GPU: " + device_description());
+  device_ = detail::current_device();
   const detail::CrcTables& crc = detail::crc_tables();
   auto dev = std::make_shared<DeviceBuffer>(sizeof(crc));
   detail::copy_to_device(dev->get(), &crc, sizeof(crc), "cudaMemcpy (CRC tables)");
@@ -58,12 +59,14 @@ Encoder::Encoder(cudaStream_t stream) : stream_(stream) {
 
 Bytes Encoder::encode_cachegen(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
                                uint32_t tokens, int level, uint32_t stream_tokens) {
+  const detail::DeviceScope on(device_);
   return encode_cachegen_to_device(kv, in, shape, dtype, token_begin, tokens, level, stream_tokens).to_host(stream_);
 }
 
 DeviceStream Encoder::encode_cachegen_to_device(const void* kv, OutputType in, KVShape shape, DType dtype,
                                                 uint64_t token_begin, uint32_t tokens, int level,
                                                 uint32_t stream_tokens) {
+  const detail::DeviceScope on(device_);
   if (in == OutputType::kBF16) throw Error("CUDA encode: bf16 input is not supported (fp16 or fp32)");
   const detail::CachegenEncodePlan plan =
       detail::plan_cachegen_encode(shape, dtype, token_begin, tokens, level, stream_tokens);

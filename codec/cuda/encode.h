@@ -27,10 +27,6 @@
 
 namespace kvs::codec::cuda {
 
-namespace detail {
-struct PaperEncodeTables;  // codec/cuda/paper_encode.cpp
-}
-
 // A chunk's stream in device memory: `bytes` bytes from buffer.get() (the
 // buffer may be a little larger).
 struct DeviceStream {
@@ -40,15 +36,22 @@ struct DeviceStream {
   Bytes to_host(cudaStream_t stream = nullptr) const;
 };
 
+// An Encoder works on the CUDA device current when it is made (`stream`
+// must belong to it), whichever device is current in the thread that calls it.
 class Encoder {
  public:
   explicit Encoder(cudaStream_t stream = nullptr);
   // With `paper_model` (may be null), also encodes cachegen scheme=paper
-  // chunks for that codec model (model_file names it in errors): its tables
-  // go to the device here, a level's delta tables at the first chunk of that
-  // level (one synchronous copy each); copies of this Encoder share them (one
-  // Encoder per host thread, as with Decoder).
+  // chunks for that codec model (model_file names it in errors): a
+  // PaperModelOnDevice of its own is made here (codec/cuda/paper_model_device.h:
+  // the anchors go to the device now, a level's tables at the first chunk of
+  // that level); copies of this Encoder share it (one Encoder per host
+  // thread, as with Decoder).
   Encoder(cudaStream_t stream, std::shared_ptr<const CacheGenPaperModel> paper_model, std::string model_file = "");
+  // The same with a model's tables already on the device, shared with
+  // Decoders and other Encoders (may be null). Throws kvs::Error when they
+  // are on another device than the current one.
+  Encoder(cudaStream_t stream, std::shared_ptr<PaperModelOnDevice> paper_tables);
 
   // Encodes the chunk whose values lie in device memory `kv` (layout
   // [layer][kind][head][token][dim] as KVChunk::values; fp16 bits or floats
@@ -98,9 +101,10 @@ class Encoder {
   DeviceStream kvs_stream(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
                           uint32_t tokens, int level, const Codec& codec, Bytes* cpu);
 
+  int device_ = 0;  // the device current at construction (detail::DeviceScope)
   cudaStream_t stream_;
   std::shared_ptr<const DeviceBuffer> crc_;  // the CRC tables (verify_threads.h), shared by copies
-  std::shared_ptr<detail::PaperEncodeTables> paper_;  // null without a codec model
+  std::shared_ptr<PaperModelOnDevice> paper_;  // the scheme=paper model's tables; null without one
 };
 
 }  // namespace kvs::codec::cuda

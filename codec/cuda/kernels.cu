@@ -85,8 +85,8 @@ __global__ void kvs_values_kernel(KvsLaunch p, size_t total) {
 // Verification. The CRC: a block per tile, a thread per piece. The tile is
 // loaded with coalesced 16-byte reads into shared rows, one per piece,
 // padded by a word so that the threads' reads of their rows hit different
-// banks; the slicing tables are copied to shared memory.
-constexpr uint32_t kCrcRowWords = kCrcPieceBytes / 4 + 1;
+// banks (crc_load_word: nothing after the body is read); the slicing tables
+// are copied to shared memory.
 static_assert(kCrcPieceBytes % 16 == 0 && kCrcTileThreads % 32 == 0);
 
 __global__ void __launch_bounds__(kCrcTileThreads) verify_crc_kernel(VerifyLaunch p) {
@@ -96,14 +96,10 @@ __global__ void __launch_bounds__(kCrcTileThreads) verify_crc_kernel(VerifyLaunc
   const uint32_t tid = threadIdx.x, tile = blockIdx.x;
   for (uint32_t i = tid; i < 8 * 256; i += kCrcTileThreads) slice[i / 256][i % 256] = p.crc->slice[i / 256][i % 256];
   const uint32_t bytes = crc_tile_bytes(p, tile);
-  // The stream's buffer is 16-byte aligned and readable to a multiple of 16 bytes.
-  const uint4* src = reinterpret_cast<const uint4*>(p.stream + size_t(tile) * kCrcTileBytes);
-  constexpr uint32_t kWordsPerPiece = kCrcPieceBytes / 16;
-  for (uint32_t w = tid; w < (bytes + 15) / 16; w += kCrcTileThreads) {
-    const uint4 v = src[w];
-    uint32_t* row = rows + (w / kWordsPerPiece) * kCrcRowWords + (w % kWordsPerPiece) * 4;
-    row[0] = v.x, row[1] = v.y, row[2] = v.z, row[3] = v.w;
-  }
+  // The stream is 16-byte aligned (tiles are multiples of 16 bytes).
+  const uint8_t* tile_bytes = p.stream + size_t(tile) * kCrcTileBytes;
+  for (uint32_t w = tid; w < (bytes + 15) / 16; w += kCrcTileThreads)
+    crc_load_word(tile_bytes, bytes, w, rows + crc_row_word(w));
   __syncthreads();
   uint32_t x = crc_thread(slice, p.crc->x8pow, reinterpret_cast<const uint8_t*>(rows + tid * kCrcRowWords), bytes, tid);
   for (uint32_t o = 16; o; o >>= 1) x ^= __shfl_xor_sync(0xffffffffu, x, o);

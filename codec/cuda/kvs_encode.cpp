@@ -22,6 +22,7 @@ using detail::check;
 
 Bytes Encoder::encode_kvs(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
                           uint32_t tokens, int level, const Codec& codec) {
+  const detail::DeviceScope on(device_);
   Bytes cpu;
   const DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, &cpu);
   return d.bytes ? d.to_host(stream_) : cpu;
@@ -29,6 +30,7 @@ Bytes Encoder::encode_kvs(const void* kv, OutputType in, KVShape shape, DType dt
 
 DeviceStream Encoder::encode_kvs_to_device(const void* kv, OutputType in, KVShape shape, DType dtype,
                                            uint64_t token_begin, uint32_t tokens, int level, const Codec& codec) {
+  const detail::DeviceScope on(device_);
   Bytes cpu;
   DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, &cpu);
   if (d.bytes) return d;

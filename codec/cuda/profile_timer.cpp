@@ -19,6 +19,7 @@
 #include "codec/cuda/cuda_util.h"
 #include "codec/cuda/decode.h"
 #include "codec/cuda/encode.h"
+#include "codec/cuda/paper_model_device.h"
 #include "codec/fp16.h"
 #include "codec/kvs_internal.h"
 
@@ -30,7 +31,7 @@ using detail::to_device;
 namespace {
 
 // A stream's bytes on the device, in a buffer readable to a multiple of 16
-// bytes (the decoders' CRC reads whole 16-byte words).
+// bytes (Decoder::decode's `staged`; the padding is not written, nor read).
 DeviceBuffer stage(std::span<const uint8_t> bytes) {
   DeviceBuffer b(std::max<size_t>((bytes.size() + 15) / 16 * 16, 16));
   detail::copy_to_device(b.get(), bytes.data(), bytes.size(), "cudaMemcpy");
@@ -210,7 +211,7 @@ class GpuChunkTimer final : public ChunkTimer {
     return paper_;
   }
   // The decoders: one for streams without a codec model, one with the
-  // timer's (each holds its own tables on the device).
+  // timer's (its tables on the device, shared with the scheme=paper encoder).
   Decoder& code_decoder() {
     if (!decoder_) {
       decoder_ = std::make_unique<Decoder>(stream_);
@@ -220,21 +221,27 @@ class GpuChunkTimer final : public ChunkTimer {
   }
   Decoder& paper_decoder() {
     if (!paper_decoder_) {
-      paper_decoder_ = std::make_unique<Decoder>(stream_, paper_model(), model_file_);
+      paper_decoder_ = std::make_unique<Decoder>(stream_, paper_tables());
       paper_decoder_->set_timing(true);
     }
     return *paper_decoder_;
   }
-  // The scheme=paper encoder (its own copy of the model's tables on the device).
+  // The scheme=paper encoder (the same tables as paper_decoder()'s).
   Encoder& paper_encoder() {
-    if (!paper_encoder_) paper_encoder_ = std::make_unique<Encoder>(stream_, paper_model(), model_file_);
+    if (!paper_encoder_) paper_encoder_ = std::make_unique<Encoder>(stream_, paper_tables());
     return *paper_encoder_;
+  }
+  // The timer's codec model's tables on the device: one copy for its decoder and encoder.
+  std::shared_ptr<PaperModelOnDevice> paper_tables() {
+    if (!paper_tables_) paper_tables_ = std::make_shared<PaperModelOnDevice>(paper_model(), model_file_);
+    return paper_tables_;
   }
   std::string model_file_, device_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Decoder> decoder_, paper_decoder_;
   std::unique_ptr<Encoder> encoder_, paper_encoder_;
   std::shared_ptr<const CacheGenPaperModel> paper_;
+  std::shared_ptr<PaperModelOnDevice> paper_tables_;  // paper_decoder_'s and paper_encoder_'s
 };
 
 }  // namespace

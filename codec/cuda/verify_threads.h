@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 #include "codec/cuda/threads.h"
 #include "codec/hd.h"
@@ -141,7 +142,7 @@ KVS_HD inline bool verify_failed(const unsigned long long* fault) {
 }
 
 struct VerifyLaunch {
-  const uint8_t* stream;     // the whole bitstream (device: 16-byte aligned, readable to a multiple of 16)
+  const uint8_t* stream;     // the whole bitstream (device: 16-byte aligned; the CRC reads only its `body` bytes)
   uint32_t body;             // bytes before the stored CRC
   uint32_t stored_crc;       // the stream's last 4 bytes
   uint32_t crc_init;         // crc_shift(~0, body): the initial register's part
@@ -210,15 +211,48 @@ KVS_HD inline void crc_tile_done(const VerifyLaunch& p, const uint32_t* x8pow, u
 #endif
 }
 
-// The CRC tiles as the kernel cuts them, one after another on the CPU (for
-// tests and the host paths): p.crc_acc gets the pieces' registers xored.
+// The kernel stages a tile in shared rows, one per piece, each padded by a
+// word (so that the threads' reads of their rows hit different banks): the
+// word of the rows where the tile's 16-byte word w goes.
+inline constexpr uint32_t kCrcRowWords = kCrcPieceBytes / 4 + 1;
+KVS_HD inline uint32_t crc_row_word(uint32_t w) {
+  constexpr uint32_t kWordsPerPiece = kCrcPieceBytes / 16;
+  return (w / kWordsPerPiece) * kCrcRowWords + (w % kWordsPerPiece) * 4;
+}
+// The tile's 16-byte word w (of `bytes` bytes at `tile`) into row[0..4): a
+// whole word with one 16-byte load (on the GPU `tile` is 16-byte aligned),
+// the body's last word, when partial, byte by byte. So nothing after the
+// body is read: not the stored CRC (an encoder stores it after this
+// kernel), not a buffer's padding (which nobody wrote; compute-sanitizer
+// initcheck reports reads of unwritten device memory). crc_thread reads
+// only the body's bytes of the rows.
+KVS_HD inline void crc_load_word(const uint8_t* tile, uint32_t bytes, uint32_t w, uint32_t* row) {
+  if (16 * (w + 1) <= bytes) {
+#if defined(__CUDA_ARCH__)
+    const uint4 v = reinterpret_cast<const uint4*>(tile)[w];
+    row[0] = v.x, row[1] = v.y, row[2] = v.z, row[3] = v.w;
+#else
+    std::memcpy(row, tile + 16 * size_t(w), 16);
+#endif
+    return;
+  }
+  uint8_t* r = reinterpret_cast<uint8_t*>(row);
+  for (uint32_t i = 16 * w; i < bytes; ++i) r[i - 16 * w] = tile[i];
+}
+
+// The CRC tiles as the kernel cuts and stages them (crc_load_word into
+// rows), one after another on the CPU (for tests and the host paths):
+// p.crc_acc gets the pieces' registers xored.
 inline void crc_tiles_on_host(const VerifyLaunch& p) {
   const uint32_t tiles = crc_tile_count(p.body);
+  std::unique_ptr<uint32_t[]> rows(new uint32_t[size_t(kCrcTileThreads) * kCrcRowWords]);
   for (uint32_t tile = 0; tile < tiles; ++tile) {
     const uint32_t bytes = crc_tile_bytes(p, tile);
+    const uint8_t* tile_bytes = p.stream + size_t(tile) * kCrcTileBytes;
+    for (uint32_t w = 0; w < (bytes + 15) / 16; ++w) crc_load_word(tile_bytes, bytes, w, rows.get() + crc_row_word(w));
     uint32_t x = 0;
     for (uint32_t j = 0; j < kCrcTileThreads && j * kCrcPieceBytes < bytes; ++j)  // (the threads past the end add 0)
-      x ^= crc_thread(p.crc->slice, p.crc->x8pow, p.stream + size_t(tile) * kCrcTileBytes + size_t(j) * kCrcPieceBytes,
+      x ^= crc_thread(p.crc->slice, p.crc->x8pow, reinterpret_cast<const uint8_t*>(rows.get() + j * kCrcRowWords),
                       bytes, j);
     crc_tile_done(p, p.crc->x8pow, tile, bytes, x);
   }

@@ -34,7 +34,10 @@ DeviceStream Encoder::encode_kvs_to_device(const void* kv, OutputType in, KVShap
   Bytes cpu;
   DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, &cpu);
   if (d.bytes) return d;
-  d.buffer = DeviceBuffer(cpu.size());  // the CPU encoder's stream (its fallback), uploaded
+  // The CPU encoder's stream (its fallback), uploaded into a buffer of a
+  // multiple of 16 bytes, as the GPU path's (StreamLayout::buffer_bytes): a
+  // decoder given it staged reads whole 16-byte words (its CRC kernel).
+  d.buffer = DeviceBuffer(detail::round_up(cpu.size(), 16));
   d.bytes = cpu.size();
   detail::copy_to_device(d.buffer.get(), cpu.data(), cpu.size(), "cudaMemcpy");
   return d;

@@ -258,11 +258,20 @@ inline void crc_tiles_on_host(const VerifyLaunch& p) {
   }
 }
 
+// Whether the checksum or the section table failed (kvs_locate's pieces'
+// own faults, rank kSectionCheck, do not count: its threads run in any order,
+// so a piece that skipped on a later piece's fault would hide its own).
+KVS_HD inline bool table_failed(const unsigned long long* fault) {
+  const unsigned long long v = *static_cast<const volatile unsigned long long*>(fault);
+  return v != kNoFault && (v & kVerifyFault) && ((v >> 60) & 7) < uint32_t(VerifyRank::kSectionCheck);
+}
+
 // kvs, after the walk: piece k's section split as KvsCodec::parse splits
 // it (a varint rANS size, the rANS bytes, the raw-bit extras), written into
-// its descriptor. Skipped when the table's check failed (its offsets may be anything).
+// its descriptor. Skipped when the checksum or the table's check failed (its
+// offsets may be anything).
 KVS_HD inline void kvs_locate(const VerifyLaunch& p, KvsPieceDesc* pieces, uint32_t k) {
-  if (verify_failed(p.fault)) return;
+  if (table_failed(p.fault)) return;
   KvsPieceDesc& pc = pieces[k];
   const uint32_t begin = p.offsets[pc.section], size = p.offsets[pc.section + 1] - begin;
   const uint8_t* sec = p.stream + begin;

@@ -28,7 +28,9 @@
 //              metadata; one core, median of 5): e2e cannot beat chunk bytes / host_ms;
 //              the CRC (and cachegen's section table) are verified on the
 //              device (codec/cuda/verify_threads.h), not in it;
-//   chunk_ms   latency of one --latency-tokens chunk (default 1536):
+//   chunk_ms   latency of one --latency-tokens chunk (default 1536; fewer
+//              where the shape's chunk would pass the format's 2^28 values:
+//              1,024 for Llama-2-7B; the CSV's latency_tokens says how many):
 //              decode() to synchronize(), median of 10.
 //   enc_GBps   GPU encode of one chunk (fp16 in device memory -> the
 //              stream's bytes on the host), fp16 input bytes / time, median
@@ -80,9 +82,9 @@
 #include "codec/cuda/encode.h"
 #include "codec/cuda/kernels.h"
 #include "codec/cuda/kvs_encode_plan.h"
+#include "codec/cuda/paper_model_device.h"
 #include "codec/cuda/plan.h"
 
-#include "codec/cuda/paper_model_device.h"
 namespace {
 
 using namespace kvs::codec;
@@ -181,7 +183,7 @@ int main(int argc, char** argv) {
   FILE* csv = opt["csv"].empty() ? nullptr : std::fopen(opt["csv"].c_str(), "w");
   if (csv)
     std::fprintf(csv, "model,context_tokens,codec,level,bits_per_value,e2e_GBps,e2e_mt_GBps,dev_GBps,copy_GBps,"
-                      "mt_ratio,dev_ratio,cpu_GBps,host_ms,chunk_ms,enc_GBps,cpu_enc_GBps,enc_chunk_ms\n");
+                      "mt_ratio,dev_ratio,cpu_GBps,host_ms,chunk_ms,enc_GBps,cpu_enc_GBps,enc_chunk_ms,latency_tokens\n");
   if (!host_only)
     std::printf("%-11s %7s %-14s %5s %6s %9s %9s %9s %9s %6s %6s %8s %7s %9s %8s %8s %9s\n", "model", "tokens", "codec",
                 "level", "bits", "e2e_GBps", "e2e_mt", "dev_GBps", "copy_GBps", "mt_r", "dev_r", "cpu_GBps", "host_ms",
@@ -204,7 +206,14 @@ int main(int argc, char** argv) {
     const size_t chunk_values = size_t(shape.elements_per_token()) * chunk_tokens;
     std::vector<KVChunk> chunks;
     for (uint32_t k = 0; k < distinct; ++k) chunks.push_back(synthetic_chunk(shape, chunk_tokens, k * chunk_tokens, k + 1));
-    const KVChunk latency_chunk = synthetic_chunk(shape, latency_tokens, 0, 99);
+    // A stream holds at most kMaxElements values (docs/bitstream.md): 1,024
+    // tokens of Llama-2-7B's 32 KV heads, so its latency chunk is cut there.
+    const uint32_t model_latency_tokens =
+        uint32_t(std::min<uint64_t>(latency_tokens, kvs::codec::kMaxElements / shape.elements_per_token()));
+    if (model_latency_tokens < latency_tokens)
+      std::printf("%s: latency chunk of %u tokens, not %u (a stream holds at most %llu values)\n", model.c_str(),
+                  model_latency_tokens, latency_tokens, static_cast<unsigned long long>(kvs::codec::kMaxElements));
+    const KVChunk latency_chunk = synthetic_chunk(shape, model_latency_tokens, 0, 99);
     for (const std::string& name : split(opt["codecs"])) {
       // cachegen-paper: cachegen scheme=paper with a codec model learned from
       // a 256-token synthetic chunk of another seed (through a temporary file).
@@ -472,10 +481,10 @@ int main(int argc, char** argv) {
                     enc_chunk_ms);
         std::fflush(stdout);
         if (csv)
-          std::fprintf(csv, "%s,%u,%s,%d,%.4f,%.2f,%.2f,%.2f,%.2f,%.4f,%.4f,%.4f,%.2f,%.3f,%.3f,%.4f,%.3f\n",
+          std::fprintf(csv, "%s,%u,%s,%d,%.4f,%.2f,%.2f,%.2f,%.2f,%.4f,%.4f,%.4f,%.2f,%.3f,%.3f,%.4f,%.3f,%u\n",
                        model.c_str(), context, name.c_str(), level, bits, e2e_gbps, e2e_mt_gbps, dev_gbps, copy_gbps,
                        e2e_mt_gbps / copy_gbps, dev_gbps / copy_gbps, cpu_gbps, host_ms, chunk_ms, enc_gbps, cpu_enc_gbps,
-                       enc_chunk_ms);
+                       enc_chunk_ms, model_latency_tokens);
         if (csv) std::fflush(csv);
       }
       for (PinnedStream& p : pinned) cudaFreeHost(p.data);

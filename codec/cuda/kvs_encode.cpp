@@ -35,8 +35,8 @@ DeviceStream Encoder::encode_kvs_to_device(const void* kv, OutputType in, KVShap
   DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, &cpu);
   if (d.bytes) return d;
   // The CPU encoder's stream (its fallback), uploaded into a buffer of a
-  // multiple of 16 bytes, as the GPU path's (StreamLayout::buffer_bytes): a
-  // decoder given it staged reads whole 16-byte words (its CRC kernel).
+  // multiple of 16 bytes, as the GPU path's (StreamLayout::buffer_bytes) and
+  // as cuda::Decoder asks of a stream staged in device memory (decode.h).
   d.buffer = DeviceBuffer(detail::round_up(cpu.size(), 16));
   d.bytes = cpu.size();
   detail::copy_to_device(d.buffer.get(), cpu.data(), cpu.size(), "cudaMemcpy");

@@ -41,7 +41,8 @@ struct StreamLayout {
   uint32_t crc_init = 0;          // the CRC's initial register moved past the body (verify_threads.h)
 
   size_t bytes() const { return size_t(body) + 4; }
-  // The buffer to allocate: the CRC kernel reads whole 16-byte words.
+  // The buffer to allocate: a multiple of 16 bytes, as cuda::Decoder asks of
+  // a stream staged in device memory (decode.h).
   size_t buffer_bytes() const { return (bytes() + 15) / 16 * 16; }
   // The finishing kernels' launch over `stream` (the payload's offsets, CRC
   // tables and a zeroed CRC register where the kernels read them).

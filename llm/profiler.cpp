@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/files.h"
 #include "base/progress.h"
+#include "codec/bitstream.h"
 #include "llm/evaluate.h"
 #include "llm/kv_cache.h"
 
@@ -192,6 +193,16 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
 
   codec::Profile prof;
   prof.model = model_info(model, options.model_name);
+  // A chunk's stream holds at most kMaxElements values (docs/bitstream.md):
+  // said now, before any prefill, rather than at the first chunk's encode.
+  const uint64_t per_token = prof.model.kv.elements_per_token();
+  if (uint64_t(options.chunk_tokens) * per_token > codec::kMaxElements)
+    throw Error(fmt::format("profile: --chunk-tokens {} makes chunks of {} values for this model ({} layers x 2 x {} "
+                            "KV heads x {} dims per token); a chunk's stream holds at most {}: use --chunk-tokens {} "
+                            "or fewer",
+                            options.chunk_tokens, uint64_t(options.chunk_tokens) * per_token, prof.model.kv.layers,
+                            prof.model.kv.kv_heads, prof.model.kv.head_dim, codec::kMaxElements,
+                            codec::kMaxElements / per_token));
   prof.model.dtype = options.kv_dtype;
   codec::cuda::ChunkTimer* const timer = options.device_timer;
   prof.device = timer ? timer->device() : cpu_device_name();

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "base/error.h"
+#include "codec/bitstream.h"
 #include "codec/profile.h"
 #include "llm/checkpoint.h"
 #include "llm/evaluate.h"
@@ -339,6 +340,28 @@ TEST(Profiler, ContextFilesAndErrors) {
   ProfilerOptions o;
   o.codecs = {"nope"};
   EXPECT_THROW(run_profiler(Model::random(testing::tiny_config(), 1), ByteTokenizer(), two_contexts(), o), Error);
+}
+
+// Chunks larger than a stream may hold (e.g. Llama-2-7B's 32 KV heads at
+// CacheGen's 1,500 tokens) are refused before any prefill, with the most
+// tokens that fit.
+TEST(Profiler, RefusesChunksBeyondTheStreamLimitUpFront) {
+  const Model model = Model::random(testing::tiny_config(), 1);
+  ProfilerOptions o = tiny_options({"quant8"});
+  const uint64_t per_token = model_info(model, "tiny").kv.elements_per_token();
+  const uint32_t most = uint32_t(codec::kMaxElements / per_token);
+  o.chunk_tokens = most + 1;
+  try {
+    run_profiler(model, ByteTokenizer(), two_contexts(), o);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fmt::format("--chunk-tokens {} makes chunks of", most + 1)), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find(fmt::format("use --chunk-tokens {} or fewer", most)), std::string::npos)
+        << e.what();
+  }
+  o.chunk_tokens = most;  // the largest that fits: profiles (contexts are shorter than a chunk)
+  EXPECT_EQ(run_profiler(model, ByteTokenizer(), two_contexts(), o).codecs.at(0).contexts.size(), 2u);
 }
 
 }  // namespace

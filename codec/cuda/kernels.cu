@@ -9,6 +9,7 @@
 
 #include <cub/device/device_scan.cuh>
 
+#include "codec/bitstream.h"
 #include "codec/cuda/cuda_util.h"
 #include "codec/kvs.h"
 
@@ -76,10 +77,27 @@ __global__ void kvs_pieces_kernel(KvsLaunch p) {
   if (k < p.piece_count && !verify_failed(p.fault)) kvs_piece(p, k);
 }
 
-// Consecutive threads: consecutive dims of one output row.
-__global__ void kvs_values_kernel(KvsLaunch p, size_t total) {
-  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < total && !verify_failed(p.fault)) kvs_value(p, i);
+// The output: a block per tile (codec/cuda/threads.h kvs_values_tile_load):
+// up to 32 consecutive tokens of one (layer, kind, head), all dims, ~16 KB.
+// The scratch is channel-major, the output token-major: the block reads the
+// tile's columns (a warp: consecutive tokens of a channel, one or two cache
+// lines where the sources are consecutive, as for literal rows) into shared
+// memory, then writes its rows (a warp: consecutive dims, contiguous), so
+// both the reads and the writes are coalesced. Thread 0 alone reads the
+// fault word (written before this kernel, by the verification), so that the
+// block returns as a whole: no thread leaves the others at the barrier.
+static_assert(kMaxHeadDim <= kKvsTileMaxDim && kKvsTileThreads % 32 == 0);
+static_assert(kMaxElements <= 0x7fffffffull, "a tile per block: the tiles within gridDim.x");
+
+__global__ void __launch_bounds__(kKvsTileThreads) kvs_values_kernel(KvsLaunch p) {
+  __shared__ float tile[kKvsTileShared];
+  __shared__ int skip;
+  if (threadIdx.x == 0) skip = verify_failed(p.fault);
+  __syncthreads();
+  if (skip) return;  // the whole block
+  kvs_values_tile_load(p, blockIdx.x, threadIdx.x, tile);
+  __syncthreads();
+  kvs_values_tile_store(p, blockIdx.x, threadIdx.x, tile);
 }
 
 // Verification. The CRC: a block per tile, a thread per piece. The tile is
@@ -230,10 +248,10 @@ void launch_kvs(const KvsLaunch& p, cudaStream_t stream) {
     kvs_pieces_kernel<<<(p.piece_count + kThreads - 1) / kThreads, kThreads, 0, stream>>>(p);
     check(cudaGetLastError(), "kvs pieces kernel launch");
   }
-  const size_t total = size_t(2) * p.layers * p.kv_heads * p.tokens * p.head_dim;
-  constexpr uint32_t kValueThreads = 256;
-  if (total) {
-    kvs_values_kernel<<<unsigned((total + kValueThreads - 1) / kValueThreads), kValueThreads, 0, stream>>>(p, total);
+  // One block per tile: no more than the elements (kMaxElements), within gridDim.x.
+  const size_t tiles = kvs_tiles(p);
+  if (tiles) {
+    kvs_values_kernel<<<unsigned(tiles), kKvsTileThreads, 0, stream>>>(p);
     check(cudaGetLastError(), "kvs values kernel launch");
   }
 }

@@ -776,7 +776,15 @@ unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> str
                                 out_type, &fault);
   for (uint32_t k = 0; k < p.piece_count; ++k) kvs_piece(p, k);
   if (fault != kNoFault) return fault;  // the GPU's values kernel would read unwritten scratch
-  for (size_t i = 0; i < plan.values(); ++i) kvs_value(p, i);
+  // Per tile, as its block runs across the barrier: every thread's load,
+  // then every thread's store; the shared tile poisoned for each.
+  std::vector<float> shared(kKvsTileShared);
+  const size_t tiles = kvs_tiles(p);
+  for (size_t tile = 0; tile < tiles; ++tile) {
+    poison_scratch(shared);
+    for (uint32_t j = 0; j < kKvsTileThreads; ++j) kvs_values_tile_load(p, tile, j, shared.data());
+    for (uint32_t j = 0; j < kKvsTileThreads; ++j) kvs_values_tile_store(p, tile, j, shared.data());
+  }
   return fault;
 }
 

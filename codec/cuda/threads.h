@@ -334,19 +334,91 @@ KVS_HD inline void kvs_piece(const KvsLaunch& p, uint32_t k) {
   if (fault != kvs_core::Fault::kNone) report(p.fault, pc.section, uint32_t(fault));
 }
 
-// kvs: output value i ([layer][kind][head][token][dim] order): its row's
-// source token, keys rotated back.
-KVS_HD inline void kvs_value(const KvsLaunch& p, size_t i) {
-  const uint32_t D = p.head_dim, T = p.tokens, H = p.kv_heads, half = D / 2;
-  const uint32_t d = uint32_t(i % D);
-  const uint32_t t = uint32_t((i / D) % T);
-  const size_t ph = i / (size_t(D) * T);
-  const bool key = (ph / H) % 2 == 0 && p.rope;
-  const KvsHead h = p.heads[ph];
-  const uint32_t src = h.source == kNone ? t : p.sources[h.source + t];
-  const float* col = p.tmp + ph * size_t(D) * p.stride + src;
-  const float* cs = key ? p.rope + (size_t(t) * half + (d < half ? d : d - half)) * 2 : nullptr;
-  store(p.out, i, kvs_core::output_value(col, p.stride, d, half, key, cs), p.out_type);
+// kvs: the output, as a transpose of the channel-major scratch through
+// shared memory in tiles. A tile: kvs_tile_tokens(D) consecutive output
+// tokens (rows) of one (layer, kind, head) ph, all D dims (the last tile of
+// a head may hold fewer tokens). Its block's threads first load the rows'
+// source values column by column (kvs_values_tile_load: consecutive threads
+// on consecutive tokens of one dim, reading consecutive floats of the
+// scratch where the sources are consecutive), then, after a barrier, store
+// the rows (kvs_values_tile_store: consecutive threads on consecutive dims,
+// writing consecutive outputs), each value kvs_core::output_value of the
+// shared copy, so the arithmetic is that of the CPU decoder.
+inline constexpr uint32_t kKvsTileThreads = 256;   // a block
+inline constexpr uint32_t kKvsTileFloats = 4096;   // a tile's values (D <= 4096), 16 KB
+inline constexpr uint32_t kKvsTileMaxTokens = 32;
+inline constexpr uint32_t kKvsTileMaxDim = 1024;   // kMaxHeadDim (codec/bitstream.h)
+// Tokens per tile: as many as fill kKvsTileFloats, 1 to kKvsTileMaxTokens.
+KVS_HD inline uint32_t kvs_tile_tokens(uint32_t D) {
+  const uint32_t tt = kKvsTileFloats / D;
+  return tt < 1 ? 1 : tt > kKvsTileMaxTokens ? kKvsTileMaxTokens : tt;
+}
+// Floats between two dims' columns in shared memory: odd, so that 32
+// consecutive dims of one token (a warp's reads in the store phase) lie in
+// 32 different banks.
+KVS_HD inline uint32_t kvs_tile_pitch(uint32_t D) { return kvs_tile_tokens(D) | 1u; }
+// Shared floats a tile takes; at most kKvsTileShared.
+KVS_HD inline uint32_t kvs_tile_shared(uint32_t D) { return kvs_tile_pitch(D) * D; }
+inline constexpr uint32_t kKvsTileShared = kKvsTileFloats + kKvsTileMaxDim;  // pitch <= tokens + 1
+// Tiles per (layer, kind, head), and in all.
+KVS_HD inline uint32_t kvs_head_tiles(const KvsLaunch& p) {
+  const uint32_t tt = kvs_tile_tokens(p.head_dim);
+  return (p.tokens + tt - 1) / tt;
+}
+KVS_HD inline size_t kvs_tiles(const KvsLaunch& p) {
+  return size_t(2) * p.layers * p.kv_heads * kvs_head_tiles(p);
+}
+
+// Where tile `tile` lies: its plane ph, its first token and its token count.
+struct KvsTile {
+  size_t ph;
+  uint32_t t0, n, pitch;
+};
+KVS_HD inline KvsTile kvs_tile(const KvsLaunch& p, size_t tile) {
+  const uint32_t tt = kvs_tile_tokens(p.head_dim), per_head = kvs_head_tiles(p);
+  KvsTile k;
+  k.ph = tile / per_head;
+  k.t0 = uint32_t(tile % per_head) * tt;
+  k.n = p.tokens - k.t0 < tt ? p.tokens - k.t0 : tt;
+  k.pitch = kvs_tile_pitch(p.head_dim);
+  return k;
+}
+
+// Thread j of tile's block, phase 1: values e = j, j + kKvsTileThreads, ...
+// of the tile's D x n, dim d = e / n, token t0 + tl (tl = e % n): its row's
+// source token's value of channel d into smem[d * pitch + tl].
+KVS_HD inline void kvs_values_tile_load(const KvsLaunch& p, size_t tile, uint32_t j, float* smem) {
+  const KvsTile k = kvs_tile(p, tile);
+  const KvsHead h = p.heads[k.ph];
+  const float* plane = p.tmp + k.ph * size_t(p.head_dim) * p.stride;
+  // e's (d, tl) moved on by kKvsTileThreads without a division per value.
+  const uint32_t step_d = kKvsTileThreads / k.n, step_t = kKvsTileThreads % k.n;
+  for (uint32_t d = j / k.n, tl = j % k.n; d < p.head_dim;) {
+    const uint32_t t = k.t0 + tl;
+    const uint32_t src = h.source == kNone ? t : p.sources[h.source + t];
+    smem[d * k.pitch + tl] = plane[size_t(d) * p.stride + src];
+    d += step_d, tl += step_t;
+    if (tl >= k.n) tl -= k.n, ++d;
+  }
+}
+
+// Thread j, phase 2 (after every thread's phase 1): values e = j, j +
+// kKvsTileThreads, ... of the tile's n x D rows, token t0 + e / D, dim
+// e % D: the output value (keys rotated back) into out, where the tile's
+// rows lie back to back.
+KVS_HD inline void kvs_values_tile_store(const KvsLaunch& p, size_t tile, uint32_t j, const float* smem) {
+  const KvsTile k = kvs_tile(p, tile);
+  const uint32_t D = p.head_dim, H = p.kv_heads, half = D / 2;
+  const bool key = (k.ph / H) % 2 == 0 && p.rope;
+  const size_t base = (k.ph * p.tokens + k.t0) * D;
+  const uint32_t step_t = kKvsTileThreads / D, step_d = kKvsTileThreads % D;
+  for (uint32_t tl = j / D, d = j % D; tl < k.n;) {
+    const uint32_t t = k.t0 + tl;
+    const float* cs = key ? p.rope + (size_t(t) * half + (d < half ? d : d - half)) * 2 : nullptr;
+    store(p.out, base + size_t(tl) * D + d, kvs_core::output_value(smem + tl, k.pitch, d, half, key, cs), p.out_type);
+    tl += step_t, d += step_d;
+    if (d >= D) d -= D, ++tl;
+  }
 }
 
 }  // namespace kvs::codec::cuda::detail

@@ -278,14 +278,20 @@ int main(int argc, char** argv) {
                     model.c_str(), name.c_str(), level, bits, host_ms, chunk_tokens,
                     double(2 * chunk_values) / host_ms / 1e6, host_verified_ms, double(2 * chunk_values) / cpu_s / 1e9);
         if (name == "kvs") {
+          // The minimum of 3 (one call's figure moves with whatever else the host runs).
           double enc_host_s = 0;
-          if (cuda::detail::encode_kvs_on_host(chunks[0], level, *codec, true, &enc_host_s) != streams[0]) {
-            std::printf("%s %s: the GPU encoder's thread bodies differ from the CPU encoder\n", model.c_str(),
-                        name.c_str());
-            ++failures;
+          for (int rep = 0; rep < 3; ++rep) {
+            double s = 0;
+            if (cuda::detail::encode_kvs_on_host(chunks[0], level, *codec, true, &s) != streams[0]) {
+              std::printf("%s %s: the GPU encoder's thread bodies differ from the CPU encoder\n", model.c_str(),
+                          name.c_str());
+              ++failures;
+              break;
+            }
+            enc_host_s = rep == 0 ? s : std::min(enc_host_s, s);
           }
-          std::printf("%-11s %-14s L%d GPU encode's host part %.1f ms per chunk (%.1f GB/s of fp16 input on one "
-                      "core); CPU encode %.3f GB/s\n",
+          std::printf("%-11s %-14s L%d GPU encode's host part %.1f ms per chunk, min of 3 (%.1f GB/s of fp16 input "
+                      "on one core); CPU encode %.3f GB/s\n",
                       model.c_str(), name.c_str(), level, 1e3 * enc_host_s, double(2 * chunk_values) / enc_host_s / 1e9,
                       double(2 * chunk_values) / cpu_encode_s / 1e9);
         }

@@ -13,26 +13,15 @@
 #include "codec/cuda/encode.h"
 #include "tests/codec/corrupt.h"
 #include "tests/codec/cuda_cases.h"
+#include "tests/codec/cuda_gpu_test.h"
 
 namespace kvs::codec {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                                      \
-  if (!cuda::available()) GTEST_SKIP() << "no usable CUDA GPU (" << cuda::device_description() \
-                                       << "): GPU decode not tested here"
+#define SKIP_WITHOUT_GPU() KVS_SKIP_WITHOUT_GPU("GPU decode")
 
-std::vector<uint8_t> download(const cuda::DeviceBuffer& b, size_t bytes) {
-  std::vector<uint8_t> host(bytes);
-  EXPECT_EQ(cudaMemcpy(host.data(), b.get(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-  return host;
-}
-
-cuda::DeviceBuffer poisoned(size_t bytes) {
-  cuda::DeviceBuffer b(bytes);
-  EXPECT_EQ(cudaMemset(b.get(), 0xA5, bytes), cudaSuccess);  // every value must be written
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);            // before a decoder's non-blocking stream writes it
-  return b;
-}
+using cuda_test::download;
+using cuda_test::poisoned;
 
 TEST(CudaDecode, ReportsWhatIsBuilt) {
   EXPECT_NE(cuda::built_kernels().find("sm_"), std::string::npos);

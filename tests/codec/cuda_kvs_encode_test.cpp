@@ -12,6 +12,7 @@
 
 #include "codec/cuda/decode.h"
 #include "codec/cuda/encode.h"
+#include "tests/codec/cuda_gpu_test.h"
 #include "tests/codec/kvs_encode_cases.h"
 
 namespace kvs::codec {
@@ -20,9 +21,7 @@ namespace {
 using kvs_encode_test::error_of;
 using kvs_encode_test::through_f16;
 
-#define SKIP_WITHOUT_GPU()                                                                      \
-  if (!cuda::available()) GTEST_SKIP() << "no usable CUDA GPU (" << cuda::device_description() \
-                                       << "): GPU kvs encode not tested here"
+#define SKIP_WITHOUT_GPU() KVS_SKIP_WITHOUT_GPU("GPU kvs encode")
 
 // The chunk's values in device memory, as fp16 bits or floats.
 cuda::DeviceBuffer upload(const KVChunk& c, bool f16) {

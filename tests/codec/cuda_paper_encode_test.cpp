@@ -12,14 +12,13 @@
 
 #include "codec/cuda/decode.h"
 #include "codec/cuda/encode.h"
+#include "tests/codec/cuda_gpu_test.h"
 #include "tests/codec/paper_encode_cases.h"
 
 namespace kvs::codec {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                                      \
-  if (!cuda::available()) GTEST_SKIP() << "no usable CUDA GPU (" << cuda::device_description() \
-                                       << "): GPU encode not tested here"
+#define SKIP_WITHOUT_GPU() KVS_SKIP_WITHOUT_GPU("GPU encode")
 
 // The chunk's values in device memory as floats and as fp16 bits.
 struct OnDevice {

@@ -14,14 +14,13 @@
 #include "codec/cuda/decode.h"
 #include "codec/cuda/encode.h"
 #include "codec/cuda/paper_model_device.h"
+#include "tests/codec/cuda_gpu_test.h"
 #include "tests/codec/paper_encode_cases.h"
 
 namespace kvs::codec {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                                      \
-  if (!cuda::available()) GTEST_SKIP() << "no usable CUDA GPU (" << cuda::device_description() \
-                                       << "): shared codec model tables not tested here"
+#define SKIP_WITHOUT_GPU() KVS_SKIP_WITHOUT_GPU("shared codec model tables")
 
 TEST(CudaPaperModel, RefusesWithoutAModelOrAGpu) {
   EXPECT_NE(cuda_test::error_of([] { cuda::PaperModelOnDevice t(nullptr, "m.cgm"); }).find("need a model"),

@@ -17,13 +17,12 @@
 #include "codec/cuda/decode.h"
 #include "codec/cuda/profile_timer.h"
 #include "tests/codec/cuda_cases.h"
+#include "tests/codec/cuda_gpu_test.h"
 
 namespace kvs::codec {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                                      \
-  if (!cuda::available()) GTEST_SKIP() << "no usable CUDA GPU (" << cuda::device_description() \
-                                       << "): GPU profile timing not tested here"
+#define SKIP_WITHOUT_GPU() KVS_SKIP_WITHOUT_GPU("GPU profile timing")
 
 // A case's codec, chunk, stream and CPU output, with its codec model file
 // (scheme=paper) kept while the case lives (the timer reads it).

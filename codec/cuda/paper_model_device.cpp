@@ -41,7 +41,7 @@ PaperModelOnDevice::PaperModelOnDevice(std::shared_ptr<const CacheGenPaperModel>
     : impl_(std::make_unique<Impl>()) {
   if (!model) throw Error("CUDA: the device tables of a cachegen scheme=paper model need a model (none given)");
   if (!available()) throw Error("CUDA: no usable GPU for a codec model's tables: " + device_description());
-  check(cudaGetDevice(&impl_->device), "cudaGetDevice");
+  impl_->device = detail::current_device();
   impl_->model = std::move(model);
   impl_->model_file = std::move(model_file);
   impl_->host = detail::paper_tables(*impl_->model);
@@ -86,8 +86,7 @@ PaperModelOnDevice::Level PaperModelOnDevice::level(int level) {
 bool PaperModelOnDevice::has_level(int level) const { return level >= 0 && impl_->levels.built(size_t(level)); }
 
 void PaperModelOnDevice::check_current_device(const char* who) const {
-  int current = 0;
-  check(cudaGetDevice(&current), "cudaGetDevice");
+  const int current = detail::current_device();
   if (current != impl_->device)
     throw Error(fmt::format("{}: the cachegen scheme=paper model's tables ({}) are on CUDA device {}, the current "
                             "device is {}: make them on the device that decodes or encodes",

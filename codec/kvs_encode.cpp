@@ -42,10 +42,28 @@ void KvsCodec::build_encoder_tables() {
 }
 
 
-void KvsCodec::put_ints(Bytes& out, const std::vector<int32_t>& v) const {
+// The element of rank size / 2 (0-based) of v (not empty) in sorted order:
+// by counting when v's range is small (the usual case: spreads and centres
+// of nearby channels), else by nth_element.
+static int32_t median_of(const std::vector<int32_t>& v) {
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  const int64_t range = int64_t(*hi) - int64_t(*lo);
+  if (range < 4 * int64_t(v.size()) + 256) {
+    std::vector<uint32_t> count(size_t(range) + 1, 0);
+    for (int32_t x : v) ++count[size_t(int64_t(x) - *lo)];
+    size_t k = v.size() / 2;
+    for (size_t i = 0;; ++i) {
+      if (k < count[i]) return int32_t(int64_t(*lo) + int64_t(i));
+      k -= count[i];
+    }
+  }
   std::vector<int32_t> sorted = v;
   std::nth_element(sorted.begin(), sorted.begin() + ptrdiff_t(sorted.size() / 2), sorted.end());
-  const int32_t centre = sorted[sorted.size() / 2];
+  return sorted[sorted.size() / 2];
+}
+
+void KvsCodec::put_ints(Bytes& out, const std::vector<int32_t>& v) const {
+  const int32_t centre = median_of(v);
   std::vector<int32_t> s(v.size());
   uint32_t hist[2 * kMaxRange + 1] = {};
   uint32_t far = 0;
@@ -100,7 +118,7 @@ void put_layer_rows(const std::vector<uint8_t>& modes, std::vector<RowPlan>* lay
   }
 }
 
-Bytes KvsCodec::models_section(const std::vector<ChannelModel>& model, size_t planes, uint32_t C) const {
+Bytes KvsCodec::models_section(std::span<const ChannelModel> model, size_t planes, uint32_t C) const {
   Bytes models;
   std::vector<int32_t> side(C);
   for (size_t p = 0; p < planes; ++p) {
@@ -112,19 +130,25 @@ Bytes KvsCodec::models_section(const std::vector<ChannelModel>& model, size_t pl
   return models;
 }
 
-std::vector<std::vector<uint32_t>> table_groups(const std::vector<ChannelModel>& model) {
-  std::vector<std::vector<uint32_t>> groups(kTables);
-  for (size_t ch = 0; ch < model.size(); ++ch) groups[split_spread(model[ch].spread).table].push_back(uint32_t(ch));
+TableGroups table_groups(std::span<const ChannelModel> model) {
+  // Counted, then filled (one array for all tables, as the GPU kernels read it).
+  TableGroups groups;
+  for (const ChannelModel& m : model) ++groups.offset[split_spread(m.spread).table + 1];
+  for (uint32_t k = 0; k < kTables; ++k) groups.offset[k + 1] += groups.offset[k];
+  groups.channels.resize(model.size());
+  std::array<uint32_t, kTables> next{};
+  std::copy(groups.offset.begin(), groups.offset.end() - 1, next.begin());
+  for (size_t ch = 0; ch < model.size(); ++ch) groups.channels[next[split_spread(model[ch].spread).table]++] = uint32_t(ch);
   return groups;
 }
 
-std::vector<PiecePlan> plan_pieces(const std::vector<std::vector<uint32_t>>& groups,
-                                   const std::vector<size_t>& first_symbol) {
+std::vector<PiecePlan> plan_pieces(const TableGroups& groups, std::span<const uint64_t> first_symbol) {
   std::vector<PiecePlan> pieces;
   for (uint32_t g = 0; g < kTables; ++g) {
+    const std::span<const uint32_t> group = groups.group(g);
     uint32_t n = 0;  // symbols in the open piece
-    for (size_t gi = 0; gi < groups[g].size(); ++gi) {
-      const uint32_t ch = groups[g][gi];
+    for (size_t gi = 0; gi < group.size(); ++gi) {
+      const uint32_t ch = group[gi];
       const size_t count = first_symbol[ch + 1] - first_symbol[ch];
       for (size_t i = 0; i < count;) {
         if (n == 0) pieces.push_back({g, 0, gi, uint32_t(i)});
@@ -260,7 +284,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
 
   // Channels grouped by table, in channel order; each group's symbols cut into
   // substreams of kKvsStreamSymbols, each with its raw bits and escapes.
-  const std::vector<std::vector<uint32_t>> groups = table_groups(model);
+  const TableGroups groups = table_groups(model);
   const std::vector<PiecePlan> pieces = plan_pieces(groups, first_symbol);
   std::unique_ptr<uint8_t[]> symbols(new uint8_t[first_symbol[channels]]);  // in substream order
   std::vector<size_t> piece_begin(pieces.size());
@@ -270,7 +294,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
     size_t pos = 0;
     for (size_t k = 0; k < pieces.size(); ++k) {
       const PiecePlan& pc = pieces[k];
-      const std::vector<uint32_t>& group = groups[pc.table];
+      const std::span<const uint32_t> group = groups.group(pc.table);
       kvs_core::BitSink extras(extra_buffer.data());
       kvs_core::piece_gather(
           pc.n, pc.first_channel, pc.first_literal,

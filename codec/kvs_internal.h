@@ -257,7 +257,7 @@ class KvsCodec final : public Codec {
   kvs_core::EncoderTables encoder_tables() const { return {tables_.data(), rd_.data(), exact_n_.data(), lambda_}; }
   // the channel models section: per plane the spreads, then the centres, each
   // an integer vector (put_ints).
-  Bytes models_section(const std::vector<ChannelModel>& model, size_t planes, uint32_t C) const;
+  Bytes models_section(std::span<const ChannelModel> model, size_t planes, uint32_t C) const;
 
  private:
   std::vector<float> steps_for(int level, uint32_t layers) const {
@@ -339,6 +339,15 @@ class RecencyList {
     ++size_;
     for (size_t i = size_t(time) + 1; i < tree_.size(); i += i & (~i + 1)) ++tree_[i];
   }
+  // add(0), ..., add(n - 1) on an empty list, in O(T).
+  void add_first(uint32_t n) {
+    size_ += n;
+    for (size_t i = 1; i <= size_t(n); ++i) ++tree_[i];
+    for (size_t i = 1; i < tree_.size(); ++i) {
+      const size_t up = i + (i & (~i + 1));
+      if (up < tree_.size()) tree_[up] += tree_[i];
+    }
+  }
   void remove(uint32_t time) {
     --size_;
     for (size_t i = size_t(time) + 1; i < tree_.size(); i += i & (~i + 1)) --tree_[i];
@@ -378,9 +387,10 @@ void plan_layer(const float* y, size_t stride, uint32_t heads, uint32_t T, uint3
 // to a hash and each dimension to two sums, kvs_core::column_sums):
 // a dimension's estimated bits per value from those sums over T tokens;
 double dimension_bits(double s1, double s2, uint32_t T);
-// first[t] = the first token u <= t whose hash equals t's (the first
-// occurrence of t's row when no two different rows share a hash);
-void first_by_hash(const uint64_t* hash, uint32_t T, uint32_t* first);
+// per head h < heads, first[h * T + t] = the first token u <= t whose hash
+// hash[h * T + u] equals t's (the first occurrence of t's row when no two
+// different rows share a hash);
+void first_by_hash(const uint64_t* hash, size_t heads, uint32_t T, uint32_t* first);
 // the modes and plans from each head's first occurrences first[head * T + t]
 // and each dimension's bits dim_bits[head * D + dim] (both unused unless allow).
 void plan_layer_from(const uint32_t* first, const double* dim_bits, uint32_t heads, uint32_t T, uint32_t D,
@@ -403,8 +413,14 @@ struct PiecePlan {
   size_t first_channel;
   uint32_t first_literal;
 };
-std::vector<std::vector<uint32_t>> table_groups(const std::vector<ChannelModel>& model);
-std::vector<PiecePlan> plan_pieces(const std::vector<std::vector<uint32_t>>& groups,
-                                   const std::vector<size_t>& first_symbol);
+struct TableGroups {
+  std::array<uint32_t, kTables + 1> offset{};  // group t: channels[offset[t]..offset[t + 1])
+  std::vector<uint32_t> channels;
+  std::span<const uint32_t> group(uint32_t t) const {
+    return std::span<const uint32_t>(channels).subspan(offset[t], offset[t + 1] - offset[t]);
+  }
+};
+TableGroups table_groups(std::span<const ChannelModel> model);
+std::vector<PiecePlan> plan_pieces(const TableGroups& groups, std::span<const uint64_t> first_symbol);
 
 }  // namespace kvs::codec::kvs_detail

@@ -38,9 +38,19 @@ RowPlan plan_from_first(const uint32_t* first, uint32_t T, double row_bits) {
   RowPlan plan;
   plan.row_bits = row_bits;
   plan.ranks.resize(T);
+  // The tokens before the first repeat are literal rows of rank 0 (one bit
+  // each): the list of them is built at once (most heads never repeat a row).
+  uint32_t t0 = 0;
+  while (t0 < T && first[t0] == t0) ++t0;
+  plan.literal.resize(t0);
+  for (uint32_t t = 0; t < t0; ++t) plan.literal[t] = t;
+  plan.ref_bits = double(t0);
+  if (t0 == T) return plan;
   RecencyList recent(T);
+  recent.add_first(t0);
   std::vector<uint32_t> last_use(T);  // per distinct row (its first token): when it was last used
-  for (uint32_t t = 0; t < T; ++t) {
+  for (uint32_t t = 0; t < t0; ++t) last_use[t] = t;
+  for (uint32_t t = t0; t < T; ++t) {
     const uint32_t source = first[t];
     uint32_t rank = 0;
     if (source == t) {
@@ -68,8 +78,38 @@ double dimension_bits(double s1, double s2, uint32_t T) {
   return std::max(0.05, 0.5 * std::log2(2 * M_PI * M_E * var));
 }
 
-void first_by_hash(const uint64_t* hash, uint32_t T, uint32_t* first) {
-  first_occurrences(hash, T, [](uint32_t, uint32_t) { return true; }, first);
+void first_by_hash(const uint64_t* hash, size_t heads, uint32_t T, uint32_t* first) {
+  // Open addressing on the hashes, one table for all heads at a load of at
+  // most 1/4 (few probes, few mispredicted branches): a slot holds base + t
+  // + 1 for token t of the current head, anything <= base is empty (base
+  // grows by T per head, so the table is cleared only when it would wrap).
+  size_t size = 2;
+  while (size < 4 * size_t(T)) size *= 2;
+  std::vector<uint32_t> slots(size, 0);
+  const size_t mask = size - 1;
+  uint32_t base = 0;
+  for (size_t h = 0; h < heads; ++h, hash += T, first += T) {
+    if (uint64_t(base) + 2 * uint64_t(T) >= uint64_t(UINT32_MAX)) {
+      std::fill(slots.begin(), slots.end(), 0);
+      base = 0;
+    }
+    for (uint32_t t = 0; t < T; ++t) {
+      if (t + 64 < T) __builtin_prefetch(hash + t + 64);
+      const uint64_t ht = hash[t];
+      size_t i = size_t((ht * 0xD6E8FEB86659FD93ull) >> 32) & mask;
+      uint32_t source = t;
+      for (uint32_t v; (v = slots[i]) > base; i = (i + 1) & mask) {
+        const uint32_t u = v - base - 1;
+        if (hash[u] == ht) {
+          source = u;
+          break;
+        }
+      }
+      if (source == t) slots[i] = base + t + 1;
+      first[t] = source;
+    }
+    base += T;
+  }
 }
 
 // Row modes and the plan of each of a layer's `heads` heads, from their
@@ -112,18 +152,30 @@ void plan_layer_from(const uint32_t* first, const double* dim_bits, uint32_t hea
   modes->assign(heads, 0);
   plans->assign(heads, RowPlan{});
   if (allow) {
-    // Jointly, a token repeats where every head's first occurrence is the same.
-    std::vector<uint64_t> hash(T, 0);
+    // Jointly, a token repeats where every head's first occurrence is the same:
+    // never when some head repeats no row (the usual case beyond layer 0).
     std::vector<uint32_t> joint_first(T);
-    for (uint32_t h = 0; h < heads; ++h)
-      for (uint32_t t = 0; t < T; ++t) hash[t] = hash_step(hash[t], first[size_t(h) * T + t]);
-    first_occurrences(hash.data(), T,
-                      [&](uint32_t u, uint32_t t) {
-                        for (uint32_t h = 0; h < heads; ++h)
-                          if (first[size_t(h) * T + u] != first[size_t(h) * T + t]) return false;
-                        return true;
-                      },
-                      joint_first.data());
+    bool some_head_unique = false;
+    for (uint32_t h = 0; h < heads && !some_head_unique; ++h) {
+      const uint32_t* f = first + size_t(h) * T;
+      uint32_t t = 0;
+      while (t < T && f[t] == t) ++t;
+      some_head_unique = t == T;
+    }
+    if (some_head_unique) {
+      for (uint32_t t = 0; t < T; ++t) joint_first[t] = t;
+    } else {
+      std::vector<uint64_t> hash(T, 0);
+      for (uint32_t h = 0; h < heads; ++h)
+        for (uint32_t t = 0; t < T; ++t) hash[t] = hash_step(hash[t], first[size_t(h) * T + t]);
+      first_occurrences(hash.data(), T,
+                        [&](uint32_t u, uint32_t t) {
+                          for (uint32_t h = 0; h < heads; ++h)
+                            if (first[size_t(h) * T + u] != first[size_t(h) * T + t]) return false;
+                          return true;
+                        },
+                        joint_first.data());
+    }
     double joint_row_bits = 0;
     for (size_t hd = 0; hd < size_t(heads) * D; ++hd) joint_row_bits += dim_bits[hd];
     const RowPlan joint = plan_from_first(joint_first.data(), T, joint_row_bits);
@@ -151,7 +203,7 @@ void plan_layer_from(const uint32_t* first, const double* dim_bits, uint32_t hea
       for (uint32_t h = 0; h < heads; ++h) (*modes)[h] = h == 0 ? 1 : 2, (*plans)[h] = joint;
     } else if (own_bits < plain_bits) {
       *modes = own_modes;
-      *plans = own;
+      *plans = std::move(own);
     }
   }
   for (uint32_t h = 0; h < heads; ++h)

@@ -84,53 +84,52 @@ void KvsEncodePlan::plan_references(std::span<const uint64_t> row_hash, std::spa
   const uint32_t T = header.tokens, D = header.shape.head_dim, H = header.shape.kv_heads;
   const size_t C = header.shape.channels();
   std::vector<uint8_t> modes;
+  // One layer's plans at a time (each head's literal tokens and ranks: what
+  // the heads need is copied out before the next layer reuses the memory).
   std::vector<kvs_detail::RowPlan> layer_plans, plans;
   kvs_detail::BitWriter refs_writer;
   std::vector<double> dim_bits(2 * C);
   if (plan_rows) first.resize(rows);
+  heads.resize(2 * size_t(header.shape.layers) * H);
+  literal_tokens.clear();
   for (uint32_t l = 0; l < header.shape.layers; ++l) {
     const size_t head0 = 2 * size_t(l) * H;
     if (plan_rows) {
-      for (size_t hh = head0; hh < head0 + 2 * H; ++hh)
-        kvs_detail::first_by_hash(row_hash.data() + hh * T, T, first.data() + hh * T);
+      kvs_detail::first_by_hash(row_hash.data() + head0 * T, 2 * size_t(H), T, first.data() + head0 * T);
       for (size_t c = 0; c < 2 * C; ++c)
         dim_bits[c] = kvs_detail::dimension_bits(s1[2 * l * C + c], s2[2 * l * C + c], T);
     }
     kvs_detail::plan_layer_from(plan_rows ? first.data() + head0 * T : nullptr, dim_bits.data(), 2 * H, T, D,
                                 plan_rows, &modes, &layer_plans);
+    plans.clear();
     kvs_detail::put_layer_rows(modes, &layer_plans, &params, &refs_writer, &plans);
-  }
-  refs_writer.finish(refs);
-  heads.resize(plans.size());
-  literal_tokens.clear();
-  for (size_t ph = 0; ph < plans.size(); ++ph) {
-    const kvs_detail::RowPlan& plan = plans[ph];
-    KvsEncHead& h = heads[ph];
-    h.literals = uint32_t(plan.literal.size());
-    h.rdo = codec->centroid() && plan.ranks.empty();
-    if (plan.literal.size() == T) {  // every token (literal tokens are distinct and in order)
-      h.literal = kNone;
-    } else {
-      h.literal = uint32_t(literal_tokens.size());
-      literal_tokens.insert(literal_tokens.end(), plan.literal.begin(), plan.literal.end());
+    for (size_t k = 0; k < plans.size(); ++k) {
+      const kvs_detail::RowPlan& plan = plans[k];
+      KvsEncHead& h = heads[head0 + k];
+      h.literals = uint32_t(plan.literal.size());
+      h.rdo = codec->centroid() && plan.ranks.empty();
+      if (plan.literal.size() == T) {  // every token (literal tokens are distinct and in order)
+        h.literal = kNone;
+      } else {
+        h.literal = uint32_t(literal_tokens.size());
+        literal_tokens.insert(literal_tokens.end(), plan.literal.begin(), plan.literal.end());
+      }
     }
   }
-  first_symbol.assign(channels + 1, 0);
-  for (size_t ch = 0; ch < channels; ++ch) first_symbol[ch + 1] = first_symbol[ch] + heads[ch / D].literals;
+  refs_writer.finish(refs);
+  first_symbol.resize(channels + 1);
+  uint64_t total = 0;
+  first_symbol[0] = 0;
+  for (size_t ph = 0, ch = 0; ph < heads.size(); ++ph)
+    for (uint32_t d = 0; d < D; ++d) first_symbol[++ch] = total += heads[ph].literals;
 }
 
 void KvsEncodePlan::plan_pieces(std::span<const kvs_core::ChannelModel> model) {
-  const std::vector<kvs_core::ChannelModel> m(model.begin(), model.end());
-  models = codec->models_section(m, 2 * size_t(header.shape.layers), uint32_t(header.shape.channels()));
-  const std::vector<std::vector<uint32_t>> groups = kvs_detail::table_groups(m);
-  const std::vector<size_t> fs(first_symbol.begin(), first_symbol.end());
-  const std::vector<kvs_detail::PiecePlan> plan = kvs_detail::plan_pieces(groups, fs);
-  group_offset.assign(1, 0);
-  group_channels.clear();
-  for (const auto& g : groups) {
-    group_channels.insert(group_channels.end(), g.begin(), g.end());
-    group_offset.push_back(uint32_t(group_channels.size()));
-  }
+  models = codec->models_section(model, 2 * size_t(header.shape.layers), uint32_t(header.shape.channels()));
+  kvs_detail::TableGroups groups = kvs_detail::table_groups(model);
+  const std::vector<kvs_detail::PiecePlan> plan = kvs_detail::plan_pieces(groups, first_symbol);
+  group_offset.assign(groups.offset.begin(), groups.offset.end());
+  group_channels = std::move(groups.channels);
   pieces.resize(plan.size());
   for (size_t k = 0; k < plan.size(); ++k)
     pieces[k] = {plan[k].table, plan[k].n, uint32_t(plan[k].first_channel), plan[k].first_literal};

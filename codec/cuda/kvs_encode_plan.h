@@ -12,8 +12,15 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <span>
+#include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "codec/bitstream.h"
 #include "codec/cuda/kvs_encode_threads.h"
@@ -24,6 +31,51 @@ class KvsCodec;
 }
 
 namespace kvs::codec::cuda::detail {
+
+// The allocator of the plan's per-row and per-channel arrays, which the plan
+// writes in full before anyone reads them: resize() leaves the values
+// uninitialized (no 8 MB zero fill per Llama-2-7B chunk), and arrays of 2 MiB
+// or more ask for transparent huge pages, so that first touching them costs a
+// few page faults rather than one per 4 KiB.
+template <typename T>
+struct PlanArrayAllocator {
+  using value_type = T;
+  static constexpr size_t kHuge = size_t(2) << 20;
+  PlanArrayAllocator() = default;
+  template <typename U>
+  PlanArrayAllocator(const PlanArrayAllocator<U>&) {}
+  T* allocate(size_t n) {
+    const size_t bytes = n * sizeof(T);
+    if (bytes < kHuge) return static_cast<T*>(::operator new(bytes));
+    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    void* p = std::aligned_alloc(kHuge, rounded);
+    if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(p, rounded, MADV_HUGEPAGE);  // a hint: without it, ordinary pages
+#endif
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t n) {
+    if (n * sizeof(T) < kHuge)
+      ::operator delete(p);
+    else
+      std::free(p);
+  }
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;  // default-initialized: left as it is
+  }
+  template <typename U, typename... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+  template <typename U>
+  bool operator==(const PlanArrayAllocator<U>&) const {
+    return true;
+  }
+};
+template <typename T>
+using PlanArray = std::vector<T, PlanArrayAllocator<T>>;
 
 struct KvsEncodePlan {
   // Throws kvs::Error as KvsCodec::encode does (a level out of range,
@@ -57,8 +109,8 @@ struct KvsEncodePlan {
   Bytes params, refs;                   // sections 0 and 1
   std::vector<KvsEncHead> heads;        // per (layer, kind, head)
   std::vector<uint32_t> literal_tokens;
-  std::vector<uint32_t> first;          // per row: its source by hash (empty without plan_rows)
-  std::vector<uint64_t> first_symbol;   // per channel, + the end
+  PlanArray<uint32_t> first;            // per row: its source by hash (empty without plan_rows)
+  PlanArray<uint64_t> first_symbol;     // per channel, + the end
   uint64_t symbols() const { return first_symbol.empty() ? 0 : first_symbol.back(); }
 
   // Stage 2 -> 3: the models section and the substreams from the device's

@@ -10,6 +10,7 @@
 #include "codec/bitstream.h"
 #include "codec/codec.h"
 #include "codec/kvs.h"
+#include "codec/kvs_internal.h"
 #include "tests/codec/corrupt.h"
 
 namespace kvs::codec {
@@ -395,6 +396,36 @@ TEST(Kvs, HostileParametersAreRejected) {
   b[10] = 2;  // flags
   fix_crc(b);
   EXPECT_THROW(codec->decode(b), CorruptStream);
+}
+
+// RecencyList::add_first(n) is add(0), ..., add(n - 1) on an empty list: the
+// same ranks and times, before and after further moves (the GPU encoder's
+// row plan starts each head with it).
+TEST(KvsRecencyList, AddFirstEqualsAddingOneByOne) {
+  using kvs_detail::RecencyList;
+  for (const uint32_t T : {1u, 2u, 7u, 64u, 100u, 1025u}) {
+    for (const uint32_t n : {0u, 1u, T / 2, T}) {
+      SCOPED_TRACE(testing::Message() << "T " << T << " n " << n);
+      RecencyList one_by_one(T), at_once(T);
+      for (uint32_t t = 0; t < n; ++t) one_by_one.add(t);
+      at_once.add_first(n);
+      std::mt19937 rng(T * 31 + n);
+      for (uint32_t t = n; t <= T; ++t) {
+        ASSERT_EQ(at_once.size(), one_by_one.size());
+        for (uint32_t r = 1; r <= at_once.size(); ++r) {
+          ASSERT_EQ(at_once.time_of(r), one_by_one.time_of(r)) << "rank " << r;
+          ASSERT_EQ(at_once.rank(at_once.time_of(r)), r);
+        }
+        if (t == T) break;
+        // A token that reuses a row: the row moves to the front (its old time removed).
+        if (at_once.size() > 0 && rng() % 2) {
+          const uint32_t last = at_once.time_of(1 + rng() % at_once.size());
+          at_once.remove(last), one_by_one.remove(last);
+        }
+        at_once.add(t), one_by_one.add(t);
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -421,10 +421,13 @@ void ChunkClient::DecideMore() {
     DecideBackward(now);
     return;
   }
-  // Work that is ready goes to the GPU first, so that the policy sees it queued.
+  // Work that is ready goes to the GPU before each decision, so that the
+  // policy sees it queued (a recompute decided a moment ago included).
   SubmitReadyWork();
-  while (next_decide_ < total_chunks_ && outstanding_ < s_.in_flight) Decide(next_decide_++, now);
-  SubmitReadyWork();
+  while (next_decide_ < total_chunks_ && outstanding_ < s_.in_flight) {
+    Decide(next_decide_++, now);
+    SubmitReadyWork();
+  }
 }
 
 // ---- the Cake-style schedule ---------------------------------------------------

@@ -80,6 +80,24 @@ struct HybridCase {
   HybridCase() { config.gpu.peak_flops = 2 * 12e6 * 256 / 0.5 / 0.045; }  // ~45 ms per chunk at efficiency 0.5
 };
 
+// Recomputes are decided back to back at one instant (they wait for no
+// response); each later decision must see the recomputes decided before it
+// queued on the GPU, or a policy predicts its TTFT from an idle GPU.
+TEST(StreamState, SeesRecomputesDecidedAtTheSameInstantQueued) {
+  HybridCase hc;  // a compute model of ~45 ms per chunk
+  std::vector<policies::StreamState> states;
+  const auto out = simulate(hc.config, hc.profile, recording(&states, policies::Action::kRecompute));
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  ASSERT_EQ(states.size(), 16u);
+  for (uint32_t i = 1; i < 16; ++i) {
+    EXPECT_EQ(states[i].now_s, states[0].now_s) << i;
+    // Chunks 0..i-1 are on the GPU, in order, from the first decision on.
+    EXPECT_NEAR(states[i].gpu_busy_until_s, r.chunks[i - 1].gpu_end_s, 1e-12) << i;
+    EXPECT_GT(states[i].gpu_busy_until_s, states[i - 1].gpu_busy_until_s) << i;
+  }
+}
+
 TEST(HybridSchedule, MeetsWhereComputeOfTheFrontEqualsTransferOfTheBack) {
   HybridCase hc;
   std::vector<policies::StreamState> states;

@@ -61,7 +61,7 @@ class BolaPolicy : public Policy {
 
     // Predicted TTFT with this chunk at `action` and every later chunk at its fewest bytes.
     auto ttft_with = [&](int action) {
-      Pipeline p = Pipeline::at(s);
+      Pipeline p = Pipeline::after_decided(s, rate);
       for (uint32_t c = s.next_chunk; c < s.total_chunks; ++c) {
         const int a = c == s.next_chunk ? action : fewest[c];
         const ChunkInfo& k = s.chunk(c);

@@ -9,9 +9,10 @@
 // u_q = 1 + ln(S_q / S_min) (so the coarsest has utility 1).
 //
 // Buffer -> slack. The video buffer becomes the SLO slack: deadline minus the
-// predicted TTFT (pipelined Pipeline from the decision state, fetch time
-// fetch_s(bytes, C, 0) with C the harmonic mean of the last `window` chunk
-// samples, RTT included, or `initial_mbps` before any) when this chunk and
+// predicted TTFT (pipelined Pipeline from the decision state, chunks still in
+// flight and those decided behind them included, Pipeline::after_decided;
+// fetch time fetch_s(bytes, C, 0) with C the harmonic mean of the last `window`
+// chunk samples, RTT included, or `initial_mbps` before any) when this chunk and
 // every later one are fetched at their fewest-bytes level. It is the time the
 // request can still spend on finer levels; choosing level q spends
 // extra_q = TTFT(q now, fewest bytes later) - TTFT(fewest bytes throughout).
@@ -38,7 +39,11 @@
 // slack; when the rule takes the finest level with more effective slack than
 // V (u_max + gamma p), the excess is taken off the placeholder (sabre's
 // delay, absorbed by the placeholder: there is no waiting here). sabre's
-// step-up limit by the throughput rule and abandonment are not used.
+// step-up limit by the throughput rule and abandonment are not used, nor
+// are report_download's clamps of the placeholder after each download (to the
+// effective buffer range of the level just fetched): after the
+// insufficient-buffer rule has lowered a level, the next chunk may go lower
+// still where sabre would hold that level.
 //
 // Insufficient-buffer rule (`ibr`, default on): a level is allowed only if
 // extra_q <= safety x max(0, slack), safety starting at 0.9 and multiplied by

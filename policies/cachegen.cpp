@@ -37,6 +37,22 @@ double mbps(double bps) { return bps / 1e6; }
 
 // ---- cachegen-code ------------------------------------------------------------
 
+// config_selection's number of chunks: round(context tokens / chunk size), with
+// Python's round (half to even) and the first chunk's tokens as the chunk
+// size; at least 1 (the code divides by zero there). The chunk count when the
+// chunks carry no token counts.
+double code_chunk_count(const StreamState& s) {
+  const uint64_t size = s.chunk(0).tokens;
+  if (size == 0) return double(s.total_chunks);
+  uint64_t tokens = 0;
+  for (uint32_t c = 0; c < s.total_chunks; ++c) tokens += s.chunk(c).tokens;
+  const double x = double(tokens) / double(size);
+  double r = std::floor(x);
+  const double frac = x - r;
+  if (frac > 0.5 || (frac == 0.5 && std::fmod(r, 2.0) != 0)) r += 1;  // half to even
+  return std::max(1.0, r);
+}
+
 class CacheGenCodePolicy : public Policy {
  public:
   CacheGenCodePolicy(std::string bw, double charge_s) : bw_(std::move(bw)), charge_s_(charge_s) {}
@@ -56,7 +72,7 @@ class CacheGenCodePolicy : public Policy {
     const ChunkInfo& c = s.chunk(s.next_chunk);
     // run_adaptation.py's budget: SLO / number of chunks, the same for every
     // chunk whatever the ones before it took; no SLO: no budget.
-    const double budget = s.slo_s > 0 && s.total_chunks ? s.slo_s / double(s.total_chunks) : kNever;
+    const double budget = s.slo_s > 0 && s.total_chunks ? s.slo_s / code_chunk_count(s) : kNever;
     total_chunks_ = s.total_chunks;
     decided_ = std::max(decided_, s.next_chunk + 1);
     for (int l : levels_by_quality(c, "cachegen-code")) {
@@ -116,13 +132,9 @@ class CacheGenPolicy : public Policy {
     const double deadline = deadline_s(s);
 
     // The timeline now: the network and the GPU, with the chunks already
-    // requested but not yet arrived (in_flight > 1) still to come.
-    Pipeline base = Pipeline::at(s, timing_ == "sequential");
-    for (const Decision& d : s.decisions)
-      if (d.level >= 0 && d.arrived_s < 0 && d.chunk < s.total_chunks) {
-        const ChunkInfo& o = s.chunk(d.chunk);
-        base.fetch(8.0 * double(o.bytes[d.level]) / est, decode_of(o, d.level));
-      }
+    // requested but not yet arrived (in_flight > 1) and those decided behind
+    // them still to come.
+    const Pipeline base = Pipeline::after_decided(s, est, timing_ == "sequential");
     // Expected TTFT when this chunk and all after it are fetched at `level`
     // (this chunk recomputed instead when `recompute_this`).
     auto plan_end = [&](int level, bool recompute_this) {

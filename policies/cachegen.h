@@ -6,7 +6,11 @@
 //   chunk it tries the levels from best to worst quality and takes the first
 //   whose transfer time at the chunk's *true* bandwidth is strictly below a
 //   fixed per-chunk budget SLO / number of chunks (unused budget is not
-//   carried over); when none is, it recomputes the chunk. The code reads the
+//   carried over); when none is, it recomputes the chunk. The number of
+//   chunks is the code's: round(context tokens / chunk size), Python's round
+//   (half to even; at least 1), so a trailing chunk of less than half the
+//   first chunk's tokens does not count (e.g. 2,047 tokens in chunks of 1,000:
+//   2, not 3). The code reads the
 //   bandwidth of each chunk from its trace, so this variant reads the future
 //   of the link (an oracle-informed baseline; its name says "oracle"). Its
 //   own TTFT figure (predicted_ttft_s) is the code's: the sum of the chosen
@@ -17,7 +21,8 @@
 //   throughput of the previous chunk (request to last byte); the next chunk
 //   takes the best-quality level such that fetching it and every remaining
 //   chunk at that level is expected to finish before the SLO (the timeline
-//   of estimate.h's Pipeline, decode and first token included); if no level
+//   of estimate.h's Pipeline, decode and first token included, after the
+//   chunks still in flight and those decided behind them); if no level
 //   fits, the level expected to finish soonest. The chunk is recomputed from
 //   text instead when that plan is expected to finish sooner with this chunk
 //   recomputed than with it fetched.

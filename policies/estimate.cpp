@@ -29,6 +29,30 @@ Pipeline Pipeline::at(const StreamState& s, bool sequential) {
   return p;
 }
 
+Pipeline Pipeline::after_decided(const StreamState& s, double rate_bps, bool sequential) {
+  Pipeline p = at(s, sequential);
+  std::vector<Decision> decided;
+  for (const Decision& d : s.decisions)
+    if (s.chunks && d.chunk < s.next_chunk && d.chunk < s.chunks->size()) decided.push_back(d);
+  std::stable_sort(decided.begin(), decided.end(), [](const Decision& a, const Decision& b) { return a.chunk < b.chunk; });
+  bool waiting = false;  // behind a fetch in flight
+  for (const Decision& d : decided) {
+    const bool in_flight = d.level >= 0 && d.arrived_s < 0;
+    waiting = waiting || in_flight;
+    if (!waiting) continue;  // on the GPU already (in gpu_busy_until_s)
+    const ChunkInfo& c = s.chunk(d.chunk);
+    if (d.level < 0) {
+      p.recompute(c.recompute_s);
+    } else {
+      const size_t l = size_t(d.level);
+      const double decode = l < c.decode_s.size() ? c.decode_s[l] : 0.0;
+      const double transfer = in_flight && l < c.bytes.size() ? fetch_s(c.bytes[l], rate_bps, 0.0) : 0.0;
+      p.fetch(transfer, decode);
+    }
+  }
+  return p;
+}
+
 void Pipeline::fetch(double transfer_s, double decode_s) {
   if (sequential) {
     gpu_free_s = std::max(gpu_free_s, net_free_s) + transfer_s + decode_s;

@@ -31,6 +31,13 @@ struct Pipeline {
 
   // The state at a decision point: the network free now, the GPU after its queue.
   static Pipeline at(const StreamState& s, bool sequential = false);
+  // As at(), then this request's chunks decided but not yet on the GPU: from
+  // the first fetch still in flight on (responses come in order, so every
+  // later decided chunk waits behind it; with one request in flight there is
+  // none), each fetch in flight takes its whole bytes at `rate_bps` (what of it
+  // has arrived is not known) and its decode, each recompute its recompute
+  // time. What every adaptive policy's prediction starts from.
+  static Pipeline after_decided(const StreamState& s, double rate_bps, bool sequential = false);
   // A fetched chunk taking `transfer_s` on the network and `decode_s` on the GPU.
   void fetch(double transfer_s, double decode_s);
   // A chunk recomputed from text.

@@ -95,7 +95,7 @@ class Search {
 
   MpcPlan run() {
     seq_.assign(size_t(H_), 0);
-    dfs(0, Pipeline::at(s_), 0.0, 0.0, prev_quality_, has_prev_, 0.0);
+    dfs(0, Pipeline::after_decided(s_, rate_), 0.0, 0.0, prev_quality_, has_prev_, 0.0);
     MpcPlan plan;
     for (int a : best_seq_) plan.actions.push_back(a == L_ ? Action::kRecompute : a);
     plan.objective = best_obj_;

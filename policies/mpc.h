@@ -1,6 +1,8 @@
 // Model-predictive control (Yin et al., SIGCOMM'15), as Pensieve's code runs
 // it (test/mpc.py, rl_server/robust_mpc_server.py, mpc_server.py), mapped to
-// KV chunks: `mpc` and `robust-mpc`.
+// KV chunks: `mpc` and `robust-mpc`. `mpc` plans with the undiscounted
+// harmonic mean (rl_server/mpc_server.py); Pensieve's test/mpc.py, despite its
+// name, divides it by 1 + the error ("robustMPC here"), which is `robust-mpc`.
 //
 // Estimate. One throughput sample per fetched chunk (StreamState::chunk_samples:
 // bytes over request-sent -> last-byte time, so one RTT is inside, as in
@@ -17,7 +19,9 @@
 // Plan. Every sequence of actions (each level, then recompute) for the next
 // H = min(horizon, chunks left) chunks is enumerated exactly (a depth-first
 // walk sharing prefixes; no pruning). Each is timed with the pipelined
-// Pipeline (estimate.h) from the decision state: a fetched chunk takes
+// Pipeline (estimate.h) from the decision state, this request's chunks still
+// in flight and those decided behind them included (Pipeline::after_decided,
+// their fetches at the same rate): a fetched chunk takes
 // fetch_s(bytes, C, 0) on the network (no extra RTT: C already has one RTT per
 // chunk in it) and decode_s[level] on the GPU; a recomputed one takes
 // recompute_s on the GPU. Chunks beyond the horizon are part of the TTFT, so

@@ -9,7 +9,9 @@
 //     least loss;
 //   without an SLO (slo_s = 0): the least total loss (recompute is exact, so
 //     0 when every quality_cost >= 0), then the least TTFT.
-//   Remaining ties: the fewest bytes, then a fixed order (deterministic).
+//   Remaining ties: the fewest bytes among the plans the search keeps, then a
+//   fixed order (deterministic). Dominance ignores bytes, so of two plans
+//   equal in TTFT and loss the one with fewer bytes may have been dropped.
 //
 // The search is a Pareto search over chunks. After chunk i a state is
 //   pipelined (default, the simulator's model): (network free time, GPU free

@@ -6,7 +6,8 @@
 // the estimate, or its decode when that is longer (the pipeline's
 // bottleneck) -- fits its share of the remaining budget: (SLO - elapsed -
 // first token) / chunks not yet delivered. When none fits, the quickest level,
-// or recomputing the chunk when that is quicker still.
+// or recomputing the chunk when that is quicker still. Before any chunk
+// sample (or with only zero-rate ones) it takes the fewest-bytes level.
 #pragma once
 
 #include "policies/policy.h"

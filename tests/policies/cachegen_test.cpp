@@ -1,6 +1,7 @@
 #include "policies/cachegen.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -114,6 +115,27 @@ TEST(CacheGenCode, BudgetIgnoresElapsedTime) {
   auto p = code_policy(constant_link(8e6));
   // Far past the SLO, the budget is still SLO / chunks: unused or overspent time is not carried.
   EXPECT_EQ(p->decide(make_state(chunks, 3, 50.0, 4.4)).level, 0);
+}
+
+TEST(CacheGenCode, BudgetDividesByTheCodesRoundedChunkCount) {
+  // config_selection: SLO / round(tokens / chunk size) (Python's round, half to
+  // even). At 8 Mbit/s the levels take 1, 0.5 and 0.25 s; with a 2.4 s SLO the
+  // budget is 1.2 s over 2 chunks (level 0 fits) and 0.8 s over 3 (level 1).
+  auto chunks = three_level_chunks(3);
+  for (const auto& [last_tokens, level] : std::vector<std::pair<uint32_t, int>>{
+           {1000, 1}, {600, 1}, {501, 1}, {500, 0}, {400, 0}, {1, 0}}) {
+    chunks[2].tokens = last_tokens;
+    auto p = make_policy("cachegen-code", {});
+    p->see_future(constant_link(8e6));
+    EXPECT_EQ(p->decide(make_state(chunks, 0, 0.0, 2.4)).level, level) << last_tokens << " tokens in the last chunk";
+  }
+  // 4,500 tokens in five chunks: round(4.5) = 4 (half to even), a budget of 0.6 s
+  // (level 1), not 0.48 s (level 2).
+  auto five = three_level_chunks(5);
+  five[4].tokens = 500;
+  auto p = make_policy("cachegen-code", {});
+  p->see_future(constant_link(8e6));
+  EXPECT_EQ(p->decide(make_state(five, 0, 0.0, 2.4)).level, 1);
 }
 
 TEST(CacheGenCode, RecomputesWhenNoLevelFitsAndSumsItsOwnTtft) {

@@ -159,6 +159,21 @@ TEST(Mpc, TailCountsTheChunksBeyondTheHorizon) {
   EXPECT_EQ(mpc_plan(make_state(chunks, 18, 1.5, 0.5, {200}), last, 200e6).actions.size(), 2u);
 }
 
+TEST(Mpc, ChunksStillInFlightDelayThePrediction) {
+  // Two requests in flight: chunk 8 (4 MB, 0.32 s at 100 Mbit/s) is still on
+  // its way when chunk 9, the last, is decided with 0.45 s left. Behind it the
+  // finest level (0.32 s more) is late; only the coarsest (0.08 s) fits.
+  const auto chunks = make_chunks(10, kLadder, 100.0);
+  StreamState s = make_state(chunks, 9, 1.45, 1.0, {100, 100, 100});
+  for (const char* name : {"mpc", "robust-mpc"}) {
+    EXPECT_EQ(make_policy(name, {})->decide(s).level, 0) << name;  // all arrived: the finest fits
+    StreamState behind = s;
+    behind.decisions.back().arrived_s = -1;  // chunk 8 in flight
+    const Action a = make_policy(name, {})->decide(behind);
+    EXPECT_EQ(a.level, 2) << name << ": " << a.reason;
+  }
+}
+
 // ---- the enumeration against a brute force of the objective ------------------
 
 // Varied chunks (non-monotone in places): 3 levels + recompute.

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -96,7 +97,7 @@ void add_eval(CLI::App& app) {
   mo->add(cmd);
   cmd->add_option("--text", *text, "Text file to score")->required()->check(CLI::ExistingFile);
   cmd->add_option("--context-tokens", *context,
-                  "Window in tokens (0: max_position_embeddings); longer texts are scored in windows advancing by "
+                  "Window in tokens (0: max_position_embeddings, or the sliding window when shorter); longer texts are scored in windows advancing by "
                   "half a window, each scoring only tokens not scored before")
       ->capture_default_str();
   cmd->add_flag("--json", *json, "Print one JSON object instead of text");
@@ -106,7 +107,12 @@ void add_eval(CLI::App& app) {
     const std::string bytes = read_file(*text);
     const auto ids = tok->encode(bytes);
     if (ids.size() < 2) throw Error(fmt::format("{}: fewer than 2 tokens, nothing to score", *text));
-    const int64_t window = *context > 0 ? *context : model.config().max_position_embeddings;
+    // The default window: what the model attends over (a sliding window, when
+    // shorter, is all that full attention reproduces).
+    const auto& cfg = model.config();
+    const int64_t window = *context > 0 ? *context
+                           : cfg.sliding_window > 0 ? std::min(cfg.max_position_embeddings, cfg.sliding_window)
+                                                    : cfg.max_position_embeddings;
     llm::TextLoss loss;
     {
       Progress progress("eval", ids.size() - 1, "tokens");

@@ -172,10 +172,17 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
   }
   at::Tensor norm = get("model.norm.weight", {H});
   at::Tensor head = c.tie_word_embeddings ? at::Tensor() : get("lm_head.weight", {c.vocab_size, H});
+  // A tied config with its own, different lm_head.weight in the file: which
+  // of the two HF ends up using depends on its version, so refuse.
+  if (c.tie_word_embeddings && src.contains("lm_head.weight") &&
+      !at::equal(get("lm_head.weight", {c.vocab_size, H}), embed))
+    throw Error(fmt::format("{}: config.json has tie_word_embeddings true, but tensor 'lm_head.weight' differs from "
+                            "'model.embed_tokens.weight'",
+                            src.source()));
   // Weights the config does not use mean the config does not describe them
   // (num_hidden_layers: 2 on 4-layer weights would evaluate a truncated
   // model): an error. HF's rotary inv_freq buffers and a tied lm_head copy
-  // carry nothing of their own.
+  // (checked equal above) carry nothing of their own.
   std::vector<std::string> unused;
   for (const auto& name : src.unused())
     if (name.find("rotary_emb.inv_freq") == std::string::npos && !(c.tie_word_embeddings && name == "lm_head.weight"))

@@ -25,7 +25,9 @@ at::Device parse_device(const std::string& name, const std::string& what);
 // Reads DIR/config.json only (throws kvs::Error naming the file and key).
 ModelConfig load_config(const std::string& dir);
 // Loads a model; every missing tensor, wrong shape or bad file is a kvs::Error
-// naming the file and tensor.
+// naming the file and tensor, and so is a tensor the config does not use
+// (except HF's old rotary_emb.inv_freq buffers, and with tied embeddings an
+// lm_head.weight equal to model.embed_tokens.weight).
 Model load_model(const std::string& dir, const LoadOptions& options = {});
 
 // Writes DIR/config.json and DIR/model.safetensors (atomically; DIR is

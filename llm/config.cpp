@@ -38,9 +38,25 @@ double get_double(const json& j, const std::string& key, const std::string& file
 RopeScaling parse_rope(const json& r, const std::string& file, const std::string& key, int64_t max_pos) {
   if (!r.is_object()) fail(file, fmt::format("key '{}' must be an object", key));
   RopeScaling s;
-  std::string type = "default";
-  if (r.contains("rope_type") && r["rope_type"].is_string()) type = r["rope_type"].get<std::string>();
-  else if (r.contains("type") && r["type"].is_string()) type = r["type"].get<std::string>();
+  std::string type;
+  for (const char* name : {"rope_type", "type"}) {  // HF prefers rope_type; "type" is the older name
+    if (!r.contains(name) || r[name].is_null()) continue;
+    if (!r[name].is_string()) fail(file, fmt::format("{}.{} must be a string", key, name));
+    type = r[name].get<std::string>();
+    break;
+  }
+  if (r.contains("partial_rotary_factor") && !r["partial_rotary_factor"].is_null() &&
+      !(r["partial_rotary_factor"].is_number() && r["partial_rotary_factor"].get<double>() == 1.0))
+    fail(file, fmt::format("unsupported architecture: {}.partial_rotary_factor is not 1 (Llama rotates the whole head)",
+                           key));
+  if (type.empty()) {
+    // HF's standardized rope_parameters may carry only rope_theta; scaling
+    // keys without a type cannot be interpreted (HF fails on them too).
+    for (const auto& [k, v] : r.items())
+      if (k != "rope_theta" && k != "partial_rotary_factor" && k != "rope_type" && k != "type")
+        fail(file, fmt::format("{} has '{}' but no 'rope_type' (or 'type'): the RoPE scaling is unknown", key, k));
+    type = "default";
+  }
   s.type = type;
   if (type == "default") return s;
   if (type != "linear" && type != "dynamic" && type != "llama3")
@@ -52,6 +68,8 @@ RopeScaling parse_rope(const json& r, const std::string& file, const std::string
     s.low_freq_factor = get_double(r, "low_freq_factor", file + ": " + key);
     s.high_freq_factor = get_double(r, "high_freq_factor", file + ": " + key);
     s.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", file + ": " + key);
+    if (s.original_max_position_embeddings <= 0)
+      fail(file, fmt::format("{}.original_max_position_embeddings must be > 0", key));
     if (s.high_freq_factor <= s.low_freq_factor)
       fail(file, fmt::format("{}: high_freq_factor must exceed low_freq_factor", key));
   }
@@ -82,8 +100,16 @@ void ModelConfig::validate(const std::string& where) const {
        "hidden_size must be a multiple of num_attention_heads when head_dim is not given");
   need(effective_head_dim() % 2 == 0, "head_dim must be even (RoPE rotates pairs)");
   need(max_position_embeddings > 0, "max_position_embeddings must be > 0");
+  need(sliding_window >= 0, "sliding_window must be > 0 (or null)");
   need(rms_norm_eps > 0, "rms_norm_eps must be > 0");
   need(rope_theta > 0, "rope_theta must be > 0");
+  const auto& s = rope_scaling;
+  need(s.type == "default" || s.type == "linear" || s.type == "dynamic" || s.type == "llama3",
+       fmt::format("rope type '{}' is not default, linear, dynamic or llama3", s.type));
+  need(s.type == "default" || s.factor > 0, "rope factor must be > 0");
+  need(s.type != "llama3" || s.high_freq_factor > s.low_freq_factor,
+       "rope high_freq_factor must exceed low_freq_factor");
+  need(s.original_max_position_embeddings >= 0, "rope original_max_position_embeddings must be >= 0");
   need(torch_dtype == "float32" || torch_dtype == "bfloat16" || torch_dtype == "float16",
        fmt::format("torch_dtype '{}' is not float32, bfloat16 or float16", torch_dtype));
 }
@@ -108,10 +134,15 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
                                      ? j["model_type"].get<std::string>() : std::string();
   if (model_type.empty()) fail(file, "missing key 'model_type'");
   if (model_type != "llama" && model_type != "mistral")
-    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama, or mistral without "
-                           "sliding window)", model_type));
-  if (model_type == "mistral" && j.contains("sliding_window") && !j["sliding_window"].is_null())
-    fail(file, "unsupported architecture: mistral with a sliding_window (attention differs from llama)");
+    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama or mistral)", model_type));
+  if (model_type == "mistral" && !j.contains("sliding_window"))
+    fail(file, "mistral without key 'sliding_window' (HF's MistralConfig then uses a 4096-token window; write "
+               "\"sliding_window\": null for full attention or the window's size)");
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null())
+    fail(file, "unsupported: a quantized checkpoint ('quantization_config' is set); only float weights load");
+  if (j.contains("partial_rotary_factor") && !j["partial_rotary_factor"].is_null() &&
+      !(j["partial_rotary_factor"].is_number() && j["partial_rotary_factor"].get<double>() == 1.0))
+    fail(file, "unsupported architecture: partial_rotary_factor is not 1 (Llama rotates the whole head)");
   if (j.contains("architectures") && j["architectures"].is_array()) {
     for (const auto& a : j["architectures"]) {
       if (!a.is_string()) continue;
@@ -135,9 +166,17 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
   c.intermediate_size = get_int(j, "intermediate_size", file);
   c.num_hidden_layers = get_int(j, "num_hidden_layers", file);
   c.num_attention_heads = get_int(j, "num_attention_heads", file);
-  c.num_key_value_heads = get_int(j, "num_key_value_heads", file, c.num_attention_heads);
+  // HF: absent or null means one KV head per query head, except that
+  // MistralConfig defaults an absent key to 8.
+  c.num_key_value_heads = get_int(j, "num_key_value_heads", file,
+                                  model_type == "mistral" && !j.contains("num_key_value_heads")
+                                      ? int64_t(8) : c.num_attention_heads);
   c.head_dim = get_int(j, "head_dim", file, 0);
   c.max_position_embeddings = get_int(j, "max_position_embeddings", file);
+  if (model_type == "mistral") {
+    c.sliding_window = get_int(j, "sliding_window", file, 0);
+    if (!j["sliding_window"].is_null() && c.sliding_window <= 0) fail(file, "key 'sliding_window' must be > 0 or null");
+  }
   c.rms_norm_eps = get_double(j, "rms_norm_eps", file);
   c.rope_theta = get_double(j, "rope_theta", file, 10000.0);
   if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
@@ -159,8 +198,9 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
 
 std::string config_to_json(const ModelConfig& c) {
   nlohmann::ordered_json j;
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
+  const bool mistral = c.sliding_window > 0;  // only MistralConfig has the key
+  j["architectures"] = {mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = mistral ? "mistral" : "llama";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
@@ -169,6 +209,7 @@ std::string config_to_json(const ModelConfig& c) {
   j["num_key_value_heads"] = c.num_key_value_heads;
   j["head_dim"] = c.effective_head_dim();
   j["max_position_embeddings"] = c.max_position_embeddings;
+  if (mistral) j["sliding_window"] = c.sliding_window;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;
   if (c.rope_scaling.type == "default") {
@@ -180,7 +221,9 @@ std::string config_to_json(const ModelConfig& c) {
     if (c.rope_scaling.type == "llama3") {
       r["low_freq_factor"] = c.rope_scaling.low_freq_factor;
       r["high_freq_factor"] = c.rope_scaling.high_freq_factor;
-      r["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
+      r["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings > 0
+                                                  ? c.rope_scaling.original_max_position_embeddings
+                                                  : c.max_position_embeddings;
     }
     j["rope_scaling"] = r;
   }
@@ -216,7 +259,8 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, int64_t seq_len) {
   if (s.type == "linear") {
     for (auto& f : inv) f = f / float(s.factor);
   } else if (s.type == "llama3") {
-    const double old_ctx = double(s.original_max_position_embeddings);
+    const double old_ctx = double(s.original_max_position_embeddings > 0 ? s.original_max_position_embeddings
+                                                                         : c.max_position_embeddings);
     const double low_wavelen = old_ctx / s.low_freq_factor;
     const double high_wavelen = old_ctx / s.high_freq_factor;
     for (auto& f : inv) {

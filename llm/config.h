@@ -15,7 +15,7 @@ struct RopeScaling {
   double factor = 1.0;
   double low_freq_factor = 1.0;                   // llama3
   double high_freq_factor = 4.0;                  // llama3
-  int64_t original_max_position_embeddings = 0;   // llama3 (0: use max_position_embeddings)
+  int64_t original_max_position_embeddings = 0;   // llama3 (0: use max_position_embeddings; config.json must give it)
 };
 
 struct ModelConfig {
@@ -27,6 +27,10 @@ struct ModelConfig {
   int64_t num_key_value_heads = 2;
   int64_t head_dim = 0;  // 0: hidden_size / num_attention_heads
   int64_t max_position_embeddings = 2048;
+  // Mistral's sliding-window attention span in tokens (0: none). Only full
+  // attention is implemented, identical as long as the positions fit in the
+  // window: Model::forward refuses longer runs.
+  int64_t sliding_window = 0;
   double rms_norm_eps = 1e-5;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
@@ -43,11 +47,15 @@ struct ModelConfig {
 };
 
 // Parses HF config.json text. Accepts model_type "llama" (LlamaForCausalLM) and
-// "mistral" without a sliding window (identical architecture); anything else,
-// biases or a non-SiLU activation is "unsupported architecture". Errors name
-// `file` and the key.
+// "mistral" (identical architecture, plus sliding_window above); anything
+// else, biases, a non-SiLU activation, partial_rotary_factor != 1 or RoPE
+// types other than default/linear/dynamic/llama3 are "unsupported
+// architecture", a quantization_config is refused, and scaling keys without
+// a rope_type are an error. Defaults follow HF's LlamaConfig/MistralConfig.
+// Errors name `file` and the key.
 ModelConfig parse_config(const std::string& json_text, const std::string& file);
-// config.json text that HF's LlamaForCausalLM loads.
+// config.json text that HF's LlamaForCausalLM loads (MistralForCausalLM with
+// a sliding_window).
 std::string config_to_json(const ModelConfig& config);
 
 // RoPE inverse frequencies (head_dim / 2 values, float32 arithmetic as HF) for a

@@ -190,6 +190,20 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
     throw Error(fmt::format("forward: past KV cache has {} layers, the model {}", past.layers(),
                             config_.num_hidden_layers));
   if (!past.empty() && B != 1) throw Error("forward: a past KV cache needs a batch of 1");
+  if (past.values.size() != past.keys.size())
+    throw Error(fmt::format("forward: past KV cache has {} key and {} value layers", past.keys.size(),
+                            past.values.size()));
+  for (size_t l = 0; l < past.keys.size(); ++l) {  // a cache of another model: say so, not an ATen shape error
+    const std::vector<int64_t> want{kvh, past_len, hd};
+    for (const at::Tensor* t : {&past.keys[l], &past.values[l]})
+      if (t->sizes() != at::IntArrayRef(want))
+        throw Error(fmt::format("forward: past KV cache layer {} has shape {}, the model needs {}", l,
+                                shape_str(t->sizes()), shape_str(want)));
+  }
+  if (config_.sliding_window > 0 && past_len + n > config_.sliding_window)
+    throw Error(fmt::format("forward: {} positions exceed the model's sliding_window of {} tokens (only full "
+                            "attention is implemented, which equals it within the window)",
+                            past_len + n, config_.sliding_window));
   const int64_t vocab = config_.vocab_size;
   if (n > 0) {
     const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();

@@ -183,6 +183,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       if (p.type == kNormal || p.type == kUserDefined) {
         index_.emplace(p.text, int64_t(i));
         max_piece_bytes_ = std::max(max_piece_bytes_, p.text.size());
+        if (p.type == kUserDefined) max_user_defined_bytes_ = std::max(max_user_defined_bytes_, p.text.size());
         if (p.type == kNormal) min_score_ = std::min(min_score_, p.score);
       }
     }
@@ -265,19 +266,34 @@ class SentencePieceTokenizer final : public Tokenizer {
     return it == index_.end() ? nullptr : &pieces_[size_t(it->second)];
   }
 
-  // BPE: start from characters, repeatedly merge the adjacent pair whose
-  // concatenation is a piece with the highest score (leftmost on ties).
+  // Length of the longest user-defined piece starting at s[i], 0 if none.
+  size_t user_defined_at(const std::string& s, size_t i) const {
+    for (size_t len = std::min(max_user_defined_bytes_, s.size() - i); len > 0; --len) {
+      const Piece* p = lookup(std::string_view(s.data() + i, len));
+      if (p != nullptr && p->type == kUserDefined) return len;
+    }
+    return 0;
+  }
+
+  // BPE: start from characters (a user-defined piece is one symbol that
+  // never merges, as SentencePiece freezes it), repeatedly merge the
+  // adjacent pair whose concatenation is a piece with the highest score
+  // (leftmost on ties).
   std::vector<std::string_view> bpe(const std::string& s) const {
     std::vector<std::string_view> sym;
+    std::vector<bool> frozen;
     for (size_t i = 0; i < s.size();) {
-      const size_t n = std::min(utf8_len(uint8_t(s[i])), s.size() - i);
+      const size_t user = max_user_defined_bytes_ > 0 ? user_defined_at(s, i) : 0;
+      const size_t n = user > 0 ? user : std::min(utf8_len(uint8_t(s[i])), s.size() - i);
       sym.emplace_back(s.data() + i, n);
+      frozen.push_back(user > 0);
       i += n;
     }
     while (sym.size() > 1) {
       float best = -std::numeric_limits<float>::infinity();
       size_t at = sym.size();
       for (size_t i = 0; i + 1 < sym.size(); ++i) {
+        if (frozen[i] || frozen[i + 1]) continue;
         const std::string_view merged(sym[i].data(), sym[i].size() + sym[i + 1].size());
         const Piece* p = lookup(merged);
         if (p != nullptr && p->score > best) {
@@ -288,6 +304,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       if (at == sym.size()) break;
       sym[at] = std::string_view(sym[at].data(), sym[at].size() + sym[at + 1].size());
       sym.erase(sym.begin() + long(at) + 1);
+      frozen.erase(frozen.begin() + long(at) + 1);
     }
     return sym;
   }
@@ -331,6 +348,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::unordered_map<std::string, int64_t> index_;
   int64_t byte_ids_[256] = {};
   size_t max_piece_bytes_ = 1;
+  size_t max_user_defined_bytes_ = 0;  // 0: the model has no user-defined pieces
   float min_score_ = 0;
   int model_type_ = kUnigram;
   bool byte_fallback_ = false;

@@ -40,7 +40,8 @@ class ByteTokenizer final : public Tokenizer {
 };
 
 // A SentencePiece model file (throws kvs::Error naming the file): model type
-// BPE or unigram, normalizer "identity" (others are an error).
+// BPE or unigram, normalizer "identity" (others are an error); user-defined
+// pieces are matched whole, as libsentencepiece does.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path);
 
 // DIR/tokenizer.model when present, else the byte tokenizer when

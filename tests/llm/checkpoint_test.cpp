@@ -101,6 +101,31 @@ TEST(CheckpointTest, UnusedTensorsAreAnError) {
                 "model.layers." + std::to_string(c.num_hidden_layers) + "."});
 }
 
+// tie_word_embeddings true with an lm_head.weight in the file: a copy of the
+// embeddings loads; a different matrix is refused, not silently dropped.
+TEST(CheckpointTest, TiedConfigWithADifferentLmHeadIsAnError) {
+  TempDir dir;
+  ModelConfig c = tiny_config();
+  save_model(Model::random(c, 27), dir.str());  // untied: embed and lm_head differ
+  c.tie_word_embeddings = true;
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(c));
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "tie_word_embeddings", "lm_head.weight"});
+
+  // The same file with lm_head.weight a copy of the embeddings loads, tied.
+  auto st = SafetensorsFile::open((dir.path / "model.safetensors").string());
+  std::vector<TensorView> views;
+  const TensorInfo& embed = st->at("model.embed_tokens.weight");
+  for (const auto& [name, info] : st->tensors())
+    views.push_back({name, info.dtype, info.shape, name == "lm_head.weight" ? embed.data : info.data, info.bytes});
+  const std::string copy = (dir.path / "copy.safetensors").string();
+  write_safetensors(copy, views);
+  st.reset();
+  fs::rename(copy, dir.path / "model.safetensors");
+  Model m = load_model(dir.str());
+  EXPECT_TRUE(m.config().tie_word_embeddings);
+  EXPECT_EQ(m.named_parameters().back().first, "model.norm.weight");  // no separate lm_head
+}
+
 TEST(CheckpointTest, WrongShapeNamesFileAndTensor) {
   TempDir dir;
   ModelConfig c = tiny_config();

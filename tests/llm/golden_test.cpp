@@ -1,6 +1,8 @@
-// A tiny checkpoint written, and its logits computed, by an independent plain
-// Python implementation (tests/llm/data/make_golden.py: its own safetensors
-// writer, llama3 RoPE scaling, GQA, RMSNorm, SwiGLU in float64).
+// Tiny checkpoints written, and their logits and KV computed, by an
+// independent plain-Python implementation (tests/llm/data/make_golden.py: its
+// own safetensors writer, RoPE scalings, GQA, RMSNorm, SwiGLU in float64).
+#include <functional>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -10,7 +12,41 @@
 namespace kvs::llm {
 namespace {
 
-const std::string kDir = KVSTREAM_SOURCE_DIR "/tests/llm/data/golden";
+const std::string kData = KVSTREAM_SOURCE_DIR "/tests/llm/data/";
+const std::string kDir = kData + "golden";
+
+// expected.json's nested number arrays as a float64 tensor.
+at::Tensor from_json(const nlohmann::json& j) {
+  std::vector<int64_t> shape;
+  for (const nlohmann::json* p = &j; p->is_array(); p = &(*p)[0]) shape.push_back(int64_t(p->size()));
+  std::vector<double> flat;
+  std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& x) {
+    if (x.is_array()) {
+      for (const auto& e : x) walk(e);
+    } else {
+      flat.push_back(x.get<double>());
+    }
+  };
+  walk(j);
+  return at::tensor(at::ArrayRef<double>(flat), at::TensorOptions().dtype(at::kDouble)).view(shape);
+}
+
+// Largest |a - b| (shapes must agree).
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return 1e30;
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+nlohmann::json expected_of(const std::string& dir) {
+  return nlohmann::json::parse(read_file(dir + "/expected.json"));
+}
+
+LoadOptions as_float32() {
+  LoadOptions o;
+  o.dtype = at::kFloat;
+  return o;
+}
 
 TEST(GoldenTest, LogitsAndKeysMatchIndependentPython) {
   const auto expected = nlohmann::json::parse(read_file(kDir + "/expected.json"));
@@ -43,6 +79,85 @@ TEST(GoldenTest, LogitsAndKeysMatchIndependentPython) {
   ForwardResult tail = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + 4, tokens.end())), head.cache);
   for (size_t t = 4; t < logits.size(); ++t)
     EXPECT_NEAR(tail.logits[int64_t(t - 4)][5].item<double>(), logits[t][5], 2e-4);
+}
+
+// Float32 runs below agree with the float64 reference to 3.1e-6 (logits) and
+// 1.3e-6 (K/V) here; the bounds leave ~15x for other BLAS kernels. Float16
+// logits were 0.007 off, bfloat16 0.075 (logits reach ~5).
+
+// Tied lm_head (absent from the file), one KV head per query head (no
+// num_key_value_heads key), dynamic NTK RoPE past max_position_embeddings (8),
+// float16 weights and HF's old rotary_emb.inv_freq buffers in the file.
+TEST(GoldenTest, TiedDynamicNtkFloat16MatchesIndependentPython) {
+  const std::string dir = kData + "golden_tied_dynamic";
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir, as_float32());  // exact weights: f16 -> f32 is lossless
+  const ModelConfig& c = m.config();
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.num_key_value_heads, c.num_attention_heads);
+  EXPECT_EQ(c.rope_scaling.type, "dynamic");
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  ASSERT_GT(int64_t(tokens.size()), c.max_position_embeddings);  // the NTK base really changes
+  const auto inv = rope_inv_freq(c, int64_t(tokens.size()));
+  const auto inv_ex = ex["inv_freq"].get<std::vector<double>>();
+  ASSERT_EQ(inv.size(), inv_ex.size());
+  for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], inv_ex[i], 1e-6 * inv_ex[i]) << i;
+
+  ForwardResult r = m.prefill(to_tensor(tokens));
+  EXPECT_LT(max_diff(r.logits, from_json(ex["logits"])), 5e-5);
+  EXPECT_LT(max_diff(r.cache.keys.back(), from_json(ex["last_layer_keys"])), 2e-5);
+  EXPECT_LT(max_diff(r.cache.values.back(), from_json(ex["last_layer_values"])), 2e-5);
+
+  // In chunks, as HF runs it: each forward call's frequencies follow its last
+  // position, and the cached keys keep the rotation they were computed with.
+  const at::Tensor chunked = from_json(ex["chunked_logits"]);
+  EXPECT_GT(max_diff(chunked, from_json(ex["logits"])), 1e-2);  // the data tell both apart
+  KVCache cache;
+  std::vector<at::Tensor> parts;
+  int64_t begin = 0;
+  for (int64_t n : ex["chunks"].get<std::vector<int64_t>>()) {
+    ForwardResult step = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + begin, tokens.begin() + begin + n)),
+                                   cache);
+    parts.push_back(step.logits);
+    cache = step.cache;
+    begin += n;
+  }
+  EXPECT_LT(max_diff(at::cat(parts, 0), chunked), 5e-5);
+  EXPECT_LT(max_diff(cache.keys.back(), from_json(ex["chunked_last_layer_keys"])), 2e-5);
+
+  // In the file's float16 (products in float32 on CPU, rounded to float16).
+  Model half = load_model(dir);
+  EXPECT_EQ(half.dtype(), at::kHalf);
+  EXPECT_LT(max_diff(half.prefill(to_tensor(tokens)).logits, from_json(ex["logits"])), 0.05);
+}
+
+// model_type mistral (sliding_window null), GQA 8:2, head_dim 6 != 32/8,
+// linear RoPE in v5's rope_parameters (rope_theta inside), bfloat16 weights
+// in two shards with model.safetensors.index.json.
+TEST(GoldenTest, MistralShardedBfloat16MatchesIndependentPython) {
+  const std::string dir = kData + "golden_mistral_bf16";
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir, as_float32());  // exact weights: bf16 -> f32 is lossless
+  const ModelConfig& c = m.config();
+  EXPECT_EQ(c.effective_head_dim(), 6);
+  EXPECT_EQ(c.num_key_value_heads, 2);
+  EXPECT_EQ(c.rope_scaling.type, "linear");
+  EXPECT_EQ(c.rope_theta, 50.0);
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  const auto inv = rope_inv_freq(c, int64_t(tokens.size()));
+  const auto inv_ex = ex["inv_freq"].get<std::vector<double>>();
+  ASSERT_EQ(inv.size(), inv_ex.size());
+  for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], inv_ex[i], 1e-6 * inv_ex[i]) << i;
+
+  ForwardResult r = m.prefill(to_tensor(tokens));
+  EXPECT_LT(max_diff(r.logits, from_json(ex["logits"])), 5e-5);
+  EXPECT_LT(max_diff(r.cache.keys.back(), from_json(ex["last_layer_keys"])), 2e-5);
+  EXPECT_LT(max_diff(r.cache.values.back(), from_json(ex["last_layer_values"])), 2e-5);
+
+  // In the config's bfloat16 (8 mantissa bits: a coarse check).
+  Model bf = load_model(dir);
+  EXPECT_EQ(bf.dtype(), at::kBFloat16);
+  EXPECT_LT(max_diff(bf.prefill(to_tensor(tokens)).logits, from_json(ex["logits"])), 0.25);
 }
 
 }  // namespace

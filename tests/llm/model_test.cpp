@@ -194,6 +194,33 @@ TEST(ModelTest, OutOfRangeTokenIsAnError) {
   EXPECT_THROW(m.prefill(to_tensor({-1})), Error);
 }
 
+TEST(ModelTest, PastCacheOfAnotherShapeIsAnError) {
+  ModelConfig c = tiny_config();
+  Model m = Model::random(c, 1);
+  c.num_key_value_heads = 4;  // another model's cache: 4 KV heads instead of 2
+  KVCache other = Model::random(c, 2).prefill(to_tensor({1, 2, 3})).cache;
+  try {
+    m.forward(to_tensor({4}), other);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("past KV cache layer 0 has shape [4, 3, 8]"), std::string::npos) << e.what();
+  }
+}
+
+// Mistral's sliding window equals full attention while all positions fit in
+// it; longer runs (prefill or cache + new tokens) are refused, not computed wrongly.
+TEST(ModelTest, RunsBeyondTheSlidingWindowAreRefused) {
+  ModelConfig c = tiny_config();
+  c.sliding_window = 8;
+  Model m = Model::random(c, 5);
+  const auto tokens = some_tokens(9, 256, 5);
+  ForwardResult six = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 6)));
+  EXPECT_NO_THROW(m.forward(to_tensor({tokens[6], tokens[7]}), six.cache));
+  EXPECT_THROW(m.forward(to_tensor({tokens[6], tokens[7], tokens[8]}), six.cache), Error);
+  EXPECT_THROW(m.prefill(to_tensor(tokens)), Error);
+  EXPECT_THROW(m.logits(to_tensor(tokens).unsqueeze(0)), Error);
+}
+
 TEST(ModelTest, WrongWeightShapeIsAnErrorNamingTheTensor) {
   ModelConfig c = tiny_config();
   Model m = Model::random(c, 1);

@@ -128,5 +128,59 @@ TEST(ConfigTest, ErrorsNameFileAndKey) {
   EXPECT_NO_THROW(parse_config(cfg("}"), "ok.json"));
 }
 
+// Fields of real HF configs that change the computation: each is used, or the
+// config is refused naming the key; none is silently dropped.
+TEST(ConfigTest, RefusesWhatItWouldOtherwiseIgnore) {
+  // Scaling keys without a type (HF fails on these too) would silently mean no scaling.
+  expect_config_error(cfg(R"(, "rope_scaling": {"factor": 8.0}})"), {"rope_scaling", "factor", "rope_type"});
+  expect_config_error(cfg(R"(, "rope_parameters": {"rope_theta": 1e4, "factor": 2.0}})"),
+                      {"rope_parameters", "factor"});
+  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": 3, "factor": 2.0}})"),
+                      {"rope_scaling.rope_type", "string"});
+  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0, "original_max_position_embeddings": 0}})"), {"original_max_position_embeddings"});
+  expect_config_error(cfg(R"(, "quantization_config": {"quant_method": "gptq", "bits": 4}})"), {"quantization_config"});
+  expect_config_error(cfg(R"(, "partial_rotary_factor": 0.5})"), {"partial_rotary_factor"});
+  expect_config_error(cfg(R"(, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4,
+      "partial_rotary_factor": 0.5}})"),
+                      {"partial_rotary_factor"});
+  expect_config_error(cfg(R"(, "hidden_act": "gelu"})"), {"hidden_act"});
+  expect_config_error(cfg(R"(, "mlp_bias": true})"), {"mlp_bias"});
+  // Mistral: an absent sliding_window means HF's 4096-token window; a given
+  // one is kept (Model::forward refuses runs longer than it).
+  const std::string mistral = R"({"model_type": "mistral", "vocab_size": 256, "hidden_size": 64,
+    "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 16, "max_position_embeddings": 128,
+    "rms_norm_eps": 1e-6)";
+  expect_config_error(mistral + R"(, "num_key_value_heads": 4})", {"sliding_window"});
+  expect_config_error(mistral + R"(, "num_key_value_heads": 4, "sliding_window": 0})", {"sliding_window"});
+  const ModelConfig windowed = parse_config(mistral + R"(, "num_key_value_heads": 4, "sliding_window": 64})", "m.json");
+  EXPECT_EQ(windowed.sliding_window, 64);
+  const std::string saved = config_to_json(windowed);
+  EXPECT_NE(saved.find("\"MistralForCausalLM\""), std::string::npos) << saved;
+  EXPECT_EQ(parse_config(saved, "saved.json").sliding_window, 64);
+  EXPECT_EQ(parse_config(mistral + R"(, "sliding_window": null})", "m.json").sliding_window, 0);
+  // MistralConfig's default for an absent num_key_value_heads is 8; null means one per head.
+  EXPECT_EQ(parse_config(mistral + R"(, "sliding_window": null})", "m.json").num_key_value_heads, 8);
+  EXPECT_EQ(parse_config(mistral + R"(, "sliding_window": null, "num_key_value_heads": null})", "m.json")
+                .num_key_value_heads, 16);
+  // Accepted: a type-less rope_parameters with only rope_theta (v5's default), factor 1.
+  ModelConfig ok =
+      parse_config(cfg(R"(, "rope_parameters": {"rope_theta": 7.0}, "partial_rotary_factor": 1.0})"), "ok.json");
+  EXPECT_EQ(ok.rope_scaling.type, "default");
+  EXPECT_EQ(ok.rope_theta, 7.0);
+  // A config built in code is validated too.
+  ModelConfig bad = testing::tiny_config();
+  bad.rope_scaling.type = "yarn";
+  EXPECT_THROW(bad.validate("code"), Error);
+}
+
+TEST(RopeTest, Llama3WithoutOriginalLengthUsesMaxPositions) {
+  ModelConfig a = rope_config("llama3", 8), b = a;
+  a.rope_scaling.original_max_position_embeddings = 0;  // set in code: max_position_embeddings (64)
+  b.rope_scaling.original_max_position_embeddings = 64;
+  EXPECT_EQ(rope_inv_freq(a, 10), rope_inv_freq(b, 10));
+  EXPECT_EQ(parse_config(config_to_json(a), "a.json").rope_scaling.original_max_position_embeddings, 64);
+}
+
 }  // namespace
 }  // namespace kvs::llm

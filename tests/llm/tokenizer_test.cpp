@@ -60,7 +60,7 @@ std::string corpus_text() {
 }
 
 // Trains a model with libsentencepiece and returns its path.
-std::string train(const TempDir& dir, const std::string& type, bool byte_fallback) {
+std::string train(const TempDir& dir, const std::string& type, bool byte_fallback, const std::string& extra = "") {
   const std::string corpus = (dir.path / "corpus.txt").string();
   write_file_atomic(corpus, corpus_text());
   const std::string prefix = (dir.path / ("m_" + type)).string();
@@ -68,7 +68,7 @@ std::string train(const TempDir& dir, const std::string& type, bool byte_fallbac
       "--input=" + corpus + " --model_prefix=" + prefix + " --vocab_size=" + (byte_fallback ? "320" : "70") +
       " --model_type=" + type + " --normalization_rule_name=identity --add_dummy_prefix=true"
       " --remove_extra_whitespaces=false --bos_id=1 --eos_id=2 --unk_id=0 --minloglevel=2 --byte_fallback=" +
-      (byte_fallback ? "true" : "false"));
+      (byte_fallback ? "true" : "false") + extra);
   EXPECT_TRUE(status.ok()) << status.ToString();
   return prefix + ".model";
 }
@@ -80,7 +80,8 @@ void compare_with_libsentencepiece(const std::string& model) {
   EXPECT_EQ(mine->vocab_size(), ref.GetPieceSize());
   EXPECT_EQ(mine->bos_id(), 1);
   const std::string texts[] = {"the quick brown fox", "  two  spaces and über-naïve caché!", "zebra QQQ 9876 ☃ end",
-                               "streaming keys, values — tokens", "x", ""};
+                               "streaming keys, values — tokens", "x", "",
+                               "a<sep>b <sep> lazy<sep><sep>dog [INST] the fox [/INST]"};
   for (const auto& t : texts) {
     std::vector<int> want;
     ASSERT_TRUE(ref.Encode(t, &want).ok());
@@ -103,6 +104,14 @@ TEST(TokenizerTest, SentencePieceBpeMatchesLibsentencepiece) {
 TEST(TokenizerTest, SentencePieceBpeByteFallbackMatchesLibsentencepiece) {
   TempDir dir;
   compare_with_libsentencepiece(train(dir, "bpe", true));
+}
+
+// User-defined pieces (as some Llama-family tokenizer.model files carry) are
+// matched whole in the text, never split or merged across.
+TEST(TokenizerTest, SentencePieceUserDefinedSymbolsMatchLibsentencepiece) {
+  TempDir dir;
+  for (const char* type : {"bpe", "unigram"})
+    compare_with_libsentencepiece(train(dir, type, true, " --user_defined_symbols=<sep>,[INST],[/INST]"));
 }
 
 TEST(TokenizerTest, SentencePieceUnigramMatchesLibsentencepiece) {

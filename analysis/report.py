@@ -458,14 +458,23 @@ def _parse_csv(lines, name, time_column="time_s", value_column="throughput_mbps"
     if time_column not in header or value_column not in header:
         raise ValueError(f"{name}: csv without columns {time_column}, {value_column} (the scenario's defaults)")
     ti, vi = header.index(time_column), header.index(value_column)
-    rows = []
-    for l in body[1:]:
+    rows, end = [], None
+    for n, l in enumerate(body[1:], start=2):
         f = [x.strip().strip('"') for x in l.split(",")]
+        if end is not None:
+            raise ValueError(f"{name}: row {n} after the end row (a time with an empty value)")
+        if f[vi] == "":  # the end row (traces/formats.h): the last row's value holds until its time
+            end = float(f[ti])
+            continue
         rows.append((float(f[ti]), float(f[vi]) * 1e6))
+    if not rows:
+        raise ValueError(f"{name}: csv without data rows")
     gaps = sorted(rows[i][0] - rows[i - 1][0] for i in range(1, len(rows)))
-    last_gap = gaps[len(gaps) // 2] if gaps else 1.0
+    if end is None and not gaps:
+        raise ValueError(f"{name}: a single csv row without an end row says nothing of its duration")
     t0 = rows[0][0]
-    return Trace([r[0] - t0 for r in rows], [r[1] for r in rows], rows[-1][0] - t0 + last_gap)
+    stop = end if end is not None else rows[-1][0] + gaps[len(gaps) // 2]
+    return Trace([r[0] - t0 for r in rows], [r[1] for r in rows], stop - t0)
 
 
 def read_scenario(path):
@@ -1214,6 +1223,8 @@ def self_test():
         check(abs(tc.bits_between(0, 3) - 10e6) < 1e-3 and abs(tc.bits_between(3, 4) - 2e6) < 1e-3, "two-column")
         cv = parse_trace("time_s,throughput_mbps\n0,1\n2,3\n")  # [0,2) at 1, [2,4) at 3 (median gap)
         check(abs(cv.bits_between(0, 4) - 8e6) < 1e-3, "csv")
+        ce = parse_trace("time_s,throughput_mbps\n0,1\n2,3\n5,\n")  # the end row: [2,5) at 3
+        check(abs(ce.duration - 5) < 1e-12 and abs(ce.bits_between(0, 5) - 11e6) < 1e-3, "csv end row")
         sc = read_scenario(os.path.join(fx, "runs", rows[0]["id"], "scenario.yaml"))
         check(sc.get("link.trace_scale") == 150 and str(sc.get("link.trace", "")).endswith("norway_bus_1"), f"scenario {sc}")
         # Compare: B = A with the oracle's TTFT x 1.5 (marked) and a tiny change to fixed:2's (not marked).

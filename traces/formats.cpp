@@ -132,7 +132,9 @@ Trace parse_two_column(const std::string& text, const std::string& name) {
   for (size_t i = 0; i < lines.size(); ++i) {
     if (is_blank(lines[i])) continue;
     const auto f = split_ws(lines[i]);
-    if (f.size() != 2) fail(name, i + 1, fmt::format("expected 2 columns (time_s throughput_mbps), found {}", f.size()));
+    if (f.size() != 2)
+      fail(name, i + 1,
+           fmt::format("expected 2 columns (time_s throughput_mbps) separated by spaces or tabs, found {}", f.size()));
     const double t = to_number(f[0], name, i + 1, "time");
     const double v = to_number(f[1], name, i + 1, "throughput");
     if (v < 0) fail(name, i + 1, fmt::format("negative throughput {}", v));
@@ -206,26 +208,65 @@ Trace parse_csv(const std::string& text, const std::string& name, const CsvOptio
   for (const auto& [col, val] : o.filters) filters.emplace_back(column(col), val);
 
   std::vector<std::pair<double, double>> rows;  // time_s, raw value
+  // Per filter, the values its column holds (a few), for the error when none match.
+  std::vector<std::vector<std::string>> seen(filters.size());
+  // A last row with an empty value only says when the trace ends (the writer
+  // writes one); an empty value on any other row is an error.
+  double end_time = 0;
+  size_t end_line = 0;
   for (size_t i = first + 1; i < lines.size(); ++i) {
     if (is_blank(lines[i])) continue;
     const auto f = split_csv(lines[i]);
     if (f.size() != header.size())
       fail(name, i + 1, fmt::format("{} fields, the header has {}", f.size(), header.size()));
     bool keep = true;
-    for (const auto& [c, v] : filters) keep = keep && f[c] == v;
+    for (size_t k = 0; k < filters.size(); ++k) {
+      const auto& [c, v] = filters[k];
+      keep = keep && f[c] == v;
+      if (seen[k].size() < 12 && std::find(seen[k].begin(), seen[k].end(), f[c]) == seen[k].end())
+        seen[k].push_back(f[c]);
+    }
     if (!keep) continue;
+    if (end_line)
+      fail(name, end_line, fmt::format("{} is empty (only the last row may leave it empty, to mark the end)",
+                                       o.value_column));
     const double t = to_number(f[tcol], name, i + 1, o.time_column.c_str()) * time_scale;
+    if (!rows.empty() && t <= rows.back().first)
+      fail(name, i + 1,
+           fmt::format("time {} s does not increase (previous {} s){}", t, rows.back().first,
+                       header.size() > 2 ? " (several runs or carriers in one file? keep one with a filter)" : ""));
+    if (f[vcol].empty() && !rows.empty()) {
+      end_time = t, end_line = i + 1;
+      continue;
+    }
     const double v = to_number(f[vcol], name, i + 1, o.value_column.c_str());
     if (v < 0) fail(name, i + 1, fmt::format("negative {} {}", o.value_column, v));
-    if (!rows.empty() && t <= rows.back().first)
-      fail(name, i + 1, fmt::format("time {} s does not increase (previous {} s)", t, rows.back().first));
     rows.emplace_back(t, v);
   }
-  if (rows.empty()) fail(name, 0, "no data rows (after filters)");
+  if (rows.empty()) {
+    // Name what the filters asked for and what the file holds (5Gophers
+    // writes distance_in_meters as 25.0, not 25).
+    std::string detail;
+    for (size_t k = 0; k < filters.size(); ++k) {
+      std::string values;
+      for (const auto& v : seen[k]) values += (values.empty() ? "" : ", ") + printable(v, 30);
+      detail += fmt::format("; {}={}: the column holds {}{}", printable(header[filters[k].first]),
+                            printable(filters[k].second), values.empty() ? "nothing" : values,
+                            seen[k].size() == 12 ? ", ..." : "");
+    }
+    fail(name, 0, "no data rows" + (filters.empty() ? std::string() : " match the filters" + detail));
+  }
+  // The last row lasts until the end row, else the median interval between
+  // rows, else (one row) the given interval; otherwise its length is unknown.
+  if (rows.size() == 1 && !end_line && !(o.interval_s > 0))
+    fail(name, 0, "one data row: how long it lasts is unknown (give the interval between rows, interval_s, or "
+                  "an end row with an empty value)");
   std::vector<double> gaps;
   for (size_t i = 1; i < rows.size(); ++i) gaps.push_back(rows[i].first - rows[i - 1].first);
-  double last_gap = o.interval_s > 0 ? o.interval_s : 1.0;
-  if (!gaps.empty()) {
+  double last_gap = o.interval_s;
+  if (end_line) {
+    last_gap = end_time - rows.back().first;
+  } else if (!gaps.empty()) {
     std::nth_element(gaps.begin(), gaps.begin() + ptrdiff_t(gaps.size() / 2), gaps.end());
     last_gap = gaps[gaps.size() / 2];
   }
@@ -277,8 +318,10 @@ Format detect_format(const std::string& text) {
     if (l.find_first_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") != std::string_view::npos &&
         l.find(',') != std::string_view::npos)
       return Format::kCsv;
+    // One integer, even with blanks around it (which the mahimahi reader then
+    // reports as such, rather than the two-column reader as a missing column).
     const auto f = split_ws(l);
-    if (f.size() == 1 && l.find_first_not_of("0123456789") == std::string_view::npos) return Format::kMahimahi;
+    if (f.size() == 1 && f[0].find_first_not_of("0123456789") == std::string_view::npos) return Format::kMahimahi;
     return Format::kTwoColumn;
   }
   return Format::kMahimahi;  // empty: the mahimahi reader reports it
@@ -287,6 +330,9 @@ Format detect_format(const std::string& text) {
 Trace parse_trace(const std::string& text, const std::string& name, const LoadOptions& options) {
   // A UTF-8 byte-order mark (spreadsheets write one) is not part of the first line.
   if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0) return parse_trace(text.substr(3), name, options);
+  // Windows' "Unicode text" is UTF-16: every other byte 0, which no reader takes.
+  if (text.size() >= 2 && (text.compare(0, 2, "\xFF\xFE") == 0 || text.compare(0, 2, "\xFE\xFF") == 0))
+    fail(name, 0, "UTF-16 text (it starts with a UTF-16 byte-order mark): save the trace as UTF-8 or ASCII");
   Format f = options.format == Format::kAuto ? detect_format(text) : options.format;
   if (text.empty()) fail(name, 0, "empty file");
   switch (f) {
@@ -340,6 +386,7 @@ std::string format_trace(const Trace& tr, Format format) {
   if (format == Format::kCsv) {
     out = "time_s,throughput_mbps\n";
     for (const auto& s : tr.segments) out += fmt::format("{},{}\n", s.start_s, s.rate_bps / 1e6);
+    out += fmt::format("{},\n", tr.duration_s);  // the end row: the last segment's length is exact
     return out;
   }
   throw Error("format_trace: choose a format (mahimahi, two-column or csv)");

@@ -20,10 +20,14 @@
 //    unit (s or ms, or a sample-index column with an explicit interval) and
 //    the value column and its unit (mbps, bps, or bytes delivered in the
 //    interval); rows may be filtered (e.g. carrier=VERIZON). Row i's value
-//    holds from its time until the next row's (the last row for one median
-//    interval).
-// Every reader skips a UTF-8 byte-order mark, refuses rates above 10 Tbit/s,
-// and quotes bad input with control bytes escaped (kvs::printable).
+//    holds from its time until the next row's; the last row's until a final
+//    row whose value is empty (an end marker, which the writer writes), else
+//    for the median interval between rows, else (a single row) for the given
+//    interval. An empty value on any other row is an error. Filters that
+//    match no row are an error naming the values each filtered column holds.
+// Every reader skips a UTF-8 byte-order mark, refuses UTF-16 text (with its
+// byte-order mark) and rates above 10 Tbit/s, and quotes bad input with
+// control bytes escaped (kvs::printable).
 #pragma once
 
 #include <map>
@@ -50,9 +54,9 @@ struct LoadOptions {
   CsvOptions csv;
 };
 
-// Reads a trace file; kAuto detects the format from the content (a header
-// line with letters: csv; one integer per line: mahimahi; two numbers per
-// line: two-column).
+// Reads a trace file; kAuto detects the format from the first non-blank line
+// (letters and a comma: csv; one integer, blanks around it allowed:
+// mahimahi, whose reader then refuses the blanks; anything else: two-column).
 Trace load_trace(const std::string& path, const LoadOptions& options = {});
 Trace parse_trace(const std::string& text, const std::string& name, const LoadOptions& options = {});
 Format detect_format(const std::string& text);
@@ -60,7 +64,10 @@ Format detect_format(const std::string& text);
 // Writers. mahimahi: opportunities when the trace has them, otherwise derived
 // from the rate by carrying fractional packets forward, so bytes per period
 // are exact to within one packet. two-column: a first row at 0, then one row
-// per segment end. csv: header "time_s,throughput_mbps", one row per segment.
+// per segment end. csv: header "time_s,throughput_mbps", one row per segment,
+// then the end row "duration_s," (empty value). Reading a written trace back
+// gives the same segments and duration (rates to the rounding of Mbit/s;
+// mahimahi: bytes per period within one packet).
 std::string format_trace(const Trace& trace, Format format);
 void save_trace(const Trace& trace, const std::string& path, Format format);
 

@@ -138,6 +138,11 @@ Trace generate_trace(const std::string& text) {
   // A trace is held in memory segment by segment: at most 10^7 of them
   // (duration / interval, or duration / the shortest mean period).
   constexpr double kMaxSteps = 1e7;
+  // Fixed steps start at k x step (adding the step up drifts: 10 x 100 ms
+  // sums to 0.9999999999999999 s), and a start within rounding of the end
+  // starts nothing: otherwise a sliver of a segment, 1e-16 s long with a
+  // rate of its own, would end the trace (and its min/max statistics).
+  auto before_end = [&](double t) { return t < tr.duration_s * (1 - 1e-12); };
   auto bounded = [&](double step_s, const char* step_key) {
     if (tr.duration_s / step_s > kMaxSteps)
       throw Error(fmt::format("trace generator '{}': duration / {} = {:.3g} steps, more than 10^7", text, step_key,
@@ -164,8 +169,8 @@ Trace generate_trace(const std::string& text) {
     if (lo > hi) throw Error(fmt::format("trace generator '{}': min > max", text));
     bounded(dt, "interval");
     std::mt19937_64 rng(s.seed());
-    for (double t = 0; t < tr.duration_s; t += dt) {
-      push(tr, t, std::clamp(r, lo, hi));
+    for (double k = 0; before_end(k * dt); ++k) {
+      push(tr, k * dt, std::clamp(r, lo, hi));
       r = std::clamp(r + (unit(rng) < 0.5 ? -step : step), lo, hi);
     }
   } else if (s.kind == "markov") {
@@ -173,12 +178,19 @@ Trace generate_trace(const std::string& text) {
     if (rates.size() != holds.size() || rates.size() < 2)
       throw Error(fmt::format("trace generator '{}': rates and hold need the same number (>= 2) of entries", text));
     tr.duration_s = positive(s.time("duration"), "duration");
-    for (const auto& h : holds) bounded(positive(parse_time_s(h, "hold"), "hold"), "hold");
+    // Every state parsed up front: a bad one is an error whether or not this
+    // seed and duration visit it (they were parsed on the first visit).
+    std::vector<double> rate_bps, hold_s;
+    for (size_t i = 0; i < rates.size(); ++i) {
+      rate_bps.push_back(parse_rate_bps(rates[i], fmt::format("trace generator '{}': rates[{}]", text, i)));
+      hold_s.push_back(positive(parse_time_s(holds[i], fmt::format("trace generator '{}': hold[{}]", text, i)), "hold"));
+      bounded(hold_s.back(), "hold");
+    }
     std::mt19937_64 rng(s.seed());
     size_t state = rng() % rates.size();
-    for (double t = 0; t < tr.duration_s;) {
-      push(tr, t, parse_rate_bps(rates[state], "rates"));
-      t += exponential(rng, positive(parse_time_s(holds[state], "hold"), "hold"));
+    for (double t = 0; before_end(t);) {
+      push(tr, t, rate_bps[state]);
+      t += exponential(rng, hold_s[state]);
       const size_t next = rng() % (rates.size() - 1);
       state = next >= state ? next + 1 : next;
     }
@@ -188,12 +200,13 @@ Trace generate_trace(const std::string& text) {
     bounded(std::min(on, off), on < off ? "on" : "off");
     const bool random = s.has("seed");
     std::mt19937_64 rng(s.seed());
-    for (double t = 0; t < tr.duration_s;) {
+    double t = 0;
+    for (double cycle = 1; before_end(t); ++cycle) {
       push(tr, t, rate);
-      t += random ? exponential(rng, on) : on;
-      if (t >= tr.duration_s) break;
-      push(tr, t, 0.0);
-      t += random ? exponential(rng, off) : off;
+      const double on_end = random ? t + exponential(rng, on) : (cycle - 1) * (on + off) + on;
+      if (!before_end(on_end)) break;
+      push(tr, on_end, 0.0);
+      t = random ? on_end + exponential(rng, off) : cycle * (on + off);
     }
   } else if (s.kind == "uniform") {
     const double lo = s.rate("min"), hi = s.rate("max"), dt = positive(s.time("interval"), "interval");
@@ -201,7 +214,7 @@ Trace generate_trace(const std::string& text) {
     tr.duration_s = positive(s.time("duration"), "duration");
     bounded(dt, "interval");
     std::mt19937_64 rng(s.seed());
-    for (double t = 0; t < tr.duration_s; t += dt) tr.segments.push_back({t, lo + (hi - lo) * unit(rng)});
+    for (double k = 0; before_end(k * dt); ++k) tr.segments.push_back({k * dt, lo + (hi - lo) * unit(rng)});
   } else {
     throw Error(fmt::format("trace generator '{}': unknown kind '{}' (const, steps, walk, markov, onoff, uniform)", text,
                             s.kind));

@@ -39,21 +39,38 @@ Trace offset(const Trace& t, double delta_bps) {
 
 Trace cut(const Trace& t, double begin_s, double end_s) {
   if (!(begin_s >= 0 && end_s > begin_s)) throw Error("cut: need 0 <= begin < end");
+  if (t.segments.empty() || !(t.duration_s > 0)) throw Error(fmt::format("cut: {} is empty", t.name));
   if (!t.loops && end_s > t.duration_s) throw Error("cut: end past the end of a trace that does not loop");
+  const auto& segs = t.segments;
+  const double dur = t.duration_s;
+  // A trace is held in memory segment by segment: at most 10^7 of them.
+  const double periods = std::floor(end_s / dur) - std::floor(begin_s / dur) + 1;
+  if (periods * double(segs.size()) > 1e7)
+    throw Error(fmt::format("cut: [{}, {}) s spans {:.3g} periods of {} ({} segments each), more than 10^7 segments",
+                            begin_s, end_s, periods, t.name, segs.size()));
   Trace out;
   out.name = fmt::format("cut({})", t.name);
   out.loops = t.loops;
   out.duration_s = end_s - begin_s;
-  double at = begin_s;
-  while (at < end_s) {
-    const double period_start = std::floor(at / t.duration_s) * t.duration_s;
-    const double local = at - period_start;
-    auto it = std::upper_bound(t.segments.begin(), t.segments.end(), local,
-                               [](double x, const RateSegment& s) { return x < s.start_s; });
-    const size_t i = size_t(it - t.segments.begin()) - 1;
-    const double seg_end = period_start + (i + 1 < t.segments.size() ? t.segments[i + 1].start_s : t.duration_s);
-    out.segments.push_back({at - begin_s, t.segments[i].rate_bps});
-    at = std::min(seg_end, end_s);
+  // Walk segment by segment with the period as an integer count and the
+  // segment as an index: recomputing both from the absolute time by division
+  // (as this did before) can land a boundary back in the segment it ends,
+  // and never move on, or before the period's start (a negative index).
+  double k = std::floor(begin_s / dur);
+  double local = begin_s - k * dur;
+  if (local >= dur) k += 1, local = 0;  // rounding
+  local = std::max(local, 0.0);
+  auto it = std::upper_bound(segs.begin(), segs.end(), local, [](double x, const RateSegment& s) { return x < s.start_s; });
+  size_t i = it == segs.begin() ? 0 : size_t(it - segs.begin()) - 1;
+  for (;;) {
+    const double start = out.segments.empty() ? 0.0 : k * dur + segs[i].start_s - begin_s;
+    if (!out.segments.empty() && start <= out.segments.back().start_s)
+      out.segments.back().rate_bps = segs[i].rate_bps;  // the previous one has no length left after rounding
+    else
+      out.segments.push_back({start, segs[i].rate_bps});
+    const double seg_end = k * dur + (i + 1 < segs.size() ? segs[i + 1].start_s : dur);
+    if (seg_end >= end_s) break;
+    if (++i == segs.size()) i = 0, k += 1;
   }
   return out;
 }

@@ -1,7 +1,7 @@
 // libFuzzer target: every trace reader (traces/formats.h: auto-detected,
 // mahimahi, two-column, CSV with the default and with index/bytes/filter
 // columns) on arbitrary text, then what a parsed trace is used for: windowed
-// statistics, resampling, rates and integrals, the writers.
+// statistics, resampling, rates and integrals, cut, the writers.
 // Contract: a reader returns a well-formed trace (segments from 0, starts
 // non-decreasing, finite non-negative rates, positive finite duration) or
 // throws kvs::Error; the windowed work is linear in the segments (resample
@@ -42,6 +42,11 @@ void exercise(const Trace& t) {
     check(r.segments.size() <= 2 * t.segments.size() + 2);
   }
   check(t.bits_between(0, t.duration_s) >= 0);
+  if (t.segments.size() < 1000) {  // cut walks whole periods: across a boundary and past the first one
+    const Trace c = cut(t, 0.5 * t.duration_s, 2.75 * t.duration_s);
+    check(!c.segments.empty() && c.segments[0].start_s == 0 && c.duration_s > 0);
+    for (size_t i = 1; i < c.segments.size(); ++i) check(c.segments[i].start_s > c.segments[i - 1].start_s);
+  }
   (void)t.rate_at(t.duration_s * 0.5);
   if (t.segments.size() < 100000) {
     (void)format_trace(t, Format::kTwoColumn);

@@ -80,7 +80,7 @@ void add_selective_command(CLI::App& app) {
     // it holds for the positions the warm-up covered (with 1024 on 2048-token contexts, layer 3's recall
     // fell from 0.71 to 0.18).
     int64_t loss_tokens = 64, greedy_tokens = 64, warmup_tokens = 2048;
-    bool full_last_layer = false, no_skew = false;
+    bool full_last_layer = false, no_skew = false, warmup_channels = false;
     size_t max_contexts = 8;  // the default run stays at a few minutes
     uint32_t max_context_tokens = 0;
     int threads = 1;  // decoding steps are small: a second thread's spinning made a context 4x slower here
@@ -110,6 +110,9 @@ void add_selective_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(0, 16));
   cmd->add_flag("--no-skew", args->no_skew,
                 "InfiniGen without skewing (identity matrices): an ablation measuring what skewing adds");
+  cmd->add_flag("--warmup-channels", args->warmup_channels,
+                "InfiniGen: take the partial channels from the warm-up for every context instead of picking them at "
+                "each context's prefill (InfiniGen's prefill stage): an ablation");
   cmd->add_flag("--full-last-layer", args->full_last_layer,
                 "InfiniGen: load the last layer in full too (InfiniGen's code speculates it)");
   cmd->add_option("--sink-tokens", args->sink_tokens, "StreamingLLM: attention-sink tokens kept")
@@ -154,6 +157,7 @@ void add_selective_command(CLI::App& app) {
       base.full_front_layers = args->full_front_layers;
       base.full_last_layer = args->full_last_layer;
       base.lookahead = args->lookahead;
+      base.warmup_channels = args->warmup_channels;
       base.sink_tokens = args->sink_tokens;
       if (base.method == llm::SelectMethod::kFull) {
         settings.push_back(base);
@@ -191,6 +195,7 @@ void add_selective_command(CLI::App& app) {
                           {"full_last_layer", args->full_last_layer},
                           {"lookahead", args->lookahead},
                           {"skew", !args->no_skew},
+                          {"partial_channels_from", args->warmup_channels ? "warmup" : "prefill"},
                           {"sink_tokens", args->sink_tokens},
                           {"loss_tokens", args->loss_tokens},
                           {"greedy_tokens", args->greedy_tokens},
@@ -210,6 +215,31 @@ void add_selective_command(CLI::App& app) {
         json p = json::parse(read_file(partial_path));
         if (p.at("options") == options) done = p.at("contexts");
         else std::fprintf(stderr, "%s: other options, starting again\n", partial_path.c_str());
+        // Every field the summary below reads, with its type (a missing one
+        // would otherwise be read through a const json's operator[]: a JSON
+        // library error naming neither the file nor the field).
+        if (!done.is_array() || done.size() > contexts.size())
+          throw Error(fmt::format("{}: contexts: expected an array of at most {} contexts; delete it to start again",
+                                  partial_path, contexts.size()));
+        for (size_t ci = 0; ci < done.size(); ++ci) {
+          const json& c = done[ci];
+          (void)c.at("id").get<std::string>();
+          (void)c.at("tokens").get<int64_t>();
+          (void)c.at("base_loss_nats").get<double>();
+          (void)c.at("base_task_accuracy").get<double>();
+          const json& rs = c.at("results");
+          if (!rs.is_array() || rs.size() != settings.size())
+            throw Error(fmt::format("{}: contexts[{}].results: expected {} settings; delete it to start again",
+                                    partial_path, ci, settings.size()));
+          for (const json& r : rs) {
+            for (const char* key : {"fraction_fetched_per_layer", "recall_per_layer"})
+              (void)r.at(key).get<std::vector<double>>();
+            (void)r.at("fraction_fetched_by_step").get<std::vector<std::vector<double>>>();
+            for (const char* key : {"fraction_fetched", "recall", "attention_mass", "kl_divergence", "loss_increase",
+                                    "greedy_agreement", "task_accuracy", "steps"})
+              (void)r.at(key).get<double>();
+          }
+        }
       } catch (const json::exception& e) {
         throw Error(fmt::format("{}: unreadable resume file ({}); delete it to start again", partial_path, e.what()));
       }

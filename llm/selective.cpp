@@ -130,6 +130,19 @@ std::vector<double> SelectionStats::recall_per_layer() const {
 SelectiveDecoder::SelectiveDecoder(const Model& model, SelectionConfig config, const SkewCalibration* calibration)
     : model_(&model), config_(std::move(config)), calibration_(calibration) {
   const int64_t L = model.config().num_hidden_layers;
+  check_config();
+  channels_.resize(size_t(L));
+  partial_keys_.resize(size_t(L));
+  speculated_.resize(size_t(L));
+  h2o_score_.resize(size_t(L));
+  h2o_present_.resize(size_t(L));
+  stats_.fetched.assign(size_t(L), 0);
+  stats_.recall.assign(size_t(L), 0);
+  stats_.mass.assign(size_t(L), 0);
+}
+
+void SelectiveDecoder::check_config() const {
+  const int64_t L = model_->config().num_hidden_layers;
   if (config_.method == SelectMethod::kInfiniGen) {
     if (calibration_ == nullptr) throw Error("selective: InfiniGen needs a skewing calibration");
     if (int64_t(calibration_->skew.size()) != L || int64_t(calibration_->channels.size()) != L)
@@ -144,21 +157,17 @@ SelectiveDecoder::SelectiveDecoder(const Model& model, SelectionConfig config, c
   if (config_.budget_tokens == 0 && !(config_.budget > 0 && config_.budget <= 1))
     throw Error(fmt::format("selective: budget must be in (0, 1], got {}", config_.budget));
   if (config_.sink_tokens < 0) throw Error("selective: sink_tokens must be >= 0");
-  partial_keys_.resize(size_t(L));
-  speculated_.resize(size_t(L));
-  h2o_score_.resize(size_t(L));
-  h2o_present_.resize(size_t(L));
-  stats_.fetched.assign(size_t(L), 0);
-  stats_.recall.assign(size_t(L), 0);
-  stats_.mass.assign(size_t(L), 0);
 }
 
 SelectiveDecoder SelectiveDecoder::with_config(const SelectionConfig& config) const {
   if (config.method != config_.method)
     throw Error(fmt::format("selective: with_config changes the method ({} -> {})", method_name(config_.method),
                             method_name(config.method)));
+  if (decoding_ && config.method == SelectMethod::kInfiniGen && config.warmup_channels != config_.warmup_channels)
+    throw Error("selective: with_config changes where the partial channels come from (the prefill picked them)");
   SelectiveDecoder d = *this;
   d.config_ = config;
+  d.check_config();
   d.stats_ = SelectionStats{};
   const size_t L = partial_keys_.size();
   d.stats_.fetched.assign(L, 0);
@@ -232,8 +241,8 @@ at::Tensor SelectiveDecoder::infinigen_keep(int64_t layer, const at::Tensor& hid
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
   q = q * emb.cos() + rotate_half(q) * emb.sin();
   const at::Tensor pq = gather_channels(skew_queries(q, calibration_->skew[l].to(at::kFloat)).view({kvh, group, hd}),
-                                        calibration_->channels[l]);  // [kvh, group, c]
-  const at::Tensor& pk = partial_keys_[l];                              // [kvh, past, c]
+                                        channels_[l]);  // [kvh, group, c]
+  const at::Tensor& pk = partial_keys_[l];              // [kvh, past, c]
   if (pk.size(1) != past)
     throw Error(fmt::format("selective: layer {} has {} partial keys, {} past tokens", layer, pk.size(1), past));
   const double scale = 1.0 / std::sqrt(double(hd));
@@ -299,8 +308,20 @@ at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, co
   const size_t l = size_t(layer);
   if (!decoding_) {
     // Prefill: full attention; record what decoding will need.
-    if (config_.method == SelectMethod::kInfiniGen)
-      partial_keys_[l] = gather_channels(skew_keys(keys, calibration_->skew[l]), calibration_->channels[l]);
+    if (config_.method == SelectMethod::kInfiniGen) {
+      const at::Tensor& skew = calibration_->skew[l];
+      if (config_.warmup_channels) {
+        channels_[l] = calibration_->channels[l];
+      } else {
+        // InfiniGen's prefill stage (partial_weight_index_generation): the
+        // columns of the prompt's skewed queries with the largest summed
+        // magnitude, per KV head over its query heads and all prompt tokens.
+        const int64_t n = queries.size(1), c = calibration_->channels[l].size(1);
+        const at::Tensor mass = skew_queries(queries, skew).reshape({kvh, group * n, hd}).abs().sum(1);  // [kvh, hd]
+        channels_[l] = std::get<0>(std::get<1>(mass.topk(c, -1)).sort(-1)).to(calibration_->channels[l].device());
+      }
+      partial_keys_[l] = gather_channels(skew_keys(keys, skew), channels_[l]);
+    }
     if (config_.method == SelectMethod::kH2O) {
       // Attention accumulated over all prefill queries (causal), per KV head.
       const int64_t n = queries.size(1);
@@ -353,8 +374,8 @@ at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, co
   }
   if (config_.method == SelectMethod::kInfiniGen) {
     const at::Tensor mine = keys.narrow(1, past, 1);
-    partial_keys_[l] = at::cat(
-        {partial_keys_[l], gather_channels(skew_keys(mine, calibration_->skew[l]), calibration_->channels[l])}, 1);
+    partial_keys_[l] =
+        at::cat({partial_keys_[l], gather_channels(skew_keys(mine, calibration_->skew[l]), channels_[l])}, 1);
   }
   if (config_.method == SelectMethod::kH2O) {
     // H2O accumulates the attention each token receives with the kept set.

@@ -24,12 +24,15 @@ struct SkewCalibration {
   // Per layer [kv_heads, head_dim, head_dim], orthogonal: A's columns are the
   // right singular vectors of the warm-up queries (after RoPE; the query heads
   // of a KV head stacked), placed as InfiniGen's gen_llama_skewing_matrix.py
-  // does: vector c (c-th largest σ_q) at column rank(σ_q[c]·σ_k[c]) in
-  // ascending order. (q A)·(k A) = q·k, but the mass of q·k sits in few columns.
+  // does (torch scatter): vector c (c-th largest σ_q) at column ind[c], where
+  // ind = argsort(σ_q·σ_k) ascending. (q A)·(k A) = q·k, but the mass of q·k
+  // sits in few columns.
   std::vector<at::Tensor> skew;
   // Per layer [kv_heads, channels] int64: the columns of q A with the largest
-  // summed |q A| over the warm-up tokens (and the KV head's query heads), as
-  // InfiniGen's partial_weight_index_generation; channels = int(ratio × head_dim).
+  // summed |q A| over the warm-up tokens (and the KV head's query heads);
+  // channels = int(ratio × head_dim). The decoder picks its own at each
+  // prefill (InfiniGen's partial_weight_index_generation runs on the prompt);
+  // these are used only with SelectionConfig::warmup_channels (an ablation).
   std::vector<at::Tensor> channels;
   double ratio = 0.2;
 };
@@ -68,6 +71,11 @@ struct SelectionConfig {
   // paper; 0, an ablation: the layer's own input, so only the partial
   // channels approximate).
   int64_t lookahead = 1;
+  // InfiniGen: the partial channels are picked at each prefill from the
+  // prompt's own skewed queries (false, as InfiniGen's prefill stage), or
+  // taken from the warm-up calibration (true: an ablation, one set for all
+  // contexts).
+  bool warmup_channels = false;
   int64_t sink_tokens = 4;  // StreamingLLM
 };
 
@@ -104,8 +112,11 @@ class SelectiveDecoder : public AttentionHook {
   SelectionStats& stats() { return stats_; }
   const SelectionConfig& config() const { return config_; }
   // A copy (same prefill state, stats cleared) with another budget/alpha;
-  // the method must be the same.
+  // the method must be the same; the config is checked as the constructor's.
   SelectiveDecoder with_config(const SelectionConfig& config) const;
+  // InfiniGen: per layer [kv_heads, channels] int64, the partial channels in
+  // use (picked at prefill, or the calibration's with warmup_channels).
+  const std::vector<at::Tensor>& partial_channels() const { return channels_; }
   // Whether `layer` selects (false: loaded in full).
   bool selects(int64_t layer) const;
 
@@ -113,6 +124,7 @@ class SelectiveDecoder : public AttentionHook {
   at::Tensor select(int64_t layer, const at::Tensor& queries, const at::Tensor& keys) override;
 
  private:
+  void check_config() const;  // throws kvs::Error on a bad config_
   int64_t budget_for(int64_t past) const;
   // [kvh, past] bool: the tokens each KV head of `layer` fetches.
   at::Tensor infinigen_keep(int64_t layer, const at::Tensor& previous_input);
@@ -124,6 +136,7 @@ class SelectiveDecoder : public AttentionHook {
   const SkewCalibration* calibration_;
   bool decoding_ = false;
   int64_t position_ = 0;                  // position of the token being decoded
+  std::vector<at::Tensor> channels_;      // InfiniGen: per layer [kvh, channels] partial channels
   std::vector<at::Tensor> partial_keys_;  // InfiniGen: per layer [kvh, tokens, channels] (skewed)
   std::vector<at::Tensor> speculated_;    // InfiniGen: per layer [kvh, past] bool for this step
   std::vector<at::Tensor> h2o_score_;     // H2O: per layer [kvh, tokens] accumulated attention

@@ -24,6 +24,32 @@ double number_at(const std::string& path, const json& obj, const std::string& wh
   return v.get<double>();
 }
 
+// As number_at, and a whole number (a count of layers or tokens).
+double integer_at(const std::string& path, const json& obj, const std::string& where, const char* key, double lo,
+                  double hi) {
+  const double v = number_at(path, obj, where, key, lo, hi);
+  if (v != std::floor(v))
+    throw Error(fmt::format("{}: {}.{}: expected a whole number, got {}", path, where, key, obj[key].dump()));
+  return v;
+}
+
+// A string field of `obj` (at `where` in `path`); `fallback` when absent.
+std::string string_at(const std::string& path, const json& obj, const std::string& where, const char* key,
+                      const std::string& fallback) {
+  if (!obj.is_object() || !obj.contains(key)) return fallback;
+  if (!obj[key].is_string())
+    throw Error(fmt::format("{}: {}.{}: expected a string, got {}", path, where, key, obj[key].dump()));
+  return obj[key].get<std::string>();
+}
+
+// A boolean field of `obj` (at `where` in `path`); `fallback` when absent.
+bool bool_at(const std::string& path, const json& obj, const std::string& where, const char* key, bool fallback) {
+  if (!obj.is_object() || !obj.contains(key)) return fallback;
+  if (!obj[key].is_boolean())
+    throw Error(fmt::format("{}: {}.{}: expected true or false, got {}", path, where, key, obj[key].dump()));
+  return obj[key].get<bool>();
+}
+
 class SelectivePolicy : public Policy {
  public:
   SelectivePolicy(int level, std::string profile, double budget, double alpha, double share, int full_front,
@@ -94,19 +120,19 @@ SelectivePlan read_selective_plan(const std::string& path, double budget, double
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: not JSON: {}", path, e.what()));
   }
-  if (!doc.is_object() || doc.value("format", std::string()) != "kvstream-selective")
+  if (!doc.is_object() || string_at(path, doc, "(top)", "format", "") != "kvstream-selective")
     throw Error(fmt::format("{}: not a selective profile (format \"kvstream-selective\" expected)", path));
   if (number_at(path, doc, "(top)", "version", 0, 1e9) != 1)
     throw Error(fmt::format("{}: version: only version 1 is known", path));
   const json& model = doc.contains("model") ? doc["model"] : json();
-  const auto profiled_layers = uint32_t(number_at(path, model, "model", "layers", 1, 1e5));
+  const auto profiled_layers = uint32_t(integer_at(path, model, "model", "layers", 1, 1e5));
   const json& options = doc.contains("options") ? doc["options"] : json();
   const auto full_front = uint32_t(options.contains("full_front_layers")
-                                       ? number_at(path, options, "options", "full_front_layers", 0, profiled_layers)
+                                       ? integer_at(path, options, "options", "full_front_layers", 0, profiled_layers)
                                        : 2);
-  const bool full_last = options.value("full_last_layer", false);
+  const bool full_last = bool_at(path, options, "options", "full_last_layer", false);
   const uint32_t greedy_tokens =
-      options.contains("greedy_tokens") ? uint32_t(number_at(path, options, "options", "greedy_tokens", 0, 1e9)) : 0;
+      options.contains("greedy_tokens") ? uint32_t(integer_at(path, options, "options", "greedy_tokens", 0, 1e9)) : 0;
   const double ratio = options.contains("ratio") ? number_at(path, options, "options", "ratio", 1e-9, 1) : 0.2;
   const size_t contexts = doc.contains("contexts") && doc["contexts"].is_array() ? doc["contexts"].size() : 0;
   if (!doc.contains("settings") || !doc["settings"].is_array())
@@ -115,8 +141,9 @@ SelectivePlan read_selective_plan(const std::string& path, double budget, double
   std::string known;
   for (size_t i = 0; i < doc["settings"].size(); ++i) {
     const json& s = doc["settings"][i];
-    if (!s.is_object() || s.value("method", std::string()) != "infinigen") continue;
     const std::string where = fmt::format("settings[{}]", i);
+    if (!s.is_object()) throw Error(fmt::format("{}: {}: expected an object, got {}", path, where, s.dump()));
+    if (string_at(path, s, where, "method", "") != "infinigen") continue;
     const double b = number_at(path, s, where, "budget", 0, 1e12), a = number_at(path, s, where, "alpha", 0, 1e300);
     known += fmt::format("{}{:g}/{:g}", known.empty() ? "" : ", ", b, a);
     if (std::fabs(b - budget) > 1e-9 || std::fabs(a - alpha) > 1e-9) continue;

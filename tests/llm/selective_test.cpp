@@ -1,16 +1,20 @@
 // Selective KV loading (llm/selective.h): skewing keeps attention scores,
 // a full budget reproduces the full cache exactly, budgets are respected,
-// speculation recall against exact scores on a fixed input (golden numbers).
+// speculation recall against exact scores on a fixed input (golden numbers),
+// partial channels picked at prefill, and InfiniGen's speculation against an
+// independent numpy implementation (tests/llm/data/selective_reference.py).
 #include "llm/selective.h"
 
 #include <cmath>
 #include <cstdio>
 #include <limits>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "base/error.h"
 #include "llm/checkpoint.h"
+#include "llm/profiler.h"
 #include "llm/tokenizer.h"
 #include "tests/llm/test_util.h"
 
@@ -231,8 +235,8 @@ TEST(SelectiveTest, BudgetIsRespected) {
 // Recall = share of the true top-k past tokens (k = tokens fetched; true
 // score = max over the KV head's query heads of the exact q·k/√d) that
 // InfiniGen's speculation fetched, per KV head, averaged over steps.
-// Values computed once by this code (the test prints them: "golden: ...")
-// and checked in; a random choice of the same size would recall about the
+// Partial channels from the warm-up (warmup_channels). Values computed once
+// by this code (the test prints them: "golden: ...") and checked in; a random choice of the same size would recall about the
 // fetched fraction, which is also checked below.
 constexpr double kGoldenRecall2 = 0.41748887108262106, kGoldenRecall3 = 0.35367699430199429;
 constexpr double kGoldenFetched2 = 0.19706714693242669, kGoldenFetched3 = 0.19706714693242669;
@@ -243,6 +247,7 @@ TEST(SelectiveTest, SpeculationRecallGolden) {
   SelectionConfig c{SelectMethod::kInfiniGen};
   c.budget = 0.2;
   c.alpha = 4;
+  c.warmup_channels = true;  // the values were computed with the warm-up's channels
   SelectiveDecoder dec(m, c, &cal);
   KVCache cache = dec.prefill(some_tokens(120, 256, 11)).cache;
   for (int64_t t : some_tokens(16, 256, 12)) cache = dec.step(t, cache).cache;
@@ -266,6 +271,132 @@ TEST(SelectiveTest, SpeculationRecallGolden) {
     for (int64_t t : some_tokens(16, 256, 12)) oc_cache = od.step(t, oc_cache).cache;
     if (method == SelectMethod::kOracle) EXPECT_DOUBLE_EQ(od.stats().mean_recall(), 1.0);
     else EXPECT_LT(od.stats().mean_recall(), 0.9);
+  }
+}
+
+// InfiniGen picks the partial channels at each prefill, from the prompt's
+// own skewed queries (partial_weight_index_generation in its prefill stage):
+// the calibration's warm-up channels do not matter unless warmup_channels.
+TEST(SelectiveTest, PartialChannelsArePickedAtPrefill) {
+  const Model m = test_model();
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
+  SkewCalibration bad = cal;  // the 4 channels with the least warm-up mass instead
+  for (auto& ch : bad.channels) {
+    ch = ch.clone();
+    for (int64_t g = 0; g < ch.size(0); ++g) {
+      std::vector<int64_t> rest;
+      for (int64_t i = 0; i < 16 && int64_t(rest.size()) < ch.size(1); ++i)
+        if (!ch[g].eq(i).any().item<bool>()) rest.push_back(i);
+      ch[g].copy_(at::tensor(rest, at::kLong));
+    }
+  }
+  const auto ctx = some_tokens(120, 256, 11), next = some_tokens(16, 256, 12);
+  auto run = [&](const SkewCalibration& calibration, bool warmup_channels) {
+    SelectionConfig c{SelectMethod::kInfiniGen};
+    c.budget = 0.2;
+    c.alpha = 4;
+    c.warmup_channels = warmup_channels;
+    SelectiveDecoder dec(m, c, &calibration);
+    KVCache cache = dec.prefill(ctx).cache;
+    for (int64_t t : next) cache = dec.step(t, cache).cache;
+    return std::make_pair(dec.partial_channels(), dec.stats().recall_per_layer());
+  };
+  const auto [good_channels, good_recall] = run(cal, false);
+  const auto [bad_channels, bad_recall] = run(bad, false);
+  // The prompt's channels, computed here per query head and channel.
+  Capture cap;
+  m.forward(to_tensor(ctx), KVCache{}, &cap);
+  for (size_t l = 0; l < 4; ++l) {
+    const at::Tensor q = skew_queries(cap.q[l], cal.skew[l]).to(at::kDouble).abs();  // [heads, n, hd]
+    for (int64_t g = 0; g < 2; ++g) {
+      const at::Tensor mass = q.narrow(0, 2 * g, 2).sum(at::IntArrayRef{0, 1});
+      const at::Tensor want = std::get<0>(std::get<1>(mass.topk(4)).sort());
+      EXPECT_TRUE(at::equal(good_channels[l][g].cpu(), want)) << "layer " << l << " kv head " << g;
+      EXPECT_TRUE(at::equal(bad_channels[l][g].cpu(), want)) << "layer " << l << " kv head " << g;
+    }
+  }
+  EXPECT_EQ(good_recall, bad_recall);
+  // The ablation uses the calibration's channels as they are.
+  const auto [warm_channels, warm_recall] = run(bad, true);
+  for (size_t l = 0; l < 4; ++l) EXPECT_TRUE(at::equal(warm_channels[l], bad.channels[l])) << "layer " << l;
+  EXPECT_LT(warm_recall[2] + warm_recall[3], good_recall[2] + good_recall[3]);
+}
+
+TEST(SelectiveTest, WithConfigChecksTheConfig) {
+  const Model m = test_model();
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
+  SelectionConfig c{SelectMethod::kInfiniGen};
+  SelectiveDecoder dec(m, c, &cal);
+  dec.prefill(some_tokens(40, 256, 3));
+  SelectionConfig bad = c;
+  bad.alpha = 0;
+  EXPECT_THROW(dec.with_config(bad), Error);
+  bad = c;
+  bad.budget = 0;
+  EXPECT_THROW(dec.with_config(bad), Error);
+  bad = c;
+  bad.lookahead = 3;  // > full_front_layers
+  EXPECT_THROW(dec.with_config(bad), Error);
+  bad = c;
+  bad.warmup_channels = true;  // the prefill already picked them
+  EXPECT_THROW(dec.with_config(bad), Error);
+  c.alpha = 5;
+  c.budget = 0.1;
+  EXPECT_NO_THROW(dec.with_config(c));
+}
+
+// Against an independent implementation: tests/llm/data/selective_reference.py
+// (numpy, float64, following InfiniGen's skewing_controller.skew,
+// partial_weight_index_generation and kv_selection_controller.speculate_attention,
+// with RoPE before the skew as its modeling_llama_ours.py) on the bundled
+// model: warm-up = the first 384 bytes of contexts-2048's context 0, prefill
+// = the first 383 bytes of context 1, then its next 24 bytes decoded one at a
+// time; budget 0.2, alpha 4, ratio 0.2. Its output, checked in:
+TEST(SelectiveTest, SpeculationMatchesIndependentReference) {
+  const std::string dir = std::string(KVSTREAM_SOURCE_DIR) + "/models/default";
+  const Model m = load_model(dir);
+  const auto contexts = load_contexts(std::string(KVSTREAM_SOURCE_DIR) + "/data/retrieval/contexts-2048.jsonl");
+  ASSERT_GE(contexts.size(), 2u);
+  auto bytes = [](const std::string& s, size_t from, size_t n) {
+    std::vector<int64_t> out;
+    for (size_t i = from; i < from + n; ++i) out.push_back(int64_t(static_cast<unsigned char>(s.at(i))));
+    return out;
+  };
+  const SkewCalibration cal = calibrate_skewing(m, bytes(contexts[0].context, 0, 384), 0.2);
+  struct Want {
+    bool warmup_channels;
+    double fetched[2], recall[2], mass[2];
+  };
+  const Want wants[] = {
+      {false,
+       {0.19898440600174347, 0.19855814854223794},
+       {0.6184106922416222, 0.6424585565669172},
+       {0.7187438000352487, 0.772216535373503}},
+      {true,
+       {0.19898440600174347, 0.19887784163686706},
+       {0.6130042317291905, 0.641081772151279},
+       {0.7053459453204085, 0.7985686534714085}},
+  };
+  for (const Want& w : wants) {
+    SelectionConfig c{SelectMethod::kInfiniGen};
+    c.budget = 0.2;
+    c.alpha = 4;
+    c.warmup_channels = w.warmup_channels;
+    SelectiveDecoder dec(m, c, &cal);
+    KVCache cache = dec.prefill(bytes(contexts[1].context, 0, 383)).cache;
+    for (int64_t t : bytes(contexts[1].context, 383, 24)) cache = dec.step(t, cache).cache;
+    const SelectionStats& st = dec.stats();
+    for (size_t l = 0; l < 2; ++l) {
+      EXPECT_EQ(st.fetched[l] / double(st.steps), 1.0);
+      EXPECT_EQ(st.recall[l] / double(st.steps), 1.0);
+    }
+    for (size_t i = 0; i < 2; ++i) {
+      const size_t l = i + 2;
+      const std::string what = fmt::format("layer {} warmup_channels {}", l, w.warmup_channels);
+      EXPECT_NEAR(st.fetched[l] / double(st.steps), w.fetched[i], 1e-9) << what;
+      EXPECT_NEAR(st.recall[l] / double(st.steps), w.recall[i], 1e-6) << what;
+      EXPECT_NEAR(st.mass[l] / double(st.steps), w.mass[i], 1e-5) << what;
+    }
   }
 }
 

@@ -102,6 +102,42 @@ TEST(SelectivePlan, ErrorsNameTheFileAndWhatIsWrong) {
   EXPECT_NE(range.find("settings[2].fraction_fetched_per_layer"), std::string::npos) << range;
 }
 
+// Fields of the wrong type or fractional counts: a kvs::Error naming the file
+// and the field (not a JSON library exception, not a silently truncated count).
+TEST(SelectivePlan, RejectsWrongTypesAndFractionalCounts) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"("format": "kvstream-selective")", R"("format": 5)"},
+      {R"({"method": "infinigen", "budget": 0.2)", R"({"method": 7, "budget": 0.2)"},
+      {R"("full_last_layer": false)", R"("full_last_layer": "no")"},
+      {R"("layers": 4)", R"("layers": 4.5)"},
+      {R"("full_front_layers": 2)", R"("full_front_layers": 1.5)"},
+      {R"("greedy_tokens": 64)", R"("greedy_tokens": 6.4)"},
+      {R"({"method": "full")", R"(3, {"method": "full")"},
+  };
+  const std::vector<std::string> names = {"(top).format",          "settings[2].method",
+                                          "options.full_last_layer", "model.layers",
+                                          "options.full_front_layers", "options.greedy_tokens",
+                                          "settings[0]"};
+  for (size_t i = 0; i < cases.size(); ++i) {
+    std::string text = profile_text();
+    const size_t at = text.find(cases[i].first);
+    ASSERT_NE(at, std::string::npos) << cases[i].first;
+    text.replace(at, cases[i].first.size(), cases[i].second);
+    TempFile f("corrupt" + std::to_string(i) + ".json", text);
+    std::string message;
+    try {
+      read_selective_plan(f.path, 0.2, 5, 4);
+    } catch (const Error& e) {
+      message = e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << cases[i].second << ": not a kvs::Error: " << e.what();
+      continue;
+    }
+    EXPECT_NE(message.find(f.path), std::string::npos) << cases[i].second << ": " << message;
+    EXPECT_NE(message.find(names[i]), std::string::npos) << cases[i].second << ": " << message;
+  }
+}
+
 TEST(SelectivePolicy, NamesWhatItDoesAndFetchesItsLevelPerLayer) {
   TempFile f("h.json", profile_text());
   auto p = make_policy("selective", {{"profile", f.path}, {"level", "2"}});

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
@@ -172,6 +173,14 @@ class JsonReader {
                    double hi) const {
     return obj.contains(key) ? number(obj, where, key, lo, hi) : dflt;
   }
+  // A count (layers, tokens): a whole number in [lo, hi], `dflt` when absent.
+  uint64_t count(const nlohmann::json& obj, const std::string& where, const char* key, double lo, double hi,
+                 std::optional<uint64_t> dflt = std::nullopt) const {
+    if (dflt && !(obj.is_object() && obj.contains(key))) return *dflt;
+    const double x = number(obj, where, key, lo, hi);
+    if (x != std::floor(x)) fail(where + "." + key, fmt::format("expected a whole number, got {}", x));
+    return uint64_t(x);
+  }
 
  private:
   std::string path_;
@@ -198,18 +207,25 @@ SelectiveProfile read_selective_profile(const std::string& path) {
   p.path = path;
   const auto& model = r.field(doc, "(top)", "model");
   if (model.contains("name") && model["name"].is_string()) p.model = model["name"].get<std::string>();
-  p.layers = uint32_t(r.number(model, "model", "layers", 1, 100000));
+  p.layers = uint32_t(r.count(model, "model", "layers", 1, 100000));
   const auto& options = r.field(doc, "(top)", "options");
-  p.full_front_layers = uint32_t(r.number_or(options, "options", "full_front_layers", 2, 0, p.layers));
+  p.full_front_layers = uint32_t(r.count(options, "options", "full_front_layers", 0, p.layers, 2));
   if (options.contains("full_last_layer")) {
     if (!options["full_last_layer"].is_boolean()) r.fail("options.full_last_layer", "expected true or false");
     p.full_last_layer = options["full_last_layer"].get<bool>();
   }
   p.ratio = r.number_or(options, "options", "ratio", 0.2, 0, 1);
+  // A setting without partial_key_fraction: partial_channels / (2 x head_dim)
+  // as the writer computes it (int(ratio x head_dim) channels), else ratio / 2.
+  double partial_fallback = p.ratio / 2;
+  if (options.is_object() && options.contains("partial_channels") && model.contains("head_dim")) {
+    const double head_dim = double(r.count(model, "model", "head_dim", 1, 1e6));
+    partial_fallback = double(r.count(options, "options", "partial_channels", 0, head_dim)) / (2 * head_dim);
+  }
   const auto& contexts = r.field(doc, "(top)", "contexts");
   if (!contexts.is_array()) r.fail("contexts", "expected an array");
   for (size_t i = 0; i < contexts.size(); ++i)
-    p.context_tokens.push_back(uint64_t(r.number(contexts[i], fmt::format("contexts[{}]", i), "tokens", 1, 1e12)));
+    p.context_tokens.push_back(r.count(contexts[i], fmt::format("contexts[{}]", i), "tokens", 1, 1e12));
 
   const auto& settings = r.field(doc, "(top)", "settings");
   if (!settings.is_array()) r.fail("settings", "expected an array");
@@ -231,7 +247,7 @@ SelectiveProfile read_selective_profile(const std::string& path) {
       x.fraction_per_layer.push_back(per_layer[l].get<double>());
     }
     x.fraction_fetched = r.number(s, where, "fraction_fetched", 0, 1);
-    x.partial_key_fraction = r.number_or(s, where, "partial_key_fraction", p.ratio / 2, 0, 1);
+    x.partial_key_fraction = r.number_or(s, where, "partial_key_fraction", partial_fallback, 0, 1);
     x.recall = r.number(s, where, "recall", 0, 1);
     x.kl_divergence = r.number(s, where, "kl_divergence", -1e9, 1e9);  // rounding may leave -1e-9
     x.loss_increase = r.number(s, where, "loss_increase", -1e9, 1e9);

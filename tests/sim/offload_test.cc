@@ -251,6 +251,7 @@ TEST(Offload, ReadsASelectiveProfileAndMapsItsFractionsToTheTarget) {
   EXPECT_FALSE(p.full_last_layer);
   EXPECT_EQ(s.fraction_per_layer, (std::vector<double>{1, 1, 0.08, 0.12}));
   EXPECT_DOUBLE_EQ(s.kl_divergence, 0.021);
+  EXPECT_DOUBLE_EQ(s.partial_key_fraction, 0.09375);
   // Same layer count: as measured. Another: the profile's layout (two full
   // front layers, the last speculated) with the speculated layers' mean 0.1.
   EXPECT_EQ(target_layer_fractions(p, s, 4), s.fraction_per_layer);
@@ -259,6 +260,18 @@ TEST(Offload, ReadsASelectiveProfileAndMapsItsFractionsToTheTarget) {
   EXPECT_EQ(f[0], 1);
   EXPECT_EQ(f[1], 1);
   for (int l = 2; l < 6; ++l) EXPECT_NEAR(f[l], 0.1, 1e-15);
+  std::remove(path.c_str());
+}
+
+TEST(Offload, AbsentPartialKeyFractionIsTheWritersChannelsOverTwoHeadDims) {
+  std::string text = selective_json();
+  const std::string field = "\"partial_key_fraction\": 0.09375,";
+  text.erase(text.find(field), field.size());
+  const auto path = write_temp("kvs_offload_sel_nopk.json", text);
+  const auto p = read_selective_profile(path);
+  ASSERT_EQ(p.settings.size(), 1u);
+  // int(0.2 x 32) = 6 channels of 32, over K and V: 6 / 64, not 0.2 / 2.
+  EXPECT_DOUBLE_EQ(p.settings[0].partial_key_fraction, 6.0 / 64);
   std::remove(path.c_str());
 }
 
@@ -276,6 +289,15 @@ TEST(Offload, BadSelectiveProfilesNameTheFileAndField) {
   };
   expect_error(selective_json("[1, 1, 0.5]"), "settings[1].fraction_fetched_per_layer");
   expect_error(selective_json("[1, 1, 0.5, 2]"), "fraction_fetched_per_layer[3]");
+  // Counts are whole numbers (they were cut down: 4.5 layers read as 4).
+  const auto with = [](const std::string& from, const std::string& to) {
+    std::string text = selective_json();
+    text.replace(text.find(from), from.size(), to);
+    return text;
+  };
+  expect_error(with("\"layers\": 4", "\"layers\": 4.5"), "model.layers: expected a whole number");
+  expect_error(with("\"full_front_layers\": 2", "\"full_front_layers\": 1.5"),
+               "options.full_front_layers: expected a whole number");
   expect_error("{\"format\": \"other\"}", "format");
   expect_error("not json", "not JSON");
   EXPECT_THROW(read_selective_profile("/nonexistent/sel.json"), Error);

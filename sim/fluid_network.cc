@@ -248,7 +248,23 @@ void FluidTransport::SendUp(uint64_t response_bytes, uint64_t responses) {
 void FluidTransport::ServerReceives(uint64_t bytes, uint64_t responses) {
   available_ += bytes;
   at_server_ += responses;
-  if (!round_pending_) StartRound(now_s(), false);
+  if (!round_pending_) {
+    StartRound(now_s(), false);
+    return;
+  }
+  if (!open_) return;
+  // A round is under way. If it sent less than the window (it ran out of
+  // data), TCP sends the new bytes at once, up to the window, behind the
+  // round's on the bottleneck; they count as the round's (their ACKs grow
+  // the window with the round's). Waiting for the next round instead left
+  // the link idle for up to an RTT whenever a request reached the server
+  // near the end of a response (in_flight >= 2): up to 18 % slower than ns-3.
+  const auto window = uint64_t(cwnd_bytes_);
+  const uint64_t room = window > last_round_bytes_ ? window - last_round_bytes_ : 0;
+  const uint64_t n = std::min(available_ - sent_, room);
+  if (n == 0) return;
+  SendBlock(now_s(), n);
+  last_round_bytes_ += n;
 }
 
 void FluidTransport::Round() {
@@ -274,8 +290,28 @@ void FluidTransport::StartRound(double now, bool clocked) {
   }
   uint64_t n = available_ - sent_;
   if (!p_.pensieve) n = std::min<uint64_t>(n, uint64_t(cwnd_bytes_));
+  const double start = SendBlock(now, n);
+  if (p_.pensieve || n == 0) return;  // the next request starts the next block
+  last_round_bytes_ = n;
+  // The client ACKs every m-th segment; the ACK crosses back to the server.
+  const uint64_t segments = (n + p_.mss_bytes - 1) / p_.mss_bytes;
+  const double m = double(std::min<uint64_t>(p_.delayed_ack_count, segments));
+  const double ack_back = p_.one_way_s + 2 * ser_s(kAckBytes, p_.access_rate_bps) + ser_s(kAckBytes, p_.reverse_rate_bps);
+  const double next = link_->through_s(start, m * frame) + down_s() + ack_back;
+  if (!(std::isfinite(next) && next - now < kNeverS)) return;
+  round_pending_ = true;
+  events_.push_back(ns3::Simulator::Schedule(ns3::Seconds(std::max(0.0, next - now)), [this] {
+    errors_->guard([&] { Round(); });
+  }));
+}
+
+// Puts the next n stream bytes on the bottleneck as one block (when n > 0)
+// and schedules the arrivals of the responses it completes; returns the
+// block's start on the bottleneck (now when n is 0).
+double FluidTransport::SendBlock(double now, uint64_t n) {
   double start = now, end = now;
   if (n > 0) {
+    const double frame = p_.mss_bytes + p_.segment_overhead_bytes;
     const double ready = now + (p_.pensieve ? 0.0 : ser_s(frame, p_.access_rate_bps));
     std::tie(start, end) = link_->transmit(ready, wire_bytes(n));
     blocks_.push_back({start, sent_, sent_ + n});
@@ -302,18 +338,7 @@ void FluidTransport::StartRound(double now, bool clocked) {
     }
     if (r.end_s >= 0) prev_end = r.end_s;
   }
-  if (p_.pensieve || n == 0) return;  // the next request starts the next block
-  last_round_bytes_ = n;
-  // The client ACKs every m-th segment; the ACK crosses back to the server.
-  const uint64_t segments = (n + p_.mss_bytes - 1) / p_.mss_bytes;
-  const double m = double(std::min<uint64_t>(p_.delayed_ack_count, segments));
-  const double ack_back = p_.one_way_s + 2 * ser_s(kAckBytes, p_.access_rate_bps) + ser_s(kAckBytes, p_.reverse_rate_bps);
-  const double next = link_->through_s(start, m * frame) + down_s() + ack_back;
-  if (!(std::isfinite(next) && next - now < kNeverS)) return;
-  round_pending_ = true;
-  events_.push_back(ns3::Simulator::Schedule(ns3::Seconds(std::max(0.0, next - now)), [this] {
-    errors_->guard([&] { Round(); });
-  }));
+  return start;
 }
 
 // Reports to the client what has arrived by now: reads (at least the sample

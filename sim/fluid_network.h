@@ -123,6 +123,7 @@ class FluidTransport : public ChunkTransport {
   void ServerReceives(uint64_t bytes, uint64_t responses);
   void Round();
   void StartRound(double now, bool clocked);
+  double SendBlock(double now, uint64_t n);  // n more stream bytes on the bottleneck; returns their start
   void Deliver();
   double wire_bytes(uint64_t stream_bytes) const;
   double arrival_s(const Block& b, uint64_t offset) const;  // when stream byte `offset` is at the client
@@ -146,7 +147,7 @@ class FluidTransport : public ChunkTransport {
   uint64_t responses_made_ = 0, at_server_ = 0;  // responses requested, and whose request reached the server
   double last_read_s_ = -std::numeric_limits<double>::infinity();
   double cwnd_bytes_ = 0;
-  uint64_t last_round_bytes_ = 0;  // the round whose ACKs grow the window next
+  uint64_t last_round_bytes_ = 0;  // bytes of the round under way (their ACKs grow the window next)
   std::vector<ns3::EventId> events_;
 };
 

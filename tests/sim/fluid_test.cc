@@ -152,6 +152,32 @@ TEST(Fluid, PipelinedRequestsSaveRoundTripsAsInNs3) {
   EXPECT_LT(std::abs(pipelined - ns3) / ns3, 0.01);
 }
 
+TEST(Fluid, ARequestReachingTheServerMidRoundIsSentAtOnceAsInNs3) {
+  // Two requests outstanding: the next chunk's request reaches the server
+  // while the previous response is still being sent, and TCP sends it at
+  // once when the window has room. The fluid model used to hold it for the
+  // next ACK-clocked round, idling the link for up to an RTT per chunk:
+  // 4.7 %, 5.7 % and 3.0 % slower than ns-3 on these three cases (and up to
+  // 18 % at 1 Gbit/s; what is left there is below, docs/simulator.md).
+  struct Case {
+    double rate_mbps, rtt_ms;
+    uint32_t chunks;
+    uint64_t bytes;
+  };
+  for (const Case& g : {Case{100, 40, 4, 1'000'000}, Case{100, 40, 8, 500'000}, Case{100, 20, 8, 500'000}}) {
+    const auto profile = make_profile(g.chunks, 256, {g.bytes});
+    SimConfig c = base_config(g.rate_mbps, g.rtt_ms);
+    c.link.queue_packets = 100'000;
+    c.in_flight = 2;
+    const double ns3 = ttft(simulate(c, profile));
+    c.network = "fluid";
+    const double fluid = ttft(simulate(c, profile));
+    std::printf("in_flight 2, %g Mbit/s, %g ms, %u x %llu B: ns-3 %.6f s, fluid %.6f s (%+.3f %%)\n", g.rate_mbps,
+                g.rtt_ms, g.chunks, (unsigned long long)g.bytes, ns3, fluid, 100 * (fluid - ns3) / ns3);
+    EXPECT_LT(std::abs(fluid - ns3) / ns3, 0.001) << g.rate_mbps << " Mbit/s, " << g.rtt_ms << " ms";
+  }
+}
+
 TEST(Fluid, EveryOutputNamesTheModel) {
   const auto profile = make_profile(2, 256, {100'000});
   for (const char* model : {"ns3", "fluid", "pensieve"}) {

@@ -137,7 +137,10 @@ void run_simulate(const SimulateOptions& o, const CLI::App& cmd) {
   if (given("--target")) c.target = o.target;
   if (given("--trace")) sc.trace_file = o.trace, sc.trace_gen.clear();
   if (given("--trace-gen")) sc.trace_gen = o.trace_gen, sc.trace_file.clear();
-  if (given("--rate-mbps")) c.link.rate_mbps = o.rate_mbps, sc.trace_file.clear(), sc.trace_gen.clear();
+  // A constant rate replaces the file's trace, and with it the file's
+  // link.trace_scale (which scaled that trace).
+  if (given("--rate-mbps"))
+    c.link.rate_mbps = o.rate_mbps, sc.trace_file.clear(), sc.trace_gen.clear(), sc.trace_scale = 1;
   if (given("--rtt-ms")) c.link.rtt_ms = o.rtt_ms;
   if (given("--loss")) c.link.loss_rate = o.loss;
   if (given("--queue-packets")) c.link.queue_packets = o.queue_packets;

@@ -261,9 +261,20 @@ RunnerSummary run_sweep(const Sweep& sweep, const RunnerOptions& o) {
   for (const auto& r : sweep.runs) {
     if (r.index % o.shards != o.shard - 1) continue;
     ++s.total;
-    // Written once: a point's file is a function of its id's inputs.
+    // A point's file holds absolute paths, which its run id does not depend
+    // on (the id hashes the document as written and the files' content):
+    // rewritten when they differ, e.g. when the scenario's folder moved
+    // between an interrupted invocation and its resumption, whose workers
+    // would otherwise look for the profile where it was.
     const std::string point = dir + "/points/" + r.id + ".yaml";
-    if (!fs::exists(point)) write_file_atomic(point, r.run_yaml);
+    std::string written;
+    if (fs::exists(point)) {
+      try {
+        written = read_file(point);
+      } catch (const Error&) {
+      }
+    }
+    if (written != r.run_yaml) write_file_atomic(point, r.run_yaml);
     if (run_done(dir + "/runs/" + r.id)) {
       ++s.done_before;
       std::error_code ec;

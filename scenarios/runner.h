@@ -3,7 +3,7 @@
 //
 // Layout of the output folder:
 //   sweep.json          the sweep: source, hash, swept keys, every run's index, id and values
-//   points/<id>.yaml    each run's one-run scenario (absolute paths)
+//   points/<id>.yaml    each run's one-run scenario (absolute paths; rewritten when they changed)
 //   runs/<id>/          each run's simulation output (results.json, events.jsonl, summary.txt)
 //   logs/<id>.log       each worker's output; failed/<id>.txt the error of a failed run
 //                       (failed/<id>.out: what its worker left, moved aside)

@@ -133,7 +133,16 @@ void set_path(YAML::Node node, const std::vector<std::string>& parts, size_t i, 
     node[parts[i]] = YAML::Clone(value);
     return;
   }
-  if (!node[parts[i]] || !node[parts[i]].IsMap()) node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+  const YAML::Node child = node[parts[i]];
+  if (i == 0 && parts[0] == "policy" && child && child.IsScalar()) {
+    // `policy: NAME` is short for {name: NAME}: a swept parameter
+    // (policy.params.level) keeps the name.
+    YAML::Node policy(YAML::NodeType::Map);
+    policy["name"] = child.Scalar();
+    node[parts[i]] = policy;
+  } else if (!child || !child.IsMap()) {
+    node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+  }
   set_path(node[parts[i]], parts, i + 1, value);
 }
 

@@ -22,6 +22,7 @@
 #include "base/error.h"
 #include "base/files.h"
 #include "codec/profile.h"
+#include "scenarios/sweep.h"
 #include "tests/sim/sim_test_util.h"
 
 extern char** environ;
@@ -143,6 +144,39 @@ TEST(Runner, KilledAndResumedEqualsUninterrupted) {
   EXPECT_GE(now, 1u);
   EXPECT_EQ(read_file(killed + "/results.csv"), csv);
   EXPECT_EQ(read_file(killed + "/results.jsonl"), jsonl);
+}
+
+TEST(Runner, ResumedFromAMovedFolderUsesItsNewPaths) {
+  // A sweep interrupted with runs left, its scenario's folder moved (same
+  // files, so the same run ids), resumed: the runs left read the profile
+  // where it is now. The runner used to keep points/<id>.yaml as first
+  // written, so their workers looked in the old folder, failed, and failed
+  // again on every retry.
+  Dir d("moved");
+  const std::string a = d.path + "/a", b = d.path + "/b", out = d.path + "/out", log = d.path + "/log.txt";
+  fs::create_directories(a);
+  codec::write_profile(sim::testing::make_profile(2, 256, {100'000, 40'000}), a + "/p.json");
+  write_file_atomic(a + "/s.yaml",
+                    "profile: p.json\ncodec: c\ngpu: {decode: profile}\nnetwork: fluid\nlink: {rate_mbps: 40}\n"
+                    "sweep:\n  policy: [fixed:0, fixed:1]\n");
+  // The first invocation's workers cannot write their results (a file is
+  // where each run's folder goes): every run is left to do, its point written.
+  const Sweep first = load_sweep(a + "/s.yaml");
+  ASSERT_EQ(first.runs.size(), 2u);
+  fs::create_directories(out + "/runs");
+  for (const auto& r : first.runs) write_file_atomic(out + "/runs/" + r.id, "in the way");
+  EXPECT_EQ(run_to_end({"run", a + "/s.yaml", "-o", out, "-j", "1", "--no-progress"}, log), 2) << read_file(log);
+  EXPECT_NE(read_file(out + "/points/" + first.runs[0].id + ".yaml").find(a + "/p.json"), std::string::npos);
+
+  fs::rename(a, b);
+  const Sweep moved = load_sweep(b + "/s.yaml");
+  ASSERT_EQ(moved.runs.size(), 2u);
+  EXPECT_EQ(moved.runs[1].id, first.runs[1].id);  // what makes the old points look reusable
+  ASSERT_EQ(run_to_end({"run", b + "/s.yaml", "-o", out, "-j", "1", "--no-progress"}, log), 0) << read_file(log);
+  const std::string csv = read_file(out + "/results.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3) << csv;
+  EXPECT_EQ(csv.find(",failed,"), std::string::npos) << csv;
+  EXPECT_NE(read_file(out + "/points/" + first.runs[0].id + ".yaml").find(b + "/p.json"), std::string::npos);
 }
 
 // The runner's worker processes now.

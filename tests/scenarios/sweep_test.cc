@@ -127,6 +127,27 @@ TEST(Sweep, PolicyShorthandsAndMaps) {
   EXPECT_EQ(s.runs[3].scenario.sim.policy_params.at("k"), "3");
 }
 
+TEST(Sweep, APolicyParameterSweptUnderAPolicyGivenByName) {
+  // `policy: fixed` is short for {name: fixed}: sweeping policy.params.level
+  // keeps the name (it used to replace the policy with {params: ...}, and
+  // every run failed with "policy.name: missing").
+  Fixture f;
+  const auto s = f.parse("policy: fixed\nsweep:\n  policy.params.level: [0, 2]\n");
+  ASSERT_EQ(s.runs.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(s.runs[i].scenario.sim.policy, "fixed") << i;
+    EXPECT_EQ(s.runs[i].scenario.sim.policy_params.at("level"), i == 0 ? "0" : "2");
+  }
+  EXPECT_EQ(param(s.runs[1], "policy.params.level"), "2");
+  // The same after a swept policy given by name, and with the name already a map.
+  const auto t = f.parse("sweep:\n  policy: [mpc, robust-mpc]\n  policy.params.horizon: [3]\n");
+  ASSERT_EQ(t.runs.size(), 2u);
+  EXPECT_EQ(t.runs[1].scenario.sim.policy, "robust-mpc");
+  EXPECT_EQ(t.runs[1].scenario.sim.policy_params.at("horizon"), "3");
+  const auto u = f.parse("policy: {name: fixed}\nsweep:\n  policy.params.level: [1]\n");
+  EXPECT_EQ(u.runs.at(0).scenario.sim.policy_params.at("level"), "1");
+}
+
 TEST(Sweep, IdsAreStableAndFollowTheInputs) {
   Fixture f;
   const auto a = f.parse("sweep:\n  slo_s: [1, 2]\n");

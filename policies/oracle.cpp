@@ -620,7 +620,7 @@ void OraclePolicy::make_plan(const StreamState& s) {
   p.link = &link_;
   p.payload_share = future_.payload_share;
   p.start_s = future_.request_start_s;
-  p.connected_s = p.start_s + future_.rtt_s;  // one RTT handshake before the first request
+  p.connected_s = p.start_s + (future_.handshake ? future_.rtt_s : 0.0);  // the handshake before the first request
   p.start.gpu_s = std::max(s.now_s, s.gpu_busy_until_s);
   p.start.net_s = sequential_ ? 0.0 : std::max(s.now_s, p.connected_s);
   p.first_token_s = s.first_token_s;

@@ -40,7 +40,8 @@
 //   Without thinning the plan is the optimum.
 //
 // The network model (no TCP dynamics, so optimistic: ns-3 is never faster):
-// the connection opens with one RTT handshake at the request start; a fetch
+// the connection opens with one RTT handshake at the request start (none
+// under network: pensieve, NetworkFuture::handshake); a fetch
 // requested at t starts at the bottleneck at t + rtt/2, sends
 // bytes / payload_share wire bytes at the trace's rate (trace time =
 // simulation time, looping when the trace loops; a constant rate without a

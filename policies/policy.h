@@ -132,6 +132,7 @@ struct NetworkFuture {
   double payload_share = 1;   // payload bytes / bytes on the wire (headers of every packet)
   double request_start_s = 0; // simulation time the request was issued
   uint32_t in_flight = 1;     // chunk requests outstanding per connection
+  bool handshake = true;      // a TCP handshake (one RTT) before the first request; network: pensieve has none
 };
 
 // What a Schedule::kSelectiveLayers policy fetches before the first token.

@@ -34,6 +34,7 @@ policies::NetworkFuture network_future(const EngineConfig& c) {
   const bool mahimahi = l.trace && l.trace->opportunities && l.trace_mode != "rate";
   f.payload_share = c.network == "pensieve" ? 0.95 : mahimahi ? mss / (mss + 52.0) : mss / (mss + 54.0);
   f.in_flight = c.in_flight;
+  f.handshake = c.network != "pensieve";  // Pensieve's chunk-level model starts sending at once
   return f;
 }
 }  // namespace

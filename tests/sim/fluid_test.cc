@@ -63,6 +63,22 @@ TEST(Pensieve, ChunksQueueOnTheLinkAndTheTraceWraps) {
   EXPECT_NEAR(chunks[1].last_byte_s, 4.0 + (link_end - 2.0) + 0.08, 1e-6);
 }
 
+TEST(Pensieve, TheOraclesOwnPredictionHasNoHandshake) {
+  // Pensieve's model has no handshake: the oracle, which reads the link's
+  // future, predicts the simulated TTFT exactly (it added one RTT before).
+  const auto profile = make_profile(3, 256, {1'000'000, 400'000}, 0.01);
+  SimConfig c = base_config(8, 80);
+  c.network = "pensieve";
+  c.policy = "oracle";
+  c.slo_s = 5;
+  c.gpu.peak_flops = 1e9;  // recomputing a chunk takes longer than fetching it
+  const auto out = simulate(c, profile);
+  const auto& r = out.result.requests.at(0);
+  ASSERT_TRUE(r.finished);
+  for (const auto& ch : r.chunks) EXPECT_GE(ch.level, 0);
+  EXPECT_NEAR(r.predicted_ttft_s, r.ttft_s, 1e-6);
+}
+
 // Fluid against ns-3 on constant links: one request, several chunks fetched
 // one at a time (a handshake, then one RTT per chunk and slow start). With a
 // queue that holds slow start's overshoot, TCP loses nothing and the fluid

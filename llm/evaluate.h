@@ -47,8 +47,10 @@ struct KlStats {
   double mean_nats = 0;     // mean over positions of sum_v p_v (log p_v - log q_v)
   // Standard error of the mean by batch means: the positions split into
   // consecutive blocks of kKlBlockTokens (the last one absorbs the rest), the
-  // error taken from the spread of the block means. Neighbouring positions'
-  // KL values are correlated, so the i.i.d. error would be too small.
+  // error taken from the spread of the block means:
+  // sqrt(sum_b n_b (m_b - m)^2 / ((B - 1) n)), B = floor(n / kKlBlockTokens);
+  // under 2 blocks, the i.i.d. error. Neighbouring positions' KL values are
+  // correlated, so the i.i.d. error would be too small.
   double stderr_nats = 0;
   double iid_stderr_nats = 0;  // sd / sqrt(positions), for comparison
   double top1_agreement = 1;   // fraction of positions with equal argmax

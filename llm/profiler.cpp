@@ -78,6 +78,16 @@ bool answers_correctly(const Model& model, const KVCache& cache, const std::vect
   return out == answer;
 }
 
+// A decoded chunk as the GPU holds it: its values rounded to the chunk's
+// dtype (the --kv-dtype it is shipped and stored in, which the stream
+// records; the GPU decoder writes that dtype). The exact reference is the
+// cache rounded to the same dtype, so both sides of every comparison are
+// caches a serving system could hold.
+codec::KVChunk as_stored(codec::KVChunk decoded) {
+  for (float& v : decoded.values) v = codec::round_to_dtype(v, decoded.dtype);
+  return decoded;
+}
+
 }  // namespace
 
 std::vector<ProfileContext> load_contexts(const std::string& path, size_t continuation_bytes) {
@@ -178,7 +188,7 @@ codec::KVChunk assemble_cache(const codec::Codec& codec, const codec::KVChunk& e
     if (c.level >= codec.levels())
       throw Error(fmt::format("chunk {}: level {} but codec {} has {} levels", k, c.level, codec.name(), codec.levels()));
     codec::KVChunk original = exact.slice(uint32_t(c.token_begin), c.tokens);
-    parts.push_back(c.level < 0 ? std::move(original) : codec.decode(codec.encode(original, c.level)));
+    parts.push_back(c.level < 0 ? std::move(original) : as_stored(codec.decode(codec.encode(original, c.level))));
     next = c.token_begin + c.tokens;
   }
   if (next != exact.tokens)
@@ -316,6 +326,7 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
           }
           if (back.tokens != original.tokens || !(back.shape == original.shape))
             throw Error(fmt::format("profile: codec {} level {} decoded a chunk of another shape", c.name(), level));
+          back = as_stored(std::move(back));  // error and quality of what the GPU holds
           double e = 0;
           for (size_t i = 0; i < original.values.size(); ++i) {
             const double d = double(back.values[i]) - double(original.values[i]);

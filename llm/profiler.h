@@ -60,7 +60,8 @@ struct ProfilerOptions {
   bool measure_chunks = true;
   // Precision the KV cache is stored and shipped in (serving systems keep it in
   // fp16/bf16 even when the model computes in fp32); the exact reference is
-  // the cache rounded to it.
+  // the cache rounded to it, and so is each decoded chunk before its error and
+  // quality are measured (the GPU decoder writes this dtype).
   codec::DType kv_dtype = codec::DType::kF16;
   std::string model_name;
   std::string partial_path;                     // resume file ("" = none)
@@ -100,7 +101,8 @@ struct ChunkChoice {
 };
 
 // The cache the GPU ends up with: each chunk of `exact` encoded and decoded at
-// its chosen level, recomputed chunks exact. The chunks must tile the cache.
+// its chosen level (values rounded to exact.dtype, as stored), recomputed
+// chunks exact. The chunks must tile the cache.
 // Throws kvs::Error when they do not or a level is out of range.
 codec::KVChunk assemble_cache(const codec::Codec& codec, const codec::KVChunk& exact,
                               const std::vector<ChunkChoice>& chunks);

@@ -161,13 +161,27 @@ class Quant8Codec final : public Codec {
         for (uint32_t t = 0; t < chunk.tokens; ++t) {
           float max = 0;
           for (uint32_t h = 0; h < s.kv_heads; ++h)
-            for (uint32_t d = 0; d < s.head_dim; ++d) max = std::max(max, std::fabs(chunk.at(l, k, h, t, d)));
+            for (uint32_t d = 0; d < s.head_dim; ++d) {
+              const float x = chunk.at(l, k, h, t, d);
+              // An infinite scale would make a stream the decoder refuses, and
+              // a NaN would silently decode as 0: refuse both here.
+              if (!std::isfinite(x))
+                throw Error(fmt::format("codec quant8: layer {} {} token {} holds {}, not a finite value; use raw or "
+                                        "zstd for such a cache",
+                                        l, k == Kind::kKey ? "K" : "V", chunk.token_begin + t, x));
+              max = std::max(max, std::fabs(x));
+            }
           put_f32(scales, max);
+          // q = round(x * (127 / max)), as CacheGen's torch_quant; where
+          // 127 / max overflows (max below 127 / FLT_MAX, fp32 caches only),
+          // round(x * 127 / max) instead, which keeps q in -127..127.
           const float inv = max > 0 ? 127.0f / max : 0.0f;
+          const bool tiny = !std::isfinite(inv);
           for (uint32_t h = 0; h < s.kv_heads; ++h)
             for (uint32_t d = 0; d < s.head_dim; ++d) {
               const size_t i = size_t(&chunk.at(l, k, h, t, d) - chunk.values.data());
-              data[i] = uint8_t(int8_t(std::lrint(chunk.values[i] * inv)));
+              const float v = tiny ? chunk.values[i] * 127.0f / max : chunk.values[i] * inv;
+              data[i] = uint8_t(int8_t(std::lrint(v)));
             }
         }
     return write_stream(header_for(chunk, CodecId::kQuant8, 0), {scales, data});

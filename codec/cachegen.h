@@ -3,12 +3,27 @@
 //   - no delta coding; a layer's heads are merged into kv_heads x head_dim channels;
 //   - one absmax scale per (layer, token) over all channels, separately for K
 //     and V (stored as fp16, rounded up so no value exceeds it);
-//   - symmetric quantization to bins - 1 symbols: q = round(x * M / max + M),
-//     M = bins / 2 - 1, x' = (q - M) * max / M, so |x - x'| <= max / (2M);
+//   - symmetric quantization to bins - 1 symbols: q = round(x * M / max) + M,
+//     M = bins / 2 - 1 (x * M, then / max, in float32, rounded half to even:
+//     cachegen_core::quantize_symbol), x' = (q - M) * max / M, so
+//     |x - x'| <= max / (2M). The released torch_quant (UChi-JCL/CacheGen
+//     src/encoder, LMCache's CPU serializer) rounds x * (M / max), the factor
+//     rounded first: the symbols differ only where x * M / max lies within
+//     float rounding of a half-integer. LMCache's GPU serializer
+//     (torch_quant_vectorized) rounds x * (M / max) + M instead, which breaks
+//     exact ties the other way when M is odd (x = max / 2: ours rounds M / 2
+//     to the even integer, it rounds 3M / 2 to the even one, a step apart;
+//     M is odd for every bin count in the ladder but 6);
+//     its decoder's (q - M) / M * max differs from ours by float rounding;
 //   - bins per layer from a schedule that depends on depth (K: first / middle /
 //     last third of the layers, as the released code's [0,10) / [10,20) /
 //     [20,32) for 32 layers; V: the first 1/16 of the layers, as its [0,2),
-//     and the rest), coarser in deeper layers;
+//     and the rest), coarser in deeper layers. The released code has this
+//     split for 32-layer (7B) models only: its 80-layer (70B) configuration
+//     splits K at [0,20) / [20,40) / [40,80) with 32 / 32 / 16 bins at its
+//     default level and V at [0,20) (LMCache) or [0,10) (CacheGen's
+//     config/quantization.json); the fractions here give K [0,25) / [25,50) /
+//     [50,80) and V [0,5) for 80 layers, which is not that configuration;
 //   - a per-chunk 16-bit frequency table per (layer, kind, channel) shipped in
 //     the chunk (the released code ships a 33-entry 16-bit CDF per channel),
 //     every symbol at least 1/65536;

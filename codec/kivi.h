@@ -35,6 +35,9 @@
 // multiples of G). A chunk with context_tokens 0 stands alone (C = its
 // tokens). `residual_scope` = chunk treats every chunk as a whole context
 // (each keeps its own residual, as before issue 22).
+// R = 0 (quantize everything but the keys' last C mod G tokens) is this
+// project's extension, not a KIVI setting (KIVI's llama_kivi.py and
+// mistral_kivi.py prefill take the token count modulo residual_length).
 // Unquantized tokens are stored at the chunk's dtype (fp16 for the fp16
 // caches KIVI works on), bit-exact.
 // Codes are bit-packed (4 or 2 per byte, first code in the lowest bits).

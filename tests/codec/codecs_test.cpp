@@ -129,6 +129,42 @@ TEST(Quant8, EqualsReferenceDequantization) {
       }
 }
 
+// A chunk holding an infinity or a NaN is refused at encode time: before, an
+// infinity made a stream quant8's own decoder rejects ("scale not finite")
+// and a NaN silently decoded as 0.
+TEST(Quant8, RefusesValuesThatAreNotFinite) {
+  auto q8 = make_codec("quant8");
+  for (float bad : {INFINITY, -INFINITY, NAN}) {
+    KVChunk c = synthetic(kShape, 5, DType::kF32, 2);
+    c.at(1, Kind::kValue, 1, 3, 7) = bad;
+    try {
+      (void)q8->encode(c, 0);
+      ADD_FAILURE() << "quant8 encoded a chunk holding " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("layer 1 V token 103"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// A token whose absmax is below 127 / FLT_MAX (an fp32 cache): 127 / max
+// overflows to infinity, and x * inf used to decode as 0 (error = max, not
+// max / 254).
+TEST(Quant8, TinyTokensStayWithinTheBound) {
+  auto q8 = make_codec("quant8");
+  KVChunk c({1, 1, 4}, DType::kF32, 0, 2);
+  const float xs[2][4] = {{1e-38f, -5e-39f, 2.5e-39f, 0.0f}, {3e-39f, -1e-39f, 0.0f, 1.5e-39f}};
+  for (uint32_t t = 0; t < 2; ++t)
+    for (uint32_t d = 0; d < 4; ++d) c.at(0, Kind::kKey, 0, t, d) = c.at(0, Kind::kValue, 0, t, d) = xs[t][d];
+  const KVChunk back = q8->decode(q8->encode(c, 0));
+  for (uint32_t t = 0; t < 2; ++t) {
+    const float max = std::fabs(xs[t][0]) > std::fabs(xs[t][1]) ? std::fabs(xs[t][0]) : std::fabs(xs[t][1]);
+    for (Kind k : {Kind::kKey, Kind::kValue})
+      for (uint32_t d = 0; d < 4; ++d)
+        EXPECT_LE(std::fabs(back.at(0, k, 0, t, d) - xs[t][d]), max / 254.0f * 1.01f) << t << " " << d;
+  }
+  EXPECT_EQ(back.at(0, Kind::kKey, 0, 0, 0), 1e-38f / 127.0f * 127.0f);  // q = 127: x' = 127 * (max / 127)
+}
+
 TEST(CacheGen, BinScheduleFollowsReleasedCodeFor32Layers) {
   // K: [0,10) / [10,20) / [20,32); V: [0,2) / [2,32); CacheGen levels 1..3 = ours 3..1.
   EXPECT_EQ(cachegen_bins(3, Kind::kKey, 9, 32), 16);
@@ -166,6 +202,29 @@ TEST(CacheGen, EqualsReferenceDequantizationWithinBound) {
         }
       }
   }
+}
+
+// Exact ties, as codec/cachegen.h states them: q = round_half_even(x * M /
+// max) + M. x = max / 2 at M = 15 (level 1) is 7.5 -> 8; LMCache's GPU
+// serializer, round(x * M / max + M), would give 22.5 -> 22, i.e. 7. At M = 5
+// (12 bins, level 4's first K third) 2.5 -> 2, where LMCache's 7.5 -> 8 gives 3.
+TEST(CacheGen, TiesRoundHalfToEvenBeforeTheOffset) {
+  auto cg = make_codec("cachegen");
+  KVChunk c({1, 1, 4}, DType::kF16, 0, 1);
+  const float xs[4] = {1.0f, 0.5f, -0.5f, 0.25f};
+  for (uint32_t d = 0; d < 4; ++d) c.at(0, Kind::kKey, 0, 0, d) = c.at(0, Kind::kValue, 0, 0, d) = xs[d];
+  const KVChunk l1 = cg->decode(cg->encode(c, 1));
+  ASSERT_EQ(cachegen_bins(1, Kind::kKey, 0, 1), 32);
+  for (Kind k : {Kind::kKey, Kind::kValue}) {
+    EXPECT_EQ(l1.at(0, k, 0, 0, 0), 1.0f);
+    EXPECT_EQ(l1.at(0, k, 0, 0, 1), 8.0f * 1.0f / 15.0f);
+    EXPECT_EQ(l1.at(0, k, 0, 0, 2), -8.0f * 1.0f / 15.0f);
+    EXPECT_EQ(l1.at(0, k, 0, 0, 3), 4.0f * 1.0f / 15.0f);  // 3.75 -> 4
+  }
+  ASSERT_EQ(cachegen_bins(4, Kind::kKey, 0, 1), 12);
+  const KVChunk l4 = cg->decode(cg->encode(c, 4));
+  EXPECT_EQ(l4.at(0, Kind::kKey, 0, 0, 1), 2.0f * 1.0f / 5.0f);
+  EXPECT_EQ(l4.at(0, Kind::kKey, 0, 0, 2), -2.0f * 1.0f / 5.0f);
 }
 
 TEST(CacheGen, HigherLevelsAreSmallerAndWorse) {

@@ -333,20 +333,32 @@ int ref_rate(const StreamState& s, double safety) {
   return c.recompute_s < cost(quick) ? kRe : quick;
 }
 
-TEST(Reference, RateDecidesAsItsHeader) {
-  int n_decisions = 0;
+// Every decision of `policy` (default parameters) on 1,000 random requests
+// against `ref`, a function of the decision state alone.
+struct Compared {
+  int decisions = 0, recomputes = 0;  // recomputes: the reference's
+};
+template <class Ref>
+Compared compare_with(const std::string& policy, Ref ref) {
+  Compared c;
   for (uint64_t seed = 1; seed <= 1000; ++seed) {
     Rng r(seed);
     const uint32_t n = uint32_t(r.i(1, 6)), L = uint32_t(r.i(1, 4));
     const Request q = random_request(r, n, L);
-    auto p = make_policy("rate", {});
-    for (uint32_t k = 0; k < n; ++k, ++n_decisions) {
+    auto p = make_policy(policy, {});
+    for (uint32_t k = 0; k < n; ++k, ++c.decisions) {
       const StreamState s = state_at(q, k);
       const Action a = p->decide(s);
-      EXPECT_EQ(a.level, ref_rate(s, 0.9)) << "seed " << seed << " chunk " << k << ": " << a.reason;
+      const int want = ref(s);
+      c.recomputes += want == kRe;
+      EXPECT_EQ(a.level, want) << policy << ": seed " << seed << " chunk " << k << ": " << a.reason;
     }
   }
-  EXPECT_GT(n_decisions, 300);
+  return c;
+}
+
+TEST(Reference, RateDecidesAsItsHeader) {
+  EXPECT_GT(compare_with("rate", [](const StreamState& s) { return ref_rate(s, 0.9); }).decisions, 300);
 }
 
 // ---- cachegen (the paper's rule, cachegen.h) -------------------------------------------
@@ -385,22 +397,9 @@ int ref_cachegen(const StreamState& s) {
 }
 
 TEST(Reference, CacheGenDecidesAsThePapersRule) {
-  int n_decisions = 0, recomputes = 0;
-  for (uint64_t seed = 1; seed <= 1000; ++seed) {
-    Rng r(seed);
-    const uint32_t n = uint32_t(r.i(1, 6)), L = uint32_t(r.i(1, 4));
-    const Request q = random_request(r, n, L);
-    auto p = make_policy("cachegen", {});
-    for (uint32_t k = 0; k < n; ++k, ++n_decisions) {
-      const StreamState s = state_at(q, k);
-      const Action a = p->decide(s);
-      const int want = ref_cachegen(s);
-      recomputes += want == kRe;
-      EXPECT_EQ(a.level, want) << "seed " << seed << " chunk " << k << ": " << a.reason;
-    }
-  }
-  EXPECT_GT(recomputes, 0);
-  EXPECT_GT(n_decisions, 300);
+  const Compared c = compare_with("cachegen", ref_cachegen);
+  EXPECT_GT(c.recomputes, 0);
+  EXPECT_GT(c.decisions, 300);
 }
 
 // ---- cachegen-code (CacheGen's src/utils.py config_selection) -----------------------------

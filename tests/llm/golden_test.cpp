@@ -85,6 +85,19 @@ TEST(GoldenTest, LogitsAndKeysMatchIndependentPython) {
 // 1.3e-6 (K/V) here; the bounds leave ~15x for other BLAS kernels. Float16
 // logits were 0.007 off, bfloat16 0.075 (logits reach ~5).
 
+// The model's RoPE frequencies at the tokens' length and one prefill of
+// them (logits, last layer's keys and values) against the reference's.
+void expect_prefill_as_reference(Model& m, const nlohmann::json& ex, const std::vector<int64_t>& tokens) {
+  const auto inv = rope_inv_freq(m.config(), int64_t(tokens.size()));
+  const auto inv_ex = ex["inv_freq"].get<std::vector<double>>();
+  ASSERT_EQ(inv.size(), inv_ex.size());
+  for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], inv_ex[i], 1e-6 * inv_ex[i]) << i;
+  ForwardResult r = m.prefill(to_tensor(tokens));
+  EXPECT_LT(max_diff(r.logits, from_json(ex["logits"])), 5e-5);
+  EXPECT_LT(max_diff(r.cache.keys.back(), from_json(ex["last_layer_keys"])), 2e-5);
+  EXPECT_LT(max_diff(r.cache.values.back(), from_json(ex["last_layer_values"])), 2e-5);
+}
+
 // Tied lm_head (absent from the file), one KV head per query head (no
 // num_key_value_heads key), dynamic NTK RoPE past max_position_embeddings (8),
 // float16 weights and HF's old rotary_emb.inv_freq buffers in the file.
@@ -98,15 +111,7 @@ TEST(GoldenTest, TiedDynamicNtkFloat16MatchesIndependentPython) {
   EXPECT_EQ(c.rope_scaling.type, "dynamic");
   const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
   ASSERT_GT(int64_t(tokens.size()), c.max_position_embeddings);  // the NTK base really changes
-  const auto inv = rope_inv_freq(c, int64_t(tokens.size()));
-  const auto inv_ex = ex["inv_freq"].get<std::vector<double>>();
-  ASSERT_EQ(inv.size(), inv_ex.size());
-  for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], inv_ex[i], 1e-6 * inv_ex[i]) << i;
-
-  ForwardResult r = m.prefill(to_tensor(tokens));
-  EXPECT_LT(max_diff(r.logits, from_json(ex["logits"])), 5e-5);
-  EXPECT_LT(max_diff(r.cache.keys.back(), from_json(ex["last_layer_keys"])), 2e-5);
-  EXPECT_LT(max_diff(r.cache.values.back(), from_json(ex["last_layer_values"])), 2e-5);
+  expect_prefill_as_reference(m, ex, tokens);
 
   // In chunks, as HF runs it: each forward call's frequencies follow its last
   // position, and the cached keys keep the rotation they were computed with.
@@ -144,15 +149,7 @@ TEST(GoldenTest, MistralShardedBfloat16MatchesIndependentPython) {
   EXPECT_EQ(c.rope_scaling.type, "linear");
   EXPECT_EQ(c.rope_theta, 50.0);
   const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
-  const auto inv = rope_inv_freq(c, int64_t(tokens.size()));
-  const auto inv_ex = ex["inv_freq"].get<std::vector<double>>();
-  ASSERT_EQ(inv.size(), inv_ex.size());
-  for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], inv_ex[i], 1e-6 * inv_ex[i]) << i;
-
-  ForwardResult r = m.prefill(to_tensor(tokens));
-  EXPECT_LT(max_diff(r.logits, from_json(ex["logits"])), 5e-5);
-  EXPECT_LT(max_diff(r.cache.keys.back(), from_json(ex["last_layer_keys"])), 2e-5);
-  EXPECT_LT(max_diff(r.cache.values.back(), from_json(ex["last_layer_values"])), 2e-5);
+  expect_prefill_as_reference(m, ex, tokens);
 
   // In the config's bfloat16 (8 mantissa bits: a coarse check).
   Model bf = load_model(dir);

@@ -33,10 +33,14 @@ linear interpolation; SLO violations = 1 - mean of the runs' fraction of
 requests that met it; quality = mean of the runs' mean estimated loss
 increase (relative; 0.12 % = 0.0012, lower is better, can be slightly
 negative), worst = the largest request's; MB = mean payload. Failed runs are
-counted and left out of every statistic.
+counted and left out of every statistic. SLO violations count only runs with
+an SLO (slo_s > 0; "-" where none has one). A figure that is missing or null
+(NaN) in a run's row leaves that run out of that figure's statistic only (an
+empty cell where no run has it).
 
 --compare: for every policy (and policy x swept key value) the difference
-B - A of the mean TTFT, SLO-violation rate, quality and MB. A difference is
+B - A of the mean TTFT, SLO-violation rate, quality and MB (the same runs and
+rules as the report's tables; "-" where a side has no value). A difference is
 marked (`*`) when it exceeds 2 standard errors of the difference estimated
 from the spread over replicates: runs whose parameters differ only in `seed`
 form a point; the variance of a group mean is sum_p n_p s_p^2 / N^2 (s_p the
@@ -210,6 +214,25 @@ def num(v):
     return math.inf if v is None else float(v)
 
 
+def figure(r, key):
+    """A run's figure as a float, or None where it is missing, null (the runner writes NaN as null; results.csv
+    leaves it empty or writes "null") or not a number: such a run is left out of that figure's statistic."""
+    v = r.get(key)
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def has_slo(r):
+    """Whether the run had a TTFT target (slo_s > 0): only those count for the SLO-violation rate (without
+    one the simulator marks every request as met)."""
+    return (as_number(r.get("slo_s")) or as_number(r["params"].get("slo_s")) or 0) > 0
+
+
 # ---------------------------------------------------------------- statistics
 
 
@@ -235,13 +258,24 @@ def group_stats(rows):
         return s
     t = [num(r.get("ttft_s")) for r in ok]
     s.update(ttft_mean=mean(t), ttft_p50=pct(t, 50), ttft_p95=pct(t, 95))
-    with_slo = [r for r in ok if (as_number(r.get("slo_s")) or as_number(r["params"].get("slo_s")) or 0) > 0]
-    s["violations"] = 1 - mean([float(r["slo_met"]) for r in with_slo]) if with_slo else math.nan
-    s["quality_mean"] = mean([float(r["quality_loss_increase"]) for r in ok])
-    s["quality_worst"] = max(float(r.get("quality_loss_increase_worst", r["quality_loss_increase"])) for r in ok)
-    s["mbytes"] = mean([float(r["payload_bytes"]) for r in ok]) / 1e6
-    s["recomputed"] = mean([float(r.get("recomputed_share") or 0) for r in ok])
-    ex = [float(r["exact_loss_increase"]) for r in ok if r.get("exact_loss_increase") is not None]
+    met = [figure(r, "slo_met") for r in ok if has_slo(r)]
+    met = [x for x in met if x is not None]
+    s["violations"] = 1 - mean(met) if met else math.nan
+    # Missing (null) figures leave that run out of that column only; a column without any value stays empty.
+    q = [x for x in (figure(r, "quality_loss_increase") for r in ok) if x is not None]
+    if q:
+        s["quality_mean"] = mean(q)
+    worst = [x for x in (figure(r, "quality_loss_increase_worst") if "quality_loss_increase_worst" in r
+                         else figure(r, "quality_loss_increase") for r in ok) if x is not None]
+    if worst:
+        s["quality_worst"] = max(worst)
+    mb = [x for x in (figure(r, "payload_bytes") for r in ok) if x is not None]
+    if mb:
+        s["mbytes"] = mean(mb) / 1e6
+    rc = [x for x in (figure(r, "recomputed_share") for r in ok) if x is not None]
+    if rc:
+        s["recomputed"] = mean(rc)
+    ex = [x for x in (figure(r, "exact_loss_increase") for r in ok) if x is not None]
     if ex:
         s["exact_mean"] = mean(ex)
     return s
@@ -322,9 +356,9 @@ class Sweep:
     def oracle_lines(self):
         lines = []
         for p in sorted(self.oracles):
-            rs = [r for r in self.of_policy(p) if r["status"] == "ok" and r.get("predicted_ttft_s") is not None]
+            rs = [r for r in self.of_policy(p) if r["status"] == "ok" and figure(r, "predicted_ttft_s") is not None]
             if rs:
-                gap = [num(r["ttft_s"]) - float(r["predicted_ttft_s"]) for r in rs]
+                gap = [num(r["ttft_s"]) - figure(r, "predicted_ttft_s") for r in rs]
                 lines.append(f"{p}: simulated minus its own predicted TTFT over {len(gap)} runs: "
                              f"mean {mean(gap):+.3f} s, min {min(gap):+.3f}, max {max(gap):+.3f}")
         return lines
@@ -351,6 +385,11 @@ def md_table(header, body):
     return "\n".join(lines)
 
 
+def one_line(text):
+    """A multi-line text (a failed run's error is the tail of its log) on one line, for a table cell."""
+    return " / ".join(l.strip() for l in str(text).splitlines() if l.strip())
+
+
 def summary_md(sw):
     n_ok = sum(r["status"] == "ok" for r in sw.rows)
     out = ["# Sweep report", "",
@@ -371,7 +410,7 @@ def summary_md(sw):
         for r in fails:
             out.append(f"| {r.get('id', '')} | " + " | ".join(value_label(k, r['params'].get(k, ''))
                                                              for k in sw.keys)
-                       + " | " + str(r.get("error", "")).replace("|", "\\|") + " |")
+                       + " | " + one_line(r.get("error", "")).replace("|", "\\|") + " |")
         out.append("")
     return "\n".join(out)
 
@@ -660,19 +699,21 @@ def plot_quality_ttft(sw, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     big = False
     for p in sw.policies:
-        rs = [r for r in sw.of_policy(p) if r["status"] == "ok" and math.isfinite(num(r.get("ttft_s")))]
+        rs = [r for r in sw.of_policy(p) if r["status"] == "ok" and math.isfinite(num(r.get("ttft_s")))
+              and figure(r, "quality_loss_increase") is not None]
         if not rs:
             continue
         xs = [num(r["ttft_s"]) for r in rs]
-        ys = [100 * float(r["quality_loss_increase"]) for r in rs]
+        ys = [100 * figure(r, "quality_loss_increase") for r in rs]
         orc = p in sw.oracles
         ax.scatter(xs, ys, s=60 if orc else 22, marker="*" if orc else "o", color="k" if orc else col[p],
                    alpha=0.9 if orc else 0.55, label=sw.mark(p), zorder=3 if orc else 2)
         ax.scatter([mean(xs)], [mean(ys)], s=120, marker="D", facecolor="none", edgecolor="k" if orc else col[p],
                    lw=1.6, zorder=4)
         big = big or max(xs) / max(min(xs), 1e-9) > 20
-    opts = [(num(r["ttft_s"]), 100 * float(r["quality_loss_increase"])) for r in sw.rows
-            if r["status"] == "ok" and policy_label(r) in sw.oracles and math.isfinite(num(r.get("ttft_s")))]
+    opts = [(num(r["ttft_s"]), 100 * figure(r, "quality_loss_increase")) for r in sw.rows
+            if r["status"] == "ok" and policy_label(r) in sw.oracles and math.isfinite(num(r.get("ttft_s")))
+            and figure(r, "quality_loss_increase") is not None]
     if opts:
         f = pareto(opts)
         ax.step([x for x, _ in f], [y for _, y in f], where="post", color="k", lw=1.2, ls="--",
@@ -701,7 +742,7 @@ def plot_slo(sw, path):
             if st["runs"]:
                 xs.append(as_number(s))
                 viol.append(100 * st["violations"])
-                qual.append(100 * st["quality_mean"])
+                qual.append(100 * st.get("quality_mean", math.nan))
         if xs:
             i = sw.policies.index(p)
             style = dict(color=col[p], label=sw.mark(p), marker=MARKERS[i % len(MARKERS)],
@@ -940,10 +981,11 @@ def runs_table(sw):
         row.append((r["status"], None))
         if ok:
             t = num(r.get("ttft_s"))
+            met, q, b = (figure(r, k) for k in ("slo_met", "quality_loss_increase", "payload_bytes"))
             row += [(f"{t:.3f}", t if math.isfinite(t) else 1e300),
-                    (f"{100 * float(r['slo_met']):.0f} %", float(r["slo_met"])),
-                    (f"{100 * float(r['quality_loss_increase']):.3f} %", float(r["quality_loss_increase"])),
-                    (f"{float(r['payload_bytes']) / 1e6:.1f}", float(r["payload_bytes"]) / 1e6),
+                    (f"{100 * met:.0f} %", met) if met is not None else ("", None),
+                    (f"{100 * q:.3f} %", q) if q is not None else ("", None),
+                    (f"{b / 1e6:.1f}", b / 1e6) if b is not None else ("", None),
                     (str(r.get("levels", "")), None), ("", None)]
         else:
             row += [("", None)] * 5 + [(str(r.get("error", "")), None)]
@@ -1027,13 +1069,14 @@ def point_key(r):
 def mean_and_var(rows, metric):
     """(mean over runs, variance of that mean from the spread over replicates or None, n, pooled
     per-run variance or None) of a metric."""
-    ok = [r for r in rows if r["status"] == "ok" and r.get(metric) is not None]
-    vals = [float(r[metric]) for r in ok]
+    ok = [r for r in rows if r["status"] == "ok" and figure(r, metric) is not None
+          and (metric != "slo_met" or has_slo(r))]  # violations: as in the report, runs with an SLO only
+    vals = [figure(r, metric) for r in ok]
     if not vals:
         return math.nan, None, 0, None
     pts = {}
     for r in ok:
-        pts.setdefault(point_key(r), []).append(float(r[metric]))
+        pts.setdefault(point_key(r), []).append(figure(r, metric))
     ss, dof = 0.0, 0
     for xs in pts.values():
         if len(xs) > 1:
@@ -1107,7 +1150,9 @@ def compare(da, db, out):
                     marked += 1
                     c = "better" if (d < 0) == lower_better else "worse"
             prec = 1 if metric in ("slo_met", "payload_bytes") else 3
-            row += [(f"{sa:.{prec}f}{unit}", sa), (f"{sb:.{prec}f}{unit}", sb), (f"{d:+.{prec}f}{unit}{mark}", d)]
+            row += [(f"{sa:.{prec}f}{unit}" if math.isfinite(sa) else "-", sa),
+                    (f"{sb:.{prec}f}{unit}" if math.isfinite(sb) else "-", sb),
+                    (f"{d:+.{prec}f}{unit}{mark}" if math.isfinite(d) else "-", d)]
             cls += ["", "", c]
         body.append(row)
         classes.append(cls)
@@ -1255,6 +1300,87 @@ def self_test():
         m, var, _, _ = mean_and_var(ok, "ttft_s")
         check(abs(var - var_a) < 1e-12 * max(1, var_a), f"variance {var} != {var_a}")
         check(os.path.getsize(os.path.join(tmp, "cmp", "compare.html")) > 500, "compare.html")
+        # Null (NaN) or missing figures: left out of that figure's statistic only, no crash; from results.jsonl
+        # (null) and from results.csv (empty, or "null" as nlohmann writes NaN).
+        ok_i = [i for i, r in enumerate(rows) if r["status"] == "ok" and r["params"]["policy"] == "rate"]
+        holes = json.loads(json.dumps(rows))
+        holes[ok_i[0]]["quality_loss_increase_worst"] = None
+        holes[ok_i[1]]["quality_loss_increase"] = None
+        holes[ok_i[2]]["payload_bytes"] = None
+        holes[ok_i[3]].pop("slo_met")
+        rate_ok = [holes[i] for i in ok_i]
+        want = {"quality_mean": mean([r["quality_loss_increase"] for r in rate_ok if r["quality_loss_increase"] is not None]),
+                "quality_worst": max(r["quality_loss_increase_worst"] for r in rate_ok
+                                     if r["quality_loss_increase_worst"] is not None),
+                "mbytes": mean([r["payload_bytes"] for r in rate_ok if r["payload_bytes"] is not None]) / 1e6,
+                "violations": 1 - mean([r["slo_met"] for r in rate_ok if "slo_met" in r]),
+                "ttft_mean": mean([r["ttft_s"] for r in rate_ok])}
+        for form in ("jsonl", "csv"):
+            dh = os.path.join(tmp, "holes-" + form)
+            os.makedirs(dh)
+            os.symlink(os.path.join(fx, "runs"), os.path.join(dh, "runs"))
+            if form == "jsonl":
+                with open(os.path.join(dh, "results.jsonl"), "w") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in holes)
+            else:
+                cols = ["id", "index", "status", "error", "ttft_s", "slo_s", "slo_met", "quality_loss_increase",
+                        "quality_loss_increase_worst", "payload_bytes", "recomputed_share", "policy", "run_dir"]
+                with open(os.path.join(dh, "results.csv"), "w", newline="") as f:
+                    w = csv.writer(f)
+                    w.writerow(cols + ["param." + k for k in rows[0]["params"]])
+                    for j, r in enumerate(holes):
+                        w.writerow([("null" if j == ok_i[1] and c == "quality_loss_increase" else
+                                     "" if r.get(c) is None else r[c]) for c in cols] + list(r["params"].values()))
+            try:
+                hmd, hsw = report(dh, os.path.join(tmp, "holes-report-" + form), max_timelines=1)
+                got = group_stats(hsw.of_policy("rate"))
+                for k, v in want.items():
+                    check(abs(got.get(k, math.nan) - v) <= 1e-12 * max(1, abs(v)), f"{form} with nulls: {k} {got.get(k)} != {v}")
+            except Exception as e:  # noqa: BLE001 (the check is that it does not raise)
+                check(False, f"{form} with null figures: {type(e).__name__}: {e}")
+        # A column no run has stays empty, not "nan %".
+        none_q = [dict(r, quality_loss_increase=None, quality_loss_increase_worst=None) for r in rows]
+        try:
+            st = group_stats(none_q)
+            check(cell(st, "quality_mean", COLUMNS[5][2])[0] == "" and cell(st, "quality_worst", COLUMNS[6][2])[0] == "",
+                  "a column without values must be empty")
+        except Exception as e:  # noqa: BLE001
+            check(False, f"a column without values: {type(e).__name__}: {e}")
+        # A failed run's error (the tail of its log, several lines) stays on its table row.
+        ml = os.path.join(tmp, "multiline")
+        os.makedirs(ml)
+        with open(os.path.join(ml, "results.jsonl"), "w") as f:
+            for r in rows:
+                if r["status"] != "ok":
+                    r = dict(r, error="run 3: exit status 1\nkvstream: error: p.json: cannot open | x\n")
+                f.write(json.dumps(r) + "\n")
+        mmd = summary_md(Sweep(ml))
+        frows = [l for l in mmd.split("## Failed runs")[1].splitlines() if l.startswith("| ")][1:]
+        n_failed = sum(r["status"] != "ok" for r in rows)
+        check(len(frows) == n_failed and all(l.endswith("run 3: exit status 1 / kvstream: error: p.json: cannot "
+                                                         "open \\| x |") for l in frows),
+              f"failed runs with multi-line errors: {frows}")
+        # --compare counts SLO violations as the report does: runs without an SLO (slo_s 0, every request
+        # met) are left out; a sweep without any SLO shows "-".
+        mixed = json.loads(json.dumps(rows))
+        for r in mixed:
+            if r["params"]["slo_s"] == 1.5 and r["status"] == "ok":
+                r["params"]["slo_s"], r["slo_s"], r["slo_met"] = 0, 0, 1.0
+        no_slo = [dict(r, params=dict(r["params"], slo_s=0), slo_s=0, slo_met=1.0) if r["status"] == "ok" else r
+                  for r in json.loads(json.dumps(rows))]
+        for name, rs in (("mixed", mixed), ("no-slo", no_slo)):
+            dm = os.path.join(tmp, name)
+            os.makedirs(dm)
+            with open(os.path.join(dm, "results.jsonl"), "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rs)
+        _, cbody = compare(os.path.join(tmp, "mixed"), os.path.join(tmp, "mixed"), os.path.join(tmp, "cmp-mixed"))
+        msw = Sweep(os.path.join(tmp, "mixed"))
+        for row in cbody:
+            if row[1][0] == "all":
+                v = group_stats(msw.of_policy(row[0][0]))["violations"]
+                check(abs(row[5][1] - 100 * v) < 1e-9, f"compare's SLO violations for {row[0][0]}: {row[5][1]} != {100 * v}")
+        _, cbody = compare(os.path.join(tmp, "no-slo"), os.path.join(tmp, "no-slo"), os.path.join(tmp, "cmp-no-slo"))
+        check(all(row[i][0] == "-" for row in cbody for i in (5, 6, 7)), "compare without SLOs: violations '-'")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if failures:

@@ -71,6 +71,11 @@ void add_context_chunks(const TrainArgs& a, std::vector<codec::KVChunk>* out) {
 
 // kvs: token windows of the calibration text, then the calibration.
 void calibrate_kvs_command(const TrainArgs& a) {
+  // The windows' lengths are --context-tokens and --continuation-tokens; refuse, not ignore, the cachegen option.
+  if (a.max_context_tokens)
+    throw Error(fmt::format("codec-model train --codec kvs: --max-context-tokens is not used by kvs calibration; "
+                            "give the cached tokens per window with --context-tokens (now {})",
+                            a.context_tokens));
   llm::set_cpu_threads(a.threads);
   const llm::Model model = llm::load_model(a.model_dir, {at::kFloat, at::kCPU});
   const auto tokenizer = llm::load_tokenizer(a.model_dir, model.config());

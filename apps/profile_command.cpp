@@ -114,7 +114,15 @@ void add_profile_command(CLI::App& app) {
     }
     o.codec_options.model_file = args->codec_model;
     // kvs: this model's calibrated step weights, or a refusal saying how to calibrate (llm/kvs_calibration.h).
-    llm::apply_kvs_calibration(args->model_dir, uint32_t(model.config().num_hidden_layers), o.codecs, &o.codec_options);
+    // A kvs calibration given as --codec-model (it is written by `codec-model train`) is not read: say so.
+    try {
+      llm::apply_kvs_calibration(args->model_dir, uint32_t(model.config().num_hidden_layers), o.codecs,
+                                 &o.codec_options);
+    } catch (const Error& e) {
+      if (args->codec_model.empty()) throw;
+      throw Error(fmt::format("{}\n(--codec-model {} is not read by kvs: kvs reads its calibration from {} only)",
+                              e.what(), args->codec_model, llm::kvs_calibration_path(args->model_dir)));
+    }
     o.chunk_tokens = args->chunk_tokens;
     o.greedy_tokens = args->greedy_tokens;
     o.max_context_tokens = args->max_context_tokens;

@@ -17,10 +17,12 @@
 #include "traces/trace.h"
 
 #ifdef KVSTREAM_HAVE_TORCH
+#include <filesystem>
 #include <map>
 
 #include "codec/codec.h"
 #include "llm/checkpoint.h"
+#include "llm/kvs_calibration.h"
 #include "llm/model.h"
 #include "llm/profiler.h"
 #include "llm/tokenizer.h"
@@ -59,14 +61,20 @@ void measure_exact_quality(const SimulateOptions& o, const codec::Profile& profi
   for (const auto& c : profile.codecs)
     if (c.codec == result.codec) cp = &c;
   if (!cp) throw Error(fmt::format("simulate --exact-quality: codec {} is not in the profile", result.codec));
-  const auto codec = codec::make_codec(result.codec, parse_codec_options(o.codec_params, o.codec_model));
+  llm::set_cpu_threads(o.threads);
+  const llm::Model model = llm::load_model(o.model_dir);
+  codec::CodecOptions codec_options = parse_codec_options(o.codec_params, o.codec_model);
+  // kvs: the model's calibrated weights, as `kvstream profile` gave them (llm/kvs_calibration.h),
+  // unless --codec-param gives weights; without a calibration the check below names the profile's.
+  if (std::filesystem::exists(llm::kvs_calibration_path(o.model_dir)))
+    llm::apply_kvs_calibration(o.model_dir, uint32_t(model.config().num_hidden_layers), {result.codec},
+                               &codec_options);
+  const auto codec = codec::make_codec(result.codec, codec_options);
   if (codec->params() != cp->params)
     throw Error(fmt::format("simulate --exact-quality: the profile's {} has parameters '{}', this one '{}' "
                             "(pass the profile's with --codec-param)",
                             cp->codec, cp->params, codec->params()));
 
-  llm::set_cpu_threads(o.threads);
-  const llm::Model model = llm::load_model(o.model_dir);
   const auto tokenizer = llm::load_tokenizer(o.model_dir, model.config());
   std::map<std::string, llm::ProfileContext> contexts;
   for (auto& c : llm::load_contexts(o.contexts)) contexts.emplace(c.id, std::move(c));
@@ -268,7 +276,8 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--trace-scale", o->trace_scale, "Multiply the trace's rate by this (default 1)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--trace-gen", o->trace_gen, "Bandwidth trace generator spec (see `kvstream trace gen`)");
-  cmd->add_option("--rate-mbps", o->rate_mbps, "Constant bottleneck rate in Mbit/s (default 100)");
+  cmd->add_option("--rate-mbps", o->rate_mbps,
+                  "Constant bottleneck rate in Mbit/s (without a scenario, this or --trace or --trace-gen is required)");
   cmd->add_option("--rtt-ms", o->rtt_ms, "Round-trip propagation delay in ms (default 20)");
   cmd->add_option("--loss", o->loss, "Random packet loss rate on the bottleneck, 0..1 (default 0)");
   cmd->add_option("--trace-mode", o->trace_mode,

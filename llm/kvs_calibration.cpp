@@ -48,7 +48,9 @@ std::string how_to_calibrate(const std::string& model_dir) {
   return fmt::format(
       "make one on text that is not in your evaluation contexts, e.g.\n"
       "  kvstream codec-model train --codec kvs --model {} --text data/english/moby-dick.txt -o {}\n"
-      "(or give kvs's weights yourself: --param weights=K0:V0:K1:V1:...)",
+      "(data/english/ is not in the repository, data/DATA.md says where it comes from; any long text file not in "
+      "your evaluation contexts will do; or give kvs's weights yourself: --param weights=K0:V0:K1:V1:... when "
+      "profiling kvs alone, --codec-param for simulate --exact-quality)",
       model_dir, kvs_calibration_path(model_dir));
 }
 

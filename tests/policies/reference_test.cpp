@@ -303,17 +303,23 @@ TEST(Reference, MpcAndRobustMpcDecideAsPensieve) {
   EXPECT_GT(decisions, 500);
 }
 
-// ---- rate (rate.h) ------------------------------------------------------------------
-
-int ref_rate(const StreamState& s, double safety) {
-  const ChunkInfo& c = s.chunk(s.next_chunk);
-  const int L = int(s.levels);
+// The levels 0..levels-1 best quality first (least quality_cost), ties to
+// the fewer bytes, then the lower level (the order the policies' headers give).
+std::vector<int> best_quality_first(const ChunkInfo& c, uint32_t levels) {
   std::vector<int> order;
-  for (int l = 0; l < L; ++l) order.push_back(l);
+  for (int l = 0; l < int(levels); ++l) order.push_back(l);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
     return c.quality_cost[size_t(a)] != c.quality_cost[size_t(b)] ? c.quality_cost[size_t(a)] < c.quality_cost[size_t(b)]
                                                                   : c.bytes[size_t(a)] < c.bytes[size_t(b)];
   });
+  return order;
+}
+
+// ---- rate (rate.h) ------------------------------------------------------------------
+
+int ref_rate(const StreamState& s, double safety) {
+  const ChunkInfo& c = s.chunk(s.next_chunk);
+  const std::vector<int> order = best_quality_first(c, s.levels);
   const double est = safety * ref_harmonic(s.chunk_samples, 5);
   if (est <= 0) {
     int best = order[0];
@@ -365,13 +371,7 @@ TEST(Reference, RateDecidesAsItsHeader) {
 
 int ref_cachegen(const StreamState& s) {
   const ChunkInfo& c = s.chunk(s.next_chunk);
-  const int L = int(s.levels);
-  std::vector<int> order;
-  for (int l = 0; l < L; ++l) order.push_back(l);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    return c.quality_cost[size_t(a)] != c.quality_cost[size_t(b)] ? c.quality_cost[size_t(a)] < c.quality_cost[size_t(b)]
-                                                                  : c.bytes[size_t(a)] < c.bytes[size_t(b)];
-  });
+  const std::vector<int> order = best_quality_first(c, s.levels);
   const double est = ref_harmonic(s.chunk_samples, 1);  // the previous chunk
   if (est <= 0) return order[(order.size() - 1) / 2];
   auto end_with = [&](int level, bool recompute_this) {
@@ -420,12 +420,7 @@ TEST(Reference, CacheGenCodeDecidesAsConfigSelection) {
       const StreamState s = state_at(q, k);
       const ChunkInfo& c = s.chunk(k);
       // Best quality first (levels need not be monotone here), the first strictly under SLO / chunks.
-      std::vector<int> order;
-      for (int l = 0; l < int(L); ++l) order.push_back(l);
-      std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-        return c.quality_cost[size_t(a)] != c.quality_cost[size_t(b)] ? c.quality_cost[size_t(a)] < c.quality_cost[size_t(b)]
-                                                                      : c.bytes[size_t(a)] < c.bytes[size_t(b)];
-      });
+      const std::vector<int> order = best_quality_first(c, L);
       const double budget = q.slo_s > 0 ? q.slo_s / n : kInf;
       int want = kRe;
       for (int l : order) {

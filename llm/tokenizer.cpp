@@ -364,14 +364,17 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path) {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir, const ModelConfig& config) {
   const auto sp = std::filesystem::path(dir) / "tokenizer.model";
+  const auto hf = std::filesystem::path(dir) / "tokenizer.json";
   std::unique_ptr<Tokenizer> tok;
   if (std::filesystem::exists(sp)) {
     tok = load_sentencepiece(sp.string());
+  } else if (std::filesystem::exists(hf)) {
+    tok = load_hf_tokenizer(hf.string());
   } else if (config.vocab_size == 256) {
     tok = std::make_unique<ByteTokenizer>();
   } else {
-    throw Error(fmt::format("{}: no tokenizer.model, and vocab_size {} is not the byte tokenizer's 256 "
-                            "(tokenizer.json is not supported)", dir, config.vocab_size));
+    throw Error(fmt::format("{}: no tokenizer.model or tokenizer.json, and vocab_size {} is not the byte "
+                            "tokenizer's 256", dir, config.vocab_size));
   }
   if (tok->vocab_size() > config.vocab_size)
     throw Error(fmt::format("{}: tokenizer has {} tokens, the model only {}", dir, tok->vocab_size(),

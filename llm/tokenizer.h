@@ -1,5 +1,7 @@
-// Tokenizers: byte-level (vocab 256: byte b is token b) and SentencePiece
-// (tokenizer.model, as Llama 1/2: BOS prepended). Chosen from the checkpoint.
+// Tokenizers: byte-level (vocab 256: byte b is token b), SentencePiece
+// (tokenizer.model, as Llama 1/2: BOS prepended) and Hugging Face
+// tokenizer.json (Llama 3, Qwen2, GPT-2/SmolLM, Mistral/Llama-2 style BPE).
+// Chosen from the checkpoint.
 //
 // SentencePiece models are read and applied by this file's own code (BPE and
 // unigram, byte fallback, identity normalizer as Llama's): Debian's
@@ -44,9 +46,26 @@ class ByteTokenizer final : public Tokenizer {
 // pieces are matched whole, as libsentencepiece does.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path);
 
-// DIR/tokenizer.model when present, else the byte tokenizer when
-// config.vocab_size == 256, else a kvs::Error. The tokenizer's vocabulary must
-// fit the model's.
+// A Hugging Face tokenizer.json (llm/hf_tokenizer.cpp), applied as the
+// `tokenizers` library does: added tokens matched whole first, then the
+// normalizer (NFC/NFD/NFKC/NFKD, Prepend, Replace, Sequence), the
+// pre-tokenizer (ByteLevel, Split, Metaspace, Digits, Sequence; regexes on
+// ICU), the BPE model (merges as "a b" or [a, b], ignore_merges,
+// byte_fallback, unk/fuse_unk) and the post-processor's single template
+// (TemplateProcessing, Roberta/BertProcessing): encode(text, true) adds its
+// tokens and bos_id() is its first one. decode() runs the decoder (ByteLevel,
+// Metaspace, Replace, ByteFallback, Fuse, Strip) and leaves out special added
+// tokens. Anything else (other model types, truncation, unknown components,
+// merges of tokens not in the vocab, ids out of range) is a kvs::Error naming
+// the file and the JSON pointer; encode() refuses text that is not UTF-8.
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& json_path);
+// The same from the file's text (`file` names it in errors).
+std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view json_text, const std::string& file);
+
+// DIR/tokenizer.model when present, else DIR/tokenizer.json, else the byte
+// tokenizer when config.vocab_size == 256, else a kvs::Error. The tokenizer's
+// vocabulary (added tokens included) must fit the model's: it may be smaller,
+// as models pad their embedding (Qwen2).
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir, const ModelConfig& config);
 
 }  // namespace kvs::llm

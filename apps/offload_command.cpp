@@ -13,6 +13,7 @@
 #include "apps/commands.h"
 #include "base/error.h"
 #include "base/files.h"
+#include "policies/selective.h"
 #include "sim/gpu_model.h"
 #include "sim/offload.h"
 
@@ -36,7 +37,7 @@ struct Variant {
   sim::OffloadMode mode;
   std::string label;
   double fraction = -1;                        // --fraction: InfiniGen's layout with this fraction
-  const sim::SelectiveSetting* setting = nullptr;  // --selective
+  const policies::SelectiveSetting* setting = nullptr;  // --selective
 };
 
 struct Row {
@@ -102,16 +103,17 @@ void run_offload(const OffloadOptions& o) {
   base.partial_ratio = o.partial_ratio;
 
   std::vector<Variant> variants = {{sim::OffloadMode::kFull, "full"}};
-  sim::SelectiveProfile profile;
+  policies::SelectiveProfile profile;
   std::string selective_note;
   if (!o.selective.empty()) {
-    profile = sim::read_selective_profile(o.selective);
+    profile = policies::read_selective_profile(o.selective);
     for (const auto& st : profile.settings)
       if (wanted(o.budgets, st.budget) && wanted(o.alphas, st.alpha))
         variants.push_back({sim::OffloadMode::kSelective, fmt::format("infinigen(b={:g},a={:g})", st.budget, st.alpha),
                             -1, &st});
     if (variants.size() == 1)
-      throw Error(fmt::format("offload: {} has no infinigen setting with the given --budget/--alpha", o.selective));
+      throw Error(fmt::format("offload: {} has no infinigen setting with the given --budget/--alpha (it has: {})",
+                              o.selective, policies::selective_settings_list(profile)));
     std::string tokens;
     for (auto t : profile.context_tokens) tokens += (tokens.empty() ? "" : ",") + std::to_string(t);
     selective_note = fmt::format(
@@ -138,7 +140,7 @@ void run_offload(const OffloadOptions& o) {
       for (const auto& v : variants) {
         sim::OffloadConfig cv = c;
         if (v.setting) {
-          cv.layer_fraction = sim::target_layer_fractions(profile, *v.setting, c.model.kv.layers);
+          cv.layer_fraction = policies::target_layer_fractions(profile, *v.setting, c.model.kv.layers);
           if (!o.partial_ratio_given) cv.partial_ratio = profile.ratio;
         } else if (v.mode == sim::OffloadMode::kSelective) {
           cv.layer_fraction = sim::infinigen_layer_fractions(c.model.kv.layers, v.fraction);
@@ -180,7 +182,7 @@ void run_offload(const OffloadOptions& o) {
     csv += fmt::format("{},{},{},{},{:.9g},{:.9g},{:.9g},{:.6g},{:.6g},{:.6g},{:.9g},{:.9g},{:.9g},{:.9g},{:.9g},{},{},{},{},{}\n",
                        r.target, r.context, sim::offload_mode_name(x.mode), r.variant->label, x.ttft_s, x.tpot_s,
                        x.total_s, r.fetched, r.speedup_tpot, r.speedup_total, x.h2d_bytes, x.link_busy_s, x.stall_s,
-                       x.speculation_s, x.gpu_bytes, x.fits ? 1 : 0, q ? fmt::format("{:.6g}", q->recall) : "",
+                       x.speculation_s, x.gpu_bytes, x.fits ? 1 : 0, q && q->recall >= 0 ? fmt::format("{:.6g}", q->recall) : "",
                        q ? fmt::format("{:.6g}", q->kl_divergence) : "", q ? fmt::format("{:.6g}", q->loss_increase) : "",
                        q ? fmt::format("{:.6g}", q->greedy_agreement) : "");
     rows_json.push_back(row_json(r));

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <fstream>
+#include <optional>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -14,41 +16,53 @@ namespace {
 
 using nlohmann::json;
 
-// A number field of `obj` (at `where` in `path`) within [lo, hi].
-double number_at(const std::string& path, const json& obj, const std::string& where, const char* key, double lo,
-                 double hi) {
-  if (!obj.is_object() || !obj.contains(key)) throw Error(fmt::format("{}: {}: missing '{}'", path, where, key));
-  const json& v = obj[key];
-  if (!v.is_number() || !(v.get<double>() >= lo && v.get<double>() <= hi))
-    throw Error(fmt::format("{}: {}.{}: expected a number in [{:g}, {:g}], got {}", path, where, key, lo, hi, v.dump()));
-  return v.get<double>();
-}
+// Field access with errors naming the file and the place in it ("{path}:
+// settings[2].budget: ...").
+class FieldReader {
+ public:
+  explicit FieldReader(const std::string& path) : path_(path) {}
+  [[noreturn]] void fail(const std::string& where, const std::string& what) const {
+    throw Error(fmt::format("{}: {}: {}", path_, where, what));
+  }
+  bool has(const json& obj, const char* key) const { return obj.is_object() && obj.contains(key); }
+  const json& field(const json& obj, const std::string& where, const char* key) const {
+    if (!obj.is_object()) fail(where, fmt::format("expected an object, got {}", obj.dump()));
+    if (!obj.contains(key)) fail(where, fmt::format("missing field '{}'", key));
+    return obj[key];
+  }
+  // A number in [lo, hi].
+  double number(const json& obj, const std::string& where, const char* key, double lo, double hi) const {
+    const json& v = field(obj, where, key);
+    if (!v.is_number() || !(v.get<double>() >= lo && v.get<double>() <= hi))
+      fail(where + "." + key, fmt::format("expected a number in [{:g}, {:g}], got {}", lo, hi, v.dump()));
+    return v.get<double>();
+  }
+  double number_or(const json& obj, const std::string& where, const char* key, double fallback, double lo,
+                   double hi) const {
+    return has(obj, key) ? number(obj, where, key, lo, hi) : fallback;
+  }
+  // A count (layers, tokens): a whole number in [lo, hi]; `fallback` when absent.
+  uint64_t count(const json& obj, const std::string& where, const char* key, double lo, double hi,
+                 std::optional<uint64_t> fallback = std::nullopt) const {
+    if (fallback && !has(obj, key)) return *fallback;
+    const double v = number(obj, where, key, lo, hi);
+    if (v != std::floor(v)) fail(where + "." + key, fmt::format("expected a whole number, got {}", obj[key].dump()));
+    return uint64_t(v);
+  }
+  std::string text(const json& obj, const std::string& where, const char* key) const {
+    const json& v = field(obj, where, key);
+    if (!v.is_string()) fail(where + "." + key, fmt::format("expected a string, got {}", v.dump()));
+    return v.get<std::string>();
+  }
+  bool flag_or(const json& obj, const std::string& where, const char* key, bool fallback) const {
+    if (!has(obj, key)) return fallback;
+    if (!obj[key].is_boolean()) fail(where + "." + key, fmt::format("expected true or false, got {}", obj[key].dump()));
+    return obj[key].get<bool>();
+  }
 
-// As number_at, and a whole number (a count of layers or tokens).
-double integer_at(const std::string& path, const json& obj, const std::string& where, const char* key, double lo,
-                  double hi) {
-  const double v = number_at(path, obj, where, key, lo, hi);
-  if (v != std::floor(v))
-    throw Error(fmt::format("{}: {}.{}: expected a whole number, got {}", path, where, key, obj[key].dump()));
-  return v;
-}
-
-// A string field of `obj` (at `where` in `path`); `fallback` when absent.
-std::string string_at(const std::string& path, const json& obj, const std::string& where, const char* key,
-                      const std::string& fallback) {
-  if (!obj.is_object() || !obj.contains(key)) return fallback;
-  if (!obj[key].is_string())
-    throw Error(fmt::format("{}: {}.{}: expected a string, got {}", path, where, key, obj[key].dump()));
-  return obj[key].get<std::string>();
-}
-
-// A boolean field of `obj` (at `where` in `path`); `fallback` when absent.
-bool bool_at(const std::string& path, const json& obj, const std::string& where, const char* key, bool fallback) {
-  if (!obj.is_object() || !obj.contains(key)) return fallback;
-  if (!obj[key].is_boolean())
-    throw Error(fmt::format("{}: {}.{}: expected true or false, got {}", path, where, key, obj[key].dump()));
-  return obj[key].get<bool>();
-}
+ private:
+  const std::string& path_;
+};
 
 class SelectivePolicy : public Policy {
  public:
@@ -62,8 +76,18 @@ class SelectivePolicy : public Policy {
         full_front_(full_front),
         partial_ratio_(partial_ratio),
         per_layer_(per_layer) {
-    if (!profile_.empty()) read_selective_plan(profile_, budget_, alpha_, 1);  // fail early on a bad file or setting
+    if (!profile_.empty()) {  // read once; a bad file or setting fails here, before any run
+      try {
+        profile_read_ = read_selective_profile(profile_);
+        setting_ = &find_selective_setting(profile_read_, budget_, alpha_);
+      } catch (const Error& e) {
+        throw Error(fmt::format("{} (policy selective, parameter profile)", e.what()));
+      }
+    }
   }
+  // setting_ points into profile_read_: copies would dangle.
+  SelectivePolicy(const SelectivePolicy&) = delete;
+  SelectivePolicy& operator=(const SelectivePolicy&) = delete;
 
   std::string name() const override {
     const char* rt = per_layer_ ? "per-layer" : "up-front";
@@ -84,7 +108,7 @@ class SelectivePolicy : public Policy {
   SelectivePlan selective_plan(uint32_t layers) const override {
     SelectivePlan plan;
     if (!profile_.empty()) {
-      plan = read_selective_plan(profile_, budget_, alpha_, layers);
+      plan = policies::selective_plan(profile_read_, *setting_, layers);
     } else {
       plan.layer_share.assign(layers, share_);
       for (uint32_t l = 0; l < layers && l < uint32_t(full_front_); ++l) plan.layer_share[l] = 1;
@@ -107,83 +131,127 @@ class SelectivePolicy : public Policy {
   int full_front_;
   double partial_ratio_;
   bool per_layer_;
+  SelectiveProfile profile_read_;
+  const SelectiveSetting* setting_ = nullptr;
 };
 
 }  // namespace
 
-SelectivePlan read_selective_plan(const std::string& path, double budget, double alpha, uint32_t layers) {
+SelectiveProfile read_selective_profile(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw Error(fmt::format("{}: cannot open the selective profile (policy selective, parameter profile)", path));
+  if (!in) throw Error(fmt::format("{}: cannot open the selective profile", path));
   json doc;
   try {
     doc = json::parse(in);
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: not JSON: {}", path, e.what()));
   }
-  if (!doc.is_object() || string_at(path, doc, "(top)", "format", "") != "kvstream-selective")
-    throw Error(fmt::format("{}: not a selective profile (format \"kvstream-selective\" expected)", path));
-  if (number_at(path, doc, "(top)", "version", 0, 1e9) != 1)
-    throw Error(fmt::format("{}: version: only version 1 is known", path));
-  const json& model = doc.contains("model") ? doc["model"] : json();
-  const auto profiled_layers = uint32_t(integer_at(path, model, "model", "layers", 1, 1e5));
-  const json& options = doc.contains("options") ? doc["options"] : json();
-  const auto full_front = uint32_t(options.contains("full_front_layers")
-                                       ? integer_at(path, options, "options", "full_front_layers", 0, profiled_layers)
-                                       : 2);
-  const bool full_last = bool_at(path, options, "options", "full_last_layer", false);
-  const uint32_t greedy_tokens =
-      options.contains("greedy_tokens") ? uint32_t(integer_at(path, options, "options", "greedy_tokens", 0, 1e9)) : 0;
-  const double ratio = options.contains("ratio") ? number_at(path, options, "options", "ratio", 1e-9, 1) : 0.2;
-  const size_t contexts = doc.contains("contexts") && doc["contexts"].is_array() ? doc["contexts"].size() : 0;
-  if (!doc.contains("settings") || !doc["settings"].is_array())
-    throw Error(fmt::format("{}: settings: expected an array", path));
+  const FieldReader r(path);
+  if (!doc.is_object()) r.fail("(top)", "not a selective profile: expected a JSON object");
+  const json format = doc.contains("format") ? doc["format"] : json("nothing");
+  if (format != "kvstream-selective")
+    r.fail("(top).format", fmt::format("not a selective profile: expected \"kvstream-selective\", got {}", format.dump()));
+  if (r.number(doc, "(top)", "version", 0, 1e9) != 1) r.fail("(top).version", "only version 1 is known");
 
-  std::string known;
-  for (size_t i = 0; i < doc["settings"].size(); ++i) {
-    const json& s = doc["settings"][i];
-    const std::string where = fmt::format("settings[{}]", i);
-    if (!s.is_object()) throw Error(fmt::format("{}: {}: expected an object, got {}", path, where, s.dump()));
-    if (string_at(path, s, where, "method", "") != "infinigen") continue;
-    const double b = number_at(path, s, where, "budget", 0, 1e12), a = number_at(path, s, where, "alpha", 0, 1e300);
-    known += fmt::format("{}{:g}/{:g}", known.empty() ? "" : ", ", b, a);
-    if (std::fabs(b - budget) > 1e-9 || std::fabs(a - alpha) > 1e-9) continue;
-    if (!s.contains("fraction_fetched_per_layer") || !s["fraction_fetched_per_layer"].is_array() ||
-        s["fraction_fetched_per_layer"].size() != profiled_layers)
-      throw Error(fmt::format("{}: {}.fraction_fetched_per_layer: expected {} numbers (model.layers)", path, where,
-                              profiled_layers));
-    std::vector<double> f;
-    for (const json& x : s["fraction_fetched_per_layer"]) {
-      if (!x.is_number() || !(x.get<double>() >= 0 && x.get<double>() <= 1))
-        throw Error(fmt::format("{}: {}.fraction_fetched_per_layer: expected fractions in [0, 1]", path, where));
-      f.push_back(x.get<double>());
-    }
-    SelectivePlan plan;
-    plan.partial_ratio = ratio;
-    if (layers == profiled_layers) {
-      plan.layer_share = f;
-    } else {
-      // The profile's layout on the target: its full layers, the mean
-      // fraction of its speculated layers everywhere else.
-      auto speculated = [&](uint32_t l, uint32_t n) { return l >= full_front && !(full_last && l + 1 == n); };
-      double sum = 0;
-      uint32_t n = 0;
-      for (uint32_t l = 0; l < profiled_layers; ++l)
-        if (speculated(l, profiled_layers)) sum += f[l], ++n;
-      const double mean = n ? sum / n : 1.0;
-      for (uint32_t l = 0; l < layers; ++l) plan.layer_share.push_back(speculated(l, layers) ? mean : 1.0);
-    }
-    plan.kl_nats = number_at(path, s, where, "kl_divergence", 0, 1e300);
-    plan.loss_increase = number_at(path, s, where, "loss_increase", -1, 1e300);
-    plan.greedy_agreement = number_at(path, s, where, "greedy_agreement", 0, 1);
-    plan.task_accuracy = s.contains("task_accuracy") ? number_at(path, s, where, "task_accuracy", -1, 1) : -1;
-    plan.greedy_tokens = greedy_tokens;
-    plan.source = fmt::format("infinigen budget={:g} alpha={:g} of {} ({} contexts, {} layers profiled{})", b, a, path,
-                              contexts, profiled_layers,
-                              layers == profiled_layers ? "" : fmt::format(", mapped onto {} layers", layers));
-    return plan;
+  SelectiveProfile p;
+  p.path = path;
+  const json& model = r.field(doc, "(top)", "model");
+  if (r.has(model, "name")) p.model = r.text(model, "model", "name");
+  p.layers = uint32_t(r.count(model, "model", "layers", 1, 1e5));
+  // options: absent fields (or an absent object) take the writer's defaults.
+  const json options = doc.contains("options") ? doc["options"] : json::object();
+  if (!options.is_object()) r.fail("options", fmt::format("expected an object, got {}", options.dump()));
+  p.full_front_layers = uint32_t(r.count(options, "options", "full_front_layers", 0, p.layers, 2));
+  p.full_last_layer = r.flag_or(options, "options", "full_last_layer", false);
+  p.greedy_tokens = uint32_t(r.count(options, "options", "greedy_tokens", 0, 1e9, 0));
+  p.ratio = r.number_or(options, "options", "ratio", 0.2, 0, 1);
+  double partial_fallback = p.ratio / 2;
+  if (r.has(options, "partial_channels") && r.has(model, "head_dim")) {
+    const double head_dim = double(r.count(model, "model", "head_dim", 1, 1e6));
+    partial_fallback = double(r.count(options, "options", "partial_channels", 0, head_dim)) / (2 * head_dim);
   }
-  throw Error(fmt::format("{}: no infinigen setting with budget {:g} and alpha {:g} (it has: {})", path, budget, alpha,
-                          known.empty() ? "none" : known));
+  const json& contexts = r.field(doc, "(top)", "contexts");
+  if (!contexts.is_array()) r.fail("(top).contexts", fmt::format("expected an array, got {}", contexts.dump()));
+  for (size_t i = 0; i < contexts.size(); ++i)
+    p.context_tokens.push_back(r.count(contexts[i], fmt::format("contexts[{}]", i), "tokens", 1, 1e12));
+
+  const json& settings = r.field(doc, "(top)", "settings");
+  if (!settings.is_array()) r.fail("(top).settings", fmt::format("expected an array, got {}", settings.dump()));
+  for (size_t i = 0; i < settings.size(); ++i) {
+    const json& s = settings[i];
+    const std::string where = fmt::format("settings[{}]", i);
+    if (r.text(s, where, "method") != "infinigen") continue;
+    SelectiveSetting x;
+    x.budget = r.number(s, where, "budget", 0, 1);
+    x.alpha = r.number(s, where, "alpha", 0, 1e300);
+    const json& per_layer = r.field(s, where, "fraction_fetched_per_layer");
+    if (!per_layer.is_array() || per_layer.size() != p.layers)
+      r.fail(where + ".fraction_fetched_per_layer", fmt::format("expected {} numbers (model.layers)", p.layers));
+    double sum = 0;
+    for (size_t l = 0; l < per_layer.size(); ++l) {
+      const json& f = per_layer[l];
+      if (!f.is_number() || !(f.get<double>() >= 0 && f.get<double>() <= 1))
+        r.fail(fmt::format("{}.fraction_fetched_per_layer[{}]", where, l),
+               fmt::format("expected a number in [0, 1], got {}", f.dump()));
+      x.fraction_per_layer.push_back(f.get<double>());
+      sum += f.get<double>();
+    }
+    x.fraction_fetched = r.number_or(s, where, "fraction_fetched", sum / p.layers, 0, 1);
+    x.partial_key_fraction = r.number_or(s, where, "partial_key_fraction", partial_fallback, 0, 1);
+    x.recall = r.number_or(s, where, "recall", -1, 0, 1);
+    x.kl_divergence = r.number(s, where, "kl_divergence", -1e-6, 1e300);  // rounding may leave -1e-9
+    x.loss_increase = r.number(s, where, "loss_increase", -1, 1e300);
+    x.greedy_agreement = r.number(s, where, "greedy_agreement", 0, 1);
+    x.task_accuracy = r.number_or(s, where, "task_accuracy", -1, -1, 1);
+    p.settings.push_back(std::move(x));
+  }
+  if (p.settings.empty()) r.fail("(top).settings", "no `infinigen` setting");
+  return p;
+}
+
+std::string selective_settings_list(const SelectiveProfile& profile) {
+  std::string known;
+  for (const auto& s : profile.settings) known += fmt::format("{}{:g}/{:g}", known.empty() ? "" : ", ", s.budget, s.alpha);
+  return known;
+}
+
+const SelectiveSetting& find_selective_setting(const SelectiveProfile& profile, double budget, double alpha) {
+  for (const auto& s : profile.settings)
+    if (std::fabs(s.budget - budget) <= 1e-9 && std::fabs(s.alpha - alpha) <= 1e-9) return s;
+  throw Error(fmt::format("{}: no infinigen setting with budget {:g} and alpha {:g} (it has: {})", profile.path,
+                          budget, alpha, selective_settings_list(profile)));
+}
+
+std::vector<double> target_layer_fractions(const SelectiveProfile& profile, const SelectiveSetting& setting,
+                                           uint32_t target_layers) {
+  if (target_layers == profile.layers) return setting.fraction_per_layer;
+  const auto speculated = [&](uint32_t l, uint32_t n) {
+    return l >= profile.full_front_layers && !(profile.full_last_layer && l + 1 == n);
+  };
+  double sum = 0;
+  uint32_t n = 0;
+  for (uint32_t l = 0; l < profile.layers; ++l)
+    if (speculated(l, profile.layers)) sum += setting.fraction_per_layer[l], ++n;
+  const double mean = n ? sum / n : 1.0;
+  std::vector<double> f(target_layers, 1.0);
+  for (uint32_t l = 0; l < target_layers; ++l)
+    if (speculated(l, target_layers)) f[l] = mean;
+  return f;
+}
+
+SelectivePlan selective_plan(const SelectiveProfile& profile, const SelectiveSetting& setting, uint32_t layers) {
+  SelectivePlan plan;
+  plan.layer_share = target_layer_fractions(profile, setting, layers);
+  plan.partial_ratio = profile.ratio;
+  plan.kl_nats = setting.kl_divergence;
+  plan.loss_increase = setting.loss_increase;
+  plan.greedy_agreement = setting.greedy_agreement;
+  plan.task_accuracy = setting.task_accuracy;
+  plan.greedy_tokens = profile.greedy_tokens;
+  plan.source = fmt::format("infinigen budget={:g} alpha={:g} of {} ({} contexts, {} layers profiled{})",
+                            setting.budget, setting.alpha, profile.path, profile.context_tokens.size(), profile.layers,
+                            layers == profile.layers ? "" : fmt::format(", mapped onto {} layers", layers));
+  return plan;
 }
 
 PolicyInfo selective_policy() {

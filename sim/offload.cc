@@ -2,12 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "sim/gpu_model.h"
@@ -145,132 +142,6 @@ std::vector<double> infinigen_layer_fractions(uint32_t layers, double fraction, 
   for (uint32_t l = 0; l < layers; ++l)
     if (l < full_front || (full_last && l + 1 == layers)) f[l] = 1.0;
   return f;
-}
-
-namespace {
-
-// Field access with errors naming the file and the JSON path.
-class JsonReader {
- public:
-  explicit JsonReader(std::string path) : path_(std::move(path)) {}
-  [[noreturn]] void fail(const std::string& where, const std::string& what) const {
-    throw Error(fmt::format("{}: {}: {}", path_, where, what));
-  }
-  const nlohmann::json& field(const nlohmann::json& obj, const std::string& where, const char* key) const {
-    if (!obj.is_object()) fail(where, "expected an object");
-    const auto it = obj.find(key);
-    if (it == obj.end()) fail(where, fmt::format("missing field '{}'", key));
-    return *it;
-  }
-  double number(const nlohmann::json& obj, const std::string& where, const char* key, double lo, double hi) const {
-    const auto& v = field(obj, where, key);
-    if (!v.is_number()) fail(where + "." + key, "expected a number");
-    const double x = v.get<double>();
-    if (!(x >= lo && x <= hi)) fail(where + "." + key, fmt::format("{} is outside [{}, {}]", x, lo, hi));
-    return x;
-  }
-  double number_or(const nlohmann::json& obj, const std::string& where, const char* key, double dflt, double lo,
-                   double hi) const {
-    return obj.contains(key) ? number(obj, where, key, lo, hi) : dflt;
-  }
-  // A count (layers, tokens): a whole number in [lo, hi], `dflt` when absent.
-  uint64_t count(const nlohmann::json& obj, const std::string& where, const char* key, double lo, double hi,
-                 std::optional<uint64_t> dflt = std::nullopt) const {
-    if (dflt && !(obj.is_object() && obj.contains(key))) return *dflt;
-    const double x = number(obj, where, key, lo, hi);
-    if (x != std::floor(x)) fail(where + "." + key, fmt::format("expected a whole number, got {}", x));
-    return uint64_t(x);
-  }
-
- private:
-  std::string path_;
-};
-
-}  // namespace
-
-SelectiveProfile read_selective_profile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(fmt::format("{}: cannot open the selective profile", path));
-  nlohmann::json doc;
-  try {
-    doc = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: not JSON: {}", path, e.what()));
-  }
-  const JsonReader r(path);
-  const auto& format = r.field(doc, "(top)", "format");
-  if (format != "kvstream-selective")
-    r.fail("format", fmt::format("expected \"kvstream-selective\", got {}", format.dump()));
-  if (r.number(doc, "(top)", "version", 0, 1e9) != 1) r.fail("version", "only version 1 is known");
-
-  SelectiveProfile p;
-  p.path = path;
-  const auto& model = r.field(doc, "(top)", "model");
-  if (model.contains("name") && model["name"].is_string()) p.model = model["name"].get<std::string>();
-  p.layers = uint32_t(r.count(model, "model", "layers", 1, 100000));
-  const auto& options = r.field(doc, "(top)", "options");
-  p.full_front_layers = uint32_t(r.count(options, "options", "full_front_layers", 0, p.layers, 2));
-  if (options.contains("full_last_layer")) {
-    if (!options["full_last_layer"].is_boolean()) r.fail("options.full_last_layer", "expected true or false");
-    p.full_last_layer = options["full_last_layer"].get<bool>();
-  }
-  p.ratio = r.number_or(options, "options", "ratio", 0.2, 0, 1);
-  // A setting without partial_key_fraction: partial_channels / (2 x head_dim)
-  // as the writer computes it (int(ratio x head_dim) channels), else ratio / 2.
-  double partial_fallback = p.ratio / 2;
-  if (options.is_object() && options.contains("partial_channels") && model.contains("head_dim")) {
-    const double head_dim = double(r.count(model, "model", "head_dim", 1, 1e6));
-    partial_fallback = double(r.count(options, "options", "partial_channels", 0, head_dim)) / (2 * head_dim);
-  }
-  const auto& contexts = r.field(doc, "(top)", "contexts");
-  if (!contexts.is_array()) r.fail("contexts", "expected an array");
-  for (size_t i = 0; i < contexts.size(); ++i)
-    p.context_tokens.push_back(r.count(contexts[i], fmt::format("contexts[{}]", i), "tokens", 1, 1e12));
-
-  const auto& settings = r.field(doc, "(top)", "settings");
-  if (!settings.is_array()) r.fail("settings", "expected an array");
-  for (size_t i = 0; i < settings.size(); ++i) {
-    const auto& s = settings[i];
-    const std::string where = fmt::format("settings[{}]", i);
-    const auto& method = r.field(s, where, "method");
-    if (!method.is_string()) r.fail(where + ".method", "expected a string");
-    if (method != "infinigen") continue;
-    SelectiveSetting x;
-    x.budget = r.number(s, where, "budget", 0, 1);
-    x.alpha = r.number(s, where, "alpha", 0, 1e9);
-    const auto& per_layer = r.field(s, where, "fraction_fetched_per_layer");
-    if (!per_layer.is_array() || per_layer.size() != p.layers)
-      r.fail(where + ".fraction_fetched_per_layer", fmt::format("expected {} numbers (model.layers)", p.layers));
-    for (size_t l = 0; l < per_layer.size(); ++l) {
-      if (!per_layer[l].is_number() || !(per_layer[l].get<double>() >= 0 && per_layer[l].get<double>() <= 1))
-        r.fail(fmt::format("{}.fraction_fetched_per_layer[{}]", where, l), "expected a number in [0, 1]");
-      x.fraction_per_layer.push_back(per_layer[l].get<double>());
-    }
-    x.fraction_fetched = r.number(s, where, "fraction_fetched", 0, 1);
-    x.partial_key_fraction = r.number_or(s, where, "partial_key_fraction", partial_fallback, 0, 1);
-    x.recall = r.number(s, where, "recall", 0, 1);
-    x.kl_divergence = r.number(s, where, "kl_divergence", -1e9, 1e9);  // rounding may leave -1e-9
-    x.loss_increase = r.number(s, where, "loss_increase", -1e9, 1e9);
-    x.greedy_agreement = r.number(s, where, "greedy_agreement", 0, 1);
-    x.task_accuracy = r.number_or(s, where, "task_accuracy", -1, -1, 1);
-    p.settings.push_back(std::move(x));
-  }
-  if (p.settings.empty()) throw Error(fmt::format("{}: settings: no `infinigen` setting", path));
-  return p;
-}
-
-std::vector<double> target_layer_fractions(const SelectiveProfile& profile, const SelectiveSetting& setting,
-                                           uint32_t target_layers) {
-  if (target_layers == profile.layers) return setting.fraction_per_layer;
-  double sum = 0;
-  uint32_t speculated = 0;
-  for (uint32_t l = 0; l < profile.layers; ++l) {
-    if (l < profile.full_front_layers || (profile.full_last_layer && l + 1 == profile.layers)) continue;
-    sum += setting.fraction_per_layer[l];
-    ++speculated;
-  }
-  const double mean = speculated ? sum / speculated : 1.0;
-  return infinigen_layer_fractions(target_layers, mean, profile.full_front_layers, profile.full_last_layer);
 }
 
 OffloadResult simulate_offload(const OffloadConfig& c, OffloadMode mode) {

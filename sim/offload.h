@@ -101,42 +101,10 @@ double gpu_memory_bytes(const std::string& preset);
 
 // InfiniGen's layout of fractions: `fraction` for every layer except the
 // first `full_front` and (when `full_last`) the last, which are loaded in full.
+// (A selective profile's measured fractions: policies/selective.h's
+// read_selective_profile and target_layer_fractions.)
 std::vector<double> infinigen_layer_fractions(uint32_t layers, double fraction, uint32_t full_front = 2,
                                               bool full_last = true);
-
-// One `infinigen` setting of a selective profile (`kvstream selective-profile`,
-// docs/selective-format.md): what it fetched and what that cost in quality,
-// measured with the profiled model.
-struct SelectiveSetting {
-  double budget = 0;
-  double alpha = 0;
-  std::vector<double> fraction_per_layer;  // fraction_fetched_per_layer, profiled model's layers
-  double fraction_fetched = 0;             // mean over layers
-  double partial_key_fraction = 0;         // partial keys / full K and V bytes
-  double recall = 0, kl_divergence = 0, loss_increase = 0, greedy_agreement = 0, task_accuracy = -1;
-};
-
-struct SelectiveProfile {
-  std::string path;
-  std::string model;                  // the profiled model's name
-  uint32_t layers = 0;                // of the profiled model
-  uint32_t full_front_layers = 2;     // options.full_front_layers
-  bool full_last_layer = false;       // options.full_last_layer
-  double ratio = 0.2;                 // options.ratio (partial channels / head_dim)
-  std::vector<uint64_t> context_tokens;  // contexts[].tokens
-  std::vector<SelectiveSetting> settings;  // the `infinigen` settings, in file order
-};
-
-// Reads the file; throws kvs::Error naming the file and field for a missing
-// or malformed one, or a file without `infinigen` settings.
-SelectiveProfile read_selective_profile(const std::string& path);
-
-// A setting's per-layer fractions on a target with `target_layers` layers:
-// the profiled ones when the layer counts match; otherwise the profile's
-// layout (its full front layers, its last layer full or not) with the mean
-// fraction of the profiled speculated layers in every speculated layer.
-std::vector<double> target_layer_fractions(const SelectiveProfile& profile, const SelectiveSetting& setting,
-                                           uint32_t target_layers);
 
 // Runs the decode pipeline. Throws kvs::Error for an invalid configuration
 // (no tokens, rates <= 0, a fraction outside [0, 1], selective without one

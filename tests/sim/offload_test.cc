@@ -3,9 +3,6 @@
 // and the orderings the comparison rests on.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -216,91 +213,6 @@ TEST(Offload, ResidentFitsOnlyWhenTheCacheFits) {
   c.batch = 4;
   EXPECT_FALSE(simulate_offload(c, OffloadMode::kResident).fits);
   EXPECT_TRUE(simulate_offload(c, OffloadMode::kFull).fits);
-}
-
-// A selective profile as docs/selective-format.md describes it: a 4-layer
-// model, one infinigen setting, one baseline (skipped).
-std::string selective_json(const std::string& per_layer = "[1, 1, 0.08, 0.12]") {
-  return R"({"format": "kvstream-selective", "version": 1,
- "model": {"name": "default", "layers": 4, "kv_heads": 2, "head_dim": 32, "num_attention_heads": 8,
-           "kv_bytes_per_token": 1024},
- "kv_dtype": "fp16",
- "options": {"ratio": 0.2, "partial_channels": 6, "full_front_layers": 2, "full_last_layer": false},
- "contexts": [{"id": "a", "tokens": 2047}],
- "settings": [
-  {"method": "oracle", "budget": 0.1, "fraction_fetched": 0.1},
-  {"method": "infinigen", "budget": 0.1, "alpha": 4, "fraction_fetched": 0.55,
-   "fraction_fetched_per_layer": )" +
-         per_layer + R"(, "partial_key_fraction": 0.09375,
-   "recall": 0.71, "kl_divergence": 0.021, "loss_increase": 0.012, "greedy_agreement": 0.81, "task_accuracy": 0.75}]})";
-}
-
-std::string write_temp(const std::string& name, const std::string& text) {
-  const auto path = (std::filesystem::temp_directory_path() / name).string();
-  std::ofstream(path) << text;
-  return path;
-}
-
-TEST(Offload, ReadsASelectiveProfileAndMapsItsFractionsToTheTarget) {
-  const auto path = write_temp("kvs_offload_sel.json", selective_json());
-  const auto p = read_selective_profile(path);
-  ASSERT_EQ(p.settings.size(), 1u);  // the oracle baseline is not an InfiniGen setting
-  const auto& s = p.settings[0];
-  EXPECT_EQ(p.layers, 4u);
-  EXPECT_EQ(p.full_front_layers, 2u);
-  EXPECT_FALSE(p.full_last_layer);
-  EXPECT_EQ(s.fraction_per_layer, (std::vector<double>{1, 1, 0.08, 0.12}));
-  EXPECT_DOUBLE_EQ(s.kl_divergence, 0.021);
-  EXPECT_DOUBLE_EQ(s.partial_key_fraction, 0.09375);
-  // Same layer count: as measured. Another: the profile's layout (two full
-  // front layers, the last speculated) with the speculated layers' mean 0.1.
-  EXPECT_EQ(target_layer_fractions(p, s, 4), s.fraction_per_layer);
-  const auto f = target_layer_fractions(p, s, 6);
-  ASSERT_EQ(f.size(), 6u);
-  EXPECT_EQ(f[0], 1);
-  EXPECT_EQ(f[1], 1);
-  for (int l = 2; l < 6; ++l) EXPECT_NEAR(f[l], 0.1, 1e-15);
-  std::remove(path.c_str());
-}
-
-TEST(Offload, AbsentPartialKeyFractionIsTheWritersChannelsOverTwoHeadDims) {
-  std::string text = selective_json();
-  const std::string field = "\"partial_key_fraction\": 0.09375,";
-  text.erase(text.find(field), field.size());
-  const auto path = write_temp("kvs_offload_sel_nopk.json", text);
-  const auto p = read_selective_profile(path);
-  ASSERT_EQ(p.settings.size(), 1u);
-  // int(0.2 x 32) = 6 channels of 32, over K and V: 6 / 64, not 0.2 / 2.
-  EXPECT_DOUBLE_EQ(p.settings[0].partial_key_fraction, 6.0 / 64);
-  std::remove(path.c_str());
-}
-
-TEST(Offload, BadSelectiveProfilesNameTheFileAndField) {
-  const auto expect_error = [](const std::string& text, const std::string& needle) {
-    const auto path = write_temp("kvs_offload_bad.json", text);
-    try {
-      read_selective_profile(path);
-      ADD_FAILURE() << "no error for " << needle;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-    std::remove(path.c_str());
-  };
-  expect_error(selective_json("[1, 1, 0.5]"), "settings[1].fraction_fetched_per_layer");
-  expect_error(selective_json("[1, 1, 0.5, 2]"), "fraction_fetched_per_layer[3]");
-  // Counts are whole numbers (they were cut down: 4.5 layers read as 4).
-  const auto with = [](const std::string& from, const std::string& to) {
-    std::string text = selective_json();
-    text.replace(text.find(from), from.size(), to);
-    return text;
-  };
-  expect_error(with("\"layers\": 4", "\"layers\": 4.5"), "model.layers: expected a whole number");
-  expect_error(with("\"full_front_layers\": 2", "\"full_front_layers\": 1.5"),
-               "options.full_front_layers: expected a whole number");
-  expect_error("{\"format\": \"other\"}", "format");
-  expect_error("not json", "not JSON");
-  EXPECT_THROW(read_selective_profile("/nonexistent/sel.json"), Error);
 }
 
 }  // namespace

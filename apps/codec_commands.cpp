@@ -4,12 +4,14 @@
 // An encoded file (.kvs) is a sequence of chunk bitstreams: magic "KVSF",
 // u32 version (1), u32 chunk count, then per chunk a u64 length and the
 // chunk's bitstream (docs/bitstream.md).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
 #include <memory>
 
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include "apps/commands.h"
 #include "base/error.h"
@@ -18,6 +20,12 @@
 #include "codec/registry.h"
 #include "codec/codec.h"
 #include "llm/safetensors.h"
+
+#ifdef KVSTREAM_HAVE_TORCH
+#include <filesystem>
+
+#include "llm/kvs_calibration.h"
+#endif
 
 namespace kvs::apps {
 namespace {
@@ -61,17 +69,104 @@ void print_error_stats(const codec::KVChunk& ref, const codec::KVChunk& got) {
   std::printf("error: max_abs %.6g, mse %.6g, snr %.2f dB\n", max_abs, se / n, se > 0 ? 10 * std::log10(sig / se) : INFINITY);
 }
 
+// encode --model: kvs's step weights and rope_theta from the model's
+// calibration (llm/kvs_calibration.h), unless --param gives weights; without
+// --model, a warning that kvs runs on its defaults.
+void apply_model_calibration(const std::string& codec, const std::string& model_dir, const std::string& kv_file,
+                             uint32_t layers, codec::CodecOptions* options) {
+  const auto own = options->codec_params.find(codec);
+  const bool weights_given =
+      options->params.count("weights") || (own != options->codec_params.end() && own->second.count("weights"));
+  if (!model_dir.empty() && codec != "kvs")
+    throw Error(fmt::format("encode --model: only kvs reads a model's calibration, not {}", codec));
+  if (codec != "kvs" || weights_given) return;
+  if (model_dir.empty()) {
+    std::fprintf(stderr,
+                 "kvstream: warning: encode --codec kvs without --model: kvs's default step weights (measured for "
+                 "models/default; 1 for other depths) and rope_theta 10000, not the calibration of %s's model; give "
+                 "--model DIR (its kvs-calibration.json) or --param weights=...\n",
+                 kv_file.c_str());
+    return;
+  }
+#ifdef KVSTREAM_HAVE_TORCH
+  const std::string path = llm::kvs_calibration_path(model_dir);
+  if (std::filesystem::exists(path) && llm::read_kvs_calibration(path).layers != layers)
+    throw Error(fmt::format("encode --model {}: {} has {} layers, the calibration {} is for {}: is the cache from "
+                            "this model?",
+                            model_dir, kv_file, layers, path, llm::read_kvs_calibration(path).layers));
+  llm::apply_kvs_calibration(model_dir, layers, {codec}, options);
+#else
+  throw Error("encode --model needs the libtorch build of kvstream (or give kvs's --param weights=... rope_theta=...)");
+#endif
+}
+
 }  // namespace
 
 codec::CodecOptions parse_codec_options(const std::vector<std::string>& params, const std::string& model_file) {
   codec::CodecOptions o;
+  const std::vector<std::string> known = codec::codec_names();
   for (const auto& kv : params) {
     const auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--param '{}': expected key=value", kv));
-    o.params[kv.substr(0, eq)] = kv.substr(eq + 1);
+    if (eq == std::string::npos || eq == 0)
+      throw Error(fmt::format("--param '{}': expected key=value or codec.key=value", kv));
+    const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+    const auto dot = key.find('.');
+    if (dot == std::string::npos) {
+      o.params[key] = value;
+      continue;
+    }
+    const std::string codec = key.substr(0, dot), own_key = key.substr(dot + 1);
+    if (codec.empty() || own_key.empty())
+      throw Error(fmt::format("--param '{}': expected key=value or codec.key=value", kv));
+    if (std::find(known.begin(), known.end(), codec) == known.end())
+      throw Error(fmt::format("--param '{}': unknown codec '{}'{} (known: {})", kv, codec, did_you_mean(codec, known),
+                              fmt::join(known, ", ")));
+    o.codec_params[codec][own_key] = value;
   }
   o.model_file = model_file;
   return o;
+}
+
+void check_codec_params(const codec::CodecOptions& options, const std::vector<std::string>& codecs,
+                        const std::string& flag) {
+  const auto listed = [&](const std::string& name) { return std::find(codecs.begin(), codecs.end(), name) != codecs.end(); };
+  for (const auto& [codec, params] : options.codec_params)
+    if (!listed(codec))
+      throw Error(fmt::format("--param {}.{}={}: codec {} is not one of this command's codecs ({} {})", codec,
+                              params.begin()->first, params.begin()->second, codec, flag, fmt::join(codecs, ",")));
+  codec::CodecOptions scoped = options;  // without the parameters given to every codec
+  scoped.params.clear();
+  const auto takes = [&](const std::string& codec, const std::string& key, const std::string& value) {
+    codec::CodecOptions one = scoped;
+    one.params[key] = value;
+    try {
+      codec::make_codec(codec, one);
+      return std::string();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  };
+  for (const auto& codec : codecs) {
+    try {
+      codec::make_codec(codec, options);
+    } catch (const Error&) {
+      // An unscoped parameter this codec rejects: say so, and which codecs take it.
+      for (const auto& [key, value] : options.params) {
+        const std::string why = takes(codec, key, value);
+        if (why.empty()) continue;
+        std::string scope;
+        for (const auto& other : codecs)
+          if (other != codec && takes(other, key, value).empty())
+            scope += fmt::format("{}--param {}.{}={}", scope.empty() ? "" : " or ", other, key, value);
+        if (codecs.size() == 1)
+          throw Error(fmt::format("--param {}={}: codec {} does not take it ({})", key, value, codec, why));
+        throw Error(fmt::format("--param {}={} goes to every codec ({} {}), and codec {} does not take it ({}){}", key,
+                                value, flag, fmt::join(codecs, ","), codec, why,
+                                scope.empty() ? "" : "; give it to the codec that does: " + scope));
+      }
+      throw;
+    }
+  }
 }
 
 void add_codec_commands(CLI::App& app) {
@@ -85,7 +180,7 @@ void add_codec_commands(CLI::App& app) {
   });
 
   struct EncodeArgs {
-    std::string in, out, codec = "cachegen", model_file;
+    std::string in, out, codec = "cachegen", model_file, model_dir;
     std::vector<std::string> params;
     int level = 0;
     uint32_t chunk_tokens = 1500;
@@ -95,15 +190,30 @@ void add_codec_commands(CLI::App& app) {
   enc->add_option("input", e->in, "KV safetensors file (layers.{i}.key/value, [kv_heads, tokens, head_dim])")
       ->required()->check(CLI::ExistingFile);
   enc->add_option("-o,--out", e->out, "Encoded output file (.kvs)")->required();
-  enc->add_option("--codec", e->codec, "Codec (see `kvstream codecs`)")->capture_default_str();
+  enc->add_option("--codec", e->codec,
+                  "Codec (see `kvstream codecs`). kvs's step weights and rope_theta are model-specific: give --model, "
+                  "or --param weights=... rope_theta=...; else its defaults (weights measured for models/default, 1 "
+                  "for other depths; rope_theta 10000), with a warning")
+      ->capture_default_str();
   enc->add_option("--level", e->level, "Level, 0 = finest")->capture_default_str();
-  enc->add_option("--param", e->params, "Codec parameter key=value (repeatable)");
+  enc->add_option("--param", e->params, "Codec parameter key=value or codec.key=value (repeatable)");
+  enc->add_option("--model", e->model_dir,
+                  "With --codec kvs: the HF checkpoint folder the cache comes from; kvs takes its calibration "
+                  "(DIR/kvs-calibration.json, as `kvstream profile` does; --param weights= overrides it)"
+#ifndef KVSTREAM_HAVE_TORCH
+                  " (needs the libtorch build of kvstream)"
+#endif
+                  )
+      ->check(CLI::ExistingDirectory);
   enc->add_option("--codec-model", e->model_file, "Codec model file, for codecs with static tables");
   enc->add_option("--chunk-tokens", e->chunk_tokens, "Tokens per chunk (CacheGen's paper: 1500)")
       ->capture_default_str()->check(CLI::Range(1u, 1u << 24));
   enc->callback([e] {
-    const auto codec = codec::make_codec(e->codec, parse_codec_options(e->params, e->model_file));
+    codec::CodecOptions options = parse_codec_options(e->params, e->model_file);
+    check_codec_params(options, {e->codec}, "--codec");
     codec::KVChunk kv = llm::read_kv_safetensors(e->in);
+    apply_model_calibration(e->codec, e->model_dir, e->in, kv.shape.layers, &options);
+    const auto codec = codec::make_codec(e->codec, options);
     kv.context_tokens = kv.token_begin + kv.tokens;  // the file is a context's cache: its chunks know where it ends
     codec::Bytes file;
     codec::put_u32(file, kFileMagic);

@@ -115,6 +115,12 @@ void calibrate_kvs_command(const TrainArgs& a) {
       windows.push_back(std::move(ids));
     }
     source = a.contexts;
+    // The calibration's text is recorded (KvsCalibration::text); profile warns again when it profiles this file.
+    std::fprintf(stderr,
+                 "kvstream: warning: calibrating kvs on the contexts of %s: quality numbers measured on these contexts "
+                 "(kvstream profile --contexts %s) will be optimistic; evaluate on other contexts, or calibrate on "
+                 "other text with --text\n",
+                 a.contexts.c_str(), a.contexts.c_str());
   }
   llm::KvsCalibrationOptions o;
   o.context_tokens = a.context_tokens;
@@ -142,12 +148,15 @@ void add_codec_model_command(CLI::App& app) {
       "train", "Learn a codec model file from sample KV caches: --kv FILE... (safetensors), or --model DIR "
                "--contexts FILE (the model's KV caches of those contexts; needs the libtorch build)");
   cmd->add_option("--codec", a->codec, "Codec (see `kvstream codecs`)")->capture_default_str();
-  cmd->add_option("--param", a->params, "Codec parameter key=value (repeatable), e.g. scheme=paper");
+  cmd->add_option("--param", a->params,
+                  "Codec parameter key=value or codec.key=value (repeatable), e.g. scheme=paper");
   cmd->add_option("--kv", a->kv_files, "KV safetensors files (from `kvstream kv dump` or any framework)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--model", a->model_dir, "HF checkpoint folder whose KV caches are the samples")
       ->check(CLI::ExistingDirectory);
-  cmd->add_option("--contexts", a->contexts, "With --model: contexts file or folder, as for `kvstream profile`");
+  cmd->add_option("--contexts", a->contexts,
+                  "With --model: contexts file or folder, as for `kvstream profile` (with --codec kvs: warns that "
+                  "quality measured on these contexts will be optimistic; prefer --text)");
   cmd->add_option("--max-contexts", a->max_contexts, "With --model: the first N contexts only (0: all)")
       ->capture_default_str();
   cmd->add_option("--max-context-tokens", a->max_context_tokens, "With --model: truncate contexts (0: no limit)")
@@ -181,6 +190,7 @@ void add_codec_model_command(CLI::App& app) {
     if (!a->text.empty()) throw Error("codec-model train: --text is for --codec kvs");
     if (a->kv_files.empty() == a->model_dir.empty())
       throw Error("codec-model train: give either --kv FILE... or --model DIR --contexts FILE");
+    check_codec_params(parse_codec_options(a->params, ""), {a->codec}, "--codec");
     const auto codec = codec::make_codec(a->codec, parse_codec_options(a->params, ""));
     if (!codec->needs_model())
       throw Error(fmt::format("codec-model train: codec {} [{}] uses no codec model", a->codec, codec->params()));

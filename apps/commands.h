@@ -22,9 +22,18 @@ void add_codec_model_command(CLI::App& app);  // codec_model_command.cpp: codec-
 void add_policy_commands(CLI::App& app);    // policy_commands.cpp: policies
 void add_report_command(CLI::App& app);    // report_command.cpp: report (analysis/report.py)
 
-// --param key=value strings and a codec model file as codec options (codec_commands.cpp);
-// throws kvs::Error for a malformed parameter.
+// --param strings and a codec model file as codec options (codec_commands.cpp):
+// "key=value" goes to every codec (CodecOptions::params), "codec.key=value"
+// to that codec only (CodecOptions::codec_params, e.g. cachegen.scheme=paper).
+// Throws kvs::Error for a malformed parameter or an unknown codec name.
 codec::CodecOptions parse_codec_options(const std::vector<std::string>& params, const std::string& model_file);
+// Makes each of the command's `codecs` with `options` once, before any work;
+// throws kvs::Error naming the codec for a parameter scoped to a codec not in
+// `codecs` (`flag`: the option that names them, e.g. "--codecs"), for an
+// unscoped one that some codec does not take (saying which codecs take it and
+// how to scope it), or for any other parameter a codec rejects.
+void check_codec_params(const codec::CodecOptions& options, const std::vector<std::string>& codecs,
+                        const std::string& flag);
 #ifdef KVSTREAM_HAVE_TORCH
 void add_model_commands(CLI::App& app);     // model_commands.cpp: kv dump, eval
 void add_train_command(CLI::App& app);      // train_command.cpp: train

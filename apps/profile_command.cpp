@@ -15,6 +15,7 @@
 
 #include "apps/commands.h"
 #include "base/error.h"
+#include "base/files.h"
 #include "codec/cuda/profile_timer.h"
 #include "codec/profile.h"
 #include "llm/checkpoint.h"
@@ -24,6 +25,37 @@
 #include "llm/tokenizer.h"
 
 namespace kvs::apps {
+
+namespace {
+
+// Whether two paths name one file, or files with the same bytes.
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(a, ec) || !std::filesystem::is_regular_file(b, ec)) return false;
+  if (std::filesystem::equivalent(a, b, ec)) return true;
+  return std::filesystem::file_size(a, ec) == std::filesystem::file_size(b, ec) && read_file(a) == read_file(b);
+}
+
+// kvs given the model's calibration (the user's --param gives no weights)
+// that was measured on the very contexts profiled: its quality numbers come
+// out optimistic. A warning, not a refusal: a quick check on one file is fine.
+void warn_if_calibrated_on(const std::string& model_dir, const std::vector<std::string>& codecs,
+                           const codec::CodecOptions& user, const std::string& contexts) {
+  if (std::find(codecs.begin(), codecs.end(), "kvs") == codecs.end() || user.params.count("weights")) return;
+  if (const auto own = user.codec_params.find("kvs"); own != user.codec_params.end() && own->second.count("weights"))
+    return;
+  const std::string path = llm::kvs_calibration_path(model_dir);
+  if (!std::filesystem::exists(path)) return;
+  const std::string text = llm::read_kvs_calibration(path).text;
+  if (!same_file(text, contexts)) return;
+  std::fprintf(stderr,
+               "kvstream: warning: kvs's calibration %s was measured on %s, the contexts profiled here: kvs's quality "
+               "numbers will be optimistic (calibrate on other text: kvstream codec-model train --codec kvs --model "
+               "%s --text FILE -o %s)\n",
+               path.c_str(), text.c_str(), model_dir.c_str(), path.c_str());
+}
+
+}  // namespace
 
 void add_profile_command(CLI::App& app) {
   struct Args {
@@ -43,7 +75,9 @@ void add_profile_command(CLI::App& app) {
                   "Contexts: a JSON-lines file {id, context, continuation, question?, answer?} or a folder of .txt")
       ->required();
   cmd->add_option("--codecs", args->codecs, "Comma-separated codec names (see `kvstream codecs`)")->capture_default_str();
-  cmd->add_option("--param", args->params, "Codec parameter key=value (repeatable; given to every codec)");
+  cmd->add_option("--param", args->params,
+                  "Codec parameter (repeatable): key=value goes to every codec of --codecs (each must take it); "
+                  "codec.key=value to that codec only, e.g. cachegen.scheme=paper");
   cmd->add_option("--codec-model", args->codec_model, "Codec model file for codecs with static entropy tables");
   cmd->add_option("--chunk-tokens", args->chunk_tokens, "Tokens per chunk (CacheGen's paper: 1500)")->capture_default_str()->check(CLI::Range(1u, 1u << 24));
   cmd->add_option("--greedy-tokens", args->greedy_tokens, "Greedy tokens compared for agreement")->capture_default_str();
@@ -94,6 +128,8 @@ void add_profile_command(CLI::App& app) {
                   "see KVSTREAM_WITH_CUDA)");
 #endif
     }
+    // Parameters each codec refuses fail here, before the model loads (kvs's calibration is added below).
+    check_codec_params(parse_codec_options(args->params, args->codec_model), codec_names, "--codecs");
     llm::set_cpu_threads(args->threads);
     llm::LoadOptions lo;
     lo.dtype = args->dtype == "bf16" ? at::kBFloat16 : args->dtype == "fp16" ? at::kHalf : at::kFloat;
@@ -107,12 +143,7 @@ void add_profile_command(CLI::App& app) {
     llm::ProfilerOptions o;
     o.codecs = codec_names;
     o.device_timer = timer.get();
-    for (const auto& kv : args->params) {
-      const auto eq = kv.find('=');
-      if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--param '{}': expected key=value", kv));
-      o.codec_options.params[kv.substr(0, eq)] = kv.substr(eq + 1);
-    }
-    o.codec_options.model_file = args->codec_model;
+    o.codec_options = parse_codec_options(args->params, args->codec_model);
     // kvs: this model's calibrated step weights, or a refusal saying how to calibrate (llm/kvs_calibration.h).
     // A kvs calibration given as --codec-model (it is written by `codec-model train`) is not read: say so.
     try {
@@ -123,6 +154,8 @@ void add_profile_command(CLI::App& app) {
       throw Error(fmt::format("{}\n(--codec-model {} is not read by kvs: kvs reads its calibration from {} only)",
                               e.what(), args->codec_model, llm::kvs_calibration_path(args->model_dir)));
     }
+    warn_if_calibrated_on(args->model_dir, o.codecs, parse_codec_options(args->params, args->codec_model),
+                          args->contexts);
     o.chunk_tokens = args->chunk_tokens;
     o.greedy_tokens = args->greedy_tokens;
     o.max_context_tokens = args->max_context_tokens;

@@ -322,7 +322,8 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--model", o->model_dir, "With --exact-quality: the profiled model (HF folder)");
   cmd->add_option("--contexts", o->contexts, "With --exact-quality: the profiled contexts (JSON lines or folder)");
   cmd->add_option("--codec-param", o->codec_params,
-                  "With --exact-quality: codec parameter key=value as given to `kvstream profile` (repeatable)");
+                  "With --exact-quality: codec parameter key=value as given to `kvstream profile` (repeatable; "
+                  "codec.key=value applies only when the run's codec is that codec)");
   cmd->add_option("--codec-model", o->codec_model, "With --exact-quality: codec model file, for codecs that need one");
   cmd->add_option("--threads", o->threads, "With --exact-quality: CPU threads for libtorch")->capture_default_str();
   cmd->callback([o, cmd] { run_simulate(*o, *cmd); });

@@ -49,8 +49,8 @@ std::string how_to_calibrate(const std::string& model_dir) {
       "make one on text that is not in your evaluation contexts, e.g.\n"
       "  kvstream codec-model train --codec kvs --model {} --text data/english/moby-dick.txt -o {}\n"
       "(data/english/ is not in the repository, data/DATA.md says where it comes from; any long text file not in "
-      "your evaluation contexts will do; or give kvs's weights yourself: --param weights=K0:V0:K1:V1:... when "
-      "profiling kvs alone, --codec-param for simulate --exact-quality)",
+      "your evaluation contexts will do; or give kvs's weights yourself: --param kvs.weights=K0:V0:K1:V1:..., "
+      "--codec-param for simulate --exact-quality)",
       model_dir, kvs_calibration_path(model_dir));
 }
 
@@ -232,10 +232,15 @@ codec::CodecParams kvs_params_for_model(const std::string& model_dir, uint32_t l
 
 void apply_kvs_calibration(const std::string& model_dir, uint32_t layers, const std::vector<std::string>& codecs,
                            codec::CodecOptions* options) {
-  if (std::find(codecs.begin(), codecs.end(), "kvs") == codecs.end() || options->params.count("weights")) return;
-  codec::CodecParams p = kvs_params_for_model(model_dir, layers);
-  if (options->params.count("rope_theta")) p.erase("rope_theta");
-  options->codec_params["kvs"] = std::move(p);
+  // Given by the user: to every codec (params) or to kvs alone (codec_params["kvs"]).
+  const auto own = options->codec_params.find("kvs");
+  const auto given = [&](const char* key) {
+    return options->params.count(key) || (own != options->codec_params.end() && own->second.count(key));
+  };
+  if (std::find(codecs.begin(), codecs.end(), "kvs") == codecs.end() || given("weights")) return;
+  codec::CodecParams& kvs = options->codec_params["kvs"];
+  for (auto& [key, value] : kvs_params_for_model(model_dir, layers))
+    if (!given(key.c_str())) kvs[key] = value;
 }
 
 }  // namespace kvs::llm

@@ -78,7 +78,8 @@ std::string kvs_calibration_path(const std::string& model_dir);
 codec::CodecParams kvs_params_for_model(const std::string& model_dir, uint32_t layers);
 
 // For `kvstream profile`: when `codecs` holds kvs and no `weights` parameter
-// is given, sets options->codec_params["kvs"] from kvs_params_for_model.
+// is given (to every codec or to kvs alone), adds kvs_params_for_model's to
+// options->codec_params["kvs"], keeping those the user gave (rope_theta).
 void apply_kvs_calibration(const std::string& model_dir, uint32_t layers, const std::vector<std::string>& codecs,
                            codec::CodecOptions* options);
 

@@ -7,7 +7,7 @@
 //     codecs: [raw, quant8, cachegen]
 //     chunk_tokens: 256
 //     max_contexts: 4
-//     (and max_context_tokens, greedy_tokens, params: [k=v, ...], codec_model, dtype, kv_dtype)
+//     (and max_context_tokens, greedy_tokens, params: [k=v or codec.k=v, ...], codec_model, dtype, kv_dtype)
 // `kvstream run` then computes the profile once with `kvstream profile` and
 // keeps it in a cache under a content hash of the model's files, the
 // contexts, the codec model and every setting, so every run of the sweep and

@@ -1,6 +1,7 @@
 #include "scenarios/sweep.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 
@@ -126,6 +127,45 @@ YAML::Node policy_value(const std::string& source, size_t line, const YAML::Node
   return m;
 }
 
+// A value as it goes into a run's document, for comparing values: a policy
+// shorthand expanded, a number by its value (10, 10.0 and 1e1 are one).
+std::string value_key(const std::string& source, const std::string& key, size_t line, const YAML::Node& v) {
+  if (key == "policy") return flow(policy_value(source, line, v));
+  if (v.IsScalar()) {
+    const std::string& text = v.Scalar();
+    char* end = nullptr;
+    const double x = std::strtod(text.c_str(), &end);
+    if (!text.empty() && end == text.c_str() + text.size() && std::isfinite(x)) return number_text(x);
+  }
+  return flow(v);
+}
+
+// A value (or, in a zip, a combination) listed twice would make two points of
+// one run document, so one run id: refused, naming the key, the value and the
+// line of its second listing (of the key for a range's values, which have none).
+void check_distinct(const std::string& source, const std::vector<Group>& groups) {
+  for (const auto& g : groups) {
+    std::map<std::string, size_t> first;  // the step's values -> its position
+    for (size_t i = 0; i < g.steps.size(); ++i) {
+      std::string point, shown;
+      for (size_t k = 0; k < g.keys.size(); ++k) {
+        point += value_key(source, g.keys[k], g.lines[k], g.steps[i][k]) + '\x1f';
+        shown += fmt::format("{}{}={}", k ? ", " : "", g.keys[k], flow(g.steps[i][k]));
+      }
+      const auto [at, fresh] = first.emplace(point, i);
+      if (fresh) continue;
+      const size_t line = line_of(g.steps[i][0]) ? line_of(g.steps[i][0]) : g.lines[0];
+      const std::string what =
+          g.keys.size() == 1
+              ? fmt::format("sweep.{}: the value {} is listed twice (values {} and {})", g.keys[0],
+                            flow(g.steps[i][0]), at->second + 1, i + 1)
+              : fmt::format("sweep.zip: the values {} are listed twice (positions {} and {})", shown,
+                            at->second + 1, i + 1);
+      throw Error(at_location(source, line, what + "; both would be one run (the same run id)"));
+    }
+  }
+}
+
 void set_path(YAML::Node node, const std::vector<std::string>& parts, size_t i, const YAML::Node& value) {
   if (i + 1 == parts.size()) {
     // A copy: assigning the sweep's own node would merge this document's
@@ -233,6 +273,7 @@ Sweep parse_sweep(const std::string& yaml_text, const std::string& source, const
       if (g.keys[k] == "policy")
         for (auto& step : g.steps) policy_value(source, g.lines[k], step[k]);  // checked here, once
     }
+  check_distinct(source, groups);
   std::map<std::string, size_t> seen;
   for (const auto& g : groups)
     for (size_t k = 0; k < g.keys.size(); ++k) {

@@ -13,7 +13,9 @@
 // A policy value is a name ("mpc"), "name:N" (its `level` parameter, e.g.
 // "fixed:2"), "name:k=v,k=v", or a map {name, params}.
 //
-// Every expanded run is validated (as a one-run scenario) before any runs;
+// A value listed twice for a key (numbers by value, a policy shorthand as its
+// map), or a zip's combination twice, is refused: it would be two points with
+// one run id. Every expanded run is validated (as a one-run scenario) before any runs;
 // an error names the file, the line of the swept key, the run and the one-run
 // error. Each run has a stable id: a hash of its resolved document (as
 // written, relative paths included) and of the content of its profile and

@@ -210,6 +210,32 @@ TEST(Sweep, ErrorsNameFileLineKeyAndRun) {
   }
 }
 
+// A value listed twice would be two points with one run id: refused, naming
+// the file, the line of the second listing, the key and the value.
+TEST(Sweep, AValueListedTwiceIsRefused) {
+  Fixture f;
+  EXPECT_EQ(f.error("sweep:\n  slo_s: [1, 2]\n  link.rtt_ms:\n    - 10\n    - 20\n    - 10\n"),
+            f.dir + "/s.yaml:8: sweep.link.rtt_ms: the value 10 is listed twice (values 1 and 3); both would be one "
+                    "run (the same run id)");
+  // The same number written otherwise, and a policy shorthand and its map.
+  EXPECT_NE(f.error("sweep:\n  slo_s: [1, 2, 1.0]\n").find("s.yaml:4: sweep.slo_s: the value 1.0 is listed twice"),
+            std::string::npos)
+      << f.error("sweep:\n  slo_s: [1, 2, 1.0]\n");
+  EXPECT_NE(f.error("sweep:\n  policy: [\"fixed:2\", {name: fixed, params: {level: 2}}]\n")
+                .find("s.yaml:4: sweep.policy: the value {name: fixed, params: {level: 2}} is listed twice"),
+            std::string::npos)
+      << f.error("sweep:\n  policy: [\"fixed:2\", {name: fixed, params: {level: 2}}]\n");
+  // A range's values have no line: the key's.
+  EXPECT_NE(f.error("sweep:\n  slo_s: {from: 2, to: 2, count: 2}\n").find("s.yaml:4: sweep.slo_s: the value 2 is listed twice"),
+            std::string::npos);
+  // In a zip, a combination twice; a value repeated in one column alone is fine.
+  EXPECT_NE(f.error("sweep:\n  zip:\n    - {slo_s: [1, 2, 1], seed: [1, 2, 1]}\n")
+                .find("sweep.zip: the values slo_s=1, seed=1 are listed twice (positions 1 and 3)"),
+            std::string::npos);
+  EXPECT_EQ(f.parse("sweep:\n  zip:\n    - {slo_s: [1, 2, 1], seed: [1, 2, 3]}\n").runs.size(), 3u);
+  EXPECT_EQ(f.parse("sweep:\n  slo_s: [1, 10, 1.5]\n").runs.size(), 3u);
+}
+
 // The shipped sweeps expand and validate (with a stand-in profile file: the
 // real one is made by the quick start).
 TEST(Sweep, ShippedSweepsExpand) {

@@ -178,6 +178,11 @@ void add_codec_model_command(CLI::App& app) {
   cmd->add_option("-o,--out", a->out, "Codec model file to write")->required();
   cmd->callback([a] {
     if (a->codec == "kvs") {  // a calibration of the model, not a codec model file
+      if (!a->params.empty())
+        throw Error(fmt::format("codec-model train --codec kvs: --param {} is not used: the calibration learns kvs's "
+                                "weights and rope_theta from the model; give other kvs parameters to profile or "
+                                "encode",
+                                a->params.front()));
       if (a->model_dir.empty() || a->text.empty() == a->contexts.empty())
         throw Error("codec-model train --codec kvs: give --model DIR and either --text FILE or --contexts FILE");
 #ifdef KVSTREAM_HAVE_TORCH

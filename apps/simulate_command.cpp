@@ -272,10 +272,12 @@ void add_simulate_command(CLI::App& app) {
                   fmt::format("Target model whose KV cache is streamed (sizes scaled from the profiled model): {} "
                               "(default: the profiled model)",
                               fmt::join(sim::model_preset_names(), ", ")));
-  cmd->add_option("--trace", o->trace, "Bandwidth trace file for the bottleneck (mahimahi, two-column, CSV)");
-  cmd->add_option("--trace-scale", o->trace_scale, "Multiply the trace's rate by this (default 1)")
+  cmd->add_option("--trace", o->trace, "Bandwidth trace file for the bottleneck (mahimahi, two-column, CSV); a scenario's "
+                  "link.trace_scale still applies to it (--trace-scale 1 to drop it)");
+  cmd->add_option("--trace-scale", o->trace_scale, "Multiply the trace's rate by this (default: the scenario's link.trace_scale, else 1)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--trace-gen", o->trace_gen, "Bandwidth trace generator spec (see `kvstream trace gen`)");
+  cmd->add_option("--trace-gen", o->trace_gen, "Bandwidth trace generator spec (see `kvstream trace gen`); a scenario's link.trace_scale "
+                  "still applies to it");
   cmd->add_option("--rate-mbps", o->rate_mbps,
                   "Constant bottleneck rate in Mbit/s (without a scenario, this or --trace or --trace-gen is required)");
   cmd->add_option("--rtt-ms", o->rtt_ms, "Round-trip propagation delay in ms (default 20)");

@@ -97,7 +97,8 @@ void add_eval(CLI::App& app) {
   mo->add(cmd);
   cmd->add_option("--text", *text, "Text file to score")->required()->check(CLI::ExistingFile);
   cmd->add_option("--context-tokens", *context,
-                  "Window in tokens (0: max_position_embeddings, or the sliding window when shorter); longer texts are scored in windows advancing by "
+                  "Window in tokens (0: max_position_embeddings; a sliding-window model applies its own window within it); "
+                  "longer texts are scored in windows advancing by "
                   "half a window, each scoring only tokens not scored before")
       ->capture_default_str();
   cmd->add_flag("--json", *json, "Print one JSON object instead of text");
@@ -107,12 +108,10 @@ void add_eval(CLI::App& app) {
     const std::string bytes = read_file(*text);
     const auto ids = tok->encode(bytes);
     if (ids.size() < 2) throw Error(fmt::format("{}: fewer than 2 tokens, nothing to score", *text));
-    // The default window: what the model attends over (a sliding window, when
-    // shorter, is all that full attention reproduces).
-    const auto& cfg = model.config();
-    const int64_t window = *context > 0 ? *context
-                           : cfg.sliding_window > 0 ? std::min(cfg.max_position_embeddings, cfg.sliding_window)
-                                                    : cfg.max_position_embeddings;
+    // The default window: the positions the model was made for. A
+    // sliding-window model (mistral, qwen2 with use_sliding_window) applies
+    // its window itself, as HF does over the whole input.
+    const int64_t window = *context > 0 ? *context : model.config().max_position_embeddings;
     llm::TextLoss loss;
     {
       Progress progress("eval", ids.size() - 1, "tokens");
@@ -157,7 +156,7 @@ void add_generate(CLI::App& app) {
 void add_model_init(CLI::App& app) {
   auto* model = app.add_subcommand("model", "Model checkpoints: init");
   model->require_subcommand(1);
-  auto* cmd = model->add_subcommand("init", "Write a randomly initialized Llama checkpoint (HF format) of a given shape");
+  auto* cmd = model->add_subcommand("init", "Write a randomly initialized Llama-family checkpoint (HF format) of a given shape");
   auto c = std::make_shared<llm::ModelConfig>();
   auto out = std::make_shared<std::string>();
   auto seed = std::make_shared<uint64_t>(1);
@@ -175,6 +174,14 @@ void add_model_init(CLI::App& app) {
   cmd->add_option("--max-positions", c->max_position_embeddings, "max_position_embeddings")->capture_default_str();
   cmd->add_option("--rope-theta", c->rope_theta, "RoPE base")->capture_default_str();
   cmd->add_flag("--tie", c->tie_word_embeddings, "Tie the LM head to the embedding");
+  cmd->add_option("--model-type", c->model_type, "llama, mistral, qwen2 (q/k/v biases) or gemma (v1)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "gemma"}));
+  cmd->add_option("--sliding-window", c->sliding_window,
+                  "Sliding-window attention span in tokens (0: none; mistral: every layer, qwen2: layers >= "
+                  "--max-window-layers)")
+      ->capture_default_str();
+  cmd->add_option("--max-window-layers", c->max_window_layers, "qwen2: the first windowed layer")->capture_default_str();
   cmd->add_option("--seed", *seed, "Random seed")->capture_default_str();
   cmd->add_option("--dtype", *dtype, "Stored dtype: fp32, bf16 or fp16")
       ->capture_default_str()

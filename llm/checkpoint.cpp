@@ -180,6 +180,11 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
                             "'model.embed_tokens.weight'",
                             src.source()));
   // Weights the config does not use mean the config does not describe them
+    if (c.qkv_bias()) {  // qwen2; elsewhere a bias in the file is an unused tensor, refused below
+      w.q_bias = get(p + "self_attn.q_proj.bias", {q});
+      w.k_bias = get(p + "self_attn.k_proj.bias", {kv});
+      w.v_bias = get(p + "self_attn.v_proj.bias", {kv});
+    }
   // (num_hidden_layers: 2 on 4-layer weights would evaluate a truncated
   // model): an error. HF's rotary inv_freq buffers and a tied lm_head copy
   // (checked equal above) carry nothing of their own.

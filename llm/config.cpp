@@ -79,6 +79,14 @@ RopeScaling parse_rope(const json& r, const std::string& file, const std::string
 
 }  // namespace
 
+int64_t ModelConfig::layer_window(int64_t layer) const {
+  if (sliding_window <= 0) return 0;
+  if (!layer_types.empty()) return layer_types.at(size_t(layer)) == "sliding_attention" ? sliding_window : 0;
+  // Qwen2Config without layer_types: windowed from max_window_layers on.
+  if (model_type == "qwen2") return layer >= max_window_layers ? sliding_window : 0;
+  return sliding_window;  // mistral: every layer
+}
+
 codec::KVShape ModelConfig::kv_shape() const {
   return {uint32_t(num_hidden_layers), uint32_t(num_key_value_heads), uint32_t(effective_head_dim())};
 }
@@ -87,6 +95,9 @@ void ModelConfig::validate(const std::string& where) const {
   auto need = [&](bool ok, const std::string& what) {
     if (!ok) fail(where, what);
   };
+  need(model_type == "llama" || model_type == "mistral" || model_type == "qwen2" || model_type == "gemma",
+       fmt::format("model_type '{}' is not llama, mistral, qwen2 or gemma", model_type));
+  need(!gemma() || sliding_window == 0, "gemma (v1) has no sliding window");
   need(vocab_size > 0, "vocab_size must be > 0");
   need(hidden_size > 0, "hidden_size must be > 0");
   need(intermediate_size > 0, "intermediate_size must be > 0");
@@ -101,6 +112,17 @@ void ModelConfig::validate(const std::string& where) const {
   need(effective_head_dim() % 2 == 0, "head_dim must be even (RoPE rotates pairs)");
   need(max_position_embeddings > 0, "max_position_embeddings must be > 0");
   need(sliding_window >= 0, "sliding_window must be > 0 (or null)");
+  need(layer_types.empty() || model_type == "qwen2", "layer_types is only read for qwen2");
+  need(layer_types.empty() || int64_t(layer_types.size()) == num_hidden_layers,
+       fmt::format("layer_types has {} entries, num_hidden_layers is {}", layer_types.size(), num_hidden_layers));
+  for (size_t i = 0; i < layer_types.size(); ++i) {
+    need(layer_types[i] == "full_attention" || layer_types[i] == "sliding_attention",
+         fmt::format("layer_types[{}] '{}' is not full_attention or sliding_attention", i, layer_types[i]));
+    need(layer_types[i] != "sliding_attention" || sliding_window > 0,
+         fmt::format("layer_types[{}] is sliding_attention but there is no window (use_sliding_window false or "
+                     "sliding_window null; HF fails on this too)", i));
+  }
+  need(max_window_layers >= 0, "max_window_layers must be >= 0");
   need(rms_norm_eps > 0, "rms_norm_eps must be > 0");
   need(rope_theta > 0, "rope_theta must be > 0");
   const auto& s = rope_scaling;
@@ -118,7 +140,8 @@ int64_t ModelConfig::parameter_count() const {
   const int64_t hd = effective_head_dim();
   const int64_t attn = hidden_size * hd * (2 * num_attention_heads + 2 * num_key_value_heads);
   const int64_t mlp = 3 * hidden_size * intermediate_size;
-  const int64_t per_layer = attn + mlp + 2 * hidden_size;
+  const int64_t bias = qkv_bias() ? hd * (num_attention_heads + 2 * num_key_value_heads) : 0;
+  const int64_t per_layer = attn + bias + mlp + 2 * hidden_size;
   return vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * per_layer + hidden_size;
 }
 
@@ -133,8 +156,10 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
   const std::string model_type = j.contains("model_type") && j["model_type"].is_string()
                                      ? j["model_type"].get<std::string>() : std::string();
   if (model_type.empty()) fail(file, "missing key 'model_type'");
-  if (model_type != "llama" && model_type != "mistral")
-    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama or mistral)", model_type));
+  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "gemma")
+    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama, mistral, qwen2 or gemma)",
+                           model_type));
+  const bool qwen2 = model_type == "qwen2", gemma = model_type == "gemma";
   if (model_type == "mistral" && !j.contains("sliding_window"))
     fail(file, "mistral without key 'sliding_window' (HF's MistralConfig then uses a 4096-token window; write "
                "\"sliding_window\": null for full attention or the window's size)");
@@ -147,37 +172,100 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
     for (const auto& a : j["architectures"]) {
       if (!a.is_string()) continue;
       const auto s = a.get<std::string>();
-      if (s != "LlamaForCausalLM" && s != "MistralForCausalLM")
-        fail(file, fmt::format("unsupported architecture '{}' (expected LlamaForCausalLM)", s));
+      if (s != "LlamaForCausalLM" && s != "MistralForCausalLM" && s != "Qwen2ForCausalLM" && s != "GemmaForCausalLM")
+        fail(file, fmt::format("unsupported architecture '{}' (expected LlamaForCausalLM, MistralForCausalLM, "
+                               "Qwen2ForCausalLM or GemmaForCausalLM)", s));
+      // Qwen2's attention has biases and Gemma's layers differ: a mix-up changes the computation.
+      if ((s == "Qwen2ForCausalLM") != qwen2 || (s == "GemmaForCausalLM") != gemma)
+        fail(file, fmt::format("architecture '{}' does not match model_type '{}'", s, model_type));
     }
   }
+  // (Qwen2 hard-codes its biases and ignores these keys, as HF does.)
   for (const char* bias : {"attention_bias", "mlp_bias"})
-    if (j.contains(bias) && j[bias].is_boolean() && j[bias].get<bool>())
+    if (!qwen2 && j.contains(bias) && j[bias].is_boolean() && j[bias].get<bool>())
       fail(file, fmt::format("unsupported architecture: '{}' is true (linear layers with bias)", bias));
-  if (j.contains("hidden_act") && j["hidden_act"] != "silu")
+  if (gemma) {
+    // GemmaConfig: HF 4.39+ reads hidden_activation (None: gelu_pytorch_tanh,
+    // whatever hidden_act says), current HF hidden_act; 4.38 read hidden_act
+    // "gelu" of the released configs as exact GELU. Only an unambiguous
+    // gelu_pytorch_tanh is accepted.
+    const bool has_activation = j.contains("hidden_activation") && !j["hidden_activation"].is_null();
+    const char* key = has_activation ? "hidden_activation" : "hidden_act";
+    if (has_activation ? j[key] != "gelu_pytorch_tanh"
+                       : (j.contains(key) && !j[key].is_null() && j[key] != "gelu_pytorch_tanh"))
+      fail(file, fmt::format("unsupported architecture: gemma with {} {} (expected gelu_pytorch_tanh; HF versions "
+                             "disagree on a bare \"gelu\": give \"hidden_activation\": \"gelu_pytorch_tanh\" if "
+                             "that is what the weights were trained with)",
+                             key, j[key].dump()));
+    if (has_activation && j.contains("hidden_act") && !j["hidden_act"].is_null() && j["hidden_act"] != "gelu" &&
+        j["hidden_act"] != "gelu_pytorch_tanh")
+      fail(file, fmt::format("unsupported architecture: gemma with hidden_act {} next to hidden_activation",
+                             j["hidden_act"].dump()));
+    if (j.contains("use_bidirectional_attention") && j["use_bidirectional_attention"].is_boolean() &&
+        j["use_bidirectional_attention"].get<bool>())
+      fail(file, "unsupported architecture: use_bidirectional_attention is true (only causal attention)");
+  } else if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     fail(file, fmt::format("unsupported architecture: hidden_act '{}' (expected silu)", j["hidden_act"].dump()));
+  }
   if (j.contains("pretraining_tp") && j["pretraining_tp"].is_number_integer() && j["pretraining_tp"].get<int>() > 1) {
     // pretraining_tp only changes how HF slices the matmuls, not the result.
   }
 
   ModelConfig c;
+  c.model_type = model_type;
   c.vocab_size = get_int(j, "vocab_size", file);
   c.hidden_size = get_int(j, "hidden_size", file);
   c.intermediate_size = get_int(j, "intermediate_size", file);
   c.num_hidden_layers = get_int(j, "num_hidden_layers", file);
   c.num_attention_heads = get_int(j, "num_attention_heads", file);
-  // HF: absent or null means one KV head per query head, except that
-  // MistralConfig defaults an absent key to 8.
+  // HF: absent or null means one KV head per query head, except that an
+  // absent key is 8 for MistralConfig, 32 for Qwen2Config and 16 for GemmaConfig.
+  const bool kvh_absent = !j.contains("num_key_value_heads");
   c.num_key_value_heads = get_int(j, "num_key_value_heads", file,
-                                  model_type == "mistral" && !j.contains("num_key_value_heads")
-                                      ? int64_t(8) : c.num_attention_heads);
-  c.head_dim = get_int(j, "head_dim", file, 0);
-  c.max_position_embeddings = get_int(j, "max_position_embeddings", file);
+                                  model_type == "mistral" && kvh_absent ? int64_t(8)
+                                  : qwen2 && kvh_absent                 ? int64_t(32)
+                                  : gemma && kvh_absent                 ? int64_t(16)
+                                                                        : c.num_attention_heads);
+  c.head_dim = get_int(j, "head_dim", file, gemma ? 256 : 0);
+  // Qwen2Config's and GemmaConfig's defaults where Llama's configs are required to give them.
+  c.max_position_embeddings = get_int(j, "max_position_embeddings", file,
+                                      qwen2 ? std::optional<int64_t>(32768)
+                                      : gemma ? std::optional<int64_t>(8192) : std::nullopt);
   if (model_type == "mistral") {
     c.sliding_window = get_int(j, "sliding_window", file, 0);
     if (!j["sliding_window"].is_null() && c.sliding_window <= 0) fail(file, "key 'sliding_window' must be > 0 or null");
   }
-  c.rms_norm_eps = get_double(j, "rms_norm_eps", file);
+  if (qwen2) {
+    // Qwen2Config: sliding_window counts only with use_sliding_window (else
+    // None); layer_types, when absent, windows the layers >= max_window_layers.
+    bool use = false;
+    if (j.contains("use_sliding_window") && !j["use_sliding_window"].is_null()) {
+      if (!j["use_sliding_window"].is_boolean()) fail(file, "key 'use_sliding_window' must be true or false");
+      use = j["use_sliding_window"].get<bool>();
+    }
+    c.max_window_layers = get_int(j, "max_window_layers", file, 28);
+    if (c.max_window_layers < 0) fail(file, "key 'max_window_layers' must be >= 0");
+    if (use) {
+      c.sliding_window = get_int(j, "sliding_window", file, j.contains("sliding_window") ? 0 : 4096);
+      if (j.contains("sliding_window") && !j["sliding_window"].is_null() && c.sliding_window <= 0)
+        fail(file, "key 'sliding_window' must be > 0 or null");
+    } else {
+      (void)get_int(j, "sliding_window", file, 0);  // unused (HF sets it to None), but must be an integer or null
+    }
+    if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+      const auto& lt = j["layer_types"];
+      if (!lt.is_array()) fail(file, "key 'layer_types' must be a list");
+      for (size_t i = 0; i < lt.size(); ++i) {
+        if (!lt[i].is_string()) fail(file, fmt::format("layer_types[{}] must be a string", i));
+        const auto t = lt[i].get<std::string>();
+        if (t != "full_attention" && t != "sliding_attention")
+          fail(file, fmt::format("unsupported architecture: layer_types[{}] is '{}' (expected full_attention or "
+                                 "sliding_attention)", i, t));
+        c.layer_types.push_back(t);
+      }
+    }
+  }
+  c.rms_norm_eps = get_double(j, "rms_norm_eps", file, qwen2 || gemma ? std::optional<double>(1e-6) : std::nullopt);
   c.rope_theta = get_double(j, "rope_theta", file, 10000.0);
   if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
     const auto& rp = j["rope_parameters"];
@@ -187,7 +275,7 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
     c.rope_scaling = parse_rope(j["rope_scaling"], file, "rope_scaling", c.max_position_embeddings);
   }
   c.tie_word_embeddings = j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean()
-                              ? j["tie_word_embeddings"].get<bool>() : false;
+                              ? j["tie_word_embeddings"].get<bool>() : gemma;  // GemmaConfig: tied by default
   if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) c.torch_dtype = j["torch_dtype"].get<std::string>();
   else if (j.contains("dtype") && j["dtype"].is_string()) c.torch_dtype = j["dtype"].get<std::string>();
   c.bos_token_id = j.contains("bos_token_id") && j["bos_token_id"].is_number_integer() ? j["bos_token_id"].get<int64_t>() : -1;
@@ -198,9 +286,12 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
 
 std::string config_to_json(const ModelConfig& c) {
   nlohmann::ordered_json j;
-  const bool mistral = c.sliding_window > 0;  // only MistralConfig has the key
-  j["architectures"] = {mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
-  j["model_type"] = mistral ? "mistral" : "llama";
+  const bool qwen2 = c.model_type == "qwen2", gemma = c.gemma();
+  // LlamaConfig has no window: a windowed config is written as Mistral's.
+  const bool mistral = !qwen2 && !gemma && (c.model_type == "mistral" || c.sliding_window > 0);
+  j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : gemma ? "GemmaForCausalLM"
+                        : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = qwen2 ? "qwen2" : gemma ? "gemma" : mistral ? "mistral" : "llama";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
@@ -209,7 +300,13 @@ std::string config_to_json(const ModelConfig& c) {
   j["num_key_value_heads"] = c.num_key_value_heads;
   j["head_dim"] = c.effective_head_dim();
   j["max_position_embeddings"] = c.max_position_embeddings;
-  if (mistral) j["sliding_window"] = c.sliding_window;
+  if (mistral) j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
+  if (qwen2) {
+    j["use_sliding_window"] = c.sliding_window > 0;
+    j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
+    j["max_window_layers"] = c.max_window_layers;
+    if (!c.layer_types.empty()) j["layer_types"] = c.layer_types;
+  }
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;
   if (c.rope_scaling.type == "default") {
@@ -227,9 +324,17 @@ std::string config_to_json(const ModelConfig& c) {
     }
     j["rope_scaling"] = r;
   }
-  j["hidden_act"] = "silu";
-  j["attention_bias"] = false;
-  j["mlp_bias"] = false;
+  if (gemma) {
+    j["hidden_act"] = "gelu_pytorch_tanh";
+    j["hidden_activation"] = "gelu_pytorch_tanh";
+    j["attention_bias"] = false;
+  } else {
+    j["hidden_act"] = "silu";
+  }
+  if (!qwen2 && !gemma) {
+    j["attention_bias"] = false;
+    j["mlp_bias"] = false;
+  }
   j["attention_dropout"] = 0.0;
   j["initializer_range"] = 0.02;
   j["tie_word_embeddings"] = c.tie_word_embeddings;

@@ -1,4 +1,7 @@
-// The model's hyper-parameters, as HF's LlamaConfig names them (config.json).
+// The model's hyper-parameters, as HF's LlamaConfig names them (config.json),
+// for the Llama family: llama, mistral (sliding window), qwen2 (q/k/v
+// biases, per-layer sliding window) and gemma (v1: GeGLU, RMSNorm (1 + w),
+// embeddings scaled by sqrt(hidden)).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +22,13 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
+  // HF's model_type: "llama", "mistral", "qwen2" or "gemma". qwen2 adds
+  // biases to q_proj, k_proj and v_proj (Qwen2Attention hard-codes them;
+  // o_proj has none). gemma (GemmaForCausalLM, v1) differs from llama in the
+  // MLP's activation (gelu_pytorch_tanh), RMSNorm scaling by (1 + weight)
+  // in float32, and embeddings multiplied by sqrt(hidden_size) rounded to
+  // the model's dtype.
+  std::string model_type = "llama";
   int64_t vocab_size = 256;
   int64_t hidden_size = 32;
   int64_t intermediate_size = 64;
@@ -27,10 +37,17 @@ struct ModelConfig {
   int64_t num_key_value_heads = 2;
   int64_t head_dim = 0;  // 0: hidden_size / num_attention_heads
   int64_t max_position_embeddings = 2048;
-  // Mistral's sliding-window attention span in tokens (0: none). Only full
-  // attention is implemented, identical as long as the positions fit in the
-  // window: Model::forward refuses longer runs.
+  // Sliding-window attention span W in tokens (0: none): in a windowed layer
+  // the query at position q attends the keys at positions k with
+  // q - W < k <= q (HF's sliding_window_overlay: W keys, its own included).
+  // The KV cache still keeps every position (as HF's DynamicCache). Which
+  // layers are windowed: all (llama/mistral), or those layer_types marks.
   int64_t sliding_window = 0;
+  // qwen2 only: per layer "full_attention" or "sliding_attention", as HF's
+  // Qwen2Config.layer_types (when config.json has none: sliding for layers
+  // >= max_window_layers if use_sliding_window). Empty for llama/mistral.
+  std::vector<std::string> layer_types;
+  int64_t max_window_layers = 28;  // qwen2, kept to write config.json back
   double rms_norm_eps = 1e-5;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
@@ -40,22 +57,34 @@ struct ModelConfig {
   int64_t eos_token_id = -1;
 
   int64_t effective_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
+  // q_proj, k_proj and v_proj have biases (qwen2).
+  bool qkv_bias() const { return model_type == "qwen2"; }
+  bool gemma() const { return model_type == "gemma"; }
+  // The window of layer `layer` in tokens (0: full attention).
+  int64_t layer_window(int64_t layer) const;
   codec::KVShape kv_shape() const;
   // Throws kvs::Error (prefixed by `where`) when sizes are inconsistent.
   void validate(const std::string& where) const;
   int64_t parameter_count() const;
 };
 
-// Parses HF config.json text. Accepts model_type "llama" (LlamaForCausalLM) and
-// "mistral" (identical architecture, plus sliding_window above); anything
-// else, biases, a non-SiLU activation, partial_rotary_factor != 1 or RoPE
-// types other than default/linear/dynamic/llama3 are "unsupported
-// architecture", a quantization_config is refused, and scaling keys without
-// a rope_type are an error. Defaults follow HF's LlamaConfig/MistralConfig.
-// Errors name `file` and the key.
+// Parses HF config.json text. Accepts model_type "llama" (LlamaForCausalLM),
+// "mistral" (identical architecture, plus sliding_window above) and "qwen2"
+// (Qwen2ForCausalLM: q/k/v biases; use_sliding_window, sliding_window,
+// max_window_layers and layer_types as Qwen2Config); anything else,
+// attention_bias/mlp_bias on llama/mistral, a non-SiLU activation,
+// partial_rotary_factor != 1 or RoPE types other than
+// default/linear/dynamic/llama3 are "unsupported architecture", a
+// quantization_config is refused, and scaling keys without a rope_type are an
+// error. Defaults follow HF's LlamaConfig/MistralConfig/Qwen2Config. Errors
+// name `file` and the key. gemma: the activation must be
+// gelu_pytorch_tanh (hidden_activation when given, else hidden_act; a bare
+// "gelu" is refused: HF versions differ on it) and use_bidirectional_attention
+// must not be set; GemmaConfig's defaults (head_dim 256, tied) apply.
 ModelConfig parse_config(const std::string& json_text, const std::string& file);
-// config.json text that HF's LlamaForCausalLM loads (MistralForCausalLM with
-// a sliding_window).
+// config.json text that HF loads as the same model: Qwen2ForCausalLM for
+// qwen2, GemmaForCausalLM for gemma, MistralForCausalLM for mistral or any config with a sliding_window,
+// else LlamaForCausalLM.
 std::string config_to_json(const ModelConfig& config);
 
 // RoPE inverse frequencies (head_dim / 2 values, float32 arithmetic as HF) for a

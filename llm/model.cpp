@@ -27,11 +27,13 @@ void check_shape(const at::Tensor& t, std::vector<int64_t> expect, const std::st
                             shape_str(expect)));
 }
 
-// HF LlamaRMSNorm: normalize in float32, cast back, then scale.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+// HF LlamaRMSNorm: normalize in float32, cast back, then scale. GemmaRMSNorm
+// (gemma = true): scale by (1 + weight) in float32, then cast back.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool gemma = false) {
   at::Tensor h = x.to(at::kFloat);
   at::Tensor var = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * at::rsqrt(var + eps);
+  if (gemma) return (h * (weight.to(at::kFloat) + 1.0)).to(x.scalar_type());
   return weight * h.to(x.scalar_type());
 }
 
@@ -39,14 +41,22 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 // float32 and rounded back to float16 (GPU and other dtypes run natively).
 bool needs_upcast(const at::Tensor& t) { return t.scalar_type() == at::kHalf && t.device().is_cpu(); }
 
-at::Tensor linear_(const at::Tensor& x, const at::Tensor& w) {
-  if (needs_upcast(x)) return at::linear(x.to(at::kFloat), w.to(at::kFloat)).to(at::kHalf);
-  return at::linear(x, w);
+// x w^T (+ b when defined), as torch.nn.Linear.
+at::Tensor linear_(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+  if (needs_upcast(x))
+    return at::linear(x.to(at::kFloat), w.to(at::kFloat), b.defined() ? b.to(at::kFloat) : b).to(at::kHalf);
+  return at::linear(x, w, b);
 }
 
 at::Tensor matmul_(const at::Tensor& a, const at::Tensor& b) {
   if (needs_upcast(a)) return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(at::kHalf);
   return at::matmul(a, b);
+}
+
+// gelu_pytorch_tanh (Gemma's GeGLU).
+at::Tensor gelu_tanh_(const at::Tensor& x) {
+  if (needs_upcast(x)) return at::gelu(x.to(at::kFloat), "tanh").to(at::kHalf);
+  return at::gelu(x, "tanh");
 }
 
 at::Tensor silu_(const at::Tensor& x) {
@@ -98,6 +108,14 @@ Model::Model(ModelConfig config, at::Tensor embed_tokens, std::vector<LayerWeigh
     check_shape(w.q_proj, {q, H}, p + "self_attn.q_proj.weight");
     check_shape(w.k_proj, {kv, H}, p + "self_attn.k_proj.weight");
     check_shape(w.v_proj, {kv, H}, p + "self_attn.v_proj.weight");
+    if (config_.qkv_bias()) {
+      check_shape(w.q_bias, {q}, p + "self_attn.q_proj.bias");
+      check_shape(w.k_bias, {kv}, p + "self_attn.k_proj.bias");
+      check_shape(w.v_bias, {kv}, p + "self_attn.v_proj.bias");
+    } else if (w.q_bias.defined() || w.k_bias.defined() || w.v_bias.defined()) {
+      throw Error(fmt::format("model: layer {} has q/k/v biases, which model_type '{}' does not have", i,
+                              config_.model_type));
+    }
     check_shape(w.o_proj, {H, q}, p + "self_attn.o_proj.weight");
     check_shape(w.post_attention_layernorm, {H}, p + "post_attention_layernorm.weight");
     check_shape(w.gate_proj, {I, H}, p + "mlp.gate_proj.weight");
@@ -116,7 +134,10 @@ Model Model::random(const ModelConfig& config, uint64_t seed, at::ScalarType dty
   auto normal = [&](std::vector<int64_t> shape) {
     return at::normal(0.0, 0.02, shape, gen, opts).to(device, dtype);
   };
-  auto ones = [&](int64_t n) { return at::ones({n}, opts).to(device, dtype); };
+  // Gemma's norms scale by (1 + weight): HF initialises them at 0.
+  auto ones = [&](int64_t n) {
+    return (config.gemma() ? at::zeros({n}, opts) : at::ones({n}, opts)).to(device, dtype);
+  };
   const int64_t H = config.hidden_size, hd = config.effective_head_dim(), I = config.intermediate_size;
   at::Tensor embed = normal({config.vocab_size, H});
   std::vector<LayerWeights> layers;
@@ -126,6 +147,11 @@ Model Model::random(const ModelConfig& config, uint64_t seed, at::ScalarType dty
     w.q_proj = normal({config.num_attention_heads * hd, H});
     w.k_proj = normal({config.num_key_value_heads * hd, H});
     w.v_proj = normal({config.num_key_value_heads * hd, H});
+    if (config.qkv_bias()) {
+      w.q_bias = normal({config.num_attention_heads * hd});
+      w.k_bias = normal({config.num_key_value_heads * hd});
+      w.v_bias = normal({config.num_key_value_heads * hd});
+    }
     w.o_proj = normal({H, config.num_attention_heads * hd});
     w.post_attention_layernorm = ones(H);
     w.gate_proj = normal({I, H});
@@ -147,6 +173,11 @@ std::vector<std::pair<std::string, at::Tensor>> Model::named_parameters() const 
     out.emplace_back(p + "self_attn.q_proj.weight", w.q_proj);
     out.emplace_back(p + "self_attn.k_proj.weight", w.k_proj);
     out.emplace_back(p + "self_attn.v_proj.weight", w.v_proj);
+    if (w.q_bias.defined()) {
+      out.emplace_back(p + "self_attn.q_proj.bias", w.q_bias);
+      out.emplace_back(p + "self_attn.k_proj.bias", w.k_bias);
+      out.emplace_back(p + "self_attn.v_proj.bias", w.v_bias);
+    }
     out.emplace_back(p + "self_attn.o_proj.weight", w.o_proj);
     out.emplace_back(p + "mlp.gate_proj.weight", w.gate_proj);
     out.emplace_back(p + "mlp.up_proj.weight", w.up_proj);
@@ -171,8 +202,8 @@ void Model::to(at::ScalarType dtype, at::Device device) {
   };
   conv(embed_tokens_);
   for (auto& w : layers_) {
-    for (at::Tensor* t : {&w.input_layernorm, &w.q_proj, &w.k_proj, &w.v_proj, &w.o_proj,
-                          &w.post_attention_layernorm, &w.gate_proj, &w.up_proj, &w.down_proj})
+    for (at::Tensor* t : {&w.input_layernorm, &w.q_proj, &w.k_proj, &w.v_proj, &w.q_bias, &w.k_bias, &w.v_bias,
+                          &w.o_proj, &w.post_attention_layernorm, &w.gate_proj, &w.up_proj, &w.down_proj})
       conv(*t);
   }
   conv(norm_);
@@ -200,10 +231,6 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
         throw Error(fmt::format("forward: past KV cache layer {} has shape {}, the model needs {}", l,
                                 shape_str(t->sizes()), shape_str(want)));
   }
-  if (config_.sliding_window > 0 && past_len + n > config_.sliding_window)
-    throw Error(fmt::format("forward: {} positions exceed the model's sliding_window of {} tokens (only full "
-                            "attention is implemented, which equals it within the window)",
-                            past_len + n, config_.sliding_window));
   const int64_t vocab = config_.vocab_size;
   if (n > 0) {
     const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
@@ -219,18 +246,21 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
   at::Tensor cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);  // [n, hd]
 
   at::Tensor x = at::embedding(embed_tokens_, tokens.to(device));  // [B, n, H]
+  const bool gemma = config_.gemma();
+  // Gemma: embeddings times sqrt(hidden), the factor rounded to the model's dtype.
+  if (gemma) x = x * at::scalar_tensor(std::sqrt(double(config_.hidden_size)), x.options());
   const double scale = 1.0 / std::sqrt(double(hd));
   const int64_t block = query_block_ > 0 ? query_block_ : n;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& w = layers_[l];
-    at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
+    at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps, gemma);
     if (hook != nullptr) {
       if (B != 1) throw Error("forward: an attention hook needs a batch of 1");
       hook->layer_input(int64_t(l), h.select(0, 0));
     }
-    at::Tensor q = linear_(h, w.q_proj).view({B, n, heads, hd}).transpose(1, 2);  // [B, heads, n, hd]
-    at::Tensor k = linear_(h, w.k_proj).view({B, n, kvh, hd}).transpose(1, 2);    // [B, kvh, n, hd]
-    at::Tensor v = linear_(h, w.v_proj).view({B, n, kvh, hd}).transpose(1, 2);
+    at::Tensor q = linear_(h, w.q_proj, w.q_bias).view({B, n, heads, hd}).transpose(1, 2);  // [B, heads, n, hd]
+    at::Tensor k = linear_(h, w.k_proj, w.k_bias).view({B, n, kvh, hd}).transpose(1, 2);    // [B, kvh, n, hd]
+    at::Tensor v = linear_(h, w.v_proj, w.v_bias).view({B, n, kvh, hd}).transpose(1, 2);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
     if (!past.empty()) {
@@ -255,30 +285,46 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
     // [j*group, (j+1)*group) that share kv head j (HF's repeat_kv order) are
     // stacked as rows of one product with that head's keys.
     at::Tensor qg = q.reshape({B, kvh, group, n, hd});
+    const int64_t window = config_.layer_window(int64_t(l));  // 0: full attention
     std::vector<at::Tensor> outs;
     for (int64_t b0 = 0; b0 < n; b0 += block) {
       const int64_t nb = std::min(block, n - b0);
-      const int64_t keys = past_len + b0 + nb;  // causal: later keys are all masked
+      const int64_t end = past_len + b0 + nb;  // causal: later keys are all masked
+      // Sliding window (HF's sliding_window_overlay): the query at position p
+      // sees keys p - window < k <= p, so keys before the block's first
+      // query's window are never seen.
+      const int64_t begin = window > 0 ? std::max<int64_t>(0, past_len + b0 - window + 1) : 0;
+      const int64_t keys = end - begin;
       at::Tensor qb = (qg.narrow(3, b0, nb) * scale).reshape({B, kvh, group * nb, hd});
-      at::Tensor kb = k.narrow(2, 0, keys), vb = v.narrow(2, 0, keys);
+      at::Tensor kb = k.narrow(2, begin, keys), vb = v.narrow(2, begin, keys);
       at::Tensor scores = matmul_(qb, kb.transpose(-1, -2));  // [B, kvh, group*nb, keys]
-      // Only the block's own keys can lie in the future: mask their strict upper triangle.
-      const at::Tensor future = at::ones({nb, nb}, at::TensorOptions().dtype(at::kBool).device(device)).triu(1);
-      scores.view({B, kvh, group, nb, keys}).narrow(-1, keys - nb, nb).masked_fill_(
-          future, -std::numeric_limits<float>::infinity());
+      const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(device);
+      if (window <= 0) {
+        // Only the block's own keys can lie in the future: mask their strict upper triangle.
+        const at::Tensor future = at::ones({nb, nb}, bool_opts).triu(1);
+        scores.view({B, kvh, group, nb, keys}).narrow(-1, keys - nb, nb).masked_fill_(
+            future, -std::numeric_limits<float>::infinity());
+      } else {
+        const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device);
+        const at::Tensor qpos = at::arange(past_len + b0, end, long_opts).unsqueeze(1);  // [nb, 1]
+        const at::Tensor kpos = at::arange(begin, end, long_opts).unsqueeze(0);          // [1, keys]
+        const at::Tensor outside = (kpos > qpos).logical_or(kpos <= qpos - window);     // [nb, keys]
+        scores.view({B, kvh, group, nb, keys}).masked_fill_(outside, -std::numeric_limits<float>::infinity());
+      }
       if (keep.defined())
         scores.view({B, kvh, group, nb, keys}).masked_fill_(
-            keep.narrow(2, b0, nb).narrow(3, 0, keys).logical_not(), -std::numeric_limits<float>::infinity());
+            keep.narrow(2, b0, nb).narrow(3, begin, keys).logical_not(), -std::numeric_limits<float>::infinity());
       at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(dtype);
       outs.push_back(matmul_(probs, vb).view({B, kvh, group, nb, hd}));
     }
     at::Tensor attn = outs.size() == 1 ? outs[0] : at::cat(outs, 3);
     attn = attn.reshape({B, heads, n, hd}).transpose(1, 2).reshape({B, n, heads * hd});
     x = x + linear_(attn, w.o_proj);
-    h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);
-    x = x + linear_(silu_(linear_(h, w.gate_proj)) * linear_(h, w.up_proj), w.down_proj);
+    h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps, gemma);
+    const at::Tensor gate = linear_(h, w.gate_proj);
+    x = x + linear_((gemma ? gelu_tanh_(gate) : silu_(gate)) * linear_(h, w.up_proj), w.down_proj);
   }
-  x = rms_norm(x, norm_, config_.rms_norm_eps);
+  x = rms_norm(x, norm_, config_.rms_norm_eps, gemma);
   return linear_(x, lm_head_.defined() ? lm_head_ : embed_tokens_);
 }
 

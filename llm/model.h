@@ -1,7 +1,9 @@
 // A Llama-family decoder-only transformer on libtorch (ATen ops only, so
 // autograd can train it): token embedding, per layer RMSNorm -> grouped-query
 // attention with RoPE (HF "rotate_half" convention) -> residual -> RMSNorm ->
-// SwiGLU MLP -> residual, final RMSNorm, LM head (tied or not). Numerics
+// SwiGLU MLP -> residual, final RMSNorm, LM head (tied or not); qwen2's q/k/v
+// biases, sliding-window layers (ModelConfig::layer_window), and gemma's
+// scaled embeddings, (1 + w) RMSNorm and GeGLU (ModelConfig::model_type). Numerics
 // follow HF transformers' LlamaForCausalLM (eager attention, softmax in
 // float32). On CPU, float16 products run in float32 and are rounded back
 // (libtorch 1.13 has no CPU float16 matmul).
@@ -23,6 +25,7 @@ namespace kvs::llm {
 struct LayerWeights {
   at::Tensor input_layernorm;           // [hidden]
   at::Tensor q_proj, k_proj, v_proj;    // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
+  at::Tensor q_bias, k_bias, v_bias;    // qwen2: [heads*head_dim], [kv_heads*head_dim] x2; else undefined
   at::Tensor o_proj;                    // [hidden, heads*head_dim]
   at::Tensor post_attention_layernorm;  // [hidden]
   at::Tensor gate_proj, up_proj;        // [intermediate, hidden]
@@ -40,8 +43,8 @@ class AttentionHook {
   // Queries [heads, n, head_dim] and all keys [kv_heads, keys, head_dim]
   // (both after RoPE; keys = past + n) of layer `layer`. Returns a bool
   // [kv_heads, n, keys] of the keys each query may attend to (shared by the
-  // query heads of a KV head; causality is still applied), or an undefined
-  // tensor for full attention.
+  // query heads of a KV head; causality and the layer's sliding window are
+  // still applied), or an undefined tensor for full attention.
   virtual at::Tensor select(int64_t layer, const at::Tensor& queries, const at::Tensor& keys) = 0;
 };
 
@@ -53,7 +56,8 @@ struct ForwardResult {
 class Model {
  public:
   // A model with random weights (normal(0, 0.02) as HF's initializer_range,
-  // norms at 1), seeded deterministically, on `device` in `dtype`.
+  // norms at 1 (gemma: 0, as its norms scale by 1 + w); qwen2's biases normal(0, 0.02) too, where HF zeroes them, so
+  // that they matter), seeded deterministically, on `device` in `dtype`.
   static Model random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype = at::kFloat,
                       at::Device device = at::kCPU);
   // A model over given weights; checks every shape (throws kvs::Error).
@@ -67,7 +71,7 @@ class Model {
   const LayerWeights& layer_weights(size_t layer) const { return layers_.at(layer); }
 
   // Every parameter with its HF name ("model.layers.0.self_attn.q_proj.weight",
-  // ...); lm_head.weight is absent when tied. Tensors share storage with the
+  // "...q_proj.bias" for qwen2, ...); lm_head.weight is absent when tied. Tensors share storage with the
   // model, so an optimizer stepping them trains the model.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   std::vector<at::Tensor> parameters() const;

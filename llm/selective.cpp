@@ -232,7 +232,9 @@ at::Tensor SelectiveDecoder::infinigen_keep(int64_t layer, const at::Tensor& hid
   // Layer l's query from the previous layer's input, with RoPE at this
   // step's position (Llama: the skew comes after RoPE, so the whole query is
   // formed and its partial channels kept, as InfiniGen's modeling_llama_ours).
-  at::Tensor q = at::linear(hidden.to(at::kFloat), model_->layer_weights(l).q_proj.to(at::kFloat))
+  const LayerWeights& w = model_->layer_weights(l);
+  at::Tensor q = at::linear(hidden.to(at::kFloat), w.q_proj.to(at::kFloat),
+                            w.q_bias.defined() ? w.q_bias.to(at::kFloat) : at::Tensor())  // qwen2's bias
                      .view({heads, 1, hd});
   const auto inv = rope_inv_freq(c, past + 1);
   const at::Tensor inv_t = at::tensor(at::ArrayRef<float>(inv)).to(q.device());

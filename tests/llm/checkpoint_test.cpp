@@ -29,6 +29,13 @@ void expect_error(const std::function<void()>& f, std::initializer_list<std::str
   }
 }
 
+// Sum of |parameter `name`| (-1 when absent).
+double param_sum(const Model& m, const std::string& name) {
+  for (const auto& [n, t] : m.named_parameters())
+    if (n == name) return t.abs().sum().item<double>();
+  return -1;
+}
+
 TEST(CheckpointTest, SavedModelLoadsWithIdenticalLogits) {
   TempDir dir;
   for (bool tied : {false, true}) {
@@ -124,6 +131,81 @@ TEST(CheckpointTest, TiedConfigWithADifferentLmHeadIsAnError) {
   Model m = load_model(dir.str());
   EXPECT_TRUE(m.config().tie_word_embeddings);
   EXPECT_EQ(m.named_parameters().back().first, "model.norm.weight");  // no separate lm_head
+}
+
+// qwen2 (biases, a per-layer window, tied) saves as Qwen2ForCausalLM and loads back the same.
+TEST(CheckpointTest, Qwen2RoundTripKeepsBiasesAndWindows) {
+  TempDir dir;
+  for (bool explicit_types : {false, true}) {
+    ModelConfig c = tiny_config();
+    c.model_type = "qwen2";
+    c.tie_word_embeddings = true;
+    c.sliding_window = 3;
+    c.max_window_layers = 1;  // layer 1 windowed
+    if (explicit_types) c.layer_types = {"sliding_attention", "full_attention"};
+    Model m = Model::random(c, 28);
+    save_model(m, dir.str());
+    const std::string json = read_file((dir.path / "config.json").string());
+    for (const char* key : {"\"Qwen2ForCausalLM\"", "\"use_sliding_window\": true", "\"max_window_layers\": 1"})
+      EXPECT_NE(json.find(key), std::string::npos) << json << " lacks " << key;
+    EXPECT_EQ(json.find("attention_bias"), std::string::npos) << json;
+    auto st = SafetensorsFile::open((dir.path / "model.safetensors").string());
+    EXPECT_TRUE(st->contains("model.layers.1.self_attn.q_proj.bias"));
+    EXPECT_FALSE(st->contains("model.layers.1.self_attn.o_proj.bias"));
+    EXPECT_FALSE(st->contains("lm_head.weight"));
+    st.reset();
+    Model back = load_model(dir.str());
+    EXPECT_EQ(back.config().model_type, "qwen2");
+    EXPECT_EQ(back.config().layer_types, c.layer_types);
+    for (int64_t l = 0; l < 2; ++l) EXPECT_EQ(back.config().layer_window(l), c.layer_window(l)) << l;
+    EXPECT_EQ(c.layer_window(explicit_types ? 0 : 1), 3);
+    EXPECT_EQ(c.layer_window(explicit_types ? 1 : 0), 0);
+    const at::Tensor t = to_tensor(some_tokens(9, 256, 8));
+    EXPECT_TRUE(at::equal(back.prefill(t).logits, m.prefill(t).logits));
+  }
+}
+
+// gemma saves as GemmaForCausalLM (gelu_pytorch_tanh named both ways) and loads back the same.
+TEST(CheckpointTest, GemmaRoundTrip) {
+  TempDir dir;
+  ModelConfig c = tiny_config();
+  c.model_type = "gemma";
+  c.tie_word_embeddings = true;
+  c.head_dim = 16;  // 4 x 16 != hidden 32, as Gemma-7B's 16 x 256 != 3072
+  Model m = Model::random(c, 30);
+  EXPECT_EQ(param_sum(m, "model.norm.weight"), 0.0);  // (1 + w): HF initialises w at 0
+  save_model(m, dir.str());
+  const std::string json = read_file((dir.path / "config.json").string());
+  for (const char* key : {"\"GemmaForCausalLM\"", "\"hidden_activation\": \"gelu_pytorch_tanh\""})
+    EXPECT_NE(json.find(key), std::string::npos) << json << " lacks " << key;
+  Model back = load_model(dir.str());
+  EXPECT_TRUE(back.config().gemma());
+  EXPECT_EQ(back.config().effective_head_dim(), 16);
+  const at::Tensor t = to_tensor(some_tokens(9, 256, 9));
+  EXPECT_TRUE(at::equal(back.prefill(t).logits, m.prefill(t).logits));
+}
+
+// A qwen2 file without a bias names the tensor; the same file read as llama
+// (a config that lost its model_type) has tensors the config does not use.
+TEST(CheckpointTest, Qwen2BiasMissingOrUnexpectedIsAnError) {
+  TempDir dir;
+  ModelConfig c = tiny_config();
+  c.model_type = "qwen2";
+  save_model(Model::random(c, 29), dir.str());
+  ModelConfig llama = c;
+  llama.model_type = "llama";
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(llama));
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "does not use", ".bias"});
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(c));
+  auto st = SafetensorsFile::open((dir.path / "model.safetensors").string());
+  std::vector<TensorView> views;
+  for (const auto& [name, info] : st->tensors())
+    if (name != "model.layers.1.self_attn.k_proj.bias") views.push_back({name, info.dtype, info.shape, info.data, info.bytes});
+  const std::string copy = (dir.path / "copy.safetensors").string();
+  write_safetensors(copy, views);
+  st.reset();
+  fs::rename(copy, dir.path / "model.safetensors");
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "model.layers.1.self_attn.k_proj.bias"});
 }
 
 TEST(CheckpointTest, WrongShapeNamesFileAndTensor) {

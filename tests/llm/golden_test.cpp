@@ -1,6 +1,7 @@
 // Tiny checkpoints written, and their logits and KV computed, by an
 // independent plain-Python implementation (tests/llm/data/make_golden.py: its
-// own safetensors writer, RoPE scalings, GQA, RMSNorm, SwiGLU in float64).
+// own safetensors writer, RoPE scalings, GQA, RMSNorm, SwiGLU, Qwen2 biases,
+// HF's sliding-window mask, in float64).
 #include <functional>
 
 #include <gtest/gtest.h>
@@ -155,6 +156,109 @@ TEST(GoldenTest, MistralShardedBfloat16MatchesIndependentPython) {
   Model bf = load_model(dir);
   EXPECT_EQ(bf.dtype(), at::kBFloat16);
   EXPECT_LT(max_diff(bf.prefill(to_tensor(tokens)).logits, from_json(ex["logits"])), 0.25);
+}
+
+// model_type qwen2: q/k/v biases (non-zero), tied embeddings (no lm_head in
+// the file), GQA 4:2, rope_theta 1e6, bfloat16 weights; use_sliding_window
+// false with sliding_window 4 < 9 tokens: the window must not apply.
+TEST(GoldenTest, Qwen2BiasesTiedMatchIndependentPython) {
+  const std::string dir = kData + "golden_qwen2";
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir, as_float32());  // exact weights: bf16 -> f32 is lossless
+  const ModelConfig& c = m.config();
+  EXPECT_EQ(c.model_type, "qwen2");
+  EXPECT_TRUE(c.qkv_bias());
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.sliding_window, 0);  // HF: None unless use_sliding_window
+  ASSERT_TRUE(m.layer_weights(1).k_bias.defined());
+  EXPECT_GT(m.layer_weights(1).k_bias.abs().max().item<float>(), 0.1f);
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  expect_prefill_as_reference(m, ex, tokens);
+
+  // Decoding token by token from the cache gives the same logits.
+  KVCache cache = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 5))).cache;
+  std::vector<at::Tensor> rows;
+  for (size_t t = 5; t < tokens.size(); ++t) {
+    ForwardResult step = m.forward(to_tensor({tokens[t]}), cache);
+    rows.push_back(step.logits);
+    cache = step.cache;
+  }
+  EXPECT_LT(max_diff(at::cat(rows, 0), from_json(ex["logits"]).narrow(0, 5, int64_t(tokens.size()) - 5)), 5e-5);
+
+  Model bf = load_model(dir);
+  EXPECT_EQ(bf.dtype(), at::kBFloat16);
+  EXPECT_LT(max_diff(bf.prefill(to_tensor(tokens)).logits, from_json(ex["logits"])), 0.25);
+}
+
+// Sliding window W = 4 over 11 tokens (HF: the query at q sees keys
+// q - W < k <= q): one-shot, in chunks of 3 with the cache (which keeps every
+// position), and in query blocks of 3 and 1. The reference's logits without a
+// window and with one more key (Mistral's one_file_ref boundary) differ, so a
+// missing window or an off-by-one fails.
+void expect_windowed_as_reference(const std::string& dir, const std::vector<int64_t>& windows) {
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir);
+  const ModelConfig& c = m.config();
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) EXPECT_EQ(c.layer_window(l), windows[size_t(l)]) << l;
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  ASSERT_GT(int64_t(tokens.size()), c.sliding_window);
+  const at::Tensor logits = from_json(ex["logits"]);
+  EXPECT_GT(max_diff(from_json(ex["full_attention_logits"]), logits), 0.1);
+  EXPECT_GT(max_diff(from_json(ex["window_plus_one_logits"]), logits), 0.1);
+  expect_prefill_as_reference(m, ex, tokens);
+  for (int64_t block : {3, 1}) {
+    m.set_query_block(block);
+    EXPECT_LT(max_diff(m.prefill(to_tensor(tokens)).logits, logits), 5e-5) << "query block " << block;
+  }
+  m.set_query_block(256);
+  // Batched training forward (no cache) applies the same mask.
+  EXPECT_LT(max_diff(m.logits(to_tensor(tokens).unsqueeze(0)).select(0, 0), logits), 5e-5);
+
+  KVCache cache;
+  std::vector<at::Tensor> parts;
+  int64_t begin = 0;
+  for (int64_t n : ex["chunks"].get<std::vector<int64_t>>()) {
+    ForwardResult step = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + begin, tokens.begin() + begin + n)),
+                                   cache);
+    parts.push_back(step.logits);
+    cache = step.cache;
+    begin += n;
+  }
+  EXPECT_EQ(cache.tokens(), int64_t(tokens.size()));  // every position kept
+  EXPECT_LT(max_diff(at::cat(parts, 0), from_json(ex["chunked_logits"])), 5e-5);
+  EXPECT_LT(max_diff(cache.keys.back(), from_json(ex["chunked_last_layer_keys"])), 2e-5);
+  EXPECT_LT(max_diff(cache.values.back(), from_json(ex["chunked_last_layer_values"])), 2e-5);
+}
+
+TEST(GoldenTest, MistralSlidingWindowPastTheWindowMatchesIndependentPython) {
+  expect_windowed_as_reference(kData + "golden_mistral_window", {4, 4});
+}
+
+// Qwen2 with use_sliding_window: only layers >= max_window_layers (1) are windowed.
+TEST(GoldenTest, Qwen2PerLayerSlidingWindowMatchesIndependentPython) {
+  expect_windowed_as_reference(kData + "golden_qwen2_window", {0, 4, 4});
+}
+
+// model_type gemma (v1): embeddings times sqrt(hidden), RMSNorm times
+// (1 + w) with weights around 0, GeGLU (gelu_pytorch_tanh), tied by default,
+// MQA, head_dim 8 x 4 heads != hidden 24, bfloat16 weights.
+TEST(GoldenTest, GemmaMatchesIndependentPython) {
+  const std::string dir = kData + "golden_gemma";
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir, as_float32());  // exact weights: bf16 -> f32 is lossless
+  const ModelConfig& c = m.config();
+  EXPECT_TRUE(c.gemma());
+  EXPECT_TRUE(c.tie_word_embeddings);  // GemmaConfig's default: the file has no key
+  EXPECT_EQ(c.num_key_value_heads, 1);
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  expect_prefill_as_reference(m, ex, tokens);
+  KVCache cache = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 6))).cache;
+  ForwardResult tail = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + 6, tokens.end())), cache);
+  EXPECT_LT(max_diff(tail.logits, from_json(ex["logits"]).narrow(0, 6, int64_t(tokens.size()) - 6)), 5e-5);
+
+  Model bf = load_model(dir);
+  EXPECT_EQ(bf.dtype(), at::kBFloat16);
+  EXPECT_LT(max_diff(bf.prefill(to_tensor(tokens)).logits, from_json(ex["logits"])), 0.5);  // logits reach 15
 }
 
 }  // namespace

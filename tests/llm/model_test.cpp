@@ -2,6 +2,7 @@
 // hand-written repeated-heads attention, KVCache <-> KVChunk, evaluation.
 #include "llm/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <gtest/gtest.h>
@@ -19,6 +20,13 @@ using testing::tiny_config;
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+// The model's parameter named `name` (HF name), or an undefined tensor.
+at::Tensor param(const Model& m, const std::string& name) {
+  for (const auto& [n, t] : m.named_parameters())
+    if (n == name) return t;
+  return {};
 }
 
 TEST(ModelTest, PrefillThenForwardEqualsOnePrefill) {
@@ -207,18 +215,111 @@ TEST(ModelTest, PastCacheOfAnotherShapeIsAnError) {
   }
 }
 
-// Mistral's sliding window equals full attention while all positions fit in
-// it; longer runs (prefill or cache + new tokens) are refused, not computed wrongly.
-TEST(ModelTest, RunsBeyondTheSlidingWindowAreRefused) {
+// A one-layer model with a sliding window W: RoPE scores depend only on
+// relative positions, so the logits at position q equal the last logits of a
+// plain prefill of the W tokens q-W+1..q (HF's window: q - W < k <= q). A
+// window of W + 1 gives other logits (the property sees the boundary).
+TEST(ModelTest, SlidingWindowSeesExactlyTheLastWTokens) {
   ModelConfig c = tiny_config();
-  c.sliding_window = 8;
+  c.num_hidden_layers = 1;
+  c.sliding_window = 4;
   Model m = Model::random(c, 5);
-  const auto tokens = some_tokens(9, 256, 5);
-  ForwardResult six = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 6)));
-  EXPECT_NO_THROW(m.forward(to_tensor({tokens[6], tokens[7]}), six.cache));
-  EXPECT_THROW(m.forward(to_tensor({tokens[6], tokens[7], tokens[8]}), six.cache), Error);
-  EXPECT_THROW(m.prefill(to_tensor(tokens)), Error);
-  EXPECT_THROW(m.logits(to_tensor(tokens).unsqueeze(0)), Error);
+  for (auto& [name, t] : m.named_parameters())  // sharper attention, so that each key matters
+    if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos) t.mul_(20.0);
+  ModelConfig wider = c;
+  wider.sliding_window = 5;
+  const Model m5(wider, param(m, "model.embed_tokens.weight"), {m.layer_weights(0)}, param(m, "model.norm.weight"),
+                 param(m, "lm_head.weight"));
+  const auto tokens = some_tokens(12, 256, 5);
+  const at::Tensor all = m.prefill(to_tensor(tokens)).logits;
+  const at::Tensor all5 = m5.prefill(to_tensor(tokens)).logits;
+  for (int64_t q = 0; q < 12; ++q) {
+    const int64_t from = std::max<int64_t>(0, q - 3);
+    const at::Tensor last = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin() + from, tokens.begin() + q + 1)))
+                                .logits.select(0, q - from);
+    EXPECT_LT(max_abs_diff(all[q], last), 1e-5) << q;
+    if (q >= 4) EXPECT_GT(max_abs_diff(all5[q], last), 1e-4) << q;
+    else EXPECT_LT(max_abs_diff(all5[q], last), 1e-5) << q;
+  }
+}
+
+// Past the window, a cache (which keeps every position), chunks, decoding
+// steps, query blocks and an all-keeping attention hook give one-shot's logits.
+struct KeepAll : AttentionHook {
+  void layer_input(int64_t, const at::Tensor&) override {}
+  at::Tensor select(int64_t, const at::Tensor& q, const at::Tensor& k) override {
+    return at::ones({k.size(0), q.size(1), k.size(1)}, at::TensorOptions().dtype(at::kBool));
+  }
+};
+
+TEST(ModelTest, SlidingWindowWithCacheEqualsOneShot) {
+  ModelConfig c = tiny_config();
+  c.sliding_window = 5;
+  Model m = Model::random(c, 6);
+  const auto tokens = some_tokens(20, 256, 6);
+  ForwardResult whole = m.prefill(to_tensor(tokens));
+  ModelConfig full = c;
+  full.sliding_window = 0;
+  EXPECT_GT(max_abs_diff(Model::random(full, 6).prefill(to_tensor(tokens)).logits, whole.logits), 1e-6);
+  m.set_query_block(3);
+  EXPECT_LT(max_abs_diff(m.prefill(to_tensor(tokens)).logits, whole.logits), 1e-5);
+  ForwardResult head = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 7)));
+  ForwardResult mid = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + 7, tokens.begin() + 16)), head.cache);
+  EXPECT_EQ(mid.cache.tokens(), 16);
+  EXPECT_LT(max_abs_diff(mid.logits, whole.logits.slice(0, 7, 16)), 1e-5);
+  KVCache cache = mid.cache;
+  KeepAll hook;
+  for (int64_t t = 16; t < 20; ++t) {
+    ForwardResult step = m.forward(to_tensor({tokens[size_t(t)]}), cache, t % 2 ? &hook : nullptr);
+    EXPECT_LT(max_abs_diff(step.logits, whole.logits.slice(0, t, t + 1)), 1e-5) << t;
+    cache = step.cache;
+  }
+  for (int l = 0; l < 2; ++l) EXPECT_LT(max_abs_diff(cache.keys[l], whole.cache.keys[l]), 1e-5);
+  EXPECT_LT(max_abs_diff(m.logits(to_tensor(tokens).unsqueeze(0))[0], whole.logits), 1e-5);
+  // evaluate_text over a text 4x the window scores it as the one-shot logits do.
+  const at::Tensor lp = at::log_softmax(whole.logits.to(at::kDouble), -1);
+  double nll = 0;
+  for (size_t t = 0; t + 1 < tokens.size(); ++t) nll -= lp[int64_t(t)][tokens[t + 1]].item<double>();
+  const TextLoss loss = evaluate_text(m, tokens, 20);
+  EXPECT_EQ(loss.tokens, 19);
+  EXPECT_NEAR(loss.nll_nats, nll, 1e-4);
+}
+
+// qwen2: q/k/v biases are parameters with HF's names and change the result;
+// a bias on another model type, or a missing one, is an error.
+TEST(ModelTest, Qwen2BiasesAreNamedAndChecked) {
+  ModelConfig c = tiny_config();
+  c.model_type = "qwen2";
+  Model m = Model::random(c, 7);
+  std::vector<std::string> names;
+  for (const auto& [name, t] : m.named_parameters()) names.push_back(name);
+  for (const char* n : {"model.layers.1.self_attn.q_proj.bias", "model.layers.1.self_attn.k_proj.bias",
+                        "model.layers.1.self_attn.v_proj.bias"})
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+  EXPECT_EQ(std::count_if(names.begin(), names.end(),
+                          [](const std::string& s) { return s.find("o_proj.bias") != std::string::npos; }),
+            0);
+  EXPECT_EQ(c.parameter_count(), [&] {
+    int64_t sum = 0;
+    for (const auto& [name, t] : m.named_parameters()) sum += t.numel();
+    return sum;
+  }());
+  const at::Tensor t = to_tensor(some_tokens(6, 256, 7));
+  const at::Tensor with = m.prefill(t).logits;
+  m.layer_weights(0).k_bias.zero_();  // shares storage with the model
+  EXPECT_GT(max_abs_diff(m.prefill(t).logits, with), 1e-6);
+
+  std::vector<LayerWeights> layers{m.layer_weights(0), m.layer_weights(1)};
+  layers[1].v_bias = at::Tensor();
+  try {
+    Model bad(c, param(m, "model.embed_tokens.weight"), layers, at::ones({32}), param(m, "lm_head.weight"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.self_attn.v_proj.bias"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Model(tiny_config(), param(m, "model.embed_tokens.weight"), {m.layer_weights(0), m.layer_weights(1)},
+                     at::ones({32}), param(m, "lm_head.weight")),
+               Error);  // llama with biases
 }
 
 TEST(ModelTest, WrongWeightShapeIsAnErrorNamingTheTensor) {

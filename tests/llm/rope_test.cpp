@@ -119,7 +119,7 @@ void expect_config_error(const std::string& text, std::initializer_list<std::str
 TEST(ConfigTest, ErrorsNameFileAndKey) {
   expect_config_error(R"({"model_type": "llama", "vocab_size": 256})", {"hidden_size"});
   expect_config_error("{\"model_type\": \"llama\"", {"JSON"});
-  expect_config_error(R"({"model_type": "qwen2", "vocab_size": 256})", {"unsupported architecture", "qwen2"});
+  expect_config_error(R"({"model_type": "mixtral", "vocab_size": 256})", {"unsupported architecture", "mixtral"});
   expect_config_error(cfg(R"(, "attention_bias": true})"), {"unsupported architecture", "attention_bias"});
   expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 2}})"), {"yarn"});
   expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8}})"), {"low_freq_factor"});
@@ -147,7 +147,7 @@ TEST(ConfigTest, RefusesWhatItWouldOtherwiseIgnore) {
   expect_config_error(cfg(R"(, "hidden_act": "gelu"})"), {"hidden_act"});
   expect_config_error(cfg(R"(, "mlp_bias": true})"), {"mlp_bias"});
   // Mistral: an absent sliding_window means HF's 4096-token window; a given
-  // one is kept (Model::forward refuses runs longer than it).
+  // one is kept (every layer attends within it).
   const std::string mistral = R"({"model_type": "mistral", "vocab_size": 256, "hidden_size": 64,
     "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 16, "max_position_embeddings": 128,
     "rms_norm_eps": 1e-6)";
@@ -172,6 +172,132 @@ TEST(ConfigTest, RefusesWhatItWouldOtherwiseIgnore) {
   ModelConfig bad = testing::tiny_config();
   bad.rope_scaling.type = "yarn";
   EXPECT_THROW(bad.validate("code"), Error);
+}
+
+// Qwen2.5-0.5B's config.json (as published): biases implied by model_type,
+// tied embeddings, sliding_window present but off (use_sliding_window false).
+const char* kQwen = R"({"architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0,
+  "bos_token_id": 151643, "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 896,
+  "initializer_range": 0.02, "intermediate_size": 4864, "max_position_embeddings": 32768, "max_window_layers": 24,
+  "model_type": "qwen2", "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2,
+  "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": true,
+  "torch_dtype": "bfloat16", "transformers_version": "4.40.1", "use_cache": true, "vocab_size": 151936)";
+
+std::string qwen(const char* rest) { return fmt::format("{}{}", kQwen, rest); }
+
+TEST(ConfigTest, Qwen2ParsesAsHfQwen2Config) {
+  const ModelConfig c = parse_config(qwen(R"(, "use_sliding_window": false})"), "q.json");
+  EXPECT_EQ(c.model_type, "qwen2");
+  EXPECT_TRUE(c.qkv_bias());
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.effective_head_dim(), 64);
+  EXPECT_EQ(c.sliding_window, 0);  // HF: None unless use_sliding_window
+  for (int64_t l = 0; l < 24; ++l) EXPECT_EQ(c.layer_window(l), 0);
+  // Embeddings (tied) + 24 x (q/k/v/o + q/k/v biases + MLP + 2 norms) + final
+  // norm: the model card's 0.49B (0.36B without embeddings).
+  EXPECT_EQ(c.parameter_count(), 494032768);
+  // Absent keys take Qwen2Config's defaults: use_sliding_window false, 32 KV heads.
+  const std::string minimal = R"({"model_type": "qwen2", "vocab_size": 64, "hidden_size": 256,
+    "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 32})";
+  const ModelConfig d = parse_config(minimal, "d.json");
+  EXPECT_EQ(d.num_key_value_heads, 32);
+  EXPECT_EQ(d.rms_norm_eps, 1e-6);
+  EXPECT_EQ(d.max_position_embeddings, 32768);
+  EXPECT_EQ(d.sliding_window, 0);
+  // use_sliding_window: layers >= max_window_layers are windowed (absent
+  // sliding_window: 4096), or those layer_types names.
+  const ModelConfig w = parse_config(qwen(R"(, "use_sliding_window": true, "max_window_layers": 22})"), "w.json");
+  EXPECT_EQ(w.sliding_window, 32768);
+  EXPECT_EQ(w.layer_window(21), 0);
+  EXPECT_EQ(w.layer_window(22), 32768);
+  EXPECT_EQ(w.layer_window(23), 32768);
+  const ModelConfig w2 = parse_config(fmt::format("{}{}", R"({"model_type": "qwen2", "vocab_size": 64,
+    "hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "use_sliding_window": true, "max_window_layers": 1)",
+                                             R"(, "layer_types": ["sliding_attention", "full_attention"]})"),
+                                      "w2.json");
+  EXPECT_EQ(w2.sliding_window, 4096);
+  EXPECT_EQ(w2.layer_window(0), 4096);  // layer_types wins over max_window_layers
+  EXPECT_EQ(w2.layer_window(1), 0);
+  // Round trip through config_to_json.
+  for (const ModelConfig* x : {&c, &w, &w2}) {
+    const ModelConfig y = parse_config(config_to_json(*x), "y.json");
+    EXPECT_EQ(y.model_type, "qwen2");
+    EXPECT_EQ(y.layer_types, x->layer_types);
+    for (int64_t l = 0; l < x->num_hidden_layers; ++l) EXPECT_EQ(y.layer_window(l), x->layer_window(l)) << l;
+    EXPECT_EQ(y.parameter_count(), x->parameter_count());
+  }
+}
+
+TEST(ConfigTest, Qwen2RefusesWhatItDoesNotImplement) {
+  expect_config_error(qwen(R"(, "use_sliding_window": "yes"})"), {"use_sliding_window"});
+  expect_config_error(qwen(R"(, "use_sliding_window": true, "sliding_window": 0})"), {"sliding_window"});
+  expect_config_error(qwen(R"(, "sliding_window": "x"})"), {"sliding_window"});
+  expect_config_error(qwen(R"(, "max_window_layers": -1})"), {"max_window_layers"});
+  // layer_types: one per layer, of the two kinds implemented; a sliding
+  // layer needs a window (HF raises then too).
+  expect_config_error(qwen(R"(, "layer_types": ["full_attention"]})"), {"layer_types", "24"});
+  const std::string two = R"({"model_type": "qwen2", "vocab_size": 64, "hidden_size": 64, "intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2)";
+  expect_config_error(two + R"(, "layer_types": ["full_attention", "chunked_attention"]})",
+                      {"unsupported architecture", "layer_types[1]", "chunked_attention"});
+  expect_config_error(two + R"(, "layer_types": ["full_attention", "sliding_attention"]})",
+                      {"layer_types[1]", "sliding_attention", "no window"});
+  expect_config_error(two + R"(, "use_sliding_window": true, "sliding_window": null,
+    "layer_types": ["sliding_attention", "full_attention"]})", {"layer_types[0]", "no window"});
+  // Architecture names must agree with model_type (biases or not).
+  expect_config_error(R"({"architectures": ["LlamaForCausalLM"], "model_type": "qwen2"})", {"LlamaForCausalLM", "qwen2"});
+  expect_config_error(cfg(R"(, "architectures": ["Qwen2ForCausalLM"]})"), {"Qwen2ForCausalLM", "llama"});
+  // What Llama refuses Qwen2 refuses too.
+  expect_config_error(qwen(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+    "original_max_position_embeddings": 32768}})"), {"yarn"});
+  expect_config_error(qwen(R"(, "hidden_act": "gelu"})"), {"hidden_act"});
+  // layer_types is Qwen2's only.
+  ModelConfig llama = testing::tiny_config();
+  llama.layer_types = {"full_attention", "full_attention"};
+  EXPECT_THROW(llama.validate("code"), Error);
+}
+
+// Gemma-2B's config.json (as published, with hidden_activation).
+const char* kGemma = R"({"architectures": ["GemmaForCausalLM"], "attention_bias": false,
+  "attention_dropout": 0.0, "bos_token_id": 2, "eos_token_id": 1, "head_dim": 256, "hidden_size": 2048,
+  "initializer_range": 0.02, "intermediate_size": 16384, "max_position_embeddings": 8192, "model_type": "gemma",
+  "num_attention_heads": 8, "num_hidden_layers": 18, "num_key_value_heads": 1, "pad_token_id": 0,
+  "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 10000.0, "torch_dtype": "bfloat16",
+  "use_cache": true, "vocab_size": 256000)";
+
+std::string gemma(const char* rest) { return fmt::format("{}{}", kGemma, rest); }
+
+TEST(ConfigTest, GemmaParsesAsHfGemmaConfig) {
+  const ModelConfig c =
+      parse_config(gemma(R"(, "hidden_act": "gelu", "hidden_activation": "gelu_pytorch_tanh"})"), "g.json");
+  EXPECT_TRUE(c.gemma());
+  EXPECT_TRUE(c.tie_word_embeddings);  // GemmaConfig's default
+  EXPECT_EQ(c.effective_head_dim(), 256);
+  EXPECT_EQ(c.num_key_value_heads, 1);
+  // Tied embeddings + 18 x (attention + GeGLU + 2 norms) + final norm: Gemma-2B's 2.51B.
+  EXPECT_EQ(c.parameter_count(), 2506172416);
+  EXPECT_NO_THROW(parse_config(gemma(R"(, "hidden_act": "gelu_pytorch_tanh"})"), "g.json"));
+  const ModelConfig d = parse_config(R"({"model_type": "gemma", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 16})", "d.json");
+  EXPECT_EQ(d.effective_head_dim(), 256);  // GemmaConfig's defaults
+  EXPECT_EQ(d.num_key_value_heads, 16);
+  EXPECT_EQ(d.max_position_embeddings, 8192);
+  EXPECT_EQ(d.rms_norm_eps, 1e-6);
+  const ModelConfig e = parse_config(config_to_json(c), "e.json");
+  EXPECT_TRUE(e.gemma());
+  EXPECT_EQ(e.parameter_count(), c.parameter_count());
+}
+
+TEST(ConfigTest, GemmaRefusesWhatItDoesNotImplement) {
+  // A bare "gelu": exact GELU in HF 4.38, the tanh form in 4.39+ (hidden_activation's default).
+  expect_config_error(gemma(R"(, "hidden_act": "gelu"})"), {"hidden_act", "gelu", "hidden_activation"});
+  expect_config_error(gemma(R"(, "hidden_activation": "gelu"})"), {"hidden_activation", "gelu"});
+  expect_config_error(gemma(R"(, "hidden_act": "silu", "hidden_activation": "gelu_pytorch_tanh"})"), {"hidden_act"});
+  expect_config_error(gemma(R"(, "use_bidirectional_attention": true})"), {"use_bidirectional_attention"});
+  expect_config_error(gemma(R"(, "attention_bias": true})"), {"attention_bias"});
+  expect_config_error(R"({"architectures": ["GemmaForCausalLM"], "model_type": "llama"})", {"GemmaForCausalLM", "llama"});
+  expect_config_error(R"({"model_type": "gemma2"})", {"unsupported architecture", "gemma2"});
 }
 
 TEST(RopeTest, Llama3WithoutOriginalLengthUsesMaxPositions) {

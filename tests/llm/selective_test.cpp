@@ -400,5 +400,30 @@ TEST(SelectiveTest, SpeculationMatchesIndependentReference) {
   }
 }
 
+// qwen2 (q/k/v biases; layer 3 with a sliding window): with all channels,
+// no skew and lookahead 0, InfiniGen's speculated query (recomputed from the
+// layer's input and W_q, plus the bias) is the model's, so it fetches the
+// true top-k exactly: recall 1. Without the bias it would not.
+TEST(SelectiveTest, InfiniGenOnQwen2UsesTheQueryBias) {
+  ModelConfig c = testing::tiny_config();
+  c.model_type = "qwen2";
+  c.hidden_size = 64;
+  c.num_hidden_layers = 4;
+  c.sliding_window = 24;
+  c.max_window_layers = 3;
+  Model m = Model::random(c, 8);
+  for (auto& [name, t] : m.named_parameters())
+    if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos) t.mul_(10.0);
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
+  SelectionConfig sc{SelectMethod::kInfiniGen};
+  sc.lookahead = 0;
+  sc.alpha = std::numeric_limits<double>::infinity();
+  SelectiveDecoder dec(m, sc, &cal);
+  KVCache cache = dec.prefill(some_tokens(60, 256, 2)).cache;
+  for (int64_t t : some_tokens(6, 256, 3)) cache = dec.step(t, cache).cache;
+  const auto recall = dec.stats().recall_per_layer();
+  for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
+}
+
 }  // namespace
 }  // namespace kvs::llm

@@ -2,9 +2,16 @@
 """Writes tiny Llama-family checkpoints under tests/llm/data/ (config.json,
 safetensors weights) with expected.json holding their logits and KV,
 computed here in plain Python (float64) following HF transformers'
-LlamaForCausalLM / MistralForCausalLM. Independent of the C++ code: its own
-safetensors writer (F32, F16, BF16, shards + index), RoPE (default, linear,
-dynamic NTK, llama3 scaling), GQA, RMSNorm, SwiGLU, tied embeddings.
+LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM
+(v1: embeddings times sqrt(hidden), RMSNorm times (1 + w), GeGLU with
+gelu_pytorch_tanh). Independent of the
+C++ code: its own safetensors writer (F32, F16, BF16, shards + index), RoPE
+(default, linear, dynamic NTK, llama3 scaling), GQA, RMSNorm, SwiGLU, tied
+embeddings, Qwen2's q/k/v biases, and the sliding-window mask as HF's
+masking_utils states it (causal_mask_function: kv_idx <= q_idx, AND
+sliding_window_overlay: kv_idx > q_idx - sliding_window), per layer as
+MistralConfig (all layers) and Qwen2Config.__post_init__ (layer_types, or
+layers >= max_window_layers when use_sliding_window) choose.
 Deterministic; rerun to regenerate:
     python3 tests/llm/data/make_golden.py
 
@@ -21,6 +28,20 @@ Cases:
                         != hidden/heads, linear RoPE given as v5
                         rope_parameters (rope_theta inside), BF16 weights in
                         two shards with model.safetensors.index.json.
+  golden_qwen2/         qwen2: q/k/v biases, tied embeddings, GQA 4:2,
+                        rope_theta 1e6, BF16 weights; use_sliding_window
+                        false with a sliding_window of 4 < the 9 tokens (the
+                        window must be ignored).
+  golden_mistral_window/ mistral, sliding_window 4, 11 tokens: one-shot and
+                        in chunks of 3 with the cache; also the logits without
+                        a window and with Mistral's one_file_ref boundary
+                        (triu(diagonal=-W): W + 1 keys), which must differ.
+  golden_qwen2_window/  qwen2, use_sliding_window true, sliding_window 4,
+                        max_window_layers 1 of 3 layers (layer 0 full, 1 and
+                        2 windowed), 11 tokens, one-shot and chunks of 3.
+  golden_gemma/         gemma: MQA (1 KV head), head_dim 8 with 4 heads over
+                        hidden 24, tied by default (no key), norms around 0,
+                        hidden_activation gelu_pytorch_tanh, BF16 weights.
 """
 import json, math, os, struct
 
@@ -85,6 +106,11 @@ class Case:
         self.rope = dict(cfg.get("rope_scaling") or rp)
         self.rope_type = self.rope.get("rope_type", self.rope.get("type", "default"))
         self.dtype = dtype
+        self.windows = layer_windows(cfg, self.L)
+        qkv_bias = cfg["model_type"] == "qwen2"  # Qwen2Attention: bias=True on q/k/v, not o
+        self.gemma = cfg["model_type"] == "gemma"
+        # GemmaRMSNorm scales by (1 + w), its weights sit around 0.
+        norm = (lambda n: [f32(0.5 * rnd()) for _ in range(n)]) if self.gemma else vec
         state[0] = seed
         V, H, I, NH, KVH, HD = self.V, self.H, self.I, self.NH, self.KVH, self.HD
         W = {"model.embed_tokens.weight": mat(V, H, 1.0)}
@@ -93,13 +119,17 @@ class Case:
             W[p + "self_attn.q_proj.weight"] = mat(NH * HD, H, 0.3)
             W[p + "self_attn.k_proj.weight"] = mat(KVH * HD, H, 0.3)
             W[p + "self_attn.v_proj.weight"] = mat(KVH * HD, H, 0.3)
+            if qkv_bias:
+                W[p + "self_attn.q_proj.bias"] = mat(1, NH * HD, 0.5)
+                W[p + "self_attn.k_proj.bias"] = mat(1, KVH * HD, 0.5)
+                W[p + "self_attn.v_proj.bias"] = mat(1, KVH * HD, 0.5)
             W[p + "self_attn.o_proj.weight"] = mat(H, NH * HD, 0.3)
             W[p + "mlp.gate_proj.weight"] = mat(I, H, 0.3)
             W[p + "mlp.up_proj.weight"] = mat(I, H, 0.3)
             W[p + "mlp.down_proj.weight"] = mat(H, I, 0.3)
-            W[p + "input_layernorm.weight"] = [vec(H)]
-            W[p + "post_attention_layernorm.weight"] = [vec(H)]
-        W["model.norm.weight"] = [vec(H)]
+            W[p + "input_layernorm.weight"] = [norm(H)]
+            W[p + "post_attention_layernorm.weight"] = [norm(H)]
+        W["model.norm.weight"] = [norm(H)]
         if not tie:
             W["lm_head.weight"] = mat(V, H, 0.5)
         self.W = {k: [[round_to(x, dtype) for x in row] for row in m] for k, m in W.items()}
@@ -108,7 +138,7 @@ class Case:
     def tensors(self):
         out = []
         for name, m in self.W.items():
-            shape = [len(m[0])] if name.endswith("norm.weight") else [len(m), len(m[0])]
+            shape = [len(m[0])] if name.endswith("norm.weight") or name.endswith(".bias") else [len(m), len(m[0])]
             out.append((name, self.dtype, shape, [x for row in m for x in row]))
         return out
 
@@ -136,21 +166,33 @@ class Case:
                 out.append((1 - sm) * f / fac + sm * f)
         return out
 
-    def forward(self, tokens, chunks):
+    def forward(self, tokens, chunks, windows=None, extra_key=0):
         """Logits of all tokens, run as consecutive forward calls of `chunks` tokens
-        each with a growing KV cache; returns (logits, last layer keys, values)."""
+        each with a growing KV cache; returns (logits, last layer keys, values).
+        `windows` overrides the per-layer windows (0: full attention);
+        extra_key = 1 lets a windowed query also see key q - W (the
+        one_file_ref boundary), to show that the data tell the two apart."""
+        windows = self.windows if windows is None else windows
         NH, KVH, HD, L, eps = self.NH, self.KVH, self.HD, self.L, self.cfg["rms_norm_eps"]
         W = self.W
 
-        def linear(x, w):  # x [n][in], w [out][in]
-            return [[sum(a * b for a, b in zip(row, wr)) for wr in w] for row in x]
+        def linear(x, w, b=None):  # x [n][in], w [out][in], b [1][out] or None
+            y = [[sum(a * c for a, c in zip(row, wr)) for wr in w] for row in x]
+            return y if b is None else [[v + bb for v, bb in zip(row, b[0])] for row in y]
+
+        gemma = self.gemma
 
         def rms(x, w):
             out = []
             for row in x:
                 r = 1.0 / math.sqrt(sum(v * v for v in row) / len(row) + eps)
-                out.append([v * r * g for v, g in zip(row, w[0])])
+                out.append([v * r * ((1.0 + g) if gemma else g) for v, g in zip(row, w[0])])
             return out
+
+        def act(g):  # SiLU, or Gemma's gelu_pytorch_tanh
+            if gemma:
+                return 0.5 * g * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (g + 0.044715 * g ** 3)))
+            return g / (1 + math.exp(-g))
 
         def rope(v, pos, inv):  # HD values of one head at position pos (rotate_half)
             half = HD // 2
@@ -168,10 +210,13 @@ class Case:
             ids = tokens[begin:begin + n]
             inv = self.inv_freq(begin + n)
             x = [list(W["model.embed_tokens.weight"][t]) for t in ids]
+            if gemma:  # GemmaModel: times sqrt(hidden_size) as a tensor of the model's dtype (float32 here)
+                x = [[v * f32(math.sqrt(self.H)) for v in row] for row in x]
             for l in range(L):
                 p = f"model.layers.{l}."
                 h = rms(x, W[p + "input_layernorm.weight"])
-                q, k, v = (linear(h, W[p + f"self_attn.{m}_proj.weight"]) for m in "qkv")
+                q, k, v = (linear(h, W[p + f"self_attn.{m}_proj.weight"], W.get(p + f"self_attn.{m}_proj.bias"))
+                           for m in "qkv")
                 qh = [[rope(q[t][a * HD:(a + 1) * HD], begin + t, inv) for a in range(NH)] for t in range(n)]
                 cache_k[l] += [[rope(k[t][a * HD:(a + 1) * HD], begin + t, inv) for a in range(KVH)] for t in range(n)]
                 cache_v[l] += [[v[t][a * HD:(a + 1) * HD] for a in range(KVH)] for t in range(n)]
@@ -180,19 +225,22 @@ class Case:
                 for a in range(NH):
                     g = a // (NH // KVH)  # repeat_kv: query head a uses kv head a // group
                     for t in range(n):
-                        keys = begin + t + 1  # causal
-                        sc = [sum(qq * kk for qq, kk in zip(qh[t][a], kh[j][g])) / math.sqrt(HD) for j in range(keys)]
+                        qi, win = begin + t, windows[l]
+                        # HF masking_utils: causal (kv <= q) AND, with a window, kv > q - window.
+                        seen = [j for j in range(len(kh))
+                                if j <= qi and (win == 0 or j > qi - win - extra_key)]
+                        sc = [sum(qq * kk for qq, kk in zip(qh[t][a], kh[j][g])) / math.sqrt(HD) for j in seen]
                         m = max(sc)
                         e = [math.exp(s - m) for s in sc]
                         z = sum(e)
                         for d in range(HD):
-                            att[t][a * HD + d] = sum(e[j] / z * vh[j][g][d] for j in range(keys))
+                            att[t][a * HD + d] = sum(e[i] / z * vh[j][g][d] for i, j in enumerate(seen))
                 o = linear(att, W[p + "self_attn.o_proj.weight"])
                 x = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(x, o)]
                 h = rms(x, W[p + "post_attention_layernorm.weight"])
                 gt, up = linear(h, W[p + "mlp.gate_proj.weight"]), linear(h, W[p + "mlp.up_proj.weight"])
-                act = [[gg / (1 + math.exp(-gg)) * uu for gg, uu in zip(r1, r2)] for r1, r2 in zip(gt, up)]
-                d = linear(act, W[p + "mlp.down_proj.weight"])
+                a = [[act(gg) * uu for gg, uu in zip(r1, r2)] for r1, r2 in zip(gt, up)]
+                d = linear(a, W[p + "mlp.down_proj.weight"])
                 x = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(x, d)]
             logits += linear(rms(x, W["model.norm.weight"]), self.head)
             begin += n
@@ -200,6 +248,21 @@ class Case:
         last_k = [[cache_k[-1][t][a] for t in range(T)] for a in range(KVH)]
         last_v = [[cache_v[-1][t][a] for t in range(T)] for a in range(KVH)]
         return logits, last_k, last_v
+
+
+def layer_windows(cfg, L):
+    """Per-layer sliding window (0: full attention), as HF's configs decide it."""
+    if cfg["model_type"] == "mistral":  # MistralModel: config.sliding_window on every layer
+        return [cfg.get("sliding_window") or 0] * L
+    if cfg["model_type"] == "qwen2":
+        # Qwen2Config.__post_init__: sliding_window = sliding_window if use_sliding_window else None;
+        # layer_types default to sliding_attention for i >= max_window_layers when a window is set.
+        sw = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window", False) else None
+        types = cfg.get("layer_types") or [
+            "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28) else "full_attention"
+            for i in range(L)]
+        return [sw if t == "sliding_attention" else 0 for t in types]
+    return [0] * L
 
 
 def write_cfg(out, cfg):
@@ -282,6 +345,95 @@ def golden_mistral_bf16():
                    "inv_freq": c.inv_freq(len(tokens))}, f)
 
 
+def golden_qwen2():
+    out = os.path.join(HERE, "golden_qwen2")
+    cfg = {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "vocab_size": 40, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+        "hidden_act": "silu", "use_sliding_window": False, "sliding_window": 4, "max_window_layers": 1,
+        "attention_dropout": 0.0, "bos_token_id": 39, "eos_token_id": 39,
+    }
+    c = Case(cfg, 2024, "BF16", tie=True)
+    assert c.windows == [0, 0]
+    write_cfg(out, cfg)
+    write_safetensors(os.path.join(out, "model.safetensors"), c.tensors())
+    tokens = [7, 33, 1, 20, 20, 5, 38, 12, 0]
+    logits, last_k, last_v = c.forward(tokens, [len(tokens)])
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
+                   "inv_freq": c.inv_freq(len(tokens))}, f)
+
+
+def windowed(out, cfg, seed, windows):
+    """A windowed case: one-shot and chunked prefill, plus the logits without
+    any window and with the off-by-one boundary (W + 1 keys)."""
+    out = os.path.join(HERE, out)
+    c = Case(cfg, seed, "F32", tie=False)
+    assert c.windows == windows, c.windows
+    write_cfg(out, cfg)
+    write_safetensors(os.path.join(out, "model.safetensors"), c.tensors())
+    tokens = [9, 2, 27, 14, 14, 30, 6, 19, 1, 23, 11]  # 11 > window 4
+    chunks = [3, 3, 3, 2]
+    logits, last_k, last_v = c.forward(tokens, [len(tokens)])
+    ch_logits, ch_k, ch_v = c.forward(tokens, chunks)
+    full, _, _ = c.forward(tokens, [len(tokens)], windows=[0] * c.L)
+    wide, _, _ = c.forward(tokens, [len(tokens)], extra_key=1)
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
+                   "inv_freq": c.inv_freq(len(tokens)), "layer_windows": c.windows, "chunks": chunks,
+                   "chunked_logits": ch_logits, "chunked_last_layer_keys": ch_k,
+                   "chunked_last_layer_values": ch_v, "full_attention_logits": full,
+                   "window_plus_one_logits": wide}, f)
+
+
+def golden_mistral_window():
+    cfg = {
+        "architectures": ["MistralForCausalLM"], "model_type": "mistral",
+        "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 4, "tie_word_embeddings": False,
+        "torch_dtype": "float32", "hidden_act": "silu",
+    }
+    windowed("golden_mistral_window", cfg, 99, [4, 4])
+
+
+def golden_qwen2_window():
+    cfg = {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 1, "max_position_embeddings": 32,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "hidden_act": "silu", "use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1,
+    }
+    windowed("golden_qwen2_window", cfg, 31337, [0, 4, 4])
+
+
+def golden_gemma():
+    out = os.path.join(HERE, "golden_gemma")
+    cfg = {
+        "architectures": ["GemmaForCausalLM"], "model_type": "gemma",
+        "vocab_size": 48, "hidden_size": 24, "intermediate_size": 40, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 8, "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "torch_dtype": "bfloat16", "hidden_act": "gelu",
+        "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
+    }
+    c = Case(cfg, 8086, "BF16", tie=True)
+    write_cfg(out, cfg)
+    write_safetensors(os.path.join(out, "model.safetensors"), c.tensors())
+    tokens = [2, 41, 7, 7, 30, 12, 0, 47, 19, 5]
+    logits, last_k, last_v = c.forward(tokens, [len(tokens)])
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
+                   "inv_freq": c.inv_freq(len(tokens))}, f)
+
+
 golden()
 golden_tied_dynamic()
 golden_mistral_bf16()
+golden_qwen2()
+golden_mistral_window()
+golden_qwen2_window()
+golden_gemma()

@@ -163,6 +163,11 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
     w.q_proj = get(p + "self_attn.q_proj.weight", {q, H});
     w.k_proj = get(p + "self_attn.k_proj.weight", {kv, H});
     w.v_proj = get(p + "self_attn.v_proj.weight", {kv, H});
+    if (c.qkv_bias()) {  // qwen2; elsewhere a bias in the file is an unused tensor, refused below
+      w.q_bias = get(p + "self_attn.q_proj.bias", {q});
+      w.k_bias = get(p + "self_attn.k_proj.bias", {kv});
+      w.v_bias = get(p + "self_attn.v_proj.bias", {kv});
+    }
     w.o_proj = get(p + "self_attn.o_proj.weight", {H, q});
     w.post_attention_layernorm = get(p + "post_attention_layernorm.weight", {H});
     w.gate_proj = get(p + "mlp.gate_proj.weight", {I, H});
@@ -180,11 +185,6 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
                             "'model.embed_tokens.weight'",
                             src.source()));
   // Weights the config does not use mean the config does not describe them
-    if (c.qkv_bias()) {  // qwen2; elsewhere a bias in the file is an unused tensor, refused below
-      w.q_bias = get(p + "self_attn.q_proj.bias", {q});
-      w.k_bias = get(p + "self_attn.k_proj.bias", {kv});
-      w.v_bias = get(p + "self_attn.v_proj.bias", {kv});
-    }
   // (num_hidden_layers: 2 on 4-layer weights would evaluate a truncated
   // model): an error. HF's rotary inv_freq buffers and a tied lm_head copy
   // (checked equal above) carry nothing of their own.

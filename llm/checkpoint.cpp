@@ -169,6 +169,10 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
       w.v_bias = get(p + "self_attn.v_proj.bias", {kv});
     }
     w.o_proj = get(p + "self_attn.o_proj.weight", {H, q});
+    if (c.qk_norm()) {  // qwen3
+      w.q_norm = get(p + "self_attn.q_norm.weight", {hd});
+      w.k_norm = get(p + "self_attn.k_norm.weight", {hd});
+    }
     w.post_attention_layernorm = get(p + "post_attention_layernorm.weight", {H});
     w.gate_proj = get(p + "mlp.gate_proj.weight", {I, H});
     w.up_proj = get(p + "mlp.up_proj.weight", {I, H});

@@ -1,5 +1,6 @@
 #include "llm/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
@@ -59,8 +60,42 @@ RopeScaling parse_rope(const json& r, const std::string& file, const std::string
   }
   s.type = type;
   if (type == "default") return s;
-  if (type != "linear" && type != "dynamic" && type != "llama3")
-    fail(file, fmt::format("{}: unsupported rope type '{}' (expected default, linear, dynamic or llama3)", key, type));
+  if (type != "linear" && type != "dynamic" && type != "llama3" && type != "yarn")
+    fail(file, fmt::format("{}: unsupported rope type '{}' (expected default, linear, dynamic, llama3 or yarn)", key,
+                           type));
+  if (type == "yarn") {
+    // HF's _compute_yarn_parameters (current): `factor` as given; only when
+    // it is absent, max_position_embeddings / original_max_position_embeddings.
+    // (Some HF 4.4x/4.5x versions always used that ratio when
+    // original_max_position_embeddings was given, whatever `factor` said.)
+    s.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", file + ": " + key, 0);
+    if (s.original_max_position_embeddings < 0 ||
+        (r.contains("original_max_position_embeddings") && !r["original_max_position_embeddings"].is_null() &&
+         s.original_max_position_embeddings == 0))
+      fail(file, fmt::format("{}.original_max_position_embeddings must be > 0", key));
+    const bool has_factor = r.contains("factor") && !r["factor"].is_null();
+    if (!has_factor && s.original_max_position_embeddings == 0)
+      fail(file, fmt::format("{}: yarn needs 'factor' (or 'original_max_position_embeddings')", key));
+    s.factor = has_factor ? get_double(r, "factor", file + ": " + key)
+                          : double(max_pos) / double(s.original_max_position_embeddings);
+    if (s.factor <= 0.0) fail(file, fmt::format("{}.factor must be > 0", key));
+    // HF: `get(...) or default`, so null and 0 mean the default too.
+    s.beta_fast = get_double(r, "beta_fast", file + ": " + key, 32.0);
+    if (s.beta_fast == 0.0) s.beta_fast = 32.0;
+    s.beta_slow = get_double(r, "beta_slow", file + ": " + key, 1.0);
+    if (s.beta_slow == 0.0) s.beta_slow = 1.0;
+    if (s.beta_fast < 0 || s.beta_slow < 0) fail(file, fmt::format("{}: beta_fast and beta_slow must be > 0", key));
+    s.attention_factor = get_double(r, "attention_factor", file + ": " + key, 0.0);
+    if (r.contains("attention_factor") && !r["attention_factor"].is_null() && s.attention_factor <= 0)
+      fail(file, fmt::format("{}.attention_factor must be > 0", key));
+    s.mscale = get_double(r, "mscale", file + ": " + key, 0.0);
+    s.mscale_all_dim = get_double(r, "mscale_all_dim", file + ": " + key, 0.0);
+    if (r.contains("truncate") && !r["truncate"].is_null()) {
+      if (!r["truncate"].is_boolean()) fail(file, fmt::format("{}.truncate must be true or false", key));
+      s.truncate = r["truncate"].get<bool>();
+    }
+    return s;
+  }
   s.factor = get_double(r, "factor", file + ": " + key);
   if (s.factor < 1.0 && type != "linear") fail(file, fmt::format("{}.factor must be >= 1", key));
   if (s.factor <= 0.0) fail(file, fmt::format("{}.factor must be > 0", key));
@@ -73,7 +108,6 @@ RopeScaling parse_rope(const json& r, const std::string& file, const std::string
     if (s.high_freq_factor <= s.low_freq_factor)
       fail(file, fmt::format("{}: high_freq_factor must exceed low_freq_factor", key));
   }
-  (void)max_pos;
   return s;
 }
 
@@ -82,8 +116,8 @@ RopeScaling parse_rope(const json& r, const std::string& file, const std::string
 int64_t ModelConfig::layer_window(int64_t layer) const {
   if (sliding_window <= 0) return 0;
   if (!layer_types.empty()) return layer_types.at(size_t(layer)) == "sliding_attention" ? sliding_window : 0;
-  // Qwen2Config without layer_types: windowed from max_window_layers on.
-  if (model_type == "qwen2") return layer >= max_window_layers ? sliding_window : 0;
+  // Qwen2Config/Qwen3Config without layer_types: windowed from max_window_layers on.
+  if (qwen_windows()) return layer >= max_window_layers ? sliding_window : 0;
   return sliding_window;  // mistral: every layer
 }
 
@@ -95,8 +129,9 @@ void ModelConfig::validate(const std::string& where) const {
   auto need = [&](bool ok, const std::string& what) {
     if (!ok) fail(where, what);
   };
-  need(model_type == "llama" || model_type == "mistral" || model_type == "qwen2" || model_type == "gemma",
-       fmt::format("model_type '{}' is not llama, mistral, qwen2 or gemma", model_type));
+  need(model_type == "llama" || model_type == "mistral" || model_type == "qwen2" || model_type == "qwen3" ||
+           model_type == "gemma",
+       fmt::format("model_type '{}' is not llama, mistral, qwen2, qwen3 or gemma", model_type));
   need(!gemma() || sliding_window == 0, "gemma (v1) has no sliding window");
   need(vocab_size > 0, "vocab_size must be > 0");
   need(hidden_size > 0, "hidden_size must be > 0");
@@ -112,7 +147,7 @@ void ModelConfig::validate(const std::string& where) const {
   need(effective_head_dim() % 2 == 0, "head_dim must be even (RoPE rotates pairs)");
   need(max_position_embeddings > 0, "max_position_embeddings must be > 0");
   need(sliding_window >= 0, "sliding_window must be > 0 (or null)");
-  need(layer_types.empty() || model_type == "qwen2", "layer_types is only read for qwen2");
+  need(layer_types.empty() || qwen_windows(), "layer_types is only read for qwen2 and qwen3");
   need(layer_types.empty() || int64_t(layer_types.size()) == num_hidden_layers,
        fmt::format("layer_types has {} entries, num_hidden_layers is {}", layer_types.size(), num_hidden_layers));
   for (size_t i = 0; i < layer_types.size(); ++i) {
@@ -126,8 +161,10 @@ void ModelConfig::validate(const std::string& where) const {
   need(rms_norm_eps > 0, "rms_norm_eps must be > 0");
   need(rope_theta > 0, "rope_theta must be > 0");
   const auto& s = rope_scaling;
-  need(s.type == "default" || s.type == "linear" || s.type == "dynamic" || s.type == "llama3",
-       fmt::format("rope type '{}' is not default, linear, dynamic or llama3", s.type));
+  need(s.type == "default" || s.type == "linear" || s.type == "dynamic" || s.type == "llama3" || s.type == "yarn",
+       fmt::format("rope type '{}' is not default, linear, dynamic, llama3 or yarn", s.type));
+  need(s.type != "yarn" || (s.beta_fast > 0 && s.beta_slow > 0 && s.attention_factor >= 0),
+       "rope yarn: beta_fast and beta_slow must be > 0, attention_factor >= 0 (0: derived)");
   need(s.type == "default" || s.factor > 0, "rope factor must be > 0");
   need(s.type != "llama3" || s.high_freq_factor > s.low_freq_factor,
        "rope high_freq_factor must exceed low_freq_factor");
@@ -141,7 +178,8 @@ int64_t ModelConfig::parameter_count() const {
   const int64_t attn = hidden_size * hd * (2 * num_attention_heads + 2 * num_key_value_heads);
   const int64_t mlp = 3 * hidden_size * intermediate_size;
   const int64_t bias = qkv_bias() ? hd * (num_attention_heads + 2 * num_key_value_heads) : 0;
-  const int64_t per_layer = attn + bias + mlp + 2 * hidden_size;
+  const int64_t qk_norms = qk_norm() ? 2 * hd : 0;
+  const int64_t per_layer = attn + bias + qk_norms + mlp + 2 * hidden_size;
   return vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * per_layer + hidden_size;
 }
 
@@ -156,10 +194,11 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
   const std::string model_type = j.contains("model_type") && j["model_type"].is_string()
                                      ? j["model_type"].get<std::string>() : std::string();
   if (model_type.empty()) fail(file, "missing key 'model_type'");
-  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "gemma")
-    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama, mistral, qwen2 or gemma)",
-                           model_type));
-  const bool qwen2 = model_type == "qwen2", gemma = model_type == "gemma";
+  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "qwen3" &&
+      model_type != "gemma")
+    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama, mistral, qwen2, qwen3 or "
+                           "gemma)", model_type));
+  const bool qwen2 = model_type == "qwen2", qwen3 = model_type == "qwen3", gemma = model_type == "gemma";
   if (model_type == "mistral" && !j.contains("sliding_window"))
     fail(file, "mistral without key 'sliding_window' (HF's MistralConfig then uses a 4096-token window; write "
                "\"sliding_window\": null for full attention or the window's size)");
@@ -172,18 +211,27 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
     for (const auto& a : j["architectures"]) {
       if (!a.is_string()) continue;
       const auto s = a.get<std::string>();
-      if (s != "LlamaForCausalLM" && s != "MistralForCausalLM" && s != "Qwen2ForCausalLM" && s != "GemmaForCausalLM")
+      if (s != "LlamaForCausalLM" && s != "MistralForCausalLM" && s != "Qwen2ForCausalLM" && s != "Qwen3ForCausalLM" &&
+          s != "GemmaForCausalLM")
         fail(file, fmt::format("unsupported architecture '{}' (expected LlamaForCausalLM, MistralForCausalLM, "
-                               "Qwen2ForCausalLM or GemmaForCausalLM)", s));
-      // Qwen2's attention has biases and Gemma's layers differ: a mix-up changes the computation.
-      if ((s == "Qwen2ForCausalLM") != qwen2 || (s == "GemmaForCausalLM") != gemma)
+                               "Qwen2ForCausalLM, Qwen3ForCausalLM or GemmaForCausalLM)", s));
+      // Qwen2's attention has biases, Qwen3's q/k norms and Gemma's layers
+      // differ: a mix-up changes the computation.
+      if ((s == "Qwen2ForCausalLM") != qwen2 || (s == "Qwen3ForCausalLM") != qwen3 ||
+          (s == "GemmaForCausalLM") != gemma)
         fail(file, fmt::format("architecture '{}' does not match model_type '{}'", s, model_type));
     }
   }
-  // (Qwen2 hard-codes its biases and ignores these keys, as HF does.)
-  for (const char* bias : {"attention_bias", "mlp_bias"})
-    if (!qwen2 && j.contains(bias) && j[bias].is_boolean() && j[bias].get<bool>())
-      fail(file, fmt::format("unsupported architecture: '{}' is true (linear layers with bias)", bias));
+  // (Qwen2 hard-codes its biases and ignores these keys, as HF does; Qwen3's
+  // MLP ignores mlp_bias.)
+  for (const char* bias : {"attention_bias", "mlp_bias"}) {
+    if (!(j.contains(bias) && j[bias].is_boolean() && j[bias].get<bool>()) || qwen2) continue;
+    if (qwen3 && std::string(bias) == "mlp_bias") continue;
+    if (qwen3)
+      fail(file, "unsupported architecture: qwen3 with 'attention_bias' true (Qwen3Attention then adds biases to "
+                 "q_proj, k_proj, v_proj and o_proj; only the bias-free attention is implemented)");
+    fail(file, fmt::format("unsupported architecture: '{}' is true (linear layers with bias)", bias));
+  }
   if (gemma) {
     // GemmaConfig: HF 4.39+ reads hidden_activation (None: gelu_pytorch_tanh,
     // whatever hidden_act says), current HF hidden_act; 4.38 read hidden_act
@@ -219,24 +267,24 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
   c.num_hidden_layers = get_int(j, "num_hidden_layers", file);
   c.num_attention_heads = get_int(j, "num_attention_heads", file);
   // HF: absent or null means one KV head per query head, except that an
-  // absent key is 8 for MistralConfig, 32 for Qwen2Config and 16 for GemmaConfig.
+  // absent key is 8 for MistralConfig, 32 for Qwen2Config/Qwen3Config and 16 for GemmaConfig.
   const bool kvh_absent = !j.contains("num_key_value_heads");
   c.num_key_value_heads = get_int(j, "num_key_value_heads", file,
                                   model_type == "mistral" && kvh_absent ? int64_t(8)
-                                  : qwen2 && kvh_absent                 ? int64_t(32)
+                                  : (qwen2 || qwen3) && kvh_absent      ? int64_t(32)
                                   : gemma && kvh_absent                 ? int64_t(16)
                                                                         : c.num_attention_heads);
-  c.head_dim = get_int(j, "head_dim", file, gemma ? 256 : 0);
-  // Qwen2Config's and GemmaConfig's defaults where Llama's configs are required to give them.
+  c.head_dim = get_int(j, "head_dim", file, gemma ? 256 : qwen3 ? 128 : 0);
+  // Qwen2Config's, Qwen3Config's and GemmaConfig's defaults where Llama's configs are required to give them.
   c.max_position_embeddings = get_int(j, "max_position_embeddings", file,
-                                      qwen2 ? std::optional<int64_t>(32768)
+                                      qwen2 || qwen3 ? std::optional<int64_t>(32768)
                                       : gemma ? std::optional<int64_t>(8192) : std::nullopt);
   if (model_type == "mistral") {
     c.sliding_window = get_int(j, "sliding_window", file, 0);
     if (!j["sliding_window"].is_null() && c.sliding_window <= 0) fail(file, "key 'sliding_window' must be > 0 or null");
   }
-  if (qwen2) {
-    // Qwen2Config: sliding_window counts only with use_sliding_window (else
+  if (qwen2 || qwen3) {
+    // Qwen2Config (and Qwen3Config, alike): sliding_window counts only with use_sliding_window (else
     // None); layer_types, when absent, windows the layers >= max_window_layers.
     bool use = false;
     if (j.contains("use_sliding_window") && !j["use_sliding_window"].is_null()) {
@@ -265,7 +313,8 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
       }
     }
   }
-  c.rms_norm_eps = get_double(j, "rms_norm_eps", file, qwen2 || gemma ? std::optional<double>(1e-6) : std::nullopt);
+  c.rms_norm_eps =
+      get_double(j, "rms_norm_eps", file, qwen2 || qwen3 || gemma ? std::optional<double>(1e-6) : std::nullopt);
   c.rope_theta = get_double(j, "rope_theta", file, 10000.0);
   if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
     const auto& rp = j["rope_parameters"];
@@ -286,12 +335,12 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
 
 std::string config_to_json(const ModelConfig& c) {
   nlohmann::ordered_json j;
-  const bool qwen2 = c.model_type == "qwen2", gemma = c.gemma();
+  const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", gemma = c.gemma();
   // LlamaConfig has no window: a windowed config is written as Mistral's.
-  const bool mistral = !qwen2 && !gemma && (c.model_type == "mistral" || c.sliding_window > 0);
-  j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : gemma ? "GemmaForCausalLM"
+  const bool mistral = !qwen2 && !qwen3 && !gemma && (c.model_type == "mistral" || c.sliding_window > 0);
+  j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : gemma ? "GemmaForCausalLM"
                         : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
-  j["model_type"] = qwen2 ? "qwen2" : gemma ? "gemma" : mistral ? "mistral" : "llama";
+  j["model_type"] = qwen2 ? "qwen2" : qwen3 ? "qwen3" : gemma ? "gemma" : mistral ? "mistral" : "llama";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
@@ -301,7 +350,7 @@ std::string config_to_json(const ModelConfig& c) {
   j["head_dim"] = c.effective_head_dim();
   j["max_position_embeddings"] = c.max_position_embeddings;
   if (mistral) j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
-  if (qwen2) {
+  if (qwen2 || qwen3) {
     j["use_sliding_window"] = c.sliding_window > 0;
     j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
     j["max_window_layers"] = c.max_window_layers;
@@ -321,6 +370,16 @@ std::string config_to_json(const ModelConfig& c) {
       r["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings > 0
                                                   ? c.rope_scaling.original_max_position_embeddings
                                                   : c.max_position_embeddings;
+    } else if (c.rope_scaling.type == "yarn") {
+      const auto& s = c.rope_scaling;
+      if (s.original_max_position_embeddings > 0)
+        r["original_max_position_embeddings"] = s.original_max_position_embeddings;
+      r["beta_fast"] = s.beta_fast;
+      r["beta_slow"] = s.beta_slow;
+      if (s.attention_factor > 0) r["attention_factor"] = s.attention_factor;
+      if (s.mscale != 0) r["mscale"] = s.mscale;
+      if (s.mscale_all_dim != 0) r["mscale_all_dim"] = s.mscale_all_dim;
+      r["truncate"] = s.truncate;
     }
     j["rope_scaling"] = r;
   }
@@ -331,7 +390,8 @@ std::string config_to_json(const ModelConfig& c) {
   } else {
     j["hidden_act"] = "silu";
   }
-  if (!qwen2 && !gemma) {
+  if (qwen3) j["attention_bias"] = false;
+  if (!qwen2 && !qwen3 && !gemma) {
     j["attention_bias"] = false;
     j["mlp_bias"] = false;
   }
@@ -363,6 +423,33 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, int64_t seq_len) {
   }
   if (s.type == "linear") {
     for (auto& f : inv) f = f / float(s.factor);
+  } else if (s.type == "yarn") {
+    // HF's _compute_yarn_parameters, float32 tensors as there: the pair i
+    // gets extrapolation weight 1 - clamp((i - low) / (high - low), 0, 1).
+    const double base_d = c.rope_theta, orig = double(s.original_max_position_embeddings > 0
+                                                          ? s.original_max_position_embeddings
+                                                          : c.max_position_embeddings);
+    auto correction_dim = [&](double rotations) {  // find_correction_dim
+      return double(dim) * std::log(orig / (rotations * 2.0 * M_PI)) / (2.0 * std::log(base_d));
+    };
+    double low = correction_dim(s.beta_fast), high = correction_dim(s.beta_slow);
+    if (s.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, double(dim - 1));
+    if (low == high) high += 0.001;  // linear_ramp_factor: prevent singularity
+    // torch: (arange(float32) - low) / (high - low) with Python-float operands, computed in float32.
+    const float lo_f = float(low), span_f = float(high - low);
+    for (int64_t i = 0; i < dim / 2; ++i) {
+      const float ramp = std::clamp((float(i) - lo_f) / span_f, 0.0f, 1.0f);
+      const float extra = 1.0f - ramp;  // inv_freq_extrapolation_factor
+      const float f_extra = inv[size_t(i)];
+      const float pos_freq = std::pow(float(c.rope_theta), float(2 * i) / float(dim));
+      const float f_inter = 1.0f / (float(s.factor) * pos_freq);
+      inv[size_t(i)] = f_inter * (1.0f - extra) + f_extra * extra;
+    }
   } else if (s.type == "llama3") {
     const double old_ctx = double(s.original_max_position_embeddings > 0 ? s.original_max_position_embeddings
                                                                          : c.max_position_embeddings);
@@ -380,6 +467,15 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, int64_t seq_len) {
     }
   }
   return inv;
+}
+
+double rope_attention_scaling(const ModelConfig& c) {
+  const auto& s = c.rope_scaling;
+  if (s.type != "yarn") return 1.0;
+  if (s.attention_factor > 0) return s.attention_factor;
+  auto get_mscale = [&](double m) { return s.factor <= 1.0 ? 1.0 : 0.1 * m * std::log(s.factor) + 1.0; };
+  if (s.mscale != 0 && s.mscale_all_dim != 0) return get_mscale(s.mscale) / get_mscale(s.mscale_all_dim);
+  return get_mscale(1.0);
 }
 
 }  // namespace kvs::llm

@@ -1,7 +1,8 @@
 // The model's hyper-parameters, as HF's LlamaConfig names them (config.json),
 // for the Llama family: llama, mistral (sliding window), qwen2 (q/k/v
-// biases, per-layer sliding window) and gemma (v1: GeGLU, RMSNorm (1 + w),
-// embeddings scaled by sqrt(hidden)).
+// biases, per-layer sliding window), qwen3 (per-head RMSNorm of queries and
+// keys, Qwen2's windows) and gemma (v1: GeGLU, RMSNorm (1 + w), embeddings
+// scaled by sqrt(hidden)).
 #pragma once
 
 #include <cstdint>
@@ -14,17 +15,32 @@ namespace kvs::llm {
 
 // RoPE frequency scaling, from `rope_scaling` or the newer `rope_parameters`.
 struct RopeScaling {
-  std::string type = "default";  // default | linear | dynamic | llama3
+  std::string type = "default";  // default | linear | dynamic | llama3 | yarn
   double factor = 1.0;
   double low_freq_factor = 1.0;                   // llama3
   double high_freq_factor = 4.0;                  // llama3
-  int64_t original_max_position_embeddings = 0;   // llama3 (0: use max_position_embeddings; config.json must give it)
+  // llama3 (config.json must give it), yarn (optional); 0: max_position_embeddings.
+  int64_t original_max_position_embeddings = 0;
+  // yarn (HF's _compute_yarn_parameters): frequencies blend from
+  // extrapolated (rotating > beta_fast times over the original context) to
+  // interpolated (< beta_slow times) along a linear ramp over the dimension
+  // pairs between the two (floored/ceiled when truncate); cos and sin are
+  // multiplied by the attention factor (0: derived, 0.1 ln(factor) + 1, or
+  // the ratio of mscale and mscale_all_dim's when both are non-zero).
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double attention_factor = 0.0;
+  double mscale = 0.0;
+  double mscale_all_dim = 0.0;
+  bool truncate = true;
 };
 
 struct ModelConfig {
-  // HF's model_type: "llama", "mistral", "qwen2" or "gemma". qwen2 adds
-  // biases to q_proj, k_proj and v_proj (Qwen2Attention hard-codes them;
-  // o_proj has none). gemma (GemmaForCausalLM, v1) differs from llama in the
+  // HF's model_type: "llama", "mistral", "qwen2", "qwen3" or "gemma". qwen2
+  // adds biases to q_proj, k_proj and v_proj (Qwen2Attention hard-codes them;
+  // o_proj has none). qwen3 (Qwen3ForCausalLM) has no biases but RMSNorms
+  // each head's query and key over head_dim (weights q_norm, k_norm
+  // [head_dim], eps rms_norm_eps) before RoPE. gemma (GemmaForCausalLM, v1) differs from llama in the
   // MLP's activation (gelu_pytorch_tanh), RMSNorm scaling by (1 + weight)
   // in float32, and embeddings multiplied by sqrt(hidden_size) rounded to
   // the model's dtype.
@@ -43,11 +59,11 @@ struct ModelConfig {
   // The KV cache still keeps every position (as HF's DynamicCache). Which
   // layers are windowed: all (llama/mistral), or those layer_types marks.
   int64_t sliding_window = 0;
-  // qwen2 only: per layer "full_attention" or "sliding_attention", as HF's
+  // qwen2/qwen3 only: per layer "full_attention" or "sliding_attention", as HF's
   // Qwen2Config.layer_types (when config.json has none: sliding for layers
   // >= max_window_layers if use_sliding_window). Empty for llama/mistral.
   std::vector<std::string> layer_types;
-  int64_t max_window_layers = 28;  // qwen2, kept to write config.json back
+  int64_t max_window_layers = 28;  // qwen2/qwen3, kept to write config.json back
   double rms_norm_eps = 1e-5;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
@@ -60,6 +76,10 @@ struct ModelConfig {
   // q_proj, k_proj and v_proj have biases (qwen2).
   bool qkv_bias() const { return model_type == "qwen2"; }
   bool gemma() const { return model_type == "gemma"; }
+  // Per-head RMSNorm of queries and keys before RoPE (qwen3).
+  bool qk_norm() const { return model_type == "qwen3"; }
+  // Qwen2Config/Qwen3Config's window keys (use_sliding_window, max_window_layers, layer_types).
+  bool qwen_windows() const { return model_type == "qwen2" || model_type == "qwen3"; }
   // The window of layer `layer` in tokens (0: full attention).
   int64_t layer_window(int64_t layer) const;
   codec::KVShape kv_shape() const;
@@ -69,12 +89,15 @@ struct ModelConfig {
 };
 
 // Parses HF config.json text. Accepts model_type "llama" (LlamaForCausalLM),
-// "mistral" (identical architecture, plus sliding_window above) and "qwen2"
+// "mistral" (identical architecture, plus sliding_window above), "qwen2"
 // (Qwen2ForCausalLM: q/k/v biases; use_sliding_window, sliding_window,
-// max_window_layers and layer_types as Qwen2Config); anything else,
+// max_window_layers and layer_types as Qwen2Config) and "qwen3"
+// (Qwen3ForCausalLM: q/k norms, Qwen3Config's defaults, the same window
+// keys; attention_bias true, which adds q/k/v and o_proj biases, is
+// refused); anything else,
 // attention_bias/mlp_bias on llama/mistral, a non-SiLU activation,
 // partial_rotary_factor != 1 or RoPE types other than
-// default/linear/dynamic/llama3 are "unsupported architecture", a
+// default/linear/dynamic/llama3/yarn are "unsupported architecture", a
 // quantization_config is refused, and scaling keys without a rope_type are an
 // error. Defaults follow HF's LlamaConfig/MistralConfig/Qwen2Config. Errors
 // name `file` and the key. gemma: the activation must be
@@ -83,14 +106,17 @@ struct ModelConfig {
 // must not be set; GemmaConfig's defaults (head_dim 256, tied) apply.
 ModelConfig parse_config(const std::string& json_text, const std::string& file);
 // config.json text that HF loads as the same model: Qwen2ForCausalLM for
-// qwen2, GemmaForCausalLM for gemma, MistralForCausalLM for mistral or any config with a sliding_window,
+// qwen2, Qwen3ForCausalLM for qwen3, GemmaForCausalLM for gemma,
+// MistralForCausalLM for mistral or any config with a sliding_window,
 // else LlamaForCausalLM.
 std::string config_to_json(const ModelConfig& config);
 
 // RoPE inverse frequencies (head_dim / 2 values, float32 arithmetic as HF) for a
 // sequence whose largest position is seq_len - 1; `dynamic` scaling depends on
-// seq_len, the others do not. Also returns HF's attention scaling (1 for all
-// supported types).
+// seq_len, the others do not.
 std::vector<float> rope_inv_freq(const ModelConfig& config, int64_t seq_len);
+// HF's attention_scaling of the RoPE type, which multiplies cos and sin (so
+// q.k by its square): yarn's attention factor, 1 for the other types.
+double rope_attention_scaling(const ModelConfig& config);
 
 }  // namespace kvs::llm

@@ -117,6 +117,13 @@ Model::Model(ModelConfig config, at::Tensor embed_tokens, std::vector<LayerWeigh
                               config_.model_type));
     }
     check_shape(w.o_proj, {H, q}, p + "self_attn.o_proj.weight");
+    if (config_.qk_norm()) {
+      check_shape(w.q_norm, {hd}, p + "self_attn.q_norm.weight");
+      check_shape(w.k_norm, {hd}, p + "self_attn.k_norm.weight");
+    } else if (w.q_norm.defined() || w.k_norm.defined()) {
+      throw Error(fmt::format("model: layer {} has q/k norms, which model_type '{}' does not have", i,
+                              config_.model_type));
+    }
     check_shape(w.post_attention_layernorm, {H}, p + "post_attention_layernorm.weight");
     check_shape(w.gate_proj, {I, H}, p + "mlp.gate_proj.weight");
     check_shape(w.up_proj, {I, H}, p + "mlp.up_proj.weight");
@@ -153,6 +160,10 @@ Model Model::random(const ModelConfig& config, uint64_t seed, at::ScalarType dty
       w.v_bias = normal({config.num_key_value_heads * hd});
     }
     w.o_proj = normal({H, config.num_attention_heads * hd});
+    if (config.qk_norm()) {
+      w.q_norm = ones(hd);
+      w.k_norm = ones(hd);
+    }
     w.post_attention_layernorm = ones(H);
     w.gate_proj = normal({I, H});
     w.up_proj = normal({I, H});
@@ -179,6 +190,10 @@ std::vector<std::pair<std::string, at::Tensor>> Model::named_parameters() const 
       out.emplace_back(p + "self_attn.v_proj.bias", w.v_bias);
     }
     out.emplace_back(p + "self_attn.o_proj.weight", w.o_proj);
+    if (w.q_norm.defined()) {
+      out.emplace_back(p + "self_attn.q_norm.weight", w.q_norm);
+      out.emplace_back(p + "self_attn.k_norm.weight", w.k_norm);
+    }
     out.emplace_back(p + "mlp.gate_proj.weight", w.gate_proj);
     out.emplace_back(p + "mlp.up_proj.weight", w.up_proj);
     out.emplace_back(p + "mlp.down_proj.weight", w.down_proj);
@@ -203,7 +218,8 @@ void Model::to(at::ScalarType dtype, at::Device device) {
   conv(embed_tokens_);
   for (auto& w : layers_) {
     for (at::Tensor* t : {&w.input_layernorm, &w.q_proj, &w.k_proj, &w.v_proj, &w.q_bias, &w.k_bias, &w.v_bias,
-                          &w.o_proj, &w.post_attention_layernorm, &w.gate_proj, &w.up_proj, &w.down_proj})
+                          &w.o_proj, &w.q_norm, &w.k_norm, &w.post_attention_layernorm, &w.gate_proj, &w.up_proj,
+                          &w.down_proj})
       conv(*t);
   }
   conv(norm_);
@@ -243,7 +259,14 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
   at::Tensor pos = at::arange(past_len, past_len + n, at::TensorOptions().dtype(at::kFloat).device(device));
   at::Tensor freqs = at::outer(pos, inv_t);
   at::Tensor emb = at::cat({freqs, freqs}, -1);
-  at::Tensor cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);  // [n, hd]
+  at::Tensor cos = emb.cos(), sin = emb.sin();  // [n, hd]
+  // YaRN's attention factor scales cos and sin in float32 (HF's attention_scaling).
+  if (const double att = rope_attention_scaling(config_); att != 1.0) {
+    cos = cos * att;
+    sin = sin * att;
+  }
+  cos = cos.to(dtype);
+  sin = sin.to(dtype);
 
   at::Tensor x = at::embedding(embed_tokens_, tokens.to(device));  // [B, n, H]
   const bool gemma = config_.gemma();
@@ -258,8 +281,14 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
       if (B != 1) throw Error("forward: an attention hook needs a batch of 1");
       hook->layer_input(int64_t(l), h.select(0, 0));
     }
-    at::Tensor q = linear_(h, w.q_proj, w.q_bias).view({B, n, heads, hd}).transpose(1, 2);  // [B, heads, n, hd]
-    at::Tensor k = linear_(h, w.k_proj, w.k_bias).view({B, n, kvh, hd}).transpose(1, 2);    // [B, kvh, n, hd]
+    at::Tensor q = linear_(h, w.q_proj, w.q_bias).view({B, n, heads, hd});
+    at::Tensor k = linear_(h, w.k_proj, w.k_bias).view({B, n, kvh, hd});
+    if (w.q_norm.defined()) {  // qwen3: each head's query and key RMSNormed over head_dim, before RoPE
+      q = rms_norm(q, w.q_norm, config_.rms_norm_eps);
+      k = rms_norm(k, w.k_norm, config_.rms_norm_eps);
+    }
+    q = q.transpose(1, 2);  // [B, heads, n, hd]
+    k = k.transpose(1, 2);  // [B, kvh, n, hd]
     at::Tensor v = linear_(h, w.v_proj, w.v_bias).view({B, n, kvh, hd}).transpose(1, 2);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;

@@ -2,7 +2,7 @@
 // autograd can train it): token embedding, per layer RMSNorm -> grouped-query
 // attention with RoPE (HF "rotate_half" convention) -> residual -> RMSNorm ->
 // SwiGLU MLP -> residual, final RMSNorm, LM head (tied or not); qwen2's q/k/v
-// biases, sliding-window layers (ModelConfig::layer_window), and gemma's
+// biases, qwen3's per-head q/k RMSNorm before RoPE, sliding-window layers (ModelConfig::layer_window), and gemma's
 // scaled embeddings, (1 + w) RMSNorm and GeGLU (ModelConfig::model_type). Numerics
 // follow HF transformers' LlamaForCausalLM (eager attention, softmax in
 // float32). On CPU, float16 products run in float32 and are rounded back
@@ -27,6 +27,7 @@ struct LayerWeights {
   at::Tensor q_proj, k_proj, v_proj;    // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
   at::Tensor q_bias, k_bias, v_bias;    // qwen2: [heads*head_dim], [kv_heads*head_dim] x2; else undefined
   at::Tensor o_proj;                    // [hidden, heads*head_dim]
+  at::Tensor q_norm, k_norm;            // qwen3: [head_dim] RMSNorm weights of each query/key head; else undefined
   at::Tensor post_attention_layernorm;  // [hidden]
   at::Tensor gate_proj, up_proj;        // [intermediate, hidden]
   at::Tensor down_proj;                 // [hidden, intermediate]
@@ -56,7 +57,7 @@ struct ForwardResult {
 class Model {
  public:
   // A model with random weights (normal(0, 0.02) as HF's initializer_range,
-  // norms at 1 (gemma: 0, as its norms scale by 1 + w); qwen2's biases normal(0, 0.02) too, where HF zeroes them, so
+  // norms at 1 (gemma: 0, as its norms scale by 1 + w; qwen3's q/k norms 1); qwen2's biases normal(0, 0.02) too, where HF zeroes them, so
   // that they matter), seeded deterministically, on `device` in `dtype`.
   static Model random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype = at::kFloat,
                       at::Device device = at::kCPU);
@@ -71,7 +72,7 @@ class Model {
   const LayerWeights& layer_weights(size_t layer) const { return layers_.at(layer); }
 
   // Every parameter with its HF name ("model.layers.0.self_attn.q_proj.weight",
-  // "...q_proj.bias" for qwen2, ...); lm_head.weight is absent when tied. Tensors share storage with the
+  // "...q_proj.bias" for qwen2, "...self_attn.q_norm.weight" for qwen3, ...); lm_head.weight is absent when tied. Tensors share storage with the
   // model, so an optimizer stepping them trains the model.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   std::vector<at::Tensor> parameters() const;

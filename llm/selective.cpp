@@ -236,12 +236,17 @@ at::Tensor SelectiveDecoder::infinigen_keep(int64_t layer, const at::Tensor& hid
   at::Tensor q = at::linear(hidden.to(at::kFloat), w.q_proj.to(at::kFloat),
                             w.q_bias.defined() ? w.q_bias.to(at::kFloat) : at::Tensor())  // qwen2's bias
                      .view({heads, 1, hd});
+  if (w.q_norm.defined()) {  // qwen3: the head's RMSNorm before RoPE, as Model::forward
+    const at::Tensor var = q.pow(2).mean(-1, /*keepdim=*/true);
+    q = q * at::rsqrt(var + c.rms_norm_eps) * w.q_norm.to(at::kFloat);
+  }
   const auto inv = rope_inv_freq(c, past + 1);
   const at::Tensor inv_t = at::tensor(at::ArrayRef<float>(inv)).to(q.device());
   const at::Tensor pos = at::full({1}, double(past), q.options());
   const at::Tensor freqs = at::outer(pos, inv_t);
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
-  q = q * emb.cos() + rotate_half(q) * emb.sin();
+  const double att = rope_attention_scaling(c);  // yarn's cos/sin factor (1 otherwise)
+  q = q * (emb.cos() * att) + rotate_half(q) * (emb.sin() * att);
   const at::Tensor pq = gather_channels(skew_queries(q, calibration_->skew[l].to(at::kFloat)).view({kvh, group, hd}),
                                         channels_[l]);  // [kvh, group, c]
   const at::Tensor& pk = partial_keys_[l];              // [kvh, past, c]

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include "base/error.h"
@@ -183,6 +184,51 @@ TEST(CheckpointTest, GemmaRoundTrip) {
   EXPECT_EQ(back.config().effective_head_dim(), 16);
   const at::Tensor t = to_tensor(some_tokens(9, 256, 9));
   EXPECT_TRUE(at::equal(back.prefill(t).logits, m.prefill(t).logits));
+}
+
+// qwen3 (q/k norms, head_dim != hidden / heads, YaRN RoPE) saves as
+// Qwen3ForCausalLM and loads back the same; read as llama the norms are
+// unused tensors, and a missing norm is named.
+TEST(CheckpointTest, Qwen3RoundTripKeepsQkNorms) {
+  TempDir dir;
+  ModelConfig c = tiny_config();
+  c.model_type = "qwen3";
+  c.head_dim = 16;
+  c.rope_scaling.type = "yarn";
+  c.rope_scaling.factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 32;
+  Model m = Model::random(c, 31);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, t] : m.named_parameters())  // non-trivial norms (HF initialises them at 1)
+      if (name.find("_norm.weight") != std::string::npos && name.find("self_attn") != std::string::npos)
+        t.copy_(at::linspace(0.5, 1.5, t.numel()));
+  }
+  save_model(m, dir.str());
+  const std::string json = read_file((dir.path / "config.json").string());
+  for (const char* key : {"\"Qwen3ForCausalLM\"", "\"yarn\"", "\"head_dim\": 16"})
+    EXPECT_NE(json.find(key), std::string::npos) << json << " lacks " << key;
+  auto st = SafetensorsFile::open((dir.path / "model.safetensors").string());
+  EXPECT_EQ(st->at("model.layers.1.self_attn.k_norm.weight").shape, std::vector<int64_t>{16});
+  EXPECT_FALSE(st->contains("model.layers.1.self_attn.q_proj.bias"));
+  Model back = load_model(dir.str());
+  EXPECT_TRUE(back.config().qk_norm());
+  EXPECT_EQ(back.config().rope_scaling.original_max_position_embeddings, 32);
+  const at::Tensor t = to_tensor(some_tokens(9, 256, 10));
+  EXPECT_TRUE(at::equal(back.prefill(t).logits, m.prefill(t).logits));
+  ModelConfig llama = c;
+  llama.model_type = "llama";
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(llama));
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "does not use", "_norm.weight"});
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(c));
+  std::vector<TensorView> views;
+  for (const auto& [name, info] : st->tensors())
+    if (name != "model.layers.0.self_attn.q_norm.weight") views.push_back({name, info.dtype, info.shape, info.data, info.bytes});
+  const std::string copy = (dir.path / "copy.safetensors").string();
+  write_safetensors(copy, views);
+  st.reset();
+  fs::rename(copy, dir.path / "model.safetensors");
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "model.layers.0.self_attn.q_norm.weight"});
 }
 
 // A qwen2 file without a bias names the tensor; the same file read as llama

@@ -1,7 +1,7 @@
 // Tiny checkpoints written, and their logits and KV computed, by an
 // independent plain-Python implementation (tests/llm/data/make_golden.py: its
-// own safetensors writer, RoPE scalings, GQA, RMSNorm, SwiGLU, Qwen2 biases,
-// HF's sliding-window mask, in float64).
+// own safetensors writer, RoPE scalings (YaRN too), GQA, RMSNorm, SwiGLU,
+// Qwen2 biases, Qwen3 q/k norms, HF's sliding-window mask, in float64).
 #include <functional>
 
 #include <gtest/gtest.h>
@@ -259,6 +259,57 @@ TEST(GoldenTest, GemmaMatchesIndependentPython) {
   Model bf = load_model(dir);
   EXPECT_EQ(bf.dtype(), at::kBFloat16);
   EXPECT_LT(max_diff(bf.prefill(to_tensor(tokens)).logits, from_json(ex["logits"])), 0.5);  // logits reach 15
+}
+
+// model_type qwen3: each head's query and key RMSNormed over head_dim with
+// weights around 1 (not 1), before RoPE; head_dim 16 x 4 heads != hidden 32,
+// GQA 4:2, untied. The reference's logits without the norms and with them
+// after RoPE differ (the weights are not rotation-invariant), so either
+// mistake fails.
+TEST(GoldenTest, Qwen3QkNormMatchesIndependentPython) {
+  const std::string dir = kData + "golden_qwen3";
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir);
+  const ModelConfig& c = m.config();
+  EXPECT_TRUE(c.qk_norm());
+  EXPECT_FALSE(c.qkv_bias());
+  EXPECT_EQ(c.effective_head_dim(), 16);
+  ASSERT_TRUE(m.layer_weights(1).k_norm.defined());
+  EXPECT_GT((m.layer_weights(1).k_norm - 1).abs().max().item<float>(), 0.2f);
+  const at::Tensor logits = from_json(ex["logits"]);
+  EXPECT_GT(max_diff(from_json(ex["no_qk_norm_logits"]), logits), 0.1);
+  EXPECT_GT(max_diff(from_json(ex["qk_norm_after_rope_logits"]), logits), 0.1);
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  expect_prefill_as_reference(m, ex, tokens);
+  // Decoding token by token from the cache, and the batched training forward.
+  KVCache cache = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 4))).cache;
+  std::vector<at::Tensor> rows;
+  for (size_t t = 4; t < tokens.size(); ++t) {
+    ForwardResult step = m.forward(to_tensor({tokens[t]}), cache);
+    rows.push_back(step.logits);
+    cache = step.cache;
+  }
+  EXPECT_LT(max_diff(at::cat(rows, 0), logits.narrow(0, 4, int64_t(tokens.size()) - 4)), 5e-5);
+  EXPECT_LT(max_diff(m.logits(to_tensor(tokens).unsqueeze(0)).select(0, 0), logits), 5e-5);
+}
+
+// YaRN RoPE (factor 4 = 256 / 64 positions, theta 100: the ramp spans pairs
+// 0..5 of 8) with its attention factor 0.1 ln 4 + 1 on cos and sin; without
+// the factor the reference's logits differ.
+TEST(GoldenTest, YarnRopeMatchesIndependentPython) {
+  const std::string dir = kData + "golden_yarn";
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir);
+  const ModelConfig& c = m.config();
+  EXPECT_EQ(c.rope_scaling.type, "yarn");
+  EXPECT_NEAR(rope_attention_scaling(c), ex["attention_scaling"].get<double>(), 1e-12);
+  const at::Tensor logits = from_json(ex["logits"]);
+  EXPECT_GT(max_diff(from_json(ex["no_attention_factor_logits"]), logits), 0.1);
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  expect_prefill_as_reference(m, ex, tokens);
+  KVCache cache = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 7))).cache;
+  ForwardResult tail = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + 7, tokens.end())), cache);
+  EXPECT_LT(max_diff(tail.logits, logits.narrow(0, 7, int64_t(tokens.size()) - 7)), 5e-5);
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
-// RoPE frequencies against closed forms computed here in double precision,
-// and config.json parsing (rope_scaling, rope_parameters, errors).
+// RoPE frequencies against closed forms computed here in double precision
+// (YaRN's against tests/llm/data/yarn_rope.json, from make_golden.py), and
+// config.json parsing (rope_scaling, rope_parameters, errors).
 #include <cmath>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "llm/config.h"
 #include "tests/llm/test_util.h"
 
@@ -121,7 +124,7 @@ TEST(ConfigTest, ErrorsNameFileAndKey) {
   expect_config_error("{\"model_type\": \"llama\"", {"JSON"});
   expect_config_error(R"({"model_type": "mixtral", "vocab_size": 256})", {"unsupported architecture", "mixtral"});
   expect_config_error(cfg(R"(, "attention_bias": true})"), {"unsupported architecture", "attention_bias"});
-  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 2}})"), {"yarn"});
+  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "longrope", "factor": 2}})"), {"longrope"});
   expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8}})"), {"low_freq_factor"});
   expect_config_error(cfg(R"(, "num_key_value_heads": 3})"), {"num_key_value_heads"});
   expect_config_error(cfg(R"(, "hidden_size": "x"})"), {"hidden_size"});
@@ -170,7 +173,7 @@ TEST(ConfigTest, RefusesWhatItWouldOtherwiseIgnore) {
   EXPECT_EQ(ok.rope_theta, 7.0);
   // A config built in code is validated too.
   ModelConfig bad = testing::tiny_config();
-  bad.rope_scaling.type = "yarn";
+  bad.rope_scaling.type = "longrope";
   EXPECT_THROW(bad.validate("code"), Error);
 }
 
@@ -249,8 +252,8 @@ TEST(ConfigTest, Qwen2RefusesWhatItDoesNotImplement) {
   expect_config_error(R"({"architectures": ["LlamaForCausalLM"], "model_type": "qwen2"})", {"LlamaForCausalLM", "qwen2"});
   expect_config_error(cfg(R"(, "architectures": ["Qwen2ForCausalLM"]})"), {"Qwen2ForCausalLM", "llama"});
   // What Llama refuses Qwen2 refuses too.
-  expect_config_error(qwen(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
-    "original_max_position_embeddings": 32768}})"), {"yarn"});
+  expect_config_error(qwen(R"(, "rope_scaling": {"rope_type": "longrope", "factor": 4.0,
+    "original_max_position_embeddings": 32768}})"), {"longrope"});
   expect_config_error(qwen(R"(, "hidden_act": "gelu"})"), {"hidden_act"});
   // layer_types is Qwen2's only.
   ModelConfig llama = testing::tiny_config();
@@ -306,6 +309,134 @@ TEST(RopeTest, Llama3WithoutOriginalLengthUsesMaxPositions) {
   b.rope_scaling.original_max_position_embeddings = 64;
   EXPECT_EQ(rope_inv_freq(a, 10), rope_inv_freq(b, 10));
   EXPECT_EQ(parse_config(config_to_json(a), "a.json").rope_scaling.original_max_position_embeddings, 64);
+}
+
+// YaRN (HF's _compute_yarn_parameters) against make_golden.py's float64
+// numbers for five rope_scaling dicts: truncated and fractional ramps, betas,
+// mscale/mscale_all_dim, a given attention_factor, the old "type" key, and a
+// factor left to max_position_embeddings / original_max_position_embeddings.
+TEST(RopeTest, YarnMatchesHfFormula) {
+  const auto cases = nlohmann::json::parse(read_file(KVSTREAM_SOURCE_DIR "/tests/llm/data/yarn_rope.json"));
+  ASSERT_EQ(cases.size(), 5u);
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const auto& x = cases[k];
+    nlohmann::json j = nlohmann::json::parse(cfg("}"));
+    j["head_dim"] = x["head_dim"];
+    j["rope_theta"] = x["rope_theta"];
+    j["max_position_embeddings"] = x["max_position_embeddings"];
+    j["rope_scaling"] = x["rope_scaling"];
+    const ModelConfig c = parse_config(j.dump(), fmt::format("yarn_rope.json[{}]", k));
+    EXPECT_EQ(c.rope_scaling.type, "yarn");
+    const auto want = x["inv_freq"].get<std::vector<double>>();
+    for (int64_t n : {int64_t(1), int64_t(100000)}) {  // not dynamic: the same at any length
+      const auto inv = rope_inv_freq(c, n);
+      ASSERT_EQ(inv.size(), want.size());
+      for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], want[i], 2e-6 * want[i]) << "case " << k << " pair " << i;
+    }
+    EXPECT_NEAR(rope_attention_scaling(c), x["attention_scaling"].get<double>(), 1e-12) << "case " << k;
+    // Round trip through config_to_json.
+    const ModelConfig y = parse_config(config_to_json(c), "y.json");
+    EXPECT_EQ(rope_inv_freq(y, 1), rope_inv_freq(c, 1)) << "case " << k;
+    EXPECT_EQ(rope_attention_scaling(y), rope_attention_scaling(c)) << "case " << k;
+  }
+  // The ramp matters: neither plain nor linearly scaled frequencies (case 0's
+  // pair 2 blends 3/5 interpolated, 2/5 extrapolated).
+  const double f2 = cases[0]["inv_freq"][2].get<double>(), plain2 = 1.0 / std::pow(100.0, 4.0 / 16);
+  EXPECT_GT(std::abs(f2 - plain2), 0.1 * plain2);
+  EXPECT_GT(std::abs(f2 - plain2 / 4), 0.1 * plain2);
+  // Other RoPE types have no attention factor.
+  EXPECT_EQ(rope_attention_scaling(rope_config("linear", 4)), 1.0);
+}
+
+TEST(ConfigTest, YarnRefusesWhatItCannotInterpret) {
+  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "yarn"}})"), {"rope_scaling", "yarn", "factor"});
+  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4, "truncate": "no"}})"),
+                      {"rope_scaling.truncate"});
+  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4, "attention_factor": 0}})"),
+                      {"attention_factor"});
+  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4,
+      "original_max_position_embeddings": 0}})"), {"original_max_position_embeddings"});
+  expect_config_error(cfg(R"(, "rope_scaling": {"rope_type": "yarn", "factor": -2}})"), {"factor"});
+  // HF's `get(...) or default`: a null or 0 beta is the default.
+  const ModelConfig c = parse_config(cfg(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4, "beta_fast": null,
+      "beta_slow": 0}})"), "c.json");
+  EXPECT_EQ(c.rope_scaling.beta_fast, 32.0);
+  EXPECT_EQ(c.rope_scaling.beta_slow, 1.0);
+}
+
+// Qwen3-0.6B's config.json (as published): q/k norms implied by model_type,
+// head_dim 128 != 1024 / 16, tied, 40960 positions.
+const char* kQwen3 = R"({"architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024,
+  "initializer_range": 0.02, "intermediate_size": 3072, "max_position_embeddings": 40960, "max_window_layers": 28,
+  "model_type": "qwen3", "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-06, "rope_theta": 1000000, "sliding_window": null, "tie_word_embeddings": true,
+  "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": true, "use_sliding_window": false,
+  "vocab_size": 151936)";
+
+std::string qwen3(const char* rest) { return fmt::format("{}{}", kQwen3, rest); }
+
+TEST(ConfigTest, Qwen3ParsesAsHfQwen3Config) {
+  const ModelConfig c = parse_config(qwen3("}"), "q3.json");
+  EXPECT_EQ(c.model_type, "qwen3");
+  EXPECT_TRUE(c.qk_norm());
+  EXPECT_FALSE(c.qkv_bias());
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.effective_head_dim(), 128);
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.sliding_window, 0);
+  // Tied embeddings (155.6M) + 28 x (q/k/v/o 6.29M + q/k norms 256 + MLP
+  // 9.44M + 2 norms) + final norm: the model card's 0.6B (0.44B without embeddings).
+  EXPECT_EQ(c.parameter_count(), 596049920);
+  // Qwen3Config's defaults for absent keys: head_dim 128, 32 KV heads, untied.
+  const ModelConfig d = parse_config(R"({"model_type": "qwen3", "vocab_size": 64, "hidden_size": 64,
+    "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 32})", "d.json");
+  EXPECT_EQ(d.effective_head_dim(), 128);
+  EXPECT_EQ(d.num_key_value_heads, 32);
+  EXPECT_EQ(d.max_position_embeddings, 32768);
+  EXPECT_EQ(d.rms_norm_eps, 1e-6);
+  EXPECT_FALSE(d.tie_word_embeddings);
+  // Windows as Qwen2's; YaRN as Qwen3's model card configures it (factor 4
+  // over 32768 original positions; current HF keeps the given factor).
+  const ModelConfig w = parse_config(qwen3(R"(, "use_sliding_window": true, "sliding_window": 4096,
+    "max_window_layers": 20, "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+    "original_max_position_embeddings": 32768}})"), "w.json");
+  EXPECT_EQ(w.layer_window(19), 0);
+  EXPECT_EQ(w.layer_window(20), 4096);
+  EXPECT_EQ(w.rope_scaling.type, "yarn");
+  EXPECT_EQ(w.rope_scaling.factor, 4.0);
+  const ModelConfig l = parse_config(qwen3(R"(, "use_sliding_window": true, "sliding_window": 64,
+    "layer_types": [)" R"("full_attention", "sliding_attention", "full_attention", "full_attention", "full_attention",
+    "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention",
+    "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention",
+    "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention",
+    "full_attention", "full_attention", "full_attention", "full_attention", "full_attention"]})"), "l.json");
+  EXPECT_EQ(l.layer_window(1), 64);
+  EXPECT_EQ(l.layer_window(2), 0);
+  // mlp_bias is ignored as Qwen3MLP ignores it.
+  EXPECT_NO_THROW(parse_config(qwen3(R"(, "mlp_bias": true})"), "m.json"));
+  for (const ModelConfig* x : {&c, &w, &l}) {
+    const std::string saved = config_to_json(*x);
+    EXPECT_NE(saved.find("\"Qwen3ForCausalLM\""), std::string::npos) << saved;
+    const ModelConfig y = parse_config(saved, "y.json");
+    EXPECT_TRUE(y.qk_norm());
+    EXPECT_EQ(y.effective_head_dim(), 128);
+    EXPECT_EQ(y.rope_scaling.type, x->rope_scaling.type);
+    for (int64_t i = 0; i < x->num_hidden_layers; ++i) EXPECT_EQ(y.layer_window(i), x->layer_window(i)) << i;
+    EXPECT_EQ(y.parameter_count(), x->parameter_count());
+  }
+}
+
+TEST(ConfigTest, Qwen3RefusesWhatItDoesNotImplement) {
+  // attention_bias adds biases to q/k/v and o_proj (Qwen3Attention): not implemented.
+  expect_config_error(qwen3(R"(, "attention_bias": true})"), {"unsupported architecture", "attention_bias", "o_proj"});
+  expect_config_error(qwen3(R"(, "hidden_act": "gelu"})"), {"hidden_act"});
+  expect_config_error(qwen3(R"(, "layer_types": ["full_attention"]})"), {"layer_types", "28"});
+  expect_config_error(qwen3(R"(, "rope_scaling": {"rope_type": "longrope", "factor": 4.0}})"), {"longrope"});
+  // Architecture names must agree with model_type (q/k norms or not).
+  expect_config_error(R"({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen2"})", {"Qwen3ForCausalLM", "qwen2"});
+  expect_config_error(R"({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen3"})", {"Qwen2ForCausalLM", "qwen3"});
+  expect_config_error(R"({"model_type": "qwen3_moe"})", {"unsupported architecture", "qwen3_moe"});
 }
 
 }  // namespace

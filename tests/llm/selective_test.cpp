@@ -425,5 +425,33 @@ TEST(SelectiveTest, InfiniGenOnQwen2UsesTheQueryBias) {
   for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
 }
 
+// qwen3 (per-head q/k RMSNorm before RoPE, with non-trivial weights; YaRN
+// RoPE): InfiniGen's recomputed query applies q_norm and YaRN's attention
+// factor as the model does, so with all channels, no skew and lookahead 0 it
+// fetches the true top-k: recall 1. Without q_norm it would not.
+TEST(SelectiveTest, InfiniGenOnQwen3AppliesTheQueryNorm) {
+  ModelConfig c = testing::tiny_config();
+  c.model_type = "qwen3";
+  c.hidden_size = 64;
+  c.head_dim = 16;
+  c.num_hidden_layers = 4;
+  c.rope_scaling.type = "yarn";
+  c.rope_scaling.factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 32;
+  Model m = Model::random(c, 9);
+  for (auto& [name, t] : m.named_parameters())
+    if (name.find("q_norm") != std::string::npos || name.find("k_norm") != std::string::npos)
+      t.copy_(at::linspace(-3.0, 6.0, t.numel()));
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
+  SelectionConfig sc{SelectMethod::kInfiniGen};
+  sc.lookahead = 0;
+  sc.alpha = std::numeric_limits<double>::infinity();
+  SelectiveDecoder dec(m, sc, &cal);
+  KVCache cache = dec.prefill(some_tokens(60, 256, 2)).cache;
+  for (int64_t t : some_tokens(6, 256, 3)) cache = dec.step(t, cache).cache;
+  const auto recall = dec.stats().recall_per_layer();
+  for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
+}
+
 }  // namespace
 }  // namespace kvs::llm

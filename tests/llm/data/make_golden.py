@@ -2,12 +2,15 @@
 """Writes tiny Llama-family checkpoints under tests/llm/data/ (config.json,
 safetensors weights) with expected.json holding their logits and KV,
 computed here in plain Python (float64) following HF transformers'
-LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM
-(v1: embeddings times sqrt(hidden), RMSNorm times (1 + w), GeGLU with
-gelu_pytorch_tanh). Independent of the
+LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM /
+GemmaForCausalLM (v1: embeddings times sqrt(hidden), RMSNorm times (1 + w),
+GeGLU with gelu_pytorch_tanh). Independent of the
 C++ code: its own safetensors writer (F32, F16, BF16, shards + index), RoPE
-(default, linear, dynamic NTK, llama3 scaling), GQA, RMSNorm, SwiGLU, tied
-embeddings, Qwen2's q/k/v biases, and the sliding-window mask as HF's
+(default, linear, dynamic NTK, llama3 and YaRN scaling, the latter as HF's
+_compute_yarn_parameters, with its attention factor on cos and sin), GQA,
+RMSNorm, SwiGLU, tied embeddings, Qwen2's q/k/v biases, Qwen3's per-head
+q/k RMSNorm (Qwen3Attention: q_norm/k_norm over head_dim before RoPE), and
+the sliding-window mask as HF's
 masking_utils states it (causal_mask_function: kv_idx <= q_idx, AND
 sliding_window_overlay: kv_idx > q_idx - sliding_window), per layer as
 MistralConfig (all layers) and Qwen2Config.__post_init__ (layer_types, or
@@ -42,6 +45,17 @@ Cases:
   golden_gemma/         gemma: MQA (1 KV head), head_dim 8 with 4 heads over
                         hidden 24, tied by default (no key), norms around 0,
                         hidden_activation gelu_pytorch_tanh, BF16 weights.
+  golden_qwen3/         qwen3: q_norm/k_norm weights around 1 (not 1), GQA 4:2,
+                        head_dim 16 (x 4 heads != hidden 32), untied, F32;
+                        also the logits without the q/k norms and with them
+                        applied after RoPE, which must differ.
+  golden_yarn/          llama with YaRN RoPE (factor 4 = 256 / 64 positions,
+                        theta 100: the ramp spans pairs 0..5 of 8), F32, 12
+                        tokens; also the logits without the attention factor.
+  yarn_rope.json        YaRN inverse frequencies and attention factors of
+                        five rope_scaling dicts (truncate false, betas,
+                        mscale/mscale_all_dim, attention_factor, old "type",
+                        factor from the positions' ratio).
 """
 import json, math, os, struct
 
@@ -108,6 +122,7 @@ class Case:
         self.dtype = dtype
         self.windows = layer_windows(cfg, self.L)
         qkv_bias = cfg["model_type"] == "qwen2"  # Qwen2Attention: bias=True on q/k/v, not o
+        self.qk_norm = cfg["model_type"] == "qwen3"  # Qwen3Attention: q_norm, k_norm [head_dim]
         self.gemma = cfg["model_type"] == "gemma"
         # GemmaRMSNorm scales by (1 + w), its weights sit around 0.
         norm = (lambda n: [f32(0.5 * rnd()) for _ in range(n)]) if self.gemma else vec
@@ -124,6 +139,9 @@ class Case:
                 W[p + "self_attn.k_proj.bias"] = mat(1, KVH * HD, 0.5)
                 W[p + "self_attn.v_proj.bias"] = mat(1, KVH * HD, 0.5)
             W[p + "self_attn.o_proj.weight"] = mat(H, NH * HD, 0.3)
+            if self.qk_norm:
+                W[p + "self_attn.q_norm.weight"] = [vec(HD)]
+                W[p + "self_attn.k_norm.weight"] = [vec(HD)]
             W[p + "mlp.gate_proj.weight"] = mat(I, H, 0.3)
             W[p + "mlp.up_proj.weight"] = mat(I, H, 0.3)
             W[p + "mlp.down_proj.weight"] = mat(H, I, 0.3)
@@ -151,6 +169,8 @@ class Case:
         inv = [1.0 / base ** (2 * i / dim) for i in range(dim // 2)]
         if t == "linear":
             return [f / s["factor"] for f in inv]
+        if t == "yarn":
+            return yarn(self.theta, dim, self.cfg["max_position_embeddings"], s)[0]
         if t != "llama3":
             return inv
         old, lo, hi, fac = s["original_max_position_embeddings"], s["low_freq_factor"], s["high_freq_factor"], s["factor"]
@@ -166,12 +186,18 @@ class Case:
                 out.append((1 - sm) * f / fac + sm * f)
         return out
 
-    def forward(self, tokens, chunks, windows=None, extra_key=0):
+    def attention_scaling(self):
+        return yarn(self.theta, self.HD, self.cfg["max_position_embeddings"], self.rope)[1] \
+            if self.rope_type == "yarn" else 1.0
+
+    def forward(self, tokens, chunks, windows=None, extra_key=0, qk_norm="before", att=None):
         """Logits of all tokens, run as consecutive forward calls of `chunks` tokens
         each with a growing KV cache; returns (logits, last layer keys, values).
         `windows` overrides the per-layer windows (0: full attention);
         extra_key = 1 lets a windowed query also see key q - W (the
-        one_file_ref boundary), to show that the data tell the two apart."""
+        one_file_ref boundary), to show that the data tell the two apart.
+        qk_norm ("before", "after" RoPE or "none") and att (the factor on cos
+        and sin; None: the config's) also make wrong variants for qwen3/yarn."""
         windows = self.windows if windows is None else windows
         NH, KVH, HD, L, eps = self.NH, self.KVH, self.HD, self.L, self.cfg["rms_norm_eps"]
         W = self.W
@@ -194,11 +220,13 @@ class Case:
                 return 0.5 * g * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (g + 0.044715 * g ** 3)))
             return g / (1 + math.exp(-g))
 
+        scaling = self.attention_scaling() if att is None else att
+
         def rope(v, pos, inv):  # HD values of one head at position pos (rotate_half)
             half = HD // 2
             out = [0.0] * HD
             for i in range(half):
-                c, s = math.cos(pos * inv[i]), math.sin(pos * inv[i])
+                c, s = math.cos(pos * inv[i]) * scaling, math.sin(pos * inv[i]) * scaling
                 out[i] = v[i] * c - v[i + half] * s
                 out[i + half] = v[i + half] * c + v[i] * s
             return out
@@ -217,8 +245,18 @@ class Case:
                 h = rms(x, W[p + "input_layernorm.weight"])
                 q, k, v = (linear(h, W[p + f"self_attn.{m}_proj.weight"], W.get(p + f"self_attn.{m}_proj.bias"))
                            for m in "qkv")
-                qh = [[rope(q[t][a * HD:(a + 1) * HD], begin + t, inv) for a in range(NH)] for t in range(n)]
-                cache_k[l] += [[rope(k[t][a * HD:(a + 1) * HD], begin + t, inv) for a in range(KVH)] for t in range(n)]
+                # Qwen3: RMSNorm of each head over head_dim (weights q_norm/k_norm), before RoPE.
+                mode = qk_norm if self.qk_norm else "none"
+                qn = (lambda v: rms([v], W[p + "self_attn.q_norm.weight"])[0]) if mode != "none" else (lambda v: v)
+                kn = (lambda v: rms([v], W[p + "self_attn.k_norm.weight"])[0]) if mode != "none" else (lambda v: v)
+                if mode == "after":
+                    qh = [[qn(rope(q[t][a * HD:(a + 1) * HD], begin + t, inv)) for a in range(NH)] for t in range(n)]
+                    cache_k[l] += [[kn(rope(k[t][a * HD:(a + 1) * HD], begin + t, inv)) for a in range(KVH)]
+                                   for t in range(n)]
+                else:
+                    qh = [[rope(qn(q[t][a * HD:(a + 1) * HD]), begin + t, inv) for a in range(NH)] for t in range(n)]
+                    cache_k[l] += [[rope(kn(k[t][a * HD:(a + 1) * HD]), begin + t, inv) for a in range(KVH)]
+                                   for t in range(n)]
                 cache_v[l] += [[v[t][a * HD:(a + 1) * HD] for a in range(KVH)] for t in range(n)]
                 kh, vh = cache_k[l], cache_v[l]
                 att = [[0.0] * (NH * HD) for _ in range(n)]
@@ -250,12 +288,49 @@ class Case:
         return logits, last_k, last_v
 
 
+def yarn(theta, dim, max_pos, s):
+    """(inv_freq, attention_factor) as HF's _compute_yarn_parameters (current
+    version: `factor` as given, max_pos / original_max_position_embeddings
+    only when it is absent), in float64."""
+    orig = s.get("original_max_position_embeddings") or max_pos
+    factor = s.get("factor")
+    if factor is None:
+        factor = max_pos / orig
+
+    def get_mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    att = s.get("attention_factor")
+    if att is None:
+        if s.get("mscale") and s.get("mscale_all_dim"):
+            att = get_mscale(factor, s["mscale"]) / get_mscale(factor, s["mscale_all_dim"])
+        else:
+            att = get_mscale(factor)
+    beta_fast, beta_slow = s.get("beta_fast") or 32, s.get("beta_slow") or 1
+
+    def correction_dim(rot):  # the pair index at which a wave turns `rot` times over orig positions
+        return dim * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if s.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    inv = []
+    for i in range(dim // 2):
+        pos_freq = theta ** (2 * i / dim)
+        extra = 1 - min(max((i - low) / (high - low), 0.0), 1.0)  # weight of the unscaled frequency
+        inv.append(1 / (factor * pos_freq) * (1 - extra) + 1 / pos_freq * extra)
+    return inv, att
+
+
 def layer_windows(cfg, L):
     """Per-layer sliding window (0: full attention), as HF's configs decide it."""
     if cfg["model_type"] == "mistral":  # MistralModel: config.sliding_window on every layer
         return [cfg.get("sliding_window") or 0] * L
-    if cfg["model_type"] == "qwen2":
-        # Qwen2Config.__post_init__: sliding_window = sliding_window if use_sliding_window else None;
+    if cfg["model_type"] in ("qwen2", "qwen3"):
+        # Qwen2Config.__post_init__ (Qwen3Config's is the same): sliding_window = sliding_window if use_sliding_window else None;
         # layer_types default to sliding_attention for i >= max_window_layers when a window is set.
         sw = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window", False) else None
         types = cfg.get("layer_types") or [
@@ -430,6 +505,74 @@ def golden_gemma():
                    "inv_freq": c.inv_freq(len(tokens))}, f)
 
 
+def golden_qwen3():
+    out = os.path.join(HERE, "golden_qwen3")
+    cfg = {
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+        "vocab_size": 40, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000.0, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "hidden_act": "silu", "attention_bias": False, "attention_dropout": 0.0, "use_sliding_window": False,
+        "sliding_window": None, "max_window_layers": 28, "bos_token_id": 39, "eos_token_id": 38,
+    }
+    c = Case(cfg, 3003, "F32", tie=False)
+    write_cfg(out, cfg)
+    write_safetensors(os.path.join(out, "model.safetensors"), c.tensors())
+    tokens = [4, 37, 11, 0, 25, 25, 8, 19, 33, 2]
+    logits, last_k, last_v = c.forward(tokens, [len(tokens)])
+    no_norm, _, _ = c.forward(tokens, [len(tokens)], qk_norm="none")
+    after, _, _ = c.forward(tokens, [len(tokens)], qk_norm="after")
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
+                   "inv_freq": c.inv_freq(len(tokens)), "no_qk_norm_logits": no_norm,
+                   "qk_norm_after_rope_logits": after}, f)
+
+
+def golden_yarn():
+    out = os.path.join(HERE, "golden_yarn")
+    cfg = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": 32, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5, "rope_theta": 100.0, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "hidden_act": "silu",
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    }
+    c = Case(cfg, 5150, "F32", tie=False)
+    write_cfg(out, cfg)
+    write_safetensors(os.path.join(out, "model.safetensors"), c.tensors())
+    tokens = [1, 30, 7, 7, 22, 15, 0, 9, 28, 3, 17, 12]
+    logits, last_k, last_v = c.forward(tokens, [len(tokens)])
+    plain, _, _ = c.forward(tokens, [len(tokens)], att=1.0)
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
+                   "inv_freq": c.inv_freq(len(tokens)), "attention_scaling": c.attention_scaling(),
+                   "no_attention_factor_logits": plain}, f)
+
+
+def yarn_rope():
+    """YaRN frequencies for rope_test.cpp: each case's config keys and HF's numbers."""
+    cases = [
+        {"head_dim": 16, "rope_theta": 100.0, "max_position_embeddings": 256,
+         "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}},
+        {"head_dim": 32, "rope_theta": 10000.0, "max_position_embeddings": 1024,
+         "rope_scaling": {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 128,
+                          "beta_fast": 16, "beta_slow": 2, "truncate": False}},
+        {"head_dim": 64, "rope_theta": 10000.0, "max_position_embeddings": 163840,
+         "rope_scaling": {"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                          "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.707}},
+        {"head_dim": 16, "rope_theta": 500.0, "max_position_embeddings": 128,
+         "rope_scaling": {"type": "yarn", "factor": 2.0, "attention_factor": 1.5}},
+        {"head_dim": 32, "rope_theta": 1000000.0, "max_position_embeddings": 131072,
+         "rope_scaling": {"rope_type": "yarn", "original_max_position_embeddings": 32768}},
+    ]
+    for c in cases:
+        c["inv_freq"], c["attention_scaling"] = yarn(c["rope_theta"], c["head_dim"], c["max_position_embeddings"],
+                                                     c["rope_scaling"])
+    with open(os.path.join(HERE, "yarn_rope.json"), "w") as f:
+        json.dump(cases, f, indent=1)
+
+
 golden()
 golden_tied_dynamic()
 golden_mistral_bf16()
@@ -437,3 +580,6 @@ golden_qwen2()
 golden_mistral_window()
 golden_qwen2_window()
 golden_gemma()
+golden_qwen3()
+golden_yarn()
+yarn_rope()

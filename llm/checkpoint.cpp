@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/files.h"
 #include "llm/safetensors.h"
+#include "llm/torch_checkpoint.h"
 
 namespace kvs::llm {
 namespace fs = std::filesystem;
@@ -77,8 +78,13 @@ class WeightSource {
       files_["model.safetensors"] = SafetensorsFile::open(single.string());
       for (const auto& [name, info] : files_["model.safetensors"]->tensors()) where_[name] = "model.safetensors";
       missing_where_ = single.string();
+    } else if (auto pt = load_torch_weights(dir)) {  // pytorch_model.bin(.index.json); safetensors first, as HF
+      for (const auto& [name, t] : pt->tensors) where_[name] = pt->file_of.at(name);
+      torch_ = std::move(pt->tensors);
+      missing_where_ = pt->source;
     } else {
-      throw Error(fmt::format("{}: no model.safetensors or model.safetensors.index.json", dir));
+      throw Error(fmt::format("{}: no model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
+                              "pytorch_model.bin.index.json", dir));
     }
   }
 
@@ -97,17 +103,27 @@ class WeightSource {
     used_.insert(name);
     auto it = where_.find(name);
     if (it == where_.end()) throw Error(fmt::format("{}: missing tensor '{}'", missing_where_, name));
-    const auto& file = files_.at(it->second);
-    const TensorInfo& info = file->at(name);
-    if (info.shape != shape) {
+    const auto pt = torch_.find(name);  // else a safetensors file's
+    const std::string path = pt != torch_.end() ? it->second : files_.at(it->second)->path();
+    const std::vector<int64_t> have =
+        pt != torch_.end() ? pt->second.sizes().vec() : files_.at(it->second)->at(name).shape;
+    if (have != shape) {
       auto str = [](const std::vector<int64_t>& s) {
         std::string o = "[";
         for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
         return o + "]";
       };
-      throw Error(fmt::format("{}: tensor '{}' has shape {}, the config needs {}", file->path(), name, str(info.shape),
-                              str(shape)));
+      throw Error(fmt::format("{}: tensor '{}' has shape {}, the config needs {}", path, name, str(have), str(shape)));
     }
+    if (pt != torch_.end()) {
+      const at::ScalarType st = pt->second.scalar_type();
+      if (st != at::kFloat && st != at::kHalf && st != at::kBFloat16 && st != at::kDouble)
+        throw Error(fmt::format("{}: tensor '{}': dtype {} is not a floating-point weight type", path, name,
+                                at::toString(st)));
+      return pt->second.to(device, dtype).contiguous();  // a view of the mapping when nothing changes
+    }
+    const auto& file = files_.at(it->second);
+    const TensorInfo& info = file->at(name);
     const at::ScalarType st = to_scalar(info.dtype, file->path(), name);
     std::shared_ptr<SafetensorsFile> keep = file;
     at::Tensor t = at::from_blob(const_cast<uint8_t*>(info.data), shape, [keep](void*) {},
@@ -121,6 +137,7 @@ class WeightSource {
  private:
   std::map<std::string, std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, std::string> where_;
+  std::map<std::string, at::Tensor> torch_;  // pytorch_model.bin weights (views of their mappings)
   std::string missing_where_;
   std::set<std::string> used_;
 };

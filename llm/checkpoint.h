@@ -1,5 +1,7 @@
 // HF checkpoints: a folder with config.json and model.safetensors, or shards
-// model-0000i-of-0000N.safetensors listed in model.safetensors.index.json.
+// model-0000i-of-0000N.safetensors listed in model.safetensors.index.json;
+// without those, PyTorch's pytorch_model.bin or its shards listed in
+// pytorch_model.bin.index.json (llm/torch_checkpoint.h; same checks after).
 // Weights are memory-mapped; tensors already in the requested dtype on CPU are
 // views of the mapping (kept alive by the tensors themselves).
 #pragma once

@@ -192,6 +192,12 @@ int64_t SelectiveDecoder::budget_for(int64_t past) const {
   return std::clamp<int64_t>(b, 1, past);
 }
 
+int64_t SelectiveDecoder::window_begin(int64_t layer, int64_t past) const {
+  // The query at position `past` sees keys past - W < k <= past (llm/model.cpp).
+  const int64_t window = model_->config().layer_window(layer);
+  return window > 0 ? std::max<int64_t>(0, past - window + 1) : 0;
+}
+
 ForwardResult SelectiveDecoder::prefill(const std::vector<int64_t>& tokens) {
   decoding_ = false;
   ForwardResult r = model_->forward(to_tensor(tokens), KVCache{}, this);
@@ -253,28 +259,36 @@ at::Tensor SelectiveDecoder::infinigen_keep(int64_t layer, const at::Tensor& hid
   if (pk.size(1) != past)
     throw Error(fmt::format("selective: layer {} has {} partial keys, {} past tokens", layer, pk.size(1), past));
   const double scale = 1.0 / std::sqrt(double(hd));
-  const at::Tensor approx = at::matmul(pq, pk.to(at::kFloat).transpose(1, 2)) * scale;  // [kvh, group, past]
+  // Only the keys the layer's attention sees (its sliding window) are scored.
+  const int64_t begin = window_begin(layer, past), seen = past - begin;
+  at::Tensor keep = at::zeros({kvh, past}, pk.options().dtype(at::kBool));
+  if (seen < 1) return keep;
+  const at::Tensor approx =
+      at::matmul(pq, pk.narrow(1, begin, seen).to(at::kFloat).transpose(1, 2)) * scale;  // [kvh, group, seen]
   // Tokens within alpha of each head's maximum, counted per query head and
   // averaged over the layer's heads: one count per layer (kv_selection_controller).
   const at::Tensor thr = approx.amax(-1, /*keepdim=*/true) - config_.alpha;
   const double mean = (approx > thr).sum(-1).to(at::kDouble).mean().item<double>();
-  const int64_t count = std::clamp<int64_t>(int64_t(mean), 1, budget_for(past));
-  at::Tensor keep = at::zeros({kvh, past}, pk.options().dtype(at::kBool));
-  keep.scatter_(1, std::get<1>(approx.amax(1).topk(count, -1)), true);
+  const int64_t count = std::clamp<int64_t>(int64_t(mean), 1, budget_for(seen));
+  keep.narrow(1, begin, seen).scatter_(1, std::get<1>(approx.amax(1).topk(count, -1)), true);
   return keep;
 }
 
-at::Tensor SelectiveDecoder::h2o_keep(int64_t layer, int64_t past) {
+at::Tensor SelectiveDecoder::h2o_keep(int64_t layer, int64_t past, int64_t begin) {
   at::Tensor& present = h2o_present_[size_t(layer)];
   const at::Tensor& score = h2o_score_[size_t(layer)];
-  const int64_t target = budget_for(past), recent = target / 2;
+  const int64_t target = budget_for(past - begin), recent = target / 2;
   const int64_t kvh = present.size(0);
   at::Tensor is_recent = at::zeros({past}, present.options());
   is_recent.narrow(0, past - recent, recent).fill_(true);
+  // Heavy hitters come from the window only: a token that left it is never
+  // attended again, so it leaves the cache (evicted).
+  at::Tensor in_window = at::zeros({past}, present.options());
+  in_window.narrow(0, begin, past - begin).fill_(true);
   at::Tensor keep = present.logical_and(is_recent);  // [kvh, past]
   for (int64_t g = 0; g < kvh; ++g) {
     const int64_t heavy = target - keep[g].sum().item<int64_t>();
-    const at::Tensor cand = present[g].logical_and(is_recent.logical_not());
+    const at::Tensor cand = present[g].logical_and(is_recent.logical_not()).logical_and(in_window);
     const int64_t n_cand = cand.sum().item<int64_t>();
     const int64_t take = std::min(heavy, n_cand);
     if (take <= 0) continue;
@@ -285,21 +299,30 @@ at::Tensor SelectiveDecoder::h2o_keep(int64_t layer, int64_t past) {
   return keep;
 }
 
-void SelectiveDecoder::record(int64_t layer, const at::Tensor& exact, const at::Tensor& keep) {
-  // exact: [kvh, group, past + 1] scaled scores of the current query (last = its own key).
-  const int64_t kvh = exact.size(0), past = exact.size(2) - 1;
-  const at::Tensor past_scores = exact.narrow(2, 0, past);
-  const at::Tensor agg = past_scores.amax(1);  // [kvh, past]
+void SelectiveDecoder::record(int64_t layer, const at::Tensor& exact, const at::Tensor& keep, int64_t begin) {
+  // exact: [kvh, group, past + 1] scaled scores of the current query (last =
+  // its own key); the layer's attention sees keys [begin, past] (its window).
+  const int64_t kvh = exact.size(0), past = exact.size(2) - 1, seen = past - begin;
+  if (seen < 1) {  // a window of one key (the token's own): nothing to fetch
+    stats_.fetched[size_t(layer)] += 1;
+    stats_.recall[size_t(layer)] += 1;
+    stats_.mass[size_t(layer)] += 1;
+    return;
+  }
+  const at::Tensor window = exact.narrow(2, begin, seen + 1).to(at::kDouble);  // [kvh, group, seen + 1]
+  const at::Tensor in = keep.narrow(1, begin, seen);                            // [kvh, seen]
+  const at::Tensor agg = window.narrow(2, 0, seen).amax(1);                     // [kvh, seen]
   double fetched = 0, recall = 0;
   for (int64_t g = 0; g < kvh; ++g) {
-    const int64_t k = keep[g].sum().item<int64_t>();
-    fetched += double(k) / double(past);
+    const int64_t k = in[g].sum().item<int64_t>();
+    fetched += double(k) / double(seen);
     if (k == 0) continue;
     const at::Tensor top = std::get<1>(agg[g].topk(k));
-    recall += double(keep[g].index_select(0, top).sum().item<int64_t>()) / double(k);
+    recall += double(in[g].index_select(0, top).sum().item<int64_t>()) / double(k);
   }
-  const at::Tensor probs = at::softmax(exact.to(at::kDouble), -1).narrow(2, 0, past);  // [kvh, group, past]
-  const at::Tensor on = (probs * keep.unsqueeze(1).to(at::kDouble)).sum(-1);
+  // The attention the model really computes: softmax over the window's keys.
+  const at::Tensor probs = at::softmax(window, -1).narrow(2, 0, seen);  // [kvh, group, seen]
+  const at::Tensor on = (probs * in.unsqueeze(1).to(at::kDouble)).sum(-1);
   const double mass = (on / probs.sum(-1)).mean().item<double>();
   fetched /= double(kvh);
   recall /= double(kvh);
@@ -313,6 +336,7 @@ at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, co
   const int64_t kvh = keys.size(0), hd = keys.size(2), group = queries.size(0) / kvh;
   const double scale = 1.0 / std::sqrt(double(hd));
   const size_t l = size_t(layer);
+  const int64_t window = model_->config().layer_window(layer);  // 0: full attention
   if (!decoding_) {
     // Prefill: full attention; record what decoding will need.
     if (config_.method == SelectMethod::kInfiniGen) {
@@ -341,8 +365,10 @@ at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, co
         // [kvh, group, nb, n]
         at::Tensor s = at::matmul(qd.narrow(2, b0, nb), kd.transpose(1, 2).unsqueeze(1)) * scale;
         const at::Tensor pos = at::arange(b0, b0 + nb, keys.options().dtype(at::kLong)).unsqueeze(1);
-        const at::Tensor future = at::arange(n, keys.options().dtype(at::kLong)).unsqueeze(0) > pos;
-        s.masked_fill_(future, -std::numeric_limits<double>::infinity());
+        const at::Tensor kpos = at::arange(n, keys.options().dtype(at::kLong)).unsqueeze(0);
+        at::Tensor unseen = kpos > pos;  // causal, and the layer's sliding window (q - W < k <= q)
+        if (window > 0) unseen = unseen.logical_or(kpos <= pos - window);
+        s.masked_fill_(unseen, -std::numeric_limits<double>::infinity());
         acc += at::softmax(s, -1).sum({1, 2});
       }
       h2o_score_[l] = acc;
@@ -355,28 +381,40 @@ at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, co
   if (past < 1) return {};
   const at::Tensor exact =
       at::matmul(queries.reshape({kvh, group, hd}), keys.transpose(1, 2)) * scale;  // [kvh, group, past + 1]
-  at::Tensor keep;  // [kvh, past] bool
+  // The past keys the layer's attention sees: [begin, past) (all but on a
+  // sliding-window layer). Every method chooses among them only.
+  const int64_t begin = window_begin(layer, past), seen = past - begin;
+  at::Tensor keep;  // [kvh, past] bool, false outside [begin, past)
   if (selects(layer)) {
-    switch (config_.method) {
-      case SelectMethod::kInfiniGen:
-        keep = speculated_[l];
-        if (!keep.defined()) throw Error(fmt::format("selective: layer {} was not speculated", layer));
-        break;
-      case SelectMethod::kOracle: {
-        const at::Tensor agg = exact.narrow(2, 0, past).amax(1);
-        keep = at::zeros({kvh, past}, keys.options().dtype(at::kBool));
-        keep.scatter_(1, std::get<1>(agg.topk(budget_for(past), -1)), true);
-        break;
+    const auto bool_opts = keys.options().dtype(at::kBool);
+    if (seen < 1) {
+      keep = at::zeros({kvh, past}, bool_opts);  // only the token's own key is seen
+    } else {
+      switch (config_.method) {
+        case SelectMethod::kInfiniGen:
+          keep = speculated_[l];
+          if (!keep.defined()) throw Error(fmt::format("selective: layer {} was not speculated", layer));
+          break;
+        case SelectMethod::kOracle: {
+          const at::Tensor agg = exact.narrow(2, begin, seen).amax(1);
+          keep = at::zeros({kvh, past}, bool_opts);
+          keep.narrow(1, begin, seen).scatter_(1, std::get<1>(agg.topk(budget_for(seen), -1)), true);
+          break;
+        }
+        case SelectMethod::kStreaming: {
+          // Sink tokens that left the window are not attended: the budget
+          // goes to recent tokens instead. Sinks in the window are at its
+          // front and the recent tokens at its back, so they never overlap.
+          const int64_t b = budget_for(seen), sink_end = std::min(config_.sink_tokens, b);
+          const int64_t sinks = std::max<int64_t>(0, sink_end - begin);
+          keep = at::zeros({kvh, past}, bool_opts);
+          if (sinks > 0) keep.narrow(1, begin, sinks).fill_(true);
+          keep.narrow(1, past - (b - sinks), b - sinks).fill_(true);
+          break;
+        }
+        case SelectMethod::kH2O: keep = h2o_keep(layer, past, begin); break;
+        case SelectMethod::kFull: break;
       }
-      case SelectMethod::kStreaming: {
-        const int64_t b = budget_for(past), sink = std::min(config_.sink_tokens, b);
-        keep = at::zeros({kvh, past}, keys.options().dtype(at::kBool));
-        keep.narrow(1, 0, sink).fill_(true);
-        keep.narrow(1, past - (b - sink), b - sink).fill_(true);
-        break;
-      }
-      case SelectMethod::kH2O: keep = h2o_keep(layer, past); break;
-      case SelectMethod::kFull: break;
     }
   }
   if (config_.method == SelectMethod::kInfiniGen) {
@@ -399,7 +437,7 @@ at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, co
     stats_.mass[l] += 1;
     return {};
   }
-  record(layer, exact, keep);
+  record(layer, exact, keep, begin);
   return at::cat({keep, at::ones({kvh, 1}, keep.options())}, 1).unsqueeze(1);  // [kvh, 1, past + 1]
 }
 

@@ -5,6 +5,16 @@
 // against the full cache (fetched fraction, recall of the true top-k, KL
 // divergence, loss, greedy agreement, task accuracy). docs/selective-format.md
 // describes the methods and the measures.
+//
+// Sliding-window layers (ModelConfig::layer_window W > 0): the query at
+// position q sees only keys q - W < k <= q, so "past tokens" of a layer
+// below means the past keys its full attention reads: all of them, or the
+// window's min(past, W - 1). Every method chooses among those (StreamingLLM's
+// sinks that left the window are not fetched; H2O evicts tokens that left
+// it; InfiniGen scores only the window's partial keys), the budget and the
+// fetched fraction are relative to them (so 1 = what full attention on that
+// layer reads), and recall and mass are measured against the windowed
+// attention the model computes.
 #pragma once
 
 #include <cstdint>
@@ -56,7 +66,7 @@ SelectMethod method_from_name(const std::string& name);  // throws kvs::Error na
 struct SelectionConfig {
   SelectMethod method = SelectMethod::kFull;
   // At most this fraction of the past tokens per step, layer and KV head
-  // (floor, at least 1); budget_tokens > 0 caps by a count instead
+  // (of the window's on a windowed layer; floor, at least 1); budget_tokens > 0 caps by a count instead
   // (InfiniGen's max_num_kv). Baselines fetch exactly the budget.
   double budget = 0.2;
   int64_t budget_tokens = 0;
@@ -81,9 +91,13 @@ struct SelectionConfig {
 
 // Running sums of the selection measures over decoding steps.
 struct SelectionStats {
-  std::vector<double> fetched;  // per layer: sum over steps of fetched / past tokens (mean over KV heads)
-  std::vector<double> recall;   // per layer: sum over steps of recall of the true top-k
-  std::vector<double> mass;     // per layer: sum over steps of the exact attention mass on fetched tokens
+  // Per layer, sums over steps (means over KV heads) of: fetched / past
+  // tokens the layer's full attention reads (its window's on a windowed
+  // layer); recall of the true top-k of those; the exact (windowed)
+  // attention mass on fetched tokens, as a share of the mass on past tokens.
+  std::vector<double> fetched;
+  std::vector<double> recall;
+  std::vector<double> mass;
   int64_t steps = 0;            // decoding steps (one token each) with a non-empty past
   std::vector<std::vector<double>> step_fetched;  // per recorded step: per layer fraction (when record_steps)
   bool record_steps = false;
@@ -125,11 +139,16 @@ class SelectiveDecoder : public AttentionHook {
 
  private:
   void check_config() const;  // throws kvs::Error on a bad config_
-  int64_t budget_for(int64_t past) const;
+  int64_t budget_for(int64_t past) const;  // of `past` candidate tokens
   // [kvh, past] bool: the tokens each KV head of `layer` fetches.
   at::Tensor infinigen_keep(int64_t layer, const at::Tensor& previous_input);
-  at::Tensor h2o_keep(int64_t layer, int64_t past);
-  void record(int64_t layer, const at::Tensor& exact_scores, const at::Tensor& keep);
+  at::Tensor h2o_keep(int64_t layer, int64_t past, int64_t begin);
+  // Adds one step's fetched fraction, recall and mass of `layer`, over the
+  // past keys [begin, past) its attention sees.
+  void record(int64_t layer, const at::Tensor& exact_scores, const at::Tensor& keep, int64_t begin);
+  // First past key the query at position `past` sees in `layer` (0 unless
+  // the layer has a sliding window W: max(0, past - W + 1)).
+  int64_t window_begin(int64_t layer, int64_t past) const;
 
   const Model* model_;
   SelectionConfig config_;

@@ -453,5 +453,197 @@ TEST(SelectiveTest, InfiniGenOnQwen3AppliesTheQueryNorm) {
   for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
 }
 
+// ---- sliding-window layers --------------------------------------------------------
+
+constexpr int64_t kWindow = 8;  // keys q - 8 < k <= q: 7 past keys and the token's own
+
+// test_model's shape with sliding windows of kWindow tokens: mistral on every
+// layer, or qwen2 on layers 1 and 3 only (layer_types; 0 and 2 full).
+Model windowed_model(const std::string& type) {
+  ModelConfig c = testing::tiny_config();
+  c.model_type = type;
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 4;
+  c.max_position_embeddings = 512;
+  c.sliding_window = kWindow;
+  if (type == "qwen2")
+    c.layer_types = {"full_attention", "sliding_attention", "full_attention", "sliding_attention"};
+  Model m = Model::random(c, 7);
+  for (auto& [name, t] : m.named_parameters())
+    if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos) t.mul_(10.0);
+  return m;
+}
+
+// First past key that the query at position `past` sees in `layer`.
+int64_t first_seen(const Model& m, int64_t layer, int64_t past) {
+  const int64_t w = m.config().layer_window(layer);
+  return w > 0 ? std::max<int64_t>(0, past - w + 1) : 0;
+}
+
+// Records each decoding step's queries, keys and returned mask.
+struct WindowSpy : SelectiveDecoder {
+  using SelectiveDecoder::SelectiveDecoder;
+  struct Call {
+    int64_t layer;
+    at::Tensor q, k, keep;
+  };
+  std::vector<Call> calls;
+  at::Tensor select(int64_t layer, const at::Tensor& q, const at::Tensor& k) override {
+    at::Tensor keep = SelectiveDecoder::select(layer, q, k);
+    if (q.size(1) == 1) calls.push_back({layer, q.clone(), k.clone(), keep});
+    return keep;
+  }
+};
+
+const std::vector<SelectMethod> kSelecting = {SelectMethod::kInfiniGen, SelectMethod::kOracle,
+                                              SelectMethod::kStreaming, SelectMethod::kH2O};
+
+// On a windowed layer every method picks among the window's 7 past keys only
+// (StreamingLLM's sinks, 32 tokens back, are not fetched), exactly its budget
+// of them (a share of the window: floor(0.5 x 7) = 3, or 3 tokens), and the
+// fetched fraction is relative to the window; full layers are unchanged
+// (floor(0.5 x past) / past).
+TEST(SelectiveTest, WindowedLayersFetchOnlyInsideTheWindow) {
+  for (const std::string type : {"mistral", "qwen2"}) {
+    const Model m = windowed_model(type);
+    const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
+    for (SelectMethod method : kSelecting) {
+      for (int64_t count : {0, 3}) {
+        SelectionConfig c{method};
+        c.budget = 0.5;
+        c.budget_tokens = count;
+        c.alpha = 1e9;  // speculation would take everything: the budget decides
+        c.full_front_layers = 1;  // InfiniGen selects layers 1-3
+        const std::string what = fmt::format("{} {} budget_tokens {}", type, method_name(method), count);
+        WindowSpy spy(m, c, &cal);
+        spy.stats().record_steps = true;
+        KVCache cache = spy.prefill(some_tokens(40, 256, 2)).cache;
+        for (int64_t t : some_tokens(8, 256, 3)) cache = spy.step(t, cache).cache;
+        ASSERT_EQ(spy.stats().step_fetched.size(), 8u);
+        int64_t windowed_masks = 0;
+        std::vector<double> want(4, 0.0);  // per layer: sum over steps of the expected fraction
+        for (const auto& call : spy.calls) {
+          const int64_t past = call.k.size(1) - 1, begin = first_seen(m, call.layer, past), seen = past - begin;
+          if (!call.keep.defined()) {  // loaded in full
+            EXPECT_TRUE(method == SelectMethod::kInfiniGen && call.layer == 0) << what;
+            want[size_t(call.layer)] += 1;
+            continue;
+          }
+          const at::Tensor keep = call.keep.squeeze(1);  // [kvh, past + 1]
+          EXPECT_FALSE(keep.narrow(1, 0, begin).any().item<bool>()) << what << " layer " << call.layer;
+          const int64_t budget = count > 0 ? std::min(count, seen) : int64_t(0.5 * double(seen));
+          const at::Tensor fetched = keep.narrow(1, begin, seen).sum(-1);
+          EXPECT_TRUE(fetched.eq(budget).all().item<bool>()) << what << " layer " << call.layer;
+          EXPECT_LE(fetched.max().item<int64_t>(), seen) << what;
+          want[size_t(call.layer)] += double(budget) / double(seen);
+          windowed_masks += begin > 0;
+        }
+        int64_t windowed_selecting = 0;  // layers with a window where the method selects
+        for (int64_t l = 0; l < 4; ++l)
+          windowed_selecting += m.config().layer_window(l) > 0 && (method != SelectMethod::kInfiniGen || l > 0);
+        EXPECT_EQ(windowed_masks, 8 * windowed_selecting) << what;
+        const auto per_layer = spy.stats().fetched_per_layer();
+        for (size_t l = 0; l < 4; ++l) {
+          EXPECT_NEAR(per_layer[l], want[l] / 8, 1e-12) << what << " layer " << l;
+          if (m.config().layer_window(int64_t(l)) > 0 && (method != SelectMethod::kInfiniGen || l > 0)) {
+            for (const auto& row : spy.stats().step_fetched) EXPECT_NEAR(row[l], 3.0 / 7.0, 1e-12) << what;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Every layer windowed (mistral, W 8): fetching the window's 7 past keys is a
+// full budget, so every method's output equals the full cache's exactly and
+// fetched fraction, recall and attention mass are 1 (the oracle's recall is 1
+// at any budget >= the window); so is a larger budget.
+TEST(SelectiveTest, WindowBudgetIsAFullBudget) {
+  const Model m = windowed_model("mistral");
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
+  const auto ctx = some_tokens(40, 256, 3), next = some_tokens(10, 256, 4);
+  for (SelectMethod method : kSelecting) {
+    for (int64_t count : {kWindow - 1, 3 * kWindow}) {
+      SelectionConfig c{method};
+      c.budget_tokens = count;
+      c.alpha = std::numeric_limits<double>::infinity();
+      SelectiveDecoder full(m, SelectionConfig{}), sel(m, c, &cal);
+      KVCache a = full.prefill(ctx).cache, b = sel.prefill(ctx).cache;
+      for (int64_t t : next) {
+        ForwardResult ra = full.step(t, a), rb = sel.step(t, b);
+        ASSERT_TRUE(at::equal(ra.logits, rb.logits)) << method_name(method) << " budget_tokens " << count;
+        a = std::move(ra.cache);
+        b = std::move(rb.cache);
+      }
+      EXPECT_DOUBLE_EQ(sel.stats().mean_fetched(), 1.0) << method_name(method);
+      EXPECT_DOUBLE_EQ(sel.stats().mean_recall(), 1.0) << method_name(method);
+      EXPECT_DOUBLE_EQ(sel.stats().mean_mass(), 1.0) << method_name(method);
+    }
+  }
+  // The whole evaluation with the oracle at the window's budget: no KL, no loss increase, full agreement.
+  SelectiveContext sc;
+  sc.context = ctx;
+  sc.continuation = some_tokens(8, 256, 5);
+  sc.greedy_tokens = 6;
+  const SelectiveReference ref = make_selective_reference(m, sc);
+  SelectionConfig c{SelectMethod::kOracle};
+  c.budget_tokens = kWindow - 1;
+  SelectiveDecoder dec(m, c);
+  const KVCache cache = dec.prefill(sc.context).cache;
+  const SelectiveResult r = evaluate_selective(m, sc, dec, cache, &ref);
+  EXPECT_EQ(r.kl_divergence, 0.0);
+  EXPECT_EQ(r.loss_increase, 0.0);
+  EXPECT_EQ(r.greedy_agreement, 1.0);
+  EXPECT_EQ(r.fetched, 1.0);
+  EXPECT_EQ(r.mass, 1.0);
+}
+
+// Recall and attention mass on the windowed layers (qwen2, layers 1 and 3)
+// are those of the attention the model computes there: recomputed here from
+// each step's queries, keys and mask with the softmax over the window's keys
+// (its own included). InfiniGen with exact speculation (all channels, no
+// skew, lookahead 0) scores only the window's keys, so it fetches their true
+// top-k: recall 1.
+TEST(SelectiveTest, WindowedRecallAndMassFollowTheWindowedAttention) {
+  const Model m = windowed_model("qwen2");
+  const SkewCalibration exact = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
+  for (SelectMethod method : kSelecting) {
+    SelectionConfig c{method};
+    c.budget = 0.3;
+    c.alpha = std::numeric_limits<double>::infinity();
+    c.lookahead = 0;
+    WindowSpy spy(m, c, &exact);
+    const KVCache cache = spy.prefill(some_tokens(40, 256, 2)).cache;
+    spy.step(17, cache);  // one step: the stats' sums are that step's values
+    for (const auto& call : spy.calls) {
+      const int64_t l = call.layer;
+      if (m.config().layer_window(l) == 0 || !call.keep.defined()) continue;
+      const int64_t past = call.k.size(1) - 1, begin = first_seen(m, l, past), seen = past - begin;
+      const int64_t kvh = call.k.size(0), group = call.q.size(0) / kvh;
+      const at::Tensor scores = gqa_scores(call.q, call.k).squeeze(1) / std::sqrt(16.0);  // [heads, past + 1]
+      const at::Tensor probs = at::softmax(scores.narrow(1, begin, seen + 1), -1).narrow(1, 0, seen);
+      const at::Tensor in = call.keep.squeeze(1).narrow(1, begin, seen);  // [kvh, seen]
+      ASSERT_FALSE(call.keep.squeeze(1).narrow(1, 0, begin).any().item<bool>()) << method_name(method);
+      const at::Tensor in_heads = in.repeat_interleave(group, 0).to(at::kDouble);
+      const double mass = ((probs * in_heads).sum(-1) / probs.sum(-1)).mean().item<double>();
+      double recall = 0;
+      for (int64_t g = 0; g < kvh; ++g) {
+        const at::Tensor agg = scores.narrow(0, g * group, group).narrow(1, begin, seen).amax(0);
+        const int64_t k = in[g].sum().item<int64_t>();
+        recall += double(in[g].index_select(0, std::get<1>(agg.topk(k))).sum().item<int64_t>()) / double(k) /
+                  double(kvh);
+      }
+      // The decoder's scores are fp32 products (the model's), these float64.
+      EXPECT_NEAR(spy.stats().mass[size_t(l)], mass, 1e-6) << method_name(method) << " layer " << l;
+      EXPECT_NEAR(spy.stats().recall[size_t(l)], recall, 1e-12) << method_name(method) << " layer " << l;
+      EXPECT_LT(mass, 1.0) << method_name(method);
+      if (method == SelectMethod::kOracle || method == SelectMethod::kInfiniGen) {
+        EXPECT_NEAR(spy.stats().recall[size_t(l)], 1.0, 1e-12) << method_name(method) << " layer " << l;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvs::llm

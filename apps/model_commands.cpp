@@ -175,12 +175,13 @@ void add_model_init(CLI::App& app) {
   cmd->add_option("--rope-theta", c->rope_theta, "RoPE base")->capture_default_str();
   cmd->add_flag("--tie", c->tie_word_embeddings, "Tie the LM head to the embedding");
   cmd->add_option("--model-type", c->model_type,
-                  "llama, mistral, qwen2 (q/k/v biases), qwen3 (q/k norms; head dim: --head-dim) or gemma (v1)")
+                  "llama, mistral, qwen2 (q/k/v biases), qwen3 (q/k norms; head dim: --head-dim), gemma (v1) or "
+                  "phi3 (fused qkv_proj/gate_up_proj weights)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3", "gemma"}));
+      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3", "gemma", "phi3"}));
   cmd->add_option("--sliding-window", c->sliding_window,
-                  "Sliding-window attention span in tokens (0: none; mistral: every layer, qwen2/qwen3: layers >= "
-                  "--max-window-layers)")
+                  "Sliding-window attention span in tokens (0: none; mistral/phi3: every layer, qwen2/qwen3: layers "
+                  ">= --max-window-layers)")
       ->capture_default_str();
   cmd->add_option("--max-window-layers", c->max_window_layers, "qwen2/qwen3: the first windowed layer")->capture_default_str();
   cmd->add_option("--seed", *seed, "Random seed")->capture_default_str();

@@ -142,6 +142,34 @@ class WeightSource {
   std::set<std::string> used_;
 };
 
+// phi3's checkpoint names: q/k/v rows concatenated into self_attn.qkv_proj
+// and gate/up into mlp.gate_up_proj, at the place of q_proj and gate_proj.
+std::vector<std::pair<std::string, at::Tensor>> fuse_projections(
+    const std::vector<std::pair<std::string, at::Tensor>>& params) {
+  std::map<std::string, at::Tensor> by_name(params.begin(), params.end());
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& [name, t] : params) {
+    const auto fuse = [&](const std::string& first, const std::vector<std::string>& parts, const std::string& fused) {
+      const std::string prefix = name.substr(0, name.size() - first.size());
+      std::vector<at::Tensor> rows;
+      for (const auto& part : parts) rows.push_back(by_name.at(prefix + part).detach());
+      out.emplace_back(prefix + fused, at::cat(rows, 0));
+    };
+    if (ends_with(name, "self_attn.q_proj.weight"))
+      fuse("self_attn.q_proj.weight", {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"},
+           "self_attn.qkv_proj.weight");
+    else if (ends_with(name, "mlp.gate_proj.weight"))
+      fuse("mlp.gate_proj.weight", {"mlp.gate_proj.weight", "mlp.up_proj.weight"}, "mlp.gate_up_proj.weight");
+    else if (!ends_with(name, "self_attn.k_proj.weight") && !ends_with(name, "self_attn.v_proj.weight") &&
+             !ends_with(name, "mlp.up_proj.weight"))
+      out.emplace_back(name, t);
+  }
+  return out;
+}
+
 }  // namespace
 
 at::Device parse_device(const std::string& name, const std::string& what) {
@@ -177,9 +205,18 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
     const std::string p = fmt::format("model.layers.{}.", i);
     LayerWeights w;
     w.input_layernorm = get(p + "input_layernorm.weight", {H});
-    w.q_proj = get(p + "self_attn.q_proj.weight", {q, H});
-    w.k_proj = get(p + "self_attn.k_proj.weight", {kv, H});
-    w.v_proj = get(p + "self_attn.v_proj.weight", {kv, H});
+    if (c.fused_projections()) {
+      // phi3: one qkv_proj, q rows then k then v (Phi3Attention slices it
+      // so); views of it, so the weights are held once.
+      const at::Tensor qkv = get(p + "self_attn.qkv_proj.weight", {q + 2 * kv, H});
+      w.q_proj = qkv.narrow(0, 0, q);
+      w.k_proj = qkv.narrow(0, q, kv);
+      w.v_proj = qkv.narrow(0, q + kv, kv);
+    } else {
+      w.q_proj = get(p + "self_attn.q_proj.weight", {q, H});
+      w.k_proj = get(p + "self_attn.k_proj.weight", {kv, H});
+      w.v_proj = get(p + "self_attn.v_proj.weight", {kv, H});
+    }
     if (c.qkv_bias()) {  // qwen2; elsewhere a bias in the file is an unused tensor, refused below
       w.q_bias = get(p + "self_attn.q_proj.bias", {q});
       w.k_bias = get(p + "self_attn.k_proj.bias", {kv});
@@ -191,8 +228,15 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
       w.k_norm = get(p + "self_attn.k_norm.weight", {hd});
     }
     w.post_attention_layernorm = get(p + "post_attention_layernorm.weight", {H});
-    w.gate_proj = get(p + "mlp.gate_proj.weight", {I, H});
-    w.up_proj = get(p + "mlp.up_proj.weight", {I, H});
+    if (c.fused_projections()) {
+      // phi3: gate_up_proj, gate rows then up (Phi3MLP: gate, up = chunk(2)).
+      const at::Tensor gate_up = get(p + "mlp.gate_up_proj.weight", {2 * I, H});
+      w.gate_proj = gate_up.narrow(0, 0, I);
+      w.up_proj = gate_up.narrow(0, I, I);
+    } else {
+      w.gate_proj = get(p + "mlp.gate_proj.weight", {I, H});
+      w.up_proj = get(p + "mlp.up_proj.weight", {I, H});
+    }
     w.down_proj = get(p + "mlp.down_proj.weight", {H, I});
     layers.push_back(std::move(w));
   }
@@ -227,7 +271,9 @@ void save_model(const Model& model, const std::string& dir, uint64_t max_shard_b
   c.torch_dtype = config_dtype_name(model.dtype());
   std::vector<at::Tensor> cpu;  // keeps the bytes alive until written
   std::vector<TensorView> views;
-  for (const auto& [name, t] : model.named_parameters()) {
+  auto params = model.named_parameters();
+  if (c.fused_projections()) params = fuse_projections(params);
+  for (const auto& [name, t] : params) {
     at::Tensor h = t.detach().to(at::kCPU).contiguous();
     cpu.push_back(h);
     TensorView v;

@@ -36,7 +36,12 @@ double get_double(const json& j, const std::string& key, const std::string& file
   return j[key].get<double>();
 }
 
-RopeScaling parse_rope(const json& r, const std::string& file, const std::string& key, int64_t max_pos) {
+// phi3_original_max > 0: a phi3 config with this top-level
+// original_max_position_embeddings (Phi3Config's default 4096); its
+// partial_rotary_factor is read by the caller.
+RopeScaling parse_rope(const json& r, const std::string& file, const std::string& key, int64_t max_pos,
+                       int64_t phi3_original_max = 0) {
+  const bool allow_partial = phi3_original_max > 0;
   if (!r.is_object()) fail(file, fmt::format("key '{}' must be an object", key));
   RopeScaling s;
   std::string type;
@@ -46,7 +51,7 @@ RopeScaling parse_rope(const json& r, const std::string& file, const std::string
     type = r[name].get<std::string>();
     break;
   }
-  if (r.contains("partial_rotary_factor") && !r["partial_rotary_factor"].is_null() &&
+  if (!allow_partial && r.contains("partial_rotary_factor") && !r["partial_rotary_factor"].is_null() &&
       !(r["partial_rotary_factor"].is_number() && r["partial_rotary_factor"].get<double>() == 1.0))
     fail(file, fmt::format("unsupported architecture: {}.partial_rotary_factor is not 1 (Llama rotates the whole head)",
                            key));
@@ -60,6 +65,42 @@ RopeScaling parse_rope(const json& r, const std::string& file, const std::string
   }
   s.type = type;
   if (type == "default") return s;
+  if (allow_partial) {
+    // Phi3Config accepts default and longrope only, and renames the older
+    // "su" and "yarn" to longrope (so a phi3 "yarn" is not YaRN).
+    if (type != "longrope" && type != "su" && type != "yarn")
+      fail(file, fmt::format("unsupported architecture: phi3 with {} type '{}' (Phi3Config accepts only default "
+                             "and longrope, with its older names su and yarn)", key, type));
+    s.type = "longrope";
+    // HF's _compute_longrope_parameters: per-frequency divisors, short_factor
+    // while the forward call's last position + 1 <= original_max_position_embeddings,
+    // long_factor past it; cos and sin times attention_factor (default
+    // sqrt(1 + ln(factor) / ln(original)), factor = max / original positions).
+    s.original_max_position_embeddings =
+        get_int(r, "original_max_position_embeddings", file + ": " + key, phi3_original_max);
+    if (s.original_max_position_embeddings <= 0)
+      fail(file, fmt::format("{}: original_max_position_embeddings must be > 0", key));
+    const double ratio = double(max_pos) / double(s.original_max_position_embeddings);
+    if (r.contains("factor") && !r["factor"].is_null() && get_double(r, "factor", file + ": " + key) != ratio)
+      fail(file, fmt::format("{}: longrope 'factor' {} differs from max_position_embeddings / "
+                             "original_max_position_embeddings = {} (current HF uses the factor, older HF the ratio "
+                             "for Phi-3: ambiguous, refused)", key, r["factor"].dump(), ratio));
+    s.factor = ratio;
+    for (const char* name : {"short_factor", "long_factor"}) {
+      if (!r.contains(name) || !r[name].is_array() || r[name].empty())
+        fail(file, fmt::format("{}: longrope needs '{}' (a list of numbers)", key, name));
+      auto& out = std::string(name) == "short_factor" ? s.short_factor : s.long_factor;
+      for (size_t i = 0; i < r[name].size(); ++i) {
+        if (!r[name][i].is_number() || r[name][i].get<double>() <= 0)
+          fail(file, fmt::format("{}.{}[{}] must be a number > 0", key, name, i));
+        out.push_back(r[name][i].get<double>());
+      }
+    }
+    s.attention_factor = get_double(r, "attention_factor", file + ": " + key, 0.0);
+    if (r.contains("attention_factor") && !r["attention_factor"].is_null() && s.attention_factor <= 0)
+      fail(file, fmt::format("{}.attention_factor must be > 0", key));
+    return s;
+  }
   if (type != "linear" && type != "dynamic" && type != "llama3" && type != "yarn")
     fail(file, fmt::format("{}: unsupported rope type '{}' (expected default, linear, dynamic, llama3 or yarn)", key,
                            type));
@@ -130,8 +171,8 @@ void ModelConfig::validate(const std::string& where) const {
     if (!ok) fail(where, what);
   };
   need(model_type == "llama" || model_type == "mistral" || model_type == "qwen2" || model_type == "qwen3" ||
-           model_type == "gemma",
-       fmt::format("model_type '{}' is not llama, mistral, qwen2, qwen3 or gemma", model_type));
+           model_type == "gemma" || model_type == "phi3",
+       fmt::format("model_type '{}' is not llama, mistral, qwen2, qwen3, gemma or phi3", model_type));
   need(!gemma() || sliding_window == 0, "gemma (v1) has no sliding window");
   need(vocab_size > 0, "vocab_size must be > 0");
   need(hidden_size > 0, "hidden_size must be > 0");
@@ -145,6 +186,16 @@ void ModelConfig::validate(const std::string& where) const {
   need(head_dim > 0 || hidden_size % num_attention_heads == 0,
        "hidden_size must be a multiple of num_attention_heads when head_dim is not given");
   need(effective_head_dim() % 2 == 0, "head_dim must be even (RoPE rotates pairs)");
+  need(partial_rotary_factor == 1.0 || model_type == "phi3", "partial_rotary_factor != 1 is only read for phi3");
+  need(rope_scaling.type != "longrope" || model_type == "phi3", "longrope RoPE is only read for phi3");
+  need(rope_scaling.type != "longrope" ||
+           (int64_t(rope_scaling.short_factor.size()) == rotary_dim() / 2 &&
+            int64_t(rope_scaling.long_factor.size()) == rotary_dim() / 2),
+       fmt::format("longrope short_factor/long_factor have {}/{} entries, rotary_dim / 2 is {}",
+                   rope_scaling.short_factor.size(), rope_scaling.long_factor.size(), rotary_dim() / 2));
+  need(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0 && rotary_dim() > 0 && rotary_dim() % 2 == 0,
+       fmt::format("partial_rotary_factor {} gives {} rotary dims of head_dim {} (must be even and > 0)",
+                   partial_rotary_factor, rotary_dim(), effective_head_dim()));
   need(max_position_embeddings > 0, "max_position_embeddings must be > 0");
   need(sliding_window >= 0, "sliding_window must be > 0 (or null)");
   need(layer_types.empty() || qwen_windows(), "layer_types is only read for qwen2 and qwen3");
@@ -161,8 +212,11 @@ void ModelConfig::validate(const std::string& where) const {
   need(rms_norm_eps > 0, "rms_norm_eps must be > 0");
   need(rope_theta > 0, "rope_theta must be > 0");
   const auto& s = rope_scaling;
-  need(s.type == "default" || s.type == "linear" || s.type == "dynamic" || s.type == "llama3" || s.type == "yarn",
-       fmt::format("rope type '{}' is not default, linear, dynamic, llama3 or yarn", s.type));
+  need(s.type == "default" || s.type == "linear" || s.type == "dynamic" || s.type == "llama3" || s.type == "yarn" ||
+           s.type == "longrope",
+       fmt::format("rope type '{}' is not default, linear, dynamic, llama3, yarn or longrope (phi3)", s.type));
+  need(s.type != "longrope" || (s.original_max_position_embeddings > 0 && s.attention_factor >= 0),
+       "rope longrope: original_max_position_embeddings must be > 0, attention_factor >= 0 (0: derived)");
   need(s.type != "yarn" || (s.beta_fast > 0 && s.beta_slow > 0 && s.attention_factor >= 0),
        "rope yarn: beta_fast and beta_slow must be > 0, attention_factor >= 0 (0: derived)");
   need(s.type == "default" || s.factor > 0, "rope factor must be > 0");
@@ -195,16 +249,17 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
                                      ? j["model_type"].get<std::string>() : std::string();
   if (model_type.empty()) fail(file, "missing key 'model_type'");
   if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "qwen3" &&
-      model_type != "gemma")
-    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama, mistral, qwen2, qwen3 or "
-                           "gemma)", model_type));
+      model_type != "gemma" && model_type != "phi3")
+    fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama, mistral, qwen2, qwen3, "
+                           "gemma or phi3)", model_type));
   const bool qwen2 = model_type == "qwen2", qwen3 = model_type == "qwen3", gemma = model_type == "gemma";
+  const bool phi3 = model_type == "phi3";
   if (model_type == "mistral" && !j.contains("sliding_window"))
     fail(file, "mistral without key 'sliding_window' (HF's MistralConfig then uses a 4096-token window; write "
                "\"sliding_window\": null for full attention or the window's size)");
   if (j.contains("quantization_config") && !j["quantization_config"].is_null())
     fail(file, "unsupported: a quantized checkpoint ('quantization_config' is set); only float weights load");
-  if (j.contains("partial_rotary_factor") && !j["partial_rotary_factor"].is_null() &&
+  if (!phi3 && j.contains("partial_rotary_factor") && !j["partial_rotary_factor"].is_null() &&
       !(j["partial_rotary_factor"].is_number() && j["partial_rotary_factor"].get<double>() == 1.0))
     fail(file, "unsupported architecture: partial_rotary_factor is not 1 (Llama rotates the whole head)");
   if (j.contains("architectures") && j["architectures"].is_array()) {
@@ -212,21 +267,24 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
       if (!a.is_string()) continue;
       const auto s = a.get<std::string>();
       if (s != "LlamaForCausalLM" && s != "MistralForCausalLM" && s != "Qwen2ForCausalLM" && s != "Qwen3ForCausalLM" &&
-          s != "GemmaForCausalLM")
+          s != "GemmaForCausalLM" && s != "Phi3ForCausalLM")
         fail(file, fmt::format("unsupported architecture '{}' (expected LlamaForCausalLM, MistralForCausalLM, "
-                               "Qwen2ForCausalLM, Qwen3ForCausalLM or GemmaForCausalLM)", s));
-      // Qwen2's attention has biases, Qwen3's q/k norms and Gemma's layers
-      // differ: a mix-up changes the computation.
+                               "Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM or Phi3ForCausalLM)", s));
+      // Qwen2's attention has biases, Qwen3's q/k norms, Gemma's layers and
+      // Phi-3's weight names differ: a mix-up changes the computation.
       if ((s == "Qwen2ForCausalLM") != qwen2 || (s == "Qwen3ForCausalLM") != qwen3 ||
-          (s == "GemmaForCausalLM") != gemma)
+          (s == "GemmaForCausalLM") != gemma || (s == "Phi3ForCausalLM") != phi3)
         fail(file, fmt::format("architecture '{}' does not match model_type '{}'", s, model_type));
     }
   }
   // (Qwen2 hard-codes its biases and ignores these keys, as HF does; Qwen3's
-  // MLP ignores mlp_bias.)
+  // and Phi-3's MLPs ignore mlp_bias.)
   for (const char* bias : {"attention_bias", "mlp_bias"}) {
     if (!(j.contains(bias) && j[bias].is_boolean() && j[bias].get<bool>()) || qwen2) continue;
-    if (qwen3 && std::string(bias) == "mlp_bias") continue;
+    if ((qwen3 || phi3) && std::string(bias) == "mlp_bias") continue;
+    if (phi3)
+      fail(file, "unsupported architecture: phi3 with 'attention_bias' true (Phi3Attention has no biases; such a "
+                 "checkpoint is not a Phi3ForCausalLM)");
     if (qwen3)
       fail(file, "unsupported architecture: qwen3 with 'attention_bias' true (Qwen3Attention then adds biases to "
                  "q_proj, k_proj, v_proj and o_proj; only the bias-free attention is implemented)");
@@ -278,10 +336,29 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
   // Qwen2Config's, Qwen3Config's and GemmaConfig's defaults where Llama's configs are required to give them.
   c.max_position_embeddings = get_int(j, "max_position_embeddings", file,
                                       qwen2 || qwen3 ? std::optional<int64_t>(32768)
-                                      : gemma ? std::optional<int64_t>(8192) : std::nullopt);
-  if (model_type == "mistral") {
+                                      : gemma ? std::optional<int64_t>(8192)
+                                      : phi3  ? std::optional<int64_t>(4096) : std::nullopt);
+  if (model_type == "mistral" || phi3) {
+    // Phi3Config: sliding_window defaults to None; Phi3Model masks every
+    // layer with it as MistralModel (Phi-3-mini-4k: 2047).
     c.sliding_window = get_int(j, "sliding_window", file, 0);
-    if (!j["sliding_window"].is_null() && c.sliding_window <= 0) fail(file, "key 'sliding_window' must be > 0 or null");
+    if (j.contains("sliding_window") && !j["sliding_window"].is_null() && c.sliding_window <= 0)
+      fail(file, "key 'sliding_window' must be > 0 or null");
+  }
+  if (phi3 && j.contains("layer_types") && !j["layer_types"].is_null()) {
+    // Some Phi3Config versions derive layer_types (all sliding_attention when
+    // sliding_window is set, else all full_attention); only that is implemented.
+    const auto& lt = j["layer_types"];
+    if (!lt.is_array() || int64_t(lt.size()) != c.num_hidden_layers)
+      fail(file, fmt::format("key 'layer_types' must be a list of num_hidden_layers ({}) entries",
+                             c.num_hidden_layers));
+    const std::string want = c.sliding_window > 0 ? "sliding_attention" : "full_attention";
+    for (size_t i = 0; i < lt.size(); ++i)
+      if (lt[i] != want)
+        fail(file, fmt::format("unsupported architecture: phi3 with layer_types[{}] {} (Phi3Model windows every "
+                               "layer alike: expected \"{}\" for sliding_window {})",
+                               i, lt[i].dump(), want, j.contains("sliding_window") ? j["sliding_window"].dump()
+                                                                                    : std::string("null")));
   }
   if (qwen2 || qwen3) {
     // Qwen2Config (and Qwen3Config, alike): sliding_window counts only with use_sliding_window (else
@@ -313,15 +390,29 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
       }
     }
   }
-  c.rms_norm_eps =
-      get_double(j, "rms_norm_eps", file, qwen2 || qwen3 || gemma ? std::optional<double>(1e-6) : std::nullopt);
+  c.rms_norm_eps = get_double(j, "rms_norm_eps", file,
+                              qwen2 || qwen3 || gemma ? std::optional<double>(1e-6)
+                              : phi3                  ? std::optional<double>(1e-5) : std::nullopt);
+  const int64_t phi3_original = phi3 ? get_int(j, "original_max_position_embeddings", file, 4096) : 0;
+  if (phi3 && phi3_original <= 0) fail(file, "key 'original_max_position_embeddings' must be > 0");
   c.rope_theta = get_double(j, "rope_theta", file, 10000.0);
   if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
     const auto& rp = j["rope_parameters"];
-    c.rope_scaling = parse_rope(rp, file, "rope_parameters", c.max_position_embeddings);
+    c.rope_scaling = parse_rope(rp, file, "rope_parameters", c.max_position_embeddings, phi3_original);
     if (rp.is_object() && rp.contains("rope_theta")) c.rope_theta = get_double(rp, "rope_theta", file);
   } else if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    c.rope_scaling = parse_rope(j["rope_scaling"], file, "rope_scaling", c.max_position_embeddings);
+    c.rope_scaling = parse_rope(j["rope_scaling"], file, "rope_scaling", c.max_position_embeddings, phi3_original);
+  }
+  if (phi3) {
+    // Phi3Config: top-level partial_rotary_factor; newer HF keeps it in
+    // rope_parameters (which wins, as its setdefault does).
+    c.partial_rotary_factor = get_double(j, "partial_rotary_factor", file, 1.0);
+    for (const char* key : {"rope_scaling", "rope_parameters"})
+      if (j.contains(key) && j[key].is_object() && j[key].contains("partial_rotary_factor") &&
+          !j[key]["partial_rotary_factor"].is_null())
+        c.partial_rotary_factor = get_double(j[key], "partial_rotary_factor", file + ": " + key);
+    if (!(c.partial_rotary_factor > 0.0 && c.partial_rotary_factor <= 1.0))
+      fail(file, "key 'partial_rotary_factor' must be in (0, 1]");
   }
   c.tie_word_embeddings = j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean()
                               ? j["tie_word_embeddings"].get<bool>() : gemma;  // GemmaConfig: tied by default
@@ -336,11 +427,13 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
 std::string config_to_json(const ModelConfig& c) {
   nlohmann::ordered_json j;
   const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", gemma = c.gemma();
+  const bool phi3 = c.model_type == "phi3";
   // LlamaConfig has no window: a windowed config is written as Mistral's.
-  const bool mistral = !qwen2 && !qwen3 && !gemma && (c.model_type == "mistral" || c.sliding_window > 0);
+  const bool mistral = !qwen2 && !qwen3 && !gemma && !phi3 && (c.model_type == "mistral" || c.sliding_window > 0);
   j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : gemma ? "GemmaForCausalLM"
-                        : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
-  j["model_type"] = qwen2 ? "qwen2" : qwen3 ? "qwen3" : gemma ? "gemma" : mistral ? "mistral" : "llama";
+                        : phi3 ? "Phi3ForCausalLM" : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = qwen2 ? "qwen2" : qwen3 ? "qwen3" : gemma ? "gemma" : phi3 ? "phi3"
+                    : mistral ? "mistral" : "llama";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
@@ -349,7 +442,14 @@ std::string config_to_json(const ModelConfig& c) {
   j["num_key_value_heads"] = c.num_key_value_heads;
   j["head_dim"] = c.effective_head_dim();
   j["max_position_embeddings"] = c.max_position_embeddings;
-  if (mistral) j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
+  if (mistral || phi3)
+    j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
+  if (phi3) {
+    j["partial_rotary_factor"] = c.partial_rotary_factor;
+    j["original_max_position_embeddings"] = c.rope_scaling.type == "longrope"
+                                                ? c.rope_scaling.original_max_position_embeddings
+                                                : c.max_position_embeddings;
+  }
   if (qwen2 || qwen3) {
     j["use_sliding_window"] = c.sliding_window > 0;
     j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
@@ -370,6 +470,11 @@ std::string config_to_json(const ModelConfig& c) {
       r["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings > 0
                                                   ? c.rope_scaling.original_max_position_embeddings
                                                   : c.max_position_embeddings;
+    } else if (c.rope_scaling.type == "longrope") {
+      r.erase("factor");  // Phi3: max_position_embeddings / original_max_position_embeddings
+      r["short_factor"] = c.rope_scaling.short_factor;
+      r["long_factor"] = c.rope_scaling.long_factor;
+      if (c.rope_scaling.attention_factor > 0) r["attention_factor"] = c.rope_scaling.attention_factor;
     } else if (c.rope_scaling.type == "yarn") {
       const auto& s = c.rope_scaling;
       if (s.original_max_position_embeddings > 0)
@@ -391,7 +496,7 @@ std::string config_to_json(const ModelConfig& c) {
     j["hidden_act"] = "silu";
   }
   if (qwen3) j["attention_bias"] = false;
-  if (!qwen2 && !qwen3 && !gemma) {
+  if (!qwen2 && !qwen3 && !gemma && !phi3) {
     j["attention_bias"] = false;
     j["mlp_bias"] = false;
   }
@@ -406,7 +511,7 @@ std::string config_to_json(const ModelConfig& c) {
 }
 
 std::vector<float> rope_inv_freq(const ModelConfig& c, int64_t seq_len) {
-  const int64_t dim = c.effective_head_dim();
+  const int64_t dim = c.rotary_dim();  // HF: int(head_dim * partial_rotary_factor)
   const auto& s = c.rope_scaling;
   float base = float(c.rope_theta);
   if (s.type == "dynamic" && seq_len > c.max_position_embeddings) {
@@ -421,7 +526,14 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, int64_t seq_len) {
     const float e = float(2 * i) / float(dim);  // torch.arange(0, dim, 2).float() / dim
     inv[size_t(i)] = 1.0f / std::pow(base, e);
   }
-  if (s.type == "linear") {
+  if (s.type == "longrope") {
+    // 1 / (ext * base^(2i/dim)) in float32, as _compute_longrope_parameters.
+    const auto& ext = seq_len > s.original_max_position_embeddings ? s.long_factor : s.short_factor;
+    for (int64_t i = 0; i < dim / 2; ++i) {
+      const float e = float(2 * i) / float(dim);
+      inv[size_t(i)] = 1.0f / (float(ext.at(size_t(i))) * std::pow(base, e));
+    }
+  } else if (s.type == "linear") {
     for (auto& f : inv) f = f / float(s.factor);
   } else if (s.type == "yarn") {
     // HF's _compute_yarn_parameters, float32 tensors as there: the pair i
@@ -471,6 +583,11 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, int64_t seq_len) {
 
 double rope_attention_scaling(const ModelConfig& c) {
   const auto& s = c.rope_scaling;
+  if (s.type == "longrope") {
+    if (s.attention_factor > 0) return s.attention_factor;
+    return s.factor <= 1.0 ? 1.0
+                           : std::sqrt(1.0 + std::log(s.factor) / std::log(double(s.original_max_position_embeddings)));
+  }
   if (s.type != "yarn") return 1.0;
   if (s.attention_factor > 0) return s.attention_factor;
   auto get_mscale = [&](double m) { return s.factor <= 1.0 ? 1.0 : 0.1 * m * std::log(s.factor) + 1.0; };

@@ -1,8 +1,9 @@
 // The model's hyper-parameters, as HF's LlamaConfig names them (config.json),
 // for the Llama family: llama, mistral (sliding window), qwen2 (q/k/v
 // biases, per-layer sliding window), qwen3 (per-head RMSNorm of queries and
-// keys, Qwen2's windows) and gemma (v1: GeGLU, RMSNorm (1 + w), embeddings
-// scaled by sqrt(hidden)).
+// keys, Qwen2's windows), gemma (v1: GeGLU, RMSNorm (1 + w), embeddings
+// scaled by sqrt(hidden)) and phi3 (Llama with fused qkv_proj/gate_up_proj
+// weights, split at load: llm/checkpoint.h).
 #pragma once
 
 #include <cstdint>
@@ -15,7 +16,7 @@ namespace kvs::llm {
 
 // RoPE frequency scaling, from `rope_scaling` or the newer `rope_parameters`.
 struct RopeScaling {
-  std::string type = "default";  // default | linear | dynamic | llama3 | yarn
+  std::string type = "default";  // default | linear | dynamic | llama3 | yarn | longrope (phi3)
   double factor = 1.0;
   double low_freq_factor = 1.0;                   // llama3
   double high_freq_factor = 4.0;                  // llama3
@@ -33,17 +34,25 @@ struct RopeScaling {
   double mscale = 0.0;
   double mscale_all_dim = 0.0;
   bool truncate = true;
+  // longrope (phi3; HF's _compute_longrope_parameters): inverse frequency i
+  // is divided by short_factor[i] while the forward call's last position + 1
+  // <= original_max_position_embeddings, else by long_factor[i] (cached keys
+  // keep theirs, as dynamic); cos and sin are multiplied by attention_factor
+  // (0: sqrt(1 + ln(factor) / ln(original)), factor = max / original positions).
+  std::vector<double> short_factor, long_factor;
 };
 
 struct ModelConfig {
-  // HF's model_type: "llama", "mistral", "qwen2", "qwen3" or "gemma". qwen2
+  // HF's model_type: "llama", "mistral", "qwen2", "qwen3", "gemma" or "phi3". qwen2
   // adds biases to q_proj, k_proj and v_proj (Qwen2Attention hard-codes them;
   // o_proj has none). qwen3 (Qwen3ForCausalLM) has no biases but RMSNorms
   // each head's query and key over head_dim (weights q_norm, k_norm
   // [head_dim], eps rms_norm_eps) before RoPE. gemma (GemmaForCausalLM, v1) differs from llama in the
   // MLP's activation (gelu_pytorch_tanh), RMSNorm scaling by (1 + weight)
   // in float32, and embeddings multiplied by sqrt(hidden_size) rounded to
-  // the model's dtype.
+  // the model's dtype. phi3 (Phi3ForCausalLM) computes as llama (with
+  // mistral's window on every layer); only its checkpoint differs, fusing
+  // q/k/v into self_attn.qkv_proj and gate/up into mlp.gate_up_proj.
   std::string model_type = "llama";
   int64_t vocab_size = 256;
   int64_t hidden_size = 32;
@@ -57,7 +66,7 @@ struct ModelConfig {
   // the query at position q attends the keys at positions k with
   // q - W < k <= q (HF's sliding_window_overlay: W keys, its own included).
   // The KV cache still keeps every position (as HF's DynamicCache). Which
-  // layers are windowed: all (llama/mistral), or those layer_types marks.
+  // layers are windowed: all (llama/mistral/phi3), or those layer_types marks.
   int64_t sliding_window = 0;
   // qwen2/qwen3 only: per layer "full_attention" or "sliding_attention", as HF's
   // Qwen2Config.layer_types (when config.json has none: sliding for layers
@@ -67,12 +76,18 @@ struct ModelConfig {
   double rms_norm_eps = 1e-5;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  // phi3 only (e.g. Phi-4-mini: 0.75): RoPE rotates the first rotary_dim()
+  // dims of each head (rotate_half within them), the rest pass unrotated, as
+  // HF's phi3 apply_rotary_pos_emb. 1 elsewhere.
+  double partial_rotary_factor = 1.0;
   bool tie_word_embeddings = false;
   std::string torch_dtype = "float32";  // float32 | bfloat16 | float16
   int64_t bos_token_id = -1;            // -1: none
   int64_t eos_token_id = -1;
 
   int64_t effective_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
+  // The rotated dims per head: int(head_dim * partial_rotary_factor), as HF.
+  int64_t rotary_dim() const { return int64_t(double(effective_head_dim()) * partial_rotary_factor); }
   // q_proj, k_proj and v_proj have biases (qwen2).
   bool qkv_bias() const { return model_type == "qwen2"; }
   bool gemma() const { return model_type == "gemma"; }
@@ -80,6 +95,9 @@ struct ModelConfig {
   bool qk_norm() const { return model_type == "qwen3"; }
   // Qwen2Config/Qwen3Config's window keys (use_sliding_window, max_window_layers, layer_types).
   bool qwen_windows() const { return model_type == "qwen2" || model_type == "qwen3"; }
+  // The checkpoint fuses q/k/v (self_attn.qkv_proj: q rows, then k, then v)
+  // and gate/up (mlp.gate_up_proj: gate rows, then up) (phi3).
+  bool fused_projections() const { return model_type == "phi3"; }
   // The window of layer `layer` in tokens (0: full attention).
   int64_t layer_window(int64_t layer) const;
   codec::KVShape kv_shape() const;
@@ -104,19 +122,28 @@ struct ModelConfig {
 // gelu_pytorch_tanh (hidden_activation when given, else hidden_act; a bare
 // "gelu" is refused: HF versions differ on it) and use_bidirectional_attention
 // must not be set; GemmaConfig's defaults (head_dim 256, tied) apply.
+// phi3 (Phi3ForCausalLM): Phi3Config's defaults; sliding_window (null: none)
+// on every layer (Phi3Model masks as MistralModel); dropout keys and
+// pad_token_id ignored; attention_bias true, layer_types other than all
+// layers alike; RoPE default or longrope (also under the older names "su"
+// and "yarn", which Phi3Config renames: a phi3 "yarn" is not YaRN), others
+// refused, a longrope `factor` other than max / original positions refused
+// (HF versions disagree on it); partial_rotary_factor
+// (top level, or in rope_parameters as newer HF writes it) in (0, 1].
 ModelConfig parse_config(const std::string& json_text, const std::string& file);
 // config.json text that HF loads as the same model: Qwen2ForCausalLM for
 // qwen2, Qwen3ForCausalLM for qwen3, GemmaForCausalLM for gemma,
+// Phi3ForCausalLM for phi3,
 // MistralForCausalLM for mistral or any config with a sliding_window,
 // else LlamaForCausalLM.
 std::string config_to_json(const ModelConfig& config);
 
-// RoPE inverse frequencies (head_dim / 2 values, float32 arithmetic as HF) for a
+// RoPE inverse frequencies (rotary_dim() / 2 values, float32 arithmetic as HF) for a
 // sequence whose largest position is seq_len - 1; `dynamic` scaling depends on
 // seq_len, the others do not.
 std::vector<float> rope_inv_freq(const ModelConfig& config, int64_t seq_len);
 // HF's attention_scaling of the RoPE type, which multiplies cos and sin (so
-// q.k by its square): yarn's attention factor, 1 for the other types.
+// q.k by its square): yarn's and longrope's attention factor, 1 for the other types.
 double rope_attention_scaling(const ModelConfig& config);
 
 }  // namespace kvs::llm

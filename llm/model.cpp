@@ -69,6 +69,16 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
+// RoPE on x [..., head_dim] with cos/sin [n, rotary_dim]: the first
+// rotary_dim dims rotate (rotate_half within them), the rest pass (HF's phi3
+// apply_rotary_pos_emb; the whole head when rotary_dim == head_dim).
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t rd = cos.size(-1), hd = x.size(-1);
+  if (rd == hd) return x * cos + rotate_half(x) * sin;
+  const at::Tensor rot = x.narrow(-1, 0, rd);
+  return at::cat({rot * cos + rotate_half(rot) * sin, x.narrow(-1, rd, hd - rd)}, -1);
+}
+
 }  // namespace
 
 std::string set_cpu_threads(int threads, int blas_threads) {
@@ -259,7 +269,7 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
   at::Tensor pos = at::arange(past_len, past_len + n, at::TensorOptions().dtype(at::kFloat).device(device));
   at::Tensor freqs = at::outer(pos, inv_t);
   at::Tensor emb = at::cat({freqs, freqs}, -1);
-  at::Tensor cos = emb.cos(), sin = emb.sin();  // [n, hd]
+  at::Tensor cos = emb.cos(), sin = emb.sin();  // [n, rotary_dim]
   // YaRN's attention factor scales cos and sin in float32 (HF's attention_scaling).
   if (const double att = rope_attention_scaling(config_); att != 1.0) {
     cos = cos * att;
@@ -290,8 +300,8 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
     q = q.transpose(1, 2);  // [B, heads, n, hd]
     k = k.transpose(1, 2);  // [B, kvh, n, hd]
     at::Tensor v = linear_(h, w.v_proj, w.v_bias).view({B, n, kvh, hd}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
+    q = apply_rope(q, cos, sin);
+    k = apply_rope(k, cos, sin);
     if (!past.empty()) {
       k = at::cat({past.keys[l].to(device, dtype).unsqueeze(0), k}, 2);
       v = at::cat({past.values[l].to(device, dtype).unsqueeze(0), v}, 2);

@@ -3,7 +3,10 @@
 // attention with RoPE (HF "rotate_half" convention) -> residual -> RMSNorm ->
 // SwiGLU MLP -> residual, final RMSNorm, LM head (tied or not); qwen2's q/k/v
 // biases, qwen3's per-head q/k RMSNorm before RoPE, sliding-window layers (ModelConfig::layer_window), and gemma's
-// scaled embeddings, (1 + w) RMSNorm and GeGLU (ModelConfig::model_type). Numerics
+// scaled embeddings, (1 + w) RMSNorm and GeGLU (ModelConfig::model_type);
+// phi3 computes as llama (its fused checkpoint weights are split at load into
+// views and fused again by save_model), with partial RoPE when
+// partial_rotary_factor < 1 (ModelConfig::rotary_dim). Numerics
 // follow HF transformers' LlamaForCausalLM (eager attention, softmax in
 // float32). On CPU, float16 products run in float32 and are rounded back
 // (libtorch 1.13 has no CPU float16 matmul).
@@ -72,7 +75,8 @@ class Model {
   const LayerWeights& layer_weights(size_t layer) const { return layers_.at(layer); }
 
   // Every parameter with its HF name ("model.layers.0.self_attn.q_proj.weight",
-  // "...q_proj.bias" for qwen2, "...self_attn.q_norm.weight" for qwen3, ...); lm_head.weight is absent when tied. Tensors share storage with the
+  // "...q_proj.bias" for qwen2, "...self_attn.q_norm.weight" for qwen3, ...;
+  // phi3's too are q/k/v_proj and gate/up_proj, unfused); lm_head.weight is absent when tied. Tensors share storage with the
   // model, so an optimizer stepping them trains the model.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   std::vector<at::Tensor> parameters() const;

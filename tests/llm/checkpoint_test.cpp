@@ -231,6 +231,63 @@ TEST(CheckpointTest, Qwen3RoundTripKeepsQkNorms) {
   expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "model.layers.0.self_attn.q_norm.weight"});
 }
 
+// phi3: the file holds the fused self_attn.qkv_proj (q, k, v rows) and
+// mlp.gate_up_proj (gate, up rows), in one file and in shards; what loads
+// back computes the same logits. Read as llama, a fused file has tensors the
+// config does not use; a fused tensor missing or of the wrong shape is named.
+TEST(CheckpointTest, Phi3RoundTripWritesFusedWeights) {
+  ModelConfig c = tiny_config();
+  c.model_type = "phi3";
+  c.sliding_window = 5;
+  Model m = Model::random(c, 37);
+  const at::Tensor t = to_tensor(some_tokens(11, 256, 12));
+  const int64_t hd = c.effective_head_dim(), q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd;
+  for (uint64_t shard : {uint64_t(0), uint64_t(20000)}) {
+    TempDir dir;
+    save_model(m, dir.str(), shard);
+    const std::string json = read_file((dir.path / "config.json").string());
+    for (const char* key : {"\"Phi3ForCausalLM\"", "\"model_type\": \"phi3\"", "\"sliding_window\": 5"})
+      EXPECT_NE(json.find(key), std::string::npos) << json << " lacks " << key;
+    Model back = load_model(dir.str());
+    EXPECT_EQ(back.config().model_type, "phi3");
+    EXPECT_EQ(back.config().layer_window(1), 5);
+    EXPECT_TRUE(at::equal(back.prefill(t).logits, m.prefill(t).logits)) << shard;
+    for (size_t l = 0; l < 2; ++l) {
+      EXPECT_TRUE(at::equal(back.layer_weights(l).k_proj, m.layer_weights(l).k_proj));
+      EXPECT_TRUE(at::equal(back.layer_weights(l).up_proj, m.layer_weights(l).up_proj));
+    }
+    if (shard == 0) {
+      auto st = SafetensorsFile::open((dir.path / "model.safetensors").string());
+      EXPECT_EQ(st->at("model.layers.1.self_attn.qkv_proj.weight").shape, (std::vector<int64_t>{q + 2 * kv, 32}));
+      EXPECT_EQ(st->at("model.layers.1.mlp.gate_up_proj.weight").shape,
+                (std::vector<int64_t>{2 * c.intermediate_size, 32}));
+      for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                               "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"})
+        EXPECT_FALSE(st->contains(name)) << name;
+    }
+  }
+  TempDir dir;
+  save_model(m, dir.str());
+  ModelConfig llama = c;
+  llama.model_type = "llama";
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(llama));
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "missing tensor", "q_proj.weight"});
+  ModelConfig wide = c;
+  wide.intermediate_size = 40;
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(wide));
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "model.layers.0.mlp.gate_up_proj.weight", "[80, 32]"});
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(c));
+  auto st = SafetensorsFile::open((dir.path / "model.safetensors").string());
+  std::vector<TensorView> views;
+  for (const auto& [name, info] : st->tensors())
+    if (name != "model.layers.1.self_attn.qkv_proj.weight") views.push_back({name, info.dtype, info.shape, info.data, info.bytes});
+  const std::string copy = (dir.path / "copy.safetensors").string();
+  write_safetensors(copy, views);
+  st.reset();
+  fs::rename(copy, dir.path / "model.safetensors");
+  expect_error([&] { load_model(dir.str()); }, {"model.safetensors", "model.layers.1.self_attn.qkv_proj.weight"});
+}
+
 // A qwen2 file without a bias names the tensor; the same file read as llama
 // (a config that lost its model_type) has tensors the config does not use.
 TEST(CheckpointTest, Qwen2BiasMissingOrUnexpectedIsAnError) {

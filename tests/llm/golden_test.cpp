@@ -1,7 +1,8 @@
 // Tiny checkpoints written, and their logits and KV computed, by an
 // independent plain-Python implementation (tests/llm/data/make_golden.py: its
 // own safetensors writer, RoPE scalings (YaRN too), GQA, RMSNorm, SwiGLU,
-// Qwen2 biases, Qwen3 q/k norms, HF's sliding-window mask, in float64).
+// Qwen2 biases, Qwen3 q/k norms, HF's sliding-window mask, Phi-3's fused
+// qkv_proj/gate_up_proj layout, in float64).
 #include <functional>
 
 #include <gtest/gtest.h>
@@ -237,6 +238,125 @@ TEST(GoldenTest, MistralSlidingWindowPastTheWindowMatchesIndependentPython) {
 // Qwen2 with use_sliding_window: only layers >= max_window_layers (1) are windowed.
 TEST(GoldenTest, Qwen2PerLayerSlidingWindowMatchesIndependentPython) {
   expect_windowed_as_reference(kData + "golden_qwen2_window", {0, 4, 4});
+}
+
+// model_type phi3: fused self_attn.qkv_proj (q rows, then k, then v; GQA
+// 4:2) and mlp.gate_up_proj (gate rows, then up), sliding_window 5 on both
+// layers, 11 tokens one-shot, in chunks and query blocks.
+TEST(GoldenTest, Phi3FusedWeightsAndWindowMatchIndependentPython) {
+  const std::string dir = kData + "golden_phi3";
+  expect_windowed_as_reference(dir, {5, 5});
+  Model m = load_model(dir);
+  const ModelConfig& c = m.config();
+  EXPECT_EQ(c.model_type, "phi3");
+  EXPECT_EQ(c.effective_head_dim(), 8);
+  // The split weights are views of the fused tensors: held once.
+  const int64_t H = c.hidden_size, q = c.num_attention_heads * 8, kv = c.num_key_value_heads * 8;
+  for (size_t l = 0; l < 2; ++l) {
+    const LayerWeights& w = m.layer_weights(l);
+    const auto* base = static_cast<const float*>(w.q_proj.data_ptr());
+    EXPECT_EQ(static_cast<const float*>(w.k_proj.data_ptr()), base + q * H);
+    EXPECT_EQ(static_cast<const float*>(w.v_proj.data_ptr()), base + (q + kv) * H);
+    EXPECT_EQ(static_cast<const float*>(w.up_proj.data_ptr()),
+              static_cast<const float*>(w.gate_proj.data_ptr()) + c.intermediate_size * H);
+  }
+  // The data tell the layouts apart: reading the fused rows in another order
+  // (k and v swapped; k, v, q; up before gate) misses the reference.
+  const auto ex = expected_of(dir);
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  const at::Tensor logits = from_json(ex["logits"]);
+  EXPECT_LT(max_diff(m.prefill(to_tensor(tokens)).logits, logits), 5e-5);
+  const auto params = m.named_parameters();
+  auto param = [&](const std::string& name) {
+    for (const auto& [n, t] : params)
+      if (n == name) return t;
+    ADD_FAILURE() << name;
+    return at::Tensor();
+  };
+  for (const std::string variant : {"q,v,k", "k,v,q", "up,gate"}) {
+    std::vector<LayerWeights> layers;
+    for (size_t l = 0; l < 2; ++l) {
+      LayerWeights w = m.layer_weights(l);
+      const at::Tensor qkv = at::cat({w.q_proj, w.k_proj, w.v_proj}, 0);
+      if (variant == "q,v,k") std::swap(w.k_proj, w.v_proj);
+      if (variant == "k,v,q") {
+        w.k_proj = qkv.narrow(0, 0, kv);
+        w.v_proj = qkv.narrow(0, kv, kv);
+        w.q_proj = qkv.narrow(0, 2 * kv, q);
+      }
+      if (variant == "up,gate") std::swap(w.gate_proj, w.up_proj);
+      layers.push_back(w);
+    }
+    Model wrong(c, param("model.embed_tokens.weight"), std::move(layers), param("model.norm.weight"),
+                param("lm_head.weight"));
+    EXPECT_GT(max_diff(wrong.prefill(to_tensor(tokens)).logits, logits), 0.1) << variant;
+  }
+}
+
+// phi3 with partial_rotary_factor 0.75 (as Phi-4-mini): 6 of the 8 head
+// dims rotate (3 frequencies, rotate_half within the 6), dims 6-7 pass; the
+// keys in the cache are compared too. Rotating the whole head misses.
+TEST(GoldenTest, Phi3PartialRotaryMatchesIndependentPython) {
+  const std::string dir = kData + "golden_phi3_partial";
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir);
+  const ModelConfig& c = m.config();
+  EXPECT_EQ(c.partial_rotary_factor, 0.75);
+  EXPECT_EQ(c.rotary_dim(), 6);
+  EXPECT_EQ(rope_inv_freq(c, 4).size(), 3u);
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  const at::Tensor logits = from_json(ex["logits"]);
+  EXPECT_GT(max_diff(from_json(ex["whole_head_rope_logits"]), logits), 0.1);
+  expect_prefill_as_reference(m, ex, tokens);
+  KVCache cache = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 6))).cache;
+  ForwardResult tail = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + 6, tokens.end())), cache);
+  EXPECT_LT(max_diff(tail.logits, logits.narrow(0, 6, int64_t(tokens.size()) - 6)), 5e-5);
+  EXPECT_LT(max_diff(m.logits(to_tensor(tokens).unsqueeze(0)).select(0, 0), logits), 5e-5);
+  ModelConfig whole = c;  // the same weights with the whole head rotated
+  whole.partial_rotary_factor = 1.0;
+  whole.model_type = "phi3";
+  std::vector<LayerWeights> layers{m.layer_weights(0), m.layer_weights(1)};
+  const auto params = m.named_parameters();
+  Model w(whole, params.front().second, std::move(layers), params.back().second, at::Tensor());
+  EXPECT_LT(max_diff(w.prefill(to_tensor(tokens)).logits, from_json(ex["whole_head_rope_logits"])), 5e-5);
+}
+
+// phi3 with LongRoPE (rope_scaling type "su", Phi3Config's old name for
+// longrope): original 16 of 64 positions, attention factor sqrt(1.5). A
+// 20-token prefill uses the long factors; in chunks of 12 + 8 the first call
+// uses the short ones and its cached keys keep them (as HF's
+// dynamic_rope_update per forward call). Without the attention factor or
+// with the short factors throughout, the reference's logits differ.
+TEST(GoldenTest, Phi3LongRopeMatchesIndependentPython) {
+  const std::string dir = kData + "golden_phi3_longrope";
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir);
+  const ModelConfig& c = m.config();
+  EXPECT_EQ(c.rope_scaling.type, "longrope");
+  EXPECT_NEAR(rope_attention_scaling(c), ex["attention_scaling"].get<double>(), 1e-12);
+  const auto short_inv = rope_inv_freq(c, 16);
+  const auto short_ex = ex["short_inv_freq"].get<std::vector<double>>();
+  ASSERT_EQ(short_inv.size(), short_ex.size());
+  for (size_t i = 0; i < short_inv.size(); ++i) EXPECT_NEAR(short_inv[i], short_ex[i], 1e-6 * short_ex[i]) << i;
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  const at::Tensor logits = from_json(ex["logits"]);
+  EXPECT_GT(max_diff(from_json(ex["no_attention_factor_logits"]), logits), 0.1);
+  EXPECT_GT(max_diff(from_json(ex["short_factor_logits"]), logits), 0.1);
+  EXPECT_GT(max_diff(from_json(ex["chunked_logits"]), logits), 0.1);
+  expect_prefill_as_reference(m, ex, tokens);
+  KVCache cache;
+  std::vector<at::Tensor> parts;
+  int64_t begin = 0;
+  for (int64_t n : ex["chunks"].get<std::vector<int64_t>>()) {
+    ForwardResult step = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + begin, tokens.begin() + begin + n)),
+                                   cache);
+    parts.push_back(step.logits);
+    cache = step.cache;
+    begin += n;
+  }
+  EXPECT_LT(max_diff(at::cat(parts, 0), from_json(ex["chunked_logits"])), 5e-5);
+  EXPECT_LT(max_diff(cache.keys.back(), from_json(ex["chunked_last_layer_keys"])), 2e-5);
+  EXPECT_LT(max_diff(cache.values.back(), from_json(ex["chunked_last_layer_values"])), 2e-5);
 }
 
 // model_type gemma (v1): embeddings times sqrt(hidden), RMSNorm times

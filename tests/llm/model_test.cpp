@@ -322,6 +322,40 @@ TEST(ModelTest, Qwen2BiasesAreNamedAndChecked) {
                Error);  // llama with biases
 }
 
+// phi3 computes as mistral (same weights, same window on every layer). With
+// partial_rotary_factor 0.5 (head_dim 8: rotary_dim 4) layer 0's cached keys
+// are the plain projection in dims 4-7 and rotate_half RoPE with 2
+// frequencies (theta^(-2i/4)) in dims 0-3.
+TEST(ModelTest, Phi3ComputesAsMistralAndPartialRopeLeavesTheTailUnrotated) {
+  ModelConfig mistral = tiny_config();
+  mistral.model_type = "mistral";
+  mistral.sliding_window = 5;
+  ModelConfig phi3 = mistral;
+  phi3.model_type = "phi3";
+  const at::Tensor t = to_tensor(some_tokens(12, 256, 40));
+  EXPECT_TRUE(at::equal(Model::random(phi3, 41).prefill(t).logits, Model::random(mistral, 41).prefill(t).logits));
+
+  phi3.partial_rotary_factor = 0.5;
+  ASSERT_EQ(phi3.rotary_dim(), 4);
+  const Model m = Model::random(phi3, 42);
+  const at::Tensor keys = m.prefill(t).cache.keys[0];  // [kv_heads 2, 12, 8]
+  const auto params = m.named_parameters();
+  const at::Tensor x = at::embedding(params.front().second, t);  // [12, 32]; input norm weights are 1
+  const at::Tensor h = x * at::rsqrt(x.pow(2).mean(-1, true) + phi3.rms_norm_eps);
+  const at::Tensor k = at::linear(h, m.layer_weights(0).k_proj).view({12, 2, 8}).transpose(0, 1);
+  EXPECT_TRUE(at::allclose(keys.narrow(2, 4, 4), k.narrow(2, 4, 4), 1e-5, 1e-6));
+  const at::Tensor pos = at::arange(12, at::kFloat).unsqueeze(1);
+  const at::Tensor inv = at::tensor({1.0f, float(1.0 / std::sqrt(10000.0))}).unsqueeze(0);
+  const at::Tensor ang = at::cat({pos * inv, pos * inv}, 1);  // [12, 4]
+  const at::Tensor r = k.narrow(2, 0, 4);
+  const at::Tensor rot = at::cat({-r.narrow(2, 2, 2), r.narrow(2, 0, 2)}, 2);
+  EXPECT_TRUE(at::allclose(keys.narrow(2, 0, 4), r * ang.cos() + rot * ang.sin(), 1e-5, 1e-6));
+  EXPECT_FALSE(at::allclose(keys.narrow(2, 0, 4), r, 1e-3, 1e-4));  // it does rotate
+  ModelConfig bad = phi3;
+  bad.model_type = "llama";
+  EXPECT_THROW(bad.validate("x"), Error);  // partial RoPE is phi3's only
+}
+
 TEST(ModelTest, WrongWeightShapeIsAnErrorNamingTheTensor) {
   ModelConfig c = tiny_config();
   Model m = Model::random(c, 1);

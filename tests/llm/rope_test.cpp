@@ -439,5 +439,138 @@ TEST(ConfigTest, Qwen3RefusesWhatItDoesNotImplement) {
   expect_config_error(R"({"model_type": "qwen3_moe"})", {"unsupported architecture", "qwen3_moe"});
 }
 
+// Phi-3-mini-4k-instruct's config.json (as published): MHA, sliding_window
+// 2047 on every layer, dropout keys, pad_token_id, auto_map.
+const char* kPhi3 = R"({"architectures": ["Phi3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "auto_map": {"AutoConfig": "configuration_phi3.Phi3Config", "AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM"},
+  "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072,
+  "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "phi3",
+  "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+  "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+  "rope_scaling": null, "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16", "transformers_version": "4.40.2", "use_cache": true, "vocab_size": 32064)";
+
+std::string phi3(const char* rest) { return fmt::format("{}{}", kPhi3, rest); }
+
+TEST(ConfigTest, Phi3ParsesAsHfPhi3Config) {
+  const ModelConfig c = parse_config(phi3("}"), "p3.json");
+  EXPECT_EQ(c.model_type, "phi3");
+  EXPECT_TRUE(c.fused_projections());
+  EXPECT_FALSE(c.qkv_bias());
+  EXPECT_FALSE(c.qk_norm());
+  EXPECT_EQ(c.effective_head_dim(), 96);
+  EXPECT_EQ(c.num_key_value_heads, 32);
+  EXPECT_EQ(c.sliding_window, 2047);
+  for (int64_t l : {0, 31}) EXPECT_EQ(c.layer_window(l), 2047) << l;
+  EXPECT_EQ(c.rope_scaling.type, "default");
+  EXPECT_EQ(c.eos_token_id, 32000);
+  // Untied 2 x 98.5M embeddings + 32 x (attention 37.7M + MLP 75.5M + 2
+  // norms) + final norm: the model card's 3.8B.
+  EXPECT_EQ(c.parameter_count(), 3821079552);
+  // Phi3Config's defaults for absent keys: KV heads = heads, 4096 positions,
+  // eps 1e-5, no window, untied.
+  const ModelConfig d = parse_config(R"({"model_type": "phi3", "vocab_size": 64, "hidden_size": 64,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4})", "d.json");
+  EXPECT_EQ(d.num_key_value_heads, 4);
+  EXPECT_EQ(d.effective_head_dim(), 16);
+  EXPECT_EQ(d.max_position_embeddings, 4096);
+  EXPECT_EQ(d.rms_norm_eps, 1e-5);
+  EXPECT_EQ(d.sliding_window, 0);
+  EXPECT_EQ(d.layer_window(1), 0);
+  EXPECT_FALSE(d.tie_word_embeddings);
+  // layer_types as some Phi3Config versions derive them (all alike); mlp_bias ignored as Phi3MLP does;
+  // default RoPE given explicitly.
+  const ModelConfig g = parse_config(R"({"model_type": "phi3", "vocab_size": 64, "hidden_size": 64,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "sliding_window": 7, "layer_types": ["sliding_attention", "sliding_attention"], "mlp_bias": true,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}})", "g.json");
+  EXPECT_EQ(g.layer_window(0), 7);
+  EXPECT_EQ(g.rope_theta, 500.0);
+  EXPECT_NO_THROW(parse_config(R"({"model_type": "phi3", "vocab_size": 64, "hidden_size": 64,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "layer_types": ["full_attention", "full_attention"]})", "f.json"));
+  // Partial RoPE (Phi-4-mini: 0.75 of head_dim 128 = 96 dims), top-level
+  // or in rope_parameters (which wins, as in HF).
+  const ModelConfig p = parse_config(phi3(R"(, "partial_rotary_factor": 0.75})"), "p.json");
+  EXPECT_EQ(p.rotary_dim(), 72);
+  const auto inv = rope_inv_freq(p, 10);
+  ASSERT_EQ(inv.size(), 36u);
+  for (int i = 0; i < 36; ++i) EXPECT_NEAR(inv[size_t(i)], plain(10000.0, i, 72), 1e-6 * plain(10000.0, i, 72)) << i;
+  const ModelConfig rp = parse_config(phi3(R"(, "partial_rotary_factor": 0.75, "rope_parameters": {"rope_type":
+    "default", "rope_theta": 250000.0, "partial_rotary_factor": 0.5}})"), "rp.json");
+  EXPECT_EQ(rp.rotary_dim(), 48);
+  EXPECT_EQ(rp.rope_theta, 250000.0);
+  EXPECT_EQ(c.rotary_dim(), 96);
+  // LongRoPE (Phi-3-mini-128k's shape): "su"/"yarn" are Phi3Config's old
+  // names for it. factor = 131072 / 4096 = 32, attention factor
+  // sqrt(1 + ln 32 / ln 4096); short factors up to 4096 positions, then long.
+  std::string shorts, longs;
+  for (int i = 0; i < 48; ++i) {
+    shorts += fmt::format("{}{}", i ? ", " : "", 1.0 + 0.01 * i);
+    longs += fmt::format("{}{}", i ? ", " : "", 2.0 + 0.5 * i);
+  }
+  for (const char* type : {"longrope", "su", "yarn"}) {
+    const ModelConfig lr = parse_config(phi3(fmt::format(R"(, "max_position_embeddings": 131072, "rope_scaling":
+      {{"type": "{}", "short_factor": [{}], "long_factor": [{}]}}}})", type, shorts, longs).c_str()), "lr.json");
+    EXPECT_EQ(lr.rope_scaling.type, "longrope") << type;
+    EXPECT_EQ(lr.rope_scaling.original_max_position_embeddings, 4096);
+    EXPECT_NEAR(rope_attention_scaling(lr), std::sqrt(1.0 + std::log(32.0) / std::log(4096.0)), 1e-12);
+    const auto s4096 = rope_inv_freq(lr, 4096), l4097 = rope_inv_freq(lr, 4097);
+    ASSERT_EQ(s4096.size(), 48u);
+    for (int i : {0, 7, 47}) {
+      EXPECT_NEAR(s4096[size_t(i)], plain(10000.0, i, 96) / (1.0 + 0.01 * i), 1e-6 * plain(10000.0, i, 96)) << i;
+      EXPECT_NEAR(l4097[size_t(i)], plain(10000.0, i, 96) / (2.0 + 0.5 * i), 1e-6 * plain(10000.0, i, 96)) << i;
+    }
+    const ModelConfig back = parse_config(config_to_json(lr), "back.json");
+    EXPECT_EQ(back.rope_scaling.long_factor, lr.rope_scaling.long_factor);
+    EXPECT_EQ(rope_inv_freq(back, 5000), rope_inv_freq(lr, 5000));
+    EXPECT_EQ(rope_attention_scaling(back), rope_attention_scaling(lr));
+  }
+  for (const ModelConfig* x : {&c, &d, &g, &p}) {
+    const std::string saved = config_to_json(*x);
+    EXPECT_NE(saved.find("\"Phi3ForCausalLM\""), std::string::npos) << saved;
+    EXPECT_EQ(parse_config(saved, "y.json").rotary_dim(), x->rotary_dim());
+    const ModelConfig y = parse_config(saved, "y.json");
+    EXPECT_EQ(y.model_type, "phi3");
+    EXPECT_EQ(y.sliding_window, x->sliding_window);
+    EXPECT_EQ(y.num_key_value_heads, x->num_key_value_heads);
+    EXPECT_EQ(y.rope_theta, x->rope_theta);
+    EXPECT_EQ(y.parameter_count(), x->parameter_count());
+  }
+}
+
+TEST(ConfigTest, Phi3RefusesWhatItDoesNotImplement) {
+  expect_config_error(phi3(R"(, "attention_bias": true})"), {"unsupported architecture", "attention_bias", "Phi3Attention"});
+  // LongRoPE lists must have rotary_dim / 2 entries (HF validates it too), positive numbers.
+  expect_config_error(phi3(R"(, "rope_scaling": {"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}})"),
+                      {"short_factor/long_factor", "1/1", "48"});
+  expect_config_error(phi3(R"(, "rope_scaling": {"type": "longrope", "short_factor": [1.0]}})"), {"long_factor"});
+  expect_config_error(phi3(R"(, "rope_scaling": {"type": "su", "short_factor": [1.0, -2], "long_factor": [1.0]}})"),
+                      {"short_factor[1]", "> 0"});
+  // A factor other than max / original positions: HF versions disagree.
+  expect_config_error(phi3(R"(, "max_position_embeddings": 131072, "rope_scaling": {"type": "longrope", "factor": 4.0,
+    "short_factor": [1.0], "long_factor": [1.0]}})"), {"factor", "32", "ambiguous"});
+  expect_config_error(phi3(R"(, "rope_scaling": {"rope_type": "linear", "factor": 2.0}})"), {"rope_scaling", "linear", "longrope"});
+  expect_config_error(R"({"model_type": "llama", "vocab_size": 64, "hidden_size": 64, "intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
+    "rope_scaling": {"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}})", {"longrope"});
+  for (const char* f : {"0", "1.5", "-0.5"})
+    expect_config_error(phi3(fmt::format(R"(, "partial_rotary_factor": {}}})", f).c_str()), {"partial_rotary_factor", "(0, 1]"});
+  // int(96 * 0.03125) = 3 rotary dims: RoPE rotates pairs.
+  expect_config_error(phi3(R"(, "partial_rotary_factor": 0.03125})"), {"partial_rotary_factor", "3 rotary dims", "even"});
+  // Partial RoPE is read for phi3 only.
+  expect_config_error(R"({"model_type": "llama", "partial_rotary_factor": 0.5})", {"unsupported architecture", "partial_rotary_factor"});
+  expect_config_error(phi3(R"(, "hidden_act": "gelu"})"), {"hidden_act"});
+  expect_config_error(R"({"model_type": "phi3", "vocab_size": 64, "hidden_size": 64, "intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "sliding_window": 7,
+    "layer_types": ["full_attention", "sliding_attention"]})", {"unsupported architecture", "layer_types[0]", "sliding_attention"});
+  expect_config_error(phi3(R"(, "sliding_window": 0})"), {"sliding_window"});
+  // Architecture names must agree with model_type (fused weights or not).
+  expect_config_error(R"({"architectures": ["Phi3ForCausalLM"], "model_type": "llama"})", {"Phi3ForCausalLM", "llama"});
+  expect_config_error(R"({"architectures": ["LlamaForCausalLM"], "model_type": "phi3"})", {"LlamaForCausalLM", "phi3"});
+  expect_config_error(R"({"model_type": "phi"})", {"unsupported architecture", "phi"});
+  expect_config_error(R"({"model_type": "phi3small"})", {"unsupported architecture", "phi3small"});
+}
+
 }  // namespace
 }  // namespace kvs::llm

@@ -4,7 +4,10 @@ safetensors weights) with expected.json holding their logits and KV,
 computed here in plain Python (float64) following HF transformers'
 LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM /
 GemmaForCausalLM (v1: embeddings times sqrt(hidden), RMSNorm times (1 + w),
-GeGLU with gelu_pytorch_tanh). Independent of the
+GeGLU with gelu_pytorch_tanh) / Phi3ForCausalLM (Llama computation, fused
+weights written as HF's Phi3Attention and Phi3MLP read them:
+self_attn.qkv_proj rows q, then k, then v; mlp.gate_up_proj rows gate, then
+up, `gate, up = chunk(2)`, `up * silu(gate)`). Independent of the
 C++ code: its own safetensors writer (F32, F16, BF16, shards + index), RoPE
 (default, linear, dynamic NTK, llama3 and YaRN scaling, the latter as HF's
 _compute_yarn_parameters, with its attention factor on cos and sin), GQA,
@@ -52,6 +55,24 @@ Cases:
   golden_yarn/          llama with YaRN RoPE (factor 4 = 256 / 64 positions,
                         theta 100: the ramp spans pairs 0..5 of 8), F32, 12
                         tokens; also the logits without the attention factor.
+  golden_phi3/          phi3: fused qkv_proj [(4 + 2 * 2) * 8, 32] and
+                        gate_up_proj [2 * 48, 32], GQA 4:2, sliding_window 5
+                        on both layers (Phi3Model masks as MistralModel), 11
+                        tokens one-shot and in chunks of 3, F32; also the
+                        logits without the window and with W + 1 keys.
+  golden_phi3_partial/  phi3 with partial_rotary_factor 0.75 (as Phi-4-mini):
+                        int(8 * 0.75) = 6 of 8 head dims rotate (rotate_half
+                        within them: pairs (0,3), (1,4), (2,5)), dims 6-7
+                        pass; tied, GQA 4:2, no window, F32; also the logits
+                        of the whole head rotated, which must differ.
+  golden_phi3_longrope/ phi3 with LongRoPE (rope_scaling type "su", the name
+                        Phi3Config renames to longrope): 64 / 16 positions,
+                        attention factor sqrt(1 + ln 4 / ln 16); 20 tokens
+                        one-shot (long factors) and in chunks of 12 + 8 (short
+                        factors for the first call, long for the second, the
+                        cached keys keeping theirs); also the logits with the
+                        short factors throughout and without the attention
+                        factor, which differ.
   yarn_rope.json        YaRN inverse frequencies and attention factors of
                         five rope_scaling dicts (truncate false, betas,
                         mscale/mscale_all_dim, attention_factor, old "type",
@@ -115,6 +136,8 @@ class Case:
         self.L, self.NH = cfg["num_hidden_layers"], cfg["num_attention_heads"]
         self.KVH = cfg.get("num_key_value_heads") or self.NH
         self.HD = cfg.get("head_dim") or self.H // self.NH
+        # Phi3's partial RoPE: rotate int(head_dim * partial_rotary_factor) dims (HF's int()).
+        self.RD = int(self.HD * cfg.get("partial_rotary_factor", 1.0))
         rp = cfg.get("rope_parameters") or {}
         self.theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
         self.rope = dict(cfg.get("rope_scaling") or rp)
@@ -124,6 +147,7 @@ class Case:
         qkv_bias = cfg["model_type"] == "qwen2"  # Qwen2Attention: bias=True on q/k/v, not o
         self.qk_norm = cfg["model_type"] == "qwen3"  # Qwen3Attention: q_norm, k_norm [head_dim]
         self.gemma = cfg["model_type"] == "gemma"
+        self.fused = cfg["model_type"] == "phi3"  # qkv_proj / gate_up_proj in the file
         # GemmaRMSNorm scales by (1 + w), its weights sit around 0.
         norm = (lambda n: [f32(0.5 * rnd()) for _ in range(n)]) if self.gemma else vec
         state[0] = seed
@@ -156,17 +180,30 @@ class Case:
     def tensors(self):
         out = []
         for name, m in self.W.items():
+            if self.fused:  # Phi3Attention: qkv[..., :q], then k, then v; Phi3MLP: gate, up = chunk(2)
+                if name.endswith("self_attn.q_proj.weight"):
+                    p = name[:-len("q_proj.weight")]
+                    m, name = m + self.W[p + "k_proj.weight"] + self.W[p + "v_proj.weight"], p + "qkv_proj.weight"
+                elif name.endswith("mlp.gate_proj.weight"):
+                    p = name[:-len("gate_proj.weight")]
+                    m, name = m + self.W[p + "up_proj.weight"], p + "gate_up_proj.weight"
+                elif name.endswith(("self_attn.k_proj.weight", "self_attn.v_proj.weight", "mlp.up_proj.weight")):
+                    continue
             shape = [len(m[0])] if name.endswith("norm.weight") or name.endswith(".bias") else [len(m), len(m[0])]
             out.append((name, self.dtype, shape, [x for row in m for x in row]))
         return out
 
     def inv_freq(self, seq_len):
         """RoPE inverse frequencies for a forward call whose last position is seq_len - 1."""
-        base, dim, s, t = self.theta, self.HD, self.rope, self.rope_type
+        base, dim, s, t = self.theta, self.RD, self.rope, self.rope_type
         if t == "dynamic" and seq_len > self.cfg["max_position_embeddings"]:
             m = self.cfg["max_position_embeddings"]
             base = base * ((s["factor"] * seq_len / m) - (s["factor"] - 1)) ** (dim / (dim - 2))
         inv = [1.0 / base ** (2 * i / dim) for i in range(dim // 2)]
+        if self.fused and t in ("longrope", "su", "yarn"):  # Phi3Config reads su/yarn as longrope
+            orig, _ = self.longrope()
+            ext = s["long_factor"] if seq_len > orig else s["short_factor"]
+            return [1.0 / (e * base ** (2 * i / dim)) for i, e in enumerate(ext)]
         if t == "linear":
             return [f / s["factor"] for f in inv]
         if t == "yarn":
@@ -186,7 +223,18 @@ class Case:
                 out.append((1 - sm) * f / fac + sm * f)
         return out
 
+    def longrope(self):
+        """(original positions, attention factor) as HF's _compute_longrope_parameters
+        (factor = max / original positions; sqrt(1 + ln(factor) / ln(original)) unless given)."""
+        s = self.rope
+        orig = s.get("original_max_position_embeddings") or self.cfg.get("original_max_position_embeddings", 4096)
+        factor = self.cfg["max_position_embeddings"] / orig
+        att = s.get("attention_factor") or (1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig)))
+        return orig, att
+
     def attention_scaling(self):
+        if self.fused and self.rope_type in ("longrope", "su", "yarn"):
+            return self.longrope()[1]
         return yarn(self.theta, self.HD, self.cfg["max_position_embeddings"], self.rope)[1] \
             if self.rope_type == "yarn" else 1.0
 
@@ -222,9 +270,9 @@ class Case:
 
         scaling = self.attention_scaling() if att is None else att
 
-        def rope(v, pos, inv):  # HD values of one head at position pos (rotate_half)
-            half = HD // 2
-            out = [0.0] * HD
+        def rope(v, pos, inv):  # HD values of one head at position pos (rotate_half over the first RD)
+            half = self.RD // 2
+            out = list(v)  # dims past RD pass unrotated (phi3's partial RoPE)
             for i in range(half):
                 c, s = math.cos(pos * inv[i]) * scaling, math.sin(pos * inv[i]) * scaling
                 out[i] = v[i] * c - v[i + half] * s
@@ -327,7 +375,7 @@ def yarn(theta, dim, max_pos, s):
 
 def layer_windows(cfg, L):
     """Per-layer sliding window (0: full attention), as HF's configs decide it."""
-    if cfg["model_type"] == "mistral":  # MistralModel: config.sliding_window on every layer
+    if cfg["model_type"] in ("mistral", "phi3"):  # MistralModel (Phi3Model's base): sliding_window on every layer
         return [cfg.get("sliding_window") or 0] * L
     if cfg["model_type"] in ("qwen2", "qwen3"):
         # Qwen2Config.__post_init__ (Qwen3Config's is the same): sliding_window = sliding_window if use_sliding_window else None;
@@ -550,6 +598,74 @@ def golden_yarn():
                    "no_attention_factor_logits": plain}, f)
 
 
+def golden_phi3():
+    cfg = {
+        "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+        "vocab_size": 40, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+        "original_max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None,
+        "sliding_window": 5, "tie_word_embeddings": False, "torch_dtype": "float32", "hidden_act": "silu",
+        "attention_bias": False, "attention_dropout": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0,
+        "initializer_range": 0.02, "bos_token_id": 1, "eos_token_id": 32, "pad_token_id": 32, "use_cache": True,
+    }
+    windowed("golden_phi3", cfg, 2718, [5, 5])
+
+
+def golden_phi3_partial():
+    out = os.path.join(HERE, "golden_phi3_partial")
+    cfg = {
+        "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+        "vocab_size": 40, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+        "original_max_position_embeddings": 64, "partial_rotary_factor": 0.75, "rms_norm_eps": 1e-5,
+        "rope_theta": 100.0, "rope_scaling": None, "sliding_window": None, "tie_word_embeddings": True,
+        "torch_dtype": "float32", "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
+    }
+    c = Case(cfg, 1618, "F32", tie=True)
+    assert c.RD == 6
+    write_cfg(out, cfg)
+    write_safetensors(os.path.join(out, "model.safetensors"), c.tensors())
+    tokens = [1, 33, 5, 5, 21, 14, 0, 38, 9, 27]
+    logits, last_k, last_v = c.forward(tokens, [len(tokens)])
+    inv = c.inv_freq(len(tokens))
+    c.RD = c.HD
+    whole, _, _ = c.forward(tokens, [len(tokens)])
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
+                   "inv_freq": inv, "whole_head_rope_logits": whole}, f)
+
+
+def golden_phi3_longrope():
+    out = os.path.join(HERE, "golden_phi3_longrope")
+    cfg = {
+        "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+        "vocab_size": 40, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+        "original_max_position_embeddings": 16, "rms_norm_eps": 1e-5, "rope_theta": 100.0,
+        "rope_scaling": {"type": "su", "short_factor": [1.0, 1.3, 2.1, 3.7], "long_factor": [1.1, 2.5, 6.0, 11.0]},
+        "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "float32", "hidden_act": "silu",
+        "bos_token_id": 1, "eos_token_id": 2,
+    }
+    c = Case(cfg, 4242, "F32", tie=False)
+    write_cfg(out, cfg)
+    write_safetensors(os.path.join(out, "model.safetensors"), c.tensors())
+    tokens = [1, 35, 8, 8, 19, 26, 3, 0, 39, 14, 22, 7, 30, 11, 11, 5, 28, 17, 2, 33]
+    chunks = [12, 8]
+    logits, last_k, last_v = c.forward(tokens, [len(tokens)])
+    ch_logits, ch_k, ch_v = c.forward(tokens, chunks)
+    plain, _, _ = c.forward(tokens, [len(tokens)], att=1.0)
+    long_f = c.rope["long_factor"]
+    c.rope["long_factor"] = c.rope["short_factor"]
+    short, _, _ = c.forward(tokens, [len(tokens)])
+    c.rope["long_factor"] = long_f
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
+                   "inv_freq": c.inv_freq(len(tokens)), "short_inv_freq": c.inv_freq(16),
+                   "attention_scaling": c.attention_scaling(), "chunks": chunks, "chunked_logits": ch_logits,
+                   "chunked_last_layer_keys": ch_k, "chunked_last_layer_values": ch_v,
+                   "no_attention_factor_logits": plain, "short_factor_logits": short}, f)
+
+
 def yarn_rope():
     """YaRN frequencies for rope_test.cpp: each case's config keys and HF's numbers."""
     cases = [
@@ -582,4 +698,7 @@ golden_qwen2_window()
 golden_gemma()
 golden_qwen3()
 golden_yarn()
+golden_phi3()
+golden_phi3_partial()
+golden_phi3_longrope()
 yarn_rope()

@@ -69,17 +69,14 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-// RoPE on x [..., head_dim] with cos/sin [n, rotary_dim]: the first
-// rotary_dim dims rotate (rotate_half within them), the rest pass (HF's phi3
-// apply_rotary_pos_emb; the whole head when rotary_dim == head_dim).
+}  // namespace
+
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t rd = cos.size(-1), hd = x.size(-1);
   if (rd == hd) return x * cos + rotate_half(x) * sin;
   const at::Tensor rot = x.narrow(-1, 0, rd);
   return at::cat({rot * cos + rotate_half(rot) * sin, x.narrow(-1, rd, hd - rd)}, -1);
 }
-
-}  // namespace
 
 std::string set_cpu_threads(int threads, int blas_threads) {
   const char* policy = std::getenv("OMP_WAIT_POLICY");

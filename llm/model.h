@@ -24,6 +24,11 @@
 
 namespace kvs::llm {
 
+// RoPE on x [..., head_dim] with cos/sin [n, rotary_dim] (HF's "rotate_half"
+// convention): the first rotary_dim dims rotate, the rest pass unchanged
+// (phi3's partial rotary; the whole head when rotary_dim == head_dim).
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
 // The weights of one decoder layer (shapes as HF: [out_features, in_features]).
 struct LayerWeights {
   at::Tensor input_layernorm;           // [hidden]

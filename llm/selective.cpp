@@ -25,11 +25,6 @@ class CaptureHook final : public AttentionHook {
   }
 };
 
-at::Tensor rotate_half(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
-
 // Columns `channels` [kvh, c] of x [kvh, rows, hd] -> [kvh, rows, c].
 at::Tensor gather_channels(const at::Tensor& x, const at::Tensor& channels) {
   return x.gather(2, channels.unsqueeze(1).expand({x.size(0), x.size(1), channels.size(1)}));
@@ -252,7 +247,7 @@ at::Tensor SelectiveDecoder::infinigen_keep(int64_t layer, const at::Tensor& hid
   const at::Tensor freqs = at::outer(pos, inv_t);
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
   const double att = rope_attention_scaling(c);  // yarn's cos/sin factor (1 otherwise)
-  q = q * (emb.cos() * att) + rotate_half(q) * (emb.sin() * att);
+  q = apply_rope(q, emb.cos() * att, emb.sin() * att);  // phi3's partial rotary: the first rotary_dim dims
   const at::Tensor pq = gather_channels(skew_queries(q, calibration_->skew[l].to(at::kFloat)).view({kvh, group, hd}),
                                         channels_[l]);  // [kvh, group, c]
   const at::Tensor& pk = partial_keys_[l];              // [kvh, past, c]

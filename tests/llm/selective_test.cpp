@@ -453,6 +453,28 @@ TEST(SelectiveTest, InfiniGenOnQwen3AppliesTheQueryNorm) {
   for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
 }
 
+// phi3 with partial_rotary_factor < 1 (Phi-4-mini): the recomputed query
+// rotates only the first rotary_dim dims, as the model does (it failed with a
+// shape error when it rotated the whole head).
+TEST(SelectiveTest, InfiniGenOnPartialRotaryRotatesOnlyTheRotaryDims) {
+  ModelConfig c = testing::tiny_config();
+  c.model_type = "phi3";
+  c.hidden_size = 64;
+  c.head_dim = 16;
+  c.num_hidden_layers = 4;
+  c.partial_rotary_factor = 0.75;
+  Model m = Model::random(c, 9);
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
+  SelectionConfig sc{SelectMethod::kInfiniGen};
+  sc.lookahead = 0;
+  sc.alpha = std::numeric_limits<double>::infinity();
+  SelectiveDecoder dec(m, sc, &cal);
+  KVCache cache = dec.prefill(some_tokens(60, 256, 2)).cache;
+  for (int64_t t : some_tokens(6, 256, 3)) cache = dec.step(t, cache).cache;
+  const auto recall = dec.stats().recall_per_layer();
+  for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
+}
+
 // ---- sliding-window layers --------------------------------------------------------
 
 constexpr int64_t kWindow = 8;  // keys q - 8 < k <= q: 7 past keys and the token's own

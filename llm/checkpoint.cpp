@@ -49,6 +49,30 @@ const char* config_dtype_name(at::ScalarType t) {
   return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32";
 }
 
+}  // namespace
+
+std::map<std::string, std::string> read_shard_index(const std::string& index_path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(index_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", index_path, e.what()));
+  }
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    throw Error(fmt::format("{}: missing key 'weight_map'", index_path));
+  std::map<std::string, std::string> out;
+  for (const auto& [name, file] : j["weight_map"].items()) {
+    if (!file.is_string()) throw Error(fmt::format("{}: weight_map['{}'] is not a file name", index_path, name));
+    const std::string f = file.get<std::string>();
+    if (f.find('/') != std::string::npos || f == ".." || f.empty())
+      throw Error(fmt::format("{}: weight_map['{}'] = '{}' is not a file in the folder", index_path, name, f));
+    out[name] = f;
+  }
+  return out;
+}
+
+namespace {
+
 // Finds each tensor's file, keeps the mappings open.
 class WeightSource {
  public:
@@ -57,19 +81,7 @@ class WeightSource {
     const fs::path single = fs::path(dir) / "model.safetensors";
     if (fs::exists(index)) {
       const std::string idx = index.string();
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(read_file(idx));
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(fmt::format("{}: not valid JSON: {}", idx, e.what()));
-      }
-      if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-        throw Error(fmt::format("{}: missing key 'weight_map'", idx));
-      for (const auto& [name, file] : j["weight_map"].items()) {
-        if (!file.is_string()) throw Error(fmt::format("{}: weight_map['{}'] is not a file name", idx, name));
-        const std::string f = file.get<std::string>();
-        if (f.find('/') != std::string::npos || f == ".." || f.empty())
-          throw Error(fmt::format("{}: weight_map['{}'] = '{}' is not a file in the folder", idx, name, f));
+      for (const auto& [name, f] : read_shard_index(idx)) {
         if (!files_.count(f)) files_[f] = SafetensorsFile::open((fs::path(dir) / f).string());
         where_[name] = f;
       }

@@ -6,6 +6,7 @@
 // views of the mapping (kept alive by the tensors themselves).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -23,6 +24,12 @@ struct LoadOptions {
 // "cpu" or "cuda[:N]" as a device; a kvs::Error naming `what` for anything
 // else, and for cuda when this libtorch was built without CUDA.
 at::Device parse_device(const std::string& name, const std::string& what);
+
+// HF's shard index (model.safetensors.index.json, pytorch_model.bin.index.json):
+// its weight_map, tensor name -> shard file name (a file in the index's
+// folder). Throws kvs::Error naming the index for bad JSON, a missing
+// weight_map, and entries that are not plain file names.
+std::map<std::string, std::string> read_shard_index(const std::string& index_path);
 
 // Reads DIR/config.json only (throws kvs::Error naming the file and key).
 ModelConfig load_config(const std::string& dir);

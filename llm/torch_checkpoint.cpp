@@ -1,5 +1,7 @@
 #include "llm/torch_checkpoint.h"
 
+#include "llm/checkpoint.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -591,28 +593,15 @@ std::optional<TorchWeights> load_torch_weights(const std::string& dir) {
   if (fs::exists(index)) {
     const std::string idx = index.string();
     w.source = idx;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_file(idx));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(fmt::format("{}: not valid JSON: {}", idx, e.what()));
-    }
-    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-      throw Error(fmt::format("{}: missing key 'weight_map'", idx));
     std::map<std::string, std::map<std::string, at::Tensor>> shards;  // file name -> its state dict
-    std::map<std::string, std::string> listed;                        // tensor -> file name
-    for (const auto& [name, file] : j["weight_map"].items()) {
-      if (!file.is_string()) throw Error(fmt::format("{}: weight_map['{}'] is not a file name", idx, name));
-      const std::string f = file.get<std::string>();
-      if (f.find('/') != std::string::npos || f == ".." || f.empty())
-        throw Error(fmt::format("{}: weight_map['{}'] = '{}' is not a file in the folder", idx, name, f));
+    const std::map<std::string, std::string> listed = read_shard_index(idx);  // tensor -> file name
+    for (const auto& [name, f] : listed) {
       const fs::path shard = fs::path(dir) / f;
       if (!shards.count(f)) {
         if (!fs::exists(shard))
           throw Error(fmt::format("{}: shard '{}' (of tensor '{}') does not exist", idx, shard.string(), name));
         shards[f] = read_torch_state_dict(shard.string());
       }
-      listed[name] = f;
     }
     std::map<std::string, std::string> found;  // tensor -> the shard holding it
     for (const auto& [f, tensors] : shards)

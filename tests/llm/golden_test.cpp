@@ -100,6 +100,20 @@ void expect_prefill_as_reference(Model& m, const nlohmann::json& ex, const std::
   EXPECT_LT(max_diff(r.cache.values.back(), from_json(ex["last_layer_values"])), 2e-5);
 }
 
+// Decoding token by token from a cache of the first `prefix` tokens gives the
+// reference's logits of the rest.
+void expect_decoding_as_reference(Model& m, const at::Tensor& logits, const std::vector<int64_t>& tokens,
+                                  size_t prefix) {
+  KVCache cache = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + prefix))).cache;
+  std::vector<at::Tensor> rows;
+  for (size_t t = prefix; t < tokens.size(); ++t) {
+    ForwardResult step = m.forward(to_tensor({tokens[t]}), cache);
+    rows.push_back(step.logits);
+    cache = step.cache;
+  }
+  EXPECT_LT(max_diff(at::cat(rows, 0), logits.narrow(0, int64_t(prefix), int64_t(tokens.size() - prefix))), 5e-5);
+}
+
 // Tied lm_head (absent from the file), one KV head per query head (no
 // num_key_value_heads key), dynamic NTK RoPE past max_position_embeddings (8),
 // float16 weights and HF's old rotary_emb.inv_freq buffers in the file.
@@ -176,15 +190,7 @@ TEST(GoldenTest, Qwen2BiasesTiedMatchIndependentPython) {
   const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
   expect_prefill_as_reference(m, ex, tokens);
 
-  // Decoding token by token from the cache gives the same logits.
-  KVCache cache = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 5))).cache;
-  std::vector<at::Tensor> rows;
-  for (size_t t = 5; t < tokens.size(); ++t) {
-    ForwardResult step = m.forward(to_tensor({tokens[t]}), cache);
-    rows.push_back(step.logits);
-    cache = step.cache;
-  }
-  EXPECT_LT(max_diff(at::cat(rows, 0), from_json(ex["logits"]).narrow(0, 5, int64_t(tokens.size()) - 5)), 5e-5);
+  expect_decoding_as_reference(m, from_json(ex["logits"]), tokens, 5);
 
   Model bf = load_model(dir);
   EXPECT_EQ(bf.dtype(), at::kBFloat16);
@@ -402,14 +408,7 @@ TEST(GoldenTest, Qwen3QkNormMatchesIndependentPython) {
   const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
   expect_prefill_as_reference(m, ex, tokens);
   // Decoding token by token from the cache, and the batched training forward.
-  KVCache cache = m.prefill(to_tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + 4))).cache;
-  std::vector<at::Tensor> rows;
-  for (size_t t = 4; t < tokens.size(); ++t) {
-    ForwardResult step = m.forward(to_tensor({tokens[t]}), cache);
-    rows.push_back(step.logits);
-    cache = step.cache;
-  }
-  EXPECT_LT(max_diff(at::cat(rows, 0), logits.narrow(0, 4, int64_t(tokens.size()) - 4)), 5e-5);
+  expect_decoding_as_reference(m, logits, tokens, 4);
   EXPECT_LT(max_diff(m.logits(to_tensor(tokens).unsqueeze(0)).select(0, 0), logits), 5e-5);
 }
 

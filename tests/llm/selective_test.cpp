@@ -400,6 +400,21 @@ TEST(SelectiveTest, SpeculationMatchesIndependentReference) {
   }
 }
 
+// InfiniGen with all channels and an unbounded alpha speculates exactly: the
+// recomputed query (bias, norm, RoPE as the model's) finds every key the
+// attention weighs (recall 1 on layers 2 and 3, 4-layer models).
+void expect_exact_speculation_finds_every_key(const Model& m) {
+  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
+  SelectionConfig sc{SelectMethod::kInfiniGen};
+  sc.lookahead = 0;
+  sc.alpha = std::numeric_limits<double>::infinity();
+  SelectiveDecoder dec(m, sc, &cal);
+  KVCache cache = dec.prefill(some_tokens(60, 256, 2)).cache;
+  for (int64_t t : some_tokens(6, 256, 3)) cache = dec.step(t, cache).cache;
+  const auto recall = dec.stats().recall_per_layer();
+  for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
+}
+
 // qwen2 (q/k/v biases; layer 3 with a sliding window): with all channels,
 // no skew and lookahead 0, InfiniGen's speculated query (recomputed from the
 // layer's input and W_q, plus the bias) is the model's, so it fetches the
@@ -414,15 +429,7 @@ TEST(SelectiveTest, InfiniGenOnQwen2UsesTheQueryBias) {
   Model m = Model::random(c, 8);
   for (auto& [name, t] : m.named_parameters())
     if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos) t.mul_(10.0);
-  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
-  SelectionConfig sc{SelectMethod::kInfiniGen};
-  sc.lookahead = 0;
-  sc.alpha = std::numeric_limits<double>::infinity();
-  SelectiveDecoder dec(m, sc, &cal);
-  KVCache cache = dec.prefill(some_tokens(60, 256, 2)).cache;
-  for (int64_t t : some_tokens(6, 256, 3)) cache = dec.step(t, cache).cache;
-  const auto recall = dec.stats().recall_per_layer();
-  for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
+  expect_exact_speculation_finds_every_key(m);
 }
 
 // qwen3 (per-head q/k RMSNorm before RoPE, with non-trivial weights; YaRN
@@ -442,15 +449,7 @@ TEST(SelectiveTest, InfiniGenOnQwen3AppliesTheQueryNorm) {
   for (auto& [name, t] : m.named_parameters())
     if (name.find("q_norm") != std::string::npos || name.find("k_norm") != std::string::npos)
       t.copy_(at::linspace(-3.0, 6.0, t.numel()));
-  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
-  SelectionConfig sc{SelectMethod::kInfiniGen};
-  sc.lookahead = 0;
-  sc.alpha = std::numeric_limits<double>::infinity();
-  SelectiveDecoder dec(m, sc, &cal);
-  KVCache cache = dec.prefill(some_tokens(60, 256, 2)).cache;
-  for (int64_t t : some_tokens(6, 256, 3)) cache = dec.step(t, cache).cache;
-  const auto recall = dec.stats().recall_per_layer();
-  for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
+  expect_exact_speculation_finds_every_key(m);
 }
 
 // phi3 with partial_rotary_factor < 1 (Phi-4-mini): the recomputed query
@@ -463,16 +462,7 @@ TEST(SelectiveTest, InfiniGenOnPartialRotaryRotatesOnlyTheRotaryDims) {
   c.head_dim = 16;
   c.num_hidden_layers = 4;
   c.partial_rotary_factor = 0.75;
-  Model m = Model::random(c, 9);
-  const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
-  SelectionConfig sc{SelectMethod::kInfiniGen};
-  sc.lookahead = 0;
-  sc.alpha = std::numeric_limits<double>::infinity();
-  SelectiveDecoder dec(m, sc, &cal);
-  KVCache cache = dec.prefill(some_tokens(60, 256, 2)).cache;
-  for (int64_t t : some_tokens(6, 256, 3)) cache = dec.step(t, cache).cache;
-  const auto recall = dec.stats().recall_per_layer();
-  for (size_t l = 2; l < 4; ++l) EXPECT_NEAR(recall[l], 1.0, 1e-12) << l;
+  expect_exact_speculation_finds_every_key(Model::random(c, 9));
 }
 
 // ---- sliding-window layers --------------------------------------------------------

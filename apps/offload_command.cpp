@@ -116,11 +116,15 @@ void run_offload(const OffloadOptions& o) {
                               o.selective, policies::selective_settings_list(profile)));
     std::string tokens;
     for (auto t : profile.context_tokens) tokens += (tokens.empty() ? "" : ",") + std::to_string(t);
+    std::string windows;
+    for (auto w : profile.layer_windows)
+      if (w > 0) windows = fmt::format("; sliding windows {} (per layer, 0 = full), in every mode",
+                                       fmt::join(profile.layer_windows, ","));
     selective_note = fmt::format(
         "fractions measured by {} on model '{}' ({} layers, contexts of {} tokens; full front layers {}, last "
-        "layer {}), applied unchanged at every context",
+        "layer {}{}), applied unchanged at every context",
         o.selective, profile.model, profile.layers, tokens, profile.full_front_layers,
-        profile.full_last_layer ? "full" : "speculated");
+        profile.full_last_layer ? "full" : "speculated", windows);
   } else {
     variants.push_back({sim::OffloadMode::kSelective, fmt::format("infinigen(f={:g})", o.fraction), o.fraction});
   }
@@ -134,6 +138,9 @@ void run_offload(const OffloadOptions& o) {
     } catch (const Error& e) {
       throw Error(std::string("offload --target: ") + e.what() + did_you_mean(target, sim::model_preset_names()));
     }
+    // The profiled model's sliding windows hold for every mode (its fractions
+    // are shares of the windows' keys).
+    if (!o.selective.empty()) c.layer_window = policies::target_layer_windows(profile, c.model.kv.layers);
     for (uint64_t context : o.contexts) {
       c.prompt_tokens = context;
       const auto full = sim::simulate_offload(c, sim::OffloadMode::kFull);

@@ -10,6 +10,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
@@ -97,7 +98,10 @@ void add_selective_command(CLI::App& app) {
   cmd->add_option("-o,--output", args->output, "JSON to write (resumes from OUTPUT.partial)")->required();
   cmd->add_option("--methods", args->methods, "Comma-separated: full, infinigen, oracle, streaming, h2o")
       ->capture_default_str();
-  cmd->add_option("--budgets", args->budgets, "Budgets: fractions of the past tokens in (0, 1]")->capture_default_str();
+  cmd->add_option("--budgets", args->budgets,
+                  "Budgets in (0, 1]: fractions of the past tokens a layer's full attention reads (all of them; on "
+                  "a sliding-window layer the window's min(past, W-1))")
+      ->capture_default_str();
   cmd->add_option("--alphas", args->alphas, "InfiniGen's alpha values (score distance from the maximum)")
       ->capture_default_str();
   cmd->add_option("--ratio", args->ratio, "InfiniGen's partial weight ratio (channels kept per head)")
@@ -297,6 +301,10 @@ void add_selective_command(CLI::App& app) {
 
     // Means over contexts per setting.
     const double elem = args->kv_dtype == "fp32" ? 4 : 2;
+    // Each layer's sliding window (0: full attention), so that readers turn
+    // fractions into bytes with the keys the layer reads (docs/selective-format.md).
+    std::vector<int64_t> layer_windows;
+    for (int64_t l = 0; l < mc.num_hidden_layers; ++l) layer_windows.push_back(mc.layer_window(l));
     json out = {{"format", "kvstream-selective"},
                 {"version", 1},
                 {"model",
@@ -305,7 +313,8 @@ void add_selective_command(CLI::App& app) {
                   {"kv_heads", mc.num_key_value_heads},
                   {"head_dim", mc.effective_head_dim()},
                   {"num_attention_heads", mc.num_attention_heads},
-                  {"kv_bytes_per_token", 2.0 * double(mc.num_key_value_heads * mc.effective_head_dim()) * elem}}},
+                  {"kv_bytes_per_token", 2.0 * double(mc.num_key_value_heads * mc.effective_head_dim()) * elem},
+                  {"layer_windows", layer_windows}}},
                 {"kv_dtype", args->kv_dtype},
                 {"options", options},
                 {"contexts", json::array()},

@@ -158,6 +158,21 @@ SelectiveProfile read_selective_profile(const std::string& path) {
   const json& model = r.field(doc, "(top)", "model");
   if (r.has(model, "name")) p.model = r.text(model, "model", "name");
   p.layers = uint32_t(r.count(model, "model", "layers", 1, 1e5));
+  p.layer_windows.assign(p.layers, 0);
+  if (r.has(model, "layer_windows")) {
+    const json& w = model["layer_windows"];
+    if (!w.is_array() || w.size() != p.layers)
+      r.fail("model.layer_windows", fmt::format("expected {} whole numbers >= 0 (model.layers), got {}", p.layers,
+                                                w.dump()));
+    for (size_t l = 0; l < w.size(); ++l) {
+      const json& x = w[l];
+      if (!x.is_number() || !(x.get<double>() >= 0 && x.get<double>() <= 1e12) ||
+          x.get<double>() != std::floor(x.get<double>()))
+        r.fail(fmt::format("model.layer_windows[{}]", l),
+               fmt::format("expected a whole number >= 0 (0: full attention), got {}", x.dump()));
+      p.layer_windows[l] = uint64_t(x.get<double>());
+    }
+  }
   // options: absent fields (or an absent object) take the writer's defaults.
   const json options = doc.contains("options") ? doc["options"] : json::object();
   if (!options.is_object()) r.fail("options", fmt::format("expected an object, got {}", options.dump()));
@@ -237,6 +252,18 @@ std::vector<double> target_layer_fractions(const SelectiveProfile& profile, cons
   for (uint32_t l = 0; l < target_layers; ++l)
     if (speculated(l, target_layers)) f[l] = mean;
   return f;
+}
+
+std::vector<uint64_t> target_layer_windows(const SelectiveProfile& profile, uint32_t target_layers) {
+  std::vector<uint64_t> w = profile.layer_windows;
+  if (w.empty()) w.assign(profile.layers, 0);
+  if (target_layers == w.size()) return w;
+  for (uint64_t x : w)
+    if (x != w[0])
+      throw Error(fmt::format("{}: model.layer_windows: the {} profiled layers have different sliding windows, which "
+                              "cannot be placed on a {}-layer target",
+                              profile.path, w.size(), target_layers));
+  return std::vector<uint64_t>(target_layers, w.empty() ? 0 : w[0]);
 }
 
 SelectivePlan selective_plan(const SelectiveProfile& profile, const SelectiveSetting& setting, uint32_t layers) {

@@ -60,6 +60,10 @@ struct SelectiveProfile {
   std::string path;
   std::string model;                     // the profiled model's name ("" when absent)
   uint32_t layers = 0;                   // of the profiled model
+  // model.layer_windows: each profiled layer's sliding window W in tokens (0:
+  // full attention). On a windowed layer the fractions are relative to the
+  // min(past, W - 1) past keys its full attention reads. All 0 when absent.
+  std::vector<uint64_t> layer_windows;
   uint32_t full_front_layers = 2;        // options.full_front_layers
   bool full_last_layer = false;          // options.full_last_layer
   double ratio = 0.2;                    // options.ratio (partial channels / head_dim)
@@ -86,6 +90,12 @@ const SelectiveSetting& find_selective_setting(const SelectiveProfile& profile, 
 // fraction of the profiled speculated layers in every speculated layer.
 std::vector<double> target_layer_fractions(const SelectiveProfile& profile, const SelectiveSetting& setting,
                                            uint32_t target_layers);
+
+// The profiled windows on a target with `target_layers` layers (0: full
+// attention): the profiled ones when the layer counts match, the common one
+// when every profiled layer has the same window; otherwise throws kvs::Error
+// naming the file (mixed windows cannot be placed on another layer count).
+std::vector<uint64_t> target_layer_windows(const SelectiveProfile& profile, uint32_t target_layers);
 
 // A setting as the policy uses it on a target with `layers` layers: the
 // shares of target_layer_fractions, the partial ratio, the measured quality

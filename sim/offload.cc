@@ -104,6 +104,9 @@ void validate(const OffloadConfig& c, OffloadMode mode) {
     throw Error(fmt::format("offload: gpu efficiency must be in (0, 1], got {}", c.gpu.efficiency));
   if (!(c.gpu.peak_flops >= 0) || !(c.gpu.memory_bytes_per_s >= 0) || !(c.gpu_memory_bytes >= 0))
     throw Error("offload: GPU peak, bandwidth and memory overrides must be >= 0");
+  if (!c.layer_window.empty() && c.layer_window.size() != m.kv.layers)
+    throw Error(fmt::format("offload: layer_window needs one window per layer: model '{}' has {} layers, got {}",
+                            m.name, m.kv.layers, c.layer_window.size()));
   if (mode != OffloadMode::kSelective) return;
   if (!(c.partial_ratio > 0 && c.partial_ratio <= 1))
     throw Error(fmt::format("offload: partial_ratio must be in (0, 1], got {}", c.partial_ratio));
@@ -152,6 +155,12 @@ OffloadResult simulate_offload(const OffloadConfig& c, OffloadMode mode) {
   const bool selective = mode == OffloadMode::kSelective;
   const std::vector<double> fraction = selective ? c.layer_fraction : std::vector<double>(n, 1.0);
   const double batch = c.batch, kv_layer = model.kv_token_layer_bytes();
+  // Past keys layer l's full attention reads (min(past, W - 1) on a
+  // sliding-window layer), and the tokens it keeps (at most W).
+  const bool windowed = std::any_of(c.layer_window.begin(), c.layer_window.end(), [](uint64_t w) { return w > 0; });
+  const auto window = [&](uint32_t l) { return c.layer_window.empty() ? 0.0 : double(c.layer_window[l]); };
+  const auto reads = [&](uint32_t l, double past) { return window(l) > 0 ? std::min(past, window(l) - 1) : past; };
+  const auto kept = [&](uint32_t l, double tokens) { return window(l) > 0 ? std::min(tokens, window(l)) : tokens; };
 
   OffloadResult r;
   r.mode = mode;
@@ -160,11 +169,11 @@ OffloadResult simulate_offload(const OffloadConfig& c, OffloadMode mode) {
   // as soon as it is computed (the GPU-to-host direction, one at a time).
   std::vector<double> written(n, 0.0);
   double t = 0, d2h_free = 0, last_layer_start = 0;
-  const double prompt_kv_layer = batch * double(c.prompt_tokens) * kv_layer;
   for (uint32_t l = 0; l < n; ++l) {
     last_layer_start = t;
     t += model.prefill_layer_s();
     if (offloaded) {
+      const double prompt_kv_layer = batch * reads(l, double(c.prompt_tokens)) * kv_layer;
       d2h_free = std::max(t, d2h_free) + model.transfer_s(prompt_kv_layer);
       written[l] = d2h_free;
     }
@@ -183,7 +192,7 @@ OffloadResult simulate_offload(const OffloadConfig& c, OffloadMode mode) {
     for (uint32_t l = 0; l < n; ++l) {
       double arrive = 0;
       if (offloaded) {
-        const double bytes = batch * fraction[l] * past * kv_layer;
+        const double bytes = batch * fraction[l] * reads(l, past) * kv_layer;
         double ready = prev_start + prev_spec;
         if (k == 1) ready = std::max(ready, written[l]);
         const double start = std::max(link_free, ready);
@@ -194,9 +203,10 @@ OffloadResult simulate_offload(const OffloadConfig& c, OffloadMode mode) {
       }
       const double compute_start = std::max(gpu_free, arrive);
       r.stall_s += compute_start - gpu_free;
-      const double spec = (selective && l + 1 < n && fraction[l + 1] < 1) ? model.speculation_s(past) : 0.0;
+      const double spec =
+          (selective && l + 1 < n && fraction[l + 1] < 1) ? model.speculation_s(reads(l + 1, past)) : 0.0;
       r.speculation_s += spec;
-      gpu_free = compute_start + spec + model.layer_s(fraction[l] * past + 1);
+      gpu_free = compute_start + spec + model.layer_s(fraction[l] * reads(l, past) + 1);
       prev_start = compute_start;
       prev_spec = spec;
     }
@@ -209,11 +219,24 @@ OffloadResult simulate_offload(const OffloadConfig& c, OffloadMode mode) {
 
   // GPU memory: weights, and the KV resident or in two layer buffers.
   const double final_tokens = double(c.prompt_tokens) + c.output_tokens;
-  const double max_fraction = *std::max_element(fraction.begin(), fraction.end());
   r.gpu_bytes = double(c.model.parameters) * codec::dtype_bytes(c.model.dtype);
-  if (mode == OffloadMode::kResident) r.gpu_bytes += batch * final_tokens * kv_layer * n;
-  else r.gpu_bytes += 2 * batch * max_fraction * final_tokens * kv_layer;
-  if (selective) r.gpu_bytes += batch * c.partial_ratio * final_tokens * kv_layer / 2 * n;  // partial keys
+  if (!windowed) {
+    const double max_fraction = *std::max_element(fraction.begin(), fraction.end());
+    if (mode == OffloadMode::kResident) r.gpu_bytes += batch * final_tokens * kv_layer * n;
+    else r.gpu_bytes += 2 * batch * max_fraction * final_tokens * kv_layer;
+    if (selective) r.gpu_bytes += batch * c.partial_ratio * final_tokens * kv_layer / 2 * n;  // partial keys
+  } else {
+    // Per layer at most W tokens (a rolling buffer); a buffer holds the
+    // largest layer's fetched share.
+    double kept_tokens = 0, max_buffer_tokens = 0;
+    for (uint32_t l = 0; l < n; ++l) {
+      kept_tokens += kept(l, final_tokens);
+      max_buffer_tokens = std::max(max_buffer_tokens, fraction[l] * kept(l, final_tokens));
+    }
+    if (mode == OffloadMode::kResident) r.gpu_bytes += batch * kept_tokens * kv_layer;
+    else r.gpu_bytes += 2 * batch * max_buffer_tokens * kv_layer;
+    if (selective) r.gpu_bytes += batch * c.partial_ratio * kept_tokens * kv_layer / 2;  // partial keys
+  }
   const double capacity = c.gpu_memory_bytes > 0 ? c.gpu_memory_bytes : gpu_memory_bytes(c.gpu.preset);
   r.fits = r.gpu_bytes <= capacity;
   return r;

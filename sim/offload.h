@@ -29,7 +29,8 @@
 //   duplex); the first decode step cannot fetch a layer before its write ends.
 // - One decode step of layer l: max(FLOPs / FLOP/s, bytes / memory bandwidth)
 //   with bytes = the layer's weights + the K and V it attends to (fetched
-//   fraction of the c-1 past tokens, plus the new token), FLOPs = B x (2 x
+//   fraction of the c-1 past tokens, of the min(c-1, W-1) of its window on a
+//   sliding-window layer, plus the new token), FLOPs = B x (2 x
 //   layer parameters + 4 x heads x head_dim x attended tokens). Then the LM
 //   head: max(B x 2 x vocab x hidden / FLOP/s, vocab x hidden x dtype / bw).
 //   (The embedding row lookup is neglected, so a resident step is
@@ -78,6 +79,13 @@ struct OffloadConfig {
   // entry per layer (1 = that layer is loaded in full). Unused by the others.
   std::vector<double> layer_fraction;
   double partial_ratio = 0.2;   // channels kept in the partial keys and W_q (InfiniGen's default)
+  // Each layer's sliding window W in tokens (0: full attention), in every
+  // mode; empty: all full. A windowed layer's step reads only the min(past,
+  // W - 1) past keys of its window (layer_fraction is a share of those, as
+  // in a selective profile), the prefill offloads only the ones the first
+  // step reads, and the GPU keeps at most W of its tokens (resident cache,
+  // buffers, partial keys).
+  std::vector<uint64_t> layer_window;
   double gpu_memory_bytes = 0;  // for the resident mode's "fits"; 0: the preset's (gpu_memory_bytes())
 };
 
@@ -107,7 +115,8 @@ std::vector<double> infinigen_layer_fractions(uint32_t layers, double fraction, 
                                               bool full_last = true);
 
 // Runs the decode pipeline. Throws kvs::Error for an invalid configuration
-// (no tokens, rates <= 0, a fraction outside [0, 1], selective without one
+// (no tokens, rates <= 0, a fraction outside [0, 1], layer_window neither
+// empty nor one per layer, selective without one
 // fraction per layer or with layer 0 below 1: it has no layer to speculate from).
 OffloadResult simulate_offload(const OffloadConfig& config, OffloadMode mode);
 

@@ -199,6 +199,50 @@ TEST(SelectiveProfileReader, RejectsBadFieldsNamingTheFileAndField) {
   }
 }
 
+// model.layer_windows (docs/selective-format.md): each layer's sliding
+// window, 0 = full attention; absent (older profiles) = all full.
+std::string windowed_profile_text(const std::string& windows) {
+  std::string text = profile_text();
+  const std::string at = R"("head_dim": 32)";
+  text.insert(text.find(at) + at.size(), R"(, "layer_windows": )" + windows);
+  return text;
+}
+
+TEST(SelectiveProfileReader, ReadsTheLayerWindows) {
+  TempFile f("w1.json", windowed_profile_text("[0, 0, 4096, 8]"));
+  const SelectiveProfile p = read_selective_profile(f.path);
+  EXPECT_EQ(p.layer_windows, (std::vector<uint64_t>{0, 0, 4096, 8}));
+  EXPECT_EQ(target_layer_windows(p, 4), (std::vector<uint64_t>{0, 0, 4096, 8}));
+  // Mixed windows cannot be placed on another layer count.
+  const std::string mixed = error_of([&] { target_layer_windows(p, 32); });
+  EXPECT_NE(mixed.find(f.path + ": model.layer_windows"), std::string::npos) << mixed;
+  // One window on every layer (mistral) carries over to any layer count.
+  TempFile g("w2.json", windowed_profile_text("[16, 16, 16, 16]"));
+  EXPECT_EQ(target_layer_windows(read_selective_profile(g.path), 6), std::vector<uint64_t>(6, 16));
+  // Absent: every layer full attention.
+  TempFile h("w3.json", profile_text());
+  const SelectiveProfile q = read_selective_profile(h.path);
+  EXPECT_EQ(q.layer_windows, std::vector<uint64_t>(4, 0));
+  EXPECT_EQ(target_layer_windows(q, 32), std::vector<uint64_t>(32, 0));
+}
+
+TEST(SelectiveProfileReader, RejectsBadLayerWindowsNamingTheFileAndField) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[0, 0, 8]", "model.layer_windows: expected 4 whole numbers"},
+      {"[0, 0, 8, 8, 8]", "model.layer_windows: expected 4 whole numbers"},
+      {"8", "model.layer_windows: expected 4 whole numbers"},
+      {"[0, 0, -8, 8]", "model.layer_windows[2]: expected a whole number >= 0"},
+      {"[0, 0, 8, 7.5]", "model.layer_windows[3]: expected a whole number >= 0"},
+      {R"([0, "8", 8, 8])", "model.layer_windows[1]: expected a whole number >= 0"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& [windows, needle] = cases[i];
+    TempFile f("badwin" + std::to_string(i) + ".json", windowed_profile_text(windows));
+    const std::string message = error_of([&] { read_selective_profile(f.path); });
+    EXPECT_NE(message.find(f.path + ": " + needle), std::string::npos) << windows << ": " << message;
+  }
+}
+
 TEST(SelectivePolicy, NamesWhatItDoesAndFetchesItsLevelPerLayer) {
   TempFile f("h.json", profile_text());
   auto p = make_policy("selective", {{"profile", f.path}, {"level", "2"}});

@@ -3,10 +3,15 @@
 // and the orderings the comparison rests on.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "base/error.h"
+#include "policies/selective.h"
 #include "sim/gpu_model.h"
 #include "sim/offload.h"
 
@@ -105,6 +110,85 @@ TEST(Offload, SelectiveMatchesHandComputedCase) {
   EXPECT_DOUBLE_EQ(r.h2d_bytes, 1600 + 800);
 }
 
+// A selective profile of the toy model (2 layers) with fractions {1, 0.5},
+// with `windows` as model.layer_windows ("" : the field absent, as in
+// profiles written before it existed), and the toy config built from it as
+// `kvstream offload --selective` does.
+OffloadConfig toy_from_profile(const std::string& windows) {
+  const std::string name = "kvs_offload_" + std::to_string(::getpid()) + "_w" + std::to_string(windows.size());
+  const std::string path = (std::filesystem::temp_directory_path() / (name + ".json")).string();
+  std::ofstream(path) << R"({"format": "kvstream-selective", "version": 1,
+ "model": {"name": "toy", "layers": 2)" + (windows.empty() ? "" : R"(, "layer_windows": )" + windows) + R"(},
+ "options": {"ratio": 0.25, "full_front_layers": 1},
+ "contexts": [{"id": "a", "tokens": 100}],
+ "settings": [{"method": "infinigen", "budget": 0.5, "alpha": 4, "fraction_fetched_per_layer": [1, 0.5],
+   "kl_divergence": 0.01, "loss_increase": 0.01, "greedy_agreement": 0.9}]})";
+  const policies::SelectiveProfile p = policies::read_selective_profile(path);
+  std::filesystem::remove(path);
+  auto c = toy();
+  c.output_tokens = 2;
+  c.layer_fraction = policies::target_layer_fractions(p, p.settings[0], 2);
+  c.layer_window = policies::target_layer_windows(p, 2);
+  c.partial_ratio = p.ratio;
+  return c;
+}
+
+TEST(Offload, SlidingWindowLayersFetchAndKeepOnlyTheirWindow) {
+  // Layer 1 has a window of 11 tokens: with 100 past tokens it reads the
+  // min(100, 11 - 1) = 10 of its window (16 bytes each), layer 0 all 100.
+  const auto windowed = toy_from_profile("[0, 11]");
+  const auto plain = toy_from_profile("");
+  // Full offloading: layer 1 fetches 10 x 16 = 160 bytes instead of 1600.
+  const auto full_w = simulate_offload(windowed, OffloadMode::kFull);
+  const auto full_p = simulate_offload(plain, OffloadMode::kFull);
+  EXPECT_DOUBLE_EQ(full_w.h2d_bytes, 1600 + 160);
+  EXPECT_DOUBLE_EQ(full_p.h2d_bytes - full_w.h2d_bytes, 1600 - 160);
+  // Prefill writes layer 1's 160 bytes, 0.0017 s, after layer 0's write
+  // (ends 0.0161002808) -> 0.0178002808. Step 1: layer 0 fetched
+  // 0.0161002808 -> 0.0322002808, computed -> 0.0358162808; layer 1 fetched
+  // 0.0322002808 -> 0.0339002808, computed (2000 + 11 x 16) / 1e6 = 0.002176
+  // -> 0.0379922808; LM head -> 0.0380002808.
+  EXPECT_NEAR(full_w.total_s, 0.0380002808, kTol);
+  // Selective: layer 1 fetches half of its window's 10 tokens, 80 bytes (not
+  // half of 100, 800); its speculation reads the window's partial keys:
+  // 8 (W_q) + 0.25 x 10 x 8 + 10 x 2 x 2 = 68 bytes, 6.8e-5 s (not 6.08e-4).
+  const auto sel_w = simulate_offload(windowed, OffloadMode::kSelective);
+  const auto sel_p = simulate_offload(plain, OffloadMode::kSelective);
+  EXPECT_DOUBLE_EQ(sel_w.h2d_bytes, 1600 + 80);
+  EXPECT_DOUBLE_EQ(sel_p.h2d_bytes - sel_w.h2d_bytes, 800 - 80);
+  EXPECT_NEAR(sel_w.speculation_s, 6.8e-5, kTol);
+  // GPU memory at 102 tokens: resident keeps 102 tokens of layer 0 and 11 of
+  // layer 1; the offloaded buffers hold the largest layer (layer 0: 102);
+  // selective adds partial keys 0.25 x (102 + 11) x 16 / 2.
+  EXPECT_DOUBLE_EQ(simulate_offload(windowed, OffloadMode::kResident).gpu_bytes, 4016 + (102 + 11) * 16);
+  EXPECT_DOUBLE_EQ(simulate_offload(plain, OffloadMode::kResident).gpu_bytes, 4016 + 102 * 32);
+  EXPECT_DOUBLE_EQ(full_w.gpu_bytes, 4016 + 2 * 102 * 16);
+  EXPECT_DOUBLE_EQ(sel_w.gpu_bytes, 4016 + 2 * 102 * 16 + 0.25 * 113 * 16 / 2);
+}
+
+TEST(Offload, AProfileWithoutWindowsGivesTheUnwindowedNumbersExactly) {
+  // The field absent (or every window 0): every layer reads the whole
+  // context, bit for bit as a config with no windows at all.
+  for (const std::string windows : {"", "[0, 0]"}) {
+    const auto c = toy_from_profile(windows);
+    EXPECT_EQ(c.layer_window, (std::vector<uint64_t>{0, 0}));
+    auto none = c;
+    none.layer_window.clear();
+    for (auto mode : {OffloadMode::kFull, OffloadMode::kSelective, OffloadMode::kResident}) {
+      const auto a = simulate_offload(c, mode), b = simulate_offload(none, mode);
+      EXPECT_EQ(a.total_s, b.total_s) << windows;
+      EXPECT_EQ(a.step_s, b.step_s);
+      EXPECT_EQ(a.h2d_bytes, b.h2d_bytes);
+      EXPECT_EQ(a.speculation_s, b.speculation_s);
+      EXPECT_EQ(a.gpu_bytes, b.gpu_bytes);
+    }
+    // The hand-computed selective case above.
+    const auto sel = simulate_offload(c, OffloadMode::kSelective);
+    EXPECT_DOUBLE_EQ(sel.h2d_bytes, 1600 + 800);
+    EXPECT_NEAR(sel.total_s, 0.0437322808, kTol);
+  }
+}
+
 TEST(Offload, ResidentStepAndPrefillAgreeWithComputeModel) {
   // A resident step is ComputeModel::first_token_s without the embedding
   // table's read (a row lookup); the prefill is ComputeModel::recompute_s.
@@ -200,6 +284,9 @@ TEST(Offload, RejectsInvalidConfigurations) {
   c = toy();
   c.prompt_tokens = 0;
   EXPECT_THROW(simulate_offload(c, OffloadMode::kResident), Error);
+  c = toy();
+  c.layer_window = {0, 8, 8};  // not one per layer
+  EXPECT_THROW(simulate_offload(c, OffloadMode::kFull), Error);
   c = toy();
   c.gpu.preset = "nope";
   c.gpu.peak_flops = 0;

@@ -100,6 +100,27 @@ void expect_prefill_as_reference(Model& m, const nlohmann::json& ex, const std::
   EXPECT_LT(max_diff(r.cache.values.back(), from_json(ex["last_layer_values"])), 2e-5);
 }
 
+// Prefilling in the reference's chunks (ex["chunks"]) through the cache gives
+// its chunked logits and last layer's keys (and values, where recorded).
+KVCache expect_chunked_as_reference(Model& m, const nlohmann::json& ex, const std::vector<int64_t>& tokens) {
+  KVCache cache;
+  std::vector<at::Tensor> parts;
+  int64_t begin = 0;
+  for (int64_t n : ex["chunks"].get<std::vector<int64_t>>()) {
+    ForwardResult step = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + begin, tokens.begin() + begin + n)),
+                                   cache);
+    parts.push_back(step.logits);
+    cache = step.cache;
+    begin += n;
+  }
+  EXPECT_LT(max_diff(at::cat(parts, 0), from_json(ex["chunked_logits"])), 5e-5);
+  EXPECT_LT(max_diff(cache.keys.back(), from_json(ex["chunked_last_layer_keys"])), 2e-5);
+  if (ex.contains("chunked_last_layer_values")) {
+    EXPECT_LT(max_diff(cache.values.back(), from_json(ex["chunked_last_layer_values"])), 2e-5);
+  }
+  return cache;
+}
+
 // Decoding token by token from a cache of the first `prefix` tokens gives the
 // reference's logits of the rest.
 void expect_decoding_as_reference(Model& m, const at::Tensor& logits, const std::vector<int64_t>& tokens,
@@ -133,18 +154,7 @@ TEST(GoldenTest, TiedDynamicNtkFloat16MatchesIndependentPython) {
   // position, and the cached keys keep the rotation they were computed with.
   const at::Tensor chunked = from_json(ex["chunked_logits"]);
   EXPECT_GT(max_diff(chunked, from_json(ex["logits"])), 1e-2);  // the data tell both apart
-  KVCache cache;
-  std::vector<at::Tensor> parts;
-  int64_t begin = 0;
-  for (int64_t n : ex["chunks"].get<std::vector<int64_t>>()) {
-    ForwardResult step = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + begin, tokens.begin() + begin + n)),
-                                   cache);
-    parts.push_back(step.logits);
-    cache = step.cache;
-    begin += n;
-  }
-  EXPECT_LT(max_diff(at::cat(parts, 0), chunked), 5e-5);
-  EXPECT_LT(max_diff(cache.keys.back(), from_json(ex["chunked_last_layer_keys"])), 2e-5);
+  expect_chunked_as_reference(m, ex, tokens);
 
   // In the file's float16 (products in float32 on CPU, rounded to float16).
   Model half = load_model(dir);
@@ -221,20 +231,7 @@ void expect_windowed_as_reference(const std::string& dir, const std::vector<int6
   // Batched training forward (no cache) applies the same mask.
   EXPECT_LT(max_diff(m.logits(to_tensor(tokens).unsqueeze(0)).select(0, 0), logits), 5e-5);
 
-  KVCache cache;
-  std::vector<at::Tensor> parts;
-  int64_t begin = 0;
-  for (int64_t n : ex["chunks"].get<std::vector<int64_t>>()) {
-    ForwardResult step = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + begin, tokens.begin() + begin + n)),
-                                   cache);
-    parts.push_back(step.logits);
-    cache = step.cache;
-    begin += n;
-  }
-  EXPECT_EQ(cache.tokens(), int64_t(tokens.size()));  // every position kept
-  EXPECT_LT(max_diff(at::cat(parts, 0), from_json(ex["chunked_logits"])), 5e-5);
-  EXPECT_LT(max_diff(cache.keys.back(), from_json(ex["chunked_last_layer_keys"])), 2e-5);
-  EXPECT_LT(max_diff(cache.values.back(), from_json(ex["chunked_last_layer_values"])), 2e-5);
+  EXPECT_EQ(expect_chunked_as_reference(m, ex, tokens).tokens(), int64_t(tokens.size()));  // every position kept
 }
 
 TEST(GoldenTest, MistralSlidingWindowPastTheWindowMatchesIndependentPython) {
@@ -350,19 +347,7 @@ TEST(GoldenTest, Phi3LongRopeMatchesIndependentPython) {
   EXPECT_GT(max_diff(from_json(ex["short_factor_logits"]), logits), 0.1);
   EXPECT_GT(max_diff(from_json(ex["chunked_logits"]), logits), 0.1);
   expect_prefill_as_reference(m, ex, tokens);
-  KVCache cache;
-  std::vector<at::Tensor> parts;
-  int64_t begin = 0;
-  for (int64_t n : ex["chunks"].get<std::vector<int64_t>>()) {
-    ForwardResult step = m.forward(to_tensor(std::vector<int64_t>(tokens.begin() + begin, tokens.begin() + begin + n)),
-                                   cache);
-    parts.push_back(step.logits);
-    cache = step.cache;
-    begin += n;
-  }
-  EXPECT_LT(max_diff(at::cat(parts, 0), from_json(ex["chunked_logits"])), 5e-5);
-  EXPECT_LT(max_diff(cache.keys.back(), from_json(ex["chunked_last_layer_keys"])), 2e-5);
-  EXPECT_LT(max_diff(cache.values.back(), from_json(ex["chunked_last_layer_values"])), 2e-5);
+  expect_chunked_as_reference(m, ex, tokens);
 }
 
 // model_type gemma (v1): embeddings times sqrt(hidden), RMSNorm times

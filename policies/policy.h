@@ -140,6 +140,12 @@ struct SelectivePlan {
   // Per layer of the target model: the share of the context's tokens whose K
   // and V that layer fetches before the first token (1: the whole layer).
   std::vector<double> layer_share;
+  // Per layer of the target model: its sliding window in tokens (0, or an
+  // empty vector: full attention). The first token's query on a windowed layer
+  // reads only the last W-1 context tokens, so that layer's share and its
+  // partial keys count those (a share of 1 fetches all of them); the rest of
+  // the layer follows the first token.
+  std::vector<uint64_t> layer_window;
   // Partial keys (InfiniGen): floor(partial_ratio x head_dim) channels per KV
   // head and token of every layer with a share below 1, sent first as fp16.
   double partial_ratio = 0.2;

@@ -269,6 +269,7 @@ std::vector<uint64_t> target_layer_windows(const SelectiveProfile& profile, uint
 SelectivePlan selective_plan(const SelectiveProfile& profile, const SelectiveSetting& setting, uint32_t layers) {
   SelectivePlan plan;
   plan.layer_share = target_layer_fractions(profile, setting, layers);
+  plan.layer_window = target_layer_windows(profile, layers);
   plan.partial_ratio = profile.ratio;
   plan.kl_nats = setting.kl_divergence;
   plan.loss_increase = setting.loss_increase;

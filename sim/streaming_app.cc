@@ -607,12 +607,17 @@ void ChunkClient::StartSelective() {
                             "from)", s_.policy->name()));
   if (!(plan_.partial_ratio > 0 && plan_.partial_ratio <= 1))
     throw Error(fmt::format("policy {}: partial_ratio {} (expected (0, 1])", s_.policy->name(), plan_.partial_ratio));
+  if (!plan_.layer_window.empty() && plan_.layer_window.size() != L)
+    throw Error(fmt::format("policy {}: its plan has {} layer windows for a {}-layer model", s_.policy->name(),
+                            plan_.layer_window.size(), L));
   layers_.assign(L, Layer{});
   uint32_t selected = 0;
-  for (double x : plan_.layer_share) selected += x < 1 ? 1 : 0;
+  uint64_t selected_tokens = 0;  // the context tokens whose partial keys the selected layers need
+  for (uint32_t l = 0; l < L; ++l)
+    if (plan_.layer_share[l] < 1) ++selected, selected_tokens += FirstTokenReads(l);
   // InfiniGen keeps int(ratio x head_dim) channels per head (at least one), as fp16.
   const uint64_t channels = std::max<uint64_t>(1, uint64_t(std::floor(plan_.partial_ratio * spec.head_dim)));
-  partial_key_bytes_ = uint64_t(selected) * spec.tokens * spec.kv_heads * channels * 2;
+  partial_key_bytes_ = selected_tokens * spec.kv_heads * channels * 2;
   auto& sr = s_.result->selective;
   sr.used = true;
   sr.source = plan_.source;
@@ -637,6 +642,14 @@ void ChunkClient::StartSelective() {
     keys_in_ = true;
   }
   SendSelective(now);
+}
+
+// The context tokens layer l's first token reads: all of them, or on a
+// sliding-window layer the last W-1.
+uint64_t ChunkClient::FirstTokenReads(uint32_t l) const {
+  const uint64_t T = s_.spec->tokens;
+  const uint64_t w = plan_.layer_window.empty() ? 0 : plan_.layer_window[l];
+  return w > 0 ? std::min<uint64_t>(T, w - 1) : T;
 }
 
 // Requests layers in order while each one can be: a whole layer at once; a
@@ -670,7 +683,10 @@ void ChunkClient::SendSelective(double now) {
     // spread evenly over layers and tokens); the parts sum to `total`.
     auto cut = [&](uint64_t k) { return total / L * k + total % L * k / L; };  // floor(total x k / L)
     const uint64_t in_layer = cut(l + 1) - cut(l);
-    ly.bytes = share >= 1 ? in_layer : uint64_t(std::llround(share * double(in_layer)));
+    // A sliding-window layer's first token reads only its window's tokens.
+    const double part =
+        std::min(share, 1.0) * (spec.tokens ? double(FirstTokenReads(l)) / double(spec.tokens) : 1.0);
+    ly.bytes = part >= 1 ? in_layer : uint64_t(std::llround(part * double(in_layer)));
     ly.rest_bytes = in_layer - ly.bytes;
     ly.decode_s = decode / L * (in_layer ? double(ly.bytes) / double(in_layer) : 0.0);
     ly.requested = true;

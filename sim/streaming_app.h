@@ -235,6 +235,7 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
   // Selective schedule.
   void StartSelective();
   void SendSelective(double now_s);
+  uint64_t FirstTokenReads(uint32_t layer) const;
   void SelectiveArrived(uint32_t part, double now_s);
   void SubmitLayers(double now_s);
   void LayerComputed(uint32_t layer);

@@ -7,6 +7,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
 
 #include "base/error.h"
 #include "sim/gpu_model.h"
@@ -185,6 +190,53 @@ TEST(SelectiveSim, ConcurrentRequestsEachFinishWithTheirRest) {
     EXPECT_GE(r.selective.rest_last_byte_s, r.first_token_s);
   }
   EXPECT_EQ(unfinished_reason(out.result, c.max_sim_s), "");
+}
+
+// A selective profile of the 8-layer test model (2 KV heads of 64, partial
+// ratio 0.25) whose infinigen setting fetches 10 % of layers 2-7, with
+// `windows` as model.layer_windows ("" : the field absent).
+std::string write_selective_profile(const std::string& name, const std::string& windows) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("kvs_sim_selective_" + std::to_string(::getpid()) + "_" + name))
+                               .string();
+  std::ofstream(path) << R"({"format": "kvstream-selective", "version": 1,
+ "model": {"name": "tiny", "layers": 8, "kv_heads": 2, "head_dim": 64)"
+                      << (windows.empty() ? "" : R"(, "layer_windows": )" + windows) << R"(},
+ "options": {"ratio": 0.25, "full_front_layers": 2, "full_last_layer": false, "greedy_tokens": 8},
+ "contexts": [{"id": "a", "tokens": 1000}],
+ "settings": [{"method": "infinigen", "budget": 0.1, "alpha": 4,
+   "fraction_fetched_per_layer": [1, 1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1],
+   "kl_divergence": 0.01, "loss_increase": 0.01, "greedy_agreement": 0.5, "task_accuracy": 0}]})";
+  return path;
+}
+
+// Sliding-window layers (model.layer_windows): the first token on a layer
+// with a window of 100 reads its last 99 context tokens, so that layer's
+// share, and the partial keys, are of 99 tokens, not the context's 1,000.
+TEST(SelectiveSim, SlidingWindowLayersFetchOnlyTheirWindowBeforeTheFirstToken) {
+  const auto profile = one_chunk();
+  auto run = [&](const std::string& windows) {
+    const std::string path = write_selective_profile(windows.empty() ? "full.json" : "windowed.json", windows);
+    SimConfig c = base_config(1000, 20);
+    c.policy = "selective";
+    c.policy_params = {{"profile", path}, {"budget", "0.1"}, {"alpha", "4"}};
+    const auto out = simulate(c, profile);
+    std::filesystem::remove(path);
+    const auto& r = out.result.requests[0];
+    EXPECT_TRUE(r.finished) << out.events_jsonl;
+    return r;
+  };
+  const auto full = run("");
+  const auto windowed = run("[100, 100, 100, 100, 100, 100, 100, 100]");
+  // Level 0: 1 MB per layer; 6 selected layers x tokens x 2 KV heads x 16 channels x fp16.
+  EXPECT_EQ(full.selective.partial_key_bytes, 6u * 1000 * 2 * 16 * 2);
+  EXPECT_EQ(full.selective.before_first_token_bytes, full.selective.partial_key_bytes + 2 * 1'000'000 + 6 * 100'000);
+  EXPECT_EQ(windowed.selective.partial_key_bytes, 6u * 99 * 2 * 16 * 2);
+  EXPECT_EQ(windowed.selective.before_first_token_bytes,
+            windowed.selective.partial_key_bytes + 2 * 99'000 + 6 * 9'900);
+  // The whole cache still arrives: the rest follows the first token.
+  EXPECT_EQ(windowed.payload_bytes, windowed.selective.partial_key_bytes + 8'000'000);
+  EXPECT_LT(windowed.ttft_s, full.ttft_s);
 }
 
 TEST(SelectiveSim, ALayerZeroThatIsNotFullIsAnError) {

@@ -87,13 +87,17 @@ TEST(GoldenTest, LogitsAndKeysMatchIndependentPython) {
 // 1.3e-6 (K/V) here; the bounds leave ~15x for other BLAS kernels. Float16
 // logits were 0.007 off, bfloat16 0.075 (logits reach ~5).
 
+// RoPE inverse frequencies equal the reference's to 1e-6 relative.
+void expect_inv_freq_as_reference(const std::vector<float>& inv, const nlohmann::json& expected) {
+  const auto inv_ex = expected.get<std::vector<double>>();
+  ASSERT_EQ(inv.size(), inv_ex.size());
+  for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], inv_ex[i], 1e-6 * inv_ex[i]) << i;
+}
+
 // The model's RoPE frequencies at the tokens' length and one prefill of
 // them (logits, last layer's keys and values) against the reference's.
 void expect_prefill_as_reference(Model& m, const nlohmann::json& ex, const std::vector<int64_t>& tokens) {
-  const auto inv = rope_inv_freq(m.config(), int64_t(tokens.size()));
-  const auto inv_ex = ex["inv_freq"].get<std::vector<double>>();
-  ASSERT_EQ(inv.size(), inv_ex.size());
-  for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], inv_ex[i], 1e-6 * inv_ex[i]) << i;
+  expect_inv_freq_as_reference(rope_inv_freq(m.config(), int64_t(tokens.size())), ex["inv_freq"]);
   ForwardResult r = m.prefill(to_tensor(tokens));
   EXPECT_LT(max_diff(r.logits, from_json(ex["logits"])), 5e-5);
   EXPECT_LT(max_diff(r.cache.keys.back(), from_json(ex["last_layer_keys"])), 2e-5);
@@ -337,10 +341,7 @@ TEST(GoldenTest, Phi3LongRopeMatchesIndependentPython) {
   const ModelConfig& c = m.config();
   EXPECT_EQ(c.rope_scaling.type, "longrope");
   EXPECT_NEAR(rope_attention_scaling(c), ex["attention_scaling"].get<double>(), 1e-12);
-  const auto short_inv = rope_inv_freq(c, 16);
-  const auto short_ex = ex["short_inv_freq"].get<std::vector<double>>();
-  ASSERT_EQ(short_inv.size(), short_ex.size());
-  for (size_t i = 0; i < short_inv.size(); ++i) EXPECT_NEAR(short_inv[i], short_ex[i], 1e-6 * short_ex[i]) << i;
+  expect_inv_freq_as_reference(rope_inv_freq(c, 16), ex["short_inv_freq"]);
   const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
   const at::Tensor logits = from_json(ex["logits"]);
   EXPECT_GT(max_diff(from_json(ex["no_attention_factor_logits"]), logits), 0.1);

@@ -428,7 +428,7 @@ TEST(ConfigTest, Qwen3ParsesAsHfQwen3Config) {
 }
 
 TEST(ConfigTest, Qwen3RefusesWhatItDoesNotImplement) {
-  // attention_bias adds biases to q/k/v and o_proj (Qwen3Attention): not implemented.
+  // attention_bias true (HF then biases q/k/v and o_proj) is refused by name: kvstream's qwen3 has no biases.
   expect_config_error(qwen3(R"(, "attention_bias": true})"), {"unsupported architecture", "attention_bias", "o_proj"});
   expect_config_error(qwen3(R"(, "hidden_act": "gelu"})"), {"hidden_act"});
   expect_config_error(qwen3(R"(, "layer_types": ["full_attention"]})"), {"layer_types", "28"});

@@ -2,6 +2,7 @@
 // kvs_encode.cpp and kvs_decode.cpp (codec/kvs_internal.h lists the parts).
 #include "codec/kvs.h"
 
+#include <cfloat>
 #include <charconv>
 #include <cmath>
 
@@ -29,6 +30,12 @@ std::array<float, 2> kvs_rope_cos_sin(double rope_theta, uint64_t position, uint
   return kvs_detail::rope_cos_sin_at(position, kvs_detail::rope_inv_freq(rope_theta, i, head_dim));
 }
 
+std::string kvs_param_list(const std::vector<float>& values) {
+  std::string s;
+  for (size_t i = 0; i < values.size(); ++i) s += fmt::format("{}{}", i ? ":" : "", values[i]);
+  return s;
+}
+
 namespace {
 // ':'-separated numbers in [lo, hi].
 std::vector<float> parse_list(const std::string& key, const std::string& v, float lo, float hi) {
@@ -48,7 +55,7 @@ std::vector<float> parse_list(const std::string& key, const std::string& v, floa
 }  // namespace
 
 std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
-  check_params("kvs", options.params, {"rope_theta", "weights", "centroid", "rdo", "ladder", "rows"});
+  check_params("kvs", options.params, {"rope_theta", "rope_inv_freq", "weights", "centroid", "rdo", "ladder", "rows"});
   bool centroid = true, rows = true;
   if (auto it = options.params.find("rows"); it != options.params.end()) {
     if (it->second != "0" && it->second != "1")
@@ -73,8 +80,15 @@ std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
   if (auto it = options.params.find("rope_theta"); it != options.params.end()) {
     const std::string& v = it->second;
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), theta);
-    if (ec != std::errc() || p != v.data() + v.size() || !std::isfinite(theta) || theta < 0 || (theta > 0 && theta <= 1))
+    // The stream stores the base as a float.
+    if (ec != std::errc() || p != v.data() + v.size() || !(theta >= 0 && theta <= FLT_MAX) || (theta > 0 && theta <= 1))
       throw Error(fmt::format("codec kvs: rope_theta: expected 0 or a number > 1, got '{}'", v));
+  }
+  std::vector<float> inv_freq;
+  if (auto it = options.params.find("rope_inv_freq"); it != options.params.end()) {
+    if (options.params.count("rope_theta"))
+      throw Error("codec kvs: rope_theta and rope_inv_freq both given (the table replaces the base)");
+    inv_freq = parse_list("rope_inv_freq", it->second, 0.0f, kKvsMaxInvFreq);
   }
   if (auto it = options.params.find("weights"); it != options.params.end() && it->second != "default") {
     defaults = false;
@@ -85,7 +99,7 @@ std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
     ladder = parse_list("ladder", it->second, 1e-6f, 1e6f);
     if (ladder.size() > 255) throw Error("codec kvs: ladder: at most 255 levels");
   }
-  return std::make_unique<kvs_detail::KvsCodec>(theta, std::move(weights), defaults, centroid, lambda, std::move(ladder), rows);
+  return std::make_unique<kvs_detail::KvsCodec>(theta, std::move(inv_freq), std::move(weights), defaults, centroid, lambda, std::move(ladder), rows);
 }
 
 }  // namespace kvs::codec

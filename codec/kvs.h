@@ -4,9 +4,12 @@
 // Entropy-coded uniform scalar quantization, shaped to what a KV cache is:
 //   - keys are rotated back to before RoPE (positions token_begin + t, HF's
 //     rotate-half pairing (i, i + head_dim/2), frequency
-//     rope_theta^(-2i/head_dim)): pre-RoPE keys have stable per-channel means
-//     that RoPE smears into variance. The decoder rotates back; the rotation
-//     is orthogonal, so it keeps the squared error;
+//     rope_theta^(-2i/head_dim), or a scaled RoPE's per-pair frequencies
+//     (llama3, YaRN, LongRoPE, linear, dynamic NTK), which the stream then
+//     carries): pre-RoPE keys have stable per-channel means that RoPE smears
+//     into variance. The decoder rotates back; the rotation is orthogonal, so
+//     it keeps the squared error. Any frequencies decode exactly; only those
+//     of the model's RoPE compress well;
 //   - one uniform step per (layer, kind) = level step x weight, the weights
 //     from the model's measured sensitivity; the steps are written into the
 //     stream, so the decoder needs no model knowledge;
@@ -31,6 +34,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "codec/codec.h"
@@ -45,6 +49,9 @@ inline constexpr uint32_t kKvsStreamSymbols = 16384;
 // 0.15 .. 16 (chosen to span cachegen's quality range on the bundled model).
 inline constexpr float kKvsStep0 = 0.15f;
 inline constexpr double kKvsLevelLog2Ratio = 0.75;
+// The largest RoPE frequency a stream may carry (radians per position; RoPE's
+// are at most 1).
+inline constexpr float kKvsMaxInvFreq = 1000.0f;
 float kvs_level_step(int level);
 // The default per-(layer, kind) step weights K0,V0,K1,V1,... for a model of
 // `layers` layers.
@@ -52,6 +59,12 @@ std::vector<float> kvs_default_weights(uint32_t layers);
 
 // Parameters (encoder choices; the decoder reads everything from the stream):
 //   rope_theta : RoPE base of the model (default 10000; 0: keys coded as given)
+//   rope_inv_freq : instead of rope_theta, the head_dim/2 frequencies
+//                f0:f1:... (radians per position, in [0, kKvsMaxInvFreq]) of a
+//                model whose RoPE is scaled or otherwise not rope_theta's
+//                (llm/kvs_calibration.h gives a model's); written into every
+//                stream (4 bytes each). Partial rotary (pairs (i, i + r/2) for
+//                a rotary dim r < head_dim) is not expressible: use 0 there
 //   weights    : 2 x layers step multipliers K0:V0:K1:V1:... (default: the ones
 //                measured for the bundled model when there are 4 layers, else 1).
 //                They are model-specific: `kvstream profile` gives kvs the
@@ -63,6 +76,10 @@ std::vector<float> kvs_default_weights(uint32_t layers);
 //   rdo        : lambda in step^2 per bit for the per-value choice (default 0.12)
 //   rows       : 1 (default) repeated rows may be sent as references, 0 never
 std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options);
+
+// A list parameter's value (weights, ladder, rope_inv_freq): the numbers
+// ':'-separated, each the shortest decimal that reads back as the same float.
+std::string kvs_param_list(const std::vector<float>& values);
 
 // cos and sin of RoPE's angle for `position` and pair `i` (0 <= i < head_dim/2),
 // as kvs computes them (double precision, rounded to float).

@@ -177,8 +177,8 @@ KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces,
   KvsLayout layout;
   const StreamHeader& hd = ps.header;
   layout.header = hd;
-  if (hd.flags > 1) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs flags {} (expected 0 or 1)", hd.flags));
-  const bool centroid = hd.flags & 1;
+  if (hd.flags > 3) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs flags {} (expected 0 to 3)", hd.flags));
+  const bool centroid = hd.flags & 1, rope_table = hd.flags & 2;
   layout.centroid = centroid;
   const KVShape& sh = hd.shape;
   const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
@@ -186,10 +186,20 @@ KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces,
   if (ps.sections.size() < 3) throw CorruptStream("corrupt KV bitstream: kvs has fewer than 3 sections");
 
   SectionReader params(ps.sections[0], "kvs parameters");
-  const float theta = params.f32();
-  if (!std::isfinite(theta) || (theta != 0 && !(theta > 1 && D % 2 == 0)))
-    throw CorruptStream(fmt::format("corrupt KV bitstream: kvs rope_theta {}", theta));
-  layout.theta = theta;
+  if (rope_table) {
+    if (D % 2) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs RoPE table for head_dim {} (odd)", D));
+    layout.inv_freq.resize(D / 2);
+    for (double& f : layout.inv_freq) {
+      f = params.f32();
+      if (!(f >= 0 && f <= kKvsMaxInvFreq))
+        throw CorruptStream(fmt::format("corrupt KV bitstream: kvs RoPE frequency {}", f));
+    }
+  } else {
+    const float theta = params.f32();
+    if (!std::isfinite(theta) || (theta != 0 && !(theta > 1 && D % 2 == 0)))
+      throw CorruptStream(fmt::format("corrupt KV bitstream: kvs rope_theta {}", theta));
+    if (theta > 0) layout.inv_freq = rope_inv_freqs(theta, D);
+  }
   std::vector<float>& steps = layout.steps;
   steps.resize(planes);
   for (float& s : steps) {
@@ -368,7 +378,7 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   const KvsLayout layout = parse(stream);
   const StreamHeader& hd = layout.header;
   const bool centroid = layout.centroid;
-  const float theta = layout.theta;
+  const bool rotated = !layout.inv_freq.empty();
   const KVShape& sh = hd.shape;
   const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads, half = D / 2;
   const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
@@ -482,12 +492,12 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   }
   // Channel-major values to [token][dim] rows, in blocks of tokens that stay in
   // cache; copied rows take their source's values; keys rotate back to their positions.
-  const auto rope = theta > 0 ? rope_table(theta, hd.token_begin, T, D) : std::vector<std::array<float, 2>>{};
+  const auto rope = rope_table(layout.inv_freq, hd.token_begin, T);
   constexpr uint32_t kBlock = 16;
   uint32_t src[kBlock];
   for (size_t ph = 0; ph < heads; ++ph) {
     const size_t p = ph / H;
-    const bool key = p % 2 == 0 && theta > 0;
+    const bool key = p % 2 == 0 && rotated;
     const float* in = tmp + ph * size_t(D) * stride;
     float* base = out.values.data() + out.plane_offset(uint32_t(p / 2), Kind(p % 2)) + (ph % H) * size_t(T) * D;
     for (uint32_t t0 = 0; t0 < T; t0 += kBlock) {

@@ -167,14 +167,15 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
   const std::vector<float> steps = level_steps(level, chunk.shape.layers);
   const KVShape& sh = chunk.shape;
   const uint32_t T = chunk.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
-  const double theta = coded_theta(D);
-  const auto rope = theta > 0 ? rope_table(theta, chunk.token_begin, T, D) : std::vector<std::array<float, 2>>{};
+  const std::vector<double> inv_freq = coded_inv_freq(D);
+  const bool rotated = !inv_freq.empty();
+  const auto rope = rope_table(inv_freq, chunk.token_begin, T);
   const uint32_t half = D / 2;
   const size_t planes = 2 * size_t(sh.layers), channels = planes * C, layer_channels = 2 * size_t(C);
   const kvs_core::EncoderTables tables = encoder_tables();
   // Keys' cos and sin per token (null: values, or keys coded as given).
   auto rope_at = [&](Kind k, uint32_t t) -> const float* {
-    return k == Kind::kKey && theta > 0 ? rope[size_t(t) * half].data() : nullptr;
+    return k == Kind::kKey && rotated ? rope[size_t(t) * half].data() : nullptr;
   };
 
   // A bad value of layer l: the error for the first one in chunk order.
@@ -194,7 +195,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
   };
 
   Bytes params;
-  put_f32(params, float(theta));
+  put_rope(params, D);
   for (float s : steps) put_f32(params, s);
   std::vector<RowPlan> plans;  // per head (layer, kind, head)
   BitWriter refs;
@@ -369,7 +370,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
     }
   }
   StreamHeader header = header_for(chunk, CodecId::kKvs, level);
-  header.flags = centroid_ ? 1 : 0;
+  header.flags = header_flags();
   return write_stream(header, sections);
 }
 

@@ -108,14 +108,36 @@ uint32_t get_varint(std::span<const uint8_t> in, size_t* pos, const char* what) 
 }
 
 
-std::vector<std::array<float, 2>> rope_table(double theta, uint64_t token_begin, uint32_t tokens, uint32_t head_dim) {
-  const uint32_t half = head_dim / 2;
-  std::vector<double> inv_freq(half);
-  for (uint32_t i = 0; i < half; ++i) inv_freq[i] = rope_inv_freq(theta, i, head_dim);
+std::vector<double> rope_inv_freqs(double rope_theta, uint32_t head_dim) {
+  std::vector<double> inv_freq(head_dim / 2);
+  for (uint32_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = rope_inv_freq(rope_theta, i, head_dim);
+  return inv_freq;
+}
+
+std::vector<std::array<float, 2>> rope_table(const std::vector<double>& inv_freq, uint64_t token_begin, uint32_t tokens) {
+  const size_t half = inv_freq.size();
   std::vector<std::array<float, 2>> cs(size_t(tokens) * half);
   for (uint32_t t = 0; t < tokens; ++t)
-    for (uint32_t i = 0; i < half; ++i) cs[size_t(t) * half + i] = rope_cos_sin_at(token_begin + t, inv_freq[i]);
+    for (size_t i = 0; i < half; ++i) cs[size_t(t) * half + i] = rope_cos_sin_at(token_begin + t, inv_freq[i]);
   return cs;
+}
+
+std::vector<double> KvsCodec::coded_inv_freq(uint32_t D) const {
+  if (rope_inv_freq_.empty()) // The base as the stream stores it (a float), so that the decoder's frequencies are these.
+    return D % 2 == 0 && rope_theta_ > 0 ? rope_inv_freqs(float(rope_theta_), D) : std::vector<double>{};
+  if (2 * rope_inv_freq_.size() != D)
+    throw Error(fmt::format("codec kvs: rope_inv_freq has {} frequencies; keys of head_dim {} need {}",
+                            rope_inv_freq_.size(), D, D % 2 ? "an even head_dim (RoPE rotates pairs)" : std::to_string(D / 2)));
+  return {rope_inv_freq_.begin(), rope_inv_freq_.end()};
+}
+
+void KvsCodec::put_rope(Bytes& params, uint32_t D) const {
+  if (rope_inv_freq_.empty()) {
+    put_f32(params, D % 2 == 0 ? float(rope_theta_) : 0.0f);
+    return;
+  }
+  coded_inv_freq(D);  // its check of the table against D
+  for (float f : rope_inv_freq_) put_f32(params, f);
 }
 
 

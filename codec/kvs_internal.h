@@ -133,8 +133,12 @@ inline std::array<float, 2> rope_cos_sin_at(uint64_t position, double inv_freq) 
 }
 
 
-// Per chunk: cos/sin for every (token, pair); each pair's frequency computed once.
-std::vector<std::array<float, 2>> rope_table(double theta, uint64_t token_begin, uint32_t tokens, uint32_t head_dim);
+// The frequencies of a RoPE base for head dimension D: D / 2 values, pair i's
+// rope_inv_freq(theta, i, D).
+std::vector<double> rope_inv_freqs(double rope_theta, uint32_t head_dim);
+
+// Per chunk: cos/sin for every (token, pair), pair i at inv_freq[i].
+std::vector<std::array<float, 2>> rope_table(const std::vector<double>& inv_freq, uint64_t token_begin, uint32_t tokens);
 
 // The decoder's view of one head's rows: its literal tokens in order (null:
 // every token, 0..T-1) and each token's source row (null: itself).
@@ -175,7 +179,9 @@ struct KvsPiece {
 struct KvsLayout {
   StreamHeader header;
   bool centroid = false;
-  float theta = 0;
+  // Keys rotated back at these per-pair frequencies (D / 2 of them; empty:
+  // keys as given), from the stream's RoPE base or its table (flags bit 1).
+  std::vector<double> inv_freq;
   std::vector<float> steps;                                     // per plane (layer, kind)
   std::vector<std::vector<uint32_t>> literal_lists, source_lists;  // one per head in row mode 1
   std::vector<HeadRows> rows;                                   // per head (pointing into the lists)
@@ -202,9 +208,12 @@ struct KvsLayout {
 
 class KvsCodec final : public Codec {
  public:
-  KvsCodec(double rope_theta, std::vector<float> weights, bool default_weights, bool centroid, double lambda,
-           std::vector<float> ladder, bool rows)
-      : rope_theta_(rope_theta), weights_(std::move(weights)), default_weights_(default_weights),
+  // rope_inv_freq, when not empty, replaces rope_theta: the per-pair
+  // frequencies written into the stream (a scaled RoPE's).
+  KvsCodec(double rope_theta, std::vector<float> rope_inv_freq, std::vector<float> weights, bool default_weights,
+           bool centroid, double lambda, std::vector<float> ladder, bool rows)
+      : rope_theta_(rope_theta), rope_inv_freq_(std::move(rope_inv_freq)), weights_(std::move(weights)),
+        default_weights_(default_weights),
         centroid_(centroid), lambda_(lambda), ladder_(std::move(ladder)), rows_(rows), tables_(build_gauss_tables()) {
     build_encoder_tables();
   }
@@ -215,8 +224,10 @@ class KvsCodec final : public Codec {
     for (size_t i = 0; i < weights_.size(); ++i) w += fmt::format("{}{:g}", i ? ":" : "", weights_[i]);
     std::string ladder = "default";
     for (size_t i = 0; i < ladder_.size(); ++i) ladder = fmt::format("{}{:g}", i ? ladder + ":" : "", ladder_[i]);
-    return fmt::format("rope_theta={:g},weights={},centroid={},rdo={:g},ladder={},rows={}", rope_theta_,
-                       default_weights_ ? "default" : w, centroid_ ? 1 : 0, lambda_, ladder, rows_ ? 1 : 0);
+    std::string rope = fmt::format("rope_theta={:g}", rope_theta_);
+    if (!rope_inv_freq_.empty()) rope = "rope_inv_freq=" + kvs_param_list(rope_inv_freq_);
+    return fmt::format("{},weights={},centroid={},rdo={:g},ladder={},rows={}", rope, default_weights_ ? "default" : w,
+                       centroid_ ? 1 : 0, lambda_, ladder, rows_ ? 1 : 0);
   }
   int levels() const override { return ladder_.empty() ? kKvsLevels : int(ladder_.size()); }
 
@@ -248,8 +259,13 @@ class KvsCodec final : public Codec {
       throw Error(fmt::format("codec kvs: level {} out of range (0..{})", level, levels() - 1));
     return steps_for(level, layers);
   }
-  // the RoPE base used for head dimension D (0: keys coded as given);
-  double coded_theta(uint32_t D) const { return D % 2 == 0 ? rope_theta_ : 0.0; }
+  // the frequencies at which keys of head dimension D are rotated back (D / 2
+  // of them; empty: keys coded as given), with encode()'s error for a table
+  // that does not fit D; the header's flags; and the start of the parameters
+  // section (the RoPE base, or the table) for D;
+  std::vector<double> coded_inv_freq(uint32_t D) const;
+  uint8_t header_flags() const { return uint8_t((centroid_ ? 1 : 0) | (rope_inv_freq_.empty() ? 0 : 2)); }
+  void put_rope(Bytes& params, uint32_t D) const;
   bool centroid() const { return centroid_; }
   bool rows() const { return rows_; }
   // the tables of the per-channel choices (kTables Gaussian and RD tables, 256
@@ -276,6 +292,7 @@ class KvsCodec final : public Codec {
   std::vector<int32_t> get_ints(std::span<const uint8_t> in, size_t* pos, size_t n, const char* what) const;
 
   double rope_theta_;
+  std::vector<float> rope_inv_freq_;  // not empty: replaces rope_theta_
   std::vector<float> weights_;
   bool default_weights_;
   bool centroid_;

@@ -26,15 +26,15 @@ KvsEncodePlan::KvsEncodePlan(const KvsCodec& c, KVShape shape, DType dtype, uint
   header.codec = CodecId::kKvs;
   header.level = uint8_t(level);
   header.dtype = dtype;
-  header.flags = c.centroid() ? 1 : 0;
+  header.flags = c.header_flags();
   header.shape = shape;
   header.token_begin = token_begin;
   header.tokens = tokens;
   check_writable(header);  // the CPU encoder's refusal of a chunk of no tokens, before any work
   const uint32_t D = shape.head_dim;
-  const double theta = c.coded_theta(D);
-  if (theta > 0) {
-    const auto cs = kvs_detail::rope_table(theta, token_begin, tokens, D);
+  const std::vector<double> inv_freq = c.coded_inv_freq(D);
+  if (!inv_freq.empty()) {
+    const auto cs = kvs_detail::rope_table(inv_freq, token_begin, tokens);
     rope.resize(2 * cs.size());
     for (size_t i = 0; i < cs.size(); ++i) rope[2 * i] = cs[i][0], rope[2 * i + 1] = cs[i][1];
   }
@@ -42,7 +42,7 @@ KvsEncodePlan::KvsEncodePlan(const KvsCodec& c, KVShape shape, DType dtype, uint
   rows = 2ull * shape.layers * shape.kv_heads * tokens;
   channels = 2ull * shape.layers * shape.channels();
   plan_rows = c.rows();
-  put_f32(params, float(theta));
+  c.put_rope(params, D);
   for (float s : steps) put_f32(params, s);
 }
 

@@ -492,7 +492,7 @@ CachegenPaperLaunch CachegenPaperPlan::bind(const uint8_t* stream, const uint8_t
 }
 
 std::shared_ptr<const kvs_detail::KvsCodec> make_kvs_parser() {
-  return std::make_shared<const kvs_detail::KvsCodec>(10000.0, std::vector<float>{}, true, true, 0.12, std::vector<float>{},
+  return std::make_shared<const kvs_detail::KvsCodec>(10000.0, std::vector<float>{}, std::vector<float>{}, true, true, 0.12, std::vector<float>{},
                                                 true);
 }
 
@@ -628,8 +628,8 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
   plan.meta = meta.take();
   plan.piece_count = uint32_t(layout.pieces.size());
   plan.centroid = layout.centroid;
-  plan.rope = layout.theta > 0;
-  plan.rope_theta = layout.theta;
+  plan.rope = !layout.inv_freq.empty();
+  plan.inv_freq = layout.inv_freq;
   plan.stride = channel_stride(T);
   plan.symbols_bytes = layout.pieces.size() * size_t(kKvsPieceSymbols);
   plan.tmp_bytes = channels * plan.stride * sizeof(float);
@@ -639,7 +639,7 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
 bool KvsRope::serves(const KvsPlan& plan) const {
   const StreamHeader& hd = plan.header;
   if (hd.tokens == 0) return true;
-  return theta == plan.rope_theta && head_dim == hd.shape.head_dim && hd.token_begin >= first &&
+  return inv_freq == plan.inv_freq && head_dim == hd.shape.head_dim && hd.token_begin >= first &&
          hd.token_begin - first <= positions && hd.tokens <= positions - (hd.token_begin - first);
 }
 
@@ -649,7 +649,7 @@ const float* KvsRope::at(const KvsPlan& plan, const float* base) const {
 }
 
 bool KvsRope::extends(const KvsRope& previous) const {
-  return theta == previous.theta && head_dim == previous.head_dim && first == previous.first &&
+  return inv_freq == previous.inv_freq && head_dim == previous.head_dim && first == previous.first &&
          positions >= previous.positions;
 }
 
@@ -660,14 +660,14 @@ namespace {
 // table it extends copied, the rest computed.
 KvsRope rope_of(const KvsPlan& plan, uint64_t first, uint64_t positions, const KvsRope* previous) {
   KvsRope r;
-  r.theta = plan.rope_theta;
+  r.inv_freq = plan.inv_freq;
   r.head_dim = plan.header.shape.head_dim;
   r.first = first;
   r.positions = positions;
   const size_t half = r.head_dim / 2;
   const uint64_t kept = previous && r.extends(*previous) ? previous->positions : 0;
   const std::vector<std::array<float, 2>> cs =
-      kvs_detail::rope_table(r.theta, first + kept, uint32_t(positions - kept), r.head_dim);
+      kvs_detail::rope_table(r.inv_freq, first + kept, uint32_t(positions - kept));
   r.cs.resize(2 * size_t(positions) * half);
   if (kept) std::memcpy(r.cs.data(), previous->cs.data(), sizeof(float) * 2 * size_t(kept) * half);
   float* out = r.cs.data() + 2 * size_t(kept) * half;
@@ -685,7 +685,7 @@ KvsRope kvs_rope(const KvsPlan& plan, const KvsRope* previous) {
     return rope_of(plan, hd.token_begin, hd.tokens, previous);
   const uint64_t end = hd.token_begin + hd.tokens;
   uint64_t n = (end + kKvsRopeStep - 1) / kKvsRopeStep * kKvsRopeStep;
-  if (previous && previous->theta == plan.rope_theta && previous->head_dim == hd.shape.head_dim && previous->first == 0)
+  if (previous && previous->inv_freq == plan.inv_freq && previous->head_dim == hd.shape.head_dim && previous->first == 0)
     n = std::max(n, 2 * previous->positions);
   return rope_of(plan, 0, std::min(limit, n), previous);
 }

@@ -151,7 +151,7 @@ struct KvsPlan {
   uint32_t piece_count = 0;
   bool centroid = false;
   bool rope = false;      // keys rotated back: the kernels read a KvsRope table (not in the meta)
-  float rope_theta = 0;   // its base (the stream's)
+  std::vector<double> inv_freq;  // its frequencies (the stream's, KvsLayout::inv_freq)
   size_t stride = 0;          // floats between channels in the scratch buffer
   size_t symbols_bytes = 0;   // scratch: the pieces' symbols
   size_t tmp_bytes = 0;       // scratch: the channel-major values
@@ -163,23 +163,23 @@ struct KvsPlan {
                  uint8_t* symbols, float* tmp, void* out, uint8_t out_type, unsigned long long* fault) const;
 };
 // RoPE's cos and sin as the kvs kernels read them, [position][pair][cos, sin]
-// for positions [first, first + positions) of one (theta, head_dim):
+// for positions [first, first + positions) of one set of frequencies:
 // kvs_detail::rope_table's values, in which a position's do not depend on the
 // chunk (each is cos/sin of position * the pair's frequency), so one table
 // serves every chunk inside it. cuda::Decoder keeps one on the device and
 // extends it only for a chunk past its end, instead of computing one per chunk.
 struct KvsRope {
-  float theta = 0;
+  std::vector<double> inv_freq;  // per pair (head_dim / 2)
   uint32_t head_dim = 0;
   uint64_t first = 0, positions = 0;
   std::vector<float> cs;  // 2 * positions * (head_dim / 2) floats
-  // Same theta and head_dim, and the chunk's tokens inside (a chunk of no
+  // Same frequencies and head_dim, and the chunk's tokens inside (a chunk of no
   // tokens reads nothing: served by any table).
   bool serves(const KvsPlan& plan) const;
   // Where plan's first token's row lies in a copy of cs at `base` (null for
   // a chunk of no tokens).
   const float* at(const KvsPlan& plan, const float* base) const;
-  // Whether this table begins with all of `previous` (the same theta,
+  // Whether this table begins with all of `previous` (the same frequencies,
   // head_dim and first position, at least as many positions).
   bool extends(const KvsRope& previous) const;
 };
@@ -190,7 +190,7 @@ constexpr size_t kKvsRopeMaxBytes = size_t(64) << 20;
 constexpr uint64_t kKvsRopeStep = 8192;
 // A table that serves `plan` (with plan.rope): positions [0, n), n its
 // tokens' end rounded up to kKvsRopeStep and at least twice the positions
-// of a `previous` table from 0 of the same theta and head_dim (so that a
+// of a `previous` table from 0 of the same frequencies and head_dim (so that a
 // context decoded chunk after chunk extends it a few times, and the tables
 // it replaced, which cuda::Decoder keeps until synchronize(), add up to less
 // than it), within kKvsRopeMaxBytes; the positions of a previous table it

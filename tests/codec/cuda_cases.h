@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/core.h>
+
 #include "codec/cachegen_paper.h"
 #include "codec/codec.h"
 #include "tests/codec/corrupt.h"
@@ -78,6 +80,15 @@ struct CaseSpec {
   bool paper = false;  // cachegen scheme=paper, with a model learned from two other chunks
 };
 
+// A scaled RoPE's head_dim / 2 frequencies (kvs's rope_inv_freq): base 5e5,
+// the slower half divided by 8 (Llama 3's rule in outline).
+inline std::string scaled_rope_inv_freq(uint32_t head_dim) {
+  std::string s;
+  for (uint32_t i = 0; i < head_dim / 2; ++i)
+    s += fmt::format("{}{}", i ? ":" : "", float(std::pow(5e5, -2.0 * i / head_dim) / (4 * i >= head_dim ? 8 : 1)));
+  return s;
+}
+
 inline std::vector<CaseSpec> case_specs() {
   return {
       {"kvs", {}, {2, 2, 8}, 24, 40, 0},
@@ -85,6 +96,7 @@ inline std::vector<CaseSpec> case_specs() {
       {"kvs", {{"centroid", "0"}, {"rope_theta", "0"}}, {3, 4, 32}, 257, 0, 6},
       {"kvs", {{"rows", "0"}}, {2, 8, 128}, 200, 4096, 1},
       {"kvs", {}, {2, 2, 128}, 1200, 0, 9},  // several pieces per table
+      {"kvs", {{"rope_inv_freq", scaled_rope_inv_freq(64)}}, {2, 2, 64}, 300, 70000, 2},
       {"cachegen", {}, {2, 2, 8}, 24, 40, 0},
       {"cachegen", {}, {4, 2, 64}, 300, 1000, 2},
       {"cachegen", {{"stream_tokens", "64"}}, {3, 4, 32}, 257, 0, 6},

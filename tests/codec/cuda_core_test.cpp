@@ -145,7 +145,7 @@ TEST(CudaCore, KvsRopeTableServesChunksAcrossPositions) {
     }
     // Every position's values are rope_table's, whichever chunk asked and
     // whether copied from the previous table or computed.
-    const auto cs = kvs_detail::rope_table(plan.rope_theta, rope.first, uint32_t(rope.positions), shape.head_dim);
+    const auto cs = kvs_detail::rope_table(plan.inv_freq, rope.first, uint32_t(rope.positions));
     for (size_t i = 0; i < cs.size(); ++i) {
       ASSERT_EQ(rope.cs[2 * i], cs[i][0]) << i;
       ASSERT_EQ(rope.cs[2 * i + 1], cs[i][1]) << i;

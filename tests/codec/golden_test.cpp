@@ -52,6 +52,8 @@ std::vector<Variant> variants() {
     v.push_back({std::string(kivi) + "-g4-r16", kivi, {{"group", "4"}, {"residual", "16"}}});
   // No residual, groups of 5: keys 20 quantized, 4 fp16; values all quantized in groups of 5 + 3 channels.
   v.push_back({"kivi2-g5-r0", "kivi2", {{"group", "5"}, {"residual", "0"}}});
+  // kvs with a table of RoPE frequencies (flags bit 1) instead of a base.
+  v.push_back({"kvs-rope-table", "kvs", {{"rope_inv_freq", "1:0.125:0.0123:0.00077"}}});
   return v;
 }
 

@@ -3,6 +3,7 @@
 // corrupt streams. (Its golden streams are checked by golden_test.cpp.)
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -16,9 +17,24 @@
 namespace kvs::codec {
 namespace {
 
+// RoPE's cos and sin at (position, pair): kvs's own for a base, or from a
+// table of per-pair frequencies (a scaled RoPE), computed here as the
+// format says: cos and sin of position x frequency in double, as floats.
+using Rope = std::function<std::array<float, 2>(uint64_t position, uint32_t pair)>;
+Rope base_rope(double theta, uint32_t head_dim) {
+  return [=](uint64_t pos, uint32_t i) { return kvs_rope_cos_sin(theta, pos, i, head_dim); };
+}
+Rope table_rope(std::vector<float> inv_freq) {
+  return [f = std::move(inv_freq)](uint64_t pos, uint32_t i) {
+    const double a = double(pos) * double(f.at(i));
+    return std::array<float, 2>{float(std::cos(a)), float(std::sin(a))};
+  };
+}
+
 // KV-like data: pre-RoPE keys with per-channel means and spreads (a few
-// outlier channels), rotated by RoPE at their positions; values near zero mean.
-KVChunk synthetic(KVShape s, uint64_t begin, uint32_t tokens, uint64_t seed, double theta = 10000.0) {
+// outlier channels), rotated by RoPE at their positions (none without
+// `rope`, or with theta 0); values near zero mean.
+KVChunk synthetic(KVShape s, uint64_t begin, uint32_t tokens, uint64_t seed, const Rope& rope) {
   KVChunk c(s, DType::kF16, begin, tokens);
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> n(0.0f, 1.0f);
@@ -34,7 +50,7 @@ KVChunk synthetic(KVShape s, uint64_t begin, uint32_t tokens, uint64_t seed, dou
         std::vector<float> pre(s.head_dim);
         for (uint32_t d = 0; d < s.head_dim; ++d) pre[d] = mean[d] + sd[d] * n(rng);
         for (uint32_t i = 0; i < half; ++i) {
-          const auto cs = kvs_rope_cos_sin(theta, begin + t, i, s.head_dim);
+          const auto cs = rope ? rope(begin + t, i) : std::array<float, 2>{1, 0};
           c.at(l, Kind::kKey, h, t, i) = round_to_dtype(pre[i] * cs[0] - pre[i + half] * cs[1], c.dtype);
           c.at(l, Kind::kKey, h, t, i + half) = round_to_dtype(pre[i + half] * cs[0] + pre[i] * cs[1], c.dtype);
         }
@@ -43,6 +59,9 @@ KVChunk synthetic(KVShape s, uint64_t begin, uint32_t tokens, uint64_t seed, dou
       }
     }
   return c;
+}
+KVChunk synthetic(KVShape s, uint64_t begin, uint32_t tokens, uint64_t seed, double theta = 10000.0) {
+  return synthetic(s, begin, tokens, seed, theta > 0 ? base_rope(theta, s.head_dim) : Rope());
 }
 
 double mse(const KVChunk& a, const KVChunk& b) {
@@ -53,7 +72,7 @@ double mse(const KVChunk& a, const KVChunk& b) {
 
 // What decode must return, computed independently of the codec's code:
 // rotate keys back before RoPE, q = round(x / step), x' = q * step, rotate.
-KVChunk reference_dequantization(const KVChunk& c, int level, double theta, const std::vector<float>& weights) {
+KVChunk reference_dequantization(const KVChunk& c, int level, const Rope& rope, const std::vector<float>& weights) {
   KVChunk out = c;
   const uint32_t D = c.shape.head_dim, half = D / 2;
   for (uint32_t l = 0; l < c.shape.layers; ++l)
@@ -61,12 +80,12 @@ KVChunk reference_dequantization(const KVChunk& c, int level, double theta, cons
       const float step = kvs_level_step(level) * weights[2 * l + uint32_t(k)];
       for (uint32_t h = 0; h < c.shape.kv_heads; ++h)
         for (uint32_t t = 0; t < c.tokens; ++t) {
-          if (k == Kind::kValue || theta == 0) {
+          if (k == Kind::kValue || !rope) {
             for (uint32_t d = 0; d < D; ++d) out.at(l, k, h, t, d) = float(std::lrint(c.at(l, k, h, t, d) / step)) * step;
             continue;
           }
           for (uint32_t i = 0; i < half; ++i) {
-            const auto cs = kvs_rope_cos_sin(theta, c.token_begin + t, i, D);
+            const auto cs = rope(c.token_begin + t, i);
             const float o1 = c.at(l, k, h, t, i), o2 = c.at(l, k, h, t, i + half);
             const float x1 = float(std::lrint((o1 * cs[0] + o2 * cs[1]) / step)) * step;
             const float x2 = float(std::lrint((o2 * cs[0] - o1 * cs[1]) / step)) * step;
@@ -76,6 +95,9 @@ KVChunk reference_dequantization(const KVChunk& c, int level, double theta, cons
         }
     }
   return out;
+}
+KVChunk reference_dequantization(const KVChunk& c, int level, double theta, const std::vector<float>& weights) {
+  return reference_dequantization(c, level, theta > 0 ? base_rope(theta, c.shape.head_dim) : Rope(), weights);
 }
 
 const KVShape kShape{4, 2, 16};
@@ -396,6 +418,138 @@ TEST(Kvs, HostileParametersAreRejected) {
   b[10] = 2;  // flags
   fix_crc(b);
   EXPECT_THROW(codec->decode(b), CorruptStream);
+}
+
+// A scaled RoPE's frequencies for head_dim 16 (LongRoPE's in outline: pair
+// i's base frequency divided by a factor growing from 1 to 1.5): what
+// `rope_inv_freq` is for.
+std::vector<float> scaled_inv_freq() {
+  std::vector<float> f(8);
+  for (uint32_t i = 0; i < 8; ++i) f[i] = float(std::pow(500000.0, -2.0 * i / 16) / (1.0 + 0.5 * i / 7));
+  return f;
+}
+std::string joined(const std::vector<float>& v) { return kvs_param_list(v); }
+
+// With a table, keys rotate back at its frequencies: decode equals the
+// reference dequantization with that RoPE; the stream says so (flags bit 1)
+// and carries the table at the head of its parameters, so that any kvs
+// instance decodes it.
+TEST(KvsRopeTable, EqualsReferenceDequantizationWithTheTablesRope) {
+  const std::vector<float> f = scaled_inv_freq();
+  auto codec = make_codec("kvs", {{{"rope_inv_freq", joined(f)}, {"centroid", "0"}}, ""});
+  const KVChunk c = synthetic(kShape, 3000, 200, 11, table_rope(f));
+  for (int level : {0, 3, 7}) {
+    const Bytes stream = codec->encode(c, level);
+    EXPECT_EQ(stream[10], 2) << "flags: a table, bin centres";
+    const ParsedStream ps = parse_stream(stream, CodecId::kKvs);
+    ASSERT_GE(ps.sections[0].size(), 4 * f.size());
+    for (size_t i = 0; i < f.size(); ++i) {
+      float got;
+      std::memcpy(&got, ps.sections[0].data() + 4 * i, 4);
+      EXPECT_EQ(got, f[i]) << i;
+    }
+    const KVChunk back = make_codec("kvs")->decode(stream);
+    EXPECT_EQ(back.values, reference_dequantization(c, level, table_rope(f), kvs_default_weights(4)).values) << level;
+  }
+  // Centroid reconstruction keeps its bound with a table too.
+  auto centroid = make_codec("kvs", {{{"rope_inv_freq", joined(f)}}, ""});
+  const Bytes stream = centroid->encode(c, 4);
+  EXPECT_EQ(stream[10], 3);
+  expect_within_centroid_bound(c, centroid->decode(stream), 4, kvs_default_weights(4));
+}
+
+// The point of the table: keys rotated by a scaled RoPE are rotated back to
+// their stable pre-RoPE means by the table and not by the base, and cost
+// fewer bytes. Decoding is exact either way.
+// (Here pairs 1 and 2 turn by 6.5 and 2.4 radians more over the chunk than
+// the base says, the others by less than one; values are half the bytes.)
+TEST(KvsRopeTable, CompressesScaledRopeKeysBetterThanTheBase) {
+  const std::vector<float> f = scaled_inv_freq();
+  auto table = make_codec("kvs", {{{"rope_inv_freq", joined(f)}}, ""});
+  auto base = make_codec("kvs", {{{"rope_theta", "500000"}}, ""});
+  const KVChunk scaled = synthetic({2, 2, 16}, 20000, 512, 12, table_rope(f));
+  const KVChunk plain = synthetic({2, 2, 16}, 20000, 512, 12, 500000.0);
+  for (int level : {1, 4}) {
+    SCOPED_TRACE(level);
+    const Bytes table_on_scaled = table->encode(scaled, level), base_on_scaled = base->encode(scaled, level);
+    EXPECT_LT(double(table_on_scaled.size()), 0.97 * double(base_on_scaled.size()));
+    // and the other way round: keys of the base's RoPE want the base.
+    EXPECT_LT(double(base->encode(plain, level).size()), 0.97 * double(table->encode(plain, level).size()));
+    expect_within_centroid_bound(scaled, table->decode(table_on_scaled), level, kvs_default_weights(2));
+    expect_within_centroid_bound(scaled, base->decode(base_on_scaled), level, kvs_default_weights(2));
+  }
+}
+
+TEST(KvsRopeTable, Parameters) {
+  const std::vector<float> f = scaled_inv_freq();
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq", joined(f)}, {"rope_theta", "10000"}}, ""}), Error);
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq", "0.5:-0.1"}}, ""}), Error);
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq", "0.5:2000"}}, ""}), Error);
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq", "0.5:nan"}}, ""}), Error);
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq", ""}}, ""}), Error);
+  EXPECT_THROW(make_codec("kvs", {{{"rope_theta", "1e39"}}, ""}), Error);  // not a float
+  // A table of 8 frequencies fits head_dim 16 only.
+  auto codec = make_codec("kvs", {{{"rope_inv_freq", joined(f)}}, ""});
+  try {
+    codec->encode(synthetic({1, 1, 8}, 0, 4, 3), 0);
+    ADD_FAILURE() << "a table of 8 frequencies for head_dim 8";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_inv_freq has 8 frequencies; keys of head_dim 8 need 4"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(codec->encode(synthetic({1, 1, 9}, 0, 4, 3, 0.0), 0), Error);
+  // The record of the parameters holds the table exactly (shortest round trip).
+  const std::string params = codec->params();
+  const std::string key = "rope_inv_freq=";
+  const size_t at = params.find(key);
+  ASSERT_NE(at, std::string::npos) << params;
+  const std::string value = params.substr(at + key.size(), params.find(',', at) - at - key.size());
+  EXPECT_EQ(value, joined(f));
+  auto again = make_codec("kvs", {{{"rope_inv_freq", value}}, ""});
+  const KVChunk c = synthetic(kShape, 0, 30, 4, table_rope(f));
+  EXPECT_EQ(again->encode(c, 2), codec->encode(c, 2));
+}
+
+// A base given as a number a float does not hold: the frequencies are the
+// stored float's on both sides, so decoding stays within the bound.
+TEST(Kvs, RopeBaseIsTheStoredFloats) {
+  auto codec = make_codec("kvs", {{{"rope_theta", "123456789"}, {"centroid", "0"}}, ""});
+  const KVChunk c = synthetic(kShape, 40000, 64, 13, 123456789.0);
+  const KVChunk back = codec->decode(codec->encode(c, 1));
+  EXPECT_EQ(back.values, reference_dequantization(c, 1, double(float(123456789.0)), kvs_default_weights(4)).values);
+}
+
+TEST(KvsRopeTable, HostileTablesAreRejected) {
+  const std::vector<float> f = scaled_inv_freq();
+  auto codec = make_codec("kvs", {{{"rope_inv_freq", joined(f)}}, ""});
+  const Bytes good = codec->encode(synthetic({1, 1, 16}, 5, 8, 9, table_rope(f)), 1);
+  const size_t sections = size_t(good[36]) | size_t(good[37]) << 8 | size_t(good[38]) << 16;
+  const size_t params = kHeaderBytes + 4 * sections;  // the first section
+  EXPECT_NO_THROW(codec->decode(good));
+  for (size_t i : {size_t(0), size_t(7)})
+    for (float bad : {NAN, -1.0f, -0.0f + -1e-30f, INFINITY, 1001.0f}) {
+      Bytes b = good;
+      std::memcpy(&b[params + 4 * i], &bad, 4);
+      fix_crc(b);
+      EXPECT_THROW(codec->decode(b), CorruptStream) << i << " " << bad;
+    }
+  for (uint8_t flags : {4, 6, 255}) {
+    Bytes b = good;
+    b[10] = flags;
+    fix_crc(b);
+    EXPECT_THROW(codec->decode(b), CorruptStream) << int(flags);
+  }
+  // A table for an odd head_dim: refused before its values are read.
+  Bytes odd = make_codec("kvs", {{{"rope_theta", "0"}}, ""})->encode(synthetic({1, 1, 9}, 0, 4, 3, 0.0), 1);
+  odd[10] |= 2;
+  fix_crc(odd);
+  try {
+    make_codec("kvs")->decode(odd);
+    ADD_FAILURE() << "decoded a RoPE table for head_dim 9";
+  } catch (const CorruptStream& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim 9"), std::string::npos) << e.what();
+  }
 }
 
 // RecencyList::add_first(n) is add(0), ..., add(n - 1) on an empty list: the

@@ -69,9 +69,10 @@ void print_error_stats(const codec::KVChunk& ref, const codec::KVChunk& got) {
   std::printf("error: max_abs %.6g, mse %.6g, snr %.2f dB\n", max_abs, se / n, se > 0 ? 10 * std::log10(sig / se) : INFINITY);
 }
 
-// encode --model: kvs's step weights and rope_theta from the model's
-// calibration (llm/kvs_calibration.h), unless --param gives weights; without
-// --model, a warning that kvs runs on its defaults.
+// encode --model: kvs's step weights from the model's calibration
+// (llm/kvs_calibration.h) unless --param gives weights, and its RoPE from the
+// model's config unless --param gives it; without --model, a warning that kvs
+// runs on its defaults.
 void apply_model_calibration(const std::string& codec, const std::string& model_dir, const std::string& kv_file,
                              uint32_t layers, codec::CodecOptions* options) {
   const auto own = options->codec_params.find(codec);
@@ -79,7 +80,7 @@ void apply_model_calibration(const std::string& codec, const std::string& model_
       options->params.count("weights") || (own != options->codec_params.end() && own->second.count("weights"));
   if (!model_dir.empty() && codec != "kvs")
     throw Error(fmt::format("encode --model: only kvs reads a model's calibration, not {}", codec));
-  if (codec != "kvs" || weights_given) return;
+  if (codec != "kvs" || (model_dir.empty() && weights_given)) return;
   if (model_dir.empty()) {
     std::fprintf(stderr,
                  "kvstream: warning: encode --codec kvs without --model: kvs's default step weights (measured for "
@@ -90,7 +91,7 @@ void apply_model_calibration(const std::string& codec, const std::string& model_
   }
 #ifdef KVSTREAM_HAVE_TORCH
   const std::string path = llm::kvs_calibration_path(model_dir);
-  if (std::filesystem::exists(path) && llm::read_kvs_calibration(path).layers != layers)
+  if (!weights_given && std::filesystem::exists(path) && llm::read_kvs_calibration(path).layers != layers)
     throw Error(fmt::format("encode --model {}: {} has {} layers, the calibration {} is for {}: is the cache from "
                             "this model?",
                             model_dir, kv_file, layers, path, llm::read_kvs_calibration(path).layers));

@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/files.h"
 #include "codec/kvs.h"
+#include "llm/checkpoint.h"
 #include "llm/evaluate.h"
 #include "llm/kv_cache.h"
 
@@ -36,12 +37,6 @@ uint64_t hash_file(const std::string& path, uint64_t h) {
     for (std::streamsize i = 0; i < n; ++i) h = (h ^ uint8_t(block[size_t(i)])) * kFnvPrime;
   }
   return h;
-}
-
-std::string join_weights(const std::vector<float>& w) {
-  std::string s;
-  for (size_t i = 0; i < w.size(); ++i) s += fmt::format("{}{}", i ? ":" : "", w[i]);
-  return s;
 }
 
 std::string how_to_calibrate(const std::string& model_dir) {
@@ -83,6 +78,7 @@ KvsCalibration calibrate_kvs(const Model& model, const std::vector<std::vector<i
   if (ctx < 2 || cont < 2) throw Error("kvs calibration: context and continuation need at least 2 tokens each");
   if (!(options.floor > 0 && options.floor <= 1)) throw Error("kvs calibration: floor must be in (0, 1]");
   constexpr double kProbeSteps[] = {0.1, 0.3};  // of the plane's RMS value
+  const codec::CodecParams rope = kvs_rope_params(cfg);
   std::vector<double> kl_mse(planes, 0.0), mse_mse(planes, 0.0);
   for (size_t w = 0; w < windows.size(); ++w) {
     const auto& ids = windows[w];
@@ -113,9 +109,10 @@ KvsCalibration calibrate_kvs(const Model& model, const std::vector<std::vector<i
         const float step = std::clamp(float(fraction * rms), 2e-3f, 1e3f);
         std::vector<float> weights(2, 1e-3f);
         weights[size_t(kind)] = step;
-        const auto codec = codec::make_codec(
-            "kvs", {{{"weights", join_weights(weights)}, {"ladder", "1"}, {"rope_theta", fmt::format("{}", cfg.rope_theta)}},
-                    ""});
+        codec::CodecParams params = rope;
+        params["weights"] = codec::kvs_param_list(weights);
+        params["ladder"] = "1";
+        const auto codec = codec::make_codec("kvs", {params, ""});
         const codec::KVChunk back = codec->decode(codec->encode(one, 0));
         codec::KVChunk degraded = exact;
         const auto decoded = back.plane(0, kind);
@@ -227,20 +224,33 @@ codec::CodecParams kvs_params_for_model(const std::string& model_dir, uint32_t l
                             path, c.model_hash, model_dir, hash, how_to_calibrate(model_dir)));
   if (c.layers != layers)
     throw Error(fmt::format("codec kvs: {} is for {} layers, the model has {}", path, c.layers, layers));
-  return {{"weights", join_weights(c.weights)}, {"rope_theta", fmt::format("{}", c.rope_theta)}};
+  codec::CodecParams params = kvs_rope_params(load_config(model_dir));
+  params["weights"] = codec::kvs_param_list(c.weights);
+  return params;
+}
+
+codec::CodecParams kvs_rope_params(const ModelConfig& config) {
+  if (config.rotary_dim() != config.effective_head_dim()) return {{"rope_theta", "0"}};
+  const std::string& type = config.rope_scaling.type;
+  if (type == "default" || type == "dynamic") return {{"rope_theta", fmt::format("{}", config.rope_theta)}};
+  const int64_t original = config.rope_scaling.original_max_position_embeddings > 0
+                               ? config.rope_scaling.original_max_position_embeddings
+                               : config.max_position_embeddings;
+  return {{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(config, original))}};
 }
 
 void apply_kvs_calibration(const std::string& model_dir, uint32_t layers, const std::vector<std::string>& codecs,
                            codec::CodecOptions* options) {
+  if (std::find(codecs.begin(), codecs.end(), "kvs") == codecs.end()) return;
   // Given by the user: to every codec (params) or to kvs alone (codec_params["kvs"]).
   const auto own = options->codec_params.find("kvs");
   const auto given = [&](const char* key) {
     return options->params.count(key) || (own != options->codec_params.end() && own->second.count(key));
   };
-  if (std::find(codecs.begin(), codecs.end(), "kvs") == codecs.end() || given("weights")) return;
-  codec::CodecParams& kvs = options->codec_params["kvs"];
-  for (auto& [key, value] : kvs_params_for_model(model_dir, layers))
-    if (!given(key.c_str())) kvs[key] = value;
+  const bool rope_given = given("rope_theta") || given("rope_inv_freq");
+  codec::CodecParams add = given("weights") ? kvs_rope_params(load_config(model_dir)) : kvs_params_for_model(model_dir, layers);
+  if (rope_given) add.erase("rope_theta"), add.erase("rope_inv_freq");
+  for (auto& [key, value] : add) options->codec_params["kvs"][key] = value;
 }
 
 }  // namespace kvs::llm

@@ -71,15 +71,28 @@ KvsCalibration read_kvs_calibration(const std::string& path);
 // Where a model folder's calibration is kept: DIR/kvs-calibration.json.
 std::string kvs_calibration_path(const std::string& model_dir);
 
-// kvs's parameters for the model in `model_dir` (weights and rope_theta from
-// its calibration), or throws kvs::Error saying that kvs needs a calibration
-// of this model and how to make one (none, another model's, or the wrong
-// number of layers).
+// kvs's RoPE parameter for a model, so that keys are rotated back at the
+// model's own frequencies: `rope_theta` for RoPE at its base's frequencies
+// over the whole head (default, and dynamic NTK, which changes them only past
+// max_position_embeddings); `rope_inv_freq` for a scaled RoPE (linear,
+// llama3, YaRN, LongRoPE: the frequencies of a prompt within
+// original_max_position_embeddings, LongRoPE's short factors); rope_theta=0
+// (keys coded as given) for a partial rotary, whose pairs kvs cannot express.
+// Past those lengths dynamic NTK and LongRoPE rotate by other frequencies:
+// such keys still decode exactly, at some cost in size.
+codec::CodecParams kvs_rope_params(const ModelConfig& config);
+
+// kvs's parameters for the model in `model_dir` (weights from its
+// calibration, kvs_rope_params of its config), or throws kvs::Error saying
+// that kvs needs a calibration of this model and how to make one (none,
+// another model's, or the wrong number of layers).
 codec::CodecParams kvs_params_for_model(const std::string& model_dir, uint32_t layers);
 
-// For `kvstream profile`: when `codecs` holds kvs and no `weights` parameter
-// is given (to every codec or to kvs alone), adds kvs_params_for_model's to
-// options->codec_params["kvs"], keeping those the user gave (rope_theta).
+// For `kvstream profile`, `simulate` and `encode --model`: when `codecs` holds
+// kvs, adds to options->codec_params["kvs"] what the user did not give (to
+// every codec or to kvs alone): the calibration's weights (unless `weights`
+// is given), the RoPE parameter of kvs_rope_params (unless rope_theta or
+// rope_inv_freq is).
 void apply_kvs_calibration(const std::string& model_dir, uint32_t layers, const std::vector<std::string>& codecs,
                            codec::CodecOptions* options);
 

@@ -122,7 +122,86 @@ TEST(KvsCalibration, ProfileRefusesKvsWithoutThisModelsCalibration) {
   codec::CodecOptions explicit_weights;
   explicit_weights.params["weights"] = "1:1:1:1";
   EXPECT_NO_THROW(apply_kvs_calibration(b, 2, {"kvs"}, &explicit_weights));
-  EXPECT_TRUE(explicit_weights.codec_params.empty());
+  // The RoPE is still the model's (from its config).
+  EXPECT_EQ(explicit_weights.codec_params["kvs"], (codec::CodecParams{{"rope_theta", "10000"}}));
+}
+
+// kvs rotates keys back at the model's own RoPE frequencies: the base for
+// HF's default RoPE, the model's table for a scaled one (the frequencies of
+// a prompt within the original length), none for a partial rotary.
+TEST(KvsRopeParams, FollowTheModelsRope) {
+  ModelConfig c = tiny_config();
+  c.head_dim = 16;
+  c.rope_theta = 500000;
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "500000"}}));
+  c.rope_scaling.type = "dynamic";  // the base's frequencies up to max_position_embeddings
+  c.rope_scaling.factor = 2;
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "500000"}}));
+
+  const auto table_of = [](const ModelConfig& config) {
+    const codec::CodecParams p = kvs_rope_params(config);
+    EXPECT_EQ(p.size(), 1u);
+    EXPECT_EQ(p.count("rope_inv_freq"), 1u);
+    return p.count("rope_inv_freq") ? p.at("rope_inv_freq") : "";
+  };
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.original_max_position_embeddings = 32;
+  const std::vector<float> llama3 = rope_inv_freq(c, 32);
+  ASSERT_EQ(llama3.size(), 8u);
+  EXPECT_EQ(table_of(c), codec::kvs_param_list(llama3));
+  EXPECT_EQ(llama3[0], 1.0f);                                                 // fast pairs as the base's
+  EXPECT_NEAR(llama3[7], std::pow(500000.0, -14.0 / 16) / 8, 1e-6 * llama3[7]);  // slow ones 8x slower
+
+  c.rope_scaling = {};
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 4;
+  EXPECT_EQ(table_of(c), codec::kvs_param_list(rope_inv_freq(c, 128)));
+  EXPECT_EQ(rope_inv_freq(c, 128)[0], 0.25f);
+
+  c.rope_scaling = {};
+  c.rope_scaling.type = "longrope";  // LongRoPE: the short factors within the original length
+  c.rope_scaling.original_max_position_embeddings = 64;
+  c.rope_scaling.factor = 2;
+  c.rope_scaling.short_factor = {1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7};
+  c.rope_scaling.long_factor = {2, 2, 2, 2, 2, 2, 2, 2};
+  EXPECT_EQ(table_of(c), codec::kvs_param_list(rope_inv_freq(c, 64)));
+  EXPECT_NE(table_of(c), codec::kvs_param_list(rope_inv_freq(c, 65)));
+  // Every table is one kvs takes for this head_dim.
+  const auto kvs = codec::make_codec("kvs", {kvs_rope_params(c), ""});
+  codec::KVChunk chunk({1, 1, 16}, codec::DType::kF16, 100, 4);
+  for (size_t i = 0; i < chunk.values.size(); ++i) chunk.values[i] = float(i % 7) - 3;
+  EXPECT_NO_THROW(kvs->decode(kvs->encode(chunk, 0)));
+
+  c.rope_scaling = {};
+  c.partial_rotary_factor = 0.5;  // pairs (i, i + 4) of 8 rotated dims: not kvs's pairing
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "0"}}));
+}
+
+// profile, simulate and encode --model give kvs the model's table, unless
+// the user gave a RoPE parameter; with or without the calibration's weights.
+TEST(KvsRopeParams, AppliedFromTheModelsConfig) {
+  TempDir dir;
+  const std::string d = (dir.path / "scaled").string();
+  ModelConfig c = tiny_config();
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.original_max_position_embeddings = 32;
+  save_model(Model::random(c, 3), d);
+  const std::string table = codec::kvs_param_list(rope_inv_freq(c, 32));
+  codec::CodecOptions weights_given;
+  weights_given.codec_params["kvs"]["weights"] = "1:1:1:1";
+  apply_kvs_calibration(d, 2, {"kvs"}, &weights_given);
+  EXPECT_EQ(weights_given.codec_params["kvs"],
+            (codec::CodecParams{{"weights", "1:1:1:1"}, {"rope_inv_freq", table}}));
+  KvsCalibration cal = calibrate_kvs(Model::random(c, 3), windows(1), small_options());
+  cal.model_hash = model_content_hash(d);
+  write_kvs_calibration(cal, kvs_calibration_path(d));
+  EXPECT_EQ(kvs_params_for_model(d, 2).at("rope_inv_freq"), table);
+  codec::CodecOptions rope_given;
+  rope_given.params["rope_theta"] = "10000";
+  apply_kvs_calibration(d, 2, {"kvs"}, &rope_given);
+  EXPECT_EQ(rope_given.codec_params["kvs"], (codec::CodecParams{{"weights", codec::kvs_param_list(cal.weights)}}));
 }
 
 TEST(KvsCalibration, BundledModelShipsItsCalibration) {

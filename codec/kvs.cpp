@@ -99,7 +99,8 @@ std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
     ladder = parse_list("ladder", it->second, 1e-6f, 1e6f);
     if (ladder.size() > 255) throw Error("codec kvs: ladder: at most 255 levels");
   }
-  return std::make_unique<kvs_detail::KvsCodec>(theta, std::move(inv_freq), std::move(weights), defaults, centroid, lambda, std::move(ladder), rows);
+  return std::make_unique<kvs_detail::KvsCodec>(theta, std::move(inv_freq), std::move(weights), defaults, centroid,
+                                                lambda, std::move(ladder), rows);
 }
 
 }  // namespace kvs::codec

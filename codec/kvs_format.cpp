@@ -123,11 +123,13 @@ std::vector<std::array<float, 2>> rope_table(const std::vector<double>& inv_freq
 }
 
 std::vector<double> KvsCodec::coded_inv_freq(uint32_t D) const {
-  if (rope_inv_freq_.empty()) // The base as the stream stores it (a float), so that the decoder's frequencies are these.
+  // A base as the stream stores it (a float): the decoder's frequencies are these.
+  if (rope_inv_freq_.empty())
     return D % 2 == 0 && rope_theta_ > 0 ? rope_inv_freqs(float(rope_theta_), D) : std::vector<double>{};
   if (2 * rope_inv_freq_.size() != D)
     throw Error(fmt::format("codec kvs: rope_inv_freq has {} frequencies; keys of head_dim {} need {}",
-                            rope_inv_freq_.size(), D, D % 2 ? "an even head_dim (RoPE rotates pairs)" : std::to_string(D / 2)));
+                            rope_inv_freq_.size(), D,
+                            D % 2 ? "an even head_dim (RoPE rotates pairs)" : std::to_string(D / 2)));
   return {rope_inv_freq_.begin(), rope_inv_freq_.end()};
 }
 

@@ -213,8 +213,8 @@ class KvsCodec final : public Codec {
   KvsCodec(double rope_theta, std::vector<float> rope_inv_freq, std::vector<float> weights, bool default_weights,
            bool centroid, double lambda, std::vector<float> ladder, bool rows)
       : rope_theta_(rope_theta), rope_inv_freq_(std::move(rope_inv_freq)), weights_(std::move(weights)),
-        default_weights_(default_weights),
-        centroid_(centroid), lambda_(lambda), ladder_(std::move(ladder)), rows_(rows), tables_(build_gauss_tables()) {
+        default_weights_(default_weights), centroid_(centroid), lambda_(lambda), ladder_(std::move(ladder)),
+        rows_(rows), tables_(build_gauss_tables()) {
     build_encoder_tables();
   }
 

@@ -41,7 +41,7 @@ std::string model_content_hash(const std::string& model_dir);
 struct KvsCalibration {
   std::string model_hash;            // model_content_hash of the model measured
   uint32_t layers = 0;
-  double rope_theta = 10000;         // the model's RoPE base (kvs's rope_theta)
+  double rope_theta = 10000;         // the model's RoPE base, for the record (kvs's RoPE: kvs_rope_params)
   std::vector<float> weights;        // step multipliers K0:V0:K1:V1:..., geometric mean 1
   std::vector<double> sensitivity;   // KL nats/token per unit MSE per plane (empty: not measured here)
   std::string method;                // how the weights were obtained

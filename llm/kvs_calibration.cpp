@@ -109,9 +109,8 @@ KvsCalibration calibrate_kvs(const Model& model, const std::vector<std::vector<i
         const float step = std::clamp(float(fraction * rms), 2e-3f, 1e3f);
         std::vector<float> weights(2, 1e-3f);
         weights[size_t(kind)] = step;
-        codec::CodecParams params = rope;
-        params["weights"] = codec::kvs_param_list(weights);
-        params["ladder"] = "1";
+        codec::CodecParams params{{"weights", codec::kvs_param_list(weights)}, {"ladder", "1"}};
+        params.insert(rope.begin(), rope.end());
         const auto codec = codec::make_codec("kvs", {params, ""});
         const codec::KVChunk back = codec->decode(codec->encode(one, 0));
         codec::KVChunk degraded = exact;

@@ -175,13 +175,26 @@ void add_model_init(CLI::App& app) {
   cmd->add_option("--rope-theta", c->rope_theta, "RoPE base")->capture_default_str();
   cmd->add_flag("--tie", c->tie_word_embeddings, "Tie the LM head to the embedding");
   cmd->add_option("--model-type", c->model_type,
-                  "llama, mistral, qwen2 (q/k/v biases), qwen3 (q/k norms; head dim: --head-dim), gemma (v1) or "
-                  "phi3 (fused qkv_proj/gate_up_proj weights)")
+                  "llama, mistral, qwen2 (q/k/v biases), qwen3 (q/k norms; head dim: --head-dim), gemma (v1), "
+                  "gemma2 (feedforward norms, soft caps), gemma3_text (gemma2 with q/k norms and "
+                  "--rope-local-base on sliding layers) or phi3 (fused qkv_proj/gate_up_proj weights)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3", "gemma", "phi3"}));
+      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"}));
   cmd->add_option("--sliding-window", c->sliding_window,
                   "Sliding-window attention span in tokens (0: none; mistral/phi3: every layer, qwen2/qwen3: layers "
-                  ">= --max-window-layers)")
+                  ">= --max-window-layers, gemma2: even layers, gemma3_text: all but every 6th)")
+      ->capture_default_str();
+  cmd->add_option("--query-pre-attn-scalar", c->query_pre_attn_scalar,
+                  "gemma2: attention scores scaled by this^-0.5 (0: head dim's)")
+      ->capture_default_str();
+  cmd->add_option("--attn-softcap", c->attn_logit_softcapping,
+                  "gemma2: attention scores soft-capped, cap * tanh(s / cap) (0: none)")
+      ->capture_default_str();
+  cmd->add_option("--final-softcap", c->final_logit_softcapping, "gemma2: logits soft-capped likewise (0: none)")
+      ->capture_default_str();
+  auto local_base = std::make_shared<double>(10000.0);
+  cmd->add_option("--rope-local-base", *local_base,
+                  "gemma3_text: the sliding layers' RoPE base (rope_local_base_freq)")
       ->capture_default_str();
   cmd->add_option("--max-window-layers", c->max_window_layers, "qwen2/qwen3: the first windowed layer")->capture_default_str();
   cmd->add_option("--seed", *seed, "Random seed")->capture_default_str();
@@ -191,6 +204,7 @@ void add_model_init(CLI::App& app) {
   cmd->add_option("--shard-bytes", *shard_bytes, "Shard the weights into files of at most this many bytes (0: one file)")
       ->capture_default_str();
   cmd->callback([=] {
+    if (c->model_type == "gemma3_text") c->rope_local_base_freq = *local_base;
     const at::ScalarType dt = *dtype == "bf16" ? at::kBFloat16 : *dtype == "fp16" ? at::kHalf : at::kFloat;
     llm::Model m = llm::Model::random(*c, *seed, dt);
     llm::save_model(m, *out, *shard_bytes);

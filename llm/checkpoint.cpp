@@ -240,6 +240,10 @@ Model load_model(const std::string& dir, const LoadOptions& options) {
       w.k_norm = get(p + "self_attn.k_norm.weight", {hd});
     }
     w.post_attention_layernorm = get(p + "post_attention_layernorm.weight", {H});
+    if (c.sandwich_norms()) {  // gemma2, gemma3_text
+      w.pre_feedforward_layernorm = get(p + "pre_feedforward_layernorm.weight", {H});
+      w.post_feedforward_layernorm = get(p + "post_feedforward_layernorm.weight", {H});
+    }
     if (c.fused_projections()) {
       // phi3: gate_up_proj, gate rows then up (Phi3MLP: gate, up = chunk(2)).
       const at::Tensor gate_up = get(p + "mlp.gate_up_proj.weight", {2 * I, H});

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -159,7 +160,24 @@ int64_t ModelConfig::layer_window(int64_t layer) const {
   if (!layer_types.empty()) return layer_types.at(size_t(layer)) == "sliding_attention" ? sliding_window : 0;
   // Qwen2Config/Qwen3Config without layer_types: windowed from max_window_layers on.
   if (qwen_windows()) return layer >= max_window_layers ? sliding_window : 0;
+  if (gemma2()) return layer % 2 == 0 ? sliding_window : 0;  // Gemma2Config: sliding, full, sliding, ...
+  if (gemma3()) return (layer + 1) % 6 != 0 ? sliding_window : 0;  // Gemma3TextConfig: 5 sliding, 1 full
   return sliding_window;  // mistral: every layer
+}
+
+ModelConfig ModelConfig::local_rope_config() const {
+  // HF's Gemma3 rotary_emb_local: a copy of the config with rope_theta =
+  // rope_local_base_freq and rope_scaling {"rope_type": "default"}.
+  ModelConfig c = *this;
+  c.rope_theta = rope_local_base_freq;
+  c.rope_scaling = RopeScaling{};
+  c.rope_local_base_freq = 0;
+  return c;
+}
+
+double ModelConfig::attention_scale() const {
+  // Gemma2Attention: query_pre_attn_scalar ** -0.5; elsewhere head_dim ** -0.5.
+  return 1.0 / std::sqrt(query_pre_attn_scalar > 0 ? query_pre_attn_scalar : double(effective_head_dim()));
 }
 
 codec::KVShape ModelConfig::kv_shape() const {
@@ -171,8 +189,16 @@ void ModelConfig::validate(const std::string& where) const {
     if (!ok) fail(where, what);
   };
   need(model_type == "llama" || model_type == "mistral" || model_type == "qwen2" || model_type == "qwen3" ||
-           model_type == "gemma" || model_type == "phi3",
-       fmt::format("model_type '{}' is not llama, mistral, qwen2, qwen3, gemma or phi3", model_type));
+           model_type == "gemma" || model_type == "gemma2" || model_type == "gemma3_text" || model_type == "phi3",
+       fmt::format("model_type '{}' is not llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text or phi3",
+                   model_type));
+  need(query_pre_attn_scalar >= 0 && attn_logit_softcapping >= 0 && final_logit_softcapping >= 0,
+       "query_pre_attn_scalar, attn_logit_softcapping and final_logit_softcapping must be >= 0 (0: unused)");
+  need(gemma2() || gemma3() ||
+           (query_pre_attn_scalar == 0 && attn_logit_softcapping == 0 && final_logit_softcapping == 0),
+       "query_pre_attn_scalar and the soft caps are only read for gemma2 and gemma3_text");
+  need(gemma3() ? rope_local_base_freq > 0 : rope_local_base_freq == 0,
+       "rope_local_base_freq (the sliding layers' RoPE base) must be > 0 for gemma3_text and is read for it only");
   need(!gemma() || sliding_window == 0, "gemma (v1) has no sliding window");
   need(vocab_size > 0, "vocab_size must be > 0");
   need(hidden_size > 0, "hidden_size must be > 0");
@@ -198,7 +224,8 @@ void ModelConfig::validate(const std::string& where) const {
                    partial_rotary_factor, rotary_dim(), effective_head_dim()));
   need(max_position_embeddings > 0, "max_position_embeddings must be > 0");
   need(sliding_window >= 0, "sliding_window must be > 0 (or null)");
-  need(layer_types.empty() || qwen_windows(), "layer_types is only read for qwen2 and qwen3");
+  need(layer_types.empty() || qwen_windows() || gemma2() || gemma3(),
+       "layer_types is only read for qwen2, qwen3, gemma2 and gemma3_text");
   need(layer_types.empty() || int64_t(layer_types.size()) == num_hidden_layers,
        fmt::format("layer_types has {} entries, num_hidden_layers is {}", layer_types.size(), num_hidden_layers));
   for (size_t i = 0; i < layer_types.size(); ++i) {
@@ -233,7 +260,8 @@ int64_t ModelConfig::parameter_count() const {
   const int64_t mlp = 3 * hidden_size * intermediate_size;
   const int64_t bias = qkv_bias() ? hd * (num_attention_heads + 2 * num_key_value_heads) : 0;
   const int64_t qk_norms = qk_norm() ? 2 * hd : 0;
-  const int64_t per_layer = attn + bias + qk_norms + mlp + 2 * hidden_size;
+  const int64_t norms = (sandwich_norms() ? 4 : 2) * hidden_size;
+  const int64_t per_layer = attn + bias + qk_norms + mlp + norms;
   return vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * per_layer + hidden_size;
 }
 
@@ -248,11 +276,18 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
   const std::string model_type = j.contains("model_type") && j["model_type"].is_string()
                                      ? j["model_type"].get<std::string>() : std::string();
   if (model_type.empty()) fail(file, "missing key 'model_type'");
+  if (model_type == "gemma3")
+    fail(file, "unsupported architecture: model_type 'gemma3' is the multimodal Gemma3ForConditionalGeneration "
+               "(its text_config and vision tower are not read); only text checkpoints, model_type gemma3_text "
+               "(Gemma3ForCausalLM, e.g. gemma-3-1b), load");
   if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "qwen3" &&
-      model_type != "gemma" && model_type != "phi3")
+      model_type != "gemma" && model_type != "gemma2" && model_type != "gemma3_text" && model_type != "phi3")
     fail(file, fmt::format("unsupported architecture: model_type '{}' (expected llama, mistral, qwen2, qwen3, "
-                           "gemma or phi3)", model_type));
-  const bool qwen2 = model_type == "qwen2", qwen3 = model_type == "qwen3", gemma = model_type == "gemma";
+                           "gemma, gemma2, gemma3_text or phi3)", model_type));
+  const bool qwen2 = model_type == "qwen2", qwen3 = model_type == "qwen3", gemma2 = model_type == "gemma2";
+  const bool gemma3 = model_type == "gemma3_text";
+  // gemma2 and gemma3_text share gemma's defaults and activation rules.
+  const bool gemma = model_type == "gemma" || gemma2 || gemma3;
   const bool phi3 = model_type == "phi3";
   if (model_type == "mistral" && !j.contains("sliding_window"))
     fail(file, "mistral without key 'sliding_window' (HF's MistralConfig then uses a 4096-token window; write "
@@ -267,13 +302,16 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
       if (!a.is_string()) continue;
       const auto s = a.get<std::string>();
       if (s != "LlamaForCausalLM" && s != "MistralForCausalLM" && s != "Qwen2ForCausalLM" && s != "Qwen3ForCausalLM" &&
-          s != "GemmaForCausalLM" && s != "Phi3ForCausalLM")
+          s != "GemmaForCausalLM" && s != "Gemma2ForCausalLM" && s != "Gemma3ForCausalLM" && s != "Phi3ForCausalLM")
         fail(file, fmt::format("unsupported architecture '{}' (expected LlamaForCausalLM, MistralForCausalLM, "
-                               "Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM or Phi3ForCausalLM)", s));
+                               "Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, "
+                               "Gemma3ForCausalLM or Phi3ForCausalLM)", s));
       // Qwen2's attention has biases, Qwen3's q/k norms, Gemma's layers and
       // Phi-3's weight names differ: a mix-up changes the computation.
       if ((s == "Qwen2ForCausalLM") != qwen2 || (s == "Qwen3ForCausalLM") != qwen3 ||
-          (s == "GemmaForCausalLM") != gemma || (s == "Phi3ForCausalLM") != phi3)
+          (s == "GemmaForCausalLM") != (gemma && !gemma2 && !gemma3) || (s == "Gemma2ForCausalLM") != gemma2 ||
+          (s == "Gemma3ForCausalLM") != gemma3 ||
+          (s == "Phi3ForCausalLM") != phi3)
         fail(file, fmt::format("architecture '{}' does not match model_type '{}'", s, model_type));
     }
   }
@@ -319,23 +357,39 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
 
   ModelConfig c;
   c.model_type = model_type;
+  // layer_types (qwen2, qwen3, gemma2, gemma3_text): full_attention or sliding_attention per layer.
+  auto read_layer_types = [&] {
+    if (!j.contains("layer_types") || j["layer_types"].is_null()) return;
+    const auto& lt = j["layer_types"];
+    if (!lt.is_array()) fail(file, "key 'layer_types' must be a list");
+    for (size_t i = 0; i < lt.size(); ++i) {
+      if (!lt[i].is_string()) fail(file, fmt::format("layer_types[{}] must be a string", i));
+      const auto t = lt[i].get<std::string>();
+      if (t != "full_attention" && t != "sliding_attention")
+        fail(file, fmt::format("unsupported architecture: layer_types[{}] is '{}' (expected full_attention or "
+                               "sliding_attention)", i, t));
+      c.layer_types.push_back(t);
+    }
+  };
   c.vocab_size = get_int(j, "vocab_size", file);
   c.hidden_size = get_int(j, "hidden_size", file);
   c.intermediate_size = get_int(j, "intermediate_size", file);
   c.num_hidden_layers = get_int(j, "num_hidden_layers", file);
   c.num_attention_heads = get_int(j, "num_attention_heads", file);
   // HF: absent or null means one KV head per query head, except that an
-  // absent key is 8 for MistralConfig, 32 for Qwen2Config/Qwen3Config and 16 for GemmaConfig.
+  // absent key is 8 for MistralConfig, 32 for Qwen2Config/Qwen3Config, 16 for GemmaConfig and 4 for Gemma2Config.
   const bool kvh_absent = !j.contains("num_key_value_heads");
   c.num_key_value_heads = get_int(j, "num_key_value_heads", file,
                                   model_type == "mistral" && kvh_absent ? int64_t(8)
                                   : (qwen2 || qwen3) && kvh_absent      ? int64_t(32)
+                                  : (gemma2 || gemma3) && kvh_absent    ? int64_t(4)
                                   : gemma && kvh_absent                 ? int64_t(16)
                                                                         : c.num_attention_heads);
   c.head_dim = get_int(j, "head_dim", file, gemma ? 256 : qwen3 ? 128 : 0);
   // Qwen2Config's, Qwen3Config's and GemmaConfig's defaults where Llama's configs are required to give them.
   c.max_position_embeddings = get_int(j, "max_position_embeddings", file,
                                       qwen2 || qwen3 ? std::optional<int64_t>(32768)
+                                      : gemma3 ? std::optional<int64_t>(131072)
                                       : gemma ? std::optional<int64_t>(8192)
                                       : phi3  ? std::optional<int64_t>(4096) : std::nullopt);
   if (model_type == "mistral" || phi3) {
@@ -377,17 +431,47 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
     } else {
       (void)get_int(j, "sliding_window", file, 0);  // unused (HF sets it to None), but must be an integer or null
     }
-    if (j.contains("layer_types") && !j["layer_types"].is_null()) {
-      const auto& lt = j["layer_types"];
-      if (!lt.is_array()) fail(file, "key 'layer_types' must be a list");
-      for (size_t i = 0; i < lt.size(); ++i) {
-        if (!lt[i].is_string()) fail(file, fmt::format("layer_types[{}] must be a string", i));
-        const auto t = lt[i].get<std::string>();
-        if (t != "full_attention" && t != "sliding_attention")
-          fail(file, fmt::format("unsupported architecture: layer_types[{}] is '{}' (expected full_attention or "
-                                 "sliding_attention)", i, t));
-        c.layer_types.push_back(t);
-      }
+    read_layer_types();
+  }
+  if (gemma2 || gemma3) {
+    // Gemma2Config: sliding_window 4096 when absent; layer_types as given,
+    // else sliding_attention on even layers (its __post_init__);
+    // Gemma3TextConfig: likewise, with layer i full when (i + 1) %
+    // sliding_window_pattern == 0 (default 6; newer files write
+    // _sliding_window_pattern). A sliding layer needs a window (HF versions
+    // differ on a null one).
+    c.sliding_window = get_int(j, "sliding_window", file, j.contains("sliding_window") ? 0 : 4096);
+    if (j.contains("sliding_window") && !j["sliding_window"].is_null() && c.sliding_window <= 0)
+      fail(file, "key 'sliding_window' must be > 0 or null");
+    read_layer_types();
+    int64_t pattern = 2;  // gemma2: (i + 1) % 2 != 0, the even layers
+    if (gemma3) {
+      const char* key = j.contains("sliding_window_pattern") || !j.contains("_sliding_window_pattern")
+                            ? "sliding_window_pattern" : "_sliding_window_pattern";
+      pattern = get_int(j, key, file, 6);
+      if (pattern <= 0) fail(file, fmt::format("key '{}' must be > 0", key));
+    }
+    const bool types_given = !c.layer_types.empty();
+    if (!types_given)
+      for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+        c.layer_types.push_back((i + 1) % pattern != 0 ? "sliding_attention" : "full_attention");
+    if (int64_t(c.layer_types.size()) != c.num_hidden_layers)
+      fail(file, fmt::format("key 'layer_types' has {} entries, num_hidden_layers is {}", c.layer_types.size(),
+                             c.num_hidden_layers));
+    for (size_t i = 0; i < c.layer_types.size(); ++i)
+      if (c.layer_types[i] == "sliding_attention" && c.sliding_window == 0)
+        fail(file, fmt::format("unsupported: {} layer {} is sliding_attention (layer_types{}) but "
+                               "'sliding_window' is null", model_type, i,
+                               types_given ? "" : gemma2 ? ": even layers by default" : ": sliding_window_pattern"));
+    // Gemma2Config's scaling and soft caps (null: no cap); Gemma3TextConfig's caps default to none.
+    c.query_pre_attn_scalar = get_double(j, "query_pre_attn_scalar", file, 256.0);
+    if (c.query_pre_attn_scalar <= 0) fail(file, "key 'query_pre_attn_scalar' must be > 0");
+    for (auto [key, fallback, out] :
+         {std::tuple{"attn_logit_softcapping", gemma2 ? 50.0 : 0.0, &c.attn_logit_softcapping},
+          std::tuple{"final_logit_softcapping", gemma2 ? 30.0 : 0.0, &c.final_logit_softcapping}}) {
+      *out = get_double(j, key, file, j.contains(key) ? 0.0 : fallback);
+      if (j.contains(key) && !j[key].is_null() && *out <= 0)
+        fail(file, fmt::format("key '{}' must be > 0 or null (no cap)", key));
     }
   }
   c.rms_norm_eps = get_double(j, "rms_norm_eps", file,
@@ -395,8 +479,39 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
                               : phi3                  ? std::optional<double>(1e-5) : std::nullopt);
   const int64_t phi3_original = phi3 ? get_int(j, "original_max_position_embeddings", file, 4096) : 0;
   if (phi3 && phi3_original <= 0) fail(file, "key 'original_max_position_embeddings' must be > 0");
-  c.rope_theta = get_double(j, "rope_theta", file, 10000.0);
-  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+  c.rope_theta = get_double(j, "rope_theta", file, gemma3 ? 1000000.0 : 10000.0);
+  if (gemma3) {
+    c.rope_local_base_freq = get_double(j, "rope_local_base_freq", file, 10000.0);
+    if (c.rope_local_base_freq <= 0) fail(file, "key 'rope_local_base_freq' must be > 0");
+  }
+  const auto is_per_layer_type = [](const json& rp) {
+    return rp.is_object() && (rp.contains("full_attention") || rp.contains("sliding_attention"));
+  };
+  if (gemma3 && j.contains("rope_parameters") && is_per_layer_type(j["rope_parameters"])) {
+    // Newer Gemma3TextConfig: rope_parameters per layer type, each with its rope_theta.
+    const auto& rp = j["rope_parameters"];
+    for (const auto& [k, v] : rp.items())
+      if (k != "full_attention" && k != "sliding_attention")
+        fail(file, fmt::format("rope_parameters has '{}' next to per-layer-type entries (expected full_attention "
+                               "and sliding_attention)", k));
+    if (rp.contains("full_attention")) {
+      c.rope_scaling = parse_rope(rp["full_attention"], file, "rope_parameters.full_attention",
+                                  c.max_position_embeddings);
+      if (rp["full_attention"].contains("rope_theta"))
+        c.rope_theta = get_double(rp["full_attention"], "rope_theta", file + ": rope_parameters.full_attention");
+    }
+    if (rp.contains("sliding_attention")) {
+      const RopeScaling local = parse_rope(rp["sliding_attention"], file, "rope_parameters.sliding_attention",
+                                           c.max_position_embeddings);
+      if (local.type != "default")
+        fail(file, fmt::format("unsupported: rope_parameters.sliding_attention has rope_type '{}' (Gemma 3's "
+                               "sliding layers rotate with default RoPE)", local.type));
+      if (rp["sliding_attention"].contains("rope_theta"))
+        c.rope_local_base_freq =
+            get_double(rp["sliding_attention"], "rope_theta", file + ": rope_parameters.sliding_attention");
+      if (c.rope_local_base_freq <= 0) fail(file, "rope_parameters.sliding_attention.rope_theta must be > 0");
+    }
+  } else if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
     const auto& rp = j["rope_parameters"];
     c.rope_scaling = parse_rope(rp, file, "rope_parameters", c.max_position_embeddings, phi3_original);
     if (rp.is_object() && rp.contains("rope_theta")) c.rope_theta = get_double(rp, "rope_theta", file);
@@ -426,14 +541,15 @@ ModelConfig parse_config(const std::string& json_text, const std::string& file) 
 
 std::string config_to_json(const ModelConfig& c) {
   nlohmann::ordered_json j;
-  const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", gemma = c.gemma();
-  const bool phi3 = c.model_type == "phi3";
+  const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", gemma = c.gemma_family();
+  const bool gemma2 = c.gemma2(), gemma3 = c.gemma3(), phi3 = c.model_type == "phi3";
   // LlamaConfig has no window: a windowed config is written as Mistral's.
   const bool mistral = !qwen2 && !qwen3 && !gemma && !phi3 && (c.model_type == "mistral" || c.sliding_window > 0);
-  j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : gemma ? "GemmaForCausalLM"
-                        : phi3 ? "Phi3ForCausalLM" : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
-  j["model_type"] = qwen2 ? "qwen2" : qwen3 ? "qwen3" : gemma ? "gemma" : phi3 ? "phi3"
-                    : mistral ? "mistral" : "llama";
+  j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : gemma2 ? "Gemma2ForCausalLM"
+                        : gemma3 ? "Gemma3ForCausalLM" : gemma ? "GemmaForCausalLM" : phi3 ? "Phi3ForCausalLM"
+                        : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = qwen2 ? "qwen2" : qwen3 ? "qwen3" : gemma2 ? "gemma2" : gemma3 ? "gemma3_text"
+                    : gemma ? "gemma" : phi3 ? "phi3" : mistral ? "mistral" : "llama";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
@@ -455,6 +571,35 @@ std::string config_to_json(const ModelConfig& c) {
     j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
     j["max_window_layers"] = c.max_window_layers;
     if (!c.layer_types.empty()) j["layer_types"] = c.layer_types;
+  }
+  if (gemma2 || gemma3) {
+    // Every key Gemma2Config/Gemma3TextConfig would otherwise default, and
+    // the layer types written out (older HF ignores them and windows by
+    // its pattern: gemma2's even layers, gemma3's sliding_window_pattern,
+    // written when the types follow one).
+    j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nullptr;
+    std::vector<std::string> types;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+      types.push_back(c.layer_window(l) > 0 ? "sliding_attention" : "full_attention");
+    j["layer_types"] = types;
+    if (gemma3) {
+      // HF's default 6 when it fits, else the smallest pattern that does.
+      auto fits = [&](int64_t p) {
+        for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+          if ((types[size_t(l)] == "sliding_attention") != ((l + 1) % p != 0)) return false;
+        return true;
+      };
+      int64_t pattern = fits(6) ? 6 : 0;
+      for (int64_t p = 1; pattern == 0 && p <= c.num_hidden_layers + 1; ++p)
+        if (fits(p)) pattern = p;
+      if (pattern > 0) j["sliding_window_pattern"] = pattern;
+      j["rope_local_base_freq"] = c.rope_local_base_freq;
+    }
+    j["query_pre_attn_scalar"] = c.query_pre_attn_scalar > 0 ? c.query_pre_attn_scalar
+                                                             : double(c.effective_head_dim());
+    auto cap = [](double v) { return v > 0 ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); };
+    j["attn_logit_softcapping"] = cap(c.attn_logit_softcapping);
+    j["final_logit_softcapping"] = cap(c.final_logit_softcapping);
   }
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;

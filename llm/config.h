@@ -2,8 +2,12 @@
 // for the Llama family: llama, mistral (sliding window), qwen2 (q/k/v
 // biases, per-layer sliding window), qwen3 (per-head RMSNorm of queries and
 // keys, Qwen2's windows), gemma (v1: GeGLU, RMSNorm (1 + w), embeddings
-// scaled by sqrt(hidden)) and phi3 (Llama with fused qkv_proj/gate_up_proj
-// weights, split at load: llm/checkpoint.h).
+// scaled by sqrt(hidden)), gemma2 (gemma v1's plus post-attention and
+// pre/post-feedforward norms, attention scaled by query_pre_attn_scalar,
+// tanh soft-capping of attention scores and final logits, windows on the
+// layers layer_types marks), gemma3_text (gemma2's layers with per-head q/k
+// norms and a RoPE of their own on sliding layers) and phi3 (Llama with fused
+// qkv_proj/gate_up_proj weights, split at load: llm/checkpoint.h).
 #pragma once
 
 #include <cstdint>
@@ -43,7 +47,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  // HF's model_type: "llama", "mistral", "qwen2", "qwen3", "gemma" or "phi3". qwen2
+  // HF's model_type: "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text" or "phi3". qwen2
   // adds biases to q_proj, k_proj and v_proj (Qwen2Attention hard-codes them;
   // o_proj has none). qwen3 (Qwen3ForCausalLM) has no biases but RMSNorms
   // each head's query and key over head_dim (weights q_norm, k_norm
@@ -53,6 +57,12 @@ struct ModelConfig {
   // the model's dtype. phi3 (Phi3ForCausalLM) computes as llama (with
   // mistral's window on every layer); only its checkpoint differs, fusing
   // q/k/v into self_attn.qkv_proj and gate/up into mlp.gate_up_proj.
+  // gemma2 (Gemma2ForCausalLM) computes as gemma, but each layer is
+  // x + post_attention_layernorm(attn(input_layernorm(x))), then
+  // h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h))), with
+  // the scores and logits soft-capped (below). gemma3_text (Gemma3ForCausalLM)
+  // computes as gemma2 plus qwen3's per-head q/k norms, Gemma-style (1 + w),
+  // and sliding layers rotate with rope_local_base_freq (below).
   std::string model_type = "llama";
   int64_t vocab_size = 256;
   int64_t hidden_size = 32;
@@ -68,9 +78,11 @@ struct ModelConfig {
   // The KV cache still keeps every position (as HF's DynamicCache). Which
   // layers are windowed: all (llama/mistral/phi3), or those layer_types marks.
   int64_t sliding_window = 0;
-  // qwen2/qwen3 only: per layer "full_attention" or "sliding_attention", as HF's
+  // qwen2/qwen3/gemma2/gemma3_text only: per layer "full_attention" or "sliding_attention", as HF's
   // Qwen2Config.layer_types (when config.json has none: sliding for layers
-  // >= max_window_layers if use_sliding_window). Empty for llama/mistral.
+  // >= max_window_layers if use_sliding_window; gemma2: sliding on even
+  // layers, as Gemma2Config; gemma3_text: layer i full when (i + 1) % 6 == 0,
+  // as Gemma3TextConfig's sliding_window_pattern). Empty for llama/mistral.
   std::vector<std::string> layer_types;
   int64_t max_window_layers = 28;  // qwen2/qwen3, kept to write config.json back
   double rms_norm_eps = 1e-5;
@@ -81,6 +93,17 @@ struct ModelConfig {
   // HF's phi3 apply_rotary_pos_emb. 1 elsewhere.
   double partial_rotary_factor = 1.0;
   bool tie_word_embeddings = false;
+  // gemma2, gemma3_text: attention scores are scaled by query_pre_attn_scalar^-0.5
+  // (0: head_dim^-0.5, as every other model), then soft-capped before the
+  // mask and softmax, s = cap * tanh(s / cap) with cap attn_logit_softcapping;
+  // the final logits likewise with final_logit_softcapping (0: no cap).
+  double query_pre_attn_scalar = 0.0;
+  double attn_logit_softcapping = 0.0;
+  double final_logit_softcapping = 0.0;
+  // gemma3_text: the windowed layers rotate with this base and no scaling
+  // (HF's rotary_emb_local); the full ones with rope_theta and rope_scaling.
+  // 0: every layer uses rope_theta and rope_scaling.
+  double rope_local_base_freq = 0.0;
   std::string torch_dtype = "float32";  // float32 | bfloat16 | float16
   int64_t bos_token_id = -1;            // -1: none
   int64_t eos_token_id = -1;
@@ -91,8 +114,23 @@ struct ModelConfig {
   // q_proj, k_proj and v_proj have biases (qwen2).
   bool qkv_bias() const { return model_type == "qwen2"; }
   bool gemma() const { return model_type == "gemma"; }
-  // Per-head RMSNorm of queries and keys before RoPE (qwen3).
-  bool qk_norm() const { return model_type == "qwen3"; }
+  bool gemma2() const { return model_type == "gemma2"; }
+  bool gemma3() const { return model_type == "gemma3_text"; }
+  // Gemma's embeddings times sqrt(hidden), (1 + w) RMSNorms and GeGLU (gemma, gemma2, gemma3_text).
+  bool gemma_family() const { return gemma() || gemma2() || gemma3(); }
+  // The layer also norms the attention's output (post_attention_layernorm)
+  // and the MLP's input and output (pre/post_feedforward_layernorm) (gemma2, gemma3_text).
+  bool sandwich_norms() const { return gemma2() || gemma3(); }
+  // Layer `layer` rotates with local_rope_config()'s RoPE (gemma3_text's windowed layers).
+  bool local_rope(int64_t layer) const { return rope_local_base_freq > 0 && layer_window(layer) > 0; }
+  // This config with rope_theta = rope_local_base_freq and default RoPE.
+  ModelConfig local_rope_config() const;
+  // The config whose RoPE layer `layer` uses: local_rope_config() or this.
+  ModelConfig rope_config(int64_t layer) const { return local_rope(layer) ? local_rope_config() : *this; }
+  // The factor on q.k before the soft cap and the softmax.
+  double attention_scale() const;
+  // Per-head RMSNorm of queries and keys before RoPE (qwen3; gemma3_text's scale by 1 + w).
+  bool qk_norm() const { return model_type == "qwen3" || gemma3(); }
   // Qwen2Config/Qwen3Config's window keys (use_sliding_window, max_window_layers, layer_types).
   bool qwen_windows() const { return model_type == "qwen2" || model_type == "qwen3"; }
   // The checkpoint fuses q/k/v (self_attn.qkv_proj: q rows, then k, then v)
@@ -130,9 +168,21 @@ struct ModelConfig {
 // refused, a longrope `factor` other than max / original positions refused
 // (HF versions disagree on it); partial_rotary_factor
 // (top level, or in rope_parameters as newer HF writes it) in (0, 1].
+// gemma2 (Gemma2ForCausalLM): Gemma2Config's defaults (head_dim 256, 4 KV
+// heads, query_pre_attn_scalar 256, sliding_window 4096, attention and final
+// soft caps 50 and 30, tied); gemma's activation rules; layer_types as given,
+// else sliding on even layers; a sliding layer without a window, a soft cap
+// <= 0, attention_bias true and use_bidirectional_attention are refused.
+// gemma3_text (Gemma3ForCausalLM): as gemma2 with Gemma3TextConfig's
+// defaults (no soft caps, rope_theta 1e6 with rope_scaling for full layers,
+// rope_local_base_freq 10000 for sliding ones, 131072 positions), layer_types
+// or sliding_window_pattern (default 6); newer rope_parameters keyed by layer
+// type too (a sliding RoPE other than default refused); model_type gemma3
+// (the multimodal checkpoint) is refused.
 ModelConfig parse_config(const std::string& json_text, const std::string& file);
 // config.json text that HF loads as the same model: Qwen2ForCausalLM for
 // qwen2, Qwen3ForCausalLM for qwen3, GemmaForCausalLM for gemma,
+// Gemma2ForCausalLM for gemma2, Gemma3ForCausalLM for gemma3_text,
 // Phi3ForCausalLM for phi3,
 // MistralForCausalLM for mistral or any config with a sliding_window,
 // else LlamaForCausalLM.

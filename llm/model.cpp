@@ -3,6 +3,8 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <tuple>
+#include <utility>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -57,6 +59,13 @@ at::Tensor matmul_(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor gelu_tanh_(const at::Tensor& x) {
   if (needs_upcast(x)) return at::gelu(x.to(at::kFloat), "tanh").to(at::kHalf);
   return at::gelu(x, "tanh");
+}
+
+// cap * tanh(x / cap) (Gemma 2's soft cap), in x's dtype as HF; cap 0: x.
+at::Tensor softcap_(const at::Tensor& x, double cap) {
+  if (cap <= 0) return x;
+  if (needs_upcast(x)) return (at::tanh(x.to(at::kFloat) / cap) * cap).to(at::kHalf);
+  return at::tanh(x / cap) * cap;
 }
 
 at::Tensor silu_(const at::Tensor& x) {
@@ -132,6 +141,13 @@ Model::Model(ModelConfig config, at::Tensor embed_tokens, std::vector<LayerWeigh
                               config_.model_type));
     }
     check_shape(w.post_attention_layernorm, {H}, p + "post_attention_layernorm.weight");
+    if (config_.sandwich_norms()) {
+      check_shape(w.pre_feedforward_layernorm, {H}, p + "pre_feedforward_layernorm.weight");
+      check_shape(w.post_feedforward_layernorm, {H}, p + "post_feedforward_layernorm.weight");
+    } else if (w.pre_feedforward_layernorm.defined() || w.post_feedforward_layernorm.defined()) {
+      throw Error(fmt::format("model: layer {} has feedforward norms, which model_type '{}' does not have", i,
+                              config_.model_type));
+    }
     check_shape(w.gate_proj, {I, H}, p + "mlp.gate_proj.weight");
     check_shape(w.up_proj, {I, H}, p + "mlp.up_proj.weight");
     check_shape(w.down_proj, {H, I}, p + "mlp.down_proj.weight");
@@ -150,7 +166,7 @@ Model Model::random(const ModelConfig& config, uint64_t seed, at::ScalarType dty
   };
   // Gemma's norms scale by (1 + weight): HF initialises them at 0.
   auto ones = [&](int64_t n) {
-    return (config.gemma() ? at::zeros({n}, opts) : at::ones({n}, opts)).to(device, dtype);
+    return (config.gemma_family() ? at::zeros({n}, opts) : at::ones({n}, opts)).to(device, dtype);
   };
   const int64_t H = config.hidden_size, hd = config.effective_head_dim(), I = config.intermediate_size;
   at::Tensor embed = normal({config.vocab_size, H});
@@ -172,6 +188,10 @@ Model Model::random(const ModelConfig& config, uint64_t seed, at::ScalarType dty
       w.k_norm = ones(hd);
     }
     w.post_attention_layernorm = ones(H);
+    if (config.sandwich_norms()) {
+      w.pre_feedforward_layernorm = ones(H);
+      w.post_feedforward_layernorm = ones(H);
+    }
     w.gate_proj = normal({I, H});
     w.up_proj = normal({I, H});
     w.down_proj = normal({H, I});
@@ -206,6 +226,10 @@ std::vector<std::pair<std::string, at::Tensor>> Model::named_parameters() const 
     out.emplace_back(p + "mlp.down_proj.weight", w.down_proj);
     out.emplace_back(p + "input_layernorm.weight", w.input_layernorm);
     out.emplace_back(p + "post_attention_layernorm.weight", w.post_attention_layernorm);
+    if (w.pre_feedforward_layernorm.defined()) {
+      out.emplace_back(p + "pre_feedforward_layernorm.weight", w.pre_feedforward_layernorm);
+      out.emplace_back(p + "post_feedforward_layernorm.weight", w.post_feedforward_layernorm);
+    }
   }
   out.emplace_back("model.norm.weight", norm_);
   if (lm_head_.defined()) out.emplace_back("lm_head.weight", lm_head_);
@@ -225,8 +249,8 @@ void Model::to(at::ScalarType dtype, at::Device device) {
   conv(embed_tokens_);
   for (auto& w : layers_) {
     for (at::Tensor* t : {&w.input_layernorm, &w.q_proj, &w.k_proj, &w.v_proj, &w.q_bias, &w.k_bias, &w.v_bias,
-                          &w.o_proj, &w.q_norm, &w.k_norm, &w.post_attention_layernorm, &w.gate_proj, &w.up_proj,
-                          &w.down_proj})
+                          &w.o_proj, &w.q_norm, &w.k_norm, &w.post_attention_layernorm, &w.pre_feedforward_layernorm,
+                          &w.post_feedforward_layernorm, &w.gate_proj, &w.up_proj, &w.down_proj})
       conv(*t);
   }
   conv(norm_);
@@ -260,26 +284,34 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
     if (lo < 0 || hi >= vocab) throw Error(fmt::format("forward: token id out of range [0, {})", vocab));
   }
 
-  // RoPE tables for positions past_len .. past_len + n - 1 (float32, as HF).
-  const auto inv = rope_inv_freq(config_, past_len + n);
-  at::Tensor inv_t = at::tensor(at::ArrayRef<float>(inv)).to(device);
-  at::Tensor pos = at::arange(past_len, past_len + n, at::TensorOptions().dtype(at::kFloat).device(device));
-  at::Tensor freqs = at::outer(pos, inv_t);
-  at::Tensor emb = at::cat({freqs, freqs}, -1);
-  at::Tensor cos = emb.cos(), sin = emb.sin();  // [n, rotary_dim]
-  // YaRN's attention factor scales cos and sin in float32 (HF's attention_scaling).
-  if (const double att = rope_attention_scaling(config_); att != 1.0) {
-    cos = cos * att;
-    sin = sin * att;
-  }
-  cos = cos.to(dtype);
-  sin = sin.to(dtype);
+  // RoPE tables [n, rotary_dim] for positions past_len .. past_len + n - 1
+  // (float32, as HF) of a config's RoPE.
+  auto rope_table = [&](const ModelConfig& rc) {
+    const auto inv = rope_inv_freq(rc, past_len + n);
+    at::Tensor inv_t = at::tensor(at::ArrayRef<float>(inv)).to(device);
+    at::Tensor pos = at::arange(past_len, past_len + n, at::TensorOptions().dtype(at::kFloat).device(device));
+    at::Tensor freqs = at::outer(pos, inv_t);
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    at::Tensor cos = emb.cos(), sin = emb.sin();
+    // YaRN's attention factor scales cos and sin in float32 (HF's attention_scaling).
+    if (const double att = rope_attention_scaling(rc); att != 1.0) {
+      cos = cos * att;
+      sin = sin * att;
+    }
+    return std::pair{cos.to(dtype), sin.to(dtype)};
+  };
+  const auto [cos, sin] = rope_table(config_);
+  // gemma3_text: the sliding layers' own RoPE (rope_local_base_freq, unscaled).
+  at::Tensor cos_local, sin_local;
+  for (int64_t l = 0; l < config_.num_hidden_layers && !cos_local.defined(); ++l)
+    if (config_.local_rope(l)) std::tie(cos_local, sin_local) = rope_table(config_.local_rope_config());
 
   at::Tensor x = at::embedding(embed_tokens_, tokens.to(device));  // [B, n, H]
-  const bool gemma = config_.gemma();
+  const bool gemma = config_.gemma_family();
   // Gemma: embeddings times sqrt(hidden), the factor rounded to the model's dtype.
   if (gemma) x = x * at::scalar_tensor(std::sqrt(double(config_.hidden_size)), x.options());
-  const double scale = 1.0 / std::sqrt(double(hd));
+  const double scale = config_.attention_scale();  // head_dim^-0.5 (gemma2/3: query_pre_attn_scalar^-0.5)
+  const double score_cap = config_.attn_logit_softcapping;  // gemma2 (gemma3 when given); 0: none
   const int64_t block = query_block_ > 0 ? query_block_ : n;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& w = layers_[l];
@@ -290,15 +322,16 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
     }
     at::Tensor q = linear_(h, w.q_proj, w.q_bias).view({B, n, heads, hd});
     at::Tensor k = linear_(h, w.k_proj, w.k_bias).view({B, n, kvh, hd});
-    if (w.q_norm.defined()) {  // qwen3: each head's query and key RMSNormed over head_dim, before RoPE
-      q = rms_norm(q, w.q_norm, config_.rms_norm_eps);
-      k = rms_norm(k, w.k_norm, config_.rms_norm_eps);
+    if (w.q_norm.defined()) {  // qwen3, gemma3 (1 + w): each head's query and key RMSNormed over head_dim, before RoPE
+      q = rms_norm(q, w.q_norm, config_.rms_norm_eps, gemma);
+      k = rms_norm(k, w.k_norm, config_.rms_norm_eps, gemma);
     }
     q = q.transpose(1, 2);  // [B, heads, n, hd]
     k = k.transpose(1, 2);  // [B, kvh, n, hd]
     at::Tensor v = linear_(h, w.v_proj, w.v_bias).view({B, n, kvh, hd}).transpose(1, 2);
-    q = apply_rope(q, cos, sin);
-    k = apply_rope(k, cos, sin);
+    const bool local = config_.local_rope(int64_t(l));
+    q = apply_rope(q, local ? cos_local : cos, local ? sin_local : sin);
+    k = apply_rope(k, local ? cos_local : cos, local ? sin_local : sin);
     if (!past.empty()) {
       k = at::cat({past.keys[l].to(device, dtype).unsqueeze(0), k}, 2);
       v = at::cat({past.values[l].to(device, dtype).unsqueeze(0), v}, 2);
@@ -333,7 +366,8 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
       const int64_t keys = end - begin;
       at::Tensor qb = (qg.narrow(3, b0, nb) * scale).reshape({B, kvh, group * nb, hd});
       at::Tensor kb = k.narrow(2, begin, keys), vb = v.narrow(2, begin, keys);
-      at::Tensor scores = matmul_(qb, kb.transpose(-1, -2));  // [B, kvh, group*nb, keys]
+      // [B, kvh, group*nb, keys]; gemma2 soft-caps them before the mask (Gemma2's eager attention).
+      at::Tensor scores = softcap_(matmul_(qb, kb.transpose(-1, -2)), score_cap);
       const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(device);
       if (window <= 0) {
         // Only the block's own keys can lie in the future: mask their strict upper triangle.
@@ -355,13 +389,23 @@ at::Tensor Model::run(const at::Tensor& tokens, const KVCache& past, KVCache* ca
     }
     at::Tensor attn = outs.size() == 1 ? outs[0] : at::cat(outs, 3);
     attn = attn.reshape({B, heads, n, hd}).transpose(1, 2).reshape({B, n, heads * hd});
-    x = x + linear_(attn, w.o_proj);
-    h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps, gemma);
+    const bool sandwich = w.pre_feedforward_layernorm.defined();  // gemma2, gemma3_text
+    if (sandwich) {
+      // Gemma2DecoderLayer: the attention's and the MLP's outputs are normed before their residuals.
+      x = x + rms_norm(linear_(attn, w.o_proj), w.post_attention_layernorm, config_.rms_norm_eps, gemma);
+      h = rms_norm(x, w.pre_feedforward_layernorm, config_.rms_norm_eps, gemma);
+    } else {
+      x = x + linear_(attn, w.o_proj);
+      h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps, gemma);
+    }
     const at::Tensor gate = linear_(h, w.gate_proj);
-    x = x + linear_((gemma ? gelu_tanh_(gate) : silu_(gate)) * linear_(h, w.up_proj), w.down_proj);
+    at::Tensor mlp = linear_((gemma ? gelu_tanh_(gate) : silu_(gate)) * linear_(h, w.up_proj), w.down_proj);
+    if (sandwich) mlp = rms_norm(mlp, w.post_feedforward_layernorm, config_.rms_norm_eps, gemma);
+    x = x + mlp;
   }
   x = rms_norm(x, norm_, config_.rms_norm_eps, gemma);
-  return linear_(x, lm_head_.defined() ? lm_head_ : embed_tokens_);
+  // gemma2: the logits soft-capped in the model's dtype (Gemma2ForCausalLM).
+  return softcap_(linear_(x, lm_head_.defined() ? lm_head_ : embed_tokens_), config_.final_logit_softcapping);
 }
 
 ForwardResult Model::forward(const at::Tensor& tokens, const KVCache& past, AttentionHook* hook) const {

@@ -4,6 +4,9 @@
 // SwiGLU MLP -> residual, final RMSNorm, LM head (tied or not); qwen2's q/k/v
 // biases, qwen3's per-head q/k RMSNorm before RoPE, sliding-window layers (ModelConfig::layer_window), and gemma's
 // scaled embeddings, (1 + w) RMSNorm and GeGLU (ModelConfig::model_type);
+// gemma2's extra norms around attention and MLP, query_pre_attn_scalar and
+// tanh soft caps on attention scores and final logits; gemma3_text's (1 + w)
+// q/k norms and its sliding layers' own RoPE (ModelConfig::local_rope);
 // phi3 computes as llama (its fused checkpoint weights are split at load into
 // views and fused again by save_model), with partial RoPE when
 // partial_rotary_factor < 1 (ModelConfig::rotary_dim). Numerics
@@ -35,8 +38,10 @@ struct LayerWeights {
   at::Tensor q_proj, k_proj, v_proj;    // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
   at::Tensor q_bias, k_bias, v_bias;    // qwen2: [heads*head_dim], [kv_heads*head_dim] x2; else undefined
   at::Tensor o_proj;                    // [hidden, heads*head_dim]
-  at::Tensor q_norm, k_norm;            // qwen3: [head_dim] RMSNorm weights of each query/key head; else undefined
-  at::Tensor post_attention_layernorm;  // [hidden]
+  at::Tensor q_norm, k_norm;            // qwen3, gemma3_text: [head_dim] RMSNorm weights of each query/key head; else undefined
+  at::Tensor post_attention_layernorm;  // [hidden] (gemma2: of the attention's output, before the residual)
+  // gemma2: [hidden] norms of the MLP's input and output; else undefined.
+  at::Tensor pre_feedforward_layernorm, post_feedforward_layernorm;
   at::Tensor gate_proj, up_proj;        // [intermediate, hidden]
   at::Tensor down_proj;                 // [hidden, intermediate]
 };

@@ -30,6 +30,15 @@ at::Tensor gather_channels(const at::Tensor& x, const at::Tensor& channels) {
   return x.gather(2, channels.unsqueeze(1).expand({x.size(0), x.size(1), channels.size(1)}));
 }
 
+// The attention scores the model computes from q.k products: times the
+// config's scale (head_dim^-0.5; gemma2/3: query_pre_attn_scalar^-0.5), then
+// gemma2's soft cap cap * tanh(s / cap) (llm/model.cpp).
+at::Tensor model_scores(const ModelConfig& c, const at::Tensor& qk) {
+  at::Tensor s = qk * c.attention_scale();
+  if (c.attn_logit_softcapping > 0) s = at::tanh(s / c.attn_logit_softcapping) * c.attn_logit_softcapping;
+  return s;
+}
+
 double sum_vec(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += x;
@@ -237,29 +246,31 @@ at::Tensor SelectiveDecoder::infinigen_keep(int64_t layer, const at::Tensor& hid
   at::Tensor q = at::linear(hidden.to(at::kFloat), w.q_proj.to(at::kFloat),
                             w.q_bias.defined() ? w.q_bias.to(at::kFloat) : at::Tensor())  // qwen2's bias
                      .view({heads, 1, hd});
-  if (w.q_norm.defined()) {  // qwen3: the head's RMSNorm before RoPE, as Model::forward
+  if (w.q_norm.defined()) {  // qwen3 (gemma3: times 1 + w): the head's RMSNorm before RoPE, as Model::forward
     const at::Tensor var = q.pow(2).mean(-1, /*keepdim=*/true);
-    q = q * at::rsqrt(var + c.rms_norm_eps) * w.q_norm.to(at::kFloat);
+    const at::Tensor g = w.q_norm.to(at::kFloat);
+    q = q * at::rsqrt(var + c.rms_norm_eps) * (c.gemma_family() ? g + 1.0 : g);
   }
-  const auto inv = rope_inv_freq(c, past + 1);
+  // The layer's own RoPE (gemma3's sliding layers: rope_local_base_freq).
+  const ModelConfig rc = c.rope_config(layer);
+  const auto inv = rope_inv_freq(rc, past + 1);
   const at::Tensor inv_t = at::tensor(at::ArrayRef<float>(inv)).to(q.device());
   const at::Tensor pos = at::full({1}, double(past), q.options());
   const at::Tensor freqs = at::outer(pos, inv_t);
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
-  const double att = rope_attention_scaling(c);  // yarn's cos/sin factor (1 otherwise)
+  const double att = rope_attention_scaling(rc);  // yarn's cos/sin factor (1 otherwise)
   q = apply_rope(q, emb.cos() * att, emb.sin() * att);  // phi3's partial rotary: the first rotary_dim dims
   const at::Tensor pq = gather_channels(skew_queries(q, calibration_->skew[l].to(at::kFloat)).view({kvh, group, hd}),
                                         channels_[l]);  // [kvh, group, c]
   const at::Tensor& pk = partial_keys_[l];              // [kvh, past, c]
   if (pk.size(1) != past)
     throw Error(fmt::format("selective: layer {} has {} partial keys, {} past tokens", layer, pk.size(1), past));
-  const double scale = 1.0 / std::sqrt(double(hd));
   // Only the keys the layer's attention sees (its sliding window) are scored.
   const int64_t begin = window_begin(layer, past), seen = past - begin;
   at::Tensor keep = at::zeros({kvh, past}, pk.options().dtype(at::kBool));
   if (seen < 1) return keep;
-  const at::Tensor approx =
-      at::matmul(pq, pk.narrow(1, begin, seen).to(at::kFloat).transpose(1, 2)) * scale;  // [kvh, group, seen]
+  const at::Tensor approx =  // [kvh, group, seen], scaled (and gemma2's soft cap) as the model's scores
+      model_scores(c, at::matmul(pq, pk.narrow(1, begin, seen).to(at::kFloat).transpose(1, 2)));
   // Tokens within alpha of each head's maximum, counted per query head and
   // averaged over the layer's heads: one count per layer (kv_selection_controller).
   const at::Tensor thr = approx.amax(-1, /*keepdim=*/true) - config_.alpha;
@@ -329,7 +340,7 @@ void SelectiveDecoder::record(int64_t layer, const at::Tensor& exact, const at::
 
 at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, const at::Tensor& keys) {
   const int64_t kvh = keys.size(0), hd = keys.size(2), group = queries.size(0) / kvh;
-  const double scale = 1.0 / std::sqrt(double(hd));
+  const ModelConfig& mc = model_->config();
   const size_t l = size_t(layer);
   const int64_t window = model_->config().layer_window(layer);  // 0: full attention
   if (!decoding_) {
@@ -358,7 +369,7 @@ at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, co
       for (int64_t b0 = 0; b0 < n; b0 += block) {
         const int64_t nb = std::min(block, n - b0);
         // [kvh, group, nb, n]
-        at::Tensor s = at::matmul(qd.narrow(2, b0, nb), kd.transpose(1, 2).unsqueeze(1)) * scale;
+        at::Tensor s = model_scores(mc, at::matmul(qd.narrow(2, b0, nb), kd.transpose(1, 2).unsqueeze(1)));
         const at::Tensor pos = at::arange(b0, b0 + nb, keys.options().dtype(at::kLong)).unsqueeze(1);
         const at::Tensor kpos = at::arange(n, keys.options().dtype(at::kLong)).unsqueeze(0);
         at::Tensor unseen = kpos > pos;  // causal, and the layer's sliding window (q - W < k <= q)
@@ -374,8 +385,8 @@ at::Tensor SelectiveDecoder::select(int64_t layer, const at::Tensor& queries, co
   if (queries.size(1) != 1) throw Error("selective: decoding steps take one token");
   const int64_t past = keys.size(1) - 1;
   if (past < 1) return {};
-  const at::Tensor exact =
-      at::matmul(queries.reshape({kvh, group, hd}), keys.transpose(1, 2)) * scale;  // [kvh, group, past + 1]
+  const at::Tensor exact =  // [kvh, group, past + 1], as the model scores them
+      model_scores(mc, at::matmul(queries.reshape({kvh, group, hd}), keys.transpose(1, 2)));
   // The past keys the layer's attention sees: [begin, past) (all but on a
   // sliding-window layer). Every method chooses among them only.
   const int64_t begin = window_begin(layer, past), seen = past - begin;

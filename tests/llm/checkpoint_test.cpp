@@ -186,6 +186,102 @@ TEST(CheckpointTest, GemmaRoundTrip) {
   EXPECT_TRUE(at::equal(back.prefill(t).logits, m.prefill(t).logits));
 }
 
+// gemma2 (its four norms per layer, non-default layer_types, scaling and
+// soft caps, shards) saves as Gemma2ForCausalLM and loads back the same; a
+// missing feedforward norm is named, and read as gemma (v1) the norms are
+// unused tensors.
+TEST(CheckpointTest, Gemma2RoundTripKeepsNormsWindowsAndCaps) {
+  TempDir dir;
+  ModelConfig c = tiny_config();
+  c.model_type = "gemma2";
+  c.tie_word_embeddings = true;
+  c.head_dim = 16;
+  c.num_hidden_layers = 3;
+  c.sliding_window = 3;
+  c.layer_types = {"full_attention", "sliding_attention", "sliding_attention"};
+  c.query_pre_attn_scalar = 20;
+  c.attn_logit_softcapping = 1.5;
+  c.final_logit_softcapping = 0.5;
+  Model m = Model::random(c, 32);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, t] : m.named_parameters())  // norms that matter (HF initialises them at 0)
+      if (name.find("layernorm.weight") != std::string::npos) t.copy_(at::linspace(-0.5, 0.5, t.numel()));
+  }
+  save_model(m, dir.str(), /*max_shard_bytes=*/40000);
+  const std::string json = read_file((dir.path / "config.json").string());
+  for (const char* key : {"\"Gemma2ForCausalLM\"", "\"query_pre_attn_scalar\": 20", "\"attn_logit_softcapping\": 1.5",
+                          "\"final_logit_softcapping\": 0.5", "\"sliding_window\": 3", "\"full_attention\""})
+    EXPECT_NE(json.find(key), std::string::npos) << json << " lacks " << key;
+  Model back = load_model(dir.str());
+  EXPECT_TRUE(back.config().gemma2());
+  for (int64_t l = 0; l < 3; ++l) EXPECT_EQ(back.config().layer_window(l), c.layer_window(l)) << l;
+  EXPECT_EQ(back.config().layer_window(0), 0);
+  const at::Tensor t = to_tensor(some_tokens(9, 256, 11));
+  const at::Tensor logits = m.prefill(t).logits;
+  EXPECT_TRUE(at::equal(back.prefill(t).logits, logits));
+  EXPECT_LE(logits.abs().max().item<float>(), 0.5f);  // the final cap holds
+  // Read as gemma (v1): the feedforward norms are tensors the config does not use.
+  ModelConfig v1 = c;
+  v1.model_type = "gemma";
+  v1.sliding_window = 0;
+  v1.layer_types.clear();
+  v1.query_pre_attn_scalar = v1.attn_logit_softcapping = v1.final_logit_softcapping = 0;
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(v1));
+  expect_error([&] { load_model(dir.str()); }, {"does not use", "feedforward_layernorm.weight"});
+  // A gemma2 file without one of them names it.
+  TempDir one;
+  save_model(m, one.str());
+  auto st = SafetensorsFile::open((one.path / "model.safetensors").string());
+  EXPECT_EQ(st->at("model.layers.2.pre_feedforward_layernorm.weight").shape, std::vector<int64_t>{32});
+  std::vector<TensorView> views;
+  for (const auto& [name, info] : st->tensors())
+    if (name != "model.layers.1.post_feedforward_layernorm.weight")
+      views.push_back({name, info.dtype, info.shape, info.data, info.bytes});
+  const std::string copy = (one.path / "copy.safetensors").string();
+  write_safetensors(copy, views);
+  st.reset();
+  fs::rename(copy, one.path / "model.safetensors");
+  expect_error([&] { load_model(one.str()); }, {"model.safetensors", "model.layers.1.post_feedforward_layernorm.weight"});
+}
+
+// gemma3_text (q/k norms, per-layer RoPE: local base on sliding layers,
+// linear scaling on full ones) saves as Gemma3ForCausalLM and loads back the
+// same; read as gemma2 its q/k norms are unused tensors.
+TEST(CheckpointTest, Gemma3RoundTripKeepsQkNormsAndLocalRope) {
+  TempDir dir;
+  ModelConfig c = tiny_config();
+  c.model_type = "gemma3_text";
+  c.tie_word_embeddings = true;
+  c.head_dim = 16;
+  c.num_hidden_layers = 3;
+  c.sliding_window = 3;
+  c.rope_local_base_freq = 50;
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 4.0;
+  Model m = Model::random(c, 33);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, t] : m.named_parameters())
+      if (name.find("norm.weight") != std::string::npos) t.copy_(at::linspace(-0.5, 0.5, t.numel()));
+  }
+  save_model(m, dir.str());
+  const std::string json = read_file((dir.path / "config.json").string());
+  for (const char* key : {"\"Gemma3ForCausalLM\"", "\"gemma3_text\"", "\"rope_local_base_freq\": 50",
+                          "\"sliding_window_pattern\": 6", "\"linear\""})
+    EXPECT_NE(json.find(key), std::string::npos) << json << " lacks " << key;
+  Model back = load_model(dir.str());
+  EXPECT_TRUE(back.config().gemma3());
+  EXPECT_EQ(back.config().rope_local_base_freq, 50);
+  const at::Tensor t = to_tensor(some_tokens(9, 256, 12));
+  EXPECT_TRUE(at::equal(back.prefill(t).logits, m.prefill(t).logits));
+  ModelConfig g2 = c;
+  g2.model_type = "gemma2";
+  g2.rope_local_base_freq = 0;
+  write_file_atomic((dir.path / "config.json").string(), config_to_json(g2));
+  expect_error([&] { load_model(dir.str()); }, {"does not use", "_norm.weight"});
+}
+
 // qwen3 (q/k norms, head_dim != hidden / heads, YaRN RoPE) saves as
 // Qwen3ForCausalLM and loads back the same; read as llama the norms are
 // unused tensors, and a missing norm is named.

@@ -2,7 +2,8 @@
 // independent plain-Python implementation (tests/llm/data/make_golden.py: its
 // own safetensors writer, RoPE scalings (YaRN too), GQA, RMSNorm, SwiGLU,
 // Qwen2 biases, Qwen3 q/k norms, HF's sliding-window mask, Phi-3's fused
-// qkv_proj/gate_up_proj layout, in float64).
+// qkv_proj/gate_up_proj layout, Gemma 2's norms, scaling and soft caps,
+// Gemma 3's per-layer RoPE, in float64).
 #include <functional>
 
 #include <gtest/gtest.h>
@@ -371,6 +372,85 @@ TEST(GoldenTest, GemmaMatchesIndependentPython) {
   Model bf = load_model(dir);
   EXPECT_EQ(bf.dtype(), at::kBFloat16);
   EXPECT_LT(max_diff(bf.prefill(to_tensor(tokens)).logits, from_json(ex["logits"])), 0.5);  // logits reach 15
+}
+
+// model_type gemma2: sliding_window 4 on the even layers of 3 (Gemma2Config's
+// default layer_types: the file has none), the attention's and the MLP's
+// outputs normed before their residuals and the MLP's input by
+// pre_feedforward_layernorm, scores times query_pre_attn_scalar^-0.5 (24, not
+// head_dim 16) soft-capped at 2 before the mask, logits soft-capped at 8,
+// tied, GQA 4:2; one-shot, in chunks of 3, query blocks, token by token.
+// The reference's logits without each of these differ, and the same
+// weights run with the C++ knob turned off give exactly those logits, so
+// dropping any of them fails the check against the true logits.
+TEST(GoldenTest, Gemma2MatchesIndependentPython) {
+  const std::string dir = kData + "golden_gemma2";
+  expect_windowed_as_reference(dir, {4, 0, 4});
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir);
+  const ModelConfig& c = m.config();
+  EXPECT_TRUE(c.gemma2());
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.query_pre_attn_scalar, 24.0);
+  EXPECT_EQ(c.attn_logit_softcapping, 2.0);
+  EXPECT_EQ(c.final_logit_softcapping, 8.0);
+  ASSERT_TRUE(m.layer_weights(2).post_feedforward_layernorm.defined());
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  const at::Tensor logits = from_json(ex["logits"]);
+  const double got = max_diff(m.prefill(to_tensor(tokens)).logits, logits);
+  EXPECT_LT(got, 1e-5);
+  expect_decoding_as_reference(m, logits, tokens, 5);
+
+  // Each wrong variant: far from the truth, and what the model computes when
+  // its knob is turned off (the sandwich norms have no knob: the reference's
+  // deviation is checked alone).
+  const auto params = m.named_parameters();
+  std::vector<LayerWeights> layers;
+  for (size_t l = 0; l < 3; ++l) layers.push_back(m.layer_weights(l));
+  auto variant = [&](const char* key, const std::function<void(ModelConfig&)>& change) {
+    const at::Tensor wrong = from_json(ex[key]);
+    EXPECT_GT(max_diff(wrong, logits), 0.3) << key;
+    if (!change) return;
+    ModelConfig v = c;
+    change(v);
+    Model w(v, params.front().second, layers, params.back().second, at::Tensor());
+    EXPECT_LT(max_diff(w.prefill(to_tensor(tokens)).logits, wrong), 5e-5) << key;
+  };
+  variant("no_attn_softcap_logits", [](ModelConfig& v) { v.attn_logit_softcapping = 0; });
+  variant("no_final_softcap_logits", [](ModelConfig& v) { v.final_logit_softcapping = 0; });
+  variant("head_dim_scaling_logits", [](ModelConfig& v) { v.query_pre_attn_scalar = 16; });
+  variant("no_sandwich_norms_logits", nullptr);
+}
+
+// model_type gemma3_text: sliding_window_pattern 3 over 4 layers (layers 0,
+// 1 and 3 windowed at 4, layer 2 full), q/k norms scaling by 1 + w (weights
+// around 0), the sliding layers rotating with rope_local_base_freq 100 and
+// default RoPE, the full layer with rope_theta 10000 and linear factor 4;
+// one-shot, in chunks of 3 (the keys of layer 3, a sliding one, compared),
+// query blocks and token by token; the local frequencies too. The
+// reference's logits with the global RoPE on every layer, with q/k norms
+// times w, and without q/k norms differ, so each mistake fails.
+TEST(GoldenTest, Gemma3PerLayerRopeAndQkNormsMatchIndependentPython) {
+  const std::string dir = kData + "golden_gemma3";
+  expect_windowed_as_reference(dir, {4, 4, 0, 4});
+  const auto ex = expected_of(dir);
+  Model m = load_model(dir);
+  const ModelConfig& c = m.config();
+  EXPECT_TRUE(c.gemma3());
+  EXPECT_TRUE(c.qk_norm());
+  EXPECT_TRUE(c.sandwich_norms());
+  EXPECT_EQ(c.attn_logit_softcapping, 0.0);  // Gemma3TextConfig: no caps
+  EXPECT_EQ(c.rope_local_base_freq, 100.0);
+  EXPECT_EQ(c.rope_scaling.type, "linear");
+  for (int64_t l : {0, 1, 3}) EXPECT_TRUE(c.local_rope(l)) << l;
+  EXPECT_FALSE(c.local_rope(2));
+  const auto tokens = ex["tokens"].get<std::vector<int64_t>>();
+  expect_inv_freq_as_reference(rope_inv_freq(c.local_rope_config(), int64_t(tokens.size())), ex["local_inv_freq"]);
+  const at::Tensor logits = from_json(ex["logits"]);
+  EXPECT_LT(max_diff(m.prefill(to_tensor(tokens)).logits, logits), 1e-5);
+  expect_decoding_as_reference(m, logits, tokens, 5);
+  for (const char* key : {"global_rope_logits", "plain_qk_norm_logits", "no_qk_norm_logits"})
+    EXPECT_GT(max_diff(from_json(ex[key]), logits), 0.3) << key;
 }
 
 // model_type qwen3: each head's query and key RMSNormed over head_dim with

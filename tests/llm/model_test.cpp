@@ -322,6 +322,56 @@ TEST(ModelTest, Qwen2BiasesAreNamedAndChecked) {
                Error);  // llama with biases
 }
 
+// gemma2: the feedforward norms are parameters with HF's names, counted by
+// parameter_count and shape-checked (missing on gemma2, present elsewhere:
+// errors); the final soft cap bounds the logits in every dtype (CPU float16
+// computes the caps in float32), and bfloat16/float16 stay near float32.
+TEST(ModelTest, Gemma2NormsAreNamedCountedAndCapped) {
+  ModelConfig c = tiny_config();
+  c.model_type = "gemma2";
+  c.tie_word_embeddings = true;
+  c.sliding_window = 4;
+  c.query_pre_attn_scalar = 20;
+  c.attn_logit_softcapping = 1.0;
+  c.final_logit_softcapping = 0.05;
+  Model m = Model::random(c, 17);
+  std::vector<std::string> names;
+  for (const auto& [name, t] : m.named_parameters()) names.push_back(name);
+  for (const char* n : {"model.layers.1.pre_feedforward_layernorm.weight", "model.layers.1.post_feedforward_layernorm.weight",
+                        "model.layers.0.post_attention_layernorm.weight"})
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+  EXPECT_EQ(c.parameter_count(), [&] {
+    int64_t sum = 0;
+    for (const auto& [name, t] : m.named_parameters()) sum += t.numel();
+    return sum;
+  }());
+  const at::Tensor t = to_tensor(some_tokens(12, 256, 17));
+  const at::Tensor f32 = m.prefill(t).logits;
+  EXPECT_LE(f32.abs().max().item<float>(), 0.05f);
+  EXPECT_GT(f32.abs().max().item<float>(), 0.01f);
+  for (at::ScalarType dt : {at::kBFloat16, at::kHalf}) {
+    const at::Tensor low = Model::random(c, 17, dt).prefill(t).logits;
+    EXPECT_LE(low.abs().max().item<float>(), 0.0501f) << dt;  // bfloat16's 0.05 is 0.050049
+    EXPECT_LT(max_abs_diff(low, f32), 0.01) << dt;
+  }
+  std::vector<LayerWeights> layers{m.layer_weights(0), m.layer_weights(1)};
+  layers[1].post_feedforward_layernorm = at::Tensor();
+  try {
+    Model bad(c, param(m, "model.embed_tokens.weight"), layers, param(m, "model.norm.weight"), at::Tensor());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.post_feedforward_layernorm.weight"), std::string::npos)
+        << e.what();
+  }
+  ModelConfig gemma = c;  // v1 has no feedforward norms (nor window, scaling or caps)
+  gemma.model_type = "gemma";
+  gemma.sliding_window = 0;
+  gemma.query_pre_attn_scalar = gemma.attn_logit_softcapping = gemma.final_logit_softcapping = 0;
+  EXPECT_THROW(Model(gemma, param(m, "model.embed_tokens.weight"), {m.layer_weights(0), m.layer_weights(1)},
+                     param(m, "model.norm.weight"), at::Tensor()),
+               Error);
+}
+
 // phi3 computes as mistral (same weights, same window on every layer). With
 // partial_rotary_factor 0.5 (head_dim 8: rotary_dim 4) layer 0's cached keys
 // are the plain projection in dims 4-7 and rotate_half RoPE with 2

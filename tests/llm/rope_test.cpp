@@ -300,7 +300,193 @@ TEST(ConfigTest, GemmaRefusesWhatItDoesNotImplement) {
   expect_config_error(gemma(R"(, "use_bidirectional_attention": true})"), {"use_bidirectional_attention"});
   expect_config_error(gemma(R"(, "attention_bias": true})"), {"attention_bias"});
   expect_config_error(R"({"architectures": ["GemmaForCausalLM"], "model_type": "llama"})", {"GemmaForCausalLM", "llama"});
-  expect_config_error(R"({"model_type": "gemma2"})", {"unsupported architecture", "gemma2"});
+  expect_config_error(R"({"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma"})",
+                      {"Gemma2ForCausalLM", "gemma"});
+}
+
+// Gemma-2-2B's sizes (26 layers, hidden 2304, 8 heads over 4 KV heads of
+// 256) with the keys of Gemma 2's published config.json files.
+const char* kGemma2 = R"({"architectures": ["Gemma2ForCausalLM"], "attention_bias": false,
+  "attention_dropout": 0.0, "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid",
+  "eos_token_id": 1, "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+  "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "initializer_range": 0.02,
+  "intermediate_size": 9216, "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8,
+  "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0, "query_pre_attn_scalar": 256,
+  "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096, "torch_dtype": "float32",
+  "use_cache": true, "vocab_size": 256000)";
+
+std::string gemma2(const char* rest) { return fmt::format("{}{}", kGemma2, rest); }
+
+TEST(ConfigTest, Gemma2ParsesAsHfGemma2Config) {
+  const ModelConfig c = parse_config(gemma2("}"), "g2.json");
+  EXPECT_TRUE(c.gemma2());
+  EXPECT_TRUE(c.gemma_family());
+  EXPECT_FALSE(c.gemma());
+  EXPECT_TRUE(c.sandwich_norms());
+  EXPECT_TRUE(c.tie_word_embeddings);  // Gemma2Config's default
+  EXPECT_EQ(c.attn_logit_softcapping, 50.0);
+  EXPECT_EQ(c.final_logit_softcapping, 30.0);
+  EXPECT_DOUBLE_EQ(c.attention_scale(), 1.0 / 16.0);
+  // Gemma2Config's layer_types: sliding on even layers.
+  for (int64_t l = 0; l < 26; ++l) EXPECT_EQ(c.layer_window(l), l % 2 == 0 ? 4096 : 0) << l;
+  // Tied embeddings + 26 x (attention + GeGLU + 4 norms) + final norm: Gemma-2-2B's 2.61B.
+  EXPECT_EQ(c.parameter_count(), 2614341888);
+  // Written back and read again: the same model.
+  const ModelConfig e = parse_config(config_to_json(c), "e.json");
+  EXPECT_TRUE(e.gemma2());
+  EXPECT_EQ(e.parameter_count(), c.parameter_count());
+  EXPECT_EQ(e.attention_scale(), c.attention_scale());
+  EXPECT_EQ(e.attn_logit_softcapping, 50.0);
+  EXPECT_EQ(e.final_logit_softcapping, 30.0);
+  for (int64_t l = 0; l < 26; ++l) EXPECT_EQ(e.layer_window(l), c.layer_window(l)) << l;
+
+  // Gemma2Config's defaults where the file says nothing; null caps are no caps.
+  const ModelConfig d = parse_config(R"({"model_type": "gemma2", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 8})", "d.json");
+  EXPECT_EQ(d.effective_head_dim(), 256);
+  EXPECT_EQ(d.num_key_value_heads, 4);
+  EXPECT_EQ(d.max_position_embeddings, 8192);
+  EXPECT_EQ(d.rms_norm_eps, 1e-6);
+  EXPECT_EQ(d.sliding_window, 4096);
+  EXPECT_EQ(d.query_pre_attn_scalar, 256);
+  EXPECT_EQ(d.attn_logit_softcapping, 50.0);
+  EXPECT_EQ(d.final_logit_softcapping, 30.0);
+  EXPECT_EQ(d.layer_types, (std::vector<std::string>{"sliding_attention", "full_attention", "sliding_attention"}));
+  const ModelConfig n = parse_config(gemma2(R"(, "attn_logit_softcapping": null, "final_logit_softcapping": null,
+    "query_pre_attn_scalar": 144, "head_dim": 128})"), "n.json");
+  EXPECT_EQ(n.attn_logit_softcapping, 0.0);
+  EXPECT_EQ(n.final_logit_softcapping, 0.0);
+  EXPECT_DOUBLE_EQ(n.attention_scale(), 1.0 / 12.0);  // Gemma-2-27B's scaling, not head_dim's
+  const ModelConfig nn = parse_config(config_to_json(n), "nn.json");
+  EXPECT_EQ(nn.attn_logit_softcapping, 0.0);
+  EXPECT_EQ(nn.final_logit_softcapping, 0.0);
+  // Newer configs list layer_types: honoured.
+  const ModelConfig t = parse_config(R"({"model_type": "gemma2", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 8, "sliding_window": 16,
+    "layer_types": ["full_attention", "sliding_attention", "sliding_attention"]})", "t.json");
+  EXPECT_EQ(t.layer_window(0), 0);
+  EXPECT_EQ(t.layer_window(1), 16);
+  EXPECT_EQ(t.layer_window(2), 16);
+  // A windowless config with all layers full.
+  const ModelConfig f = parse_config(R"({"model_type": "gemma2", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 8, "sliding_window": null,
+    "layer_types": ["full_attention", "full_attention"]})", "f.json");
+  EXPECT_EQ(f.layer_window(0), 0);
+}
+
+TEST(ConfigTest, Gemma2RefusesWhatItDoesNotImplement) {
+  expect_config_error(gemma2(R"(, "sliding_window": null})"),
+                      {"gemma2 layer 0 is sliding_attention", "sliding_window", "even layers"});
+  expect_config_error(gemma2(R"(, "sliding_window": 0})"), {"sliding_window"});
+  expect_config_error(gemma2(R"(, "attn_logit_softcapping": 0})"), {"attn_logit_softcapping"});
+  expect_config_error(gemma2(R"(, "final_logit_softcapping": -1})"), {"final_logit_softcapping"});
+  expect_config_error(gemma2(R"(, "query_pre_attn_scalar": 0})"), {"query_pre_attn_scalar"});
+  expect_config_error(gemma2(R"(, "layer_types": ["full_attention"]})"), {"layer_types", "1 entries", "26"});
+  expect_config_error(gemma2(R"(, "layer_types": "sliding_attention"})"), {"layer_types", "list"});
+  expect_config_error(gemma2(R"(, "attention_bias": true})"), {"attention_bias"});
+  expect_config_error(gemma2(R"(, "use_bidirectional_attention": true})"), {"use_bidirectional_attention"});
+  expect_config_error(gemma2(R"(, "hidden_activation": "gelu"})"), {"hidden_activation", "gelu"});
+  expect_config_error(R"({"architectures": ["GemmaForCausalLM"], "model_type": "gemma2"})",
+                      {"GemmaForCausalLM", "gemma2"});
+  expect_config_error(R"({"model_type": "gemma3"})", {"unsupported architecture", "gemma3", "gemma3_text"});
+  // The scaling and the caps are Gemma 2's only.
+  ModelConfig llama = testing::tiny_config();
+  llama.attn_logit_softcapping = 5.0;
+  EXPECT_THROW(llama.validate("code"), Error);
+}
+
+// Gemma-3-1B's config.json (Gemma3ForCausalLM; keys as published).
+const char* kGemma3 = R"({"architectures": ["Gemma3ForCausalLM"], "attention_bias": false,
+  "attention_dropout": 0.0, "attn_logit_softcapping": null, "bos_token_id": 2, "cache_implementation": "hybrid",
+  "eos_token_id": [1, 106], "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+  "hidden_size": 1152, "initializer_range": 0.02, "intermediate_size": 6912, "max_position_embeddings": 32768,
+  "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+  "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+  "rope_scaling": null, "rope_theta": 1000000, "sliding_window": 512, "sliding_window_pattern": 6,
+  "torch_dtype": "bfloat16", "use_cache": true, "vocab_size": 262144)";
+
+std::string gemma3(const char* rest) { return fmt::format("{}{}", kGemma3, rest); }
+
+TEST(ConfigTest, Gemma3TextParsesAsHfGemma3TextConfig) {
+  const ModelConfig c = parse_config(gemma3("}"), "g3.json");
+  EXPECT_TRUE(c.gemma3());
+  EXPECT_TRUE(c.gemma_family());
+  EXPECT_TRUE(c.qk_norm());
+  EXPECT_TRUE(c.sandwich_norms());
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.attn_logit_softcapping, 0.0);
+  EXPECT_EQ(c.final_logit_softcapping, 0.0);
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.rope_local_base_freq, 1e4);
+  // sliding_window_pattern 6: layers 5, 11, 17 and 23 full, rotating with rope_theta; the rest
+  // windowed at 512, rotating with rope_local_base_freq.
+  for (int64_t l = 0; l < 26; ++l) {
+    const bool full = (l + 1) % 6 == 0;
+    EXPECT_EQ(c.layer_window(l), full ? 0 : 512) << l;
+    EXPECT_EQ(c.local_rope(l), !full) << l;
+    EXPECT_EQ(c.rope_config(l).rope_theta, full ? 1e6 : 1e4) << l;
+  }
+  EXPECT_NEAR(rope_inv_freq(c.rope_config(0), 8)[1], 1.0 / std::pow(1e4, 2.0 / 256), 1e-7);
+  EXPECT_NEAR(rope_inv_freq(c.rope_config(5), 8)[1], 1.0 / std::pow(1e6, 2.0 / 256), 1e-7);
+  // Tied embeddings + 26 x (attention + q/k norms + GeGLU + 4 norms) + final norm: Gemma-3-1B's 999,885,952.
+  EXPECT_EQ(c.parameter_count(), 999885952);
+  const ModelConfig e = parse_config(config_to_json(c), "e.json");
+  EXPECT_TRUE(e.gemma3());
+  EXPECT_EQ(e.parameter_count(), c.parameter_count());
+  EXPECT_EQ(e.rope_local_base_freq, 1e4);
+  EXPECT_EQ(e.rope_theta, 1e6);
+  EXPECT_EQ(e.attn_logit_softcapping, 0.0);
+  for (int64_t l = 0; l < 26; ++l) EXPECT_EQ(e.layer_window(l), c.layer_window(l)) << l;
+  EXPECT_NE(config_to_json(c).find("\"sliding_window_pattern\": 6"), std::string::npos) << config_to_json(c);
+
+  // Gemma3TextConfig's defaults; the newer _sliding_window_pattern key; linear scaling on full layers only.
+  const ModelConfig d = parse_config(R"({"model_type": "gemma3_text", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 8, "_sliding_window_pattern": 2,
+    "rope_scaling": {"rope_type": "linear", "factor": 8.0}})", "d.json");
+  EXPECT_EQ(d.effective_head_dim(), 256);
+  EXPECT_EQ(d.num_key_value_heads, 4);
+  EXPECT_EQ(d.max_position_embeddings, 131072);
+  EXPECT_EQ(d.sliding_window, 4096);
+  EXPECT_EQ(d.query_pre_attn_scalar, 256);
+  EXPECT_EQ(d.layer_types, (std::vector<std::string>{"sliding_attention", "full_attention", "sliding_attention",
+                                                     "full_attention"}));
+  EXPECT_EQ(d.rope_config(1).rope_scaling.type, "linear");
+  EXPECT_EQ(d.rope_config(0).rope_scaling.type, "default");
+  EXPECT_EQ(d.rope_config(0).rope_theta, 1e4);
+  // Newer HF's rope_parameters keyed by layer type.
+  const ModelConfig p = parse_config(R"({"model_type": "gemma3_text", "vocab_size": 64, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 8,
+    "layer_types": ["sliding_attention", "full_attention"],
+    "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}})", "p.json");
+  EXPECT_EQ(p.rope_theta, 1e6);
+  EXPECT_EQ(p.rope_scaling.type, "linear");
+  EXPECT_EQ(p.rope_scaling.factor, 8.0);
+  EXPECT_EQ(p.rope_local_base_freq, 1e4);
+}
+
+TEST(ConfigTest, Gemma3TextRefusesWhatItDoesNotImplement) {
+  expect_config_error(gemma3(R"(, "sliding_window": null})"),
+                      {"gemma3_text layer 0 is sliding_attention", "sliding_window_pattern"});
+  expect_config_error(gemma3(R"(, "rope_local_base_freq": 0})"), {"rope_local_base_freq"});
+  expect_config_error(gemma3(R"(, "sliding_window_pattern": 0})"), {"sliding_window_pattern"});
+  expect_config_error(gemma3(R"(, "use_bidirectional_attention": true})"), {"use_bidirectional_attention"});
+  expect_config_error(gemma3(R"(, "attention_bias": true})"), {"attention_bias"});
+  expect_config_error(R"({"model_type": "gemma3_text", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 8, "rope_parameters": {"full_attention": {"rope_type": "default"},
+    "sliding_attention": {"rope_type": "linear", "factor": 2.0}}})",
+                      {"rope_parameters.sliding_attention", "linear"});
+  expect_config_error(R"({"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma2"})",
+                      {"Gemma3ForCausalLM", "gemma2"});
+  expect_config_error(R"({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3"})",
+                      {"gemma3", "multimodal", "gemma3_text"});
+  ModelConfig c = testing::tiny_config();
+  c.model_type = "gemma3_text";
+  EXPECT_THROW(c.validate("code"), Error);  // needs its local RoPE base
+  c.rope_local_base_freq = 10000;
+  EXPECT_NO_THROW(c.validate("code"));
+  c.model_type = "gemma2";
+  EXPECT_THROW(c.validate("code"), Error);  // gemma3_text's only
 }
 
 TEST(RopeTest, Llama3WithoutOriginalLengthUsesMaxPositions) {

@@ -452,6 +452,32 @@ TEST(SelectiveTest, InfiniGenOnQwen3AppliesTheQueryNorm) {
   expect_exact_speculation_finds_every_key(m);
 }
 
+// gemma3_text (q/k norms scaling by 1 + w, non-trivial; sliding layers 0, 1
+// and 3 rotating with rope_local_base_freq, the full layer 2 with rope_theta
+// and linear scaling): InfiniGen's recomputed query applies the layer's own
+// RoPE and the Gemma-style norm, so exact speculation finds every key on
+// layers 2 (full) and 3 (sliding). With the global RoPE on layer 3 it would not.
+TEST(SelectiveTest, InfiniGenOnGemma3UsesEachLayersRope) {
+  ModelConfig c = testing::tiny_config();
+  c.model_type = "gemma3_text";
+  c.hidden_size = 64;
+  c.head_dim = 16;
+  c.num_hidden_layers = 4;
+  c.sliding_window = 40;
+  c.layer_types = {"sliding_attention", "sliding_attention", "full_attention", "sliding_attention"};
+  c.rope_local_base_freq = 10.0;
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 8.0;
+  c.query_pre_attn_scalar = 24;
+  Model m = Model::random(c, 10);
+  for (auto& [name, t] : m.named_parameters()) {
+    if (name.find("q_norm") != std::string::npos || name.find("k_norm") != std::string::npos)
+      t.copy_(at::linspace(-1.5, 3.0, t.numel()));
+    if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos) t.mul_(10.0);
+  }
+  expect_exact_speculation_finds_every_key(m);
+}
+
 // phi3 with partial_rotary_factor < 1 (Phi-4-mini): the recomputed query
 // rotates only the first rotary_dim dims, as the model does (it failed with a
 // shape error when it rotated the whole head).
@@ -470,7 +496,10 @@ TEST(SelectiveTest, InfiniGenOnPartialRotaryRotatesOnlyTheRotaryDims) {
 constexpr int64_t kWindow = 8;  // keys q - 8 < k <= q: 7 past keys and the token's own
 
 // test_model's shape with sliding windows of kWindow tokens: mistral on every
-// layer, or qwen2 on layers 1 and 3 only (layer_types; 0 and 2 full).
+// layer, qwen2 on layers 1 and 3 only (layer_types; 0 and 2 full), or gemma2
+// on layers 0 and 2 (its default), whose scores are scaled by
+// kGemma2Scalar^-0.5 and soft-capped at kGemma2Cap.
+constexpr double kGemma2Scalar = 20.0, kGemma2Cap = 5.0;
 Model windowed_model(const std::string& type) {
   ModelConfig c = testing::tiny_config();
   c.model_type = type;
@@ -481,6 +510,11 @@ Model windowed_model(const std::string& type) {
   c.sliding_window = kWindow;
   if (type == "qwen2")
     c.layer_types = {"full_attention", "sliding_attention", "full_attention", "sliding_attention"};
+  if (type == "gemma2") {
+    c.query_pre_attn_scalar = kGemma2Scalar;
+    c.attn_logit_softcapping = kGemma2Cap;
+    c.final_logit_softcapping = 10.0;
+  }
   Model m = Model::random(c, 7);
   for (auto& [name, t] : m.named_parameters())
     if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos) t.mul_(10.0);
@@ -517,7 +551,7 @@ const std::vector<SelectMethod> kSelecting = {SelectMethod::kInfiniGen, SelectMe
 // fetched fraction is relative to the window; full layers are unchanged
 // (floor(0.5 x past) / past).
 TEST(SelectiveTest, WindowedLayersFetchOnlyInsideTheWindow) {
-  for (const std::string type : {"mistral", "qwen2"}) {
+  for (const std::string type : {"mistral", "qwen2", "gemma2"}) {
     const Model m = windowed_model(type);
     const SkewCalibration cal = calibrate_skewing(m, some_tokens(96, 256, 1), 0.25);
     for (SelectMethod method : kSelecting) {
@@ -611,16 +645,18 @@ TEST(SelectiveTest, WindowBudgetIsAFullBudget) {
   EXPECT_EQ(r.mass, 1.0);
 }
 
-// Recall and attention mass on the windowed layers (qwen2, layers 1 and 3)
-// are those of the attention the model computes there: recomputed here from
-// each step's queries, keys and mask with the softmax over the window's keys
-// (its own included). InfiniGen with exact speculation (all channels, no
-// skew, lookahead 0) scores only the window's keys, so it fetches their true
-// top-k: recall 1.
+// Recall and attention mass on the windowed layers (qwen2, layers 1 and 3;
+// gemma2, layers 0 and 2) are those of the attention the model computes
+// there: recomputed here from each step's queries, keys and mask with the
+// softmax over the window's keys (its own included) of the scores scaled by
+// 1/sqrt(head_dim), or for gemma2 by kGemma2Scalar^-0.5 and soft-capped.
+// InfiniGen with exact speculation (all channels, no skew, lookahead 0)
+// scores only the window's keys, so it fetches their true top-k: recall 1.
 TEST(SelectiveTest, WindowedRecallAndMassFollowTheWindowedAttention) {
-  const Model m = windowed_model("qwen2");
-  const SkewCalibration exact = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
+  for (const std::string type : {"qwen2", "gemma2"})
   for (SelectMethod method : kSelecting) {
+    const Model m = windowed_model(type);
+    const SkewCalibration exact = calibrate_skewing(m, some_tokens(96, 256, 1), 1.0, /*skew=*/false);
     SelectionConfig c{method};
     c.budget = 0.3;
     c.alpha = std::numeric_limits<double>::infinity();
@@ -633,7 +669,12 @@ TEST(SelectiveTest, WindowedRecallAndMassFollowTheWindowedAttention) {
       if (m.config().layer_window(l) == 0 || !call.keep.defined()) continue;
       const int64_t past = call.k.size(1) - 1, begin = first_seen(m, l, past), seen = past - begin;
       const int64_t kvh = call.k.size(0), group = call.q.size(0) / kvh;
-      const at::Tensor scores = gqa_scores(call.q, call.k).squeeze(1) / std::sqrt(16.0);  // [heads, past + 1]
+      at::Tensor scores = gqa_scores(call.q, call.k).squeeze(1);  // [heads, past + 1]
+      if (type == "gemma2") {
+        scores = at::tanh(scores / std::sqrt(kGemma2Scalar) / kGemma2Cap) * kGemma2Cap;
+      } else {
+        scores = scores / std::sqrt(16.0);
+      }
       const at::Tensor probs = at::softmax(scores.narrow(1, begin, seen + 1), -1).narrow(1, 0, seen);
       const at::Tensor in = call.keep.squeeze(1).narrow(1, begin, seen);  // [kvh, seen]
       ASSERT_FALSE(call.keep.squeeze(1).narrow(1, 0, begin).any().item<bool>()) << method_name(method);
@@ -647,11 +688,12 @@ TEST(SelectiveTest, WindowedRecallAndMassFollowTheWindowedAttention) {
                   double(kvh);
       }
       // The decoder's scores are fp32 products (the model's), these float64.
-      EXPECT_NEAR(spy.stats().mass[size_t(l)], mass, 1e-6) << method_name(method) << " layer " << l;
-      EXPECT_NEAR(spy.stats().recall[size_t(l)], recall, 1e-12) << method_name(method) << " layer " << l;
-      EXPECT_LT(mass, 1.0) << method_name(method);
+      const std::string what = type + " " + method_name(method) + " layer " + std::to_string(l);
+      EXPECT_NEAR(spy.stats().mass[size_t(l)], mass, 1e-6) << what;
+      EXPECT_NEAR(spy.stats().recall[size_t(l)], recall, 1e-12) << what;
+      EXPECT_LT(mass, 1.0) << what;
       if (method == SelectMethod::kOracle || method == SelectMethod::kInfiniGen) {
-        EXPECT_NEAR(spy.stats().recall[size_t(l)], 1.0, 1e-12) << method_name(method) << " layer " << l;
+        EXPECT_NEAR(spy.stats().recall[size_t(l)], 1.0, 1e-12) << what;
       }
     }
   }

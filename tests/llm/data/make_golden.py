@@ -4,7 +4,13 @@ safetensors weights) with expected.json holding their logits and KV,
 computed here in plain Python (float64) following HF transformers'
 LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM /
 GemmaForCausalLM (v1: embeddings times sqrt(hidden), RMSNorm times (1 + w),
-GeGLU with gelu_pytorch_tanh) / Phi3ForCausalLM (Llama computation, fused
+GeGLU with gelu_pytorch_tanh) / Gemma2ForCausalLM (Gemma2DecoderLayer: x +
+post_attention_layernorm(attn(input_layernorm(x))), then h +
+post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h))); scores times
+query_pre_attn_scalar ** -0.5, then cap * tanh(s / cap) before the mask
+(eager_attention_forward's softcap); logits likewise with
+final_logit_softcapping; Gemma2Config's layer_types: sliding on even
+layers) / Phi3ForCausalLM (Llama computation, fused
 weights written as HF's Phi3Attention and Phi3MLP read them:
 self_attn.qkv_proj rows q, then k, then v; mlp.gate_up_proj rows gate, then
 up, `gate, up = chunk(2)`, `up * silu(gate)`). Independent of the
@@ -48,6 +54,24 @@ Cases:
   golden_gemma/         gemma: MQA (1 KV head), head_dim 8 with 4 heads over
                         hidden 24, tied by default (no key), norms around 0,
                         hidden_activation gelu_pytorch_tanh, BF16 weights.
+  golden_gemma2/        gemma2: 3 layers without layer_types (sliding_window 4
+                        on layers 0 and 2, layer 1 full), GQA 4:2, head_dim 16
+                        (x 4 heads != hidden 32), query_pre_attn_scalar 24,
+                        attention soft cap 2, final soft cap 8, tied, F32, 11
+                        tokens one-shot and in chunks of 3; also the logits
+                        without a window, with W + 1 keys, without either soft
+                        cap, without the sandwich norms (post-attention norm
+                        where Gemma v1 has it, no feedforward norms) and with
+                        scores scaled by head_dim ** -0.5, which must differ.
+  golden_gemma3/        gemma3_text: 4 layers, sliding_window_pattern 3 (layers
+                        0, 1, 3 sliding with window 4, layer 2 full), q/k norms
+                        (1 + w) with weights around 0, sliding layers rotating
+                        with rope_local_base_freq 100 (default RoPE), the full
+                        one with rope_theta 10000 and linear factor 4,
+                        query_pre_attn_scalar 24, no soft caps, tied, F32, 11
+                        tokens one-shot and in chunks of 3; also the logits
+                        with the global RoPE on every layer, with q/k norms
+                        times w (not 1 + w) and without q/k norms.
   golden_qwen3/         qwen3: q_norm/k_norm weights around 1 (not 1), GQA 4:2,
                         head_dim 16 (x 4 heads != hidden 32), untied, F32;
                         also the logits without the q/k norms and with them
@@ -145,8 +169,15 @@ class Case:
         self.dtype = dtype
         self.windows = layer_windows(cfg, self.L)
         qkv_bias = cfg["model_type"] == "qwen2"  # Qwen2Attention: bias=True on q/k/v, not o
-        self.qk_norm = cfg["model_type"] == "qwen3"  # Qwen3Attention: q_norm, k_norm [head_dim]
-        self.gemma = cfg["model_type"] == "gemma"
+        # Qwen3Attention (and Gemma3Attention, whose norms scale by 1 + w): q_norm, k_norm [head_dim].
+        self.qk_norm = cfg["model_type"] in ("qwen3", "gemma3_text")
+        self.gemma = cfg["model_type"] in ("gemma", "gemma2", "gemma3_text")
+        # Gemma2DecoderLayer's four norms, scaling, soft caps (Gemma3DecoderLayer's too).
+        self.gemma2 = cfg["model_type"] in ("gemma2", "gemma3_text")
+        self.gemma3 = cfg["model_type"] == "gemma3_text"
+        if self.gemma3:  # Gemma3TextConfig: rope_theta 1e6 for full layers, rope_local_base_freq for sliding ones
+            self.theta = cfg.get("rope_theta", 1000000.0)
+            self.local_base = cfg.get("rope_local_base_freq", 10000.0)
         self.fused = cfg["model_type"] == "phi3"  # qkv_proj / gate_up_proj in the file
         # GemmaRMSNorm scales by (1 + w), its weights sit around 0.
         norm = (lambda n: [f32(0.5 * rnd()) for _ in range(n)]) if self.gemma else vec
@@ -164,13 +195,16 @@ class Case:
                 W[p + "self_attn.v_proj.bias"] = mat(1, KVH * HD, 0.5)
             W[p + "self_attn.o_proj.weight"] = mat(H, NH * HD, 0.3)
             if self.qk_norm:
-                W[p + "self_attn.q_norm.weight"] = [vec(HD)]
-                W[p + "self_attn.k_norm.weight"] = [vec(HD)]
+                W[p + "self_attn.q_norm.weight"] = [norm(HD)]
+                W[p + "self_attn.k_norm.weight"] = [norm(HD)]
             W[p + "mlp.gate_proj.weight"] = mat(I, H, 0.3)
             W[p + "mlp.up_proj.weight"] = mat(I, H, 0.3)
             W[p + "mlp.down_proj.weight"] = mat(H, I, 0.3)
             W[p + "input_layernorm.weight"] = [norm(H)]
             W[p + "post_attention_layernorm.weight"] = [norm(H)]
+            if self.gemma2:
+                W[p + "pre_feedforward_layernorm.weight"] = [norm(H)]
+                W[p + "post_feedforward_layernorm.weight"] = [norm(H)]
         W["model.norm.weight"] = [norm(H)]
         if not tie:
             W["lm_head.weight"] = mat(V, H, 0.5)
@@ -223,6 +257,10 @@ class Case:
                 out.append((1 - sm) * f / fac + sm * f)
         return out
 
+    def local_inv_freq(self):
+        """Gemma3's sliding layers: default RoPE with base rope_local_base_freq."""
+        return [1.0 / self.local_base ** (2 * i / self.RD) for i in range(self.RD // 2)]
+
     def longrope(self):
         """(original positions, attention factor) as HF's _compute_longrope_parameters
         (factor = max / original positions; sqrt(1 + ln(factor) / ln(original)) unless given)."""
@@ -238,14 +276,19 @@ class Case:
         return yarn(self.theta, self.HD, self.cfg["max_position_embeddings"], self.rope)[1] \
             if self.rope_type == "yarn" else 1.0
 
-    def forward(self, tokens, chunks, windows=None, extra_key=0, qk_norm="before", att=None):
+    def forward(self, tokens, chunks, windows=None, extra_key=0, qk_norm="before", att=None, gemma2=None,
+                gemma3=None):
         """Logits of all tokens, run as consecutive forward calls of `chunks` tokens
         each with a growing KV cache; returns (logits, last layer keys, values).
         `windows` overrides the per-layer windows (0: full attention);
         extra_key = 1 lets a windowed query also see key q - W (the
         one_file_ref boundary), to show that the data tell the two apart.
         qk_norm ("before", "after" RoPE or "none") and att (the factor on cos
-        and sin; None: the config's) also make wrong variants for qwen3/yarn."""
+        and sin; None: the config's) also make wrong variants for qwen3/yarn;
+        gemma2 (a dict) overrides gemma2's "attn_cap", "final_cap" (0: none),
+        "sandwich" (False: v1's layer) and "scaling" for its wrong variants;
+        gemma3 (a dict): "global_rope" (sliding layers too rotate with rope_theta
+        and rope_scaling), "plain_qk_norm" (q/k norms times w, not 1 + w)."""
         windows = self.windows if windows is None else windows
         NH, KVH, HD, L, eps = self.NH, self.KVH, self.HD, self.L, self.cfg["rms_norm_eps"]
         W = self.W
@@ -269,12 +312,31 @@ class Case:
             return g / (1 + math.exp(-g))
 
         scaling = self.attention_scaling() if att is None else att
+        g2 = {"attn_cap": 0.0, "final_cap": 0.0, "sandwich": False, "scaling": None}  # None: / sqrt(HD)
+        if self.gemma2:  # Gemma2Config: caps 50 and 30 unless given, null caps are no caps; Gemma3's default none
+            attn_cap, final_cap = (None, None) if self.gemma3 else (50.0, 30.0)
+            g2 = {"attn_cap": self.cfg.get("attn_logit_softcapping", attn_cap) or 0.0,
+                  "final_cap": self.cfg.get("final_logit_softcapping", final_cap) or 0.0, "sandwich": True,
+                  "scaling": self.cfg.get("query_pre_attn_scalar", 256) ** -0.5}
+        g2.update(gemma2 or {})
+        g3 = {"global_rope": False, "plain_qk_norm": False}
+        g3.update(gemma3 or {})
 
-        def rope(v, pos, inv):  # HD values of one head at position pos (rotate_half over the first RD)
+        def qk_rms(x, w):  # Gemma3RMSNorm (1 + w), or qwen3's / the plain variant's w
+            if not self.gemma3 or g3["plain_qk_norm"]:
+                r = 1.0 / math.sqrt(sum(v * v for v in x) / len(x) + eps)
+                return [v * r * g for v, g in zip(x, w[0])]
+            return rms([x], w)[0]
+
+        def cap(s, c):  # Gemma2's soft cap: c * tanh(s / c); c 0: none
+            return c * math.tanh(s / c) if c else s
+
+        def rope(v, pos, inv, sc=None):  # HD values of one head at position pos (rotate_half over the first RD)
+            sc = scaling if sc is None else sc
             half = self.RD // 2
             out = list(v)  # dims past RD pass unrotated (phi3's partial RoPE)
             for i in range(half):
-                c, s = math.cos(pos * inv[i]) * scaling, math.sin(pos * inv[i]) * scaling
+                c, s = math.cos(pos * inv[i]) * sc, math.sin(pos * inv[i]) * sc
                 out[i] = v[i] * c - v[i + half] * s
                 out[i + half] = v[i + half] * c + v[i] * s
             return out
@@ -290,20 +352,25 @@ class Case:
                 x = [[v * f32(math.sqrt(self.H)) for v in row] for row in x]
             for l in range(L):
                 p = f"model.layers.{l}."
+                # Gemma3: sliding layers rotate with rotary_emb_local (rope_local_base_freq, default RoPE, factor 1).
+                local = self.gemma3 and self.windows[l] > 0 and not g3["global_rope"]
+                inv_l, sc_l = (self.local_inv_freq(), 1.0) if local else (inv, scaling)
                 h = rms(x, W[p + "input_layernorm.weight"])
                 q, k, v = (linear(h, W[p + f"self_attn.{m}_proj.weight"], W.get(p + f"self_attn.{m}_proj.bias"))
                            for m in "qkv")
                 # Qwen3: RMSNorm of each head over head_dim (weights q_norm/k_norm), before RoPE.
                 mode = qk_norm if self.qk_norm else "none"
-                qn = (lambda v: rms([v], W[p + "self_attn.q_norm.weight"])[0]) if mode != "none" else (lambda v: v)
-                kn = (lambda v: rms([v], W[p + "self_attn.k_norm.weight"])[0]) if mode != "none" else (lambda v: v)
+                qn = (lambda v: qk_rms(v, W[p + "self_attn.q_norm.weight"])) if mode != "none" else (lambda v: v)
+                kn = (lambda v: qk_rms(v, W[p + "self_attn.k_norm.weight"])) if mode != "none" else (lambda v: v)
                 if mode == "after":
-                    qh = [[qn(rope(q[t][a * HD:(a + 1) * HD], begin + t, inv)) for a in range(NH)] for t in range(n)]
-                    cache_k[l] += [[kn(rope(k[t][a * HD:(a + 1) * HD], begin + t, inv)) for a in range(KVH)]
+                    qh = [[qn(rope(q[t][a * HD:(a + 1) * HD], begin + t, inv_l, sc_l)) for a in range(NH)]
+                          for t in range(n)]
+                    cache_k[l] += [[kn(rope(k[t][a * HD:(a + 1) * HD], begin + t, inv_l, sc_l)) for a in range(KVH)]
                                    for t in range(n)]
                 else:
-                    qh = [[rope(qn(q[t][a * HD:(a + 1) * HD]), begin + t, inv) for a in range(NH)] for t in range(n)]
-                    cache_k[l] += [[rope(kn(k[t][a * HD:(a + 1) * HD]), begin + t, inv) for a in range(KVH)]
+                    qh = [[rope(qn(q[t][a * HD:(a + 1) * HD]), begin + t, inv_l, sc_l) for a in range(NH)]
+                          for t in range(n)]
+                    cache_k[l] += [[rope(kn(k[t][a * HD:(a + 1) * HD]), begin + t, inv_l, sc_l) for a in range(KVH)]
                                    for t in range(n)]
                 cache_v[l] += [[v[t][a * HD:(a + 1) * HD] for a in range(KVH)] for t in range(n)]
                 kh, vh = cache_k[l], cache_v[l]
@@ -315,20 +382,28 @@ class Case:
                         # HF masking_utils: causal (kv <= q) AND, with a window, kv > q - window.
                         seen = [j for j in range(len(kh))
                                 if j <= qi and (win == 0 or j > qi - win - extra_key)]
-                        sc = [sum(qq * kk for qq, kk in zip(qh[t][a], kh[j][g])) / math.sqrt(HD) for j in seen]
+                        dots = [sum(qq * kk for qq, kk in zip(qh[t][a], kh[j][g])) for j in seen]
+                        sc = [cap(d / math.sqrt(HD) if g2["scaling"] is None else d * g2["scaling"], g2["attn_cap"])
+                              for d in dots]
                         m = max(sc)
                         e = [math.exp(s - m) for s in sc]
                         z = sum(e)
                         for d in range(HD):
                             att[t][a * HD + d] = sum(e[i] / z * vh[j][g][d] for i, j in enumerate(seen))
                 o = linear(att, W[p + "self_attn.o_proj.weight"])
+                if g2["sandwich"]:  # Gemma2: the attention's output is normed before the residual
+                    o = rms(o, W[p + "post_attention_layernorm.weight"])
                 x = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(x, o)]
-                h = rms(x, W[p + "post_attention_layernorm.weight"])
+                h = rms(x, W[p + ("pre_feedforward_layernorm.weight" if g2["sandwich"]
+                                  else "post_attention_layernorm.weight")])
                 gt, up = linear(h, W[p + "mlp.gate_proj.weight"]), linear(h, W[p + "mlp.up_proj.weight"])
                 a = [[act(gg) * uu for gg, uu in zip(r1, r2)] for r1, r2 in zip(gt, up)]
                 d = linear(a, W[p + "mlp.down_proj.weight"])
+                if g2["sandwich"]:  # and the MLP's output too
+                    d = rms(d, W[p + "post_feedforward_layernorm.weight"])
                 x = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(x, d)]
-            logits += linear(rms(x, W["model.norm.weight"]), self.head)
+            logits += [[cap(v, g2["final_cap"]) for v in row]
+                       for row in linear(rms(x, W["model.norm.weight"]), self.head)]
             begin += n
         T = len(cache_k[-1])
         last_k = [[cache_k[-1][t][a] for t in range(T)] for a in range(KVH)]
@@ -384,6 +459,15 @@ def layer_windows(cfg, L):
         types = cfg.get("layer_types") or [
             "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28) else "full_attention"
             for i in range(L)]
+        return [sw if t == "sliding_attention" else 0 for t in types]
+    if cfg["model_type"] in ("gemma2", "gemma3_text"):
+        # Gemma2Config: sliding_window 4096 by default; layer_types default to
+        # sliding_attention where bool((i + 1) % 2), i.e. on even layers;
+        # Gemma3TextConfig: where bool((i + 1) % sliding_window_pattern) (default 6).
+        sw = cfg.get("sliding_window", 4096)
+        pattern = 2 if cfg["model_type"] == "gemma2" else cfg.get("sliding_window_pattern", 6)
+        types = cfg.get("layer_types") or [
+            "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(L)]
         return [sw if t == "sliding_attention" else 0 for t in types]
     return [0] * L
 
@@ -489,11 +573,12 @@ def golden_qwen2():
                    "inv_freq": c.inv_freq(len(tokens))}, f)
 
 
-def windowed(out, cfg, seed, windows):
+def windowed(out, cfg, seed, windows, tie=False, variants=None, extra=None):
     """A windowed case: one-shot and chunked prefill, plus the logits without
-    any window and with the off-by-one boundary (W + 1 keys)."""
+    any window and with the off-by-one boundary (W + 1 keys), and those of
+    `variants` (name -> forward() keyword arguments)."""
     out = os.path.join(HERE, out)
-    c = Case(cfg, seed, "F32", tie=False)
+    c = Case(cfg, seed, "F32", tie=tie)
     assert c.windows == windows, c.windows
     write_cfg(out, cfg)
     write_safetensors(os.path.join(out, "model.safetensors"), c.tensors())
@@ -503,12 +588,16 @@ def windowed(out, cfg, seed, windows):
     ch_logits, ch_k, ch_v = c.forward(tokens, chunks)
     full, _, _ = c.forward(tokens, [len(tokens)], windows=[0] * c.L)
     wide, _, _ = c.forward(tokens, [len(tokens)], extra_key=1)
+    data = {"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
+            "inv_freq": c.inv_freq(len(tokens)), "layer_windows": c.windows, "chunks": chunks,
+            "chunked_logits": ch_logits, "chunked_last_layer_keys": ch_k,
+            "chunked_last_layer_values": ch_v, "full_attention_logits": full,
+            "window_plus_one_logits": wide}
+    for name, kwargs in (variants or {}).items():
+        data[name] = c.forward(tokens, [len(tokens)], **kwargs)[0]
+    data.update(extra(c, tokens) if extra else {})
     with open(os.path.join(out, "expected.json"), "w") as f:
-        json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
-                   "inv_freq": c.inv_freq(len(tokens)), "layer_windows": c.windows, "chunks": chunks,
-                   "chunked_logits": ch_logits, "chunked_last_layer_keys": ch_k,
-                   "chunked_last_layer_values": ch_v, "full_attention_logits": full,
-                   "window_plus_one_logits": wide}, f)
+        json.dump(data, f)
 
 
 def golden_mistral_window():
@@ -551,6 +640,43 @@ def golden_gemma():
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump({"tokens": tokens, "logits": logits, "last_layer_keys": last_k, "last_layer_values": last_v,
                    "inv_freq": c.inv_freq(len(tokens))}, f)
+
+
+def golden_gemma2():
+    cfg = {
+        "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+        "vocab_size": 40, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "torch_dtype": "float32", "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False, "attention_dropout": 0.0,
+        "query_pre_attn_scalar": 24, "sliding_window": 4, "attn_logit_softcapping": 2.0,
+        "final_logit_softcapping": 8.0, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
+    }
+    windowed("golden_gemma2", cfg, 2024, [4, 0, 4], tie=True, variants={
+        "no_attn_softcap_logits": {"gemma2": {"attn_cap": 0.0}},
+        "no_final_softcap_logits": {"gemma2": {"final_cap": 0.0}},
+        "no_sandwich_norms_logits": {"gemma2": {"sandwich": False}},
+        "head_dim_scaling_logits": {"gemma2": {"scaling": 16 ** -0.5}},
+    })
+
+
+def golden_gemma3():
+    cfg = {
+        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+        "vocab_size": 40, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_local_base_freq": 100.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 4.0}, "torch_dtype": "float32",
+        "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False, "attention_dropout": 0.0,
+        "query_pre_attn_scalar": 24, "sliding_window": 4, "sliding_window_pattern": 3,
+        "final_logit_softcapping": None, "attn_logit_softcapping": None,
+        "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
+    }
+    windowed("golden_gemma3", cfg, 3033, [4, 4, 0, 4], tie=True, variants={
+        "global_rope_logits": {"gemma3": {"global_rope": True}},
+        "plain_qk_norm_logits": {"gemma3": {"plain_qk_norm": True}},
+        "no_qk_norm_logits": {"qk_norm": "none"},
+    }, extra=lambda c, tokens: {"local_inv_freq": c.local_inv_freq()})
 
 
 def golden_qwen3():
@@ -696,6 +822,8 @@ golden_qwen2()
 golden_mistral_window()
 golden_qwen2_window()
 golden_gemma()
+golden_gemma2()
+golden_gemma3()
 golden_qwen3()
 golden_yarn()
 golden_phi3()

@@ -228,7 +228,9 @@ codec::CodecParams kvs_params_for_model(const std::string& model_dir, uint32_t l
   return params;
 }
 
-codec::CodecParams kvs_rope_params(const ModelConfig& config) {
+namespace {
+// kvs_rope_params for a model whose layers all rotate as `config` says.
+codec::CodecParams rope_params_of(const ModelConfig& config) {
   if (config.rotary_dim() != config.effective_head_dim()) return {{"rope_theta", "0"}};
   const std::string& type = config.rope_scaling.type;
   if (type == "default" || type == "dynamic") return {{"rope_theta", fmt::format("{}", config.rope_theta)}};
@@ -236,6 +238,20 @@ codec::CodecParams kvs_rope_params(const ModelConfig& config) {
                                ? config.rope_scaling.original_max_position_embeddings
                                : config.max_position_embeddings;
   return {{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(config, original))}};
+}
+}  // namespace
+
+codec::CodecParams kvs_rope_params(const ModelConfig& config) {
+  // One RoPE per stream: the one most layers use (the first layer's on a tie).
+  std::vector<std::pair<codec::CodecParams, int64_t>> counts;  // in order of first layer
+  for (int64_t l = 0; l < std::max<int64_t>(config.num_hidden_layers, 1); ++l) {
+    codec::CodecParams p = rope_params_of(config.rope_config(l));
+    auto it = std::find_if(counts.begin(), counts.end(), [&](const auto& c) { return c.first == p; });
+    if (it == counts.end()) counts.emplace_back(std::move(p), 1);
+    else ++it->second;
+  }
+  return std::max_element(counts.begin(), counts.end(), [](const auto& a, const auto& b) { return a.second < b.second; })
+      ->first;
 }
 
 void apply_kvs_calibration(const std::string& model_dir, uint32_t layers, const std::vector<std::string>& codecs,

@@ -79,7 +79,10 @@ std::string kvs_calibration_path(const std::string& model_dir);
 // original_max_position_embeddings, LongRoPE's short factors); rope_theta=0
 // (keys coded as given) for a partial rotary, whose pairs kvs cannot express.
 // Past those lengths dynamic NTK and LongRoPE rotate by other frequencies:
-// such keys still decode exactly, at some cost in size.
+// such keys still decode exactly, at some cost in size. A stream has one
+// RoPE: where layers differ (gemma3_text's sliding layers rotate with
+// rope_local_base_freq), the one most layers use, the others' keys then
+// coded at that RoPE's frequencies (exact, larger).
 codec::CodecParams kvs_rope_params(const ModelConfig& config);
 
 // kvs's parameters for the model in `model_dir` (weights from its

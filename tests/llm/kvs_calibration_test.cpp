@@ -178,6 +178,29 @@ TEST(KvsRopeParams, FollowTheModelsRope) {
   EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "0"}}));
 }
 
+// gemma3_text: sliding layers rotate with rope_local_base_freq, full ones with
+// rope_theta and its scaling; a kvs stream has one RoPE, the most layers'.
+TEST(KvsRopeParams, TheRopeMostLayersUse) {
+  ModelConfig c = tiny_config();
+  c.model_type = "gemma3_text";
+  c.head_dim = 16;
+  c.num_hidden_layers = 6;
+  c.sliding_window = 4;
+  c.layer_types = {"sliding_attention", "sliding_attention", "sliding_attention",
+                   "sliding_attention", "sliding_attention", "full_attention"};
+  c.rope_theta = 1e6;
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 8;
+  c.rope_local_base_freq = 10000;
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "10000"}}));
+  c.layer_types = {"full_attention", "full_attention", "full_attention",
+                   "full_attention", "sliding_attention", "sliding_attention"};
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(c, 128))}}));
+  c.layer_types = {"sliding_attention", "full_attention", "sliding_attention",
+                   "full_attention", "sliding_attention", "full_attention"};  // a tie: layer 0's
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "10000"}}));
+}
+
 // profile, simulate and encode --model give kvs the model's table, unless
 // the user gave a RoPE parameter; with or without the calibration's weights.
 TEST(KvsRopeParams, AppliedFromTheModelsConfig) {

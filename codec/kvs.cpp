@@ -55,7 +55,9 @@ std::vector<float> parse_list(const std::string& key, const std::string& v, floa
 }  // namespace
 
 std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
-  check_params("kvs", options.params, {"rope_theta", "rope_inv_freq", "weights", "centroid", "rdo", "ladder", "rows"});
+  check_params("kvs", options.params,
+               {"rope_theta", "rope_inv_freq", "rope_inv_freq_long", "rope_long_after", "weights", "centroid", "rdo",
+                "ladder", "rows"});
   bool centroid = true, rows = true;
   if (auto it = options.params.find("rows"); it != options.params.end()) {
     if (it->second != "0" && it->second != "1")
@@ -84,11 +86,26 @@ std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
     if (ec != std::errc() || p != v.data() + v.size() || !(theta >= 0 && theta <= FLT_MAX) || (theta > 0 && theta <= 1))
       throw Error(fmt::format("codec kvs: rope_theta: expected 0 or a number > 1, got '{}'", v));
   }
-  std::vector<float> inv_freq;
+  kvs_detail::KvsRopeTables rope;
   if (auto it = options.params.find("rope_inv_freq"); it != options.params.end()) {
     if (options.params.count("rope_theta"))
       throw Error("codec kvs: rope_theta and rope_inv_freq both given (the table replaces the base)");
-    inv_freq = parse_list("rope_inv_freq", it->second, 0.0f, kKvsMaxInvFreq);
+    rope.inv_freq = parse_list("rope_inv_freq", it->second, 0.0f, kKvsMaxInvFreq);
+  }
+  const auto long_table = options.params.find("rope_inv_freq_long");
+  const auto long_after = options.params.find("rope_long_after");
+  if ((long_table == options.params.end()) != (long_after == options.params.end()) ||
+      (long_table != options.params.end() && rope.inv_freq.empty()))
+    throw Error("codec kvs: rope_inv_freq_long and rope_long_after go together, with rope_inv_freq");
+  if (long_table != options.params.end()) {
+    rope.inv_freq_long = parse_list("rope_inv_freq_long", long_table->second, 0.0f, kKvsMaxInvFreq);
+    if (rope.inv_freq_long.size() != rope.inv_freq.size())
+      throw Error(fmt::format("codec kvs: rope_inv_freq_long has {} frequencies, rope_inv_freq {}",
+                              rope.inv_freq_long.size(), rope.inv_freq.size()));
+    const std::string& v = long_after->second;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), rope.long_after_tokens);
+    if (ec != std::errc() || p != v.data() + v.size() || rope.long_after_tokens == 0)
+      throw Error(fmt::format("codec kvs: rope_long_after: expected a number of tokens > 0, got '{}'", v));
   }
   if (auto it = options.params.find("weights"); it != options.params.end() && it->second != "default") {
     defaults = false;
@@ -99,7 +116,7 @@ std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
     ladder = parse_list("ladder", it->second, 1e-6f, 1e6f);
     if (ladder.size() > 255) throw Error("codec kvs: ladder: at most 255 levels");
   }
-  return std::make_unique<kvs_detail::KvsCodec>(theta, std::move(inv_freq), std::move(weights), defaults, centroid,
+  return std::make_unique<kvs_detail::KvsCodec>(theta, std::move(rope), std::move(weights), defaults, centroid,
                                                 lambda, std::move(ladder), rows);
 }
 

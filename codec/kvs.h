@@ -65,6 +65,10 @@ std::vector<float> kvs_default_weights(uint32_t layers);
 //                (llm/kvs_calibration.h gives a model's); written into every
 //                stream (4 bytes each). Partial rotary (pairs (i, i + r/2) for
 //                a rotary dim r < head_dim) is not expressible: use 0 there
+//   rope_inv_freq_long, rope_long_after : with rope_inv_freq, LongRoPE's
+//                second table: chunks of a context of more than
+//                rope_long_after tokens (KVChunk::context_tokens) are coded
+//                with it, as the model rotates a prompt that long
 //   weights    : 2 x layers step multipliers K0:V0:K1:V1:... (default: the ones
 //                measured for the bundled model when there are 4 layers, else 1).
 //                They are model-specific: `kvstream profile` gives kvs the

@@ -167,7 +167,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
   const std::vector<float> steps = level_steps(level, chunk.shape.layers);
   const KVShape& sh = chunk.shape;
   const uint32_t T = chunk.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
-  const std::vector<double> inv_freq = coded_inv_freq(D);
+  const std::vector<double> inv_freq = coded_inv_freq(D, chunk.context_tokens);
   const bool rotated = !inv_freq.empty();
   const auto rope = rope_table(inv_freq, chunk.token_begin, T);
   const uint32_t half = D / 2;
@@ -195,7 +195,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
   };
 
   Bytes params;
-  put_rope(params, D);
+  put_rope(params, D, chunk.context_tokens);
   for (float s : steps) put_f32(params, s);
   std::vector<RowPlan> plans;  // per head (layer, kind, head)
   BitWriter refs;

@@ -122,24 +122,24 @@ std::vector<std::array<float, 2>> rope_table(const std::vector<double>& inv_freq
   return cs;
 }
 
-std::vector<double> KvsCodec::coded_inv_freq(uint32_t D) const {
+std::vector<double> KvsCodec::coded_inv_freq(uint32_t D, uint64_t context_tokens) const {
   // A base as the stream stores it (a float): the decoder's frequencies are these.
-  if (rope_inv_freq_.empty())
+  if (rope_.inv_freq.empty())
     return D % 2 == 0 && rope_theta_ > 0 ? rope_inv_freqs(float(rope_theta_), D) : std::vector<double>{};
-  if (2 * rope_inv_freq_.size() != D)
-    throw Error(fmt::format("codec kvs: rope_inv_freq has {} frequencies; keys of head_dim {} need {}",
-                            rope_inv_freq_.size(), D,
-                            D % 2 ? "an even head_dim (RoPE rotates pairs)" : std::to_string(D / 2)));
-  return {rope_inv_freq_.begin(), rope_inv_freq_.end()};
+  const std::vector<float>& table = rope_.for_context(context_tokens);
+  if (2 * table.size() != D)
+    throw Error(fmt::format("codec kvs: rope_inv_freq has {} frequencies; keys of head_dim {} need {}", table.size(),
+                            D, D % 2 ? "an even head_dim (RoPE rotates pairs)" : std::to_string(D / 2)));
+  return {table.begin(), table.end()};
 }
 
-void KvsCodec::put_rope(Bytes& params, uint32_t D) const {
-  if (rope_inv_freq_.empty()) {
+void KvsCodec::put_rope(Bytes& params, uint32_t D, uint64_t context_tokens) const {
+  if (rope_.inv_freq.empty()) {
     put_f32(params, D % 2 == 0 ? float(rope_theta_) : 0.0f);
     return;
   }
-  coded_inv_freq(D);  // its check of the table against D
-  for (float f : rope_inv_freq_) put_f32(params, f);
+  coded_inv_freq(D, context_tokens);  // its check of the table against D
+  for (float f : rope_.for_context(context_tokens)) put_f32(params, f);
 }
 
 

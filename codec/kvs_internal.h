@@ -206,13 +206,25 @@ struct KvsLayout {
   const uint32_t* group(uint32_t table) const { return group_channels + group_offset[table]; }
 };
 
+// kvs's RoPE tables (parameters rope_inv_freq, rope_inv_freq_long,
+// rope_long_after): a chunk of a context of more than long_after_tokens
+// tokens (LongRoPE's long factors) is coded with inv_freq_long, any other
+// (a shorter or unknown context) with inv_freq.
+struct KvsRopeTables {
+  std::vector<float> inv_freq, inv_freq_long;
+  uint64_t long_after_tokens = 0;
+  const std::vector<float>& for_context(uint64_t context_tokens) const {
+    return !inv_freq_long.empty() && context_tokens > long_after_tokens ? inv_freq_long : inv_freq;
+  }
+};
+
 class KvsCodec final : public Codec {
  public:
-  // rope_inv_freq, when not empty, replaces rope_theta: the per-pair
+  // rope.inv_freq, when not empty, replaces rope_theta: the per-pair
   // frequencies written into the stream (a scaled RoPE's).
-  KvsCodec(double rope_theta, std::vector<float> rope_inv_freq, std::vector<float> weights, bool default_weights,
-           bool centroid, double lambda, std::vector<float> ladder, bool rows)
-      : rope_theta_(rope_theta), rope_inv_freq_(std::move(rope_inv_freq)), weights_(std::move(weights)),
+  KvsCodec(double rope_theta, KvsRopeTables rope, std::vector<float> weights, bool default_weights, bool centroid,
+           double lambda, std::vector<float> ladder, bool rows)
+      : rope_theta_(rope_theta), rope_(std::move(rope)), weights_(std::move(weights)),
         default_weights_(default_weights), centroid_(centroid), lambda_(lambda), ladder_(std::move(ladder)),
         rows_(rows), tables_(build_gauss_tables()) {
     build_encoder_tables();
@@ -225,7 +237,10 @@ class KvsCodec final : public Codec {
     std::string ladder = "default";
     for (size_t i = 0; i < ladder_.size(); ++i) ladder = fmt::format("{}{:g}", i ? ladder + ":" : "", ladder_[i]);
     std::string rope = fmt::format("rope_theta={:g}", rope_theta_);
-    if (!rope_inv_freq_.empty()) rope = "rope_inv_freq=" + kvs_param_list(rope_inv_freq_);
+    if (!rope_.inv_freq.empty()) rope = "rope_inv_freq=" + kvs_param_list(rope_.inv_freq);
+    if (!rope_.inv_freq_long.empty())
+      rope += fmt::format(",rope_inv_freq_long={},rope_long_after={}", kvs_param_list(rope_.inv_freq_long),
+                          rope_.long_after_tokens);
     return fmt::format("{},weights={},centroid={},rdo={:g},ladder={},rows={}", rope, default_weights_ ? "default" : w,
                        centroid_ ? 1 : 0, lambda_, ladder, rows_ ? 1 : 0);
   }
@@ -259,13 +274,14 @@ class KvsCodec final : public Codec {
       throw Error(fmt::format("codec kvs: level {} out of range (0..{})", level, levels() - 1));
     return steps_for(level, layers);
   }
-  // the frequencies at which keys of head dimension D are rotated back (D / 2
-  // of them; empty: keys coded as given), with encode()'s error for a table
-  // that does not fit D; the header's flags; and the start of the parameters
-  // section (the RoPE base, or the table) for D;
-  std::vector<double> coded_inv_freq(uint32_t D) const;
-  uint8_t header_flags() const { return uint8_t((centroid_ ? 1 : 0) | (rope_inv_freq_.empty() ? 0 : 2)); }
-  void put_rope(Bytes& params, uint32_t D) const;
+  // the frequencies at which keys of head dimension D in a chunk of a context
+  // of `context_tokens` (0: unknown) are rotated back (D / 2 of them; empty:
+  // keys coded as given), with encode()'s error for a table that does not
+  // fit D; the header's flags; and the start of the parameters section (the
+  // RoPE base, or the table) for them;
+  std::vector<double> coded_inv_freq(uint32_t D, uint64_t context_tokens) const;
+  uint8_t header_flags() const { return uint8_t((centroid_ ? 1 : 0) | (rope_.inv_freq.empty() ? 0 : 2)); }
+  void put_rope(Bytes& params, uint32_t D, uint64_t context_tokens) const;
   bool centroid() const { return centroid_; }
   bool rows() const { return rows_; }
   // the tables of the per-channel choices (kTables Gaussian and RD tables, 256
@@ -292,7 +308,7 @@ class KvsCodec final : public Codec {
   std::vector<int32_t> get_ints(std::span<const uint8_t> in, size_t* pos, size_t n, const char* what) const;
 
   double rope_theta_;
-  std::vector<float> rope_inv_freq_;  // not empty: replaces rope_theta_
+  KvsRopeTables rope_;  // inv_freq not empty: replaces rope_theta_
   std::vector<float> weights_;
   bool default_weights_;
   bool centroid_;

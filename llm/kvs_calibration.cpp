@@ -237,7 +237,12 @@ codec::CodecParams rope_params_of(const ModelConfig& config) {
   const int64_t original = config.rope_scaling.original_max_position_embeddings > 0
                                ? config.rope_scaling.original_max_position_embeddings
                                : config.max_position_embeddings;
-  return {{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(config, original))}};
+  codec::CodecParams params = {{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(config, original))}};
+  if (type == "longrope") {  // its long factors for prompts past the original length
+    params["rope_inv_freq_long"] = codec::kvs_param_list(rope_inv_freq(config, original + 1));
+    params["rope_long_after"] = std::to_string(original);
+  }
+  return params;
 }
 }  // namespace
 

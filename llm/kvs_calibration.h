@@ -75,11 +75,11 @@ std::string kvs_calibration_path(const std::string& model_dir);
 // model's own frequencies: `rope_theta` for RoPE at its base's frequencies
 // over the whole head (default, and dynamic NTK, which changes them only past
 // max_position_embeddings); `rope_inv_freq` for a scaled RoPE (linear,
-// llama3, YaRN, LongRoPE: the frequencies of a prompt within
-// original_max_position_embeddings, LongRoPE's short factors); rope_theta=0
-// (keys coded as given) for a partial rotary, whose pairs kvs cannot express.
-// Past those lengths dynamic NTK and LongRoPE rotate by other frequencies:
-// such keys still decode exactly, at some cost in size. A stream has one
+// llama3, YaRN, LongRoPE; LongRoPE's short and long tables, the long one
+// for contexts past original_max_position_embeddings, as the model rotates
+// them); rope_theta=0 (keys coded as given) for a partial rotary, whose
+// pairs kvs cannot express. Past max_position_embeddings dynamic NTK rotates
+// by other frequencies: such keys still decode exactly, at some cost in size. A stream has one
 // RoPE: where layers differ (gemma3_text's sliding layers rotate with
 // rope_local_base_freq), the one most layers use, the others' keys then
 // coded at that RoPE's frequencies (exact, larger).

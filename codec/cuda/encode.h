@@ -80,8 +80,10 @@ class Encoder {
   // three sections. Input and waiting as
   // encode_cachegen. Throws kvs::Error as KvsCodec::encode does (a level out
   // of range, weights that do not fit, a value not finite or too large).
+  // context_tokens: the chunk's KVChunk::context_tokens (0: unknown), which
+  // picks a LongRoPE codec's table.
   Bytes encode_kvs(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin, uint32_t tokens,
-                   int level, const Codec& codec);
+                   int level, const Codec& codec, uint64_t context_tokens = 0);
 
   // The same encodes, the stream left in device memory (the same bytes).
   // They wait for the device as the Bytes forms do (the host needs the
@@ -93,13 +95,13 @@ class Encoder {
   DeviceStream encode_cachegen_paper_to_device(const void* kv, OutputType in, KVShape shape, DType dtype,
                                                uint64_t token_begin, uint32_t tokens, int level);
   DeviceStream encode_kvs_to_device(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
-                                    uint32_t tokens, int level, const Codec& codec);
+                                    uint32_t tokens, int level, const Codec& codec, uint64_t context_tokens = 0);
 
  private:
   // encode_kvs_to_device, except that the CPU encoder's stream (its
   // fallback) comes back in *cpu with an empty DeviceStream.
   DeviceStream kvs_stream(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
-                          uint32_t tokens, int level, const Codec& codec, Bytes* cpu);
+                          uint32_t tokens, int level, const Codec& codec, uint64_t context_tokens, Bytes* cpu);
 
   int device_ = 0;  // the device current at construction (detail::DeviceScope)
   cudaStream_t stream_;

@@ -21,18 +21,19 @@ namespace kvs::codec::cuda {
 using detail::check;
 
 Bytes Encoder::encode_kvs(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
-                          uint32_t tokens, int level, const Codec& codec) {
+                          uint32_t tokens, int level, const Codec& codec, uint64_t context_tokens) {
   const detail::DeviceScope on(device_);
   Bytes cpu;
-  const DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, &cpu);
+  const DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, context_tokens, &cpu);
   return d.bytes ? d.to_host(stream_) : cpu;
 }
 
 DeviceStream Encoder::encode_kvs_to_device(const void* kv, OutputType in, KVShape shape, DType dtype,
-                                           uint64_t token_begin, uint32_t tokens, int level, const Codec& codec) {
+                                           uint64_t token_begin, uint32_t tokens, int level, const Codec& codec,
+                                           uint64_t context_tokens) {
   const detail::DeviceScope on(device_);
   Bytes cpu;
-  DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, &cpu);
+  DeviceStream d = kvs_stream(kv, in, shape, dtype, token_begin, tokens, level, codec, context_tokens, &cpu);
   if (d.bytes) return d;
   // The CPU encoder's stream (its fallback), uploaded into a buffer of a
   // multiple of 16 bytes, as the GPU path's (StreamLayout::buffer_bytes) and
@@ -44,10 +45,11 @@ DeviceStream Encoder::encode_kvs_to_device(const void* kv, OutputType in, KVShap
 }
 
 DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, DType dtype, uint64_t token_begin,
-                                 uint32_t tokens, int level, const Codec& codec, Bytes* cpu) {
+                                 uint32_t tokens, int level, const Codec& codec, uint64_t context_tokens,
+                                 Bytes* cpu) {
   if (in == OutputType::kBF16) throw Error("CUDA encode: bf16 input is not supported (fp16 or fp32)");
   const kvs_detail::KvsCodec& kvs = detail::as_kvs(codec);
-  detail::KvsEncodePlan plan(kvs, shape, dtype, token_begin, tokens, level);
+  detail::KvsEncodePlan plan(kvs, shape, dtype, token_begin, tokens, level, context_tokens);
   const bool f16 = in == OutputType::kF16;
   const size_t value_bytes = f16 ? 2 : 4;
   const auto up = [&](void* dst, const void* src, size_t bytes) {
@@ -78,6 +80,7 @@ DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, D
   // CPU encoder on the chunk's values.
   const auto on_cpu = [&] {
     KVChunk chunk(shape, dtype, token_begin, tokens);
+    chunk.context_tokens = context_tokens;
     chunk.values = values(0, plan.header.elements());
     *cpu = kvs.encode(chunk, level);
     return DeviceStream{};

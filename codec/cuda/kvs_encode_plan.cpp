@@ -21,7 +21,7 @@ const KvsCodec& as_kvs(const Codec& codec) {
 }
 
 KvsEncodePlan::KvsEncodePlan(const KvsCodec& c, KVShape shape, DType dtype, uint64_t token_begin, uint32_t tokens,
-                             int level)
+                             int level, uint64_t context_tokens)
     : codec(&c), steps(c.level_steps(level, shape.layers)) {
   header.codec = CodecId::kKvs;
   header.level = uint8_t(level);
@@ -32,7 +32,7 @@ KvsEncodePlan::KvsEncodePlan(const KvsCodec& c, KVShape shape, DType dtype, uint
   header.tokens = tokens;
   check_writable(header);  // the CPU encoder's refusal of a chunk of no tokens, before any work
   const uint32_t D = shape.head_dim;
-  const std::vector<double> inv_freq = c.coded_inv_freq(D);
+  const std::vector<double> inv_freq = c.coded_inv_freq(D, context_tokens);
   if (!inv_freq.empty()) {
     const auto cs = kvs_detail::rope_table(inv_freq, token_begin, tokens);
     rope.resize(2 * cs.size());
@@ -42,7 +42,7 @@ KvsEncodePlan::KvsEncodePlan(const KvsCodec& c, KVShape shape, DType dtype, uint
   rows = 2ull * shape.layers * shape.kv_heads * tokens;
   channels = 2ull * shape.layers * shape.channels();
   plan_rows = c.rows();
-  c.put_rope(params, D);
+  c.put_rope(params, D, context_tokens);
   for (float s : steps) put_f32(params, s);
 }
 
@@ -169,7 +169,7 @@ Bytes encode_kvs_on_host(const KVChunk& chunk, int level, const Codec& codec, bo
   };
   const KvsCodec& kvs = as_kvs(codec);
   const auto t0 = std::chrono::steady_clock::now();
-  KvsEncodePlan plan(kvs, chunk.shape, chunk.dtype, chunk.token_begin, chunk.tokens, level);
+  KvsEncodePlan plan(kvs, chunk.shape, chunk.dtype, chunk.token_begin, chunk.tokens, level, chunk.context_tokens);
   host += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // The values as the device would read them (fp16 bits or floats), and as floats.
   std::vector<uint16_t> half;

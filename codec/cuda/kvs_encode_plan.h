@@ -80,8 +80,9 @@ using PlanArray = std::vector<T, PlanArrayAllocator<T>>;
 struct KvsEncodePlan {
   // Throws kvs::Error as KvsCodec::encode does (a level out of range,
   // weights that do not fit the shape).
+  // context_tokens: as KVChunk's (0: unknown), for the codec's RoPE table.
   KvsEncodePlan(const kvs_detail::KvsCodec& codec, KVShape shape, DType dtype, uint64_t token_begin, uint32_t tokens,
-                int level);
+                int level, uint64_t context_tokens = 0);
 
   const kvs_detail::KvsCodec* codec;
   StreamHeader header;  // of the stream to be written

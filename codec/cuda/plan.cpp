@@ -492,8 +492,8 @@ CachegenPaperLaunch CachegenPaperPlan::bind(const uint8_t* stream, const uint8_t
 }
 
 std::shared_ptr<const kvs_detail::KvsCodec> make_kvs_parser() {
-  return std::make_shared<const kvs_detail::KvsCodec>(10000.0, std::vector<float>{}, std::vector<float>{}, true, true,
-                                                      0.12, std::vector<float>{}, true);
+  return std::make_shared<const kvs_detail::KvsCodec>(10000.0, kvs_detail::KvsRopeTables{}, std::vector<float>{}, true,
+                                                      true, 0.12, std::vector<float>{}, true);
 }
 
 std::vector<KvsGauss> kvs_gauss(const kvs_detail::KvsCodec& codec) {

@@ -182,7 +182,7 @@ class GpuChunkTimer final : public ChunkTimer {
       const OutputType in = f16 ? OutputType::kF16 : OutputType::kF32;
       if (kvs)
         return encoder_->encode_kvs(kv.get(), in, chunk.shape, chunk.dtype, chunk.token_begin, chunk.tokens, level,
-                                    codec);
+                                    codec, chunk.context_tokens);
       return paper ? paper->encode_cachegen_paper(kv.get(), in, chunk.shape, chunk.dtype, chunk.token_begin,
                                                   chunk.tokens, level)
                    : encoder_->encode_cachegen(kv.get(), in, chunk.shape, chunk.dtype, chunk.token_begin, chunk.tokens,

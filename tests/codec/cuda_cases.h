@@ -81,11 +81,12 @@ struct CaseSpec {
 };
 
 // A scaled RoPE's head_dim / 2 frequencies (kvs's rope_inv_freq): base 5e5,
-// the slower half divided by 8 (Llama 3's rule in outline).
-inline std::string scaled_rope_inv_freq(uint32_t head_dim) {
+// the slower half divided by 8 (Llama 3's rule in outline), all by `divide`.
+inline std::string scaled_rope_inv_freq(uint32_t head_dim, double divide = 1) {
   std::string s;
   for (uint32_t i = 0; i < head_dim / 2; ++i)
-    s += fmt::format("{}{}", i ? ":" : "", float(std::pow(5e5, -2.0 * i / head_dim) / (4 * i >= head_dim ? 8 : 1)));
+    s += fmt::format("{}{}", i ? ":" : "",
+                     float(std::pow(5e5, -2.0 * i / head_dim) / (4 * i >= head_dim ? 8 : 1) / divide));
   return s;
 }
 

@@ -27,7 +27,8 @@ TEST(CudaCore, KvsEncoderThreadBodiesWriteTheCpuEncodersBytes) {
   for (const auto& spec : encode_specs()) {
     const std::shared_ptr<const Codec> codec = make_codec("kvs", CodecOptions{spec.params, ""});
     // An fp16 chunk (the cases' kind), and an fp32 one whose values fp16 does not hold.
-    const KVChunk f16 = cuda_test::synthetic_chunk(spec.shape, spec.tokens, spec.token_begin, spec.tokens + 11);
+    KVChunk f16 = cuda_test::synthetic_chunk(spec.shape, spec.tokens, spec.token_begin, spec.tokens + 11);
+    f16.context_tokens = spec.context_tokens;
     const KVChunk f32 = kvs_encode_test::f32_variant(f16);
     for (int level : kvs_encode_test::levels_to_compare(f16, codec->levels())) {
       SCOPED_TRACE(::testing::Message() << spec.shape.layers << "x" << spec.shape.kv_heads << "x"

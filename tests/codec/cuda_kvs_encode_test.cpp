@@ -39,7 +39,7 @@ cuda::DeviceBuffer upload(const KVChunk& c, bool f16) {
 Bytes gpu_encode(cuda::Encoder& e, const KVChunk& c, bool f16, int level, const Codec& codec) {
   const cuda::DeviceBuffer dev = upload(c, f16);
   return e.encode_kvs(dev.get(), f16 ? cuda::OutputType::kF16 : cuda::OutputType::kF32, c.shape, c.dtype,
-                      c.token_begin, c.tokens, level, codec);
+                      c.token_begin, c.tokens, level, codec, c.context_tokens);
 }
 
 TEST(CudaEncode, KvsMatchesTheCpuEncoderByteForByte) {
@@ -47,7 +47,8 @@ TEST(CudaEncode, KvsMatchesTheCpuEncoderByteForByte) {
   cuda::Encoder encoder;
   for (const auto& spec : kvs_encode_test::encode_specs()) {
     const std::shared_ptr<const Codec> codec = make_codec("kvs", CodecOptions{spec.params, ""});
-    const KVChunk f16 = cuda_test::synthetic_chunk(spec.shape, spec.tokens, spec.token_begin, spec.tokens + 11);
+    KVChunk f16 = cuda_test::synthetic_chunk(spec.shape, spec.tokens, spec.token_begin, spec.tokens + 11);
+    f16.context_tokens = spec.context_tokens;
     const KVChunk f32 = kvs_encode_test::f32_variant(f16);
     // Three levels (every level runs on the CPU, CudaCore.KvsEncoder*; fewer
     // launches keep the sanitizers' runs of this test short).

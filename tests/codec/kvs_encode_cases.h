@@ -34,6 +34,7 @@ struct EncodeSpec {
   KVShape shape;
   uint32_t tokens;
   uint64_t token_begin;
+  uint64_t context_tokens = 0;  // KVChunk::context_tokens (a LongRoPE codec's table)
 };
 
 inline std::vector<EncodeSpec> encode_specs() {
@@ -46,6 +47,12 @@ inline std::vector<EncodeSpec> encode_specs() {
   out.push_back({{}, {2, 1, 64}, 1, 100});
   out.push_back({{{"rdo", "0"}, {"weights", "0.5:1:2:1.5"}}, {2, 3, 6}, 77, 5});
   out.push_back({{{"ladder", "0.05:0.4:3"}, {"rope_theta", "500000"}}, {1, 2, 5}, 19, 9});
+  // LongRoPE: a context past rope_long_after takes the second table.
+  const std::string f = cuda_test::scaled_rope_inv_freq(32);
+  CodecParams long_rope = {{"rope_inv_freq", f}, {"rope_inv_freq_long", cuda_test::scaled_rope_inv_freq(32, 3)},
+                           {"rope_long_after", "4096"}};
+  out.push_back({long_rope, {2, 2, 32}, 90, 5000, 5090});
+  out.push_back({long_rope, {2, 2, 32}, 90, 1000, 4096});
   return out;
 }
 

@@ -511,6 +511,41 @@ TEST(KvsRopeTable, Parameters) {
   EXPECT_EQ(again->encode(c, 2), codec->encode(c, 2));
 }
 
+// LongRoPE: the model rotates a prompt longer than its original length with
+// its long factors; kvs codes a chunk of such a context with the long table
+// (KVChunk::context_tokens), of a shorter or unknown one with the short.
+TEST(KvsRopeTable, LongRopeTablePicksByContextLength) {
+  const std::vector<float> shorter = scaled_inv_freq();
+  std::vector<float> longer = shorter;
+  for (float& f : longer) f /= 4;
+  auto codec = make_codec("kvs", {{{"rope_inv_freq", joined(shorter)},
+                                   {"rope_inv_freq_long", joined(longer)},
+                                   {"rope_long_after", "4096"}},
+                                  ""});
+  auto short_only = make_codec("kvs", {{{"rope_inv_freq", joined(shorter)}}, ""});
+  auto long_only = make_codec("kvs", {{{"rope_inv_freq", joined(longer)}}, ""});
+  for (const uint64_t context : {uint64_t(0), uint64_t(4096), uint64_t(4097), uint64_t(100000)}) {
+    SCOPED_TRACE(context);
+    KVChunk c = synthetic(kShape, 3000, 64, 21, table_rope(context > 4096 ? longer : shorter));
+    c.context_tokens = context;
+    const Bytes stream = codec->encode(c, 2);
+    EXPECT_EQ(stream, (context > 4096 ? long_only : short_only)->encode(c, 2));
+    expect_within_centroid_bound(c, make_codec("kvs")->decode(stream), 2, kvs_default_weights(4));
+  }
+  EXPECT_NE(codec->params().find("rope_inv_freq_long=" + joined(longer) + ",rope_long_after=4096"),
+            std::string::npos)
+      << codec->params();
+  // The three go together; the tables have one size; a length > 0.
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq", joined(shorter)}, {"rope_long_after", "8"}}, ""}), Error);
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq_long", joined(longer)}, {"rope_long_after", "8"}}, ""}), Error);
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq", joined(shorter)}, {"rope_inv_freq_long", "1:0.5"},
+                                   {"rope_long_after", "8"}}, ""}),
+               Error);
+  EXPECT_THROW(make_codec("kvs", {{{"rope_inv_freq", joined(shorter)}, {"rope_inv_freq_long", joined(longer)},
+                                   {"rope_long_after", "0"}}, ""}),
+               Error);
+}
+
 // A base given as a number a float does not hold: the frequencies are the
 // stored float's on both sides, so decoding stays within the bound.
 TEST(Kvs, RopeBaseIsTheStoredFloats) {

@@ -160,13 +160,15 @@ TEST(KvsRopeParams, FollowTheModelsRope) {
   EXPECT_EQ(rope_inv_freq(c, 128)[0], 0.25f);
 
   c.rope_scaling = {};
-  c.rope_scaling.type = "longrope";  // LongRoPE: the short factors within the original length
+  c.rope_scaling.type = "longrope";  // LongRoPE: short factors within the original length, long ones past it
   c.rope_scaling.original_max_position_embeddings = 64;
   c.rope_scaling.factor = 2;
   c.rope_scaling.short_factor = {1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7};
   c.rope_scaling.long_factor = {2, 2, 2, 2, 2, 2, 2, 2};
-  EXPECT_EQ(table_of(c), codec::kvs_param_list(rope_inv_freq(c, 64)));
-  EXPECT_NE(table_of(c), codec::kvs_param_list(rope_inv_freq(c, 65)));
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(c, 64))},
+                                                    {"rope_inv_freq_long", codec::kvs_param_list(rope_inv_freq(c, 65))},
+                                                    {"rope_long_after", "64"}}));
+  EXPECT_NE(rope_inv_freq(c, 64), rope_inv_freq(c, 65));
   // Every table is one kvs takes for this head_dim.
   const auto kvs = codec::make_codec("kvs", {kvs_rope_params(c), ""});
   codec::KVChunk chunk({1, 1, 16}, codec::DType::kF16, 100, 4);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
@@ -267,9 +268,13 @@ void apply_kvs_calibration(const std::string& model_dir, uint32_t layers, const 
   const auto given = [&](const char* key) {
     return options->params.count(key) || (own != options->codec_params.end() && own->second.count(key));
   };
-  const bool rope_given = given("rope_theta") || given("rope_inv_freq");
-  codec::CodecParams add = given("weights") ? kvs_rope_params(load_config(model_dir)) : kvs_params_for_model(model_dir, layers);
-  if (rope_given) add.erase("rope_theta"), add.erase("rope_inv_freq");
+  // A RoPE the user gave in any of kvs's RoPE parameters replaces the model's in all of them.
+  constexpr const char* kRopeKeys[] = {"rope_theta", "rope_inv_freq", "rope_inv_freq_long", "rope_long_after"};
+  const bool rope_given = std::any_of(std::begin(kRopeKeys), std::end(kRopeKeys), given);
+  codec::CodecParams add =
+      given("weights") ? kvs_rope_params(load_config(model_dir)) : kvs_params_for_model(model_dir, layers);
+  if (rope_given)
+    for (const char* key : kRopeKeys) add.erase(key);
   for (auto& [key, value] : add) options->codec_params["kvs"][key] = value;
 }
 

@@ -229,6 +229,38 @@ TEST(KvsRopeParams, AppliedFromTheModelsConfig) {
   EXPECT_EQ(rope_given.codec_params["kvs"], (codec::CodecParams{{"weights", codec::kvs_param_list(cal.weights)}}));
 }
 
+// A LongRoPE model's two tables; a RoPE the user gives (any of kvs's RoPE
+// parameters) replaces all of the model's, not only the one named.
+TEST(KvsRopeParams, AUserRopeReplacesEveryModelRopeParameter) {
+  TempDir dir;
+  const std::string d = (dir.path / "longrope").string();
+  ModelConfig c = tiny_config();
+  c.model_type = "phi3";
+  c.head_dim = 16;
+  c.max_position_embeddings = 128;
+  c.rope_scaling.type = "longrope";
+  c.rope_scaling.original_max_position_embeddings = 64;
+  c.rope_scaling.factor = 2;
+  c.rope_scaling.short_factor = std::vector<double>(8, 1.5);
+  c.rope_scaling.long_factor = std::vector<double>(8, 3.0);
+  save_model(Model::random(c, 4), d);
+  codec::CodecOptions model_rope;
+  model_rope.params["weights"] = "1:1:1:1";
+  apply_kvs_calibration(d, 2, {"kvs"}, &model_rope);
+  EXPECT_EQ(model_rope.codec_params["kvs"].count("rope_inv_freq_long"), 1u);
+  EXPECT_EQ(model_rope.codec_params["kvs"].at("rope_long_after"), "64");
+  for (const char* key : {"rope_theta", "rope_inv_freq"}) {
+    SCOPED_TRACE(key);
+    codec::CodecOptions user_rope;
+    user_rope.params["weights"] = "1:1:1:1";
+    user_rope.codec_params["kvs"][key] = std::string(key) == "rope_theta" ? "10000" : "1:0.5:0.25:0.1:0.05:0.01:0.005:0.001";
+    const codec::CodecParams want = user_rope.codec_params["kvs"];
+    apply_kvs_calibration(d, 2, {"kvs"}, &user_rope);
+    EXPECT_EQ(user_rope.codec_params["kvs"], want);
+    EXPECT_NO_THROW(codec::make_codec("kvs", {user_rope.codec_params["kvs"], ""}));
+  }
+}
+
 TEST(KvsCalibration, BundledModelShipsItsCalibration) {
   const std::string dir = (std::filesystem::path(KVSTREAM_SOURCE_DIR) / "models" / "default").string();
   const codec::CodecParams p = kvs_params_for_model(dir, 4);

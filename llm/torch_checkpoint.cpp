@@ -20,6 +20,7 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "codec/bitstream.h"
 
 namespace kvs::llm {
 namespace fs = std::filesystem;
@@ -70,7 +71,18 @@ uint64_t le(const uint8_t* p, int bytes) {
 struct ZipRecord {
   uint64_t offset = 0;  // of the data in the file
   uint64_t bytes = 0;
+  uint32_t crc32 = 0;   // the central directory's CRC-32 of the data
 };
+
+// A record's data against its CRC-32 (as torch's reader, miniz, checks it):
+// a flipped bit in a weight is an error, not a silently different model.
+void check_crc(const uint8_t* file, const ZipRecord& r, const std::string& path, const std::string& name) {
+  const uint32_t got = codec::crc32({file + r.offset, r.bytes});
+  if (got != r.crc32)
+    throw Error(fmt::format("{}: record '{}' fails its CRC-32 check (the zip says {:08x}, its {} bytes give {:08x}): "
+                            "the file is corrupt",
+                            path, printable(name), r.crc32, r.bytes, got));
+}
 
 // The records of a zip of stored (uncompressed) entries, as torch writes
 // them; zip64 (shards over 4 GiB) included. Every range is checked.
@@ -106,7 +118,7 @@ std::map<std::string, ZipRecord> read_zip(const Mapping& m, const std::string& p
   const uint64_t end = cd_off + cd_bytes;
   for (uint64_t e = 0; e < entries; ++e) {
     if (end - at < 46 || le(p + at, 4) != 0x02014b50) throw fail("bad central directory entry");
-    const uint64_t flags = le(p + at + 8, 2), method = le(p + at + 12, 2);
+    const uint64_t flags = le(p + at + 8, 2), method = le(p + at + 12, 2), crc = le(p + at + 16, 4);
     uint64_t csize = le(p + at + 20, 4), usize = le(p + at + 24, 4), lho = le(p + at + 42, 4);
     const uint64_t name_len = le(p + at + 28, 2), extra_len = le(p + at + 30, 2), comment_len = le(p + at + 32, 2);
     if (end - at - 46 < name_len + extra_len + comment_len) throw fail("central directory entry out of range");
@@ -135,7 +147,7 @@ std::map<std::string, ZipRecord> read_zip(const Mapping& m, const std::string& p
       throw fail(fmt::format("record '{}': local header out of range", printable(name)));
     const uint64_t data = lho + 30 + le(p + lho + 26, 2) + le(p + lho + 28, 2);
     if (data > n || usize > n - data) throw fail(fmt::format("record '{}' reaches past the end of the file", printable(name)));
-    if (!out.emplace(name, ZipRecord{data, usize}).second) throw fail(fmt::format("record '{}' twice", printable(name)));
+    if (!out.emplace(name, ZipRecord{data, usize, uint32_t(crc)}).second) throw fail(fmt::format("record '{}' twice", printable(name)));
     at += 46 + name_len + extra_len + comment_len;
   }
   return out;
@@ -537,11 +549,13 @@ std::map<std::string, at::Tensor> read_torch_state_dict(const std::string& path)
   }
   if (prefix.empty()) throw Error(fmt::format("{}: no <archive>/data.pkl record (not a torch.save file)", path));
   if (auto bo = records.find(prefix + "byteorder"); bo != records.end()) {
+    check_crc(m->data, bo->second, path, bo->first);
     const std::string order(reinterpret_cast<const char*>(m->data + bo->second.offset), bo->second.bytes);
     if (order != "little")
       throw Error(fmt::format("{}: byteorder '{}': only little-endian checkpoints are read", path, printable(order)));
   }
   const ZipRecord& pkl = records.at(prefix + "data.pkl");
+  check_crc(m->data, pkl, path, prefix + "data.pkl");
   StateDictUnpickler up(m->data + pkl.offset, pkl.bytes, path + ": " + prefix + "data.pkl");
   const Value root = up.run();
   if (root.kind != Value::Kind::kDict)
@@ -563,6 +577,7 @@ std::map<std::string, at::Tensor> read_torch_state_dict(const std::string& path)
     if (__builtin_mul_overflow(s.numel, item, &need) || static_cast<uint64_t>(need) > r->second.bytes)
       throw Error(fmt::format("{}: record '{}' has {} bytes, its storage needs {} x {}", path, printable(rec),
                               r->second.bytes, s.numel, item));
+    check_crc(m->data, r->second, path, rec);
     void* data = const_cast<uint8_t*>(m->data + r->second.offset);
     at::Tensor t = at::from_blob(data, {s.numel}, [m](void*) {}, opts);
     if (r->second.offset % static_cast<uint64_t>(item) != 0) t = t.clone();  // torch aligns to 64; others may not

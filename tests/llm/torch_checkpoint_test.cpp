@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "codec/bitstream.h"
 #include "llm/checkpoint.h"
 #include "llm/safetensors.h"
 #include "llm/torch_checkpoint.h"
@@ -183,12 +184,13 @@ std::string zip_one(const std::string& name, const std::string& data) {
   std::string out, cd;
   u32(out, 0x04034b50);
   for (uint32_t v : {20u, 0u, 0u, 0u, 0u}) u16(out, v);
-  u32(out, 0), u32(out, uint32_t(data.size())), u32(out, uint32_t(data.size()));
+  const uint32_t crc = codec::crc32({reinterpret_cast<const uint8_t*>(data.data()), data.size()});
+  u32(out, crc), u32(out, uint32_t(data.size())), u32(out, uint32_t(data.size()));
   u16(out, uint32_t(name.size())), u16(out, 0);
   out += name + data;
   u32(cd, 0x02014b50);
   for (uint32_t v : {20u, 20u, 0u, 0u, 0u, 0u}) u16(cd, v);
-  u32(cd, 0), u32(cd, uint32_t(data.size())), u32(cd, uint32_t(data.size()));
+  u32(cd, crc), u32(cd, uint32_t(data.size())), u32(cd, uint32_t(data.size()));
   for (uint32_t v : {uint32_t(name.size()), 0u, 0u, 0u, 0u}) u16(cd, v);
   u32(cd, 0), u32(cd, 0);
   cd += name;
@@ -271,10 +273,33 @@ TEST(TorchCheckpointTest, TruncatedAndCorruptedFilesGiveErrors) {
   // records to 64 bytes) up to the byteorder record's local header.
   const size_t pkl_end = bytes.find("PK\x03\x04", 64);
   ASSERT_GT(pkl_end, 1000u);
+  // A flipped byte in a record read fails its CRC-32: one in data.pkl, one
+  // in the first storage (archive/data/0: 2,048 bytes from the first 64-byte
+  // boundary after its name in its local header).
+  const size_t central = bytes.find("PK\x01\x02");
+  ASSERT_NE(central, std::string::npos);
+  const size_t storage0 = (bytes.find("archive/data/0") + 64) / 64 * 64;
+  for (size_t i : {size_t(100), storage0 + 1000}) {
+    std::string b = bytes;
+    b[i] = static_cast<char>(b[i] ^ 0x01);
+    write(b);
+    EXPECT_THAT(error_of([&] { read_torch_state_dict(f); }), HasSubstr("fails its CRC-32 check")) << i;
+  }
+  // Flipped bytes of data.pkl with its CRC-32 made to match: the unpickler
+  // itself refuses what it cannot read, or reads it, never crashing.
+  const size_t pkl_entry = central;
+  ASSERT_EQ(bytes.compare(pkl_entry + 46, 16, "archive/data.pkl"), 0) << "data.pkl is the first central entry";
+  const size_t size = pkl_end - 64;
+  ASSERT_EQ(uint32_t(uint8_t(bytes[pkl_entry + 24])) | uint32_t(uint8_t(bytes[pkl_entry + 25])) << 8 |
+                uint32_t(uint8_t(bytes[pkl_entry + 26])) << 16 | uint32_t(uint8_t(bytes[pkl_entry + 27])) << 24,
+            size)
+      << "data.pkl's data ends at the next local header";
   int refused = 0, read = 0;
   for (size_t i = 64; i < pkl_end; ++i) {
     std::string b = bytes;
     b[i] = static_cast<char>(b[i] ^ 0x5a);
+    const uint32_t crc = codec::crc32({reinterpret_cast<const uint8_t*>(b.data()) + 64, size});
+    for (int k = 0; k < 4; ++k) b[pkl_entry + 16 + k] = char(crc >> (8 * k) & 0xff);
     write(b);
     try {
       read_torch_state_dict(f);

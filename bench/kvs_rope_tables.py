@@ -27,22 +27,8 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        b = f.read()
-    n = struct.unpack("<Q", b[:8])[0]
-    header = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        if v["dtype"] != "F32":
-            sys.exit(f"{path}: {k} is {v['dtype']}; this script converts F32 checkpoints only")
-        s, e = v["data_offsets"]
-        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype=np.float32).reshape(v["shape"])
-    return out
+sys.path.insert(0, os.path.join(ROOT, "tools", "model"))
+from kv_stats import read_safetensors  # noqa: E402  (every tensor as float32)
 
 
 def write_safetensors(path, tensors):

@@ -55,22 +55,6 @@ void warn_if_calibrated_on(const std::string& model_dir, const std::vector<std::
                path.c_str(), text.c_str(), model_dir.c_str(), path.c_str());
 }
 
-// A model with sliding-window layers: those layers never read keys older
-// than their window, yet every chunk of the profile (and the simulations that
-// read it) covers all layers, so transfer is counted as for a full cache.
-void warn_if_windowed(const llm::ModelConfig& config) {
-  int64_t windowed = 0, smallest = 0;
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l)
-    if (const int64_t w = config.layer_window(l); w > 0) ++windowed, smallest = smallest ? std::min(smallest, w) : w;
-  if (windowed == 0) return;
-  std::fprintf(stderr,
-               "kvstream: warning: %lld of the model's %lld layers attend within a sliding window (%lld tokens or "
-               "more); the profile's chunks (and simulations of it) hold every layer's keys and values of every "
-               "token, as a full cache, though a server could send those layers only their window\n",
-               static_cast<long long>(windowed), static_cast<long long>(config.num_hidden_layers),
-               static_cast<long long>(smallest));
-}
-
 }  // namespace
 
 void add_profile_command(CLI::App& app) {
@@ -150,7 +134,6 @@ void add_profile_command(CLI::App& app) {
     llm::LoadOptions lo;
     lo.dtype = args->dtype == "bf16" ? at::kBFloat16 : args->dtype == "fp16" ? at::kHalf : at::kFloat;
     const llm::Model model = llm::load_model(args->model_dir, lo);
-    warn_if_windowed(model.config());
     const auto tokenizer = llm::load_tokenizer(args->model_dir, model.config());
     auto contexts = llm::load_contexts(args->contexts, args->continuation_bytes);
     if (args->max_contexts && contexts.size() > args->max_contexts) contexts.resize(args->max_contexts);

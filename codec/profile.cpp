@@ -14,6 +14,12 @@ namespace kvs::codec {
 
 using nlohmann::json;
 
+bool ModelInfo::has_windows() const {
+  for (uint32_t w : layer_windows)
+    if (w > 0) return true;
+  return false;
+}
+
 const CodecProfile& Profile::codec(std::string_view name) const {
   std::string present;
   for (const auto& c : codecs) {
@@ -138,6 +144,16 @@ ModelInfo read_model(const Reader& r, const json& j, const std::string& p) {
   m.num_attention_heads = r.u32(j, p, "num_attention_heads");
   m.vocab_size = r.u32(j, p, "vocab_size");
   m.parameters = r.u64(j, p, "parameters");
+  if (j.contains("layer_windows")) {
+    const json& w = r.array(j, p, "layer_windows");
+    if (w.size() != m.kv.layers)
+      r.fail(p + "/layer_windows", fmt::format("expected {} windows (one per layer), found {}", m.kv.layers, w.size()));
+    for (size_t l = 0; l < w.size(); ++l) {
+      if (!w[l].is_number_unsigned() || w[l].get<uint64_t>() > UINT32_MAX)
+        r.fail(fmt::format("{}/layer_windows/{}", p, l), "expected a window in tokens (a whole number >= 0; 0: full attention)");
+      m.layer_windows.push_back(w[l].get<uint32_t>());
+    }
+  }
   return m;
 }
 
@@ -280,6 +296,7 @@ std::string profile_to_json(const Profile& prof) {
                 {"num_attention_heads", m.num_attention_heads},
                 {"vocab_size", m.vocab_size},
                 {"parameters", m.parameters}};
+  if (m.has_windows()) j["model"]["layer_windows"] = m.layer_windows;
   j["device"] = prof.device;
   j["chunk_tokens"] = prof.chunk_tokens;
   j["greedy_tokens"] = prof.greedy_tokens;

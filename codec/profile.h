@@ -42,9 +42,17 @@ struct ModelInfo {
   uint32_t num_attention_heads = 0;
   uint32_t vocab_size = 0;
   uint64_t parameters = 0;  // all weights, embeddings included
+  // Per layer, its sliding window W in tokens: a token attends to itself and
+  // the W - 1 tokens before it (Mistral-7B-v0.1, Gemma-2/3, Qwen2's upper
+  // layers); 0: full attention. Empty: every layer attends to the whole
+  // context. Optional in the file (written only when a layer is windowed).
+  std::vector<uint32_t> layer_windows;
 
   // Bytes of the full-precision KV cache per token (at `dtype`).
   uint64_t kv_bytes_per_token() const { return kv.elements_per_token() * dtype_bytes(dtype); }
+  // Layer l's window (0: full attention).
+  uint32_t layer_window(size_t l) const { return l < layer_windows.size() ? layer_windows[l] : 0; }
+  bool has_windows() const;
 };
 
 // One chunk encoded at one level.

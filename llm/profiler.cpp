@@ -121,6 +121,8 @@ codec::ModelInfo model_info(const Model& model, const std::string& name) {
   m.num_attention_heads = uint32_t(c.num_attention_heads);
   m.vocab_size = uint32_t(c.vocab_size);
   m.parameters = uint64_t(c.parameter_count());
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) m.layer_windows.push_back(uint32_t(c.layer_window(l)));
+  if (!m.has_windows()) m.layer_windows.clear();
   return m;
 }
 

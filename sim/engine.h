@@ -22,6 +22,13 @@ namespace kvs::sim {
 // sizes already scaled to the target, GPU times already computed.
 using ChunkSpec = policies::ChunkInfo;
 
+// Whether a layer with sliding window `window` (0: full attention) reads a
+// token before `token_end` when it computes position `reader`: it reads
+// positions reader - window < k <= reader.
+inline bool window_reaches(uint32_t window, uint64_t token_end, uint64_t reader) {
+  return window == 0 || token_end + window > reader + 1;
+}
+
 struct ContextSpec {
   std::string id;
   uint32_t tokens = 0;
@@ -34,8 +41,23 @@ struct ContextSpec {
   // The target model's KV shape (selective loading sizes its layers and
   // partial keys with it; 0: unknown, selective loading refuses to run).
   uint32_t layers = 0, kv_heads = 0, head_dim = 0;
+  // The target's per-layer sliding windows (codec::ModelInfo::layer_windows;
+  // empty: every layer attends to everything). With windows, a chunk's
+  // `bytes` and `decode_s` cover only the layers the query reads
+  // (query_reads: every full-attention layer, and a windowed one while its
+  // window from position `tokens` reaches the chunk), each layer taken as an
+  // equal share of the whole chunk; `layer_bytes` and `layer_decode_s`
+  // ([chunk][level index]) are that share, what the client pays for each
+  // left-out layer that a recompute needs (ChunkClient::FetchForRecompute).
+  std::vector<uint32_t> layer_windows;
+  std::vector<std::vector<double>> layer_bytes, layer_decode_s;
   int level_number(int index) const {
     return index >= 0 && size_t(index) < level_numbers.size() ? level_numbers[size_t(index)] : index;
+  }
+  bool windowed() const { return !layer_windows.empty(); }
+  uint64_t chunk_end(size_t chunk) const { return chunks[chunk].token_begin + chunks[chunk].tokens; }
+  bool query_reads(size_t chunk, size_t layer) const {
+    return layer >= layer_windows.size() || window_reaches(layer_windows[layer], chunk_end(chunk), tokens);
   }
 };
 

@@ -41,14 +41,24 @@ codec::ModelInfo llama(const char* name, uint32_t layers, uint32_t kv_heads, uin
   return m;
 }
 
+codec::ModelInfo windowed(codec::ModelInfo m, const char* name, uint32_t window) {
+  m.name = name;
+  m.layer_windows.assign(m.kv.layers, window);
+  return m;
+}
+
 // Hugging Face config.json numbers; parameters as counted by the checkpoints.
 std::vector<codec::ModelInfo> model_presets() {
   using codec::DType;
+  // Mistral-7B-v0.2 and v0.1 share every number here but the window (v0.2:
+  // none, rope_theta 1e6 and 32K positions; v0.1: 4,096 on every layer).
+  const codec::ModelInfo mistral = llama("mistral-7b", 32, 8, 32, 4096, 14336, 32000, 7241732096ull, DType::kBF16);
   return {
       llama("llama-7b", 32, 32, 32, 4096, 11008, 32000, 6738415616ull, DType::kF16),
       llama("llama-13b", 40, 40, 40, 5120, 13824, 32000, 13015864320ull, DType::kF16),
       llama("llama-70b", 80, 8, 64, 8192, 28672, 32000, 68976648192ull, DType::kF16),
-      llama("mistral-7b", 32, 8, 32, 4096, 14336, 32000, 7241732096ull, DType::kBF16),
+      mistral,
+      windowed(mistral, "mistral-7b-v0.1", 4096),
       llama("llama3-8b", 32, 8, 32, 4096, 14336, 128256, 8030261248ull, DType::kBF16),
   };
 }
@@ -67,15 +77,43 @@ double gpu_preset_memory_bytes_per_s(const std::string& preset) {
   throw Error(fmt::format("unknown GPU preset '{}' (known: {})", preset, fmt::join(gpu_preset_names(), ", ")));
 }
 
+// Query-key pairs of one layer when `tokens` new tokens follow `past` ones:
+// token i (position past + i) reads min(past + i + 1, window) keys (window 0:
+// all of them).
+double attention_pairs(uint64_t past, uint64_t tokens, uint64_t window) {
+  const double t = double(tokens), p = double(past);
+  const double full = t * p + t * (t + 1) / 2.0;  // sum of k for k = past+1 .. past+tokens
+  if (window == 0 || window >= past + tokens) return full;
+  if (window <= past + 1) return t * double(window);
+  // k = past+1 .. window read k keys, the remaining past+tokens-window read window.
+  const double w = double(window), below = w - p;  // how many k <= window
+  return below * p + below * (below + 1) / 2.0 + (t - below) * w;
+}
+
 double prefill_flops(const codec::ModelInfo& model, uint64_t past, uint64_t tokens) {
   const double embed = double(model.vocab_size) * model.hidden_size;
   const double matmul_params = std::max(0.0, double(model.parameters) - embed);
   const double dense = 2.0 * matmul_params * double(tokens);
   // Per layer and query head, QK^T and AV each head_dim MACs per (query, key) pair.
-  const double t = double(tokens), p = double(past);
-  const double pairs = t * p + t * (t + 1) / 2.0;
-  const double attention = 2.0 * 2.0 * double(model.kv.layers) * model.num_attention_heads * model.kv.head_dim * pairs;
+  double attention;
+  if (!model.has_windows()) {
+    attention = 2.0 * 2.0 * double(model.kv.layers) * model.num_attention_heads * model.kv.head_dim *
+                attention_pairs(past, tokens, 0);
+  } else {
+    double pairs = 0;
+    for (uint32_t l = 0; l < model.kv.layers; ++l) pairs += attention_pairs(past, tokens, model.layer_window(l));
+    attention = 2.0 * 2.0 * model.num_attention_heads * model.kv.head_dim * pairs;
+  }
   return dense + attention;
+}
+
+uint64_t cached_tokens_read(const codec::ModelInfo& model, uint64_t context_tokens) {
+  uint64_t total = 0;
+  for (uint32_t l = 0; l < model.kv.layers; ++l) {
+    const uint64_t w = model.layer_window(l);
+    total += w > 0 ? std::min<uint64_t>(context_tokens, w - 1) : context_tokens;
+  }
+  return total;
 }
 
 double gpu_preset_peak_flops(const std::string& preset) {
@@ -129,8 +167,10 @@ double ComputeModel::first_token_s(uint64_t context_tokens) const {
   if (spec_.first_token_s >= 0) return spec_.first_token_s;
   // One decode step reads every weight and the whole KV cache once; at batch
   // size 1 that, not the FLOPs, bounds it.
+  // (A windowed layer reads only its window.)
+  const double kv_layer_bytes_per_token = double(model_.kv_bytes_per_token()) / std::max(1u, model_.kv.layers);
   const double bytes = double(model_.parameters) * codec::dtype_bytes(model_.dtype) +
-                       double(model_.kv_bytes_per_token()) * double(context_tokens);
+                       kv_layer_bytes_per_token * double(cached_tokens_read(model_, context_tokens));
   return std::max(prefill_flops(model_, context_tokens, 1) / flops_per_s_, bytes / memory_bytes_per_s_);
 }
 

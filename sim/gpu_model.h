@@ -50,8 +50,15 @@ namespace kvs::sim {
 // already in the cache: 2 FLOPs per multiply-add over the projection, MLP and
 // LM-head weights (all parameters but the input embedding table, a lookup),
 // plus the attention scores and weighted sum, which grow with the context
-// (causal: token i attends to past + i + 1 positions).
+// (causal: token i attends to past + i + 1 positions, at most its layer's
+// window, ModelInfo::layer_windows).
 double prefill_flops(const codec::ModelInfo& model, uint64_t past, uint64_t tokens);
+// Query-key pairs of one layer with sliding window `window` (0: full
+// attention) when `tokens` new tokens follow `past` ones.
+double attention_pairs(uint64_t past, uint64_t tokens, uint64_t window);
+// Cached tokens, summed over layers, that one decode step after
+// `context_tokens` reads: all of them, or W - 1 in a layer with window W.
+uint64_t cached_tokens_read(const codec::ModelInfo& model, uint64_t context_tokens);
 
 // A GPU preset's peak; throws kvs::Error listing the presets when unknown.
 double gpu_preset_peak_flops(const std::string& preset);
@@ -60,7 +67,9 @@ std::vector<std::string> gpu_preset_names();
 
 // A target model preset with its Hugging Face config numbers (llama-7b =
 // Llama-2-7b-hf, llama-13b, llama-70b = Llama-2-70b-hf, mistral-7b =
-// Mistral-7B-v0.1, llama3-8b = Meta-Llama-3-8B); throws kvs::Error when unknown.
+// Mistral-7B-v0.2 (full attention over 32K tokens), mistral-7b-v0.1 (the same
+// shape with a 4,096-token sliding window on every layer), llama3-8b =
+// Meta-Llama-3-8B); throws kvs::Error when unknown.
 codec::ModelInfo model_preset(const std::string& name);
 std::vector<std::string> model_preset_names();
 

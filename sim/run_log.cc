@@ -64,6 +64,7 @@ std::string result_to_json(const RunResult& r) {
   j["run"] = r.run;
   j["size_scale"] = r.size_scale;
   j["scaling_note"] = r.scaling_note;
+  if (!r.window_note.empty()) j["window_note"] = r.window_note;
   j["network_model"] = r.network_model;
   j["network"] = r.network;
   ordered_json settings = ordered_json::object();
@@ -148,6 +149,7 @@ std::string result_summary(const RunResult& r, double slo_s) {
   if (r.policy_reads_future) s += "  the policy read the future of the trace (an oracle or oracle-informed baseline)\n";
   if (r.schedule != "in-order") s += "  schedule: " + r.schedule + "\n";
   if (!r.scaling_note.empty()) s += "  " + r.scaling_note + "\n";
+  if (!r.window_note.empty()) s += "  " + r.window_note + "\n";
   if (!r.decode_timing.empty()) s += "  decode timing: " + r.decode_timing + "\n";
   s += "  network (" + r.network_model + "): " + r.network + "\n";
   for (const auto& q : r.requests) {

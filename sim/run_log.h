@@ -17,7 +17,10 @@ struct ChunkRecord {
   int level = 0;              // codec level, or -1 for recompute
   std::string reason;         // the policy's note
   double estimate_bps = 0;    // last throughput sample the policy saw (0: none yet)
-  uint64_t payload_bytes = 0; // chunk bytes on the wire (0 when recomputed)
+  // Chunk bytes on the wire. A recomputed chunk: 0, or, for a target with
+  // sliding-window layers, the left-out layers of earlier chunks that its
+  // recompute reads (ContextSpec::layer_windows).
+  uint64_t payload_bytes = 0;
   double decided_s = 0;
   double request_sent_s = -1, first_byte_s = -1, last_byte_s = -1;
   double gpu_start_s = -1, gpu_end_s = -1;  // decode or recompute
@@ -113,6 +116,9 @@ struct RunResult {
   uint32_t seed = 0, run = 0;
   double size_scale = 1;      // target / profiled KV elements per token
   std::string scaling_note;   // empty when sizes are the profile's
+  // For a target with sliding-window layers: which layers of which chunks
+  // are sent (empty when every layer attends to everything).
+  std::string window_note;
   std::string network_model;  // how the network was simulated: ns3, fluid or pensieve
   std::string network;        // description of the topology and TCP settings (or of the model)
   // Every link, queue and TCP setting used, as (name, value) in a fixed order

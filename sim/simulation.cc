@@ -1,5 +1,6 @@
 #include "sim/simulation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -135,6 +136,27 @@ std::vector<double> arrival_times(const ArrivalSpec& a, uint32_t seed, uint32_t 
   return times;
 }
 
+// A windowed target: the chunk keeps the bytes and decode time of the layers
+// the query reads (each layer an equal share of the whole chunk's), and
+// records one layer's share for recomputes that need a left-out layer.
+void leave_out_unread_layers(ContextSpec& cs, size_t chunk) {
+  ChunkSpec& s = cs.chunks[chunk];
+  const size_t L = cs.layer_windows.size();
+  size_t read = 0;
+  for (size_t l = 0; l < L; ++l) read += cs.query_reads(chunk, l);
+  std::vector<double> layer_bytes, layer_decode_s;
+  for (size_t k = 0; k < s.bytes.size(); ++k) {
+    layer_bytes.push_back(double(s.bytes[k]) / double(L));
+    layer_decode_s.push_back(s.decode_s[k] / double(L));
+    if (read < L) {
+      s.bytes[k] = uint64_t(std::llround(double(s.bytes[k]) * double(read) / double(L)));
+      s.decode_s[k] *= double(read) / double(L);
+    }
+  }
+  cs.layer_bytes.push_back(std::move(layer_bytes));
+  cs.layer_decode_s.push_back(std::move(layer_decode_s));
+}
+
 }  // namespace
 
 double kv_size_scale(const codec::ModelInfo& profiled, const codec::ModelInfo& target) {
@@ -198,6 +220,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
     cs.tokens = ctx.tokens;
     cs.layers = target.kv.layers, cs.kv_heads = target.kv.kv_heads, cs.head_dim = target.kv.head_dim;
     cs.first_token_s = in_range(compute.first_token_s(ctx.tokens), limits::kMaxSimS, ctx, 0, "first token s");
+    if (target.has_windows()) cs.layer_windows = target.layer_windows;
     for (const auto& ch : ctx.chunks) {
       const size_t chunk = size_t(&ch - ctx.chunks.data());
       ChunkSpec s;
@@ -217,6 +240,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         s.quality_cost.push_back(measure == policies::QualityMeasure::kKl ? lv.kl_nats : lv.loss_increase);
       }
       cs.chunks.push_back(std::move(s));
+      if (cs.windowed()) leave_out_unread_layers(cs, cs.chunks.size() - 1);
     }
     contexts.push_back(std::move(cs));
   }
@@ -273,6 +297,18 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         "elements/token); recompute and first token use {}'s shape",
         scale, profile.model.name, profile.model.kv.elements_per_token(), target.name,
         target.kv.elements_per_token(), target.name);
+  if (target.has_windows()) {
+    uint32_t windowed = 0, smallest = 0, largest = 0;
+    for (uint32_t w : target.layer_windows)
+      if (w > 0) ++windowed, smallest = smallest ? std::min(smallest, w) : w, largest = std::max(largest, w);
+    r.window_note = fmt::format(
+        "{} of {}'s {} layers attend within a sliding window ({} tokens): a chunk carries only the layers whose "
+        "window reaches the first token (each layer an equal share of the chunk's bytes and decode time), a "
+        "recomputed chunk first fetches the left-out layers of the tokens its window reads, and prefill and the "
+        "first token attend within the windows",
+        windowed, target.name, target.kv.layers,
+        smallest == largest ? fmt::format("{}", smallest) : fmt::format("{} to {}", smallest, largest));
+  }
   r.network_model = eo.network_model;
   r.network = eo.network;
   r.network_settings = std::move(eo.network_settings);

@@ -401,6 +401,10 @@ void ChunkClient::Decide(uint32_t i, double now) {
     s_.log->add(now, s_.request_id, "decision",
                 fmt::format("\"chunk\":{},\"action\":\"recompute\",\"estimate_bps\":{},\"reason\":{}", i,
                             json_number(std::round(rec.estimate_bps)), json_string(action.reason)));
+    if (s_.spec->windowed()) {
+      chunks_[i].layers_in.assign(s_.spec->layer_windows.size(), true);
+      if (FetchForRecompute(i, now)) return;
+    }
     chunks_[i].ready = true;
     if (s_.on_chunk) s_.on_chunk();
     return;
@@ -411,8 +415,63 @@ void ChunkClient::Decide(uint32_t i, double now) {
               fmt::format("\"chunk\":{},\"level\":{},\"bytes\":{},\"estimate_bps\":{},\"reason\":{}", i,
                           s_.spec->level_number(action.level), rec.payload_bytes, json_number(std::round(rec.estimate_bps)),
                           json_string(action.reason)));
+  if (s_.spec->windowed()) {
+    auto& in = chunks_[i].layers_in;
+    for (size_t l = 0; l < s_.spec->layer_windows.size(); ++l) in.push_back(s_.spec->query_reads(i, l));
+    if (rec.payload_bytes == 0) {  // no layer reads it: nothing to fetch or decode
+      rec.request_sent_s = rec.first_byte_s = rec.last_byte_s = now;
+      chunks_[i].ready = true;
+      for (auto& d : decisions_)
+        if (d.chunk == i) d.arrived_s = now;
+      if (s_.on_chunk) s_.on_chunk();
+      if (hybrid_) SubmitGpu(i, now);
+      return;
+    }
+  }
   chunks_[i].fetch = true;
   SendRequest(i, action.level);
+}
+
+// Recomputing chunk i runs every layer over its tokens; a windowed layer
+// reads there the keys and values of the tokens before the chunk within its
+// window, which a chunk fetched earlier may have left out (the query did not
+// need them). Those layers are fetched now, at the level their chunk was
+// fetched at, as one request; the recompute starts once they are in.
+bool ChunkClient::FetchForRecompute(uint32_t i, double now) {
+  const ContextSpec& spec = *s_.spec;
+  const uint64_t begin = spec.chunks[i].token_begin;
+  double bytes = 0, decode_s = 0;
+  uint32_t layers = 0;  // (layer, chunk) pairs fetched
+  for (uint32_t j = i; j-- > 0;) {
+    auto& rec = s_.result->chunks[j];
+    auto& in = chunks_[j].layers_in;
+    bool reached = false;  // some windowed layer reads chunk j
+    for (size_t l = 0; l < spec.layer_windows.size(); ++l) {
+      const uint32_t w = spec.layer_windows[l];
+      if (w == 0 || !window_reaches(w, spec.chunk_end(j), begin)) continue;  // full layers are always in
+      reached = true;
+      if (rec.level < 0 || in.empty()) break;  // recomputed: every layer is in
+      if (in[l]) continue;
+      in[l] = true;
+      bytes += spec.layer_bytes[j][size_t(rec.level)];
+      decode_s += spec.layer_decode_s[j][size_t(rec.level)];
+      ++layers;
+    }
+    if (!reached) break;  // no window reaches further back
+  }
+  const uint64_t payload = uint64_t(std::llround(bytes));
+  if (payload == 0) return false;
+  auto& rec = s_.result->chunks[i];
+  rec.payload_bytes = payload;
+  chunks_[i].repair_decode_s = decode_s;
+  chunks_[i].fetch = true;
+  s_.log->add(now, s_.request_id, "window_fetch",
+              fmt::format("\"chunk\":{},\"layer_chunks\":{},\"bytes\":{}", i, layers, payload));
+  ++outstanding_;
+  rec.request_sent_s = now;
+  s_.result->wire_bytes += s_.request_bytes + kPartRequestExtraBytes;
+  s_.transport->RequestPart(i, 0, payload);
+  return true;
 }
 
 void ChunkClient::DecideMore() {
@@ -511,7 +570,7 @@ void ChunkClient::ChunkArrived(uint32_t chunk, double now) {
   if (outstanding_ == 0) interval_open_ = false;
   chunks_[chunk].ready = true;
   for (auto& d : decisions_)
-    if (d.chunk == chunk) d.arrived_s = now;
+    if (d.chunk == chunk && d.level >= 0) d.arrived_s = now;  // (a recompute's window fetch: not a fetched chunk)
   if (s_.on_chunk) s_.on_chunk();
   if (hybrid_) SubmitGpu(chunk, now);  // decoding needs no earlier chunk
   DecideMore();
@@ -532,7 +591,7 @@ void ChunkClient::SubmitGpu(uint32_t i, double now) {
   auto& rec = r.chunks[i];
   double duration;
   if (rec.level < 0) {
-    duration = cp.recompute_s;
+    duration = cp.recompute_s + chunks_[i].repair_decode_s;
     r.recompute_total_s += duration;
     ++r.recomputed_chunks;
   } else {
@@ -566,8 +625,7 @@ void ChunkClient::Finish(double ft_start, double ft_end) {
   r.slo_met = s_.slo_s <= 0 || r.ttft_s <= s_.slo_s;
   // Critical-path breakdown (see run_log.h).
   double net_end = start_s_;
-  for (const auto& c : r.chunks)
-    if (c.level >= 0) net_end = std::max(net_end, c.last_byte_s);
+  for (const auto& c : r.chunks) net_end = std::max(net_end, c.last_byte_s);  // -1 when not fetched
   auto& b = r.breakdown;
   b.network_s = net_end - start_s_;
   auto after = [&](double s, double e) { return std::max(0.0, e - std::max(s, net_end)); };
@@ -678,7 +736,15 @@ void ChunkClient::SendSelective(double now) {
     ly.level = a.level;
     uint64_t total = 0;
     double decode = 0;
-    for (const auto& c : spec.chunks) total += c.bytes[size_t(a.level)], decode += c.decode_s[size_t(a.level)];
+    for (size_t c = 0; c < spec.chunks.size(); ++c) {
+      if (spec.windowed()) {  // the whole chunk: this schedule applies the windows itself (plan_.layer_window)
+        const double layers = double(spec.layer_windows.size());
+        total += uint64_t(std::llround(spec.layer_bytes[c][size_t(a.level)] * layers));
+        decode += spec.layer_decode_s[c][size_t(a.level)] * layers;
+      } else {
+        total += spec.chunks[c].bytes[size_t(a.level)], decode += spec.chunks[c].decode_s[size_t(a.level)];
+      }
+    }
     // Layer l's part of the context's bytes (the codec's bytes are taken as
     // spread evenly over layers and tokens); the parts sum to `total`.
     auto cut = [&](uint64_t k) { return total / L * k + total % L * k / L; };  // floor(total x k / L)

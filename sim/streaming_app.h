@@ -201,6 +201,11 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
  private:
   struct Chunk {
     bool decided = false, fetch = false, ready = false;
+    // A windowed target (ContextSpec::layer_windows): the chunk's layers the
+    // GPU has or will have (fetched or recomputed), and the GPU decode of the
+    // left-out layers of earlier chunks fetched for this chunk's recompute.
+    std::vector<bool> layers_in;
+    double repair_decode_s = 0;
   };
   // Selective schedule: one layer's fetch and GPU work.
   struct Layer {
@@ -226,6 +231,9 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
   void SubmitGpu(uint32_t chunk, double now_s);
   void SubmitFirstToken(double now_s);
   void Decide(uint32_t chunk, double now_s);
+  // A windowed target: asks for the layers of earlier chunks that recomputing
+  // `chunk` reads and that were left out; false when none is missing.
+  bool FetchForRecompute(uint32_t chunk, double now_s);
   // Cake-style schedule.
   void DecideBackward(double now_s);
   void AdvanceFront();

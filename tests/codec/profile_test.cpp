@@ -11,7 +11,7 @@ namespace {
 
 Profile small_profile() {
   Profile p;
-  p.model = {"tiny", {4, 2, 16}, DType::kBF16, 128, 384, 4, 256, 1000000};
+  p.model = {"tiny", {4, 2, 16}, DType::kBF16, 128, 384, 4, 256, 1000000, {}};
   p.device = "cpu: test";
   p.chunk_tokens = 8;
   p.greedy_tokens = 16;
@@ -85,6 +85,36 @@ TEST(Profile, ErrorsNameTheJsonPath) {
   expect_error(replace("\"bytes\": 80", "\"bytez\": 80"), "/codecs/0/contexts/0/chunks/1/levels/1/bytes: missing");
   expect_error(replace("\"token_begin\": 8", "\"token_begin\": 9"), "contiguous");
   expect_error(replace("\"dtype\": \"bf16\"", "\"dtype\": \"int4\""), "/model/dtype");
+}
+
+// model.layer_windows: the profiled model's sliding windows, written only
+// when a layer has one (profiles of full-attention models are unchanged).
+TEST(Profile, LayerWindowsAreOptionalAndChecked) {
+  Profile p = small_profile();
+  const std::string plain = profile_to_json(p);
+  EXPECT_EQ(plain.find("layer_windows"), std::string::npos);
+  EXPECT_FALSE(parse_profile(plain, "mem").model.has_windows());
+  p.model.layer_windows = {0, 0, 0, 0};  // all full: the same as none
+  EXPECT_EQ(profile_to_json(p), plain);
+  p.model.layer_windows = {4096, 0, 4096, 0};
+  const std::string text = profile_to_json(p);
+  const Profile q = parse_profile(text, "mem");
+  EXPECT_EQ(q.model.layer_windows, (std::vector<uint32_t>{4096, 0, 4096, 0}));
+  EXPECT_TRUE(q.model.has_windows());
+  EXPECT_EQ(q.model.layer_window(2), 4096u);
+  EXPECT_EQ(q.model.layer_window(9), 0u);
+  EXPECT_EQ(profile_to_json(q), text);
+  auto replace = [&](const std::string& to) {
+    std::string s = text;
+    const size_t at = s.find("\"layer_windows\"");
+    s.replace(at, s.find(']', at) + 1 - at, "\"layer_windows\": " + to);
+    return s;
+  };
+  expect_error(replace("[4096, 0, 4096]"), "/model/layer_windows: expected 4 windows (one per layer), found 3");
+  expect_error(replace("[4096, 0, -1, 0]"), "/model/layer_windows/2: expected a window in tokens");
+  expect_error(replace("[4096, 0, 1.5, 0]"), "/model/layer_windows/2: expected a window in tokens");
+  expect_error(replace("[4096, 0, 4294967296, 0]"), "/model/layer_windows/2: expected a window in tokens");
+  expect_error(replace("4096"), "/model/layer_windows: expected an array");
 }
 
 // Issue 24: a profile timed on a GPU (`kvstream profile --device cuda`)

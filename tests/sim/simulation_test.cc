@@ -467,7 +467,7 @@ TEST(Simulation, APipelinedRequestSurvivesAnOutageOfItsAcks) {
 }
 
 TEST(ComputeModel, PrefillFlopsHasDenseAndAttentionTerms) {
-  codec::ModelInfo m{"m", {2, 1, 4}, codec::DType::kF32, 8, 16, 2, 10, 1000};
+  codec::ModelInfo m{"m", {2, 1, 4}, codec::DType::kF32, 8, 16, 2, 10, 1000, {}};
   // dense: 2 * (1000 - 80) per token; attention: 4 * layers * heads * head_dim * pairs
   EXPECT_DOUBLE_EQ(prefill_flops(m, 0, 1), 2.0 * 920 + 4.0 * 2 * 2 * 4 * 1);
   EXPECT_DOUBLE_EQ(prefill_flops(m, 10, 2), 2.0 * 920 * 2 + 4.0 * 2 * 2 * 4 * (20 + 3));

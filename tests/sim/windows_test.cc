@@ -1,0 +1,236 @@
+// Targets with sliding-window layers (codec::ModelInfo::layer_windows): what
+// a request fetches and computes when some layers read only a window.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "sim/engine.h"
+#include "sim/gpu_model.h"
+#include "sim/simulation.h"
+#include "tests/sim/sim_test_util.h"
+
+namespace kvs::sim {
+namespace {
+
+using testing::base_config;
+using testing::make_profile;
+using testing::small_model;
+
+// Query-key pairs counted one query at a time.
+double brute_pairs(uint64_t past, uint64_t tokens, uint64_t window) {
+  double pairs = 0;
+  for (uint64_t i = 0; i < tokens; ++i) {
+    const uint64_t pos = past + i;
+    for (uint64_t k = 0; k <= pos; ++k) pairs += window == 0 || k + window > pos;
+  }
+  return pairs;
+}
+
+TEST(Windows, AttentionPairsCountEachQuerysWindow) {
+  for (uint64_t past : {0, 1, 5, 299, 300, 1000})
+    for (uint64_t tokens : {1, 7, 256})
+      for (uint64_t window : {0, 1, 2, 5, 256, 300, 301, 5000})
+        EXPECT_EQ(attention_pairs(past, tokens, window), brute_pairs(past, tokens, window))
+            << past << " " << tokens << " " << window;
+}
+
+TEST(Windows, PrefillAndFirstTokenFollowTheWindows) {
+  codec::ModelInfo full = small_model();
+  codec::ModelInfo m = full;
+  m.layer_windows = {0, 300, 0, 300, 0, 300, 0, 300};
+  const double per_pair = 2.0 * 2.0 * m.num_attention_heads * m.kv.head_dim;
+  const double dense = prefill_flops(full, 1536, 256) - per_pair * 8 * brute_pairs(1536, 256, 0);
+  EXPECT_DOUBLE_EQ(prefill_flops(m, 1536, 256),
+                   dense + per_pair * (4 * brute_pairs(1536, 256, 0) + 4 * brute_pairs(1536, 256, 300)));
+  EXPECT_LT(prefill_flops(m, 1536, 256), prefill_flops(full, 1536, 256));
+  EXPECT_DOUBLE_EQ(prefill_flops(m, 0, 256), prefill_flops(full, 0, 256));  // within every window
+  // One decode step after 2048 tokens reads 2048 keys of a full layer, 299 of a windowed one.
+  EXPECT_EQ(cached_tokens_read(m, 2048), 4u * 2048 + 4u * 299);
+  EXPECT_EQ(cached_tokens_read(full, 2048), 8u * 2048);
+  GpuSpec g;
+  g.preset = "h100";
+  g.efficiency = 0.5;
+  const double weights = 12e6 * 2, kv_layer_token = 2.0 * 2 * 64 * 2;
+  EXPECT_NEAR(ComputeModel(m, g).first_token_s(2048), (weights + kv_layer_token * (4 * 2048 + 4 * 299)) / 1.675e12,
+              1e-15);
+  EXPECT_NEAR(ComputeModel(full, g).first_token_s(2048), (weights + kv_layer_token * 8 * 2048) / 1.675e12, 1e-15);
+
+  const codec::ModelInfo v01 = model_preset("mistral-7b-v0.1"), v02 = model_preset("mistral-7b");
+  EXPECT_EQ(v01.layer_windows, std::vector<uint32_t>(32, 4096));
+  EXPECT_FALSE(v02.has_windows());
+  EXPECT_EQ(v01.kv, v02.kv);
+  EXPECT_EQ(v01.parameters, v02.parameters);
+}
+
+// 8 chunks of 256 tokens (the query at position 2048); 800,000 bytes per
+// chunk, decoded in 8 ms; layers 1, 3, 5 and 7 see 300 tokens: from 2048
+// they reach back to token 1749, in chunk 6.
+struct WindowedRun {
+  codec::Profile profile = make_profile(8, 256, {800'000, 400'000}, 0.008);
+  SimConfig config = base_config(100, 10);
+  WindowedRun(std::vector<uint32_t> windows) {
+    codec::ModelInfo target = small_model();
+    target.layer_windows = std::move(windows);
+    config.target_model = target;
+    config.policy_params["level"] = "0";
+  }
+};
+
+std::map<std::string, int> event_counts(const std::string& jsonl) {
+  std::map<std::string, int> kinds;
+  std::istringstream in(jsonl);
+  for (std::string line; std::getline(in, line);) ++kinds[nlohmann::json::parse(line).at("event").get<std::string>()];
+  return kinds;
+}
+
+TEST(Windows, ChunksBeforeTheWindowCarryOnlyTheLayersThatReadThem) {
+  WindowedRun s({0, 300, 0, 300, 0, 300, 0, 300});
+  const auto out = simulate(s.config, s.profile);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  for (uint32_t i = 0; i < 8; ++i) EXPECT_EQ(r.chunks[i].payload_bytes, i < 6 ? 400'000u : 800'000u) << i;
+  EXPECT_EQ(r.payload_bytes, 6u * 400'000 + 2 * 800'000);
+  EXPECT_NEAR(r.decode_total_s, 6 * 0.004 + 2 * 0.008, 1e-12);
+  EXPECT_NE(out.result.window_note.find("4 of tiny's 8 layers attend within a sliding window (300 tokens)"),
+            std::string::npos)
+      << out.result.window_note;
+  EXPECT_NE(out.result_json.find("\"window_note\""), std::string::npos);
+
+  // Windows of 0 are full attention: byte-identical to no windows at all.
+  WindowedRun none(std::vector<uint32_t>(8, 0));
+  auto plain = none.config;
+  plain.target_model.reset();
+  const auto a = simulate(none.config, none.profile), b = simulate(plain, none.profile);
+  EXPECT_EQ(a.result_json, b.result_json);
+  EXPECT_EQ(a.events_jsonl, b.events_jsonl);
+  EXPECT_EQ(a.result_json.find("window_note"), std::string::npos);
+  // A window that reaches the first token from the query changes no byte.
+  WindowedRun wide(std::vector<uint32_t>(8, 2049));
+  const auto w = simulate(wide.config, wide.profile);
+  EXPECT_EQ(w.result.requests[0].payload_bytes, 8u * 800'000);
+  EXPECT_EQ(w.result.requests[0].ttft_s, b.result.requests[0].ttft_s);
+  // From 2048, a window of 1794 reads token 255 (in chunk 0), one of 1793 does not.
+  WindowedRun reaches(std::vector<uint32_t>(8, 1794)), misses(std::vector<uint32_t>(8, 1793));
+  EXPECT_EQ(simulate(reaches.config, reaches.profile).result.requests[0].chunks[0].payload_bytes, 800'000u);
+  const auto m = simulate(misses.config, misses.profile).result.requests[0];
+  EXPECT_EQ(m.chunks[0].payload_bytes, 0u);
+  EXPECT_EQ(m.chunks[1].payload_bytes, 800'000u);
+}
+
+TEST(Windows, ChunksNoLayerReadsAreNeitherFetchedNorDecoded) {
+  WindowedRun s(std::vector<uint32_t>(8, 300));
+  const auto out = simulate(s.config, s.profile);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  for (uint32_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(r.chunks[i].payload_bytes, 0u);
+    EXPECT_EQ(r.chunks[i].gpu_end_s, r.chunks[i].gpu_start_s);
+  }
+  EXPECT_EQ(r.payload_bytes, 2u * 800'000);
+  EXPECT_EQ(r.wire_bytes, 2u * 800'000 + 2 * (16 + 16));  // two requests, two response headers
+  const auto kinds = event_counts(out.events_jsonl);
+  EXPECT_EQ(kinds.at("decision"), 8);
+  EXPECT_EQ(kinds.at("last_byte"), 2);
+  WindowedRun full(std::vector<uint32_t>(8, 0));
+  EXPECT_LT(r.ttft_s, simulate(full.config, full.profile).result.requests[0].ttft_s);
+}
+
+// Chunks 6 and 7 recomputed, the others fetched at level 0.
+struct RecomputeLast2 : policies::Policy {
+  std::string name() const override { return "recompute-last-2"; }
+  policies::Action decide(const policies::StreamState& s) override {
+    return {s.next_chunk >= 6 ? policies::Action::kRecompute : 0, "test"};
+  }
+};
+
+// Recomputing chunk 6 (tokens 1536..1791) runs its windowed layers over the
+// 299 tokens before it, in chunks 4 and 5, whose windowed layers the query
+// does not read and were left out: they are fetched first. Chunk 7 needs
+// chunks 5 (fetched by then) and 6 (recomputed): nothing more.
+TEST(Windows, ARecomputeFetchesTheLeftOutLayersItsWindowReads) {
+  WindowedRun s({0, 300, 0, 300, 0, 300, 0, 300});
+  SimHooks hooks;
+  hooks.make_policy = [](uint32_t) { return std::make_unique<RecomputeLast2>(); };
+  const auto out = simulate(s.config, s.profile, hooks);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.chunks[6].level, -1);
+  EXPECT_EQ(r.chunks[6].payload_bytes, 2u * 4 * 100'000);  // chunks 4 and 5, 4 layers each
+  EXPECT_EQ(r.chunks[7].payload_bytes, 0u);
+  EXPECT_EQ(r.payload_bytes, 6u * 400'000 + 800'000);
+  EXPECT_EQ(r.wire_bytes, 6u * 400'000 + 800'000 + 7 * (16 + 16) + 8);  // the part request carries its size
+  EXPECT_GE(r.chunks[6].gpu_start_s, r.chunks[6].last_byte_s);
+  EXPECT_EQ(r.recomputed_chunks, 2u);
+  const ComputeModel compute(*s.config.target_model, s.config.gpu);
+  const double window_decode = 8 * 0.001;
+  EXPECT_NEAR(r.chunks[6].gpu_end_s - r.chunks[6].gpu_start_s, compute.recompute_s(1536, 256) + window_decode, 1e-12);
+  EXPECT_NEAR(r.recompute_total_s, compute.recompute_s(1536, 256) + compute.recompute_s(1792, 256) + window_decode,
+              1e-12);
+  const auto kinds = event_counts(out.events_jsonl);
+  EXPECT_EQ(kinds.at("window_fetch"), 1);
+  EXPECT_EQ(kinds.at("last_byte"), 7);
+  EXPECT_NE(out.events_jsonl.find("\"event\":\"window_fetch\",\"chunk\":6,\"layer_chunks\":8,\"bytes\":800000"),
+            std::string::npos);
+  // The network part of TTFT ends with the last byte of the window fetch.
+  EXPECT_NEAR(r.breakdown.network_s, r.chunks[6].last_byte_s - r.start_s, 1e-12);
+
+  // The models without packets fetch the same bytes.
+  for (const char* network : {"fluid", "pensieve"}) {
+    auto config = s.config;
+    config.network = network;
+    const auto m = simulate(config, s.profile, hooks).result.requests[0];
+    EXPECT_EQ(m.chunks[6].payload_bytes, 800'000u) << network;
+    EXPECT_EQ(m.payload_bytes, r.payload_bytes) << network;
+  }
+
+  // Without windows the same decisions fetch nothing for the recomputes.
+  WindowedRun full(std::vector<uint32_t>(8, 0));
+  const auto f = simulate(full.config, full.profile, hooks);
+  EXPECT_EQ(f.result.requests[0].payload_bytes, 6u * 800'000);
+  EXPECT_EQ(f.result.requests[0].chunks[6].payload_bytes, 0u);
+  EXPECT_EQ(event_counts(f.events_jsonl).count("window_fetch"), 0u);
+}
+
+// Recomputing everything needs nothing from the network, windows or not.
+TEST(Windows, RecomputingEverythingFetchesNothing) {
+  WindowedRun s({0, 300, 0, 300, 0, 300, 0, 300});
+  s.config.policy = "recompute";
+  s.config.policy_params.clear();
+  const auto out = simulate(s.config, s.profile);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.payload_bytes, 0u);
+  EXPECT_EQ(r.recomputed_chunks, 8u);
+}
+
+// The Cake-style schedule: chunks fetched from the back carry only the layers
+// the query reads; those recomputed from the front need nothing fetched.
+TEST(Windows, LoadBackComputeFrontFetchesOnlyWhatTheQueryReads) {
+  WindowedRun s({0, 300, 0, 300, 0, 300, 0, 300});
+  s.config.policy = "hybrid";
+  s.config.gpu.peak_flops = 2e11;  // a slow GPU: recomputing a chunk takes about as long as fetching two
+  const auto out = simulate(s.config, s.profile);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  uint64_t expected = 0;
+  uint32_t fetched = 0;
+  for (uint32_t i = 0; i < 8; ++i) {
+    if (r.chunks[i].level < 0) {
+      EXPECT_EQ(r.chunks[i].payload_bytes, 0u);
+      continue;
+    }
+    ++fetched;
+    EXPECT_EQ(r.chunks[i].payload_bytes, i < 6 ? 400'000u : 800'000u);
+    expected += r.chunks[i].payload_bytes;
+  }
+  EXPECT_GE(fetched, 2u);
+  EXPECT_LT(fetched, 8u);
+  EXPECT_EQ(r.payload_bytes, expected);
+}
+
+}  // namespace
+}  // namespace kvs::sim

@@ -66,7 +66,7 @@ class BolaPolicy : public Policy {
         const int a = c == s.next_chunk ? action : fewest[c];
         const ChunkInfo& k = s.chunk(c);
         if (a == Action::kRecompute)
-          p.recompute(k.recompute_s);
+          c == s.next_chunk ? p.recompute_next(s, rate) : p.recompute(k.recompute_s);
         else
           p.fetch(fetch_s(k.bytes[size_t(a)], rate, 0.0), k.decode_s[size_t(a)]);
       }

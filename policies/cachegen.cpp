@@ -142,7 +142,7 @@ class CacheGenPolicy : public Policy {
       for (uint32_t j = s.next_chunk; j < s.total_chunks; ++j) {
         const ChunkInfo& cj = s.chunk(j);
         if (j == s.next_chunk && recompute_this)
-          p.recompute(cj.recompute_s);
+          p.recompute_next(s, est);
         else
           p.fetch(8.0 * double(cj.bytes[level]) / est, decode_of(cj, level));
       }

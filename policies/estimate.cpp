@@ -72,6 +72,12 @@ void Pipeline::recompute(double recompute_s) {
   gpu_free_s += recompute_s;
 }
 
+void Pipeline::recompute_next(const StreamState& s, double rate_bps) {
+  const double recompute_s = s.chunk(s.next_chunk).recompute_s;
+  if (s.recompute_fetch_bytes == 0) return recompute(recompute_s);
+  fetch(fetch_s(s.recompute_fetch_bytes, rate_bps, 0.0), s.recompute_fetch_decode_s + recompute_s);
+}
+
 double Pipeline::ttft_end_s(double first_token_s) const { return std::max(gpu_free_s, net_free_s) + first_token_s; }
 
 double deadline_s(const StreamState& s) {

@@ -42,6 +42,9 @@ struct Pipeline {
   void fetch(double transfer_s, double decode_s);
   // A chunk recomputed from text.
   void recompute(double recompute_s);
+  // The next chunk (s.next_chunk) recomputed, after fetching at `rate_bps`
+  // what its recompute needs first (StreamState::recompute_fetch_bytes).
+  void recompute_next(const StreamState& s, double rate_bps);
   // When the first token is out, once every chunk is in the cache.
   double ttft_end_s(double first_token_s) const;
 };

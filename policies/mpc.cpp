@@ -114,7 +114,7 @@ class Search {
   void step(Pipeline& p, uint32_t c, int act) const {
     const ChunkInfo& ch = s_.chunk(c);
     if (act >= L_)
-      p.recompute(ch.recompute_s);
+      c == s_.next_chunk ? p.recompute_next(s_, rate_) : p.recompute(ch.recompute_s);
     else
       p.fetch(fetch_s(ch.bytes[size_t(act)], rate_, 0.0), ch.decode_s[size_t(act)]);
   }

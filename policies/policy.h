@@ -109,6 +109,12 @@ struct StreamState {
   double rtt_s = 0;                // measured at connection setup (0 before)
   double gpu_busy_until_s = 0;     // when the GPU finishes all work queued so far (any request)
   double first_token_s = 0;        // GPU time of the first token once the cache is complete
+  // What recomputing next_chunk fetches first: for a target with
+  // sliding-window layers, the layers its window reads that earlier fetched
+  // chunks left out (the query did not read them; sim/engine.h), and their
+  // GPU decode; 0 otherwise.
+  uint64_t recompute_fetch_bytes = 0;
+  double recompute_fetch_decode_s = 0;
 
   const ChunkInfo& chunk(uint32_t c) const { return (*chunks)[c]; }
   double gpu_queued_s() const { return gpu_busy_until_s > now_s ? gpu_busy_until_s - now_s : 0.0; }

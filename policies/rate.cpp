@@ -55,9 +55,14 @@ class RatePolicy : public Policy {
     int quick = order[0];
     for (int l : order)
       if (cost(l) < cost(quick)) quick = l;
-    if (recompute_ && c.recompute_s < cost(quick))
+    // Recomputing: what it fetches first (a windowed target), then the prefill.
+    const double recompute_s =
+        c.recompute_s + (s.recompute_fetch_bytes ? std::max(8.0 * double(s.recompute_fetch_bytes) / est,
+                                                            s.recompute_fetch_decode_s)
+                                                 : 0.0);
+    if (recompute_ && recompute_s < cost(quick))
       return {Action::kRecompute, fmt::format("est {:.1f} Mbit/s: none fits {:.3f} s, recompute {:.3f} s < {:.3f} s",
-                                              est / 1e6, share, c.recompute_s, cost(quick))};
+                                              est / 1e6, share, recompute_s, cost(quick))};
     return {quick, fmt::format("est {:.1f} Mbit/s: none fits {:.3f} s, quickest {:.3f} s", est / 1e6, share, cost(quick))};
   }
 

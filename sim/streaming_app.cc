@@ -372,6 +372,11 @@ policies::StreamState ChunkClient::MakeState(double now, uint32_t chunk) const {
   st.rtt_s = rtt_s_;
   st.gpu_busy_until_s = s_.gpu->busy_until_s(now);
   st.first_token_s = s_.spec->first_token_s;
+  if (s_.spec->windowed() && chunk < total_chunks_ && !selective_) {
+    const WindowFetch f = MissingForRecompute(chunk);
+    st.recompute_fetch_bytes = f.bytes;
+    st.recompute_fetch_decode_s = f.decode_s;
+  }
   return st;
 }
 
@@ -437,40 +442,45 @@ void ChunkClient::Decide(uint32_t i, double now) {
 // window, which a chunk fetched earlier may have left out (the query did not
 // need them). Those layers are fetched now, at the level their chunk was
 // fetched at, as one request; the recompute starts once they are in.
-bool ChunkClient::FetchForRecompute(uint32_t i, double now) {
+ChunkClient::WindowFetch ChunkClient::MissingForRecompute(uint32_t i) const {
   const ContextSpec& spec = *s_.spec;
   const uint64_t begin = spec.chunks[i].token_begin;
-  double bytes = 0, decode_s = 0;
-  uint32_t layers = 0;  // (layer, chunk) pairs fetched
+  WindowFetch f;
+  double bytes = 0;
   for (uint32_t j = i; j-- > 0;) {
-    auto& rec = s_.result->chunks[j];
-    auto& in = chunks_[j].layers_in;
+    const int level = s_.result->chunks[j].level;
+    const auto& in = chunks_[j].layers_in;
     bool reached = false;  // some windowed layer reads chunk j
     for (size_t l = 0; l < spec.layer_windows.size(); ++l) {
       const uint32_t w = spec.layer_windows[l];
       if (w == 0 || !window_reaches(w, spec.chunk_end(j), begin)) continue;  // full layers are always in
       reached = true;
-      if (rec.level < 0 || in.empty()) break;  // recomputed: every layer is in
+      if (!chunks_[j].decided || level < 0 || in.empty()) break;  // recomputed: every layer is in
       if (in[l]) continue;
-      in[l] = true;
-      bytes += spec.layer_bytes[j][size_t(rec.level)];
-      decode_s += spec.layer_decode_s[j][size_t(rec.level)];
-      ++layers;
+      bytes += spec.layer_bytes[j][size_t(level)];
+      f.decode_s += spec.layer_decode_s[j][size_t(level)];
+      f.layers.emplace_back(j, uint32_t(l));
     }
     if (!reached) break;  // no window reaches further back
   }
-  const uint64_t payload = uint64_t(std::llround(bytes));
-  if (payload == 0) return false;
+  f.bytes = uint64_t(std::llround(bytes));
+  return f;
+}
+
+bool ChunkClient::FetchForRecompute(uint32_t i, double now) {
+  const WindowFetch f = MissingForRecompute(i);
+  if (f.bytes == 0) return false;
+  for (const auto& [j, l] : f.layers) chunks_[j].layers_in[l] = true;
   auto& rec = s_.result->chunks[i];
-  rec.payload_bytes = payload;
-  chunks_[i].repair_decode_s = decode_s;
+  rec.payload_bytes = f.bytes;
+  chunks_[i].repair_decode_s = f.decode_s;
   chunks_[i].fetch = true;
   s_.log->add(now, s_.request_id, "window_fetch",
-              fmt::format("\"chunk\":{},\"layer_chunks\":{},\"bytes\":{}", i, layers, payload));
+              fmt::format("\"chunk\":{},\"layer_chunks\":{},\"bytes\":{}", i, f.layers.size(), f.bytes));
   ++outstanding_;
   rec.request_sent_s = now;
   s_.result->wire_bytes += s_.request_bytes + kPartRequestExtraBytes;
-  s_.transport->RequestPart(i, 0, payload);
+  s_.transport->RequestPart(i, 0, f.bytes);
   return true;
 }
 

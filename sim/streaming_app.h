@@ -231,8 +231,15 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
   void SubmitGpu(uint32_t chunk, double now_s);
   void SubmitFirstToken(double now_s);
   void Decide(uint32_t chunk, double now_s);
-  // A windowed target: asks for the layers of earlier chunks that recomputing
-  // `chunk` reads and that were left out; false when none is missing.
+  // A windowed target: the layers of earlier chunks that recomputing `chunk`
+  // reads and that were left out; FetchForRecompute asks for them (false
+  // when none is missing).
+  struct WindowFetch {
+    uint64_t bytes = 0;
+    double decode_s = 0;
+    std::vector<std::pair<uint32_t, uint32_t>> layers;  // (chunk, layer)
+  };
+  WindowFetch MissingForRecompute(uint32_t chunk) const;
   bool FetchForRecompute(uint32_t chunk, double now_s);
   // Cake-style schedule.
   void DecideBackward(double now_s);

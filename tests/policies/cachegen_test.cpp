@@ -235,6 +235,14 @@ TEST(CacheGenOnline, RecomputesWhenThatFinishesSooner) {
   EXPECT_TRUE(make_policy("cachegen", {})->decide(u).recompute());
   u.gpu_busy_until_s = 3.0;
   EXPECT_EQ(make_policy("cachegen", {})->decide(u).level, 0);
+  // A windowed target whose recompute must first fetch 1 MB of left-out
+  // layers (1 s at 8 Mbit/s): the recompute would end at 3.54 s, level 0 at 3.03 s.
+  u.gpu_busy_until_s = 1.0;
+  u.recompute_fetch_bytes = 1'000'000;
+  u.recompute_fetch_decode_s = 0.01;
+  EXPECT_EQ(make_policy("cachegen", {})->decide(u).level, 0);
+  u.recompute_fetch_bytes = 100'000;  // 0.1 s: recomputing still ends first (2.61 s)
+  EXPECT_TRUE(make_policy("cachegen", {})->decide(u).recompute());
 }
 
 TEST(CacheGenOnline, ChunksInFlightDelayThePlan) {

@@ -84,6 +84,13 @@ TEST(Rate, NothingFitsQuickestLevelOrRecompute) {
   const auto fast = three_level_chunks(5, /*recompute_s=*/0.1);
   EXPECT_TRUE(rate()->decide(make_state(fast, 1.4, mbps)).recompute());
   EXPECT_EQ(rate({{"recompute", "false"}})->decide(make_state(fast, 1.4, mbps)).level, 2);
+  // A windowed target whose recompute must first fetch 0.25 MB (0.2 s at the
+  // estimate, more than the quickest level's 0.222 s with the 0.1 s prefill).
+  StreamState windowed = make_state(fast, 1.4, mbps);
+  windowed.recompute_fetch_bytes = 250'000;
+  EXPECT_EQ(rate()->decide(windowed).level, 2);
+  windowed.recompute_fetch_bytes = 100'000;  // 0.08 s + 0.1 s < 0.222 s
+  EXPECT_TRUE(rate()->decide(windowed).recompute());
   const auto slow = three_level_chunks(5, /*recompute_s=*/0.3);
   const Action a = rate()->decide(make_state(slow, 1.4, mbps));
   EXPECT_EQ(a.level, 2);

@@ -139,10 +139,14 @@ TEST(Windows, ChunksNoLayerReadsAreNeitherFetchedNorDecoded) {
   EXPECT_LT(r.ttft_s, simulate(full.config, full.profile).result.requests[0].ttft_s);
 }
 
-// Chunks 6 and 7 recomputed, the others fetched at level 0.
+// Chunks 6 and 7 recomputed, the others fetched at level 0; records what
+// recomputing each chunk would fetch first (StreamState::recompute_fetch_bytes).
 struct RecomputeLast2 : policies::Policy {
+  std::vector<uint64_t>* fetch_bytes;
+  explicit RecomputeLast2(std::vector<uint64_t>* out) : fetch_bytes(out) {}
   std::string name() const override { return "recompute-last-2"; }
   policies::Action decide(const policies::StreamState& s) override {
+    fetch_bytes->push_back(s.recompute_fetch_bytes);
     return {s.next_chunk >= 6 ? policies::Action::kRecompute : 0, "test"};
   }
 };
@@ -153,11 +157,16 @@ struct RecomputeLast2 : policies::Policy {
 // chunks 5 (fetched by then) and 6 (recomputed): nothing more.
 TEST(Windows, ARecomputeFetchesTheLeftOutLayersItsWindowReads) {
   WindowedRun s({0, 300, 0, 300, 0, 300, 0, 300});
+  std::vector<uint64_t> seen;
   SimHooks hooks;
-  hooks.make_policy = [](uint32_t) { return std::make_unique<RecomputeLast2>(); };
+  hooks.make_policy = [&](uint32_t) { return std::make_unique<RecomputeLast2>(&seen); };
   const auto out = simulate(s.config, s.profile, hooks);
   const auto& r = out.result.requests[0];
   ASSERT_TRUE(r.finished);
+  // Policies see the cost: recomputing chunk 1 would need chunk 0's 4 left-out
+  // layers (tokens 0..255 are within 300 of 256), chunk 6 those of chunks 4 and 5.
+  ASSERT_EQ(seen.size(), 8u);
+  EXPECT_EQ(seen, (std::vector<uint64_t>{0, 400'000, 800'000, 800'000, 800'000, 800'000, 800'000, 0}));
   EXPECT_EQ(r.chunks[6].level, -1);
   EXPECT_EQ(r.chunks[6].payload_bytes, 2u * 4 * 100'000);  // chunks 4 and 5, 4 layers each
   EXPECT_EQ(r.chunks[7].payload_bytes, 0u);

@@ -244,6 +244,26 @@ class CacheGenCodec final : public Codec {
     return out;
   }
 
+  // Per layer: its scales, its frequency tables and its rANS streams (with
+  // their offset-table entries).
+  std::vector<double> layer_shares(std::span<const uint8_t> stream) const override {
+    if (stream_model_hash(stream) != 0) return cachegen_paper_layer_shares(stream);
+    const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+    check_cachegen_stream(ps);
+    const StreamHeader& hd = ps.header;
+    const KVShape& s = hd.shape;
+    const uint64_t T = hd.tokens, C = s.channels(), blocks = (T + hd.flags - 1) / hd.flags;
+    std::vector<double> bytes(s.layers, 0.0);
+    size_t section = 2;
+    for (uint32_t l = 0; l < s.layers; ++l)
+      for (Kind k : {Kind::kKey, Kind::kValue}) {
+        const int bins = cachegen_bins(hd.level, k, l, s.layers);
+        bytes[l] += double(2 * T + 2 * C * uint64_t(2 * (bins / 2 - 1) + 1));  // fp16 scales, u16 tables
+        for (uint64_t i = 0; i < C * blocks; ++i) bytes[l] += double(ps.sections[section++].size() + 4);
+      }
+    return layer_shares_from_bytes(stream.size(), std::move(bytes));
+  }
+
   // Every value of `out` is written (each channel's streams cover all its
   // tokens), so a reused chunk is not cleared first.
   void decode_into(std::span<const uint8_t> stream, KVChunk& out) const override {

@@ -327,6 +327,11 @@ class CacheGenPaperCodec final : public Codec {
     return out;
   }
 
+  std::vector<double> layer_shares(std::span<const uint8_t> stream) const override {
+    if (stream_model_hash(stream) == 0) return make_cachegen_codec({})->layer_shares(stream);  // scheme=code
+    return cachegen_paper_layer_shares(stream);
+  }
+
   // Every value of `out` is written (each substream's rows, anchors and
   // deltas, cover its plane), so a reused chunk is not cleared first.
   void decode_into(std::span<const uint8_t> stream, KVChunk& out) const override {
@@ -562,6 +567,18 @@ std::string train_cachegen_paper_model(std::span<const KVChunk> samples) {
         }
   put_u32(out, crc32(out));
   return std::string(out.begin(), out.end());
+}
+
+std::vector<double> cachegen_paper_layer_shares(std::span<const uint8_t> stream) {
+  const ParsedStream ps = parse_stream(stream, CodecId::kCacheGen);
+  const KVShape& s = ps.header.shape;
+  const uint64_t per_layer = 2ull * s.kv_heads;
+  if (ps.sections.size() != s.layers * per_layer)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: cachegen paper stream has {} sections, expected {}",
+                                    ps.sections.size(), s.layers * per_layer));
+  std::vector<double> bytes(s.layers, 0.0);
+  for (size_t i = 0; i < ps.sections.size(); ++i) bytes[i / per_layer] += double(ps.sections[i].size() + 4);
+  return layer_shares_from_bytes(stream.size(), std::move(bytes));
 }
 
 uint64_t stream_model_hash(std::span<const uint8_t> stream) {

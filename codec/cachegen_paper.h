@@ -105,6 +105,9 @@ std::string train_cachegen_paper_model(std::span<const KVChunk> samples);
 // The codec model hash a stream's header names (0 when the stream is shorter
 // than a header or names none); the header is not validated here.
 uint64_t stream_model_hash(std::span<const uint8_t> stream);
+// Codec::layer_shares of a scheme=paper stream: its substreams are per
+// (layer, kind, kv head), in that order; needs no codec model.
+std::vector<double> cachegen_paper_layer_shares(std::span<const uint8_t> stream);
 
 struct ParsedStream;  // codec/bitstream.h
 // A parsed scheme=paper stream's header against its codec model (`model`

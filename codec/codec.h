@@ -81,10 +81,23 @@ class Codec {
   virtual bool needs_model() const { return false; }
   virtual std::string train_model(std::span<const KVChunk> samples) const { return {}; }
 
+  // Each layer's share of the stream's bytes, summing to 1: what a server
+  // that sends only some layers of the chunk sends (a simulated target with
+  // sliding-window layers, docs/simulator.md). Bytes that belong to no one
+  // layer (header, CRC, sections all layers share) are spread evenly. The
+  // default spreads the whole stream evenly; codecs whose sections are per
+  // layer (cachegen) override it. Throws CorruptStream for a stream of
+  // another codec or one parse_stream refuses.
+  virtual std::vector<double> layer_shares(std::span<const uint8_t> stream) const;
+
  protected:
   // The codec's own encoder, for a chunk the container can carry.
   virtual Bytes encode_chunk(const KVChunk& chunk, int level) const = 0;
 };
+
+// Layer shares (Codec::layer_shares) from the bytes known to belong to each
+// layer; the rest of `stream_bytes` is spread evenly.
+std::vector<double> layer_shares_from_bytes(uint64_t stream_bytes, std::vector<double> layer_bytes);
 
 // Creates the named codec; throws kvs::Error naming the codec and listing the
 // registered ones when unknown, or naming the parameter when one is bad.

@@ -157,7 +157,27 @@ ModelInfo read_model(const Reader& r, const json& j, const std::string& p) {
   return m;
 }
 
-ContextProfile read_context(const Reader& r, const json& j, const std::string& p, size_t levels) {
+// ChunkLevel::layer_shares: one number >= 0 per layer, summing to 1 (within
+// the 6 decimals the profiler writes), normalized when read.
+std::vector<double> read_layer_shares(const Reader& r, const json& j, const std::string& p, uint32_t layers) {
+  const json& a = r.array(j, p, "layer_shares");
+  const std::string path = p + "/layer_shares";
+  if (a.size() != layers) r.fail(path, fmt::format("expected {} shares (one per layer), found {}", layers, a.size()));
+  std::vector<double> shares;
+  double sum = 0;
+  for (size_t l = 0; l < a.size(); ++l) {
+    if (!a[l].is_number() || !std::isfinite(a[l].get<double>()) || a[l].get<double>() < 0)
+      r.fail(fmt::format("{}/{}", path, l), "expected a share >= 0");
+    shares.push_back(a[l].get<double>());
+    sum += shares.back();
+  }
+  if (!(std::abs(sum - 1) <= 1e-4)) r.fail(path, fmt::format("the shares sum to {:g}, expected 1", sum));
+  if (std::abs(sum - 1) > 1e-12)  // (a sum that rounding alone moved is kept, so files read back unchanged)
+    for (double& x : shares) x /= sum;
+  return shares;
+}
+
+ContextProfile read_context(const Reader& r, const json& j, const std::string& p, size_t levels, uint32_t layers) {
   ContextProfile c;
   c.id = r.str(j, p, "id");
   c.tokens = r.u32(j, p, "tokens");
@@ -200,6 +220,7 @@ ContextProfile read_context(const Reader& r, const json& j, const std::string& p
       cl.encode_s = r.num(lv[k], lp, "encode_s", true, 86400);  // a day per chunk
       cl.decode_s = r.num(lv[k], lp, "decode_s", true, 86400);
       if (lv[k].contains("decode_host_s")) cl.decode_host_s = r.num(lv[k], lp, "decode_host_s", true, 86400);
+      if (lv[k].contains("layer_shares")) cl.layer_shares = read_layer_shares(r, lv[k], lp, layers);
       cl.mse = r.num(lv[k], lp, "mse");
       cl.loss_increase = r.num(lv[k], lp, "loss_increase", false);
       cl.kl_nats = r.num(lv[k], lp, "kl_nats");
@@ -256,7 +277,8 @@ Profile parse_profile(std::string_view text, const std::string& source) {
     }
     const json& contexts = r.array(codecs[i], p, "contexts");
     for (size_t k = 0; k < contexts.size(); ++k)
-      c.contexts.push_back(read_context(r, contexts[k], fmt::format("{}/contexts/{}", p, k), c.level_names.size()));
+      c.contexts.push_back(read_context(r, contexts[k], fmt::format("{}/contexts/{}", p, k), c.level_names.size(),
+                                        prof.model.kv.layers));
     if (codecs[i].is_object() && codecs[i].contains("encode_device")) {
       c.encode_device = r.str(codecs[i], p, "encode_device");
       if (c.encode_device.empty()) r.fail(p + "/encode_device", "expected a device name (leave the field out for Profile::device)");
@@ -332,6 +354,7 @@ std::string profile_to_json(const Profile& prof) {
                                    {"loss_increase", l.loss_increase},
                                    {"kl_nats", l.kl_nats}});
           if (l.decode_host_s >= 0) jch["levels"].back()["decode_host_s"] = l.decode_host_s;
+          if (!l.layer_shares.empty()) jch["levels"].back()["layer_shares"] = l.layer_shares;
         }
         jx["chunks"].push_back(std::move(jch));
       }

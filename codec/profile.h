@@ -70,6 +70,10 @@ struct ChunkLevel {
   // stream before the GPU decodes it (one CPU thread), which decode_s (the
   // kernels' time) leaves out; < 0: not measured (optional in the file).
   double decode_host_s = -1;
+  // Each layer's share of `bytes` (Codec::layer_shares), for a simulated
+  // target that sends only some layers; empty: an even split (optional in
+  // the file, written only when the codec's split is not even).
+  std::vector<double> layer_shares = {};
 };
 
 struct ChunkProfile {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -86,6 +87,18 @@ bool answers_correctly(const Model& model, const KVCache& cache, const std::vect
 codec::KVChunk as_stored(codec::KVChunk decoded) {
   for (float& v : decoded.values) v = codec::round_to_dtype(v, decoded.dtype);
   return decoded;
+}
+
+// A codec's layer split as the profile records it: 6 decimals, and nothing
+// when it is even (the file stays as it was for such codecs).
+std::vector<double> recorded_layer_shares(std::vector<double> shares) {
+  bool even = true;
+  for (double& x : shares) {
+    even = even && std::abs(x - 1.0 / double(shares.size())) < 1e-9;
+    x = std::round(x * 1e6) / 1e6;
+  }
+  if (even) shares.clear();
+  return shares;
 }
 
 }  // namespace
@@ -335,6 +348,7 @@ codec::Profile run_profiler(const Model& model, const Tokenizer& tokenizer, cons
             e += d * d;
           }
           cl.bytes = bytes.size();
+          cl.layer_shares = recorded_layer_shares(c.layer_shares(bytes));
           cl.mse = e / double(original.values.size());
           total_bytes += cl.bytes;
           sse.push_back(e);

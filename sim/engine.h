@@ -45,12 +45,15 @@ struct ContextSpec {
   // empty: every layer attends to everything). With windows, a chunk's
   // `bytes` and `decode_s` cover only the layers the query reads
   // (query_reads: every full-attention layer, and a windowed one while its
-  // window from position `tokens` reaches the chunk), each layer taken as an
-  // equal share of the whole chunk; `layer_bytes` and `layer_decode_s`
-  // ([chunk][level index]) are that share, what the client pays for each
-  // left-out layer that a recompute needs (ChunkClient::FetchForRecompute).
+  // window from position `tokens` reaches the chunk): `layer_bytes`
+  // ([chunk][level index][layer]) is each layer's part of the whole chunk's
+  // bytes (the profile's layer shares, or an even split) and
+  // `layer_decode_s` ([chunk][level index]) one layer's even share of its
+  // decode time, what the client pays for each left-out layer that a
+  // recompute needs (ChunkClient::FetchForRecompute).
   std::vector<uint32_t> layer_windows;
-  std::vector<std::vector<double>> layer_bytes, layer_decode_s;
+  std::vector<std::vector<std::vector<double>>> layer_bytes;
+  std::vector<std::vector<double>> layer_decode_s;
   int level_number(int index) const {
     return index >= 0 && size_t(index) < level_numbers.size() ? level_numbers[size_t(index)] : index;
   }

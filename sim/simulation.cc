@@ -136,21 +136,43 @@ std::vector<double> arrival_times(const ArrivalSpec& a, uint32_t seed, uint32_t 
   return times;
 }
 
-// A windowed target: the chunk keeps the bytes and decode time of the layers
-// the query reads (each layer an equal share of the whole chunk's), and
-// records one layer's share for recomputes that need a left-out layer.
-void leave_out_unread_layers(ContextSpec& cs, size_t chunk) {
+// Target layer l's share of a chunk's bytes: the profiled layer at the same
+// depth (l x profiled layers / target layers), renormalized; an even split
+// when the profile records none.
+std::vector<double> target_layer_shares(const std::vector<double>& profiled, size_t target_layers) {
+  std::vector<double> shares(target_layers, 1.0 / double(target_layers));
+  if (profiled.empty()) return shares;
+  double sum = 0;
+  for (size_t l = 0; l < target_layers; ++l) sum += shares[l] = profiled[l * profiled.size() / target_layers];
+  if (!(sum > 0)) return std::vector<double>(target_layers, 1.0 / double(target_layers));
+  for (double& x : shares) x /= sum;
+  return shares;
+}
+
+// A windowed target: the chunk keeps the bytes of the layers the query reads
+// (`profiled_shares[k]`: the profile's layer split at level index k) and
+// their even share of the decode time, and records each layer's bytes for
+// recomputes that need a left-out layer.
+void leave_out_unread_layers(ContextSpec& cs, size_t chunk, const std::vector<const std::vector<double>*>& profiled_shares) {
   ChunkSpec& s = cs.chunks[chunk];
   const size_t L = cs.layer_windows.size();
-  size_t read = 0;
-  for (size_t l = 0; l < L; ++l) read += cs.query_reads(chunk, l);
-  std::vector<double> layer_bytes, layer_decode_s;
+  std::vector<bool> read(L);
+  size_t read_count = 0;
+  for (size_t l = 0; l < L; ++l) read_count += read[l] = cs.query_reads(chunk, l);
+  std::vector<std::vector<double>> layer_bytes;
+  std::vector<double> layer_decode_s;
   for (size_t k = 0; k < s.bytes.size(); ++k) {
-    layer_bytes.push_back(double(s.bytes[k]) / double(L));
+    std::vector<double> parts = target_layer_shares(*profiled_shares[k], L);
+    double sent = 0;
+    for (size_t l = 0; l < L; ++l) {
+      parts[l] *= double(s.bytes[k]);
+      if (read[l]) sent += parts[l];
+    }
+    layer_bytes.push_back(std::move(parts));
     layer_decode_s.push_back(s.decode_s[k] / double(L));
-    if (read < L) {
-      s.bytes[k] = uint64_t(std::llround(double(s.bytes[k]) * double(read) / double(L)));
-      s.decode_s[k] *= double(read) / double(L);
+    if (read_count < L) {
+      s.bytes[k] = uint64_t(std::llround(sent));
+      s.decode_s[k] *= double(read_count) / double(L);
     }
   }
   cs.layer_bytes.push_back(std::move(layer_bytes));
@@ -240,7 +262,11 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         s.quality_cost.push_back(measure == policies::QualityMeasure::kKl ? lv.kl_nats : lv.loss_increase);
       }
       cs.chunks.push_back(std::move(s));
-      if (cs.windowed()) leave_out_unread_layers(cs, cs.chunks.size() - 1);
+      if (cs.windowed()) {
+        std::vector<const std::vector<double>*> shares;
+        for (const int level : ladder) shares.push_back(&ch.levels[size_t(level)].layer_shares);
+        leave_out_unread_layers(cs, cs.chunks.size() - 1, shares);
+      }
     }
     contexts.push_back(std::move(cs));
   }
@@ -303,7 +329,8 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
       if (w > 0) ++windowed, smallest = smallest ? std::min(smallest, w) : w, largest = std::max(largest, w);
     r.window_note = fmt::format(
         "{} of {}'s {} layers attend within a sliding window ({} tokens): a chunk carries only the layers whose "
-        "window reaches the first token (each layer an equal share of the chunk's bytes and decode time), a "
+        "window reaches the first token (their share of its bytes as the profile splits them, else even; an even "
+        "share of its decode time), a "
         "recomputed chunk first fetches the left-out layers of the tokens its window reads, and prefill and the "
         "first token attend within the windows",
         windowed, target.name, target.kv.layers,

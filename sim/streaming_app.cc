@@ -457,7 +457,7 @@ ChunkClient::WindowFetch ChunkClient::MissingForRecompute(uint32_t i) const {
       reached = true;
       if (!chunks_[j].decided || level < 0 || in.empty()) break;  // recomputed: every layer is in
       if (in[l]) continue;
-      bytes += spec.layer_bytes[j][size_t(level)];
+      bytes += spec.layer_bytes[j][size_t(level)][l];
       f.decode_s += spec.layer_decode_s[j][size_t(level)];
       f.layers.emplace_back(j, uint32_t(l));
     }
@@ -748,9 +748,10 @@ void ChunkClient::SendSelective(double now) {
     double decode = 0;
     for (size_t c = 0; c < spec.chunks.size(); ++c) {
       if (spec.windowed()) {  // the whole chunk: this schedule applies the windows itself (plan_.layer_window)
-        const double layers = double(spec.layer_windows.size());
-        total += uint64_t(std::llround(spec.layer_bytes[c][size_t(a.level)] * layers));
-        decode += spec.layer_decode_s[c][size_t(a.level)] * layers;
+        double whole = 0;
+        for (double b : spec.layer_bytes[c][size_t(a.level)]) whole += b;
+        total += uint64_t(std::llround(whole));
+        decode += spec.layer_decode_s[c][size_t(a.level)] * double(spec.layer_windows.size());
       } else {
         total += spec.chunks[c].bytes[size_t(a.level)], decode += spec.chunks[c].decode_s[size_t(a.level)];
       }

@@ -376,5 +376,31 @@ TEST(CacheGenPaper, CorruptStreamsFailCleanly) {
   }
 }
 
+// Codec::layer_shares of a scheme=paper stream: per (layer, kind, head)
+// substreams, so a layer's change in size is its own.
+TEST(CacheGenPaper, LayerSharesFollowEachLayersSubstreams) {
+  const KVShape s{4, 2, 16};
+  const std::string model = write_model("shares", samples(s, 40));
+  const auto codec = paper(model);
+  const KVChunk a = correlated(s, 120, 77);
+  KVChunk b = a;
+  for (uint32_t h = 0; h < s.kv_heads; ++h)
+    for (uint32_t t = 0; t < a.tokens; ++t)
+      for (uint32_t d = 0; d < s.head_dim; ++d) b.at(1, Kind::kKey, h, t, d) = b.at(1, Kind::kValue, h, t, d) = 0.0f;
+  for (int level : {0, 3, 6}) {
+    const Bytes sa = codec->encode(a, level), sb = codec->encode(b, level);
+    const std::vector<double> ha = codec->layer_shares(sa), hb = codec->layer_shares(sb);
+    ASSERT_EQ(ha.size(), 4u);
+    ASSERT_NE(sa.size(), sb.size());
+    for (uint32_t l = 0; l < 4; ++l) {
+      const double da = ha[l] * double(sa.size()), db = hb[l] * double(sb.size());
+      EXPECT_NEAR(da - db, l == 1 ? double(sa.size()) - double(sb.size()) : 0.0, 1e-6) << level << " " << l;
+    }
+    // Without the model file too (the layout needs none), and through the scheme=code codec.
+    EXPECT_EQ(make_codec("cachegen")->layer_shares(sa), ha);
+  }
+  std::filesystem::remove(model);
+}
+
 }  // namespace
 }  // namespace kvs::codec

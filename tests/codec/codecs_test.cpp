@@ -352,5 +352,52 @@ TEST(CorruptStreams, EveryCodecFailsCleanly) {
   EXPECT_GT(rejected, 1000);
 }
 
+// Codec::layer_shares: what a server sending only some layers sends. Checked
+// against the streams themselves: a layer whose values change changes only
+// its own bytes, by exactly the stream's change in size.
+void expect_layer_bytes_follow_the_data(const Codec& codec, int level, KVChunk a) {
+  KVChunk b = a;
+  for (uint32_t h = 0; h < a.shape.kv_heads; ++h)  // layer 2 flat: its streams shrink
+    for (uint32_t t = 0; t < a.tokens; ++t)
+      for (uint32_t d = 0; d < a.shape.head_dim; ++d) b.at(2, Kind::kKey, h, t, d) = b.at(2, Kind::kValue, h, t, d) = 0.25f;
+  const Bytes sa = codec.encode(a, level), sb = codec.encode(b, level);
+  const std::vector<double> ha = codec.layer_shares(sa), hb = codec.layer_shares(sb);
+  ASSERT_EQ(ha.size(), a.shape.layers);
+  double sum = 0;
+  for (double x : ha) {
+    sum += x;
+    EXPECT_GT(x, 0.0);
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-12);
+  ASSERT_LT(sb.size(), sa.size());
+  for (uint32_t l = 0; l < a.shape.layers; ++l) {
+    const double da = ha[l] * double(sa.size()), db = hb[l] * double(sb.size());
+    if (l == 2)
+      EXPECT_NEAR(da - db, double(sa.size() - sb.size()), 1e-6) << codec.name() << " level " << level;
+    else
+      EXPECT_NEAR(da, db, 1e-6) << codec.name() << " level " << level << " layer " << l;
+  }
+}
+
+TEST(LayerShares, CachegenAttributesEachLayersSections) {
+  const auto codec = make_codec("cachegen");
+  const KVChunk c = synthetic(kShape, 300, DType::kF16, 11);
+  for (int level = 0; level < codec->levels(); ++level) expect_layer_bytes_follow_the_data(*codec, level, c);
+  // Early layers get more bins at levels 2-6 (codec/cachegen.h): layer 0 outweighs layer 3.
+  const std::vector<double> shares = codec->layer_shares(codec->encode(c, 6));
+  EXPECT_GT(shares[0], shares[3] * 1.05);
+}
+
+TEST(LayerShares, DefaultIsEvenAndChecksTheStream) {
+  const KVChunk c = synthetic(kShape, 40, DType::kF16, 12);
+  const auto quant8 = make_codec("quant8");
+  const Bytes s = quant8->encode(c, 0);
+  EXPECT_EQ(quant8->layer_shares(s), std::vector<double>(4, 0.25));
+  EXPECT_THROW(make_codec("raw")->layer_shares(s), CorruptStream);  // another codec's stream
+  EXPECT_THROW(make_codec("cachegen")->layer_shares(s), CorruptStream);
+  EXPECT_THROW(quant8->layer_shares(std::span<const uint8_t>(s).first(s.size() - 1)), CorruptStream);
+  EXPECT_THROW(quant8->layer_shares(std::span<const uint8_t>(s).first(20)), CorruptStream);
+}
+
 }  // namespace
 }  // namespace kvs::codec

@@ -117,6 +117,34 @@ TEST(Profile, LayerWindowsAreOptionalAndChecked) {
   expect_error(replace("4096"), "/model/layer_windows: expected an array");
 }
 
+// chunks[k].levels[i].layer_shares: optional, one share per layer summing to 1.
+TEST(Profile, LayerSharesAreOptionalAndChecked) {
+  Profile p = small_profile();
+  EXPECT_EQ(profile_to_json(p).find("layer_shares"), std::string::npos);
+  p.codecs[0].contexts[0].chunks[1].levels[0].layer_shares = {0.4, 0.3, 0.2, 0.1};
+  const std::string text = profile_to_json(p);
+  const Profile q = parse_profile(text, "mem");
+  EXPECT_EQ(q.codecs[0].contexts[0].chunks[1].levels[0].layer_shares, (std::vector<double>{0.4, 0.3, 0.2, 0.1}));
+  EXPECT_TRUE(q.codecs[0].contexts[0].chunks[0].levels[0].layer_shares.empty());
+  EXPECT_EQ(profile_to_json(q), text);
+  auto replace = [&](const std::string& to) {
+    std::string s = text;
+    const size_t at = s.find("\"layer_shares\"");
+    s.replace(at, s.find(']', at) + 1 - at, "\"layer_shares\": " + to);
+    return s;
+  };
+  const std::string where = "/codecs/0/contexts/0/chunks/1/levels/0/layer_shares";
+  expect_error(replace("[0.5, 0.5]"), where + ": expected 4 shares (one per layer), found 2");
+  expect_error(replace("[0.5, 0.5, -0.1, 0.1]"), where + "/2: expected a share >= 0");
+  expect_error(replace("[0.5, 0.5, \"x\", 0]"), where + "/2: expected a share >= 0");
+  expect_error(replace("[0.5, 0.5, 0.5, 0.5]"), where + ": the shares sum to 2, expected 1");
+  // Within the 6 decimals the profiler writes: normalized.
+  const Profile r = parse_profile(replace("[0.4, 0.3, 0.2, 0.10001]"), "mem");
+  double sum = 0;
+  for (double x : r.codecs[0].contexts[0].chunks[1].levels[0].layer_shares) sum += x;
+  EXPECT_NEAR(sum, 1.0, 1e-12);
+}
+
 // Issue 24: a profile timed on a GPU (`kvstream profile --device cuda`)
 // names the card, and per codec where encode was timed when not there; the
 // field is optional, so CPU profiles are written and read as before.

@@ -204,6 +204,33 @@ TEST(Windows, ARecomputeFetchesTheLeftOutLayersItsWindowReads) {
   EXPECT_EQ(event_counts(f.events_jsonl).count("window_fetch"), 0u);
 }
 
+// A profile that records its codec's layer split (cachegen's early layers
+// weigh more) sets what a chunk carries, and what a recompute fetches.
+TEST(Windows, TheProfilesLayerSharesSetWhatAChunkCarries) {
+  WindowedRun s({0, 300, 0, 300, 0, 300, 0, 300});
+  const std::vector<double> shares = {0.2, 0.05, 0.2, 0.05, 0.2, 0.05, 0.2, 0.05};  // full layers: 80 %
+  for (auto& ch : s.profile.codecs[0].contexts[0].chunks) ch.levels[0].layer_shares = shares;
+  std::vector<uint64_t> seen;
+  SimHooks hooks;
+  hooks.make_policy = [&](uint32_t) { return std::make_unique<RecomputeLast2>(&seen); };
+  const auto r = simulate(s.config, s.profile, hooks).result.requests[0];
+  ASSERT_TRUE(r.finished);
+  for (uint32_t i = 0; i < 6; ++i) EXPECT_EQ(r.chunks[i].payload_bytes, 640'000u) << i;
+  EXPECT_EQ(r.chunks[6].payload_bytes, 2u * 4 * 40'000);  // chunks 4 and 5: their windowed layers, 5 % each
+  EXPECT_EQ(seen[6], 320'000u);
+  // Another depth: the target's layer l takes the profiled layer at its depth
+  // (l x 8 / 16); its 8 full layers then hold half of each chunk.
+  codec::ModelInfo deep = small_model();
+  deep.kv.layers = 16;
+  deep.layer_windows.clear();
+  for (uint32_t l = 0; l < 16; ++l) deep.layer_windows.push_back(l % 2 ? 300 : 0);
+  s.config.target_model = deep;
+  s.config.policy = "fixed";
+  const auto d = simulate(s.config, s.profile).result.requests[0];
+  EXPECT_EQ(d.chunks[0].payload_bytes, 800'000u);  // 1,600,000 bytes at 16 layers, half sent
+  EXPECT_EQ(d.chunks[7].payload_bytes, 1'600'000u);
+}
+
 // Recomputing everything needs nothing from the network, windows or not.
 TEST(Windows, RecomputingEverythingFetchesNothing) {
   WindowedRun s({0, 300, 0, 300, 0, 300, 0, 300});

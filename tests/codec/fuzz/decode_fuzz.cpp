@@ -4,6 +4,8 @@
 // out-of-bounds access or undefined behaviour caught by ASan/UBSan, another
 // exception escaping) is a finding.
 //
+// Codec::layer_shares (which parses the same streams) runs on each too.
+//
 // Each input is decoded twice: as given (which mostly exercises the
 // container's checks, since a mutated stream fails its CRC), and with its
 // last 4 bytes replaced by the CRC of the rest, so mutations reach the codec
@@ -23,6 +25,7 @@
 //
 // Build (clang only): cmake -DKVSTREAM_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ ...;
 // run: decode_fuzz -max_total_time=60 CORPUS_DIR tests/codec/golden (.ci/run).
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -97,6 +100,16 @@ void check_shape(const KVChunk& out) {
   if (out.values.size() != out.shape.elements_per_token() * out.tokens) __builtin_trap();
 }
 
+// Codec::layer_shares of a stream it accepts: every share positive, summing to 1.
+void check_shares(const std::vector<double>& shares) {
+  double sum = 0;
+  for (double x : shares) {
+    if (!(x > 0 && x <= 1)) __builtin_trap();
+    sum += x;
+  }
+  if (shares.empty() || !(std::abs(sum - 1) < 1e-9)) __builtin_trap();
+}
+
 void decode_all(const Decoders& d, std::span<const uint8_t> in) {
   // Large claimed shapes: only the container (it allocates nothing per value).
   uint64_t elements = in.size() >= kHeaderBytes ? 2 : 0;
@@ -119,6 +132,10 @@ void decode_all(const Decoders& d, std::span<const uint8_t> in) {
   for (const auto& [name, codec] : d.codecs) {
     try {
       check_shape(codec->decode(in));
+    } catch (const CorruptStream&) {
+    }
+    try {
+      check_shares(codec->layer_shares(in));
     } catch (const CorruptStream&) {
     }
   }

@@ -1,6 +1,7 @@
 // `kvstream offload`: decoding with the KV cache in host memory (sim/offload.h):
 // full offloading, InfiniGen's selective fetch and a GPU-resident cache, per
 // target model and context; a table on stdout, offload.json and offload.csv.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -139,8 +140,12 @@ void run_offload(const OffloadOptions& o) {
       throw Error(std::string("offload --target: ") + e.what() + did_you_mean(target, sim::model_preset_names()));
     }
     // The profiled model's sliding windows hold for every mode (its fractions
-    // are shares of the windows' keys).
+    // are shares of the windows' keys); without them, the target's own
+    // (mistral-7b-v0.1), which its prefill already follows (sim::prefill_flops).
     if (!o.selective.empty()) c.layer_window = policies::target_layer_windows(profile, c.model.kv.layers);
+    if (std::none_of(c.layer_window.begin(), c.layer_window.end(), [](uint64_t w) { return w > 0; }) &&
+        c.model.has_windows())
+      c.layer_window.assign(c.model.layer_windows.begin(), c.model.layer_windows.end());
     for (uint64_t context : o.contexts) {
       c.prompt_tokens = context;
       const auto full = sim::simulate_offload(c, sim::OffloadMode::kFull);

@@ -678,6 +678,12 @@ void ChunkClient::StartSelective() {
   if (!plan_.layer_window.empty() && plan_.layer_window.size() != L)
     throw Error(fmt::format("policy {}: its plan has {} layer windows for a {}-layer model", s_.policy->name(),
                             plan_.layer_window.size(), L));
+  // A plan without windows (a selective profile of a full-attention model)
+  // for a target with them (mistral-7b-v0.1): the target's own; its shares
+  // are then of each window's keys, as a profile with windows gives.
+  if (std::none_of(plan_.layer_window.begin(), plan_.layer_window.end(), [](uint64_t w) { return w > 0; }) &&
+      spec.windowed() && spec.layer_windows.size() == L)
+    plan_.layer_window.assign(spec.layer_windows.begin(), spec.layer_windows.end());
   layers_.assign(L, Layer{});
   uint32_t selected = 0;
   uint64_t selected_tokens = 0;  // the context tokens whose partial keys the selected layers need

@@ -215,11 +215,15 @@ std::string write_selective_profile(const std::string& name, const std::string& 
 // share, and the partial keys, are of 99 tokens, not the context's 1,000.
 TEST(SelectiveSim, SlidingWindowLayersFetchOnlyTheirWindowBeforeTheFirstToken) {
   const auto profile = one_chunk();
-  auto run = [&](const std::string& windows) {
+  auto run = [&](const std::string& windows, std::vector<uint32_t> target_windows = {}) {
     const std::string path = write_selective_profile(windows.empty() ? "full.json" : "windowed.json", windows);
     SimConfig c = base_config(1000, 20);
     c.policy = "selective";
     c.policy_params = {{"profile", path}, {"budget", "0.1"}, {"alpha", "4"}};
+    if (!target_windows.empty()) {
+      c.target_model = profile.model;
+      c.target_model->layer_windows = std::move(target_windows);
+    }
     const auto out = simulate(c, profile);
     std::filesystem::remove(path);
     const auto& r = out.result.requests[0];
@@ -237,6 +241,11 @@ TEST(SelectiveSim, SlidingWindowLayersFetchOnlyTheirWindowBeforeTheFirstToken) {
   // The whole cache still arrives: the rest follows the first token.
   EXPECT_EQ(windowed.payload_bytes, windowed.selective.partial_key_bytes + 8'000'000);
   EXPECT_LT(windowed.ttft_s, full.ttft_s);
+  // A profile without windows for a target with them (a windowed preset): the target's own.
+  const auto target_windowed = run("", std::vector<uint32_t>(8, 100));
+  EXPECT_EQ(target_windowed.selective.partial_key_bytes, windowed.selective.partial_key_bytes);
+  EXPECT_EQ(target_windowed.selective.before_first_token_bytes, windowed.selective.before_first_token_bytes);
+  EXPECT_EQ(target_windowed.payload_bytes, windowed.payload_bytes);
 }
 
 TEST(SelectiveSim, ALayerZeroThatIsNotFullIsAnError) {

@@ -87,6 +87,13 @@ TEST(Profile, ErrorsNameTheJsonPath) {
   expect_error(replace("\"dtype\": \"bf16\"", "\"dtype\": \"int4\""), "/model/dtype");
 }
 
+// `text` with the array value of the first field `key` replaced by `to`.
+std::string with_array(std::string text, const std::string& key, const std::string& to) {
+  const size_t at = text.find("\"" + key + "\"");
+  text.replace(at, text.find(']', at) + 1 - at, "\"" + key + "\": " + to);
+  return text;
+}
+
 // model.layer_windows: the profiled model's sliding windows, written only
 // when a layer has one (profiles of full-attention models are unchanged).
 TEST(Profile, LayerWindowsAreOptionalAndChecked) {
@@ -104,12 +111,7 @@ TEST(Profile, LayerWindowsAreOptionalAndChecked) {
   EXPECT_EQ(q.model.layer_window(2), 4096u);
   EXPECT_EQ(q.model.layer_window(9), 0u);
   EXPECT_EQ(profile_to_json(q), text);
-  auto replace = [&](const std::string& to) {
-    std::string s = text;
-    const size_t at = s.find("\"layer_windows\"");
-    s.replace(at, s.find(']', at) + 1 - at, "\"layer_windows\": " + to);
-    return s;
-  };
+  auto replace = [&](const std::string& to) { return with_array(text, "layer_windows", to); };
   expect_error(replace("[4096, 0, 4096]"), "/model/layer_windows: expected 4 windows (one per layer), found 3");
   expect_error(replace("[4096, 0, -1, 0]"), "/model/layer_windows/2: expected a window in tokens");
   expect_error(replace("[4096, 0, 1.5, 0]"), "/model/layer_windows/2: expected a window in tokens");
@@ -127,12 +129,7 @@ TEST(Profile, LayerSharesAreOptionalAndChecked) {
   EXPECT_EQ(q.codecs[0].contexts[0].chunks[1].levels[0].layer_shares, (std::vector<double>{0.4, 0.3, 0.2, 0.1}));
   EXPECT_TRUE(q.codecs[0].contexts[0].chunks[0].levels[0].layer_shares.empty());
   EXPECT_EQ(profile_to_json(q), text);
-  auto replace = [&](const std::string& to) {
-    std::string s = text;
-    const size_t at = s.find("\"layer_shares\"");
-    s.replace(at, s.find(']', at) + 1 - at, "\"layer_shares\": " + to);
-    return s;
-  };
+  auto replace = [&](const std::string& to) { return with_array(text, "layer_shares", to); };
   const std::string where = "/codecs/0/contexts/0/chunks/1/levels/0/layer_shares";
   expect_error(replace("[0.5, 0.5]"), where + ": expected 4 shares (one per layer), found 2");
   expect_error(replace("[0.5, 0.5, -0.1, 0.1]"), where + "/2: expected a share >= 0");

@@ -45,7 +45,8 @@ struct ContextSpec {
   // empty: every layer attends to everything). With windows, a chunk's
   // `bytes` and `decode_s` cover only the layers the query reads
   // (query_reads: every full-attention layer, and a windowed one while its
-  // window from position `tokens` reaches the chunk): `layer_bytes`
+  // window from position `tokens` reaches the chunk). `layer_bytes` (also
+  // for full-attention targets when the profile records layer shares)
   // ([chunk][level index][layer]) is each layer's part of the whole chunk's
   // bytes (the profile's layer shares, or an even split) and
   // `layer_decode_s` ([chunk][level index]) one layer's even share of its

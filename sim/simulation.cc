@@ -149,13 +149,14 @@ std::vector<double> target_layer_shares(const std::vector<double>& profiled, siz
   return shares;
 }
 
-// A windowed target: the chunk keeps the bytes of the layers the query reads
-// (`profiled_shares[k]`: the profile's layer split at level index k) and
-// their even share of the decode time, and records each layer's bytes for
-// recomputes that need a left-out layer.
+// Records each layer's part of the chunk (`profiled_shares[k]`: the
+// profile's layer split at level index k) for recomputes that need a
+// left-out layer and for the selective schedule; a windowed target's chunk
+// keeps the bytes of the layers the query reads and their even share of the
+// decode time.
 void leave_out_unread_layers(ContextSpec& cs, size_t chunk, const std::vector<const std::vector<double>*>& profiled_shares) {
   ChunkSpec& s = cs.chunks[chunk];
-  const size_t L = cs.layer_windows.size();
+  const size_t L = cs.layers;
   std::vector<bool> read(L);
   size_t read_count = 0;
   for (size_t l = 0; l < L; ++l) read_count += read[l] = cs.query_reads(chunk, l);
@@ -262,11 +263,13 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         s.quality_cost.push_back(measure == policies::QualityMeasure::kKl ? lv.kl_nats : lv.loss_increase);
       }
       cs.chunks.push_back(std::move(s));
-      if (cs.windowed()) {
-        std::vector<const std::vector<double>*> shares;
-        for (const int level : ladder) shares.push_back(&ch.levels[size_t(level)].layer_shares);
-        leave_out_unread_layers(cs, cs.chunks.size() - 1, shares);
+      std::vector<const std::vector<double>*> shares;
+      bool recorded = false;  // the profile splits this chunk's bytes over layers
+      for (const int level : ladder) {
+        shares.push_back(&ch.levels[size_t(level)].layer_shares);
+        recorded = recorded || !shares.back()->empty();
       }
+      if (cs.windowed() || recorded) leave_out_unread_layers(cs, cs.chunks.size() - 1, shares);
     }
     contexts.push_back(std::move(cs));
   }

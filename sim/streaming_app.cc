@@ -752,19 +752,24 @@ void ChunkClient::SendSelective(double now) {
     ly.level = a.level;
     uint64_t total = 0;
     double decode = 0;
+    std::vector<double> before(L + 1, 0.0);  // with the profile's layer split: bytes of the layers before k
     for (size_t c = 0; c < spec.chunks.size(); ++c) {
-      if (spec.windowed()) {  // the whole chunk: this schedule applies the windows itself (plan_.layer_window)
-        double whole = 0;
-        for (double b : spec.layer_bytes[c][size_t(a.level)]) whole += b;
-        total += uint64_t(std::llround(whole));
-        decode += spec.layer_decode_s[c][size_t(a.level)] * double(spec.layer_windows.size());
+      if (!spec.layer_bytes.empty()) {  // whole chunks: this schedule applies the windows itself (plan_.layer_window)
+        const auto& parts = spec.layer_bytes[c][size_t(a.level)];
+        for (uint32_t k = 0; k < L; ++k) before[k + 1] += parts[k];
+        decode += spec.layer_decode_s[c][size_t(a.level)] * double(L);
       } else {
         total += spec.chunks[c].bytes[size_t(a.level)], decode += spec.chunks[c].decode_s[size_t(a.level)];
       }
     }
-    // Layer l's part of the context's bytes (the codec's bytes are taken as
-    // spread evenly over layers and tokens); the parts sum to `total`.
-    auto cut = [&](uint64_t k) { return total / L * k + total % L * k / L; };  // floor(total x k / L)
+    for (uint32_t k = 0; k < L; ++k) before[k + 1] += before[k];
+    if (!spec.layer_bytes.empty()) total = uint64_t(std::llround(before[L]));
+    // Layer l's part of the context's bytes (as the profile splits them over
+    // layers, else evenly; over tokens evenly); the parts sum to `total`.
+    auto cut = [&](uint64_t k) {
+      if (!spec.layer_bytes.empty()) return k == L ? total : std::min(total, uint64_t(std::llround(before[k])));
+      return total / L * k + total % L * k / L;  // floor(total x k / L)
+    };
     const uint64_t in_layer = cut(l + 1) - cut(l);
     // A sliding-window layer's first token reads only its window's tokens.
     const double part =

@@ -126,6 +126,23 @@ TEST(SelectiveSim, AccountsEveryByteAndNamesWhatItDid) {
   EXPECT_EQ(plain.events_jsonl.find("selective"), std::string::npos);
 }
 
+// A profile that splits its codec's bytes over layers (layer_shares, as
+// cachegen's) sets each layer's part.
+TEST(SelectiveSim, TheProfilesLayerSharesSetEachLayersBytes) {
+  auto profile = one_chunk();
+  profile.codecs[0].contexts[0].chunks[0].levels[1].layer_shares = {0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05};
+  SimConfig c = selective_config(1000, 20);
+  c.policy_params["level"] = "1";
+  const auto r = simulate(c, profile).result.requests[0];
+  ASSERT_TRUE(r.finished);
+  const auto& s = r.selective;
+  // Level 1: 4 MB; layers 0-1 whole (1.2 + 0.8 MB), 10 % of the others (2 MB); evenly it would be
+  // 2 x 0.5 MB and 10 % of 3 MB.
+  EXPECT_EQ(s.before_first_token_bytes, s.partial_key_bytes + 1'200'000 + 800'000 + 200'000);
+  EXPECT_EQ(s.rest_bytes, 1'800'000u);
+  EXPECT_EQ(r.payload_bytes, s.partial_key_bytes + 4'000'000);
+}
+
 TEST(SelectiveSim, EveryLayerInFullFetchesWhatTheFixedPolicyFetches) {
   const auto profile = make_profile(4, 256, {400'000, 100'000}, 0.001);
   SimConfig c = selective_config(200, 20);

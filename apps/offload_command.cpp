@@ -139,13 +139,11 @@ void run_offload(const OffloadOptions& o) {
     } catch (const Error& e) {
       throw Error(std::string("offload --target: ") + e.what() + did_you_mean(target, sim::model_preset_names()));
     }
-    // The profiled model's sliding windows hold for every mode (its fractions
-    // are shares of the windows' keys); without them, the target's own
-    // (mistral-7b-v0.1), which its prefill already follows (sim::prefill_flops).
-    if (!o.selective.empty()) c.layer_window = policies::target_layer_windows(profile, c.model.kv.layers);
-    if (std::none_of(c.layer_window.begin(), c.layer_window.end(), [](uint64_t w) { return w > 0; }) &&
-        c.model.has_windows())
-      c.layer_window.assign(c.model.layer_windows.begin(), c.model.layer_windows.end());
+    // The profiled model's sliding windows, when it has any, hold for every
+    // mode (its fractions are shares of the windows' keys); else the target's
+    // own (OffloadConfig::layer_window left empty), e.g. mistral-7b-v0.1's.
+    if (std::any_of(profile.layer_windows.begin(), profile.layer_windows.end(), [](uint64_t w) { return w > 0; }))
+      c.layer_window = policies::target_layer_windows(profile, c.model.kv.layers);
     for (uint64_t context : o.contexts) {
       c.prompt_tokens = context;
       const auto full = sim::simulate_offload(c, sim::OffloadMode::kFull);

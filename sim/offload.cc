@@ -157,8 +157,11 @@ OffloadResult simulate_offload(const OffloadConfig& c, OffloadMode mode) {
   const double batch = c.batch, kv_layer = model.kv_token_layer_bytes();
   // Past keys layer l's full attention reads (min(past, W - 1) on a
   // sliding-window layer), and the tokens it keeps (at most W).
-  const bool windowed = std::any_of(c.layer_window.begin(), c.layer_window.end(), [](uint64_t w) { return w > 0; });
-  const auto window = [&](uint32_t l) { return c.layer_window.empty() ? 0.0 : double(c.layer_window[l]); };
+  const auto window = [&](uint32_t l) {
+    return double(c.layer_window.empty() ? uint64_t(c.model.layer_window(l)) : c.layer_window[l]);
+  };
+  bool windowed = false;
+  for (uint32_t l = 0; l < n; ++l) windowed = windowed || window(l) > 0;
   const auto reads = [&](uint32_t l, double past) { return window(l) > 0 ? std::min(past, window(l) - 1) : past; };
   const auto kept = [&](uint32_t l, double tokens) { return window(l) > 0 ? std::min(tokens, window(l)) : tokens; };
 

@@ -80,7 +80,8 @@ struct OffloadConfig {
   std::vector<double> layer_fraction;
   double partial_ratio = 0.2;   // channels kept in the partial keys and W_q (InfiniGen's default)
   // Each layer's sliding window W in tokens (0: full attention), in every
-  // mode; empty: all full. A windowed layer's step reads only the min(past,
+  // mode; empty: the model's own (codec::ModelInfo::layer_windows, which its
+  // prefill FLOPs follow too; none: all full). A windowed layer's step reads only the min(past,
   // W - 1) past keys of its window (layer_fraction is a share of those, as
   // in a selective profile), the prefill offloads only the ones the first
   // step reads, and the GPU keeps at most W of its tokens (resident cache,

@@ -217,6 +217,25 @@ OffloadConfig preset_config(const std::string& model, uint64_t context) {
   return c;
 }
 
+// OffloadConfig::layer_window empty: the model's own windows (a preset's,
+// mistral-7b-v0.1), in every mode as in its prefill.
+TEST(Offload, TheModelsOwnWindowsApplyWhenNoneAreGiven) {
+  const OffloadConfig own = preset_config("mistral-7b-v0.1", 32768);
+  ASSERT_TRUE(own.layer_window.empty());
+  OffloadConfig given = own, full = own;
+  given.layer_window.assign(own.model.layer_windows.begin(), own.model.layer_windows.end());
+  full.layer_window.assign(own.model.kv.layers, 0);
+  for (auto mode : {OffloadMode::kFull, OffloadMode::kResident}) {
+    const auto a = simulate_offload(own, mode), b = simulate_offload(given, mode), f = simulate_offload(full, mode);
+    EXPECT_EQ(a.total_s, b.total_s);
+    EXPECT_EQ(a.step_s, b.step_s);
+    EXPECT_EQ(a.h2d_bytes, b.h2d_bytes);
+    EXPECT_EQ(a.gpu_bytes, b.gpu_bytes);
+    EXPECT_LT(a.gpu_bytes, f.gpu_bytes);  // at most 4,096 tokens kept per layer
+  }
+  EXPECT_LT(simulate_offload(own, OffloadMode::kFull).h2d_bytes, simulate_offload(full, OffloadMode::kFull).h2d_bytes);
+}
+
 TEST(Offload, SelectiveWithFractionOneEqualsFullOffload) {
   for (const std::string model : {"llama-7b", "llama-13b"})
     for (uint64_t context : {2048u, 8192u, 32768u}) {

@@ -154,7 +154,8 @@ std::vector<double> target_layer_shares(const std::vector<double>& profiled, siz
 // left-out layer and for the selective schedule; a windowed target's chunk
 // keeps the bytes of the layers the query reads and their even share of the
 // decode time.
-void leave_out_unread_layers(ContextSpec& cs, size_t chunk, const std::vector<const std::vector<double>*>& profiled_shares) {
+void split_chunk_over_layers(ContextSpec& cs, size_t chunk,
+                             const std::vector<const std::vector<double>*>& profiled_shares) {
   ChunkSpec& s = cs.chunks[chunk];
   const size_t L = cs.layers;
   std::vector<bool> read(L);
@@ -269,7 +270,7 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         shares.push_back(&ch.levels[size_t(level)].layer_shares);
         recorded = recorded || !shares.back()->empty();
       }
-      if (cs.windowed() || recorded) leave_out_unread_layers(cs, cs.chunks.size() - 1, shares);
+      if (cs.windowed() || recorded) split_chunk_over_layers(cs, cs.chunks.size() - 1, shares);
     }
     contexts.push_back(std::move(cs));
   }

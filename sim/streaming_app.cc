@@ -406,10 +406,7 @@ void ChunkClient::Decide(uint32_t i, double now) {
     s_.log->add(now, s_.request_id, "decision",
                 fmt::format("\"chunk\":{},\"action\":\"recompute\",\"estimate_bps\":{},\"reason\":{}", i,
                             json_number(std::round(rec.estimate_bps)), json_string(action.reason)));
-    if (s_.spec->windowed()) {
-      chunks_[i].layers_in.assign(s_.spec->layer_windows.size(), true);
-      if (FetchForRecompute(i, now)) return;
-    }
+    if (s_.spec->windowed() && FetchForRecompute(i, now)) return;
     chunks_[i].ready = true;
     if (s_.on_chunk) s_.on_chunk();
     return;
@@ -455,7 +452,7 @@ ChunkClient::WindowFetch ChunkClient::MissingForRecompute(uint32_t i) const {
       const uint32_t w = spec.layer_windows[l];
       if (w == 0 || !window_reaches(w, spec.chunk_end(j), begin)) continue;  // full layers are always in
       reached = true;
-      if (!chunks_[j].decided || level < 0 || in.empty()) break;  // recomputed: every layer is in
+      if (!chunks_[j].decided || level < 0) break;  // recomputed: every layer is in
       if (in[l]) continue;
       bytes += spec.layer_bytes[j][size_t(level)][l];
       f.decode_s += spec.layer_decode_s[j][size_t(level)];

@@ -201,9 +201,10 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
  private:
   struct Chunk {
     bool decided = false, fetch = false, ready = false;
-    // A windowed target (ContextSpec::layer_windows): the chunk's layers the
-    // GPU has or will have (fetched or recomputed), and the GPU decode of the
-    // left-out layers of earlier chunks fetched for this chunk's recompute.
+    // A windowed target (ContextSpec::layer_windows): a fetched chunk's layers
+    // the GPU has or will have (a recomputed chunk has all), and the GPU
+    // decode of the left-out layers of earlier chunks fetched for this
+    // chunk's recompute.
     std::vector<bool> layers_in;
     double repair_decode_s = 0;
   };

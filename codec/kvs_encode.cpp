@@ -194,9 +194,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
     throw Error("codec kvs: internal error: no bad value found");
   };
 
-  Bytes params;
-  put_rope(params, D, chunk.context_tokens);
-  for (float s : steps) put_f32(params, s);
+  Bytes params = params_section(D, chunk.context_tokens, steps);
   std::vector<RowPlan> plans;  // per head (layer, kind, head)
   BitWriter refs;
   std::vector<ChannelModel> model(channels);

@@ -133,13 +133,16 @@ std::vector<double> KvsCodec::coded_inv_freq(uint32_t D, uint64_t context_tokens
   return {table.begin(), table.end()};
 }
 
-void KvsCodec::put_rope(Bytes& params, uint32_t D, uint64_t context_tokens) const {
+Bytes KvsCodec::params_section(uint32_t D, uint64_t context_tokens, const std::vector<float>& steps) const {
+  Bytes params;
   if (rope_.inv_freq.empty()) {
     put_f32(params, D % 2 == 0 ? float(rope_theta_) : 0.0f);
-    return;
+  } else {
+    coded_inv_freq(D, context_tokens);  // its check of the table against D
+    for (float f : rope_.for_context(context_tokens)) put_f32(params, f);
   }
-  coded_inv_freq(D, context_tokens);  // its check of the table against D
-  for (float f : rope_.for_context(context_tokens)) put_f32(params, f);
+  for (float s : steps) put_f32(params, s);
+  return params;
 }
 
 

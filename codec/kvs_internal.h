@@ -277,11 +277,11 @@ class KvsCodec final : public Codec {
   // the frequencies at which keys of head dimension D in a chunk of a context
   // of `context_tokens` (0: unknown) are rotated back (D / 2 of them; empty:
   // keys coded as given), with encode()'s error for a table that does not
-  // fit D; the header's flags; and the start of the parameters section (the
-  // RoPE base, or the table) for them;
+  // fit D; the header's flags; and the parameters section (the RoPE base, or
+  // the table, then the level's `steps`) for them, as both encoders write it;
   std::vector<double> coded_inv_freq(uint32_t D, uint64_t context_tokens) const;
   uint8_t header_flags() const { return uint8_t((centroid_ ? 1 : 0) | (rope_.inv_freq.empty() ? 0 : 2)); }
-  void put_rope(Bytes& params, uint32_t D, uint64_t context_tokens) const;
+  Bytes params_section(uint32_t D, uint64_t context_tokens, const std::vector<float>& steps) const;
   bool centroid() const { return centroid_; }
   bool rows() const { return rows_; }
   // the tables of the per-channel choices (kTables Gaussian and RD tables, 256

@@ -42,8 +42,7 @@ KvsEncodePlan::KvsEncodePlan(const KvsCodec& c, KVShape shape, DType dtype, uint
   rows = 2ull * shape.layers * shape.kv_heads * tokens;
   channels = 2ull * shape.layers * shape.channels();
   plan_rows = c.rows();
-  c.put_rope(params, D, context_tokens);
-  for (float s : steps) put_f32(params, s);
+  params = c.params_section(D, context_tokens, steps);
 }
 
 KvsEncodeLaunch KvsEncodePlan::launch(const void* in, bool in_f16) const {

@@ -69,6 +69,15 @@ class Search {
     H_ = int(std::min<uint32_t>(uint32_t(std::max(cfg.horizon, 1)), s.total_chunks - first_));
     deadline_ = deadline_s(s);
     lambda_ = mpc_lambda_per_s(s, cfg);
+    // A sliding-window target: recomputing a chunk first fetches what its
+    // windows read of the chunks fetched before it (policies::recompute_fetch),
+    // which depends on their levels: this request's decisions, then the sequence.
+    for (uint32_t c = first_; c < s.total_chunks && !windowed_; ++c) windowed_ = !s.chunk(c).window_reads.empty();
+    if (windowed_) {
+      decided_.assign(first_, Action::kRecompute);
+      for (const Decision& d : s.decisions)
+        if (d.chunk < first_) decided_[d.chunk] = d.level;
+    }
     const uint32_t tail_begin = first_ + uint32_t(H_);
     if (tail_begin < s.total_chunks) {
       if (tail_last_) {
@@ -79,6 +88,8 @@ class Search {
             tail_[size_t(act)] = tail_[size_t(act)].then(step_map(c, act));
             tail_quality_[size_t(act)] += quality(c, act);
           }
+        // (A sliding-window target's recompute reads nothing past a recompute:
+        // a tail recomputed after the horizon's recompute fetches nothing first.)
       } else {
         tail_.assign(1, RunMap{});
         for (uint32_t c = tail_begin; c < s.total_chunks; ++c)
@@ -111,12 +122,33 @@ class Search {
     if (act >= L_) return RunMap::recompute(ch.recompute_s);
     return RunMap::fetch(fetch_s(ch.bytes[size_t(act)], rate_, 0.0), ch.decode_s[size_t(act)]);
   }
-  void step(Pipeline& p, uint32_t c, int act) const {
+  // Runs action `act` on chunk c; returns the quality cost a recompute takes
+  // on from what its windows read (ChunkInfo::window_reads).
+  double step(Pipeline& p, uint32_t c, int act) const {
     const ChunkInfo& ch = s_.chunk(c);
-    if (act >= L_)
-      c == s_.next_chunk ? p.recompute_next(s_, rate_) : p.recompute(ch.recompute_s);
-    else
+    if (act < L_) {
       p.fetch(fetch_s(ch.bytes[size_t(act)], rate_, 0.0), ch.decode_s[size_t(act)]);
+      return 0;
+    }
+    if (c == s_.next_chunk) {  // what the simulator says it fetches
+      p.recompute_next(s_, rate_);
+      return s_.recompute_fetch_quality_cost;
+    }
+    const RecomputeFetch f = windowed_ ? window_fetch(c) : RecomputeFetch{};
+    const uint64_t bytes = uint64_t(std::llround(f.bytes));
+    if (bytes == 0)
+      p.recompute(ch.recompute_s);
+    else
+      p.fetch(fetch_s(bytes, rate_, 0.0), f.decode_s + ch.recompute_s);
+    return f.quality_cost;
+  }
+  // What recomputing chunk c fetches first, after the decisions and seq_ up to c.
+  RecomputeFetch window_fetch(uint32_t c) const {
+    return recompute_fetch(s_.chunk(c), c, [&](uint32_t j) {
+      if (j < first_) return decided_[j];
+      const int a = seq_[j - first_];
+      return a >= L_ ? Action::kRecompute : a;
+    });
   }
 
   // `first_done`: when the network and the GPU are both done with the first action.
@@ -126,8 +158,7 @@ class Search {
     const uint32_t c = first_ + uint32_t(depth);
     for (int act = 0; act <= L_; ++act) {
       Pipeline next = p;
-      step(next, c, act);
-      const double q = quality(c, act);
+      const double q = quality(c, act) + step(next, c, act);
       seq_[size_t(depth)] = act;
       dfs(depth + 1, next, qsum + q, smooth + (has_prev ? std::fabs(q - prev_q) : 0.0), q, true,
           depth == 0 ? std::max(next.net_free_s, next.gpu_free_s) : first_done);
@@ -165,6 +196,8 @@ class Search {
   std::vector<double> tail_quality_;  // per action (tail = last)
   double prev_quality_ = 0;
   bool has_prev_ = false;
+  bool windowed_ = false;       // some chunk to plan has window reads
+  std::vector<int> decided_;    // windowed_: the action on each chunk before first_
   std::vector<int> seq_, best_seq_;
   double best_obj_ = 0, best_end_ = 0, best_first_done_ = 0;
 };

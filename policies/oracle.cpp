@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -165,9 +167,12 @@ struct Step {
   int32_t action = 0;  // level or Action::kRecompute
 };
 
+// `key`: which states are interchangeable (sliding-window targets, below);
+// 0 = nothing of this state's past costs a later recompute anything.
 struct Candidate {
   State s;
   Step step;
+  uint32_t key = 0;
 };
 
 // The 2-D frontier of (net, gpu) points seen so far: net ascending, gpu
@@ -200,13 +205,16 @@ class Staircase {
 };
 
 // Keeps the candidates no other one dominates (no later on both clocks and no
-// worse loss), in loss order. `lists` holds one list per action, each in loss
-// order (a frontier in loss order plus one action's loss): a merge, ties to
-// the earlier list. A candidate equal in loss to a later one that dominates it
-// may stay (harmless: the frontier is a superset of the Pareto one).
-void prune(std::vector<std::vector<Candidate>>& lists, std::vector<State>& states, std::vector<Step>& steps) {
+// worse loss, and a key that costs later chunks no more: the same key, or key
+// 0), in loss order. `lists` holds one list per action, each in loss order (a
+// frontier in loss order plus one action's loss): a merge, ties to the
+// earlier list. A candidate equal in loss to a later one that dominates it may
+// stay (harmless: the frontier is a superset of the Pareto one). `keys`: how
+// many keys the candidates use.
+void prune(std::vector<std::vector<Candidate>>& lists, size_t keys, std::vector<State>& states,
+           std::vector<Step>& steps) {
   states.clear(), steps.clear();
-  Staircase stair;  // of the kept states, all with loss <= the candidate's
+  std::vector<Staircase> stairs(std::max<size_t>(keys, 1));  // per key: the kept states, all with loss <= the candidate's
   std::vector<size_t> at(lists.size(), 0);
   // A small heap of (loss, list) heads.
   std::vector<std::pair<double, size_t>> heap;
@@ -224,8 +232,8 @@ void prune(std::vector<std::vector<Candidate>>& lists, std::vector<State>& state
     } else {
       heap.pop_back();
     }
-    if (stair.covers(c.s.net_s, c.s.gpu_s)) continue;
-    stair.add(c.s.net_s, c.s.gpu_s);
+    if (stairs[0].covers(c.s.net_s, c.s.gpu_s) || (c.key && stairs[c.key].covers(c.s.net_s, c.s.gpu_s))) continue;
+    stairs[c.key].add(c.s.net_s, c.s.gpu_s);
     states.push_back(c.s);
     steps.push_back(c.step);
   }
@@ -254,6 +262,17 @@ struct Problem {
   std::vector<std::pair<double, double>> prices;
   std::vector<double> gap_bits;
   std::vector<double> rest_priced, rest_priced_time;
+
+  // Sliding-window targets (ChunkInfo::window_reads): recomputing a chunk
+  // first fetches what its windows read of the chunks fetched right before
+  // it, so a state's cost to come depends on its last actions. `reach[c -
+  // first]`: how many of the chunks up to c some later recompute may read;
+  // `decided`: the actions of the chunks before `first`. windowed = false:
+  // no chunk has window reads (every key is 0, the search as without).
+  bool windowed = false;
+  std::vector<uint32_t> reach;
+  std::vector<double> recompute_floor;  // per chunk c (c - first): the least loss its recompute brings
+  std::vector<int> decided;
 
   double ttft_s(const State& st) const { return st.gpu_s + first_token_s - start_s; }
   double wire_bits(const ChunkInfo& ch, uint32_t l) const { return 8.0 * double(ch.bytes[l]) / payload_share; }
@@ -348,9 +367,10 @@ void set_prices(Problem& p) {
     for (size_t j = 0; j < ng; ++j)
       for (size_t k = 0; k < np; ++k) {
         const auto [lam, mu] = p.prices[k];
-        double best = mu * ch.recompute_s, best_time = best;  // recompute: exact, no bits
+        double best = p.recompute_floor[i] + mu * ch.recompute_s, best_time = mu * ch.recompute_s;  // recompute: no bits
         for (uint32_t l = 0; l < p.levels; ++l) {
-          const double time = lam * (p.wire_bits(ch, l) + p.gap_bits[j]) + mu * ch.decode_s[l];
+          const double bits = p.wire_bits(ch, l);  // no byte: no request, no gap
+          const double time = lam * (bits > 0 ? bits + p.gap_bits[j] : 0.0) + mu * ch.decode_s[l];
           best = std::min(best, ch.quality_cost[l] + time);
           best_time = std::min(best_time, time);
         }
@@ -462,6 +482,80 @@ bool better_outcome(const Outcome& a, const Outcome& b) {
   return a.end.bytes < b.end.bytes;
 }
 
+// A sliding-window target's history, chunk by chunk: each state's last
+// actions (from the back-pointers), what recomputing the chunk fetches first
+// after them, and the key of a state after the chunk. Two states with the
+// same key cost every later recompute the same (the key is what the chunks
+// up to this one add to each later recompute: bytes, decode seconds and
+// loss), so only states of one key, or of key 0 (nothing to add), dominate
+// one another.
+class WindowHistory {
+ public:
+  // Before chunk c, with the frontier after c - 1 (`back`: every chunk's steps).
+  void start(const Problem& p, uint32_t c, size_t states, const std::vector<std::vector<Step>>& back) {
+    c_ = c;
+    chunk_ = &(*p.chunks)[c];
+    reach_ = p.reach[c - p.first];
+    depth_ = std::max<size_t>(chunk_->window_reads.size(), reach_);
+    trail_.assign(states * depth_, Action::kRecompute);
+    for (size_t k = 0; k < states; ++k) {
+      size_t at = k;
+      for (size_t i = 0; i < depth_ && i < c; ++i) {
+        const uint32_t j = c - 1 - uint32_t(i);
+        if (j < p.first) {
+          trail_[k * depth_ + i] = p.decided[j];
+          continue;
+        }
+        const Step& step = back[j - p.first][at];
+        trail_[k * depth_ + i] = step.action;
+        at = step.parent;
+      }
+    }
+    ids_.clear();
+  }
+
+  // What recomputing the chunk fetches first after state k.
+  RecomputeFetch fetch(size_t k) const {
+    return recompute_fetch(*chunk_, c_, [&](uint32_t j) { return trail_[k * depth_ + (c_ - 1 - j)]; });
+  }
+
+  // The key of state k followed by `action` on the chunk.
+  uint32_t key(const Problem& p, size_t k, int action) {
+    if (action < 0 || reach_ == 0) return 0;  // a recompute: no later one reads past it
+    sums_.clear();
+    bool any = false;
+    for (uint32_t later = c_ + 1; later < p.total && later <= c_ + reach_; ++later) {
+      const auto& reads = (*p.chunks)[later].window_reads;
+      double bytes = 0, decode = 0, quality = 0;
+      for (uint32_t j = c_;; --j) {  // the chunks up to c_ that `later` reads
+        const size_t back_by = later - 1 - j;
+        const int a = j == c_ ? action : trail_[k * depth_ + (c_ - 1 - j)];
+        if (back_by >= reads.size() || a < 0) break;
+        const ChunkInfo::WindowRead& r = reads[back_by];
+        bytes += r.bytes[size_t(a)];
+        decode += r.decode_s[size_t(a)];
+        if (!r.quality_cost.empty()) quality += r.quality_cost[size_t(a)];
+        if (j == 0 || c_ - j >= depth_) break;
+      }
+      any = any || bytes != 0 || decode != 0 || quality != 0;
+      sums_.push_back(bytes), sums_.push_back(decode), sums_.push_back(quality);
+    }
+    if (!any) return 0;
+    const std::string bits(reinterpret_cast<const char*>(sums_.data()), sums_.size() * sizeof(double));
+    return ids_.try_emplace(bits, uint32_t(ids_.size() + 1)).first->second;
+  }
+
+  size_t keys() const { return ids_.size() + 1; }
+
+ private:
+  uint32_t c_ = 0;
+  const ChunkInfo* chunk_ = nullptr;
+  size_t reach_ = 0, depth_ = 0;
+  std::vector<int> trail_;  // [state * depth_ + i]: the action on chunk c_ - 1 - i
+  std::vector<double> sums_;
+  std::unordered_map<std::string, uint32_t> ids_;
+};
+
 // The Pareto search over chunks (oracle.h), frontiers of at most `max_states`.
 Outcome search(const Problem& p, size_t max_states, const Caps& caps) {
   const double ttft_cap = caps.ttft_s + 1e-12, loss_cap = caps.loss + 1e-12 * (1 + std::abs(caps.loss));
@@ -476,35 +570,59 @@ Outcome search(const Problem& p, size_t max_states, const Caps& caps) {
   std::vector<double> wire_bits(p.levels);
   std::vector<char> keep;
   std::vector<double> bounds;  // per state: loss + loss_to_come
+  WindowHistory history;
   for (uint32_t c = p.first; c < p.total; ++c) {
     const ChunkInfo& ch = (*p.chunks)[c];
     const double rest_gpu = p.rest_gpu_s[c + 1 - p.first], rest_loss = p.rest_loss[c + 1 - p.first];
-    auto push = [&](const State& n, Step step) {
+    auto push = [&](const State& n, Step step, size_t k) {
       if (p.ttft_s(n) + rest_gpu > ttft_cap || n.loss + rest_loss > loss_cap) return;
-      lists[size_t(step.action + 1)].push_back({n, step});
+      lists[size_t(step.action + 1)].push_back({n, step, p.windowed ? history.key(p, k, step.action) : 0});
     };
     for (uint32_t l = 0; l < p.levels; ++l) wire_bits[l] = p.wire_bits(ch, l);
     for (auto& list : lists) list.clear();
+    if (p.windowed) history.start(p, c, states.size(), back);
     for (size_t k = 0; k < states.size(); ++k) {
       const State& st = states[k];
       const uint32_t parent = uint32_t(k);
-      // Recompute: the GPU only, exact.
-      push({st.net_s, st.gpu_s + ch.recompute_s, st.loss, st.bytes}, {parent, Action::kRecompute});
+      // Recompute: exact; on the GPU only, unless its windows read layers
+      // that earlier fetches left out (one fetch first, then their decode).
+      const RecomputeFetch f = p.windowed ? history.fetch(k) : RecomputeFetch{};
+      const double fetch_bytes = double(std::llround(f.bytes));
+      if (fetch_bytes == 0) {
+        push({st.net_s, st.gpu_s + ch.recompute_s, st.loss + f.quality_cost, st.bytes}, {parent, Action::kRecompute}, k);
+      } else {
+        State n = st;
+        n.loss += f.quality_cost;  // the unread chunks it reads
+        const double bits = 8.0 * fetch_bytes / p.payload_share;
+        if (p.sequential) {
+          n.gpu_s = p.link->arrival_s(std::max(st.gpu_s, p.connected_s), bits) + f.decode_s + ch.recompute_s;
+        } else {
+          n.net_s = p.link->arrival_s(st.net_s, bits);
+          n.gpu_s = std::max(st.gpu_s, n.net_s) + f.decode_s + ch.recompute_s;
+        }
+        n.bytes += fetch_bytes;
+        if (std::isfinite(n.gpu_s)) push(n, {parent, Action::kRecompute}, k);
+      }
       for (uint32_t l = 0; l < p.levels; ++l) {
+        // No byte (a sliding-window target's chunk that no layer reads): no request, no round trip.
+        auto arrival = [&](double request_s) { return wire_bits[l] > 0 ? p.link->arrival_s(request_s, wire_bits[l]) : request_s; };
         State n;
         if (p.sequential) {
-          n.gpu_s = p.link->arrival_s(std::max(st.gpu_s, p.connected_s), wire_bits[l]) + ch.decode_s[l];
+          n.gpu_s = arrival(std::max(st.gpu_s, p.connected_s)) + ch.decode_s[l];
         } else {
-          n.net_s = p.link->arrival_s(st.net_s, wire_bits[l]);
+          n.net_s = arrival(st.net_s);
           n.gpu_s = std::max(st.gpu_s, n.net_s) + ch.decode_s[l];
         }
         if (!std::isfinite(n.gpu_s)) continue;  // never arrives
         n.loss = st.loss + ch.quality_cost[l];
         n.bytes = st.bytes + double(ch.bytes[l]);
-        push(n, {parent, int32_t(l)});
+        push(n, {parent, int32_t(l)}, k);
       }
     }
-    prune(lists, states, steps);
+    if (p.windowed)  // recomputes add each state its own loss (the unread chunks they read): restore loss order
+      std::stable_sort(lists[0].begin(), lists[0].end(),
+                       [](const Candidate& a, const Candidate& b) { return a.s.loss < b.s.loss; });
+    prune(lists, p.windowed ? history.keys() : 1, states, steps);
     const bool capped = std::isfinite(caps.ttft_s);
     if (capped || states.size() > max_states) {
       bounds.resize(states.size());
@@ -520,6 +638,8 @@ Outcome search(const Problem& p, size_t max_states, const Caps& caps) {
     if (states.size() > max_states) {
       out.dropped = std::min(out.dropped, thin(max_states, states, steps, bounds, out.clocks_kept));
       out.thinned = true;
+      // The clocks' frontier ignores keys: a state off it may still reach a lesser TTFT.
+      if (p.windowed) out.clocks_kept = false;
     }
     back.push_back(steps);
   }
@@ -627,12 +747,28 @@ void OraclePolicy::make_plan(const StreamState& s) {
   p.slo_s = s.slo_s;
   p.rest_gpu_s.assign(p.total - p.first + 1, 0.0);
   p.rest_loss.assign(p.total - p.first + 1, 0.0);
+  p.recompute_floor.assign(p.total - p.first, 0.0);
   for (uint32_t c = p.total; c-- > p.first;) {
     const ChunkInfo& ch = s.chunk(c);
     if (ch.bytes.size() < p.levels || ch.decode_s.size() < p.levels || ch.quality_cost.size() < p.levels)
       throw Error(fmt::format("policy oracle: chunk {} lacks figures for {} levels", c, p.levels));
     bool ok = std::isfinite(ch.recompute_s) && ch.recompute_s >= 0;
-    double gpu = ch.recompute_s, loss = 0;  // recompute: exact
+    // Recompute: exact, but for the costs of unread chunks its windows read
+    // (at least the least of each, when some is negative).
+    double floor = 0;
+    for (const auto& r : ch.window_reads) {
+      ok = ok && r.bytes.size() >= p.levels && r.decode_s.size() >= p.levels &&
+           (r.quality_cost.empty() || r.quality_cost.size() >= p.levels);
+      double least = 0;
+      for (uint32_t l = 0; ok && l < p.levels; ++l) {
+        ok = std::isfinite(r.bytes[l]) && r.bytes[l] >= 0 && std::isfinite(r.decode_s[l]) && r.decode_s[l] >= 0 &&
+             (r.quality_cost.empty() || std::isfinite(r.quality_cost[l]));
+        if (ok && !r.quality_cost.empty()) least = std::min(least, r.quality_cost[l]);
+      }
+      floor += least;
+      p.windowed = true;
+    }
+    double gpu = ch.recompute_s, loss = floor;
     for (uint32_t l = 0; l < p.levels; ++l) {
       ok = ok && std::isfinite(ch.decode_s[l]) && ch.decode_s[l] >= 0 && std::isfinite(ch.quality_cost[l]);
       gpu = std::min(gpu, ch.decode_s[l]), loss = std::min(loss, ch.quality_cost[l]);
@@ -640,6 +776,18 @@ void OraclePolicy::make_plan(const StreamState& s) {
     if (!ok) throw Error(fmt::format("policy oracle: chunk {} has a negative or non-finite figure", c));
     p.rest_gpu_s[c - p.first] = p.rest_gpu_s[c + 1 - p.first] + gpu;
     p.rest_loss[c - p.first] = p.rest_loss[c + 1 - p.first] + loss;
+    p.recompute_floor[c - p.first] = floor;
+  }
+  if (p.windowed) {
+    p.reach.assign(p.total - p.first, 0);
+    for (uint32_t later = p.first + 1; later < p.total; ++later) {
+      const size_t reads = s.chunk(later).window_reads.size();
+      for (uint32_t c = later - uint32_t(std::min<size_t>(reads, later - p.first)); c < later; ++c)  // what `later` reads
+        p.reach[c - p.first] = std::max(p.reach[c - p.first], uint32_t(reads - (later - 1 - c)));
+    }
+    p.decided.assign(p.first, Action::kRecompute);
+    for (const Decision& d : s.decisions)
+      if (d.chunk < p.first) p.decided[d.chunk] = d.level;
   }
   set_prices(p);
 

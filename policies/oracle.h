@@ -21,6 +21,13 @@
 // A state's successors are nondecreasing in its clocks (the time to deliver
 // S bytes from t is nondecreasing in t), so dropping dominated states is
 // exact; back-pointers give the plan.
+// Sliding-window targets (ChunkInfo::window_reads): a recompute first fetches
+// what its windows read of the chunks fetched since the last recompute, at
+// their levels, and takes on the quality cost of those the query reads
+// nothing of (policies::recompute_fetch, as the simulator runs it). A state
+// also has a key, what its chunks add to each later recompute (bytes,
+// decode seconds, loss); a state dominates only states of its own key, or
+// is dominated by one of key 0 (nothing to add), so the search stays exact.
 //
 // Frontiers can grow large (64 chunks x 8 levels: tens of thousands of
 // states when the SLO is tight), so:
@@ -54,8 +61,9 @@
 // once the previous chunk is done. Sequential: one clock, everything one
 // after another (a fetch waits for the GPU and the handshake). TTFT = the
 // GPU's end of the last chunk + first_token_s - request_start_s. Fetches that
-// never complete (a trace that ends) are not plans. predicted_ttft_s() is the
-// plan's TTFT under this model.
+// never complete (a trace that ends) are not plans. A level of 0 bytes (a
+// chunk no layer of the query reads) sends no request. predicted_ttft_s() is
+// the plan's TTFT under this model.
 #pragma once
 
 #include "policies/policy.h"

@@ -49,7 +49,62 @@ struct ChunkInfo {
   // distribution (nats/token) or relative continuation-loss increase.
   std::vector<double> quality_cost;
   double recompute_s = 0;             // prefill of this chunk after the ones before it
+  // A target with sliding-window layers (sim/engine.h): recomputing this
+  // chunk runs every layer over its tokens, and a windowed layer there reads
+  // the tokens before the chunk within its window. Entry k is about chunk
+  // (this - 1 - k), nearest first, as far back as some window reaches: the
+  // layers of it that this recompute reads and the query does not (so a
+  // fetch of that chunk left them out). Empty: none (full attention).
+  // A chunk that no layer of the query reads has a quality_cost of 0 (its
+  // level changes nothing the query sees) until a recompute reads it: its
+  // degraded layers then enter the recomputed chunk, which takes on its
+  // profiled cost for the level (WindowRead::quality_cost).
+  struct WindowRead {
+    std::vector<double> bytes;         // per level that chunk was fetched at, on the wire
+    std::vector<double> decode_s;      // their GPU decode, per level
+    std::vector<double> quality_cost;  // per level: that chunk's cost, if the query reads none of it; else empty
+    uint32_t layers = 0;               // how many layers
+  };
+  std::vector<WindowRead> window_reads;
 };
+
+// What recomputing a chunk fetches first (ChunkInfo::window_reads): the
+// left-out layers it reads of the chunks fetched right before it, back to the
+// nearest recomputed chunk (whose own recompute fetched or computed all that
+// a later recompute reads, since a later chunk's windows reach less far back)
+// or as far as a window reaches. `action_of(j)` gives chunk j's level, or
+// Action::kRecompute (also for a chunk not decided yet). What the simulator
+// fetches (sim/streaming_app.cc) and what the planners predict.
+struct RecomputeFetch {
+  double bytes = 0;
+  double decode_s = 0;
+  double quality_cost = 0;  // of the chunks read that the query reads nothing of
+  uint32_t layers = 0;    // layer-chunks fetched
+  uint32_t chunks = 0;    // chunks they belong to (with bytes or not)
+};
+// The walk under it: visit(read, j, level) for each chunk j it reads.
+template <class ActionOf, class Visit>
+void for_each_window_read(const ChunkInfo& chunk, uint32_t index, const ActionOf& action_of, const Visit& visit) {
+  for (size_t k = 0; k < chunk.window_reads.size() && k < index; ++k) {
+    const uint32_t j = uint32_t(index - 1 - k);
+    const int level = action_of(j);
+    if (level < 0) break;
+    visit(chunk.window_reads[k], j, level);
+  }
+}
+template <class ActionOf>
+RecomputeFetch recompute_fetch(const ChunkInfo& chunk, uint32_t index, const ActionOf& action_of) {
+  RecomputeFetch f;
+  for_each_window_read(chunk, index, action_of, [&](const ChunkInfo::WindowRead& r, uint32_t, int level) {
+    const size_t l = size_t(level);
+    if (l < r.bytes.size()) f.bytes += r.bytes[l];
+    if (l < r.decode_s.size()) f.decode_s += r.decode_s[l];
+    if (l < r.quality_cost.size()) f.quality_cost += r.quality_cost[l];
+    f.layers += r.layers;
+    ++f.chunks;
+  });
+  return f;
+}
 
 // One earlier decision of this request and what came of it.
 struct Decision {
@@ -111,10 +166,12 @@ struct StreamState {
   double first_token_s = 0;        // GPU time of the first token once the cache is complete
   // What recomputing next_chunk fetches first: for a target with
   // sliding-window layers, the layers its window reads that earlier fetched
-  // chunks left out (the query did not read them; sim/engine.h), and their
-  // GPU decode; 0 otherwise.
+  // chunks left out (the query did not read them; sim/engine.h), their GPU
+  // decode and the quality cost they bring in (ChunkInfo::window_reads); 0
+  // otherwise.
   uint64_t recompute_fetch_bytes = 0;
   double recompute_fetch_decode_s = 0;
+  double recompute_fetch_quality_cost = 0;
 
   const ChunkInfo& chunk(uint32_t c) const { return (*chunks)[c]; }
   double gpu_queued_s() const { return gpu_busy_until_s > now_s ? gpu_busy_until_s - now_s : 0.0; }

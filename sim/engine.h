@@ -50,8 +50,8 @@ struct ContextSpec {
   // ([chunk][level index][layer]) is each layer's part of the whole chunk's
   // bytes (the profile's layer shares, or an even split) and
   // `layer_decode_s` ([chunk][level index]) one layer's even share of its
-  // decode time, what the client pays for each left-out layer that a
-  // recompute needs (ChunkClient::FetchForRecompute).
+  // decode time: the selective schedule's layers, and each chunk's
+  // `window_reads` (what recomputing it fetches first) are made of them.
   std::vector<uint32_t> layer_windows;
   std::vector<std::vector<std::vector<double>>> layer_bytes;
   std::vector<std::vector<double>> layer_decode_s;
@@ -62,6 +62,12 @@ struct ContextSpec {
   uint64_t chunk_end(size_t chunk) const { return chunks[chunk].token_begin + chunks[chunk].tokens; }
   bool query_reads(size_t chunk, size_t layer) const {
     return layer >= layer_windows.size() || window_reaches(layer_windows[layer], chunk_end(chunk), tokens);
+  }
+  // Whether the query reads any layer of the chunk (with `layers` known).
+  bool query_reads_any(size_t chunk) const {
+    for (size_t l = 0; l < layers; ++l)
+      if (query_reads(chunk, l)) return true;
+    return layers == 0;
   }
 };
 

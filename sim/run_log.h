@@ -26,7 +26,9 @@ struct ChunkRecord {
   double gpu_start_s = -1, gpu_end_s = -1;  // decode or recompute
   // The profile's estimates for this chunk at this level (0 when recomputed):
   // quality_cost in the measure the policies saw (RunResult::quality_measure),
-  // and both measures by name.
+  // and both measures by name. A sliding-window target: 0 for a chunk the
+  // query reads no layer of; a recompute carries the costs of such chunks
+  // whose layers it read (policies::ChunkInfo::window_reads).
   double quality_cost = 0;
   double loss_increase = 0;   // relative continuation-loss increase
   double kl_nats = 0;         // KL divergence per token, nats

@@ -181,6 +181,34 @@ void split_chunk_over_layers(ContextSpec& cs, size_t chunk,
   cs.layer_decode_s.push_back(std::move(layer_decode_s));
 }
 
+// ChunkInfo::window_reads of a windowed target's chunk `chunk` (the chunks
+// before it already split over layers).
+void set_window_reads(ContextSpec& cs, size_t chunk) {
+  const uint64_t begin = cs.chunks[chunk].token_begin;
+  auto& reads = cs.chunks[chunk].window_reads;
+  for (size_t j = chunk; j-- > 0;) {
+    policies::ChunkInfo::WindowRead r;
+    bool reached = false;  // some windowed layer reads chunk j
+    const size_t levels = cs.chunks[j].bytes.size();
+    r.bytes.assign(levels, 0.0);
+    r.decode_s.assign(levels, 0.0);
+    if (!cs.query_reads_any(j)) r.quality_cost = cs.chunks[j].quality_cost;
+    for (size_t l = 0; l < cs.layer_windows.size(); ++l) {
+      const uint32_t w = cs.layer_windows[l];
+      if (w == 0 || !window_reaches(w, cs.chunk_end(j), begin)) continue;  // full layers are always in
+      reached = true;
+      if (cs.query_reads(j, l)) continue;  // fetched with its chunk
+      ++r.layers;
+      for (size_t k = 0; k < levels; ++k) {
+        r.bytes[k] += cs.layer_bytes[j][k][l];
+        r.decode_s[k] += cs.layer_decode_s[j][k];
+      }
+    }
+    if (!reached) break;  // no window reaches further back
+    reads.push_back(std::move(r));
+  }
+}
+
 }  // namespace
 
 double kv_size_scale(const codec::ModelInfo& profiled, const codec::ModelInfo& target) {
@@ -271,7 +299,12 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         recorded = recorded || !shares.back()->empty();
       }
       if (cs.windowed() || recorded) split_chunk_over_layers(cs, cs.chunks.size() - 1, shares);
+      if (cs.windowed()) set_window_reads(cs, cs.chunks.size() - 1);
     }
+    // A chunk the query reads nothing of costs nothing (ChunkInfo::window_reads:
+    // unless a recompute reads it; its cost went there above).
+    for (size_t c = 0; c < cs.chunks.size() && cs.windowed(); ++c)
+      if (!cs.query_reads_any(c)) std::fill(cs.chunks[c].quality_cost.begin(), cs.chunks[c].quality_cost.end(), 0.0);
     contexts.push_back(std::move(cs));
   }
 
@@ -335,8 +368,9 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
         "{} of {}'s {} layers attend within a sliding window ({} tokens): a chunk carries only the layers whose "
         "window reaches the first token (their share of its bytes as the profile splits them, else even; an even "
         "share of its decode time), a "
-        "recomputed chunk first fetches the left-out layers of the tokens its window reads, and prefill and the "
-        "first token attend within the windows",
+        "recomputed chunk first fetches the left-out layers of the tokens its window reads (and takes on the quality "
+        "cost of the chunks they belong to that no layer of the query reads: such a chunk costs nothing else), and "
+        "prefill and the first token attend within the windows",
         windowed, target.name, target.kv.layers,
         smallest == largest ? fmt::format("{}", smallest) : fmt::format("{} to {}", smallest, largest));
   }
@@ -354,16 +388,30 @@ SimOutput simulate(const SimConfig& config, const codec::Profile& profile, const
   r.levels_offered = ladder;
   for (auto& q : r.requests) {  // codec level numbers, and both measures by name from the profile
     const auto& ctx = cp->contexts[q.context];
+    const ContextSpec& spec = contexts[q.context];
     q.quality_loss_increase = q.quality_kl_nats = 0;
-    for (auto& ch : q.chunks) {
-      if (ch.level < 0 || ch.index >= ctx.chunks.size()) continue;
-      ch.level = ladder.at(size_t(ch.level));
-      const auto& lv = ctx.chunks[ch.index].levels.at(size_t(ch.level));
-      ch.loss_increase = lv.loss_increase;
-      ch.kl_nats = lv.kl_nats;
-      q.quality_loss_increase += ch.loss_increase;
-      q.quality_kl_nats += ch.kl_nats;
+    auto add = [&](ChunkRecord& ch, size_t chunk, int level_index) {
+      const auto& lv = ctx.chunks[chunk].levels.at(size_t(ladder.at(size_t(level_index))));
+      ch.loss_increase += lv.loss_increase;
+      ch.kl_nats += lv.kl_nats;
+      q.quality_loss_increase += lv.loss_increase;
+      q.quality_kl_nats += lv.kl_nats;
+    };
+    for (auto& ch : q.chunks) {  // level indices still
+      if (ch.index >= ctx.chunks.size()) continue;
+      if (ch.level >= 0) {
+        if (spec.query_reads_any(ch.index)) add(ch, ch.index, ch.level);  // else: no layer read, no cost
+        continue;
+      }
+      // A windowed recompute takes on the costs of the unread chunks it read (ChunkInfo::window_reads).
+      policies::for_each_window_read(
+          spec.chunks[ch.index], ch.index, [&](uint32_t j) { return q.chunks[j].level; },
+          [&](const policies::ChunkInfo::WindowRead& read, uint32_t j, int level) {
+            if (!read.quality_cost.empty()) add(ch, j, level);
+          });
     }
+    for (auto& ch : q.chunks)
+      if (ch.level >= 0 && ch.index < ctx.chunks.size()) ch.level = ladder.at(size_t(ch.level));
   }
   check_finite(r);
   out.events_jsonl = std::move(eo.events_jsonl);

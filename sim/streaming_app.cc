@@ -373,9 +373,10 @@ policies::StreamState ChunkClient::MakeState(double now, uint32_t chunk) const {
   st.gpu_busy_until_s = s_.gpu->busy_until_s(now);
   st.first_token_s = s_.spec->first_token_s;
   if (s_.spec->windowed() && chunk < total_chunks_ && !selective_) {
-    const WindowFetch f = MissingForRecompute(chunk);
-    st.recompute_fetch_bytes = f.bytes;
+    const policies::RecomputeFetch f = MissingForRecompute(chunk);
+    st.recompute_fetch_bytes = uint64_t(std::llround(f.bytes));
     st.recompute_fetch_decode_s = f.decode_s;
+    st.recompute_fetch_quality_cost = f.quality_cost;
   }
   return st;
 }
@@ -418,8 +419,6 @@ void ChunkClient::Decide(uint32_t i, double now) {
                           s_.spec->level_number(action.level), rec.payload_bytes, json_number(std::round(rec.estimate_bps)),
                           json_string(action.reason)));
   if (s_.spec->windowed()) {
-    auto& in = chunks_[i].layers_in;
-    for (size_t l = 0; l < s_.spec->layer_windows.size(); ++l) in.push_back(s_.spec->query_reads(i, l));
     if (rec.payload_bytes == 0) {  // no layer reads it: nothing to fetch or decode
       rec.request_sent_s = rec.first_byte_s = rec.last_byte_s = now;
       chunks_[i].ready = true;
@@ -438,46 +437,29 @@ void ChunkClient::Decide(uint32_t i, double now) {
 // reads there the keys and values of the tokens before the chunk within its
 // window, which a chunk fetched earlier may have left out (the query did not
 // need them). Those layers are fetched now, at the level their chunk was
-// fetched at, as one request; the recompute starts once they are in.
-ChunkClient::WindowFetch ChunkClient::MissingForRecompute(uint32_t i) const {
-  const ContextSpec& spec = *s_.spec;
-  const uint64_t begin = spec.chunks[i].token_begin;
-  WindowFetch f;
-  double bytes = 0;
-  for (uint32_t j = i; j-- > 0;) {
-    const int level = s_.result->chunks[j].level;
-    const auto& in = chunks_[j].layers_in;
-    bool reached = false;  // some windowed layer reads chunk j
-    for (size_t l = 0; l < spec.layer_windows.size(); ++l) {
-      const uint32_t w = spec.layer_windows[l];
-      if (w == 0 || !window_reaches(w, spec.chunk_end(j), begin)) continue;  // full layers are always in
-      reached = true;
-      if (!chunks_[j].decided || level < 0) break;  // recomputed: every layer is in
-      if (in[l]) continue;
-      bytes += spec.layer_bytes[j][size_t(level)][l];
-      f.decode_s += spec.layer_decode_s[j][size_t(level)];
-      f.layers.emplace_back(j, uint32_t(l));
-    }
-    if (!reached) break;  // no window reaches further back
-  }
-  f.bytes = uint64_t(std::llround(bytes));
-  return f;
+// fetched at, as one request; the recompute starts once they are in
+// (policies::recompute_fetch: what the planners predict is what runs here).
+policies::RecomputeFetch ChunkClient::MissingForRecompute(uint32_t i) const {
+  return policies::recompute_fetch(s_.spec->chunks[i], i, [&](uint32_t j) {
+    return chunks_[j].decided ? s_.result->chunks[j].level : policies::Action::kRecompute;
+  });
 }
 
 bool ChunkClient::FetchForRecompute(uint32_t i, double now) {
-  const WindowFetch f = MissingForRecompute(i);
-  if (f.bytes == 0) return false;
-  for (const auto& [j, l] : f.layers) chunks_[j].layers_in[l] = true;
+  const policies::RecomputeFetch f = MissingForRecompute(i);
+  const uint64_t bytes = uint64_t(std::llround(f.bytes));
   auto& rec = s_.result->chunks[i];
-  rec.payload_bytes = f.bytes;
+  rec.quality_cost = f.quality_cost;  // the degraded layers it reads enter its KV
+  if (bytes == 0) return false;
+  rec.payload_bytes = bytes;
   chunks_[i].repair_decode_s = f.decode_s;
   chunks_[i].fetch = true;
   s_.log->add(now, s_.request_id, "window_fetch",
-              fmt::format("\"chunk\":{},\"layer_chunks\":{},\"bytes\":{}", i, f.layers.size(), f.bytes));
+              fmt::format("\"chunk\":{},\"layer_chunks\":{},\"bytes\":{}", i, f.layers, bytes));
   ++outstanding_;
   rec.request_sent_s = now;
   s_.result->wire_bytes += s_.request_bytes + kPartRequestExtraBytes;
-  s_.transport->RequestPart(i, 0, f.bytes);
+  s_.transport->RequestPart(i, 0, bytes);
   return true;
 }
 
@@ -601,6 +583,7 @@ void ChunkClient::SubmitGpu(uint32_t i, double now) {
     duration = cp.recompute_s + chunks_[i].repair_decode_s;
     r.recompute_total_s += duration;
     ++r.recomputed_chunks;
+    r.quality_cost += rec.quality_cost;  // 0 but for what a windowed recompute read (FetchForRecompute)
   } else {
     duration = cp.decode_s[size_t(rec.level)];
     r.decode_total_s += duration;

@@ -201,11 +201,8 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
  private:
   struct Chunk {
     bool decided = false, fetch = false, ready = false;
-    // A windowed target (ContextSpec::layer_windows): a fetched chunk's layers
-    // the GPU has or will have (a recomputed chunk has all), and the GPU
-    // decode of the left-out layers of earlier chunks fetched for this
-    // chunk's recompute.
-    std::vector<bool> layers_in;
+    // A windowed target (ContextSpec::layer_windows): the GPU decode of the
+    // left-out layers of earlier chunks fetched for this chunk's recompute.
     double repair_decode_s = 0;
   };
   // Selective schedule: one layer's fetch and GPU work.
@@ -235,12 +232,7 @@ class ChunkClient : public ns3::Application, private ChunkTransport::Receiver {
   // A windowed target: the layers of earlier chunks that recomputing `chunk`
   // reads and that were left out; FetchForRecompute asks for them (false
   // when none is missing).
-  struct WindowFetch {
-    uint64_t bytes = 0;
-    double decode_s = 0;
-    std::vector<std::pair<uint32_t, uint32_t>> layers;  // (chunk, layer)
-  };
-  WindowFetch MissingForRecompute(uint32_t chunk) const;
+  policies::RecomputeFetch MissingForRecompute(uint32_t chunk) const;
   bool FetchForRecompute(uint32_t chunk, double now_s);
   // Cake-style schedule.
   void DecideBackward(double now_s);

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -189,15 +191,29 @@ std::vector<ChunkInfo> varied_chunks(uint32_t n) {
   return chunks;
 }
 
+// MPC's objective for one sequence, chunk by chunk. A recompute fetches
+// first what policies::recompute_fetch says after every action before it
+// (the request's decisions, the sequence, the tail's).
 double brute_objective(const StreamState& s, const MpcConfig& cfg, double rate, const std::vector<int>& seq) {
   const auto& chunks = *s.chunks;
+  std::vector<int> actions(s.total_chunks, Action::kRecompute);
+  for (const Decision& d : s.decisions) actions[d.chunk] = d.level;
+  double read_quality = 0;  // of the last step's recompute
   auto step = [&](Pipeline& p, uint32_t c, int a) {
-    if (a == Action::kRecompute)
-      p.recompute(chunks[c].recompute_s);
-    else
+    actions[c] = a;
+    const RecomputeFetch f = recompute_fetch(chunks[c], c, [&](uint32_t j) { return actions[j]; });
+    const uint64_t bytes = uint64_t(std::llround(f.bytes));
+    read_quality = a == Action::kRecompute ? f.quality_cost : 0.0;
+    if (a != Action::kRecompute)
       p.fetch(fetch_s(chunks[c].bytes[size_t(a)], rate, 0), chunks[c].decode_s[size_t(a)]);
+    else if (bytes > 0)
+      p.fetch(fetch_s(bytes, rate, 0), f.decode_s + chunks[c].recompute_s);
+    else
+      p.recompute(chunks[c].recompute_s);
   };
-  auto quality = [&](uint32_t c, int a) { return a == Action::kRecompute ? 0.0 : chunks[c].quality_cost[size_t(a)]; };
+  auto quality = [&](uint32_t c, int a) {
+    return a == Action::kRecompute ? read_quality : chunks[c].quality_cost[size_t(a)];
+  };
   double range = 0;
   for (uint32_t c = 0; c < s.total_chunks; ++c)
     range += *std::max_element(chunks[c].quality_cost.begin(), chunks[c].quality_cost.end());
@@ -227,6 +243,36 @@ double brute_objective(const StreamState& s, const MpcConfig& cfg, double rate, 
   return -qsum - lambda * overrun - cfg.mu * smooth;
 }
 
+// mpc_plan against every sequence over the horizon; returns the plan and
+// whether the best sequence is unique (then the plan must be it).
+std::pair<MpcPlan, bool> check_against_brute_force(const StreamState& s, const MpcConfig& cfg, double rate,
+                                                   const std::string& what) {
+  const MpcPlan plan = mpc_plan(s, cfg, rate);
+  const int H = int(std::min<uint32_t>(uint32_t(cfg.horizon), s.total_chunks - s.next_chunk));
+  EXPECT_EQ(int(plan.actions.size()), H) << what;
+  double best = -std::numeric_limits<double>::infinity(), second = best;
+  std::vector<int> best_seq;
+  int n = 1;
+  for (int h = 0; h < H; ++h) n *= 4;
+  for (int code = 0; code < n; ++code) {
+    std::vector<int> seq;
+    for (int h = 0, x = code; h < H; ++h, x /= 4) seq.push_back(x % 4 == 3 ? Action::kRecompute : x % 4);
+    const double obj = brute_objective(s, cfg, rate, seq);
+    if (obj > best) {
+      second = best, best = obj, best_seq = seq;
+    } else {
+      second = std::max(second, obj);
+    }
+  }
+  EXPECT_NEAR(plan.objective, best, 1e-9) << what;
+  EXPECT_NEAR(brute_objective(s, cfg, rate, plan.actions), best, 1e-9) << what;
+  const bool unique = best - second > 1e-9;
+  if (unique) {
+    EXPECT_EQ(plan.actions, best_seq) << what;
+  }
+  return {plan, unique};
+}
+
 TEST(Mpc, EnumerationEqualsBruteForce) {
   const auto chunks = varied_chunks(6);
   int cases = 0, recomputes = 0, unique = 0;
@@ -242,30 +288,8 @@ TEST(Mpc, EnumerationEqualsBruteForce) {
             cfg.horizon = 3;
             cfg.mu = mu;
             cfg.tail_coarsest = tail_coarsest;
-            const double rate = rate_mbps * 1e6;
-            const MpcPlan plan = mpc_plan(s, cfg, rate);
-            const int H = int(std::min(3u, 6 - next));
-            ASSERT_EQ(int(plan.actions.size()), H);
-            double best = -std::numeric_limits<double>::infinity(), second = best;
-            std::vector<int> best_seq;
-            int n = 1;
-            for (int h = 0; h < H; ++h) n *= 4;
-            for (int code = 0; code < n; ++code) {
-              std::vector<int> seq;
-              for (int h = 0, x = code; h < H; ++h, x /= 4) seq.push_back(x % 4 == 3 ? Action::kRecompute : x % 4);
-              const double obj = brute_objective(s, cfg, rate, seq);
-              if (obj > best) {
-                second = best, best = obj, best_seq = seq;
-              } else {
-                second = std::max(second, obj);
-              }
-            }
-            EXPECT_NEAR(plan.objective, best, 1e-9);
-            EXPECT_NEAR(brute_objective(s, cfg, rate, plan.actions), best, 1e-9);
-            if (best - second > 1e-9) {
-              EXPECT_EQ(plan.actions, best_seq);
-              ++unique;
-            }
+            const auto [plan, is_unique] = check_against_brute_force(s, cfg, rate_mbps * 1e6, "");
+            unique += is_unique;
             recomputes += plan.actions.front() == Action::kRecompute;
             ++cases;
           }
@@ -273,6 +297,58 @@ TEST(Mpc, EnumerationEqualsBruteForce) {
   EXPECT_GT(unique, 50);
   EXPECT_GT(recomputes, 0);
   EXPECT_LT(recomputes, cases);
+}
+
+// The same for a sliding-window target: a recompute's fetch depends on the
+// levels (and recomputes) before it, in the request's decisions, the horizon
+// and the tail.
+TEST(Mpc, EnumerationEqualsBruteForceWithWindowFetches) {
+  auto chunks = varied_chunks(7);
+  // Chunks 0 to 2: no layer of the query reads them; a recompute that reads them takes on their cost.
+  std::vector<std::vector<double>> own_cost(chunks.size());
+  for (uint32_t c = 0; c < 3; ++c) {
+    own_cost[c] = chunks[c].quality_cost;
+    std::fill(chunks[c].quality_cost.begin(), chunks[c].quality_cost.end(), 0.0);
+  }
+  for (uint32_t c = 1; c < chunks.size(); ++c)  // reads of up to three chunks back, some empty
+    for (uint32_t k = 0; k < std::min(c, 3u); ++k) {
+      ChunkInfo::WindowRead r;
+      const ChunkInfo& earlier = chunks[c - 1 - k];
+      const double share = (c + k) % 4 == 0 ? 0.0 : 0.25 + 0.1 * k;
+      for (size_t l = 0; l < earlier.bytes.size(); ++l) {
+        r.bytes.push_back(share * double(earlier.bytes[l]));
+        r.decode_s.push_back(share * earlier.decode_s[l]);
+      }
+      r.layers = share > 0 ? 3 : 0;
+      r.quality_cost = own_cost[c - 1 - k];
+      chunks[c].window_reads.push_back(r);
+    }
+  int cases = 0, fetching = 0, unique = 0;
+  for (uint32_t next : {0u, 1u, 2u, 3u, 5u})
+    for (double rate_mbps : {20.0, 300.0, 2000.0})
+      for (double slo : {0.3, 0.8, 2.0})
+        for (bool tail_coarsest : {false, true})
+          for (int history : {0, 1}) {
+            StreamState s = make_state(chunks, next, slo, 0.1, {rate_mbps});
+            for (Decision& d : s.decisions) d.level = history ? int(d.chunk % 3) : (d.chunk == 1 ? Action::kRecompute : 2);
+            const RecomputeFetch f = recompute_fetch(chunks[next], next, [&](uint32_t j) { return s.decisions[j].level; });
+            s.recompute_fetch_bytes = uint64_t(std::llround(f.bytes));  // as the simulator says
+            s.recompute_fetch_decode_s = f.decode_s;
+            s.recompute_fetch_quality_cost = f.quality_cost;
+            s.gpu_busy_until_s = 0.12;
+            s.first_token_s = 0.03;
+            MpcConfig cfg;
+            cfg.horizon = 3;
+            cfg.tail_coarsest = tail_coarsest;
+            const std::string what = "next " + std::to_string(next) + " rate " + std::to_string(rate_mbps) + " slo " +
+                                     std::to_string(slo) + " history " + std::to_string(history);
+            unique += check_against_brute_force(s, cfg, rate_mbps * 1e6, what).second;
+            fetching += s.recompute_fetch_bytes > 0;
+            ++cases;
+          }
+  EXPECT_EQ(cases, 180);
+  EXPECT_GT(unique, 40);
+  EXPECT_GT(fetching, 20);
 }
 
 TEST(Mpc, NameShowsParameters) {

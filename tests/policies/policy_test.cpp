@@ -89,6 +89,39 @@ TEST(ParamValues, TypedValuesAndDefaults) {
   EXPECT_THROW(parse_params("t", specs, {{"mode", "c"}}), Error);
 }
 
+// What a recompute fetches first: the reads of the fetched chunks right
+// before it, at their levels, up to the nearest recomputed (or undecided) one.
+TEST(RecomputeFetch, SumsTheFetchedRunBeforeTheChunkAtItsLevels) {
+  ChunkInfo ch;
+  // Chunk 5 reads chunks 4, 3 and 2; chunk 3's layers all went with its fetch.
+  // Chunk 2: the query reads none of it, so its cost comes with the read.
+  ch.window_reads = {{{100, 10}, {0.1, 0.01}, {}, 2}, {{0, 0}, {0, 0}, {}, 0}, {{7000, 700}, {0.7, 0.07}, {0.5, 0.9}, 4}};
+  std::vector<int> action = {0, 0, 0, 0, 0};
+  auto of = [&](uint32_t j) { return action[j]; };
+  RecomputeFetch f = recompute_fetch(ch, 5, of);
+  EXPECT_DOUBLE_EQ(f.bytes, 7100);
+  EXPECT_DOUBLE_EQ(f.decode_s, 0.8);
+  EXPECT_DOUBLE_EQ(f.quality_cost, 0.5);
+  EXPECT_EQ(f.layers, 6u);
+  EXPECT_EQ(f.chunks, 3u);
+  action = {0, 0, 1, 0, 1};  // each chunk's own level
+  f = recompute_fetch(ch, 5, of);
+  EXPECT_DOUBLE_EQ(f.bytes, 710);
+  EXPECT_DOUBLE_EQ(f.decode_s, 0.08);
+  EXPECT_DOUBLE_EQ(f.quality_cost, 0.9);
+  action = {0, 0, 0, Action::kRecompute, 0};  // chunk 3's recompute fetched what chunk 5 reads of chunk 2
+  f = recompute_fetch(ch, 5, of);
+  EXPECT_DOUBLE_EQ(f.bytes, 100);
+  EXPECT_EQ(f.quality_cost, 0);
+  EXPECT_EQ(f.chunks, 1u);
+  action = {0, 0, 0, 0, Action::kRecompute};
+  EXPECT_EQ(recompute_fetch(ch, 5, of).bytes, 0);
+  EXPECT_EQ(recompute_fetch(ch, 5, of).chunks, 0u);
+  // Reads beyond the first chunk are not there to fetch.
+  EXPECT_DOUBLE_EQ(recompute_fetch(ch, 2, of).bytes, 100);
+  EXPECT_EQ(recompute_fetch(ChunkInfo{}, 5, of).chunks, 0u);  // full attention
+}
+
 TEST(ThroughputSample, Rate) {
   ThroughputSample s{1.0, 2.0, 1000};
   EXPECT_DOUBLE_EQ(s.rate_bps(), 8000.0);

@@ -6,6 +6,7 @@
 #include <map>
 #include <sstream>
 
+#include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
 #include "sim/engine.h"
@@ -151,6 +152,12 @@ struct RecomputeLast2 : policies::Policy {
   }
 };
 
+SimHooks recompute_last_2(std::vector<uint64_t>* seen) {
+  SimHooks hooks;
+  hooks.make_policy = [seen](uint32_t) { return std::make_unique<RecomputeLast2>(seen); };
+  return hooks;
+}
+
 // Recomputing chunk 6 (tokens 1536..1791) runs its windowed layers over the
 // 299 tokens before it, in chunks 4 and 5, whose windowed layers the query
 // does not read and were left out: they are fetched first. Chunk 7 needs
@@ -158,8 +165,7 @@ struct RecomputeLast2 : policies::Policy {
 TEST(Windows, ARecomputeFetchesTheLeftOutLayersItsWindowReads) {
   WindowedRun s({0, 300, 0, 300, 0, 300, 0, 300});
   std::vector<uint64_t> seen;
-  SimHooks hooks;
-  hooks.make_policy = [&](uint32_t) { return std::make_unique<RecomputeLast2>(&seen); };
+  const SimHooks hooks = recompute_last_2(&seen);
   const auto out = simulate(s.config, s.profile, hooks);
   const auto& r = out.result.requests[0];
   ASSERT_TRUE(r.finished);
@@ -266,6 +272,81 @@ TEST(Windows, LoadBackComputeFrontFetchesOnlyWhatTheQueryReads) {
   EXPECT_GE(fetched, 2u);
   EXPECT_LT(fetched, 8u);
   EXPECT_EQ(r.payload_bytes, expected);
+}
+
+// A chunk no layer of the query reads costs nothing at any level, until a
+// recompute reads its left-out layers: the recomputed chunk then takes on its
+// cost at the level it was taken at, in both measures.
+TEST(Windows, UnreadChunksCostQualityOnlyThroughARecomputeThatReadsThem) {
+  WindowedRun s(std::vector<uint32_t>(8, 300));  // chunks 0-5: no layer reads them
+  std::vector<uint64_t> seen;
+  const SimHooks hooks = recompute_last_2(&seen);
+  const auto out = simulate(s.config, s.profile, hooks);
+  const auto& r = out.result.requests[0];
+  ASSERT_TRUE(r.finished);
+  for (uint32_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(r.chunks[i].quality_cost, 0) << i;
+    EXPECT_EQ(r.chunks[i].kl_nats, 0) << i;
+    EXPECT_EQ(r.chunks[i].loss_increase, 0) << i;
+  }
+  // Chunk 6's recompute reads chunks 4 and 5 (every layer: 2 x 800,000 bytes), fetched at L0 (0.001 each).
+  EXPECT_EQ(r.chunks[6].payload_bytes, 1'600'000u);
+  EXPECT_NEAR(r.chunks[6].quality_cost, 0.002, 1e-15);
+  EXPECT_NEAR(r.chunks[6].kl_nats, 0.002, 1e-15);
+  EXPECT_NEAR(r.chunks[6].loss_increase, 0.002, 1e-15);
+  EXPECT_EQ(r.chunks[7].quality_cost, 0);  // after a recompute: nothing more to read
+  EXPECT_NEAR(r.quality_cost, 0.002, 1e-15);
+  EXPECT_NEAR(r.quality_kl_nats, 0.002, 1e-15);
+  EXPECT_NEAR(r.quality_loss_increase, 0.002, 1e-15);
+  // Fetching the read chunks instead: their own costs, nothing for the unread ones.
+  s.config.policy = "fixed";
+  const auto fetched = simulate(s.config, s.profile).result.requests[0];
+  EXPECT_NEAR(fetched.quality_kl_nats, 0.002, 1e-15);
+  EXPECT_EQ(fetched.chunks[0].kl_nats, 0);
+  EXPECT_NEAR(fetched.chunks[7].kl_nats, 0.001, 1e-15);
+}
+
+// The planners count the fetch a recompute needs after fetched chunks, which
+// depends on the levels before it (policies::recompute_fetch, ChunkInfo::
+// window_reads): the oracle's own prediction is the simulated TTFT on the
+// model without TCP dynamics (pensieve) whatever it mixes, and no policy that
+// meets the SLO has a better quality than its plan.
+TEST(Windows, TheOraclePlansTheFetchesItsRecomputesNeed) {
+  int window_fetches = 0, runs = 0, met = 0;
+  for (const auto& windows : {std::vector<uint32_t>(8, 300), std::vector<uint32_t>{0, 300, 0, 300, 0, 300, 0, 300},
+                              std::vector<uint32_t>(8, 700)})
+    for (const double rate_mbps : {20.0, 100.0, 400.0})
+      for (const double slo_share : {0.5, 0.6, 0.7, 0.8, 0.9, 1.1}) {  // of the TTFT of recomputing everything
+        WindowedRun s(windows);
+        s.config.network = "pensieve";
+        s.config.link.rate_mbps = rate_mbps;
+        s.config.gpu.peak_flops = 2e11;  // ~0.07 s per chunk's recompute
+        s.config.policy = "recompute";
+        s.config.policy_params.clear();
+        const double slo = s.config.slo_s = slo_share * simulate(s.config, s.profile).result.requests[0].ttft_s;
+        s.config.policy = "oracle";
+        s.config.policy_params.clear();
+        const auto oracle = simulate(s.config, s.profile);
+        const auto& o = oracle.result.requests[0];
+        ASSERT_TRUE(o.finished);
+        const std::string what = fmt::format("windows {} rate {} slo {}", windows[1], rate_mbps, slo);
+        EXPECT_NEAR(o.predicted_ttft_s, o.ttft_s, 1e-6) << what;
+        window_fetches += event_counts(oracle.events_jsonl)["window_fetch"];
+        for (const char* policy : {"mpc", "robust-mpc", "cachegen", "rate", "bola", "fixed", "recompute"}) {
+          auto c = s.config;
+          c.policy = policy;
+          if (c.policy == "fixed") c.policy_params["level"] = "1";
+          const auto r = simulate(c, s.profile).result.requests[0];
+          ASSERT_TRUE(r.finished) << policy;
+          ++runs;
+          if (!r.slo_met) continue;
+          ++met;
+          EXPECT_GE(r.quality_cost, o.quality_cost - 1e-12) << policy << " " << what;
+        }
+      }
+  EXPECT_GE(window_fetches, 5);  // plans that recompute after fetching (6 when written)
+  EXPECT_GT(met, runs / 4);
+  EXPECT_LT(met, runs);
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -511,7 +510,24 @@ class WindowHistory {
         at = step.parent;
       }
     }
+    // Per state, what the chunks before c add to each later recompute that
+    // reads chunk c (key() adds chunk c's own part).
+    width_ = 0;
+    for (uint32_t later = c + 1; later < p.total && later <= c + reach_; ++later) ++width_;
+    before_.assign(states * width_ * 3, 0.0);
+    for (size_t k = 0; k < states; ++k)
+      for (size_t w = 0; w < width_; ++w) {
+        const auto& reads = (*p.chunks)[c + 1 + w].window_reads;
+        double* sum = &before_[(k * width_ + w) * 3];
+        for (uint32_t j = c; j-- > 0 && c - 1 - j < depth_;) {  // the run of fetched chunks before c
+          const size_t back_by = c + w - j;  // (c + 1 + w) - 1 - j
+          const int a = trail_[k * depth_ + (c - 1 - j)];
+          if (back_by >= reads.size() || a < 0) break;
+          add(reads[back_by], a, sum);
+        }
+      }
     ids_.clear();
+    key_sums_.clear();
   }
 
   // What recomputing the chunk fetches first after state k.
@@ -521,39 +537,51 @@ class WindowHistory {
 
   // The key of state k followed by `action` on the chunk.
   uint32_t key(const Problem& p, size_t k, int action) {
-    if (action < 0 || reach_ == 0) return 0;  // a recompute: no later one reads past it
-    sums_.clear();
+    if (action < 0 || width_ == 0) return 0;  // a recompute: no later one reads past it
+    sums_.assign(width_ * 3, 0.0);
     bool any = false;
-    for (uint32_t later = c_ + 1; later < p.total && later <= c_ + reach_; ++later) {
-      const auto& reads = (*p.chunks)[later].window_reads;
-      double bytes = 0, decode = 0, quality = 0;
-      for (uint32_t j = c_;; --j) {  // the chunks up to c_ that `later` reads
-        const size_t back_by = later - 1 - j;
-        const int a = j == c_ ? action : trail_[k * depth_ + (c_ - 1 - j)];
-        if (back_by >= reads.size() || a < 0) break;
-        const ChunkInfo::WindowRead& r = reads[back_by];
-        bytes += r.bytes[size_t(a)];
-        decode += r.decode_s[size_t(a)];
-        if (!r.quality_cost.empty()) quality += r.quality_cost[size_t(a)];
-        if (j == 0 || c_ - j >= depth_) break;
-      }
-      any = any || bytes != 0 || decode != 0 || quality != 0;
-      sums_.push_back(bytes), sums_.push_back(decode), sums_.push_back(quality);
+    for (size_t w = 0; w < width_; ++w) {
+      const auto& reads = (*p.chunks)[c_ + 1 + w].window_reads;
+      if (w >= reads.size()) continue;  // chunk c_ + 1 + w reads back neither to c_ nor before it
+      double* sum = &sums_[w * 3];
+      add(reads[w], action, sum);
+      for (int i = 0; i < 3; ++i) sum[i] += before_[(k * width_ + w) * 3 + i];
+      any = any || sum[0] != 0 || sum[1] != 0 || sum[2] != 0;
     }
     if (!any) return 0;
-    const std::string bits(reinterpret_cast<const char*>(sums_.data()), sums_.size() * sizeof(double));
-    return ids_.try_emplace(bits, uint32_t(ids_.size() + 1)).first->second;
+    // The id of these sums: by a hash of their bits, checked against the sums
+    // each id stands for (a collision probes on), so that equal means equal.
+    uint64_t h = 1469598103934665603ull;
+    for (const double x : sums_) h = (h ^ std::bit_cast<uint64_t>(x)) * 1099511628211ull;
+    const size_t n = sums_.size();
+    for (;; ++h) {
+      const auto [it, added] = ids_.try_emplace(h, uint32_t(ids_.size() + 1));
+      if (added) {
+        key_sums_.insert(key_sums_.end(), sums_.begin(), sums_.end());
+        return it->second;
+      }
+      if (std::equal(sums_.begin(), sums_.end(), key_sums_.begin() + long((it->second - 1) * n))) return it->second;
+    }
   }
 
   size_t keys() const { return ids_.size() + 1; }
 
  private:
+  static void add(const ChunkInfo::WindowRead& r, int level, double* sum) {
+    sum[0] += r.bytes[size_t(level)];
+    sum[1] += r.decode_s[size_t(level)];
+    if (!r.quality_cost.empty()) sum[2] += r.quality_cost[size_t(level)];
+  }
+
   uint32_t c_ = 0;
   const ChunkInfo* chunk_ = nullptr;
   size_t reach_ = 0, depth_ = 0;
+  size_t width_ = 0;        // the later chunks whose recompute may read chunk c_
   std::vector<int> trail_;  // [state * depth_ + i]: the action on chunk c_ - 1 - i
+  std::vector<double> before_;  // [(state * width_ + w) * 3 + bytes/decode/loss]: chunks before c_ for chunk c_ + 1 + w
   std::vector<double> sums_;
-  std::unordered_map<std::string, uint32_t> ids_;
+  std::unordered_map<uint64_t, uint32_t> ids_;  // hash -> key id (1, 2, ...)
+  std::vector<double> key_sums_;                 // [(id - 1) * width_ * 3 ...]: the sums of each key
 };
 
 // The Pareto search over chunks (oracle.h), frontiers of at most `max_states`.

@@ -47,6 +47,18 @@ codec::ModelInfo windowed(codec::ModelInfo m, const char* name, uint32_t window)
   return m;
 }
 
+// Gemma-2-9B: head_dim 256 (not hidden / heads), a 4,096-token window on
+// every even layer (HF's Gemma2: layer i slides when i % 2 == 0), embeddings
+// tied (parameters count them once; prefill_flops leaves them out, as the
+// logits of the prefilled tokens are not needed).
+codec::ModelInfo gemma2_9b() {
+  codec::ModelInfo m = llama("gemma2-9b", 42, 8, 16, 3584, 14336, 256000, 9241705984ull, codec::DType::kBF16);
+  m.kv.head_dim = 256;
+  m.layer_windows.assign(m.kv.layers, 0);
+  for (uint32_t l = 0; l < m.kv.layers; l += 2) m.layer_windows[l] = 4096;
+  return m;
+}
+
 // Hugging Face config.json numbers; parameters as counted by the checkpoints.
 std::vector<codec::ModelInfo> model_presets() {
   using codec::DType;
@@ -60,6 +72,7 @@ std::vector<codec::ModelInfo> model_presets() {
       mistral,
       windowed(mistral, "mistral-7b-v0.1", 4096),
       llama("llama3-8b", 32, 8, 32, 4096, 14336, 128256, 8030261248ull, DType::kBF16),
+      gemma2_9b(),
   };
 }
 

@@ -65,6 +65,15 @@ TEST(Windows, PrefillAndFirstTokenFollowTheWindows) {
   EXPECT_FALSE(v02.has_windows());
   EXPECT_EQ(v01.kv, v02.kv);
   EXPECT_EQ(v01.parameters, v02.parameters);
+  // Gemma-2-9B: config.json's shape; its parameters counted from it (tied
+  // embeddings, four norms per layer); even layers windowed.
+  const codec::ModelInfo gemma2 = model_preset("gemma2-9b");
+  EXPECT_EQ(gemma2.kv, (codec::KVShape{42, 8, 256}));
+  const uint64_t per_layer = 3584ull * (16 * 256) * 2 + 3584ull * (8 * 256) * 2 + 3ull * 3584 * 14336 + 4 * 3584;
+  EXPECT_EQ(gemma2.parameters, 42 * per_layer + 256000ull * 3584 + 3584);
+  ASSERT_EQ(gemma2.layer_windows.size(), 42u);
+  for (uint32_t l = 0; l < 42; ++l) EXPECT_EQ(gemma2.layer_windows[l], l % 2 ? 0u : 4096u) << l;
+  EXPECT_EQ(cached_tokens_read(gemma2, 32768), 21u * 32768 + 21u * 4095);
 }
 
 // 8 chunks of 256 tokens (the query at position 2048); 800,000 bytes per

@@ -17,7 +17,15 @@ ones.
 
   /usr/bin/python3 bench/layer_shares.py --kvstream build/apps/kvstream \\
       --model models/default --text data/retrieval/... -o /tmp/shares
+
+With --profile FILE it prints the same table for every codec of a profile
+from the shares `kvstream profile` recorded (Codec::layer_shares: cachegen's
+sections as here, kvs's shared substreams split by symbols; none recorded:
+an even split), e.g. to check the C++ attribution against this one:
+
+  /usr/bin/python3 bench/layer_shares.py --profile P.json
 """
+import json
 import argparse
 import os
 import struct
@@ -83,14 +91,48 @@ def patterns(layers):
     }
 
 
+def table_row(label, per_chunk):
+    """One level: the spread of the layer shares and, per pattern, the worst
+    error of equal shares for a chunk carrying only the full layers."""
+    layers = len(per_chunk[0])
+    shares = [b / sum(c) * layers for c in per_chunk for b in c]
+    errors = []
+    for name, windowed in patterns(layers).items():
+        full = [l for l in range(layers) if not windowed[l]]
+        worst = 0.0
+        for c in per_chunk:
+            measured = sum(c[l] for l in full)
+            equal = sum(c) * len(full) / layers
+            e = equal / measured - 1
+            worst = e if abs(e) > abs(worst) else worst
+        errors.append(f'{name}: {worst:+.1%}')
+    return f'{label} | {min(shares):.3f} .. {max(shares):.3f} | ' + '; '.join(errors)
+
+
+def from_profile(path):
+    profile = json.load(open(path))
+    layers = profile['model']['layers']
+    for codec in profile['codecs']:
+        print(f"{codec['codec']}: level | layer share x L: min .. max | far chunk bytes, equal share / measured - 1")
+        for level in range(len(codec['level_names'])):
+            per_chunk = [ch['levels'][level].get('layer_shares') or [1 / layers] * layers
+                         for ctx in codec['contexts'] for ch in ctx['chunks']]
+            print(table_row(f'L{level}', per_chunk))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--kvstream', required=True)
-    ap.add_argument('--model', required=True)
-    ap.add_argument('--text', required=True)
+    ap.add_argument('--profile', help='print the table from this profile\'s recorded layer shares')
+    ap.add_argument('--kvstream')
+    ap.add_argument('--model')
+    ap.add_argument('--text')
     ap.add_argument('--tokens', type=int, default=3000)
-    ap.add_argument('-o', '--out', required=True)
+    ap.add_argument('-o', '--out')
     a = ap.parse_args()
+    if a.profile:
+        return from_profile(a.profile)
+    if not (a.kvstream and a.model and a.text and a.out):
+        ap.error('--kvstream, --model, --text and -o are required without --profile')
     os.makedirs(a.out, exist_ok=True)
     kv = os.path.join(a.out, 'kv.safetensors')
     subprocess.run([a.kvstream, 'kv', 'dump', '--model', a.model, '--text', a.text, '--max-tokens', str(a.tokens),
@@ -100,20 +142,7 @@ def main():
         enc = os.path.join(a.out, f'L{level}.kvs')
         subprocess.run([a.kvstream, 'encode', kv, '-o', enc, '--codec', 'cachegen', '--level', str(level)],
                        check=True, stdout=subprocess.DEVNULL)
-        per_chunk = [layer_bytes(c, level) for c in chunks_of(enc)]
-        layers = len(per_chunk[0])
-        shares = [b / sum(c) * layers for c in per_chunk for b in c]
-        errors = []
-        for name, windowed in patterns(layers).items():
-            full = [l for l in range(layers) if not windowed[l]]
-            worst = 0.0
-            for c in per_chunk:
-                measured = sum(c[l] for l in full)
-                equal = sum(c) * len(full) / layers
-                e = equal / measured - 1
-                worst = e if abs(e) > abs(worst) else worst
-            errors.append(f'{name}: {worst:+.1%}')
-        print(f'L{level} | {min(shares):.3f} .. {max(shares):.3f} | ' + '; '.join(errors))
+        print(table_row(f'L{level}', [layer_bytes(c, level) for c in chunks_of(enc)]))
 
 
 if __name__ == '__main__':

@@ -374,6 +374,37 @@ KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces,
 }
 
 
+std::vector<double> KvsCodec::layer_shares(std::span<const uint8_t> stream) const {
+  const KvsLayout layout = parse(stream);
+  const KVShape& sh = layout.header.shape;
+  const uint32_t C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
+  // Channel ch (plane * C + c, plane = layer * 2 + kind): its symbols are its head's literal tokens.
+  const auto symbols = [&](uint32_t ch) { return uint64_t(layout.rows[size_t(ch / C) * H + (ch % C) / D].literals); };
+  std::vector<double> bytes(sh.layers, 0.0);
+  std::vector<std::array<double, 3>> spans;  // per channel of a piece: its layer, symbols, raw bits
+  for (const KvsPiece& pc : layout.pieces) {
+    // The piece's symbols, channel after channel of its table's group; its
+    // rANS bytes split by symbols, its extras (each symbol's raw bits, then
+    // the rare escapes) by raw bits, or by symbols when there are none.
+    const uint32_t* group = layout.group(pc.table);
+    const size_t group_size = layout.group_offset[pc.table + 1] - layout.group_offset[pc.table];
+    spans.clear();
+    double raw_bits = 0;
+    uint64_t left = pc.n, skip = pc.first_literal;
+    for (size_t i = pc.first_channel; left > 0 && i < group_size; ++i) {
+      const uint64_t here = std::min(left, symbols(group[i]) - skip);
+      const double raw = double(here) * split_spread(uint32_t(layout.model(group[i]).spread)).raw_bits;
+      spans.push_back({double(group[i] / C / 2), double(here), raw});
+      raw_bits += raw;
+      left -= here, skip = 0;
+    }
+    const double rans = double(pc.rans.size() + 4), extras = double(pc.extras.size());  // 4: its size in the table
+    for (const auto& [layer, n, raw] : spans)
+      bytes[size_t(layer)] += rans * n / double(pc.n) + extras * (raw_bits > 0 ? raw / raw_bits : n / double(pc.n));
+  }
+  return layer_shares_from_bytes(stream.size(), std::move(bytes));
+}
+
 KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   const KvsLayout layout = parse(stream);
   const StreamHeader& hd = layout.header;

@@ -248,6 +248,12 @@ class KvsCodec final : public Codec {
 
   Bytes encode_chunk(const KVChunk& chunk, int level) const override;
   KVChunk decode(std::span<const uint8_t> stream) const override;
+  // Each substream (a table's channels, across layers) split over layers by
+  // the symbols each layer's channels have in it: they share one Gaussian
+  // table, so each symbol costs the same bits in expectation. The
+  // parameters, row references and channel models (a few per cent) are split
+  // evenly.
+  std::vector<double> layer_shares(std::span<const uint8_t> stream) const override;
   // Parses and checks everything but the substreams' payloads (throws
   // CorruptStream as decode() does, before anything is allocated for the output).
   KvsLayout parse(std::span<const uint8_t> stream) const;

@@ -388,6 +388,44 @@ TEST(LayerShares, CachegenAttributesEachLayersSections) {
   EXPECT_GT(shares[0], shares[3] * 1.05);
 }
 
+// kvs codes each table's channels, across layers, in shared substreams: each
+// is split over layers by symbols (one table: the same bits per symbol in
+// expectation), so the bytes follow the data closely, not to the byte.
+TEST(LayerShares, KvsSplitsSharedSubstreamsBySymbols) {
+  const auto codec = make_codec("kvs");
+  const KVChunk base = synthetic(kShape, 300, DType::kF16, 11);
+  KVChunk a = base;
+  for (uint32_t h = 0; h < a.shape.kv_heads; ++h)  // layer 1 four times as spread: more bits per value
+    for (uint32_t t = 0; t < a.tokens; ++t)
+      for (uint32_t d = 0; d < a.shape.head_dim; ++d)
+        for (Kind k : {Kind::kKey, Kind::kValue}) a.at(1, k, h, t, d) *= 4.0f;
+  KVChunk b = a;
+  for (uint32_t h = 0; h < a.shape.kv_heads; ++h)  // layer 2 flat: its streams shrink
+    for (uint32_t t = 0; t < a.tokens; ++t)
+      for (uint32_t d = 0; d < a.shape.head_dim; ++d) b.at(2, Kind::kKey, h, t, d) = b.at(2, Kind::kValue, h, t, d) = 0.25f;
+  for (int level : {0, 2, 4, 6}) {
+    const Bytes sa = codec->encode(a, level), sb = codec->encode(b, level);
+    const std::vector<double> ha = codec->layer_shares(sa), hb = codec->layer_shares(sb);
+    ASSERT_EQ(ha.size(), 4u);
+    double sum = 0;
+    for (double x : ha) sum += x;
+    EXPECT_NEAR(sum, 1.0, 1e-12);
+    EXPECT_GT(ha[1], codec->layer_shares(codec->encode(base, level))[1] * 1.2) << level;  // the wider layer weighs more
+    ASSERT_LT(sb.size(), sa.size());
+    // Layer 2 takes the stream's change to within 5 %; the others keep their bytes to within 1 %
+    // (an even split would move every layer by a quarter of the change).
+    const double change = double(sa.size() - sb.size());
+    for (uint32_t l = 0; l < 4; ++l) {
+      const double da = ha[l] * double(sa.size()), db = hb[l] * double(sb.size());
+      if (l == 2)
+        EXPECT_NEAR(da - db, change, 0.05 * change) << "level " << level;
+      else
+        EXPECT_NEAR(db, da, 0.01 * da) << "level " << level << " layer " << l;
+    }
+  }
+  EXPECT_THROW(codec->layer_shares(std::span<const uint8_t>(codec->encode(a, 0)).first(100)), CorruptStream);
+}
+
 TEST(LayerShares, DefaultIsEvenAndChecksTheStream) {
   const KVChunk c = synthetic(kShape, 40, DType::kF16, 12);
   const auto quant8 = make_codec("quant8");

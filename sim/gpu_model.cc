@@ -59,6 +59,17 @@ codec::ModelInfo gemma2_9b() {
   return m;
 }
 
+// Gemma-3-12B's language model (text_config): head_dim 256, a 1,024-token
+// window on five of every six layers (layer i is global when (i + 1) % 6 ==
+// 0), q/k norms; embeddings tied, vocab_size 262,208 as config.json has it.
+codec::ModelInfo gemma3_12b() {
+  codec::ModelInfo m = llama("gemma3-12b", 48, 8, 16, 3840, 15360, 262208, 11766034176ull, codec::DType::kBF16);
+  m.kv.head_dim = 256;
+  m.layer_windows.assign(m.kv.layers, 1024);
+  for (uint32_t l = 5; l < m.kv.layers; l += 6) m.layer_windows[l] = 0;
+  return m;
+}
+
 // Hugging Face config.json numbers; parameters as counted by the checkpoints.
 std::vector<codec::ModelInfo> model_presets() {
   using codec::DType;
@@ -73,6 +84,7 @@ std::vector<codec::ModelInfo> model_presets() {
       windowed(mistral, "mistral-7b-v0.1", 4096),
       llama("llama3-8b", 32, 8, 32, 4096, 14336, 128256, 8030261248ull, DType::kBF16),
       gemma2_9b(),
+      gemma3_12b(),
   };
 }
 

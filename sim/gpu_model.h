@@ -70,7 +70,8 @@ std::vector<std::string> gpu_preset_names();
 // Mistral-7B-v0.2 (full attention over 32K tokens), mistral-7b-v0.1 (the same
 // shape with a 4,096-token sliding window on every layer), llama3-8b =
 // Meta-Llama-3-8B, gemma2-9b = Gemma-2-9B (a 4,096-token window on every
-// even layer)); throws kvs::Error when unknown.
+// even layer), gemma3-12b = Gemma-3-12B's text model (a 1,024-token window
+// on five layers of six)); throws kvs::Error when unknown.
 codec::ModelInfo model_preset(const std::string& name);
 std::vector<std::string> model_preset_names();
 

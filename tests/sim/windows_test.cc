@@ -74,6 +74,14 @@ TEST(Windows, PrefillAndFirstTokenFollowTheWindows) {
   ASSERT_EQ(gemma2.layer_windows.size(), 42u);
   for (uint32_t l = 0; l < 42; ++l) EXPECT_EQ(gemma2.layer_windows[l], l % 2 ? 0u : 4096u) << l;
   EXPECT_EQ(cached_tokens_read(gemma2, 32768), 21u * 32768 + 21u * 4095);
+  // Gemma-3-12B's text model: the same count (q/k norms too; vocab 262,208
+  // as config.json has it; 245,760 more than a count with 262,144 rows).
+  const codec::ModelInfo gemma3 = model_preset("gemma3-12b");
+  EXPECT_EQ(gemma3.kv, (codec::KVShape{48, 8, 256}));
+  const uint64_t layer3 = 3840ull * 4096 * 2 + 3840ull * 2048 * 2 + 3ull * 3840 * 15360 + 4 * 3840 + 2 * 256;
+  EXPECT_EQ(gemma3.parameters, 48 * layer3 + 262208ull * 3840 + 3840);
+  for (uint32_t l = 0; l < 48; ++l) EXPECT_EQ(gemma3.layer_windows[l], l % 6 == 5 ? 0u : 1024u) << l;
+  EXPECT_EQ(cached_tokens_read(gemma3, 32768), 8u * 32768 + 40u * 1023);
 }
 
 // 8 chunks of 256 tokens (the query at position 2048); 800,000 bytes per

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <sstream>
 
 #include <fmt/core.h>
@@ -289,6 +290,78 @@ TEST(Windows, LoadBackComputeFrontFetchesOnlyWhatTheQueryReads) {
   EXPECT_GE(fetched, 2u);
   EXPECT_LT(fetched, 8u);
   EXPECT_EQ(r.payload_bytes, expected);
+}
+
+// Takes the given action for each chunk; records what the simulator says a
+// recompute of each would fetch first.
+struct ScriptedPolicy : policies::Policy {
+  std::vector<int> actions;
+  std::vector<uint64_t>* fetch_bytes;
+  ScriptedPolicy(std::vector<int> a, std::vector<uint64_t>* out) : actions(std::move(a)), fetch_bytes(out) {}
+  std::string name() const override { return "scripted"; }
+  policies::Action decide(const policies::StreamState& s) override {
+    fetch_bytes->push_back(s.recompute_fetch_bytes);
+    return {actions.at(s.next_chunk), "script"};
+  }
+};
+
+// The simulator's window fetches (ChunkInfo::window_reads, policies::
+// recompute_fetch: chunk by chunk, back to the nearest recompute) against a
+// client keeping each chunk's layers one by one (the layers it holds, every
+// layer of a recomputed chunk, marking what each window fetch brings), over
+// random windows, chunk sizes and actions: the same bytes, the same quality.
+TEST(Windows, RecomputeFetchesMatchLayerByLayerBookkeeping) {
+  std::mt19937 rng(5);
+  int fetches = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    const uint32_t n = 3 + rng() % 8, tokens = 64 + 32 * (rng() % 6), T = n * tokens;
+    const std::vector<uint64_t> level_bytes = {800'000, 400'000, 160'000};
+    std::vector<uint32_t> windows(8);
+    for (uint32_t& w : windows) {
+      const uint32_t choices[] = {0, 50, tokens / 2, tokens + 7, 2 * tokens + 3, 5 * tokens};
+      w = choices[rng() % 6];
+    }
+    std::vector<int> actions(n);
+    for (int& a : actions) a = int(rng() % 4) - 1;  // recompute or a level
+    WindowedRun run(windows);
+    run.profile = make_profile(n, tokens, level_bytes, 0.001);
+    run.config.network = "pensieve";
+    std::vector<uint64_t> seen;
+    SimHooks hooks;
+    hooks.make_policy = [&](uint32_t) { return std::make_unique<ScriptedPolicy>(actions, &seen); };
+    const auto r = simulate(run.config, run.profile, hooks).result.requests[0];
+    ASSERT_TRUE(r.finished);
+    // The bookkeeping: chunk j's layer l is in when the query reads it (and
+    // it was fetched), when j was recomputed, or once a window fetch brought it.
+    auto reaches = [](uint32_t w, uint64_t end, uint64_t reader) { return w == 0 || end + w > reader + 1; };
+    std::vector<std::vector<bool>> in(n, std::vector<bool>(8));
+    for (uint32_t j = 0; j < n; ++j)
+      for (uint32_t l = 0; l < 8; ++l) in[j][l] = actions[j] < 0 || reaches(windows[l], uint64_t(j + 1) * tokens, T);
+    for (uint32_t i = 0; i < n; ++i) {
+      double bytes = 0, quality = 0;
+      for (uint32_t j = i; j-- > 0;) {
+        bool reached = false, brought = false;
+        for (uint32_t l = 0; l < 8; ++l) {
+          if (windows[l] == 0 || !reaches(windows[l], uint64_t(j + 1) * tokens, uint64_t(i) * tokens)) continue;
+          reached = true;
+          if (in[j][l] || actions[i] >= 0) continue;
+          bytes += double(level_bytes[size_t(actions[j])]) / 8;
+          in[j][l] = brought = true;
+        }
+        bool read = false;  // by the query: then its cost is its own
+        for (uint32_t l = 0; l < 8; ++l) read = read || reaches(windows[l], uint64_t(j + 1) * tokens, T);
+        if (brought && !read) quality += 0.001 * (actions[j] + 1);
+        if (!reached) break;
+      }
+      const std::string what = fmt::format("trial {} chunk {} of {}", trial, i, n);
+      if (actions[i] >= 0) continue;
+      EXPECT_NEAR(double(r.chunks[i].payload_bytes), bytes, 1.0) << what;
+      EXPECT_NEAR(double(seen[i]), bytes, 1.0) << what;  // what the policy was shown
+      EXPECT_NEAR(r.chunks[i].kl_nats, quality, 1e-12) << what;
+      fetches += bytes > 0;
+    }
+  }
+  EXPECT_GT(fetches, 30);
 }
 
 // A chunk no layer of the query reads costs nothing at any level, until a

@@ -847,6 +847,10 @@ void OraclePolicy::make_plan(const StreamState& s) {
                            std::min(max_states_, best.largest));
     if (best.bound_valid)
       reason_ += fmt::format("; loss at most {:.3g} above the optimum", best.end.loss - std::min(best.end.loss, best.dropped));
+    // The least loss any plan can have (every chunk at its least): then the
+    // plan is the optimum in loss, only its TTFT among such plans unproven.
+    if ((p.slo_s <= 0 || best.met) && best.end.loss <= p.rest_loss[0] + 1e-12 * (1 + std::abs(p.rest_loss[0])))
+      reason_ += "; its loss is the least any plan has";
     reason_ += ")";
   }
 }

@@ -469,7 +469,7 @@ TEST(Oracle, BoundsDoNotChangeTheOptimum) {
 // Thinned to a small beam, the plan is within the gap its reason states of
 // the optimum (found by one unbounded search).
 TEST(Oracle, ThinnedPlansStayWithinTheirStatedGap) {
-  int approximate = 0, bounded = 0;
+  int approximate = 0, bounded = 0, least_loss = 0;
   for (uint64_t seed = 21; seed <= 28; ++seed) {
     Instance in = random_instance(seed, 16, 4);
     for (const char* timing : {"pipelined", "sequential"}) {
@@ -492,6 +492,10 @@ TEST(Oracle, ThinnedPlansStayWithinTheirStatedGap) {
           continue;
         }
         ++approximate;
+        if (r.reason.find("its loss is the least any plan has") != std::string::npos) {  // then it is the optimum's
+          EXPECT_LE(got.loss, opt.loss + 1e-12) << what << ": " << r.reason;
+          ++least_loss;
+        }
         const double gap = stated_gap(r.reason);
         if (gap < 0) continue;
         ++bounded;
@@ -507,6 +511,7 @@ TEST(Oracle, ThinnedPlansStayWithinTheirStatedGap) {
   }
   EXPECT_GT(approximate, 10);
   EXPECT_GT(bounded, 10);
+  EXPECT_GT(least_loss, 0);
 }
 
 TEST(Oracle, ThinnedFrontierIsApproximateButConsistentAndDeterministic) {

@@ -47,26 +47,16 @@ codec::ModelInfo windowed(codec::ModelInfo m, const char* name, uint32_t window)
   return m;
 }
 
-// Gemma-2-9B: head_dim 256 (not hidden / heads), a 4,096-token window on
-// every even layer (HF's Gemma2: layer i slides when i % 2 == 0), embeddings
-// tied (parameters count them once; prefill_flops leaves them out, as the
-// logits of the prefilled tokens are not needed).
-codec::ModelInfo gemma2_9b() {
-  codec::ModelInfo m = llama("gemma2-9b", 42, 8, 16, 3584, 14336, 256000, 9241705984ull, codec::DType::kBF16);
+// Gemma-2 and Gemma-3 (text): 8 KV heads of 256 (not hidden / heads),
+// embeddings tied (parameters count them once; prefill_flops leaves them
+// out, as the logits of the prefilled tokens are not needed), a window on
+// every layer but one in `period`, the one at `global` (0-based).
+codec::ModelInfo gemma(const char* name, uint32_t layers, uint32_t hidden, uint32_t intermediate, uint32_t vocab,
+                       uint64_t params, uint32_t window, uint32_t period, uint32_t global) {
+  codec::ModelInfo m = llama(name, layers, 8, 16, hidden, intermediate, vocab, params, codec::DType::kBF16);
   m.kv.head_dim = 256;
-  m.layer_windows.assign(m.kv.layers, 0);
-  for (uint32_t l = 0; l < m.kv.layers; l += 2) m.layer_windows[l] = 4096;
-  return m;
-}
-
-// Gemma-3-12B's language model (text_config): head_dim 256, a 1,024-token
-// window on five of every six layers (layer i is global when (i + 1) % 6 ==
-// 0), q/k norms; embeddings tied, vocab_size 262,208 as config.json has it.
-codec::ModelInfo gemma3_12b() {
-  codec::ModelInfo m = llama("gemma3-12b", 48, 8, 16, 3840, 15360, 262208, 11766034176ull, codec::DType::kBF16);
-  m.kv.head_dim = 256;
-  m.layer_windows.assign(m.kv.layers, 1024);
-  for (uint32_t l = 5; l < m.kv.layers; l += 6) m.layer_windows[l] = 0;
+  m.layer_windows.assign(m.kv.layers, window);
+  for (uint32_t l = global; l < m.kv.layers; l += period) m.layer_windows[l] = 0;
   return m;
 }
 
@@ -83,8 +73,11 @@ std::vector<codec::ModelInfo> model_presets() {
       mistral,
       windowed(mistral, "mistral-7b-v0.1", 4096),
       llama("llama3-8b", 32, 8, 32, 4096, 14336, 128256, 8030261248ull, DType::kBF16),
-      gemma2_9b(),
-      gemma3_12b(),
+      // Gemma-2-9B: HF's Gemma2 slides on even layers (odd ones global).
+      gemma("gemma2-9b", 42, 3584, 14336, 256000, 9241705984ull, 4096, 2, 1),
+      // Gemma-3-12B's language model (text_config; q/k norms; vocab_size
+      // 262,208 as config.json has it): layer i global when (i + 1) % 6 == 0.
+      gemma("gemma3-12b", 48, 3840, 15360, 262208, 11766034176ull, 1024, 6, 5),
   };
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -158,6 +159,7 @@ struct State {
   double gpu_s = 0;  // the GPU has finished every chunk so far
   double loss = 0;   // sum of quality_cost so far
   double bytes = 0;  // fetched so far (tie-break)
+  double work_s = 0; // GPU seconds of its decodes and recomputes (tie-break after bytes)
 };
 
 // How a state was reached: its predecessor in the previous frontier and the action.
@@ -205,9 +207,10 @@ class Staircase {
 
 // Keeps the candidates no other one dominates (no later on both clocks and no
 // worse loss, and a key that costs later chunks no more: the same key, or key
-// 0), in loss order. `lists` holds one list per action, each in loss order (a
-// frontier in loss order plus one action's loss): a merge, ties to the
-// earlier list. A candidate equal in loss to a later one that dominates it may
+// 0), in (loss, GPU work) order. `lists` holds one list per action, each in
+// that order (a frontier in that order plus one action's loss and work): a
+// merge, ties to the earlier list. Of candidates equal in loss and clocks,
+// the one with the least work stays (the objective's last tie-break). A candidate equal in loss to a later one that dominates it may
 // stay (harmless: the frontier is a superset of the Pareto one). `keys`: how
 // many keys the candidates use.
 void prune(std::vector<std::vector<Candidate>>& lists, size_t keys, std::vector<State>& states,
@@ -215,18 +218,20 @@ void prune(std::vector<std::vector<Candidate>>& lists, size_t keys, std::vector<
   states.clear(), steps.clear();
   std::vector<Staircase> stairs(std::max<size_t>(keys, 1));  // per key: the kept states, all with loss <= the candidate's
   std::vector<size_t> at(lists.size(), 0);
-  // A small heap of (loss, list) heads.
-  std::vector<std::pair<double, size_t>> heap;
+  // A small heap of (loss, work, list) heads.
+  using Head = std::tuple<double, double, size_t>;
+  std::vector<Head> heap;
+  const auto head = [&](size_t a) { return Head{lists[a][at[a]].s.loss, lists[a][at[a]].s.work_s, a}; };
   for (size_t a = 0; a < lists.size(); ++a)
-    if (!lists[a].empty()) heap.emplace_back(lists[a][0].s.loss, a);
-  auto later = [](const std::pair<double, size_t>& x, const std::pair<double, size_t>& y) { return x > y; };
+    if (!lists[a].empty()) heap.push_back(head(a));
+  auto later = [](const Head& x, const Head& y) { return x > y; };
   std::make_heap(heap.begin(), heap.end(), later);
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), later);
-    const size_t a = heap.back().second;
+    const size_t a = std::get<2>(heap.back());
     const Candidate& c = lists[a][at[a]++];
     if (at[a] < lists[a].size()) {
-      heap.back().first = lists[a][at[a]].s.loss;
+      heap.back() = head(a);
       std::push_heap(heap.begin(), heap.end(), later);
     } else {
       heap.pop_back();
@@ -478,7 +483,8 @@ bool better_outcome(const Outcome& a, const Outcome& b) {
   if (!a.met && std::abs(a.ttft_s - b.ttft_s) > kTieS) return a.ttft_s < b.ttft_s;
   if (a.end.loss != b.end.loss) return a.end.loss < b.end.loss;
   if (a.ttft_s != b.ttft_s) return a.ttft_s < b.ttft_s;
-  return a.end.bytes < b.end.bytes;
+  if (a.end.bytes != b.end.bytes) return a.end.bytes < b.end.bytes;
+  return a.end.work_s < b.end.work_s;
 }
 
 // A sliding-window target's history, chunk by chunk: each state's last
@@ -617,7 +623,8 @@ Outcome search(const Problem& p, size_t max_states, const Caps& caps) {
       const RecomputeFetch f = p.windowed ? history.fetch(k) : RecomputeFetch{};
       const double fetch_bytes = double(std::llround(f.bytes));
       if (fetch_bytes == 0) {
-        push({st.net_s, st.gpu_s + ch.recompute_s, st.loss + f.quality_cost, st.bytes}, {parent, Action::kRecompute}, k);
+        push({st.net_s, st.gpu_s + ch.recompute_s, st.loss + f.quality_cost, st.bytes, st.work_s + ch.recompute_s},
+             {parent, Action::kRecompute}, k);
       } else {
         State n = st;
         n.loss += f.quality_cost;  // the unread chunks it reads
@@ -629,6 +636,7 @@ Outcome search(const Problem& p, size_t max_states, const Caps& caps) {
           n.gpu_s = std::max(st.gpu_s, n.net_s) + f.decode_s + ch.recompute_s;
         }
         n.bytes += fetch_bytes;
+        n.work_s += f.decode_s + ch.recompute_s;
         if (std::isfinite(n.gpu_s)) push(n, {parent, Action::kRecompute}, k);
       }
       for (uint32_t l = 0; l < p.levels; ++l) {
@@ -644,12 +652,14 @@ Outcome search(const Problem& p, size_t max_states, const Caps& caps) {
         if (!std::isfinite(n.gpu_s)) continue;  // never arrives
         n.loss = st.loss + ch.quality_cost[l];
         n.bytes = st.bytes + double(ch.bytes[l]);
+        n.work_s = st.work_s + ch.decode_s[l];
         push(n, {parent, int32_t(l)}, k);
       }
     }
-    if (p.windowed)  // recomputes add each state its own loss (the unread chunks they read): restore loss order
-      std::stable_sort(lists[0].begin(), lists[0].end(),
-                       [](const Candidate& a, const Candidate& b) { return a.s.loss < b.s.loss; });
+    if (p.windowed)  // recomputes add each state its own loss and work (what they read): restore the order
+      std::stable_sort(lists[0].begin(), lists[0].end(), [](const Candidate& a, const Candidate& b) {
+        return a.s.loss != b.s.loss ? a.s.loss < b.s.loss : a.s.work_s < b.s.work_s;
+      });
     prune(lists, p.windowed ? history.keys() : 1, states, steps);
     const bool capped = std::isfinite(caps.ttft_s);
     if (capped || states.size() > max_states) {
@@ -673,12 +683,13 @@ Outcome search(const Problem& p, size_t max_states, const Caps& caps) {
   }
 
   // The objective over the final frontier: the least loss within the SLO
-  // (then the least TTFT, the fewest bytes); else the least TTFT (within
-  // kTieS), then the least loss.
+  // (then the least TTFT, the fewest bytes, the least GPU work); else the
+  // least TTFT (within kTieS), then the least loss.
   auto better = [&](size_t a, size_t b) {
     if (states[a].loss != states[b].loss) return states[a].loss < states[b].loss;
     if (states[a].gpu_s != states[b].gpu_s) return states[a].gpu_s < states[b].gpu_s;
-    return states[a].bytes < states[b].bytes;
+    if (states[a].bytes != states[b].bytes) return states[a].bytes < states[b].bytes;
+    return states[a].work_s < states[b].work_s;
   };
   size_t best = states.size();
   for (size_t k = 0; k < states.size(); ++k)

@@ -9,9 +9,12 @@
 //     least loss;
 //   without an SLO (slo_s = 0): the least total loss (recompute is exact, so
 //     0 when every quality_cost >= 0), then the least TTFT.
-//   Remaining ties: the fewest bytes among the plans the search keeps, then a
-//   fixed order (deterministic). Dominance ignores bytes, so of two plans
-//   equal in TTFT and loss the one with fewer bytes may have been dropped.
+//   Remaining ties: the fewest bytes among the plans the search keeps, then
+//   the least GPU work (decode and recompute seconds: no needless recompute
+//   while the GPU waits for the network), then a fixed order (deterministic).
+//   Of states equal in clocks and loss the search keeps the least work;
+//   dominance ignores bytes, so of two plans equal in TTFT and loss the one
+//   with fewer bytes may have been dropped.
 //
 // The search is a Pareto search over chunks. After chunk i a state is
 //   pipelined (default, the simulator's model): (network free time, GPU free

@@ -318,6 +318,23 @@ Instance three_levels_on_fast_link() {
 
 // (3) Level 0 fits: the best quality; an impossible SLO: the least TTFT;
 // no SLO: the best quality at any TTFT (recomputing is exact).
+// Of plans equal in loss, TTFT and bytes, the least GPU work: chunk 0 (no
+// layer of the query reads it: 0 bytes, no cost) recomputed or "fetched" ends
+// at the same TTFT, as the GPU then waits for chunk 1 on a slow link; the
+// plan does not recompute it.
+TEST(Oracle, TiesGoToTheLeastGpuWork) {
+  Instance in;
+  in.levels = 2;
+  in.chunks.push_back({0, 256, {0, 0}, {0.0, 0.0}, {0.0, 0.0}, 0.05, {}});
+  in.chunks.push_back({256, 256, {1000000, 500000}, {0.01, 0.01}, {0.0, 0.01}, 5.0, {}});
+  in.rate_bps = 8e6;  // chunk 1 at level 0: 1 s
+  in.slo_s = 3;
+  for (const char* timing : {"pipelined", "sequential"}) {
+    const OracleRun r = run_oracle(in, {{"timing", timing}});
+    EXPECT_EQ(r.plan, (std::vector<int>{0, 0})) << timing << ": " << r.reason;
+  }
+}
+
 TEST(Oracle, BestQualityWhenItFitsLeastTtftWhenNothingDoes) {
   Instance in = three_levels_on_fast_link();
   in.slo_s = 1.0;

@@ -160,6 +160,7 @@ struct State {
   double loss = 0;   // sum of quality_cost so far
   double bytes = 0;  // fetched so far (tie-break)
   double work_s = 0; // GPU seconds of its decodes and recomputes (tie-break after bytes)
+  bool pending = false;  // sliding windows: its last chunks add to later recomputes (key != 0)
 };
 
 // How a state was reached: its predecessor in the previous frontier and the action.
@@ -239,6 +240,7 @@ void prune(std::vector<std::vector<Candidate>>& lists, size_t keys, std::vector<
     if (stairs[0].covers(c.s.net_s, c.s.gpu_s) || (c.key && stairs[c.key].covers(c.s.net_s, c.s.gpu_s))) continue;
     stairs[c.key].add(c.s.net_s, c.s.gpu_s);
     states.push_back(c.s);
+    states.back().pending = c.key != 0;
     steps.push_back(c.step);
   }
 }
@@ -435,19 +437,20 @@ double thin(size_t max_states, std::vector<State>& states, std::vector<Step>& st
     clock_front.swap(thinned);
   }
   for (const size_t i : clock_front) keep[i] = 1;
-  // The beam.
-  std::vector<std::pair<double, size_t>> f;
+  // The beam; of equal bounds, first the states that owe later recomputes
+  // nothing (a sliding-window target's key 0), then frontier order.
+  std::vector<std::tuple<double, bool, size_t>> f;
   f.reserve(n);
   for (size_t i = 0; i < n; ++i)
-    if (!keep[i]) f.emplace_back(bounds[i], i);
+    if (!keep[i]) f.emplace_back(bounds[i], states[i].pending, i);
   const size_t room = max_states - clock_front.size();
   double dropped = kNever;
   if (f.size() > room) {
     std::nth_element(f.begin(), f.begin() + long(room), f.end());
-    dropped = std::min_element(f.begin() + long(room), f.end())->first;
+    dropped = std::get<0>(*std::min_element(f.begin() + long(room), f.end()));
     f.resize(room);
   }
-  for (const auto& [value, i] : f)
+  for (const auto& [value, pending, i] : f)
     if (value < kNever) keep[i] = 1;
   compact(states, steps, bounds, keep);
   return dropped;

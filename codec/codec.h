@@ -85,8 +85,8 @@ class Codec {
   // that sends only some layers of the chunk sends (a simulated target with
   // sliding-window layers, docs/simulator.md). Bytes that belong to no one
   // layer (header, CRC, sections all layers share) are spread evenly. The
-  // default spreads the whole stream evenly; codecs whose sections are per
-  // layer (cachegen) override it. Throws CorruptStream for a stream of
+  // default spreads the whole stream evenly; cachegen (sections per layer)
+  // and kvs (substreams split by their layers' symbols) override it. Throws CorruptStream for a stream of
   // another codec or one parse_stream refuses.
   virtual std::vector<double> layer_shares(std::span<const uint8_t> stream) const;
 

@@ -381,7 +381,11 @@ std::vector<double> KvsCodec::layer_shares(std::span<const uint8_t> stream) cons
   // Channel ch (plane * C + c, plane = layer * 2 + kind): its symbols are its head's literal tokens.
   const auto symbols = [&](uint32_t ch) { return uint64_t(layout.rows[size_t(ch / C) * H + (ch % C) / D].literals); };
   std::vector<double> bytes(sh.layers, 0.0);
-  std::vector<std::array<double, 3>> spans;  // per channel of a piece: its layer, symbols, raw bits
+  struct Span {
+    uint32_t layer;
+    double symbols, raw_bits;
+  };
+  std::vector<Span> spans;  // per channel of a piece
   for (const KvsPiece& pc : layout.pieces) {
     // The piece's symbols, channel after channel of its table's group; its
     // rANS bytes split by symbols, its extras (each symbol's raw bits, then
@@ -394,13 +398,14 @@ std::vector<double> KvsCodec::layer_shares(std::span<const uint8_t> stream) cons
     for (size_t i = pc.first_channel; left > 0 && i < group_size; ++i) {
       const uint64_t here = std::min(left, symbols(group[i]) - skip);
       const double raw = double(here) * split_spread(uint32_t(layout.model(group[i]).spread)).raw_bits;
-      spans.push_back({double(group[i] / C / 2), double(here), raw});
+      spans.push_back({group[i] / C / 2, double(here), raw});
       raw_bits += raw;
       left -= here, skip = 0;
     }
     const double rans = double(pc.rans.size() + 4), extras = double(pc.extras.size());  // 4: its size in the table
-    for (const auto& [layer, n, raw] : spans)
-      bytes[size_t(layer)] += rans * n / double(pc.n) + extras * (raw_bits > 0 ? raw / raw_bits : n / double(pc.n));
+    for (const Span& sp : spans)
+      bytes[sp.layer] += rans * sp.symbols / double(pc.n) +
+                         extras * (raw_bits > 0 ? sp.raw_bits / raw_bits : sp.symbols / double(pc.n));
   }
   return layer_shares_from_bytes(stream.size(), std::move(bytes));
 }

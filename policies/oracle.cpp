@@ -521,8 +521,7 @@ class WindowHistory {
     }
     // Per state, what the chunks before c add to each later recompute that
     // reads chunk c (key() adds chunk c's own part).
-    width_ = 0;
-    for (uint32_t later = c + 1; later < p.total && later <= c + reach_; ++later) ++width_;
+    width_ = std::min<size_t>(reach_, p.total - 1 - c);
     before_.assign(states * width_ * 3, 0.0);
     for (size_t k = 0; k < states; ++k)
       for (size_t w = 0; w < width_; ++w) {

@@ -2,6 +2,7 @@
 // kvs_encode.cpp and kvs_decode.cpp (codec/kvs_internal.h lists the parts).
 #include "codec/kvs.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <charconv>
 #include <cmath>
@@ -52,12 +53,40 @@ std::vector<float> parse_list(const std::string& key, const std::string& v, floa
   }
   return out;
 }
+// A RoPE base: 0 (keys as given) or a number > 1 that a float holds (the
+// stream stores it as one).
+double parse_theta(const std::string& key, const std::string& v) {
+  double theta = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), theta);
+  if (ec != std::errc() || p != v.data() + v.size() || !(theta >= 0 && theta <= FLT_MAX) || (theta > 0 && theta <= 1))
+    throw Error(fmt::format("codec kvs: {}: expected 0 or a number > 1, got '{}'", key, v));
+  return theta;
+}
+
+// ':'-separated distinct layer indices (< 65536), sorted.
+std::vector<uint32_t> parse_layers(const std::string& key, const std::string& v) {
+  std::vector<uint32_t> out;
+  size_t begin = 0;
+  while (begin <= v.size()) {
+    const size_t end = std::min(v.find(':', begin), v.size());
+    uint32_t l = 0;
+    auto [p, ec] = std::from_chars(v.data() + begin, v.data() + end, l);
+    if (ec != std::errc() || p != v.data() + end || l > 65535)
+      throw Error(fmt::format("codec kvs: {}: expected ':'-separated layer indices, got '{}'", key, v));
+    out.push_back(l);
+    begin = end + 1;
+  }
+  std::sort(out.begin(), out.end());
+  if (std::adjacent_find(out.begin(), out.end()) != out.end())
+    throw Error(fmt::format("codec kvs: {}: layer {} given twice", key, *std::adjacent_find(out.begin(), out.end())));
+  return out;
+}
 }  // namespace
 
 std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
   check_params("kvs", options.params,
-               {"rope_theta", "rope_inv_freq", "rope_inv_freq_long", "rope_long_after", "weights", "centroid", "rdo",
-                "ladder", "rows"});
+               {"rope_theta", "rope_inv_freq", "rope_inv_freq_long", "rope_long_after", "rope_alt_theta",
+                "rope_alt_inv_freq", "rope_alt_layers", "weights", "centroid", "rdo", "ladder", "rows"});
   bool centroid = true, rows = true;
   if (auto it = options.params.find("rows"); it != options.params.end()) {
     if (it->second != "0" && it->second != "1")
@@ -79,13 +108,7 @@ std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
   double theta = 10000.0;
   std::vector<float> weights;
   bool defaults = true;
-  if (auto it = options.params.find("rope_theta"); it != options.params.end()) {
-    const std::string& v = it->second;
-    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), theta);
-    // The stream stores the base as a float.
-    if (ec != std::errc() || p != v.data() + v.size() || !(theta >= 0 && theta <= FLT_MAX) || (theta > 0 && theta <= 1))
-      throw Error(fmt::format("codec kvs: rope_theta: expected 0 or a number > 1, got '{}'", v));
-  }
+  if (auto it = options.params.find("rope_theta"); it != options.params.end()) theta = parse_theta("rope_theta", it->second);
   kvs_detail::KvsRopeTables rope;
   if (auto it = options.params.find("rope_inv_freq"); it != options.params.end()) {
     if (options.params.count("rope_theta"))
@@ -106,6 +129,20 @@ std::unique_ptr<Codec> make_kvs_codec(const CodecOptions& options) {
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), rope.long_after_tokens);
     if (ec != std::errc() || p != v.data() + v.size() || rope.long_after_tokens == 0)
       throw Error(fmt::format("codec kvs: rope_long_after: expected a number of tokens > 0, got '{}'", v));
+  }
+  const auto alt_theta = options.params.find("rope_alt_theta");
+  const auto alt_table = options.params.find("rope_alt_inv_freq");
+  const auto alt_layers = options.params.find("rope_alt_layers");
+  const bool alt = alt_theta != options.params.end() || alt_table != options.params.end();
+  if (alt_theta != options.params.end() && alt_table != options.params.end())
+    throw Error("codec kvs: rope_alt_theta and rope_alt_inv_freq both given (the table replaces the base)");
+  if (alt != (alt_layers != options.params.end()))
+    throw Error("codec kvs: rope_alt_layers goes with rope_alt_theta or rope_alt_inv_freq (the layers' second RoPE)");
+  if (alt) {
+    if (alt_theta != options.params.end()) rope.alt_theta = parse_theta("rope_alt_theta", alt_theta->second);
+    if (alt_table != options.params.end())
+      rope.alt_inv_freq = parse_list("rope_alt_inv_freq", alt_table->second, 0.0f, kKvsMaxInvFreq);
+    rope.alt_layers = parse_layers("rope_alt_layers", alt_layers->second);
   }
   if (auto it = options.params.find("weights"); it != options.params.end() && it->second != "default") {
     defaults = false;

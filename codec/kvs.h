@@ -69,6 +69,12 @@ std::vector<float> kvs_default_weights(uint32_t layers);
 //                second table: chunks of a context of more than
 //                rope_long_after tokens (KVChunk::context_tokens) are coded
 //                with it, as the model rotates a prompt that long
+//   rope_alt_theta or rope_alt_inv_freq, with rope_alt_layers : a second
+//                RoPE (a base, 0 for no RoPE, or a table) for the layers
+//                rope_alt_layers (l0:l1:..., 0-based), e.g. gemma3's sliding
+//                layers at rope_local_base_freq; the stream then carries
+//                both and each layer's (flags bit 2). Without it, layers whose
+//                model rotates otherwise decode exactly but code larger
 //   weights    : 2 x layers step multipliers K0:V0:K1:V1:... (default: the ones
 //                measured for the bundled model when there are 4 layers, else 1).
 //                They are model-specific: `kvstream profile` gives kvs the

@@ -14,6 +14,7 @@
 namespace kvs::codec::kvs_core {
 
 constexpr uint32_t kEscapeBits = 32;
+constexpr uint32_t kMaxRopeTables = 4;  // RoPE tables a stream may carry (per-layer RoPE)
 constexpr int64_t kMaxQ = int64_t(1) << 29;  // as kvs_detail::kMaxQ
 
 enum class Fault : uint32_t {

@@ -177,8 +177,10 @@ KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces,
   KvsLayout layout;
   const StreamHeader& hd = ps.header;
   layout.header = hd;
-  if (hd.flags > 3) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs flags {} (expected 0 to 3)", hd.flags));
-  const bool centroid = hd.flags & 1, rope_table = hd.flags & 2;
+  // Bits 1 (a RoPE table) and 2 (per-layer RoPE) exclude each other.
+  if (hd.flags > 7 || (hd.flags & 6) == 6)
+    throw CorruptStream(fmt::format("corrupt KV bitstream: kvs flags {} (expected 0 to 5)", hd.flags));
+  const bool centroid = hd.flags & 1, rope_table = hd.flags & 2, per_layer = hd.flags & 4;
   layout.centroid = centroid;
   const KVShape& sh = hd.shape;
   const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
@@ -186,19 +188,40 @@ KvsLayout KvsCodec::parse(const ParsedStream& ps, bool locate_pieces,
   if (ps.sections.size() < 3) throw CorruptStream("corrupt KV bitstream: kvs has fewer than 3 sections");
 
   SectionReader params(ps.sections[0], "kvs parameters");
-  if (rope_table) {
+  auto read_table = [&] {
     if (D % 2) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs RoPE table for head_dim {} (odd)", D));
-    layout.inv_freq.resize(D / 2);
-    for (double& f : layout.inv_freq) {
+    std::vector<double> inv_freq(D / 2);
+    for (double& f : inv_freq) {
       f = params.f32();
       if (!(f >= 0 && f <= kKvsMaxInvFreq))
         throw CorruptStream(fmt::format("corrupt KV bitstream: kvs RoPE frequency {}", f));
     }
-  } else {
+    return inv_freq;
+  };
+  auto read_theta = [&] {
     const float theta = params.f32();
     if (!std::isfinite(theta) || (theta != 0 && !(theta > 1 && D % 2 == 0)))
       throw CorruptStream(fmt::format("corrupt KV bitstream: kvs rope_theta {}", theta));
-    if (theta > 0) layout.inv_freq = rope_inv_freqs(theta, D);
+    return theta > 0 ? rope_inv_freqs(theta, D) : std::vector<double>{};
+  };
+  KvsStreamRope& rope = layout.rope;
+  if (per_layer) {
+    const uint8_t n = params.bytes(1)[0];
+    if (n < 1 || n > kKvsMaxRopeTables)
+      throw CorruptStream(fmt::format("corrupt KV bitstream: kvs {} RoPE tables (1 to {})", n, kKvsMaxRopeTables));
+    for (uint8_t i = 0; i < n; ++i) {
+      const uint8_t form = params.bytes(1)[0];
+      if (form > 1) throw CorruptStream(fmt::format("corrupt KV bitstream: kvs RoPE table form {}", form));
+      rope.tables.push_back(form ? read_table() : read_theta());
+    }
+    const auto of_layer = params.bytes(sh.layers);
+    for (uint32_t l = 0; l < sh.layers; ++l)
+      if (of_layer[l] >= n)
+        throw CorruptStream(fmt::format("corrupt KV bitstream: kvs layer {}'s RoPE table {} (of {})", l, of_layer[l], n));
+    rope.layer_table.assign(of_layer.begin(), of_layer.end());
+  } else {
+    rope.tables.push_back(rope_table ? read_table() : read_theta());
+    rope.layer_table.assign(sh.layers, 0);
   }
   std::vector<float>& steps = layout.steps;
   steps.resize(planes);
@@ -414,7 +437,6 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   const KvsLayout layout = parse(stream);
   const StreamHeader& hd = layout.header;
   const bool centroid = layout.centroid;
-  const bool rotated = !layout.inv_freq.empty();
   const KVShape& sh = hd.shape;
   const uint32_t T = hd.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads, half = D / 2;
   const size_t planes = 2 * size_t(sh.layers), channels = planes * C, heads = planes * H;
@@ -528,12 +550,13 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
   }
   // Channel-major values to [token][dim] rows, in blocks of tokens that stay in
   // cache; copied rows take their source's values; keys rotate back to their positions.
-  const auto rope = rope_table(layout.inv_freq, hd.token_begin, T);
+  const auto rope = rope_tables(layout.rope, hd.token_begin, T);
   constexpr uint32_t kBlock = 16;
   uint32_t src[kBlock];
   for (size_t ph = 0; ph < heads; ++ph) {
     const size_t p = ph / H;
-    const bool key = p % 2 == 0 && rotated;
+    const auto& table = rope[layout.rope.layer_table[p / 2]];
+    const bool key = p % 2 == 0 && !table.empty();
     const float* in = tmp + ph * size_t(D) * stride;
     float* base = out.values.data() + out.plane_offset(uint32_t(p / 2), Kind(p % 2)) + (ph % H) * size_t(T) * D;
     for (uint32_t t0 = 0; t0 < T; t0 += kBlock) {
@@ -547,7 +570,7 @@ KVChunk KvsCodec::decode(std::span<const uint8_t> stream) const {
           for (uint32_t d = 0; d < D; ++d) row[d] = kvs_core::output_value(col, stride, d, half, false, nullptr);
           continue;
         }
-        const auto* cs = &rope[size_t(t0 + k) * half];
+        const auto* cs = &table[size_t(t0 + k) * half];
         for (uint32_t d = 0; d < D; ++d)
           row[d] = kvs_core::output_value(col, stride, d, half, true, cs[d < half ? d : d - half].data());
       }

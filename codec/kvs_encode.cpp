@@ -167,15 +167,15 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
   const std::vector<float> steps = level_steps(level, chunk.shape.layers);
   const KVShape& sh = chunk.shape;
   const uint32_t T = chunk.tokens, C = uint32_t(sh.channels()), D = sh.head_dim, H = sh.kv_heads;
-  const std::vector<double> inv_freq = coded_inv_freq(D, chunk.context_tokens);
-  const bool rotated = !inv_freq.empty();
-  const auto rope = rope_table(inv_freq, chunk.token_begin, T);
+  const KvsStreamRope coded = coded_rope(D, sh.layers, chunk.context_tokens);
+  const auto rope = rope_tables(coded, chunk.token_begin, T);
   const uint32_t half = D / 2;
   const size_t planes = 2 * size_t(sh.layers), channels = planes * C, layer_channels = 2 * size_t(C);
   const kvs_core::EncoderTables tables = encoder_tables();
-  // Keys' cos and sin per token (null: values, or keys coded as given).
-  auto rope_at = [&](Kind k, uint32_t t) -> const float* {
-    return k == Kind::kKey && rotated ? rope[size_t(t) * half].data() : nullptr;
+  // Layer l's keys' cos and sin per token (null: values, or keys coded as given).
+  auto rope_at = [&](uint32_t l, Kind k, uint32_t t) -> const float* {
+    const auto& table = rope[coded.layer_table[l]];
+    return k == Kind::kKey && !table.empty() ? table[size_t(t) * half].data() : nullptr;
   };
 
   // A bad value of layer l: the error for the first one in chunk order.
@@ -186,7 +186,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
         for (uint32_t t = 0; t < T; ++t) {
           const float* in = &chunk.at(l, k, h, t, 0);
           for (uint32_t d = 0; d < D; ++d) {
-            const float x = kvs_core::row_value([&](uint32_t i) { return in[i]; }, rope_at(k, t), d, half);
+            const float x = kvs_core::row_value([&](uint32_t i) { return in[i]; }, rope_at(l, k, t), d, half);
             if (kvs_core::value_is_bad(x, x / step)) throw_bad_value(x, step);
           }
         }
@@ -194,7 +194,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
     throw Error("codec kvs: internal error: no bad value found");
   };
 
-  Bytes params = params_section(D, chunk.context_tokens, steps);
+  Bytes params = params_section(D, sh.layers, chunk.context_tokens, steps);
   std::vector<RowPlan> plans;  // per head (layer, kind, head)
   BitWriter refs;
   std::vector<ChannelModel> model(channels);
@@ -231,7 +231,7 @@ Bytes KvsCodec::encode_chunk(const KVChunk& chunk, int level) const {
             const uint32_t t = t0 + b;
             const float* in = &chunk.at(l, k, h, t, 0);
             float* ty = &tile_y[size_t(b) * D];
-            const bool bad = kvs_core::row_in_steps([&](uint32_t i) { return in[i]; }, rope_at(k, t), D, step,
+            const bool bad = kvs_core::row_in_steps([&](uint32_t i) { return in[i]; }, rope_at(l, k, t), D, step,
                                                     [&](uint32_t d, float y) { ty[d] = y; });
             if (bad) throw_first_bad_value(l);
             for (uint32_t d = 0; d < D; ++d) sy[d] += double(ty[d]);

@@ -122,24 +122,75 @@ std::vector<std::array<float, 2>> rope_table(const std::vector<double>& inv_freq
   return cs;
 }
 
-std::vector<double> KvsCodec::coded_inv_freq(uint32_t D, uint64_t context_tokens) const {
-  // A base as the stream stores it (a float): the decoder's frequencies are these.
-  if (rope_.inv_freq.empty())
-    return D % 2 == 0 && rope_theta_ > 0 ? rope_inv_freqs(float(rope_theta_), D) : std::vector<double>{};
-  const std::vector<float>& table = rope_.for_context(context_tokens);
+std::vector<std::vector<std::array<float, 2>>> rope_tables(const KvsStreamRope& rope, uint64_t token_begin,
+                                                          uint32_t tokens) {
+  std::vector<std::vector<std::array<float, 2>>> out;
+  out.reserve(rope.tables.size());
+  for (const auto& t : rope.tables) out.push_back(rope_table(t, token_begin, tokens));
+  return out;
+}
+
+namespace {
+
+// A table parameter's frequencies for head dimension D, checked.
+std::vector<double> table_freqs(const std::vector<float>& table, uint32_t D, const char* key) {
   if (2 * table.size() != D)
-    throw Error(fmt::format("codec kvs: rope_inv_freq has {} frequencies; keys of head_dim {} need {}", table.size(),
-                            D, D % 2 ? "an even head_dim (RoPE rotates pairs)" : std::to_string(D / 2)));
+    throw Error(fmt::format("codec kvs: {} has {} frequencies; keys of head_dim {} need {}", key, table.size(), D,
+                            D % 2 ? "an even head_dim (RoPE rotates pairs)" : std::to_string(D / 2)));
   return {table.begin(), table.end()};
 }
 
-Bytes KvsCodec::params_section(uint32_t D, uint64_t context_tokens, const std::vector<float>& steps) const {
+// A base as the stream stores it (a float; 0 for an odd D, which RoPE cannot
+// rotate): the decoder's frequencies are these.
+float stored_theta(double theta, uint32_t D) { return D % 2 == 0 ? float(theta) : 0.0f; }
+std::vector<double> theta_freqs(double theta, uint32_t D) {
+  const float stored = stored_theta(theta, D);
+  return stored > 0 ? rope_inv_freqs(stored, D) : std::vector<double>{};
+}
+
+}  // namespace
+
+KvsStreamRope KvsCodec::coded_rope(uint32_t D, uint32_t layers, uint64_t context_tokens) const {
+  KvsStreamRope r;
+  r.tables.push_back(rope_.inv_freq.empty() ? theta_freqs(rope_theta_, D)
+                                            : table_freqs(rope_.for_context(context_tokens), D, "rope_inv_freq"));
+  r.layer_table.assign(layers, 0);
+  if (rope_.alt_layers.empty()) return r;
+  r.tables.push_back(rope_.alt_inv_freq.empty() ? theta_freqs(rope_.alt_theta, D)
+                                                : table_freqs(rope_.alt_inv_freq, D, "rope_alt_inv_freq"));
+  for (uint32_t l : rope_.alt_layers) {
+    if (l >= layers)
+      throw Error(fmt::format("codec kvs: rope_alt_layers names layer {}; the chunk has {} layers (0..{})", l, layers,
+                              layers - 1));
+    r.layer_table[l] = 1;
+  }
+  return r;
+}
+
+Bytes KvsCodec::params_section(uint32_t D, uint32_t layers, uint64_t context_tokens,
+                               const std::vector<float>& steps) const {
+  (void)coded_rope(D, layers, context_tokens);  // its checks of the tables against D and the layers
   Bytes params;
-  if (rope_.inv_freq.empty()) {
-    put_f32(params, D % 2 == 0 ? float(rope_theta_) : 0.0f);
+  if (rope_.alt_layers.empty()) {
+    if (rope_.inv_freq.empty()) {
+      put_f32(params, stored_theta(rope_theta_, D));
+    } else {
+      for (float f : rope_.for_context(context_tokens)) put_f32(params, f);
+    }
   } else {
-    coded_inv_freq(D, context_tokens);  // its check of the table against D
-    for (float f : rope_.for_context(context_tokens)) put_f32(params, f);
+    // Per-layer RoPE (flags bit 2): the tables, each a form byte (0: a base,
+    // 1: D / 2 frequencies) and its data, then each layer's table.
+    params.push_back(2);
+    auto put_table = [&](double theta, const std::vector<float>& table) {
+      params.push_back(table.empty() ? 0 : 1);
+      if (table.empty()) put_f32(params, stored_theta(theta, D));
+      for (float f : table) put_f32(params, f);
+    };
+    put_table(rope_theta_, rope_.inv_freq.empty() ? rope_.inv_freq : rope_.for_context(context_tokens));
+    put_table(rope_.alt_theta, rope_.alt_inv_freq);
+    std::vector<uint8_t> of_layer(layers, 0);
+    for (uint32_t l : rope_.alt_layers) of_layer[l] = 1;
+    params.insert(params.end(), of_layer.begin(), of_layer.end());
   }
   for (float s : steps) put_f32(params, s);
   return params;

@@ -140,6 +140,25 @@ std::vector<double> rope_inv_freqs(double rope_theta, uint32_t head_dim);
 // Per chunk: cos/sin for every (token, pair), pair i at inv_freq[i].
 std::vector<std::array<float, 2>> rope_table(const std::vector<double>& inv_freq, uint64_t token_begin, uint32_t tokens);
 
+// The RoPE a stream's keys are rotated back with, per layer: its tables
+// (D / 2 frequencies each; an empty table: keys as given) and each layer's
+// table. One table for every layer unless the stream has per-layer RoPE
+// (flags bit 2: e.g. gemma3's sliding layers at their own base).
+struct KvsStreamRope {
+  std::vector<std::vector<double>> tables;
+  std::vector<uint8_t> layer_table;  // per layer: an index into tables
+  const std::vector<double>& of_layer(size_t layer) const { return tables[layer_table[layer]]; }
+  bool rotates() const {
+    for (const auto& t : tables)
+      if (!t.empty()) return true;
+    return false;
+  }
+};
+// Per table of `rope`, rope_table(table, token_begin, tokens) (empty for an
+// empty table).
+std::vector<std::vector<std::array<float, 2>>> rope_tables(const KvsStreamRope& rope, uint64_t token_begin,
+                                                          uint32_t tokens);
+
 // The decoder's view of one head's rows: its literal tokens in order (null:
 // every token, 0..T-1) and each token's source row (null: itself).
 struct HeadRows {
@@ -179,9 +198,9 @@ struct KvsPiece {
 struct KvsLayout {
   StreamHeader header;
   bool centroid = false;
-  // Keys rotated back at these per-pair frequencies (D / 2 of them; empty:
-  // keys as given), from the stream's RoPE base or its table (flags bit 1).
-  std::vector<double> inv_freq;
+  // Keys rotated back per layer at these per-pair frequencies, from the
+  // stream's RoPE base, its table (flags bit 1) or its per-layer tables (bit 2).
+  KvsStreamRope rope;
   std::vector<float> steps;                                     // per plane (layer, kind)
   std::vector<std::vector<uint32_t>> literal_lists, source_lists;  // one per head in row mode 1
   std::vector<HeadRows> rows;                                   // per head (pointing into the lists)
@@ -209,14 +228,22 @@ struct KvsLayout {
 // kvs's RoPE tables (parameters rope_inv_freq, rope_inv_freq_long,
 // rope_long_after): a chunk of a context of more than long_after_tokens
 // tokens (LongRoPE's long factors) is coded with inv_freq_long, any other
-// (a shorter or unknown context) with inv_freq.
+// (a shorter or unknown context) with inv_freq. The layers alt_layers
+// (parameter rope_alt_layers; none: every layer rotates alike) rotate with a
+// second RoPE instead: the base alt_theta (rope_alt_theta; 0: no RoPE) or
+// the table alt_inv_freq (rope_alt_inv_freq).
 struct KvsRopeTables {
   std::vector<float> inv_freq, inv_freq_long;
   uint64_t long_after_tokens = 0;
+  double alt_theta = 0;
+  std::vector<float> alt_inv_freq;
+  std::vector<uint32_t> alt_layers;  // ascending, distinct
   const std::vector<float>& for_context(uint64_t context_tokens) const {
     return !inv_freq_long.empty() && context_tokens > long_after_tokens ? inv_freq_long : inv_freq;
   }
 };
+// Tables a stream with per-layer RoPE may carry (the format's limit).
+inline constexpr uint32_t kKvsMaxRopeTables = kvs_core::kMaxRopeTables;
 
 class KvsCodec final : public Codec {
  public:
@@ -241,6 +268,13 @@ class KvsCodec final : public Codec {
     if (!rope_.inv_freq_long.empty())
       rope += fmt::format(",rope_inv_freq_long={},rope_long_after={}", kvs_param_list(rope_.inv_freq_long),
                           rope_.long_after_tokens);
+    if (!rope_.alt_layers.empty()) {
+      rope += rope_.alt_inv_freq.empty() ? fmt::format(",rope_alt_theta={}", rope_.alt_theta)
+                                         : ",rope_alt_inv_freq=" + kvs_param_list(rope_.alt_inv_freq);
+      std::string layers;
+      for (size_t i = 0; i < rope_.alt_layers.size(); ++i) layers += fmt::format("{}{}", i ? ":" : "", rope_.alt_layers[i]);
+      rope += ",rope_alt_layers=" + layers;
+    }
     return fmt::format("{},weights={},centroid={},rdo={:g},ladder={},rows={}", rope, default_weights_ ? "default" : w,
                        centroid_ ? 1 : 0, lambda_, ladder, rows_ ? 1 : 0);
   }
@@ -280,14 +314,17 @@ class KvsCodec final : public Codec {
       throw Error(fmt::format("codec kvs: level {} out of range (0..{})", level, levels() - 1));
     return steps_for(level, layers);
   }
-  // the frequencies at which keys of head dimension D in a chunk of a context
-  // of `context_tokens` (0: unknown) are rotated back (D / 2 of them; empty:
-  // keys coded as given), with encode()'s error for a table that does not
-  // fit D; the header's flags; and the parameters section (the RoPE base, or
-  // the table, then the level's `steps`) for them, as both encoders write it;
-  std::vector<double> coded_inv_freq(uint32_t D, uint64_t context_tokens) const;
-  uint8_t header_flags() const { return uint8_t((centroid_ ? 1 : 0) | (rope_.inv_freq.empty() ? 0 : 2)); }
-  Bytes params_section(uint32_t D, uint64_t context_tokens, const std::vector<float>& steps) const;
+  // the frequencies at which keys of head dimension D of each of `layers`
+  // layers in a chunk of a context of `context_tokens` (0: unknown) are
+  // rotated back, with encode()'s errors for a table that does not fit D or
+  // a per-layer RoPE naming a layer the chunk lacks; the header's flags; and
+  // the parameters section (the RoPE description, then the level's `steps`)
+  // for them, as both encoders write it;
+  KvsStreamRope coded_rope(uint32_t D, uint32_t layers, uint64_t context_tokens) const;
+  uint8_t header_flags() const {
+    return uint8_t((centroid_ ? 1 : 0) | (!rope_.alt_layers.empty() ? 4 : rope_.inv_freq.empty() ? 0 : 2));
+  }
+  Bytes params_section(uint32_t D, uint32_t layers, uint64_t context_tokens, const std::vector<float>& steps) const;
   bool centroid() const { return centroid_; }
   bool rows() const { return rows_; }
   // the tables of the per-channel choices (kTables Gaussian and RD tables, 256

@@ -128,14 +128,19 @@ struct Decoder::Impl {
   // with other Decoders and Encoders (null: no model).
   std::shared_ptr<PaperModelOnDevice> paper;
   DeviceBuffer gauss;                          // kvs's tables on the device
-  // kvs's RoPE table (detail::KvsRope), on the host and the device, grown
-  // only for a chunk past its end; the tables it replaced wait in `retired`
-  // until synchronize() (chunks in flight read them, their copies may be pending).
+  // kvs's RoPE tables (detail::KvsRope), one per set of frequencies met
+  // (a stream with per-layer RoPE has several), on the host and the device,
+  // each grown only for a chunk past its end; the tables they replaced wait
+  // in `retired_ropes` until synchronize() (chunks in flight read them, their
+  // copies may be pending).
   struct Rope {
     detail::KvsRope host;
     DeviceBuffer device;
-    std::vector<std::pair<detail::KvsRope, DeviceBuffer>> retired;
-  } rope;
+  };
+  std::vector<Rope> ropes;
+  std::vector<Rope> retired_ropes;
+  // The device row of `inv_freq`'s table for this chunk, grown (host time, as planning) when it does not serve it.
+  const float* rope_row(const std::vector<double>& inv_freq, const StreamHeader& chunk);
   DeviceBuffer crc;                            // the CRC tables (detail::CrcTables)
   uint32_t scan_sections = 0;                  // the last section count asked of CUB
   size_t scan_bytes = 0;                       // and its scan's temporary storage
@@ -193,7 +198,7 @@ struct Decoder::Impl {
 
   void synchronize() {
     check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-    rope.retired.clear();
+    retired_ropes.clear();
     std::vector<Pending> done = std::move(pending);
     pending.clear();
     if (timing)
@@ -402,6 +407,33 @@ void Decoder::Impl::decode_cachegen_paper(std::span<const uint8_t> stream_bytes,
   end_chunk();
 }
 
+const float* Decoder::Impl::rope_row(const std::vector<double>& inv_freq, const StreamHeader& chunk) {
+  Rope* rope = nullptr;
+  for (Rope& r : ropes)
+    if (r.host.inv_freq == inv_freq && r.host.head_dim == chunk.shape.head_dim) rope = &r;
+  if (!rope) {
+    if (ropes.size() >= 2 * kvs_core::kMaxRopeTables) {  // frequencies of many models: the oldest table goes
+      retired_ropes.push_back(std::move(ropes.front()));
+      ropes.erase(ropes.begin());
+    }
+    rope = &ropes.emplace_back();
+  }
+  if (!rope->host.serves(inv_freq, chunk)) {  // a chunk past the table: a larger one
+    detail::KvsRope grown = this->plan([&] { return detail::kvs_rope(inv_freq, chunk, &rope->host); });
+    DeviceBuffer device(sizeof(float) * grown.cs.size());
+    // The positions it shares with the table on the device copied there, the new ones from the host.
+    const size_t kept = grown.extends(rope->host) ? rope->host.cs.size() : 0;
+    if (kept)
+      check(cudaMemcpyAsync(device.get(), rope->device.get(), sizeof(float) * kept, cudaMemcpyDeviceToDevice, stream),
+            "cudaMemcpyAsync (RoPE table)");
+    upload(static_cast<float*>(device.get()) + kept, grown.cs.data() + kept, sizeof(float) * (grown.cs.size() - kept));
+    retired_ropes.push_back(std::move(*rope));
+    rope->host = std::move(grown);
+    rope->device = std::move(device);
+  }
+  return rope->host.at(chunk, static_cast<const float*>(rope->device.get()));
+}
+
 void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint8_t* staged, void* out,
                                OutputType type, StreamHeader* header) {
   if (!kvs) {
@@ -413,20 +445,9 @@ void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint
   detail::KvsPlan plan = this->plan([&] { return detail::plan_kvs(stream_bytes, *kvs, detail::Verify::kDevice); });
   *header = plan.header;
   unsigned long long* fault = begin_chunk(CodecId::kKvs, plan.header.token_begin, false, plan.verify.body);
-  if (plan.rope && !rope.host.serves(plan)) {  // a chunk past the RoPE table: a larger one (host time, as planning)
-    detail::KvsRope grown = this->plan([&] { return detail::kvs_rope(plan, &rope.host); });
-    DeviceBuffer device(sizeof(float) * grown.cs.size());
-    // The positions it shares with the table on the device copied there, the new ones from the host.
-    const size_t kept = grown.extends(rope.host) ? rope.host.cs.size() : 0;
-    if (kept)
-      check(cudaMemcpyAsync(device.get(), rope.device.get(), sizeof(float) * kept, cudaMemcpyDeviceToDevice, stream),
-            "cudaMemcpyAsync (RoPE table)");
-    upload(static_cast<float*>(device.get()) + kept, grown.cs.data() + kept, sizeof(float) * (grown.cs.size() - kept));
-    rope.retired.emplace_back(std::move(rope.host), std::move(rope.device));
-    rope.host = std::move(grown);
-    rope.device = std::move(device);
-  }
-  const float* rope_row = plan.rope ? rope.host.at(plan, static_cast<const float*>(rope.device.get())) : nullptr;
+  std::vector<const float*> rope_rows(plan.ropes.size(), nullptr);
+  for (size_t i = 0; i < plan.ropes.size(); ++i)
+    if (!plan.ropes[i].empty()) rope_rows[i] = rope_row(plan.ropes[i], plan.header);
   const size_t symbols_size = round_up(plan.symbols_bytes, 256);
   const ChunkMemory m = stage(stream_bytes, staged, plan.meta, plan.verify);
   uint8_t* scratch = static_cast<uint8_t*>(alloc(symbols_size + plan.tmp_bytes));
@@ -434,7 +455,7 @@ void Decoder::Impl::decode_kvs(std::span<const uint8_t> stream_bytes, const uint
   const detail::VerifyLaunch v = verify(plan.verify, m.stream, m.scratch, fault);
   detail::launch_kvs_locate(v, reinterpret_cast<detail::KvsPieceDesc*>(m.meta + plan.pieces_at), plan.piece_count,
                             stream);
-  detail::launch_kvs(plan.bind(m.stream, m.meta, static_cast<const detail::KvsGauss*>(gauss.get()), rope_row, scratch,
+  detail::launch_kvs(plan.bind(m.stream, m.meta, static_cast<const detail::KvsGauss*>(gauss.get()), rope_rows, scratch,
                                reinterpret_cast<float*>(scratch + symbols_size), out, uint8_t(type), fault),
                      stream);
   release(scratch);

@@ -92,7 +92,7 @@ DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, D
                rd_bytes = kvs_core::kTables * sizeof(kvs_core::RdTable), exact_bytes = 256 * sizeof(uint64_t);
   detail::DeviceParts l1;
   const size_t o_gauss = l1.add(gauss_bytes), o_rd = l1.add(rd_bytes), o_exact = l1.add(exact_bytes),
-               o_steps = l1.add(4 * plan.steps.size()), o_rope = l1.add(4 * plan.rope.size()),
+               o_steps = l1.add(4 * plan.steps.size()), o_rope = l1.add(4 * plan.rope.size()), o_layer_rope = l1.add(plan.layer_rope.size()),
                o_y = l1.add(4 * plan.channels * plan.stride), o_hash = l1.add(8 * plan.rows),
                o_s1 = l1.add(8 * plan.channels), o_s2 = l1.add(8 * plan.channels), o_fault = l1.add(8);
   DeviceBuffer b1(l1.total);
@@ -102,13 +102,15 @@ DeviceStream Encoder::kvs_stream(const void* kv, OutputType in, KVShape shape, D
   up(d1 + o_exact, host_tables.exact_n, exact_bytes);
   up(d1 + o_steps, plan.steps.data(), 4 * plan.steps.size());
   up(d1 + o_rope, plan.rope.data(), 4 * plan.rope.size());
+  up(d1 + o_layer_rope, plan.layer_rope.data(), plan.layer_rope.size());
   check(cudaMemsetAsync(d1 + o_fault, 0xff, 8, stream_), "cudaMemsetAsync");
   detail::KvsEncodeLaunch p = plan.launch(kv, f16);
   p.tables.gauss = reinterpret_cast<const kvs_core::GaussTable*>(d1 + o_gauss);
   p.tables.rd = reinterpret_cast<const kvs_core::RdTable*>(d1 + o_rd);
   p.tables.exact_n = reinterpret_cast<const uint64_t*>(d1 + o_exact);
   p.steps = reinterpret_cast<const float*>(d1 + o_steps);
-  p.rope = plan.rope.empty() ? nullptr : reinterpret_cast<const float*>(d1 + o_rope);
+  p.rope = reinterpret_cast<const float*>(d1 + o_rope);
+  p.layer_rope = d1 + o_layer_rope;
   p.y = reinterpret_cast<float*>(d1 + o_y);
   p.row_hash = reinterpret_cast<uint64_t*>(d1 + o_hash);
   p.column_s1 = reinterpret_cast<double*>(d1 + o_s1);

@@ -32,17 +32,25 @@ KvsEncodePlan::KvsEncodePlan(const KvsCodec& c, KVShape shape, DType dtype, uint
   header.tokens = tokens;
   check_writable(header);  // the CPU encoder's refusal of a chunk of no tokens, before any work
   const uint32_t D = shape.head_dim;
-  const std::vector<double> inv_freq = c.coded_inv_freq(D, context_tokens);
-  if (!inv_freq.empty()) {
-    const auto cs = kvs_detail::rope_table(inv_freq, token_begin, tokens);
-    rope.resize(2 * cs.size());
-    for (size_t i = 0; i < cs.size(); ++i) rope[2 * i] = cs[i][0], rope[2 * i + 1] = cs[i][1];
+  // The tables that rotate, back to back; each layer pointing at its own.
+  const kvs_detail::KvsStreamRope coded = c.coded_rope(D, shape.layers, context_tokens);
+  std::vector<uint8_t> packed(coded.tables.size(), kNoRope);
+  uint8_t n = 0;
+  for (size_t i = 0; i < coded.tables.size(); ++i) {
+    if (coded.tables[i].empty()) continue;
+    packed[i] = n++;
+    const auto cs = kvs_detail::rope_table(coded.tables[i], token_begin, tokens);
+    const size_t at = rope.size();
+    rope.resize(at + 2 * cs.size());
+    for (size_t j = 0; j < cs.size(); ++j) rope[at + 2 * j] = cs[j][0], rope[at + 2 * j + 1] = cs[j][1];
   }
+  layer_rope.resize(shape.layers);
+  for (uint32_t l = 0; l < shape.layers; ++l) layer_rope[l] = packed[coded.layer_table[l]];
   stride = kvs_detail::channel_stride(tokens);
   rows = 2ull * shape.layers * shape.kv_heads * tokens;
   channels = 2ull * shape.layers * shape.channels();
   plan_rows = c.rows();
-  params = c.params_section(D, context_tokens, steps);
+  params = c.params_section(D, shape.layers, context_tokens, steps);
 }
 
 KvsEncodeLaunch KvsEncodePlan::launch(const void* in, bool in_f16) const {
@@ -54,7 +62,8 @@ KvsEncodeLaunch KvsEncodePlan::launch(const void* in, bool in_f16) const {
   p.head_dim = header.shape.head_dim;
   p.tokens = header.tokens;
   p.steps = steps.data();
-  p.rope = rope.empty() ? nullptr : rope.data();
+  p.rope = rope.data();
+  p.layer_rope = layer_rope.data();
   p.rows = plan_rows;
   p.tables = codec->encoder_tables();
   p.stride = stride;
@@ -68,7 +77,7 @@ void KvsEncodePlan::throw_value_error(unsigned long long fault, std::span<const 
   const uint64_t i = fault_value(fault), r = i / D;
   const uint32_t d = uint32_t(i % D), t = uint32_t(r % T);
   const uint64_t plane = r / T / H;
-  const float* cs = !rope.empty() && plane % 2 == 0 ? rope.data() + size_t(t) * D : nullptr;
+  const float* cs = kvs_row_rope(launch(nullptr, false), plane, t);
   const float x = kvs_core::row_value([&](uint32_t k) { return row[k]; }, cs, d, D / 2);
   kvs_detail::throw_bad_value(x, steps[plane]);
 }

@@ -87,7 +87,8 @@ struct KvsEncodePlan {
   const kvs_detail::KvsCodec* codec;
   StreamHeader header;  // of the stream to be written
   std::vector<float> steps;  // per plane
-  std::vector<float> rope;   // [token][pair][cos, sin]; empty: keys coded as given
+  std::vector<float> rope;   // per RoPE table that rotates: [token][pair][cos, sin]
+  std::vector<uint8_t> layer_rope;  // per layer: its table in `rope`, kNoRope: keys coded as given
   size_t stride = 0;         // floats between channels in the y buffer
   size_t rows = 0, channels = 0;  // 2 x layers x heads x tokens; 2 x layers x heads x head_dim
   bool plan_rows = false;         // row references allowed (the device hashes rows)

@@ -51,13 +51,16 @@ struct KvsEncPiece {
   uint32_t table, n, first_channel, first_literal;
 };
 
+inline constexpr uint8_t kNoRope = 0xff;  // a layer whose keys are coded as given
+
 struct KvsEncodeLaunch {
   // The chunk: [layer][kind][head][token][dim], fp16 bits or floats.
   const void* in;
   bool in_f16;
   uint32_t layers, kv_heads, head_dim, tokens;
   const float* steps;  // per plane (layer, kind)
-  const float* rope;   // [token][pair][cos, sin]; null: keys coded as given
+  const float* rope;   // per table: [token][pair][cos, sin] (tokens x D floats)
+  const uint8_t* layer_rope;  // per layer: its table in rope, kNoRope: keys coded as given
   bool rows;           // row references planned (hashes and column sums wanted)
   kvs_core::EncoderTables tables;
   // 1.
@@ -90,6 +93,13 @@ struct KvsEncodeLaunch {
   unsigned long long* fault;
 };
 
+// A key row's cos and sin (D / 2 pairs) for plane (layer, kind) at token t; null: not rotated.
+KVS_HD inline const float* kvs_row_rope(const KvsEncodeLaunch& p, size_t plane, uint32_t t) {
+  if (plane % 2) return nullptr;
+  const uint8_t table = p.layer_rope[plane / 2];
+  return table == kNoRope ? nullptr : p.rope + (size_t(table) * p.tokens + t) * p.head_dim;
+}
+
 KVS_HD inline float kvs_load(const KvsEncodeLaunch& p, size_t i) {
   return p.in_f16 ? f16_bits_to_f32(static_cast<const uint16_t*>(p.in)[i]) : static_cast<const float*>(p.in)[i];
 }
@@ -100,7 +110,7 @@ KVS_HD inline void kvs_encode_row(const KvsEncodeLaunch& p, size_t row) {
   const uint32_t D = p.head_dim, T = p.tokens, H = p.kv_heads, t = uint32_t(row % T);
   const size_t ph = row / T, plane = ph / H;
   const float step = p.steps[plane];
-  const float* cs = p.rope && plane % 2 == 0 ? p.rope + size_t(t) * D : nullptr;  // D / 2 pairs
+  const float* cs = kvs_row_rope(p, plane, t);
   const size_t in0 = row * D;
   float* y0 = p.y + ph * D * p.stride + t;
   const auto in = [&](uint32_t k) { return kvs_load(p, in0 + k); };

@@ -561,6 +561,7 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
     plan.literals_at = meta.place<uint32_t>(literal_count);
     plan.sources_at = meta.place<uint32_t>(source_count);
     plan.steps_at = meta.place<float>(sized.steps.size());
+    plan.layer_rope_at = meta.place<uint8_t>(sh.layers);
     meta.allocate();
     return meta.at<uint32_t>(plan.group_channels_at);
   });
@@ -625,27 +626,27 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
   }
   if (!layout.steps.empty())
     std::memcpy(meta.at<float>(plan.steps_at), layout.steps.data(), sizeof(float) * layout.steps.size());
+  uint8_t* meta_layer_rope = meta.at<uint8_t>(plan.layer_rope_at);
+  if (sh.layers) std::memcpy(meta_layer_rope, layout.rope.layer_table.data(), sh.layers);
   plan.meta = meta.take();
   plan.piece_count = uint32_t(layout.pieces.size());
   plan.centroid = layout.centroid;
-  plan.rope = !layout.inv_freq.empty();
-  plan.inv_freq = layout.inv_freq;
+  plan.ropes = layout.rope.tables;
   plan.stride = channel_stride(T);
   plan.symbols_bytes = layout.pieces.size() * size_t(kKvsPieceSymbols);
   plan.tmp_bytes = channels * plan.stride * sizeof(float);
   return plan;
 }
 
-bool KvsRope::serves(const KvsPlan& plan) const {
-  const StreamHeader& hd = plan.header;
+bool KvsRope::serves(const std::vector<double>& freqs, const StreamHeader& hd) const {
   if (hd.tokens == 0) return true;
-  return inv_freq == plan.inv_freq && head_dim == hd.shape.head_dim && hd.token_begin >= first &&
+  return inv_freq == freqs && head_dim == hd.shape.head_dim && hd.token_begin >= first &&
          hd.token_begin - first <= positions && hd.tokens <= positions - (hd.token_begin - first);
 }
 
-const float* KvsRope::at(const KvsPlan& plan, const float* base) const {
-  if (plan.header.tokens == 0) return nullptr;
-  return base + (plan.header.token_begin - first) * (head_dim / 2) * 2;
+const float* KvsRope::at(const StreamHeader& hd, const float* base) const {
+  if (hd.tokens == 0) return nullptr;
+  return base + (hd.token_begin - first) * (head_dim / 2) * 2;
 }
 
 bool KvsRope::extends(const KvsRope& previous) const {
@@ -655,13 +656,14 @@ bool KvsRope::extends(const KvsRope& previous) const {
 
 namespace {
 
-// The table of positions [first, first + positions) for `plan`:
-// rope_table's values (those the CPU decoder uses), those of a `previous`
-// table it extends copied, the rest computed.
-KvsRope rope_of(const KvsPlan& plan, uint64_t first, uint64_t positions, const KvsRope* previous) {
+// The table of frequencies `inv_freq` for head_dim D, positions [first,
+// first + positions): rope_table's values (those the CPU decoder uses),
+// those of a `previous` table it extends copied, the rest computed.
+KvsRope rope_of(const std::vector<double>& inv_freq, uint32_t D, uint64_t first, uint64_t positions,
+                const KvsRope* previous) {
   KvsRope r;
-  r.inv_freq = plan.inv_freq;
-  r.head_dim = plan.header.shape.head_dim;
+  r.inv_freq = inv_freq;
+  r.head_dim = D;
   r.first = first;
   r.positions = positions;
   const size_t half = r.head_dim / 2;
@@ -677,21 +679,21 @@ KvsRope rope_of(const KvsPlan& plan, uint64_t first, uint64_t positions, const K
 
 }  // namespace
 
-KvsRope kvs_rope(const KvsPlan& plan, const KvsRope* previous) {
-  const StreamHeader& hd = plan.header;
-  const uint32_t half = hd.shape.head_dim / 2;
+KvsRope kvs_rope(const std::vector<double>& inv_freq, const StreamHeader& hd, const KvsRope* previous) {
+  const uint32_t D = hd.shape.head_dim, half = D / 2;
   const uint64_t limit = kKvsRopeMaxBytes / (2 * sizeof(float) * std::max<uint32_t>(half, 1));  // positions
   if (hd.token_begin > limit || hd.tokens > limit - hd.token_begin)
-    return rope_of(plan, hd.token_begin, hd.tokens, previous);
+    return rope_of(inv_freq, D, hd.token_begin, hd.tokens, previous);
   const uint64_t end = hd.token_begin + hd.tokens;
   uint64_t n = (end + kKvsRopeStep - 1) / kKvsRopeStep * kKvsRopeStep;
-  if (previous && previous->inv_freq == plan.inv_freq && previous->head_dim == hd.shape.head_dim && previous->first == 0)
+  if (previous && previous->inv_freq == inv_freq && previous->head_dim == D && previous->first == 0)
     n = std::max(n, 2 * previous->positions);
-  return rope_of(plan, 0, std::min(limit, n), previous);
+  return rope_of(inv_freq, D, 0, std::min(limit, n), previous);
 }
 
-KvsLaunch KvsPlan::bind(const uint8_t* stream, const uint8_t* m, const KvsGauss* gauss, const float* rope_row,
-                        uint8_t* symbols, float* tmp, void* out, uint8_t out_type, unsigned long long* fault) const {
+KvsLaunch KvsPlan::bind(const uint8_t* stream, const uint8_t* m, const KvsGauss* gauss,
+                        std::span<const float* const> rope_rows, uint8_t* symbols, float* tmp, void* out,
+                        uint8_t out_type, unsigned long long* fault) const {
   KvsLaunch p{};
   p.stream = stream;
   p.gauss = gauss;
@@ -704,7 +706,10 @@ KvsLaunch KvsPlan::bind(const uint8_t* stream, const uint8_t* m, const KvsGauss*
   p.literal_tokens = at<uint32_t>(m, literals_at);
   p.sources = at<uint32_t>(m, sources_at);
   p.steps = at<float>(m, steps_at);
-  p.rope = rope ? rope_row : nullptr;
+  if (rope_rows.size() != ropes.size() || ropes.size() > kvs_core::kMaxRopeTables)
+    throw Error(fmt::format("kvs GPU decoder: {} RoPE rows for {} tables", rope_rows.size(), ropes.size()));
+  for (size_t i = 0; i < ropes.size(); ++i) p.rope[i] = ropes[i].empty() ? nullptr : rope_rows[i];
+  p.layer_rope = at<uint8_t>(m, layer_rope_at);
   p.symbols = symbols;
   p.tmp = tmp;
   p.stride = stride;
@@ -756,7 +761,7 @@ unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const ui
 }
 
 unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec,
-                               void* out, uint8_t out_type, KvsRope* rope) {
+                               void* out, uint8_t out_type, std::vector<KvsRope>* ropes) {
   std::vector<uint8_t> meta = plan.meta;  // the device's copy (kvs_locate writes into it)
   unsigned long long fault = run_verify_on_host(plan, stream, &meta);
   if (fault != kNoFault) return fault;
@@ -765,14 +770,27 @@ unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> str
   std::vector<float> tmp(plan.tmp_bytes / sizeof(float));
   poison_scratch(symbols);
   poison_scratch(tmp);
-  // As cuda::Decoder: the table kept, replaced when it does not serve the
-  // plan; without one, a table of this chunk's tokens alone.
-  KvsRope own;
-  KvsRope& table = rope ? *rope : own;
-  if (plan.rope && !table.serves(plan))
-    table = rope ? kvs_rope(plan, &table) : rope_of(plan, plan.header.token_begin, plan.header.tokens, nullptr);
-  const KvsLaunch p = plan.bind(stream.data(), meta.data(), gauss.data(),
-                                plan.rope ? table.at(plan, table.cs.data()) : nullptr, symbols.data(), tmp.data(), out,
+  // As cuda::Decoder: per set of frequencies the table kept, replaced when
+  // it does not serve the chunk; without kept tables, the chunk's tokens' alone.
+  std::vector<KvsRope> own;
+  std::vector<const float*> rows(plan.ropes.size(), nullptr);
+  for (size_t i = 0; i < plan.ropes.size(); ++i) {
+    const std::vector<double>& freqs = plan.ropes[i];
+    if (freqs.empty()) continue;
+    const StreamHeader& hd = plan.header;
+    KvsRope* table = nullptr;
+    if (ropes) {
+      for (KvsRope& r : *ropes)
+        if (r.inv_freq == freqs && r.head_dim == hd.shape.head_dim) table = &r;
+      if (!table) table = &ropes->emplace_back();
+      if (!table->serves(freqs, hd)) *table = kvs_rope(freqs, hd, table);
+    } else {
+      own.reserve(plan.ropes.size());
+      table = &own.emplace_back(rope_of(freqs, hd.shape.head_dim, hd.token_begin, hd.tokens, nullptr));
+    }
+    rows[i] = table->at(hd, table->cs.data());
+  }
+  const KvsLaunch p = plan.bind(stream.data(), meta.data(), gauss.data(), rows, symbols.data(), tmp.data(), out,
                                 out_type, &fault);
   for (uint32_t k = 0; k < p.piece_count; ++k) kvs_piece(p, k);
   if (fault != kNoFault) return fault;  // the GPU's values kernel would read unwritten scratch

@@ -150,17 +150,26 @@ struct KvsPlan {
          sources_at = 0, steps_at = 0;
   uint32_t piece_count = 0;
   bool centroid = false;
-  bool rope = false;      // keys rotated back: the kernels read a KvsRope table (not in the meta)
-  std::vector<double> inv_freq;  // its frequencies (the stream's, KvsLayout::inv_freq)
+  // The stream's RoPE tables (KvsLayout::rope.tables: D / 2 frequencies
+  // each, empty: keys as given); the kernels read a KvsRope table of each
+  // (not in the meta) and each layer's index (u8 at layer_rope_at).
+  std::vector<std::vector<double>> ropes;
+  size_t layer_rope_at = 0;
+  bool rotates() const {
+    for (const auto& r : ropes)
+      if (!r.empty()) return true;
+    return false;
+  }
   size_t stride = 0;          // floats between channels in the scratch buffer
   size_t symbols_bytes = 0;   // scratch: the pieces' symbols
   size_t tmp_bytes = 0;       // scratch: the channel-major values
   VerifyPlan verify;          // Verify::kDevice: the CRC
   size_t values() const { return header.elements(); }
-  // `rope`: the chunk's first token's row of a KvsRope table that serves
-  // this plan (KvsRope::at), null without plan.rope.
-  KvsLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, const KvsGauss* gauss, const float* rope,
-                 uint8_t* symbols, float* tmp, void* out, uint8_t out_type, unsigned long long* fault) const;
+  // `rope_rows`: per table of `ropes`, the chunk's first token's row of a
+  // KvsRope table that serves it (KvsRope::at), null for an empty table.
+  KvsLaunch bind(const uint8_t* stream, const uint8_t* meta_copy, const KvsGauss* gauss,
+                 std::span<const float* const> rope_rows, uint8_t* symbols, float* tmp, void* out, uint8_t out_type,
+                 unsigned long long* fault) const;
 };
 // RoPE's cos and sin as the kvs kernels read them, [position][pair][cos, sin]
 // for positions [first, first + positions) of one set of frequencies:
@@ -173,12 +182,12 @@ struct KvsRope {
   uint32_t head_dim = 0;
   uint64_t first = 0, positions = 0;
   std::vector<float> cs;  // 2 * positions * (head_dim / 2) floats
-  // Same frequencies and head_dim, and the chunk's tokens inside (a chunk of no
-  // tokens reads nothing: served by any table).
-  bool serves(const KvsPlan& plan) const;
-  // Where plan's first token's row lies in a copy of cs at `base` (null for
-  // a chunk of no tokens).
-  const float* at(const KvsPlan& plan, const float* base) const;
+  // Frequencies inv_freq and the chunk's head_dim, and its tokens inside (a
+  // chunk of no tokens reads nothing: served by any table).
+  bool serves(const std::vector<double>& inv_freq, const StreamHeader& chunk) const;
+  // Where the chunk's first token's row lies in a copy of cs at `base` (null
+  // for a chunk of no tokens).
+  const float* at(const StreamHeader& chunk, const float* base) const;
   // Whether this table begins with all of `previous` (the same frequencies,
   // head_dim and first position, at least as many positions).
   bool extends(const KvsRope& previous) const;
@@ -188,7 +197,7 @@ struct KvsRope {
 constexpr size_t kKvsRopeMaxBytes = size_t(64) << 20;
 // A table from 0 covers a multiple of this many positions.
 constexpr uint64_t kKvsRopeStep = 8192;
-// A table that serves `plan` (with plan.rope): positions [0, n), n its
+// A table of frequencies `inv_freq` (not empty) that serves `chunk`: positions [0, n), n its
 // tokens' end rounded up to kKvsRopeStep and at least twice the positions
 // of a `previous` table from 0 of the same frequencies and head_dim (so that a
 // context decoded chunk after chunk extends it a few times, and the tables
@@ -196,7 +205,7 @@ constexpr uint64_t kKvsRopeStep = 8192;
 // than it), within kKvsRopeMaxBytes; the positions of a previous table it
 // extends copied, only the new ones computed. Past kKvsRopeMaxBytes, the
 // chunk's tokens only.
-KvsRope kvs_rope(const KvsPlan& plan, const KvsRope* previous = nullptr);
+KvsRope kvs_rope(const std::vector<double>& inv_freq, const StreamHeader& chunk, const KvsRope* previous = nullptr);
 // With Verify::kDevice the host reads the header and sections 0..2 only;
 // the device walks the table and splits each piece's section (kvs_locate,
 // writing rans/extras places into the pieces of its copy of `meta`).
@@ -215,10 +224,11 @@ std::shared_ptr<const kvs_detail::KvsCodec> make_kvs_parser();  // shared: usabl
 unsigned long long run_on_host(const CachegenPlan& plan, std::span<const uint8_t> stream, void* out, uint8_t out_type);
 unsigned long long run_on_host(const CachegenPaperPlan& plan, std::span<const uint8_t> stream,
                                const CacheGenPaperModel& model, void* out, uint8_t out_type);
-// kvs: `rope` (may be null) is the table kept from chunk to chunk as
-// cuda::Decoder keeps its device copy (replaced by kvs_rope() when it does
-// not serve the plan); without one, a table of the chunk's tokens alone.
+// kvs: `ropes` (may be null) are the tables kept from chunk to chunk as
+// cuda::Decoder keeps its device copies, one per set of frequencies (a table
+// is replaced by kvs_rope() when it does not serve the chunk, added when
+// none has its frequencies); without them, tables of the chunk's tokens alone.
 unsigned long long run_on_host(const KvsPlan& plan, std::span<const uint8_t> stream, const kvs_detail::KvsCodec& codec,
-                               void* out, uint8_t out_type, KvsRope* rope = nullptr);
+                               void* out, uint8_t out_type, std::vector<KvsRope>* ropes = nullptr);
 
 }  // namespace kvs::codec::cuda::detail

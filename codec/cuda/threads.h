@@ -99,7 +99,11 @@ struct KvsLaunch {
   const uint32_t* literal_tokens;
   const uint32_t* sources;
   const float* steps;   // per plane
-  const float* rope;    // [token][pair][cos, sin] from the chunk's first token (KvsRope::at); null: keys not rotated
+  // Per RoPE table of the stream: [token][pair][cos, sin] from the chunk's
+  // first token (KvsRope::at); null: keys not rotated. layer_rope: each
+  // layer's table.
+  const float* rope[kvs_core::kMaxRopeTables];
+  const uint8_t* layer_rope;
   uint8_t* symbols;     // scratch: piece k's symbols at k * kKvsStreamSymbols
   float* tmp;           // scratch: [channel][token], channels `stride` floats apart
   size_t stride;
@@ -409,12 +413,14 @@ KVS_HD inline void kvs_values_tile_load(const KvsLaunch& p, size_t tile, uint32_
 KVS_HD inline void kvs_values_tile_store(const KvsLaunch& p, size_t tile, uint32_t j, const float* smem) {
   const KvsTile k = kvs_tile(p, tile);
   const uint32_t D = p.head_dim, H = p.kv_heads, half = D / 2;
-  const bool key = (k.ph / H) % 2 == 0 && p.rope;
+  const size_t plane = k.ph / H;
+  const float* rope = plane % 2 == 0 ? p.rope[p.layer_rope[plane / 2]] : nullptr;
+  const bool key = rope != nullptr;
   const size_t base = (k.ph * p.tokens + k.t0) * D;
   const uint32_t step_t = kKvsTileThreads / D, step_d = kKvsTileThreads % D;
   for (uint32_t tl = j / D, d = j % D; tl < k.n;) {
     const uint32_t t = k.t0 + tl;
-    const float* cs = key ? p.rope + (size_t(t) * half + (d < half ? d : d - half)) * 2 : nullptr;
+    const float* cs = key ? rope + (size_t(t) * half + (d < half ? d : d - half)) * 2 : nullptr;
     store(p.out, base + size_t(tl) * D + d, kvs_core::output_value(smem + tl, k.pitch, d, half, key, cs), p.out_type);
     tl += step_t, d += step_d;
     if (d >= D) d -= D, ++tl;

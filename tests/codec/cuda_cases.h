@@ -98,6 +98,10 @@ inline std::vector<CaseSpec> case_specs() {
       {"kvs", {{"rows", "0"}}, {2, 8, 128}, 200, 4096, 1},
       {"kvs", {}, {2, 2, 128}, 1200, 0, 9},  // several pieces per table
       {"kvs", {{"rope_inv_freq", scaled_rope_inv_freq(64)}}, {2, 2, 64}, 300, 70000, 2},
+      // Per-layer RoPE: a table, a second base and no RoPE across four layers.
+      {"kvs", {{"rope_inv_freq", scaled_rope_inv_freq(32)}, {"rope_alt_theta", "1000000"}, {"rope_alt_layers", "1:3"}},
+       {4, 2, 32}, 100, 9000, 4},
+      {"kvs", {{"rope_alt_theta", "0"}, {"rope_alt_layers", "0"}}, {2, 2, 16}, 40, 0, 5},
       {"cachegen", {}, {2, 2, 8}, 24, 40, 0},
       {"cachegen", {}, {4, 2, 64}, 300, 1000, 2},
       {"cachegen", {{"stream_tokens", "64"}}, {3, 4, 32}, 257, 0, 6},

@@ -110,7 +110,7 @@ TEST(CudaCore, KvsRopeTableServesChunksAcrossPositions) {
   const KVShape shape{2, 2, 64};
   const auto codec = make_codec("kvs");
   const auto parser = cd::make_kvs_parser();
-  cd::KvsRope rope;
+  std::vector<cd::KvsRope> ropes;
   const uint64_t step = cd::kKvsRopeStep, far = uint64_t(1) << 40;  // far: past the table's limit
   struct Step {
     uint64_t token_begin;
@@ -131,11 +131,15 @@ TEST(CudaCore, KvsRopeTableServesChunksAcrossPositions) {
     const Bytes stream = codec->encode(chunk, 2);
     const KVChunk want = codec->decode(stream);
     const cd::KvsPlan plan = cd::plan_kvs(stream, *parser, Verify::kDevice);
-    ASSERT_TRUE(plan.rope);
-    const std::vector<float> before = rope.cs;
-    const bool served = rope.serves(plan);
+    ASSERT_EQ(plan.ropes.size(), 1u);
+    ASSERT_TRUE(plan.rotates());
+    const std::vector<double>& freqs = plan.ropes[0];
+    const std::vector<float> before = ropes.empty() ? std::vector<float>{} : ropes[0].cs;
+    const bool served = !ropes.empty() && ropes[0].serves(freqs, plan.header);
     std::vector<float> out(want.values.size(), std::nanf(""));
-    ASSERT_EQ(cd::run_on_host(plan, stream, *parser, out.data(), cd::kOutF32, &rope), kNoFault);
+    ASSERT_EQ(cd::run_on_host(plan, stream, *parser, out.data(), cd::kOutF32, &ropes), kNoFault);
+    ASSERT_EQ(ropes.size(), 1u) << "one set of frequencies, one table";
+    const cd::KvsRope& rope = ropes[0];
     EXPECT_EQ(std::memcmp(out.data(), want.values.data(), sizeof(float) * out.size()), 0) << "output differs";
     EXPECT_EQ(rope.first, st.first);
     EXPECT_EQ(rope.positions, st.positions);
@@ -145,12 +149,43 @@ TEST(CudaCore, KvsRopeTableServesChunksAcrossPositions) {
     }
     // Every position's values are rope_table's, whichever chunk asked and
     // whether copied from the previous table or computed.
-    const auto cs = kvs_detail::rope_table(plan.inv_freq, rope.first, uint32_t(rope.positions));
+    const auto cs = kvs_detail::rope_table(freqs, rope.first, uint32_t(rope.positions));
     for (size_t i = 0; i < cs.size(); ++i) {
       ASSERT_EQ(rope.cs[2 * i], cs[i][0]) << i;
       ASSERT_EQ(rope.cs[2 * i + 1], cs[i][1]) << i;
     }
-    EXPECT_EQ(rope.at(plan, rope.cs.data()), rope.cs.data() + (st.token_begin - st.first) * shape.head_dim);
+    EXPECT_EQ(rope.at(plan.header, rope.cs.data()), rope.cs.data() + (st.token_begin - st.first) * shape.head_dim);
+  }
+}
+
+// Per-layer RoPE: one kept table per set of frequencies (two here, the
+// layers without RoPE none), each grown on its own; the output the CPU decoder's.
+TEST(CudaCore, KvsKeepsATablePerRope) {
+  namespace cd = cuda::detail;
+  const KVShape shape{3, 2, 32};
+  const auto codec = make_codec("kvs", {{{"rope_alt_theta", "1000000"}, {"rope_alt_layers", "1"}}, ""});
+  const auto none = make_codec("kvs", {{{"rope_alt_theta", "0"}, {"rope_alt_layers", "2"}}, ""});
+  const auto parser = cd::make_kvs_parser();
+  std::vector<cd::KvsRope> ropes;
+  const uint64_t step = cd::kKvsRopeStep;
+  uint64_t positions = step;  // each table's, grown once for the chunk at 3 steps and kept
+  for (const uint64_t begin : {uint64_t(0), uint64_t(500), 3 * step, uint64_t(17)}) {
+    if (begin >= step) positions = 4 * step;
+    SCOPED_TRACE(begin);
+    for (const Codec* c : {codec.get(), none.get()}) {
+      const Bytes stream = c->encode(cuda_test::synthetic_chunk(shape, 24, begin, begin + 1), 3);
+      const KVChunk want = c->decode(stream);
+      const cd::KvsPlan plan = cd::plan_kvs(stream, *parser, Verify::kDevice);
+      ASSERT_EQ(plan.ropes.size(), 2u);
+      std::vector<float> out(want.values.size(), std::nanf(""));
+      ASSERT_EQ(cd::run_on_host(plan, stream, *parser, out.data(), cd::kOutF32, &ropes), kNoFault);
+      EXPECT_EQ(std::memcmp(out.data(), want.values.data(), sizeof(float) * out.size()), 0) << "output differs";
+    }
+    ASSERT_EQ(ropes.size(), 2u) << "bases 10^4 and 10^6";
+    for (const cd::KvsRope& r : ropes) {
+      EXPECT_EQ(r.first, 0u);
+      EXPECT_EQ(r.positions, positions);
+    }
   }
 }
 

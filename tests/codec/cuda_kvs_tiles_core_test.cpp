@@ -58,8 +58,9 @@ TEST(CudaKvsTiles, TilesCoverEveryTokenOnce) {
 
 // Whether any head of the plan sends rows as references to other tokens.
 bool has_row_references(const cd::KvsPlan& plan, const Bytes& stream) {
+  const std::vector<const float*> no_rope(plan.ropes.size(), nullptr);
   const cd::KvsLaunch p =
-      plan.bind(stream.data(), plan.meta.data(), nullptr, nullptr, nullptr, nullptr, nullptr, cd::kOutF32, nullptr);
+      plan.bind(stream.data(), plan.meta.data(), nullptr, no_rope, nullptr, nullptr, nullptr, cd::kOutF32, nullptr);
   for (size_t ph = 0; ph < size_t(2) * p.layers * p.kv_heads; ++ph) {
     const cd::KvsHead h = p.heads[ph];
     if (h.source == cd::kNone) continue;
@@ -81,7 +82,7 @@ TEST(CudaKvsTiles, ThreadBodiesDecodeTileEdgesAsTheCpuDecoder) {
       const cuda_test::StreamCase c = cuda_test::make_case(spec);
       SCOPED_TRACE(fmt::format("{} (a tile: {} tokens)", c.name, tt));
       const cd::KvsPlan plan = cd::plan_kvs(c.stream, *parser);
-      ASSERT_EQ(plan.rope, D % 2 == 0);
+      ASSERT_EQ(plan.rotates(), D % 2 == 0);
       with_references += has_row_references(plan, c.stream);
       const size_t n = c.decoded.values.size();
       ASSERT_EQ(plan.values(), n);

@@ -54,6 +54,9 @@ std::vector<Variant> variants() {
   v.push_back({"kivi2-g5-r0", "kivi2", {{"group", "5"}, {"residual", "0"}}});
   // kvs with a table of RoPE frequencies (flags bit 1) instead of a base.
   v.push_back({"kvs-rope-table", "kvs", {{"rope_inv_freq", "1:0.125:0.0123:0.00077"}}});
+  // kvs with per-layer RoPE (flags bit 2): layer 0 at a base, layer 1 at a table.
+  v.push_back({"kvs-rope-layers", "kvs",
+               {{"rope_theta", "500000"}, {"rope_alt_inv_freq", "1:0.125:0.0123:0.00077"}, {"rope_alt_layers", "1"}}});
   return v;
 }
 

@@ -53,6 +53,11 @@ inline std::vector<EncodeSpec> encode_specs() {
                            {"rope_long_after", "4096"}};
   out.push_back({long_rope, {2, 2, 32}, 90, 5000, 5090});
   out.push_back({long_rope, {2, 2, 32}, 90, 1000, 4096});
+  // Per-layer RoPE with LongRoPE's tables on the main RoPE, a second base on layers 0 and 2.
+  CodecParams per_layer = long_rope;
+  per_layer["rope_alt_theta"] = "10000";
+  per_layer["rope_alt_layers"] = "0:2";
+  out.push_back({per_layer, {3, 2, 32}, 50, 6000, 6050});
   return out;
 }
 

@@ -587,6 +587,174 @@ TEST(KvsRopeTable, HostileTablesAreRejected) {
   }
 }
 
+// Per-layer RoPE (rope_alt_*: gemma3's sliding layers, layers without RoPE):
+// a chunk whose layers rotate with different RoPEs, built from chunks of one
+// RoPE each with the same pre-RoPE values (synthetic draws per layer in order).
+KVChunk mixed_rope(KVShape s, uint64_t begin, uint32_t tokens, uint64_t seed, const std::vector<Rope>& layer_rope) {
+  KVChunk c = synthetic(s, begin, tokens, seed, layer_rope.at(0));
+  for (uint32_t l = 1; l < s.layers; ++l) {
+    const KVChunk other = synthetic(s, begin, tokens, seed, layer_rope.at(l));
+    for (Kind k : {Kind::kKey, Kind::kValue})
+      std::copy_n(&other.at(l, k, 0, 0, 0), size_t(s.kv_heads) * tokens * s.head_dim, &c.at(l, k, 0, 0, 0));
+  }
+  return c;
+}
+// The reference dequantization of such a chunk: each layer at its own RoPE.
+KVChunk mixed_reference(const KVChunk& c, int level, const std::vector<Rope>& layer_rope,
+                        const std::vector<float>& weights) {
+  KVChunk out = c;
+  const KVShape& s = c.shape;
+  for (uint32_t l = 0; l < s.layers; ++l) {
+    const KVChunk ref = reference_dequantization(c, level, layer_rope.at(l), weights);
+    for (Kind k : {Kind::kKey, Kind::kValue})
+      std::copy_n(&ref.at(l, k, 0, 0, 0), size_t(s.kv_heads) * c.tokens * s.head_dim, &out.at(l, k, 0, 0, 0));
+  }
+  return out;
+}
+
+// Each layer's keys rotate back at its own RoPE: the main one, a second base,
+// a table or none (theta 0); the stream says so (flags bit 2) and carries
+// them, so that any kvs instance decodes it to the reference.
+TEST(KvsRopeLayers, EqualsReferenceDequantizationPerLayer) {
+  const std::vector<float> f = scaled_inv_freq();
+  const Rope local = base_rope(10000.0, 16), global = base_rope(1e6, 16), table = table_rope(f);
+  struct Case {
+    CodecParams params;
+    std::vector<Rope> layer_rope;
+  };
+  const Case cases[] = {
+      {{{"rope_alt_theta", "1000000"}, {"rope_alt_layers", "3:1"}}, {local, global, local, global}},
+      {{{"rope_theta", "1000000"}, {"rope_alt_theta", "10000"}, {"rope_alt_layers", "0:1:2"}},
+       {local, local, local, global}},
+      {{{"rope_alt_inv_freq", joined(f)}, {"rope_alt_layers", "2"}}, {local, local, table, local}},
+      {{{"rope_inv_freq", joined(f)}, {"rope_alt_theta", "0"}, {"rope_alt_layers", "0"}}, {Rope(), table, table, table}},
+      {{{"rope_alt_theta", "0"}, {"rope_alt_layers", "0:1:2:3"}}, {Rope(), Rope(), Rope(), Rope()}},
+  };
+  for (const Case& c : cases) {
+    CodecParams params = c.params;
+    params["centroid"] = "0";
+    auto codec = make_codec("kvs", {params, ""});
+    SCOPED_TRACE(codec->params());
+    const KVChunk chunk = mixed_rope(kShape, 3000, 120, 31, c.layer_rope);
+    for (int level : {0, 3, 7}) {
+      const Bytes stream = codec->encode(chunk, level);
+      EXPECT_EQ(stream[10], 4) << "flags: per-layer RoPE, bin centres";
+      const KVChunk back = make_codec("kvs")->decode(stream);
+      EXPECT_EQ(back.values, mixed_reference(chunk, level, c.layer_rope, kvs_default_weights(4)).values) << level;
+    }
+  }
+  // Centroid reconstruction keeps its bound.
+  auto centroid = make_codec("kvs", {{{"rope_alt_theta", "1000000"}, {"rope_alt_layers", "3"}}, ""});
+  const KVChunk chunk = mixed_rope(kShape, 50, 64, 32, {local, local, local, global});
+  const Bytes stream = centroid->encode(chunk, 4);
+  EXPECT_EQ(stream[10], 5);
+  expect_within_centroid_bound(chunk, centroid->decode(stream), 4, kvs_default_weights(4));
+}
+
+// The point: a gemma3-like chunk (three layers at base 10^4, one at 10^6)
+// costs fewer bytes with each layer's own RoPE than with either base for all.
+TEST(KvsRopeLayers, CompressesMixedRopeKeysBetterThanOneBase) {
+  const Rope local = base_rope(10000.0, 16), global = base_rope(1e6, 16);
+  const KVChunk c = mixed_rope(kShape, 20000, 512, 33, {local, local, local, global});
+  auto per_layer = make_codec("kvs", {{{"rope_alt_theta", "1000000"}, {"rope_alt_layers", "3"}}, ""});
+  auto local_only = make_codec("kvs", {{{"rope_theta", "10000"}}, ""});
+  auto global_only = make_codec("kvs", {{{"rope_theta", "1000000"}}, ""});
+  for (int level : {1, 4}) {
+    SCOPED_TRACE(level);
+    const Bytes mine = per_layer->encode(c, level);
+    EXPECT_LT(double(mine.size()), 0.97 * double(local_only->encode(c, level).size()));
+    EXPECT_LT(double(mine.size()), 0.97 * double(global_only->encode(c, level).size()));
+    expect_within_centroid_bound(c, per_layer->decode(mine), level, kvs_default_weights(4));
+  }
+}
+
+TEST(KvsRopeLayers, Parameters) {
+  const std::vector<float> f = scaled_inv_freq();
+  auto refused = [](const CodecParams& p, const std::string& words) {
+    try {
+      make_codec("kvs", {p, ""});
+      ADD_FAILURE() << "accepted; wanted: " << words;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  refused({{"rope_alt_theta", "10000"}}, "rope_alt_layers goes with");
+  refused({{"rope_alt_layers", "1"}}, "rope_alt_layers goes with");
+  refused({{"rope_alt_theta", "10000"}, {"rope_alt_inv_freq", joined(f)}, {"rope_alt_layers", "1"}}, "both given");
+  refused({{"rope_alt_theta", "0.5"}, {"rope_alt_layers", "1"}}, "rope_alt_theta: expected 0 or a number > 1");
+  refused({{"rope_alt_inv_freq", "1:2000"}, {"rope_alt_layers", "1"}}, "rope_alt_inv_freq: expected");
+  for (const char* bad : {"", "1:", "a", "-1", "1.5", "70000"})
+    refused({{"rope_alt_theta", "0"}, {"rope_alt_layers", bad}}, "rope_alt_layers: expected");
+  refused({{"rope_alt_theta", "0"}, {"rope_alt_layers", "2:1:2"}}, "layer 2 given twice");
+  // A layer the chunk lacks, or a table that does not fit its head_dim: refused when encoding.
+  auto beyond = make_codec("kvs", {{{"rope_alt_theta", "0"}, {"rope_alt_layers", "1:4"}}, ""});
+  try {
+    beyond->encode(synthetic(kShape, 0, 8, 3), 0);
+    ADD_FAILURE() << "layer 4 of a 4-layer chunk";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_alt_layers names layer 4; the chunk has 4 layers"), std::string::npos)
+        << e.what();
+  }
+  auto wide = make_codec("kvs", {{{"rope_alt_inv_freq", joined(f)}, {"rope_alt_layers", "1"}}, ""});
+  EXPECT_THROW(wide->encode(synthetic({2, 1, 8}, 0, 4, 3), 0), Error);
+  // The record of the parameters makes the same codec (sorted layers).
+  auto codec = make_codec("kvs", {{{"rope_alt_inv_freq", joined(f)}, {"rope_alt_layers", "3:0"}}, ""});
+  const std::string params = codec->params();
+  EXPECT_NE(params.find("rope_alt_inv_freq=" + joined(f) + ",rope_alt_layers=0:3"), std::string::npos) << params;
+  CodecParams again;
+  for (const char* key : {"rope_alt_inv_freq", "rope_alt_layers"}) {
+    const std::string k = std::string(key) + "=";
+    const size_t at = params.find(k) + k.size();
+    again[key] = params.substr(at, params.find(',', at) - at);
+  }
+  const KVChunk c = synthetic(kShape, 0, 30, 4);
+  EXPECT_EQ(make_codec("kvs", {again, ""})->encode(c, 2), codec->encode(c, 2));
+}
+
+TEST(KvsRopeLayers, HostileDescriptionsAreRejected) {
+  auto codec = make_codec("kvs", {{{"rope_alt_theta", "1000000"}, {"rope_alt_layers", "1"}}, ""});
+  const Bytes good = codec->encode(synthetic({2, 1, 16}, 5, 8, 9), 1);
+  const size_t sections = size_t(good[36]) | size_t(good[37]) << 8 | size_t(good[38]) << 16;
+  const size_t params = kHeaderBytes + 4 * sections;  // the first section: 2, 0, theta, 0, theta, 0, 1, steps
+  ASSERT_EQ(good[params], 2);
+  ASSERT_EQ(good[params + 1], 0);
+  ASSERT_EQ(good[params + 11], 0);
+  ASSERT_EQ(good[params + 12], 1);
+  EXPECT_NO_THROW(codec->decode(good));
+  struct Bad {
+    size_t at;
+    uint8_t value;
+    const char* words;
+  };
+  for (const Bad& bad : {Bad{0, 0, "0 RoPE tables"}, Bad{0, 5, "5 RoPE tables"}, Bad{1, 2, "RoPE table form 2"},
+                         Bad{6, 1, "RoPE table form 1"} /* a table for the second: wrong size */,
+                         Bad{12, 2, "layer 1's RoPE table 2 (of 2)"}}) {
+    Bytes b = good;
+    b[params + bad.at] = bad.value;
+    fix_crc(b);
+    try {
+      make_codec("kvs")->decode(b);
+      ADD_FAILURE() << "decoded with byte " << bad.at << " = " << int(bad.value);
+    } catch (const CorruptStream& e) {
+      if (bad.at != 6) {
+        EXPECT_NE(std::string(e.what()).find(bad.words), std::string::npos) << e.what();
+      }
+    }
+  }
+  for (uint8_t flags : {6, 7, 8, 12}) {
+    Bytes b = good;
+    b[10] = flags;
+    fix_crc(b);
+    EXPECT_THROW(make_codec("kvs")->decode(b), CorruptStream) << int(flags);
+  }
+  // A base below 1 for a table.
+  Bytes b = good;
+  const float theta = 0.5f;
+  std::memcpy(&b[params + 7], &theta, 4);
+  fix_crc(b);
+  EXPECT_THROW(make_codec("kvs")->decode(b), CorruptStream);
+}
+
 // RecencyList::add_first(n) is add(0), ..., add(n - 1) on an empty list: the
 // same ranks and times, before and after further moves (the GPU encoder's
 // row plan starts each head with it).

@@ -348,37 +348,73 @@ def decode(stream):
     header, sections = parse_header(data)
     L, H, D, T = header["layers"], header["kv_heads"], header["head_dim"], header["tokens"]
     flags = header["flags"]
-    if flags & ~3:
+    if flags & ~7 or flags & 6 == 6:
         _fail(10, "kvs flags 0x%x" % flags)
     centroid = bool(flags & 1)
     has_table = bool(flags & 2)
+    per_layer = bool(flags & 4)
     planes, nheads, C = 2 * L, 2 * L * H, H * D
     if len(sections) < 3:
         _fail(36, "kvs needs at least 3 sections, has %d" % len(sections))
 
-    # Section 0: parameters.
+    # Section 0: parameters, starting with the RoPE description (R bytes).
     p0, p1 = sections[0]
-    rope_bytes = 2 * D if has_table else 4
-    if has_table and D % 2:
-        _fail(20, "RoPE table with odd head_dim %d" % D)
+
+    def f32_at(at):
+        if at + 4 > p1:
+            _fail(at, "parameters section ends inside the RoPE description")
+        return float(np.frombuffer(data, dtype="<f4", count=1, offset=at)[0])
+
+    def base_at(at):  # -> (pair frequencies or None, bytes read)
+        theta = f32_at(at)
+        if theta != 0.0 and (not (theta > 1.0 and math.isfinite(theta)) or D % 2):
+            _fail(at, "rope_theta %r (must be 0, or > 1 with even head_dim)" % theta)
+        return ([math.pow(theta, -2.0 * i / D) for i in range(D // 2)] if theta else None), 4
+
+    def table_at(at):
+        if D % 2:
+            _fail(20, "RoPE table with odd head_dim %d" % D)
+        freqs = [f32_at(at + 4 * i) for i in range(D // 2)]
+        for i, f in enumerate(freqs):
+            if not 0.0 <= f <= 1000.0:
+                _fail(at + 4 * i, "RoPE frequency %r not in [0, 1000]" % f)
+        return freqs, 2 * D
+
+    if per_layer:
+        if p0 >= p1:
+            _fail(p0, "parameters section ends inside the RoPE description")
+        n = data[p0]
+        if not 1 <= n <= 4:
+            _fail(p0, "%d RoPE tables (1 to 4)" % n)
+        at = p0 + 1
+        tables = []
+        for _ in range(n):
+            if at >= p1:
+                _fail(at, "parameters section ends inside the RoPE description")
+            form = data[at]
+            if form > 1:
+                _fail(at, "RoPE table form %d" % form)
+            freqs, size = (table_at if form else base_at)(at + 1)
+            tables.append(freqs)
+            at += 1 + size
+        if at + L > p1:
+            _fail(at, "parameters section ends inside the RoPE description")
+        layer_table = list(data[at:at + L])
+        for layer, t in enumerate(layer_table):
+            if t >= n:
+                _fail(at + layer, "layer %d's RoPE table %d of %d" % (layer, t, n))
+        layer_freqs = [tables[t] for t in layer_table]
+        rope_bytes = at + L - p0
+        header["rope_layers"] = layer_table
+    else:
+        freqs, rope_bytes = (table_at if has_table else base_at)(p0)
+        layer_freqs = [freqs] * L
+        if has_table:
+            header["rope_inv_freq"] = freqs
+        else:
+            header["rope_theta"] = f32_at(p0)
     if p1 - p0 != rope_bytes + 4 * planes + nheads:
         _fail(p0, "parameters section of %d bytes, expected %d" % (p1 - p0, rope_bytes + 4 * planes + nheads))
-    freqs = None  # per pair, double
-    rope_theta = 0.0
-    if has_table:
-        tab = np.frombuffer(data, dtype="<f4", count=D // 2, offset=p0)
-        for i, f in enumerate(tab):
-            if not 0.0 <= float(f) <= 1000.0:
-                _fail(p0 + 4 * i, "RoPE frequency %r not in [0, 1000]" % float(f))
-        freqs = [float(f) for f in tab]
-        header["rope_inv_freq"] = freqs
-    else:
-        rope_theta = float(np.frombuffer(data, dtype="<f4", count=1, offset=p0)[0])
-        if rope_theta != 0.0:
-            if not (rope_theta > 1.0 and math.isfinite(rope_theta)) or D % 2:
-                _fail(p0, "rope_theta %r (must be 0, or > 1 with even head_dim)" % rope_theta)
-            freqs = [math.pow(rope_theta, -2.0 * i / D) for i in range(D // 2)]
-        header["rope_theta"] = rope_theta
     steps = np.frombuffer(data, dtype="<f4", count=planes, offset=p0 + rope_bytes).copy()
     for i, st in enumerate(steps):
         if not 1e-20 <= float(st) <= 1e20:
@@ -528,10 +564,13 @@ def decode(stream):
             out[plane, head] = out[plane, head][:, src]
     out = np.ascontiguousarray(out.transpose(0, 1, 3, 2))  # [plane][head][token][dim]
 
-    # RoPE on keys.
-    if freqs is not None:
-        half = D // 2
-        tb = header["token_begin"]
+    # RoPE on keys, each layer at its frequencies.
+    half = D // 2
+    tb = header["token_begin"]
+    for layer in range(L):
+        freqs = layer_freqs[layer]
+        if freqs is None:
+            continue
         cos = np.empty((T, half), dtype=np.float32)
         sin = np.empty((T, half), dtype=np.float32)
         for t in range(T):
@@ -539,11 +578,10 @@ def decode(stream):
             for i, f in enumerate(freqs):
                 cos[t, i] = math.cos(p * f)
                 sin[t, i] = math.sin(p * f)
-        for layer in range(L):
-            x = out[2 * layer]
-            lo, hi = x[:, :, :half].copy(), x[:, :, half:].copy()
-            x[:, :, :half] = lo * cos - hi * sin
-            x[:, :, half:] = hi * cos + lo * sin
+        x = out[2 * layer]
+        lo, hi = x[:, :, :half].copy(), x[:, :, half:].copy()
+        x[:, :, :half] = lo * cos - hi * sin
+        x[:, :, half:] = hi * cos + lo * sin
     return header, out.reshape(L, 2, H, T, D)
 
 
@@ -699,7 +737,8 @@ def compare_file(kvs_path, safetensors_path):
         print("  chunk %d: tokens %d+%d level %d flags %d rope %s modes %s escapes %d raw-bit channels %d copied rows %d"
               " substreams %d (tables with >1: %d)"
               % (ci, tb, T, header["level"], header["flags"],
-                 "table" if "rope_inv_freq" in header else header["rope_theta"],
+                 "per layer %s" % header["rope_layers"] if "rope_layers" in header
+                 else "table" if "rope_inv_freq" in header else header["rope_theta"],
                  "".join(str(m) for m in header["row_modes"]), header["stats"]["escapes"],
                  header["stats"]["raw_bit_channels"], header["stats"]["copied_rows"],
                  sum(header["stats"]["substreams"].values()),
@@ -749,7 +788,9 @@ def self_test(directory):
     cases = {
         "flipped byte (CRC)": good[:60] + bytes([good[60] ^ 1]) + good[61:],
         "truncated": good[:-10],
-        "flags bit 2": _join(head[:10] + struct.pack("<H", 5) + head[12:], secs),
+        "flags bit 2 on a stream of one RoPE": _join(head[:10] + struct.pack("<H", 5) + head[12:], secs),
+        "flags bits 1 and 2": _join(head[:10] + struct.pack("<H", 7) + head[12:], secs),
+        "flags bit 3": _join(head[:10] + struct.pack("<H", 9) + head[12:], secs),
         "row mode 3": edit(0, poke(modes + 1, 3)),
         "row mode 2 on the first head": edit(0, poke(modes, 2)),
         "byte left after the row references": edit(1, lambda b: b + b"\0"),

@@ -70,6 +70,24 @@ std::string model_content_hash(const std::string& model_dir) {
   return fmt::format("{:016x}", h);
 }
 
+namespace {
+// kvs_rope_params for a model whose layers all rotate as `config` says.
+codec::CodecParams rope_params_of(const ModelConfig& config) {
+  if (config.rotary_dim() != config.effective_head_dim()) return {{"rope_theta", "0"}};
+  const std::string& type = config.rope_scaling.type;
+  if (type == "default" || type == "dynamic") return {{"rope_theta", fmt::format("{}", config.rope_theta)}};
+  const int64_t original = config.rope_scaling.original_max_position_embeddings > 0
+                               ? config.rope_scaling.original_max_position_embeddings
+                               : config.max_position_embeddings;
+  codec::CodecParams params = {{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(config, original))}};
+  if (type == "longrope") {  // its long factors for prompts past the original length
+    params["rope_inv_freq_long"] = codec::kvs_param_list(rope_inv_freq(config, original + 1));
+    params["rope_long_after"] = std::to_string(original);
+  }
+  return params;
+}
+}  // namespace
+
 KvsCalibration calibrate_kvs(const Model& model, const std::vector<std::vector<int64_t>>& windows,
                              const KvsCalibrationOptions& options) {
   const ModelConfig& cfg = model.config();
@@ -79,7 +97,6 @@ KvsCalibration calibrate_kvs(const Model& model, const std::vector<std::vector<i
   if (ctx < 2 || cont < 2) throw Error("kvs calibration: context and continuation need at least 2 tokens each");
   if (!(options.floor > 0 && options.floor <= 1)) throw Error("kvs calibration: floor must be in (0, 1]");
   constexpr double kProbeSteps[] = {0.1, 0.3};  // of the plane's RMS value
-  const codec::CodecParams rope = kvs_rope_params(cfg);
   std::vector<double> kl_mse(planes, 0.0), mse_mse(planes, 0.0);
   for (size_t w = 0; w < windows.size(); ++w) {
     const auto& ids = windows[w];
@@ -111,6 +128,7 @@ KvsCalibration calibrate_kvs(const Model& model, const std::vector<std::vector<i
         std::vector<float> weights(2, 1e-3f);
         weights[size_t(kind)] = step;
         codec::CodecParams params{{"weights", codec::kvs_param_list(weights)}, {"ladder", "1"}};
+        const codec::CodecParams rope = rope_params_of(cfg.rope_config(l));  // the layer's own RoPE
         params.insert(rope.begin(), rope.end());
         const auto codec = codec::make_codec("kvs", {params, ""});
         const codec::KVChunk back = codec->decode(codec->encode(one, 0));
@@ -229,35 +247,33 @@ codec::CodecParams kvs_params_for_model(const std::string& model_dir, uint32_t l
   return params;
 }
 
-namespace {
-// kvs_rope_params for a model whose layers all rotate as `config` says.
-codec::CodecParams rope_params_of(const ModelConfig& config) {
-  if (config.rotary_dim() != config.effective_head_dim()) return {{"rope_theta", "0"}};
-  const std::string& type = config.rope_scaling.type;
-  if (type == "default" || type == "dynamic") return {{"rope_theta", fmt::format("{}", config.rope_theta)}};
-  const int64_t original = config.rope_scaling.original_max_position_embeddings > 0
-                               ? config.rope_scaling.original_max_position_embeddings
-                               : config.max_position_embeddings;
-  codec::CodecParams params = {{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(config, original))}};
-  if (type == "longrope") {  // its long factors for prompts past the original length
-    params["rope_inv_freq_long"] = codec::kvs_param_list(rope_inv_freq(config, original + 1));
-    params["rope_long_after"] = std::to_string(original);
-  }
-  return params;
-}
-}  // namespace
 
 codec::CodecParams kvs_rope_params(const ModelConfig& config) {
-  // One RoPE per stream: the one most layers use (the first layer's on a tie).
-  std::vector<std::pair<codec::CodecParams, int64_t>> counts;  // in order of first layer
+  // The RoPEs the layers use, each with its layers, in order of first layer.
+  struct Rope {
+    codec::CodecParams params;
+    std::vector<int64_t> layers;
+  };
+  std::vector<Rope> ropes;
   for (int64_t l = 0; l < std::max<int64_t>(config.num_hidden_layers, 1); ++l) {
     codec::CodecParams p = rope_params_of(config.rope_config(l));
-    auto it = std::find_if(counts.begin(), counts.end(), [&](const auto& c) { return c.first == p; });
-    if (it == counts.end()) counts.emplace_back(std::move(p), 1);
-    else ++it->second;
+    auto it = std::find_if(ropes.begin(), ropes.end(), [&](const Rope& r) { return r.params == p; });
+    if (it == ropes.end()) ropes.push_back({std::move(p), {l}});
+    else it->layers.push_back(l);
   }
-  return std::max_element(counts.begin(), counts.end(), [](const auto& a, const auto& b) { return a.second < b.second; })
-      ->first;
+  // The main RoPE: the one most layers use (the first layer's on a tie); the
+  // next most used, its layers', as kvs's second RoPE, when it has no
+  // LongRoPE table (kvs's second RoPE has one table).
+  const auto more = [](const Rope& a, const Rope& b) { return a.layers.size() > b.layers.size(); };
+  std::stable_sort(ropes.begin(), ropes.end(), more);
+  codec::CodecParams params = ropes[0].params;
+  if (ropes.size() > 1 && !ropes[1].params.count("rope_inv_freq_long")) {
+    for (const auto& [key, value] : ropes[1].params) params[key == "rope_theta" ? "rope_alt_theta" : "rope_alt_inv_freq"] = value;
+    std::string layers;
+    for (int64_t l : ropes[1].layers) layers += fmt::format("{}{}", layers.empty() ? "" : ":", l);
+    params["rope_alt_layers"] = layers;
+  }
+  return params;
 }
 
 void apply_kvs_calibration(const std::string& model_dir, uint32_t layers, const std::vector<std::string>& codecs,
@@ -269,7 +285,8 @@ void apply_kvs_calibration(const std::string& model_dir, uint32_t layers, const 
     return options->params.count(key) || (own != options->codec_params.end() && own->second.count(key));
   };
   // A RoPE the user gave in any of kvs's RoPE parameters replaces the model's in all of them.
-  constexpr const char* kRopeKeys[] = {"rope_theta", "rope_inv_freq", "rope_inv_freq_long", "rope_long_after"};
+  constexpr const char* kRopeKeys[] = {"rope_theta",     "rope_inv_freq",     "rope_inv_freq_long", "rope_long_after",
+                                       "rope_alt_theta", "rope_alt_inv_freq", "rope_alt_layers"};
   const bool rope_given = std::any_of(std::begin(kRopeKeys), std::end(kRopeKeys), given);
   codec::CodecParams add =
       given("weights") ? kvs_rope_params(load_config(model_dir)) : kvs_params_for_model(model_dir, layers);

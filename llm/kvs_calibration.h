@@ -79,10 +79,13 @@ std::string kvs_calibration_path(const std::string& model_dir);
 // for contexts past original_max_position_embeddings, as the model rotates
 // them); rope_theta=0 (keys coded as given) for a partial rotary, whose
 // pairs kvs cannot express. Past max_position_embeddings dynamic NTK rotates
-// by other frequencies: such keys still decode exactly, at some cost in size. A stream has one
-// RoPE: where layers differ (gemma3_text's sliding layers rotate with
-// rope_local_base_freq), the one most layers use, the others' keys then
-// coded at that RoPE's frequencies (exact, larger).
+// by other frequencies: such keys still decode exactly, at some cost in size.
+// Where layers differ (gemma3_text's sliding layers rotate with
+// rope_local_base_freq, its full ones with rope_theta and its scaling), the
+// RoPE most layers use is the main one and the next most used is kvs's second
+// RoPE for its layers (rope_alt_theta or rope_alt_inv_freq, and
+// rope_alt_layers); a third, or a second with LongRoPE's two tables, is not
+// expressible: its layers' keys are coded at the main RoPE (exact, larger).
 codec::CodecParams kvs_rope_params(const ModelConfig& config);
 
 // kvs's parameters for the model in `model_dir` (weights from its

@@ -68,6 +68,23 @@ TEST(KvsCalibration, WeightsHaveTheModelsShapeAndAreDeterministic) {
   EXPECT_THROW(calibrate_kvs(m, {}, small_options()), Error);
 }
 
+// A model whose layers rotate differently (gemma3_text): each layer is
+// probed alone at its own RoPE (one-layer chunks: kvs's per-layer parameters
+// of the whole model would name layers they lack).
+TEST(KvsCalibration, ProbesEachLayerAtItsOwnRope) {
+  ModelConfig cfg = tiny_config();
+  cfg.model_type = "gemma3_text";
+  cfg.num_hidden_layers = 3;
+  cfg.sliding_window = 8;
+  cfg.layer_types = {"sliding_attention", "sliding_attention", "full_attention"};
+  cfg.rope_theta = 1e6;
+  cfg.rope_local_base_freq = 10000;
+  ASSERT_EQ(kvs_rope_params(cfg).at("rope_alt_layers"), "2");
+  const KvsCalibration c = calibrate_kvs(Model::random(cfg, 6), windows(1), small_options());
+  ASSERT_EQ(c.weights.size(), 6u);
+  for (float w : c.weights) EXPECT_GT(w, 0.0f);
+}
+
 TEST(KvsCalibration, ProfileRefusesKvsWithoutThisModelsCalibration) {
   TempDir dir;
   const std::string a = (dir.path / "a").string(), b = (dir.path / "b").string();
@@ -181,8 +198,9 @@ TEST(KvsRopeParams, FollowTheModelsRope) {
 }
 
 // gemma3_text: sliding layers rotate with rope_local_base_freq, full ones with
-// rope_theta and its scaling; a kvs stream has one RoPE, the most layers'.
-TEST(KvsRopeParams, TheRopeMostLayersUse) {
+// rope_theta and its scaling; kvs's main RoPE is the most layers', its second
+// the other layers'.
+TEST(KvsRopeParams, EachLayerTakesItsOwnRope) {
   ModelConfig c = tiny_config();
   c.model_type = "gemma3_text";
   c.head_dim = 16;
@@ -194,13 +212,29 @@ TEST(KvsRopeParams, TheRopeMostLayersUse) {
   c.rope_scaling.type = "linear";
   c.rope_scaling.factor = 8;
   c.rope_local_base_freq = 10000;
-  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "10000"}}));
+  const std::string table = codec::kvs_param_list(rope_inv_freq(c, 128));
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "10000"},
+                                                    {"rope_alt_inv_freq", table},
+                                                    {"rope_alt_layers", "5"}}));
   c.layer_types = {"full_attention", "full_attention", "full_attention",
                    "full_attention", "sliding_attention", "sliding_attention"};
-  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_inv_freq", codec::kvs_param_list(rope_inv_freq(c, 128))}}));
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_inv_freq", table},
+                                                    {"rope_alt_theta", "10000"},
+                                                    {"rope_alt_layers", "4:5"}}));
   c.layer_types = {"sliding_attention", "full_attention", "sliding_attention",
                    "full_attention", "sliding_attention", "full_attention"};  // a tie: layer 0's
-  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "10000"}}));
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "10000"},
+                                                    {"rope_alt_inv_freq", table},
+                                                    {"rope_alt_layers", "1:3:5"}}));
+  // Unscaled global layers: a second base.
+  c.rope_scaling.type = "default";
+  EXPECT_EQ(kvs_rope_params(c), (codec::CodecParams{{"rope_theta", "10000"},
+                                                    {"rope_alt_theta", "1000000"},
+                                                    {"rope_alt_layers", "1:3:5"}}));
+  // The codec takes them, and codes each layer's keys at its RoPE (flags bit 2).
+  const auto kvs = codec::make_codec("kvs", {kvs_rope_params(c), ""});
+  codec::KVChunk chunk({6, 1, 16}, codec::DType::kF16, 0, 4);
+  EXPECT_EQ(kvs->encode(chunk, 0)[10] & 4, 4);
 }
 
 // profile, simulate and encode --model give kvs the model's table, unless

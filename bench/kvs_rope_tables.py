@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 
@@ -28,20 +27,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools", "model"))
-from kv_stats import read_safetensors  # noqa: E402  (every tensor as float32)
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for k in sorted(tensors):
-        data = np.ascontiguousarray(tensors[k], dtype=np.float32).tobytes()
-        header[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+from kv_stats import read_safetensors, write_safetensors  # noqa: E402  (float32 in and out)
 
 
 def variant(src, dst, edit):

@@ -34,6 +34,20 @@ def read_safetensors(path):
     return out
 
 
+# Every tensor written as F32 (header padded to 8 bytes), as `kvstream` reads them.
+def write_safetensors(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for k in sorted(tensors):
+        data = np.ascontiguousarray(tensors[k], dtype=np.float32).tobytes()
+        header[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("kv")

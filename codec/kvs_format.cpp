@@ -126,7 +126,8 @@ std::vector<std::vector<std::array<float, 2>>> rope_tables(const KvsStreamRope& 
                                                           uint32_t tokens) {
   std::vector<std::vector<std::array<float, 2>>> out;
   out.reserve(rope.tables.size());
-  for (const auto& t : rope.tables) out.push_back(rope_table(t, token_begin, tokens));
+  for (size_t i = 0; i < rope.tables.size(); ++i)
+    out.push_back(rope.used(i) ? rope_table(rope.tables[i], token_begin, tokens) : std::vector<std::array<float, 2>>{});
   return out;
 }
 

@@ -632,6 +632,8 @@ KvsPlan plan_kvs(std::span<const uint8_t> stream, const kvs_detail::KvsCodec& co
   plan.piece_count = uint32_t(layout.pieces.size());
   plan.centroid = layout.centroid;
   plan.ropes = layout.rope.tables;
+  for (size_t i = 0; i < plan.ropes.size(); ++i)
+    if (!layout.rope.used(i)) plan.ropes[i].clear();  // read by no layer: no table on the device
   plan.stride = channel_stride(T);
   plan.symbols_bytes = layout.pieces.size() * size_t(kKvsPieceSymbols);
   plan.tmp_bytes = channels * plan.stride * sizeof(float);

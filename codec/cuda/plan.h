@@ -151,8 +151,9 @@ struct KvsPlan {
   uint32_t piece_count = 0;
   bool centroid = false;
   // The stream's RoPE tables (KvsLayout::rope.tables: D / 2 frequencies
-  // each, empty: keys as given); the kernels read a KvsRope table of each
-  // (not in the meta) and each layer's index (u8 at layer_rope_at).
+  // each; empty: keys as given, or no layer reads it); the kernels read a
+  // KvsRope table of each (not in the meta) and each layer's index (u8 at
+  // layer_rope_at).
   std::vector<std::vector<double>> ropes;
   size_t layer_rope_at = 0;
   bool rotates() const {

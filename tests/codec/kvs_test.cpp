@@ -747,6 +747,17 @@ TEST(KvsRopeLayers, HostileDescriptionsAreRejected) {
     fix_crc(b);
     EXPECT_THROW(make_codec("kvs")->decode(b), CorruptStream) << int(flags);
   }
+  // A table no layer reads is allowed (and not computed): layer 1 now at table 0.
+  {
+    Bytes b = good;
+    b[params + 12] = 0;
+    fix_crc(b);
+    const KVChunk one = make_codec("kvs")->decode(b), both = codec->decode(good);
+    EXPECT_TRUE(std::equal(&one.at(0, Kind::kKey, 0, 0, 0), &one.at(0, Kind::kKey, 0, 0, 0) + 8 * 16,
+                           &both.at(0, Kind::kKey, 0, 0, 0)));
+    EXPECT_FALSE(std::equal(&one.at(1, Kind::kKey, 0, 0, 0), &one.at(1, Kind::kKey, 0, 0, 0) + 8 * 16,
+                            &both.at(1, Kind::kKey, 0, 0, 0)));
+  }
   // A base below 1 for a table.
   Bytes b = good;
   const float theta = 0.5f;

@@ -147,13 +147,7 @@ std::vector<std::array<float, 2>> rope_table(const std::vector<double>& inv_freq
 struct KvsStreamRope {
   std::vector<std::vector<double>> tables;
   std::vector<uint8_t> layer_table;  // per layer: an index into tables
-  const std::vector<double>& of_layer(size_t layer) const { return tables[layer_table[layer]]; }
   bool used(size_t table) const { return std::find(layer_table.begin(), layer_table.end(), table) != layer_table.end(); }
-  bool rotates() const {
-    for (const auto& t : tables)
-      if (!t.empty()) return true;
-    return false;
-  }
 };
 // Per table of `rope`, rope_table(table, token_begin, tokens) (empty for an
 // empty table, and for one no layer uses: a stream may describe four).
